@@ -1,0 +1,55 @@
+# hawker: `make run` to start a development server, `make test` to run every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+export HAWKER_CONFIG_DIR := $(CURDIR)/config
+
+.PHONY: run demo test lint fmt clippy services migrate seed openapi openapi-check loadtest clean-test-dbs precommit
+
+## Start PostgreSQL and Redis if needed, migrate, and serve on 127.0.0.1:8080 (admin :9090).
+run: services
+	$(CARGO) build --bin hawker
+	./target/debug/hawker migrate
+	HAWKER_ENV=development ./target/debug/hawker serve
+
+## Seed demo data into the development database.
+seed: services
+	$(CARGO) run --quiet --bin hawker -- seed
+
+demo: seed run
+
+migrate: services
+	$(CARGO) run --quiet --bin hawker -- migrate
+
+services:
+	@bash scripts/services.sh
+
+## Every test of the workspace, against the real PostgreSQL and Redis.
+test: services clean-test-dbs
+	$(CARGO) test --workspace --all-targets
+	$(MAKE) --no-print-directory openapi-check
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+precommit: fmt lint test
+
+## Print the OpenAPI document into docs/openapi.json.
+openapi:
+	$(CARGO) run --quiet --bin hawker -- openapi > docs/openapi.json
+
+## Validate the OpenAPI document with an independent validator (openapi-spec-validator).
+openapi-check:
+	@test -x target/pyenv/bin/python || python3 -m venv target/pyenv
+	@target/pyenv/bin/python -c "import openapi_spec_validator" 2>/dev/null \
+	  || target/pyenv/bin/pip install --quiet openapi-spec-validator
+	$(CARGO) run --quiet --bin hawker -- openapi > target/openapi.json
+	target/pyenv/bin/python -m openapi_spec_validator target/openapi.json
+
+## Drop databases left by earlier test runs.
+clean-test-dbs:
+	@psql -h 127.0.0.1 -U postgres -Atc "select datname from pg_database where datname like 'hawker_test_%'" 2>/dev/null \
+	  | while read -r db; do psql -h 127.0.0.1 -U postgres -qc "drop database if exists \"$$db\"" >/dev/null 2>&1 || true; done

@@ -1,0 +1,247 @@
+//! Bearer tokens: claims, roles, signing and verification.
+//!
+//! Tokens are JWTs signed either with an HS256 shared secret or an Ed25519
+//! (EdDSA) key pair. Verification distinguishes *why* a token is refused so
+//! the HTTP layer can answer with a precise error code.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What a caller is allowed to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Host,
+    Agency,
+    Brand,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [Role::Viewer, Role::Host, Role::Agency, Role::Brand, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Host => "host",
+            Role::Agency => "agency",
+            Role::Brand => "brand",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role `{s}` (expected viewer, host, agency, brand or admin)"))
+    }
+}
+
+/// The claims hawker puts in (and expects from) a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Claims {
+    /// The user id. Hosts are identified by their host id (a UUID); viewers
+    /// by any stable id of the identity provider (at most 64 characters).
+    pub sub: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agency_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand_id: Option<Uuid>,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: i64,
+    /// Issued at, seconds since the Unix epoch.
+    #[serde(default)]
+    pub iat: i64,
+}
+
+/// The longest `sub` accepted; longer ones are refused as malformed.
+pub const MAX_SUBJECT_LEN: usize = 64;
+
+impl Claims {
+    pub fn new(sub: impl Into<String>, role: Role, ttl: chrono::Duration) -> Self {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub: sub.into(),
+            role,
+            agency_id: None,
+            brand_id: None,
+            exp: now + ttl.num_seconds(),
+            iat: now,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// The subject as a UUID, for roles whose subject is a row in the database (hosts).
+    pub fn subject_uuid(&self) -> Option<Uuid> {
+        Uuid::parse_str(&self.sub).ok()
+    }
+}
+
+/// Why a token was refused. Each variant has its own stable error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("no bearer token was presented")]
+    Missing,
+    #[error("the token is not a well-formed hawker token: {0}")]
+    Malformed(String),
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+}
+
+impl TokenError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            TokenError::Missing => "token_missing",
+            TokenError::Malformed(_) => "token_malformed",
+            TokenError::BadSignature => "token_bad_signature",
+            TokenError::Expired => "token_expired",
+        }
+    }
+}
+
+/// Keys for signing and verifying tokens.
+#[derive(Clone)]
+pub struct TokenKeys {
+    algorithm: Algorithm,
+    encoding: Option<EncodingKey>,
+    decoding: DecodingKey,
+}
+
+impl fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("algorithm", &self.algorithm)
+            .field("can_sign", &self.encoding.is_some())
+            .finish()
+    }
+}
+
+impl TokenKeys {
+    /// HS256 with a shared secret.
+    pub fn hs256(secret: &[u8]) -> Self {
+        TokenKeys {
+            algorithm: Algorithm::HS256,
+            encoding: Some(EncodingKey::from_secret(secret)),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// EdDSA (Ed25519) from PEM. The private key is optional: a node that only
+    /// verifies tokens needs only the public key.
+    pub fn ed25519(public_pem: &[u8], private_pem: Option<&[u8]>) -> Result<Self, String> {
+        let decoding = DecodingKey::from_ed_pem(public_pem).map_err(|e| format!("public key: {e}"))?;
+        let encoding = match private_pem {
+            Some(pem) => Some(EncodingKey::from_ed_pem(pem).map_err(|e| format!("private key: {e}"))?),
+            None => None,
+        };
+        Ok(TokenKeys {
+            algorithm: Algorithm::EdDSA,
+            encoding,
+            decoding,
+        })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn sign(&self, claims: &Claims) -> Result<String, String> {
+        let key = self
+            .encoding
+            .as_ref()
+            .ok_or_else(|| "no private key configured: this node can only verify tokens".to_string())?;
+        jsonwebtoken::encode(&Header::new(self.algorithm), claims, key).map_err(|e| e.to_string())
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(self.algorithm);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => TokenError::BadSignature,
+            _ => TokenError::Malformed(e.to_string()),
+        })?;
+        let claims = data.claims;
+        if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT_LEN {
+            return Err(TokenError::Malformed(format!(
+                "sub must be 1 to {MAX_SUBJECT_LEN} characters"
+            )));
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(ttl_secs: i64) -> Claims {
+        Claims::new("viewer-1", Role::Viewer, chrono::Duration::seconds(ttl_secs))
+    }
+
+    #[test]
+    fn a_signed_token_verifies_with_the_same_secret() {
+        let keys = TokenKeys::hs256(b"a-secret-long-enough-for-hs256-000000");
+        let token = keys.sign(&claims(60)).unwrap();
+        assert_eq!(keys.verify(&token).unwrap().sub, "viewer-1");
+    }
+
+    #[test]
+    fn a_token_from_another_secret_is_a_bad_signature() {
+        let token = TokenKeys::hs256(b"one-secret-000000000000000000000000")
+            .sign(&claims(60))
+            .unwrap();
+        let err = TokenKeys::hs256(b"another-secret-00000000000000000000")
+            .verify(&token)
+            .unwrap_err();
+        assert_eq!(err, TokenError::BadSignature);
+    }
+
+    #[test]
+    fn an_expired_token_is_expired() {
+        let keys = TokenKeys::hs256(b"a-secret-long-enough-for-hs256-000000");
+        let token = keys.sign(&claims(-5)).unwrap();
+        assert_eq!(keys.verify(&token).unwrap_err(), TokenError::Expired);
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let keys = TokenKeys::hs256(b"a-secret-long-enough-for-hs256-000000");
+        assert!(matches!(keys.verify("not.a.jwt"), Err(TokenError::Malformed(_))));
+        assert!(matches!(keys.verify(""), Err(TokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn roles_parse_from_their_names_only() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+        }
+        assert!("root".parse::<Role>().is_err());
+    }
+}

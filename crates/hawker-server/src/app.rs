@@ -1,0 +1,155 @@
+//! Building and running the application: two listeners (public, admin),
+//! the shared state, and a graceful, bounded shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::listener::LimitedListener;
+use crate::{db, telemetry};
+
+pub struct Application {
+    public: TcpListener,
+    admin: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds both listeners (port 0 picks a free port) and prepares the
+    /// state; applies migrations first when `database.auto_migrate` is set.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let keys = Arc::new(settings.token_keys()?);
+        let db = db::pool(&settings.database)?;
+        if settings.database.auto_migrate {
+            db::ensure_database(&settings.database.url).await?;
+            db::migrate(&db).await?;
+        }
+        let redis = redis_manager(&settings)?;
+        let public = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
+        let admin = TcpListener::bind(settings.server.admin_listen)
+            .await
+            .with_context(|| format!("binding server.admin_listen {}", settings.server.admin_listen))?;
+        let state = AppState {
+            settings,
+            db,
+            redis,
+            keys,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        Ok(Application { public, admin, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .unwrap_or_else(|_| self.state.settings.server.listen)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| self.state.settings.server.admin_listen)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Cancelling this token starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops accepting,
+    /// lets in-flight requests and sockets finish, bounded by
+    /// `server.shutdown_grace_secs`.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application { public, admin, state } = self;
+        let tracker = state.tasks.clone();
+        let shutdown = state.shutdown.clone();
+        let grace = state.settings.server.shutdown_grace();
+        let max_connections = state.settings.server.max_connections;
+
+        let admin_app = http::admin_app(state.clone(), telemetry::metrics_handle());
+        let public_app = http::public_app(state.clone());
+
+        let public_server = axum::serve(LimitedListener::new(public, max_connections), public_app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let admin_server =
+            axum::serve(admin, admin_app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+
+        let public_task = tokio::spawn(async move { public_server.await });
+        let admin_task = tokio::spawn(async move { admin_server.await });
+
+        shutdown.cancelled().await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutdown started: draining requests and sockets"
+        );
+        tracker.close();
+        let drained = tokio::time::timeout(grace, async {
+            let (p, a) = tokio::join!(public_task, admin_task);
+            tracker.wait().await;
+            (p, a)
+        })
+        .await;
+        match drained {
+            Ok((p, a)) => {
+                p.context("public server task")?.context("public server")?;
+                a.context("admin server task")?.context("admin server")?;
+                tracing::info!("shutdown complete");
+            }
+            Err(_) => tracing::warn!("shutdown deadline reached; closing what is left"),
+        }
+        state.db.close().await;
+        Ok(())
+    }
+}
+
+fn redis_manager(settings: &Settings) -> anyhow::Result<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(settings.redis.url.as_str())
+        .with_context(|| format!("redis.url `{}`", settings.redis.url))?;
+    let timeout = Duration::from_millis(settings.redis.response_timeout_ms);
+    // Unbounded retries with a capped delay: the default gives up after ~6 s.
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(usize::MAX)
+        .set_max_delay(Duration::from_secs(2))
+        .set_response_timeout(Some(timeout))
+        .set_connection_timeout(Some(timeout));
+    Ok(redis::aio::ConnectionManager::new_lazy_with_config(
+        client, config,
+    )?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}

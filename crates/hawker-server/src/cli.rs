@@ -1,0 +1,142 @@
+//! The `hawker` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hawker_core::{Claims, Role};
+use uuid::Uuid;
+
+use crate::app::{shutdown_signal, Application};
+use crate::config::{default_config_dir, Environment, Settings};
+use crate::{db, http, seed, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "hawker", version, about = "Backend for livestream commerce")]
+pub struct Cli {
+    /// Directory holding default.toml and the per-environment files.
+    #[arg(long, global = true, env = "HAWKER_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the server (public and admin listeners).
+    Serve,
+    /// Create the database if needed and apply pending migrations.
+    Migrate,
+    /// Mint a signed token for development and testing.
+    Token {
+        /// The user id (`sub`): a host's UUID, or any id for a viewer.
+        #[arg(long)]
+        user: String,
+        /// viewer, host, agency, brand or admin.
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        agency: Option<Uuid>,
+        #[arg(long)]
+        brand: Option<Uuid>,
+        /// Lifetime, e.g. `30m`, `12h`, `7d` (default: auth.default_token_ttl_secs).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Insert idempotent demo data: an agency with two hosts, a brand with products, a session today.
+    Seed,
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+impl Cli {
+    pub fn load_settings(&self) -> anyhow::Result<Settings> {
+        let dir = self.config_dir.clone().unwrap_or_else(default_config_dir);
+        let environment = Environment::from_env()?;
+        Ok(Settings::load(&dir, environment)?)
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Openapi = cli.command {
+        println!("{}", serde_json::to_string_pretty(&http::openapi_document())?);
+        return Ok(());
+    }
+    let settings = cli.load_settings()?;
+    match cli.command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            db::ensure_database(&settings.database.url).await?;
+            let pool = db::pool(&settings.database)?;
+            db::migrate(&pool).await?;
+            println!("migrations applied to {}", redact(&settings.database.url));
+            Ok(())
+        }
+        Command::Token {
+            user,
+            role,
+            agency,
+            brand,
+            ttl,
+        } => {
+            let ttl = ttl.unwrap_or(Duration::from_secs(settings.auth.default_token_ttl_secs));
+            let ttl = chrono::Duration::from_std(ttl).context("--ttl is too long")?;
+            let mut claims = Claims::new(user, role, ttl);
+            claims.agency_id = agency;
+            claims.brand_id = brand;
+            let token = settings.token_keys()?.sign(&claims).map_err(anyhow::Error::msg)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Seed => {
+            db::ensure_database(&settings.database.url).await?;
+            let pool = db::pool(&settings.database)?;
+            db::migrate(&pool).await?;
+            let seeded = seed::seed(&pool).await?;
+            println!("agency   {}", seeded.agency_id);
+            println!(
+                "hosts    {} (mia_live), {} (leo_deals)",
+                seeded.host_ids[0], seeded.host_ids[1]
+            );
+            println!("brand    {}", seeded.brand_id);
+            println!("session  {}", seeded.session_id);
+            Ok(())
+        }
+        Command::Openapi => Ok(()),
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_tracing(&settings.log);
+    let environment = settings.environment;
+    let public_url = settings.server.public_url.clone();
+    let app = Application::build(settings).await?;
+    let (public, admin) = (app.local_addr(), app.admin_addr());
+    tracing::info!(%public, %admin, environment = environment.as_str(), "hawker serving");
+    println!("hawker ({}) serving", environment.as_str());
+    println!("  API        http://{public}/v1   (public URL {public_url})");
+    println!("  API docs   http://{public}/docs  and  http://{public}/openapi.json");
+    println!("  health     http://{public}/healthz  http://{public}/readyz");
+    println!("  metrics    http://{admin}/metrics");
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        token.cancel();
+    });
+    app.run_until_stopped().await
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,323 @@
+//! Layered configuration: `config/default.toml`, then `config/{HAWKER_ENV}.toml`,
+//! then `HAWKER__SECTION__KEY` environment variables. Every value is checked
+//! once at start; a bad one stops the process with the key and the reason.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use hawker_core::TokenKeys;
+use serde::Deserialize;
+
+/// The JWT secret shipped in `config/default.toml`. Production refuses it.
+pub const DEV_JWT_SECRET: &str = "hawker-development-jwt-secret-not-for-production";
+/// The webhook secret shipped in `config/default.toml`. Production refuses it.
+pub const DEV_WEBHOOK_SECRET: &str = "hawker-development-webhook-secret";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Test => "test",
+            Environment::Production => "production",
+        }
+    }
+
+    /// Reads `HAWKER_ENV`; unset means development.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match std::env::var("HAWKER_ENV") {
+            Ok(value) => value.parse(),
+            Err(_) => Ok(Environment::Development),
+        }
+    }
+}
+
+impl FromStr for Environment {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "development" | "dev" => Ok(Environment::Development),
+            "test" => Ok(Environment::Test),
+            "production" | "prod" => Ok(Environment::Production),
+            other => Err(ConfigError::invalid(
+                "HAWKER_ENV",
+                format!("`{other}` is not one of development, test, production"),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration key `{key}` is invalid: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("configuration could not be read: {0}")]
+    Source(#[from] config::ConfigError),
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(skip, default = "default_environment")]
+    pub environment: Environment,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub payments: PaymentSettings,
+    pub log: LogSettings,
+}
+
+fn default_environment() -> Environment {
+    Environment::Development
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub public_url: String,
+    pub max_connections: usize,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServerSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub auto_migrate: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    pub response_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    EdDSA,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub algorithm: JwtAlgorithm,
+    pub jwt_secret: String,
+    pub ed25519_public_key_file: String,
+    pub ed25519_private_key_file: String,
+    pub default_token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentSettings {
+    pub webhook_secret: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// Where the configuration files live: `HAWKER_CONFIG_DIR`, else `./config`,
+/// else the repository's `config/` (for binaries run from a checkout).
+pub fn default_config_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("HAWKER_CONFIG_DIR") {
+        return PathBuf::from(dir);
+    }
+    let local = PathBuf::from("config");
+    if local.join("default.toml").exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
+}
+
+impl Settings {
+    /// Loads the settings for `environment` from `dir`, the process
+    /// environment's `HAWKER__*` variables on top.
+    pub fn load(dir: &Path, environment: Environment) -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::load_with(dir, environment, vars)
+    }
+
+    /// Like [`Settings::load`] with an explicit set of environment variables (tests).
+    pub fn load_with(
+        dir: &Path,
+        environment: Environment,
+        vars: HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let default = dir.join("default.toml");
+        if !default.exists() {
+            return Err(ConfigError::invalid(
+                "HAWKER_CONFIG_DIR",
+                format!("{} does not exist", default.display()),
+            ));
+        }
+        let raw = config::Config::builder()
+            .add_source(config::File::from(default))
+            .add_source(
+                config::File::from(dir.join(format!("{}.toml", environment.as_str()))).required(false),
+            )
+            .add_source(
+                config::Environment::default()
+                    .prefix("HAWKER")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(vars)),
+            )
+            .build()?;
+        let mut settings: Settings = raw.try_deserialize()?;
+        settings.environment = environment;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let prod = self.environment == Environment::Production;
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.server.request_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "server.request_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if !self.server.public_url.starts_with("http://") && !self.server.public_url.starts_with("https://") {
+            return Err(ConfigError::invalid(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
+            return Err(ConfigError::invalid("database.url", "must be a postgres:// URL"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
+            return Err(ConfigError::invalid("redis.url", "must be a redis:// URL"));
+        }
+        if self.auth.default_token_ttl_secs == 0 {
+            return Err(ConfigError::invalid(
+                "auth.default_token_ttl_secs",
+                "must be at least 1",
+            ));
+        }
+        match self.auth.algorithm {
+            JwtAlgorithm::HS256 => {
+                if self.auth.jwt_secret.len() < 32 {
+                    return Err(ConfigError::invalid(
+                        "auth.jwt_secret",
+                        "must be at least 32 bytes for HS256 (set HAWKER__AUTH__JWT_SECRET)",
+                    ));
+                }
+                if prod && self.auth.jwt_secret == DEV_JWT_SECRET {
+                    return Err(ConfigError::invalid(
+                        "auth.jwt_secret",
+                        "production refuses the development secret; set HAWKER__AUTH__JWT_SECRET",
+                    ));
+                }
+            }
+            JwtAlgorithm::EdDSA => {
+                if self.auth.ed25519_public_key_file.is_empty() {
+                    return Err(ConfigError::invalid(
+                        "auth.ed25519_public_key_file",
+                        "is required when auth.algorithm = \"EdDSA\"",
+                    ));
+                }
+            }
+        }
+        if self.payments.webhook_secret.len() < 16 {
+            return Err(ConfigError::invalid(
+                "payments.webhook_secret",
+                "must be at least 16 bytes (set HAWKER__PAYMENTS__WEBHOOK_SECRET)",
+            ));
+        }
+        if prod && self.payments.webhook_secret == DEV_WEBHOOK_SECRET {
+            return Err(ConfigError::invalid(
+                "payments.webhook_secret",
+                "production refuses the development secret; set HAWKER__PAYMENTS__WEBHOOK_SECRET",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(ConfigError::invalid("log.filter", e.to_string()));
+        }
+        self.token_keys()?;
+        Ok(())
+    }
+
+    /// The token keys this configuration describes.
+    pub fn token_keys(&self) -> Result<TokenKeys, ConfigError> {
+        match self.auth.algorithm {
+            JwtAlgorithm::HS256 => Ok(TokenKeys::hs256(self.auth.jwt_secret.as_bytes())),
+            JwtAlgorithm::EdDSA => {
+                let public = std::fs::read(&self.auth.ed25519_public_key_file)
+                    .map_err(|e| ConfigError::invalid("auth.ed25519_public_key_file", e.to_string()))?;
+                let private =
+                    if self.auth.ed25519_private_key_file.is_empty() {
+                        None
+                    } else {
+                        Some(std::fs::read(&self.auth.ed25519_private_key_file).map_err(|e| {
+                            ConfigError::invalid("auth.ed25519_private_key_file", e.to_string())
+                        })?)
+                    };
+                TokenKeys::ed25519(&public, private.as_deref())
+                    .map_err(|e| ConfigError::invalid("auth.ed25519_public_key_file", e))
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Liveness and readiness.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Serialize;
+
+use super::AppState;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// Liveness: the process answers. Touches no dependency.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`, `not_ready` or `shutting_down`.
+    pub status: &'static str,
+    pub postgres: Check,
+    pub redis: Check,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Check {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Check {
+    fn from_result(result: Result<(), String>) -> Self {
+        match result {
+            Ok(()) => Check {
+                ok: true,
+                error: None,
+            },
+            Err(error) => Check {
+                ok: false,
+                error: Some(error),
+            },
+        }
+    }
+}
+
+async fn check_postgres(state: &AppState) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("select 1").execute(&state.db)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("postgres: {e}")),
+        Err(_) => Err("postgres: no answer within 1s".to_string()),
+    }
+}
+
+async fn check_redis(state: &AppState) -> Result<(), String> {
+    let mut conn = state.redis.clone();
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(CHECK_TIMEOUT, ping.query_async::<String>(&mut conn)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("redis: {e}")),
+        Err(_) => Err("redis: no answer within 1s".to_string()),
+    }
+}
+
+/// Readiness: Postgres and Redis answer, and the node is not shutting down.
+/// A load balancer stops sending traffic on 503.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, body = Readiness, description = "ready"),
+    (status = 503, body = Readiness, description = "a dependency is down, or shutdown has begun"),
+))]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let (pg, redis) = tokio::join!(check_postgres(&state), check_redis(&state));
+    let shutting_down = state.shutdown.is_cancelled();
+    let ready = pg.is_ok() && redis.is_ok() && !shutting_down;
+    let status = if shutting_down {
+        "shutting_down"
+    } else if ready {
+        "ready"
+    } else {
+        "not_ready"
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status,
+        postgres: Check::from_result(pg),
+        redis: Check::from_result(redis),
+    };
+    (code, axum::Json(body))
+}

@@ -1,0 +1,179 @@
+//! The HTTP surface: the public router (`/v1`, health, OpenAPI) and the
+//! admin router (`/metrics`, health), with the middleware every request goes
+//! through (request id, tracing, metrics, timeout).
+
+pub mod agencies;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod me;
+pub mod openapi;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hawker_core::TokenKeys;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::Settings;
+use error::{ApiError, ErrorBody};
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything a handler may need. Cheap to clone: each field is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: PgPool,
+    /// Multiplexed, reconnecting Redis connection for commands.
+    pub redis: redis::aio::ConnectionManager,
+    pub keys: Arc<TokenKeys>,
+    /// Cancelled when shutdown begins: readiness turns 503 and long-lived
+    /// tasks (sockets, schedulers) wind down.
+    pub shutdown: CancellationToken,
+    /// Long-lived tasks (sockets, background workers) that shutdown waits for.
+    pub tasks: TaskTracker,
+}
+
+/// The public routes and their OpenAPI document, from one list.
+pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(me::me))
+        .routes(routes!(sessions::get_session))
+        .routes(routes!(agencies::get_agency))
+        .split_for_parts()
+}
+
+/// The OpenAPI document alone (for `hawker openapi` and the tests).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_router().1
+}
+
+/// The public application: `/v1`, health, `/openapi.json`, `/docs`.
+pub fn public_app(state: AppState) -> Router {
+    let (router, doc) = api_router();
+    let doc = Arc::new(doc);
+    let timeout = state.settings.server.request_timeout();
+    let router = router
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json(doc.as_ref().clone()) }),
+        )
+        .route("/docs", get(openapi::docs_page))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(timeout, request_timeout))
+        .layer(middleware::from_fn(record_metrics))
+        .with_state(state);
+    with_common_layers(router)
+}
+
+/// The admin application: `/metrics` and health, on its own listener so
+/// metrics never leak to the public side.
+pub fn admin_app(state: AppState, metrics: PrometheusHandle) -> Router {
+    let router = Router::new()
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .with_state(state);
+    with_common_layers(router)
+}
+
+/// Request id (taken from `x-request-id` or minted), a tracing span carrying
+/// it so every log line of the request has it, the id echoed on the
+/// response, and panics turned into 500s.
+fn with_common_layers(router: Router) -> Router {
+    let header = HeaderName::from_static(REQUEST_ID_HEADER);
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|request: &Request| {
+                        let request_id = request
+                            .headers()
+                            .get(REQUEST_ID_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!(
+                            "request",
+                            request_id = %request_id,
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                        )
+                    })
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+            .layer(PropagateRequestIdLayer::new(header))
+            .layer(CatchPanicLayer::custom(|_| {
+                ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+            })),
+    )
+}
+
+async fn not_found() -> Response {
+    ApiError::NotFound("route").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(ErrorBody {
+            error: "method_not_allowed",
+            message: "method not allowed on this route".into(),
+        }),
+    )
+        .into_response()
+}
+
+async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            axum::Json(ErrorBody {
+                error: "timeout",
+                message: format!("the request took longer than {}s", limit.as_secs()),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("hawker_http_requests_total", &labels).increment(1);
+    metrics::histogram!("hawker_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,213 @@
+//! `spawn_app()`: a real hawker on port 0 against real Postgres (a fresh
+//! database per test) and real Redis (the machine's, or a private
+//! `redis-server` for tests that stop it).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hawker_core::{Claims, Role, TokenKeys};
+use hawker_server::app::Application;
+use hawker_server::config::{Environment, Settings};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
+}
+
+pub fn test_database_url() -> String {
+    format!(
+        "postgres://postgres@127.0.0.1:5432/hawker_test_{}",
+        Uuid::new_v4().simple()
+    )
+}
+
+/// Test settings with `overrides` as if they were `HAWKER__*` variables.
+pub fn settings_with(overrides: &[(&str, &str)]) -> Settings {
+    let mut vars: HashMap<String, String> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.entry("HAWKER__DATABASE__URL".into())
+        .or_insert_with(test_database_url);
+    Settings::load_with(&config_dir(), Environment::Test, vars).expect("test settings")
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: Option<JoinHandle<anyhow::Result<()>>>,
+    pub db: PgPool,
+    pub keys: TokenKeys,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
+    }
+
+    pub fn token(&self, sub: &str, role: Role) -> String {
+        self.keys
+            .sign(&Claims::new(sub, role, chrono::Duration::hours(1)))
+            .expect("sign")
+    }
+
+    pub fn agency_token(&self, agency_id: Uuid) -> String {
+        let mut claims = Claims::new("agency-user", Role::Agency, chrono::Duration::hours(1));
+        claims.agency_id = Some(agency_id);
+        self.keys.sign(&claims).expect("sign")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// Cancels the app and waits for it to stop.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.handle.take() {
+            Some(handle) => handle.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(settings_with(&[])).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        hawker_server::telemetry::init_tracing(&settings.log);
+    }
+    let keys = settings.token_keys().expect("keys");
+    let app = Application::build(settings).await.expect("app builds");
+    let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
+    let shutdown = app.shutdown_token();
+    let db = app.state().db.clone();
+    let handle = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        addr,
+        admin_addr,
+        shutdown,
+        handle: Some(handle),
+        db,
+        keys,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client"),
+    }
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A private `redis-server` on its own port, for tests that stop or flush it.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts (again) on the same port and waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (make test installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("private redis-server did not start on port {}", self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Inserts an agency and a session, returning their ids.
+pub async fn insert_agency_and_session(db: &PgPool) -> (Uuid, Uuid) {
+    let agency_id = Uuid::new_v4();
+    let session_id = Uuid::new_v4();
+    sqlx::query("insert into agency (agency_id, name) values ($1, 'Test Agency')")
+        .bind(agency_id)
+        .execute(db)
+        .await
+        .expect("agency");
+    sqlx::query(
+        "insert into live_session (session_id, agency_id, title, planned_start, planned_end)
+         values ($1, $2, 'Test session', now(), now() + interval '1 hour')",
+    )
+    .bind(session_id)
+    .bind(agency_id)
+    .execute(db)
+    .await
+    .expect("session");
+    (agency_id, session_id)
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the hawker server: one binary, many modules.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod config;
+mod health;
+mod helpers;
+mod http;
+mod process;
+mod shutdown;

@@ -1,0 +1,133 @@
+//! Tests of the real `hawker` binary: tokens it mints, JSON logs carrying the
+//! request id, and SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{config_dir, test_database_url};
+
+const HAWKER: &str = env!("CARGO_BIN_EXE_hawker");
+
+fn hawker(args: &[&str], db_url: &str) -> Command {
+    let mut command = Command::new(HAWKER);
+    command
+        .args(args)
+        .env("HAWKER_ENV", "test")
+        .env("HAWKER_CONFIG_DIR", config_dir())
+        .env("HAWKER__DATABASE__URL", db_url)
+        .env("HAWKER__LOG__FORMAT", "json")
+        .env("HAWKER__LOG__FILTER", "info")
+        .env_remove("RUST_LOG");
+    command
+}
+
+#[tokio::test]
+async fn the_binary_serves_accepts_its_own_tokens_logs_request_ids_and_stops_on_sigterm() {
+    let db_url = test_database_url();
+    let mut child = hawker(&["serve"], &db_url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server prints its URLs");
+        seen.push(line.clone());
+        if let Some(rest) = line.trim_start().strip_prefix("API        http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+
+    let output = hawker(
+        &["token", "--user", "viewer-cli", "--role", "viewer", "--ttl", "5m"],
+        &db_url,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("http://{addr}/v1/me"))
+        .bearer_auth(&token)
+        .header("x-request-id", "rid-from-the-test-0042")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let me: Value = response.json().await.unwrap();
+    assert_eq!(me["sub"], "viewer-cli");
+
+    // SIGTERM: the process drains and exits 0.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    seen.extend(lines_rx.try_iter());
+
+    let tagged = seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["span"]["request_id"] == "rid-from-the-test-0042");
+    assert!(
+        tagged.is_some(),
+        "a JSON log line carries the request id; got:\n{}",
+        seen.join("\n")
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("shutdown complete")),
+        "{}",
+        seen.join("\n")
+    );
+}
+
+#[test]
+fn a_bad_configuration_value_stops_the_binary_with_the_key_named() {
+    let output = hawker(&["serve"], "postgres://postgres@127.0.0.1:5432/unused")
+        .env("HAWKER__SERVER__SHUTDOWN_GRACE_SECS", "soon")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("server.shutdown_grace_secs"), "{stderr}");
+}
+
+#[test]
+fn production_with_the_development_secret_refuses_to_start() {
+    let output = hawker(&["serve"], "postgres://postgres@127.0.0.1:5432/unused")
+        .env("HAWKER_ENV", "production")
+        .env("HAWKER__AUTH__JWT_SECRET", hawker_server::config::DEV_JWT_SECRET)
+        .env("HAWKER__PAYMENTS__WEBHOOK_SECRET", "a-production-webhook-secret")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("auth.jwt_secret"), "{stderr}");
+}
