@@ -3,22 +3,22 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export HAWKER_CONFIG_DIR := $(CURDIR)/config
 
-.PHONY: run demo test lint fmt clippy services migrate seed openapi openapi-check loadtest clean-test-dbs precommit
+.PHONY: run demo test lint fmt clippy services migrate seed openapi openapi-check clean-test-dbs precommit
 
 ## Start PostgreSQL and Redis if needed, migrate, and serve on 127.0.0.1:8080 (admin :9090).
 run: services
 	$(CARGO) build --bin hawker
-	./target/debug/hawker migrate
-	HAWKER_ENV=development ./target/debug/hawker serve
+	HAWKER_ENV=development $(CARGO) run --quiet --bin hawker -- migrate
+	HAWKER_ENV=development $(CARGO) run --quiet --bin hawker -- serve
 
 ## Seed demo data into the development database.
 seed: services
-	$(CARGO) run --quiet --bin hawker -- seed
+	HAWKER_ENV=development $(CARGO) run --quiet --bin hawker -- seed
 
 demo: seed run
 
 migrate: services
-	$(CARGO) run --quiet --bin hawker -- migrate
+	HAWKER_ENV=development $(CARGO) run --quiet --bin hawker -- migrate
 
 services:
 	@bash scripts/services.sh

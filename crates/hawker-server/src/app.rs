@@ -33,6 +33,18 @@ impl Application {
             db::migrate(&db).await?;
         }
         let redis = redis_manager(&settings)?;
+        let redis_client = redis::Client::open(settings.redis.url.as_str())
+            .with_context(|| format!("redis.url `{}`", settings.redis.url))?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let hub = hawker_hub::Hub::start(
+            settings.hub.clone(),
+            Duration::from_millis(settings.redis.response_timeout_ms),
+            redis.clone(),
+            redis_client,
+            shutdown.clone(),
+            tasks.clone(),
+        );
         let public = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
@@ -44,8 +56,9 @@ impl Application {
             db,
             redis,
             keys,
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            shutdown,
+            tasks,
+            hub,
         };
         Ok(Application { public, admin, state })
     }
@@ -84,10 +97,17 @@ impl Application {
         let admin_app = http::admin_app(state.clone(), telemetry::metrics_handle());
         let public_app = http::public_app(state.clone());
 
+        // Readiness turns 503 the moment shutdown starts; the listeners keep
+        // accepting for `shutdown_drain_ms` so a load balancer sees it first.
+        let drain = Duration::from_millis(state.settings.server.shutdown_drain_ms);
+        let stop_accepting = |shutdown: CancellationToken| async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain).await;
+        };
         let public_server = axum::serve(LimitedListener::new(public, max_connections), public_app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            .with_graceful_shutdown(stop_accepting(shutdown.clone()));
         let admin_server =
-            axum::serve(admin, admin_app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            axum::serve(admin, admin_app).with_graceful_shutdown(stop_accepting(shutdown.clone()));
 
         let public_task = tokio::spawn(async move { public_server.await });
         let admin_task = tokio::spawn(async move { admin_server.await });
@@ -98,7 +118,7 @@ impl Application {
             "shutdown started: draining requests and sockets"
         );
         tracker.close();
-        let drained = tokio::time::timeout(grace, async {
+        let drained = tokio::time::timeout(grace + drain, async {
             let (p, a) = tokio::join!(public_task, admin_task);
             tracker.wait().await;
             (p, a)
@@ -112,7 +132,8 @@ impl Application {
             }
             Err(_) => tracing::warn!("shutdown deadline reached; closing what is left"),
         }
-        state.db.close().await;
+        // Bounded too: a connection stuck in a query must not hold the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(1), state.db.close()).await;
         Ok(())
     }
 }

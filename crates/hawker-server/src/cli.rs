@@ -9,7 +9,7 @@ use hawker_core::{Claims, Role};
 use uuid::Uuid;
 
 use crate::app::{shutdown_signal, Application};
-use crate::config::{default_config_dir, Environment, Settings};
+use crate::config::{default_config_dir, Environment, LogFormat, Settings};
 use crate::{db, http, seed, telemetry};
 
 #[derive(Debug, Parser)]
@@ -71,7 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db::ensure_database(&settings.database.url).await?;
             let pool = db::pool(&settings.database)?;
             db::migrate(&pool).await?;
-            println!("migrations applied to {}", redact(&settings.database.url));
+            println!("migrations applied to {}", db::redact(&settings.database.url));
             Ok(())
         }
         Command::Token {
@@ -111,32 +111,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     telemetry::init_tracing(&settings.log);
     let environment = settings.environment;
+    let log_format = settings.log.format;
     let public_url = settings.server.public_url.clone();
     let app = Application::build(settings).await?;
     let (public, admin) = (app.local_addr(), app.admin_addr());
-    tracing::info!(%public, %admin, environment = environment.as_str(), "hawker serving");
-    println!("hawker ({}) serving", environment.as_str());
-    println!("  API        http://{public}/v1   (public URL {public_url})");
-    println!("  API docs   http://{public}/docs  and  http://{public}/openapi.json");
-    println!("  health     http://{public}/healthz  http://{public}/readyz");
-    println!("  metrics    http://{admin}/metrics");
+    tracing::info!(%public, %admin, %public_url, environment = environment.as_str(), "hawker serving");
+    if log_format == LogFormat::Pretty {
+        // For people; JSON logs already carry the addresses above.
+        println!(
+            "hawker ({}) serving on http://{public} (public URL {public_url})",
+            environment.as_str()
+        );
+        println!("  API docs   http://{public}/docs   OpenAPI http://{public}/openapi.json");
+        println!("  sockets    ws://{public}/v1/sessions/{{session_id}}/ws");
+        println!("  health     http://{public}/healthz   http://{public}/readyz");
+        println!("  metrics    http://{admin}/metrics");
+    }
     let token = app.shutdown_token();
     tokio::spawn(async move {
         shutdown_signal().await;
         token.cancel();
     });
     app.run_until_stopped().await
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }

@@ -85,6 +85,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub payments: PaymentSettings,
     pub log: LogSettings,
+    #[serde(default)]
+    pub hub: hawker_hub::HubConfig,
 }
 
 fn default_environment() -> Environment {
@@ -100,6 +102,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
+    /// After shutdown starts, keep accepting this long (readiness already 503).
+    pub shutdown_drain_ms: u64,
 }
 
 impl ServerSettings {
@@ -233,6 +237,24 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if self.server.shutdown_grace_secs == 0 {
+            return Err(ConfigError::invalid(
+                "server.shutdown_grace_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "database.acquire_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.redis.response_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "redis.response_timeout_ms",
+                "must be at least 1",
+            ));
+        }
         if !self.server.public_url.starts_with("http://") && !self.server.public_url.starts_with("https://") {
             return Err(ConfigError::invalid(
                 "server.public_url",
@@ -292,6 +314,9 @@ impl Settings {
                 "payments.webhook_secret",
                 "production refuses the development secret; set HAWKER__PAYMENTS__WEBHOOK_SECRET",
             ));
+        }
+        if let Err((key, reason)) = self.hub.validate() {
+            return Err(ConfigError::invalid(key, reason));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(ConfigError::invalid("log.filter", e.to_string()));

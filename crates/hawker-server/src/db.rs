@@ -38,7 +38,7 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .database("postgres")
         .connect()
         .await
-        .with_context(|| format!("connecting to Postgres at {url}"))?;
+        .with_context(|| format!("connecting to Postgres at {}", redact(url)))?;
     let exists: bool = sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
         .bind(&name)
         .fetch_one(&mut admin)
@@ -63,4 +63,32 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("applying migrations")?;
     Ok(())
+}
+
+/// The URL with its password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod me;
 pub mod openapi;
 pub mod sessions;
+pub mod socket;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +52,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Long-lived tasks (sockets, background workers) that shutdown waits for.
     pub tasks: TaskTracker,
+    /// This node's real-time hub.
+    pub hub: hawker_hub::Hub,
 }
 
 /// The public routes and their OpenAPI document, from one list.
@@ -60,6 +63,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::readyz))
         .routes(routes!(me::me))
         .routes(routes!(sessions::get_session))
+        .routes(routes!(socket::session_socket))
         .routes(routes!(agencies::get_agency))
         .split_for_parts()
 }

@@ -46,6 +46,7 @@ pub struct TestApp {
     pub db: PgPool,
     pub keys: TokenKeys,
     pub http: reqwest::Client,
+    pub hub: hawker_hub::Hub,
 }
 
 impl TestApp {
@@ -107,6 +108,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let admin_addr = app.admin_addr();
     let shutdown = app.shutdown_token();
     let db = app.state().db.clone();
+    let hub = app.state().hub.clone();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
@@ -119,6 +121,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
             .timeout(Duration::from_secs(20))
             .build()
             .expect("client"),
+        hub,
     }
 }
 

@@ -6,5 +6,7 @@ mod config;
 mod health;
 mod helpers;
 mod http;
+mod hub;
 mod process;
 mod shutdown;
+mod ws;

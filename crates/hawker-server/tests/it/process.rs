@@ -48,8 +48,10 @@ async fn the_binary_serves_accepts_its_own_tokens_logs_request_ids_and_stops_on_
             .recv_timeout(Duration::from_secs(60))
             .expect("server prints its URLs");
         seen.push(line.clone());
-        if let Some(rest) = line.trim_start().strip_prefix("API        http://") {
-            break rest.split('/').next().unwrap().to_string();
+        if let Ok(log) = serde_json::from_str::<Value>(&line) {
+            if log["message"] == "hawker serving" {
+                break log["public"].as_str().unwrap().to_string();
+            }
         }
     };
 

@@ -1,0 +1,133 @@
+//! The `[hub]` configuration section.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Events kept per room for resume (a capped Redis stream).
+    pub history_len: u64,
+    /// Seconds a room's keys live in Redis after its last event.
+    pub room_ttl_secs: u64,
+    /// Bytes a connection may have queued before chat is dropped and, past
+    /// that with only must-deliver frames, the connection is closed as slow.
+    pub outbox_max_bytes: usize,
+    /// Frames written per flush at most.
+    pub write_batch: usize,
+    /// tungstenite's read buffer per connection.
+    pub read_buffer_bytes: usize,
+    /// tungstenite's write buffer per connection (flushes when exceeded).
+    pub write_buffer_bytes: usize,
+    /// A text frame longer than this gets a `frame_too_large` error frame.
+    pub max_frame_bytes: usize,
+    /// A frame longer than this closes the connection with 1009.
+    pub hard_max_frame_bytes: usize,
+    /// Chat text limit in characters.
+    pub chat_max_chars: usize,
+    /// Per-user chat token bucket: burst size and refill per second.
+    pub chat_burst: u32,
+    pub chat_per_sec: f64,
+    /// Rooms with more local viewers than this thin chat per viewer.
+    pub chat_thin_above: usize,
+    /// Chat messages per second each viewer receives in a thinned room (0 = thinning off).
+    pub chat_thin_per_sec: f64,
+    /// Rooms with fewer viewers than this announce joins and leaves.
+    pub presence_below: usize,
+    /// Sockets one user may hold on this node.
+    pub max_sockets_per_user: usize,
+    /// Sockets this node accepts in all.
+    pub max_sockets: usize,
+    /// Allowed `Origin` values for browser sockets; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    pub ping_interval_secs: u64,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Likes are summed and announced at most this often.
+    pub likes_interval_ms: u64,
+    /// The viewer count is announced this often.
+    pub viewers_interval_ms: u64,
+    /// How long an empty room stays subscribed before the node lets it go.
+    pub room_linger_ms: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            history_len: 1000,
+            room_ttl_secs: 86_400,
+            outbox_max_bytes: 256 * 1024,
+            write_batch: 64,
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 8192,
+            max_frame_bytes: 4096,
+            hard_max_frame_bytes: 65_536,
+            chat_max_chars: 200,
+            chat_burst: 5,
+            chat_per_sec: 0.5,
+            chat_thin_above: 500,
+            chat_thin_per_sec: 5.0,
+            presence_below: 200,
+            max_sockets_per_user: 5,
+            max_sockets: 19_000,
+            allowed_origins: vec!["*".to_string()],
+            ping_interval_secs: 25,
+            idle_timeout_secs: 70,
+            likes_interval_ms: 500,
+            viewers_interval_ms: 2000,
+            room_linger_ms: 5000,
+        }
+    }
+}
+
+impl HubConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive = [
+            ("hub.history_len", self.history_len as usize),
+            ("hub.outbox_max_bytes", self.outbox_max_bytes),
+            ("hub.write_batch", self.write_batch),
+            ("hub.read_buffer_bytes", self.read_buffer_bytes),
+            ("hub.max_frame_bytes", self.max_frame_bytes),
+            ("hub.chat_max_chars", self.chat_max_chars),
+            ("hub.chat_burst", self.chat_burst as usize),
+            ("hub.max_sockets_per_user", self.max_sockets_per_user),
+            ("hub.max_sockets", self.max_sockets),
+            ("hub.ping_interval_secs", self.ping_interval_secs as usize),
+            ("hub.likes_interval_ms", self.likes_interval_ms as usize),
+            ("hub.viewers_interval_ms", self.viewers_interval_ms as usize),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        if self.hard_max_frame_bytes < self.max_frame_bytes {
+            return Err((
+                "hub.hard_max_frame_bytes",
+                "must be at least hub.max_frame_bytes".into(),
+            ));
+        }
+        if self.idle_timeout_secs <= self.ping_interval_secs {
+            return Err((
+                "hub.idle_timeout_secs",
+                "must be longer than hub.ping_interval_secs".into(),
+            ));
+        }
+        if !self.chat_per_sec.is_finite() || self.chat_per_sec <= 0.0 {
+            return Err(("hub.chat_per_sec", "must be above 0".into()));
+        }
+        if !self.chat_thin_per_sec.is_finite() || self.chat_thin_per_sec < 0.0 {
+            return Err(("hub.chat_thin_per_sec", "must be 0 (off) or more".into()));
+        }
+        Ok(())
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+}

@@ -1,0 +1,362 @@
+//! The node's hub: its rooms, the Redis store and subscriber, the periodic
+//! likes/viewer announcements, and the interface other crates publish through.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use hawker_core::Role;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::config::HubConfig;
+use crate::event::Publication;
+use crate::room::{RoomHandle, RoomInput};
+use crate::store::{ModChange, RoomStore};
+use crate::subscriber::Subscriber;
+
+/// Who is on a socket and what they may do in this room. The server works
+/// this out (token, session, roster) before handing the socket over.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user: String,
+    pub role: Role,
+    /// May send host messages, pin, launch deals (the session's host, its agency, admin).
+    pub can_host: bool,
+    /// May mute, ban, set slow mode and blocked words (hosts and granted moderators).
+    pub can_moderate: bool,
+}
+
+/// What a command handler learns about the caller.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub room: Uuid,
+    pub member: Member,
+    pub request_id: Option<String>,
+}
+
+/// A command refused by a handler: becomes an error frame.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct CommandError {
+    pub code: String,
+    pub message: String,
+}
+
+impl CommandError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        CommandError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type CommandFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, CommandError>> + Send + 'a>>;
+
+/// Socket commands the hub does not know itself (for example `deal.buy`,
+/// `coupon.claim`) go to a handler another crate registers.
+pub trait CommandHandler: Send + Sync + 'static {
+    /// `None` when this handler does not know the command either.
+    fn handle<'a>(&'a self, ctx: CommandContext, kind: &'a str, data: Value) -> Option<CommandFuture<'a>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("redis is unavailable: {0}")]
+    Unavailable(#[from] redis::RedisError),
+}
+
+pub(crate) struct Inner {
+    pub config: HubConfig,
+    pub node_id: String,
+    pub store: RoomStore,
+    pub subscriber: Subscriber,
+    pub rooms: Mutex<HashMap<Uuid, RoomHandle>>,
+    pub generation: AtomicU64,
+    pub sockets: AtomicUsize,
+    pub sockets_per_user: Mutex<HashMap<String, usize>>,
+    pub handler: OnceLock<Arc<dyn CommandHandler>>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+/// The node's hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Why a socket was not admitted before the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NodeFull,
+    TooManyForUser,
+}
+
+/// A reserved socket slot; released on drop.
+pub struct SocketPermit {
+    hub: Hub,
+    user: String,
+}
+
+impl Drop for SocketPermit {
+    fn drop(&mut self) {
+        self.hub.inner.sockets.fetch_sub(1, Ordering::Relaxed);
+        let mut per_user = self
+            .hub
+            .inner
+            .sockets_per_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(&self.user);
+            }
+        }
+        crate::metrics::socket_closed();
+    }
+}
+
+impl Hub {
+    /// Starts the hub's subscriber and ticker tasks (tracked, stopped by `shutdown`).
+    pub fn start(
+        config: HubConfig,
+        redis_timeout: Duration,
+        redis: redis::aio::ConnectionManager,
+        redis_client: redis::Client,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Hub {
+        let store = RoomStore::new(redis, config.history_len, config.room_ttl_secs, redis_timeout);
+        let (subscriber, subscriber_task) = Subscriber::start(redis_client, shutdown.clone());
+        let node_id = Uuid::new_v4().simple().to_string()[..12].to_string();
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                config,
+                node_id,
+                store,
+                subscriber,
+                rooms: Mutex::new(HashMap::new()),
+                generation: AtomicU64::new(1),
+                sockets: AtomicUsize::new(0),
+                sockets_per_user: Mutex::new(HashMap::new()),
+                handler: OnceLock::new(),
+                shutdown,
+                tasks: tasks.clone(),
+            }),
+        };
+        tasks.spawn(async move {
+            let _ = subscriber_task.await;
+        });
+        tasks.spawn(hub.clone().tick());
+        hub
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Registers the handler for commands the hub does not know. Once.
+    pub fn set_command_handler(&self, handler: Arc<dyn CommandHandler>) -> bool {
+        self.inner.handler.set(handler).is_ok()
+    }
+
+    pub(crate) fn handler(&self) -> Option<&Arc<dyn CommandHandler>> {
+        self.inner.handler.get()
+    }
+
+    /// Publishes an event into a room, on every node. Returns its offset.
+    #[tracing::instrument(skip_all, fields(%room, event_type = %publication.event_type))]
+    pub async fn publish(&self, room: Uuid, publication: Publication) -> Result<u64, PublishError> {
+        self.publish_with(room, publication, &[]).await
+    }
+
+    pub(crate) async fn publish_with(
+        &self,
+        room: Uuid,
+        publication: Publication,
+        mod_changes: &[ModChange],
+    ) -> Result<u64, PublishError> {
+        let (_, offset) = self.inner.store.publish(room, &publication, mod_changes).await?;
+        Ok(offset)
+    }
+
+    /// The room's current snapshot (state and offset).
+    pub async fn snapshot(&self, room: Uuid) -> Result<crate::store::Snapshot, PublishError> {
+        Ok(self.inner.store.snapshot(room).await?)
+    }
+
+    /// Reserves a socket slot for `user`, or says why not.
+    pub fn admit(&self, user: &str) -> Result<SocketPermit, Refusal> {
+        let config = &self.inner.config;
+        let mut per_user = self
+            .inner
+            .sockets_per_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let count = per_user.get(user).copied().unwrap_or(0);
+        if count >= config.max_sockets_per_user {
+            return Err(Refusal::TooManyForUser);
+        }
+        if self.inner.sockets.fetch_add(1, Ordering::Relaxed) >= config.max_sockets {
+            self.inner.sockets.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refusal::NodeFull);
+        }
+        per_user.insert(user.to_string(), count + 1);
+        crate::metrics::socket_opened();
+        Ok(SocketPermit {
+            hub: self.clone(),
+            user: user.to_string(),
+        })
+    }
+
+    /// Sockets open on this node.
+    pub fn sockets(&self) -> usize {
+        self.inner.sockets.load(Ordering::Relaxed)
+    }
+
+    /// Rooms open on this node.
+    pub fn rooms(&self) -> usize {
+        self.inner.rooms.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// The handle of a room, opening it on this node if needed, and sends it `input`.
+    /// Sending under the map's lock means a room that is closing either sees
+    /// this input or is already gone from the map (so a new one opens).
+    pub(crate) fn send_to_room(&self, room: Uuid, input: RoomInput) -> RoomHandle {
+        let mut rooms = self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let handle = rooms
+            .entry(room)
+            .or_insert_with(|| {
+                let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+                crate::room::open(self.clone(), room, generation)
+            })
+            .clone();
+        let _ = handle.tx.send(input);
+        crate::metrics::rooms(rooms.len());
+        handle
+    }
+
+    /// Removes a room that found itself empty; false if something arrived meanwhile.
+    pub(crate) fn close_room_if_idle(
+        &self,
+        room: Uuid,
+        generation: u64,
+        idle: impl FnOnce() -> bool,
+    ) -> bool {
+        let mut rooms = self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        match rooms.get(&room) {
+            Some(handle) if handle.generation == generation && idle() => {
+                rooms.remove(&room);
+                crate::metrics::rooms(rooms.len());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every `likes_interval_ms`: sum this node's likes into the room total
+    /// and announce it (at most once per interval across nodes); every
+    /// `viewers_interval_ms`: report this node's viewers and announce the total.
+    async fn tick(self) {
+        let config = &self.inner.config;
+        let mut interval = tokio::time::interval(Duration::from_millis(config.likes_interval_ms));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let viewer_every = (config.viewers_interval_ms / config.likes_interval_ms).max(1);
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            n += 1;
+            let rooms: Vec<RoomHandle> = self
+                .inner
+                .rooms
+                .lock()
+                .map(|r| r.values().cloned().collect())
+                .unwrap_or_default();
+            for room in rooms {
+                if let Err(e) = self.announce_likes(&room).await {
+                    tracing::debug!(error = %e, "likes announcement deferred");
+                }
+                if n % viewer_every == 0 {
+                    if let Err(e) = self.announce_viewers(&room).await {
+                        tracing::debug!(error = %e, "viewer count deferred");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn announce_likes(&self, room: &RoomHandle) -> Result<(), PublishError> {
+        let shared = &room.shared;
+        let delta = shared.likes_pending.swap(0, Ordering::Relaxed);
+        let dirty = shared.likes_dirty.swap(false, Ordering::Relaxed);
+        if delta == 0 && !dirty {
+            return Ok(());
+        }
+        match self
+            .inner
+            .store
+            .add_likes(room.id, delta, self.inner.config.likes_interval_ms)
+            .await
+        {
+            Ok(Some(total)) => {
+                let publication =
+                    Publication::new("likes", json!({ "total": total })).set_state("likes", json!(total));
+                if let Err(e) = self.publish(room.id, publication).await {
+                    shared.likes_dirty.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            Ok(None) => shared.likes_dirty.store(true, Ordering::Relaxed),
+            Err(e) => {
+                shared.likes_pending.fetch_add(delta, Ordering::Relaxed);
+                shared.likes_dirty.store(dirty, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn announce_viewers(&self, room: &RoomHandle) -> Result<(), PublishError> {
+        let local = room.shared.local_viewers.load(Ordering::Relaxed);
+        let gate = self.inner.config.viewers_interval_ms;
+        if let Some(total) = self
+            .inner
+            .store
+            .report_viewers(room.id, &self.inner.node_id, local, gate)
+            .await?
+        {
+            let publication =
+                Publication::new("viewers", json!({ "count": total })).set_state("viewers", json!(total));
+            self.publish(room.id, publication).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `room` the likes of one viewer tap (or a burst of them).
+    pub(crate) fn add_likes(&self, room: &RoomHandle, count: u64) {
+        room.shared.likes_pending.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+}

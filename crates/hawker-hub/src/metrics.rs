@@ -1,0 +1,47 @@
+//! The hub's metrics (Prometheus names under `hawker_hub_`).
+
+use metrics::{counter, gauge, histogram};
+
+pub fn socket_opened() {
+    gauge!("hawker_hub_sockets").increment(1.0);
+}
+
+pub fn socket_closed() {
+    gauge!("hawker_hub_sockets").decrement(1.0);
+}
+
+pub fn rooms(n: usize) {
+    gauge!("hawker_hub_rooms").set(n as f64);
+}
+
+pub fn event_in(lane: &'static str) {
+    counter!("hawker_hub_events_in_total", "lane" => lane).increment(1);
+}
+
+pub fn delivered(frames: u64, bytes: u64) {
+    counter!("hawker_hub_events_out_total").increment(frames);
+    counter!("hawker_hub_bytes_out_total").increment(bytes);
+}
+
+/// reason: `queue_full`, `thinned`, `rate_limited`, `slow_mode`, `muted`, `blocked_word`.
+pub fn chat_dropped(reason: &'static str, n: u64) {
+    counter!("hawker_hub_chat_dropped_total", "reason" => reason).increment(n);
+}
+
+pub fn slow_close() {
+    counter!("hawker_hub_slow_closes_total").increment(1);
+}
+
+pub fn redis_reconnect() {
+    counter!("hawker_hub_redis_reconnects_total").increment(1);
+}
+
+/// outcome: `recovered` (filled from history) or `reset` (snapshot sent).
+pub fn recovery_gap(outcome: &'static str) {
+    counter!("hawker_hub_recovery_gaps_total", "outcome" => outcome).increment(1);
+}
+
+/// From the publisher's timestamp to the moment the frame was written to a socket.
+pub fn fanout_latency(seconds: f64) {
+    histogram!("hawker_hub_fanout_latency_seconds").record(seconds);
+}

@@ -1,0 +1,260 @@
+//! A connection's outgoing queue: bounded in bytes, with priority lanes.
+//!
+//! The room task pushes; the connection task drains. A std `Mutex` is right
+//! here (as in mini-redis' `db.rs`): it is held for a few pointer moves and
+//! never across an `.await`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::event::{Frame, Lane};
+
+/// Why a frame did not make it into the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A droppable frame found the queue full.
+    QueueFull,
+    /// Chat thinning in a large room.
+    Thinned,
+    /// A must-deliver frame found the queue full even without chat: the
+    /// connection is now closing as slow.
+    Overflow,
+    /// The connection is closing.
+    Closed,
+}
+
+/// Why the connection must close, decided outside its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Slow,
+    Banned,
+    Shutdown,
+}
+
+struct Inner {
+    queue: VecDeque<Arc<Frame>>,
+    bytes: usize,
+    close: Option<CloseReason>,
+    /// Highest room offset queued; frames at or below it are duplicates.
+    last_offset: u64,
+    /// Chat thinning bucket: tokens and when they were last topped up.
+    chat_tokens: f64,
+    chat_refilled: Instant,
+}
+
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    pub fn new(max_bytes: usize) -> Self {
+        Outbox {
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                bytes: 0,
+                close: None,
+                last_offset: 0,
+                chat_tokens: 1.0,
+                chat_refilled: Instant::now(),
+            }),
+            notify: Notify::new(),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // (every update is a single push/pop), so a poisoned lock is usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the room offset this connection has already been given (by a
+    /// welcome snapshot or a resume), so older live frames are skipped.
+    pub fn start_after(&self, offset: u64) {
+        let mut inner = self.lock();
+        inner.last_offset = inner.last_offset.max(offset);
+    }
+
+    /// After a reset (offsets may restart in a new epoch): frames after
+    /// `offset` are new to this connection.
+    pub fn reset_to(&self, offset: u64) {
+        self.lock().last_offset = offset;
+    }
+
+    pub fn last_offset(&self) -> u64 {
+        self.lock().last_offset
+    }
+
+    /// Queues a frame. `thin` is the chat rate per second for this room
+    /// (`None` = no thinning); `own` says the frame is this viewer's own chat.
+    pub fn push(&self, frame: &Arc<Frame>, thin: Option<(f64, Instant)>, own: bool) -> Result<(), Refused> {
+        let mut inner = self.lock();
+        if inner.close.is_some() {
+            return Err(Refused::Closed);
+        }
+        if frame.offset != 0 {
+            if frame.offset <= inner.last_offset {
+                return Ok(());
+            }
+            inner.last_offset = frame.offset;
+        }
+        if frame.lane == Lane::Chat && !own {
+            if let Some((rate, now)) = thin {
+                let elapsed = now.saturating_duration_since(inner.chat_refilled).as_secs_f64();
+                inner.chat_refilled = now;
+                inner.chat_tokens = (inner.chat_tokens + elapsed * rate).min(rate.max(1.0));
+                if inner.chat_tokens < 1.0 {
+                    return Err(Refused::Thinned);
+                }
+                inner.chat_tokens -= 1.0;
+            }
+        }
+        let len = frame.len();
+        if inner.bytes + len > self.max_bytes {
+            if frame.lane.droppable() {
+                return Err(Refused::QueueFull);
+            }
+            // Make room by dropping queued chat and totals, oldest first.
+            let mut kept = VecDeque::with_capacity(inner.queue.len());
+            let mut bytes = 0;
+            for queued in inner.queue.drain(..) {
+                if !queued.lane.droppable() {
+                    bytes += queued.len();
+                    kept.push_back(queued);
+                }
+            }
+            inner.queue = kept;
+            inner.bytes = bytes;
+            if inner.bytes + len > self.max_bytes {
+                inner.close = Some(CloseReason::Slow);
+                inner.queue.clear();
+                inner.bytes = 0;
+                drop(inner);
+                self.notify.notify_one();
+                return Err(Refused::Overflow);
+            }
+        }
+        inner.bytes += len;
+        inner.queue.push_back(frame.clone());
+        drop(inner);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Asks the connection to close.
+    pub fn close(&self, reason: CloseReason) {
+        let mut inner = self.lock();
+        if inner.close.is_none() {
+            inner.close = Some(reason);
+            inner.queue.clear();
+            inner.bytes = 0;
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.lock().close
+    }
+
+    /// Takes up to `max` frames.
+    pub fn drain(&self, max: usize, into: &mut Vec<Arc<Frame>>) -> Option<CloseReason> {
+        let mut inner = self.lock();
+        if let Some(reason) = inner.close {
+            return Some(reason);
+        }
+        let n = inner.queue.len().min(max);
+        for frame in inner.queue.drain(..n) {
+            into.push(frame);
+        }
+        let taken: usize = into.iter().map(|f| f.len()).sum();
+        inner.bytes = inner.bytes.saturating_sub(taken);
+        None
+    }
+
+    /// Resolves when something was pushed or a close was requested.
+    pub async fn ready(&self) {
+        self.notify.notified().await
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(offset: u64, lane: Lane, size: usize) -> Arc<Frame> {
+        Arc::new(Frame {
+            offset,
+            lane,
+            from: None,
+            ts_ms: 0,
+            text: "x".repeat(size).into(),
+        })
+    }
+
+    #[test]
+    fn chat_is_dropped_when_the_queue_is_full_but_commerce_is_kept() {
+        let outbox = Outbox::new(100);
+        outbox.push(&frame(1, Lane::Chat, 60), None, false).unwrap();
+        assert_eq!(
+            outbox.push(&frame(2, Lane::Chat, 60), None, false),
+            Err(Refused::QueueFull)
+        );
+        // The deal event evicts the queued chat instead of being dropped.
+        outbox.push(&frame(3, Lane::Commerce, 60), None, false).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain(10, &mut out), None);
+        assert_eq!(out.iter().map(|f| f.offset).collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn a_must_deliver_frame_that_cannot_fit_closes_the_connection_as_slow() {
+        let outbox = Outbox::new(100);
+        outbox.push(&frame(1, Lane::Host, 60), None, false).unwrap();
+        assert_eq!(
+            outbox.push(&frame(2, Lane::Commerce, 60), None, false),
+            Err(Refused::Overflow)
+        );
+        assert_eq!(outbox.close_reason(), Some(CloseReason::Slow));
+    }
+
+    #[test]
+    fn duplicates_and_already_seen_offsets_are_skipped() {
+        let outbox = Outbox::new(1000);
+        outbox.start_after(5);
+        outbox.push(&frame(5, Lane::Host, 1), None, false).unwrap();
+        outbox.push(&frame(6, Lane::Host, 1), None, false).unwrap();
+        outbox.push(&frame(6, Lane::Host, 1), None, false).unwrap();
+        let mut out = Vec::new();
+        outbox.drain(10, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn thinning_limits_chat_per_viewer_but_never_hides_your_own() {
+        let outbox = Outbox::new(100_000);
+        let now = Instant::now();
+        let mut delivered = 0;
+        for i in 1..=50 {
+            if outbox
+                .push(&frame(i, Lane::Chat, 10), Some((2.0, now)), false)
+                .is_ok()
+            {
+                delivered += 1;
+            }
+        }
+        assert!(delivered <= 2, "{delivered}");
+        assert!(outbox
+            .push(&frame(51, Lane::Chat, 10), Some((2.0, now)), true)
+            .is_ok());
+    }
+}

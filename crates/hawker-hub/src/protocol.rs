@@ -1,0 +1,106 @@
+//! The socket protocol's frames (see `docs/protocol.md`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::store::Snapshot;
+
+/// WebSocket close codes hawker uses.
+pub mod close_code {
+    /// The node is shutting down: reconnect (to any node) and resume.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame above `hub.hard_max_frame_bytes`.
+    pub const TOO_BIG: u16 = 1009;
+    /// Nothing received for `hub.idle_timeout_secs`.
+    pub const IDLE: u16 = 4001;
+    /// Banned from the room.
+    pub const BANNED: u16 = 4003;
+    /// The viewer did not read fast enough and its queue overflowed:
+    /// reconnect and resume from the last offset.
+    pub const SLOW: u16 = 4008;
+    /// The room could not be joined (Redis unavailable): retry later.
+    pub const UNAVAILABLE: u16 = 4013;
+}
+
+/// A command from a client: `{"id": "r1", "type": "chat.send", "data": {...}}`.
+#[derive(Debug, Deserialize)]
+pub struct ClientCommand {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub data: Value,
+}
+
+#[derive(Serialize)]
+struct Ack<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    data: Value,
+}
+
+pub fn ack(id: Option<&str>, data: Value) -> String {
+    serde_json::to_string(&Ack {
+        kind: "ack",
+        id,
+        data,
+    })
+    .unwrap_or_default()
+}
+
+pub fn error(id: Option<&str>, code: &str, message: &str) -> String {
+    json!({"type": "error", "id": id, "code": code, "message": message}).to_string()
+}
+
+/// `welcome` on a fresh join and on an exact resume; `reset` when the
+/// client's position is gone (older than the history, or another epoch).
+pub fn snapshot_frame(kind: &str, snapshot: &Snapshot, you: Value, resumed_from: Option<u64>) -> String {
+    let mut frame = json!({
+        "type": kind,
+        "epoch": snapshot.epoch,
+        "offset": snapshot.offset,
+        "state": snapshot.state,
+        "you": you,
+    });
+    if let Some(from) = resumed_from {
+        frame["resumed_from"] = json!(from);
+    }
+    frame.to_string()
+}
+
+/// Parses `epoch:offset` (the `resume` query parameter).
+pub fn parse_resume(value: &str) -> Option<(String, u64)> {
+    let (epoch, offset) = value.split_once(':')?;
+    if epoch.is_empty() || epoch.len() > 64 {
+        return None;
+    }
+    Some((epoch.to_string(), offset.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_positions_parse_or_are_refused() {
+        assert_eq!(parse_resume("ab12:40"), Some(("ab12".to_string(), 40)));
+        assert_eq!(parse_resume("ab12"), None);
+        assert_eq!(parse_resume(":4"), None);
+        assert_eq!(parse_resume("e:-1"), None);
+    }
+
+    #[test]
+    fn acks_and_errors_carry_the_request_id() {
+        let a: Value = serde_json::from_str(&ack(Some("r1"), json!({"offset": 3}))).unwrap();
+        assert_eq!(
+            (a["type"].as_str(), a["id"].as_str(), a["data"]["offset"].as_u64()),
+            (Some("ack"), Some("r1"), Some(3))
+        );
+        let e: Value = serde_json::from_str(&error(None, "bad_json", "nope")).unwrap();
+        assert_eq!(e["code"], "bad_json");
+        assert!(e["id"].is_null());
+    }
+}

@@ -1,0 +1,433 @@
+//! A room on one node: the task that puts the room's events in offset
+//! order and fans each one out to the node's connections in that room.
+//!
+//! The task owns the list of connections, so joining, leaving and fan-out
+//! never contend on a lock. Events arrive from the subscriber; a gap in the
+//! offsets (a message lost while Redis was unreachable) is filled from the
+//! history, and a history that no longer reaches back, or a new epoch
+//! (Redis lost the room), sends every connection a `reset` snapshot.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::event::{now_ms, Frame, FrameHeader, Lane};
+use crate::hub::Hub;
+use crate::moderation::Moderation;
+use crate::outbox::{CloseReason, Outbox, Refused};
+use crate::protocol;
+use crate::store::History;
+use crate::subscriber::RoomFeed;
+
+/// What connections and the hub share with a room's task.
+#[derive(Default)]
+pub struct RoomShared {
+    pub moderation: Mutex<Moderation>,
+    pub likes_pending: AtomicU64,
+    pub likes_dirty: AtomicBool,
+    pub local_viewers: AtomicUsize,
+    pub viewers_total: AtomicU64,
+}
+
+impl RoomShared {
+    pub fn moderation(&self) -> std::sync::MutexGuard<'_, Moderation> {
+        self.moderation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Clone)]
+pub struct RoomHandle {
+    pub id: Uuid,
+    pub generation: u64,
+    pub tx: mpsc::UnboundedSender<RoomInput>,
+    pub shared: Arc<RoomShared>,
+}
+
+/// One connection as the room sees it.
+pub struct ClientEntry {
+    pub id: u64,
+    pub user: String,
+    pub outbox: Arc<Outbox>,
+    /// `you` in welcome/reset frames.
+    pub you: Value,
+}
+
+pub enum RoomInput {
+    Join {
+        client: Arc<ClientEntry>,
+        resume: Option<(String, u64)>,
+        reply: oneshot::Sender<JoinOutcome>,
+    },
+    Leave {
+        client_id: u64,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined,
+    Banned,
+    Unavailable,
+}
+
+pub(crate) fn open(hub: Hub, id: Uuid, generation: u64) -> RoomHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(RoomShared::default());
+    let handle = RoomHandle {
+        id,
+        generation,
+        tx,
+        shared: shared.clone(),
+    };
+    let task = RoomTask {
+        hub: hub.clone(),
+        id,
+        generation,
+        shared,
+        clients: Vec::new(),
+        epoch: String::new(),
+        last: 0,
+        stale: true,
+    };
+    hub.tasks().spawn(task.run(rx));
+    handle
+}
+
+struct RoomTask {
+    hub: Hub,
+    id: Uuid,
+    generation: u64,
+    shared: Arc<RoomShared>,
+    clients: Vec<Arc<ClientEntry>>,
+    /// The epoch and last offset this node has delivered.
+    epoch: String,
+    last: u64,
+    /// No baseline yet, or a recovery failed: retry every second.
+    stale: bool,
+}
+
+impl RoomTask {
+    async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<RoomInput>) {
+        let (feed_tx, mut feed) = mpsc::unbounded_channel();
+        let subscriber = self.hub.inner.subscriber.clone();
+        // Subscribe first, then read the baseline: nothing published after
+        // the baseline can be missed.
+        let subscribed = subscriber.subscribe(self.id, self.generation, feed_tx).await;
+        if subscribed {
+            self.load_baseline().await;
+        }
+        let linger = Duration::from_millis(self.hub.config().room_linger_ms);
+        let mut empty_since: Option<Instant> = None;
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.hub.shutdown_token().clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                item = feed.recv() => match item {
+                    Some(RoomFeed::Frame(bytes)) => self.on_frame(bytes).await,
+                    Some(RoomFeed::Resync) => self.recover().await,
+                    None => break,
+                },
+                input = inputs.recv() => match input {
+                    Some(RoomInput::Join { client, resume, reply }) => {
+                        empty_since = None;
+                        let outcome = self.join(client, resume).await;
+                        let _ = reply.send(outcome);
+                    }
+                    Some(RoomInput::Leave { client_id }) => {
+                        if let Some(i) = self.clients.iter().position(|c| c.id == client_id) {
+                            let gone = self.clients.swap_remove(i);
+                            if !self.clients.iter().any(|c| c.user == gone.user) {
+                                self.shared.moderation().forget(&gone.user);
+                            }
+                        }
+                        self.shared.local_viewers.store(self.clients.len(), Ordering::Relaxed);
+                        if self.clients.is_empty() {
+                            empty_since = Some(Instant::now());
+                        }
+                    }
+                    None => break,
+                },
+                _ = retry.tick() => {
+                    if self.stale {
+                        self.recover().await;
+                    }
+                    if empty_since.is_some_and(|t| t.elapsed() >= linger) {
+                        let clients_empty = self.clients.is_empty();
+                        if self.hub.close_room_if_idle(self.id, self.generation, || clients_empty && inputs.is_empty()) {
+                            break;
+                        }
+                        empty_since = None;
+                    }
+                }
+            }
+        }
+        subscriber.unsubscribe(self.id, self.generation);
+    }
+
+    async fn load_baseline(&mut self) {
+        let store = &self.hub.inner.store;
+        match (store.moderation(self.id).await, store.snapshot(self.id).await) {
+            (Ok(moderation), Ok(snapshot)) => {
+                *self.shared.moderation() = Moderation::from_hash(moderation);
+                if let Some(viewers) = snapshot.state.get("viewers").and_then(Value::as_u64) {
+                    self.shared.viewers_total.store(viewers, Ordering::Relaxed);
+                }
+                self.epoch = snapshot.epoch;
+                self.last = snapshot.offset;
+                self.stale = false;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(room = %self.id, error = %e, "room baseline unavailable; retrying");
+                self.stale = true;
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, bytes: Bytes) {
+        let header: FrameHeader = match serde_json::from_slice(&bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(room = %self.id, error = %e, "unreadable frame on the room channel");
+                return;
+            }
+        };
+        if self.epoch.is_empty() {
+            self.load_baseline().await;
+            if self.stale {
+                return;
+            }
+        }
+        if header.epoch != self.epoch {
+            tracing::info!(room = %self.id, old = %self.epoch, new = %header.epoch, "room epoch changed");
+            self.reset_all().await;
+            return;
+        }
+        if header.offset <= self.last {
+            return;
+        }
+        if header.offset > self.last + 1 {
+            self.recover().await;
+            return;
+        }
+        let offset = header.offset;
+        self.deliver(header, offset, bytes.clone());
+    }
+
+    /// Fills the gap after `last` from the history, or resets everyone.
+    async fn recover(&mut self) {
+        if self.epoch.is_empty() {
+            self.load_baseline().await;
+            if self.stale {
+                return;
+            }
+        }
+        match self
+            .hub
+            .inner
+            .store
+            .history(self.id, &self.epoch, self.last)
+            .await
+        {
+            Ok(History::Events(frames)) => {
+                if !frames.is_empty() {
+                    crate::metrics::recovery_gap("recovered");
+                }
+                for text in frames {
+                    let bytes = Bytes::from(text);
+                    if let Ok(header) = serde_json::from_slice::<FrameHeader>(&bytes) {
+                        if header.offset == self.last + 1 {
+                            let offset = header.offset;
+                            self.deliver(header, offset, bytes.clone());
+                        }
+                    }
+                }
+                self.stale = false;
+            }
+            Ok(History::Reset) => {
+                crate::metrics::recovery_gap("reset");
+                self.reset_all().await;
+            }
+            Err(e) => {
+                tracing::warn!(room = %self.id, error = %e, "room recovery failed; retrying");
+                self.stale = true;
+            }
+        }
+    }
+
+    /// A new epoch or a gap past the history: every connection gets a snapshot.
+    async fn reset_all(&mut self) {
+        let snapshot = match self.hub.inner.store.snapshot(self.id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(room = %self.id, error = %e, "room reset failed; retrying");
+                self.stale = true;
+                return;
+            }
+        };
+        if let Ok(moderation) = self.hub.inner.store.moderation(self.id).await {
+            *self.shared.moderation() = Moderation::from_hash(moderation);
+        }
+        self.epoch = snapshot.epoch.clone();
+        self.last = snapshot.offset;
+        self.stale = false;
+        for client in &self.clients {
+            client.outbox.reset_to(snapshot.offset);
+            let frame = Frame::control(protocol::snapshot_frame(
+                "reset",
+                &snapshot,
+                client.you.clone(),
+                None,
+            ));
+            let _ = client.outbox.push(&frame, None, false);
+        }
+    }
+
+    /// Applies what nodes must know, then fans the frame out.
+    fn deliver(&mut self, header: FrameHeader<'_>, offset: u64, bytes: Bytes) {
+        self.last = offset;
+        let lane = Lane::of(header.event_type);
+        crate::metrics::event_in(lane.as_str());
+        if header.event_type.starts_with("moderation.") || header.event_type.starts_with("internal.") {
+            let data: Value = header
+                .data
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .unwrap_or(Value::Null);
+            let banned = self.shared.moderation().apply(header.event_type, &data);
+            if let Some(user) = banned {
+                for client in self.clients.iter().filter(|c| c.user == user) {
+                    client.outbox.close(CloseReason::Banned);
+                }
+            }
+        } else if header.event_type == "viewers" {
+            if let Some(count) = header
+                .data
+                .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            {
+                if let Some(n) = count.get("count").and_then(Value::as_u64) {
+                    self.shared.viewers_total.store(n, Ordering::Relaxed);
+                }
+            }
+        }
+        if lane == Lane::Internal {
+            return;
+        }
+        let from = header.from.map(|f| f.into_owned());
+        let ts_ms = header.ts;
+        let Ok(text) = Utf8Bytes::try_from(bytes) else {
+            return;
+        };
+        let frame = Arc::new(Frame {
+            offset,
+            lane,
+            from,
+            ts_ms,
+            text,
+        });
+        if ts_ms > 0 {
+            crate::metrics::fanout_latency((now_ms() - ts_ms).max(0) as f64 / 1000.0);
+        }
+        let config = self.hub.config();
+        let thin = (lane == Lane::Chat
+            && config.chat_thin_per_sec > 0.0
+            && self.clients.len() > config.chat_thin_above)
+            .then(|| (config.chat_thin_per_sec, Instant::now()));
+        let (mut full, mut thinned) = (0, 0);
+        for client in &self.clients {
+            let own = frame.from.as_deref() == Some(client.user.as_str());
+            match client.outbox.push(&frame, thin, own) {
+                Ok(()) | Err(Refused::Closed) => {}
+                Err(Refused::QueueFull) => full += 1,
+                Err(Refused::Thinned) => thinned += 1,
+                Err(Refused::Overflow) => crate::metrics::slow_close(),
+            }
+        }
+        if full > 0 {
+            crate::metrics::chat_dropped("queue_full", full);
+        }
+        if thinned > 0 {
+            crate::metrics::chat_dropped("thinned", thinned);
+        }
+    }
+
+    async fn join(&mut self, client: Arc<ClientEntry>, resume: Option<(String, u64)>) -> JoinOutcome {
+        if self.stale {
+            self.recover().await;
+            if self.stale {
+                return JoinOutcome::Unavailable;
+            }
+        }
+        if self.shared.moderation().is_banned(&client.user) {
+            return JoinOutcome::Banned;
+        }
+        let store = &self.hub.inner.store;
+        let exact = match &resume {
+            Some((epoch, offset)) if *epoch == self.epoch => {
+                match store.history(self.id, epoch, *offset).await {
+                    Ok(History::Events(frames)) => Some((*offset, frames)),
+                    Ok(History::Reset) => None,
+                    Err(_) => return JoinOutcome::Unavailable,
+                }
+            }
+            _ => None,
+        };
+        match exact {
+            Some((offset, frames)) => {
+                client.outbox.start_after(offset);
+                let resumed = serde_json::json!({
+                    "type": "resumed", "epoch": self.epoch, "offset": offset, "missed": frames.len(), "you": client.you,
+                });
+                let _ = client
+                    .outbox
+                    .push(&Frame::control(resumed.to_string()), None, false);
+                for text in frames {
+                    let bytes = Bytes::from(text);
+                    let Ok(header) = serde_json::from_slice::<FrameHeader>(&bytes) else {
+                        continue;
+                    };
+                    let lane = Lane::of(header.event_type);
+                    if lane == Lane::Internal {
+                        // Skipped, but the outbox must still know the offset was passed.
+                        client.outbox.start_after(header.offset);
+                        continue;
+                    }
+                    let from = header.from.map(|f| f.into_owned());
+                    let (offset, ts_ms) = (header.offset, header.ts);
+                    let Ok(text) = Utf8Bytes::try_from(bytes) else {
+                        continue;
+                    };
+                    let frame = Arc::new(Frame {
+                        offset,
+                        lane,
+                        from,
+                        ts_ms,
+                        text,
+                    });
+                    let _ = client.outbox.push(&frame, None, true);
+                }
+            }
+            None => {
+                let snapshot = match store.snapshot(self.id).await {
+                    Ok(s) => s,
+                    Err(_) => return JoinOutcome::Unavailable,
+                };
+                let kind = if resume.is_some() { "reset" } else { "welcome" };
+                client.outbox.start_after(snapshot.offset);
+                let frame = protocol::snapshot_frame(kind, &snapshot, client.you.clone(), None);
+                let _ = client.outbox.push(&Frame::control(frame), None, false);
+            }
+        }
+        self.clients.push(client);
+        self.shared
+            .local_viewers
+            .store(self.clients.len(), Ordering::Relaxed);
+        JoinOutcome::Joined
+    }
+}

@@ -1,0 +1,324 @@
+//! The room's durable side in Redis: the offset counter and epoch, the
+//! capped history stream, the snapshot state, moderation settings, and the
+//! Lua scripts that change them atomically.
+//!
+//! Keys (the `{room}` hash tag keeps a room's keys in one cluster slot):
+//! - `hawker:room:{id}:meta`   hash: `epoch`, `offset`
+//! - `hawker:room:{id}:stream` stream: one entry per event, id `<offset>-0`, field `f` = the frame
+//! - `hawker:room:{id}:state`  hash: snapshot state (`pinned`, `deal:<id>`, `slow_mode`, ...)
+//! - `hawker:room:{id}:mod`    hash: `ban:<user>`/`mute:<user>` → until (ms), `blocked_words`
+//! - `hawker:room:{id}:likes`, `:likes_gate`, `:viewers`, `:viewers_gate`
+//! - channel `hawker:room:{id}`
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::event::{Publication, StateChange};
+
+const PUBLISH_LUA: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local frame = '{"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. ARGV[5]
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'f', frame)
+local i = 6
+while i + 2 <= #ARGV do
+  local op = ARGV[i]
+  if op == 's' then redis.call('HSET', KEYS[3], ARGV[i+1], ARGV[i+2])
+  elseif op == 'r' then redis.call('HDEL', KEYS[3], ARGV[i+1])
+  elseif op == 'm' then redis.call('HSET', KEYS[4], ARGV[i+1], ARGV[i+2])
+  elseif op == 'n' then redis.call('HDEL', KEYS[4], ARGV[i+1]) end
+  i = i + 3
+end
+for k = 1, 4 do redis.call('EXPIRE', KEYS[k], ARGV[4]) end
+redis.call('PUBLISH', ARGV[1], frame)
+return {epoch, offset}
+"#;
+
+const SNAPSHOT_LUA: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[3], KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+local offset = redis.call('HGET', KEYS[1], 'offset')
+return {epoch, offset, redis.call('HGETALL', KEYS[2])}
+"#;
+
+const HISTORY_LUA: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch ~= ARGV[1] then return {'reset'} end
+local after = tonumber(ARGV[2])
+local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+if last <= after then return {'ok'} end
+local entries = redis.call('XRANGE', KEYS[2], '(' .. after .. '-0', '+', 'COUNT', ARGV[3])
+if #entries == 0 then return {'reset'} end
+local first = tonumber(string.match(entries[1][1], '^(%d+)'))
+if first ~= after + 1 then return {'reset'} end
+local out = {'ok'}
+for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
+return out
+"#;
+
+const LIKES_LUA: &str = r#"
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return total end
+return -1
+"#;
+
+const VIEWERS_LUA: &str = r#"
+local now = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+redis.call('EXPIRE', KEYS[1], 60)
+local sum = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local count, at = string.match(all[i + 1], '^(%d+):(%d+)$')
+  if at and now - tonumber(at) <= tonumber(ARGV[4]) then sum = sum + tonumber(count)
+  else redis.call('HDEL', KEYS[1], all[i]) end
+end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then return sum end
+return -1
+"#;
+
+/// The channel a room's events are published on.
+pub fn channel(room: Uuid) -> String {
+    format!("hawker:room:{{{room}}}")
+}
+
+/// The room id of a channel name, if it is a room channel.
+pub fn room_of_channel(channel: &str) -> Option<Uuid> {
+    channel
+        .strip_prefix("hawker:room:{")?
+        .strip_suffix('}')?
+        .parse()
+        .ok()
+}
+
+fn key(room: Uuid, what: &str) -> String {
+    format!("hawker:room:{{{room}}}:{what}")
+}
+
+/// What a room looks like at one offset.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub epoch: String,
+    pub offset: u64,
+    pub state: serde_json::Map<String, Value>,
+}
+
+/// The result of asking for the events after an offset.
+#[derive(Debug)]
+pub enum History {
+    /// Exactly the events after the offset, in order (maybe none).
+    Events(Vec<String>),
+    /// The offset is older than the history, or the epoch changed.
+    Reset,
+}
+
+#[derive(Clone)]
+pub struct RoomStore {
+    redis: ConnectionManager,
+    publish: Script,
+    snapshot: Script,
+    history: Script,
+    likes: Script,
+    viewers: Script,
+    history_len: u64,
+    ttl_secs: u64,
+    /// Every call gives up after this long: a room must not wait on a Redis
+    /// that is down (the connection manager retries in the background).
+    timeout: Duration,
+}
+
+/// Runs a Redis call with a deadline, turning the deadline into an I/O error.
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "redis did not answer in time",
+        ))),
+    }
+}
+
+fn new_epoch() -> String {
+    Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+impl RoomStore {
+    pub fn new(redis: ConnectionManager, history_len: u64, ttl_secs: u64, timeout: Duration) -> Self {
+        RoomStore {
+            redis,
+            publish: Script::new(PUBLISH_LUA),
+            snapshot: Script::new(SNAPSHOT_LUA),
+            history: Script::new(HISTORY_LUA),
+            likes: Script::new(LIKES_LUA),
+            viewers: Script::new(VIEWERS_LUA),
+            history_len,
+            ttl_secs,
+            timeout,
+        }
+    }
+
+    /// Appends, applies state changes and publishes, atomically. Returns (epoch, offset).
+    pub async fn publish(
+        &self,
+        room: Uuid,
+        publication: &Publication,
+        mod_changes: &[ModChange],
+    ) -> redis::RedisResult<(String, u64)> {
+        let tail = publication.encode_tail(crate::event::now_ms()).map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Client, "encoding event", e.to_string()))
+        })?;
+        let mut invocation = self.publish.prepare_invoke();
+        invocation
+            .key(key(room, "meta"))
+            .key(key(room, "stream"))
+            .key(key(room, "state"))
+            .key(key(room, "mod"))
+            .arg(channel(room))
+            .arg(new_epoch())
+            .arg(self.history_len)
+            .arg(self.ttl_secs)
+            .arg(tail);
+        for change in &publication.state {
+            match change {
+                StateChange::Set { key, value } => invocation.arg("s").arg(key).arg(value.to_string()),
+                StateChange::Remove { key } => invocation.arg("r").arg(key).arg(""),
+            };
+        }
+        for change in mod_changes {
+            match change {
+                ModChange::Set(field, value) => invocation.arg("m").arg(field).arg(value),
+                ModChange::Remove(field) => invocation.arg("n").arg(field).arg(""),
+            };
+        }
+        let mut conn = self.redis.clone();
+        let (epoch, offset): (String, u64) =
+            bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
+        Ok((epoch, offset))
+    }
+
+    /// The room's state and offset, read atomically.
+    pub async fn snapshot(&self, room: Uuid) -> redis::RedisResult<Snapshot> {
+        let mut conn = self.redis.clone();
+        let mut invocation = self.snapshot.prepare_invoke();
+        invocation
+            .key(key(room, "meta"))
+            .key(key(room, "state"))
+            .key(key(room, "stream"))
+            .arg(new_epoch())
+            .arg(self.ttl_secs);
+        let (epoch, offset, pairs): (String, Option<u64>, Vec<(String, String)>) =
+            bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
+        let state = pairs
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(Value::String(v))))
+            .collect();
+        Ok(Snapshot {
+            epoch,
+            offset: offset.unwrap_or(0),
+            state,
+        })
+    }
+
+    /// The events after `after` in `epoch`, or `Reset` if they are gone.
+    pub async fn history(&self, room: Uuid, epoch: &str, after: u64) -> redis::RedisResult<History> {
+        let mut conn = self.redis.clone();
+        let mut invocation = self.history.prepare_invoke();
+        invocation
+            .key(key(room, "meta"))
+            .key(key(room, "stream"))
+            .arg(epoch)
+            .arg(after)
+            .arg(self.history_len * 2 + 100);
+        let mut reply: Vec<String> = bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
+        if reply.first().map(String::as_str) == Some("ok") {
+            reply.remove(0);
+            Ok(History::Events(reply))
+        } else {
+            Ok(History::Reset)
+        }
+    }
+
+    /// Moderation settings of a room: bans, mutes, blocked words.
+    pub async fn moderation(&self, room: Uuid) -> redis::RedisResult<HashMap<String, String>> {
+        let mut conn = self.redis.clone();
+        let mut command = redis::cmd("HGETALL");
+        command.arg(key(room, "mod"));
+        bounded(self.timeout, command.query_async(&mut conn)).await
+    }
+
+    /// Adds likes; returns the new total if this call may announce it
+    /// (at most once per `gate_ms` across nodes).
+    pub async fn add_likes(&self, room: Uuid, delta: u64, gate_ms: u64) -> redis::RedisResult<Option<u64>> {
+        let mut conn = self.redis.clone();
+        let mut invocation = self.likes.prepare_invoke();
+        invocation
+            .key(key(room, "likes"))
+            .key(key(room, "likes_gate"))
+            .arg(delta)
+            .arg(gate_ms)
+            .arg(self.ttl_secs);
+        let total: i64 = bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
+        Ok(u64::try_from(total).ok())
+    }
+
+    /// Records this node's viewer count; returns the room total if this call may announce it.
+    pub async fn report_viewers(
+        &self,
+        room: Uuid,
+        node: &str,
+        count: usize,
+        gate_ms: u64,
+    ) -> redis::RedisResult<Option<u64>> {
+        let mut conn = self.redis.clone();
+        let mut invocation = self.viewers.prepare_invoke();
+        invocation
+            .key(key(room, "viewers"))
+            .key(key(room, "viewers_gate"))
+            .arg(node)
+            .arg(count)
+            .arg(crate::event::now_ms())
+            .arg(gate_ms * 3)
+            .arg(gate_ms.saturating_sub(100).max(100));
+        let total: i64 = bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
+        Ok(u64::try_from(total).ok())
+    }
+}
+
+/// A change to the private moderation hash, published with its notice.
+#[derive(Debug, Clone)]
+pub enum ModChange {
+    Set(String, String),
+    Remove(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_round_trip_to_rooms() {
+        let room = Uuid::new_v4();
+        assert_eq!(room_of_channel(&channel(room)), Some(room));
+        assert_eq!(room_of_channel("hawker:room:{nope}"), None);
+    }
+}

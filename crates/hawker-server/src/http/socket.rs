@@ -1,0 +1,141 @@
+//! `GET /v1/sessions/{session_id}/ws`: the session's real-time room.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use hawker_core::Role;
+use hawker_hub::hub::Refusal;
+use hawker_hub::Member;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::auth::{Auth, WS_PROTOCOL};
+use super::error::{ApiError, ApiResult, ErrorBody, Path, Query};
+use super::AppState;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SocketParams {
+    /// `epoch:offset` of the last event the client saw, to resume.
+    pub resume: Option<String>,
+    /// The token, for clients that can set neither a header nor a subprotocol.
+    pub access_token: Option<String>,
+}
+
+/// Opens the session's room as a WebSocket (JSON text frames; see
+/// `docs/protocol.md`). Browsers authenticate with the subprotocols
+/// `hawker.v1, bearer.<token>`; other clients with `Authorization: Bearer`
+/// or `?access_token=`.
+#[utoipa::path(get, path = "/v1/sessions/{session_id}/ws", tag = "sessions", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path, description = "the session"), SocketParams),
+    responses(
+        (status = 101, description = "switching to the WebSocket protocol"),
+        (status = 400, body = ErrorBody, description = "not a WebSocket request, or a bad `resume`"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "origin not allowed"),
+        (status = 404, body = ErrorBody, description = "no such session"),
+        (status = 409, body = ErrorBody, description = "the session has ended"),
+        (status = 429, body = ErrorBody, description = "too many sockets for this user"),
+        (status = 503, body = ErrorBody, description = "this node is full"),
+    ))]
+#[tracing::instrument(skip_all, fields(%session_id, user = %auth.0.sub))]
+pub async fn session_socket(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(session_id): Path<Uuid>,
+    Query(params): Query<SocketParams>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let upgrade = upgrade.map_err(|e| ApiError::bad_request("not_websocket", e.body_text()))?;
+    check_origin(&state, &headers)?;
+    let resume = match params.resume.as_deref() {
+        None | Some("") => None,
+        Some(value) => Some(hawker_hub::protocol::parse_resume(value).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_resume",
+                "resume must be `epoch:offset`, as in the last event received",
+            )
+        })?),
+    };
+    let row: Option<(Uuid, String)> =
+        sqlx::query_as("select agency_id, status from live_session where session_id = $1")
+            .bind(session_id)
+            .fetch_optional(&state.db)
+            .await?;
+    let (agency_id, status) = row.ok_or(ApiError::NotFound("session"))?;
+    if status == "ended" || status == "cancelled" {
+        return Err(ApiError::Conflict {
+            code: "session_ended",
+            message: format!("the session is {status}"),
+        });
+    }
+    let can_host = may_host(&state, &auth, agency_id).await?;
+    let member = Member {
+        user: auth.0.sub.clone(),
+        role: auth.0.role,
+        can_host,
+        can_moderate: can_host,
+    };
+    let permit = state.hub.admit(&member.user).map_err(|refusal| match refusal {
+        Refusal::TooManyForUser => ApiError::TooMany {
+            code: "too_many_connections",
+            message: "this user has too many sockets open on this node".into(),
+        },
+        Refusal::NodeFull => ApiError::Unavailable {
+            what: "this node (socket limit reached)",
+            retry_after_secs: 1,
+        },
+    })?;
+    let wants_protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == WS_PROTOCOL));
+    let mut upgrade = hawker_hub::connection::configure(upgrade, &state.hub);
+    if wants_protocol {
+        upgrade = upgrade.protocols([WS_PROTOCOL]);
+    }
+    let hub = state.hub.clone();
+    let tasks = state.tasks.clone();
+    Ok(upgrade
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| tasks.track_future(hub.serve(socket, session_id, member, resume, permit)))
+        .into_response())
+}
+
+/// The session's hosts (on its agency's roster now), its agency, and admins may host.
+async fn may_host(state: &AppState, auth: &Auth, agency_id: Uuid) -> ApiResult<bool> {
+    let claims = &auth.0;
+    Ok(match claims.role {
+        Role::Admin => true,
+        Role::Agency => claims.agency_id == Some(agency_id),
+        Role::Host => match claims.subject_uuid() {
+            Some(host_id) => {
+                sqlx::query_scalar::<_, bool>(
+                    "select exists(select 1 from agency_host where agency_id = $1 and host_id = $2
+                    and joined_at <= now() and (left_at is null or left_at > now()))",
+                )
+                .bind(agency_id)
+                .bind(host_id)
+                .fetch_one(&state.db)
+                .await?
+            }
+            None => false,
+        },
+        Role::Viewer | Role::Brand => false,
+    })
+}
+
+fn check_origin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let allowed = &state.settings.hub.allowed_origins;
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "origin `{origin}` may not open sockets here"
+        )))
+    }
+}

@@ -1,0 +1,428 @@
+//! The real-time hub against real Redis: cross-node fan-out, resume,
+//! recovery, backpressure, moderation, protocol errors.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use hawker_core::Role;
+use hawker_hub::Publication;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{
+    insert_agency_and_session, settings_with, spawn_app_with, test_database_url, RedisServer, TestApp,
+};
+use crate::ws::{connect, try_connect, Ended, Ws};
+
+/// Two nodes sharing one Postgres database and one Redis.
+async fn two_nodes(redis_url: Option<&str>, extra: &[(&str, &str)]) -> (TestApp, TestApp, Uuid, Uuid) {
+    let db = test_database_url();
+    let mut overrides: Vec<(&str, &str)> = vec![("HAWKER__DATABASE__URL", db.as_str())];
+    if let Some(url) = redis_url {
+        overrides.push(("HAWKER__REDIS__URL", url));
+    }
+    overrides.extend_from_slice(extra);
+    let a = spawn_app_with(settings_with(&overrides)).await;
+    let b = spawn_app_with(settings_with(&overrides)).await;
+    let (agency, session) = insert_agency_and_session(&a.db).await;
+    (a, b, agency, session)
+}
+
+fn host_token(app: &TestApp, agency: Uuid) -> String {
+    app.agency_token(agency)
+}
+
+async fn announce(host: &mut Ws, text: &str) -> u64 {
+    let ack = host.call("host.announce", json!({ "text": text })).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    ack["data"]["offset"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn chat_sent_on_node_a_arrives_on_node_b_in_order() {
+    let (a, b, _, session) = two_nodes(None, &[("HAWKER__HUB__CHAT_BURST", "100")]).await;
+    let mut sender = connect(a.addr, session, &a.token("alice", Role::Viewer), None).await;
+    let mut receiver = connect(b.addr, session, &b.token("bob", Role::Viewer), None).await;
+    assert_eq!(sender.expect("welcome").await["you"]["user"], "alice");
+    let welcome = receiver.expect("welcome").await;
+    assert!(welcome["epoch"].is_string() && welcome["offset"].is_u64());
+
+    for i in 0..20 {
+        let ack = sender
+            .call("chat.send", json!({ "text": format!("message {i}") }))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let mut last_offset = 0;
+    for i in 0..20 {
+        let chat = receiver.expect("chat").await;
+        assert_eq!(chat["data"]["text"], format!("message {i}"));
+        assert_eq!(chat["from"], "alice");
+        let offset = chat["offset"].as_u64().unwrap();
+        assert!(offset > last_offset, "offsets increase");
+        last_offset = offset;
+    }
+}
+
+#[tokio::test]
+async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
+    let (a, b, agency, session) = two_nodes(None, &[]).await;
+    let mut viewers: Vec<Ws> = join_all((0..1000).map(|i| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let token = node.token(&format!("viewer-{i}"), Role::Viewer);
+        let addr = node.addr;
+        async move {
+            let mut ws = connect(addr, session, &token, None).await;
+            ws.expect("welcome").await;
+            ws
+        }
+    }))
+    .await;
+    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    host.expect("welcome").await;
+    let offset = announce(&mut host, "now showing item #7").await;
+    let received = join_all(viewers.iter_mut().map(|ws| async move {
+        let event = ws.expect("host.announcement").await;
+        (event["data"]["text"].clone(), event["offset"].as_u64())
+    }))
+    .await;
+    assert_eq!(received.len(), 1000);
+    for (text, at) in received {
+        assert_eq!(text, "now showing item #7");
+        assert_eq!(at, Some(offset));
+    }
+}
+
+#[tokio::test]
+async fn a_resume_returns_exactly_the_missed_events_then_live_ones() {
+    let (a, b, agency, session) = two_nodes(None, &[]).await;
+    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    host.expect("welcome").await;
+    let token = b.token("phone", Role::Viewer);
+    let mut viewer = connect(b.addr, session, &token, None).await;
+    viewer.expect("welcome").await;
+    announce(&mut host, "before").await;
+    viewer.expect("host.announcement").await;
+    let (epoch, offset) = (viewer.epoch.clone(), viewer.offset);
+    drop(viewer);
+
+    let mut missed = Vec::new();
+    for i in 0..5 {
+        missed.push(announce(&mut host, &format!("missed {i}")).await);
+    }
+    let mut back = connect(b.addr, session, &token, Some((&epoch, offset))).await;
+    let resumed = back.expect("resumed").await;
+    assert_eq!(resumed["offset"].as_u64(), Some(offset));
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let event = back.next_event().await;
+        if event["type"] == "host.announcement" {
+            got.push(event["offset"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(got, missed, "exactly the missed announcements, in order");
+    let live = announce(&mut host, "live again").await;
+    let event = back.expect("host.announcement").await;
+    assert_eq!(event["offset"].as_u64(), Some(live));
+}
+
+#[tokio::test]
+async fn a_resume_older_than_the_history_gets_a_reset_with_the_snapshot() {
+    let (a, _b, agency, session) = two_nodes(None, &[("HAWKER__HUB__HISTORY_LEN", "10")]).await;
+    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    let welcome = host.expect("welcome").await;
+    let epoch = welcome["epoch"].as_str().unwrap().to_string();
+    let pinned = host
+        .call(
+            "host.pin",
+            json!({ "item": { "link": 7, "title": "Velvet Lipstick" } }),
+        )
+        .await;
+    assert_eq!(pinned["type"], "ack");
+    let slow = host.call("mod.slow_mode", json!({ "seconds": 10 })).await;
+    assert_eq!(slow["type"], "ack");
+    for i in 0..30 {
+        announce(&mut host, &format!("filler {i}")).await;
+    }
+    let mut late = connect(a.addr, session, &a.token("late", Role::Viewer), Some((&epoch, 1))).await;
+    let reset = late.expect("reset").await;
+    assert_eq!(reset["state"]["pinned"]["link"], 7);
+    assert_eq!(reset["state"]["slow_mode"], 10);
+    assert!(reset["offset"].as_u64().unwrap() >= 32);
+
+    // Another epoch is a reset too.
+    let mut other = connect(
+        a.addr,
+        session,
+        &a.token("other", Role::Viewer),
+        Some(("0123abcd", 5)),
+    )
+    .await;
+    assert_eq!(other.expect("reset").await["epoch"], epoch);
+}
+
+#[tokio::test]
+async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
+    let redis = RedisServer::start();
+    let (a, b, agency, session) = two_nodes(Some(&redis.url()), &[]).await;
+    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    host.expect("welcome").await;
+    let mut on_a = connect(a.addr, session, &a.token("va", Role::Viewer), None).await;
+    let mut on_b = connect(b.addr, session, &b.token("vb", Role::Viewer), None).await;
+    on_a.expect("welcome").await;
+    on_b.expect("welcome").await;
+
+    // Drop every subscriber connection, then publish at once: both nodes
+    // miss these on pub/sub and must fetch them from the history.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .map(|v: redis::Value| json!(format!("{v:?}")))
+        .unwrap();
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        sent.push(announce(&mut host, &format!("during outage {i}")).await);
+    }
+    for viewer in [&mut on_a, &mut on_b] {
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            let event = viewer.next_event().await;
+            if event["type"] == "host.announcement" {
+                got.push(event["offset"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(got, sent);
+    }
+}
+
+#[tokio::test]
+async fn viewers_keep_receiving_across_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let (a, b, agency, session) = two_nodes(Some(&redis.url()), &[]).await;
+    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    host.expect("welcome").await;
+    let mut on_a = connect(a.addr, session, &a.token("va", Role::Viewer), None).await;
+    let mut on_b = connect(b.addr, session, &b.token("vb", Role::Viewer), None).await;
+    on_a.expect("welcome").await;
+    on_b.expect("welcome").await;
+    announce(&mut host, "before restart").await;
+    on_a.expect("host.announcement").await;
+    on_b.expect("host.announcement").await;
+
+    // Redis keeps nothing on disk: the room's history and epoch are gone.
+    redis.restart();
+    let mut offset = None;
+    for _ in 0..50 {
+        let ack = host
+            .call("host.announce", json!({ "text": "after restart" }))
+            .await;
+        if ack["type"] == "ack" {
+            offset = ack["data"]["offset"].as_u64();
+            break;
+        }
+        assert_eq!(ack["code"], "unavailable", "{ack}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(offset.is_some(), "publishing works again once Redis is back");
+    for viewer in [&mut on_a, &mut on_b] {
+        // Each viewer learns the room restarted (a reset with the new
+        // epoch's snapshot); the announcement is either in that snapshot or
+        // arrives after it.
+        let reset = viewer.expect("reset").await;
+        if reset["state"]["announcement"]["text"] != "after restart" {
+            let event = viewer.expect("host.announcement").await;
+            assert_eq!(event["data"]["text"], "after restart");
+        }
+    }
+    let last = announce(&mut host, "still live").await;
+    for viewer in [&mut on_a, &mut on_b] {
+        let event = viewer.expect("host.announcement").await;
+        assert_eq!(event["offset"].as_u64(), Some(last));
+        assert_eq!(event["data"]["text"], "still live");
+    }
+}
+
+#[tokio::test]
+async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others() {
+    let (a, _b, _, session) = two_nodes(None, &[("HAWKER__HUB__OUTBOX_MAX_BYTES", "32768")]).await;
+    let mut fast = connect(a.addr, session, &a.token("fast", Role::Viewer), None).await;
+    fast.expect("welcome").await;
+    let mut slow = try_connect(a.addr, session, &a.token("slow", Role::Viewer), None, Some(4096))
+        .await
+        .unwrap();
+    slow.expect("welcome").await;
+
+    // The slow viewer reads nothing while ~8 MB of must-deliver events go
+    // out: more than the kernel's socket buffers and its 32 KB outbox hold.
+    const EVENTS: usize = 4000;
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < EVENTS {
+            if fast.next_event().await["type"] == "host.pinned" {
+                seen += 1;
+            }
+        }
+        seen
+    });
+    let filler = "x".repeat(1900);
+    for i in 0..EVENTS {
+        let item = json!({ "n": i, "title": filler });
+        a.hub
+            .publish(session, Publication::new("host.pinned", json!({ "item": item })))
+            .await
+            .unwrap();
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the fast viewer is not held up");
+    assert_eq!(seen.unwrap(), EVENTS);
+    assert_eq!(
+        slow.closed(Duration::from_secs(30)).await,
+        Ended::Closed(Some(4008))
+    );
+}
+
+#[tokio::test]
+async fn a_chat_flood_from_one_user_is_rate_limited() {
+    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let mut flooder = connect(a.addr, session, &a.token("flooder", Role::Viewer), None).await;
+    flooder.expect("welcome").await;
+    let mut acks = 0;
+    let mut limited = 0;
+    for i in 0..20 {
+        let reply = flooder
+            .call("chat.send", json!({ "text": format!("spam {i}") }))
+            .await;
+        match (reply["type"].as_str(), reply["code"].as_str()) {
+            (Some("ack"), _) => acks += 1,
+            (Some("error"), Some("rate_limited")) => limited += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(acks, 5, "the burst (hub.chat_burst) goes through");
+    assert_eq!(limited, 15);
+}
+
+#[tokio::test]
+async fn a_ban_on_node_a_is_enforced_on_node_b() {
+    let (a, b, agency, session) = two_nodes(None, &[]).await;
+    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    host.expect("welcome").await;
+    let troll_token = b.token("troll", Role::Viewer);
+    let mut troll = connect(b.addr, session, &troll_token, None).await;
+    troll.expect("welcome").await;
+
+    let ack = host
+        .call("mod.ban", json!({ "user": "troll", "seconds": 600 }))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(
+        troll.closed(Duration::from_secs(1)).await,
+        Ended::Closed(Some(4003))
+    );
+    let mut again = connect(b.addr, session, &troll_token, None).await;
+    let refused = again.frame().await;
+    assert_eq!(refused["code"], "banned");
+    assert_eq!(
+        again.closed(Duration::from_secs(2)).await,
+        Ended::Closed(Some(4003))
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_may_not_moderate_or_host() {
+    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let mut viewer = connect(a.addr, session, &a.token("v", Role::Viewer), None).await;
+    viewer.expect("welcome").await;
+    for (kind, data) in [
+        ("mod.ban", json!({"user": "x"})),
+        ("host.announce", json!({"text": "hi"})),
+        ("host.pin", json!({"item": {}})),
+    ] {
+        let reply = viewer.call(kind, data).await;
+        assert_eq!(reply["code"], "forbidden", "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_connection_survives() {
+    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let mut ws = connect(a.addr, session, &a.token("tester", Role::Viewer), None).await;
+    ws.expect("welcome").await;
+
+    ws.send_raw("{not json".into()).await;
+    assert_eq!(ws.expect("error").await["code"], "bad_json");
+    ws.send_raw(json!({"id": "big", "type": "chat.send", "data": {"text": "x".repeat(5000)}}).to_string())
+        .await;
+    assert_eq!(ws.expect("error").await["code"], "frame_too_large");
+    let reply = ws.call("dance", json!({})).await;
+    assert_eq!(reply["code"], "unknown_command");
+    let reply = ws.call("chat.send", json!({"text": "y".repeat(201)})).await;
+    assert_eq!(reply["code"], "too_long");
+    let reply = ws.call("chat.send", json!({})).await;
+    assert_eq!(reply["code"], "bad_command");
+    assert_eq!(ws.call("ping", json!({})).await["type"], "ack", "still connected");
+
+    // Above the hard limit the connection is closed with 1009 (documented).
+    ws.send_raw("x".repeat(70_000)).await;
+    assert_eq!(ws.closed(Duration::from_secs(5)).await, Ended::Closed(Some(1009)));
+}
+
+#[tokio::test]
+async fn sockets_without_a_valid_token_are_refused() {
+    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let url = format!("ws://{}/v1/sessions/{session}/ws", a.addr);
+    let err = tokio_tungstenite::connect_async(url.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let err = tokio_tungstenite::connect_async(format!("{url}?access_token=forged"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let missing = format!(
+        "ws://{}/v1/sessions/{}/ws?access_token={}",
+        a.addr,
+        Uuid::new_v4(),
+        a.token("v", Role::Viewer)
+    );
+    let err = tokio_tungstenite::connect_async(missing).await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+}
+
+#[tokio::test]
+async fn likes_are_summed_into_running_totals() {
+    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let mut tapper = connect(a.addr, session, &a.token("tapper", Role::Viewer), None).await;
+    tapper.expect("welcome").await;
+    for _ in 0..50 {
+        tapper.send("like", json!({})).await;
+    }
+    tapper.send("like", json!({"count": 25})).await;
+    let mut totals = Vec::new();
+    loop {
+        let frame = tapper.frame().await;
+        if frame["type"] == "likes" {
+            let total = frame["data"]["total"].as_u64().unwrap();
+            totals.push(total);
+            if total == 75 {
+                break;
+            }
+        }
+    }
+    assert!(totals.len() <= 3, "aggregated, not one event per tap: {totals:?}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_sockets_with_going_away() {
+    let (mut a, _b, _, session) = two_nodes(None, &[]).await;
+    let mut ws = connect(a.addr, session, &a.token("v", Role::Viewer), None).await;
+    ws.expect("welcome").await;
+    a.shutdown.cancel();
+    assert_eq!(ws.closed(Duration::from_secs(5)).await, Ended::Closed(Some(1001)));
+    let stopped = tokio::time::timeout(Duration::from_secs(10), a.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))));
+}

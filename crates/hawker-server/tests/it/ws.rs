@@ -1,0 +1,177 @@
+//! A WebSocket test client speaking hawker's protocol.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use uuid::Uuid;
+
+pub struct Ws {
+    pub stream: WebSocketStream<TcpStream>,
+    next_id: u64,
+    /// The last room position seen: `epoch`, `offset`.
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// How a socket ended.
+#[derive(Debug, PartialEq)]
+pub enum Ended {
+    Closed(Option<u16>),
+    Eof,
+}
+
+pub async fn connect(addr: SocketAddr, session: Uuid, token: &str, resume: Option<(&str, u64)>) -> Ws {
+    try_connect(addr, session, token, resume, None)
+        .await
+        .expect("socket opens")
+}
+
+/// Connects; `recv_buffer` shrinks the client's TCP receive buffer (slow-reader tests).
+pub async fn try_connect(
+    addr: SocketAddr,
+    session: Uuid,
+    token: &str,
+    resume: Option<(&str, u64)>,
+    recv_buffer: Option<u32>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut url = format!("ws://{addr}/v1/sessions/{session}/ws?access_token={token}");
+    if let Some((epoch, offset)) = resume {
+        url.push_str(&format!("&resume={epoch}:{offset}"));
+    }
+    let socket = TcpSocket::new_v4()?;
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    let tcp = socket.connect(addr).await?;
+    let request = url.into_client_request()?;
+    let (stream, _) = tokio_tungstenite::client_async(request, tcp).await?;
+    Ok(Ws {
+        stream,
+        next_id: 1,
+        epoch: String::new(),
+        offset: 0,
+    })
+}
+
+impl Ws {
+    /// The next text frame as JSON (tracking the room position), or how the socket ended.
+    pub async fn next(&mut self, within: Duration) -> Result<Value, Ended> {
+        match self.try_next(within).await {
+            Some(result) => result,
+            None => panic!("no frame within {within:?}"),
+        }
+    }
+
+    /// Like `next`, but `None` when nothing arrives in time.
+    pub async fn try_next(&mut self, within: Duration) -> Option<Result<Value, Ended>> {
+        Some(loop {
+            let message = match tokio::time::timeout(within, self.stream.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(_))) | Ok(None) => break Err(Ended::Eof),
+                Err(_) => return None,
+            };
+            match message {
+                Message::Text(text) => {
+                    let value: Value = serde_json::from_str(&text).expect("frames are JSON");
+                    if let Some(epoch) = value["epoch"].as_str() {
+                        self.epoch = epoch.to_string();
+                    }
+                    if let Some(offset) = value["offset"].as_u64() {
+                        if value["type"] != "resumed" || offset > self.offset {
+                            self.offset = offset;
+                        }
+                    }
+                    break Ok(value);
+                }
+                Message::Close(frame) => break Err(Ended::Closed(frame.map(|f: CloseFrame| f.code.into()))),
+                _ => continue,
+            }
+        })
+    }
+
+    /// The next frame, which must exist.
+    pub async fn frame(&mut self) -> Value {
+        self.next(Duration::from_secs(10)).await.expect("socket is open")
+    }
+
+    /// The next frame of `kind`, skipping others (likes, viewers, presence...),
+    /// within 15 seconds.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no `{kind}` frame within 15 s"
+            );
+            let frame = self.frame().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// The next frame that is not a running total or presence notice.
+    pub async fn next_event(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no room event within 15 s"
+            );
+            let frame = self.frame().await;
+            let kind = frame["type"].as_str().unwrap_or_default();
+            if !matches!(kind, "likes" | "viewers" | "presence.joined" | "presence.left") {
+                return frame;
+            }
+        }
+    }
+
+    pub async fn send_raw(&mut self, text: String) {
+        self.stream.send(Message::Text(text.into())).await.expect("send");
+    }
+
+    /// Sends a command and returns its request id.
+    pub async fn send(&mut self, kind: &str, data: Value) -> String {
+        let id = format!("r{}", self.next_id);
+        self.next_id += 1;
+        self.send_raw(json!({"id": id, "type": kind, "data": data}).to_string())
+            .await;
+        id
+    }
+
+    /// Sends a command and waits for its ack or error, skipping room events.
+    pub async fn call(&mut self, kind: &str, data: Value) -> Value {
+        let id = self.send(kind, data).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no reply to `{kind}` within 15 s"
+            );
+            let frame = self.frame().await;
+            if frame["id"] == id.as_str() && (frame["type"] == "ack" || frame["type"] == "error") {
+                return frame;
+            }
+        }
+    }
+
+    /// Reads until the socket closes, returning the close code.
+    pub async fn closed(&mut self, within: Duration) -> Ended {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.try_next(left.max(Duration::from_millis(1))).await {
+                Some(Ok(_)) => continue,
+                Some(Err(ended)) => return ended,
+                None => panic!("the socket did not close within {within:?}"),
+            }
+        }
+    }
+}
