@@ -82,6 +82,11 @@ pub struct Publication {
     pub from: Option<String>,
     pub data: Value,
     pub state: Vec<StateChange>,
+    /// Publishing the same dedupe id twice publishes once (durable outbox relays).
+    pub dedupe: Option<String>,
+    /// `(key, version)`: skip if this key was already published with a
+    /// version at least as new (coalesced figures from several nodes).
+    pub version: Option<(String, i64)>,
 }
 
 impl Publication {
@@ -91,7 +96,19 @@ impl Publication {
             from: None,
             data,
             state: Vec::new(),
+            dedupe: None,
+            version: None,
         }
+    }
+
+    pub fn dedupe(mut self, id: impl Into<String>) -> Self {
+        self.dedupe = Some(id.into());
+        self
+    }
+
+    pub fn versioned(mut self, key: impl Into<String>, version: i64) -> Self {
+        self.version = Some((key.into(), version));
+        self
     }
 
     pub fn from_user(mut self, user: impl Into<String>) -> Self {

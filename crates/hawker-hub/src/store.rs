@@ -7,6 +7,7 @@
 //! - `hawker:room:{id}:stream` stream: one entry per event, id `<offset>-0`, field `f` = the frame
 //! - `hawker:room:{id}:state`  hash: snapshot state (`pinned`, `deal:<id>`, `slow_mode`, ...)
 //! - `hawker:room:{id}:mod`    hash: `ban:<user>`/`mute:<user>` → until (ms), `blocked_words`
+//! - `hawker:room:{id}:dedupe` hash: dedupe id → offset; version key → last version
 //! - `hawker:room:{id}:likes`, `:likes_gate`, `:viewers`, `:viewers_gate`
 //! - channel `hawker:room:{id}`
 
@@ -25,13 +26,22 @@ const PUBLISH_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[2]
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+end
+if ARGV[6] ~= '' then
+  local seen = redis.call('HGET', KEYS[5], ARGV[6])
+  if seen then return {epoch, tonumber(seen)} end
+end
+if ARGV[7] ~= '' then
+  local current = tonumber(redis.call('HGET', KEYS[5], ARGV[7]) or '-1')
+  if current >= tonumber(ARGV[8]) then return {epoch, 0} end
+  redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local frame = '{"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. ARGV[5]
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'f', frame)
-local i = 6
+local i = 9
 while i + 2 <= #ARGV do
   local op = ARGV[i]
   if op == 's' then redis.call('HSET', KEYS[3], ARGV[i+1], ARGV[i+2])
@@ -40,7 +50,8 @@ while i + 2 <= #ARGV do
   elseif op == 'n' then redis.call('HDEL', KEYS[4], ARGV[i+1]) end
   i = i + 3
 end
-for k = 1, 4 do redis.call('EXPIRE', KEYS[k], ARGV[4]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[6], offset) end
+for k = 1, 5 do redis.call('EXPIRE', KEYS[k], ARGV[4]) end
 redis.call('PUBLISH', ARGV[1], frame)
 return {epoch, offset}
 "#;
@@ -177,7 +188,9 @@ impl RoomStore {
         }
     }
 
-    /// Appends, applies state changes and publishes, atomically. Returns (epoch, offset).
+    /// Appends, applies state changes and publishes, atomically. Returns
+    /// (epoch, offset): the earlier offset for a repeated dedupe id, and 0
+    /// when a newer version of the same figure was already published.
     pub async fn publish(
         &self,
         room: Uuid,
@@ -193,11 +206,21 @@ impl RoomStore {
             .key(key(room, "stream"))
             .key(key(room, "state"))
             .key(key(room, "mod"))
+            .key(key(room, "dedupe"))
             .arg(channel(room))
             .arg(new_epoch())
             .arg(self.history_len)
             .arg(self.ttl_secs)
-            .arg(tail);
+            .arg(tail)
+            .arg(publication.dedupe.as_deref().unwrap_or(""))
+            .arg(
+                publication
+                    .version
+                    .as_ref()
+                    .map(|(k, _)| k.as_str())
+                    .unwrap_or(""),
+            )
+            .arg(publication.version.as_ref().map(|(_, v)| *v).unwrap_or(0));
         for change in &publication.state {
             match change {
                 StateChange::Set { key, value } => invocation.arg("s").arg(key).arg(value.to_string()),

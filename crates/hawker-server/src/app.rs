@@ -45,6 +45,16 @@ impl Application {
             shutdown.clone(),
             tasks.clone(),
         );
+        let commerce = hawker_commerce::Commerce::start(
+            settings.commerce.clone(),
+            db.clone(),
+            redis.clone(),
+            hub.clone(),
+            settings.payments.webhook_secret.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        );
+        hub.set_command_handler(std::sync::Arc::new(commerce.clone()));
         let public = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
@@ -59,6 +69,7 @@ impl Application {
             shutdown,
             tasks,
             hub,
+            commerce,
         };
         Ok(Application { public, admin, state })
     }

@@ -87,6 +87,8 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub hub: hawker_hub::HubConfig,
+    #[serde(default)]
+    pub commerce: hawker_commerce::CommerceConfig,
 }
 
 fn default_environment() -> Environment {
@@ -316,6 +318,9 @@ impl Settings {
             ));
         }
         if let Err((key, reason)) = self.hub.validate() {
+            return Err(ConfigError::invalid(key, reason));
+        }
+        if let Err((key, reason)) = self.commerce.validate() {
             return Err(ConfigError::invalid(key, reason));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {

@@ -130,6 +130,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<hawker_commerce::CommerceError> for ApiError {
+    fn from(e: hawker_commerce::CommerceError) -> Self {
+        use hawker_commerce::CommerceError as C;
+        let code = e.code();
+        match e {
+            C::NotFound(what) => ApiError::NotFound(what),
+            C::Invalid { message, .. } => ApiError::BadRequest { code, message },
+            C::Forbidden { message } => ApiError::Forbidden(message),
+            C::Conflict { message, .. } => ApiError::Conflict { code, message },
+            C::Unavailable { what } => ApiError::Unavailable {
+                what,
+                retry_after_secs: 2,
+            },
+            C::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         ApiError::bad_request("bad_json", r.body_text())

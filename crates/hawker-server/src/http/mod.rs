@@ -4,6 +4,7 @@
 
 pub mod agencies;
 pub mod auth;
+pub mod commerce;
 pub mod error;
 pub mod health;
 pub mod me;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// This node's real-time hub.
     pub hub: hawker_hub::Hub,
+    /// Deals, orders, payments, coupons.
+    pub commerce: hawker_commerce::Commerce,
 }
 
 /// The public routes and their OpenAPI document, from one list.
@@ -64,6 +67,13 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(me::me))
         .routes(routes!(sessions::get_session))
         .routes(routes!(socket::session_socket))
+        .routes(routes!(commerce::add_lineup_item, commerce::lineup))
+        .routes(routes!(commerce::pin))
+        .routes(routes!(commerce::create_deal, commerce::session_deals))
+        .routes(routes!(commerce::get_deal))
+        .routes(routes!(commerce::end_deal))
+        .routes(routes!(commerce::place_order))
+        .routes(routes!(commerce::get_order))
         .routes(routes!(agencies::get_agency))
         .split_for_parts()
 }

@@ -19,6 +19,7 @@ use utoipa::Modify;
         (name = "auth", description = "Tokens"),
         (name = "sessions", description = "Live sessions"),
         (name = "agencies", description = "MCN agencies"),
+        (name = "commerce", description = "Lineups, pins, flash deals and orders"),
     )
 )]
 pub struct ApiDoc;

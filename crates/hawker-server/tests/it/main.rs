@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod commerce;
 mod config;
 mod health;
 mod helpers;

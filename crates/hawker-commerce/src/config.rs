@@ -1,0 +1,69 @@
+//! The `[commerce]` configuration section.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommerceConfig {
+    /// How long a pending order waits for payment before it expires.
+    pub order_ttl_secs: u64,
+    /// Bounds of a flash deal's duration.
+    pub deal_min_secs: u64,
+    pub deal_max_secs: u64,
+    /// Longest countdown before a deal starts.
+    pub countdown_max_secs: u64,
+    /// Most orders settled in one Postgres transaction.
+    pub batch_max: usize,
+    /// How long the settlement writer waits to fill a batch after the first request.
+    pub batch_window_us: u64,
+    /// `deal.stock` and `coupon.remaining` are announced at most this often per deal/drop.
+    pub stock_event_interval_ms: u64,
+    /// How often each node looks for due deals, drops, expired orders and unpublished events.
+    pub scheduler_tick_ms: u64,
+    /// A gate reservation with no order after this long is released.
+    pub reservation_timeout_secs: u64,
+    /// Seconds a `Retry-After` tells clients to wait when Postgres is unreachable.
+    pub retry_after_secs: u64,
+}
+
+impl Default for CommerceConfig {
+    fn default() -> Self {
+        CommerceConfig {
+            order_ttl_secs: 600,
+            deal_min_secs: 60,
+            deal_max_secs: 1200,
+            countdown_max_secs: 300,
+            batch_max: 512,
+            batch_window_us: 1000,
+            stock_event_interval_ms: 100,
+            scheduler_tick_ms: 200,
+            reservation_timeout_secs: 30,
+            retry_after_secs: 2,
+        }
+    }
+}
+
+impl CommerceConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive = [
+            ("commerce.order_ttl_secs", self.order_ttl_secs),
+            ("commerce.deal_min_secs", self.deal_min_secs),
+            ("commerce.batch_max", self.batch_max as u64),
+            ("commerce.stock_event_interval_ms", self.stock_event_interval_ms),
+            ("commerce.scheduler_tick_ms", self.scheduler_tick_ms),
+            ("commerce.reservation_timeout_secs", self.reservation_timeout_secs),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        if self.deal_max_secs < self.deal_min_secs {
+            return Err((
+                "commerce.deal_max_secs",
+                "must be at least commerce.deal_min_secs".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,411 @@
+//! The lineup (what the host will show, as link numbers) and flash deals.
+
+use chrono::{DateTime, Duration, Utc};
+use hawker_core::Claims;
+use hawker_hub::Publication;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::access::require_host;
+use crate::error::{CommerceError, CommerceResult};
+use crate::{outbox, Commerce};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct LineupItem {
+    pub lineup_item_id: Uuid,
+    pub session_id: Uuid,
+    /// "#7" in the stream.
+    pub link_number: i32,
+    pub sku_id: Uuid,
+    pub product_name: String,
+    pub sku_name: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub stock_on_hand: i32,
+}
+
+const LINEUP_SELECT: &str =
+    "select l.lineup_item_id, l.session_id, l.link_number, l.sku_id, p.name as product_name,
+        s.name as sku_name, s.price_minor, s.currency, s.stock_on_hand
+   from lineup_item l join sku s using (sku_id) join product p using (product_id)";
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLineupItem {
+    pub sku_id: Uuid,
+    /// Defaults to the next free number.
+    #[serde(default)]
+    pub link_number: Option<i32>,
+}
+
+/// Adds a SKU to the session's lineup under a link number.
+#[tracing::instrument(skip(c, claims, item))]
+pub async fn add_lineup_item(
+    c: &Commerce,
+    claims: &Claims,
+    session_id: Uuid,
+    item: NewLineupItem,
+) -> CommerceResult<LineupItem> {
+    let access = require_host(c.db(), claims, session_id).await?;
+    if let Some(n) = item.link_number {
+        if !(1..=9999).contains(&n) {
+            return Err(CommerceError::invalid(
+                "bad_link_number",
+                "link_number must be 1 to 9999",
+            ));
+        }
+    }
+    let brand: Option<Uuid> = sqlx::query_scalar(
+        "select p.brand_id from sku s join product p using (product_id) where s.sku_id = $1",
+    )
+    .bind(item.sku_id)
+    .fetch_optional(c.db())
+    .await?;
+    let brand = brand.ok_or(CommerceError::NotFound("sku"))?;
+    if access.brand_id.is_some_and(|b| b != brand) {
+        return Err(CommerceError::invalid(
+            "wrong_brand",
+            "the SKU belongs to another brand than the session's",
+        ));
+    }
+    let id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "insert into lineup_item (lineup_item_id, session_id, link_number, sku_id)
+         values ($1, $2, coalesce($3, (select coalesce(max(link_number), 0) + 1 from lineup_item where session_id = $2)), $4)",
+    )
+    .bind(id)
+    .bind(session_id)
+    .bind(item.link_number)
+    .bind(item.sku_id)
+    .execute(c.db())
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("lineup_item_link_unique") => {
+            return Err(CommerceError::conflict(
+                "link_number_taken",
+                "that link number is already in the lineup",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    lineup_item(c, id).await
+}
+
+async fn lineup_item(c: &Commerce, id: Uuid) -> CommerceResult<LineupItem> {
+    sqlx::query_as::<_, LineupItem>(&format!("{LINEUP_SELECT} where l.lineup_item_id = $1"))
+        .bind(id)
+        .fetch_optional(c.db())
+        .await?
+        .ok_or(CommerceError::NotFound("lineup item"))
+}
+
+pub async fn lineup(c: &Commerce, session_id: Uuid) -> CommerceResult<Vec<LineupItem>> {
+    Ok(sqlx::query_as::<_, LineupItem>(&format!(
+        "{LINEUP_SELECT} where l.session_id = $1 order by l.link_number"
+    ))
+    .bind(session_id)
+    .fetch_all(c.db())
+    .await?)
+}
+
+async fn by_link(c: &Commerce, session_id: Uuid, link_number: i32) -> CommerceResult<LineupItem> {
+    sqlx::query_as::<_, LineupItem>(&format!(
+        "{LINEUP_SELECT} where l.session_id = $1 and l.link_number = $2"
+    ))
+    .bind(session_id)
+    .bind(link_number)
+    .fetch_optional(c.db())
+    .await?
+    .ok_or(CommerceError::NotFound("lineup item"))
+}
+
+fn pinned_item(item: &LineupItem) -> Value {
+    json!({
+        "link_number": item.link_number,
+        "lineup_item_id": item.lineup_item_id,
+        "sku_id": item.sku_id,
+        "product_name": item.product_name,
+        "sku_name": item.sku_name,
+        "price_minor": item.price_minor,
+        "currency": item.currency,
+    })
+}
+
+/// "Now showing #7": the room gets `host.pinned` and the snapshot's `pinned`.
+#[tracing::instrument(skip(c, claims))]
+pub async fn pin(
+    c: &Commerce,
+    claims: &Claims,
+    session_id: Uuid,
+    link_number: i32,
+) -> CommerceResult<LineupItem> {
+    require_host(c.db(), claims, session_id).await?;
+    let item = by_link(c, session_id, link_number).await?;
+    let data = pinned_item(&item);
+    c.hub()
+        .publish(
+            session_id,
+            Publication::new("host.pinned", json!({ "item": data })).set_state("pinned", data),
+        )
+        .await
+        .map_err(|_| CommerceError::Unavailable { what: "redis" })?;
+    Ok(item)
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Deal {
+    pub deal_id: Uuid,
+    pub session_id: Uuid,
+    pub lineup_item_id: Uuid,
+    pub sku_id: Uuid,
+    pub price_minor: i64,
+    pub currency: String,
+    pub quantity: i32,
+    pub sold: i32,
+    pub per_buyer_cap: i32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// `scheduled`, `live` or `ended`.
+    pub status: String,
+    /// `sold_out`, `time_up` or `ended_by_host`.
+    pub end_reason: Option<String>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub stock_version: i64,
+}
+
+const DEAL_COLUMNS: &str =
+    "deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold, \
+    per_buyer_cap, starts_at, ends_at, status, end_reason, ended_at, stock_version";
+
+impl Deal {
+    /// The deal as the room sees it (`deal:<id>` in the snapshot).
+    pub fn room_view(&self, link_number: Option<i32>) -> Value {
+        json!({
+            "deal_id": self.deal_id,
+            "lineup_item_id": self.lineup_item_id,
+            "link_number": link_number,
+            "sku_id": self.sku_id,
+            "price_minor": self.price_minor,
+            "currency": self.currency,
+            "quantity": self.quantity,
+            "remaining": self.quantity - self.sold,
+            "per_buyer_cap": self.per_buyer_cap,
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "status": self.status,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDeal {
+    /// The lineup item's link number.
+    pub link_number: i32,
+    pub price_minor: i64,
+    pub quantity: i32,
+    pub per_buyer_cap: i32,
+    /// Seconds before the deal starts (0 to `commerce.countdown_max_secs`).
+    #[serde(default)]
+    pub countdown_secs: u64,
+    /// How long it runs (`commerce.deal_min_secs` to `commerce.deal_max_secs`).
+    pub duration_secs: u64,
+}
+
+/// Launches a flash deal: its units come out of the SKU's stock now (so two
+/// deals never sell the same unit) and unsold units go back when it ends.
+#[tracing::instrument(skip(c, claims, new))]
+pub async fn create_deal(
+    c: &Commerce,
+    claims: &Claims,
+    session_id: Uuid,
+    new: NewDeal,
+) -> CommerceResult<Deal> {
+    let config = c.config();
+    if new.price_minor <= 0 {
+        return Err(CommerceError::invalid(
+            "bad_price",
+            "price_minor must be positive",
+        ));
+    }
+    if !(1..=1_000_000).contains(&new.quantity) {
+        return Err(CommerceError::invalid(
+            "bad_quantity",
+            "quantity must be 1 to 1000000",
+        ));
+    }
+    if new.per_buyer_cap < 1 || new.per_buyer_cap > new.quantity {
+        return Err(CommerceError::invalid(
+            "bad_cap",
+            "per_buyer_cap must be 1 to quantity",
+        ));
+    }
+    if new.countdown_secs > config.countdown_max_secs {
+        return Err(CommerceError::invalid(
+            "bad_countdown",
+            format!("countdown_secs must be 0 to {}", config.countdown_max_secs),
+        ));
+    }
+    if !(config.deal_min_secs..=config.deal_max_secs).contains(&new.duration_secs) {
+        return Err(CommerceError::invalid(
+            "bad_duration",
+            format!(
+                "duration_secs must be {} to {}",
+                config.deal_min_secs, config.deal_max_secs
+            ),
+        ));
+    }
+    require_host(c.db(), claims, session_id).await?;
+    let item = by_link(c, session_id, new.link_number).await?;
+    let mut tx = c.db().begin().await?;
+    let taken = sqlx::query(
+        "update sku set stock_on_hand = stock_on_hand - $2 where sku_id = $1 and stock_on_hand >= $2",
+    )
+    .bind(item.sku_id)
+    .bind(new.quantity)
+    .execute(&mut *tx)
+    .await?;
+    if taken.rows_affected() == 0 {
+        return Err(CommerceError::conflict(
+            "insufficient_stock",
+            "the SKU does not have that many units on hand",
+        ));
+    }
+    let starts_at = Utc::now() + Duration::seconds(new.countdown_secs as i64);
+    let ends_at = starts_at + Duration::seconds(new.duration_secs as i64);
+    let deal = sqlx::query_as::<_, Deal>(&format!(
+        "insert into deal (deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity,
+                per_buyer_cap, starts_at, ends_at, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning {DEAL_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(session_id)
+    .bind(item.lineup_item_id)
+    .bind(item.sku_id)
+    .bind(new.price_minor)
+    .bind(&item.currency)
+    .bind(new.quantity)
+    .bind(new.per_buyer_cap)
+    .bind(starts_at)
+    .bind(ends_at)
+    .bind(&claims.sub)
+    .fetch_one(&mut *tx)
+    .await?;
+    let view = deal.room_view(Some(item.link_number));
+    outbox::enqueue(
+        &mut tx,
+        session_id,
+        "deal.scheduled",
+        view.clone(),
+        vec![outbox::set(format!("deal:{}", deal.deal_id), view)],
+    )
+    .await?;
+    tx.commit().await?;
+    // Build the gate now so the first buyers do not pay for it; if this
+    // fails, the first purchase builds it.
+    if let Err(e) = c.inner.gate.rebuild(deal.deal_id).await {
+        tracing::warn!(error = %e, "admission gate not built yet");
+    }
+    Ok(deal)
+}
+
+pub async fn get_deal(c: &Commerce, deal_id: Uuid) -> CommerceResult<Deal> {
+    sqlx::query_as::<_, Deal>(&format!("select {DEAL_COLUMNS} from deal where deal_id = $1"))
+        .bind(deal_id)
+        .fetch_optional(c.db())
+        .await?
+        .ok_or(CommerceError::NotFound("deal"))
+}
+
+pub async fn session_deals(c: &Commerce, session_id: Uuid) -> CommerceResult<Vec<Deal>> {
+    Ok(sqlx::query_as::<_, Deal>(&format!(
+        "select {DEAL_COLUMNS} from deal where session_id = $1 order by starts_at"
+    ))
+    .bind(session_id)
+    .fetch_all(c.db())
+    .await?)
+}
+
+/// The host ends a deal early.
+#[tracing::instrument(skip(c, claims))]
+pub async fn end_deal(c: &Commerce, claims: &Claims, deal_id: Uuid) -> CommerceResult<Deal> {
+    let deal = get_deal(c, deal_id).await?;
+    require_host(c.db(), claims, deal.session_id).await?;
+    let mut tx = c.db().begin().await?;
+    let ended = end_deal_tx(&mut tx, deal_id, "ended_by_host").await?;
+    tx.commit().await?;
+    if !ended {
+        return Err(CommerceError::conflict(
+            "deal_already_ended",
+            "the deal has already ended",
+        ));
+    }
+    let _ = c.inner.gate.mark_ended(deal_id, "ended_by_host").await;
+    get_deal(c, deal_id).await
+}
+
+/// Ends a deal inside `tx` (if not ended): unsold units go back to the SKU,
+/// the room gets the final stock and `deal.ended`. Returns false if it had ended.
+pub async fn end_deal_tx(
+    tx: &mut Transaction<'_, Postgres>,
+    deal_id: Uuid,
+    reason: &str,
+) -> CommerceResult<bool> {
+    let row: Option<(Uuid, Uuid, i32, i32, i64)> = sqlx::query_as(
+        "update deal set status = 'ended', end_reason = $2, ended_at = now(), stock_version = stock_version + 1
+          where deal_id = $1 and status <> 'ended'
+      returning session_id, sku_id, quantity, sold, stock_version",
+    )
+    .bind(deal_id)
+    .bind(reason)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((session_id, sku_id, quantity, sold, version)) = row else {
+        return Ok(false);
+    };
+    sqlx::query("update sku set stock_on_hand = stock_on_hand + $2 where sku_id = $1")
+        .bind(sku_id)
+        .bind(quantity - sold)
+        .execute(&mut **tx)
+        .await?;
+    announce_end(tx, deal_id, session_id, reason, quantity, sold, version).await?;
+    Ok(true)
+}
+
+/// Queues the final `deal.stock` and `deal.ended`, in that order.
+pub async fn announce_end(
+    tx: &mut Transaction<'_, Postgres>,
+    deal_id: Uuid,
+    session_id: Uuid,
+    reason: &str,
+    quantity: i32,
+    sold: i32,
+    version: i64,
+) -> sqlx::Result<()> {
+    let stock_key = format!("deal:{deal_id}:stock");
+    let remaining = if reason == "sold_out" { 0 } else { quantity - sold };
+    outbox::enqueue(
+        tx,
+        session_id,
+        "deal.stock",
+        json!({ "deal_id": deal_id, "remaining": remaining, "quantity": quantity, "final": true }),
+        vec![outbox::version(&stock_key, version)],
+    )
+    .await?;
+    outbox::enqueue(
+        tx,
+        session_id,
+        "deal.ended",
+        json!({ "deal_id": deal_id, "reason": reason, "sold": sold, "quantity": quantity }),
+        vec![
+            outbox::remove(format!("deal:{deal_id}")),
+            outbox::remove(stock_key.clone()),
+            // No stock figure may follow the end.
+            outbox::version(&stock_key, i64::MAX),
+        ],
+    )
+    .await
+}

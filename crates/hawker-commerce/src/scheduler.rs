@@ -1,0 +1,237 @@
+//! Time: every node runs this loop; each due row is claimed by exactly one
+//! node (`for update skip locked`) and changed in the same transaction that
+//! queues its room event, so deals start and end, drops fire and orders
+//! expire once, on time, whichever nodes are up.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::deals::{end_deal_tx, Deal};
+use crate::settle::stock_figure;
+use crate::{outbox, Commerce};
+
+pub async fn run(c: Commerce, shutdown: CancellationToken) {
+    let tick = Duration::from_millis(c.config().scheduler_tick_ms);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        n += 1;
+        if let Err(e) = start_due_deals(&c).await {
+            tracing::debug!(error = %e, "starting deals deferred");
+        }
+        if let Err(e) = end_due_deals(&c).await {
+            tracing::debug!(error = %e, "ending deals deferred");
+        }
+        if let Err(e) = crate::coupons::fire_due_drops(&c).await {
+            tracing::debug!(error = %e, "coupon drops deferred");
+        }
+        if let Err(e) = expire_orders(&c).await {
+            tracing::debug!(error = %e, "order expiry deferred");
+        }
+        match outbox::relay(c.db(), c.hub(), 500).await {
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "outbox relay deferred"),
+        }
+        // Every ~5 s: release reservations whose settlement never happened.
+        if n % (5000 / c.config().scheduler_tick_ms.max(1)).max(1) == 0 {
+            if let Err(e) = reconcile_reservations(&c).await {
+                tracing::debug!(error = %e, "reservation reconciliation deferred");
+            }
+        }
+    }
+}
+
+async fn start_due_deals(c: &Commerce) -> anyhow::Result<()> {
+    let mut tx = c.db().begin().await?;
+    let due: Vec<Deal> = sqlx::query_as(
+        "update deal set status = 'live'
+          where deal_id in (select deal_id from deal where status = 'scheduled' and starts_at <= now()
+                             and ends_at > now() for update skip locked limit 100)
+      returning deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold,
+                per_buyer_cap, starts_at, ends_at, status, end_reason, ended_at, stock_version",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for deal in &due {
+        let link: Option<i32> =
+            sqlx::query_scalar("select link_number from lineup_item where lineup_item_id = $1")
+                .bind(deal.lineup_item_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let view = deal.room_view(link);
+        outbox::enqueue(
+            &mut tx,
+            deal.session_id,
+            "deal.started",
+            view.clone(),
+            vec![outbox::set(format!("deal:{}", deal.deal_id), view)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    if !due.is_empty() {
+        outbox::relay(c.db(), c.hub(), 500).await?;
+    }
+    Ok(())
+}
+
+async fn end_due_deals(c: &Commerce) -> anyhow::Result<()> {
+    let mut tx = c.db().begin().await?;
+    let due: Vec<Uuid> = sqlx::query_scalar(
+        "select deal_id from deal where status <> 'ended' and ends_at <= now() for update skip locked limit 100",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for deal_id in &due {
+        end_deal_tx(&mut tx, *deal_id, "time_up").await?;
+    }
+    tx.commit().await?;
+    for deal_id in &due {
+        let _ = c.inner.gate.mark_ended(*deal_id, "time_up").await;
+    }
+    if !due.is_empty() {
+        outbox::relay(c.db(), c.hub(), 500).await?;
+    }
+    Ok(())
+}
+
+/// Cancels unpaid orders past their expiry; their units go back to the deal
+/// and the gate while the deal runs, to the SKU once it has ended.
+async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
+    let mut tx = c.db().begin().await?;
+    let expired: Vec<(Uuid, Uuid, String, i32)> = sqlx::query_as(
+        "update customer_order set status = 'cancelled', cancelled_at = now()
+          where order_id in (select order_id from customer_order
+                              where status = 'pending_payment' and expires_at <= now()
+                              order by expires_at for update skip locked limit 500)
+      returning order_id, deal_id, buyer_id, quantity",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if expired.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = expired.iter().map(|e| e.0).collect();
+    sqlx::query(
+        "insert into order_event (order_id, from_status, to_status, detail)
+         select id, 'pending_payment', 'cancelled', '{\"reason\": \"payment_expired\"}'::jsonb from unnest($1::uuid[]) as t(id)",
+    )
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    let mut per_deal: HashMap<Uuid, i32> = HashMap::new();
+    let mut per_buyer: HashMap<(Uuid, String), i32> = HashMap::new();
+    for (_, deal_id, buyer, quantity) in &expired {
+        *per_deal.entry(*deal_id).or_default() += quantity;
+        *per_buyer.entry((*deal_id, buyer.clone())).or_default() += quantity;
+    }
+    for ((deal_id, buyer), units) in &per_buyer {
+        sqlx::query("update deal_buyer set units = units - $3 where deal_id = $1 and buyer_id = $2")
+            .bind(deal_id)
+            .bind(buyer)
+            .bind(units)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut figures = Vec::new();
+    for (deal_id, units) in &per_deal {
+        let (session_id, sku_id, quantity, sold, version, status): (Uuid, Uuid, i32, i32, i64, String) =
+            sqlx::query_as(
+                "update deal set sold = sold - $2, stock_version = stock_version + 1 where deal_id = $1
+          returning session_id, sku_id, quantity, sold, stock_version, status",
+            )
+            .bind(deal_id)
+            .bind(units)
+            .fetch_one(&mut *tx)
+            .await?;
+        if status == "ended" {
+            sqlx::query("update sku set stock_on_hand = stock_on_hand + $2 where sku_id = $1")
+                .bind(sku_id)
+                .bind(units)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            figures.push(stock_figure(
+                session_id,
+                *deal_id,
+                quantity - sold,
+                quantity,
+                version,
+            ));
+        }
+        outbox::enqueue(
+            &mut tx,
+            session_id,
+            "order.expired",
+            json!({ "deal_id": deal_id, "units_returned": units }),
+            vec![],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    metrics::counter!("hawker_orders_expired_total").increment(expired.len() as u64);
+    let live: Vec<Uuid> = figures
+        .iter()
+        .filter_map(|f| f.key.split(':').nth(1)?.parse().ok())
+        .collect();
+    for (_, deal_id, buyer, quantity) in &expired {
+        if live.contains(deal_id) {
+            if let Err(e) = c.inner.gate.give_back(*deal_id, buyer, *quantity).await {
+                tracing::warn!(error = %e, "units not returned to the gate; it is rebuilt when it is missing");
+            }
+        }
+    }
+    for figure in figures {
+        c.inner.stock.announce(figure);
+    }
+    Ok(())
+}
+
+/// Reservations older than `reservation_timeout_secs` with no order are released;
+/// those whose order exists are confirmed. One node per deal at a time.
+async fn reconcile_reservations(c: &Commerce) -> anyhow::Result<()> {
+    let live: Vec<Uuid> =
+        sqlx::query_scalar("select deal_id from deal where status <> 'ended' and starts_at <= now()")
+            .fetch_all(c.db())
+            .await?;
+    let older_than_ms = (c.config().reservation_timeout_secs * 1000) as i64;
+    for deal_id in live {
+        if !c.inner.gate.try_lock(deal_id, "reconciling", 4000).await? {
+            continue;
+        }
+        for (field, quantity) in c.inner.gate.stale_reservations(deal_id, older_than_ms).await? {
+            let Some((buyer, key)) = field.split_once('\n') else {
+                continue;
+            };
+            let order: Option<Uuid> = sqlx::query_scalar(
+                "select order_id from customer_order where buyer_id = $1 and idempotency_key = $2",
+            )
+            .bind(buyer)
+            .bind(key)
+            .fetch_optional(c.db())
+            .await?;
+            match order {
+                Some(order_id) => {
+                    c.inner
+                        .gate
+                        .confirm(deal_id, &[(field.clone(), order_id)])
+                        .await?
+                }
+                None => {
+                    tracing::info!(%deal_id, buyer, "releasing a reservation that was never settled");
+                    c.inner.gate.release(deal_id, buyer, quantity, &field).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

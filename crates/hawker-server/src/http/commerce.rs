@@ -1,0 +1,173 @@
+//! Lineups, pins, flash deals and orders over HTTP.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use hawker_commerce::deals::{self, Deal, LineupItem, NewDeal, NewLineupItem};
+use hawker_commerce::orders::{self, Order, PlaceOrder};
+use uuid::Uuid;
+
+use super::auth::Auth;
+use super::error::{ApiError, ApiResult, ErrorBody, Json, Path};
+use super::AppState;
+
+/// Adds a SKU to the session's lineup (host, agency, admin).
+#[utoipa::path(post, path = "/v1/sessions/{session_id}/lineup", tag = "commerce", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)), request_body = NewLineupItem,
+    responses(
+        (status = 201, body = LineupItem),
+        (status = 400, body = ErrorBody, description = "bad_link_number, wrong_brand, bad_json"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such session or SKU"),
+        (status = 409, body = ErrorBody, description = "link_number_taken, session_ended"),
+    ))]
+pub async fn add_lineup_item(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(session_id): Path<Uuid>,
+    Json(item): Json<NewLineupItem>,
+) -> ApiResult<(StatusCode, Json<LineupItem>)> {
+    let item = deals::add_lineup_item(&state.commerce, auth.claims(), session_id, item).await?;
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+/// The session's lineup, by link number.
+#[utoipa::path(get, path = "/v1/sessions/{session_id}/lineup", tag = "commerce", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)),
+    responses((status = 200, body = Vec<LineupItem>), (status = 401, body = ErrorBody)))]
+pub async fn lineup(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(session_id): Path<Uuid>,
+) -> ApiResult<Json<Vec<LineupItem>>> {
+    Ok(Json(deals::lineup(&state.commerce, session_id).await?))
+}
+
+/// "Now showing #N": the room receives `host.pinned`.
+#[utoipa::path(post, path = "/v1/sessions/{session_id}/lineup/{link_number}/pin", tag = "commerce",
+    security(("bearer" = [])),
+    params(("session_id" = Uuid, Path), ("link_number" = i32, Path)),
+    responses(
+        (status = 200, body = LineupItem),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "redis unavailable"),
+    ))]
+pub async fn pin(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((session_id, link_number)): Path<(Uuid, i32)>,
+) -> ApiResult<Json<LineupItem>> {
+    Ok(Json(
+        deals::pin(&state.commerce, auth.claims(), session_id, link_number).await?,
+    ))
+}
+
+/// Launches a flash deal on a lineup item. The room receives `deal.scheduled`,
+/// then `deal.started` at `starts_at`, `deal.stock` while it sells, and `deal.ended`.
+#[utoipa::path(post, path = "/v1/sessions/{session_id}/deals", tag = "commerce", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)), request_body = NewDeal,
+    responses(
+        (status = 201, body = Deal),
+        (status = 400, body = ErrorBody, description = "bad_price, bad_quantity, bad_cap, bad_countdown, bad_duration"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "insufficient_stock, session_ended"),
+    ))]
+pub async fn create_deal(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(session_id): Path<Uuid>,
+    Json(new): Json<NewDeal>,
+) -> ApiResult<(StatusCode, Json<Deal>)> {
+    let deal = deals::create_deal(&state.commerce, auth.claims(), session_id, new).await?;
+    Ok((StatusCode::CREATED, Json(deal)))
+}
+
+/// The session's deals.
+#[utoipa::path(get, path = "/v1/sessions/{session_id}/deals", tag = "commerce", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)),
+    responses((status = 200, body = Vec<Deal>), (status = 401, body = ErrorBody)))]
+pub async fn session_deals(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(session_id): Path<Uuid>,
+) -> ApiResult<Json<Vec<Deal>>> {
+    Ok(Json(deals::session_deals(&state.commerce, session_id).await?))
+}
+
+/// One deal with its sold count.
+#[utoipa::path(get, path = "/v1/deals/{deal_id}", tag = "commerce", security(("bearer" = [])),
+    params(("deal_id" = Uuid, Path)),
+    responses((status = 200, body = Deal), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_deal(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(deal_id): Path<Uuid>,
+) -> ApiResult<Json<Deal>> {
+    Ok(Json(deals::get_deal(&state.commerce, deal_id).await?))
+}
+
+/// Ends a deal early (`deal.ended` with reason `ended_by_host`).
+#[utoipa::path(post, path = "/v1/deals/{deal_id}/end", tag = "commerce", security(("bearer" = [])),
+    params(("deal_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Deal),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "deal_already_ended"),
+    ))]
+pub async fn end_deal(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(deal_id): Path<Uuid>,
+) -> ApiResult<Json<Deal>> {
+    Ok(Json(
+        deals::end_deal(&state.commerce, auth.claims(), deal_id).await?,
+    ))
+}
+
+/// Buys from a flash deal. Requires an `Idempotency-Key` header: the same key
+/// with the same body returns the first answer; with another body,
+/// `idempotency_key_reused`. Answers 201 only once the order is committed.
+#[utoipa::path(post, path = "/v1/deals/{deal_id}/orders", tag = "commerce", security(("bearer" = [])),
+    params(("deal_id" = Uuid, Path),
+           ("Idempotency-Key" = String, Header, description = "1 to 200 characters, unique per purchase attempt")),
+    request_body = PlaceOrder,
+    responses(
+        (status = 201, body = Order, description = "committed (or the replay of a committed order)"),
+        (status = 400, body = ErrorBody, description = "bad_quantity, bad_idempotency_key, missing_idempotency_key, coupon_invalid, bad_json"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such deal"),
+        (status = 409, body = ErrorBody, description = "sold_out, cap_exceeded, deal_not_started, deal_ended, idempotency_key_reused"),
+        (status = 503, body = ErrorBody, description = "Postgres or Redis unreachable; retry with the same key after Retry-After"),
+    ))]
+pub async fn place_order(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(deal_id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(request): Json<PlaceOrder>,
+) -> ApiResult<(StatusCode, Json<Order>)> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_idempotency_key",
+                "the Idempotency-Key header is required",
+            )
+        })?;
+    let placed = orders::place_order(&state.commerce, &auth.claims().sub, deal_id, key, request).await?;
+    Ok((StatusCode::CREATED, Json(placed.order)))
+}
+
+/// One order: the buyer's own, or any of a session the caller hosts.
+#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "commerce", security(("bearer" = [])),
+    params(("order_id" = Uuid, Path)),
+    responses((status = 200, body = Order), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(order_id): Path<Uuid>,
+) -> ApiResult<Json<Order>> {
+    Ok(Json(
+        orders::get_order(&state.commerce, auth.claims(), order_id).await?,
+    ))
+}

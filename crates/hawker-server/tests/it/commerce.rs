@@ -1,0 +1,574 @@
+//! Flash deals and orders against real Postgres and Redis: the stampede,
+//! idempotency, Redis flushed mid-stampede, a node killed mid-stampede,
+//! expiry, Postgres unreachable, the deal's life in the room.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use hawker_core::Role;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::helpers::{
+    insert_agency_and_session, settings_with, spawn_app_with, test_database_url, RedisServer, TestApp,
+};
+use crate::ws::connect;
+
+/// A session with a brand, a SKU (stock 10,000) at link #1; returns (agency, session).
+pub async fn session_with_lineup(app: &TestApp) -> (Uuid, Uuid) {
+    let (agency, session) = insert_agency_and_session(&app.db).await;
+    let (brand, product, sku) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query("insert into brand (brand_id, name) values ($1, 'Brand')")
+        .bind(brand)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("insert into product (product_id, brand_id, name) values ($1, $2, 'Lipstick')")
+        .bind(product)
+        .bind(brand)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into sku (sku_id, product_id, code, name, price_minor, currency, stock_on_hand)
+         values ($1, $2, 'LIP-1', 'Ruby', 1999, 'USD', 10000)",
+    )
+    .bind(sku)
+    .bind(product)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let response = app
+        .http
+        .post(app.url(&format!("/v1/sessions/{session}/lineup")))
+        .bearer_auth(app.agency_token(agency))
+        .json(&json!({ "sku_id": sku }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    (agency, session)
+}
+
+pub async fn create_deal(app: &TestApp, agency: Uuid, session: Uuid, body: Value) -> Value {
+    let response = app
+        .http
+        .post(app.url(&format!("/v1/sessions/{session}/deals")))
+        .bearer_auth(app.agency_token(agency))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    response.json().await.unwrap()
+}
+
+pub async fn buy(app: &TestApp, buyer: &str, deal: &str, key: &str, quantity: i32) -> (u16, Value) {
+    buy_with(
+        &app.http,
+        app.addr,
+        &app.token(buyer, Role::Viewer),
+        deal,
+        key,
+        quantity,
+    )
+    .await
+}
+
+pub async fn buy_with(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    token: &str,
+    deal: &str,
+    key: &str,
+    quantity: i32,
+) -> (u16, Value) {
+    match http
+        .post(format!("http://{addr}/v1/deals/{deal}/orders"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&json!({ "quantity": quantity }))
+        .send()
+        .await
+    {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+const FAST_DEALS: [(&str, &str); 2] = [
+    ("HAWKER__COMMERCE__DEAL_MIN_SECS", "1"),
+    ("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "100"),
+];
+
+async fn two_nodes(redis: &RedisServer, extra: &[(&str, &str)]) -> (TestApp, TestApp) {
+    let db = test_database_url();
+    let url = redis.url();
+    let mut overrides = vec![
+        ("HAWKER__DATABASE__URL", db.as_str()),
+        ("HAWKER__REDIS__URL", url.as_str()),
+    ];
+    overrides.extend_from_slice(&FAST_DEALS);
+    overrides.extend_from_slice(extra);
+    let a = spawn_app_with(settings_with(&overrides)).await;
+    let b = spawn_app_with(settings_with(&overrides)).await;
+    (a, b)
+}
+
+/// What Postgres says about a deal: (sold column, units in live orders, max units per buyer, orders).
+async fn deal_in_postgres(db: &sqlx::PgPool, deal: &str) -> (i32, i64, i64, HashSet<Uuid>) {
+    let deal_id = Uuid::parse_str(deal).unwrap();
+    let sold: i32 = sqlx::query_scalar("select sold from deal where deal_id = $1")
+        .bind(deal_id)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    let units: Option<i64> = sqlx::query_scalar(
+        "select sum(quantity)::bigint from customer_order where deal_id = $1 and status <> 'cancelled'",
+    )
+    .bind(deal_id)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let max_per_buyer: Option<i64> = sqlx::query_scalar(
+        "select max(u)::bigint from (select sum(quantity) as u from customer_order
+          where deal_id = $1 and status <> 'cancelled' group by buyer_id) t",
+    )
+    .bind(deal_id)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let orders: Vec<Uuid> = sqlx::query_scalar("select order_id from customer_order where deal_id = $1")
+        .bind(deal_id)
+        .fetch_all(db)
+        .await
+        .unwrap();
+    (
+        sold,
+        units.unwrap_or(0),
+        max_per_buyer.unwrap_or(0),
+        orders.into_iter().collect(),
+    )
+}
+
+/// Runs `buyers` purchases (quantity 1 or 2, some buyers twice) spread over
+/// `nodes`, 400 at a time; `during` runs after `after` answers. Returns the
+/// 201 answers: (buyer, key) → order.
+async fn stampede<F, Fut>(
+    nodes: &[(std::net::SocketAddr, hawker_core::TokenKeys)],
+    deal: &str,
+    buyers: usize,
+    after: usize,
+    during: F,
+) -> (HashMap<(String, String), Value>, HashMap<String, usize>)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(400)
+        .build()
+        .unwrap();
+    let gate = Arc::new(Semaphore::new(400));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut requests = Vec::new();
+    for i in 0..buyers {
+        let buyer = format!("buyer-{i}");
+        let quantity = if i % 2 == 0 { 1 } else { 2 };
+        requests.push((buyer.clone(), format!("key-{i}-a"), quantity));
+        if i % 10 == 0 {
+            // A second purchase by the same buyer: must respect the cap.
+            requests.push((buyer, format!("key-{i}-b"), 2));
+        }
+    }
+    let tasks = requests
+        .into_iter()
+        .enumerate()
+        .map(|(n, (buyer, key, quantity))| {
+            let http = http.clone();
+            let gate = gate.clone();
+            let answered = answered.clone();
+            let (addr, keys) = &nodes[n % nodes.len()];
+            let addr = *addr;
+            let other = nodes[(n + 1) % nodes.len()].0;
+            let token = keys
+                .sign(&hawker_core::Claims::new(
+                    &buyer,
+                    Role::Viewer,
+                    chrono::Duration::hours(1),
+                ))
+                .unwrap();
+            let deal = deal.to_string();
+            async move {
+                let _permit = gate.acquire().await.unwrap();
+                let mut result = buy_with(&http, addr, &token, &deal, &key, quantity).await;
+                // A node that is gone: retry the same key on another node.
+                let mut tries = 0;
+                while (result.0 == 0 || result.0 == 503) && tries < 20 {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    result = buy_with(&http, other, &token, &deal, &key, quantity).await;
+                }
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (buyer, key, result)
+            }
+        });
+    let all = tokio::spawn(join_all(tasks.map(tokio::spawn).collect::<Vec<_>>()));
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < after {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    during().await;
+    let results = all.await.unwrap();
+    let mut created = HashMap::new();
+    let mut codes: HashMap<String, usize> = HashMap::new();
+    for result in results {
+        let (buyer, key, (status, body)) = result.unwrap();
+        if status == 201 {
+            created.insert((buyer, key), body);
+        } else {
+            let code = body["error"].as_str().unwrap_or("transport").to_string();
+            *codes.entry(format!("{status} {code}")).or_default() += 1;
+        }
+    }
+    (created, codes)
+}
+
+fn nodes(apps: &[&TestApp]) -> Vec<(std::net::SocketAddr, hawker_core::TokenKeys)> {
+    apps.iter().map(|a| (a.addr, a.keys.clone())).collect()
+}
+
+fn assert_invariants(
+    created: &HashMap<(String, String), Value>,
+    pg: &(i32, i64, i64, HashSet<Uuid>),
+    quantity: i64,
+) {
+    let (sold, units, max_per_buyer, orders) = pg;
+    assert!(i64::from(*sold) <= quantity, "oversold: {sold}");
+    assert_eq!(i64::from(*sold), *units, "deal.sold matches the orders");
+    assert!(*max_per_buyer <= 2, "a buyer passed the cap: {max_per_buyer}");
+    for order in created.values() {
+        let id = Uuid::parse_str(order["order_id"].as_str().unwrap()).unwrap();
+        assert!(orders.contains(&id), "an acknowledged order is missing: {id}");
+    }
+}
+
+#[tokio::test]
+async fn a_stampede_of_5000_buyers_on_two_nodes_sells_exactly_500() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let (agency, session) = session_with_lineup(&a).await;
+    let deal = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 999, "quantity": 500,
+        "per_buyer_cap": 2, "duration_secs": 120}),
+    )
+    .await;
+    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
+
+    let (created, codes) = stampede(&nodes(&[&a, &b]), &deal_id, 5000, 0, || async {}).await;
+    let pg = deal_in_postgres(&a.db, &deal_id).await;
+    assert_invariants(&created, &pg, 500);
+    assert_eq!(pg.0, 500, "sold out exactly; refusals: {codes:?}");
+    assert_eq!(pg.3.len(), created.len(), "every order row had a 201");
+    let created_units: i64 = created.values().map(|o| o["quantity"].as_i64().unwrap()).sum();
+    assert_eq!(created_units, 500);
+    assert!(
+        codes
+            .keys()
+            .all(|c| c == "409 sold_out" || c == "409 cap_exceeded"),
+        "{codes:?}"
+    );
+
+    // Retries with the same key return the same order; a changed body is refused.
+    for ((buyer, key), order) in created.iter().take(30) {
+        let quantity = order["quantity"].as_i64().unwrap() as i32;
+        let (status, again) = buy(&b, buyer, &deal_id, key, quantity).await;
+        assert_eq!(status, 201);
+        assert_eq!(again["order_id"], order["order_id"]);
+        let (status, body) = buy(&a, buyer, &deal_id, key, 3 - quantity).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (409, Some("idempotency_key_reused"))
+        );
+    }
+    assert_eq!(
+        deal_in_postgres(&a.db, &deal_id).await.3.len(),
+        created.len(),
+        "retries created nothing"
+    );
+}
+
+#[tokio::test]
+async fn flushing_redis_mid_stampede_does_not_oversell() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let (agency, session) = session_with_lineup(&a).await;
+    let deal = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 999, "quantity": 500,
+        "per_buyer_cap": 2, "duration_secs": 120}),
+    )
+    .await;
+    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
+    let url = redis.url();
+    let (created, codes) = stampede(&nodes(&[&a, &b]), &deal_id, 3000, 300, || async move {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    })
+    .await;
+    let pg = deal_in_postgres(&a.db, &deal_id).await;
+    assert_invariants(&created, &pg, 500);
+    assert_eq!(pg.3.len(), created.len(), "every order row had a 201: {codes:?}");
+    assert!(pg.0 > 0);
+}
+
+#[tokio::test]
+async fn retries_and_errors_have_distinct_codes() {
+    let redis = RedisServer::start();
+    let (a, _b) = two_nodes(&redis, &[]).await;
+    let (agency, session) = session_with_lineup(&a).await;
+    let later = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 5,
+        "per_buyer_cap": 2, "countdown_secs": 120, "duration_secs": 60}),
+    )
+    .await;
+    let later = later["deal_id"].as_str().unwrap().to_string();
+    assert_eq!(buy(&a, "v", &later, "k0", 1).await.1["error"], "deal_not_started");
+
+    let deal = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 3,
+        "per_buyer_cap": 2, "duration_secs": 60}),
+    )
+    .await;
+    let deal = deal["deal_id"].as_str().unwrap().to_string();
+    assert_eq!(buy(&a, "v", &deal, "k1", 0).await.1["error"], "bad_quantity");
+    assert_eq!(buy(&a, "v", &deal, "k1", 3).await.1["error"], "cap_exceeded");
+    let (status, first) = buy(&a, "v", &deal, "k1", 2).await;
+    assert_eq!(status, 201);
+    assert_eq!(first["status"], "pending_payment");
+    assert_eq!(first["amount_minor"], 1000);
+    assert!(first["expires_at"].is_string());
+    assert_eq!(buy(&a, "v", &deal, "k2", 1).await.1["error"], "cap_exceeded");
+    assert_eq!(buy(&a, "w", &deal, "k3", 1).await.0, 201);
+    assert_eq!(buy(&a, "x", &deal, "k4", 1).await.1["error"], "sold_out");
+    let missing = a
+        .http
+        .post(a.url(&format!("/v1/deals/{deal}/orders")))
+        .bearer_auth(a.token("v", Role::Viewer))
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["error"],
+        "missing_idempotency_key"
+    );
+    let ended = a
+        .http
+        .get(a.url(&format!("/v1/deals/{deal}")))
+        .bearer_auth(a.token("v", Role::Viewer))
+        .send()
+        .await
+        .unwrap();
+    let ended: Value = ended.json().await.unwrap();
+    assert_eq!(
+        (ended["status"].as_str(), ended["end_reason"].as_str()),
+        (Some("ended"), Some("sold_out"))
+    );
+    assert_eq!(buy(&a, "y", &deal, "k5", 1).await.1["error"], "sold_out");
+    // The first answer again, even after the deal ended.
+    let (status, replay) = buy(&a, "v", &deal, "k1", 2).await;
+    assert_eq!((status, &replay["order_id"]), (201, &first["order_id"]));
+
+    // A deal the host ended early refuses with deal_ended; a viewer may not end one.
+    let early = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 3,
+        "per_buyer_cap": 2, "duration_secs": 60}),
+    )
+    .await;
+    let early = early["deal_id"].as_str().unwrap().to_string();
+    let end = |token: String| {
+        let request = a
+            .http
+            .post(a.url(&format!("/v1/deals/{early}/end")))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(end(a.token("v", Role::Viewer)).await, 403);
+    assert_eq!(end(a.agency_token(agency)).await, 200);
+    assert_eq!(end(a.agency_token(agency)).await, 409);
+    assert_eq!(buy(&a, "z", &early, "k6", 1).await.1["error"], "deal_ended");
+}
+
+#[tokio::test]
+async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis, &[]).await;
+    let (agency, session) = session_with_lineup(&a).await;
+    let mut viewer = connect(b.addr, session, &b.token("watcher", Role::Viewer), None).await;
+    viewer.expect("welcome").await;
+    let deal = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 50,
+        "per_buyer_cap": 5, "countdown_secs": 1, "duration_secs": 3}),
+    )
+    .await;
+    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
+    let scheduled = viewer.expect("deal.scheduled").await;
+    assert_eq!(scheduled["data"]["deal_id"], deal_id.as_str());
+    assert_eq!(scheduled["data"]["link_number"], 1);
+    let started = viewer.expect("deal.started").await;
+    assert_eq!(started["data"]["status"], "live");
+    assert_eq!(buy(&b, "fan", &deal_id, "k", 4).await.0, 201);
+    let stock = viewer.expect("deal.stock").await;
+    assert_eq!(stock["data"]["remaining"], 46);
+    let mut ended = Vec::new();
+    let mut started_again = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < deadline {
+        match viewer.try_next(Duration::from_millis(500)).await {
+            Some(Ok(frame)) if frame["type"] == "deal.ended" => ended.push(frame),
+            Some(Ok(frame)) if frame["type"] == "deal.started" => started_again += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(ended.len(), 1, "deal.ended exactly once");
+    assert_eq!(started_again, 0, "deal.started exactly once");
+    assert_eq!(ended[0]["data"]["reason"], "time_up");
+    // Unsold units went back to the SKU.
+    let stock_on_hand: i32 = sqlx::query_scalar("select stock_on_hand from sku")
+        .fetch_one(&a.db)
+        .await
+        .unwrap();
+    assert_eq!(stock_on_hand, 10000 - 4);
+    let snapshot = connect(a.addr, session, &a.token("late", Role::Viewer), None)
+        .await
+        .expect("welcome")
+        .await;
+    assert!(
+        snapshot["state"].get(format!("deal:{deal_id}")).is_none(),
+        "an ended deal leaves the snapshot"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_order_returns_its_units_and_the_room_sees_the_stock() {
+    let redis = RedisServer::start();
+    let (a, _b) = two_nodes(&redis, &[("HAWKER__COMMERCE__ORDER_TTL_SECS", "1")]).await;
+    let (agency, session) = session_with_lineup(&a).await;
+    let mut viewer = connect(a.addr, session, &a.token("watcher", Role::Viewer), None).await;
+    viewer.expect("welcome").await;
+    let deal = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 10,
+        "per_buyer_cap": 3, "duration_secs": 60}),
+    )
+    .await;
+    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
+    let (status, order) = buy(&a, "slowpay", &deal_id, "k", 3).await;
+    assert_eq!(status, 201);
+    loop {
+        let stock = viewer.expect("deal.stock").await;
+        if stock["data"]["remaining"] == 10 {
+            break;
+        }
+        assert_eq!(stock["data"]["remaining"], 7);
+    }
+    let status: String = sqlx::query_scalar("select status from customer_order where order_id = $1")
+        .bind(Uuid::parse_str(order["order_id"].as_str().unwrap()).unwrap())
+        .fetch_one(&a.db)
+        .await
+        .unwrap();
+    assert_eq!(status, "cancelled");
+    // The gate got the units back too: the same buyer may buy the cap again.
+    assert_eq!(buy(&a, "slowpay", &deal_id, "k-again", 3).await.0, 201);
+}
+
+#[tokio::test]
+async fn purchases_fail_fast_with_503_while_postgres_is_unreachable_and_recover() {
+    let redis = RedisServer::start();
+    let proxy = crate::helpers::TcpProxy::start("127.0.0.1:5432").await;
+    let db = format!(
+        "postgres://postgres@{}/hawker_test_{}",
+        proxy.addr,
+        Uuid::new_v4().simple()
+    );
+    let app = spawn_app_with(settings_with(&[
+        ("HAWKER__DATABASE__URL", &db),
+        ("HAWKER__REDIS__URL", &redis.url()),
+        ("HAWKER__DATABASE__ACQUIRE_TIMEOUT_MS", "500"),
+    ]))
+    .await;
+    let (agency, session) = session_with_lineup(&app).await;
+    let deal = create_deal(
+        &app,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 10,
+        "per_buyer_cap": 5, "duration_secs": 60}),
+    )
+    .await;
+    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
+    let (status, acknowledged) = buy(&app, "before", &deal_id, "k0", 1).await;
+    assert_eq!(status, 201);
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let response = app
+        .http
+        .post(app.url(&format!("/v1/deals/{deal_id}/orders")))
+        .bearer_auth(app.token("during", Role::Viewer))
+        .header("idempotency-key", "k1")
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+
+    proxy.restore();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = buy(&app, "during", &deal_id, "k1", 1).await.0;
+        if status == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 201, "purchases resume once Postgres is back");
+    let (_, units, _, orders) = deal_in_postgres(&app.db, &deal_id).await;
+    assert!(orders.contains(&Uuid::parse_str(acknowledged["order_id"].as_str().unwrap()).unwrap()));
+    assert_eq!(units, 2);
+}
