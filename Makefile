@@ -25,7 +25,7 @@ services:
 
 ## Every test of the workspace, against the real PostgreSQL and Redis.
 test: services clean-test-dbs
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets -- --test-threads 5
 	$(MAKE) --no-print-directory openapi-check
 
 lint:
@@ -53,3 +53,12 @@ openapi-check:
 clean-test-dbs:
 	@psql -h 127.0.0.1 -U postgres -Atc "select datname from pg_database where datname like 'hawker_test_%'" 2>/dev/null \
 	  | while read -r db; do psql -h 127.0.0.1 -U postgres -qc "drop database if exists \"$$db\"" >/dev/null 2>&1 || true; done
+
+## Fan-out load test (loadtest/README.md): hub on CPU 0, generator on CPU 1; a
+## 200-viewer smoke run unless LOADTEST_ARGS says otherwise. Results: loadtest/results/.
+LOADTEST_ARGS ?= --scenario smoke --viewers 200 --duration 10 --host-rate 10 --chat-rate 5 --chatters 5
+.PHONY: loadtest
+loadtest: services
+	$(CARGO) build --release -p hawker-loadtest -p hawker-server
+	taskset -c 1 $${CARGO_TARGET_DIR:-target}/release/hawker-loadtest fanout --spawn 1 --server-cpus 0 \
+	  --hawker-bin $${CARGO_TARGET_DIR:-target}/release/hawker $(LOADTEST_ARGS)

@@ -649,10 +649,13 @@ impl OrderColumns {
             "insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
                     unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id, idempotency_key,
                     request_hash, expires_at, host_id)
-             select t.*, now() + make_interval(secs => $15), null::uuid
+             select t.*, now() + make_interval(secs => $15), host_on_shift(t.session_id, now())
                from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[],
                            $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::uuid[], $13::text[],
-                           $14::text[]) as t
+                           $14::text[])
+                    as t(order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
+                         unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id,
+                         idempotency_key, request_hash)
              on conflict on constraint customer_order_idempotency do nothing
              returning {ORDER_COLUMNS}, idempotency_key as key_again"
         ))

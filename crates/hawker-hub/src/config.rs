@@ -102,6 +102,12 @@ impl HubConfig {
                 return Err((key, "must be at least 1".into()));
             }
         }
+        if self.room_ttl_secs < 60 {
+            return Err(("hub.room_ttl_secs", "must be at least 60".into()));
+        }
+        if self.write_buffer_bytes == 0 {
+            return Err(("hub.write_buffer_bytes", "must be at least 1".into()));
+        }
         if self.hard_max_frame_bytes < self.max_frame_bytes {
             return Err((
                 "hub.hard_max_frame_bytes",

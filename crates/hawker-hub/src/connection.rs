@@ -186,9 +186,12 @@ impl Connection {
             }
             let outbox = self.outbox.clone();
             let batch = &self.batch;
+            let shutdown = self.hub.shutdown_token().clone();
             let written = tokio::select! {
                 result = write_batch(socket, batch) => result,
                 reason = closing(&outbox) => return Err(Some(close_for(reason))),
+                // A peer that stopped reading must not hold up shutdown.
+                _ = shutdown.cancelled() => return Err(Some(close_for(CloseReason::Shutdown))),
             };
             match written {
                 Ok(bytes) => {
@@ -400,7 +403,7 @@ impl Connection {
                 publish(Publication::new(kind, json!({ "user": target })), vec![change]).await
             }
             other => {
-                let handler = self.hub.handler().cloned();
+                let handler = self.hub.handler();
                 let ctx = CommandContext {
                     room: self.room_id,
                     member: self.member.clone(),
@@ -492,5 +495,7 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
         code,
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(10), socket.send(Message::Close(Some(frame)))).await;
+    // A slow peer gets time to read up to the close frame; others need none.
+    let wait = if code == close_code::SLOW { Duration::from_secs(10) } else { Duration::from_secs(2) };
+    let _ = tokio::time::timeout(wait, socket.send(Message::Close(Some(frame)))).await;
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use hawker_core::Role;
@@ -81,7 +81,9 @@ pub(crate) struct Inner {
     pub generation: AtomicU64,
     pub sockets: AtomicUsize,
     pub sockets_per_user: Mutex<HashMap<String, usize>>,
-    pub handler: OnceLock<Arc<dyn CommandHandler>>,
+    /// Weak: the handler (commerce) holds the hub, and a strong reference
+    /// here would keep both alive forever.
+    pub handler: OnceLock<Weak<dyn CommandHandler>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -168,12 +170,13 @@ impl Hub {
     }
 
     /// Registers the handler for commands the hub does not know. Once.
-    pub fn set_command_handler(&self, handler: Arc<dyn CommandHandler>) -> bool {
-        self.inner.handler.set(handler).is_ok()
+    /// The caller keeps the `Arc` alive (the hub holds it weakly).
+    pub fn set_command_handler(&self, handler: &Arc<dyn CommandHandler>) -> bool {
+        self.inner.handler.set(Arc::downgrade(handler)).is_ok()
     }
 
-    pub(crate) fn handler(&self) -> Option<&Arc<dyn CommandHandler>> {
-        self.inner.handler.get()
+    pub(crate) fn handler(&self) -> Option<Arc<dyn CommandHandler>> {
+        self.inner.handler.get().and_then(Weak::upgrade)
     }
 
     /// Publishes an event into a room, on every node. Returns its offset.
@@ -340,6 +343,12 @@ impl Hub {
             .report_viewers(room.id, &self.inner.node_id, local, gate)
             .await?
         {
+            // Unchanged counts are repeated only every fifth interval (a
+            // heartbeat), so a quiet room does not fill its history.
+            let beat = room.shared.viewers_beat.fetch_add(1, Ordering::Relaxed);
+            if total == room.shared.viewers_total.load(Ordering::Relaxed) && beat % 5 != 0 {
+                return Ok(());
+            }
             let publication =
                 Publication::new("viewers", json!({ "count": total })).set_state("viewers", json!(total));
             self.publish(room.id, publication).await?;

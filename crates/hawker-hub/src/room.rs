@@ -33,6 +33,8 @@ pub struct RoomShared {
     pub likes_dirty: AtomicBool,
     pub local_viewers: AtomicUsize,
     pub viewers_total: AtomicU64,
+    /// Viewer-count intervals seen, for the unchanged-count heartbeat.
+    pub viewers_beat: AtomicU64,
 }
 
 impl RoomShared {
@@ -137,9 +139,10 @@ impl RoomTask {
                 },
                 input = inputs.recv() => match input {
                     Some(RoomInput::Join { client, resume, reply }) => {
-                        empty_since = None;
                         let outcome = self.join(client, resume).await;
                         let _ = reply.send(outcome);
+                        // A refused join leaves an empty room empty: it still closes.
+                        empty_since = if self.clients.is_empty() { empty_since.or(Some(Instant::now())) } else { None };
                     }
                     Some(RoomInput::Leave { client_id }) => {
                         if let Some(i) = self.clients.iter().position(|c| c.id == client_id) {
@@ -368,9 +371,12 @@ impl RoomTask {
             return JoinOutcome::Banned;
         }
         let store = &self.hub.inner.store;
+        let budget = self.hub.config().outbox_max_bytes / 2;
         let exact = match &resume {
             Some((epoch, offset)) if *epoch == self.epoch => {
                 match store.history(self.id, epoch, *offset).await {
+                    // More missed than the outbox could hold: a snapshot is cheaper.
+                    Ok(History::Events(frames)) if frames.iter().map(String::len).sum::<usize>() > budget => None,
                     Ok(History::Events(frames)) => Some((*offset, frames)),
                     Ok(History::Reset) => None,
                     Err(_) => return JoinOutcome::Unavailable,
@@ -381,8 +387,9 @@ impl RoomTask {
         match exact {
             Some((offset, frames)) => {
                 client.outbox.start_after(offset);
+                let missed = frames.iter().filter(|f| !f.contains("\"type\":\"internal.")).count();
                 let resumed = serde_json::json!({
-                    "type": "resumed", "epoch": self.epoch, "offset": offset, "missed": frames.len(), "you": client.you,
+                    "type": "resumed", "epoch": self.epoch, "offset": offset, "missed": missed, "you": client.you,
                 });
                 let _ = client
                     .outbox

@@ -73,7 +73,8 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch ~= ARGV[1] then return {'reset'} end
 local after = tonumber(ARGV[2])
 local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
-if last <= after then return {'ok'} end
+if last == after then return {'ok'} end
+if last < after then return {'reset'} end
 local entries = redis.call('XRANGE', KEYS[2], '(' .. after .. '-0', '+', 'COUNT', ARGV[3])
 if #entries == 0 then return {'reset'} end
 local first = tonumber(string.match(entries[1][1], '^(%d+)'))

@@ -133,6 +133,8 @@ async fn run(
             }
         }
         if !ok {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
         }
         if !first {

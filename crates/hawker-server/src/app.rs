@@ -54,7 +54,16 @@ impl Application {
             shutdown.clone(),
             tasks.clone(),
         );
-        hub.set_command_handler(std::sync::Arc::new(commerce.clone()));
+        let commands: Arc<dyn hawker_hub::CommandHandler> = Arc::new(commerce.clone());
+        hub.set_command_handler(&commands);
+        // Commission accrual and the live-figures sampler (hawker-agency).
+        hawker_agency::start(
+            hawker_agency::Workers::default(),
+            db.clone(),
+            redis.clone(),
+            shutdown.clone(),
+            &tasks,
+        );
         let public = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
@@ -70,6 +79,7 @@ impl Application {
             tasks,
             hub,
             commerce,
+            commands,
         };
         Ok(Application { public, admin, state })
     }

@@ -3,12 +3,15 @@
 //! through (request id, tracing, metrics, timeout).
 
 pub mod agencies;
+pub mod agency;
 pub mod auth;
 pub mod commerce;
+pub mod coupons;
 pub mod error;
 pub mod health;
 pub mod me;
 pub mod openapi;
+pub mod payments;
 pub mod sessions;
 pub mod socket;
 
@@ -57,6 +60,8 @@ pub struct AppState {
     pub hub: hawker_hub::Hub,
     /// Deals, orders, payments, coupons.
     pub commerce: hawker_commerce::Commerce,
+    /// The socket commands the hub hands over (it holds them weakly).
+    pub commands: Arc<dyn hawker_hub::CommandHandler>,
 }
 
 /// The public routes and their OpenAPI document, from one list.
@@ -74,7 +79,30 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(commerce::end_deal))
         .routes(routes!(commerce::place_order))
         .routes(routes!(commerce::get_order))
+        .routes(routes!(coupons::create_coupon_drop))
+        .routes(routes!(coupons::my_coupon_claims))
+        .routes(routes!(coupons::get_coupon_drop))
+        .routes(routes!(coupons::claim_coupon))
+        .routes(routes!(payments::payment_webhook))
+        .routes(routes!(payments::create_refund))
         .routes(routes!(agencies::get_agency))
+        .routes(routes!(agency::create_host))
+        .routes(routes!(agency::roster, agency::join_roster))
+        .routes(routes!(agency::leave_roster))
+        .routes(routes!(agency::create_campaign))
+        .routes(routes!(agency::get_campaign))
+        .routes(routes!(agency::campaign_terms, agency::add_campaign_terms))
+        .routes(routes!(agency::session_terms, agency::add_session_terms))
+        .routes(routes!(agency::agency_sessions, agency::schedule_session))
+        .routes(routes!(agency::session_shifts, agency::book_shift))
+        .routes(routes!(agency::cancel_shift))
+        .routes(routes!(agency::start_shift))
+        .routes(routes!(agency::go_live))
+        .routes(routes!(agency::end_session))
+        .routes(routes!(agency::host_shifts))
+        .routes(routes!(agency::host_statement))
+        .routes(routes!(agency::agency_statement))
+        .routes(routes!(agency::session_figures))
         .split_for_parts()
 }
 

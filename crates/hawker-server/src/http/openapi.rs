@@ -20,6 +20,9 @@ use utoipa::Modify;
         (name = "sessions", description = "Live sessions"),
         (name = "agencies", description = "MCN agencies"),
         (name = "commerce", description = "Lineups, pins, flash deals and orders"),
+        (name = "agency", description = "Rosters, campaigns and terms, shifts, commissions, statements and live figures"),
+        (name = "coupons", description = "Coupon drops and claims"),
+        (name = "payments", description = "The payment provider's webhook, refunds and returns"),
     )
 )]
 pub struct ApiDoc;

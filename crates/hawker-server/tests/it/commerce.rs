@@ -572,3 +572,81 @@ async fn purchases_fail_fast_with_503_while_postgres_is_unreachable_and_recover(
     assert!(orders.contains(&Uuid::parse_str(acknowledged["order_id"].as_str().unwrap()).unwrap()));
     assert_eq!(units, 2);
 }
+
+#[tokio::test]
+async fn a_node_killed_mid_stampede_loses_no_acknowledged_order() {
+    let redis = RedisServer::start();
+    let db = test_database_url();
+    // A test app for fixtures and tokens; the stampede goes to two real processes.
+    let fixture = spawn_app_with(settings_with(&[("HAWKER__DATABASE__URL", &db), ("HAWKER__REDIS__URL", &redis.url())])).await;
+    let (agency, session) = session_with_lineup(&fixture).await;
+    let deal = create_deal(&fixture, agency, session, json!({"link_number": 1, "price_minor": 999, "quantity": 500,
+        "per_buyer_cap": 2, "duration_secs": 120})).await;
+    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
+    let mut victim = crate::helpers::ServerProcess::spawn(&db, &redis.url(), &[]);
+    let survivor = crate::helpers::ServerProcess::spawn(&db, &redis.url(), &[]);
+    let targets = vec![(victim.addr, fixture.keys.clone()), (survivor.addr, fixture.keys.clone())];
+
+    let victim_ref = &mut victim;
+    let (created, codes) = stampede(&targets, &deal_id, 3000, 400, || async move {
+        victim_ref.kill();
+    })
+    .await;
+    let (sold, units, max_per_buyer, orders) = deal_in_postgres(&fixture.db, &deal_id).await;
+    let left: i32 = sqlx::query_scalar("select quantity - sold from deal where deal_id = $1")
+        .bind(Uuid::parse_str(&deal_id).unwrap())
+        .fetch_one(&fixture.db)
+        .await
+        .unwrap();
+    assert_eq!(i64::from(sold), units, "units sold are the units in orders");
+    assert_eq!(sold + left, 500, "units sold + units left = quantity");
+    assert!(max_per_buyer <= 2);
+    for order in created.values() {
+        let id = Uuid::parse_str(order["order_id"].as_str().unwrap()).unwrap();
+        assert!(orders.contains(&id), "an acknowledged order is missing: {id}");
+    }
+    assert!(!created.is_empty(), "{codes:?}");
+}
+
+#[tokio::test]
+async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
+    let redis = RedisServer::start();
+    let (a, _b) = two_nodes(&redis, &[]).await;
+    let (agency, session) = session_with_lineup(&a).await;
+    let mut viewer = connect(a.addr, session, &a.token("socket-buyer", Role::Viewer), None).await;
+    viewer.expect("welcome").await;
+
+    let pinned = a
+        .http
+        .post(a.url(&format!("/v1/sessions/{session}/lineup/1/pin")))
+        .bearer_auth(a.agency_token(agency))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pinned.status(), 200);
+    let event = viewer.expect("host.pinned").await;
+    assert_eq!(event["data"]["item"]["link_number"], 1);
+    assert_eq!(event["data"]["item"]["price_minor"], 1999);
+    let refused = a
+        .http
+        .post(a.url(&format!("/v1/sessions/{session}/lineup/1/pin")))
+        .bearer_auth(a.token("viewer", Role::Viewer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    let deal = create_deal(&a, agency, session, json!({"link_number": 1, "price_minor": 700, "quantity": 5,
+        "per_buyer_cap": 2, "duration_secs": 60})).await;
+    let deal_id = deal["deal_id"].as_str().unwrap();
+    let ack = viewer.call("deal.buy", json!({"deal_id": deal_id, "quantity": 2, "idempotency_key": "s1"})).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["data"]["order"]["amount_minor"], 1400);
+    let again = viewer.call("deal.buy", json!({"deal_id": deal_id, "quantity": 2, "idempotency_key": "s1"})).await;
+    assert_eq!(again["data"]["order"]["order_id"], ack["data"]["order"]["order_id"]);
+    assert_eq!(again["data"]["replayed"], true);
+    let over = viewer.call("deal.buy", json!({"deal_id": deal_id, "quantity": 1, "idempotency_key": "s2"})).await;
+    assert_eq!(over["code"], "cap_exceeded");
+    let bad = viewer.call("deal.buy", json!({"deal_id": "nope", "idempotency_key": "s3"})).await;
+    assert_eq!(bad["code"], "bad_command");
+}

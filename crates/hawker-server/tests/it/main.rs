@@ -1,9 +1,11 @@
 //! Integration tests of the hawker server: one binary, many modules.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agency;
 mod auth;
 mod commerce;
 mod config;
+mod coupons;
 mod health;
 mod helpers;
 mod http;

@@ -1,0 +1,721 @@
+//! Scheduling: sessions with a planned start and end, shifts (which host is
+//! on air when), and the session's life — go live, hand off, end.
+//!
+//! A host is never booked into overlapping shifts, whatever the session or
+//! agency: the `shift_host_no_overlap` exclusion constraint decides, so two
+//! racing bookings cannot both succeed; the loser gets a 409 naming the
+//! booking it collided with. Planned times are the booking; actual times are
+//! stamped by go-live, handoffs and the end (one `now()` per transaction, so
+//! a handoff leaves no gap), and drive attribution and hourly pay.
+
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use hawker_core::Claims;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::access::{
+    load_session, require_agency, require_host_reader, require_manager, session_role, SessionRole,
+};
+use crate::error::{violated_constraint, AgencyError, AgencyResult};
+use crate::time::{day_window, parse_instant, parse_offset, Period};
+
+/// The longest session that can be scheduled.
+pub const MAX_SESSION_HOURS: i64 = 24;
+
+/// One shift: a host on air in a session.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Shift {
+    pub shift_id: Uuid,
+    pub session_id: Uuid,
+    pub session_title: String,
+    pub agency_id: Uuid,
+    pub host_id: Uuid,
+    pub host_handle: String,
+    pub planned_start: DateTime<Utc>,
+    pub planned_end: DateTime<Utc>,
+    /// When the host actually went on air (go-live or handoff).
+    pub actual_start: Option<DateTime<Utc>>,
+    /// When they went off air (handoff or the session's end).
+    pub actual_end: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// `scheduled`, `on_air`, `done` or `cancelled`.
+    pub status: String,
+}
+
+const SHIFT_SELECT: &str = "select sh.shift_id, sh.session_id, s.title as session_title, s.agency_id, sh.host_id,
+        h.handle as host_handle, sh.planned_start, sh.planned_end, sh.actual_start, sh.actual_end, sh.cancelled_at,
+        case when sh.cancelled_at is not null then 'cancelled'
+             when sh.actual_end is not null then 'done'
+             when sh.actual_start is not null then 'on_air'
+             else 'scheduled' end as status
+   from shift sh join host h using (host_id) join live_session s using (session_id)";
+
+/// A session with its plan, status and shifts.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ScheduledSession {
+    pub session_id: Uuid,
+    pub agency_id: Uuid,
+    pub brand_id: Option<Uuid>,
+    pub campaign_id: Option<Uuid>,
+    pub title: String,
+    pub planned_start: DateTime<Utc>,
+    pub planned_end: DateTime<Utc>,
+    /// `scheduled`, `live`, `ended` or `cancelled`.
+    pub status: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// The host on air now, if any.
+    pub on_air_host_id: Option<Uuid>,
+    /// Shifts in planned order (cancelled ones included).
+    #[sqlx(skip)]
+    pub shifts: Vec<Shift>,
+}
+
+const SESSION_SELECT: &str = "select s.session_id, s.agency_id, s.brand_id, s.campaign_id, s.title, s.planned_start,
+        s.planned_end, s.status, s.started_at, s.ended_at,
+        (select sh.host_id from shift sh where sh.session_id = s.session_id
+            and sh.actual_start is not null and sh.actual_end is null limit 1) as on_air_host_id
+   from live_session s";
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    /// 1 to 200 characters.
+    pub title: String,
+    /// ISO 8601 with offset.
+    pub planned_start: DateTime<Utc>,
+    /// ISO 8601 with offset; after the start, at most 24 hours later.
+    pub planned_end: DateTime<Utc>,
+    /// The campaign the session belongs to (its terms apply); its brand is the session's.
+    #[serde(default)]
+    pub campaign_id: Option<Uuid>,
+    #[serde(default)]
+    pub brand_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewShift {
+    pub host_id: Uuid,
+    /// ISO 8601 with offset, within the session's planned window.
+    pub planned_start: DateTime<Utc>,
+    pub planned_end: DateTime<Utc>,
+}
+
+/// Which shift goes on air with the session.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GoLive {
+    /// Defaults to the caller's next shift (a host), or the session's next
+    /// shift in planned order (the agency).
+    #[serde(default)]
+    pub shift_id: Option<Uuid>,
+}
+
+/// Which sessions to list: a calendar day in a UTC offset, or `[from, to)`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DayQuery {
+    /// `YYYY-MM-DD`; today (in `utc_offset`) if neither `date` nor `from`/`to` is given.
+    pub date: Option<NaiveDate>,
+    /// The offset the day is in, e.g. `+08:00` (encode `+` as `%2B`); `Z` if absent.
+    pub utc_offset: Option<String>,
+    /// Instead of `date`: start (inclusive), ISO 8601 with offset.
+    pub from: Option<String>,
+    /// Instead of `date`: end (exclusive), ISO 8601 with offset.
+    pub to: Option<String>,
+}
+
+impl DayQuery {
+    /// The UTC window the query asks for (at most 31 days).
+    pub fn window(&self) -> AgencyResult<(DateTime<Utc>, DateTime<Utc>)> {
+        let (from, to) = match (&self.from, &self.to) {
+            (Some(from), Some(to)) => (parse_instant("from", from)?, parse_instant("to", to)?),
+            (None, None) => {
+                let offset = match &self.utc_offset {
+                    Some(o) => parse_offset(o)?,
+                    None => parse_offset("Z")?,
+                };
+                let date = self
+                    .date
+                    .unwrap_or_else(|| Utc::now().with_timezone(&offset).date_naive());
+                day_window(date, offset)
+            }
+            _ => {
+                return Err(AgencyError::invalid(
+                    "bad_period",
+                    "give both `from` and `to`, or a `date`",
+                ))
+            }
+        };
+        if to <= from || to - from > Duration::days(31) {
+            return Err(AgencyError::invalid(
+                "bad_period",
+                "`to` must be after `from`, at most 31 days later",
+            ));
+        }
+        Ok((from, to))
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+async fn shifts_of(db: &PgPool, session_ids: &[Uuid]) -> AgencyResult<Vec<Shift>> {
+    Ok(sqlx::query_as::<_, Shift>(&format!(
+        "{SHIFT_SELECT} where sh.session_id = any($1) order by sh.planned_start, sh.created_at"
+    ))
+    .bind(session_ids)
+    .fetch_all(db)
+    .await?)
+}
+
+/// A session with its shifts (no rights check).
+pub async fn session_view(db: &PgPool, session_id: Uuid) -> AgencyResult<ScheduledSession> {
+    let mut session =
+        sqlx::query_as::<_, ScheduledSession>(&format!("{SESSION_SELECT} where s.session_id = $1"))
+            .bind(session_id)
+            .fetch_optional(db)
+            .await?
+            .ok_or(AgencyError::NotFound("session"))?;
+    session.shifts = shifts_of(db, &[session_id]).await?;
+    Ok(session)
+}
+
+/// Schedules a session for the agency.
+#[tracing::instrument(skip_all, fields(%agency_id, caller = %claims.sub), err)]
+pub async fn schedule_session(
+    db: &PgPool,
+    claims: &Claims,
+    agency_id: Uuid,
+    new: NewSession,
+) -> AgencyResult<ScheduledSession> {
+    require_agency(claims, agency_id)?;
+    let title = new.title.trim();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(AgencyError::invalid("bad_title", "title must be 1 to 200 characters"));
+    }
+    if new.planned_end <= new.planned_start
+        || new.planned_end - new.planned_start > Duration::hours(MAX_SESSION_HOURS)
+    {
+        return Err(AgencyError::invalid(
+            "bad_plan",
+            format!("planned_end must be after planned_start, at most {MAX_SESSION_HOURS} hours later"),
+        ));
+    }
+    let agency_exists: bool = sqlx::query_scalar("select exists(select 1 from agency where agency_id = $1)")
+        .bind(agency_id)
+        .fetch_one(db)
+        .await?;
+    if !agency_exists {
+        return Err(AgencyError::NotFound("agency"));
+    }
+    let mut brand_id = new.brand_id;
+    if let Some(campaign_id) = new.campaign_id {
+        let campaign: Option<(Uuid, Uuid)> =
+            sqlx::query_as("select agency_id, brand_id from campaign where campaign_id = $1")
+                .bind(campaign_id)
+                .fetch_optional(db)
+                .await?;
+        // Another agency's campaign does not exist for this one.
+        let campaign_brand = match campaign {
+            Some((campaign_agency, brand)) if campaign_agency == agency_id => brand,
+            _ => return Err(AgencyError::NotFound("campaign")),
+        };
+        if brand_id.is_some_and(|b| b != campaign_brand) {
+            return Err(AgencyError::invalid(
+                "brand_mismatch",
+                "brand_id differs from the campaign's brand",
+            ));
+        }
+        brand_id = Some(campaign_brand);
+    } else if let Some(brand) = brand_id {
+        let exists: bool = sqlx::query_scalar("select exists(select 1 from brand where brand_id = $1)")
+            .bind(brand)
+            .fetch_one(db)
+            .await?;
+        if !exists {
+            return Err(AgencyError::NotFound("brand"));
+        }
+    }
+    let session_id = Uuid::now_v7();
+    sqlx::query(
+        "insert into live_session (session_id, agency_id, brand_id, campaign_id, title, planned_start, planned_end)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(session_id)
+    .bind(agency_id)
+    .bind(brand_id)
+    .bind(new.campaign_id)
+    .bind(title)
+    .bind(new.planned_start)
+    .bind(new.planned_end)
+    .execute(db)
+    .await?;
+    session_view(db, session_id).await
+}
+
+/// The agency's sessions whose planned window overlaps `[from, to)`, with shifts.
+#[tracing::instrument(skip_all, fields(%agency_id, %from, %to, caller = %claims.sub), err)]
+pub async fn agency_sessions(
+    db: &PgPool,
+    claims: &Claims,
+    agency_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> AgencyResult<Vec<ScheduledSession>> {
+    require_agency(claims, agency_id)?;
+    let mut sessions = sqlx::query_as::<_, ScheduledSession>(&format!(
+        "{SESSION_SELECT} where s.agency_id = $1 and s.planned_start < $3 and s.planned_end > $2
+          order by s.planned_start, s.session_id"
+    ))
+    .bind(agency_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?;
+    let ids: Vec<Uuid> = sessions.iter().map(|s| s.session_id).collect();
+    let mut shifts = shifts_of(db, &ids).await?;
+    for session in &mut sessions {
+        let (mine, rest): (Vec<Shift>, Vec<Shift>) =
+            shifts.into_iter().partition(|s| s.session_id == session.session_id);
+        session.shifts = mine;
+        shifts = rest;
+    }
+    Ok(sessions)
+}
+
+/// Books a host into a session (the session's agency or an admin).
+#[tracing::instrument(skip_all, fields(%session_id, host_id = %new.host_id, caller = %claims.sub), err)]
+pub async fn book_shift(db: &PgPool, claims: &Claims, session_id: Uuid, new: NewShift) -> AgencyResult<Shift> {
+    let session = load_session(db, session_id).await?;
+    require_manager(session_role(db, claims, &session).await?)?;
+    if session.status == "ended" || session.status == "cancelled" {
+        return Err(AgencyError::conflict(
+            "session_ended",
+            format!("the session is {}", session.status),
+        ));
+    }
+    if new.planned_end <= new.planned_start {
+        return Err(AgencyError::invalid("bad_plan", "planned_end must be after planned_start"));
+    }
+    let (plan_start, plan_end): (DateTime<Utc>, DateTime<Utc>) =
+        sqlx::query_as("select planned_start, planned_end from live_session where session_id = $1")
+            .bind(session_id)
+            .fetch_one(db)
+            .await?;
+    if new.planned_start < plan_start || new.planned_end > plan_end {
+        return Err(AgencyError::invalid(
+            "shift_outside_session",
+            format!(
+                "a shift must lie within the session's plan, {} to {}",
+                rfc3339(plan_start),
+                rfc3339(plan_end)
+            ),
+        ));
+    }
+    let host_exists: bool = sqlx::query_scalar("select exists(select 1 from host where host_id = $1)")
+        .bind(new.host_id)
+        .fetch_one(db)
+        .await?;
+    if !host_exists {
+        return Err(AgencyError::NotFound("host"));
+    }
+    let on_roster: bool = sqlx::query_scalar(
+        "select exists(select 1 from agency_host where agency_id = $1 and host_id = $2
+                          and joined_at <= $3 and (left_at is null or left_at >= $4))",
+    )
+    .bind(session.agency_id)
+    .bind(new.host_id)
+    .bind(new.planned_start)
+    .bind(new.planned_end)
+    .fetch_one(db)
+    .await?;
+    if !on_roster {
+        return Err(AgencyError::conflict(
+            "host_not_on_roster",
+            "the host is not on the agency's roster for the whole shift",
+        ));
+    }
+    let shift_id = Uuid::now_v7();
+    // No pre-check: the exclusion constraints decide, also between racing requests.
+    let inserted = sqlx::query(
+        "insert into shift (shift_id, session_id, host_id, planned_start, planned_end, created_by)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(shift_id)
+    .bind(session_id)
+    .bind(new.host_id)
+    .bind(new.planned_start)
+    .bind(new.planned_end)
+    .bind(&claims.sub)
+    .execute(db)
+    .await;
+    if let Err(e) = inserted {
+        return Err(match violated_constraint(&e).as_deref() {
+            Some("shift_host_no_overlap") => {
+                host_overlap(db, new.host_id, new.planned_start, new.planned_end).await?
+            }
+            Some("shift_session_no_overlap") => {
+                session_overlap(db, session_id, new.planned_start, new.planned_end).await?
+            }
+            _ => e.into(),
+        });
+    }
+    get_shift(db, shift_id).await
+}
+
+/// The 409 for a host already booked then, naming that booking.
+async fn host_overlap(
+    db: &PgPool,
+    host_id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> AgencyResult<AgencyError> {
+    let other: Option<(Uuid, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "select sh.session_id, h.handle, sh.planned_start, sh.planned_end
+           from shift sh join host h using (host_id)
+          where sh.host_id = $1 and sh.cancelled_at is null
+            and tstzrange(sh.planned_start, sh.planned_end) && tstzrange($2, $3)
+          order by sh.planned_start limit 1",
+    )
+    .bind(host_id)
+    .bind(start)
+    .bind(end)
+    .fetch_optional(db)
+    .await?;
+    Ok(AgencyError::conflict(
+        "shift_overlap",
+        match other {
+            Some((session, handle, s, e)) => format!(
+                "host {handle} is already booked in session {session} from {} to {}",
+                rfc3339(s),
+                rfc3339(e)
+            ),
+            None => "the host is already booked at that time".to_string(),
+        },
+    ))
+}
+
+/// The 409 for a session that already has someone on shift then.
+async fn session_overlap(
+    db: &PgPool,
+    session_id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> AgencyResult<AgencyError> {
+    let other: Option<(Uuid, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "select sh.shift_id, h.handle, sh.planned_start, sh.planned_end
+           from shift sh join host h using (host_id)
+          where sh.session_id = $1 and sh.cancelled_at is null
+            and tstzrange(sh.planned_start, sh.planned_end) && tstzrange($2, $3)
+          order by sh.planned_start limit 1",
+    )
+    .bind(session_id)
+    .bind(start)
+    .bind(end)
+    .fetch_optional(db)
+    .await?;
+    Ok(AgencyError::conflict(
+        "shift_session_overlap",
+        match other {
+            Some((shift, handle, s, e)) => format!(
+                "session {session_id} already has {handle} on shift {shift} from {} to {}; \
+                 one host is on shift at a time",
+                rfc3339(s),
+                rfc3339(e)
+            ),
+            None => "the session already has a host on shift at that time".to_string(),
+        },
+    ))
+}
+
+async fn get_shift(db: &PgPool, shift_id: Uuid) -> AgencyResult<Shift> {
+    sqlx::query_as::<_, Shift>(&format!("{SHIFT_SELECT} where sh.shift_id = $1"))
+        .bind(shift_id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(AgencyError::NotFound("shift"))
+}
+
+/// The session's shifts: all of them for its agency and admins, a scheduled
+/// host's own only for that host.
+#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
+pub async fn session_shifts(db: &PgPool, claims: &Claims, session_id: Uuid) -> AgencyResult<Vec<Shift>> {
+    let session = load_session(db, session_id).await?;
+    let only_host = match session_role(db, claims, &session).await? {
+        SessionRole::Manager => None,
+        SessionRole::ScheduledHost(h) => Some(h),
+        _ => {
+            return Err(AgencyError::forbidden(
+                "only the session's agency, its hosts or an admin may see its shifts",
+            ))
+        }
+    };
+    Ok(sqlx::query_as::<_, Shift>(&format!(
+        "{SHIFT_SELECT} where sh.session_id = $1 and ($2::uuid is null or sh.host_id = $2)
+          order by sh.planned_start, sh.created_at"
+    ))
+    .bind(session_id)
+    .bind(only_host)
+    .fetch_all(db)
+    .await?)
+}
+
+/// A host's shifts whose plan overlaps the period (the host, admins, or an
+/// agency the host has been with, which sees only its own sessions' shifts).
+#[tracing::instrument(skip_all, fields(%host_id, caller = %claims.sub), err)]
+pub async fn host_shifts(db: &PgPool, claims: &Claims, host_id: Uuid, period: Period) -> AgencyResult<Vec<Shift>> {
+    let reader = require_host_reader(db, claims, host_id).await?;
+    Ok(sqlx::query_as::<_, Shift>(&format!(
+        "{SHIFT_SELECT} where sh.host_id = $1 and ($2::uuid is null or s.agency_id = $2)
+            and ($3::timestamptz is null or sh.planned_end > $3)
+            and ($4::timestamptz is null or sh.planned_start < $4)
+          order by sh.planned_start"
+    ))
+    .bind(host_id)
+    .bind(reader.agency())
+    .bind(period.from)
+    .bind(period.to)
+    .fetch_all(db)
+    .await?)
+}
+
+/// A shift and its session locked for a change of state, with the caller's role.
+async fn lock_shift(
+    tx: &mut Transaction<'_, Postgres>,
+    db: &PgPool,
+    claims: &Claims,
+    shift_id: Uuid,
+) -> AgencyResult<(ShiftRow, SessionRole)> {
+    let session_id: Uuid = sqlx::query_scalar("select session_id from shift where shift_id = $1")
+        .bind(shift_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(AgencyError::NotFound("shift"))?;
+    // Session first, then shift: the same order as go-live and end.
+    sqlx::query("select 1 from live_session where session_id = $1 for update")
+        .bind(session_id)
+        .execute(&mut **tx)
+        .await?;
+    let shift = sqlx::query_as::<_, ShiftRow>(
+        "select sh.shift_id, sh.session_id, sh.host_id, sh.actual_start, sh.cancelled_at, s.status
+           from shift sh join live_session s using (session_id)
+          where sh.shift_id = $1 for update of sh",
+    )
+    .bind(shift_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let session = load_session(db, session_id).await?;
+    let role = session_role(db, claims, &session).await?;
+    match role {
+        SessionRole::Manager => {}
+        SessionRole::ScheduledHost(h) if h == shift.host_id => {}
+        SessionRole::ScheduledHost(_) => {
+            return Err(AgencyError::forbidden("this is another host's shift"));
+        }
+        // Shifts of sessions the caller has nothing to do with do not exist for them.
+        SessionRole::Brand(_) | SessionRole::Outsider => return Err(AgencyError::NotFound("shift")),
+    }
+    Ok((shift, role))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ShiftRow {
+    shift_id: Uuid,
+    session_id: Uuid,
+    host_id: Uuid,
+    actual_start: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+    /// The session's.
+    status: String,
+}
+
+/// Cancels a shift that has not started (the session's agency or an admin).
+#[tracing::instrument(skip_all, fields(%shift_id, caller = %claims.sub), err)]
+pub async fn cancel_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> AgencyResult<Shift> {
+    let mut tx = db.begin().await?;
+    let (shift, role) = lock_shift(&mut tx, db, claims, shift_id).await?;
+    require_manager(role)?;
+    if shift.actual_start.is_some() {
+        return Err(AgencyError::conflict(
+            "shift_started",
+            "the shift has started; it cannot be cancelled",
+        ));
+    }
+    if shift.cancelled_at.is_none() {
+        sqlx::query("update shift set cancelled_at = now() where shift_id = $1")
+            .bind(shift.shift_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    get_shift(db, shift_id).await
+}
+
+fn on_air_error(e: sqlx::Error) -> AgencyError {
+    match violated_constraint(&e).as_deref() {
+        Some("shift_host_on_air_once") => AgencyError::conflict(
+            "host_on_air_elsewhere",
+            "the host is still on air in another session; end that shift first",
+        ),
+        Some("shift_session_on_air_once") => AgencyError::conflict(
+            "session_has_host_on_air",
+            "another host is on air in this session",
+        ),
+        _ => e.into(),
+    }
+}
+
+/// Takes a scheduled session live (a host scheduled in it, its agency, or an
+/// admin) and puts a shift on air.
+#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
+pub async fn go_live(
+    db: &PgPool,
+    claims: &Claims,
+    session_id: Uuid,
+    request: GoLive,
+) -> AgencyResult<ScheduledSession> {
+    let session = load_session(db, session_id).await?;
+    let role = session_role(db, claims, &session).await?;
+    let only_host = match role {
+        SessionRole::Manager => None,
+        SessionRole::ScheduledHost(h) => Some(h),
+        _ => {
+            return Err(AgencyError::forbidden(
+                "only a host scheduled in the session, its agency or an admin may take it live",
+            ))
+        }
+    };
+    let mut tx = db.begin().await?;
+    let status: String =
+        sqlx::query_scalar("select status from live_session where session_id = $1 for update")
+            .bind(session_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if status != "scheduled" {
+        return Err(AgencyError::conflict(
+            "session_not_scheduled",
+            format!("the session is {status}; only a scheduled session can go live"),
+        ));
+    }
+    let shift: Option<(Uuid, Uuid)> = sqlx::query_as(
+        "select shift_id, host_id from shift
+          where session_id = $1 and cancelled_at is null and actual_start is null
+            and ($2::uuid is null or shift_id = $2)
+            and ($3::uuid is null or host_id = $3 or $2::uuid is not null)
+          order by planned_start limit 1
+          for update",
+    )
+    .bind(session_id)
+    .bind(request.shift_id)
+    .bind(only_host)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match (&shift, request.shift_id, only_host) {
+        (None, Some(_), _) => return Err(AgencyError::NotFound("shift")),
+        (Some((_, host)), _, Some(me)) if *host != me => {
+            return Err(AgencyError::forbidden("a host goes live on their own shift"));
+        }
+        (None, None, Some(_)) => {
+            return Err(AgencyError::conflict(
+                "no_shift_to_start",
+                "you have no shift left to start in this session",
+            ));
+        }
+        _ => {}
+    }
+    sqlx::query("update live_session set status = 'live', started_at = now() where session_id = $1")
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await?;
+    if let Some((shift_id, _)) = shift {
+        sqlx::query("update shift set actual_start = now() where shift_id = $1")
+            .bind(shift_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(on_air_error)?;
+    }
+    tx.commit().await?;
+    metrics::counter!("hawker_sessions_live_total").increment(1);
+    session_view(db, session_id).await
+}
+
+/// Hands the session over to this shift's host: the shift on air ends and
+/// this one starts at the same instant (the incoming host, the agency, or an admin).
+#[tracing::instrument(skip_all, fields(%shift_id, caller = %claims.sub), err)]
+pub async fn start_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> AgencyResult<ScheduledSession> {
+    let mut tx = db.begin().await?;
+    let (shift, _) = lock_shift(&mut tx, db, claims, shift_id).await?;
+    if shift.status != "live" {
+        return Err(AgencyError::conflict(
+            "session_not_live",
+            format!("the session is {}; go live first", shift.status),
+        ));
+    }
+    if shift.cancelled_at.is_some() {
+        return Err(AgencyError::conflict("shift_cancelled", "the shift is cancelled"));
+    }
+    if shift.actual_start.is_some() {
+        return Err(AgencyError::conflict(
+            "shift_already_started",
+            "the shift has already started",
+        ));
+    }
+    sqlx::query(
+        "update shift set actual_end = now()
+          where session_id = $1 and actual_start is not null and actual_end is null",
+    )
+    .bind(shift.session_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("update shift set actual_start = now() where shift_id = $1")
+        .bind(shift.shift_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(on_air_error)?;
+    tx.commit().await?;
+    session_view(db, shift.session_id).await
+}
+
+/// Ends a live session (a host scheduled in it, its agency, or an admin):
+/// the shift on air ends with it.
+#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
+pub async fn end_session(db: &PgPool, claims: &Claims, session_id: Uuid) -> AgencyResult<ScheduledSession> {
+    let session = load_session(db, session_id).await?;
+    match session_role(db, claims, &session).await? {
+        SessionRole::Manager | SessionRole::ScheduledHost(_) => {}
+        _ => {
+            return Err(AgencyError::forbidden(
+                "only a host scheduled in the session, its agency or an admin may end it",
+            ))
+        }
+    }
+    let mut tx = db.begin().await?;
+    let status: String =
+        sqlx::query_scalar("select status from live_session where session_id = $1 for update")
+            .bind(session_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if status != "live" {
+        return Err(AgencyError::conflict(
+            "session_not_live",
+            format!("the session is {status}; only a live session can end"),
+        ));
+    }
+    sqlx::query(
+        "update shift set actual_end = now()
+          where session_id = $1 and actual_start is not null and actual_end is null",
+    )
+    .bind(session_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("update live_session set status = 'ended', ended_at = now() where session_id = $1")
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    session_view(db, session_id).await
+}

@@ -1,0 +1,113 @@
+//! Instants and days at the edge. Everything is stored in UTC; clients send
+//! and receive ISO 8601 (RFC 3339) with an explicit offset.
+
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
+use serde::Deserialize;
+
+use crate::error::{AgencyError, AgencyResult};
+
+/// Parses an RFC 3339 instant with an offset (`2026-05-01T14:00:00+08:00`).
+/// In a query string an unencoded `+` arrives as a space: it is read as `+`.
+pub fn parse_instant(field: &'static str, value: &str) -> AgencyResult<DateTime<Utc>> {
+    let value = value.trim_start().replace(' ', "+");
+    DateTime::parse_from_rfc3339(&value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            AgencyError::invalid(
+                "bad_time",
+                format!("{field} must be an ISO 8601 instant with an offset, e.g. 2026-05-01T14:00:00+08:00"),
+            )
+        })
+}
+
+/// Parses a UTC offset: `Z`, `+08:00`, `-05:30` (a leading space is a `+`).
+pub fn parse_offset(value: &str) -> AgencyResult<FixedOffset> {
+    let bad = || AgencyError::invalid("bad_offset", "utc_offset must look like +08:00, -05:30 or Z");
+    let value = value.replace(' ', "+");
+    if value == "Z" || value == "z" {
+        return FixedOffset::east_opt(0).ok_or_else(bad);
+    }
+    let (sign, rest) = match value.split_at_checked(1) {
+        Some(("+", rest)) => (1, rest),
+        Some(("-", rest)) => (-1, rest),
+        _ => return Err(bad()),
+    };
+    let (hours, minutes) = rest.split_once(':').ok_or_else(bad)?;
+    let hours: i32 = hours.parse().map_err(|_| bad())?;
+    let minutes: i32 = minutes.parse().map_err(|_| bad())?;
+    if hours > 18 || minutes > 59 || hours < 0 || minutes < 0 {
+        return Err(bad());
+    }
+    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60)).ok_or_else(bad)
+}
+
+/// `[from, to)` in UTC of a calendar day in a UTC offset.
+pub fn day_window(date: NaiveDate, offset: FixedOffset) -> (DateTime<Utc>, DateTime<Utc>) {
+    let local_midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    let from = (local_midnight - Duration::seconds(i64::from(offset.local_minus_utc()))).and_utc();
+    (from, from + Duration::days(1))
+}
+
+/// A period `[from, to)` from a query string; either end may be open.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PeriodQuery {
+    /// Start (inclusive), ISO 8601 with offset. Open if absent.
+    pub from: Option<String>,
+    /// End (exclusive), ISO 8601 with offset. Open if absent.
+    pub to: Option<String>,
+}
+
+/// A parsed period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl PeriodQuery {
+    pub fn parse(&self) -> AgencyResult<Period> {
+        let from = self.from.as_deref().map(|v| parse_instant("from", v)).transpose()?;
+        let to = self.to.as_deref().map(|v| parse_instant("to", v)).transpose()?;
+        if let (Some(f), Some(t)) = (from, to) {
+            if t <= f {
+                return Err(AgencyError::invalid("bad_period", "`to` must be after `from`"));
+            }
+        }
+        Ok(Period { from, to })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_need_an_offset_and_become_utc() {
+        let t = parse_instant("at", "2026-05-01T14:00:00+08:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-05-01T06:00:00+00:00");
+        // `+` decoded as a space from a query string.
+        assert_eq!(parse_instant("at", "2026-05-01T14:00:00 08:00").unwrap(), t);
+        assert!(parse_instant("at", "2026-05-01T14:00:00").is_err());
+        assert!(parse_instant("at", "yesterday").is_err());
+    }
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(parse_offset("+08:00").unwrap().local_minus_utc(), 8 * 3600);
+        assert_eq!(parse_offset("-05:30").unwrap().local_minus_utc(), -(5 * 3600 + 1800));
+        assert_eq!(parse_offset("Z").unwrap().local_minus_utc(), 0);
+        assert_eq!(parse_offset(" 01:00").unwrap().local_minus_utc(), 3600);
+        for bad in ["8", "+8", "+25:00", "+08:61", "", "UTC"] {
+            assert!(parse_offset(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_day_in_shanghai_starts_at_16_utc_the_day_before() {
+        let date = NaiveDate::from_ymd_opt(2026, 5, 1).unwrap();
+        let (from, to) = day_window(date, parse_offset("+08:00").unwrap());
+        assert_eq!(from.to_rfc3339(), "2026-04-30T16:00:00+00:00");
+        assert_eq!(to.to_rfc3339(), "2026-05-01T16:00:00+00:00");
+    }
+}

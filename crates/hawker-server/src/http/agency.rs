@@ -1,0 +1,539 @@
+//! The agency side over HTTP (tag `agency`): hosts and rosters, campaigns and
+//! their commission terms, scheduling (sessions, shifts, go-live, handoffs,
+//! end), statements and live session figures. The rules live in
+//! `hawker-agency`; this module parses, calls and maps errors.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use hawker_agency::campaigns::{self, Campaign, NewCampaign, NewTerms, Terms, TermsScope};
+use hawker_agency::figures::{self, SessionFigures};
+use hawker_agency::roster::{self, Host, JoinRoster, Membership, NewHost};
+use hawker_agency::schedule::{self, DayQuery, GoLive, NewSession, NewShift, ScheduledSession, Shift};
+use hawker_agency::statements::{self, AgencyStatement, HostStatement};
+use hawker_agency::time::{parse_instant, PeriodQuery};
+use hawker_agency::AgencyError;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::auth::Auth;
+use super::error::{ApiError, ApiResult, ErrorBody, Json, Path, Query};
+use super::AppState;
+
+impl From<AgencyError> for ApiError {
+    fn from(e: AgencyError) -> Self {
+        let code = e.code();
+        match e {
+            AgencyError::NotFound(what) => ApiError::NotFound(what),
+            AgencyError::Invalid { message, .. } => ApiError::BadRequest { code, message },
+            AgencyError::Forbidden { message } => ApiError::Forbidden(message),
+            AgencyError::Conflict { message, .. } => ApiError::Conflict { code, message },
+            AgencyError::Unavailable { what } => ApiError::Unavailable {
+                what,
+                retry_after_secs: 2,
+            },
+            AgencyError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// Creates a host profile (agencies, admins). Put it on a roster next.
+#[utoipa::path(post, path = "/v1/hosts", tag = "agency", security(("bearer" = [])),
+    request_body = NewHost,
+    responses(
+        (status = 201, body = Host),
+        (status = 400, body = ErrorBody, description = "bad_handle, bad_display_name, bad_json"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not an agency or admin"),
+        (status = 409, body = ErrorBody, description = "handle_taken"),
+    ))]
+pub async fn create_host(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(new): Json<NewHost>,
+) -> ApiResult<(StatusCode, Json<Host>)> {
+    let host = roster::create_host(&state.db, auth.claims(), new).await?;
+    Ok((StatusCode::CREATED, Json(host)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RosterQuery {
+    /// Also list stays that ended or have not begun.
+    #[serde(default)]
+    pub include_past: bool,
+}
+
+/// The agency's roster: hosts on it now, or every dated stay with `include_past`.
+#[utoipa::path(get, path = "/v1/agencies/{agency_id}/roster", tag = "agency", security(("bearer" = [])),
+    params(("agency_id" = Uuid, Path), RosterQuery),
+    responses(
+        (status = 200, body = Vec<Membership>),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_query"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
+        (status = 404, body = ErrorBody, description = "no such agency (admins)"),
+    ))]
+pub async fn roster(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(agency_id): Path<Uuid>,
+    Query(query): Query<RosterQuery>,
+) -> ApiResult<Json<Vec<Membership>>> {
+    Ok(Json(
+        roster::roster(&state.db, auth.claims(), agency_id, query.include_past).await?,
+    ))
+}
+
+/// Puts a host on the roster from `joined_at` (default now). A host belongs to
+/// one agency at a time.
+#[utoipa::path(post, path = "/v1/agencies/{agency_id}/roster", tag = "agency", security(("bearer" = [])),
+    params(("agency_id" = Uuid, Path)), request_body = JoinRoster,
+    responses(
+        (status = 201, body = Membership),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_json (e.g. a time without offset)"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
+        (status = 404, body = ErrorBody, description = "no such agency or host"),
+        (status = 409, body = ErrorBody, description = "host_on_another_roster: names the overlapping stay"),
+    ))]
+pub async fn join_roster(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(agency_id): Path<Uuid>,
+    Json(join): Json<JoinRoster>,
+) -> ApiResult<(StatusCode, Json<Membership>)> {
+    let membership = roster::join(&state.db, auth.claims(), agency_id, join).await?;
+    Ok((StatusCode::CREATED, Json(membership)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LeaveQuery {
+    /// When the host leaves, ISO 8601 with offset (encode `+` as `%2B`); now if absent.
+    pub left_at: Option<String>,
+}
+
+/// Takes a host off the roster at `left_at` (default now). Refused while the
+/// host has shifts booked with this agency after that.
+#[utoipa::path(delete, path = "/v1/agencies/{agency_id}/roster/{host_id}", tag = "agency",
+    security(("bearer" = [])),
+    params(("agency_id" = Uuid, Path), ("host_id" = Uuid, Path), LeaveQuery),
+    responses(
+        (status = 200, body = Membership, description = "the stay, now dated"),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_time"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
+        (status = 404, body = ErrorBody, description = "the host is not on this roster"),
+        (status = 409, body = ErrorBody, description = "host_has_shifts: names the booking"),
+    ))]
+pub async fn leave_roster(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((agency_id, host_id)): Path<(Uuid, Uuid)>,
+    Query(query): Query<LeaveQuery>,
+) -> ApiResult<Json<Membership>> {
+    let left_at = query
+        .left_at
+        .as_deref()
+        .map(|v| parse_instant("left_at", v))
+        .transpose()?;
+    Ok(Json(
+        roster::leave(&state.db, auth.claims(), agency_id, host_id, left_at).await?,
+    ))
+}
+
+/// A brand engages an agency: created by either of them (for itself) or an admin.
+#[utoipa::path(post, path = "/v1/campaigns", tag = "agency", security(("bearer" = [])),
+    request_body = NewCampaign,
+    responses(
+        (status = 201, body = Campaign),
+        (status = 400, body = ErrorBody, description = "bad_name, bad_json"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token is neither the agency nor the brand"),
+        (status = 404, body = ErrorBody, description = "no such brand or agency"),
+    ))]
+pub async fn create_campaign(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(new): Json<NewCampaign>,
+) -> ApiResult<(StatusCode, Json<Campaign>)> {
+    let campaign = campaigns::create_campaign(&state.db, auth.claims(), new).await?;
+    Ok((StatusCode::CREATED, Json(campaign)))
+}
+
+/// A campaign with every version of its terms. Only its agency, its brand and
+/// admins know it exists.
+#[utoipa::path(get, path = "/v1/campaigns/{campaign_id}", tag = "agency", security(("bearer" = [])),
+    params(("campaign_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Campaign),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such campaign, or not a party to it"),
+    ))]
+pub async fn get_campaign(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(campaign_id): Path<Uuid>,
+) -> ApiResult<Json<Campaign>> {
+    Ok(Json(
+        campaigns::get_campaign(&state.db, auth.claims(), campaign_id).await?,
+    ))
+}
+
+/// Every version of a campaign's terms, oldest first.
+#[utoipa::path(get, path = "/v1/campaigns/{campaign_id}/terms", tag = "agency", security(("bearer" = [])),
+    params(("campaign_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Vec<Terms>),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such campaign, or not a party to it"),
+    ))]
+pub async fn campaign_terms(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(campaign_id): Path<Uuid>,
+) -> ApiResult<Json<Vec<Terms>>> {
+    Ok(Json(
+        campaigns::list_terms(&state.db, auth.claims(), TermsScope::Campaign(campaign_id)).await?,
+    ))
+}
+
+/// Records new terms for the campaign's sessions: a new version, in force from
+/// `effective_from` (now if absent, never in the past). Sales already made keep
+/// the terms in force when they were made.
+#[utoipa::path(post, path = "/v1/campaigns/{campaign_id}/terms", tag = "agency", security(("bearer" = [])),
+    params(("campaign_id" = Uuid, Path)), request_body = NewTerms,
+    responses(
+        (status = 201, body = Terms),
+        (status = 400, body = ErrorBody,
+            description = "bad_percent, bad_host_share, bad_amount, empty_terms, bad_currency, terms_backdated, bad_json"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such campaign, or not a party to it"),
+    ))]
+pub async fn add_campaign_terms(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(campaign_id): Path<Uuid>,
+    Json(new): Json<NewTerms>,
+) -> ApiResult<(StatusCode, Json<Terms>)> {
+    let terms = campaigns::add_terms(&state.db, auth.claims(), TermsScope::Campaign(campaign_id), new).await?;
+    Ok((StatusCode::CREATED, Json(terms)))
+}
+
+/// Every version of a session's own terms (which replace its campaign's while in force).
+#[utoipa::path(get, path = "/v1/sessions/{session_id}/terms", tag = "agency", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Vec<Terms>),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not the session's agency or brand"),
+        (status = 404, body = ErrorBody, description = "no such session"),
+    ))]
+pub async fn session_terms(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(session_id): Path<Uuid>,
+) -> ApiResult<Json<Vec<Terms>>> {
+    Ok(Json(
+        campaigns::list_terms(&state.db, auth.claims(), TermsScope::Session(session_id)).await?,
+    ))
+}
+
+/// Records terms for one session (a new version; see the campaign's terms).
+#[utoipa::path(post, path = "/v1/sessions/{session_id}/terms", tag = "agency", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)), request_body = NewTerms,
+    responses(
+        (status = 201, body = Terms),
+        (status = 400, body = ErrorBody,
+            description = "bad_percent, bad_host_share, bad_amount, empty_terms, bad_currency, terms_backdated, bad_json"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not the session's agency or brand"),
+        (status = 404, body = ErrorBody, description = "no such session"),
+    ))]
+pub async fn add_session_terms(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(session_id): Path<Uuid>,
+    Json(new): Json<NewTerms>,
+) -> ApiResult<(StatusCode, Json<Terms>)> {
+    let terms = campaigns::add_terms(&state.db, auth.claims(), TermsScope::Session(session_id), new).await?;
+    Ok((StatusCode::CREATED, Json(terms)))
+}
+
+/// The agency's sessions on a day (`date` in `utc_offset`) or in `[from, to)`,
+/// each with its shifts.
+#[utoipa::path(get, path = "/v1/agencies/{agency_id}/sessions", tag = "agency", security(("bearer" = [])),
+    params(("agency_id" = Uuid, Path), DayQuery),
+    responses(
+        (status = 200, body = Vec<ScheduledSession>),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_query, bad_time, bad_offset, bad_period"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
+    ))]
+pub async fn agency_sessions(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(agency_id): Path<Uuid>,
+    Query(query): Query<DayQuery>,
+) -> ApiResult<Json<Vec<ScheduledSession>>> {
+    let (from, to) = query.window()?;
+    Ok(Json(
+        schedule::agency_sessions(&state.db, auth.claims(), agency_id, from, to).await?,
+    ))
+}
+
+/// Schedules a session (planned start and end, optionally under a campaign).
+#[utoipa::path(post, path = "/v1/agencies/{agency_id}/sessions", tag = "agency", security(("bearer" = [])),
+    params(("agency_id" = Uuid, Path)), request_body = NewSession,
+    responses(
+        (status = 201, body = ScheduledSession),
+        (status = 400, body = ErrorBody, description = "bad_title, bad_plan, brand_mismatch, bad_json"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
+        (status = 404, body = ErrorBody, description = "no such agency, brand or campaign (of this agency)"),
+    ))]
+pub async fn schedule_session(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(agency_id): Path<Uuid>,
+    Json(new): Json<NewSession>,
+) -> ApiResult<(StatusCode, Json<ScheduledSession>)> {
+    let session = schedule::schedule_session(&state.db, auth.claims(), agency_id, new).await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+/// The session's shifts: all for its agency and admins, their own for its hosts.
+#[utoipa::path(get, path = "/v1/sessions/{session_id}/shifts", tag = "agency", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Vec<Shift>),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not the session's agency or one of its hosts"),
+        (status = 404, body = ErrorBody, description = "no such session"),
+    ))]
+pub async fn session_shifts(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(session_id): Path<Uuid>,
+) -> ApiResult<Json<Vec<Shift>>> {
+    Ok(Json(
+        schedule::session_shifts(&state.db, auth.claims(), session_id).await?,
+    ))
+}
+
+/// Books a host on shift. A host is never in two overlapping shifts, in any
+/// session of any agency, and a session has one host on shift at a time: the
+/// 409 names the booking in the way (session, host, time range).
+#[utoipa::path(post, path = "/v1/sessions/{session_id}/shifts", tag = "agency", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)), request_body = NewShift,
+    responses(
+        (status = 201, body = Shift),
+        (status = 400, body = ErrorBody, description = "bad_plan, shift_outside_session, bad_json"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not the session's agency"),
+        (status = 404, body = ErrorBody, description = "no such session or host"),
+        (status = 409, body = ErrorBody,
+            description = "shift_overlap (the host's other booking), shift_session_overlap, host_not_on_roster, session_ended"),
+    ))]
+pub async fn book_shift(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(session_id): Path<Uuid>,
+    Json(new): Json<NewShift>,
+) -> ApiResult<(StatusCode, Json<Shift>)> {
+    let shift = schedule::book_shift(&state.db, auth.claims(), session_id, new).await?;
+    Ok((StatusCode::CREATED, Json(shift)))
+}
+
+/// Cancels a shift that has not started (the session's agency, admins).
+#[utoipa::path(delete, path = "/v1/shifts/{shift_id}", tag = "agency", security(("bearer" = [])),
+    params(("shift_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Shift),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the shift's host (only the agency cancels)"),
+        (status = 404, body = ErrorBody, description = "no such shift, or not the caller's business"),
+        (status = 409, body = ErrorBody, description = "shift_started"),
+    ))]
+pub async fn cancel_shift(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(shift_id): Path<Uuid>,
+) -> ApiResult<Json<Shift>> {
+    Ok(Json(
+        schedule::cancel_shift(&state.db, auth.claims(), shift_id).await?,
+    ))
+}
+
+/// Handoff: this shift's host goes on air and the shift on air ends at the
+/// same instant (the incoming host, the agency, admins). Orders from that
+/// instant on are attributed to the incoming host.
+#[utoipa::path(post, path = "/v1/shifts/{shift_id}/start", tag = "agency", security(("bearer" = [])),
+    params(("shift_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = ScheduledSession),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "another host's shift"),
+        (status = 404, body = ErrorBody, description = "no such shift, or not the caller's business"),
+        (status = 409, body = ErrorBody,
+            description = "session_not_live, shift_cancelled, shift_already_started, host_on_air_elsewhere"),
+    ))]
+pub async fn start_shift(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(shift_id): Path<Uuid>,
+) -> ApiResult<Json<ScheduledSession>> {
+    Ok(Json(
+        schedule::start_shift(&state.db, auth.claims(), shift_id).await?,
+    ))
+}
+
+/// Takes a scheduled session live (a host scheduled in it, its agency,
+/// admins) and puts a shift on air: the caller's next one for a host, the
+/// session's next one (or `shift_id`) for the agency.
+#[utoipa::path(post, path = "/v1/sessions/{session_id}/live", tag = "agency", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)),
+    request_body(content = GoLive, description = "optional: an empty body starts the next shift"),
+    responses(
+        (status = 200, body = ScheduledSession),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_json"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not scheduled in the session, not its agency"),
+        (status = 404, body = ErrorBody, description = "no such session or shift"),
+        (status = 409, body = ErrorBody,
+            description = "session_not_scheduled, no_shift_to_start, host_on_air_elsewhere"),
+    ))]
+pub async fn go_live(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(session_id): Path<Uuid>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<ScheduledSession>> {
+    let request: GoLive = if body.iter().all(u8::is_ascii_whitespace) {
+        GoLive::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
+    };
+    Ok(Json(
+        schedule::go_live(&state.db, auth.claims(), session_id, request).await?,
+    ))
+}
+
+/// Ends a live session and the shift on air (a host scheduled in it, its agency, admins).
+#[utoipa::path(post, path = "/v1/sessions/{session_id}/end", tag = "agency", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = ScheduledSession),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not scheduled in the session, not its agency"),
+        (status = 404, body = ErrorBody, description = "no such session"),
+        (status = 409, body = ErrorBody, description = "session_not_live"),
+    ))]
+pub async fn end_session(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(session_id): Path<Uuid>,
+) -> ApiResult<Json<ScheduledSession>> {
+    Ok(Json(
+        schedule::end_session(&state.db, auth.claims(), session_id).await?,
+    ))
+}
+
+/// A host's shifts in a period (the host, admins; an agency the host has been
+/// with sees the shifts in its own sessions).
+#[utoipa::path(get, path = "/v1/hosts/{host_id}/shifts", tag = "agency", security(("bearer" = [])),
+    params(("host_id" = Uuid, Path), PeriodQuery),
+    responses(
+        (status = 200, body = Vec<Shift>),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "another host, an agency the host was never with, a brand, a viewer"),
+    ))]
+pub async fn host_shifts(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(host_id): Path<Uuid>,
+    Query(period): Query<PeriodQuery>,
+) -> ApiResult<Json<Vec<Shift>>> {
+    let period = period.parse()?;
+    Ok(Json(
+        schedule::host_shifts(&state.db, auth.claims(), host_id, period).await?,
+    ))
+}
+
+/// A host's earnings for a period, from the ledger: entries, totals and net
+/// payable (the host, admins; an agency the host has been with sees its part).
+#[utoipa::path(get, path = "/v1/hosts/{host_id}/statement", tag = "agency", security(("bearer" = [])),
+    params(("host_id" = Uuid, Path), PeriodQuery),
+    responses(
+        (status = 200, body = HostStatement),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "another host, an agency the host was never with, a brand, a viewer"),
+        (status = 404, body = ErrorBody, description = "no such host (admins)"),
+    ))]
+pub async fn host_statement(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(host_id): Path<Uuid>,
+    Query(period): Query<PeriodQuery>,
+) -> ApiResult<Json<HostStatement>> {
+    let period = period.parse()?;
+    Ok(Json(
+        statements::host_statement(&state.db, auth.claims(), host_id, period).await?,
+    ))
+}
+
+/// The agency's commissions for a period, from the ledger: every entry, what
+/// the agency keeps, what each host is owed, and the total.
+#[utoipa::path(get, path = "/v1/agencies/{agency_id}/statement", tag = "agency", security(("bearer" = [])),
+    params(("agency_id" = Uuid, Path), PeriodQuery),
+    responses(
+        (status = 200, body = AgencyStatement),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
+        (status = 404, body = ErrorBody, description = "no such agency (admins)"),
+    ))]
+pub async fn agency_statement(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(agency_id): Path<Uuid>,
+    Query(period): Query<PeriodQuery>,
+) -> ApiResult<Json<AgencyStatement>> {
+    let period = period.parse()?;
+    Ok(Json(
+        statements::agency_statement(&state.db, auth.claims(), agency_id, period).await?,
+    ))
+}
+
+/// Live figures: sales (gross, net of refunds), orders, units, buyers,
+/// viewers, chat, likes and conversion, for the session, per deal and per
+/// shift — seconds old while live, kept after the end. A brand sees only its
+/// own products' sales.
+#[utoipa::path(get, path = "/v1/sessions/{session_id}/figures", tag = "agency", security(("bearer" = [])),
+    params(("session_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = SessionFigures),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody,
+            description = "not the session's agency, one of its hosts or a brand selling in it"),
+        (status = 404, body = ErrorBody, description = "no such session"),
+    ))]
+pub async fn session_figures(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(session_id): Path<Uuid>,
+) -> ApiResult<Json<SessionFigures>> {
+    Ok(Json(
+        figures::session_figures(&state.db, Some(state.redis.clone()), auth.claims(), session_id).await?,
+    ))
+}
