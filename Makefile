@@ -62,3 +62,9 @@ loadtest: services
 	$(CARGO) build --release -p hawker-loadtest -p hawker-server
 	taskset -c 1 $${CARGO_TARGET_DIR:-target}/release/hawker-loadtest fanout --spawn 1 --server-cpus 0 \
 	  --hawker-bin $${CARGO_TARGET_DIR:-target}/release/hawker $(LOADTEST_ARGS)
+
+## The web console's end-to-end test in headless Chromium (e2e/run.sh installs
+## chromium and e2e/node_modules when missing); screenshots in docs/screenshots/.
+.PHONY: test-e2e
+test-e2e:
+	bash e2e/run.sh

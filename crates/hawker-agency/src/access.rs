@@ -127,13 +127,13 @@ pub fn require_manager(role: SessionRole) -> AgencyResult<()> {
 
 /// True if `host_id` has ever been on `agency_id`'s roster.
 pub async fn ever_on_roster(db: &PgPool, agency_id: Uuid, host_id: Uuid) -> AgencyResult<bool> {
-    Ok(sqlx::query_scalar(
-        "select exists(select 1 from agency_host where agency_id = $1 and host_id = $2)",
+    Ok(
+        sqlx::query_scalar("select exists(select 1 from agency_host where agency_id = $1 and host_id = $2)")
+            .bind(agency_id)
+            .bind(host_id)
+            .fetch_one(db)
+            .await?,
     )
-    .bind(agency_id)
-    .bind(host_id)
-    .fetch_one(db)
-    .await?)
 }
 
 /// Who may read a host's shifts and statement: the host, an admin, or an

@@ -33,7 +33,11 @@ pub fn bps_of(amount: i64, bps: i64) -> i64 {
 
 /// Splits `total` between host and agency; with no host, the agency takes all.
 pub fn split(total: i64, host_share_bps: i64, has_host: bool) -> Split {
-    let host = if has_host { bps_of(total, host_share_bps) } else { 0 };
+    let host = if has_host {
+        bps_of(total, host_share_bps)
+    } else {
+        0
+    };
     Split {
         agency: total - host,
         host,
@@ -114,7 +118,13 @@ mod tests {
     fn a_sale_pays_the_percentage_rounded_down_and_splits_it() {
         // 10% of 19.99 = 1.999 → 1.99; the host's 40% of 1.99 = 0.796 → 0.79.
         let s = on_sale(1999, 1000, 4000, true);
-        assert_eq!(s, Split { agency: 120, host: 79 });
+        assert_eq!(
+            s,
+            Split {
+                agency: 120,
+                host: 79
+            }
+        );
         assert_eq!(on_sale(1999, 1000, 4000, false), Split { agency: 199, host: 0 });
     }
 

@@ -295,7 +295,10 @@ struct TallyRow {
 /// The live counters from the room's state in Redis: (viewers, likes).
 async fn live_counters(redis: &mut redis::aio::ConnectionManager, session_id: Uuid) -> Option<(i64, i64)> {
     let mut command = redis::cmd("HMGET");
-    command.arg(room_key(session_id, "state")).arg("viewers").arg("likes");
+    command
+        .arg(room_key(session_id, "state"))
+        .arg("viewers")
+        .arg("likes");
     let reply: redis::RedisResult<(Option<String>, Option<String>)> =
         match tokio::time::timeout(Duration::from_millis(500), command.query_async(redis)).await {
             Ok(r) => r,
@@ -316,15 +319,14 @@ pub async fn session_figures(
     session_id: Uuid,
 ) -> AgencyResult<SessionFigures> {
     let session = load_session(db, session_id).await?;
-    let brand = match session_role(db, claims, &session).await? {
-        SessionRole::Manager | SessionRole::ScheduledHost(_) => None,
-        SessionRole::Brand(b) => Some(b),
-        SessionRole::Outsider => {
-            return Err(AgencyError::forbidden(
+    let brand =
+        match session_role(db, claims, &session).await? {
+            SessionRole::Manager | SessionRole::ScheduledHost(_) => None,
+            SessionRole::Brand(b) => Some(b),
+            SessionRole::Outsider => return Err(AgencyError::forbidden(
                 "only the session's agency, its hosts, brands selling in it or an admin may see its figures",
-            ))
-        }
-    };
+            )),
+        };
     let now = Utc::now();
     let deals: Vec<DealRow> = sqlx::query_as(
         "select d.deal_id, d.sku_id, p.name as product_name, d.status, d.starts_at,
@@ -575,7 +577,10 @@ async fn sample_session(
         return Ok(false);
     }
     let mut command = redis::cmd("HMGET");
-    command.arg(room_key(session_id, "state")).arg("viewers").arg("likes");
+    command
+        .arg(room_key(session_id, "state"))
+        .arg("viewers")
+        .arg("likes");
     let (viewers, likes): (Option<String>, Option<String>) = query(&command, redis).await?;
     let mut command = redis::cmd("HGET");
     command.arg(room_key(session_id, "meta")).arg("epoch");

@@ -112,7 +112,10 @@ struct TermsRow {
     currency: String,
 }
 
-async fn load_terms(tx: &mut Transaction<'_, Postgres>, ids: &[Option<Uuid>]) -> AgencyResult<HashMap<Uuid, TermsRow>> {
+async fn load_terms(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[Option<Uuid>],
+) -> AgencyResult<HashMap<Uuid, TermsRow>> {
     let ids: Vec<Uuid> = ids.iter().flatten().copied().collect();
     Ok(sqlx::query_as::<_, TermsRow>(
         "select terms_id, percent_bps, slot_fee_minor, hourly_rate_minor, host_share_bps, currency::text as currency

@@ -54,7 +54,8 @@ pub struct JoinRoster {
     pub joined_at: Option<DateTime<Utc>>,
 }
 
-const MEMBERSHIP_SELECT: &str = "select ah.agency_id, ah.host_id, h.handle, h.display_name, ah.joined_at, ah.left_at,
+const MEMBERSHIP_SELECT: &str =
+    "select ah.agency_id, ah.host_id, h.handle, h.display_name, ah.joined_at, ah.left_at,
         (ah.joined_at <= now() and (ah.left_at is null or ah.left_at > now())) as current
    from agency_host ah join host h using (host_id)";
 
@@ -69,7 +70,9 @@ fn valid_handle(handle: &str) -> bool {
 #[tracing::instrument(skip_all, fields(handle = %new.handle, caller = %claims.sub), err)]
 pub async fn create_host(db: &PgPool, claims: &Claims, new: NewHost) -> AgencyResult<Host> {
     if !(claims.is_admin() || claims.role == hawker_core::Role::Agency) {
-        return Err(AgencyError::forbidden("only agencies and admins may create hosts"));
+        return Err(AgencyError::forbidden(
+            "only agencies and admins may create hosts",
+        ));
     }
     if !valid_handle(&new.handle) {
         return Err(AgencyError::invalid(
@@ -137,7 +140,12 @@ pub async fn roster(
 
 /// Puts a host on the roster from `joined_at` (default now), open-ended.
 #[tracing::instrument(skip_all, fields(%agency_id, host_id = %join.host_id, caller = %claims.sub), err)]
-pub async fn join(db: &PgPool, claims: &Claims, agency_id: Uuid, join: JoinRoster) -> AgencyResult<Membership> {
+pub async fn join(
+    db: &PgPool,
+    claims: &Claims,
+    agency_id: Uuid,
+    join: JoinRoster,
+) -> AgencyResult<Membership> {
     require_agency(claims, agency_id)?;
     require_agency_exists(db, agency_id).await?;
     let host_exists: bool = sqlx::query_scalar("select exists(select 1 from host where host_id = $1)")
@@ -198,7 +206,9 @@ async fn roster_conflict(
                 } else {
                     "another agency's roster"
                 };
-                let until = left.map(|l| l.to_rfc3339()).unwrap_or_else(|| "open-ended".into());
+                let until = left
+                    .map(|l| l.to_rfc3339())
+                    .unwrap_or_else(|| "open-ended".into());
                 format!(
                     "the host is on {whose} from {} to {until}; a host belongs to one agency at a time",
                     joined.to_rfc3339()
@@ -258,13 +268,15 @@ pub async fn leave(
             ),
         ));
     }
-    sqlx::query("update agency_host set left_at = $4 where agency_id = $1 and host_id = $2 and joined_at = $3")
-        .bind(agency_id)
-        .bind(host_id)
-        .bind(joined_at)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "update agency_host set left_at = $4 where agency_id = $1 and host_id = $2 and joined_at = $3",
+    )
+    .bind(agency_id)
+    .bind(host_id)
+    .bind(joined_at)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     sqlx::query_as::<_, Membership>(&format!(
         "{MEMBERSHIP_SELECT} where ah.agency_id = $1 and ah.host_id = $2 and ah.joined_at = $3"

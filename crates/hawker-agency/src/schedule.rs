@@ -72,7 +72,8 @@ pub struct ScheduledSession {
     pub shifts: Vec<Shift>,
 }
 
-const SESSION_SELECT: &str = "select s.session_id, s.agency_id, s.brand_id, s.campaign_id, s.title, s.planned_start,
+const SESSION_SELECT: &str =
+    "select s.session_id, s.agency_id, s.brand_id, s.campaign_id, s.title, s.planned_start,
         s.planned_end, s.status, s.started_at, s.ended_at,
         (select sh.host_id from shift sh where sh.session_id = s.session_id
             and sh.actual_start is not null and sh.actual_end is null limit 1) as on_air_host_id
@@ -195,7 +196,10 @@ pub async fn schedule_session(
     require_agency(claims, agency_id)?;
     let title = new.title.trim();
     if title.is_empty() || title.chars().count() > 200 {
-        return Err(AgencyError::invalid("bad_title", "title must be 1 to 200 characters"));
+        return Err(AgencyError::invalid(
+            "bad_title",
+            "title must be 1 to 200 characters",
+        ));
     }
     if new.planned_end <= new.planned_start
         || new.planned_end - new.planned_start > Duration::hours(MAX_SESSION_HOURS)
@@ -279,8 +283,9 @@ pub async fn agency_sessions(
     let ids: Vec<Uuid> = sessions.iter().map(|s| s.session_id).collect();
     let mut shifts = shifts_of(db, &ids).await?;
     for session in &mut sessions {
-        let (mine, rest): (Vec<Shift>, Vec<Shift>) =
-            shifts.into_iter().partition(|s| s.session_id == session.session_id);
+        let (mine, rest): (Vec<Shift>, Vec<Shift>) = shifts
+            .into_iter()
+            .partition(|s| s.session_id == session.session_id);
         session.shifts = mine;
         shifts = rest;
     }
@@ -289,7 +294,12 @@ pub async fn agency_sessions(
 
 /// Books a host into a session (the session's agency or an admin).
 #[tracing::instrument(skip_all, fields(%session_id, host_id = %new.host_id, caller = %claims.sub), err)]
-pub async fn book_shift(db: &PgPool, claims: &Claims, session_id: Uuid, new: NewShift) -> AgencyResult<Shift> {
+pub async fn book_shift(
+    db: &PgPool,
+    claims: &Claims,
+    session_id: Uuid,
+    new: NewShift,
+) -> AgencyResult<Shift> {
     let session = load_session(db, session_id).await?;
     require_manager(session_role(db, claims, &session).await?)?;
     if session.status == "ended" || session.status == "cancelled" {
@@ -299,7 +309,10 @@ pub async fn book_shift(db: &PgPool, claims: &Claims, session_id: Uuid, new: New
         ));
     }
     if new.planned_end <= new.planned_start {
-        return Err(AgencyError::invalid("bad_plan", "planned_end must be after planned_start"));
+        return Err(AgencyError::invalid(
+            "bad_plan",
+            "planned_end must be after planned_start",
+        ));
     }
     let (plan_start, plan_end): (DateTime<Utc>, DateTime<Utc>) =
         sqlx::query_as("select planned_start, planned_end from live_session where session_id = $1")
@@ -467,7 +480,12 @@ pub async fn session_shifts(db: &PgPool, claims: &Claims, session_id: Uuid) -> A
 /// A host's shifts whose plan overlaps the period (the host, admins, or an
 /// agency the host has been with, which sees only its own sessions' shifts).
 #[tracing::instrument(skip_all, fields(%host_id, caller = %claims.sub), err)]
-pub async fn host_shifts(db: &PgPool, claims: &Claims, host_id: Uuid, period: Period) -> AgencyResult<Vec<Shift>> {
+pub async fn host_shifts(
+    db: &PgPool,
+    claims: &Claims,
+    host_id: Uuid,
+    period: Period,
+) -> AgencyResult<Vec<Shift>> {
     let reader = require_host_reader(db, claims, host_id).await?;
     Ok(sqlx::query_as::<_, Shift>(&format!(
         "{SHIFT_SELECT} where sh.host_id = $1 and ($2::uuid is null or s.agency_id = $2)

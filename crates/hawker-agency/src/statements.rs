@@ -119,7 +119,8 @@ pub fn totals<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<Totals> {
     by_currency
 }
 
-const ENTRY_COLUMNS: &str = "commission_entry_id, kind, party, agency_id, host_id, session_id, order_id, refund_id,
+const ENTRY_COLUMNS: &str =
+    "commission_entry_id, kind, party, agency_id, host_id, session_id, order_id, refund_id,
     shift_id, terms_id, amount_minor, currency::text as currency, detail, occurred_at, recorded_at";
 
 /// A host's statement (the host, an admin, or an agency the host has been with).

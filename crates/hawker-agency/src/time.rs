@@ -67,7 +67,11 @@ pub struct Period {
 
 impl PeriodQuery {
     pub fn parse(&self) -> AgencyResult<Period> {
-        let from = self.from.as_deref().map(|v| parse_instant("from", v)).transpose()?;
+        let from = self
+            .from
+            .as_deref()
+            .map(|v| parse_instant("from", v))
+            .transpose()?;
         let to = self.to.as_deref().map(|v| parse_instant("to", v)).transpose()?;
         if let (Some(f), Some(t)) = (from, to) {
             if t <= f {
@@ -95,7 +99,10 @@ mod tests {
     #[test]
     fn offsets_parse() {
         assert_eq!(parse_offset("+08:00").unwrap().local_minus_utc(), 8 * 3600);
-        assert_eq!(parse_offset("-05:30").unwrap().local_minus_utc(), -(5 * 3600 + 1800));
+        assert_eq!(
+            parse_offset("-05:30").unwrap().local_minus_utc(),
+            -(5 * 3600 + 1800)
+        );
         assert_eq!(parse_offset("Z").unwrap().local_minus_utc(), 0);
         assert_eq!(parse_offset(" 01:00").unwrap().local_minus_utc(), 3600);
         for bad in ["8", "+8", "+25:00", "+08:61", "", "UTC"] {

@@ -525,13 +525,9 @@ fn window_closed() -> CommerceError {
 /// Claims a coupon for `viewer_id`. Refusals: `not_found`,
 /// `coupon_not_dropped`, `coupon_window_closed`, `coupon_exhausted`,
 /// `coupon_already_claimed`. Exhausted drops are refused from an in-process
-/// flag without touching Postgres; [`claim_with_flag`] adds the Redis flag
-/// shared by every node.
+/// flag, then a Redis flag shared by every node, without touching Postgres.
 pub async fn claim(c: &Commerce, viewer_id: &str, coupon_drop_id: Uuid) -> CommerceResult<CouponClaim> {
-    if local_flag::is_exhausted(coupon_drop_id) {
-        return refused(exhausted());
-    }
-    record(claim_in_postgres(c, viewer_id, coupon_drop_id).await)
+    claim_with_flag(c, c.inner.gate.redis(), viewer_id, coupon_drop_id).await
 }
 
 /// [`claim`], checking and setting `hawker:coupon:{id}:exhausted` in Redis
@@ -549,7 +545,16 @@ pub async fn claim_with_flag(
         local_flag::set(coupon_drop_id, ttl);
         return refused(exhausted());
     }
+    // The remaining count in Redis turns most of a stampede away before
+    // Postgres; only about `total` claims (plus refusals) reach the database.
+    let slot = redis_gate::take(c, redis, coupon_drop_id).await;
+    if slot == Some(false) {
+        return refused(exhausted());
+    }
     let result = record(claim_in_postgres(c, viewer_id, coupon_drop_id).await);
+    if slot == Some(true) && result.is_err() {
+        redis_gate::give_back(redis, coupon_drop_id).await;
+    }
     if matches!(&result, Err(e) if e.code() == "coupon_exhausted") {
         if let Some(ttl) = local_flag::ttl(coupon_drop_id) {
             redis_flag::set(redis, coupon_drop_id, ttl).await;
@@ -753,6 +758,68 @@ mod local_flag {
             }
         }
         map.insert(id, now + ttl);
+    }
+}
+
+/// `hawker:coupon:{id}:left`: claims the gate may still let through to
+/// Postgres. Built from Postgres when missing; Postgres' constraints decide.
+mod redis_gate {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(250);
+    const TAKE_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return -2 end
+if tonumber(v) <= 0 then return -1 end
+redis.call('DECR', KEYS[1])
+return 1";
+
+    fn key(id: Uuid) -> String {
+        format!("hawker:coupon:{{{id}}}:left")
+    }
+
+    /// `Some(true)`: a slot was taken; `Some(false)`: none left; `None`: Redis
+    /// could not say (down, slow): ask Postgres.
+    pub(super) async fn take(c: &Commerce, redis: &redis::aio::ConnectionManager, id: Uuid) -> Option<bool> {
+        let script = redis::Script::new(TAKE_LUA);
+        for _ in 0..2 {
+            let mut conn = redis.clone();
+            let mut invocation = script.prepare_invoke();
+            invocation.key(key(id));
+            let reply: i64 = tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut conn))
+                .await
+                .ok()?
+                .ok()?;
+            match reply {
+                1 => return Some(true),
+                -1 => return Some(false),
+                _ => {
+                    let left: Option<i64> = sqlx::query_scalar(
+                        "select (total - claimed)::bigint from coupon_drop where coupon_drop_id = $1 and status = 'dropped'",
+                    )
+                    .bind(id)
+                    .fetch_optional(c.db())
+                    .await
+                    .ok()?;
+                    // Not dropped (or unknown): let Postgres give the precise refusal.
+                    let left = left?;
+                    let mut set = redis::cmd("SET");
+                    set.arg(key(id)).arg(left).arg("NX").arg("EX").arg(86_400);
+                    let _: redis::RedisResult<Option<String>> =
+                        tokio::time::timeout(TIMEOUT, set.query_async(&mut conn))
+                            .await
+                            .ok()?;
+                }
+            }
+        }
+        None
+    }
+
+    pub(super) async fn give_back(redis: &redis::aio::ConnectionManager, id: Uuid) {
+        let mut conn = redis.clone();
+        let mut incr = redis::cmd("INCR");
+        incr.arg(key(id));
+        let _ = tokio::time::timeout(TIMEOUT, incr.query_async::<i64>(&mut conn)).await;
     }
 }
 

@@ -126,6 +126,11 @@ impl Gate {
         }
     }
 
+    /// The Redis connection, for other shortcuts that share it (coupon flags).
+    pub(crate) fn redis(&self) -> &ConnectionManager {
+        &self.redis
+    }
+
     pub async fn admit(
         &self,
         deal: Uuid,

@@ -48,7 +48,6 @@ pub(crate) struct Inner {
     pub gate: gate::Gate,
     pub settler: settle::Settler,
     pub stock: stock::StockAnnouncer,
-    #[allow(dead_code)] // read by payments.rs (webhook signatures)
     pub webhook_secret: String,
 }
 

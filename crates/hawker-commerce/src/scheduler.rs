@@ -108,12 +108,18 @@ async fn end_due_deals(c: &Commerce) -> anyhow::Result<()> {
 /// and the gate while the deal runs, to the SKU once it has ended.
 async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     let mut tx = c.db().begin().await?;
-    let expired: Vec<(Uuid, Uuid, String, i32)> = sqlx::query_as(
-        "update customer_order set status = 'cancelled', cancelled_at = now()
+    // Unpaid orders past their expiry are cancelled; an order that was paid
+    // too late (`refund_due`, not yet cancelled) keeps its status but its
+    // units come back the same way.
+    let expired: Vec<(Uuid, Uuid, String, i32, String)> = sqlx::query_as(
+        "update customer_order
+            set status = case when status = 'pending_payment' then 'cancelled' else status end,
+                cancelled_at = now()
           where order_id in (select order_id from customer_order
-                              where status = 'pending_payment' and expires_at <= now()
+                              where (status = 'pending_payment' and expires_at <= now())
+                                 or (status = 'refund_due' and cancelled_at is null)
                               order by expires_at for update skip locked limit 500)
-      returning order_id, deal_id, buyer_id, quantity",
+      returning order_id, deal_id, buyer_id, quantity, status",
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -121,16 +127,19 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
         return Ok(());
     }
     let ids: Vec<Uuid> = expired.iter().map(|e| e.0).collect();
+    let statuses: Vec<&str> = expired.iter().map(|e| e.4.as_str()).collect();
     sqlx::query(
         "insert into order_event (order_id, from_status, to_status, detail)
-         select id, 'pending_payment', 'cancelled', '{\"reason\": \"payment_expired\"}'::jsonb from unnest($1::uuid[]) as t(id)",
+         select id, case when status = 'cancelled' then 'pending_payment' else status end, status, '{\"reason\": \"payment_expired\", \"units_returned\": true}'::jsonb
+           from unnest($1::uuid[], $2::text[]) as t(id, status)",
     )
     .bind(&ids)
+    .bind(&statuses)
     .execute(&mut *tx)
     .await?;
     let mut per_deal: HashMap<Uuid, i32> = HashMap::new();
     let mut per_buyer: HashMap<(Uuid, String), i32> = HashMap::new();
-    for (_, deal_id, buyer, quantity) in &expired {
+    for (_, deal_id, buyer, quantity, _) in &expired {
         *per_deal.entry(*deal_id).or_default() += quantity;
         *per_buyer.entry((*deal_id, buyer.clone())).or_default() += quantity;
     }
@@ -183,7 +192,7 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
         .iter()
         .filter_map(|f| f.key.split(':').nth(1)?.parse().ok())
         .collect();
-    for (_, deal_id, buyer, quantity) in &expired {
+    for (_, deal_id, buyer, quantity, _) in &expired {
         if live.contains(deal_id) {
             if let Err(e) = c.inner.gate.give_back(*deal_id, buyer, *quantity).await {
                 tracing::warn!(error = %e, "units not returned to the gate; it is rebuilt when it is missing");

@@ -122,6 +122,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             "hawker ({}) serving on http://{public} (public URL {public_url})",
             environment.as_str()
         );
+        println!("  console    http://{public}/console/   (viewer, host, planner: docs/console.md)");
         println!("  API docs   http://{public}/docs   OpenAPI http://{public}/openapi.json");
         println!("  sockets    ws://{public}/v1/sessions/{{session_id}}/ws");
         println!("  health     http://{public}/healthz   http://{public}/readyz");

@@ -12,7 +12,9 @@ use hawker_agency::schedule::{self, DayQuery, GoLive, NewSession, NewShift, Sche
 use hawker_agency::statements::{self, AgencyStatement, HostStatement};
 use hawker_agency::time::{parse_instant, PeriodQuery};
 use hawker_agency::AgencyError;
+use hawker_hub::Publication;
 use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::Auth;
@@ -36,6 +38,29 @@ impl From<AgencyError> for ApiError {
     }
 }
 
+/// Tells the session's room who is on air: `session.live`, `session.handoff`
+/// or `session.ended`, with the same figure kept in the room's snapshot under
+/// `session`. Best effort: the change is committed whether or not Redis takes it.
+async fn announce(state: &AppState, session: &ScheduledSession, event: &str) {
+    let on_air = session.on_air_host_id.and_then(|h| {
+        session
+            .shifts
+            .iter()
+            .find(|s| s.host_id == h && s.status == "on_air")
+    });
+    let data = json!({
+        "status": session.status,
+        "on_air_host_id": session.on_air_host_id,
+        "on_air_handle": on_air.map(|s| s.host_handle.as_str()),
+        "started_at": session.started_at,
+        "ended_at": session.ended_at,
+    });
+    let publication = Publication::new(event, data.clone()).set_state("session", data);
+    if let Err(e) = state.hub.publish(session.session_id, publication).await {
+        tracing::warn!(error = %e, session_id = %session.session_id, event, "room not told");
+    }
+}
+
 /// Creates a host profile (agencies, admins). Put it on a roster next.
 #[utoipa::path(post, path = "/v1/hosts", tag = "agency", security(("bearer" = [])),
     request_body = NewHost,
@@ -45,6 +70,7 @@ impl From<AgencyError> for ApiError {
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "not an agency or admin"),
         (status = 409, body = ErrorBody, description = "handle_taken"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn create_host(
     State(state): State<AppState>,
@@ -72,6 +98,7 @@ pub struct RosterQuery {
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency (admins)"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn roster(
     State(state): State<AppState>,
@@ -95,6 +122,7 @@ pub async fn roster(
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency or host"),
         (status = 409, body = ErrorBody, description = "host_on_another_roster: names the overlapping stay"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn join_roster(
     State(state): State<AppState>,
@@ -125,6 +153,7 @@ pub struct LeaveQuery {
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "the host is not on this roster"),
         (status = 409, body = ErrorBody, description = "host_has_shifts: names the booking"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn leave_roster(
     State(state): State<AppState>,
@@ -151,6 +180,7 @@ pub async fn leave_roster(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the token is neither the agency nor the brand"),
         (status = 404, body = ErrorBody, description = "no such brand or agency"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn create_campaign(
     State(state): State<AppState>,
@@ -170,6 +200,7 @@ pub async fn create_campaign(
         (status = 400, body = ErrorBody, description = "bad_path"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such campaign, or not a party to it"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn get_campaign(
     State(state): State<AppState>,
@@ -189,6 +220,7 @@ pub async fn get_campaign(
         (status = 400, body = ErrorBody, description = "bad_path"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such campaign, or not a party to it"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn campaign_terms(
     State(state): State<AppState>,
@@ -211,6 +243,7 @@ pub async fn campaign_terms(
             description = "bad_percent, bad_host_share, bad_amount, empty_terms, bad_currency, terms_backdated, bad_json"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such campaign, or not a party to it"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn add_campaign_terms(
     State(state): State<AppState>,
@@ -218,7 +251,8 @@ pub async fn add_campaign_terms(
     Path(campaign_id): Path<Uuid>,
     Json(new): Json<NewTerms>,
 ) -> ApiResult<(StatusCode, Json<Terms>)> {
-    let terms = campaigns::add_terms(&state.db, auth.claims(), TermsScope::Campaign(campaign_id), new).await?;
+    let terms =
+        campaigns::add_terms(&state.db, auth.claims(), TermsScope::Campaign(campaign_id), new).await?;
     Ok((StatusCode::CREATED, Json(terms)))
 }
 
@@ -231,6 +265,7 @@ pub async fn add_campaign_terms(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "not the session's agency or brand"),
         (status = 404, body = ErrorBody, description = "no such session"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn session_terms(
     State(state): State<AppState>,
@@ -252,6 +287,7 @@ pub async fn session_terms(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "not the session's agency or brand"),
         (status = 404, body = ErrorBody, description = "no such session"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn add_session_terms(
     State(state): State<AppState>,
@@ -272,6 +308,7 @@ pub async fn add_session_terms(
         (status = 400, body = ErrorBody, description = "bad_path, bad_query, bad_time, bad_offset, bad_period"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn agency_sessions(
     State(state): State<AppState>,
@@ -294,6 +331,7 @@ pub async fn agency_sessions(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency, brand or campaign (of this agency)"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn schedule_session(
     State(state): State<AppState>,
@@ -314,6 +352,7 @@ pub async fn schedule_session(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "not the session's agency or one of its hosts"),
         (status = 404, body = ErrorBody, description = "no such session"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn session_shifts(
     State(state): State<AppState>,
@@ -338,6 +377,7 @@ pub async fn session_shifts(
         (status = 404, body = ErrorBody, description = "no such session or host"),
         (status = 409, body = ErrorBody,
             description = "shift_overlap (the host's other booking), shift_session_overlap, host_not_on_roster, session_ended"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn book_shift(
     State(state): State<AppState>,
@@ -359,6 +399,7 @@ pub async fn book_shift(
         (status = 403, body = ErrorBody, description = "the shift's host (only the agency cancels)"),
         (status = 404, body = ErrorBody, description = "no such shift, or not the caller's business"),
         (status = 409, body = ErrorBody, description = "shift_started"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn cancel_shift(
     State(state): State<AppState>,
@@ -372,7 +413,7 @@ pub async fn cancel_shift(
 
 /// Handoff: this shift's host goes on air and the shift on air ends at the
 /// same instant (the incoming host, the agency, admins). Orders from that
-/// instant on are attributed to the incoming host.
+/// instant on are attributed to the incoming host. The room receives `session.handoff`.
 #[utoipa::path(post, path = "/v1/shifts/{shift_id}/start", tag = "agency", security(("bearer" = [])),
     params(("shift_id" = Uuid, Path)),
     responses(
@@ -383,20 +424,21 @@ pub async fn cancel_shift(
         (status = 404, body = ErrorBody, description = "no such shift, or not the caller's business"),
         (status = 409, body = ErrorBody,
             description = "session_not_live, shift_cancelled, shift_already_started, host_on_air_elsewhere"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn start_shift(
     State(state): State<AppState>,
     auth: Auth,
     Path(shift_id): Path<Uuid>,
 ) -> ApiResult<Json<ScheduledSession>> {
-    Ok(Json(
-        schedule::start_shift(&state.db, auth.claims(), shift_id).await?,
-    ))
+    let session = schedule::start_shift(&state.db, auth.claims(), shift_id).await?;
+    announce(&state, &session, "session.handoff").await;
+    Ok(Json(session))
 }
 
 /// Takes a scheduled session live (a host scheduled in it, its agency,
 /// admins) and puts a shift on air: the caller's next one for a host, the
-/// session's next one (or `shift_id`) for the agency.
+/// session's next one (or `shift_id`) for the agency. The room receives `session.live`.
 #[utoipa::path(post, path = "/v1/sessions/{session_id}/live", tag = "agency", security(("bearer" = [])),
     params(("session_id" = Uuid, Path)),
     request_body(content = GoLive, description = "optional: an empty body starts the next shift"),
@@ -408,6 +450,7 @@ pub async fn start_shift(
         (status = 404, body = ErrorBody, description = "no such session or shift"),
         (status = 409, body = ErrorBody,
             description = "session_not_scheduled, no_shift_to_start, host_on_air_elsewhere"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn go_live(
     State(state): State<AppState>,
@@ -420,12 +463,13 @@ pub async fn go_live(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
     };
-    Ok(Json(
-        schedule::go_live(&state.db, auth.claims(), session_id, request).await?,
-    ))
+    let session = schedule::go_live(&state.db, auth.claims(), session_id, request).await?;
+    announce(&state, &session, "session.live").await;
+    Ok(Json(session))
 }
 
-/// Ends a live session and the shift on air (a host scheduled in it, its agency, admins).
+/// Ends a live session and the shift on air (a host scheduled in it, its agency,
+/// admins). The room receives `session.ended`.
 #[utoipa::path(post, path = "/v1/sessions/{session_id}/end", tag = "agency", security(("bearer" = [])),
     params(("session_id" = Uuid, Path)),
     responses(
@@ -435,15 +479,16 @@ pub async fn go_live(
         (status = 403, body = ErrorBody, description = "not scheduled in the session, not its agency"),
         (status = 404, body = ErrorBody, description = "no such session"),
         (status = 409, body = ErrorBody, description = "session_not_live"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn end_session(
     State(state): State<AppState>,
     auth: Auth,
     Path(session_id): Path<Uuid>,
 ) -> ApiResult<Json<ScheduledSession>> {
-    Ok(Json(
-        schedule::end_session(&state.db, auth.claims(), session_id).await?,
-    ))
+    let session = schedule::end_session(&state.db, auth.claims(), session_id).await?;
+    announce(&state, &session, "session.ended").await;
+    Ok(Json(session))
 }
 
 /// A host's shifts in a period (the host, admins; an agency the host has been
@@ -455,6 +500,7 @@ pub async fn end_session(
         (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "another host, an agency the host was never with, a brand, a viewer"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn host_shifts(
     State(state): State<AppState>,
@@ -478,6 +524,7 @@ pub async fn host_shifts(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "another host, an agency the host was never with, a brand, a viewer"),
         (status = 404, body = ErrorBody, description = "no such host (admins)"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn host_statement(
     State(state): State<AppState>,
@@ -501,6 +548,7 @@ pub async fn host_statement(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency (admins)"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn agency_statement(
     State(state): State<AppState>,
@@ -527,6 +575,7 @@ pub async fn agency_statement(
         (status = 403, body = ErrorBody,
             description = "not the session's agency, one of its hosts or a brand selling in it"),
         (status = 404, body = ErrorBody, description = "no such session"),
+        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
     ))]
 pub async fn session_figures(
     State(state): State<AppState>,

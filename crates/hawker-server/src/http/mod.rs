@@ -6,7 +6,9 @@ pub mod agencies;
 pub mod agency;
 pub mod auth;
 pub mod commerce;
+pub mod console;
 pub mod coupons;
+pub mod dev;
 pub mod error;
 pub mod health;
 pub mod me;
@@ -116,6 +118,11 @@ pub fn public_app(state: AppState) -> Router {
     let (router, doc) = api_router();
     let doc = Arc::new(doc);
     let timeout = state.settings.server.request_timeout();
+    // The web console, and in development and test only, its helper routes.
+    let mut router = router.merge(console::router());
+    if let Some(dev) = dev::router(state.settings.environment) {
+        router = router.merge(dev);
+    }
     let router = router
         .route(
             "/openapi.json",

@@ -70,7 +70,7 @@ pub async fn payment_webhook(
         Some(Err(_)) => {
             return Err(webhook_error(CommerceError::invalid(
                 "bad_signature",
-                "not ASCII",
+                "the webhook signature is refused: the header is not ASCII",
             )))
         }
     };

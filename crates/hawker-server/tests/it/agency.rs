@@ -242,7 +242,14 @@ async fn wait_accrued(app: &TestApp, sources: &[Uuid]) {
 }
 
 async fn figures(app: &TestApp, session: Uuid, token: &str) -> (u16, Value) {
-    send(app, Method::GET, &format!("/v1/sessions/{session}/figures"), token, None).await
+    send(
+        app,
+        Method::GET,
+        &format!("/v1/sessions/{session}/figures"),
+        token,
+        None,
+    )
+    .await
 }
 
 /// Entry amounts for one source and party.
@@ -287,10 +294,21 @@ async fn overlapping_shifts_for_one_host_are_refused_even_when_requests_race() {
     }
     let answers = join_all(sessions.iter().enumerate().map(|(i, session)| {
         let from = start + chrono::Duration::minutes(i as i64 * 5);
-        book(&app, agency, *session, host, from, from + chrono::Duration::hours(1))
+        book(
+            &app,
+            agency,
+            *session,
+            host,
+            from,
+            from + chrono::Duration::hours(1),
+        )
     }))
     .await;
-    let won: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 201).map(|(_, b)| b).collect();
+    let won: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, b)| b)
+        .collect();
     assert_eq!(won.len(), 1, "exactly one booking wins: {answers:?}");
     let winner = won[0];
     for (status, body) in answers.iter().filter(|(s, _)| *s != 201) {
@@ -298,9 +316,18 @@ async fn overlapping_shifts_for_one_host_are_refused_even_when_requests_race() {
         assert_eq!(body["error"], "shift_overlap");
         let message = body["message"].as_str().unwrap();
         // The error names the booking in the way: its session and time range.
-        assert!(message.contains(winner["session_id"].as_str().unwrap()), "{message}");
-        assert!(message.contains(winner["planned_start"].as_str().unwrap()), "{message}");
-        assert!(message.contains(winner["planned_end"].as_str().unwrap()), "{message}");
+        assert!(
+            message.contains(winner["session_id"].as_str().unwrap()),
+            "{message}"
+        );
+        assert!(
+            message.contains(winner["planned_start"].as_str().unwrap()),
+            "{message}"
+        );
+        assert!(
+            message.contains(winner["planned_end"].as_str().unwrap()),
+            "{message}"
+        );
     }
     let booked: i64 = sqlx::query_scalar("select count(*) from shift where host_id = $1")
         .bind(host)
@@ -344,7 +371,15 @@ async fn overlapping_shifts_for_one_host_are_refused_even_when_requests_race() {
     let winner_end = at(winner, "planned_end");
     let winner_session = id(winner, "session_id");
     let next = sessions.iter().find(|s| **s != winner_session).unwrap();
-    let (status, body) = book(&app, agency, *next, host, winner_end, winner_end + chrono::Duration::hours(1)).await;
+    let (status, body) = book(
+        &app,
+        agency,
+        *next,
+        host,
+        winner_end,
+        winner_end + chrono::Duration::hours(1),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = send(
         &app,
@@ -354,9 +389,21 @@ async fn overlapping_shifts_for_one_host_are_refused_even_when_requests_race() {
         None,
     )
     .await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("cancelled")),
+        "{body}"
+    );
     let from = at(winner, "planned_start");
-    let (status, body) = book(&app, agency, *next, host, from, from + chrono::Duration::minutes(30)).await;
+    let (status, body) = book(
+        &app,
+        agency,
+        *next,
+        host,
+        from,
+        from + chrono::Duration::minutes(30),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
 }
 
@@ -462,7 +509,11 @@ async fn a_handoff_at_14_00_attributes_orders_on_either_side_to_the_right_host()
         .unwrap();
         attributed.push(host);
     }
-    assert_eq!(attributed, vec![Some(mia), Some(leo)], "13:59:59 → Mia, 14:00:01 → Leo");
+    assert_eq!(
+        attributed,
+        vec![Some(mia), Some(leo)],
+        "13:59:59 → Mia, 14:00:01 → Leo"
+    );
 }
 
 #[tokio::test]
@@ -482,7 +533,15 @@ async fn a_live_handoff_moves_attribution_of_real_purchases_mid_deal() {
     let session_id = id(&session, "session_id");
     let mid = start + chrono::Duration::hours(1);
     let (_, first) = book(&app, agency, session_id, mia, start, mid).await;
-    let (_, second) = book(&app, agency, session_id, leo, mid, mid + chrono::Duration::hours(1)).await;
+    let (_, second) = book(
+        &app,
+        agency,
+        session_id,
+        leo,
+        mid,
+        mid + chrono::Duration::hours(1),
+    )
+    .await;
     add_to_lineup(&app, agency, session_id, sku).await;
 
     // Leo may not take Mia's shift live; Mia goes live on hers.
@@ -522,10 +581,24 @@ async fn a_live_handoff_moves_attribution_of_real_purchases_mid_deal() {
     assert_eq!(handed["on_air_host_id"], json!(leo));
     let shifts = handed["shifts"].as_array().unwrap();
     assert_eq!(shifts[0]["status"], "done");
-    assert_eq!(shifts[0]["actual_end"], shifts[1]["actual_start"], "no gap at a handoff");
+    assert_eq!(
+        shifts[0]["actual_end"], shifts[1]["actual_start"],
+        "no gap at a handoff"
+    );
     let after = buy_paid(&app, "late-bird", &deal, 1).await;
     assert_eq!(before["host_id"], json!(mia));
     assert_eq!(after["host_id"], json!(leo));
+    // The room was told who is on air, in its snapshot too.
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let snapshot: String = redis::cmd("HGET")
+        .arg(format!("hawker:room:{{{session_id}}}:state"))
+        .arg("session")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let snapshot: Value = serde_json::from_str(&snapshot).unwrap();
+    assert_eq!(snapshot["on_air_host_id"], json!(leo), "{snapshot}");
 
     let (status, ended) = send(
         &app,
@@ -535,7 +608,11 @@ async fn a_live_handoff_moves_attribution_of_real_purchases_mid_deal() {
         None,
     )
     .await;
-    assert_eq!((status, ended["status"].as_str()), (200, Some("ended")), "{ended}");
+    assert_eq!(
+        (status, ended["status"].as_str()),
+        (200, Some("ended")),
+        "{ended}"
+    );
     assert!(ended["shifts"][1]["actual_end"].is_string());
     let (status, body) = send(
         &app,
@@ -572,8 +649,10 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
         Method::POST,
         &format!("/v1/campaigns/{campaign_id}/terms"),
         &token,
-        Some(json!({"percent_bps": 1000, "slot_fee_minor": 50000, "hourly_rate_minor": 36000,
-                    "host_share_bps": 4000, "currency": "USD"})),
+        Some(
+            json!({"percent_bps": 1000, "slot_fee_minor": 50000, "hourly_rate_minor": 36000,
+                    "host_share_bps": 4000, "currency": "USD"}),
+        ),
     )
     .await;
     assert_eq!(status, 201, "{terms}");
@@ -590,20 +669,52 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     let session_id = id(&session, "session_id");
     let mid = start + chrono::Duration::hours(1);
     let (_, first) = book(&app, agency, session_id, mia, start, mid).await;
-    let (_, second) = book(&app, agency, session_id, leo, mid, mid + chrono::Duration::hours(2)).await;
+    let (_, second) = book(
+        &app,
+        agency,
+        session_id,
+        leo,
+        mid,
+        mid + chrono::Duration::hours(2),
+    )
+    .await;
     add_to_lineup(&app, agency, session_id, sku).await;
-    let (status, body) = send(&app, Method::POST, &format!("/v1/sessions/{session_id}/live"), &token, None).await;
+    let (status, body) = send(
+        &app,
+        Method::POST,
+        &format!("/v1/sessions/{session_id}/live"),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 
     let deal = open_deal(&app, agency, session_id).await;
     let o1 = buy_paid(&app, "buyer-1", &deal, 2).await; // 50.00, Mia
     let o2 = buy_paid(&app, "buyer-2", &deal, 1).await; // 25.00, Mia
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    send(&app, Method::POST, &format!("/v1/shifts/{}/start", id(&second, "shift_id")), &token, None).await;
+    send(
+        &app,
+        Method::POST,
+        &format!("/v1/shifts/{}/start", id(&second, "shift_id")),
+        &token,
+        None,
+    )
+    .await;
     let o3 = buy_paid(&app, "buyer-3", &deal, 2).await; // 50.00, Leo
-    assert_eq!((o1["host_id"].clone(), o3["host_id"].clone()), (json!(mia), json!(leo)));
+    assert_eq!(
+        (o1["host_id"].clone(), o3["host_id"].clone()),
+        (json!(mia), json!(leo))
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, ended) = send(&app, Method::POST, &format!("/v1/sessions/{session_id}/end"), &token, None).await;
+    let (status, ended) = send(
+        &app,
+        Method::POST,
+        &format!("/v1/sessions/{session_id}/end"),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{ended}");
 
     // After the stream: a partial return of order 1, a full refund of order 3.
@@ -645,7 +756,10 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     let mut slot_leo = pool * leo_secs / (mia_secs + leo_secs);
     if slot_mia + slot_leo < pool {
         // The leftover minor unit goes to the larger remainder.
-        let (rm, rl) = ((pool * mia_secs) % (mia_secs + leo_secs), (pool * leo_secs) % (mia_secs + leo_secs));
+        let (rm, rl) = (
+            (pool * mia_secs) % (mia_secs + leo_secs),
+            (pool * leo_secs) % (mia_secs + leo_secs),
+        );
         if rm > rl || (rm == rl && mia < leo) {
             slot_mia += 1;
         } else {
@@ -656,7 +770,14 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     let leo_net = host_part(c3) - host_part(500) + host_part(pay_leo) + slot_leo;
     let total_net = c1 + c2 + c3 + claw1 + claw3 + pay_mia + pay_leo + 50000;
 
-    let (status, statement) = send(&app, Method::GET, &format!("/v1/agencies/{agency}/statement"), &token, None).await;
+    let (status, statement) = send(
+        &app,
+        Method::GET,
+        &format!("/v1/agencies/{agency}/statement"),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{statement}");
     let total = usd(&statement["total"]);
     assert_eq!(total["sales_minor"], c1 + c2 + c3);
@@ -664,7 +785,10 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     assert_eq!(total["hourly_minor"], pay_mia + pay_leo);
     assert_eq!(total["slot_fees_minor"], 50000);
     assert_eq!(total["net_payable_minor"], total_net);
-    assert_eq!(usd(&statement["agency"])["net_payable_minor"], total_net - mia_net - leo_net);
+    assert_eq!(
+        usd(&statement["agency"])["net_payable_minor"],
+        total_net - mia_net - leo_net
+    );
     let hosts = statement["hosts"].as_array().unwrap();
     let net_of = |h: Uuid| {
         usd(&hosts.iter().find(|x| x["host_id"] == json!(h)).unwrap()["totals"])["net_payable_minor"]
@@ -673,7 +797,10 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     };
     assert_eq!((net_of(mia), net_of(leo)), (mia_net, leo_net));
     assert_eq!(entry_amount(&statement, "refund_id", r1, "host"), claw1_host);
-    assert_eq!(entry_amount(&statement, "refund_id", r1, "agency"), claw1 - claw1_host);
+    assert_eq!(
+        entry_amount(&statement, "refund_id", r1, "agency"),
+        claw1 - claw1_host
+    );
     // The entries add up to the totals: a statement is a sum over the ledger.
     let sum: i64 = statement["entries"]
         .as_array()
@@ -684,15 +811,23 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     assert_eq!(sum, total_net);
 
     // The host's own statement says the same.
-    let (status, mine) = send(&app, Method::GET, &format!("/v1/hosts/{mia}/statement"), &host_token(&app, mia), None).await;
+    let (status, mine) = send(
+        &app,
+        Method::GET,
+        &format!("/v1/hosts/{mia}/statement"),
+        &host_token(&app, mia),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{mine}");
     assert_eq!(usd(&mine["totals"])["net_payable_minor"], mia_net);
     // A period that ends before the refunds leaves their clawbacks out.
-    let refunded_at: DateTime<Utc> = sqlx::query_scalar("select min(created_at) from refund where refund_id = any($1)")
-        .bind([r1, r3])
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let refunded_at: DateTime<Utc> =
+        sqlx::query_scalar("select min(created_at) from refund where refund_id = any($1)")
+            .bind([r1, r3])
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     let (_, earlier) = send(
         &app,
         Method::GET,
@@ -708,7 +843,14 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
 
     // Accruing again changes nothing, and the ledger cannot be rewritten.
     hawker_agency::ledger::accrue(&app.db).await.unwrap();
-    let (_, again) = send(&app, Method::GET, &format!("/v1/agencies/{agency}/statement"), &token, None).await;
+    let (_, again) = send(
+        &app,
+        Method::GET,
+        &format!("/v1/agencies/{agency}/statement"),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(again["entries"], statement["entries"]);
     let err = sqlx::query("update commission_entry set amount_minor = 0")
         .execute(&app.db)
@@ -734,7 +876,14 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
     .await;
     let campaign_id = id(&campaign, "campaign_id");
     let terms = |percent: i32| json!({"percent_bps": percent, "host_share_bps": 5000, "currency": "USD"});
-    let (status, _) = send(&app, Method::POST, &format!("/v1/campaigns/{campaign_id}/terms"), &token, Some(terms(1000))).await;
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        &format!("/v1/campaigns/{campaign_id}/terms"),
+        &token,
+        Some(terms(1000)),
+    )
+    .await;
     assert_eq!(status, 201);
     let start = now() - chrono::Duration::minutes(5);
     let session = schedule(
@@ -745,15 +894,37 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
     )
     .await;
     let session_id = id(&session, "session_id");
-    book(&app, agency, session_id, mia, start, start + chrono::Duration::hours(1)).await;
+    book(
+        &app,
+        agency,
+        session_id,
+        mia,
+        start,
+        start + chrono::Duration::hours(1),
+    )
+    .await;
     add_to_lineup(&app, agency, session_id, sku).await;
-    send(&app, Method::POST, &format!("/v1/sessions/{session_id}/live"), &token, None).await;
+    send(
+        &app,
+        Method::POST,
+        &format!("/v1/sessions/{session_id}/live"),
+        &token,
+        None,
+    )
+    .await;
     let deal = open_deal(&app, agency, session_id).await;
 
     // Order A is bought and accrued at 10%.
     let a = buy_paid(&app, "buyer-a", &deal, 2).await;
     wait_accrued(&app, &[id(&a, "order_id")]).await;
-    let (_, before) = send(&app, Method::GET, &format!("/v1/agencies/{agency}/statement"), &token, None).await;
+    let (_, before) = send(
+        &app,
+        Method::GET,
+        &format!("/v1/agencies/{agency}/statement"),
+        &token,
+        None,
+    )
+    .await;
     // Order B is bought under 10% but paid (and accrued) only after the change.
     let (status, b) = buy(&app, "buyer-b", &deal, "key-b", 1).await;
     assert_eq!(status, 201, "{b}");
@@ -761,9 +932,27 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
     // Terms can change from now on, never backwards.
     let mut backdated = terms(2000);
     backdated["effective_from"] = json!(iso(now() - chrono::Duration::hours(1)));
-    let (status, body) = send(&app, Method::POST, &format!("/v1/campaigns/{campaign_id}/terms"), &token, Some(backdated)).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("terms_backdated")), "{body}");
-    let (status, v2) = send(&app, Method::POST, &format!("/v1/campaigns/{campaign_id}/terms"), &token, Some(terms(2000))).await;
+    let (status, body) = send(
+        &app,
+        Method::POST,
+        &format!("/v1/campaigns/{campaign_id}/terms"),
+        &token,
+        Some(backdated),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("terms_backdated")),
+        "{body}"
+    );
+    let (status, v2) = send(
+        &app,
+        Method::POST,
+        &format!("/v1/campaigns/{campaign_id}/terms"),
+        &token,
+        Some(terms(2000)),
+    )
+    .await;
     assert_eq!((status, v2["version"].as_i64()), (201, Some(2)), "{v2}");
     tokio::time::sleep(Duration::from_millis(20)).await;
     sqlx::query("update customer_order set status = 'paid', paid_at = now() where order_id = $1")
@@ -774,13 +963,31 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
     // Order C is bought under 20%.
     let c = buy_paid(&app, "buyer-c", &deal, 1).await;
     // A session's own terms replace the campaign's while in force: order D at 5%.
-    let (status, body) = send(&app, Method::POST, &format!("/v1/sessions/{session_id}/terms"), &token, Some(terms(500))).await;
+    let (status, body) = send(
+        &app,
+        Method::POST,
+        &format!("/v1/sessions/{session_id}/terms"),
+        &token,
+        Some(terms(500)),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let d = buy_paid(&app, "buyer-d", &deal, 1).await;
-    wait_accrued(&app, &[id(&b, "order_id"), id(&c, "order_id"), id(&d, "order_id")]).await;
+    wait_accrued(
+        &app,
+        &[id(&b, "order_id"), id(&c, "order_id"), id(&d, "order_id")],
+    )
+    .await;
 
-    let (_, after) = send(&app, Method::GET, &format!("/v1/agencies/{agency}/statement"), &token, None).await;
+    let (_, after) = send(
+        &app,
+        Method::GET,
+        &format!("/v1/agencies/{agency}/statement"),
+        &token,
+        None,
+    )
+    .await;
     let commission = |statement: &Value, order: &Value| {
         entry_amount(statement, "order_id", id(order, "order_id"), "agency")
             + entry_amount(statement, "order_id", id(order, "order_id"), "host")
@@ -796,8 +1003,16 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
             .cloned()
             .collect()
     };
-    assert_eq!(entries_of(&before, &a), entries_of(&after, &a), "the same entries, untouched");
-    assert_eq!(commission(&after, &b), 250, "bought under 10%, paid under 20%: 10%");
+    assert_eq!(
+        entries_of(&before, &a),
+        entries_of(&after, &a),
+        "the same entries, untouched"
+    );
+    assert_eq!(
+        commission(&after, &b),
+        250,
+        "bought under 10%, paid under 20%: 10%"
+    );
     assert_eq!(commission(&after, &c), 500, "20% of 25.00");
     assert_eq!(commission(&after, &d), 125, "the session's 5% of 25.00");
     // Host and agency halves of order C, 50/50.
@@ -822,23 +1037,47 @@ async fn live_figures_count_sales_viewers_chat_and_likes_per_session_deal_and_sh
     let session_id = id(&session, "session_id");
     let mid = start + chrono::Duration::hours(1);
     book(&app, agency, session_id, mia, start, mid).await;
-    let (_, second) = book(&app, agency, session_id, leo, mid, mid + chrono::Duration::hours(1)).await;
+    let (_, second) = book(
+        &app,
+        agency,
+        session_id,
+        leo,
+        mid,
+        mid + chrono::Duration::hours(1),
+    )
+    .await;
     add_to_lineup(&app, agency, session_id, sku).await;
-    send(&app, Method::POST, &format!("/v1/sessions/{session_id}/live"), &token, None).await;
+    send(
+        &app,
+        Method::POST,
+        &format!("/v1/sessions/{session_id}/live"),
+        &token,
+        None,
+    )
+    .await;
     let deal = open_deal(&app, agency, session_id).await;
 
     app.hub
-        .publish(session_id, Publication::new("viewers", json!({"count": 40})).set_state("viewers", json!(40)))
+        .publish(
+            session_id,
+            Publication::new("viewers", json!({"count": 40})).set_state("viewers", json!(40)),
+        )
         .await
         .unwrap();
     for user in ["ann", "bob", "ann"] {
         app.hub
-            .publish(session_id, Publication::new("chat", json!({"text": "hi"})).from_user(user))
+            .publish(
+                session_id,
+                Publication::new("chat", json!({"text": "hi"})).from_user(user),
+            )
             .await
             .unwrap();
     }
     app.hub
-        .publish(session_id, Publication::new("likes", json!({"total": 17})).set_state("likes", json!(17)))
+        .publish(
+            session_id,
+            Publication::new("likes", json!({"total": 17})).set_state("likes", json!(17)),
+        )
         .await
         .unwrap();
     let o1 = buy_paid(&app, "ann", &deal, 2).await;
@@ -861,27 +1100,61 @@ async fn live_figures_count_sales_viewers_chat_and_likes_per_session_deal_and_sh
     assert_eq!(seen["audience"]["unique_viewers"], 40);
     assert_eq!(seen["conversion"], 0.05, "2 buyers / 40 viewers");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    send(&app, Method::POST, &format!("/v1/shifts/{}/start", id(&second, "shift_id")), &token, None).await;
+    send(
+        &app,
+        Method::POST,
+        &format!("/v1/shifts/{}/start", id(&second, "shift_id")),
+        &token,
+        None,
+    )
+    .await;
     buy_paid(&app, "cat", &deal, 3).await;
     refund(&app, id(&o1, "order_id"), 1000, "return").await;
-    send(&app, Method::POST, &format!("/v1/sessions/{session_id}/end"), &token, None).await;
+    send(
+        &app,
+        Method::POST,
+        &format!("/v1/sessions/{session_id}/end"),
+        &token,
+        None,
+    )
+    .await;
 
     // After the end: kept, from Postgres.
     let (_, done) = figures(&app, session_id, &token).await;
     let sales = &done["sales"];
-    assert_eq!((sales["orders"].as_i64(), sales["units"].as_i64(), sales["buyers"].as_i64()), (Some(3), Some(6), Some(3)));
+    assert_eq!(
+        (
+            sales["orders"].as_i64(),
+            sales["units"].as_i64(),
+            sales["buyers"].as_i64()
+        ),
+        (Some(3), Some(6), Some(3))
+    );
     let amounts = &sales["amounts"][0];
     assert_eq!(
-        (amounts["gross_minor"].as_i64(), amounts["refunds_minor"].as_i64(), amounts["net_minor"].as_i64()),
+        (
+            amounts["gross_minor"].as_i64(),
+            amounts["refunds_minor"].as_i64(),
+            amounts["net_minor"].as_i64()
+        ),
         (Some(15000), Some(1000), Some(14000))
     );
     assert_eq!(done["audience"]["viewers_now"], 0);
     assert_eq!(done["audience"]["peak_viewers"], 40);
     assert_eq!(done["deals"][0]["sales"]["orders"], 3);
     let shifts = done["shifts"].as_array().unwrap();
-    assert_eq!((shifts[0]["host_id"].clone(), shifts[0]["sales"]["orders"].clone()), (json!(mia), json!(2)));
-    assert_eq!((shifts[1]["host_id"].clone(), shifts[1]["sales"]["orders"].clone()), (json!(leo), json!(1)));
-    assert_eq!(shifts[0]["audience"]["chat_messages"], 3, "the chat was during Mia's shift");
+    assert_eq!(
+        (shifts[0]["host_id"].clone(), shifts[0]["sales"]["orders"].clone()),
+        (json!(mia), json!(2))
+    );
+    assert_eq!(
+        (shifts[1]["host_id"].clone(), shifts[1]["sales"]["orders"].clone()),
+        (json!(leo), json!(1))
+    );
+    assert_eq!(
+        shifts[0]["audience"]["chat_messages"], 3,
+        "the chat was during Mia's shift"
+    );
     assert_eq!(shifts[1]["audience"]["chat_messages"], 0);
 
     // A brand sees its products' sales; a brand not selling here sees nothing.
@@ -959,7 +1232,15 @@ async fn side_session(app: &TestApp, w: &World, slot: i64, second_host: Uuid, li
     let first_host = roster_host(app, w.agency).await;
     let mid = start + chrono::Duration::hours(1);
     let (s1, _) = book(app, w.agency, session_id, first_host, start, mid).await;
-    let (s2, second) = book(app, w.agency, session_id, second_host, mid, mid + chrono::Duration::hours(1)).await;
+    let (s2, second) = book(
+        app,
+        w.agency,
+        session_id,
+        second_host,
+        mid,
+        mid + chrono::Duration::hours(1),
+    )
+    .await;
     assert_eq!((s1, s2), (201, 201), "{second}");
     if live {
         let (status, body) = send(
@@ -983,9 +1264,17 @@ async fn attempt(app: &TestApp, w: &World, route: &str, who: Who, slot: i64) -> 
     let (method, path, body): (Method, String, Option<Value>) = match route {
         "POST /v1/hosts" => {
             let handle = format!("h_{}", &Uuid::new_v4().simple().to_string()[..12]);
-            (Method::POST, "/v1/hosts".into(), Some(json!({"handle": handle, "display_name": "New"})))
+            (
+                Method::POST,
+                "/v1/hosts".into(),
+                Some(json!({"handle": handle, "display_name": "New"})),
+            )
         }
-        "GET roster" => (Method::GET, format!("/v1/agencies/{a}/roster?include_past=true"), None),
+        "GET roster" => (
+            Method::GET,
+            format!("/v1/agencies/{a}/roster?include_past=true"),
+            None,
+        ),
         "POST roster" => {
             let host = Uuid::new_v4();
             sqlx::query("insert into host (host_id, handle, display_name) values ($1, $2, 'x')")
@@ -994,7 +1283,11 @@ async fn attempt(app: &TestApp, w: &World, route: &str, who: Who, slot: i64) -> 
                 .execute(&app.db)
                 .await
                 .unwrap();
-            (Method::POST, format!("/v1/agencies/{a}/roster"), Some(json!({"host_id": host})))
+            (
+                Method::POST,
+                format!("/v1/agencies/{a}/roster"),
+                Some(json!({"host_id": host})),
+            )
         }
         "DELETE roster" => {
             let host = roster_host(app, a).await;
@@ -1018,12 +1311,18 @@ async fn attempt(app: &TestApp, w: &World, route: &str, who: Who, slot: i64) -> 
             format!("/v1/sessions/{s}/terms"),
             Some(json!({"slot_fee_minor": 1000, "host_share_bps": 0, "currency": "USD"})),
         ),
-        "GET agency sessions" => (Method::GET, format!("/v1/agencies/{a}/sessions?date=2031-01-01&utc_offset=%2B08:00"), None),
+        "GET agency sessions" => (
+            Method::GET,
+            format!("/v1/agencies/{a}/sessions?date=2031-01-01&utc_offset=%2B08:00"),
+            None,
+        ),
         "POST agency sessions" => (
             Method::POST,
             format!("/v1/agencies/{a}/sessions"),
-            Some(json!({"title": "New", "planned_start": "2031-01-01T10:00:00+08:00",
-                        "planned_end": "2031-01-01T12:00:00+08:00"})),
+            Some(
+                json!({"title": "New", "planned_start": "2031-01-01T10:00:00+08:00",
+                        "planned_end": "2031-01-01T12:00:00+08:00"}),
+            ),
         ),
         "GET session shifts" => (Method::GET, format!("/v1/sessions/{s}/shifts"), None),
         "POST session shifts" => {
@@ -1052,17 +1351,29 @@ async fn attempt(app: &TestApp, w: &World, route: &str, who: Who, slot: i64) -> 
             (Method::DELETE, format!("/v1/shifts/{shift}"), None)
         }
         "POST shift start" => {
-            let second = if who == Who::Host { h } else { roster_host(app, a).await };
+            let second = if who == Who::Host {
+                h
+            } else {
+                roster_host(app, a).await
+            };
             let (_, shift) = side_session(app, w, slot, second, true).await;
             (Method::POST, format!("/v1/shifts/{shift}/start"), None)
         }
         "POST session live" => {
-            let second = if who == Who::Host { h } else { roster_host(app, a).await };
+            let second = if who == Who::Host {
+                h
+            } else {
+                roster_host(app, a).await
+            };
             let (session, _) = side_session(app, w, slot, second, false).await;
             (Method::POST, format!("/v1/sessions/{session}/live"), None)
         }
         "POST session end" => {
-            let second = if who == Who::Host { h } else { roster_host(app, a).await };
+            let second = if who == Who::Host {
+                h
+            } else {
+                roster_host(app, a).await
+            };
             let (session, _) = side_session(app, w, slot, second, true).await;
             (Method::POST, format!("/v1/sessions/{session}/end"), None)
         }
@@ -1076,7 +1387,14 @@ async fn attempt(app: &TestApp, w: &World, route: &str, who: Who, slot: i64) -> 
     // Side sessions left live would keep their hosts on air: end them.
     if let Some(session) = reply["session_id"].as_str() {
         if reply["status"] == "live" {
-            send(app, Method::POST, &format!("/v1/sessions/{session}/end"), &admin_token(app), None).await;
+            send(
+                app,
+                Method::POST,
+                &format!("/v1/sessions/{session}/end"),
+                &admin_token(app),
+                None,
+            )
+            .await;
         }
     }
     status
@@ -1116,7 +1434,15 @@ async fn every_agency_route_answers_each_role_as_the_rights_say() {
         session: id(&session, "session_id"),
         sku,
     };
-    let (status, _) = book(&app, agency, w.session, host, start, start + chrono::Duration::minutes(30)).await;
+    let (status, _) = book(
+        &app,
+        agency,
+        w.session,
+        host,
+        start,
+        start + chrono::Duration::minutes(30),
+    )
+    .await;
     assert_eq!(status, 201);
     add_to_lineup(&app, agency, w.session, w.sku).await;
 
@@ -1160,8 +1486,22 @@ async fn every_agency_route_answers_each_role_as_the_rights_say() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
     // A host sees only their own shifts, also in a session they share.
-    let (_, shifts) = send(&app, Method::GET, &format!("/v1/sessions/{}/shifts", w.session), &w.token(&app, Who::Host), None).await;
-    assert!(shifts.as_array().unwrap().iter().all(|s| s["host_id"] == json!(host)), "{shifts}");
+    let (_, shifts) = send(
+        &app,
+        Method::GET,
+        &format!("/v1/sessions/{}/shifts", w.session),
+        &w.token(&app, Who::Host),
+        None,
+    )
+    .await;
+    assert!(
+        shifts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["host_id"] == json!(host)),
+        "{shifts}"
+    );
     // The other agency cannot put the agency's host on its roster meanwhile.
     let (status, body) = send(
         &app,
@@ -1171,5 +1511,9 @@ async fn every_agency_route_answers_each_role_as_the_rights_say() {
         Some(json!({"host_id": host})),
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("host_on_another_roster")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("host_on_another_roster")),
+        "{body}"
+    );
 }

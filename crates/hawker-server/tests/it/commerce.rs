@@ -324,8 +324,18 @@ async fn flushing_redis_mid_stampede_does_not_oversell() {
     let url = redis.url();
     let (created, codes) = stampede(&nodes(&[&a, &b]), &deal_id, 3000, 300, || async move {
         let client = redis::Client::open(url).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        // Under load a connection can be slow to open: retry, the flush must happen.
+        for attempt in 0.. {
+            let flushed = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await
+            };
+            match flushed.await {
+                Ok(()) => break,
+                Err(e) if attempt < 20 => eprintln!("FLUSHALL retry: {e}"),
+                Err(e) => panic!("FLUSHALL failed: {e}"),
+            }
+        }
     })
     .await;
     let pg = deal_in_postgres(&a.db, &deal_id).await;
@@ -578,14 +588,27 @@ async fn a_node_killed_mid_stampede_loses_no_acknowledged_order() {
     let redis = RedisServer::start();
     let db = test_database_url();
     // A test app for fixtures and tokens; the stampede goes to two real processes.
-    let fixture = spawn_app_with(settings_with(&[("HAWKER__DATABASE__URL", &db), ("HAWKER__REDIS__URL", &redis.url())])).await;
+    let fixture = spawn_app_with(settings_with(&[
+        ("HAWKER__DATABASE__URL", &db),
+        ("HAWKER__REDIS__URL", &redis.url()),
+    ]))
+    .await;
     let (agency, session) = session_with_lineup(&fixture).await;
-    let deal = create_deal(&fixture, agency, session, json!({"link_number": 1, "price_minor": 999, "quantity": 500,
-        "per_buyer_cap": 2, "duration_secs": 120})).await;
+    let deal = create_deal(
+        &fixture,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 999, "quantity": 500,
+        "per_buyer_cap": 2, "duration_secs": 120}),
+    )
+    .await;
     let deal_id = deal["deal_id"].as_str().unwrap().to_string();
     let mut victim = crate::helpers::ServerProcess::spawn(&db, &redis.url(), &[]);
     let survivor = crate::helpers::ServerProcess::spawn(&db, &redis.url(), &[]);
-    let targets = vec![(victim.addr, fixture.keys.clone()), (survivor.addr, fixture.keys.clone())];
+    let targets = vec![
+        (victim.addr, fixture.keys.clone()),
+        (survivor.addr, fixture.keys.clone()),
+    ];
 
     let victim_ref = &mut victim;
     let (created, codes) = stampede(&targets, &deal_id, 3000, 400, || async move {
@@ -636,17 +659,43 @@ async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
         .unwrap();
     assert_eq!(refused.status(), 403);
 
-    let deal = create_deal(&a, agency, session, json!({"link_number": 1, "price_minor": 700, "quantity": 5,
-        "per_buyer_cap": 2, "duration_secs": 60})).await;
+    let deal = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 700, "quantity": 5,
+        "per_buyer_cap": 2, "duration_secs": 60}),
+    )
+    .await;
     let deal_id = deal["deal_id"].as_str().unwrap();
-    let ack = viewer.call("deal.buy", json!({"deal_id": deal_id, "quantity": 2, "idempotency_key": "s1"})).await;
+    let ack = viewer
+        .call(
+            "deal.buy",
+            json!({"deal_id": deal_id, "quantity": 2, "idempotency_key": "s1"}),
+        )
+        .await;
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["data"]["order"]["amount_minor"], 1400);
-    let again = viewer.call("deal.buy", json!({"deal_id": deal_id, "quantity": 2, "idempotency_key": "s1"})).await;
-    assert_eq!(again["data"]["order"]["order_id"], ack["data"]["order"]["order_id"]);
+    let again = viewer
+        .call(
+            "deal.buy",
+            json!({"deal_id": deal_id, "quantity": 2, "idempotency_key": "s1"}),
+        )
+        .await;
+    assert_eq!(
+        again["data"]["order"]["order_id"],
+        ack["data"]["order"]["order_id"]
+    );
     assert_eq!(again["data"]["replayed"], true);
-    let over = viewer.call("deal.buy", json!({"deal_id": deal_id, "quantity": 1, "idempotency_key": "s2"})).await;
+    let over = viewer
+        .call(
+            "deal.buy",
+            json!({"deal_id": deal_id, "quantity": 1, "idempotency_key": "s2"}),
+        )
+        .await;
     assert_eq!(over["code"], "cap_exceeded");
-    let bad = viewer.call("deal.buy", json!({"deal_id": "nope", "idempotency_key": "s3"})).await;
+    let bad = viewer
+        .call("deal.buy", json!({"deal_id": "nope", "idempotency_key": "s3"}))
+        .await;
     assert_eq!(bad["code"], "bad_command");
 }

@@ -804,7 +804,11 @@ async fn a_payment_after_expiry_or_cancellation_marks_the_order_for_refund() {
     let (app, secret) = payment_node().await;
     let shop = open_shop(&app.db).await;
 
-    let expired = insert_order(&app.db, &shop, 1, "pending_payment", -60).await;
+    // Expiring after the scheduler's first (immediate) tick, so the expiry
+    // sweeper never sees it: the payment meets a pending order past its time.
+    let expired = insert_order(&app.db, &shop, 1, "pending_payment", 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(order_status(&app.db, expired).await, "pending_payment");
     let (status, answer) = signed_webhook(&app, &secret, payment("evt-late", expired, 1500)).await;
     assert_eq!(
         (status, answer["outcome"].as_str()),

@@ -1,0 +1,689 @@
+// hawker console: what the viewer, host and planner pages share — HTTP calls,
+// tokens, the reconnecting room socket (docs/protocol.md) and the room's state.
+
+// ---------- DOM and formatting ----------
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+/** Builds an element. Text is always set as text (never parsed as HTML). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === 'class') el.className = value;
+    else if (key === 'text') el.textContent = value;
+    else if (key === 'style') Object.assign(el.style, value);
+    else if (key === 'dataset') {
+      for (const [k, v] of Object.entries(value)) if (v !== undefined && v !== null) el.dataset[k] = v;
+    }
+    else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else if (key in el && typeof value !== 'string') el[key] = value;
+    else el.setAttribute(key, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+/** Replaces the children of `el`. */
+export function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+/**
+ * Makes `target` look like `source` while keeping `target`'s nodes where the
+ * structure matches, so a re-render never replaces a button under the
+ * pointer. Children with `data-key` are matched by key. Event handlers stay
+ * on the container (delegation, `data-action`), never on re-rendered nodes.
+ */
+export function morph(target, source) {
+  if (target.nodeType !== source.nodeType || target.nodeName !== source.nodeName) {
+    target.replaceWith(source);
+    return source;
+  }
+  if (target.nodeType !== Node.ELEMENT_NODE) {
+    if (target.nodeValue !== source.nodeValue) target.nodeValue = source.nodeValue;
+    return target;
+  }
+  for (const { name } of [...target.attributes]) {
+    if (name !== 'style' && !source.hasAttribute(name)) target.removeAttribute(name);
+  }
+  for (const { name, value } of [...source.attributes]) {
+    if (name !== 'style' && target.getAttribute(name) !== value) target.setAttribute(name, value);
+  }
+  // Through the CSSOM: a content security policy may refuse style attributes.
+  if (target.style.cssText !== source.style.cssText) target.style.cssText = source.style.cssText;
+  if (target.nodeName === 'INPUT' && target.checked !== source.checked) target.checked = source.checked;
+  if ('disabled' in target && target.disabled !== source.disabled) target.disabled = source.disabled;
+  morphChildren(target, [...source.childNodes]);
+  return target;
+}
+
+/** Replaces `parent`'s children with `children`, morphing the ones that match. */
+export function morphChildren(parent, children) {
+  children = children
+    .flat()
+    .filter((c) => c !== null && c !== undefined && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
+  const keyed = new Map();
+  const unkeyed = [];
+  for (const node of parent.childNodes) {
+    if (node.dataset?.key) keyed.set(node.dataset.key, node);
+    else unkeyed.push(node);
+  }
+  let next = 0;
+  const result = children.map((child) => {
+    const key = child.dataset?.key;
+    const existing = key ? keyed.get(key) : unkeyed[next++];
+    if (key) keyed.delete(key);
+    return existing ? morph(existing, child) : child;
+  });
+  const keep = new Set(result);
+  for (const node of [...parent.childNodes]) if (!keep.has(node)) node.remove();
+  let ref = parent.firstChild;
+  for (const node of result) {
+    if (node === ref) ref = ref.nextSibling;
+    else parent.insertBefore(node, ref);
+  }
+}
+
+/** A countdown element (kept current by startCountdowns), with its text set now. */
+export function countdown(tag, className, until, prefix, done, now) {
+  const left = Date.parse(until) - now;
+  return h(tag, {
+    class: className,
+    dataset: { until, prefix, done },
+    text: left <= 0 && done ? done : prefix + clock(left),
+  });
+}
+
+const formatters = new Map();
+/** Integer minor units as money, e.g. 1999 USD → "$19.99". */
+export function money(minor, currency = 'USD') {
+  if (minor === null || minor === undefined) return '—';
+  let f = formatters.get(currency);
+  if (!f) {
+    try {
+      f = new Intl.NumberFormat(undefined, { style: 'currency', currency });
+    } catch {
+      f = { format: (v) => `${v.toFixed(2)} ${currency}` };
+    }
+    formatters.set(currency, f);
+  }
+  return f.format(minor / 100);
+}
+
+/** Milliseconds as "m:ss" or "h:mm:ss". */
+export function clock(ms) {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const seconds = String(total % 60).padStart(2, '0');
+  return hours ? `${hours}:${String(minutes).padStart(2, '0')}:${seconds}` : `${minutes}:${seconds}`;
+}
+
+export const shortId = (id) => String(id || '').slice(-6);
+
+export function timeOfDay(date) {
+  return new Date(date).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+}
+
+/** A random UUID (v4), also where `crypto.randomUUID` is missing (plain http on a LAN address). */
+export function uuid() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+export function randomHex(n) {
+  return [...crypto.getRandomValues(new Uint8Array(n))].map((x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+/** A short message at the bottom of the page. */
+export function toast(text, kind = 'info', ms = 4000) {
+  let box = $('#toasts');
+  if (!box) {
+    box = h('div', { id: 'toasts', role: 'status', 'aria-live': 'polite' });
+    Object.assign(box.style, {
+      position: 'fixed', left: '50%', bottom: '16px', transform: 'translateX(-50%)', zIndex: 20,
+      display: 'grid', gap: '6px', width: 'min(92vw, 420px)',
+    });
+    document.body.append(box);
+  }
+  const note = h('div', { class: `notice ${kind}`, text });
+  note.style.boxShadow = 'var(--shadow)';
+  box.append(note);
+  setTimeout(() => note.remove(), ms);
+}
+
+// ---------- HTTP ----------
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Calls the hawker API; resolves to the JSON body, or throws an ApiError. */
+export async function api(path, { method = 'GET', body, token, headers = {} } = {}) {
+  const init = { method, headers: { ...headers } };
+  if (token) init.headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, 'network', 'the server could not be reached');
+  }
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    throw new ApiError(response.status, data?.error || 'http_' + response.status, data?.message || response.statusText);
+  }
+  return data;
+}
+
+// ---------- Tokens ----------
+
+function decodeClaims(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
+  } catch {
+    return null;
+  }
+}
+
+function fresh(token) {
+  const claims = token && decodeClaims(token);
+  return !!claims && claims.exp * 1000 > Date.now() + 60_000;
+}
+
+/** Whether this server has the development routes (HAWKER_ENV development or test). */
+let devRoutes;
+export async function devInfo() {
+  if (devRoutes === undefined) {
+    try {
+      devRoutes = await api('/v1/dev/demo');
+    } catch {
+      devRoutes = null;
+    }
+  }
+  return devRoutes;
+}
+
+/**
+ * A token for `identity` ({user, role, agency_id?}): `?token=` in the URL,
+ * else one pasted earlier for this page, else one minted by the development
+ * route (cached in localStorage until it nearly expires). Null if none.
+ */
+export async function obtainToken(identity, page) {
+  const fromUrl = new URLSearchParams(location.search).get('token');
+  if (fromUrl) return fromUrl;
+  const pasted = localStorage.getItem(`hawker.pasted.${page}`);
+  if (fresh(pasted)) return pasted;
+  const key = `hawker.token.${identity.role}.${identity.user}.${identity.agency_id || ''}`;
+  const cached = localStorage.getItem(key);
+  if (fresh(cached)) return cached;
+  if (!(await devInfo())) return null;
+  const minted = await api('/v1/dev/token', { method: 'POST', body: identity });
+  localStorage.setItem(key, minted.token);
+  return minted.token;
+}
+
+/** Shows a box to paste a token (servers without the development routes). */
+export function askForToken(container, page, hint) {
+  const area = h('textarea', { class: 'token', placeholder: 'eyJ…' });
+  fill(
+    container,
+    h(
+      'div',
+      { class: 'card stack' },
+      h('h3', { text: 'A token is needed' }),
+      h('p', { class: 'muted', text: hint }),
+      area,
+      h('div', { class: 'row' },
+        h('button', {
+          class: 'primary',
+          text: 'Use this token',
+          onclick: () => {
+            localStorage.setItem(`hawker.pasted.${page}`, area.value.trim());
+            location.reload();
+          },
+        })),
+    ),
+  );
+}
+
+// ---------- The room socket ----------
+
+export class RoomError extends Error {
+  constructor(code, message) {
+    super(message || code);
+    this.code = code;
+  }
+}
+
+/**
+ * One session's room: connects, keeps the last `epoch:offset` it received,
+ * and reconnects by itself (resuming from that position) as docs/protocol.md
+ * describes. Events at or below the position are skipped as duplicates.
+ *
+ * handlers: onSnapshot(state, kind, you), onResumed(frame), onEvent(event),
+ * onStatus(status, detail), onFatal(message).
+ */
+export class Room {
+  constructor(sessionId, token, handlers) {
+    this.sessionId = sessionId;
+    this.token = token;
+    this.handlers = handlers;
+    this.position = null;
+    this.pending = new Map();
+    this.nextId = 1;
+    this.backoff = 500;
+    this.slowWithoutFrames = 0;
+    this.status = 'idle';
+    this.clockSkew = 0;
+    this.socket = null;
+    this.stopped = false;
+    this.reconnects = 0;
+    window.addEventListener('online', () => this.reconnectNow());
+    window.addEventListener('offline', () => this.abandon(4000, 'offline'));
+  }
+
+  start() {
+    this.connect();
+    return this;
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.abandon(1000, 'bye');
+  }
+
+  /** The server's clock, estimated from the ping round trip. */
+  now() {
+    return Date.now() + this.clockSkew;
+  }
+
+  setStatus(status, detail) {
+    this.status = status;
+    this.handlers.onStatus?.(status, detail);
+  }
+
+  connect() {
+    clearTimeout(this.timer);
+    if (this.stopped) return;
+    if (!navigator.onLine) {
+      this.setStatus('offline');
+      return;
+    }
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const resume = this.position ? `?resume=${this.position.epoch}:${this.position.offset}` : '';
+    const url = `${scheme}://${location.host}/v1/sessions/${this.sessionId}/ws${resume}`;
+    this.setStatus(this.reconnects ? 'reconnecting' : 'connecting');
+    const ws = new WebSocket(url, ['hawker.v1', 'bearer.' + this.token]);
+    const conn = { ws, opened: false, gotFrame: false };
+    this.socket = conn;
+    ws.onopen = () => {
+      conn.opened = true;
+    };
+    ws.onmessage = (message) => {
+      conn.gotFrame = true;
+      let frame;
+      try {
+        frame = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      this.onFrame(frame);
+    };
+    ws.onerror = () => {};
+    ws.onclose = (e) => this.onClose(conn, e.code, e.reason);
+  }
+
+  onFrame(frame) {
+    switch (frame.type) {
+      case 'welcome':
+      case 'reset':
+        this.position = { epoch: frame.epoch, offset: frame.offset };
+        this.joined(frame);
+        this.handlers.onSnapshot?.(frame.state || {}, frame.type, frame.you);
+        break;
+      case 'resumed':
+        this.joined(frame);
+        this.handlers.onResumed?.(frame);
+        break;
+      case 'ack':
+      case 'error': {
+        const request = frame.id !== null && frame.id !== undefined ? this.pending.get(frame.id) : null;
+        if (request) {
+          this.pending.delete(frame.id);
+          clearTimeout(request.timer);
+          if (frame.type === 'ack') request.resolve(frame.data ?? {});
+          else request.reject(new RoomError(frame.code, frame.message));
+        } else if (frame.code === 'banned') {
+          this.banned = true;
+        } else if (frame.type === 'error') {
+          this.handlers.onError?.(frame);
+        }
+        break;
+      }
+      default: {
+        if (typeof frame.offset !== 'number') return;
+        const p = this.position;
+        if (p && frame.epoch === p.epoch && frame.offset <= p.offset) return;
+        this.position = { epoch: frame.epoch, offset: frame.offset };
+        this.handlers.onEvent?.(frame);
+      }
+    }
+  }
+
+  joined(frame) {
+    this.backoff = 500;
+    this.slowWithoutFrames = 0;
+    this.you = frame.you;
+    this.setStatus('live', frame.type);
+    this.startHeartbeat();
+  }
+
+  onClose(conn, code, reason) {
+    if (conn !== this.socket) return;
+    this.socket = null;
+    this.stopHeartbeat();
+    for (const request of this.pending.values()) {
+      clearTimeout(request.timer);
+      request.reject(new RoomError('disconnected', 'the connection dropped before the answer came'));
+    }
+    this.pending.clear();
+    if (this.stopped) return;
+    if (code === 4003 || this.banned) {
+      this.setStatus('banned');
+      this.handlers.onFatal?.('You have been removed from this room.');
+      return;
+    }
+    this.reconnects += 1;
+    let delay;
+    if (code === 4008) {
+      // Too slow: resume at once; twice in a row without a frame, start afresh.
+      if (!conn.gotFrame && ++this.slowWithoutFrames >= 2) {
+        this.position = null;
+        this.slowWithoutFrames = 0;
+      }
+      delay = 0;
+    } else if (code === 1001 || code === 4000) {
+      delay = 100;
+    } else {
+      delay = this.backoff / 2 + Math.random() * (this.backoff / 2);
+      this.backoff = Math.min(this.backoff * 2, 30_000);
+    }
+    if (!conn.opened && code !== 4000 && navigator.onLine) this.checkRefusal();
+    this.setStatus(navigator.onLine ? 'reconnecting' : 'offline', { code, reason, delay });
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** A handshake that failed may be final (the session ended or is gone). */
+  async checkRefusal() {
+    try {
+      const session = await api(`/v1/sessions/${this.sessionId}`, { token: this.token });
+      if (session.status === 'ended' || session.status === 'cancelled') {
+        this.stop();
+        this.setStatus('ended');
+        this.handlers.onFatal?.(`The session has ${session.status === 'ended' ? 'ended' : 'been cancelled'}.`);
+      }
+    } catch (e) {
+      if (e.status === 404 || e.status === 401) {
+        this.stop();
+        this.setStatus('down');
+        this.handlers.onFatal?.(e.status === 404 ? 'No such session.' : 'The token was refused; reload the page.');
+      }
+    }
+  }
+
+  /** Drops the socket now without waiting for the close handshake; reconnects unless offline. */
+  abandon(code, reason) {
+    const conn = this.socket;
+    if (!conn) return;
+    conn.ws.onclose = null;
+    conn.ws.onmessage = null;
+    try {
+      conn.ws.close(code, reason);
+    } catch {
+      /* already closed */
+    }
+    this.onClose(conn, code, reason);
+  }
+
+  reconnectNow() {
+    if (this.stopped || this.socket) return;
+    this.connect();
+  }
+
+  /** Sends a command; resolves to the ack's data or rejects with a RoomError. */
+  send(type, data, timeoutMs = 10_000) {
+    const conn = this.socket;
+    if (!conn || conn.ws.readyState !== WebSocket.OPEN || this.status !== 'live') {
+      return Promise.reject(new RoomError('not_connected', 'not connected to the room'));
+    }
+    const id = String(this.nextId++);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new RoomError('timeout', 'no answer from the room'));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      conn.ws.send(JSON.stringify(data === undefined ? { id, type } : { id, type, data }));
+    });
+  }
+
+  /** Resolves once the room is live again (or after `ms`). */
+  whenLive(ms = 15_000) {
+    if (this.status === 'live') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const started = Date.now();
+      const tick = setInterval(() => {
+        if (this.status === 'live' || Date.now() - started > ms) {
+          clearInterval(tick);
+          resolve(this.status === 'live');
+        }
+      }, 100);
+    });
+  }
+
+  // A dead connection (a phone that lost its network) can look open for a
+  // long time: an application ping every 15 s that is not answered in 5 s
+  // drops the socket and resumes on a new one. The answer also gives the clock skew.
+  startHeartbeat() {
+    this.stopHeartbeat();
+    const beat = async () => {
+      const sent = Date.now();
+      try {
+        const ack = await this.send('ping', undefined, 5_000);
+        const received = Date.now();
+        if (typeof ack.pong === 'number') this.clockSkew = ack.pong - (sent + received) / 2;
+      } catch (e) {
+        if (e.code === 'timeout') this.abandon(4000, 'heartbeat');
+      }
+    };
+    beat();
+    this.heartbeat = setInterval(beat, 15_000);
+  }
+
+  stopHeartbeat() {
+    clearInterval(this.heartbeat);
+  }
+}
+
+// ---------- The room's state ----------
+
+/**
+ * What the room shows, rebuilt from a `welcome`/`reset` snapshot and kept
+ * current by applying events: the pinned item, the announcement, running
+ * deals with their stock, coupon drops with their remaining count, slow
+ * mode and the totals.
+ */
+export class RoomState {
+  constructor() {
+    this.reset({});
+  }
+
+  reset(state) {
+    this.pinned = state.pinned || null;
+    this.announcement = state.announcement || null;
+    this.slowMode = state.slow_mode || 0;
+    this.likes = state.likes || 0;
+    this.viewers = state.viewers || 0;
+    this.deals = new Map();
+    this.coupons = new Map();
+    const entries = Object.entries(state);
+    for (const [key, value] of entries) {
+      const [kind, id, extra] = key.split(':');
+      if (extra || !value || typeof value !== 'object') continue;
+      if (kind === 'deal') this.deals.set(id, { ...value });
+      if (kind === 'coupon') this.coupons.set(id, { ...value });
+    }
+    for (const [key, value] of entries) {
+      const [kind, id, extra] = key.split(':');
+      if (!value || typeof value.remaining !== 'number') continue;
+      if (kind === 'deal' && extra === 'stock' && this.deals.has(id)) this.deals.get(id).remaining = value.remaining;
+      if (kind === 'coupon' && extra === 'remaining' && this.coupons.has(id)) this.coupons.get(id).remaining = value.remaining;
+    }
+  }
+
+  /** Applies one room event; returns what it changed ('deal', 'coupon', 'pinned', ...) or null. */
+  apply(event) {
+    const d = event.data || {};
+    switch (event.type) {
+      case 'host.pinned':
+        this.pinned = d.item;
+        return 'pinned';
+      case 'host.unpinned':
+        this.pinned = null;
+        return 'pinned';
+      case 'host.announcement':
+        this.announcement = { text: d.text, at: event.ts };
+        return 'announcement';
+      case 'likes':
+        this.likes = d.total;
+        return 'likes';
+      case 'viewers':
+        this.viewers = d.count;
+        return 'viewers';
+      case 'moderation.slow_mode':
+        this.slowMode = d.seconds;
+        return 'slow_mode';
+      case 'deal.scheduled':
+      case 'deal.started': {
+        const old = this.deals.get(d.deal_id);
+        const deal = { ...d };
+        // A stock figure already applied is newer than the view's count.
+        if (old && typeof old.remaining === 'number') deal.remaining = Math.min(old.remaining, d.remaining);
+        this.deals.set(d.deal_id, deal);
+        return 'deal';
+      }
+      case 'deal.stock': {
+        const deal = this.deals.get(d.deal_id);
+        if (deal) deal.remaining = d.remaining;
+        return 'deal';
+      }
+      case 'deal.ended': {
+        const deal = this.deals.get(d.deal_id);
+        if (deal) {
+          deal.status = 'ended';
+          deal.end_reason = d.reason;
+          if (d.reason === 'sold_out') deal.remaining = 0;
+        }
+        return 'deal';
+      }
+      case 'coupon.scheduled':
+      case 'coupon.dropped': {
+        const old = this.coupons.get(d.coupon_drop_id);
+        const drop = { ...d };
+        if (old && typeof old.remaining === 'number') drop.remaining = Math.min(old.remaining, d.remaining);
+        this.coupons.set(d.coupon_drop_id, drop);
+        return 'coupon';
+      }
+      case 'coupon.remaining':
+      case 'coupon.exhausted': {
+        const drop = this.coupons.get(d.coupon_drop_id);
+        if (drop) drop.remaining = d.remaining;
+        return 'coupon';
+      }
+      case 'coupon.ended': {
+        const drop = this.coupons.get(d.coupon_drop_id);
+        if (drop) drop.status = 'ended';
+        return 'coupon';
+      }
+      default:
+        return null;
+    }
+  }
+
+  /** Deals to show: running and scheduled first, then ended ones still known. */
+  dealList() {
+    const rank = { live: 0, scheduled: 1, ended: 2 };
+    return [...this.deals.values()].sort(
+      (a, b) => (rank[a.status] ?? 3) - (rank[b.status] ?? 3) || String(a.starts_at).localeCompare(String(b.starts_at)),
+    );
+  }
+
+  couponList() {
+    return [...this.coupons.values()].filter((c) => c.status !== 'ended');
+  }
+}
+
+/** A coupon's discount as text: "20% off", "$5.00 off". */
+export function discountText(drop) {
+  const what = drop.discount_kind === 'percent' ? `${drop.discount_value}% off` : `${money(drop.discount_value, drop.currency || 'USD')} off`;
+  return drop.min_spend_minor ? `${what} over ${money(drop.min_spend_minor, drop.currency || 'USD')}` : what;
+}
+
+/** The local UTC offset as "+HH:MM". */
+export function localOffset(date = new Date()) {
+  const minutes = -date.getTimezoneOffset();
+  const sign = minutes >= 0 ? '+' : '-';
+  const abs = Math.abs(minutes);
+  return `${sign}${String(Math.floor(abs / 60)).padStart(2, '0')}:${String(abs % 60).padStart(2, '0')}`;
+}
+
+/** Updates every `[data-until]` element to the time left (server clock). */
+export function startCountdowns(now) {
+  const tick = () => {
+    for (const el of document.querySelectorAll('[data-until]')) {
+      const left = Date.parse(el.dataset.until) - now();
+      el.textContent = (el.dataset.prefix || '') + clock(left);
+      if (left <= 0 && el.dataset.done) el.textContent = el.dataset.done;
+    }
+  };
+  tick();
+  return setInterval(tick, 250);
+}
+
+/** Identicon-ish initials for a product swatch. */
+export function initials(name) {
+  return String(name || '?')
+    .split(/\s+/)
+    .filter(Boolean)
+    .slice(0, 2)
+    .map((w) => w[0].toUpperCase())
+    .join('');
+}

@@ -1,0 +1,685 @@
+// The viewer page: watch a session's room, chat, like, claim coupons and buy.
+import {
+  $, h, fill, morphChildren, countdown, api, money, clock, shortId, uuid, randomHex, toast, timeOfDay,
+  initials, obtainToken, askForToken, devInfo, Room, RoomState, discountText, startCountdowns,
+} from './common.js';
+
+const params = new URLSearchParams(location.search);
+const state = new RoomState();
+const lineup = new Map(); // link_number -> lineup item
+const claims = new Map(); // coupon_claim_id -> claim
+const dropInfo = new Map(); // coupon_drop_id -> drop (for claimed coupons no longer in the room)
+const quantities = new Map(); // deal_id -> chosen quantity
+const useCoupon = new Map(); // deal_id -> false when the buyer unticked the coupon
+const busy = new Set(); // deal or drop ids with a request in flight
+const results = new Map(); // deal or drop id -> {kind, text}
+const endedAt = new Map(); // deal_id -> when it ended here
+const stats = { welcome: 0, resumed: 0, reset: 0, events: 0 };
+let orders = [];
+let room;
+let token;
+let sessionId;
+let me;
+let dev;
+let session;
+let mutedUntil = 0;
+
+const ERRORS = {
+  sold_out: 'Sold out — better luck with the next drop!',
+  cap_exceeded: 'You have reached the limit per buyer for this deal.',
+  deal_not_started: 'The deal has not started yet.',
+  deal_ended: 'This deal has ended.',
+  coupon_invalid: 'That coupon cannot be used on this purchase.',
+  bad_quantity: 'That quantity is not allowed.',
+  coupon_exhausted: 'Every coupon has been claimed.',
+  coupon_already_claimed: 'You already claimed this coupon.',
+  coupon_window_closed: 'The claim window has closed.',
+  coupon_not_dropped: 'The coupons have not dropped yet.',
+};
+
+function fatal(text) {
+  const box = $('#fatal');
+  box.textContent = text;
+  box.classList.remove('hidden');
+}
+
+async function main() {
+  dev = await devInfo();
+  sessionId = params.get('session') || dev?.session_id;
+  if (!sessionId) {
+    fatal('No session given: open viewer.html?session=<session id>.');
+    return;
+  }
+  me = params.get('user') || sessionStorage.getItem('hawker.viewer') || `viewer-${randomHex(3)}`;
+  sessionStorage.setItem('hawker.viewer', me);
+  token = await obtainToken({ user: me, role: 'viewer' }, 'viewer');
+  if (!token) {
+    askForToken($('#app'), 'viewer', 'This server does not mint demo tokens (production). Paste a viewer token, or open the page with ?token=….');
+    return;
+  }
+  $('#me').textContent = `You are ${me}`;
+  try {
+    session = await api(`/v1/sessions/${sessionId}`, { token });
+  } catch (e) {
+    fatal(e.status === 404 ? 'No such session.' : `The session could not be loaded: ${e.message}`);
+    return;
+  }
+  renderSession();
+  await Promise.all([loadLineup(), loadClaims(), loadOrders()]);
+  renderAll();
+  if (session.status === 'ended' || session.status === 'cancelled') {
+    fatal(`This session has ${session.status}.`);
+    setConnection('ended');
+    return;
+  }
+  room = new Room(sessionId, token, {
+    onSnapshot,
+    onResumed: () => {
+      stats.resumed += 1;
+    },
+    onEvent,
+    onStatus: setConnection,
+    onFatal: (text) => {
+      fatal(text);
+      refreshSession();
+    },
+  }).start();
+  startCountdowns(() => room.now());
+  setInterval(refreshPendingOrders, 5000);
+  setInterval(refreshSession, 20_000);
+  setInterval(renderDeals, 1000); // scheduled deals turn live on the clock, ended ones fade
+  // Test and debugging hooks (the e2e test drops the socket with these).
+  window.hawker = {
+    room,
+    state,
+    stats,
+    me,
+    drop: () => room.abandon(4000, 'dropped by test'),
+    forgetEpoch: () => {
+      if (room.position) room.position = { epoch: '000000000000', offset: room.position.offset };
+      room.abandon(4000, 'dropped by test');
+    },
+  };
+}
+
+// ---------- data ----------
+
+async function loadLineup() {
+  try {
+    const items = await api(`/v1/sessions/${sessionId}/lineup`, { token });
+    lineup.clear();
+    for (const item of items) lineup.set(item.link_number, item);
+  } catch {
+    /* the deal cards show less detail */
+  }
+}
+
+async function loadClaims() {
+  try {
+    const list = await api(`/v1/sessions/${sessionId}/coupon-claims`, { token });
+    for (const claim of list) claims.set(claim.coupon_claim_id, claim);
+    await Promise.all(
+      [...new Set(list.map((c) => c.coupon_drop_id))]
+        .filter((id) => !dropInfo.has(id))
+        .map(async (id) => dropInfo.set(id, await api(`/v1/coupon-drops/${id}`, { token }))),
+    );
+  } catch {
+    /* claims are shown once known */
+  }
+}
+
+const ordersKey = () => `hawker.orders.${sessionId}.${me}`;
+
+async function loadOrders() {
+  const ids = JSON.parse(localStorage.getItem(ordersKey()) || '[]');
+  const loaded = await Promise.all(ids.map((id) => api(`/v1/orders/${id}`, { token }).catch(() => null)));
+  orders = loaded.filter(Boolean);
+}
+
+function saveOrders() {
+  localStorage.setItem(ordersKey(), JSON.stringify(orders.map((o) => o.order_id)));
+}
+
+function upsertOrder(order) {
+  const i = orders.findIndex((o) => o.order_id === order.order_id);
+  if (i >= 0) orders[i] = order;
+  else orders.unshift(order);
+  saveOrders();
+  renderOrders();
+}
+
+async function refreshPendingOrders() {
+  for (const order of orders.filter((o) => o.status === 'pending_payment')) {
+    try {
+      upsertOrder(await api(`/v1/orders/${order.order_id}`, { token }));
+    } catch {
+      /* next time */
+    }
+  }
+}
+
+async function refreshSession() {
+  try {
+    session = await api(`/v1/sessions/${sessionId}`, { token });
+    renderSession();
+    if (session.status === 'ended' || session.status === 'cancelled') {
+      room?.stop();
+      setConnection('ended');
+      fatal(`This session has ${session.status}. Thanks for watching!`);
+    }
+  } catch {
+    /* offline: next time */
+  }
+}
+
+// ---------- the room ----------
+
+function onSnapshot(snapshot, kind) {
+  stats[kind] += 1;
+  state.reset(snapshot);
+  if (kind === 'reset') addSystem('Reconnected: caught up from a fresh snapshot.');
+  ensureLineup();
+  renderAll();
+}
+
+function onEvent(event) {
+  stats.events += 1;
+  const changed = state.apply(event);
+  const d = event.data || {};
+  switch (event.type) {
+    case 'chat':
+      addChat(event.from, d.text, event.from === me ? 'mine' : '');
+      break;
+    case 'host.message':
+      addChat(event.from, d.text, 'host');
+      break;
+    case 'host.announcement':
+      addChat('⚑ host', d.text, 'host');
+      break;
+    case 'moderation.muted':
+      if (d.user === me) {
+        mutedUntil = d.until;
+        toast(`You are muted until ${timeOfDay(d.until)}.`, 'warn');
+      }
+      addSystem(`${d.user} was muted.`);
+      renderChatForm();
+      break;
+    case 'moderation.unmuted':
+      if (d.user === me) mutedUntil = 0;
+      renderChatForm();
+      break;
+    case 'moderation.banned':
+      addSystem(`${d.user} was removed from the room.`);
+      break;
+    case 'moderation.slow_mode':
+      addSystem(d.seconds ? `Slow mode is on: one message every ${d.seconds} s.` : 'Slow mode is off.');
+      break;
+    case 'deal.started':
+      toast('⚡ A flash deal just started!', 'info', 2500);
+      break;
+    case 'deal.ended':
+      endedAt.set(d.deal_id, Date.now());
+      break;
+    case 'coupon.dropped':
+      toast('✂ Coupons dropped — claim yours!', 'ok', 2500);
+      break;
+    case 'order.paid':
+      if (orders.some((o) => o.order_id === d.order_id)) refreshOrder(d.order_id);
+      break;
+    case 'order.expired':
+      refreshPendingOrders();
+      break;
+    default:
+      break;
+  }
+  if (changed === 'deal' || changed === 'pinned') ensureLineup();
+  if (changed === 'deal') renderDeals();
+  if (changed === 'coupon') renderCoupons();
+  if (changed === 'pinned') renderPinned();
+  if (changed === 'announcement') renderStage();
+  if (changed === 'likes' || changed === 'viewers') renderCounters();
+  if (changed === 'slow_mode') renderChatForm();
+}
+
+async function refreshOrder(id) {
+  try {
+    upsertOrder(await api(`/v1/orders/${id}`, { token }));
+  } catch {
+    /* polled later */
+  }
+}
+
+let lineupLoading = null;
+function ensureLineup() {
+  const links = [...state.deals.values()].map((d) => d.link_number);
+  if (state.pinned?.link_number) links.push(state.pinned.link_number);
+  if (links.every((n) => n === null || n === undefined || lineup.has(n)) || lineupLoading) return;
+  lineupLoading = loadLineup().then(() => {
+    lineupLoading = null;
+    renderDeals();
+    renderPinned();
+  });
+}
+
+function setConnection(status) {
+  const el = $('#conn');
+  const labels = {
+    connecting: 'connecting…', reconnecting: 'reconnecting…', live: 'connected', offline: 'offline',
+    banned: 'removed', ended: 'ended', down: 'disconnected', idle: '…',
+  };
+  el.textContent = labels[status] || status;
+  el.dataset.status = status;
+  el.className = `conn ${status === 'live' ? 'live' : status === 'connecting' || status === 'reconnecting' ? 'connecting' : 'down'}`;
+}
+
+// ---------- rendering ----------
+
+function renderAll() {
+  renderSession();
+  renderStage();
+  renderCounters();
+  renderPinned();
+  renderDeals();
+  renderCoupons();
+  renderOrders();
+  renderChatForm();
+}
+
+function renderSession() {
+  if (!session) return;
+  $('#title').textContent = session.title;
+  document.title = `${session.title} · hawker`;
+  $('#stage-host').textContent = session.title;
+  const badge = $('#session-status');
+  badge.textContent = session.status === 'live' ? '● live' : session.status;
+  badge.className = `badge ${session.status === 'live' ? 'live' : session.status === 'ended' ? 'bad' : 'warn'}`;
+  $('#stage-live').textContent = session.status === 'live' ? '● live' : session.status === 'scheduled' ? 'starting soon' : session.status;
+}
+
+function renderStage() {
+  const box = $('#announcement');
+  if (state.announcement?.text) {
+    box.textContent = `⚑ ${state.announcement.text}`;
+    box.classList.remove('hidden');
+  } else {
+    box.classList.add('hidden');
+  }
+}
+
+function renderCounters() {
+  $('#viewers').textContent = `${state.viewers} watching`;
+  $('#likes').textContent = `♥ ${state.likes}`;
+  $('#stage-viewers').textContent = `${state.viewers} watching`;
+}
+
+function productOf(link) {
+  return lineup.get(link) || null;
+}
+
+function renderPinned() {
+  const box = $('#pinned');
+  const item = state.pinned;
+  if (!item) {
+    fill(box, h('h2', { text: 'Now showing' }), h('p', { class: 'empty', text: 'The host has not pinned a product yet.' }));
+    return;
+  }
+  const link = item.link_number ?? item.link;
+  const name = item.product_name || item.title || productOf(link)?.product_name || 'Product';
+  const variant = item.sku_name || productOf(link)?.sku_name || '';
+  fill(
+    box,
+    h('h2', { text: 'Now showing' }),
+    h('div', { class: 'product' },
+      h('div', { class: 'swatch', text: link ? `#${link}` : initials(name) }),
+      h('div', { class: 'grow' },
+        h('h3', { text: name, dataset: { testid: 'pinned-name' } }),
+        h('small', { text: variant })),
+      item.price_minor !== undefined ? h('div', { class: 'price', text: money(item.price_minor, item.currency) }) : null),
+  );
+}
+
+/** The claim this buyer would use on `deal` for `quantity` units, with its discount. */
+function applicableClaim(deal, quantity) {
+  const subtotal = deal.price_minor * quantity;
+  let best = null;
+  for (const claim of claims.values()) {
+    if (claim.used_at) continue;
+    const drop = state.coupons.get(claim.coupon_drop_id) || dropInfo.get(claim.coupon_drop_id);
+    if (!drop) continue;
+    if (drop.deal_id && drop.deal_id !== deal.deal_id) continue;
+    if (drop.lineup_item_id && drop.lineup_item_id !== deal.lineup_item_id) continue;
+    if (drop.currency && drop.currency !== deal.currency) continue;
+    if (subtotal < (drop.min_spend_minor || 0)) continue;
+    const discount = Math.min(
+      subtotal,
+      drop.discount_kind === 'percent' ? Math.floor((subtotal * drop.discount_value) / 100) : drop.discount_value,
+    );
+    if (!best || discount > best.discount) best = { claim, drop, discount };
+  }
+  return best;
+}
+
+function renderDeals() {
+  const box = $('#deals');
+  const now = room ? room.now() : Date.now();
+  const deals = state.dealList().filter((d) => d.status !== 'ended' || Date.now() - (endedAt.get(d.deal_id) || 0) < 20_000);
+  morphChildren(box, deals.map((deal) => dealCard(deal, now)));
+}
+
+function dealCard(deal, now) {
+  const product = productOf(deal.link_number);
+  const name = product?.product_name || `Item #${deal.link_number}`;
+  const remaining = Math.max(0, deal.remaining ?? deal.quantity);
+  const started = deal.status === 'live' || (deal.status === 'scheduled' && Date.parse(deal.starts_at) <= now);
+  const ended = deal.status === 'ended';
+  const quantity = Math.min(quantities.get(deal.deal_id) || 1, deal.per_buyer_cap, Math.max(1, remaining));
+  const coupon = useCoupon.get(deal.deal_id) === false ? null : applicableClaim(deal, quantity);
+  const offer = applicableClaim(deal, quantity);
+  const total = deal.price_minor * quantity - (coupon?.discount || 0);
+  const off = product && product.price_minor > deal.price_minor
+    ? Math.round((1 - deal.price_minor / product.price_minor) * 100) : 0;
+  const result = results.get(deal.deal_id);
+  const bar = h('span');
+  bar.style.width = `${deal.quantity ? (remaining / deal.quantity) * 100 : 0}%`;
+
+  let timer;
+  if (ended) {
+    const why = { sold_out: 'sold out', time_up: 'time is up', ended_by_host: 'ended by the host' }[deal.end_reason] || 'ended';
+    timer = h('span', { class: 'badge bad', text: `Ended — ${why}` });
+  } else if (started && deal.status === 'live') {
+    timer = countdown('span', 'countdown', deal.ends_at, 'ends in ', 'ending…', now);
+  } else if (started) {
+    timer = h('span', { class: 'countdown', text: 'starting…' });
+  } else {
+    timer = countdown('span', 'countdown', deal.starts_at, 'starts in ', 'starting…', now);
+  }
+  const canBuy = deal.status === 'live' && remaining > 0 && !busy.has(deal.deal_id);
+
+  return h('article', {
+    class: `card deal ${ended ? 'ended' : deal.status === 'live' ? 'live' : 'scheduled'}`,
+    dataset: { key: deal.deal_id, testid: 'deal', dealId: deal.deal_id, status: deal.status },
+  },
+  h('div', { class: 'row between' },
+    h('span', { class: `badge ${ended ? '' : 'live'}`, text: deal.status === 'live' ? '⚡ Flash deal' : ended ? 'Flash deal' : '⚡ Flash deal soon' }),
+    timer),
+  h('div', { class: 'product' },
+    h('div', { class: 'swatch', text: `#${deal.link_number ?? '?'}` }),
+    h('div', { class: 'grow' },
+      h('h3', { text: name, dataset: { testid: 'deal-name' } }),
+      h('small', { text: `${product?.sku_name ? product.sku_name + ' · ' : ''}limit ${deal.per_buyer_cap} per buyer` })),
+    h('div', {},
+      h('div', { class: 'price', text: money(deal.price_minor, deal.currency) }),
+      product && product.price_minor !== deal.price_minor ? h('div', { class: 'was', text: money(product.price_minor, product.currency) }) : null)),
+  h('div', { class: 'bar', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': String(deal.quantity), 'aria-valuenow': String(remaining) }, bar),
+  h('div', { class: 'row between' },
+    h('span', { class: 'num', dataset: { testid: 'deal-stock', remaining: String(remaining) } },
+      h('b', { text: String(remaining) }), ` of ${deal.quantity} left`),
+    off ? h('span', { class: 'badge live', text: `−${off}%` }) : null),
+  ended ? null : h('div', { class: 'row between' },
+    h('div', { class: 'qty' },
+      h('button', { class: 'small', type: 'button', text: '−', 'aria-label': 'fewer', disabled: quantity <= 1,
+        dataset: { action: 'fewer', id: deal.deal_id } }),
+      h('output', { text: String(quantity), dataset: { testid: 'quantity' } }),
+      h('button', { class: 'small', type: 'button', text: '+', 'aria-label': 'more', disabled: quantity >= Math.min(deal.per_buyer_cap, remaining),
+        dataset: { action: 'more', id: deal.deal_id } })),
+    offer ? h('label', { class: 'row nowrap' },
+      h('input', { type: 'checkbox', checked: !!coupon, dataset: { action: 'use-coupon', id: deal.deal_id, testid: 'use-coupon' } }),
+      h('small', { text: `${discountText(offer.drop)} coupon (−${money(offer.discount, deal.currency)})` })) : null),
+  ended ? null : h('button', {
+    class: 'primary big', type: 'button', disabled: !canBuy, dataset: { testid: 'buy', action: 'buy', id: deal.deal_id },
+    text: busy.has(deal.deal_id) ? 'Buying…' : remaining === 0 ? 'Sold out' : deal.status === 'live'
+      ? `Buy now · ${money(total, deal.currency)}` : 'Starts soon',
+  }),
+  result ? h('div', { class: `notice ${result.kind}`, text: result.text, dataset: { testid: 'deal-result' } }) : null);
+}
+
+function renderCoupons() {
+  const box = $('#coupons');
+  morphChildren(box, state.couponList().map(couponCard));
+}
+
+function couponCard(drop) {
+  const mine = [...claims.values()].filter((c) => c.coupon_drop_id === drop.coupon_drop_id);
+  const remaining = Math.max(0, drop.remaining ?? drop.total);
+  const scheduled = drop.status === 'scheduled';
+  const item = drop.lineup_item_id ? [...lineup.values()].find((i) => i.lineup_item_id === drop.lineup_item_id) : null;
+  const scope = drop.deal_id ? 'on one flash deal' : item ? `on #${item.link_number} ${item.product_name}` : 'on any deal in this stream';
+  const result = results.get(drop.coupon_drop_id);
+  let action;
+  if (mine.length) {
+    const unused = mine.some((c) => !c.used_at);
+    action = h('span', { class: `badge ${unused ? 'ok' : ''}`, dataset: { testid: 'claimed' }, text: unused ? 'Claimed ✓ — applied at checkout' : 'Used ✓' });
+  } else if (scheduled) {
+    action = h('span', { class: 'badge warn', text: 'not yet' });
+  } else if (remaining === 0) {
+    action = h('span', { class: 'badge bad', text: 'All claimed' });
+  } else {
+    action = h('button', {
+      class: 'primary', type: 'button', disabled: busy.has(drop.coupon_drop_id),
+      text: busy.has(drop.coupon_drop_id) ? 'Claiming…' : 'Claim', dataset: { testid: 'claim', action: 'claim', id: drop.coupon_drop_id },
+    });
+  }
+  const now = room ? room.now() : Date.now();
+  return h('article', { class: 'card coupon', dataset: { key: drop.coupon_drop_id, testid: 'coupon', dropId: drop.coupon_drop_id, status: drop.status } },
+    h('div', { class: 'row between' },
+      h('span', { class: 'badge ok', text: scheduled ? '✂ Coupon drop coming' : '✂ Coupon drop' }),
+      scheduled
+        ? countdown('span', 'countdown', drop.drop_at, 'drops in ', 'dropping…', now)
+        : drop.claim_until ? countdown('small', 'num', drop.claim_until, 'claim within ', 'closed', now) : null),
+    h('div', { class: 'big', text: discountText(drop) }),
+    h('small', { text: scope }),
+    h('div', { class: 'row between' },
+      h('span', { class: 'num', dataset: { testid: 'coupon-remaining', remaining: String(remaining) } },
+        h('b', { text: String(remaining) }), ` of ${drop.total} left`),
+      action),
+    result ? h('div', { class: `notice ${result.kind}`, text: result.text }) : null);
+}
+
+function statusBadge(order) {
+  const map = {
+    pending_payment: ['warn', 'awaiting payment'], paid: ['ok', 'paid'], cancelled: ['bad', 'expired'],
+    refund_due: ['bad', 'refund due'], refunded: ['blue', 'refunded'], partially_refunded: ['blue', 'part refunded'],
+  };
+  const [kind, text] = map[order.status] || ['', order.status];
+  return h('span', { class: `badge ${kind}`, text, dataset: { testid: 'order-status' } });
+}
+
+function renderOrders() {
+  const box = $('#orders');
+  if (!orders.length) {
+    morphChildren(box, [h('li', { class: 'empty', text: 'Nothing yet. Deals appear above when the host launches one.' })]);
+    return;
+  }
+  morphChildren(box, orders.map((order) => {
+    const product = [...lineup.values()].find((i) => i.lineup_item_id === order.lineup_item_id);
+    const pending = order.status === 'pending_payment';
+    return h('li', { class: 'card tight', dataset: { key: order.order_id, testid: 'order', orderId: order.order_id, status: order.status } },
+      h('div', { class: 'row between' },
+        h('b', { text: `${order.quantity} × ${product?.product_name || 'item'}` }),
+        statusBadge(order)),
+      h('div', { class: 'row between' },
+        h('small', { class: 'num' },
+          `#${shortId(order.order_id)} · `,
+          order.discount_minor ? `${money(order.unit_price_minor * order.quantity, order.currency)} − ${money(order.discount_minor, order.currency)} coupon = ` : '',
+          h('b', { text: money(order.amount_minor, order.currency), dataset: { testid: 'order-amount' } })),
+        pending && dev ? h('button', { class: 'small dark', type: 'button', text: 'Pay now (demo)', dataset: { testid: 'pay', action: 'pay', id: order.order_id } }) : null),
+      pending ? countdown('small', 'muted num', order.expires_at, 'pay within ', 'expiring…', Date.now()) : null);
+  }));
+}
+
+function renderChatForm() {
+  const input = $('#chat-input');
+  const muted = mutedUntil > Date.now();
+  input.placeholder = muted ? `You are muted until ${timeOfDay(mutedUntil)}` : 'Say something…';
+  const slow = $('#slow-mode');
+  slow.textContent = state.slowMode ? `slow mode · ${state.slowMode} s` : '';
+  slow.classList.toggle('hidden', !state.slowMode);
+}
+
+function addChat(from, text, kind = '') {
+  const log = $('#chat');
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  log.append(h('div', { class: `msg ${kind}` }, h('b', { text: from === me ? 'you' : from }), text));
+  while (log.children.length > 200) log.firstChild.remove();
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+function addSystem(text) {
+  addChat('', text, 'system');
+}
+
+// ---------- actions ----------
+
+const RETRYABLE = new Set(['disconnected', 'timeout', 'not_connected', 'unavailable', 'network', 'internal']);
+
+/** One click, one idempotency key: a retry after a lost answer reuses it, so it cannot buy twice. */
+async function buy(deal, quantity, claim) {
+  const key = uuid();
+  const id = deal.deal_id;
+  busy.add(id);
+  results.delete(id);
+  renderDeals();
+  const body = { quantity, coupon_claim_id: claim?.coupon_claim_id ?? null };
+  let outcome = null;
+  for (let attempt = 0; attempt < 4 && !outcome; attempt += 1) {
+    try {
+      let order;
+      if (room.status === 'live') {
+        order = (await room.send('deal.buy', { deal_id: id, idempotency_key: key, ...body }, 15_000)).order;
+      } else {
+        order = await api(`/v1/deals/${id}/orders`, { method: 'POST', token, headers: { 'Idempotency-Key': key }, body });
+      }
+      upsertOrder(order);
+      if (order.coupon_claim_id && claims.has(order.coupon_claim_id)) {
+        claims.get(order.coupon_claim_id).used_at = order.created_at;
+        renderCoupons();
+      }
+      outcome = { kind: 'ok', text: `Ordered ${order.quantity} for ${money(order.amount_minor, order.currency)} — pay within ${clock(Date.parse(order.expires_at) - Date.now())}.` };
+    } catch (e) {
+      if (RETRYABLE.has(e.code) || e.status >= 500) {
+        await room.whenLive(8000);
+        continue;
+      }
+      outcome = { kind: 'bad', text: ERRORS[e.code] || e.message };
+    }
+  }
+  busy.delete(id);
+  results.set(id, outcome || { kind: 'bad', text: 'No answer from the server; your order may still arrive — check back in a moment.' });
+  renderDeals();
+}
+
+async function claim(drop) {
+  const id = drop.coupon_drop_id;
+  busy.add(id);
+  results.delete(id);
+  renderCoupons();
+  try {
+    let result;
+    if (room.status === 'live') {
+      result = (await room.send('coupon.claim', { coupon_drop_id: id })).claim;
+    } else {
+      result = await api(`/v1/coupon-drops/${id}/claims`, { method: 'POST', token });
+    }
+    claims.set(result.coupon_claim_id, result);
+    dropInfo.set(id, drop);
+  } catch (e) {
+    if (e.code === 'coupon_already_claimed' || RETRYABLE.has(e.code)) await loadClaims();
+    else results.set(id, { kind: 'bad', text: ERRORS[e.code] || e.message });
+  }
+  busy.delete(id);
+  renderCoupons();
+  renderDeals();
+}
+
+async function pay(order) {
+  try {
+    const paid = await api(`/v1/dev/orders/${order.order_id}/pay`, { method: 'POST', token });
+    upsertOrder(paid.order);
+    if (paid.outcome.outcome === 'refund_due') toast('The payment came too late: it will be refunded.', 'warn');
+  } catch (e) {
+    toast(`Payment failed: ${e.message}`, 'bad');
+  }
+}
+
+// Clicks are handled here, by `data-action`, so re-rendered cards never carry stale handlers.
+document.addEventListener('click', (e) => {
+  const target = e.target.closest('[data-action]');
+  if (!target || target.disabled) return;
+  const id = target.dataset.id;
+  switch (target.dataset.action) {
+    case 'fewer':
+    case 'more':
+      quantities.set(id, Math.max(1, (quantities.get(id) || 1) + (target.dataset.action === 'more' ? 1 : -1)));
+      renderDeals();
+      break;
+    case 'buy': {
+      const deal = state.deals.get(id);
+      if (!deal) return;
+      const remaining = Math.max(1, deal.remaining ?? deal.quantity);
+      const quantity = Math.min(quantities.get(id) || 1, deal.per_buyer_cap, remaining);
+      const offer = useCoupon.get(id) === false ? null : applicableClaim(deal, quantity);
+      buy(deal, quantity, offer?.claim);
+      break;
+    }
+    case 'claim': {
+      const drop = state.coupons.get(id);
+      if (drop) claim(drop);
+      break;
+    }
+    case 'pay': {
+      const order = orders.find((o) => o.order_id === id);
+      if (order) pay(order);
+      break;
+    }
+    default:
+      break;
+  }
+});
+
+document.addEventListener('change', (e) => {
+  const target = e.target.closest('[data-action="use-coupon"]');
+  if (!target) return;
+  useCoupon.set(target.dataset.id, target.checked);
+  renderDeals();
+});
+
+$('#chat-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const input = $('#chat-input');
+  const text = input.value.trim();
+  if (!text || !room) return;
+  try {
+    await room.send('chat.send', { text });
+    input.value = '';
+  } catch (err) {
+    const wait = Number((err.message.match(/(\d+) ms/) || [])[1]);
+    const hints = {
+      not_connected: 'Reconnecting — try again in a moment.',
+      disconnected: 'The connection dropped; your message may not have been sent.',
+      muted: mutedUntil > Date.now() ? `You are muted until ${timeOfDay(mutedUntil)}.` : 'You are muted.',
+      slow_mode: `Slow mode: wait ${Math.ceil((wait || 1000) / 1000)} s before your next message.`,
+      rate_limited: `Easy! Wait ${Math.ceil((wait || 1000) / 1000)} s before your next message.`,
+      blocked_word: 'That message contains a word this room does not allow.',
+      too_long: 'That message is too long (200 characters at most).',
+    };
+    toast(hints[err.code] || err.message, 'warn');
+  }
+});
+
+let pendingLikes = 0;
+let likeTimer = null;
+$('#like').addEventListener('click', () => {
+  const heart = h('span', { class: 'heart', text: '♥' });
+  heart.style.left = `${Math.random() * 20}px`;
+  $('#hearts').append(heart);
+  setTimeout(() => heart.remove(), 1700);
+  pendingLikes += 1;
+  clearTimeout(likeTimer);
+  likeTimer = setTimeout(() => {
+    const count = Math.min(pendingLikes, 100);
+    pendingLikes = 0;
+    room?.send('like', { count }).catch(() => {});
+  }, 300);
+});
+
+main().catch((e) => fatal(`Something went wrong: ${e.message}`));

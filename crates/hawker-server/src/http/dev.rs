@@ -1,0 +1,217 @@
+//! Development-only routes for the web console (`docs/console.md`): mint a
+//! token for a demo identity, read the seeded ids and a session's catalog,
+//! and pay an order the way the payment provider would.
+//!
+//! They exist only when `HAWKER_ENV` is `development` or `test`: a production
+//! server does not route them at all (they answer 404 like any unknown path),
+//! so no production deployment can mint tokens or fake payments. They are
+//! deliberately left out of the OpenAPI document.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{Duration, Utc};
+use hawker_commerce::orders::{self, Order};
+use hawker_commerce::payments::{self, WebhookOutcome, PAYMENT_SUCCEEDED};
+use hawker_core::auth::MAX_SUBJECT_LEN;
+use hawker_core::{Claims, Role};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::auth::Auth;
+use super::error::{ApiError, ApiResult, Json, Path};
+use super::AppState;
+use crate::config::Environment;
+use crate::seed;
+
+/// The longest token the demo route mints.
+const MAX_TTL_SECS: u64 = 7 * 86_400;
+
+/// The development routes, or `None` in production (where they must not exist).
+pub fn router(environment: Environment) -> Option<Router<AppState>> {
+    match environment {
+        Environment::Development | Environment::Test => Some(
+            Router::new()
+                .route("/v1/dev/token", post(mint_token))
+                .route("/v1/dev/demo", get(demo))
+                .route("/v1/dev/sessions/{session_id}/catalog", get(catalog))
+                .route("/v1/dev/orders/{order_id}/pay", post(pay_order)),
+        ),
+        Environment::Production => None,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The token's `sub`: a host's UUID for a host, any id for a viewer.
+    pub user: String,
+    pub role: Role,
+    #[serde(default)]
+    pub agency_id: Option<Uuid>,
+    #[serde(default)]
+    pub brand_id: Option<Uuid>,
+    /// Lifetime; `auth.default_token_ttl_secs` if absent, at most 7 days.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MintedToken {
+    pub token: String,
+    pub claims: Claims,
+}
+
+/// `POST /v1/dev/token`: what `hawker token` does, for the console's pages.
+async fn mint_token(
+    State(state): State<AppState>,
+    Json(request): Json<TokenRequest>,
+) -> ApiResult<Json<MintedToken>> {
+    let user = request.user.trim();
+    if user.is_empty() || user.len() > MAX_SUBJECT_LEN {
+        return Err(ApiError::bad_request(
+            "bad_user",
+            format!("user must be 1 to {MAX_SUBJECT_LEN} bytes"),
+        ));
+    }
+    let ttl = request
+        .ttl_secs
+        .unwrap_or(state.settings.auth.default_token_ttl_secs)
+        .clamp(1, MAX_TTL_SECS);
+    let mut claims = Claims::new(user, request.role, Duration::seconds(ttl as i64));
+    claims.agency_id = request.agency_id;
+    claims.brand_id = request.brand_id;
+    let token = state
+        .keys
+        .sign(&claims)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("signing a dev token: {e}")))?;
+    Ok(Json(MintedToken { token, claims }))
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct DemoHost {
+    pub host_id: Uuid,
+    pub handle: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Demo {
+    pub agency_id: Uuid,
+    pub brand_id: Uuid,
+    pub session_id: Uuid,
+    /// False until `hawker seed` has run against this database.
+    pub seeded: bool,
+    pub session_title: Option<String>,
+    pub session_status: Option<String>,
+    pub hosts: Vec<DemoHost>,
+}
+
+/// `GET /v1/dev/demo`: the ids `hawker seed` creates, so the console's pages
+/// need no configuration.
+async fn demo(State(state): State<AppState>) -> ApiResult<Json<Demo>> {
+    let session: Option<(String, String)> =
+        sqlx::query_as("select title, status from live_session where session_id = $1")
+            .bind(seed::SESSION_ID)
+            .fetch_optional(&state.db)
+            .await?;
+    let hosts = sqlx::query_as::<_, DemoHost>(
+        "select host_id, handle, display_name from host where host_id = any($1) order by handle",
+    )
+    .bind(&seed::HOST_IDS[..])
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(Demo {
+        agency_id: seed::AGENCY_ID,
+        brand_id: seed::BRAND_ID,
+        session_id: seed::SESSION_ID,
+        seeded: session.is_some(),
+        session_title: session.as_ref().map(|s| s.0.clone()),
+        session_status: session.map(|s| s.1),
+        hosts,
+    }))
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct CatalogSku {
+    pub sku_id: Uuid,
+    pub code: String,
+    pub product_name: String,
+    pub sku_name: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub stock_on_hand: i32,
+}
+
+/// `GET /v1/dev/sessions/{session_id}/catalog`: the SKUs the host may add to
+/// the lineup (the session's brand's; every brand's when it has none). A
+/// stand-in until the catalog has a route of its own.
+async fn catalog(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(session_id): Path<Uuid>,
+) -> ApiResult<Json<Vec<CatalogSku>>> {
+    let brand: Option<Option<Uuid>> =
+        sqlx::query_scalar("select brand_id from live_session where session_id = $1")
+            .bind(session_id)
+            .fetch_optional(&state.db)
+            .await?;
+    let brand = brand.ok_or(ApiError::NotFound("session"))?;
+    let skus = sqlx::query_as::<_, CatalogSku>(
+        "select s.sku_id, s.code, p.name as product_name, s.name as sku_name, s.price_minor,
+                s.currency::text as currency, s.stock_on_hand
+           from sku s join product p using (product_id)
+          where $1::uuid is null or p.brand_id = $1
+          order by p.name, s.code",
+    )
+    .bind(brand)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(skus))
+}
+
+#[derive(Debug, Serialize)]
+pub struct DevPayment {
+    pub outcome: WebhookOutcome,
+    pub order: Order,
+}
+
+/// `POST /v1/dev/orders/{order_id}/pay`: the buyer (or the session's host)
+/// pays an order through the real webhook path, signed with this server's
+/// webhook secret, so the order, the room (`order.paid`) and the figures
+/// change exactly as with a real provider.
+async fn pay_order(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(order_id): Path<Uuid>,
+) -> ApiResult<Json<DevPayment>> {
+    let order = orders::get_order(&state.commerce, auth.claims(), order_id).await?;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "event_id": format!("dev_{}", Uuid::now_v7().simple()),
+        "type": PAYMENT_SUCCEEDED,
+        "order_id": order.order_id,
+        "amount_minor": order.amount_minor,
+        "currency": order.currency,
+    }))
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    let signature = payments::sign(
+        &state.settings.payments.webhook_secret,
+        Utc::now().timestamp(),
+        &body,
+    );
+    let outcome = payments::handle_webhook(&state.commerce, Some(&signature), &body).await?;
+    let order = orders::get_order(&state.commerce, auth.claims(), order_id).await?;
+    Ok(Json(DevPayment { outcome, order }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_has_no_dev_routes() {
+        assert!(router(Environment::Production).is_none());
+        assert!(router(Environment::Development).is_some());
+        assert!(router(Environment::Test).is_some());
+    }
+}

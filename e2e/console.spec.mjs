@@ -1,0 +1,479 @@
+// End-to-end test of the web console (docs/console.md) in headless Chromium.
+//
+// Starts a real `hawker serve` (HAWKER_ENV=test, a fresh database, free
+// ports), seeds the demo data, then drives the planner, the host console and
+// two viewers in separate browser contexts through one live session. Writes
+// screenshots to docs/screenshots/. Prints "N passed, N failed" and exits
+// non-zero on any failure, including any browser console error.
+//
+// Run it with `make test-e2e` (e2e/run.sh installs Chromium and the npm
+// package if needed and builds hawker). Environment: HAWKER_BIN (the hawker
+// binary), CHROMIUM (the browser), E2E_DATABASE_BASE (a Postgres URL without
+// the database name), E2E_KEEP=1 to keep the database and the server log.
+
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const HAWKER = process.env.HAWKER_BIN || path.join(ROOT, process.env.CARGO_TARGET_DIR || 'target', 'debug', 'hawker');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const DB_BASE = process.env.E2E_DATABASE_BASE || 'postgres://postgres@127.0.0.1:5432';
+const SHOTS = path.join(ROOT, 'docs', 'screenshots');
+const MIA = '00000000-0000-4000-8000-00000000b001';
+const LEO = '00000000-0000-4000-8000-00000000b002';
+const SEEDED_SESSION = '00000000-0000-4000-8000-00000000d001';
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+// ---------- a tiny harness ----------
+
+const results = [];
+let failed = false;
+const started = Date.now();
+
+async function step(name, fn, { always = false } = {}) {
+  if (failed && !always) {
+    results.push({ name, status: 'skipped' });
+    console.log(`  - ${name} (skipped)`);
+    return;
+  }
+  const t0 = Date.now();
+  try {
+    await fn();
+    results.push({ name, status: 'passed' });
+    console.log(`  ✓ ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    failed = true;
+    results.push({ name, status: 'failed', error: e });
+    console.log(`  ✗ ${name} (${Date.now() - t0} ms)\n      ${String(e?.stack || e).split('\n').slice(0, 6).join('\n      ')}`);
+  }
+}
+
+/** Polls `fn` until it returns something truthy; fails with `what` after `ms`. */
+async function until(what, fn, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+// ---------- the server ----------
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const database = `hawker_test_e2e_${process.pid}_${Date.now().toString(36)}`;
+const logFile = path.join(os.tmpdir(), `${database}.log`);
+let server;
+let base;
+
+async function startServer() {
+  check(fs.existsSync(HAWKER), `no hawker binary at ${HAWKER}: build it (cargo build --bin hawker) or set HAWKER_BIN`);
+  const [port, admin] = [await freePort(), await freePort()];
+  base = `http://127.0.0.1:${port}`;
+  const env = {
+    ...process.env,
+    HAWKER_ENV: 'test',
+    HAWKER_CONFIG_DIR: path.join(ROOT, 'config'),
+    HAWKER__DATABASE__URL: `${DB_BASE}/${database}`,
+    HAWKER__SERVER__LISTEN: `127.0.0.1:${port}`,
+    HAWKER__SERVER__ADMIN_LISTEN: `127.0.0.1:${admin}`,
+    HAWKER__SERVER__PUBLIC_URL: base,
+    HAWKER__LOG__FILTER: process.env.E2E_LOG || 'warn',
+  };
+  const seeded = spawnSync(HAWKER, ['seed'], { env, encoding: 'utf8' });
+  check(seeded.status === 0, `hawker seed failed:\n${seeded.stdout}${seeded.stderr}`);
+  const log = fs.openSync(logFile, 'w');
+  server = spawn(HAWKER, ['serve'], { env, stdio: ['ignore', log, log] });
+  server.on('exit', (code, signal) => {
+    server.exited = { code, signal };
+  });
+  await until('the server to be ready', async () => {
+    check(!server.exited, `hawker serve exited: ${JSON.stringify(server.exited)}`);
+    const response = await fetch(`${base}/readyz`).catch(() => null);
+    return response?.ok;
+  }, 30_000);
+}
+
+async function stopServer() {
+  if (server && !server.exited) {
+    const t0 = Date.now();
+    server.kill('SIGTERM');
+    await until('the server to stop', () => server.exited, 15_000).catch(() => server.kill('SIGKILL'));
+    if (process.env.E2E_TIMING) console.log(`      hawker stopped in ${Date.now() - t0} ms`);
+  }
+  if (!process.env.E2E_KEEP) {
+    // In the background: a drop waits for a checkpoint, seconds on a busy machine.
+    // (`make clean-test-dbs` removes any hawker_test_* database left behind.)
+    const drop = spawn('psql', [`${DB_BASE}/postgres`, '-qc', `drop database if exists "${database}" with (force)`], {
+      stdio: 'ignore',
+      detached: true,
+    });
+    drop.on('error', () => {});
+    drop.unref();
+  }
+}
+
+// ---------- the browser ----------
+
+const consoleErrors = [];
+let browser;
+
+async function openPage(name, url, contextOptions = {}) {
+  const context = await browser.newContext({ viewport: DESKTOP, timezoneId: 'UTC', locale: 'en-US', ...contextOptions });
+  const page = await context.newPage();
+  page.on('console', (message) => {
+    if (message.type() === 'error') consoleErrors.push(`${name}: console error: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => consoleErrors.push(`${name}: page error: ${error.message}`));
+  await page.goto(`${base}${url}`);
+  return { context, page };
+}
+
+const text = async (locator) => (await locator.textContent())?.trim() ?? '';
+const attr = (locator, name) => locator.getAttribute(name);
+const connected = (page) => until('the room socket to connect', async () => (await attr(page.locator('#conn'), 'data-status')) === 'live');
+
+/** A datetime-local value in UTC (the contexts run in UTC). */
+const localInput = (ms) => new Date(ms).toISOString().slice(0, 16);
+
+async function shoot(page, name, viewport) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const previous = page.viewportSize();
+  if (viewport) await page.setViewportSize(viewport);
+  // A clean frame: no passing notices, scrolled to the top (the bar is sticky).
+  await page.evaluate(() => {
+    document.querySelector('#toasts')?.replaceChildren();
+    window.scrollTo(0, 0);
+  });
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  if (viewport) await page.setViewportSize(previous);
+}
+
+// ---------- the scenario ----------
+
+async function main() {
+  console.log(`hawker console e2e: ${HAWKER}, ${CHROMIUM}`);
+  let planner;
+  let host;
+  let alice;
+  let bob;
+  let sessionId;
+  let productOne;
+  const hour = 3_600_000;
+  // Today 17:00–21:00 UTC, whatever the time now: it goes live early, which
+  // is allowed, and the timeline looks the same at any hour.
+  const sessionStart = Date.parse(new Date().toISOString().slice(0, 10)) + 17 * hour;
+
+  await step('hawker serves on a fresh database, seeded', startServer);
+  await step('headless Chromium starts', async () => {
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+  });
+
+  await step('planner: the roster and the seeded session load', async () => {
+    planner = await openPage('planner', '/console/planner.html');
+    const { page } = planner;
+    await until('two hosts on the roster', async () => (await page.locator('[data-testid=roster-host]').count()) === 2);
+    check((await text(page.locator('#agency-name'))) === 'Starlight MCN', 'the agency name is shown');
+  });
+
+  await step('planner: schedule an evening session', async () => {
+    const { page } = planner;
+    await page.fill('[data-testid=session-title]', 'E2E Glow Night');
+    await page.fill('[data-testid=session-start]', localInput(sessionStart));
+    await page.fill('[data-testid=session-end]', localInput(sessionStart + 3 * hour));
+    await page.click('[data-testid=session-submit]');
+    const row = page.locator('[data-testid=session-row]', { hasText: 'E2E Glow Night' });
+    await row.waitFor();
+    sessionId = await attr(row, 'data-session-id');
+    check(/^[0-9a-f-]{36}$/.test(sessionId), `a session id (${sessionId})`);
+  });
+
+  await step('planner: book a shift, see a conflict before booking, book around it', async () => {
+    const { page } = planner;
+    const row = page.locator(`[data-testid=session-row][data-session-id="${sessionId}"]`);
+    await page.selectOption('[data-testid=book-session]', sessionId);
+    await page.selectOption('[data-testid=book-host]', MIA);
+    await page.fill('[data-testid=book-start]', localInput(sessionStart));
+    await page.fill('[data-testid=book-end]', localInput(sessionStart + 2 * hour));
+    await until('the booking to be allowed', () => page.isEnabled('[data-testid=book-submit]'));
+    await page.click('[data-testid=book-submit]');
+    await until('Mia on the timeline', async () => (await row.locator('[data-testid=shift-block]').count()) === 1);
+
+    await page.selectOption('[data-testid=book-session]', sessionId);
+    await page.selectOption('[data-testid=book-host]', LEO);
+    await page.fill('[data-testid=book-start]', localInput(sessionStart + hour));
+    await page.fill('[data-testid=book-end]', localInput(sessionStart + 2.5 * hour));
+    const conflict = await until('the conflict to be shown', async () => {
+      const t = await text(page.locator('[data-testid=conflicts]'));
+      return t.includes('mia_live') && t.includes('one host at a time') && t;
+    });
+    check(conflict.includes('cannot be booked'), 'the conflict says the shift cannot be booked');
+    check(!(await page.isEnabled('[data-testid=book-submit]')), 'booking is disabled while there is a conflict');
+    check((await row.locator('[data-testid=ghost].conflict').count()) === 1, 'the timeline marks the conflicting shift');
+
+    await page.fill('[data-testid=book-start]', localInput(sessionStart + 2 * hour));
+    await page.fill('[data-testid=book-end]', localInput(sessionStart + 3 * hour));
+    await until('the booking to be allowed', () => page.isEnabled('[data-testid=book-submit]'));
+    await page.click('[data-testid=book-submit]');
+    await until('two shifts on the timeline', async () => (await row.locator('[data-testid=shift-block]').count()) === 2);
+    const leoRow = page.locator(`[data-testid=host-row][data-host-id="${LEO}"]`);
+    check((await leoRow.locator('[data-testid=shift-block]').count()) === 1, 'Leo’s lane shows his shift');
+
+    // Mia is taken 17:00–19:00: the seeded session (18:00–22:00) cannot have her at 18:00.
+    await page.selectOption('[data-testid=book-session]', SEEDED_SESSION);
+    await page.selectOption('[data-testid=book-host]', MIA);
+    await page.fill('[data-testid=book-start]', localInput(sessionStart + hour));
+    await page.fill('[data-testid=book-end]', localInput(sessionStart + 3 * hour));
+    await until('the host conflict to be shown', async () => (await text(page.locator('[data-testid=conflicts]'))).includes('Mia Chen is already booked in E2E Glow Night 17:00–19:00'));
+    check(!(await page.isEnabled('[data-testid=book-submit]')), 'booking is disabled while there is a conflict');
+  });
+
+  await step('planner: commission terms for the session', async () => {
+    const { page } = planner;
+    await page.selectOption('[data-testid=terms-session]', sessionId);
+    await page.fill('[data-testid=terms-percent]', '10');
+    await page.fill('[data-testid=terms-share]', '50');
+    await page.click('[data-testid=terms-submit]');
+    await until('the terms to be in force', async () => (await text(page.locator('[data-testid=terms-current]'))).includes('10% of net sales'));
+  });
+
+  await step('host: go live and build the lineup', async () => {
+    host = await openPage('host', `/console/host.html?session=${sessionId}`);
+    const { page } = host;
+    await connected(page);
+    await page.click('[data-testid=go-live]');
+    await until('the session to be live', async () => (await attr(page.locator('[data-testid=session-status]'), 'data-status')) === 'live');
+    for (const n of [1, 2]) {
+      await page.click('[data-testid=add-item]');
+      await until(`${n} lineup items`, async () => (await page.locator('[data-testid=lineup-item]').count()) === n);
+    }
+    productOne = (await text(page.locator('[data-testid=lineup-item][data-link="1"] td:nth-child(2)'))).split('\n')[0];
+    check(productOne.length > 2, 'the first item has a product name');
+    await until('the shift on air', async () => (await page.locator('[data-testid=shift]', { hasText: 'on air' }).count()) === 1);
+  });
+
+  await step('two viewers join (desktop and phone, separate contexts)', async () => {
+    alice = await openPage('viewer alice', `/console/viewer.html?session=${sessionId}&user=viewer-alice`);
+    bob = await openPage('viewer bob', `/console/viewer.html?session=${sessionId}&user=viewer-bob`, {
+      viewport: PHONE, isMobile: true, hasTouch: true,
+    });
+    await Promise.all([connected(alice.page), connected(bob.page)]);
+  });
+
+  await step('host pins a product; both viewers see it', async () => {
+    await host.page.click('[data-testid=lineup-item][data-link="1"] [data-testid=pin]');
+    for (const { page } of [alice, bob]) {
+      await until('the pinned product', async () => productOne.startsWith(await text(page.locator('[data-testid=pinned-name]'))));
+    }
+  });
+
+  await step('host launches a flash deal; both viewers see it live with its stock', async () => {
+    const { page } = host;
+    await page.selectOption('[data-testid=deal-item]', '1');
+    await page.fill('[data-testid=deal-price]', '15.99');
+    await page.fill('[data-testid=deal-quantity]', '50');
+    await page.fill('[data-testid=deal-countdown]', '0');
+    await page.click('[data-testid=launch-deal]');
+    for (const viewer of [alice, bob]) {
+      const deal = viewer.page.locator('[data-testid=deal][data-status=live]');
+      await until('a live deal', async () => (await deal.count()) === 1);
+      await until('its stock', async () => (await attr(deal.locator('[data-testid=deal-stock]'), 'data-remaining')) === '50');
+      check((await text(deal.locator('.countdown'))).startsWith('ends in'), 'the countdown runs');
+    }
+  });
+
+  await step('host drops a coupon; both viewers see it', async () => {
+    const { page } = host;
+    await page.fill('[data-testid=coupon-total]', '100');
+    await page.fill('[data-testid=coupon-value]', '20');
+    await page.click('[data-testid=drop-coupon]');
+    for (const viewer of [alice, bob]) {
+      const coupon = viewer.page.locator('[data-testid=coupon]');
+      await until('the coupon', async () => (await attr(coupon.locator('[data-testid=coupon-remaining]'), 'data-remaining')) === '100');
+      check((await text(coupon)).includes('20% off'), 'the discount is shown');
+    }
+  });
+
+  await step('chat and moderation: a viewer chats, the host mutes them, slow mode', async () => {
+    await bob.page.fill('#chat-input', 'hello from bob');
+    await bob.page.press('#chat-input', 'Enter');
+    const message = host.page.locator('[data-testid=host-chat-message][data-from="viewer-bob"]');
+    await message.waitFor();
+    await message.locator('[data-action=mute]').click();
+    await until('the mute to reach bob', async () => (await bob.page.getAttribute('#chat-input', 'placeholder')).includes('muted'));
+    await bob.page.fill('#chat-input', 'can I still talk?');
+    await bob.page.press('#chat-input', 'Enter');
+    await until('the refusal', async () => (await text(bob.page.locator('#toasts'))).includes('muted'));
+    await host.page.selectOption('[data-testid=slow-mode]', '10');
+    await until('slow mode on the viewer', async () => (await text(alice.page.locator('#slow-mode'))).includes('10 s'));
+  });
+
+  await step('bob’s phone loses its connection', async () => {
+    await bob.context.setOffline(true);
+    await bob.page.evaluate(() => window.hawker.drop());
+    await until('bob offline', async () => ['offline', 'reconnecting'].includes(await attr(bob.page.locator('#conn'), 'data-status')));
+  });
+
+  await step('alice claims the coupon and buys two with it, then pays', async () => {
+    const { page } = alice;
+    await page.click('[data-testid=claim]');
+    await page.locator('[data-testid=claimed]').waitFor();
+    const deal = page.locator('[data-testid=deal][data-status=live]');
+    await deal.locator('[data-action=more]').click();
+    await until('quantity 2', async () => (await text(deal.locator('[data-testid=quantity]'))) === '2');
+    check((await deal.locator('[data-testid=use-coupon]').isChecked()), 'the coupon is applied');
+    await deal.locator('[data-testid=buy]').click();
+    const order = page.locator('[data-testid=order]');
+    await until('the order', async () => (await attr(order, 'data-status')) === 'pending_payment');
+    // 2 × $15.99 = $31.98, 20% off ($6.39, rounded down) = $25.59.
+    check((await text(order.locator('[data-testid=order-amount]'))) === '$25.59', 'the coupon is applied by the server');
+    await order.locator('[data-testid=pay]').click();
+    await until('the order paid', async () => (await attr(order, 'data-status')) === 'paid');
+    await until('the coupon count to fall', async () => (await attr(page.locator('[data-testid=coupon-remaining]'), 'data-remaining')) === '99');
+  });
+
+  await step('the host sees the sale and the stock fall', async () => {
+    const { page } = host;
+    await until('stock 48 on the host', async () => (await page.locator('[data-testid=host-deal][data-status=live] [data-testid=host-deal-stock][data-remaining="48"]').count()) === 1);
+    await until('one paid order in the figures', async () => (await text(page.locator('[data-testid=fig-orders]'))) === '1');
+    await until('the sales figure', async () => (await text(page.locator('[data-testid=fig-sales]'))) === '$25.59');
+    await until('the sale in the activity feed', async () => (await text(page.locator('[data-testid=feed]'))).includes('order paid'));
+    check((await text(page.locator('[data-testid=fig-units]'))) === '2', 'two units taken');
+  });
+
+  await step('while bob is away the host launches a second deal and drops a second coupon', async () => {
+    const { page } = host;
+    await page.selectOption('[data-testid=deal-item]', '2');
+    await page.fill('[data-testid=deal-quantity]', '20');
+    await page.click('[data-testid=launch-deal]');
+    await until('two deals live on the host', async () => (await page.locator('[data-testid=host-deal][data-status=live]').count()) === 2);
+    await page.selectOption('#coupon-form [name=kind]', 'fixed');
+    await page.fill('[data-testid=coupon-total]', '10');
+    await page.fill('[data-testid=coupon-value]', '5');
+    await page.click('[data-testid=drop-coupon]');
+    await until('two drops on the host', async () => (await page.locator('[data-testid=host-drop]').count()) === 2);
+    await until('alice sees both', async () => (await alice.page.locator('[data-testid=deal][data-status=live]').count()) === 2
+      && (await alice.page.locator('[data-testid=coupon]').count()) === 2);
+  });
+
+  /** What bob must show after coming back: both deals, the current stock, both coupons. */
+  async function bobCaughtUp() {
+    const { page } = bob;
+    await until('both deals on bob', async () => (await page.locator('[data-testid=deal][data-status=live]').count()) === 2);
+    const first = page.locator('[data-testid=deal][data-status=live]', { hasText: productOne });
+    await until('the current stock on bob', async () => (await attr(first.locator('[data-testid=deal-stock]'), 'data-remaining')) === '48');
+    await until('both coupons on bob', async () => (await page.locator('[data-testid=coupon]').count()) === 2);
+    const remaining = await page.locator('[data-testid=coupon-remaining]').evaluateAll((els) => els.map((e) => e.dataset.remaining).sort());
+    check(JSON.stringify(remaining) === JSON.stringify(['10', '99']), `coupon counts ${remaining}`);
+  }
+
+  await step('bob reconnects by himself, resumes from his offset and shows the current deals and stock', async () => {
+    await bob.context.setOffline(false);
+    await connected(bob.page);
+    const stats = await bob.page.evaluate(() => ({ ...window.hawker.stats }));
+    check(stats.resumed >= 1 && stats.welcome === 1 && stats.reset === 0, `resumed, not restarted: ${JSON.stringify(stats)}`);
+    await bobCaughtUp();
+  });
+
+  await step('a resume the server cannot serve gets a reset: the page rebuilds from the snapshot', async () => {
+    await bob.page.evaluate(() => window.hawker.forgetEpoch());
+    await until('the reset', async () => (await bob.page.evaluate(() => window.hawker.stats.reset)) === 1);
+    await connected(bob.page);
+    await bobCaughtUp();
+  });
+
+  await step('screenshots of the viewer and the host at desktop and phone widths', async () => {
+    await shoot(alice.page, 'viewer-desktop');
+    await shoot(bob.page, 'viewer-phone');
+    await shoot(host.page, 'host-desktop');
+    await shoot(host.page, 'host-phone', PHONE);
+  });
+
+  await step('planner: the shift on air and the sale’s commission in the statement', async () => {
+    const { page } = planner;
+    await until('the commission entries', async () => {
+      await page.click('#period button');
+      await page.waitForTimeout(300);
+      return (await page.locator('[data-testid=statement-entry]').count()) >= 2;
+    }, 15_000);
+    await page.click('#today');
+    const row = page.locator(`[data-testid=session-row][data-session-id="${sessionId}"]`);
+    await until('Mia on air', async () => (await row.locator('[data-testid=shift-block][data-status=on_air]').count()) === 1);
+    await shoot(page, 'planner-desktop');
+    await shoot(page, 'planner-phone', PHONE);
+  });
+
+  await step('host ends the session; the viewers are told', async () => {
+    const { page } = host;
+    await page.click('[data-testid=end-session]');
+    await page.click('[data-testid=end-session]');
+    await until('the session ended', async () => (await attr(page.locator('[data-testid=session-status]'), 'data-status')) === 'ended');
+    await until('the goodbye on the viewer', async () => (await text(alice.page.locator('[data-testid=announcement]'))).includes('ended'));
+  });
+
+  await step('no console errors in any page', async () => {
+    check(consoleErrors.length === 0, `browser console errors:\n  ${consoleErrors.join('\n  ')}`);
+  }, { always: true });
+
+  await step('the browser closes and hawker shuts down cleanly', async () => {
+    const t0 = Date.now();
+    await browser?.close();
+    const t1 = Date.now();
+    await stopServer();
+    if (process.env.E2E_TIMING) console.log(`      browser ${t1 - t0} ms, server ${Date.now() - t1} ms`);
+    check(server.exited?.code === 0, `hawker exited with ${JSON.stringify(server.exited)}`);
+  }, { always: true });
+  const count = (status) => results.filter((r) => r.status === status).length;
+  const skipped = count('skipped');
+  console.log(`\n${count('passed')} passed, ${count('failed') + skipped} failed${skipped ? ` (${skipped} not run after a failure)` : ''} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  if (failed) {
+    console.log(`server log: ${logFile}`);
+    try {
+      console.log(fs.readFileSync(logFile, 'utf8').split('\n').slice(-30).join('\n'));
+    } catch {
+      /* no log */
+    }
+  } else if (!process.env.E2E_KEEP) {
+    fs.rmSync(logFile, { force: true });
+  }
+  process.exit(failed ? 1 : 0);
+}
+
+main().catch(async (e) => {
+  console.error(e);
+  await browser?.close().catch(() => {});
+  await stopServer().catch(() => {});
+  process.exit(1);
+});
