@@ -26,6 +26,7 @@ pub mod time;
 
 use std::time::Duration;
 
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,14 +51,20 @@ impl Default for Workers {
     }
 }
 
-/// Starts the accrual worker and the room sampler (tracked; they stop with `shutdown`).
+/// Starts the accrual worker and the room sampler (tracked; they stop with
+/// `shutdown`). They get a small pool of their own, made from `db`'s
+/// settings, so they never wait for — or hold — a connection a request needs.
 pub fn start(
     workers: Workers,
-    db: PgPool,
+    db: &PgPool,
     redis: redis::aio::ConnectionManager,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) {
-    tasks.spawn(ledger::run(db.clone(), workers.accrual_every, shutdown.clone()));
-    tasks.spawn(figures::run_sampler(db, redis, workers.sample_every, shutdown));
+    let own = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with((*db.connect_options()).clone());
+    tasks.spawn(ledger::run(own.clone(), workers.accrual_every, shutdown.clone()));
+    tasks.spawn(figures::run_sampler(own, redis, workers.sample_every, shutdown));
 }

@@ -59,7 +59,7 @@ impl Application {
         // Commission accrual and the live-figures sampler (hawker-agency).
         hawker_agency::start(
             hawker_agency::Workers::default(),
-            db.clone(),
+            &db,
             redis.clone(),
             shutdown.clone(),
             &tasks,

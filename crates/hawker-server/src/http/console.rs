@@ -52,7 +52,10 @@ const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'sel
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/console", get(|| async { Redirect::permanent("/console/") }))
-        .route("/console/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
+        .route(
+            "/console/",
+            get(|headers: HeaderMap| async move { serve("index.html", &headers) }),
+        )
         .route(
             "/console/{*file}",
             get(|Path(file): Path<String>, headers: HeaderMap| async move { serve(&file, &headers) }),
@@ -96,7 +99,10 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     if asset.content_type == HTML {
         h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
@@ -143,7 +149,11 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_files_are_404_and_paths_cannot_escape() {
-        for path in ["/console/nope.js", "/console/../Cargo.toml", "/console/%2e%2e/Cargo.toml"] {
+        for path in [
+            "/console/nope.js",
+            "/console/../Cargo.toml",
+            "/console/%2e%2e/Cargo.toml",
+        ] {
             assert_eq!(get(path, None).await.status(), StatusCode::NOT_FOUND, "{path}");
         }
     }
@@ -152,7 +162,10 @@ mod tests {
     async fn a_known_etag_is_not_modified() {
         let first = get("/console/console.css", None).await;
         let etag = first.headers()[header::ETAG].to_str().unwrap().to_string();
-        assert_eq!(get("/console/console.css", Some(&etag)).await.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            get("/console/console.css", Some(&etag)).await.status(),
+            StatusCode::NOT_MODIFIED
+        );
     }
 
     #[tokio::test]

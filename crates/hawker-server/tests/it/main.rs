@@ -5,6 +5,7 @@ mod agency;
 mod auth;
 mod commerce;
 mod config;
+mod console;
 mod coupons;
 mod health;
 mod helpers;
