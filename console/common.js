@@ -203,7 +203,8 @@ export async function api(path, { method = 'GET', body, token, headers = {} } = 
 
 // ---------- Tokens ----------
 
-function decodeClaims(token) {
+/** The claims of a JWT (not verified: the server does that). */
+export function decodeClaims(token) {
   try {
     const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
     return JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
@@ -222,7 +223,8 @@ let devRoutes;
 export async function devInfo() {
   if (devRoutes === undefined) {
     try {
-      devRoutes = await api('/v1/dev/demo');
+      const env = await api('env.json');
+      devRoutes = env.dev_routes ? await api('/v1/dev/demo') : null;
     } catch {
       devRoutes = null;
     }
@@ -251,6 +253,8 @@ export async function obtainToken(identity, page) {
 
 /** Shows a box to paste a token (servers without the development routes). */
 export function askForToken(container, page, hint) {
+  const conn = $('#conn');
+  if (conn) conn.textContent = 'not connected';
   const area = h('textarea', { class: 'token', placeholder: 'eyJ…' });
   fill(
     container,
@@ -271,6 +275,22 @@ export function askForToken(container, page, hint) {
         })),
     ),
   );
+}
+
+/** Shows a box to type the session to open (no `?session=` and no demo data). */
+export function askForSession(container, what) {
+  const input = h('input', { placeholder: '00000000-0000-4000-8000-00000000d001', class: 'grow', 'aria-label': 'session id' });
+  const form = h('form', { class: 'row' }, input, h('button', { class: 'primary', type: 'submit', text: 'Open' }));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const next = new URLSearchParams(location.search);
+    next.set('session', input.value.trim());
+    location.search = next.toString();
+  });
+  fill(container, h('div', { class: 'card stack' },
+    h('h3', { text: `Which session ${what}?` }),
+    h('p', { class: 'muted', text: 'Paste its id (the planner links every session), or run `hawker seed` for the demo session.' }),
+    form));
 }
 
 // ---------- The room socket ----------

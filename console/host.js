@@ -2,7 +2,7 @@
 // live figures from the room and from GET /v1/sessions/{id}/figures.
 import {
   $, h, fill, morphChildren, countdown, api, money, shortId, toast, timeOfDay,
-  obtainToken, askForToken, devInfo, Room, RoomState, discountText, startCountdowns,
+  obtainToken, askForToken, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -39,7 +39,8 @@ async function main() {
   dev = await devInfo();
   sessionId = params.get('session') || dev?.session_id;
   if (!sessionId) {
-    fatal('No session given: open host.html?session=<session id>.');
+    askForSession($('#app'), 'do you host');
+    $('#conn').textContent = 'not connected';
     return;
   }
   const as = params.get('as') || 'agency';
@@ -138,8 +139,17 @@ async function loadShifts() {
         : null))));
 }
 
+let figuresRefused = false;
 async function loadFigures() {
-  const next = await api(`/v1/sessions/${sessionId}/figures`, { token }).catch(() => null);
+  if (figuresRefused) return;
+  const next = await api(`/v1/sessions/${sessionId}/figures`, { token }).catch((e) => {
+    // A host not scheduled in this session may not read its figures: stop asking.
+    if (e.status === 403 || e.status === 401) {
+      figuresRefused = true;
+      toast('Sales figures are for the session’s agency and its scheduled hosts; showing the room’s own counts.', 'warn', 8000);
+    }
+    return null;
+  });
   if (next) {
     figures = next;
     if (next.status !== session?.status && session) {

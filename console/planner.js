@@ -1,7 +1,9 @@
 // The agency planner: roster, a day's sessions and shifts on a timeline,
 // booking with conflicts shown before the server is asked, commission terms
 // and statements.
-import { $, h, fill, api, money, toast, timeOfDay, obtainToken, askForToken, devInfo, localOffset } from './common.js';
+import {
+  $, h, fill, api, money, toast, timeOfDay, obtainToken, askForToken, decodeClaims, devInfo, localOffset,
+} from './common.js';
 
 const params = new URLSearchParams(location.search);
 const COLORS = ['#e11d48', '#7c3aed', '#0891b2', '#ea580c', '#16a34a', '#2563eb', '#db2777', '#65a30d'];
@@ -41,13 +43,14 @@ async function attempt(what, fn) {
 async function main() {
   dev = await devInfo();
   agencyId = params.get('agency') || dev?.agency_id;
-  if (!agencyId) {
-    fatal('No agency given: open planner.html?agency=<agency id>.');
-    return;
-  }
   token = await obtainToken({ user: 'ops-planner', role: 'agency', agency_id: agencyId }, 'planner');
   if (!token) {
     askForToken($('#app'), 'planner', 'This server does not mint demo tokens (production). Paste an agency token, or open the page with ?token=….');
+    return;
+  }
+  agencyId = agencyId || decodeClaims(token)?.agency_id;
+  if (!agencyId) {
+    fatal('No agency: open planner.html?agency=<agency id>, or use an agency token.');
     return;
   }
   $('#day').value = params.get('date') || dateInput(new Date());
@@ -278,7 +281,7 @@ function renderTimeline() {
     return place(el, b.start, b.end);
   };
 
-  const rows = [h('div', { class: 'tl-row head' }, h('div'), hours)];
+  const rows = [h('div', { class: 'tl-row head' }, h('div', { class: 'tl-label' }), hours)];
   rows.push(h('div', { class: 'tl-row head' }, h('div', { class: 'tl-label' }, h('small', { class: 'muted', text: 'SESSIONS' })), h('div')));
   if (!sessions.length) {
     rows.push(h('div', { class: 'tl-row' }, h('div', { class: 'tl-label empty', text: 'Nothing scheduled this day.' }), h('div', { class: 'tl-track' })));
@@ -309,6 +312,7 @@ function renderTimeline() {
       h('div', { class: 'tl-label' }, h('b', { text: m.display_name }), h('small', { text: `@${m.handle}` })), track));
   }
   fill(box, rows);
+  if ($('#timeline').parentElement.dataset.day !== day()) scrollToFirstSession();
   const legend = $('#legend');
   fill(legend, roster.map((m) => {
     const i = h('i');
@@ -317,6 +321,27 @@ function renderTimeline() {
   }), h('span', {}, h('i', { class: 'plan' }), 'planned'), h('span', {}, h('i', { class: 'conflict' }), 'conflict'));
   renderShiftDetail();
 }
+
+/** On a narrow screen the timeline scrolls: start it an hour before the day's first session. */
+function scrollToFirstSession() {
+  const scroller = $('#timeline').parentElement;
+  scroller.dataset.day = day();
+  if (!sessions.length || scroller.scrollWidth <= scroller.clientWidth) return;
+  const { from, span } = axis();
+  const first = Math.min(...sessions.map((s) => t(s.planned_start))) - 3_600_000;
+  const labelWidth = $('#timeline .tl-label')?.offsetWidth || 190;
+  scroller.scrollLeft = Math.max(0, ((first - from) / span) * (scroller.scrollWidth - labelWidth));
+}
+
+let timelineTouched = false;
+for (const kind of ['pointerdown', 'wheel', 'touchstart']) {
+  $('#timeline').parentElement.addEventListener(kind, () => {
+    timelineTouched = true;
+  }, { passive: true });
+}
+window.addEventListener('resize', () => {
+  if (!timelineTouched) scrollToFirstSession();
+});
 
 function renderShiftDetail() {
   const box = $('#shift-detail');

@@ -1,7 +1,7 @@
 // The viewer page: watch a session's room, chat, like, claim coupons and buy.
 import {
   $, h, fill, morphChildren, countdown, api, money, clock, shortId, uuid, randomHex, toast, timeOfDay,
-  initials, obtainToken, askForToken, devInfo, Room, RoomState, discountText, startCountdowns,
+  initials, obtainToken, askForToken, askForSession, decodeClaims, devInfo, Room, RoomState, discountText, startCountdowns,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -47,7 +47,8 @@ async function main() {
   dev = await devInfo();
   sessionId = params.get('session') || dev?.session_id;
   if (!sessionId) {
-    fatal('No session given: open viewer.html?session=<session id>.');
+    askForSession($('#app'), 'do you want to watch');
+    $('#conn').textContent = 'not connected';
     return;
   }
   me = params.get('user') || sessionStorage.getItem('hawker.viewer') || `viewer-${randomHex(3)}`;
@@ -57,6 +58,7 @@ async function main() {
     askForToken($('#app'), 'viewer', 'This server does not mint demo tokens (production). Paste a viewer token, or open the page with ?token=….');
     return;
   }
+  me = decodeClaims(token)?.sub || me; // a pasted token names its user
   $('#me').textContent = `You are ${me}`;
   try {
     session = await api(`/v1/sessions/${sessionId}`, { token });

@@ -173,6 +173,16 @@ async function shoot(page, name, viewport) {
     window.scrollTo(0, 0);
   });
   await page.waitForTimeout(300);
+  // Readable at this width: nothing wider than the screen.
+  const { scroll, inner, wide } = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    inner: window.innerWidth,
+    wide: [...document.querySelectorAll('body *')]
+      .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+      .slice(0, 5)
+      .map((e) => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}.${e.className}`),
+  }));
+  check(scroll <= inner, `${name}: the page is ${scroll} px wide in a ${inner} px window (${wide.join(', ')})`);
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
   if (viewport) await page.setViewportSize(previous);
 }
@@ -400,6 +410,10 @@ async function main() {
   }
 
   await step('bob reconnects by himself, resumes from his offset and shows the current deals and stock', async () => {
+    // Still away: nothing of the above reached him.
+    check((await attr(bob.page.locator('#conn'), 'data-status')) === 'offline', 'bob stayed offline');
+    check((await attr(bob.page.locator('[data-testid=deal-stock]'), 'data-remaining')) === '50', 'bob saw no sale while offline');
+    check((await bob.page.locator('[data-testid=coupon]').count()) === 1, 'bob saw no second coupon while offline');
     await bob.context.setOffline(false);
     await connected(bob.page);
     const stats = await bob.page.evaluate(() => ({ ...window.hawker.stats }));
@@ -419,6 +433,22 @@ async function main() {
     await shoot(bob.page, 'viewer-phone');
     await shoot(host.page, 'host-desktop');
     await shoot(host.page, 'host-phone', PHONE);
+  });
+
+  await step('host schedules a coupon drop a few seconds ahead; it counts down, then drops', async () => {
+    const { page } = host;
+    await page.selectOption('#coupon-form [name=kind]', 'percent');
+    await page.fill('[data-testid=coupon-total]', '5');
+    await page.fill('[data-testid=coupon-value]', '50');
+    await page.selectOption('[data-testid=coupon-when]', 'at');
+    await page.fill('[data-testid=coupon-at]', new Date(Date.now() + 4000).toISOString().slice(0, 19));
+    await page.click('[data-testid=drop-coupon]');
+    const card = alice.page.locator('[data-testid=coupon]', { hasText: '50% off' });
+    await until('the announced drop', async () => (await attr(card, 'data-status')) === 'scheduled');
+    check((await text(card.locator('.countdown'))).startsWith('drops in'), 'it counts down');
+    await until('the drop', async () => (await attr(card, 'data-status')) === 'dropped', 15_000);
+    await card.locator('[data-testid=claim]').click();
+    await card.locator('[data-testid=claimed]').waitFor();
   });
 
   await step('planner: the shift on air and the sale’s commission in the statement', async () => {

@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::error::ApiError;
+use crate::config::Environment;
 
 /// One embedded file.
 struct Asset {
@@ -49,12 +50,22 @@ const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'sel
                    object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The console's routes. Stateless, so they merge into any router.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// `env.json` tells the pages whether the development routes exist
+/// (`dev.rs`), so a production console asks for a token instead.
+pub fn router<S: Clone + Send + Sync + 'static>(environment: Environment) -> Router<S> {
+    let env = serde_json::json!({
+        "environment": environment.as_str(),
+        "dev_routes": super::dev::enabled(environment),
+    });
     Router::new()
         .route("/console", get(|| async { Redirect::permanent("/console/") }))
         .route(
             "/console/",
             get(|headers: HeaderMap| async move { serve("index.html", &headers) }),
+        )
+        .route(
+            "/console/env.json",
+            get(move || async move { ([(header::CACHE_CONTROL, "no-store")], axum::Json(env.clone())) }),
         )
         .route(
             "/console/{*file}",
@@ -124,7 +135,7 @@ mod tests {
         if let Some(etag) = etag {
             request = request.header(header::IF_NONE_MATCH, etag);
         }
-        router::<()>()
+        router::<()>(Environment::Test)
             .oneshot(request.body(Body::empty()).unwrap())
             .await
             .unwrap()
@@ -166,6 +177,21 @@ mod tests {
             get("/console/console.css", Some(&etag)).await.status(),
             StatusCode::NOT_MODIFIED
         );
+    }
+
+    #[tokio::test]
+    async fn the_pages_learn_whether_dev_routes_exist() {
+        let response = get("/console/env.json", None).await;
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let env: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(env["dev_routes"], true);
+        let production = router::<()>(Environment::Production)
+            .oneshot(Request::get("/console/env.json").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(production.into_body(), 1024).await.unwrap();
+        let env: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(env["dev_routes"], false);
     }
 
     #[tokio::test]

@@ -27,18 +27,20 @@ use crate::seed;
 /// The longest token the demo route mints.
 const MAX_TTL_SECS: u64 = 7 * 86_400;
 
+/// Whether `environment` has the development routes: development and test only.
+pub fn enabled(environment: Environment) -> bool {
+    matches!(environment, Environment::Development | Environment::Test)
+}
+
 /// The development routes, or `None` in production (where they must not exist).
 pub fn router(environment: Environment) -> Option<Router<AppState>> {
-    match environment {
-        Environment::Development | Environment::Test => Some(
-            Router::new()
-                .route("/v1/dev/token", post(mint_token))
-                .route("/v1/dev/demo", get(demo))
-                .route("/v1/dev/sessions/{session_id}/catalog", get(catalog))
-                .route("/v1/dev/orders/{order_id}/pay", post(pay_order)),
-        ),
-        Environment::Production => None,
-    }
+    enabled(environment).then(|| {
+        Router::new()
+            .route("/v1/dev/token", post(mint_token))
+            .route("/v1/dev/demo", get(demo))
+            .route("/v1/dev/sessions/{session_id}/catalog", get(catalog))
+            .route("/v1/dev/orders/{order_id}/pay", post(pay_order))
+    })
 }
 
 #[derive(Debug, Deserialize)]

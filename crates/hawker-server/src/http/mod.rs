@@ -119,7 +119,7 @@ pub fn public_app(state: AppState) -> Router {
     let doc = Arc::new(doc);
     let timeout = state.settings.server.request_timeout();
     // The web console, and in development and test only, its helper routes.
-    let mut router = router.merge(console::router());
+    let mut router = router.merge(console::router(state.settings.environment));
     if let Some(dev) = dev::router(state.settings.environment) {
         router = router.merge(dev);
     }
