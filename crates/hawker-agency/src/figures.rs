@@ -495,7 +495,11 @@ pub async fn run_sampler(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = sample(&db, &redis).await {
+        let round = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            round = sample(&db, &redis) => round,
+        };
+        if let Err(e) = round {
             tracing::debug!(error = %e, "room sampling deferred");
         }
     }

@@ -55,7 +55,12 @@ pub async fn run(db: PgPool, every: Duration, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match accrue(&db).await {
+        // A pass stuck on an unreachable Postgres must not hold up shutdown.
+        let pass = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            pass = accrue(&db) => pass,
+        };
+        match pass {
             Ok(done) if done.total() > 0 => tracing::debug!(?done, "commissions accrued"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "commission accrual failed; retrying next tick"),

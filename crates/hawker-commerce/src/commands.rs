@@ -32,9 +32,13 @@ impl CommandHandler for Commerce {
                     .get("idempotency_key")
                     .and_then(Value::as_str)
                     .ok_or_else(|| CommandError::new("bad_command", "`idempotency_key` is required"))?;
-                let quantity = data.get("quantity").and_then(Value::as_i64).unwrap_or(1);
-                let quantity = i32::try_from(quantity)
-                    .map_err(|_| CommandError::new("bad_quantity", "quantity is out of range"))?;
+                let quantity = match data.get("quantity") {
+                    None | Some(Value::Null) => 1,
+                    Some(q) => q
+                        .as_i64()
+                        .and_then(|q| i32::try_from(q).ok())
+                        .ok_or_else(|| CommandError::new("bad_quantity", "quantity must be an integer"))?,
+                };
                 let coupon_claim_id = match data.get("coupon_claim_id") {
                     None | Some(Value::Null) => None,
                     Some(_) => Some(uuid_field(&data, "coupon_claim_id")?),

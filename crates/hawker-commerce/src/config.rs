@@ -22,8 +22,6 @@ pub struct CommerceConfig {
     pub scheduler_tick_ms: u64,
     /// A gate reservation with no order after this long is released.
     pub reservation_timeout_secs: u64,
-    /// Seconds a `Retry-After` tells clients to wait when Postgres is unreachable.
-    pub retry_after_secs: u64,
 }
 
 impl Default for CommerceConfig {
@@ -38,7 +36,6 @@ impl Default for CommerceConfig {
             stock_event_interval_ms: 100,
             scheduler_tick_ms: 200,
             reservation_timeout_secs: 30,
-            retry_after_secs: 2,
         }
     }
 }

@@ -460,6 +460,8 @@ pub async fn fire_due_drops(c: &Commerce) -> anyhow::Result<usize> {
             vec![
                 outbox::remove(drop.state_key()),
                 outbox::remove(remaining_key(drop.coupon_drop_id)),
+                // No remaining-count figure may follow the end.
+                outbox::version(&remaining_key(drop.coupon_drop_id), i64::MAX),
             ],
         )
         .await?;

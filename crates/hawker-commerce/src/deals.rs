@@ -224,6 +224,7 @@ pub async fn create_deal(
     session_id: Uuid,
     new: NewDeal,
 ) -> CommerceResult<Deal> {
+    require_host(c.db(), claims, session_id).await?;
     let config = c.config();
     if new.price_minor <= 0 {
         return Err(CommerceError::invalid(
@@ -258,7 +259,6 @@ pub async fn create_deal(
             ),
         ));
     }
-    require_host(c.db(), claims, session_id).await?;
     let item = by_link(c, session_id, new.link_number).await?;
     let mut tx = c.db().begin().await?;
     let taken = sqlx::query(

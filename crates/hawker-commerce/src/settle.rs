@@ -201,7 +201,9 @@ impl SettleTask {
         for figure in &result.deals {
             let _ = gate.clamp(figure.deal_id, figure.remaining).await;
             if figure.ended {
+                // Sold out: the final figure and `deal.ended` go through the outbox.
                 let _ = gate.mark_ended(figure.deal_id, "sold_out").await;
+                continue;
             }
             stock.announce(stock_figure(
                 figure.session_id,
