@@ -496,6 +496,10 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
         reason: reason.into(),
     };
     // A slow peer gets time to read up to the close frame; others need none.
-    let wait = if code == close_code::SLOW { Duration::from_secs(10) } else { Duration::from_secs(2) };
+    let wait = if code == close_code::SLOW {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(2)
+    };
     let _ = tokio::time::timeout(wait, socket.send(Message::Close(Some(frame)))).await;
 }

@@ -376,7 +376,9 @@ impl RoomTask {
             Some((epoch, offset)) if *epoch == self.epoch => {
                 match store.history(self.id, epoch, *offset).await {
                     // More missed than the outbox could hold: a snapshot is cheaper.
-                    Ok(History::Events(frames)) if frames.iter().map(String::len).sum::<usize>() > budget => None,
+                    Ok(History::Events(frames)) if frames.iter().map(String::len).sum::<usize>() > budget => {
+                        None
+                    }
                     Ok(History::Events(frames)) => Some((*offset, frames)),
                     Ok(History::Reset) => None,
                     Err(_) => return JoinOutcome::Unavailable,
@@ -387,7 +389,10 @@ impl RoomTask {
         match exact {
             Some((offset, frames)) => {
                 client.outbox.start_after(offset);
-                let missed = frames.iter().filter(|f| !f.contains("\"type\":\"internal.")).count();
+                let missed = frames
+                    .iter()
+                    .filter(|f| !f.contains("\"type\":\"internal."))
+                    .count();
                 let resumed = serde_json::json!({
                     "type": "resumed", "epoch": self.epoch, "offset": offset, "missed": missed, "you": client.you,
                 });

@@ -50,7 +50,10 @@ pub async fn session_socket(
     let upgrade = upgrade.map_err(|e| ApiError::bad_request("not_websocket", e.body_text()))?;
     if state.shutdown.is_cancelled() {
         // Draining: the client should open its socket on another node.
-        return Err(ApiError::Unavailable { what: "this node (shutting down)", retry_after_secs: 1 });
+        return Err(ApiError::Unavailable {
+            what: "this node (shutting down)",
+            retry_after_secs: 1,
+        });
     }
     check_origin(&state, &headers)?;
     let resume = match params.resume.as_deref() {

@@ -312,8 +312,13 @@ impl ServerProcess {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("hawker prints its address");
-        ServerProcess { child, addr: addr.parse().expect("address") }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("hawker prints its address");
+        ServerProcess {
+            child,
+            addr: addr.parse().expect("address"),
+        }
     }
 
     pub fn kill(&mut self) {

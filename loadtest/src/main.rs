@@ -1,0 +1,71 @@
+//! `hawker-loadtest`: load generation for hawker. `fanout` measures the
+//! real-time hub: how fast one event reaches every viewer, whether any is
+//! lost, duplicated or reordered, and what each socket and delivery costs
+//! the server. See loadtest/README.md.
+
+mod clock;
+mod fanout;
+mod frame;
+mod plot;
+mod publisher;
+mod server;
+mod stampede;
+mod stats;
+mod viewer;
+mod worker;
+mod ws;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "hawker-loadtest", version, about = "Load generator for hawker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// V viewers over K nodes; host events and chat at fixed rates; latency, loss and cost.
+    Fanout(Box<fanout::FanoutArgs>),
+    /// A group of viewers for a `fanout --procs N` coordinator (reads stdin, writes stdout).
+    #[command(hide = true)]
+    FanoutWorker,
+    /// B buyers press buy on one flash deal: committed orders/s, rejections/s, latency, invariants.
+    Stampede(Box<stampede::StampedeArgs>),
+    /// Times a fixed CPU-bound loop (ms): how fast this core is right now.
+    Calibrate,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Command::Calibrate = cli.command {
+        println!("{:.1}", server::calibrate_ms());
+        return std::process::ExitCode::SUCCESS;
+    }
+    // One thread per process: the generator is pinned to one core, and a
+    // current-thread runtime with a LocalSet needs no locks at all.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let outcome = local.block_on(&runtime, async move {
+        match cli.command {
+            Command::Fanout(args) => fanout::run(*args).await,
+            Command::FanoutWorker => worker::serve().await,
+            Command::Stampede(args) => stampede::run(*args).await,
+            Command::Calibrate => Ok(()),
+        }
+    });
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

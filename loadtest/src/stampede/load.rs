@@ -1,0 +1,487 @@
+//! One phase of purchase attempts: T generator threads (each a
+//! current-thread runtime) with C connections between them, open-loop at a
+//! target rate (latency from the scheduled send time, so a stalled server
+//! shows up as latency, not as fewer attempts) or closed-loop as fast as the
+//! connections go (latency from the send).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use super::http1::{string_field, Conn};
+use crate::clock;
+use crate::stats::histogram;
+use crate::ws::{self, Node};
+
+/// How purchases travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `POST /v1/deals/{id}/orders` over HTTP/1.1 keep-alive; any buyer on any connection.
+    Http,
+    /// `deal.buy` on the room socket; one buyer per socket, one command in flight.
+    Socket,
+}
+
+/// Live counters the coordinator prints while a phase runs.
+#[derive(Default)]
+pub struct Progress {
+    pub sent: AtomicU64,
+    pub committed: AtomicU64,
+    pub rejected: AtomicU64,
+    pub errors: AtomicU64,
+    pub stop: AtomicBool,
+}
+
+#[derive(Clone)]
+pub struct PhaseConfig {
+    pub run: String,
+    /// `127.0.0.1:port` of the node's public listener.
+    pub addr: String,
+    pub session: Uuid,
+    pub deal: Uuid,
+    pub transport: Transport,
+    /// Attempts per second (open loop); `None`: as fast as the connections go.
+    pub rate: Option<f64>,
+    pub connections: usize,
+    pub threads: usize,
+    /// Unix µs of the first scheduled attempt (open loop) or of the start.
+    pub start_us: u64,
+    pub duration: Duration,
+    pub max_attempts: u64,
+    /// Global index of this phase's first attempt: idempotency key = `<run>-<index>`.
+    pub first_attempt: u64,
+    /// The phase's buyers are `buyers.start + index % buyers.len()` (indexes into `tokens`).
+    pub buyers: std::ops::Range<u64>,
+    pub quantity: i32,
+    pub timeout: Duration,
+    /// Signed buyer tokens; buyer `i` is user `st<run>b<i>`.
+    pub tokens: Arc<Vec<String>>,
+    pub progress: Arc<Progress>,
+}
+
+impl PhaseConfig {
+    fn buyer(&self, index: u64) -> u64 {
+        let count = self.buyers.end.saturating_sub(self.buyers.start).max(1);
+        (self.buyers.start + index % count).min(self.tokens.len() as u64 - 1)
+    }
+}
+
+/// Counts of one second.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Counts {
+    pub committed: u64,
+    pub rejected: u64,
+    pub errors: u64,
+}
+
+/// What one phase (or one thread of it) saw.
+pub struct PhaseResult {
+    /// Latency of every answered attempt (µs).
+    pub all: Histogram<u64>,
+    pub committed: Histogram<u64>,
+    pub rejected: Histogram<u64>,
+    /// How late the generator sent, against the schedule (open loop only).
+    pub send_lag: Histogram<u64>,
+    /// Latency by second of scheduled (or send) time, since `start_us`.
+    pub latency_by_second: BTreeMap<u64, Histogram<u64>>,
+    /// Outcomes by second of completion, since `start_us`.
+    pub counts_by_second: BTreeMap<u64, Counts>,
+    /// `created`, or the error code of a refusal (`sold_out`, `cap_exceeded`, …).
+    pub codes: BTreeMap<String, u64>,
+    /// Failures that are not a business answer: transport, timeouts, 5xx.
+    pub errors: BTreeMap<String, u64>,
+    pub attempts: u64,
+    /// Every 201: (order id, buyer index).
+    pub acks: Vec<(Uuid, u64)>,
+    pub last_done_us: u64,
+    pub connects: u64,
+}
+
+impl PhaseResult {
+    fn new() -> Self {
+        PhaseResult {
+            all: histogram(true),
+            committed: histogram(true),
+            rejected: histogram(true),
+            send_lag: histogram(true),
+            latency_by_second: BTreeMap::new(),
+            counts_by_second: BTreeMap::new(),
+            codes: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            attempts: 0,
+            acks: Vec::new(),
+            last_done_us: 0,
+            connects: 0,
+        }
+    }
+
+    pub fn merge(&mut self, o: PhaseResult) {
+        let _ = self.all.add(&o.all);
+        let _ = self.committed.add(&o.committed);
+        let _ = self.rejected.add(&o.rejected);
+        let _ = self.send_lag.add(&o.send_lag);
+        for (s, h) in o.latency_by_second {
+            let _ = self
+                .latency_by_second
+                .entry(s)
+                .or_insert_with(|| histogram(false))
+                .add(&h);
+        }
+        for (s, c) in o.counts_by_second {
+            let e = self.counts_by_second.entry(s).or_default();
+            e.committed += c.committed;
+            e.rejected += c.rejected;
+            e.errors += c.errors;
+        }
+        for (k, v) in o.codes {
+            *self.codes.entry(k).or_default() += v;
+        }
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.attempts += o.attempts;
+        self.acks.extend(o.acks);
+        self.last_done_us = self.last_done_us.max(o.last_done_us);
+        self.connects += o.connects;
+    }
+
+    pub fn committed_count(&self) -> u64 {
+        self.codes.get("created").copied().unwrap_or(0)
+    }
+
+    pub fn rejected_count(&self) -> u64 {
+        self.codes
+            .iter()
+            .filter(|(k, _)| k.as_str() != "created")
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn record(&mut self, start_us: u64, from_us: u64, outcome: Outcome, progress: &Progress) {
+        let now = clock::now_us();
+        let latency = now.saturating_sub(from_us).max(1);
+        let done_second = now.saturating_sub(start_us) / 1_000_000;
+        let counts = self.counts_by_second.entry(done_second).or_default();
+        self.last_done_us = self.last_done_us.max(now);
+        match outcome {
+            Outcome::Created(order, buyer) => {
+                counts.committed += 1;
+                self.committed.saturating_record(latency);
+                self.acks.push((order, buyer));
+                *self.codes.entry("created".to_string()).or_default() += 1;
+                progress.committed.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Refused(code) => {
+                counts.rejected += 1;
+                self.rejected.saturating_record(latency);
+                *self.codes.entry(code).or_default() += 1;
+                progress.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Failed(what) => {
+                counts.errors += 1;
+                *self.errors.entry(what).or_default() += 1;
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.all.saturating_record(latency);
+        self.latency_by_second
+            .entry(from_us.saturating_sub(start_us) / 1_000_000)
+            .or_insert_with(|| histogram(false))
+            .saturating_record(latency);
+    }
+}
+
+enum Outcome {
+    Created(Uuid, u64),
+    Refused(String),
+    Failed(String),
+}
+
+thread_local! {
+    /// Connects in flight per generator thread: thousands of simultaneous
+    /// SYNs overflow the server's accept queue, and a dropped handshake costs
+    /// a retransmission of a second or more.
+    static CONNECTS: Rc<tokio::sync::Semaphore> = Rc::new(tokio::sync::Semaphore::new(32));
+}
+
+/// Runs a phase on `config.threads` threads and merges what they saw.
+pub async fn run_phase(config: &PhaseConfig) -> anyhow::Result<PhaseResult> {
+    let threads = config.threads.max(1);
+    let mut waiting = Vec::new();
+    for t in 0..threads {
+        let (tx, rx) = oneshot::channel();
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name(format!("stampede-{t}"))
+            .spawn(move || {
+                let result = (|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let local = tokio::task::LocalSet::new();
+                    Ok(local.block_on(&runtime, run_thread(config, t, threads)))
+                })();
+                let _ = tx.send(result);
+            })?;
+        waiting.push(rx);
+    }
+    let mut total = PhaseResult::new();
+    for rx in waiting {
+        let result: anyhow::Result<PhaseResult> = rx
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("a generator thread died")));
+        total.merge(result?);
+    }
+    Ok(total)
+}
+
+/// Thread `t` of `threads`: attempts `t, t + threads, …` of the phase.
+async fn run_thread(config: PhaseConfig, t: usize, threads: usize) -> PhaseResult {
+    let config = Rc::new(config);
+    let next = Rc::new(Cell::new(0u64));
+    let result = Rc::new(RefCell::new(PhaseResult::new()));
+    // Connections of this thread: an even share.
+    let mine = config.connections / threads + usize::from(t < config.connections % threads);
+    let mut tasks = Vec::new();
+    for c in 0..mine {
+        let (config, next, result) = (config.clone(), next.clone(), result.clone());
+        let slot = c * threads + t;
+        tasks.push(tokio::task::spawn_local(async move {
+            match config.transport {
+                Transport::Http => http_connection(&config, t as u64, threads as u64, &next, &result).await,
+                Transport::Socket => {
+                    socket_connection(&config, slot as u64, t as u64, threads as u64, &next, &result).await
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    match Rc::try_unwrap(result) {
+        Ok(cell) => cell.into_inner(),
+        Err(shared) => std::mem::replace(&mut *shared.borrow_mut(), PhaseResult::new()),
+    }
+}
+
+/// The next attempt of this thread, with the µs it is scheduled at (or is
+/// sent at, in a closed loop); `None` when the phase is over.
+async fn next_attempt(config: &PhaseConfig, next: &Cell<u64>, t: u64, threads: u64) -> Option<(u64, u64)> {
+    let k = next.get();
+    let i = k * threads + t;
+    let end_us = config.start_us + config.duration.as_micros() as u64;
+    if i >= config.max_attempts || config.progress.stop.load(Ordering::Relaxed) {
+        return None;
+    }
+    let scheduled = match config.rate {
+        Some(rate) => {
+            let at = config.start_us + (i as f64 * 1e6 / rate) as u64;
+            if at >= end_us {
+                return None;
+            }
+            next.set(k + 1);
+            if at > clock::now_us() {
+                tokio::time::sleep_until(clock::instant_at(at).into()).await;
+            }
+            at
+        }
+        None => {
+            let now = clock::now_us();
+            if now >= end_us {
+                return None;
+            }
+            next.set(k + 1);
+            now
+        }
+    };
+    Some((i, scheduled))
+}
+
+async fn http_connection(
+    config: &PhaseConfig,
+    t: u64,
+    threads: u64,
+    next: &Cell<u64>,
+    result: &RefCell<PhaseResult>,
+) {
+    let mut conn = Conn::new(&config.addr);
+    let body = format!("{{\"quantity\":{}}}", config.quantity);
+    let mut request = Vec::with_capacity(768);
+    // Keep-alive connections are open before the first attempt: connection
+    // set-up (and a SYN retried after a full accept queue) is not a purchase.
+    let connecting = CONNECTS.with(|c| c.clone());
+    let permit = connecting.acquire().await;
+    let connected = conn.connect().await;
+    drop(permit);
+    if let Err(e) = connected {
+        *result
+            .borrow_mut()
+            .errors
+            .entry(format!("connect: {e:#}"))
+            .or_default() += 1;
+    }
+    while let Some((i, scheduled)) = next_attempt(config, next, t, threads).await {
+        let index = config.first_attempt + i;
+        let buyer = config.buyer(index);
+        request.clear();
+        let _ = write!(
+            request,
+            "POST /v1/deals/{}/orders HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Idempotency-Key: {}-{index}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            config.deal,
+            config.addr,
+            config.tokens[buyer as usize],
+            config.run,
+            body.len(),
+        );
+        let sent = clock::now_us();
+        config.progress.sent.fetch_add(1, Ordering::Relaxed);
+        let outcome = match conn.exchange(&request, config.timeout).await {
+            Ok(answer) => match answer.status {
+                201 => match string_field(answer.body, "order_id").and_then(|s| Uuid::parse_str(s).ok()) {
+                    Some(order) => Outcome::Created(order, buyer),
+                    None => Outcome::Failed("201 without an order_id".to_string()),
+                },
+                400..=499 => Outcome::Refused(string_field(answer.body, "error").unwrap_or("?").to_string()),
+                status => Outcome::Failed(format!(
+                    "http_{status}:{}",
+                    string_field(answer.body, "error").unwrap_or("?")
+                )),
+            },
+            Err(e) => Outcome::Failed(format!("{e:#}")),
+        };
+        let mut r = result.borrow_mut();
+        r.attempts += 1;
+        let from = if config.rate.is_some() {
+            r.send_lag
+                .saturating_record(sent.saturating_sub(scheduled).max(1));
+            scheduled
+        } else {
+            sent
+        };
+        r.record(config.start_us, from, outcome, &config.progress);
+    }
+    result.borrow_mut().connects += conn.reconnects;
+}
+
+/// One socket = one buyer (`slot % buyers`); one `deal.buy` in flight.
+async fn socket_connection(
+    config: &PhaseConfig,
+    slot: u64,
+    t: u64,
+    threads: u64,
+    next: &Cell<u64>,
+    result: &RefCell<PhaseResult>,
+) {
+    let buyer = config.buyer(slot);
+    let node = match Node::parse(&format!("ws://{}", config.addr)) {
+        Ok(n) => n,
+        Err(e) => {
+            *result.borrow_mut().errors.entry(format!("{e:#}")).or_default() += 1;
+            return;
+        }
+    };
+    let connecting = CONNECTS.with(|c| c.clone());
+    let permit = connecting.acquire().await;
+    let opened = ws::open(
+        &node,
+        config.session,
+        &config.tokens[buyer as usize],
+        None,
+        Duration::from_secs(10),
+    )
+    .await;
+    drop(permit);
+    let mut socket = match opened {
+        Ok((socket, _)) => socket,
+        Err(e) => {
+            *result
+                .borrow_mut()
+                .errors
+                .entry(format!("connect: {e:#}"))
+                .or_default() += 1;
+            return;
+        }
+    };
+    result.borrow_mut().connects += 1;
+    while let Some((i, scheduled)) = next_attempt(config, next, t, threads).await {
+        let index = config.first_attempt + i;
+        let id = index.to_string();
+        let command = format!(
+            "{{\"id\":\"{id}\",\"type\":\"deal.buy\",\"data\":{{\"deal_id\":\"{}\",\"idempotency_key\":\"{}-{index}\",\"quantity\":{}}}}}",
+            config.deal, config.run, config.quantity
+        );
+        let sent = clock::now_us();
+        config.progress.sent.fetch_add(1, Ordering::Relaxed);
+        let exchange = async {
+            socket.send(Message::text(command)).await?;
+            let id_mark = format!("\"id\":\"{id}\"");
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        let bytes = text.as_bytes();
+                        if memchr::memmem::find(bytes, id_mark.as_bytes()).is_none() {
+                            continue; // a room event (stock, presence, …)
+                        }
+                        return anyhow::Ok(
+                            if string_field(bytes, "type") == Some("ack")
+                                || bytes.starts_with(b"{\"type\":\"ack\"")
+                            {
+                                match string_field(bytes, "order_id").and_then(|s| Uuid::parse_str(s).ok()) {
+                                    Some(order) => Outcome::Created(order, buyer),
+                                    None => Outcome::Failed("ack without an order_id".to_string()),
+                                }
+                            } else {
+                                let code = string_field(bytes, "code").unwrap_or("?");
+                                if matches!(code, "unavailable" | "internal") {
+                                    Outcome::Failed(format!("socket:{code}"))
+                                } else {
+                                    Outcome::Refused(code.to_string())
+                                }
+                            },
+                        );
+                    }
+                    Some(Ok(Message::Close(frame))) => anyhow::bail!("closed: {frame:?}"),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => anyhow::bail!("closed"),
+                }
+            }
+        };
+        let (outcome, broken) = match tokio::time::timeout(config.timeout, exchange).await {
+            Ok(Ok(outcome)) => (outcome, false),
+            Ok(Err(e)) => (Outcome::Failed(format!("{e:#}")), true),
+            Err(_) => (Outcome::Failed("timeout".to_string()), true),
+        };
+        let mut r = result.borrow_mut();
+        r.attempts += 1;
+        let from = if config.rate.is_some() {
+            r.send_lag
+                .saturating_record(sent.saturating_sub(scheduled).max(1));
+            scheduled
+        } else {
+            sent
+        };
+        r.record(config.start_us, from, outcome, &config.progress);
+        if broken {
+            break;
+        }
+    }
+    let _ = socket.close(None).await;
+}
