@@ -776,6 +776,9 @@ impl Report<'_> {
                 "run_queue_wait_s": self.server_wait_s,
                 "counters": self.counters,
                 "events_out_per_s": if a.duration > 0.0 { self.counters.events_out / a.duration } else { 0.0 },
+                "socket_writes": self.counters.writes(),
+                "frames_per_write": self.counters.writes().map(|w| self.counters.events_out / w),
+                "cpu_us_per_write": self.counters.writes().map(|w| self.server_cpu_s * 1e6 / w),
                 "metrics_unavailable": self.metrics_missing,
                 "logs": self.spawned.iter().map(|n| n.log.display().to_string()).collect::<Vec<_>>(),
             },
@@ -871,6 +874,13 @@ impl Report<'_> {
             "               waited {:.2} s for a CPU (run queue) in the {:.1} s window",
             self.server_wait_s, self.window_secs
         );
+        if let Some(writes) = self.counters.writes() {
+            println!(
+                "               {writes:.0} socket writes, {:.2} frames per write, {:.1} µs of hub CPU per write",
+                self.counters.events_out / writes,
+                self.server_cpu_s * 1e6 / writes
+            );
+        }
         println!(
             "others         generator CPU {:.2} s ({:.0}%), waited {:.2} s; Redis CPU {}",
             self.generator_cpu_s,

@@ -342,6 +342,11 @@ pub struct HubCounters {
     pub slow_closes: f64,
     pub redis_reconnects: f64,
     pub recovery_gaps: f64,
+    /// Room events a node took in (`hawker_hub_events_in_total`).
+    pub events_in: f64,
+    /// Samples of `hawker_hub_fanout_latency_seconds`: one per room event
+    /// and one per socket write (batch of frames), so the difference counts writes.
+    pub fanout_latency_samples: f64,
 }
 
 impl HubCounters {
@@ -364,6 +369,8 @@ impl HubCounters {
             slow_closes: metric(text, "hawker_hub_slow_closes_total", None),
             redis_reconnects: metric(text, "hawker_hub_redis_reconnects_total", None),
             recovery_gaps: metric(text, "hawker_hub_recovery_gaps_total", None),
+            events_in: metric(text, "hawker_hub_events_in_total", None),
+            fanout_latency_samples: metric(text, "hawker_hub_fanout_latency_seconds_count", None),
         }
     }
 
@@ -377,6 +384,8 @@ impl HubCounters {
         self.slow_closes += o.slow_closes;
         self.redis_reconnects += o.redis_reconnects;
         self.recovery_gaps += o.recovery_gaps;
+        self.events_in += o.events_in;
+        self.fanout_latency_samples += o.fanout_latency_samples;
     }
 
     /// `self − before`, for counters (gauges keep their latest value).
@@ -391,7 +400,15 @@ impl HubCounters {
             slow_closes: self.slow_closes - before.slow_closes,
             redis_reconnects: self.redis_reconnects - before.redis_reconnects,
             recovery_gaps: self.recovery_gaps - before.recovery_gaps,
+            events_in: self.events_in - before.events_in,
+            fanout_latency_samples: self.fanout_latency_samples - before.fanout_latency_samples,
         }
+    }
+
+    /// Socket writes (each one flush of a batch of frames), if the counters allow.
+    pub fn writes(&self) -> Option<f64> {
+        let writes = self.fanout_latency_samples - self.events_in;
+        (writes > 0.0).then_some(writes)
     }
 }
 
