@@ -25,6 +25,23 @@ use crate::viewer::{EndCommand, GroupConfig, GroupResult, LaneCounts, Sent, Shar
 use crate::worker::GroupHandle;
 use crate::ws::Node;
 
+/// Writes a line to stdout; a closed stdout (the reader went away) must not
+/// abort the run before it stops the nodes it started.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// The same for stderr.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Sockets one generator process holds at most (the file limit is 20,000).
 const SOCKETS_PER_PROCESS: u64 = 19_500;
 const DEV_SECRET: &str = "hawker-development-jwt-secret-not-for-production";
@@ -231,7 +248,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let mut spawned = Vec::new();
     let outcome = run_with_nodes(&args, &mut spawned).await;
     if !spawned.is_empty() {
-        eprintln!("stopping the spawned nodes");
+        note!("stopping the spawned nodes");
         server::stop(&mut spawned);
     }
     outcome
@@ -241,16 +258,20 @@ async fn run_with_nodes(args: &FanoutArgs, spawned: &mut Vec<SpawnedNode>) -> an
     let run = Uuid::new_v4().simple().to_string()[..6].to_string();
     let started_at = chrono::Utc::now();
     let mut machine = Machine::read();
-    eprintln!(
+    note!(
         "run {run}: {} viewers, host {}/s, chat {}/s, {} s; load average {}",
-        args.viewers, args.host_rate, args.chat_rate, args.duration, machine.loadavg_start
+        args.viewers,
+        args.host_rate,
+        args.chat_rate,
+        args.duration,
+        machine.loadavg_start
     );
 
     let mut server_env = Vec::new();
     let (nodes, admins, server_pids) = match args.spawn {
         Some(count) => {
             if !args.no_seed {
-                eprintln!("seeding the demo session (hawker seed)");
+                note!("seeding the demo session (hawker seed)");
                 server::seed(&args.hawker_bin, &args.config_dir)?;
             }
             if args.chat_rate > 0.0 {
@@ -274,7 +295,7 @@ async fn run_with_nodes(args: &FanoutArgs, spawned: &mut Vec<SpawnedNode>) -> an
                 log_dir: std::env::temp_dir(),
                 run: run.clone(),
             };
-            eprintln!("starting {count} node(s) pinned to CPUs `{}`", args.server_cpus);
+            note!("starting {count} node(s) pinned to CPUs `{}`", args.server_cpus);
             *spawned = server::spawn(&config).await?;
             let nodes = spawned
                 .iter()
@@ -382,7 +403,7 @@ async fn run_with_nodes(args: &FanoutArgs, spawned: &mut Vec<SpawnedNode>) -> an
             break;
         }
         if Instant::now() > deadline {
-            eprintln!("connect deadline passed with {connected} connected; going on");
+            note!("connect deadline passed with {connected} connected; going on");
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -685,7 +706,7 @@ impl Report<'_> {
         let png = match plot::latency_png(self.recorder, self.seconds, self.start_us, &title, &png_path) {
             Ok(()) => Some(png_path.display().to_string()),
             Err(e) => {
-                eprintln!("no plot: {e:#}");
+                note!("no plot: {e:#}");
                 None
             }
         };
@@ -800,8 +821,8 @@ impl Report<'_> {
         std::fs::write(&json_path, serde_json::to_string_pretty(&document)?)
             .with_context(|| format!("writing {}", json_path.display()))?;
 
-        println!("== {} (run {}) ==", a.scenario, self.run);
-        println!(
+        out!("== {} (run {}) ==", a.scenario, self.run);
+        out!(
             "viewers        {} connected, {} failed, {} retries; connect p50 {:.1} ms p99 {:.1} ms max {:.1} ms; {:.1} s ({:.0}/s)",
             v.connected,
             v.connect_failed,
@@ -812,7 +833,7 @@ impl Report<'_> {
             self.connect_secs,
             v.connected as f64 / self.connect_secs.max(1e-3)
         );
-        println!(
+        out!(
             "sent           host {}/{} acked, chat {}/{} acked, errors {:?}, worst send lag {:.1} ms",
             self.publish.host_acked,
             self.publish.host_planned,
@@ -827,17 +848,22 @@ impl Report<'_> {
             ("latency chat", &chat),
         ] {
             if p.count > 0 {
-                println!(
+                out!(
                     "{name:<14} p50 {:.2} ms  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n = {})",
-                    p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms, p.count
+                    p.p50_ms,
+                    p.p90_ms,
+                    p.p99_ms,
+                    p.p999_ms,
+                    p.max_ms,
+                    p.count
                 );
             }
         }
-        println!(
+        out!(
             "deliveries     {deliveries} = {per_s:.0}/s (peak second {peak_per_s}); server frames out {:.0}/s; mean event frame {frame_bytes:.0} B",
             self.counters.events_out / a.duration.max(1e-9)
         );
-        println!(
+        out!(
             "host lane      expected {} received {} lost {} dup {} out-of-order {} (viewers missing some: {})",
             v.host.expected,
             v.host.received,
@@ -846,7 +872,7 @@ impl Report<'_> {
             v.host.out_of_order,
             v.host.viewers_missing
         );
-        println!(
+        out!(
             "chat lane      expected {} received {} missing {} dup {} out-of-order {}; server thinned {:.0}, queue-full {:.0}; unexplained {unexplained:.0}",
             chat_all.expected,
             chat_all.received,
@@ -856,11 +882,15 @@ impl Report<'_> {
             self.counters.chat_thinned,
             self.counters.chat_queue_full
         );
-        println!(
+        out!(
             "connections    offset regressions {}, disconnects {}, reconnects {}, resets {}, closes {:?}",
-            v.offset_regressions, v.disconnects, v.reconnects, v.resets, v.closes
+            v.offset_regressions,
+            v.disconnects,
+            v.reconnects,
+            v.resets,
+            v.closes
         );
-        println!(
+        out!(
             "server         RSS {} → {} → {} KB; {:.0} B per viewer socket; CPU {:.2} s ({:.0}% of the window), {:.2} s per million deliveries",
             kb(before),
             kb(connected),
@@ -870,18 +900,19 @@ impl Report<'_> {
             100.0 * self.server_cpu_s / self.window_secs.max(1e-9),
             cpu_per_million
         );
-        println!(
+        out!(
             "               waited {:.2} s for a CPU (run queue) in the {:.1} s window",
-            self.server_wait_s, self.window_secs
+            self.server_wait_s,
+            self.window_secs
         );
         if let Some(writes) = self.counters.writes() {
-            println!(
+            out!(
                 "               {writes:.0} socket writes, {:.2} frames per write, {:.1} µs of hub CPU per write",
                 self.counters.events_out / writes,
                 self.server_cpu_s * 1e6 / writes
             );
         }
-        println!(
+        out!(
             "others         generator CPU {:.2} s ({:.0}%), waited {:.2} s; Redis CPU {}",
             self.generator_cpu_s,
             100.0 * self.generator_cpu_s / self.window_secs.max(1e-9),
@@ -903,14 +934,14 @@ impl Report<'_> {
                 )
             })
             .collect();
-        println!(
+        out!(
             "machine        others' niced work {niced:.2} CPU s in the window; {}",
             per_cpu.join("; ")
         );
         if !self.metrics_missing.is_empty() {
-            println!("metrics        unavailable: {:?}", self.metrics_missing);
+            out!("metrics        unavailable: {:?}", self.metrics_missing);
         }
-        println!(
+        out!(
             "load average   {} at start, {} at end; calibration loop (ms, ~145 idle): hub core {} before, generator core {:.0} before, {:.0} after",
             self.machine.loadavg_start,
             self.machine.loadavg_end,
@@ -918,12 +949,12 @@ impl Report<'_> {
             self.calibration[0].1,
             self.calibration[1].1
         );
-        println!("result         {}", json_path.display());
+        out!("result         {}", json_path.display());
         if let Some(png) = png {
-            println!("plot           {png}");
+            out!("plot           {png}");
         }
         if self.profile.is_some() {
-            println!("profile        {}", perf_path.display());
+            out!("profile        {}", perf_path.display());
         }
         Ok(())
     }

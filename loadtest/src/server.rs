@@ -36,6 +36,17 @@ pub struct SpawnedNode {
     pub log: PathBuf,
 }
 
+impl Drop for SpawnedNode {
+    /// A node outlives nothing: if [`stop`] did not run (an error or a
+    /// panic on the way), it is killed here.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs `hawker seed` (idempotent): the session and agency the run uses.
 pub fn seed(hawker_bin: &Path, config_dir: &Path) -> anyhow::Result<()> {
     let output = Command::new(hawker_bin)

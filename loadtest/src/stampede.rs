@@ -322,11 +322,15 @@ pub async fn run(args: StampedeArgs) -> anyhow::Result<()> {
 }
 
 /// CPU seconds of the processes that matter, read together.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 struct CpuSample {
     server: f64,
     redis: f64,
     postgres: f64,
+    /// Each Postgres process (backends come and go: a delta counts only what
+    /// ran inside the window).
+    #[serde(skip)]
+    postgres_by_pid: Vec<(u32, f64)>,
     generator: f64,
     /// All CPUs, busy (non-idle) seconds, from /proc/stat.
     machine_busy: f64,
@@ -344,10 +348,12 @@ fn cpu_sample(pids: &Pids, started: Instant) -> CpuSample {
             .map(|s| s.cpu_s)
             .unwrap_or(0.0)
     };
+    let postgres: Vec<(u32, f64)> = postgres_pids().into_iter().map(|p| (p, cpu(Some(p)))).collect();
     CpuSample {
         server: cpu(pids.server),
         redis: cpu(pids.redis),
-        postgres: postgres_pids().into_iter().map(|p| cpu(Some(p))).sum(),
+        postgres: postgres.iter().map(|(_, c)| c).sum(),
+        postgres_by_pid: postgres,
         generator: cpu(Some(std::process::id())),
         machine_busy: machine_busy_s(),
         at: started.elapsed().as_secs_f64(),
@@ -358,7 +364,15 @@ fn cpu_delta(a: &CpuSample, b: &CpuSample) -> CpuSample {
     CpuSample {
         server: b.server - a.server,
         redis: b.redis - a.redis,
-        postgres: b.postgres - a.postgres,
+        postgres: b
+            .postgres_by_pid
+            .iter()
+            .map(|(pid, after)| {
+                let before = a.postgres_by_pid.iter().find(|(p, _)| p == pid).map(|(_, c)| *c);
+                after - before.unwrap_or(0.0)
+            })
+            .sum(),
+        postgres_by_pid: Vec::new(),
         generator: b.generator - a.generator,
         machine_busy: b.machine_busy - a.machine_busy,
         at: b.at - a.at,

@@ -663,7 +663,8 @@ fn note_once(message: &str) {
     PRINTED.with(|printed| {
         if printed.get() < 5 {
             printed.set(printed.get() + 1);
-            eprintln!("{message}");
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{message}");
         }
     });
 }

@@ -115,7 +115,23 @@ impl Application {
         let grace = state.settings.server.shutdown_grace();
         let max_connections = state.settings.server.max_connections;
 
-        let admin_app = http::admin_app(state.clone(), telemetry::metrics_handle());
+        let metrics = telemetry::metrics_handle();
+        // Histograms are drained only on render or upkeep: without upkeep a
+        // node nobody scrapes would grow without bound.
+        {
+            let metrics = metrics.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = every.tick() => metrics.run_upkeep(),
+                    }
+                }
+            });
+        }
+        let admin_app = http::admin_app(state.clone(), metrics);
         let public_app = http::public_app(state.clone());
 
         // Readiness turns 503 the moment shutdown starts; the listeners keep

@@ -373,14 +373,15 @@ impl SettleMetrics {
     }
 }
 
-/// `DEL` of a deal's gate keys (they hold one field per purchase attempt
-/// and would otherwise sit in the shared Redis for a day).
+/// `UNLINK` of a deal's gate keys (they hold one field per purchase attempt
+/// and would otherwise sit in the shared Redis for a day). Not `DEL`: freeing a
+/// hash of 200,000 fields blocks Redis for ~0.1 s, `UNLINK` frees it in the background.
 pub async fn drop_gate_keys(redis: &str, deal: Uuid) -> anyhow::Result<()> {
     let keys: Vec<String> = ["meta", "stock", "buyers", "keys", "rebuilding"]
         .iter()
         .map(|w| format!("hawker:deal:{{{deal}}}:{w}"))
         .collect();
-    let mut command = format!("*{}\r\n$3\r\nDEL\r\n", keys.len() + 1);
+    let mut command = format!("*{}\r\n$6\r\nUNLINK\r\n", keys.len() + 1);
     for key in &keys {
         command.push_str(&format!("${}\r\n{key}\r\n", key.len()));
     }
@@ -393,9 +394,9 @@ pub async fn drop_gate_keys(redis: &str, deal: Uuid) -> anyhow::Result<()> {
     };
     let reply = tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
-        .map_err(|_| anyhow!("redis DEL timed out"))??;
+        .map_err(|_| anyhow!("redis UNLINK timed out"))??;
     if !reply.starts_with(':') {
-        bail!("redis DEL answered {reply:?}");
+        bail!("redis UNLINK answered {reply:?}");
     }
     Ok(())
 }
