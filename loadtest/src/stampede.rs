@@ -127,7 +127,8 @@ pub struct StampedeArgs {
     #[arg(long, default_value_t = 29180)]
     pub admin_base_port: u16,
     /// Extra environment for the spawned node, KEY=VALUE (repeatable): HAWKER__… settings
-    /// (e.g. HAWKER__COMMERCE__BATCH_MAX=1024), MALLOC_…, GLIBC_TUNABLES, LD_PRELOAD.
+    /// (e.g. HAWKER__COMMERCE__BATCH_MAX=1024), MALLOC_…, GLIBC_TUNABLES, LD_PRELOAD,
+    /// TOKIO_WORKER_THREADS.
     #[arg(long = "server-env", value_parser = parse_env)]
     pub server_env: Vec<(String, String)>,
     /// The database of the run; `hawker seed` creates and migrates it. Its own
@@ -180,9 +181,14 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
     // LD_PRELOAD: to try another allocator (e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2)
     // without rebuilding the server.
-    if !(k.starts_with("HAWKER") || k.starts_with("MALLOC_") || k == "GLIBC_TUNABLES" || k == "LD_PRELOAD") {
+    if !(k.starts_with("HAWKER")
+        || k.starts_with("MALLOC_")
+        || k == "GLIBC_TUNABLES"
+        || k == "LD_PRELOAD"
+        || k == "TOKIO_WORKER_THREADS")
+    {
         return Err(format!(
-            "`{k}`: only HAWKER…, MALLOC_…, GLIBC_TUNABLES and LD_PRELOAD variables are passed"
+            "`{k}`: only HAWKER…, MALLOC_…, GLIBC_TUNABLES, LD_PRELOAD and TOKIO_WORKER_THREADS are passed"
         ));
     }
     Ok((k.to_string(), v.to_string()))
