@@ -6,6 +6,7 @@
 //! - `hawker:deal:{id}:meta`   hash: `ready`, `starts_ms`, `ends_ms`, `cap`, `status`
 //! - `hawker:deal:{id}:stock`  units the gate may still hand out
 //! - `hawker:deal:{id}:buyers` hash: buyer → units reserved or bought
+//! - `hawker:deal:{id}:pending` sorted set: fields still reserved, scored by reservation time (ms)
 //! - `hawker:deal:{id}:keys`   hash: `buyer\nkey` → `o:<order id>` (settled) or
 //!   `p:<qty>:<ms>:<hash>` (reserved, settlement pending)
 //!
@@ -42,6 +43,7 @@ if tonumber(redis.call('GET', KEYS[2]) or '0') < q then return {'sold_out'} end
 redis.call('DECRBY', KEYS[2], q)
 redis.call('HINCRBY', KEYS[3], ARGV[1], q)
 redis.call('HSET', KEYS[4], ARGV[3], 'p:' .. q .. ':' .. ARGV[5] .. ':' .. ARGV[4])
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[3])
 return {'ok'}
 "#;
 
@@ -50,6 +52,7 @@ const RELEASE_LUA: &str = r#"
 local v = redis.call('HGET', KEYS[3], ARGV[3])
 if not v or string.sub(v, 1, 2) ~= 'p:' then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[3])
+redis.call('ZREM', KEYS[4], ARGV[3])
 redis.call('INCRBY', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], ARGV[1], -tonumber(ARGV[2]))
 return 1
@@ -146,6 +149,7 @@ impl Gate {
             .key(key(deal, "stock"))
             .key(key(deal, "buyers"))
             .key(key(deal, "keys"))
+            .key(key(deal, "pending"))
             .arg(buyer)
             .arg(quantity)
             .arg(field)
@@ -171,12 +175,17 @@ impl Gate {
             return Ok(());
         }
         let mut conn = self.redis.clone();
-        let mut command = redis::cmd("HSET");
-        command.arg(key(deal, "keys"));
+        let mut pipe = redis::pipe();
+        let mut settle = redis::cmd("HSET");
+        settle.arg(key(deal, "keys"));
+        let mut unpend = redis::cmd("ZREM");
+        unpend.arg(key(deal, "pending"));
         for (field, order_id) in settled {
-            command.arg(field).arg(format!("o:{order_id}"));
+            settle.arg(field).arg(format!("o:{order_id}"));
+            unpend.arg(field);
         }
-        bounded(command.query_async::<i64>(&mut conn)).await?;
+        pipe.add_command(settle).ignore().add_command(unpend).ignore();
+        bounded(pipe.query_async::<()>(&mut conn)).await?;
         Ok(())
     }
 
@@ -188,6 +197,7 @@ impl Gate {
             .key(key(deal, "stock"))
             .key(key(deal, "buyers"))
             .key(key(deal, "keys"))
+            .key(key(deal, "pending"))
             .arg(buyer)
             .arg(quantity)
             .arg(field);
@@ -288,6 +298,7 @@ impl Gate {
             key(deal, "stock"),
             key(deal, "buyers"),
             key(deal, "keys"),
+            key(deal, "pending"),
         ]);
         pipe.set(key(deal, "stock"), stock);
         if !buyers.is_empty() {
@@ -311,7 +322,7 @@ impl Gate {
         ]);
         let meta: Vec<(&str, String)> = meta.into_iter().collect();
         pipe.hset_multiple(key(deal, "meta"), &meta);
-        for what in ["meta", "stock", "buyers", "keys"] {
+        for what in ["meta", "stock", "buyers", "keys", "pending"] {
             pipe.expire(key(deal, what), ttl_secs);
         }
         pipe.del(&lock);
@@ -320,26 +331,50 @@ impl Gate {
         Ok(())
     }
 
-    /// Pending reservations older than `older_than_ms`: (field, buyer, quantity).
+    /// Pending reservations older than `older_than_ms`: (field, quantity).
+    /// Reads only the pending set (scored by reservation time), never the
+    /// whole `keys` hash, which holds one field per order ever placed.
     pub async fn stale_reservations(
         &self,
         deal: Uuid,
         older_than_ms: i64,
     ) -> CommerceResult<Vec<(String, i32)>> {
         let mut conn = self.redis.clone();
-        let mut command = redis::cmd("HGETALL");
-        command.arg(key(deal, "keys"));
-        let all: HashMap<String, String> = bounded(command.query_async(&mut conn)).await?;
-        let now = chrono::Utc::now().timestamp_millis();
-        Ok(all
-            .into_iter()
-            .filter_map(|(field, value)| {
-                let mut parts = value.strip_prefix("p:")?.split(':');
-                let quantity: i32 = parts.next()?.parse().ok()?;
-                let at: i64 = parts.next()?.parse().ok()?;
-                (now - at > older_than_ms).then_some((field, quantity))
-            })
-            .collect())
+        let cutoff = chrono::Utc::now().timestamp_millis() - older_than_ms;
+        let mut range = redis::cmd("ZRANGEBYSCORE");
+        range
+            .arg(key(deal, "pending"))
+            .arg("-inf")
+            .arg(cutoff)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1000);
+        let fields: Vec<String> = bounded(range.query_async(&mut conn)).await?;
+        if fields.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut get = redis::cmd("HMGET");
+        get.arg(key(deal, "keys")).arg(&fields);
+        let values: Vec<Option<String>> = bounded(get.query_async(&mut conn)).await?;
+        let mut stale = Vec::new();
+        let mut settled = Vec::new();
+        for (field, value) in fields.into_iter().zip(values) {
+            match value.as_deref().and_then(|v| v.strip_prefix("p:")) {
+                Some(pending) => {
+                    if let Some(quantity) = pending.split(':').next().and_then(|q| q.parse().ok()) {
+                        stale.push((field, quantity));
+                    }
+                }
+                // Settled or released without leaving the set: drop it.
+                None => settled.push(field),
+            }
+        }
+        if !settled.is_empty() {
+            let mut drop = redis::cmd("ZREM");
+            drop.arg(key(deal, "pending")).arg(&settled);
+            bounded(drop.query_async::<i64>(&mut conn)).await?;
+        }
+        Ok(stale)
     }
 
     /// Takes a short per-deal lock so one node reconciles at a time.
