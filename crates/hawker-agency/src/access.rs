@@ -14,7 +14,7 @@ use hawker_core::{Claims, Role};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::{AgencyError, AgencyResult};
+use hawker_core::error::{Error, Result};
 
 /// True if `claims` is an admin or an agency token acting for `agency_id`.
 pub fn acts_for_agency(claims: &Claims, agency_id: Uuid) -> bool {
@@ -22,11 +22,11 @@ pub fn acts_for_agency(claims: &Claims, agency_id: Uuid) -> bool {
 }
 
 /// Refuses (403) unless `claims` is an admin or acts for `agency_id`.
-pub fn require_agency(claims: &Claims, agency_id: Uuid) -> AgencyResult<()> {
+pub fn require_agency(claims: &Claims, agency_id: Uuid) -> Result<()> {
     if acts_for_agency(claims, agency_id) {
         Ok(())
     } else {
-        Err(AgencyError::forbidden("this token does not act for that agency"))
+        Err(Error::forbidden("this token does not act for that agency"))
     }
 }
 
@@ -65,18 +65,18 @@ pub enum SessionRole {
     Outsider,
 }
 
-pub async fn load_session(db: &PgPool, session_id: Uuid) -> AgencyResult<SessionRow> {
+pub async fn load_session(db: &PgPool, session_id: Uuid) -> Result<SessionRow> {
     sqlx::query_as::<_, SessionRow>(
         "select session_id, agency_id, brand_id, campaign_id, status from live_session where session_id = $1",
     )
     .bind(session_id)
     .fetch_optional(db)
     .await?
-    .ok_or(AgencyError::NotFound("session"))
+    .ok_or(Error::NotFound("session"))
 }
 
 /// Works out how `claims` relates to `session`.
-pub async fn session_role(db: &PgPool, claims: &Claims, session: &SessionRow) -> AgencyResult<SessionRole> {
+pub async fn session_role(db: &PgPool, claims: &Claims, session: &SessionRow) -> Result<SessionRole> {
     if acts_for_agency(claims, session.agency_id) {
         return Ok(SessionRole::Manager);
     }
@@ -116,17 +116,17 @@ pub async fn session_role(db: &PgPool, claims: &Claims, session: &SessionRow) ->
 }
 
 /// Refuses (403) unless the caller manages the session (admin or its agency).
-pub fn require_manager(role: SessionRole) -> AgencyResult<()> {
+pub fn require_manager(role: SessionRole) -> Result<()> {
     match role {
         SessionRole::Manager => Ok(()),
-        _ => Err(AgencyError::forbidden(
+        _ => Err(Error::forbidden(
             "only the session's agency or an admin may do this",
         )),
     }
 }
 
 /// True if `host_id` has ever been on `agency_id`'s roster.
-pub async fn ever_on_roster(db: &PgPool, agency_id: Uuid, host_id: Uuid) -> AgencyResult<bool> {
+pub async fn ever_on_roster(db: &PgPool, agency_id: Uuid, host_id: Uuid) -> Result<bool> {
     Ok(
         sqlx::query_scalar("select exists(select 1 from agency_host where agency_id = $1 and host_id = $2)")
             .bind(agency_id)
@@ -138,7 +138,7 @@ pub async fn ever_on_roster(db: &PgPool, agency_id: Uuid, host_id: Uuid) -> Agen
 
 /// Who may read a host's shifts and statement: the host, an admin, or an
 /// agency the host has been with (which then sees only its own part).
-pub async fn require_host_reader(db: &PgPool, claims: &Claims, host_id: Uuid) -> AgencyResult<HostReader> {
+pub async fn require_host_reader(db: &PgPool, claims: &Claims, host_id: Uuid) -> Result<HostReader> {
     if claims.is_admin() {
         return Ok(HostReader::Everything);
     }
@@ -150,7 +150,7 @@ pub async fn require_host_reader(db: &PgPool, claims: &Claims, host_id: Uuid) ->
             return Ok(HostReader::Agency(agency_id));
         }
     }
-    Err(AgencyError::forbidden(
+    Err(Error::forbidden(
         "only the host, an agency the host has been with, or an admin may read this",
     ))
 }

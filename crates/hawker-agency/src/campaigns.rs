@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::access::{acts_for_agency, brand_of, load_session, session_role, SessionRole};
-use crate::error::{violated_constraint, AgencyError, AgencyResult};
+use hawker_core::error::{violated_constraint, Error, Result};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Campaign {
@@ -88,15 +88,15 @@ const TERMS_COLUMNS: &str = "terms_id, campaign_id, session_id, version, effecti
 
 /// Creates a campaign: the agency for itself, the brand for itself, or an admin.
 #[tracing::instrument(skip_all, fields(brand_id = %new.brand_id, agency_id = %new.agency_id, caller = %claims.sub), err)]
-pub async fn create_campaign(db: &PgPool, claims: &Claims, new: NewCampaign) -> AgencyResult<Campaign> {
+pub async fn create_campaign(db: &PgPool, claims: &Claims, new: NewCampaign) -> Result<Campaign> {
     if !(acts_for_agency(claims, new.agency_id) || brand_of(claims) == Some(new.brand_id)) {
-        return Err(AgencyError::forbidden(
+        return Err(Error::forbidden(
             "a campaign is created by its agency, its brand or an admin",
         ));
     }
     let name = new.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "bad_name",
             "name must be 1 to 200 characters",
         ));
@@ -109,10 +109,10 @@ pub async fn create_campaign(db: &PgPool, claims: &Claims, new: NewCampaign) -> 
     .fetch_one(db)
     .await?;
     if !brand {
-        return Err(AgencyError::NotFound("brand"));
+        return Err(Error::NotFound("brand"));
     }
     if !agency {
-        return Err(AgencyError::NotFound("agency"));
+        return Err(Error::NotFound("agency"));
     }
     let campaign = sqlx::query_as::<_, Campaign>(
         "insert into campaign (campaign_id, brand_id, agency_id, name, created_by) values ($1, $2, $3, $4, $5)
@@ -130,24 +130,24 @@ pub async fn create_campaign(db: &PgPool, claims: &Claims, new: NewCampaign) -> 
 
 /// A campaign the caller is party to (its agency, its brand, an admin);
 /// anyone else is told it does not exist.
-async fn campaign_for(db: &PgPool, claims: &Claims, campaign_id: Uuid) -> AgencyResult<Campaign> {
+async fn campaign_for(db: &PgPool, claims: &Claims, campaign_id: Uuid) -> Result<Campaign> {
     let campaign = sqlx::query_as::<_, Campaign>(
         "select campaign_id, brand_id, agency_id, name, created_by, created_at from campaign where campaign_id = $1",
     )
     .bind(campaign_id)
     .fetch_optional(db)
     .await?
-    .ok_or(AgencyError::NotFound("campaign"))?;
+    .ok_or(Error::NotFound("campaign"))?;
     if acts_for_agency(claims, campaign.agency_id) || brand_of(claims) == Some(campaign.brand_id) {
         Ok(campaign)
     } else {
-        Err(AgencyError::NotFound("campaign"))
+        Err(Error::NotFound("campaign"))
     }
 }
 
 /// A campaign with its terms versions and sessions.
 #[tracing::instrument(skip_all, fields(%campaign_id, caller = %claims.sub), err)]
-pub async fn get_campaign(db: &PgPool, claims: &Claims, campaign_id: Uuid) -> AgencyResult<Campaign> {
+pub async fn get_campaign(db: &PgPool, claims: &Claims, campaign_id: Uuid) -> Result<Campaign> {
     let mut campaign = campaign_for(db, claims, campaign_id).await?;
     campaign.terms = sqlx::query_as::<_, Terms>(&format!(
         "select {TERMS_COLUMNS} from commission_terms where campaign_id = $1 order by version"
@@ -173,7 +173,7 @@ pub enum TermsScope {
 
 /// Checks the caller may read or record terms of `scope`: the campaign's
 /// parties, or the session's agency and brand (and admins).
-async fn require_terms_party(db: &PgPool, claims: &Claims, scope: TermsScope) -> AgencyResult<()> {
+async fn require_terms_party(db: &PgPool, claims: &Claims, scope: TermsScope) -> Result<()> {
     match scope {
         TermsScope::Campaign(id) => campaign_for(db, claims, id).await.map(|_| ()),
         TermsScope::Session(id) => {
@@ -181,7 +181,7 @@ async fn require_terms_party(db: &PgPool, claims: &Claims, scope: TermsScope) ->
             match session_role(db, claims, &session).await? {
                 SessionRole::Manager => Ok(()),
                 SessionRole::Brand(b) if session.brand_id == Some(b) => Ok(()),
-                _ => Err(AgencyError::forbidden(
+                _ => Err(Error::forbidden(
                     "only the session's agency, its brand or an admin may see or set its terms",
                 )),
             }
@@ -191,7 +191,7 @@ async fn require_terms_party(db: &PgPool, claims: &Claims, scope: TermsScope) ->
 
 /// Every version of the terms of a campaign or session, oldest first.
 #[tracing::instrument(skip_all, fields(?scope, caller = %claims.sub), err)]
-pub async fn list_terms(db: &PgPool, claims: &Claims, scope: TermsScope) -> AgencyResult<Vec<Terms>> {
+pub async fn list_terms(db: &PgPool, claims: &Claims, scope: TermsScope) -> Result<Vec<Terms>> {
     require_terms_party(db, claims, scope).await?;
     let (column, id) = match scope {
         TermsScope::Campaign(id) => ("campaign_id", id),
@@ -205,33 +205,33 @@ pub async fn list_terms(db: &PgPool, claims: &Claims, scope: TermsScope) -> Agen
     .await?)
 }
 
-fn validate(new: &NewTerms) -> AgencyResult<()> {
+fn validate(new: &NewTerms) -> Result<()> {
     if !(0..=10_000).contains(&new.percent_bps) {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "bad_percent",
             "percent_bps must be 0 to 10000",
         ));
     }
     if !(0..=10_000).contains(&new.host_share_bps) {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "bad_host_share",
             "host_share_bps must be 0 to 10000",
         ));
     }
     if new.slot_fee_minor < 0 || new.hourly_rate_minor < 0 {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "bad_amount",
             "slot_fee_minor and hourly_rate_minor must not be negative",
         ));
     }
     if new.percent_bps == 0 && new.slot_fee_minor == 0 && new.hourly_rate_minor == 0 {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "empty_terms",
             "terms need a percentage, a slot fee, an hourly rate, or a mix",
         ));
     }
     if new.currency.len() != 3 || !new.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "bad_currency",
             "currency must be three capital letters (ISO 4217)",
         ));
@@ -246,7 +246,7 @@ pub async fn add_terms(
     claims: &Claims,
     scope: TermsScope,
     new: NewTerms,
-) -> AgencyResult<Terms> {
+) -> Result<Terms> {
     require_terms_party(db, claims, scope).await?;
     validate(&new)?;
     let mut tx = db.begin().await?;
@@ -289,7 +289,7 @@ pub async fn add_terms(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| match violated_constraint(&e).as_deref() {
-        Some("commission_terms_not_backdated") => AgencyError::invalid(
+        Some("commission_terms_not_backdated") => Error::invalid(
             "terms_backdated",
             "effective_from is in the past: terms only change from now on, so past sales keep theirs",
         ),

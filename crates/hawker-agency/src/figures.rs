@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::access::{load_session, session_role, SessionRole};
-use crate::error::{AgencyError, AgencyResult};
+use hawker_core::error::{Error, Result};
 
 /// Money in one currency.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -157,7 +157,7 @@ async fn sales(
     session_id: Uuid,
     brand: Option<Uuid>,
     windows: &[Window],
-) -> AgencyResult<HashMap<(String, Option<Uuid>), Sales>> {
+) -> Result<HashMap<(String, Option<Uuid>), Sales>> {
     let keys: Vec<Uuid> = windows.iter().map(|w| w.key).collect();
     let froms: Vec<DateTime<Utc>> = windows.iter().map(|w| w.from).collect();
     let tos: Vec<DateTime<Utc>> = windows.iter().map(|w| w.to).collect();
@@ -221,7 +221,7 @@ async fn window_audience(
     db: &PgPool,
     session_id: Uuid,
     windows: &[Window],
-) -> AgencyResult<HashMap<Uuid, WindowAudience>> {
+) -> Result<HashMap<Uuid, WindowAudience>> {
     let keys: Vec<Uuid> = windows.iter().map(|w| w.key).collect();
     let froms: Vec<DateTime<Utc>> = windows.iter().map(|w| w.from).collect();
     let tos: Vec<DateTime<Utc>> = windows.iter().map(|w| w.to).collect();
@@ -317,13 +317,13 @@ pub async fn session_figures(
     redis: Option<redis::aio::ConnectionManager>,
     claims: &Claims,
     session_id: Uuid,
-) -> AgencyResult<SessionFigures> {
+) -> Result<SessionFigures> {
     let session = load_session(db, session_id).await?;
     let brand =
         match session_role(db, claims, &session).await? {
             SessionRole::Manager | SessionRole::ScheduledHost(_) => None,
             SessionRole::Brand(b) => Some(b),
-            SessionRole::Outsider => return Err(AgencyError::forbidden(
+            SessionRole::Outsider => return Err(Error::forbidden(
                 "only the session's agency, its hosts, brands selling in it or an admin may see its figures",
             )),
         };
@@ -508,7 +508,7 @@ pub async fn run_sampler(
 /// One round: every live session, and those that ended in the last 15 s
 /// (for their final counts). Returns how many were sampled.
 #[tracing::instrument(skip_all, err)]
-pub async fn sample(db: &PgPool, redis: &redis::aio::ConnectionManager) -> AgencyResult<usize> {
+pub async fn sample(db: &PgPool, redis: &redis::aio::ConnectionManager) -> Result<usize> {
     let sessions: Vec<Uuid> = sqlx::query_scalar(
         "select session_id from live_session
           where status = 'live' or (status = 'ended' and ended_at > now() - interval '15 seconds')",
@@ -546,10 +546,10 @@ const STREAM_PAGES: usize = 10;
 async fn query<T: redis::FromRedisValue>(
     command: &redis::Cmd,
     redis: &mut redis::aio::ConnectionManager,
-) -> AgencyResult<T> {
+) -> Result<T> {
     match tokio::time::timeout(Duration::from_secs(1), command.query_async(redis)).await {
         Ok(Ok(value)) => Ok(value),
-        _ => Err(AgencyError::Unavailable { what: "redis" }),
+        _ => Err(Error::Unavailable { what: "redis" }),
     }
 }
 
@@ -559,7 +559,7 @@ async fn sample_session(
     db: &PgPool,
     redis: &mut redis::aio::ConnectionManager,
     session_id: Uuid,
-) -> AgencyResult<bool> {
+) -> Result<bool> {
     sqlx::query("insert into session_room_tally (session_id) values ($1) on conflict do nothing")
         .bind(session_id)
         .execute(db)

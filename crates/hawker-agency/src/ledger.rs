@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::commission::{self, Split};
-use crate::error::AgencyResult;
+use hawker_core::error::{Result};
 
 /// Source events handled per kind per pass.
 const BATCH: i64 = 500;
@@ -70,7 +70,7 @@ pub async fn run(db: PgPool, every: Duration, shutdown: CancellationToken) {
 
 /// One pass over every kind, in dependency order (a clawback needs its sale).
 #[tracing::instrument(skip_all, err)]
-pub async fn accrue(db: &PgPool) -> AgencyResult<Accrued> {
+pub async fn accrue(db: &PgPool) -> Result<Accrued> {
     Ok(Accrued {
         sales: accrue_sales(db).await?,
         clawbacks: accrue_clawbacks(db).await?,
@@ -79,7 +79,7 @@ pub async fn accrue(db: &PgPool) -> AgencyResult<Accrued> {
     })
 }
 
-async fn try_lock(tx: &mut Transaction<'_, Postgres>, kind: i64) -> AgencyResult<bool> {
+async fn try_lock(tx: &mut Transaction<'_, Postgres>, kind: i64) -> Result<bool> {
     Ok(sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
         .bind(LOCK_BASE + kind)
         .fetch_one(&mut **tx)
@@ -92,7 +92,7 @@ async fn claim(
     kind: &str,
     sources: &[Uuid],
     terms: &[Option<Uuid>],
-) -> AgencyResult<Vec<Uuid>> {
+) -> Result<Vec<Uuid>> {
     Ok(sqlx::query_scalar(
         "insert into commission_accrual (kind, source_id, terms_id)
          select $1, s, t from unnest($2::uuid[], $3::uuid[]) as u(s, t)
@@ -120,7 +120,7 @@ struct TermsRow {
 async fn load_terms(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[Option<Uuid>],
-) -> AgencyResult<HashMap<Uuid, TermsRow>> {
+) -> Result<HashMap<Uuid, TermsRow>> {
     let ids: Vec<Uuid> = ids.iter().flatten().copied().collect();
     Ok(sqlx::query_as::<_, TermsRow>(
         "select terms_id, percent_bps, slot_fee_minor, hourly_rate_minor, host_share_bps, currency::text as currency
@@ -199,7 +199,7 @@ impl Entries {
         }
     }
 
-    async fn insert(self, tx: &mut Transaction<'_, Postgres>) -> AgencyResult<()> {
+    async fn insert(self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
         if self.kind.is_empty() {
             return Ok(());
         }
@@ -248,7 +248,7 @@ struct SaleRow {
     terms_id: Option<Uuid>,
 }
 
-async fn accrue_sales(db: &PgPool) -> AgencyResult<usize> {
+async fn accrue_sales(db: &PgPool) -> Result<usize> {
     let mut tx = db.begin().await?;
     if !try_lock(&mut tx, 1).await? {
         return Ok(0);
@@ -325,7 +325,7 @@ struct RefundRow {
     terms_id: Option<Uuid>,
 }
 
-async fn accrue_clawbacks(db: &PgPool) -> AgencyResult<usize> {
+async fn accrue_clawbacks(db: &PgPool) -> Result<usize> {
     let mut tx = db.begin().await?;
     if !try_lock(&mut tx, 2).await? {
         return Ok(0);
@@ -409,7 +409,7 @@ struct WorkedShiftRow {
     terms_id: Option<Uuid>,
 }
 
-async fn accrue_hourly(db: &PgPool) -> AgencyResult<usize> {
+async fn accrue_hourly(db: &PgPool) -> Result<usize> {
     let mut tx = db.begin().await?;
     if !try_lock(&mut tx, 3).await? {
         return Ok(0);
@@ -476,7 +476,7 @@ struct EndedSessionRow {
     terms_id: Option<Uuid>,
 }
 
-async fn accrue_slot_fees(db: &PgPool) -> AgencyResult<usize> {
+async fn accrue_slot_fees(db: &PgPool) -> Result<usize> {
     let mut tx = db.begin().await?;
     if !try_lock(&mut tx, 4).await? {
         return Ok(0);

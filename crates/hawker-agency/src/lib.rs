@@ -16,7 +16,6 @@
 pub mod access;
 pub mod campaigns;
 pub mod commission;
-pub mod error;
 pub mod figures;
 pub mod ledger;
 pub mod roster;
@@ -31,7 +30,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use error::{AgencyError, AgencyResult};
+pub use hawker_core::error::{Error, Result};
 
 /// How often the workers run.
 #[derive(Debug, Clone, Copy)]

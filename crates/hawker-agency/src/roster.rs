@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::access::{acts_for_agency, require_agency};
-use crate::error::{violated_constraint, AgencyError, AgencyResult};
+use hawker_core::error::{violated_constraint, Error, Result};
 
 /// A host's public profile.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -68,21 +68,21 @@ fn valid_handle(handle: &str) -> bool {
 
 /// Creates a host profile (agencies and admins).
 #[tracing::instrument(skip_all, fields(handle = %new.handle, caller = %claims.sub), err)]
-pub async fn create_host(db: &PgPool, claims: &Claims, new: NewHost) -> AgencyResult<Host> {
+pub async fn create_host(db: &PgPool, claims: &Claims, new: NewHost) -> Result<Host> {
     if !(claims.is_admin() || claims.role == hawker_core::Role::Agency) {
-        return Err(AgencyError::forbidden(
+        return Err(Error::forbidden(
             "only agencies and admins may create hosts",
         ));
     }
     if !valid_handle(&new.handle) {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "bad_handle",
             "handle must be 2 to 32 of a-z, 0-9 and _",
         ));
     }
     let name = new.display_name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "bad_display_name",
             "display_name must be 1 to 100 characters",
         ));
@@ -98,13 +98,13 @@ pub async fn create_host(db: &PgPool, claims: &Claims, new: NewHost) -> AgencyRe
     .await
     .map_err(|e| match violated_constraint(&e).as_deref() {
         Some("host_handle_key") => {
-            AgencyError::conflict("handle_taken", format!("the handle `{}` is taken", new.handle))
+            Error::conflict("handle_taken", format!("the handle `{}` is taken", new.handle))
         }
         _ => e.into(),
     })
 }
 
-async fn require_agency_exists(db: &PgPool, agency_id: Uuid) -> AgencyResult<()> {
+async fn require_agency_exists(db: &PgPool, agency_id: Uuid) -> Result<()> {
     let exists: bool = sqlx::query_scalar("select exists(select 1 from agency where agency_id = $1)")
         .bind(agency_id)
         .fetch_one(db)
@@ -112,7 +112,7 @@ async fn require_agency_exists(db: &PgPool, agency_id: Uuid) -> AgencyResult<()>
     if exists {
         Ok(())
     } else {
-        Err(AgencyError::NotFound("agency"))
+        Err(Error::NotFound("agency"))
     }
 }
 
@@ -123,7 +123,7 @@ pub async fn roster(
     claims: &Claims,
     agency_id: Uuid,
     include_past: bool,
-) -> AgencyResult<Vec<Membership>> {
+) -> Result<Vec<Membership>> {
     require_agency(claims, agency_id)?;
     require_agency_exists(db, agency_id).await?;
     Ok(sqlx::query_as::<_, Membership>(&format!(
@@ -145,7 +145,7 @@ pub async fn join(
     claims: &Claims,
     agency_id: Uuid,
     join: JoinRoster,
-) -> AgencyResult<Membership> {
+) -> Result<Membership> {
     require_agency(claims, agency_id)?;
     require_agency_exists(db, agency_id).await?;
     let host_exists: bool = sqlx::query_scalar("select exists(select 1 from host where host_id = $1)")
@@ -153,7 +153,7 @@ pub async fn join(
         .fetch_one(db)
         .await?;
     if !host_exists {
-        return Err(AgencyError::NotFound("host"));
+        return Err(Error::NotFound("host"));
     }
     let inserted = sqlx::query(
         "insert into agency_host (agency_id, host_id, joined_at) values ($1, $2, coalesce($3, now()))",
@@ -187,7 +187,7 @@ async fn roster_conflict(
     claims: &Claims,
     host_id: Uuid,
     at: Option<DateTime<Utc>>,
-) -> AgencyResult<AgencyError> {
+) -> Result<Error> {
     let other: Option<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
         "select agency_id, joined_at, left_at from agency_host
           where host_id = $1 and (left_at is null or left_at > coalesce($2, now()))
@@ -197,7 +197,7 @@ async fn roster_conflict(
     .bind(at)
     .fetch_optional(db)
     .await?;
-    Ok(AgencyError::conflict(
+    Ok(Error::conflict(
         "host_on_another_roster",
         match other {
             Some((agency, joined, left)) => {
@@ -228,7 +228,7 @@ pub async fn leave(
     agency_id: Uuid,
     host_id: Uuid,
     left_at: Option<DateTime<Utc>>,
-) -> AgencyResult<Membership> {
+) -> Result<Membership> {
     require_agency(claims, agency_id)?;
     require_agency_exists(db, agency_id).await?;
     let mut tx = db.begin().await?;
@@ -245,7 +245,7 @@ pub async fn leave(
     .bind(left_at)
     .fetch_optional(&mut *tx)
     .await?;
-    let (joined_at, at) = stay.ok_or(AgencyError::NotFound("host on this roster"))?;
+    let (joined_at, at) = stay.ok_or(Error::NotFound("host on this roster"))?;
     let booked: Option<(Uuid, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "select sh.session_id, sh.planned_start, sh.planned_end
            from shift sh join live_session s using (session_id)
@@ -259,7 +259,7 @@ pub async fn leave(
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((session, start, end)) = booked {
-        return Err(AgencyError::conflict(
+        return Err(Error::conflict(
             "host_has_shifts",
             format!(
                 "the host is booked in session {session} from {} to {}; cancel the shift first",

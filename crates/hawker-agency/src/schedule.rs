@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::access::{
     load_session, require_agency, require_host_reader, require_manager, session_role, SessionRole,
 };
-use crate::error::{violated_constraint, AgencyError, AgencyResult};
+use hawker_core::error::{violated_constraint, Error, Result};
 use crate::time::{day_window, parse_instant, parse_offset, Period};
 
 /// The longest session that can be scheduled.
@@ -130,7 +130,7 @@ pub struct DayQuery {
 
 impl DayQuery {
     /// The UTC window the query asks for (at most 31 days).
-    pub fn window(&self) -> AgencyResult<(DateTime<Utc>, DateTime<Utc>)> {
+    pub fn window(&self) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
         let (from, to) = match (&self.from, &self.to) {
             (Some(from), Some(to)) => (parse_instant("from", from)?, parse_instant("to", to)?),
             (None, None) => {
@@ -144,14 +144,14 @@ impl DayQuery {
                 day_window(date, offset)
             }
             _ => {
-                return Err(AgencyError::invalid(
+                return Err(Error::invalid(
                     "bad_period",
                     "give both `from` and `to`, or a `date`",
                 ))
             }
         };
         if to <= from || to - from > Duration::days(31) {
-            return Err(AgencyError::invalid(
+            return Err(Error::invalid(
                 "bad_period",
                 "`to` must be after `from`, at most 31 days later",
             ));
@@ -164,7 +164,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-async fn shifts_of(db: &PgPool, session_ids: &[Uuid]) -> AgencyResult<Vec<Shift>> {
+async fn shifts_of(db: &PgPool, session_ids: &[Uuid]) -> Result<Vec<Shift>> {
     Ok(sqlx::query_as::<_, Shift>(&format!(
         "{SHIFT_SELECT} where sh.session_id = any($1) order by sh.planned_start, sh.created_at"
     ))
@@ -174,13 +174,13 @@ async fn shifts_of(db: &PgPool, session_ids: &[Uuid]) -> AgencyResult<Vec<Shift>
 }
 
 /// A session with its shifts (no rights check).
-pub async fn session_view(db: &PgPool, session_id: Uuid) -> AgencyResult<ScheduledSession> {
+pub async fn session_view(db: &PgPool, session_id: Uuid) -> Result<ScheduledSession> {
     let mut session =
         sqlx::query_as::<_, ScheduledSession>(&format!("{SESSION_SELECT} where s.session_id = $1"))
             .bind(session_id)
             .fetch_optional(db)
             .await?
-            .ok_or(AgencyError::NotFound("session"))?;
+            .ok_or(Error::NotFound("session"))?;
     session.shifts = shifts_of(db, &[session_id]).await?;
     Ok(session)
 }
@@ -192,11 +192,11 @@ pub async fn schedule_session(
     claims: &Claims,
     agency_id: Uuid,
     new: NewSession,
-) -> AgencyResult<ScheduledSession> {
+) -> Result<ScheduledSession> {
     require_agency(claims, agency_id)?;
     let title = new.title.trim();
     if title.is_empty() || title.chars().count() > 200 {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "bad_title",
             "title must be 1 to 200 characters",
         ));
@@ -204,7 +204,7 @@ pub async fn schedule_session(
     if new.planned_end <= new.planned_start
         || new.planned_end - new.planned_start > Duration::hours(MAX_SESSION_HOURS)
     {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "bad_plan",
             format!("planned_end must be after planned_start, at most {MAX_SESSION_HOURS} hours later"),
         ));
@@ -214,7 +214,7 @@ pub async fn schedule_session(
         .fetch_one(db)
         .await?;
     if !agency_exists {
-        return Err(AgencyError::NotFound("agency"));
+        return Err(Error::NotFound("agency"));
     }
     let mut brand_id = new.brand_id;
     if let Some(campaign_id) = new.campaign_id {
@@ -226,10 +226,10 @@ pub async fn schedule_session(
         // Another agency's campaign does not exist for this one.
         let campaign_brand = match campaign {
             Some((campaign_agency, brand)) if campaign_agency == agency_id => brand,
-            _ => return Err(AgencyError::NotFound("campaign")),
+            _ => return Err(Error::NotFound("campaign")),
         };
         if brand_id.is_some_and(|b| b != campaign_brand) {
-            return Err(AgencyError::invalid(
+            return Err(Error::invalid(
                 "brand_mismatch",
                 "brand_id differs from the campaign's brand",
             ));
@@ -241,7 +241,7 @@ pub async fn schedule_session(
             .fetch_one(db)
             .await?;
         if !exists {
-            return Err(AgencyError::NotFound("brand"));
+            return Err(Error::NotFound("brand"));
         }
     }
     let session_id = Uuid::now_v7();
@@ -269,7 +269,7 @@ pub async fn agency_sessions(
     agency_id: Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> AgencyResult<Vec<ScheduledSession>> {
+) -> Result<Vec<ScheduledSession>> {
     require_agency(claims, agency_id)?;
     let mut sessions = sqlx::query_as::<_, ScheduledSession>(&format!(
         "{SESSION_SELECT} where s.agency_id = $1 and s.planned_start < $3 and s.planned_end > $2
@@ -299,17 +299,17 @@ pub async fn book_shift(
     claims: &Claims,
     session_id: Uuid,
     new: NewShift,
-) -> AgencyResult<Shift> {
+) -> Result<Shift> {
     let session = load_session(db, session_id).await?;
     require_manager(session_role(db, claims, &session).await?)?;
     if session.status == "ended" || session.status == "cancelled" {
-        return Err(AgencyError::conflict(
+        return Err(Error::conflict(
             "session_ended",
             format!("the session is {}", session.status),
         ));
     }
     if new.planned_end <= new.planned_start {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "bad_plan",
             "planned_end must be after planned_start",
         ));
@@ -320,7 +320,7 @@ pub async fn book_shift(
             .fetch_one(db)
             .await?;
     if new.planned_start < plan_start || new.planned_end > plan_end {
-        return Err(AgencyError::invalid(
+        return Err(Error::invalid(
             "shift_outside_session",
             format!(
                 "a shift must lie within the session's plan, {} to {}",
@@ -334,7 +334,7 @@ pub async fn book_shift(
         .fetch_one(db)
         .await?;
     if !host_exists {
-        return Err(AgencyError::NotFound("host"));
+        return Err(Error::NotFound("host"));
     }
     let on_roster: bool = sqlx::query_scalar(
         "select exists(select 1 from agency_host where agency_id = $1 and host_id = $2
@@ -347,7 +347,7 @@ pub async fn book_shift(
     .fetch_one(db)
     .await?;
     if !on_roster {
-        return Err(AgencyError::conflict(
+        return Err(Error::conflict(
             "host_not_on_roster",
             "the host is not on the agency's roster for the whole shift",
         ));
@@ -386,7 +386,7 @@ async fn host_overlap(
     host_id: Uuid,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-) -> AgencyResult<AgencyError> {
+) -> Result<Error> {
     let other: Option<(Uuid, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "select sh.session_id, h.handle, sh.planned_start, sh.planned_end
            from shift sh join host h using (host_id)
@@ -399,7 +399,7 @@ async fn host_overlap(
     .bind(end)
     .fetch_optional(db)
     .await?;
-    Ok(AgencyError::conflict(
+    Ok(Error::conflict(
         "shift_overlap",
         match other {
             Some((session, handle, s, e)) => format!(
@@ -418,7 +418,7 @@ async fn session_overlap(
     session_id: Uuid,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-) -> AgencyResult<AgencyError> {
+) -> Result<Error> {
     let other: Option<(Uuid, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "select sh.shift_id, h.handle, sh.planned_start, sh.planned_end
            from shift sh join host h using (host_id)
@@ -431,7 +431,7 @@ async fn session_overlap(
     .bind(end)
     .fetch_optional(db)
     .await?;
-    Ok(AgencyError::conflict(
+    Ok(Error::conflict(
         "shift_session_overlap",
         match other {
             Some((shift, handle, s, e)) => format!(
@@ -445,24 +445,24 @@ async fn session_overlap(
     ))
 }
 
-async fn get_shift(db: &PgPool, shift_id: Uuid) -> AgencyResult<Shift> {
+async fn get_shift(db: &PgPool, shift_id: Uuid) -> Result<Shift> {
     sqlx::query_as::<_, Shift>(&format!("{SHIFT_SELECT} where sh.shift_id = $1"))
         .bind(shift_id)
         .fetch_optional(db)
         .await?
-        .ok_or(AgencyError::NotFound("shift"))
+        .ok_or(Error::NotFound("shift"))
 }
 
 /// The session's shifts: all of them for its agency and admins, a scheduled
 /// host's own only for that host.
 #[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
-pub async fn session_shifts(db: &PgPool, claims: &Claims, session_id: Uuid) -> AgencyResult<Vec<Shift>> {
+pub async fn session_shifts(db: &PgPool, claims: &Claims, session_id: Uuid) -> Result<Vec<Shift>> {
     let session = load_session(db, session_id).await?;
     let only_host = match session_role(db, claims, &session).await? {
         SessionRole::Manager => None,
         SessionRole::ScheduledHost(h) => Some(h),
         _ => {
-            return Err(AgencyError::forbidden(
+            return Err(Error::forbidden(
                 "only the session's agency, its hosts or an admin may see its shifts",
             ))
         }
@@ -485,7 +485,7 @@ pub async fn host_shifts(
     claims: &Claims,
     host_id: Uuid,
     period: Period,
-) -> AgencyResult<Vec<Shift>> {
+) -> Result<Vec<Shift>> {
     let reader = require_host_reader(db, claims, host_id).await?;
     Ok(sqlx::query_as::<_, Shift>(&format!(
         "{SHIFT_SELECT} where sh.host_id = $1 and ($2::uuid is null or s.agency_id = $2)
@@ -507,12 +507,12 @@ async fn lock_shift(
     db: &PgPool,
     claims: &Claims,
     shift_id: Uuid,
-) -> AgencyResult<(ShiftRow, SessionRole)> {
+) -> Result<(ShiftRow, SessionRole)> {
     let session_id: Uuid = sqlx::query_scalar("select session_id from shift where shift_id = $1")
         .bind(shift_id)
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or(AgencyError::NotFound("shift"))?;
+        .ok_or(Error::NotFound("shift"))?;
     // Session first, then shift: the same order as go-live and end.
     sqlx::query("select 1 from live_session where session_id = $1 for update")
         .bind(session_id)
@@ -532,10 +532,10 @@ async fn lock_shift(
         SessionRole::Manager => {}
         SessionRole::ScheduledHost(h) if h == shift.host_id => {}
         SessionRole::ScheduledHost(_) => {
-            return Err(AgencyError::forbidden("this is another host's shift"));
+            return Err(Error::forbidden("this is another host's shift"));
         }
         // Shifts of sessions the caller has nothing to do with do not exist for them.
-        SessionRole::Brand(_) | SessionRole::Outsider => return Err(AgencyError::NotFound("shift")),
+        SessionRole::Brand(_) | SessionRole::Outsider => return Err(Error::NotFound("shift")),
     }
     Ok((shift, role))
 }
@@ -553,12 +553,12 @@ struct ShiftRow {
 
 /// Cancels a shift that has not started (the session's agency or an admin).
 #[tracing::instrument(skip_all, fields(%shift_id, caller = %claims.sub), err)]
-pub async fn cancel_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> AgencyResult<Shift> {
+pub async fn cancel_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> Result<Shift> {
     let mut tx = db.begin().await?;
     let (shift, role) = lock_shift(&mut tx, db, claims, shift_id).await?;
     require_manager(role)?;
     if shift.actual_start.is_some() {
-        return Err(AgencyError::conflict(
+        return Err(Error::conflict(
             "shift_started",
             "the shift has started; it cannot be cancelled",
         ));
@@ -573,13 +573,13 @@ pub async fn cancel_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> Agenc
     get_shift(db, shift_id).await
 }
 
-fn on_air_error(e: sqlx::Error) -> AgencyError {
+fn on_air_error(e: sqlx::Error) -> Error {
     match violated_constraint(&e).as_deref() {
-        Some("shift_host_on_air_once") => AgencyError::conflict(
+        Some("shift_host_on_air_once") => Error::conflict(
             "host_on_air_elsewhere",
             "the host is still on air in another session; end that shift first",
         ),
-        Some("shift_session_on_air_once") => AgencyError::conflict(
+        Some("shift_session_on_air_once") => Error::conflict(
             "session_has_host_on_air",
             "another host is on air in this session",
         ),
@@ -595,14 +595,14 @@ pub async fn go_live(
     claims: &Claims,
     session_id: Uuid,
     request: GoLive,
-) -> AgencyResult<ScheduledSession> {
+) -> Result<ScheduledSession> {
     let session = load_session(db, session_id).await?;
     let role = session_role(db, claims, &session).await?;
     let only_host = match role {
         SessionRole::Manager => None,
         SessionRole::ScheduledHost(h) => Some(h),
         _ => {
-            return Err(AgencyError::forbidden(
+            return Err(Error::forbidden(
                 "only a host scheduled in the session, its agency or an admin may take it live",
             ))
         }
@@ -614,7 +614,7 @@ pub async fn go_live(
             .fetch_one(&mut *tx)
             .await?;
     if status != "scheduled" {
-        return Err(AgencyError::conflict(
+        return Err(Error::conflict(
             "session_not_scheduled",
             format!("the session is {status}; only a scheduled session can go live"),
         ));
@@ -633,12 +633,12 @@ pub async fn go_live(
     .fetch_optional(&mut *tx)
     .await?;
     match (&shift, request.shift_id, only_host) {
-        (None, Some(_), _) => return Err(AgencyError::NotFound("shift")),
+        (None, Some(_), _) => return Err(Error::NotFound("shift")),
         (Some((_, host)), _, Some(me)) if *host != me => {
-            return Err(AgencyError::forbidden("a host goes live on their own shift"));
+            return Err(Error::forbidden("a host goes live on their own shift"));
         }
         (None, None, Some(_)) => {
-            return Err(AgencyError::conflict(
+            return Err(Error::conflict(
                 "no_shift_to_start",
                 "you have no shift left to start in this session",
             ));
@@ -664,20 +664,20 @@ pub async fn go_live(
 /// Hands the session over to this shift's host: the shift on air ends and
 /// this one starts at the same instant (the incoming host, the agency, or an admin).
 #[tracing::instrument(skip_all, fields(%shift_id, caller = %claims.sub), err)]
-pub async fn start_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> AgencyResult<ScheduledSession> {
+pub async fn start_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> Result<ScheduledSession> {
     let mut tx = db.begin().await?;
     let (shift, _) = lock_shift(&mut tx, db, claims, shift_id).await?;
     if shift.status != "live" {
-        return Err(AgencyError::conflict(
+        return Err(Error::conflict(
             "session_not_live",
             format!("the session is {}; go live first", shift.status),
         ));
     }
     if shift.cancelled_at.is_some() {
-        return Err(AgencyError::conflict("shift_cancelled", "the shift is cancelled"));
+        return Err(Error::conflict("shift_cancelled", "the shift is cancelled"));
     }
     if shift.actual_start.is_some() {
-        return Err(AgencyError::conflict(
+        return Err(Error::conflict(
             "shift_already_started",
             "the shift has already started",
         ));
@@ -701,12 +701,12 @@ pub async fn start_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> Agency
 /// Ends a live session (a host scheduled in it, its agency, or an admin):
 /// the shift on air ends with it.
 #[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
-pub async fn end_session(db: &PgPool, claims: &Claims, session_id: Uuid) -> AgencyResult<ScheduledSession> {
+pub async fn end_session(db: &PgPool, claims: &Claims, session_id: Uuid) -> Result<ScheduledSession> {
     let session = load_session(db, session_id).await?;
     match session_role(db, claims, &session).await? {
         SessionRole::Manager | SessionRole::ScheduledHost(_) => {}
         _ => {
-            return Err(AgencyError::forbidden(
+            return Err(Error::forbidden(
                 "only a host scheduled in the session, its agency or an admin may end it",
             ))
         }
@@ -718,7 +718,7 @@ pub async fn end_session(db: &PgPool, claims: &Claims, session_id: Uuid) -> Agen
             .fetch_one(&mut *tx)
             .await?;
     if status != "live" {
-        return Err(AgencyError::conflict(
+        return Err(Error::conflict(
             "session_not_live",
             format!("the session is {status}; only a live session can end"),
         ));

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::access::{require_agency, require_host_reader};
-use crate::error::{AgencyError, AgencyResult};
+use hawker_core::error::{Error, Result};
 use crate::time::Period;
 
 /// One ledger entry.
@@ -130,14 +130,14 @@ pub async fn host_statement(
     claims: &Claims,
     host_id: Uuid,
     period: Period,
-) -> AgencyResult<HostStatement> {
+) -> Result<HostStatement> {
     let exists: bool = sqlx::query_scalar("select exists(select 1 from host where host_id = $1)")
         .bind(host_id)
         .fetch_one(db)
         .await?;
     let reader = require_host_reader(db, claims, host_id).await?;
     if !exists {
-        return Err(AgencyError::NotFound("host"));
+        return Err(Error::NotFound("host"));
     }
     let entries = sqlx::query_as::<_, Entry>(&format!(
         "select {ENTRY_COLUMNS} from commission_entry
@@ -169,14 +169,14 @@ pub async fn agency_statement(
     claims: &Claims,
     agency_id: Uuid,
     period: Period,
-) -> AgencyResult<AgencyStatement> {
+) -> Result<AgencyStatement> {
     require_agency(claims, agency_id)?;
     let exists: bool = sqlx::query_scalar("select exists(select 1 from agency where agency_id = $1)")
         .bind(agency_id)
         .fetch_one(db)
         .await?;
     if !exists {
-        return Err(AgencyError::NotFound("agency"));
+        return Err(Error::NotFound("agency"));
     }
     let entries = sqlx::query_as::<_, Entry>(&format!(
         "select {ENTRY_COLUMNS} from commission_entry

@@ -4,16 +4,16 @@
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
 use serde::Deserialize;
 
-use crate::error::{AgencyError, AgencyResult};
+use hawker_core::error::{Error, Result};
 
 /// Parses an RFC 3339 instant with an offset (`2026-05-01T14:00:00+08:00`).
 /// In a query string an unencoded `+` arrives as a space: it is read as `+`.
-pub fn parse_instant(field: &'static str, value: &str) -> AgencyResult<DateTime<Utc>> {
+pub fn parse_instant(field: &'static str, value: &str) -> Result<DateTime<Utc>> {
     let value = value.trim_start().replace(' ', "+");
     DateTime::parse_from_rfc3339(&value)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
-            AgencyError::invalid(
+            Error::invalid(
                 "bad_time",
                 format!("{field} must be an ISO 8601 instant with an offset, e.g. 2026-05-01T14:00:00+08:00"),
             )
@@ -21,8 +21,8 @@ pub fn parse_instant(field: &'static str, value: &str) -> AgencyResult<DateTime<
 }
 
 /// Parses a UTC offset: `Z`, `+08:00`, `-05:30` (a leading space is a `+`).
-pub fn parse_offset(value: &str) -> AgencyResult<FixedOffset> {
-    let bad = || AgencyError::invalid("bad_offset", "utc_offset must look like +08:00, -05:30 or Z");
+pub fn parse_offset(value: &str) -> Result<FixedOffset> {
+    let bad = || Error::invalid("bad_offset", "utc_offset must look like +08:00, -05:30 or Z");
     let value = value.replace(' ', "+");
     if value == "Z" || value == "z" {
         return FixedOffset::east_opt(0).ok_or_else(bad);
@@ -66,7 +66,7 @@ pub struct Period {
 }
 
 impl PeriodQuery {
-    pub fn parse(&self) -> AgencyResult<Period> {
+    pub fn parse(&self) -> Result<Period> {
         let from = self
             .from
             .as_deref()
@@ -75,7 +75,7 @@ impl PeriodQuery {
         let to = self.to.as_deref().map(|v| parse_instant("to", v)).transpose()?;
         if let (Some(f), Some(t)) = (from, to) {
             if t <= f {
-                return Err(AgencyError::invalid("bad_period", "`to` must be after `from`"));
+                return Err(Error::invalid("bad_period", "`to` must be after `from`"));
             }
         }
         Ok(Period { from, to })

@@ -4,7 +4,7 @@ use hawker_core::{Claims, Role};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::{CommerceError, CommerceResult};
+use hawker_core::error::{Error, Result};
 
 /// A session as commerce needs it.
 #[derive(Debug, Clone)]
@@ -19,13 +19,13 @@ pub struct SessionAccess {
 
 /// Looks the session up and works out whether `claims` may host it: admins,
 /// the session's agency, and hosts on that agency's roster now.
-pub async fn session_access(db: &PgPool, claims: &Claims, session_id: Uuid) -> CommerceResult<SessionAccess> {
+pub async fn session_access(db: &PgPool, claims: &Claims, session_id: Uuid) -> Result<SessionAccess> {
     let row: Option<(Uuid, Option<Uuid>, String)> =
         sqlx::query_as("select agency_id, brand_id, status from live_session where session_id = $1")
             .bind(session_id)
             .fetch_optional(db)
             .await?;
-    let (agency_id, brand_id, status) = row.ok_or(CommerceError::NotFound("session"))?;
+    let (agency_id, brand_id, status) = row.ok_or(Error::NotFound("session"))?;
     let can_host = match claims.role {
         Role::Admin => true,
         Role::Agency => claims.agency_id == Some(agency_id),
@@ -54,15 +54,15 @@ pub async fn session_access(db: &PgPool, claims: &Claims, session_id: Uuid) -> C
 }
 
 /// Like [`session_access`], refusing callers who may not host.
-pub async fn require_host(db: &PgPool, claims: &Claims, session_id: Uuid) -> CommerceResult<SessionAccess> {
+pub async fn require_host(db: &PgPool, claims: &Claims, session_id: Uuid) -> Result<SessionAccess> {
     let access = session_access(db, claims, session_id).await?;
     if !access.can_host {
-        return Err(CommerceError::forbidden(
+        return Err(Error::forbidden(
             "only the session's host, its agency or an admin may do this",
         ));
     }
     if access.status == "ended" || access.status == "cancelled" {
-        return Err(CommerceError::conflict(
+        return Err(Error::conflict(
             "session_ended",
             format!("the session is {}", access.status),
         ));

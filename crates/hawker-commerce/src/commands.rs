@@ -4,12 +4,12 @@ use hawker_hub::hub::{CommandContext, CommandError, CommandFuture, CommandHandle
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::error::CommerceError;
+use hawker_core::error::{Error};
 use crate::orders::{place_order, PlaceOrder};
 use crate::Commerce;
 
-fn to_command_error(e: CommerceError) -> CommandError {
-    if let CommerceError::Internal(ref inner) = e {
+fn to_command_error(e: Error) -> CommandError {
+    if let Error::Internal(ref inner) = e {
         tracing::error!(error = ?inner, "socket command failed");
         return CommandError::new("internal", "an internal error occurred; it has been logged");
     }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::error::{CommerceError, CommerceResult};
+use hawker_core::error::{Error, Result};
 use crate::stock::Figure;
 use crate::{access, outbox, Commerce};
 
@@ -91,9 +91,9 @@ fn is_currency(s: &str) -> bool {
 
 impl NewCouponDrop {
     /// Checks every field; `now` is the caller's clock.
-    pub fn validate(&self, now: DateTime<Utc>) -> CommerceResult<()> {
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<()> {
         if !(1..=MAX_TOTAL).contains(&self.total) {
-            return Err(CommerceError::invalid(
+            return Err(Error::invalid(
                 "bad_total",
                 format!("total must be 1 to {MAX_TOTAL}"),
             ));
@@ -101,7 +101,7 @@ impl NewCouponDrop {
         match self.discount_kind.as_str() {
             "percent" => {
                 if !(1..=100).contains(&self.discount_value) {
-                    return Err(CommerceError::invalid(
+                    return Err(Error::invalid(
                         "bad_discount_value",
                         "a percent discount must be 1 to 100",
                     ));
@@ -109,20 +109,20 @@ impl NewCouponDrop {
             }
             "fixed" => {
                 if self.discount_value <= 0 {
-                    return Err(CommerceError::invalid(
+                    return Err(Error::invalid(
                         "bad_discount_value",
                         "a fixed discount must be at least 1 minor unit",
                     ));
                 }
                 if self.currency.is_none() {
-                    return Err(CommerceError::invalid(
+                    return Err(Error::invalid(
                         "bad_currency",
                         "a fixed discount needs a currency",
                     ));
                 }
             }
             _ => {
-                return Err(CommerceError::invalid(
+                return Err(Error::invalid(
                     "bad_discount_kind",
                     "discount_kind must be `percent` or `fixed`",
                 ))
@@ -130,26 +130,26 @@ impl NewCouponDrop {
         }
         if let Some(currency) = &self.currency {
             if !is_currency(currency) {
-                return Err(CommerceError::invalid(
+                return Err(Error::invalid(
                     "bad_currency",
                     "currency must be three upper-case letters (ISO 4217)",
                 ));
             }
         }
         if self.min_spend_minor < 0 {
-            return Err(CommerceError::invalid(
+            return Err(Error::invalid(
                 "bad_min_spend",
                 "min_spend_minor cannot be negative",
             ));
         }
         if !(1..=MAX_PER_VIEWER).contains(&self.per_viewer_limit) {
-            return Err(CommerceError::invalid(
+            return Err(Error::invalid(
                 "bad_per_viewer_limit",
                 format!("per_viewer_limit must be 1 to {MAX_PER_VIEWER}"),
             ));
         }
         if !(1..=MAX_CLAIM_WINDOW_SECS).contains(&self.claim_window_secs) {
-            return Err(CommerceError::invalid(
+            return Err(Error::invalid(
                 "bad_claim_window",
                 format!("claim_window_secs must be 1 to {MAX_CLAIM_WINDOW_SECS}"),
             ));
@@ -157,13 +157,13 @@ impl NewCouponDrop {
         if let Some(at) = self.drop_at {
             let ahead = (at - now).num_seconds();
             if ahead < -PAST_LEEWAY_SECS {
-                return Err(CommerceError::invalid(
+                return Err(Error::invalid(
                     "bad_drop_at",
                     "drop_at is in the past; omit it to drop now",
                 ));
             }
             if ahead > MAX_SCHEDULE_AHEAD_SECS {
-                return Err(CommerceError::invalid(
+                return Err(Error::invalid(
                     "bad_drop_at",
                     "drop_at may be at most 7 days ahead",
                 ));
@@ -281,7 +281,7 @@ pub async fn create_drop(
     claims: &hawker_core::Claims,
     session_id: Uuid,
     req: NewCouponDrop,
-) -> CommerceResult<CouponDrop> {
+) -> Result<CouponDrop> {
     req.validate(Utc::now())?;
     access::require_host(c.db(), claims, session_id).await?;
     check_restriction(c, session_id, &req).await?;
@@ -338,7 +338,7 @@ pub async fn create_drop(
 }
 
 /// The restriction must be of this session; a currency must match it.
-async fn check_restriction(c: &Commerce, session_id: Uuid, req: &NewCouponDrop) -> CommerceResult<()> {
+async fn check_restriction(c: &Commerce, session_id: Uuid, req: &NewCouponDrop) -> Result<()> {
     let mut restricted_currency: Option<String> = None;
     if let Some(lineup_item_id) = req.lineup_item_id {
         let currency: Option<String> = sqlx::query_scalar(
@@ -350,7 +350,7 @@ async fn check_restriction(c: &Commerce, session_id: Uuid, req: &NewCouponDrop) 
         .fetch_optional(c.db())
         .await?;
         restricted_currency = Some(currency.ok_or_else(|| {
-            CommerceError::invalid(
+            Error::invalid(
                 "bad_restriction",
                 "lineup_item_id is not in this session's lineup",
             )
@@ -365,10 +365,10 @@ async fn check_restriction(c: &Commerce, session_id: Uuid, req: &NewCouponDrop) 
         .fetch_optional(c.db())
         .await?;
         let (lineup_item_id, currency) = deal.ok_or_else(|| {
-            CommerceError::invalid("bad_restriction", "deal_id is not a deal of this session")
+            Error::invalid("bad_restriction", "deal_id is not a deal of this session")
         })?;
         if req.lineup_item_id.is_some_and(|l| l != lineup_item_id) {
-            return Err(CommerceError::invalid(
+            return Err(Error::invalid(
                 "bad_restriction",
                 "deal_id and lineup_item_id name different items",
             ));
@@ -377,7 +377,7 @@ async fn check_restriction(c: &Commerce, session_id: Uuid, req: &NewCouponDrop) 
     }
     if let (Some(currency), Some(restricted)) = (&req.currency, &restricted_currency) {
         if currency != restricted {
-            return Err(CommerceError::invalid(
+            return Err(Error::invalid(
                 "currency_mismatch",
                 format!("the restricted item is sold in {restricted}, not {currency}"),
             ));
@@ -479,14 +479,14 @@ pub async fn fire_due_drops(c: &Commerce) -> anyhow::Result<usize> {
 }
 
 /// One drop.
-pub async fn get_drop(c: &Commerce, coupon_drop_id: Uuid) -> CommerceResult<CouponDrop> {
+pub async fn get_drop(c: &Commerce, coupon_drop_id: Uuid) -> Result<CouponDrop> {
     sqlx::query_as::<_, CouponDrop>(&format!(
         "select {DROP_COLUMNS} from coupon_drop where coupon_drop_id = $1"
     ))
     .bind(coupon_drop_id)
     .fetch_optional(c.db())
     .await?
-    .ok_or(CommerceError::NotFound("coupon drop"))
+    .ok_or(Error::NotFound("coupon drop"))
 }
 
 /// A viewer's claims on the drops of one session, oldest first.
@@ -494,7 +494,7 @@ pub async fn list_claims_for_viewer(
     c: &Commerce,
     viewer_id: &str,
     session_id: Uuid,
-) -> CommerceResult<Vec<CouponClaim>> {
+) -> Result<Vec<CouponClaim>> {
     Ok(sqlx::query_as::<_, CouponClaim>(
         "select c.coupon_claim_id, c.coupon_drop_id, c.viewer_id, c.seq, c.claimed_at, c.used_at
            from coupon_claim c join coupon_drop d on d.coupon_drop_id = c.coupon_drop_id
@@ -507,28 +507,28 @@ pub async fn list_claims_for_viewer(
     .await?)
 }
 
-fn exhausted() -> CommerceError {
-    CommerceError::conflict("coupon_exhausted", "every coupon of this drop has been claimed")
+fn exhausted() -> Error {
+    Error::conflict("coupon_exhausted", "every coupon of this drop has been claimed")
 }
 
-fn already_claimed(limit: i32) -> CommerceError {
+fn already_claimed(limit: i32) -> Error {
     let message = if limit == 1 {
         "you have already claimed this coupon".to_string()
     } else {
         format!("you already hold the {limit} claims allowed per viewer")
     };
-    CommerceError::conflict("coupon_already_claimed", message)
+    Error::conflict("coupon_already_claimed", message)
 }
 
-fn window_closed() -> CommerceError {
-    CommerceError::conflict("coupon_window_closed", "the claim window of this drop has closed")
+fn window_closed() -> Error {
+    Error::conflict("coupon_window_closed", "the claim window of this drop has closed")
 }
 
 /// Claims a coupon for `viewer_id`. Refusals: `not_found`,
 /// `coupon_not_dropped`, `coupon_window_closed`, `coupon_exhausted`,
 /// `coupon_already_claimed`. Exhausted drops are refused from an in-process
 /// flag, then a Redis flag shared by every node, without touching Postgres.
-pub async fn claim(c: &Commerce, viewer_id: &str, coupon_drop_id: Uuid) -> CommerceResult<CouponClaim> {
+pub async fn claim(c: &Commerce, viewer_id: &str, coupon_drop_id: Uuid) -> Result<CouponClaim> {
     claim_with_flag(c, c.inner.gate.redis(), viewer_id, coupon_drop_id).await
 }
 
@@ -539,7 +539,7 @@ pub async fn claim_with_flag(
     redis: &redis::aio::ConnectionManager,
     viewer_id: &str,
     coupon_drop_id: Uuid,
-) -> CommerceResult<CouponClaim> {
+) -> Result<CouponClaim> {
     if local_flag::is_exhausted(coupon_drop_id) {
         return refused(exhausted());
     }
@@ -565,12 +565,12 @@ pub async fn claim_with_flag(
     result
 }
 
-fn refused<T>(e: CommerceError) -> CommerceResult<T> {
+fn refused<T>(e: Error) -> Result<T> {
     metrics::counter!("hawker_coupon_claims_total", "outcome" => e.code()).increment(1);
     Err(e)
 }
 
-fn record(result: CommerceResult<CouponClaim>) -> CommerceResult<CouponClaim> {
+fn record(result: Result<CouponClaim>) -> Result<CouponClaim> {
     let outcome = match &result {
         Ok(_) => "claimed",
         Err(e) => e.code(),
@@ -593,9 +593,9 @@ struct DropState {
 
 impl DropState {
     /// Why a claim is refused whatever the viewer holds, if it is.
-    fn refusal(&self) -> Option<CommerceError> {
+    fn refusal(&self) -> Option<Error> {
         if self.status == "scheduled" {
-            return Some(CommerceError::conflict(
+            return Some(Error::conflict(
                 "coupon_not_dropped",
                 format!("this coupon drops at {}", self.drop_at.to_rfc3339()),
             ));
@@ -625,13 +625,13 @@ async fn claim_in_postgres(
     c: &Commerce,
     viewer_id: &str,
     coupon_drop_id: Uuid,
-) -> CommerceResult<CouponClaim> {
+) -> Result<CouponClaim> {
     let mut tx = c.db().begin().await?;
     let drop: DropState = sqlx::query_as(DROP_STATE)
         .bind(coupon_drop_id)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(CommerceError::NotFound("coupon drop"))?;
+        .ok_or(Error::NotFound("coupon drop"))?;
     if let Some(refusal) = drop.refusal() {
         if refusal.code() == "coupon_exhausted" {
             local_flag::set(coupon_drop_id, drop.flag_ttl());
@@ -889,7 +889,7 @@ mod tests {
         }
     }
 
-    fn code(r: CommerceResult<()>) -> &'static str {
+    fn code(r: Result<()>) -> &'static str {
         match r {
             Ok(()) => "ok",
             Err(e) => e.code(),

@@ -9,7 +9,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::access::require_host;
-use crate::error::{CommerceError, CommerceResult};
+use hawker_core::error::{Error, Result};
 use crate::{outbox, Commerce};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -47,11 +47,11 @@ pub async fn add_lineup_item(
     claims: &Claims,
     session_id: Uuid,
     item: NewLineupItem,
-) -> CommerceResult<LineupItem> {
+) -> Result<LineupItem> {
     let access = require_host(c.db(), claims, session_id).await?;
     if let Some(n) = item.link_number {
         if !(1..=9999).contains(&n) {
-            return Err(CommerceError::invalid(
+            return Err(Error::invalid(
                 "bad_link_number",
                 "link_number must be 1 to 9999",
             ));
@@ -63,9 +63,9 @@ pub async fn add_lineup_item(
     .bind(item.sku_id)
     .fetch_optional(c.db())
     .await?;
-    let brand = brand.ok_or(CommerceError::NotFound("sku"))?;
+    let brand = brand.ok_or(Error::NotFound("sku"))?;
     if access.brand_id.is_some_and(|b| b != brand) {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "wrong_brand",
             "the SKU belongs to another brand than the session's",
         ));
@@ -84,7 +84,7 @@ pub async fn add_lineup_item(
     match inserted {
         Ok(_) => {}
         Err(sqlx::Error::Database(e)) if e.constraint() == Some("lineup_item_link_unique") => {
-            return Err(CommerceError::conflict(
+            return Err(Error::conflict(
                 "link_number_taken",
                 "that link number is already in the lineup",
             ));
@@ -94,15 +94,15 @@ pub async fn add_lineup_item(
     lineup_item(c, id).await
 }
 
-async fn lineup_item(c: &Commerce, id: Uuid) -> CommerceResult<LineupItem> {
+async fn lineup_item(c: &Commerce, id: Uuid) -> Result<LineupItem> {
     sqlx::query_as::<_, LineupItem>(&format!("{LINEUP_SELECT} where l.lineup_item_id = $1"))
         .bind(id)
         .fetch_optional(c.db())
         .await?
-        .ok_or(CommerceError::NotFound("lineup item"))
+        .ok_or(Error::NotFound("lineup item"))
 }
 
-pub async fn lineup(c: &Commerce, session_id: Uuid) -> CommerceResult<Vec<LineupItem>> {
+pub async fn lineup(c: &Commerce, session_id: Uuid) -> Result<Vec<LineupItem>> {
     Ok(sqlx::query_as::<_, LineupItem>(&format!(
         "{LINEUP_SELECT} where l.session_id = $1 order by l.link_number"
     ))
@@ -111,7 +111,7 @@ pub async fn lineup(c: &Commerce, session_id: Uuid) -> CommerceResult<Vec<Lineup
     .await?)
 }
 
-async fn by_link(c: &Commerce, session_id: Uuid, link_number: i32) -> CommerceResult<LineupItem> {
+async fn by_link(c: &Commerce, session_id: Uuid, link_number: i32) -> Result<LineupItem> {
     sqlx::query_as::<_, LineupItem>(&format!(
         "{LINEUP_SELECT} where l.session_id = $1 and l.link_number = $2"
     ))
@@ -119,7 +119,7 @@ async fn by_link(c: &Commerce, session_id: Uuid, link_number: i32) -> CommerceRe
     .bind(link_number)
     .fetch_optional(c.db())
     .await?
-    .ok_or(CommerceError::NotFound("lineup item"))
+    .ok_or(Error::NotFound("lineup item"))
 }
 
 fn pinned_item(item: &LineupItem) -> Value {
@@ -141,7 +141,7 @@ pub async fn pin(
     claims: &Claims,
     session_id: Uuid,
     link_number: i32,
-) -> CommerceResult<LineupItem> {
+) -> Result<LineupItem> {
     require_host(c.db(), claims, session_id).await?;
     let item = by_link(c, session_id, link_number).await?;
     let data = pinned_item(&item);
@@ -151,7 +151,7 @@ pub async fn pin(
             Publication::new("host.pinned", json!({ "item": data })).set_state("pinned", data),
         )
         .await
-        .map_err(|_| CommerceError::Unavailable { what: "redis" })?;
+        .map_err(|_| Error::Unavailable { what: "redis" })?;
     Ok(item)
 }
 
@@ -223,35 +223,35 @@ pub async fn create_deal(
     claims: &Claims,
     session_id: Uuid,
     new: NewDeal,
-) -> CommerceResult<Deal> {
+) -> Result<Deal> {
     require_host(c.db(), claims, session_id).await?;
     let config = c.config();
     if new.price_minor <= 0 {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_price",
             "price_minor must be positive",
         ));
     }
     if !(1..=1_000_000).contains(&new.quantity) {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_quantity",
             "quantity must be 1 to 1000000",
         ));
     }
     if new.per_buyer_cap < 1 || new.per_buyer_cap > new.quantity {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_cap",
             "per_buyer_cap must be 1 to quantity",
         ));
     }
     if new.countdown_secs > config.countdown_max_secs {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_countdown",
             format!("countdown_secs must be 0 to {}", config.countdown_max_secs),
         ));
     }
     if !(config.deal_min_secs..=config.deal_max_secs).contains(&new.duration_secs) {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_duration",
             format!(
                 "duration_secs must be {} to {}",
@@ -269,7 +269,7 @@ pub async fn create_deal(
     .execute(&mut *tx)
     .await?;
     if taken.rows_affected() == 0 {
-        return Err(CommerceError::conflict(
+        return Err(Error::conflict(
             "insufficient_stock",
             "the SKU does not have that many units on hand",
         ));
@@ -312,15 +312,15 @@ pub async fn create_deal(
     Ok(deal)
 }
 
-pub async fn get_deal(c: &Commerce, deal_id: Uuid) -> CommerceResult<Deal> {
+pub async fn get_deal(c: &Commerce, deal_id: Uuid) -> Result<Deal> {
     sqlx::query_as::<_, Deal>(&format!("select {DEAL_COLUMNS} from deal where deal_id = $1"))
         .bind(deal_id)
         .fetch_optional(c.db())
         .await?
-        .ok_or(CommerceError::NotFound("deal"))
+        .ok_or(Error::NotFound("deal"))
 }
 
-pub async fn session_deals(c: &Commerce, session_id: Uuid) -> CommerceResult<Vec<Deal>> {
+pub async fn session_deals(c: &Commerce, session_id: Uuid) -> Result<Vec<Deal>> {
     Ok(sqlx::query_as::<_, Deal>(&format!(
         "select {DEAL_COLUMNS} from deal where session_id = $1 order by starts_at"
     ))
@@ -331,14 +331,14 @@ pub async fn session_deals(c: &Commerce, session_id: Uuid) -> CommerceResult<Vec
 
 /// The host ends a deal early.
 #[tracing::instrument(skip(c, claims))]
-pub async fn end_deal(c: &Commerce, claims: &Claims, deal_id: Uuid) -> CommerceResult<Deal> {
+pub async fn end_deal(c: &Commerce, claims: &Claims, deal_id: Uuid) -> Result<Deal> {
     let deal = get_deal(c, deal_id).await?;
     require_host(c.db(), claims, deal.session_id).await?;
     let mut tx = c.db().begin().await?;
     let ended = end_deal_tx(&mut tx, deal_id, "ended_by_host").await?;
     tx.commit().await?;
     if !ended {
-        return Err(CommerceError::conflict(
+        return Err(Error::conflict(
             "deal_already_ended",
             "the deal has already ended",
         ));
@@ -353,7 +353,7 @@ pub async fn end_deal_tx(
     tx: &mut Transaction<'_, Postgres>,
     deal_id: Uuid,
     reason: &str,
-) -> CommerceResult<bool> {
+) -> Result<bool> {
     let row: Option<(Uuid, Uuid, i32, i32, i64)> = sqlx::query_as(
         "update deal set status = 'ended', end_reason = $2, ended_at = now(), stock_version = stock_version + 1
           where deal_id = $1 and status <> 'ended'

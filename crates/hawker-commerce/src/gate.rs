@@ -23,7 +23,7 @@ use redis::Script;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::{CommerceError, CommerceResult};
+use hawker_core::error::{Error, Result};
 
 const ADMIT_LUA: &str = r#"
 if redis.call('HGET', KEYS[1], 'ready') ~= '1' then return {'rebuild'} end
@@ -110,10 +110,10 @@ pub fn key_field(buyer: &str, idempotency_key: &str) -> String {
 
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T>>) -> CommerceResult<T> {
+async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T> {
     match tokio::time::timeout(REDIS_TIMEOUT, call).await {
         Ok(result) => Ok(result?),
-        Err(_) => Err(CommerceError::Unavailable { what: "redis" }),
+        Err(_) => Err(Error::Unavailable { what: "redis" }),
     }
 }
 
@@ -141,7 +141,7 @@ impl Gate {
         quantity: i32,
         field: &str,
         request_hash: &str,
-    ) -> CommerceResult<Admission> {
+    ) -> Result<Admission> {
         let mut conn = self.redis.clone();
         let mut invocation = self.admit.prepare_invoke();
         invocation
@@ -170,7 +170,7 @@ impl Gate {
     }
 
     /// Marks reservations as settled orders.
-    pub async fn confirm(&self, deal: Uuid, settled: &[(String, Uuid)]) -> CommerceResult<()> {
+    pub async fn confirm(&self, deal: Uuid, settled: &[(String, Uuid)]) -> Result<()> {
         if settled.is_empty() {
             return Ok(());
         }
@@ -190,7 +190,7 @@ impl Gate {
     }
 
     /// Gives a pending reservation's units back.
-    pub async fn release(&self, deal: Uuid, buyer: &str, quantity: i32, field: &str) -> CommerceResult<()> {
+    pub async fn release(&self, deal: Uuid, buyer: &str, quantity: i32, field: &str) -> Result<()> {
         let mut conn = self.redis.clone();
         let mut invocation = self.release.prepare_invoke();
         invocation
@@ -206,7 +206,7 @@ impl Gate {
     }
 
     /// Gives a cancelled order's units back.
-    pub async fn give_back(&self, deal: Uuid, buyer: &str, quantity: i32) -> CommerceResult<()> {
+    pub async fn give_back(&self, deal: Uuid, buyer: &str, quantity: i32) -> Result<()> {
         let mut conn = self.redis.clone();
         let mut invocation = self.give_back.prepare_invoke();
         invocation
@@ -220,7 +220,7 @@ impl Gate {
     }
 
     /// Lowers the gate's stock to what Postgres has left, if it is above.
-    pub async fn clamp(&self, deal: Uuid, remaining: i32) -> CommerceResult<()> {
+    pub async fn clamp(&self, deal: Uuid, remaining: i32) -> Result<()> {
         let mut conn = self.redis.clone();
         let mut invocation = self.clamp.prepare_invoke();
         invocation.key(key(deal, "stock")).arg(remaining);
@@ -229,7 +229,7 @@ impl Gate {
     }
 
     /// Closes the gate of an ended deal.
-    pub async fn mark_ended(&self, deal: Uuid, reason: &str) -> CommerceResult<()> {
+    pub async fn mark_ended(&self, deal: Uuid, reason: &str) -> Result<()> {
         let mut conn = self.redis.clone();
         let mut command = redis::cmd("HSET");
         command
@@ -245,7 +245,7 @@ impl Gate {
     /// Builds the gate from Postgres: stock = quantity − sold, each buyer's
     /// units, each order's idempotency key. One node at a time per deal.
     #[tracing::instrument(skip(self))]
-    pub async fn rebuild(&self, deal: Uuid) -> CommerceResult<()> {
+    pub async fn rebuild(&self, deal: Uuid) -> Result<()> {
         let mut conn = self.redis.clone();
         let lock = key(deal, "rebuilding");
         let mut take = redis::cmd("SET");
@@ -276,7 +276,7 @@ impl Gate {
             let mut unlock = redis::cmd("DEL");
             unlock.arg(&lock);
             let _ = bounded(unlock.query_async::<i64>(&mut conn)).await;
-            return Err(CommerceError::NotFound("deal"));
+            return Err(Error::NotFound("deal"));
         };
         let buyers: Vec<(String, i32)> =
             sqlx::query_as("select buyer_id, units from deal_buyer where deal_id = $1 and units > 0")
@@ -338,7 +338,7 @@ impl Gate {
         &self,
         deal: Uuid,
         older_than_ms: i64,
-    ) -> CommerceResult<Vec<(String, i32)>> {
+    ) -> Result<Vec<(String, i32)>> {
         let mut conn = self.redis.clone();
         let cutoff = chrono::Utc::now().timestamp_millis() - older_than_ms;
         let mut range = redis::cmd("ZRANGEBYSCORE");
@@ -378,7 +378,7 @@ impl Gate {
     }
 
     /// Takes a short per-deal lock so one node reconciles at a time.
-    pub async fn try_lock(&self, deal: Uuid, what: &str, ms: u64) -> CommerceResult<bool> {
+    pub async fn try_lock(&self, deal: Uuid, what: &str, ms: u64) -> Result<bool> {
         let mut conn = self.redis.clone();
         let mut take = redis::cmd("SET");
         take.arg(key(deal, what)).arg("1").arg("NX").arg("PX").arg(ms);

@@ -22,7 +22,6 @@ pub mod commands;
 pub mod config;
 pub mod coupons;
 pub mod deals;
-pub mod error;
 pub mod gate;
 pub mod orders;
 pub mod outbox;
@@ -39,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::CommerceConfig;
-pub use error::{CommerceError, CommerceResult};
+pub use hawker_core::error::{Error, Result};
 
 pub(crate) struct Inner {
     pub config: CommerceConfig,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::error::{CommerceError, CommerceResult};
+use hawker_core::error::{Error, Result};
 use crate::gate::{key_field, Admission};
 use crate::settle::{SettleOutcome, SettleRequest};
 use crate::Commerce;
@@ -73,9 +73,9 @@ pub fn request_hash(deal_id: Uuid, request: &PlaceOrder) -> String {
     hex::encode(&hasher.finalize()[..12])
 }
 
-pub fn validate_idempotency_key(key: &str) -> CommerceResult<()> {
+pub fn validate_idempotency_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > 200 || key.contains('\n') {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_idempotency_key",
             "Idempotency-Key must be 1 to 200 characters without newlines",
         ));
@@ -91,16 +91,16 @@ pub async fn place_order(
     deal_id: Uuid,
     idempotency_key: &str,
     request: PlaceOrder,
-) -> CommerceResult<Placed> {
+) -> Result<Placed> {
     validate_idempotency_key(idempotency_key)?;
     if !(1..=MAX_QUANTITY).contains(&request.quantity) {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_quantity",
             format!("quantity must be 1 to {MAX_QUANTITY}"),
         ));
     }
     if c.inner.settler.database_down() {
-        return Err(CommerceError::Unavailable { what: "the database" });
+        return Err(Error::Unavailable { what: "the database" });
     }
     let hash = request_hash(deal_id, &request);
     let field = key_field(buyer, idempotency_key);
@@ -132,17 +132,17 @@ pub async fn place_order(
             )
             .await
         }
-        Admission::NotStarted => Err(CommerceError::conflict(
+        Admission::NotStarted => Err(Error::conflict(
             "deal_not_started",
             "the deal has not started yet",
         )),
-        Admission::Ended => Err(CommerceError::conflict("deal_ended", "the deal has ended")),
-        Admission::SoldOut => Err(CommerceError::conflict("sold_out", "the deal is sold out")),
-        Admission::CapExceeded { held } => Err(CommerceError::conflict(
+        Admission::Ended => Err(Error::conflict("deal_ended", "the deal has ended")),
+        Admission::SoldOut => Err(Error::conflict("sold_out", "the deal is sold out")),
+        Admission::CapExceeded { held } => Err(Error::conflict(
             "cap_exceeded",
             format!("the per-buyer cap would be exceeded (you hold {held})"),
         )),
-        Admission::Missing => Err(CommerceError::Unavailable {
+        Admission::Missing => Err(Error::Unavailable {
             what: "the admission gate",
         }),
     }
@@ -156,7 +156,7 @@ async fn settle(
     hash: &str,
     field: &str,
     request: &PlaceOrder,
-) -> CommerceResult<Placed> {
+) -> Result<Placed> {
     let outcome = c
         .inner
         .settler
@@ -194,7 +194,7 @@ async fn replay(
     field: &str,
     request: &PlaceOrder,
     previous: &str,
-) -> CommerceResult<Placed> {
+) -> Result<Placed> {
     if let Some(pending) = previous.strip_prefix("p:") {
         // Reserved but not settled: in flight, or its node died before the
         // commit. The reservation belongs to this key, so settle it now (the
@@ -221,20 +221,20 @@ async fn replay(
     }
     match find_by_key(c, buyer, idempotency_key).await? {
         Some(order) => same_request(order, hash, c).await,
-        None => Err(CommerceError::Unavailable {
+        None => Err(Error::Unavailable {
             what: "the order store",
         }),
     }
 }
 
-fn reused() -> CommerceError {
-    CommerceError::conflict(
+fn reused() -> Error {
+    Error::conflict(
         "idempotency_key_reused",
         "this Idempotency-Key was used with a different request",
     )
 }
 
-async fn same_request(order: Order, hash: &str, c: &Commerce) -> CommerceResult<Placed> {
+async fn same_request(order: Order, hash: &str, c: &Commerce) -> Result<Placed> {
     let stored: Option<String> =
         sqlx::query_scalar("select request_hash from customer_order where order_id = $1")
             .bind(order.order_id)
@@ -250,7 +250,7 @@ async fn same_request(order: Order, hash: &str, c: &Commerce) -> CommerceResult<
     }
 }
 
-async fn find_by_key(c: &Commerce, buyer: &str, idempotency_key: &str) -> CommerceResult<Option<Order>> {
+async fn find_by_key(c: &Commerce, buyer: &str, idempotency_key: &str) -> Result<Option<Order>> {
     Ok(sqlx::query_as::<_, Order>(&format!(
         "select {ORDER_COLUMNS} from customer_order where buyer_id = $1 and idempotency_key = $2"
     ))
@@ -261,14 +261,14 @@ async fn find_by_key(c: &Commerce, buyer: &str, idempotency_key: &str) -> Commer
 }
 
 /// One order; buyers see their own, hosts and agencies their session's, admins all.
-pub async fn get_order(c: &Commerce, claims: &hawker_core::Claims, order_id: Uuid) -> CommerceResult<Order> {
+pub async fn get_order(c: &Commerce, claims: &hawker_core::Claims, order_id: Uuid) -> Result<Order> {
     let order = sqlx::query_as::<_, Order>(&format!(
         "select {ORDER_COLUMNS} from customer_order where order_id = $1"
     ))
     .bind(order_id)
     .fetch_optional(c.db())
     .await?
-    .ok_or(CommerceError::NotFound("order"))?;
+    .ok_or(Error::NotFound("order"))?;
     if order.buyer_id == claims.sub || claims.is_admin() {
         return Ok(order);
     }
@@ -277,6 +277,6 @@ pub async fn get_order(c: &Commerce, claims: &hawker_core::Claims, order_id: Uui
         Ok(order)
     } else {
         // Someone else's order: do not reveal that it exists.
-        Err(CommerceError::NotFound("order"))
+        Err(Error::NotFound("order"))
     }
 }

@@ -23,7 +23,7 @@ use sha2::Sha256;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::error::{CommerceError, CommerceResult};
+use hawker_core::error::{Error, Result};
 use crate::{outbox, Commerce};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -52,8 +52,8 @@ pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn bad_signature(why: &str) -> CommerceError {
-    CommerceError::invalid(
+fn bad_signature(why: &str) -> Error {
+    Error::invalid(
         "bad_signature",
         format!("the webhook signature is refused: {why}"),
     )
@@ -62,7 +62,7 @@ fn bad_signature(why: &str) -> CommerceError {
 /// Checks `header` (the `X-Hawker-Signature` value) against `body` at `now`
 /// (unix seconds). Several `v1` values are allowed (secret rotation): one
 /// must match. The comparison is constant-time.
-pub fn verify_signature(secret: &str, header: Option<&str>, body: &[u8], now: i64) -> CommerceResult<()> {
+pub fn verify_signature(secret: &str, header: Option<&str>, body: &[u8], now: i64) -> Result<()> {
     let header = header.ok_or_else(|| bad_signature("the X-Hawker-Signature header is missing"))?;
     let mut t: Option<i64> = None;
     let mut signatures: Vec<Vec<u8>> = Vec::new();
@@ -146,12 +146,12 @@ pub async fn handle_webhook(
     c: &Commerce,
     signature: Option<&str>,
     body: &[u8],
-) -> CommerceResult<WebhookOutcome> {
+) -> Result<WebhookOutcome> {
     verify_signature(&c.inner.webhook_secret, signature, body, Utc::now().timestamp())?;
     let event: PaymentEvent = serde_json::from_slice(body)
-        .map_err(|e| CommerceError::invalid("bad_event", format!("the event is not valid JSON: {e}")))?;
+        .map_err(|e| Error::invalid("bad_event", format!("the event is not valid JSON: {e}")))?;
     if event.event_id.is_empty() || event.event_id.len() > 200 {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_event",
             "event_id must be 1 to 200 characters",
         ));
@@ -213,7 +213,7 @@ struct LockedOrder {
     expired: bool,
 }
 
-async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> CommerceResult<WebhookOutcome> {
+async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> Result<WebhookOutcome> {
     let mut tx = c.db().begin().await?;
     if let Some(previous) = previous_outcome(&mut tx, &event.event_id).await? {
         return Ok(previous);
@@ -225,13 +225,13 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> CommerceResult<Web
     .bind(event.order_id)
     .fetch_optional(&mut *tx)
     .await?
-    .ok_or(CommerceError::NotFound("order"))?;
+    .ok_or(Error::NotFound("order"))?;
     // A concurrent delivery of the same event held the lock first.
     if let Some(previous) = previous_outcome(&mut tx, &event.event_id).await? {
         return Ok(previous);
     }
     if event.amount_minor != order.amount_minor || event.currency != order.currency {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "amount_mismatch",
             format!(
                 "the order is {} {}, the payment {} {}",
@@ -248,7 +248,7 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> CommerceResult<Web
         "refund_due" => ("refund_due", None, "paid_again"),
         "paid" | "partially_refunded" | "refunded" => ("duplicate_order", None, "already_paid"),
         other => {
-            return Err(CommerceError::Internal(anyhow::anyhow!(
+            return Err(Error::Internal(anyhow::anyhow!(
                 "order {} has unknown status {other}",
                 event.order_id
             )))
@@ -274,7 +274,7 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> CommerceResult<Web
         let mut tx = c.db().begin().await?;
         return previous_outcome(&mut tx, &event.event_id)
             .await?
-            .ok_or_else(|| CommerceError::Internal(anyhow::anyhow!("payment event vanished")));
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("payment event vanished")));
     }
     if let Some(new_status) = new_status {
         // Leaving `cancelled_at` as it is: on a pending order past its expiry it
@@ -369,21 +369,21 @@ pub async fn refund(
     amount_minor: i64,
     reason: &str,
     kind: &str,
-) -> CommerceResult<Refund> {
+) -> Result<Refund> {
     if amount_minor <= 0 {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_amount",
             "amount_minor must be at least 1",
         ));
     }
     if kind != "refund" && kind != "return" {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_kind",
             "kind must be `refund` or `return`",
         ));
     }
     if reason.chars().count() > MAX_REASON_CHARS {
-        return Err(CommerceError::invalid(
+        return Err(Error::invalid(
             "bad_reason",
             format!("reason must be at most {MAX_REASON_CHARS} characters"),
         ));
@@ -401,7 +401,7 @@ pub async fn refund(
     .bind(order_id)
     .fetch_optional(&mut *tx)
     .await?
-    .ok_or(CommerceError::NotFound("order"))?;
+    .ok_or(Error::NotFound("order"))?;
     let allowed = match claims.role {
         Role::Admin => true,
         Role::Agency => claims.agency_id == Some(order.agency_id),
@@ -409,12 +409,12 @@ pub async fn refund(
         Role::Host | Role::Viewer => false,
     };
     if !allowed {
-        return Err(CommerceError::forbidden(
+        return Err(Error::forbidden(
             "only an admin, the session's agency or the product's brand may refund this order",
         ));
     }
     if order.status != "paid" && order.status != "partially_refunded" {
-        return Err(CommerceError::conflict(
+        return Err(Error::conflict(
             "order_not_paid",
             format!("only paid orders can be refunded; this one is {}", order.status),
         ));
@@ -426,7 +426,7 @@ pub async fn refund(
             .await?;
     let refunded = already.saturating_add(amount_minor);
     if refunded > order.amount_minor {
-        return Err(CommerceError::conflict(
+        return Err(Error::conflict(
             "refund_exceeds_amount",
             format!(
                 "the order is {} and {} is refunded already: at most {} more",
@@ -497,7 +497,7 @@ mod tests {
     const SECRET: &str = "a-test-webhook-secret";
     const BODY: &[u8] = br#"{"event_id":"e1"}"#;
 
-    fn code(r: CommerceResult<()>) -> &'static str {
+    fn code(r: Result<()>) -> &'static str {
         match r {
             Ok(()) => "ok",
             Err(e) => e.code(),

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::error::{CommerceError, CommerceResult};
+use hawker_core::error::{Error, Result};
 use crate::gate::Gate;
 use crate::orders::{Order, ORDER_COLUMNS};
 use crate::stock::{Figure, StockAnnouncer};
@@ -39,10 +39,10 @@ pub enum SettleOutcome {
     /// This (buyer, key) already had an order with the same request.
     Existing(Order),
     /// Refused by Postgres' view (the gate's reservation was released).
-    Rejected(CommerceError),
+    Rejected(Error),
 }
 
-type Reply = oneshot::Sender<CommerceResult<SettleOutcome>>;
+type Reply = oneshot::Sender<Result<SettleOutcome>>;
 
 #[derive(Clone)]
 pub struct Settler {
@@ -83,14 +83,14 @@ impl Settler {
     }
 
     /// Queues a request and waits for its commit (or refusal).
-    pub async fn submit(&self, request: SettleRequest) -> CommerceResult<SettleOutcome> {
+    pub async fn submit(&self, request: SettleRequest) -> Result<SettleOutcome> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .try_send((request, reply))
-            .map_err(|_| CommerceError::Unavailable { what: "settlement" })?;
+            .map_err(|_| Error::Unavailable { what: "settlement" })?;
         answer
             .await
-            .unwrap_or(Err(CommerceError::Unavailable { what: "settlement" }))
+            .unwrap_or(Err(Error::Unavailable { what: "settlement" }))
     }
 }
 
@@ -136,7 +136,7 @@ impl SettleTask {
                     let _ = reply.send(Ok(outcome));
                 }
             }
-            Err(CommerceError::Unavailable { what }) => {
+            Err(Error::Unavailable { what }) => {
                 // The commit did not happen, or its outcome is unknown: keep
                 // the gate's reservations (the reconciler settles or releases
                 // them) and tell buyers to retry with the same key.
@@ -144,7 +144,7 @@ impl SettleTask {
                     .store(chrono::Utc::now().timestamp_millis() + 1000, Ordering::Relaxed);
                 metrics::counter!("hawker_settle_failures_total", "kind" => "unavailable").increment(1);
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(CommerceError::Unavailable { what }));
+                    let _ = reply.send(Err(Error::Unavailable { what }));
                 }
             }
             Err(error) if batch.len() > 1 => {
@@ -277,14 +277,14 @@ enum Decision {
     Accept {
         discount: i64,
     },
-    Reject(CommerceError),
+    Reject(Error),
     Existing(Box<Order>),
     /// Same (buyer, key) as an earlier request of this batch.
     SameAs(usize),
 }
 
 /// Decides and commits a batch in one transaction.
-async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) -> CommerceResult<Committed> {
+async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) -> Result<Committed> {
     let mut tx = db.begin().await?;
     let deal_ids: Vec<Uuid> = requests
         .iter()
@@ -364,7 +364,7 @@ async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) ->
             decisions.push(if *hash == r.request_hash {
                 Decision::Existing(Box::new(order.clone()))
             } else {
-                Decision::Reject(CommerceError::conflict(
+                Decision::Reject(Error::conflict(
                     "idempotency_key_reused",
                     "this Idempotency-Key was used with a different request",
                 ))
@@ -377,15 +377,15 @@ async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) ->
         }
         seen_keys.insert(id_key, i);
         let Some(deal) = deals.get(&r.deal_id) else {
-            decisions.push(Decision::Reject(CommerceError::NotFound("deal")));
+            decisions.push(Decision::Reject(Error::NotFound("deal")));
             continue;
         };
         let decision = if deal.end_reason.as_deref() == Some("sold_out") {
-            Decision::Reject(CommerceError::conflict("sold_out", "the deal is sold out"))
+            Decision::Reject(Error::conflict("sold_out", "the deal is sold out"))
         } else if deal.status == "ended" || deal.over {
-            Decision::Reject(CommerceError::conflict("deal_ended", "the deal has ended"))
+            Decision::Reject(Error::conflict("deal_ended", "the deal has ended"))
         } else if !deal.started {
-            Decision::Reject(CommerceError::conflict(
+            Decision::Reject(Error::conflict(
                 "deal_not_started",
                 "the deal has not started yet",
             ))
@@ -393,12 +393,12 @@ async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) ->
             let units = held.get(&(r.deal_id, r.buyer.clone())).copied().unwrap_or(0);
             let deal_sold = sold.get(&r.deal_id).copied().unwrap_or(deal.quantity);
             if units + r.quantity > deal.per_buyer_cap {
-                Decision::Reject(CommerceError::conflict(
+                Decision::Reject(Error::conflict(
                     "cap_exceeded",
                     "the per-buyer cap would be exceeded",
                 ))
             } else if deal_sold + r.quantity > deal.quantity {
-                Decision::Reject(CommerceError::conflict("sold_out", "the deal is sold out"))
+                Decision::Reject(Error::conflict("sold_out", "the deal is sold out"))
             } else {
                 match coupon_discount(r, deal, &claims, &mut used_claims) {
                     Ok(discount) => {
@@ -532,7 +532,7 @@ async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) ->
             Decision::Accept { .. } => match created.remove(&i) {
                 Some(order) => SettleOutcome::Created(order),
                 // Lost a race for its idempotency key with another node.
-                None => SettleOutcome::Rejected(CommerceError::Unavailable {
+                None => SettleOutcome::Rejected(Error::Unavailable {
                     what: "the order (retry with the same key)",
                 }),
             },
@@ -542,7 +542,7 @@ async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) ->
                 Some(SettleOutcome::Created(order) | SettleOutcome::Existing(order)) => {
                     SettleOutcome::Existing(order.clone())
                 }
-                _ => SettleOutcome::Rejected(CommerceError::conflict(
+                _ => SettleOutcome::Rejected(Error::conflict(
                     "duplicate_request",
                     "the same request is being settled",
                 )),
@@ -569,12 +569,12 @@ fn coupon_discount(
     deal: &DealRow,
     claims: &HashMap<Uuid, ClaimRow>,
     used: &mut HashSet<Uuid>,
-) -> CommerceResult<i64> {
+) -> Result<i64> {
     let Some(claim_id) = r.coupon_claim_id else {
         return Ok(0);
     };
     let invalid =
-        |why: &str| CommerceError::invalid("coupon_invalid", format!("the coupon cannot be used: {why}"));
+        |why: &str| Error::invalid("coupon_invalid", format!("the coupon cannot be used: {why}"));
     let claim = claims.get(&claim_id).ok_or_else(|| invalid("no such claim"))?;
     if claim.viewer_id != r.buyer {
         return Err(invalid("it was claimed by someone else"));

@@ -11,7 +11,6 @@ use hawker_agency::roster::{self, Host, JoinRoster, Membership, NewHost};
 use hawker_agency::schedule::{self, DayQuery, GoLive, NewSession, NewShift, ScheduledSession, Shift};
 use hawker_agency::statements::{self, AgencyStatement, HostStatement};
 use hawker_agency::time::{parse_instant, PeriodQuery};
-use hawker_agency::AgencyError;
 use hawker_hub::Publication;
 use serde::Deserialize;
 use serde_json::json;
@@ -21,22 +20,6 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiResult, ErrorBody, Json, Path, Query};
 use super::AppState;
 
-impl From<AgencyError> for ApiError {
-    fn from(e: AgencyError) -> Self {
-        let code = e.code();
-        match e {
-            AgencyError::NotFound(what) => ApiError::NotFound(what),
-            AgencyError::Invalid { message, .. } => ApiError::BadRequest { code, message },
-            AgencyError::Forbidden { message } => ApiError::Forbidden(message),
-            AgencyError::Conflict { message, .. } => ApiError::Conflict { code, message },
-            AgencyError::Unavailable { what } => ApiError::Unavailable {
-                what,
-                retry_after_secs: 2,
-            },
-            AgencyError::Internal(e) => ApiError::Internal(e),
-        }
-    }
-}
 
 /// Tells the session's room who is on air: `session.live`, `session.handoff`
 /// or `session.ended`, with the same figure kept in the room's snapshot under

@@ -5,7 +5,7 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hawker_core::TokenError;
+use hawker_core::{Error as DomainError, TokenError};
 use serde::Serialize;
 
 /// The JSON body of every error response.
@@ -81,17 +81,7 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %e, "database unavailable");
-                ApiError::Unavailable {
-                    what: "database",
-                    retry_after_secs: 1,
-                }
-            }
-            sqlx::Error::RowNotFound => ApiError::NotFound("row"),
-            other => ApiError::Internal(other.into()),
-        }
+        ApiError::from(DomainError::from(e))
     }
 }
 
@@ -130,20 +120,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<hawker_commerce::CommerceError> for ApiError {
-    fn from(e: hawker_commerce::CommerceError) -> Self {
-        use hawker_commerce::CommerceError as C;
+/// The one mapping from the crates' domain error to HTTP.
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
         let code = e.code();
         match e {
-            C::NotFound(what) => ApiError::NotFound(what),
-            C::Invalid { message, .. } => ApiError::BadRequest { code, message },
-            C::Forbidden { message } => ApiError::Forbidden(message),
-            C::Conflict { message, .. } => ApiError::Conflict { code, message },
-            C::Unavailable { what } => ApiError::Unavailable {
+            DomainError::NotFound(what) => ApiError::NotFound(what),
+            DomainError::Invalid { message, .. } => ApiError::BadRequest { code, message },
+            DomainError::Forbidden { message } => ApiError::Forbidden(message),
+            DomainError::Conflict { message, .. } => ApiError::Conflict { code, message },
+            DomainError::Unavailable { what } => ApiError::Unavailable {
                 what,
                 retry_after_secs: 2,
             },
-            C::Internal(e) => ApiError::Internal(e),
+            DomainError::Internal(e) => ApiError::Internal(e),
         }
     }
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hawker_commerce::payments::{self, PaymentEvent, Refund, WebhookOutcome, SIGNATURE_HEADER};
-use hawker_commerce::CommerceError;
+use hawker_commerce::Error;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -15,9 +15,9 @@ use super::AppState;
 
 /// A refused signature is 401 (the caller is not the provider); every other
 /// error takes the usual mapping.
-fn webhook_error(e: CommerceError) -> Response {
+fn webhook_error(e: Error) -> Response {
     match e {
-        CommerceError::Invalid {
+        Error::Invalid {
             code: "bad_signature",
             message,
         } => {
@@ -68,7 +68,7 @@ pub async fn payment_webhook(
         None => None,
         Some(Ok(value)) => Some(value),
         Some(Err(_)) => {
-            return Err(webhook_error(CommerceError::invalid(
+            return Err(webhook_error(Error::invalid(
                 "bad_signature",
                 "the webhook signature is refused: the header is not ASCII",
             )))
