@@ -96,10 +96,7 @@ pub async fn create_campaign(db: &PgPool, claims: &Claims, new: NewCampaign) -> 
     }
     let name = new.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::invalid(
-            "bad_name",
-            "name must be 1 to 200 characters",
-        ));
+        return Err(Error::invalid("bad_name", "name must be 1 to 200 characters"));
     }
     let (brand, agency): (bool, bool) = sqlx::query_as(
         "select exists(select 1 from brand where brand_id = $1), exists(select 1 from agency where agency_id = $2)",
@@ -207,10 +204,7 @@ pub async fn list_terms(db: &PgPool, claims: &Claims, scope: TermsScope) -> Resu
 
 fn validate(new: &NewTerms) -> Result<()> {
     if !(0..=10_000).contains(&new.percent_bps) {
-        return Err(Error::invalid(
-            "bad_percent",
-            "percent_bps must be 0 to 10000",
-        ));
+        return Err(Error::invalid("bad_percent", "percent_bps must be 0 to 10000"));
     }
     if !(0..=10_000).contains(&new.host_share_bps) {
         return Err(Error::invalid(
@@ -241,12 +235,7 @@ fn validate(new: &NewTerms) -> Result<()> {
 
 /// Records a new version of the terms of a campaign or session.
 #[tracing::instrument(skip_all, fields(?scope, caller = %claims.sub), err)]
-pub async fn add_terms(
-    db: &PgPool,
-    claims: &Claims,
-    scope: TermsScope,
-    new: NewTerms,
-) -> Result<Terms> {
+pub async fn add_terms(db: &PgPool, claims: &Claims, scope: TermsScope, new: NewTerms) -> Result<Terms> {
     require_terms_party(db, claims, scope).await?;
     validate(&new)?;
     let mut tx = db.begin().await?;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::commission::{self, Split};
-use hawker_core::error::{Result};
+use hawker_core::error::Result;
 
 /// Source events handled per kind per pass.
 const BATCH: i64 = 500;

@@ -70,9 +70,7 @@ fn valid_handle(handle: &str) -> bool {
 #[tracing::instrument(skip_all, fields(handle = %new.handle, caller = %claims.sub), err)]
 pub async fn create_host(db: &PgPool, claims: &Claims, new: NewHost) -> Result<Host> {
     if !(claims.is_admin() || claims.role == hawker_core::Role::Agency) {
-        return Err(Error::forbidden(
-            "only agencies and admins may create hosts",
-        ));
+        return Err(Error::forbidden("only agencies and admins may create hosts"));
     }
     if !valid_handle(&new.handle) {
         return Err(Error::invalid(
@@ -140,12 +138,7 @@ pub async fn roster(
 
 /// Puts a host on the roster from `joined_at` (default now), open-ended.
 #[tracing::instrument(skip_all, fields(%agency_id, host_id = %join.host_id, caller = %claims.sub), err)]
-pub async fn join(
-    db: &PgPool,
-    claims: &Claims,
-    agency_id: Uuid,
-    join: JoinRoster,
-) -> Result<Membership> {
+pub async fn join(db: &PgPool, claims: &Claims, agency_id: Uuid, join: JoinRoster) -> Result<Membership> {
     require_agency(claims, agency_id)?;
     require_agency_exists(db, agency_id).await?;
     let host_exists: bool = sqlx::query_scalar("select exists(select 1 from host where host_id = $1)")

@@ -17,8 +17,8 @@ use uuid::Uuid;
 use crate::access::{
     load_session, require_agency, require_host_reader, require_manager, session_role, SessionRole,
 };
-use hawker_core::error::{violated_constraint, Error, Result};
 use crate::time::{day_window, parse_instant, parse_offset, Period};
+use hawker_core::error::{violated_constraint, Error, Result};
 
 /// The longest session that can be scheduled.
 pub const MAX_SESSION_HOURS: i64 = 24;
@@ -196,10 +196,7 @@ pub async fn schedule_session(
     require_agency(claims, agency_id)?;
     let title = new.title.trim();
     if title.is_empty() || title.chars().count() > 200 {
-        return Err(Error::invalid(
-            "bad_title",
-            "title must be 1 to 200 characters",
-        ));
+        return Err(Error::invalid("bad_title", "title must be 1 to 200 characters"));
     }
     if new.planned_end <= new.planned_start
         || new.planned_end - new.planned_start > Duration::hours(MAX_SESSION_HOURS)
@@ -294,12 +291,7 @@ pub async fn agency_sessions(
 
 /// Books a host into a session (the session's agency or an admin).
 #[tracing::instrument(skip_all, fields(%session_id, host_id = %new.host_id, caller = %claims.sub), err)]
-pub async fn book_shift(
-    db: &PgPool,
-    claims: &Claims,
-    session_id: Uuid,
-    new: NewShift,
-) -> Result<Shift> {
+pub async fn book_shift(db: &PgPool, claims: &Claims, session_id: Uuid, new: NewShift) -> Result<Shift> {
     let session = load_session(db, session_id).await?;
     require_manager(session_role(db, claims, &session).await?)?;
     if session.status == "ended" || session.status == "cancelled" {
@@ -381,12 +373,7 @@ pub async fn book_shift(
 }
 
 /// The 409 for a host already booked then, naming that booking.
-async fn host_overlap(
-    db: &PgPool,
-    host_id: Uuid,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-) -> Result<Error> {
+async fn host_overlap(db: &PgPool, host_id: Uuid, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Error> {
     let other: Option<(Uuid, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "select sh.session_id, h.handle, sh.planned_start, sh.planned_end
            from shift sh join host h using (host_id)
@@ -480,12 +467,7 @@ pub async fn session_shifts(db: &PgPool, claims: &Claims, session_id: Uuid) -> R
 /// A host's shifts whose plan overlaps the period (the host, admins, or an
 /// agency the host has been with, which sees only its own sessions' shifts).
 #[tracing::instrument(skip_all, fields(%host_id, caller = %claims.sub), err)]
-pub async fn host_shifts(
-    db: &PgPool,
-    claims: &Claims,
-    host_id: Uuid,
-    period: Period,
-) -> Result<Vec<Shift>> {
+pub async fn host_shifts(db: &PgPool, claims: &Claims, host_id: Uuid, period: Period) -> Result<Vec<Shift>> {
     let reader = require_host_reader(db, claims, host_id).await?;
     Ok(sqlx::query_as::<_, Shift>(&format!(
         "{SHIFT_SELECT} where sh.host_id = $1 and ($2::uuid is null or s.agency_id = $2)

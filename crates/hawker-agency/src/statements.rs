@@ -12,8 +12,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::access::{require_agency, require_host_reader};
-use hawker_core::error::{Error, Result};
 use crate::time::Period;
+use hawker_core::error::{Error, Result};
 
 /// One ledger entry.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -4,9 +4,9 @@ use hawker_hub::hub::{CommandContext, CommandError, CommandFuture, CommandHandle
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use hawker_core::error::{Error};
 use crate::orders::{place_order, PlaceOrder};
 use crate::Commerce;
+use hawker_core::error::Error;
 
 fn to_command_error(e: Error) -> CommandError {
     if let Error::Internal(ref inner) = e {

@@ -24,9 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use hawker_core::error::{Error, Result};
 use crate::stock::Figure;
-use crate::{access, outbox, Commerce};
+use crate::{access, Commerce};
+use hawker_core::error::{Error, Result};
+use hawker_hub::Publication;
 
 /// Most coupons in one drop (the schema's bound).
 pub const MAX_TOTAL: i32 = 1_000_000;
@@ -315,12 +316,10 @@ pub async fn create_drop(
         .await?;
     if in_future {
         let view = drop.room_view();
-        outbox::enqueue(
+        hawker_hub::durable::enqueue(
             &mut tx,
             session_id,
-            "coupon.scheduled",
-            view.clone(),
-            vec![outbox::set(drop.state_key(), view)],
+            &Publication::new("coupon.scheduled", view.clone()).set_state(drop.state_key(), view),
         )
         .await?;
     } else if let Some(dropped) = drop_rows(&mut tx, &[drop.coupon_drop_id]).await?.pop() {
@@ -330,7 +329,7 @@ pub async fn create_drop(
     metrics::counter!("hawker_coupon_drops_created_total").increment(1);
     if drop.status == "dropped" {
         // The room sees it now rather than on the next scheduler tick.
-        if let Err(e) = outbox::relay(c.db(), c.hub(), 500).await {
+        if let Err(e) = c.hub().relay_durable().await {
             tracing::debug!(error = %e, "coupon.dropped left for the scheduler's relay");
         }
     }
@@ -364,9 +363,8 @@ async fn check_restriction(c: &Commerce, session_id: Uuid, req: &NewCouponDrop) 
         .bind(session_id)
         .fetch_optional(c.db())
         .await?;
-        let (lineup_item_id, currency) = deal.ok_or_else(|| {
-            Error::invalid("bad_restriction", "deal_id is not a deal of this session")
-        })?;
+        let (lineup_item_id, currency) =
+            deal.ok_or_else(|| Error::invalid("bad_restriction", "deal_id is not a deal of this session"))?;
         if req.lineup_item_id.is_some_and(|l| l != lineup_item_id) {
             return Err(Error::invalid(
                 "bad_restriction",
@@ -406,12 +404,10 @@ async fn drop_rows(
         let view = drop.room_view();
         // The running count is not set here: a `coupon.remaining` figure
         // published before this event is relayed must not be overwritten.
-        outbox::enqueue(
+        hawker_hub::durable::enqueue(
             tx,
             drop.session_id,
-            "coupon.dropped",
-            view.clone(),
-            vec![outbox::set(drop.state_key(), view)],
+            &Publication::new("coupon.dropped", view.clone()).set_state(drop.state_key(), view),
         )
         .await?;
     }
@@ -446,23 +442,22 @@ pub async fn fire_due_drops(c: &Commerce) -> anyhow::Result<usize> {
     .fetch_all(&mut *tx)
     .await?;
     for drop in &ended {
-        outbox::enqueue(
+        hawker_hub::durable::enqueue(
             &mut tx,
             drop.session_id,
-            "coupon.ended",
-            json!({
-                "coupon_drop_id": drop.coupon_drop_id,
-                "total": drop.total,
-                "claimed": drop.claimed,
-                "remaining": drop.remaining,
-                "reason": "window_closed",
-            }),
-            vec![
-                outbox::remove(drop.state_key()),
-                outbox::remove(remaining_key(drop.coupon_drop_id)),
-                // No remaining-count figure may follow the end.
-                outbox::version(&remaining_key(drop.coupon_drop_id), i64::MAX),
-            ],
+            &Publication::new(
+                "coupon.ended",
+                json!({
+                    "coupon_drop_id": drop.coupon_drop_id,
+                    "total": drop.total,
+                    "claimed": drop.claimed,
+                    "remaining": drop.remaining,
+                    "reason": "window_closed",
+                }),
+            )
+            .remove_state(drop.state_key())
+            .remove_state(remaining_key(drop.coupon_drop_id))
+            .versioned(format!("v:{}", remaining_key(drop.coupon_drop_id)), i64::MAX),
         )
         .await?;
     }
@@ -473,7 +468,7 @@ pub async fn fire_due_drops(c: &Commerce) -> anyhow::Result<usize> {
         for drop in &fired {
             tracing::info!(coupon_drop_id = %drop.coupon_drop_id, session_id = %drop.session_id, "coupons dropped");
         }
-        outbox::relay(c.db(), c.hub(), 500).await?;
+        c.hub().relay_durable().await?;
     }
     Ok(changed)
 }
@@ -621,11 +616,7 @@ const DROP_STATE: &str = "select session_id, status, total, claimed, per_viewer_
    from coupon_drop where coupon_drop_id = $1";
 
 #[tracing::instrument(skip_all, fields(%coupon_drop_id))]
-async fn claim_in_postgres(
-    c: &Commerce,
-    viewer_id: &str,
-    coupon_drop_id: Uuid,
-) -> Result<CouponClaim> {
+async fn claim_in_postgres(c: &Commerce, viewer_id: &str, coupon_drop_id: Uuid) -> Result<CouponClaim> {
     let mut tx = c.db().begin().await?;
     let drop: DropState = sqlx::query_as(DROP_STATE)
         .bind(coupon_drop_id)
@@ -698,16 +689,18 @@ async fn claim_in_postgres(
     };
     let remaining = drop.total - claimed;
     if remaining == 0 {
-        outbox::enqueue(
+        // Final, so safe to set even if a figure was published first.
+        hawker_hub::durable::enqueue(
             &mut tx,
             drop.session_id,
-            "coupon.exhausted",
-            json!({ "coupon_drop_id": coupon_drop_id, "total": drop.total, "remaining": 0 }),
-            // Final, so safe to set even if a figure was published first.
-            vec![outbox::set(
+            &Publication::new(
+                "coupon.exhausted",
+                json!({ "coupon_drop_id": coupon_drop_id, "total": drop.total, "remaining": 0 }),
+            )
+            .set_state(
                 remaining_key(coupon_drop_id),
                 json!({ "coupon_drop_id": coupon_drop_id, "remaining": 0 }),
-            )],
+            ),
         )
         .await?;
     }

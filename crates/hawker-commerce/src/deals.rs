@@ -9,8 +9,8 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::access::require_host;
+use crate::Commerce;
 use hawker_core::error::{Error, Result};
-use crate::{outbox, Commerce};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct LineupItem {
@@ -51,10 +51,7 @@ pub async fn add_lineup_item(
     let access = require_host(c.db(), claims, session_id).await?;
     if let Some(n) = item.link_number {
         if !(1..=9999).contains(&n) {
-            return Err(Error::invalid(
-                "bad_link_number",
-                "link_number must be 1 to 9999",
-            ));
+            return Err(Error::invalid("bad_link_number", "link_number must be 1 to 9999"));
         }
     }
     let brand: Option<Uuid> = sqlx::query_scalar(
@@ -136,12 +133,7 @@ fn pinned_item(item: &LineupItem) -> Value {
 
 /// "Now showing #7": the room gets `host.pinned` and the snapshot's `pinned`.
 #[tracing::instrument(skip(c, claims))]
-pub async fn pin(
-    c: &Commerce,
-    claims: &Claims,
-    session_id: Uuid,
-    link_number: i32,
-) -> Result<LineupItem> {
+pub async fn pin(c: &Commerce, claims: &Claims, session_id: Uuid, link_number: i32) -> Result<LineupItem> {
     require_host(c.db(), claims, session_id).await?;
     let item = by_link(c, session_id, link_number).await?;
     let data = pinned_item(&item);
@@ -218,31 +210,17 @@ pub struct NewDeal {
 /// Launches a flash deal: its units come out of the SKU's stock now (so two
 /// deals never sell the same unit) and unsold units go back when it ends.
 #[tracing::instrument(skip(c, claims, new))]
-pub async fn create_deal(
-    c: &Commerce,
-    claims: &Claims,
-    session_id: Uuid,
-    new: NewDeal,
-) -> Result<Deal> {
+pub async fn create_deal(c: &Commerce, claims: &Claims, session_id: Uuid, new: NewDeal) -> Result<Deal> {
     require_host(c.db(), claims, session_id).await?;
     let config = c.config();
     if new.price_minor <= 0 {
-        return Err(Error::invalid(
-            "bad_price",
-            "price_minor must be positive",
-        ));
+        return Err(Error::invalid("bad_price", "price_minor must be positive"));
     }
     if !(1..=1_000_000).contains(&new.quantity) {
-        return Err(Error::invalid(
-            "bad_quantity",
-            "quantity must be 1 to 1000000",
-        ));
+        return Err(Error::invalid("bad_quantity", "quantity must be 1 to 1000000"));
     }
     if new.per_buyer_cap < 1 || new.per_buyer_cap > new.quantity {
-        return Err(Error::invalid(
-            "bad_cap",
-            "per_buyer_cap must be 1 to quantity",
-        ));
+        return Err(Error::invalid("bad_cap", "per_buyer_cap must be 1 to quantity"));
     }
     if new.countdown_secs > config.countdown_max_secs {
         return Err(Error::invalid(
@@ -295,12 +273,10 @@ pub async fn create_deal(
     .fetch_one(&mut *tx)
     .await?;
     let view = deal.room_view(Some(item.link_number));
-    outbox::enqueue(
+    hawker_hub::durable::enqueue(
         &mut tx,
         session_id,
-        "deal.scheduled",
-        view.clone(),
-        vec![outbox::set(format!("deal:{}", deal.deal_id), view)],
+        &Publication::new("deal.scheduled", view.clone()).set_state(format!("deal:{}", deal.deal_id), view),
     )
     .await?;
     tx.commit().await?;
@@ -349,11 +325,7 @@ pub async fn end_deal(c: &Commerce, claims: &Claims, deal_id: Uuid) -> Result<De
 
 /// Ends a deal inside `tx` (if not ended): unsold units go back to the SKU,
 /// the room gets the final stock and `deal.ended`. Returns false if it had ended.
-pub async fn end_deal_tx(
-    tx: &mut Transaction<'_, Postgres>,
-    deal_id: Uuid,
-    reason: &str,
-) -> Result<bool> {
+pub async fn end_deal_tx(tx: &mut Transaction<'_, Postgres>, deal_id: Uuid, reason: &str) -> Result<bool> {
     let row: Option<(Uuid, Uuid, i32, i32, i64)> = sqlx::query_as(
         "update deal set status = 'ended', end_reason = $2, ended_at = now(), stock_version = stock_version + 1
           where deal_id = $1 and status <> 'ended'
@@ -387,25 +359,26 @@ pub async fn announce_end(
 ) -> sqlx::Result<()> {
     let stock_key = format!("deal:{deal_id}:stock");
     let remaining = if reason == "sold_out" { 0 } else { quantity - sold };
-    outbox::enqueue(
+    hawker_hub::durable::enqueue(
         tx,
         session_id,
-        "deal.stock",
-        json!({ "deal_id": deal_id, "remaining": remaining, "quantity": quantity, "final": true }),
-        vec![outbox::version(&stock_key, version)],
+        &Publication::new(
+            "deal.stock",
+            json!({ "deal_id": deal_id, "remaining": remaining, "quantity": quantity, "final": true }),
+        )
+        .versioned(format!("v:{}", stock_key), version),
     )
     .await?;
-    outbox::enqueue(
+    hawker_hub::durable::enqueue(
         tx,
         session_id,
-        "deal.ended",
-        json!({ "deal_id": deal_id, "reason": reason, "sold": sold, "quantity": quantity }),
-        vec![
-            outbox::remove(format!("deal:{deal_id}")),
-            outbox::remove(stock_key.clone()),
-            // No stock figure may follow the end.
-            outbox::version(&stock_key, i64::MAX),
-        ],
+        &Publication::new(
+            "deal.ended",
+            json!({ "deal_id": deal_id, "reason": reason, "sold": sold, "quantity": quantity }),
+        )
+        .remove_state(format!("deal:{deal_id}"))
+        .remove_state(stock_key.clone())
+        .versioned(format!("v:{}", stock_key), i64::MAX),
     )
     .await
 }

@@ -334,11 +334,7 @@ impl Gate {
     /// Pending reservations older than `older_than_ms`: (field, quantity).
     /// Reads only the pending set (scored by reservation time), never the
     /// whole `keys` hash, which holds one field per order ever placed.
-    pub async fn stale_reservations(
-        &self,
-        deal: Uuid,
-        older_than_ms: i64,
-    ) -> Result<Vec<(String, i32)>> {
+    pub async fn stale_reservations(&self, deal: Uuid, older_than_ms: i64) -> Result<Vec<(String, i32)>> {
         let mut conn = self.redis.clone();
         let cutoff = chrono::Utc::now().timestamp_millis() - older_than_ms;
         let mut range = redis::cmd("ZRANGEBYSCORE");

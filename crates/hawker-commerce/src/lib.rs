@@ -24,7 +24,6 @@ pub mod coupons;
 pub mod deals;
 pub mod gate;
 pub mod orders;
-pub mod outbox;
 pub mod payments;
 pub mod scheduler;
 pub mod settle;

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use hawker_core::error::{Error, Result};
 use crate::gate::{key_field, Admission};
 use crate::settle::{SettleOutcome, SettleRequest};
 use crate::Commerce;
+use hawker_core::error::{Error, Result};
 
 pub const MAX_QUANTITY: i32 = 100;
 

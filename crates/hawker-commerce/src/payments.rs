@@ -23,8 +23,9 @@ use sha2::Sha256;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::Commerce;
 use hawker_core::error::{Error, Result};
-use crate::{outbox, Commerce};
+use hawker_hub::Publication;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -142,11 +143,7 @@ pub struct WebhookOutcome {
 /// Verifies and applies one webhook call. `signature` is the
 /// `X-Hawker-Signature` header, `body` the raw request body.
 #[tracing::instrument(skip_all)]
-pub async fn handle_webhook(
-    c: &Commerce,
-    signature: Option<&str>,
-    body: &[u8],
-) -> Result<WebhookOutcome> {
+pub async fn handle_webhook(c: &Commerce, signature: Option<&str>, body: &[u8]) -> Result<WebhookOutcome> {
     verify_signature(&c.inner.webhook_secret, signature, body, Utc::now().timestamp())?;
     let event: PaymentEvent = serde_json::from_slice(body)
         .map_err(|e| Error::invalid("bad_event", format!("the event is not valid JSON: {e}")))?;
@@ -303,18 +300,19 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> Result<WebhookOutc
         .await?;
     }
     if outcome == "applied" {
-        outbox::enqueue(
+        hawker_hub::durable::enqueue(
             &mut tx,
             order.session_id,
-            "order.paid",
-            json!({
-                "order_id": event.order_id,
-                "deal_id": order.deal_id,
-                "quantity": order.quantity,
-                "amount_minor": order.amount_minor,
-                "currency": order.currency,
-            }),
-            vec![],
+            &Publication::new(
+                "order.paid",
+                json!({
+                    "order_id": event.order_id,
+                    "deal_id": order.deal_id,
+                    "quantity": order.quantity,
+                    "amount_minor": order.amount_minor,
+                    "currency": order.currency,
+                }),
+            ),
         )
         .await?;
     }
@@ -371,16 +369,10 @@ pub async fn refund(
     kind: &str,
 ) -> Result<Refund> {
     if amount_minor <= 0 {
-        return Err(Error::invalid(
-            "bad_amount",
-            "amount_minor must be at least 1",
-        ));
+        return Err(Error::invalid("bad_amount", "amount_minor must be at least 1"));
     }
     if kind != "refund" && kind != "return" {
-        return Err(Error::invalid(
-            "bad_kind",
-            "kind must be `refund` or `return`",
-        ));
+        return Err(Error::invalid("bad_kind", "kind must be `refund` or `return`"));
     }
     if reason.chars().count() > MAX_REASON_CHARS {
         return Err(Error::invalid(

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::deals::{end_deal_tx, Deal};
 use crate::settle::stock_figure;
-use crate::{outbox, Commerce};
+use crate::Commerce;
+use hawker_hub::Publication;
 
 pub async fn run(c: Commerce, shutdown: CancellationToken) {
     let tick = Duration::from_millis(c.config().scheduler_tick_ms);
@@ -36,10 +37,6 @@ pub async fn run(c: Commerce, shutdown: CancellationToken) {
         }
         if let Err(e) = expire_orders(&c).await {
             tracing::debug!(error = %e, "order expiry deferred");
-        }
-        match outbox::relay(c.db(), c.hub(), 500).await {
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "outbox relay deferred"),
         }
         // Every ~5 s: release reservations whose settlement never happened.
         if n % (5000 / c.config().scheduler_tick_ms.max(1)).max(1) == 0 {
@@ -68,18 +65,16 @@ async fn start_due_deals(c: &Commerce) -> anyhow::Result<()> {
                 .fetch_optional(&mut *tx)
                 .await?;
         let view = deal.room_view(link);
-        outbox::enqueue(
+        hawker_hub::durable::enqueue(
             &mut tx,
             deal.session_id,
-            "deal.started",
-            view.clone(),
-            vec![outbox::set(format!("deal:{}", deal.deal_id), view)],
+            &Publication::new("deal.started", view.clone()).set_state(format!("deal:{}", deal.deal_id), view),
         )
         .await?;
     }
     tx.commit().await?;
     if !due.is_empty() {
-        outbox::relay(c.db(), c.hub(), 500).await?;
+        c.hub().relay_durable().await?;
     }
     Ok(())
 }
@@ -99,7 +94,7 @@ async fn end_due_deals(c: &Commerce) -> anyhow::Result<()> {
         let _ = c.inner.gate.mark_ended(*deal_id, "time_up").await;
     }
     if !due.is_empty() {
-        outbox::relay(c.db(), c.hub(), 500).await?;
+        c.hub().relay_durable().await?;
     }
     Ok(())
 }
@@ -177,12 +172,13 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
                 version,
             ));
         }
-        outbox::enqueue(
+        hawker_hub::durable::enqueue(
             &mut tx,
             session_id,
-            "order.expired",
-            json!({ "deal_id": deal_id, "units_returned": units }),
-            vec![],
+            &Publication::new(
+                "order.expired",
+                json!({ "deal_id": deal_id, "units_returned": units }),
+            ),
         )
         .await?;
     }

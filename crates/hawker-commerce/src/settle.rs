@@ -13,11 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use hawker_core::error::{Error, Result};
 use crate::gate::Gate;
 use crate::orders::{Order, ORDER_COLUMNS};
 use crate::stock::{Figure, StockAnnouncer};
 use crate::CommerceConfig;
+use hawker_core::error::{Error, Result};
 
 /// An admitted purchase, waiting for its commit.
 #[derive(Debug, Clone)]
@@ -573,8 +573,7 @@ fn coupon_discount(
     let Some(claim_id) = r.coupon_claim_id else {
         return Ok(0);
     };
-    let invalid =
-        |why: &str| Error::invalid("coupon_invalid", format!("the coupon cannot be used: {why}"));
+    let invalid = |why: &str| Error::invalid("coupon_invalid", format!("the coupon cannot be used: {why}"));
     let claim = claims.get(&claim_id).ok_or_else(|| invalid("no such claim"))?;
     if claim.viewer_id != r.buyer {
         return Err(invalid("it was claimed by someone else"));

@@ -92,7 +92,9 @@ impl DbFailure {
     /// Classifies a database error. The only place hawker does so.
     pub fn of(e: &sqlx::Error) -> DbFailure {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => DbFailure::Unavailable,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                DbFailure::Unavailable
+            }
             sqlx::Error::RowNotFound => DbFailure::NotFound,
             sqlx::Error::Database(db) => {
                 let code = db.code();

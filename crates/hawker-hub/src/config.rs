@@ -50,6 +50,8 @@ pub struct HubConfig {
     pub viewers_interval_ms: u64,
     /// How long an empty room stays subscribed before the node lets it go.
     pub room_linger_ms: u64,
+    /// How often each node publishes pending durable room events (`room_outbox`).
+    pub durable_relay_ms: u64,
 }
 
 impl Default for HubConfig {
@@ -77,6 +79,7 @@ impl Default for HubConfig {
             likes_interval_ms: 500,
             viewers_interval_ms: 2000,
             room_linger_ms: 5000,
+            durable_relay_ms: 200,
         }
     }
 }
@@ -96,6 +99,7 @@ impl HubConfig {
             ("hub.ping_interval_secs", self.ping_interval_secs as usize),
             ("hub.likes_interval_ms", self.likes_interval_ms as usize),
             ("hub.viewers_interval_ms", self.viewers_interval_ms as usize),
+            ("hub.durable_relay_ms", self.durable_relay_ms as usize),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -84,6 +84,8 @@ pub(crate) struct Inner {
     /// Weak: the handler (commerce) holds the hub, and a strong reference
     /// here would keep both alive forever.
     pub handler: OnceLock<Weak<dyn CommandHandler>>,
+    /// Where durable events wait to be relayed (`None`: no durable relay on this node).
+    pub db: Option<sqlx::PgPool>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -133,6 +135,7 @@ impl Hub {
         redis_timeout: Duration,
         redis: redis::aio::ConnectionManager,
         redis_client: redis::Client,
+        db: Option<sqlx::PgPool>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Hub {
@@ -150,6 +153,7 @@ impl Hub {
                 sockets: AtomicUsize::new(0),
                 sockets_per_user: Mutex::new(HashMap::new()),
                 handler: OnceLock::new(),
+                db,
                 shutdown,
                 tasks: tasks.clone(),
             }),
@@ -158,6 +162,14 @@ impl Hub {
             let _ = subscriber_task.await;
         });
         tasks.spawn(hub.clone().tick());
+        if hub.inner.db.is_some() {
+            let every = Duration::from_millis(hub.inner.config.durable_relay_ms);
+            tasks.spawn(crate::durable::run_relay(
+                hub.clone(),
+                every,
+                hub.inner.shutdown.clone(),
+            ));
+        }
         hub
     }
 

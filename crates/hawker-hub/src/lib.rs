@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod durable;
 pub mod event;
 pub mod hub;
 pub mod metrics;

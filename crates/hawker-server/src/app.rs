@@ -42,6 +42,7 @@ impl Application {
             Duration::from_millis(settings.redis.response_timeout_ms),
             redis.clone(),
             redis_client,
+            Some(db.clone()),
             shutdown.clone(),
             tasks.clone(),
         );

@@ -20,7 +20,6 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiResult, ErrorBody, Json, Path, Query};
 use super::AppState;
 
-
 /// Tells the session's room who is on air: `session.live`, `session.handoff`
 /// or `session.ended`, with the same figure kept in the room's snapshot under
 /// `session`. Best effort: the change is committed whether or not Redis takes it.
