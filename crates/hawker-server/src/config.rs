@@ -124,6 +124,20 @@ pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    /// Postgres cancels a statement that runs longer than this (`statement_timeout`).
+    pub statement_timeout_ms: u64,
+    /// Postgres gives up waiting for a row or table lock after this (`lock_timeout`).
+    pub lock_timeout_ms: u64,
+    /// Postgres ends a session that sits idle inside a transaction this long
+    /// (`idle_in_transaction_session_timeout`), releasing its locks: a frozen
+    /// node cannot hold a deal row for the others.
+    pub idle_in_transaction_timeout_ms: u64,
+    /// TCP keepalive on each connection (idle seconds before the first probe;
+    /// probes every `keepalive_interval_secs`, 3 in all), and the longest
+    /// unacknowledged send (`tcp_user_timeout`), so a partitioned peer is
+    /// noticed in seconds rather than when TCP gives up.
+    pub keepalive_idle_secs: u64,
+    pub keepalive_interval_secs: u64,
     pub auto_migrate: bool,
 }
 
@@ -250,6 +264,26 @@ impl Settings {
                 "database.acquire_timeout_ms",
                 "must be at least 1",
             ));
+        }
+        for (key, value) in [
+            (
+                "database.statement_timeout_ms",
+                self.database.statement_timeout_ms,
+            ),
+            ("database.lock_timeout_ms", self.database.lock_timeout_ms),
+            (
+                "database.idle_in_transaction_timeout_ms",
+                self.database.idle_in_transaction_timeout_ms,
+            ),
+            ("database.keepalive_idle_secs", self.database.keepalive_idle_secs),
+            (
+                "database.keepalive_interval_secs",
+                self.database.keepalive_interval_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
         }
         if self.redis.response_timeout_ms == 0 {
             return Err(ConfigError::invalid(

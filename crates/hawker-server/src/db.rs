@@ -21,11 +21,36 @@ fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
 
 /// A pool that connects lazily, so the server starts (and reports not-ready)
 /// while Postgres is down, and recovers by itself when it comes back.
+///
+/// Every connection bounds what a sick peer can cost the others: statements
+/// and lock waits time out, a session idle inside a transaction (a frozen
+/// node) is ended by Postgres, which releases its locks, and TCP keepalive
+/// plus `tcp_user_timeout` notice a partitioned peer within seconds. These
+/// are session parameters sent at connect time, so they need no privileges.
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-        .connect_lazy_with(connect_options(&settings.url)?))
+        .connect_lazy_with(session_options(connect_options(&settings.url)?, settings)))
+}
+
+fn session_options(options: PgConnectOptions, settings: &DatabaseSettings) -> PgConnectOptions {
+    let keepalive_total_ms = (settings.keepalive_idle_secs + 3 * settings.keepalive_interval_secs) * 1000;
+    options.options([
+        ("statement_timeout", settings.statement_timeout_ms.to_string()),
+        ("lock_timeout", settings.lock_timeout_ms.to_string()),
+        (
+            "idle_in_transaction_session_timeout",
+            settings.idle_in_transaction_timeout_ms.to_string(),
+        ),
+        ("tcp_keepalives_idle", settings.keepalive_idle_secs.to_string()),
+        (
+            "tcp_keepalives_interval",
+            settings.keepalive_interval_secs.to_string(),
+        ),
+        ("tcp_keepalives_count", "3".to_string()),
+        ("tcp_user_timeout", keepalive_total_ms.to_string()),
+    ])
 }
 
 /// Creates the database named in `url` if it does not exist, connecting to

@@ -7,6 +7,7 @@ mod commerce;
 mod config;
 mod console;
 mod coupons;
+mod database;
 mod health;
 mod helpers;
 mod http;
