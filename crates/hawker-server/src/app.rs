@@ -65,8 +65,7 @@ impl Application {
             shutdown.clone(),
             &tasks,
         );
-        let public = TcpListener::bind(settings.server.listen)
-            .await
+        let public = crate::listener::bind(settings.server.listen, settings.server.accept_backlog)
             .with_context(|| format!("binding server.listen {}", settings.server.listen))?;
         let admin = TcpListener::bind(settings.server.admin_listen)
             .await

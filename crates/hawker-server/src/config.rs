@@ -106,6 +106,10 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     /// After shutdown starts, keep accepting this long (readiness already 503).
     pub shutdown_drain_ms: u64,
+    /// The listen backlog of the public listener: connections the kernel
+    /// completes and queues before hawker accepts them (capped by the
+    /// kernel's `net.core.somaxconn`).
+    pub accept_backlog: u32,
 }
 
 impl ServerSettings {
@@ -244,6 +248,12 @@ impl Settings {
         if self.server.max_connections == 0 {
             return Err(ConfigError::invalid(
                 "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.server.accept_backlog == 0 {
+            return Err(ConfigError::invalid(
+                "server.accept_backlog",
                 "must be at least 1",
             ));
         }

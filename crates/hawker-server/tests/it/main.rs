@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod http;
 mod hub;
+mod listener;
 mod process;
 mod shutdown;
 mod ws;
