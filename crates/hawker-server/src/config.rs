@@ -32,11 +32,16 @@ impl Environment {
         }
     }
 
-    /// Reads `HAWKER_ENV`; unset means development.
+    /// Reads `HAWKER_ENV`, which must be set: hawker fails closed rather
+    /// than guess development (whose routes mint tokens and mark orders paid)
+    /// for a deployment that forgot it.
     pub fn from_env() -> Result<Self, ConfigError> {
         match std::env::var("HAWKER_ENV") {
             Ok(value) => value.parse(),
-            Err(_) => Ok(Environment::Development),
+            Err(_) => Err(ConfigError::invalid(
+                "HAWKER_ENV",
+                "is not set; set it to development, test or production (hawker does not guess)",
+            )),
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     /// After shutdown starts, keep accepting this long (readiness already 503).
     pub shutdown_drain_ms: u64,
+    /// Production refuses `hub.allowed_origins = ["*"]` unless this is true.
+    pub allow_any_origin: bool,
     /// The listen backlog of the public listener: connections the kernel
     /// completes and queues before hawker accepts them (capped by the
     /// kernel's `net.core.somaxconn`).
@@ -249,6 +256,13 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "server.max_connections",
                 "must be at least 1",
+            ));
+        }
+        if prod && self.hub.allowed_origins.iter().any(|o| o == "*") && !self.server.allow_any_origin {
+            return Err(ConfigError::invalid(
+                "hub.allowed_origins",
+                "production refuses `*` (any web page could open sockets with a visitor's cookies or \
+                 tokens); list your sites' origins, or set server.allow_any_origin = true",
             ));
         }
         if self.server.accept_backlog == 0 {

@@ -52,10 +52,10 @@ const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'sel
 /// The console's routes. Stateless, so they merge into any router.
 /// `env.json` tells the pages whether the development routes exist
 /// (`dev.rs`), so a production console asks for a token instead.
-pub fn router<S: Clone + Send + Sync + 'static>(environment: Environment) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(environment: Environment, dev_routes: bool) -> Router<S> {
     let env = serde_json::json!({
         "environment": environment.as_str(),
-        "dev_routes": super::dev::enabled(environment),
+        "dev_routes": dev_routes,
     });
     Router::new()
         .route("/console", get(|| async { Redirect::permanent("/console/") }))

@@ -23,18 +23,22 @@ use super::error::{ApiError, ApiResult, Json, Path};
 use super::AppState;
 use crate::config::Environment;
 use crate::seed;
+use std::net::SocketAddr;
 
 /// The longest token the demo route mints.
 const MAX_TTL_SECS: u64 = 7 * 86_400;
 
-/// Whether `environment` has the development routes: development and test only.
-pub fn enabled(environment: Environment) -> bool {
-    matches!(environment, Environment::Development | Environment::Test)
+/// Whether the development routes exist: only in development and test, and
+/// only when the public listener is bound to a loopback address, so a
+/// forgotten environment on a container that binds `0.0.0.0` cannot mint
+/// admin tokens or mark orders paid for the world.
+pub fn enabled(environment: Environment, listen: SocketAddr) -> bool {
+    matches!(environment, Environment::Development | Environment::Test) && listen.ip().is_loopback()
 }
 
-/// The development routes, or `None` in production (where they must not exist).
-pub fn router(environment: Environment) -> Option<Router<AppState>> {
-    enabled(environment).then(|| {
+/// The development routes, or `None` where they must not exist.
+pub fn router(environment: Environment, listen: SocketAddr) -> Option<Router<AppState>> {
+    enabled(environment, listen).then(|| {
         Router::new()
             .route("/v1/dev/token", post(mint_token))
             .route("/v1/dev/demo", get(demo))
@@ -211,9 +215,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn production_has_no_dev_routes() {
-        assert!(router(Environment::Production).is_none());
-        assert!(router(Environment::Development).is_some());
-        assert!(router(Environment::Test).is_some());
+    fn dev_routes_exist_only_outside_production_and_on_loopback() {
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let loopback6: SocketAddr = "[::1]:8080".parse().unwrap();
+        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(router(Environment::Production, loopback).is_none());
+        assert!(router(Environment::Development, loopback).is_some());
+        assert!(router(Environment::Test, loopback6).is_some());
+        assert!(router(Environment::Development, public).is_none());
+        assert!(router(Environment::Test, public).is_none());
     }
 }

@@ -33,6 +33,8 @@ pub struct Readiness {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Check {
     pub ok: bool,
+    /// Why the check failed. Only the admin listener shows it: raw
+    /// dependency errors (addresses, versions) stay off the public side.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -71,12 +73,23 @@ async fn check_redis(state: &AppState) -> Result<(), String> {
 }
 
 /// Readiness: Postgres and Redis answer, and the node is not shutting down.
-/// A load balancer stops sending traffic on 503.
+/// A load balancer stops sending traffic on 503. The public listener says
+/// which dependency failed but not its error; the admin listener says both.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, body = Readiness, description = "ready"),
     (status = 503, body = Readiness, description = "a dependency is down, or shutdown has begun"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    readiness(&state, false).await
+}
+
+/// `/readyz` on the admin listener, with each failed check's error.
+pub async fn readyz_admin(State(state): State<AppState>) -> impl IntoResponse {
+    readiness(&state, true).await
+}
+
+async fn readiness(state: &AppState, show_errors: bool) -> impl IntoResponse {
+    let state = state.clone();
     let (pg, redis) = tokio::join!(check_postgres(&state), check_redis(&state));
     let shutting_down = state.shutdown.is_cancelled();
     let ready = pg.is_ok() && redis.is_ok() && !shutting_down;
@@ -92,10 +105,14 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = Readiness {
+    let mut body = Readiness {
         status,
         postgres: Check::from_result(pg),
         redis: Check::from_result(redis),
     };
+    if !show_errors {
+        body.postgres.error = None;
+        body.redis.error = None;
+    }
     (code, axum::Json(body))
 }

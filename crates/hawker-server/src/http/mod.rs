@@ -119,8 +119,9 @@ pub fn public_app(state: AppState) -> Router {
     let doc = Arc::new(doc);
     let timeout = state.settings.server.request_timeout();
     // The web console, and in development and test only, its helper routes.
-    let mut router = router.merge(console::router(state.settings.environment));
-    if let Some(dev) = dev::router(state.settings.environment) {
+    let (environment, listen) = (state.settings.environment, state.settings.server.listen);
+    let mut router = router.merge(console::router(environment, dev::enabled(environment, listen)));
+    if let Some(dev) = dev::router(environment, listen) {
         router = router.merge(dev);
     }
     let router = router
@@ -143,7 +144,7 @@ pub fn admin_app(state: AppState, metrics: PrometheusHandle) -> Router {
     let router = Router::new()
         .route("/metrics", get(move || async move { metrics.render() }))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz_admin))
         .fallback(not_found)
         .with_state(state);
     with_common_layers(router)

@@ -14,5 +14,6 @@ mod http;
 mod hub;
 mod listener;
 mod process;
+mod security;
 mod shutdown;
 mod ws;

@@ -1,0 +1,115 @@
+//! Failing closed: what hawker refuses to do when it is misconfigured.
+
+use std::process::Command;
+
+use crate::helpers::{settings_with, spawn_app_with};
+
+fn hawker() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hawker"));
+    command
+        .env_remove("HAWKER_ENV")
+        .env("HAWKER_CONFIG_DIR", crate::helpers::config_dir())
+        .env("HAWKER__DATABASE__URL", "postgres://postgres@127.0.0.1:1/unused");
+    command
+}
+
+#[test]
+fn serve_without_hawker_env_refuses_to_start_and_names_it() {
+    for subcommand in ["serve", "migrate", "token"] {
+        let mut command = hawker();
+        command.arg(subcommand);
+        if subcommand == "token" {
+            command.args(["--user", "x", "--role", "admin"]);
+        }
+        let output = command.output().unwrap();
+        assert!(
+            !output.status.success(),
+            "{subcommand} started without HAWKER_ENV"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("HAWKER_ENV"), "{subcommand}: {stderr}");
+    }
+}
+
+#[test]
+fn production_refuses_any_origin_unless_explicitly_allowed() {
+    let secrets = [
+        (
+            "HAWKER__AUTH__JWT_SECRET",
+            "a-production-secret-of-at-least-32-bytes!",
+        ),
+        ("HAWKER__PAYMENTS__WEBHOOK_SECRET", "a-production-webhook-secret"),
+    ];
+    let dir = tempdir_with_origins(r#"["*"]"#);
+    let load = |extra: &[(&str, &str)]| {
+        let vars = secrets
+            .iter()
+            .chain(extra.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        hawker_server::config::Settings::load_with(&dir, hawker_server::config::Environment::Production, vars)
+    };
+    let err = load(&[]).unwrap_err().to_string();
+    assert!(err.contains("hub.allowed_origins"), "{err}");
+    load(&[("HAWKER__SERVER__ALLOW_ANY_ORIGIN", "true")]).expect("explicitly allowed");
+    // The shipped production file lists no origin, and starts.
+    hawker_server::config::Settings::load_with(
+        &crate::helpers::config_dir(),
+        hawker_server::config::Environment::Production,
+        secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+    .expect("shipped production config");
+}
+
+/// A config dir whose production file sets `hub.allowed_origins`.
+fn tempdir_with_origins(origins: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hawker-config-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = crate::helpers::config_dir();
+    std::fs::copy(source.join("default.toml"), dir.join("default.toml")).unwrap();
+    let production = std::fs::read_to_string(source.join("production.toml"))
+        .unwrap()
+        .replace("allowed_origins = []", &format!("allowed_origins = {origins}"));
+    std::fs::write(dir.join("production.toml"), production).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn dev_routes_are_absent_when_the_listener_is_not_loopback() {
+    let app = spawn_app_with(settings_with(&[("HAWKER__SERVER__LISTEN", "0.0.0.0:0")])).await;
+    let url = format!("http://127.0.0.1:{}/v1/dev/token", app.addr.port());
+    let response = app
+        .http
+        .post(url)
+        .json(&serde_json::json!({"user": "mallory", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let env: serde_json::Value = app
+        .http
+        .get(format!("http://127.0.0.1:{}/console/env.json", app.addr.port()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(env["dev_routes"], false);
+}
+
+#[tokio::test]
+async fn dev_routes_exist_in_test_on_loopback() {
+    let app = spawn_app_with(settings_with(&[])).await;
+    let response = app
+        .http
+        .post(app.url("/v1/dev/token"))
+        .json(&serde_json::json!({"user": "dev", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
