@@ -1,5 +1,10 @@
-//! Authentication at the edge: the bearer token of an HTTP request, or of a
-//! browser's WebSocket handshake (which cannot set headers), becomes [`Auth`].
+//! Authentication at the edge: the bearer token of an HTTP request becomes
+//! [`Auth`]; the token of a WebSocket handshake (which a browser cannot give
+//! headers) becomes [`SocketAuth`].
+//!
+//! Only the socket route reads a token from the subprotocol or the
+//! `access_token` query parameter: a token in a URL ends up in proxy and
+//! browser logs, so every other route takes it from `Authorization` alone.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -48,11 +53,21 @@ impl Auth {
     }
 }
 
-/// Finds the token: `Authorization: Bearer`, then the WebSocket subprotocol,
-/// then the `access_token` query parameter (for WebSocket clients that can
-/// set neither).
-pub fn token_from_parts(headers: &HeaderMap, query: Option<&str>) -> Result<String, TokenError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
+/// An authenticated WebSocket handshake: the token came from
+/// `Authorization`, the `bearer.<token>` subprotocol or `?access_token=`.
+#[derive(Debug, Clone)]
+pub struct SocketAuth(pub Claims);
+
+impl From<SocketAuth> for Auth {
+    fn from(auth: SocketAuth) -> Self {
+        Auth(auth.0)
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`, if the header is present.
+fn bearer_header(headers: &HeaderMap) -> Option<Result<String, TokenError>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    Some((|| {
         let value = value
             .to_str()
             .map_err(|_| TokenError::Malformed("Authorization header is not ASCII".into()))?;
@@ -60,7 +75,21 @@ pub fn token_from_parts(headers: &HeaderMap, query: Option<&str>) -> Result<Stri
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| TokenError::Malformed("Authorization must be `Bearer <token>`".into()))?;
-        return Ok(token.trim().to_string());
+        Ok(token.trim().to_string())
+    })())
+}
+
+/// The token of an HTTP request: `Authorization: Bearer` only.
+pub fn token_from_headers(headers: &HeaderMap) -> Result<String, TokenError> {
+    bearer_header(headers).unwrap_or(Err(TokenError::Missing))
+}
+
+/// The token of a WebSocket handshake: `Authorization: Bearer`, then the
+/// WebSocket subprotocol, then the `access_token` query parameter (for
+/// WebSocket clients that can set neither).
+pub fn token_from_parts(headers: &HeaderMap, query: Option<&str>) -> Result<String, TokenError> {
+    if let Some(token) = bearer_header(headers) {
+        return token;
     }
     if let Some(protocols) = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -88,9 +117,19 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = token_from_parts(&parts.headers, parts.uri.query())?;
+        let token = token_from_headers(&parts.headers)?;
         let claims = state.keys.verify(&token)?;
         Ok(Auth(claims))
+    }
+}
+
+impl FromRequestParts<AppState> for SocketAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = token_from_parts(&parts.headers, parts.uri.query())?;
+        let claims = state.keys.verify(&token)?;
+        Ok(SocketAuth(claims))
     }
 }
 
@@ -129,6 +168,18 @@ mod tests {
             token_from_parts(&HeaderMap::new(), None).unwrap_err(),
             TokenError::Missing
         );
+    }
+
+    #[test]
+    fn http_routes_read_only_the_authorization_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("hawker.v1, bearer.t0k"),
+        );
+        assert_eq!(token_from_headers(&headers).unwrap_err(), TokenError::Missing);
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(token_from_headers(&headers).unwrap(), "abc");
     }
 
     #[test]

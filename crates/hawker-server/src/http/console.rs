@@ -135,7 +135,7 @@ mod tests {
         if let Some(etag) = etag {
             request = request.header(header::IF_NONE_MATCH, etag);
         }
-        router::<()>(Environment::Test)
+        router::<()>(Environment::Test, true)
             .oneshot(request.body(Body::empty()).unwrap())
             .await
             .unwrap()
@@ -185,7 +185,7 @@ mod tests {
         let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
         let env: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(env["dev_routes"], true);
-        let production = router::<()>(Environment::Production)
+        let production = router::<()>(Environment::Production, false)
             .oneshot(Request::get("/console/env.json").body(Body::empty()).unwrap())
             .await
             .unwrap();

@@ -10,7 +10,7 @@ use hawker_hub::Member;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::auth::{Auth, WS_PROTOCOL};
+use super::auth::{Auth, SocketAuth, WS_PROTOCOL};
 use super::error::{ApiError, ApiResult, ErrorBody, Path, Query};
 use super::AppState;
 
@@ -41,13 +41,14 @@ pub struct SocketParams {
 #[tracing::instrument(skip_all, fields(%session_id, user = %auth.0.sub))]
 pub async fn session_socket(
     State(state): State<AppState>,
-    auth: Auth,
+    auth: SocketAuth,
     Path(session_id): Path<Uuid>,
     Query(params): Query<SocketParams>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let upgrade = upgrade.map_err(|e| ApiError::bad_request("not_websocket", e.body_text()))?;
+    let auth = Auth::from(auth);
     if state.shutdown.is_cancelled() {
         // Draining: the client should open its socket on another node.
         return Err(ApiError::Unavailable {
