@@ -141,12 +141,26 @@ impl Application {
             shutdown.cancelled().await;
             tokio::time::sleep(drain).await;
         };
-        let public_server = axum::serve(LimitedListener::new(public, max_connections), public_app)
-            .with_graceful_shutdown(stop_accepting(shutdown.clone()));
+        let server = &state.settings.server;
+        let public_listener = LimitedListener::new(
+            public,
+            max_connections,
+            server.max_connections_per_ip,
+            server.trusted_proxies.clone(),
+        );
+        let public_server = crate::serve::serve(
+            public_listener,
+            public_app,
+            Duration::from_secs(server.header_read_timeout_secs),
+            stop_accepting(shutdown.clone()),
+        );
         let admin_server =
             axum::serve(admin, admin_app).with_graceful_shutdown(stop_accepting(shutdown.clone()));
 
-        let public_task = tokio::spawn(async move { public_server.await });
+        let public_task = tokio::spawn(async move {
+            public_server.await;
+            std::io::Result::Ok(())
+        });
         let admin_task = tokio::spawn(async move { admin_server.await });
 
         shutdown.cancelled().await;

@@ -111,6 +111,15 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     /// After shutdown starts, keep accepting this long (readiness already 503).
     pub shutdown_drain_ms: u64,
+    /// Open connections one peer address may hold on the public listener
+    /// (trusted proxies are exempt).
+    pub max_connections_per_ip: usize,
+    /// Load balancers / proxies in front of hawker: exempt from the per-address cap.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// A client must send a request's headers within this long — the first
+    /// request's, and on a kept-alive connection each next one's, so this is
+    /// also how long an idle keep-alive connection lives.
+    pub header_read_timeout_secs: u64,
     /// Production refuses `hub.allowed_origins = ["*"]` unless this is true.
     pub allow_any_origin: bool,
     /// The listen backlog of the public listener: connections the kernel
@@ -263,6 +272,18 @@ impl Settings {
                 "hub.allowed_origins",
                 "production refuses `*` (any web page could open sockets with a visitor's cookies or \
                  tokens); list your sites' origins, or set server.allow_any_origin = true",
+            ));
+        }
+        if self.server.max_connections_per_ip == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_connections_per_ip",
+                "must be at least 1",
+            ));
+        }
+        if self.server.header_read_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "server.header_read_timeout_secs",
+                "must be at least 1",
             ));
         }
         if self.server.accept_backlog == 0 {

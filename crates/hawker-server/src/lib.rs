@@ -10,4 +10,5 @@ pub mod db;
 pub mod http;
 pub mod listener;
 pub mod seed;
+pub mod serve;
 pub mod telemetry;

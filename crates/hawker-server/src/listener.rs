@@ -1,14 +1,20 @@
-//! A TCP listener with a cap on open connections.
+//! A TCP listener with a cap on open connections, in all and per client address.
 //!
-//! Like mini-redis, the cap is a semaphore: a permit is taken before
+//! Like mini-redis, the overall cap is a semaphore: a permit is taken before
 //! `accept`, so at the cap new connections wait in the kernel's backlog
 //! instead of being accepted and starved. The permit travels with the
 //! connection (also through a WebSocket upgrade) and is returned when it closes.
+//!
+//! The per-address cap closes a new connection at once when its peer
+//! address already holds `server.max_connections_per_ip`, so one host cannot
+//! take every slot. Trusted proxies (`server.trusted_proxies`), behind which
+//! every client shares one address, are exempt.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,14 +25,73 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+}
+
+/// Open connections per peer address.
+struct PerIp {
+    max: usize,
+    trusted: Vec<IpAddr>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    /// Counts a connection from `ip`, or `None` when `ip` is at its cap.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PerIpSlot> {
+        if self.trusted.contains(&ip) {
+            return Some(PerIpSlot { per_ip: None, ip });
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpSlot {
+            per_ip: Some(self.clone()),
+            ip,
+        })
+    }
+}
+
+/// One counted connection of an address; uncounted on drop.
+struct PerIpSlot {
+    per_ip: Option<Arc<PerIp>>,
+    ip: IpAddr,
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        if let Some(per_ip) = &self.per_ip {
+            let mut open = per_ip.open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = open.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&self.ip);
+                }
+            }
+        }
+    }
 }
 
 impl LimitedListener {
-    pub fn new(inner: TcpListener, max_connections: usize) -> Self {
+    /// `max_connections` in all; `max_per_ip` from one peer address, except
+    /// from the `trusted` proxies.
+    pub fn new(inner: TcpListener, max_connections: usize, max_per_ip: usize, trusted: Vec<IpAddr>) -> Self {
         LimitedListener {
             inner,
             permits: Arc::new(Semaphore::new(max_connections)),
+            per_ip: Arc::new(PerIp {
+                max: max_per_ip,
+                trusted,
+                open: Mutex::new(HashMap::new()),
+            }),
         }
+    }
+
+    /// The next admitted connection and its peer address.
+    pub async fn accept(&mut self) -> (LimitedStream, SocketAddr) {
+        <Self as axum::serve::Listener>::accept(self).await
     }
 }
 
@@ -34,6 +99,7 @@ impl LimitedListener {
 pub struct LimitedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _per_ip: PerIpSlot,
     _gauge: OpenConnection,
 }
 
@@ -67,11 +133,18 @@ impl axum::serve::Listener for LimitedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
+                    let Some(slot) = self.per_ip.admit(addr.ip()) else {
+                        // Closed at once; the permit stays for the next one.
+                        metrics::counter!("hawker_tcp_refused_per_ip_total").increment(1);
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     return (
                         LimitedStream {
                             stream,
                             _permit: permit,
+                            _per_ip: slot,
                             _gauge: OpenConnection::new(),
                         },
                         addr,

@@ -1,0 +1,72 @@
+//! The HTTP server loop of the public listener: hyper with a timer, so a
+//! client must send its request headers within `server.header_read_timeout_secs`
+//! — the first request's and, on a kept-alive connection, every next one's —
+//! or lose the connection. `axum::serve` builds hyper without a timer: a
+//! silent socket (slowloris) there holds a connection slot forever.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt;
+
+use crate::listener::LimitedListener;
+
+/// Serves `app` on `listener` until `stop` resolves, then waits for the
+/// connections being served to finish their requests (the caller bounds
+/// that wait). Each request carries the peer's address as
+/// [`ConnectInfo<SocketAddr>`].
+pub async fn serve(
+    mut listener: LimitedListener,
+    app: Router,
+    header_read_timeout: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    // CONNECT protocol: WebSockets over HTTP/2.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_read_timeout)
+        .keep_alive_timeout(header_read_timeout)
+        .enable_connect_protocol();
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => break,
+        };
+        let service = app.clone().map_request(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The peer address type the public router sees.
+pub type Peer = ConnectInfo<SocketAddr>;
