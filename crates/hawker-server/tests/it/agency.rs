@@ -226,7 +226,7 @@ async fn refund(app: &TestApp, order: Uuid, amount: i64, kind: &str) -> Uuid {
 /// or by this call: both may run, each event is accrued once).
 async fn wait_accrued(app: &TestApp, sources: &[Uuid]) {
     for _ in 0..100 {
-        hawker_agency::ledger::accrue(&app.db).await.unwrap();
+        hawker_ledger::ledger::accrue(&app.db).await.unwrap();
         let done: i64 =
             sqlx::query_scalar("select count(*) from commission_accrual where source_id = any($1)")
                 .bind(sources)
@@ -842,7 +842,7 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     assert_eq!(usd(&earlier["totals"])["clawbacks_minor"], 0, "{earlier}");
 
     // Accruing again changes nothing, and the ledger cannot be rewritten.
-    hawker_agency::ledger::accrue(&app.db).await.unwrap();
+    hawker_ledger::ledger::accrue(&app.db).await.unwrap();
     let (_, again) = send(
         &app,
         Method::GET,
