@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::access::{acts_for_agency, brand_of, load_session, session_role, SessionRole};
+use crate::access::{acts_for_agency, brand_of, session_access};
 use hawker_core::error::{violated_constraint, Error, Result};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -174,13 +174,13 @@ async fn require_terms_party(db: &PgPool, claims: &Claims, scope: TermsScope) ->
     match scope {
         TermsScope::Campaign(id) => campaign_for(db, claims, id).await.map(|_| ()),
         TermsScope::Session(id) => {
-            let session = load_session(db, id).await?;
-            match session_role(db, claims, &session).await? {
-                SessionRole::Manager => Ok(()),
-                SessionRole::Brand(b) if session.brand_id == Some(b) => Ok(()),
-                _ => Err(Error::forbidden(
+            let role = session_access(db, claims, id).await?.role;
+            if role.manages() || role.session_brand().is_some() {
+                Ok(())
+            } else {
+                Err(Error::forbidden(
                     "only the session's agency, its brand or an admin may see or set its terms",
-                )),
+                ))
             }
         }
     }

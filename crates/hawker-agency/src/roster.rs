@@ -282,6 +282,62 @@ pub async fn leave(
     .map_err(Into::into)
 }
 
+/// An agency and the hosts on its roster now.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Agency {
+    pub agency_id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// Hosts currently on the roster.
+    pub hosts: Vec<RosterHost>,
+}
+
+/// A host on an agency's roster now.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct RosterHost {
+    pub host_id: Uuid,
+    pub handle: String,
+    pub display_name: String,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// An agency and its current roster (the agency itself or an admin).
+#[tracing::instrument(skip_all, fields(%agency_id, caller = %claims.sub), err)]
+pub async fn agency(db: &PgPool, claims: &Claims, agency_id: Uuid) -> Result<Agency> {
+    require_agency(claims, agency_id)?;
+    let (name, created_at): (String, DateTime<Utc>) =
+        sqlx::query_as("select name, created_at from agency where agency_id = $1")
+            .bind(agency_id)
+            .fetch_optional(db)
+            .await?
+            .ok_or(Error::NotFound("agency"))?;
+    let hosts = sqlx::query_as::<_, RosterHost>(
+        "select h.host_id, h.handle, h.display_name, ah.joined_at
+           from agency_host ah join host h using (host_id)
+          where ah.agency_id = $1 and ah.joined_at <= now() and (ah.left_at is null or ah.left_at > now())
+          order by h.handle",
+    )
+    .bind(agency_id)
+    .fetch_all(db)
+    .await?;
+    Ok(Agency {
+        agency_id,
+        name,
+        created_at,
+        hosts,
+    })
+}
+
+/// Handles of hosts, ordered by handle.
+pub async fn handles(db: &PgPool, host_ids: &[Uuid]) -> Result<Vec<(Uuid, String)>> {
+    Ok(
+        sqlx::query_as("select host_id, handle from host where host_id = any($1) order by handle")
+            .bind(host_ids)
+            .fetch_all(db)
+            .await?,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

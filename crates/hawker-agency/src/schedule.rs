@@ -10,12 +10,15 @@
 
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use hawker_core::Claims;
+use hawker_hub::{Hub, Publication};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, Transaction};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::access::{
-    load_session, require_agency, require_host_reader, require_manager, session_role, SessionRole,
+    agency_exists, host_exists, load_session, load_session_in, require_agency, require_host_reader,
+    require_manager, session_role, SessionRole, SessionStatus,
 };
 use crate::time::{day_window, parse_instant, parse_offset, Period};
 use hawker_core::error::{violated_constraint, Error, Result};
@@ -62,7 +65,7 @@ pub struct ScheduledSession {
     pub planned_start: DateTime<Utc>,
     pub planned_end: DateTime<Utc>,
     /// `scheduled`, `live`, `ended` or `cancelled`.
-    pub status: String,
+    pub status: SessionStatus,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     /// The host on air now, if any.
@@ -164,25 +167,96 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-async fn shifts_of(db: &PgPool, session_ids: &[Uuid]) -> Result<Vec<Shift>> {
+async fn shifts_of(conn: &mut PgConnection, session_ids: &[Uuid]) -> Result<Vec<Shift>> {
     Ok(sqlx::query_as::<_, Shift>(&format!(
         "{SHIFT_SELECT} where sh.session_id = any($1) order by sh.planned_start, sh.created_at"
     ))
     .bind(session_ids)
-    .fetch_all(db)
+    .fetch_all(conn)
     .await?)
 }
 
 /// A session with its shifts (no rights check).
 pub async fn session_view(db: &PgPool, session_id: Uuid) -> Result<ScheduledSession> {
+    let mut conn = db.acquire().await?;
+    session_view_in(&mut conn, session_id).await
+}
+
+/// [`session_view`] on a connection (inside a transaction: with its changes).
+async fn session_view_in(conn: &mut PgConnection, session_id: Uuid) -> Result<ScheduledSession> {
     let mut session =
         sqlx::query_as::<_, ScheduledSession>(&format!("{SESSION_SELECT} where s.session_id = $1"))
             .bind(session_id)
-            .fetch_optional(db)
+            .fetch_optional(&mut *conn)
             .await?
             .ok_or(Error::NotFound("session"))?;
-    session.shifts = shifts_of(db, &[session_id]).await?;
+    session.shifts = shifts_of(conn, &[session_id]).await?;
     Ok(session)
+}
+
+/// One session as anyone holding a token sees it (viewers need it to join).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Session {
+    pub session_id: Uuid,
+    pub agency_id: Uuid,
+    pub brand_id: Option<Uuid>,
+    pub title: String,
+    pub planned_start: DateTime<Utc>,
+    pub planned_end: DateTime<Utc>,
+    /// `scheduled`, `live`, `ended` or `cancelled`.
+    pub status: SessionStatus,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// One session's title, plan and status (no rights check: any token may read it).
+pub async fn get_session(db: &PgPool, session_id: Uuid) -> Result<Session> {
+    sqlx::query_as::<_, Session>(
+        "select session_id, agency_id, brand_id, title, planned_start, planned_end, status,
+                started_at, ended_at
+           from live_session where session_id = $1",
+    )
+    .bind(session_id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(Error::NotFound("session"))
+}
+
+/// The room's figure of who is on air: the data of `session.live`,
+/// `session.handoff` and `session.ended`, and the snapshot's `session`.
+fn on_air_figure(session: &ScheduledSession) -> serde_json::Value {
+    let on_air = session.on_air_host_id.and_then(|h| {
+        session
+            .shifts
+            .iter()
+            .find(|s| s.host_id == h && s.status == "on_air")
+    });
+    json!({
+        "status": session.status,
+        "on_air_host_id": session.on_air_host_id,
+        "on_air_handle": on_air.map(|s| s.host_handle.as_str()),
+        "started_at": session.started_at,
+        "ended_at": session.ended_at,
+    })
+}
+
+/// Queues `event` for the session's room in the transaction that changed
+/// the session (published once it commits, exactly once across nodes), and
+/// returns the session as the transaction sees it.
+async fn announce(conn: &mut PgConnection, session_id: Uuid, event: &str) -> Result<ScheduledSession> {
+    let session = session_view_in(conn, session_id).await?;
+    let figure = on_air_figure(&session);
+    let publication = Publication::new(event, figure.clone()).set_state("session", figure);
+    hawker_hub::durable::enqueue(conn, session_id, &publication).await?;
+    Ok(session)
+}
+
+/// Publishes what was just committed without waiting for the relay's next
+/// round. Best effort: every node's relay publishes it anyway.
+async fn relay_now(hub: &Hub, session_id: Uuid) {
+    if let Err(e) = hub.relay_durable().await {
+        tracing::debug!(error = %e, %session_id, "session event left to the relay");
+    }
 }
 
 /// Schedules a session for the agency.
@@ -206,11 +280,7 @@ pub async fn schedule_session(
             format!("planned_end must be after planned_start, at most {MAX_SESSION_HOURS} hours later"),
         ));
     }
-    let agency_exists: bool = sqlx::query_scalar("select exists(select 1 from agency where agency_id = $1)")
-        .bind(agency_id)
-        .fetch_one(db)
-        .await?;
-    if !agency_exists {
+    if !agency_exists(db, agency_id).await? {
         return Err(Error::NotFound("agency"));
     }
     let mut brand_id = new.brand_id;
@@ -278,7 +348,7 @@ pub async fn agency_sessions(
     .fetch_all(db)
     .await?;
     let ids: Vec<Uuid> = sessions.iter().map(|s| s.session_id).collect();
-    let mut shifts = shifts_of(db, &ids).await?;
+    let mut shifts = shifts_of(&mut *db.acquire().await?, &ids).await?;
     for session in &mut sessions {
         let (mine, rest): (Vec<Shift>, Vec<Shift>) = shifts
             .into_iter()
@@ -294,7 +364,7 @@ pub async fn agency_sessions(
 pub async fn book_shift(db: &PgPool, claims: &Claims, session_id: Uuid, new: NewShift) -> Result<Shift> {
     let session = load_session(db, session_id).await?;
     require_manager(session_role(db, claims, &session).await?)?;
-    if session.status == "ended" || session.status == "cancelled" {
+    if session.status.is_over() {
         return Err(Error::conflict(
             "session_ended",
             format!("the session is {}", session.status),
@@ -321,11 +391,7 @@ pub async fn book_shift(db: &PgPool, claims: &Claims, session_id: Uuid, new: New
             ),
         ));
     }
-    let host_exists: bool = sqlx::query_scalar("select exists(select 1 from host where host_id = $1)")
-        .bind(new.host_id)
-        .fetch_one(db)
-        .await?;
-    if !host_exists {
+    if !host_exists(db, new.host_id).await? {
         return Err(Error::NotFound("host"));
     }
     let on_roster: bool = sqlx::query_scalar(
@@ -445,10 +511,11 @@ async fn get_shift(db: &PgPool, shift_id: Uuid) -> Result<Shift> {
 #[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
 pub async fn session_shifts(db: &PgPool, claims: &Claims, session_id: Uuid) -> Result<Vec<Shift>> {
     let session = load_session(db, session_id).await?;
-    let only_host = match session_role(db, claims, &session).await? {
-        SessionRole::Manager => None,
-        SessionRole::ScheduledHost(h) => Some(h),
-        _ => {
+    let role = session_role(db, claims, &session).await?;
+    let only_host = match (role.manages(), role.scheduled_host()) {
+        (true, _) => None,
+        (false, Some(h)) => Some(h),
+        (false, None) => {
             return Err(Error::forbidden(
                 "only the session's agency, its hosts or an admin may see its shifts",
             ))
@@ -510,14 +577,13 @@ async fn lock_shift(
     .await?;
     let session = load_session(db, session_id).await?;
     let role = session_role(db, claims, &session).await?;
-    match role {
-        SessionRole::Manager => {}
-        SessionRole::ScheduledHost(h) if h == shift.host_id => {}
-        SessionRole::ScheduledHost(_) => {
-            return Err(Error::forbidden("this is another host's shift"));
+    if !role.manages() {
+        match role.scheduled_host() {
+            Some(h) if h == shift.host_id => {}
+            Some(_) => return Err(Error::forbidden("this is another host's shift")),
+            // Shifts of sessions the caller has nothing to do with do not exist for them.
+            None => return Err(Error::NotFound("shift")),
         }
-        // Shifts of sessions the caller has nothing to do with do not exist for them.
-        SessionRole::Brand(_) | SessionRole::Outsider => return Err(Error::NotFound("shift")),
     }
     Ok((shift, role))
 }
@@ -530,7 +596,7 @@ struct ShiftRow {
     actual_start: Option<DateTime<Utc>>,
     cancelled_at: Option<DateTime<Utc>>,
     /// The session's.
-    status: String,
+    status: SessionStatus,
 }
 
 /// Cancels a shift that has not started (the session's agency or an admin).
@@ -574,28 +640,25 @@ fn on_air_error(e: sqlx::Error) -> Error {
 #[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
 pub async fn go_live(
     db: &PgPool,
+    hub: &Hub,
     claims: &Claims,
     session_id: Uuid,
     request: GoLive,
 ) -> Result<ScheduledSession> {
     let session = load_session(db, session_id).await?;
     let role = session_role(db, claims, &session).await?;
-    let only_host = match role {
-        SessionRole::Manager => None,
-        SessionRole::ScheduledHost(h) => Some(h),
-        _ => {
+    let only_host = match (role.manages(), role.scheduled_host()) {
+        (true, _) => None,
+        (false, Some(h)) => Some(h),
+        (false, None) => {
             return Err(Error::forbidden(
                 "only a host scheduled in the session, its agency or an admin may take it live",
             ))
         }
     };
     let mut tx = db.begin().await?;
-    let status: String =
-        sqlx::query_scalar("select status from live_session where session_id = $1 for update")
-            .bind(session_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    if status != "scheduled" {
+    let status = load_session_in(&mut tx, session_id, true).await?.status;
+    if status != SessionStatus::Scheduled {
         return Err(Error::conflict(
             "session_not_scheduled",
             format!("the session is {status}; only a scheduled session can go live"),
@@ -638,18 +701,25 @@ pub async fn go_live(
             .await
             .map_err(on_air_error)?;
     }
+    let session = announce(&mut tx, session_id, "session.live").await?;
     tx.commit().await?;
     metrics::counter!("hawker_sessions_live_total").increment(1);
-    session_view(db, session_id).await
+    relay_now(hub, session_id).await;
+    Ok(session)
 }
 
 /// Hands the session over to this shift's host: the shift on air ends and
 /// this one starts at the same instant (the incoming host, the agency, or an admin).
 #[tracing::instrument(skip_all, fields(%shift_id, caller = %claims.sub), err)]
-pub async fn start_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> Result<ScheduledSession> {
+pub async fn start_shift(
+    db: &PgPool,
+    hub: &Hub,
+    claims: &Claims,
+    shift_id: Uuid,
+) -> Result<ScheduledSession> {
     let mut tx = db.begin().await?;
     let (shift, _) = lock_shift(&mut tx, db, claims, shift_id).await?;
-    if shift.status != "live" {
+    if shift.status != SessionStatus::Live {
         return Err(Error::conflict(
             "session_not_live",
             format!("the session is {}; go live first", shift.status),
@@ -676,30 +746,31 @@ pub async fn start_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> Result
         .execute(&mut *tx)
         .await
         .map_err(on_air_error)?;
+    let session = announce(&mut tx, shift.session_id, "session.handoff").await?;
     tx.commit().await?;
-    session_view(db, shift.session_id).await
+    relay_now(hub, shift.session_id).await;
+    Ok(session)
 }
 
 /// Ends a live session (a host scheduled in it, its agency, or an admin):
 /// the shift on air ends with it.
 #[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
-pub async fn end_session(db: &PgPool, claims: &Claims, session_id: Uuid) -> Result<ScheduledSession> {
+pub async fn end_session(
+    db: &PgPool,
+    hub: &Hub,
+    claims: &Claims,
+    session_id: Uuid,
+) -> Result<ScheduledSession> {
     let session = load_session(db, session_id).await?;
-    match session_role(db, claims, &session).await? {
-        SessionRole::Manager | SessionRole::ScheduledHost(_) => {}
-        _ => {
-            return Err(Error::forbidden(
-                "only a host scheduled in the session, its agency or an admin may end it",
-            ))
-        }
+    let role = session_role(db, claims, &session).await?;
+    if !(role.manages() || role.scheduled_host().is_some()) {
+        return Err(Error::forbidden(
+            "only a host scheduled in the session, its agency or an admin may end it",
+        ));
     }
     let mut tx = db.begin().await?;
-    let status: String =
-        sqlx::query_scalar("select status from live_session where session_id = $1 for update")
-            .bind(session_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    if status != "live" {
+    let status = load_session_in(&mut tx, session_id, true).await?.status;
+    if status != SessionStatus::Live {
         return Err(Error::conflict(
             "session_not_live",
             format!("the session is {status}; only a live session can end"),
@@ -716,6 +787,47 @@ pub async fn end_session(db: &PgPool, claims: &Claims, session_id: Uuid) -> Resu
         .bind(session_id)
         .execute(&mut *tx)
         .await?;
+    let session = announce(&mut tx, session_id, "session.ended").await?;
     tx.commit().await?;
-    session_view(db, session_id).await
+    relay_now(hub, session_id).await;
+    Ok(session)
+}
+
+/// A shift's plan and on-air times, as live figures window it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ShiftTimes {
+    pub shift_id: Uuid,
+    pub host_id: Uuid,
+    pub host_handle: String,
+    pub planned_start: DateTime<Utc>,
+    pub planned_end: DateTime<Utc>,
+    pub actual_start: Option<DateTime<Utc>>,
+    pub actual_end: Option<DateTime<Utc>>,
+}
+
+/// The session's shifts that are not cancelled, in planned order (no rights check).
+pub async fn shift_times(db: &PgPool, session_id: Uuid) -> Result<Vec<ShiftTimes>> {
+    Ok(sqlx::query_as(
+        "select sh.shift_id, sh.host_id, h.handle as host_handle, sh.planned_start, sh.planned_end,
+                sh.actual_start, sh.actual_end
+           from shift sh join host h using (host_id)
+          where sh.session_id = $1 and sh.cancelled_at is null
+          order by sh.planned_start",
+    )
+    .bind(session_id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Sessions live now, or ended within `recently` (whose rooms still hold
+/// their final counts).
+pub async fn live_or_just_ended(db: &PgPool, recently: std::time::Duration) -> Result<Vec<Uuid>> {
+    let recently = Duration::from_std(recently).unwrap_or_else(|_| Duration::seconds(15));
+    Ok(sqlx::query_scalar(
+        "select session_id from live_session
+          where status = 'live' or (status = 'ended' and ended_at > now() - $1::interval)",
+    )
+    .bind(recently)
+    .fetch_all(db)
+    .await?)
 }

@@ -1,6 +1,9 @@
-//! Who may run a session's commerce (pin, launch deals, drop coupons).
+//! Who may run a session's commerce (pin, launch deals, drop coupons): the
+//! agency side's one session-access rule, [`hawker_agency::access::session_access`],
+//! seen as commerce needs it.
 
-use hawker_core::{Claims, Role};
+use hawker_agency::SessionStatus;
+use hawker_core::Claims;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -12,7 +15,7 @@ pub struct SessionAccess {
     pub session_id: Uuid,
     pub agency_id: Uuid,
     pub brand_id: Option<Uuid>,
-    pub status: String,
+    pub status: SessionStatus,
     /// The caller may act as the session's host.
     pub can_host: bool,
 }
@@ -20,36 +23,13 @@ pub struct SessionAccess {
 /// Looks the session up and works out whether `claims` may host it: admins,
 /// the session's agency, and hosts on that agency's roster now.
 pub async fn session_access(db: &PgPool, claims: &Claims, session_id: Uuid) -> Result<SessionAccess> {
-    let row: Option<(Uuid, Option<Uuid>, String)> =
-        sqlx::query_as("select agency_id, brand_id, status from live_session where session_id = $1")
-            .bind(session_id)
-            .fetch_optional(db)
-            .await?;
-    let (agency_id, brand_id, status) = row.ok_or(Error::NotFound("session"))?;
-    let can_host = match claims.role {
-        Role::Admin => true,
-        Role::Agency => claims.agency_id == Some(agency_id),
-        Role::Host => match claims.subject_uuid() {
-            Some(host_id) => {
-                sqlx::query_scalar::<_, bool>(
-                    "select exists(select 1 from agency_host where agency_id = $1 and host_id = $2
-                    and joined_at <= now() and (left_at is null or left_at > now()))",
-                )
-                .bind(agency_id)
-                .bind(host_id)
-                .fetch_one(db)
-                .await?
-            }
-            None => false,
-        },
-        Role::Viewer | Role::Brand => false,
-    };
+    let access = hawker_agency::access::session_access(db, claims, session_id).await?;
     Ok(SessionAccess {
         session_id,
-        agency_id,
-        brand_id,
-        status,
-        can_host,
+        agency_id: access.session.agency_id,
+        brand_id: access.session.brand_id,
+        status: access.session.status,
+        can_host: access.role.may_host(),
     })
 }
 
@@ -61,7 +41,7 @@ pub async fn require_host(db: &PgPool, claims: &Claims, session_id: Uuid) -> Res
             "only the session's host, its agency or an admin may do this",
         ));
     }
-    if access.status == "ended" || access.status == "cancelled" {
+    if access.status.is_over() {
         return Err(Error::conflict(
             "session_ended",
             format!("the session is {}", access.status),

@@ -25,6 +25,7 @@ pub mod deals;
 pub mod gate;
 pub mod orders;
 pub mod payments;
+pub mod sales;
 pub mod scheduler;
 pub mod settle;
 pub mod stock;

@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod counters;
 pub mod durable;
 pub mod event;
 pub mod hub;

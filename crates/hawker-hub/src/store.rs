@@ -120,7 +120,7 @@ pub fn room_of_channel(channel: &str) -> Option<Uuid> {
         .ok()
 }
 
-fn key(room: Uuid, what: &str) -> String {
+pub(crate) fn key(room: Uuid, what: &str) -> String {
     format!("hawker:room:{{{room}}}:{what}")
 }
 
@@ -143,7 +143,7 @@ pub enum History {
 
 #[derive(Clone)]
 pub struct RoomStore {
-    redis: ConnectionManager,
+    pub(crate) redis: ConnectionManager,
     publish: Script,
     snapshot: Script,
     history: Script,
@@ -153,11 +153,11 @@ pub struct RoomStore {
     ttl_secs: u64,
     /// Every call gives up after this long: a room must not wait on a Redis
     /// that is down (the connection manager retries in the background).
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// Runs a Redis call with a deadline, turning the deadline into an I/O error.
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     timeout: Duration,
     call: impl Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {

@@ -57,11 +57,11 @@ impl Application {
         );
         let commands: Arc<dyn hawker_hub::CommandHandler> = Arc::new(commerce.clone());
         hub.set_command_handler(&commands);
-        // Commission accrual and the live-figures sampler (hawker-agency).
-        hawker_agency::start(
-            hawker_agency::Workers::default(),
+        // Commission accrual and the live-figures sampler (hawker-ledger).
+        hawker_ledger::start(
+            hawker_ledger::Workers::default(),
             &db,
-            redis.clone(),
+            hub.clone(),
             shutdown.clone(),
             &tasks,
         );

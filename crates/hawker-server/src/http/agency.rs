@@ -1,46 +1,68 @@
-//! The agency side over HTTP (tag `agency`): hosts and rosters, campaigns and
-//! their commission terms, scheduling (sessions, shifts, go-live, handoffs,
-//! end), statements and live session figures. The rules live in
-//! `hawker-agency`; this module parses, calls and maps errors.
+//! The agency side over HTTP (tags `agencies` and `agency`): agencies, hosts
+//! and rosters, campaigns and their commission terms, scheduling (sessions,
+//! shifts, go-live, handoffs, end), statements and live session figures.
+//! The rules live in `hawker-agency` and `hawker-ledger`; this module parses,
+//! calls and maps errors, and runs no SQL. Session events reach the room
+//! through the hub's durable outbox, queued by `hawker-agency`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use hawker_agency::campaigns::{self, Campaign, NewCampaign, NewTerms, Terms, TermsScope};
-use hawker_agency::figures::{self, SessionFigures};
-use hawker_agency::roster::{self, Host, JoinRoster, Membership, NewHost};
+use hawker_agency::roster::{self, Agency, Host, JoinRoster, Membership, NewHost};
 use hawker_agency::schedule::{self, DayQuery, GoLive, NewSession, NewShift, ScheduledSession, Shift};
-use hawker_agency::statements::{self, AgencyStatement, HostStatement};
 use hawker_agency::time::{parse_instant, PeriodQuery};
-use hawker_hub::Publication;
+use hawker_core::Role;
+use hawker_ledger::figures::{self, SessionFigures};
+use hawker_ledger::statements::{self, AgencyStatement, HostStatement};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult, ErrorBody, Json, Path, Query};
 use super::AppState;
 
-/// Tells the session's room who is on air: `session.live`, `session.handoff`
-/// or `session.ended`, with the same figure kept in the room's snapshot under
-/// `session`. Best effort: the change is committed whether or not Redis takes it.
-async fn announce(state: &AppState, session: &ScheduledSession, event: &str) {
-    let on_air = session.on_air_host_id.and_then(|h| {
-        session
-            .shifts
-            .iter()
-            .find(|s| s.host_id == h && s.status == "on_air")
-    });
-    let data = json!({
-        "status": session.status,
-        "on_air_host_id": session.on_air_host_id,
-        "on_air_handle": on_air.map(|s| s.host_handle.as_str()),
-        "started_at": session.started_at,
-        "ended_at": session.ended_at,
-    });
-    let publication = Publication::new(event, data.clone()).set_state("session", data);
-    if let Err(e) = state.hub.publish(session.session_id, publication).await {
-        tracing::warn!(error = %e, session_id = %session.session_id, event, "room not told");
-    }
+/// The agency side's routes, for `api_router` to merge.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_agency))
+        .routes(routes!(create_host))
+        .routes(routes!(roster, join_roster))
+        .routes(routes!(leave_roster))
+        .routes(routes!(create_campaign))
+        .routes(routes!(get_campaign))
+        .routes(routes!(campaign_terms, add_campaign_terms))
+        .routes(routes!(session_terms, add_session_terms))
+        .routes(routes!(agency_sessions, schedule_session))
+        .routes(routes!(session_shifts, book_shift))
+        .routes(routes!(cancel_shift))
+        .routes(routes!(start_shift))
+        .routes(routes!(go_live))
+        .routes(routes!(end_session))
+        .routes(routes!(host_shifts))
+        .routes(routes!(host_statement))
+        .routes(routes!(agency_statement))
+        .routes(routes!(session_figures))
+}
+
+/// An agency and its current roster. Only that agency's tokens and admins may read it.
+#[utoipa::path(get, path = "/v1/agencies/{agency_id}", tag = "agencies", security(("bearer" = [])),
+    params(("agency_id" = Uuid, Path, description = "the agency")),
+    responses(
+        (status = 200, body = Agency),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
+        (status = 404, body = ErrorBody),
+    ))]
+#[tracing::instrument(skip_all, fields(%agency_id))]
+pub async fn get_agency(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(agency_id): Path<Uuid>,
+) -> ApiResult<Json<Agency>> {
+    auth.require_role(&[Role::Agency])?;
+    Ok(Json(roster::agency(&state.db, auth.claims(), agency_id).await?))
 }
 
 /// Creates a host profile (agencies, admins). Put it on a roster next.
@@ -413,9 +435,9 @@ pub async fn start_shift(
     auth: Auth,
     Path(shift_id): Path<Uuid>,
 ) -> ApiResult<Json<ScheduledSession>> {
-    let session = schedule::start_shift(&state.db, auth.claims(), shift_id).await?;
-    announce(&state, &session, "session.handoff").await;
-    Ok(Json(session))
+    Ok(Json(
+        schedule::start_shift(&state.db, &state.hub, auth.claims(), shift_id).await?,
+    ))
 }
 
 /// Takes a scheduled session live (a host scheduled in it, its agency,
@@ -445,9 +467,9 @@ pub async fn go_live(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
     };
-    let session = schedule::go_live(&state.db, auth.claims(), session_id, request).await?;
-    announce(&state, &session, "session.live").await;
-    Ok(Json(session))
+    Ok(Json(
+        schedule::go_live(&state.db, &state.hub, auth.claims(), session_id, request).await?,
+    ))
 }
 
 /// Ends a live session and the shift on air (a host scheduled in it, its agency,
@@ -468,9 +490,9 @@ pub async fn end_session(
     auth: Auth,
     Path(session_id): Path<Uuid>,
 ) -> ApiResult<Json<ScheduledSession>> {
-    let session = schedule::end_session(&state.db, auth.claims(), session_id).await?;
-    announce(&state, &session, "session.ended").await;
-    Ok(Json(session))
+    Ok(Json(
+        schedule::end_session(&state.db, &state.hub, auth.claims(), session_id).await?,
+    ))
 }
 
 /// A host's shifts in a period (the host, admins; an agency the host has been
@@ -565,6 +587,6 @@ pub async fn session_figures(
     Path(session_id): Path<Uuid>,
 ) -> ApiResult<Json<SessionFigures>> {
     Ok(Json(
-        figures::session_figures(&state.db, Some(state.redis.clone()), auth.claims(), session_id).await?,
+        figures::session_figures(&state.db, Some(&state.hub), auth.claims(), session_id).await?,
     ))
 }

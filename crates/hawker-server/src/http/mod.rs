@@ -2,7 +2,6 @@
 //! admin router (`/metrics`, health), with the middleware every request goes
 //! through (request id, tracing, metrics, timeout).
 
-pub mod agencies;
 pub mod agency;
 pub mod auth;
 pub mod commerce;
@@ -87,24 +86,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(coupons::claim_coupon))
         .routes(routes!(payments::payment_webhook))
         .routes(routes!(payments::create_refund))
-        .routes(routes!(agencies::get_agency))
-        .routes(routes!(agency::create_host))
-        .routes(routes!(agency::roster, agency::join_roster))
-        .routes(routes!(agency::leave_roster))
-        .routes(routes!(agency::create_campaign))
-        .routes(routes!(agency::get_campaign))
-        .routes(routes!(agency::campaign_terms, agency::add_campaign_terms))
-        .routes(routes!(agency::session_terms, agency::add_session_terms))
-        .routes(routes!(agency::agency_sessions, agency::schedule_session))
-        .routes(routes!(agency::session_shifts, agency::book_shift))
-        .routes(routes!(agency::cancel_shift))
-        .routes(routes!(agency::start_shift))
-        .routes(routes!(agency::go_live))
-        .routes(routes!(agency::end_session))
-        .routes(routes!(agency::host_shifts))
-        .routes(routes!(agency::host_statement))
-        .routes(routes!(agency::agency_statement))
-        .routes(routes!(agency::session_figures))
+        .merge(agency::router())
         .split_for_parts()
 }
 

@@ -4,7 +4,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use hawker_core::Role;
 use hawker_hub::hub::Refusal;
 use hawker_hub::Member;
 use serde::Deserialize;
@@ -66,19 +65,16 @@ pub async fn session_socket(
             )
         })?),
     };
-    let row: Option<(Uuid, String)> =
-        sqlx::query_as("select agency_id, status from live_session where session_id = $1")
-            .bind(session_id)
-            .fetch_optional(&state.db)
-            .await?;
-    let (agency_id, status) = row.ok_or(ApiError::NotFound("session"))?;
-    if status == "ended" || status == "cancelled" {
+    let access = hawker_agency::access::session_access(&state.db, &auth.0, session_id).await?;
+    let status = access.session.status;
+    if status.is_over() {
         return Err(ApiError::Conflict {
             code: "session_ended",
             message: format!("the session is {status}"),
         });
     }
-    let can_host = may_host(&state, &auth, agency_id).await?;
+    // The session's hosts (on its agency's roster now), its agency, and admins may host.
+    let can_host = access.role.may_host();
     let member = Member {
         user: auth.0.sub.clone(),
         role: auth.0.role,
@@ -109,29 +105,6 @@ pub async fn session_socket(
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| tasks.track_future(hub.serve(socket, session_id, member, resume, permit)))
         .into_response())
-}
-
-/// The session's hosts (on its agency's roster now), its agency, and admins may host.
-async fn may_host(state: &AppState, auth: &Auth, agency_id: Uuid) -> ApiResult<bool> {
-    let claims = &auth.0;
-    Ok(match claims.role {
-        Role::Admin => true,
-        Role::Agency => claims.agency_id == Some(agency_id),
-        Role::Host => match claims.subject_uuid() {
-            Some(host_id) => {
-                sqlx::query_scalar::<_, bool>(
-                    "select exists(select 1 from agency_host where agency_id = $1 and host_id = $2
-                    and joined_at <= now() and (left_at is null or left_at > now()))",
-                )
-                .bind(agency_id)
-                .bind(host_id)
-                .fetch_one(&state.db)
-                .await?
-            }
-            None => false,
-        },
-        Role::Viewer | Role::Brand => false,
-    })
 }
 
 fn check_origin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {

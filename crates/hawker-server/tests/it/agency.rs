@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::commerce::{buy, create_deal};
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{settings_with, spawn_app, spawn_app_with, test_database_url, TcpProxy, TestApp};
 
 // ---------------------------------------------------------------- helpers
 
@@ -226,7 +226,7 @@ async fn refund(app: &TestApp, order: Uuid, amount: i64, kind: &str) -> Uuid {
 /// or by this call: both may run, each event is accrued once).
 async fn wait_accrued(app: &TestApp, sources: &[Uuid]) {
     for _ in 0..100 {
-        hawker_agency::ledger::accrue(&app.db).await.unwrap();
+        hawker_ledger::ledger::accrue(&app.db).await.unwrap();
         let done: i64 =
             sqlx::query_scalar("select count(*) from commission_accrual where source_id = any($1)")
                 .bind(sources)
@@ -842,7 +842,7 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     assert_eq!(usd(&earlier["totals"])["clawbacks_minor"], 0, "{earlier}");
 
     // Accruing again changes nothing, and the ledger cannot be rewritten.
-    hawker_agency::ledger::accrue(&app.db).await.unwrap();
+    hawker_ledger::ledger::accrue(&app.db).await.unwrap();
     let (_, again) = send(
         &app,
         Method::GET,
@@ -1516,4 +1516,118 @@ async fn every_agency_route_answers_each_role_as_the_rights_say() {
         (409, Some("host_on_another_roster")),
         "{body}"
     );
+}
+
+// ------------------------------------------------- session events, durable
+
+/// The session events a viewer receives within `quiet` of silence.
+async fn session_events(viewer: &mut crate::ws::Ws, quiet: Duration) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while let Some(Ok(frame)) = viewer.try_next(quiet).await {
+        if frame["type"].as_str().is_some_and(|t| t.starts_with("session.")) {
+            seen.push(frame);
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn session_events_reach_the_room_exactly_once_across_nodes_even_if_the_deciding_node_cannot_publish() {
+    // Node A reaches Redis through a proxy we can cut; node B directly. Both
+    // share Postgres, so both relay the durable outbox.
+    let db = test_database_url();
+    let proxy = TcpProxy::start("127.0.0.1:6379").await;
+    let proxied = format!("redis://{}/", proxy.addr);
+    let a = spawn_app_with(settings_with(&[
+        ("HAWKER__DATABASE__URL", db.as_str()),
+        ("HAWKER__REDIS__URL", proxied.as_str()),
+    ]))
+    .await;
+    let b = spawn_app_with(settings_with(&[("HAWKER__DATABASE__URL", db.as_str())])).await;
+    let agency = insert_agency(&a).await;
+    let host = roster_host(&a, agency).await;
+    let start = now() - chrono::Duration::minutes(5);
+    let session = schedule(
+        &a,
+        agency,
+        json!({"title": "Durable", "planned_start": iso(start), "planned_end": iso(start + chrono::Duration::hours(2))}),
+    )
+    .await;
+    let session_id = id(&session, "session_id");
+    let (status, body) = book(
+        &a,
+        agency,
+        session_id,
+        host,
+        start,
+        start + chrono::Duration::hours(1),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    let mut viewer = crate::ws::connect(b.addr, session_id, &b.token("viewer-1", Role::Viewer), None).await;
+    assert!(session_events(&mut viewer, Duration::from_millis(300))
+        .await
+        .is_empty());
+
+    // A decides but cannot publish: B's relay delivers, once.
+    proxy.cut();
+    let (status, live) = send(
+        &a,
+        Method::POST,
+        &format!("/v1/sessions/{session_id}/live"),
+        &a.agency_token(agency),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{live}");
+    let event = viewer.expect("session.live").await;
+    assert_eq!(event["data"]["status"], "live");
+    assert_eq!(event["data"]["on_air_host_id"], json!(host));
+    assert!(event["data"]["on_air_handle"].is_string(), "{event}");
+    assert_eq!(event["data"]["started_at"], live["started_at"]);
+    assert_eq!(event["data"]["ended_at"], Value::Null);
+    // The room's snapshot keeps who is on air under `session`.
+    let mut late = crate::ws::connect(
+        b.addr,
+        session_id,
+        &b.token("viewer-2", Role::Viewer),
+        Some(("stale", 1)),
+    )
+    .await;
+    let reset = late.expect("reset").await;
+    assert_eq!(reset["state"]["session"], event["data"], "{reset}");
+
+    // Both nodes can publish now: each of them relays, and the room still gets each event once.
+    proxy.restore();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, ended) = send(
+        &a,
+        Method::POST,
+        &format!("/v1/sessions/{session_id}/end"),
+        &a.agency_token(agency),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{ended}");
+    let seen = session_events(&mut viewer, Duration::from_millis(1500)).await;
+    let kinds: Vec<&str> = seen.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["session.ended"], "{seen:?}");
+    assert_eq!(seen[0]["data"]["status"], "ended");
+    assert_eq!(seen[0]["data"]["ended_at"], ended["ended_at"]);
+
+    let pending: i64 =
+        sqlx::query_scalar("select count(*) from room_outbox where session_id = $1 and published_at is null")
+            .bind(session_id)
+            .fetch_one(&a.db)
+            .await
+            .unwrap();
+    assert_eq!(pending, 0);
+    let published: Vec<String> =
+        sqlx::query_scalar("select event_type from room_outbox where session_id = $1 order by outbox_id")
+            .bind(session_id)
+            .fetch_all(&a.db)
+            .await
+            .unwrap();
+    assert_eq!(published, ["session.live", "session.ended"]);
 }

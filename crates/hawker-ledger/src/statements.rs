@@ -11,8 +11,9 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::access::{require_agency, require_host_reader};
-use crate::time::Period;
+use hawker_agency::access::{agency_exists, host_exists, require_agency, require_host_reader};
+use hawker_agency::roster;
+use hawker_agency::time::Period;
 use hawker_core::error::{Error, Result};
 
 /// One ledger entry.
@@ -131,10 +132,7 @@ pub async fn host_statement(
     host_id: Uuid,
     period: Period,
 ) -> Result<HostStatement> {
-    let exists: bool = sqlx::query_scalar("select exists(select 1 from host where host_id = $1)")
-        .bind(host_id)
-        .fetch_one(db)
-        .await?;
+    let exists = host_exists(db, host_id).await?;
     let reader = require_host_reader(db, claims, host_id).await?;
     if !exists {
         return Err(Error::NotFound("host"));
@@ -171,11 +169,7 @@ pub async fn agency_statement(
     period: Period,
 ) -> Result<AgencyStatement> {
     require_agency(claims, agency_id)?;
-    let exists: bool = sqlx::query_scalar("select exists(select 1 from agency where agency_id = $1)")
-        .bind(agency_id)
-        .fetch_one(db)
-        .await?;
-    if !exists {
+    if !agency_exists(db, agency_id).await? {
         return Err(Error::NotFound("agency"));
     }
     let entries = sqlx::query_as::<_, Entry>(&format!(
@@ -197,11 +191,7 @@ pub async fn agency_statement(
         .collect();
     host_ids.sort();
     host_ids.dedup();
-    let handles: Vec<(Uuid, String)> =
-        sqlx::query_as("select host_id, handle from host where host_id = any($1) order by handle")
-            .bind(&host_ids)
-            .fetch_all(db)
-            .await?;
+    let handles = roster::handles(db, &host_ids).await?;
     let hosts = handles
         .into_iter()
         .map(|(host_id, handle)| HostTotals {

@@ -1,0 +1,55 @@
+//! hawker's money and figures after the fact: the commission accrual worker
+//! and the append-only ledger it writes ([`ledger`]), statements over it
+//! ([`statements`]), the commission arithmetic ([`commission`]) and live
+//! session figures ([`figures`]).
+//!
+//! It owns `commission_accrual`, `commission_entry`, `session_room_tally`,
+//! `session_sample` and `session_viewer` (`migrations/0003_agency.sql`), and
+//! reads the agency side's, commerce's and the hub's data through their
+//! functions. Two workers run on every node ([`start`]): the commission
+//! accrual and the room sampler behind live figures.
+
+pub mod commission;
+pub mod figures;
+pub mod ledger;
+pub mod statements;
+
+use std::time::Duration;
+
+use hawker_hub::Hub;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use hawker_core::error::{Error, Result};
+
+/// How often the workers run.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers {
+    /// Commission accrual.
+    pub accrual_every: Duration,
+    /// Copying live rooms' counters from the hub.
+    pub sample_every: Duration,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers {
+            accrual_every: Duration::from_secs(1),
+            sample_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Starts the accrual worker and the room sampler (tracked; they stop with
+/// `shutdown`). They get a small pool of their own, made from `db`'s
+/// settings, so they never wait for — or hold — a connection a request needs.
+pub fn start(workers: Workers, db: &PgPool, hub: Hub, shutdown: CancellationToken, tasks: &TaskTracker) {
+    let own = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with((*db.connect_options()).clone());
+    tasks.spawn(ledger::run(own.clone(), workers.accrual_every, shutdown.clone()));
+    tasks.spawn(figures::sampler::run(own, hub, workers.sample_every, shutdown));
+}
