@@ -17,9 +17,10 @@
 //! events go through the hub's durable outbox (`hawker_hub::durable`), so
 //! each happens once across nodes and survives a restart.
 //!
-//! Modules depend one way: `purchase` uses `order`, `pricing`, `stock` and
-//! `deals`; `coupons`, `payments` and `scheduler` use those too; none of them
-//! uses `purchase` except through [`Commerce`].
+//! Modules depend one way, with no cycle: [`purchase`] uses [`order`],
+//! [`pricing`], [`stock`] and [`deals`]; none of those uses `purchase`.
+//! `deals`, `coupons` and `scheduler` reach the gate only through
+//! [`Commerce`], which this root assembles.
 
 pub mod access;
 pub mod commands;

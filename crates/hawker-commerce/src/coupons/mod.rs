@@ -15,8 +15,8 @@
 //!   other nodes) without touching Postgres. Exhaustion is final: claims are
 //!   never given back.
 //!
-//! By job: [`drop`] (a drop: validation, creation, the moment it drops),
-//! [`schedule`] (dropping and ending on time), [`claim`] (a viewer's claim)
+//! By job: [`drop`](mod@drop) (a drop: validation, creation, the moment it drops),
+//! [`schedule`] (dropping and ending on time), [`claim`](mod@claim) (a viewer's claim)
 //! and [`gate`] (the Redis and in-process shortcuts that refuse claims on an
 //! exhausted drop before Postgres).
 

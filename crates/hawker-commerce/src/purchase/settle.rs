@@ -9,7 +9,7 @@
 //! - `settle_batch` commits them, answers, and tells the gate what happened
 //!   (`after_commit`); a batch Postgres refuses is split and settled one by one;
 //! - `commit` is the transaction, in named steps: lock and read what the batch
-//!   touches, [`decide`](super::decide) (pure), then write each table.
+//!   touches, [`decide`] (pure), then write each table.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
