@@ -357,7 +357,7 @@ pub async fn announce_end(
     sold: i32,
     version: i64,
 ) -> sqlx::Result<()> {
-    let stock_key = format!("deal:{deal_id}:stock");
+    let stock_key = crate::stock::deal_stock_key(deal_id);
     let remaining = if reason == "sold_out" { 0 } else { quantity - sold };
     hawker_hub::durable::enqueue(
         tx,

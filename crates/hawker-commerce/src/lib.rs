@@ -1,34 +1,49 @@
 //! Commerce during a live session: the lineup, flash deals, purchases,
 //! payments and coupon drops.
 //!
-//! A purchase goes through three layers ("The stampede" in the brief):
-//! 1. the **admission gate** ([`gate`]): a Redis Lua script per deal that
-//!    answers sold-out, over-cap, not-started, ended and repeated requests
-//!    without touching Postgres, and reserves units for the rest;
-//! 2. the **settlement writer** ([`settle`]): one task per node that commits
-//!    many orders in one Postgres transaction (the deal's stock row is
-//!    updated once per batch) and answers each request after the commit;
+//! A purchase ([`purchase`]) goes through three layers ("The stampede" in the brief):
+//! 1. the **admission gate** ([`purchase::gate`]): a Redis Lua script per
+//!    deal that answers sold-out, over-cap, not-started, ended and repeated
+//!    requests without touching Postgres, and reserves units for the rest;
+//! 2. the **settlement** ([`purchase::settle`]): one task per node that
+//!    commits many orders in one Postgres transaction (the deal's stock row
+//!    is updated once per batch) and answers each request after the commit;
 //! 3. **Postgres constraints** (`migrations/0002_commerce.sql`): no oversell,
 //!    no buyer over the cap, one order per idempotency key, a coupon used once
 //!    — whatever the gate says.
 //!
 //! Deals and coupon drops start and end on time from a durable schedule in
 //! Postgres, claimed row by row (`for update skip locked`), and their room
-//! events go through a transactional [`outbox`], so each happens once across
-//! nodes and survives a restart.
+//! events go through the hub's durable outbox (`hawker_hub::durable`), so
+//! each happens once across nodes and survives a restart.
+//!
+//! Modules depend one way, with no cycle: [`purchase`] uses [`order`],
+//! [`pricing`], [`stock`] and [`deals`]; none of those uses `purchase`.
+//! `deals`, `coupons` and `scheduler` reach the gate only through
+//! [`Commerce`], which this root assembles.
 
 pub mod access;
 pub mod commands;
 pub mod config;
 pub mod coupons;
 pub mod deals;
-pub mod gate;
-pub mod orders;
+pub mod order;
 pub mod payments;
+pub mod pricing;
+pub mod purchase;
 pub mod sales;
 pub mod scheduler;
-pub mod settle;
 pub mod stock;
+
+/// The purchase entry and the order type under their former path
+/// (`orders::place_order`, `orders::Order`, `orders::get_order`), for callers
+/// not yet moved to [`purchase`] and [`order`].
+pub mod orders {
+    pub use crate::order::{get_order, Order, ORDER_COLUMNS};
+    pub use crate::purchase::{
+        place_order, request_hash, validate_idempotency_key, PlaceOrder, Placed, MAX_QUANTITY,
+    };
+}
 
 use std::sync::Arc;
 
@@ -44,8 +59,8 @@ pub(crate) struct Inner {
     pub config: CommerceConfig,
     pub db: PgPool,
     pub hub: Hub,
-    pub gate: gate::Gate,
-    pub settler: settle::Settler,
+    pub gate: purchase::gate::Gate,
+    pub settler: purchase::settle::Settler,
     pub stock: stock::StockAnnouncer,
     pub webhook_secret: String,
 }
@@ -68,9 +83,10 @@ impl Commerce {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Commerce {
-        let gate = gate::Gate::new(redis, db.clone());
-        let (settler, settle_task) = settle::Settler::new(&config, db.clone());
+        let gate = purchase::gate::Gate::new(redis, db.clone());
         let (stock, stock_task) = stock::StockAnnouncer::new(hub.clone(), config.stock_event_interval_ms);
+        let (settler, settle_task) =
+            purchase::settle::Settler::new(&config, db.clone(), gate.clone(), stock.clone());
         let commerce = Commerce {
             inner: Arc::new(Inner {
                 config,
@@ -82,21 +98,23 @@ impl Commerce {
                 webhook_secret,
             }),
         };
-        let settle_task = settle_task.with_gate(commerce.inner.gate.clone(), commerce.inner.stock.clone());
         tasks.spawn(settle_task.run(shutdown.clone()));
         tasks.spawn(stock_task.run(shutdown.clone()));
         tasks.spawn(scheduler::run(commerce.clone(), shutdown));
         commerce
     }
 
+    /// The `[commerce]` configuration.
     pub fn config(&self) -> &CommerceConfig {
         &self.inner.config
     }
 
+    /// The Postgres pool.
     pub fn db(&self) -> &PgPool {
         &self.inner.db
     }
 
+    /// The node's hub, for room events.
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
     }

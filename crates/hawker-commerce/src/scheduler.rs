@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::deals::{end_deal_tx, Deal};
-use crate::settle::stock_figure;
+use crate::stock;
 use crate::Commerce;
 use hawker_hub::Publication;
 
+/// Runs every `commerce.scheduler_tick_ms` until `shutdown`.
 pub async fn run(c: Commerce, shutdown: CancellationToken) {
     let tick = Duration::from_millis(c.config().scheduler_tick_ms);
     let mut interval = tokio::time::interval(tick);
@@ -40,7 +41,8 @@ pub async fn run(c: Commerce, shutdown: CancellationToken) {
         }
         // Every ~5 s: release reservations whose settlement never happened.
         if n % (5000 / c.config().scheduler_tick_ms.max(1)).max(1) == 0 {
-            if let Err(e) = reconcile_reservations(&c).await {
+            let older_than = Duration::from_secs(c.config().reservation_timeout_secs);
+            if let Err(e) = c.inner.gate.reconcile(older_than).await {
                 tracing::debug!(error = %e, "reservation reconciliation deferred");
             }
         }
@@ -147,6 +149,7 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
             .await?;
     }
     let mut figures = Vec::new();
+    let mut live = Vec::new();
     for (deal_id, units) in &per_deal {
         let (session_id, sku_id, quantity, sold, version, status): (Uuid, Uuid, i32, i32, i64, String) =
             sqlx::query_as(
@@ -164,7 +167,8 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
                 .execute(&mut *tx)
                 .await?;
         } else {
-            figures.push(stock_figure(
+            live.push(*deal_id);
+            figures.push(stock::deal_stock(
                 session_id,
                 *deal_id,
                 quantity - sold,
@@ -184,10 +188,6 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     }
     tx.commit().await?;
     metrics::counter!("hawker_orders_expired_total").increment(expired.len() as u64);
-    let live: Vec<Uuid> = figures
-        .iter()
-        .filter_map(|f| f.key.split(':').nth(1)?.parse().ok())
-        .collect();
     for (_, deal_id, buyer, quantity, _) in &expired {
         if live.contains(deal_id) {
             if let Err(e) = c.inner.gate.give_back(*deal_id, buyer, *quantity).await {
@@ -197,46 +197,6 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     }
     for figure in figures {
         c.inner.stock.announce(figure);
-    }
-    Ok(())
-}
-
-/// Reservations older than `reservation_timeout_secs` with no order are released;
-/// those whose order exists are confirmed. One node per deal at a time.
-async fn reconcile_reservations(c: &Commerce) -> anyhow::Result<()> {
-    let live: Vec<Uuid> =
-        sqlx::query_scalar("select deal_id from deal where status <> 'ended' and starts_at <= now()")
-            .fetch_all(c.db())
-            .await?;
-    let older_than_ms = (c.config().reservation_timeout_secs * 1000) as i64;
-    for deal_id in live {
-        if !c.inner.gate.try_lock(deal_id, "reconciling", 4000).await? {
-            continue;
-        }
-        for (field, quantity) in c.inner.gate.stale_reservations(deal_id, older_than_ms).await? {
-            let Some((buyer, key)) = field.split_once('\n') else {
-                continue;
-            };
-            let order: Option<Uuid> = sqlx::query_scalar(
-                "select order_id from customer_order where buyer_id = $1 and idempotency_key = $2",
-            )
-            .bind(buyer)
-            .bind(key)
-            .fetch_optional(c.db())
-            .await?;
-            match order {
-                Some(order_id) => {
-                    c.inner
-                        .gate
-                        .confirm(deal_id, &[(field.clone(), order_id)])
-                        .await?
-                }
-                None => {
-                    tracing::info!(%deal_id, buyer, "releasing a reservation that was never settled");
-                    c.inner.gate.release(deal_id, buyer, quantity, &field).await?;
-                }
-            }
-        }
     }
     Ok(())
 }

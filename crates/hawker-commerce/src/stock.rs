@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hawker_hub::{Hub, Publication};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -28,11 +28,45 @@ pub struct Figure {
     pub version: i64,
 }
 
+/// The snapshot key of a deal's running stock (`deal.stock`).
+pub fn deal_stock_key(deal_id: Uuid) -> String {
+    format!("deal:{deal_id}:stock")
+}
+
+/// The snapshot key of a coupon drop's running count (`coupon.remaining`).
+pub fn coupon_remaining_key(coupon_drop_id: Uuid) -> String {
+    format!("coupon:{coupon_drop_id}:remaining")
+}
+
+/// The `deal.stock` figure of a deal; `version` is its `stock_version`.
+pub fn deal_stock(session_id: Uuid, deal_id: Uuid, remaining: i32, quantity: i32, version: i64) -> Figure {
+    Figure {
+        session_id,
+        key: deal_stock_key(deal_id),
+        event_type: "deal.stock",
+        data: json!({ "deal_id": deal_id, "remaining": remaining, "quantity": quantity }),
+        version,
+    }
+}
+
+/// The `coupon.remaining` figure of a drop; `claimed` (which only grows) is its version.
+pub fn coupon_remaining(session_id: Uuid, coupon_drop_id: Uuid, remaining: i32, claimed: i32) -> Figure {
+    Figure {
+        session_id,
+        key: coupon_remaining_key(coupon_drop_id),
+        event_type: "coupon.remaining",
+        data: json!({ "coupon_drop_id": coupon_drop_id, "remaining": remaining }),
+        version: i64::from(claimed),
+    }
+}
+
+/// Hands figures to the node's announcer task. Cheap to clone.
 #[derive(Clone)]
 pub struct StockAnnouncer {
     tx: mpsc::UnboundedSender<Figure>,
 }
 
+/// The task that publishes the newest figure per key once per tick.
 pub struct StockTask {
     hub: Hub,
     interval: Duration,
@@ -40,6 +74,7 @@ pub struct StockTask {
 }
 
 impl StockAnnouncer {
+    /// An announcer and the task that publishes for it (spawn [`StockTask::run`]).
     pub fn new(hub: Hub, interval_ms: u64) -> (StockAnnouncer, StockTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
@@ -59,6 +94,7 @@ impl StockAnnouncer {
 }
 
 impl StockTask {
+    /// Publishes pending figures every tick until `shutdown`, then once more.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut pending: HashMap<String, Figure> = HashMap::new();
         let mut tick = tokio::time::interval(self.interval);

@@ -3,7 +3,8 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hawker_commerce::deals::{self, Deal, LineupItem, NewDeal, NewLineupItem};
-use hawker_commerce::orders::{self, Order, PlaceOrder};
+use hawker_commerce::order::{self, Order};
+use hawker_commerce::purchase::{self, PlaceOrder};
 use uuid::Uuid;
 
 use super::auth::Auth;
@@ -154,7 +155,7 @@ pub async fn place_order(
                 "the Idempotency-Key header is required",
             )
         })?;
-    let placed = orders::place_order(&state.commerce, &auth.claims().sub, deal_id, key, request).await?;
+    let placed = purchase::place_order(&state.commerce, &auth.claims().sub, deal_id, key, request).await?;
     Ok((StatusCode::CREATED, Json(placed.order)))
 }
 
@@ -168,6 +169,6 @@ pub async fn get_order(
     Path(order_id): Path<Uuid>,
 ) -> ApiResult<Json<Order>> {
     Ok(Json(
-        orders::get_order(&state.commerce, auth.claims(), order_id).await?,
+        order::get_order(&state.commerce, auth.claims(), order_id).await?,
     ))
 }

@@ -2,6 +2,10 @@
 //! rejects sold-out, over-cap, early, late and repeated requests without
 //! touching Postgres, and reserves units for the rest.
 //!
+//! This module is the only code that knows the gate's keys and the format of
+//! its values; the rest of the crate sees [`Admission`], [`Reservation`] and
+//! [`ReservationKey`].
+//!
 //! Keys (the `{deal}` hash tag keeps a deal's keys in one cluster slot):
 //! - `hawker:deal:{id}:meta`   hash: `ready`, `starts_ms`, `ends_ms`, `cap`, `status`
 //! - `hawker:deal:{id}:stock`  units the gate may still hand out
@@ -13,7 +17,8 @@
 //! The gate may be wrong (Redis flushed, restarted, a node died between the
 //! reservation and the commit); it is rebuilt from Postgres when its keys are
 //! missing, clamped to Postgres after every batch, and stale reservations are
-//! released by the reconciler. Postgres constraints decide in the end.
+//! released by the reconciler ([`Gate::reconcile`]). Postgres constraints
+//! decide in the end.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -73,12 +78,84 @@ if stock > tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 return 1
 "#;
 
+/// Who holds a reservation: a buyer and the idempotency key of their request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReservationKey {
+    pub buyer: String,
+    pub idempotency_key: String,
+}
+
+impl ReservationKey {
+    pub fn new(buyer: &str, idempotency_key: &str) -> Self {
+        ReservationKey {
+            buyer: buyer.to_string(),
+            idempotency_key: idempotency_key.to_string(),
+        }
+    }
+
+    /// The field of the `keys` hash and the `pending` set.
+    fn field(&self) -> String {
+        format!("{}\n{}", self.buyer, self.idempotency_key)
+    }
+
+    /// An idempotency key has no newline (see `validate_idempotency_key`), so
+    /// the last one separates the two.
+    fn from_field(field: &str) -> Option<Self> {
+        let (buyer, idempotency_key) = field.rsplit_once('\n')?;
+        Some(ReservationKey::new(buyer, idempotency_key))
+    }
+}
+
+/// What the gate holds for a (buyer, key) it has seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Units reserved and not yet settled: in flight, or its node died before
+    /// the commit (the reconciler releases it after `reservation_timeout_secs`).
+    Pending {
+        quantity: i32,
+        /// When the gate reserved them (ms since the epoch).
+        reserved_at_ms: i64,
+        /// The hash of the request that reserved them.
+        request_hash: String,
+    },
+    /// Settled as an order. `None` when the gate's value is unreadable: the
+    /// order store answers.
+    Settled { order_id: Option<Uuid> },
+}
+
+impl Reservation {
+    /// Reads a value of the `keys` hash: `o:<order id>` or `p:<qty>:<ms>:<hash>`
+    /// (written by `ADMIT_LUA`).
+    fn parse(value: &str) -> Option<Reservation> {
+        if let Some(order) = value.strip_prefix("o:") {
+            return Some(Reservation::Settled {
+                order_id: order.parse().ok(),
+            });
+        }
+        let mut parts = value.strip_prefix("p:")?.splitn(3, ':');
+        let quantity = parts.next()?.parse().ok()?;
+        let reserved_at_ms = parts.next()?.parse().ok()?;
+        let request_hash = parts.next()?.to_string();
+        Some(Reservation::Pending {
+            quantity,
+            reserved_at_ms,
+            request_hash,
+        })
+    }
+
+    /// The value of a settled key.
+    fn settled(order_id: Uuid) -> String {
+        format!("o:{order_id}")
+    }
+}
+
 /// What the gate said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
+    /// Units reserved: settle them.
     Admitted,
-    /// This (buyer, key) was seen before: `o:<order>` or `p:<qty>:<ms>:<hash>`.
-    Repeat(String),
+    /// This (buyer, key) was seen before.
+    Repeat(Reservation),
     NotStarted,
     Ended,
     CapExceeded {
@@ -89,6 +166,30 @@ pub enum Admission {
     Missing,
 }
 
+impl Admission {
+    /// Reads `ADMIT_LUA`'s reply.
+    fn from_reply(reply: &[String]) -> Admission {
+        match reply.first().map(String::as_str) {
+            Some("ok") => Admission::Admitted,
+            // An unreadable value: the order store decides, as for a settled key.
+            Some("dup") => Admission::Repeat(
+                reply
+                    .get(1)
+                    .and_then(|v| Reservation::parse(v))
+                    .unwrap_or(Reservation::Settled { order_id: None }),
+            ),
+            Some("not_started") => Admission::NotStarted,
+            Some("ended") => Admission::Ended,
+            Some("cap_exceeded") => Admission::CapExceeded {
+                held: reply.get(1).and_then(|v| v.parse().ok()).unwrap_or(0),
+            },
+            Some("sold_out") => Admission::SoldOut,
+            _ => Admission::Missing,
+        }
+    }
+}
+
+/// The gate's scripts on the node's Redis connection. Cheap to clone.
 #[derive(Clone)]
 pub struct Gate {
     redis: ConnectionManager,
@@ -99,13 +200,8 @@ pub struct Gate {
     clamp: Script,
 }
 
-fn key(deal: Uuid, what: &str) -> String {
+fn deal_key(deal: Uuid, what: &str) -> String {
     format!("hawker:deal:{{{deal}}}:{what}")
-}
-
-/// The field of a (buyer, idempotency key) pair.
-pub fn key_field(buyer: &str, idempotency_key: &str) -> String {
-    format!("{buyer}\n{idempotency_key}")
 }
 
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -118,6 +214,7 @@ async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T
 }
 
 impl Gate {
+    /// The gate over `redis`, rebuilt from `db` when its keys are missing.
     pub fn new(redis: ConnectionManager, db: PgPool) -> Self {
         Gate {
             redis,
@@ -134,54 +231,47 @@ impl Gate {
         &self.redis
     }
 
+    /// Reserves `quantity` units for `key`, or says why not. The request's
+    /// hash is kept with the reservation so a replay can tell a retry from a
+    /// reused key.
     pub async fn admit(
         &self,
         deal: Uuid,
-        buyer: &str,
+        key: &ReservationKey,
         quantity: i32,
-        field: &str,
         request_hash: &str,
     ) -> Result<Admission> {
         let mut conn = self.redis.clone();
         let mut invocation = self.admit.prepare_invoke();
         invocation
-            .key(key(deal, "meta"))
-            .key(key(deal, "stock"))
-            .key(key(deal, "buyers"))
-            .key(key(deal, "keys"))
-            .key(key(deal, "pending"))
-            .arg(buyer)
+            .key(deal_key(deal, "meta"))
+            .key(deal_key(deal, "stock"))
+            .key(deal_key(deal, "buyers"))
+            .key(deal_key(deal, "keys"))
+            .key(deal_key(deal, "pending"))
+            .arg(&key.buyer)
             .arg(quantity)
-            .arg(field)
+            .arg(key.field())
             .arg(request_hash)
             .arg(chrono::Utc::now().timestamp_millis());
         let reply: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
-        Ok(match reply.first().map(String::as_str) {
-            Some("ok") => Admission::Admitted,
-            Some("dup") => Admission::Repeat(reply.get(1).cloned().unwrap_or_default()),
-            Some("not_started") => Admission::NotStarted,
-            Some("ended") => Admission::Ended,
-            Some("cap_exceeded") => Admission::CapExceeded {
-                held: reply.get(1).and_then(|v| v.parse().ok()).unwrap_or(0),
-            },
-            Some("sold_out") => Admission::SoldOut,
-            _ => Admission::Missing,
-        })
+        Ok(Admission::from_reply(&reply))
     }
 
     /// Marks reservations as settled orders.
-    pub async fn confirm(&self, deal: Uuid, settled: &[(String, Uuid)]) -> Result<()> {
+    pub async fn confirm(&self, deal: Uuid, settled: &[(ReservationKey, Uuid)]) -> Result<()> {
         if settled.is_empty() {
             return Ok(());
         }
         let mut conn = self.redis.clone();
         let mut pipe = redis::pipe();
         let mut settle = redis::cmd("HSET");
-        settle.arg(key(deal, "keys"));
+        settle.arg(deal_key(deal, "keys"));
         let mut unpend = redis::cmd("ZREM");
-        unpend.arg(key(deal, "pending"));
-        for (field, order_id) in settled {
-            settle.arg(field).arg(format!("o:{order_id}"));
+        unpend.arg(deal_key(deal, "pending"));
+        for (key, order_id) in settled {
+            let field = key.field();
+            settle.arg(&field).arg(Reservation::settled(*order_id));
             unpend.arg(field);
         }
         pipe.add_command(settle).ignore().add_command(unpend).ignore();
@@ -190,17 +280,17 @@ impl Gate {
     }
 
     /// Gives a pending reservation's units back.
-    pub async fn release(&self, deal: Uuid, buyer: &str, quantity: i32, field: &str) -> Result<()> {
+    pub async fn release(&self, deal: Uuid, key: &ReservationKey, quantity: i32) -> Result<()> {
         let mut conn = self.redis.clone();
         let mut invocation = self.release.prepare_invoke();
         invocation
-            .key(key(deal, "stock"))
-            .key(key(deal, "buyers"))
-            .key(key(deal, "keys"))
-            .key(key(deal, "pending"))
-            .arg(buyer)
+            .key(deal_key(deal, "stock"))
+            .key(deal_key(deal, "buyers"))
+            .key(deal_key(deal, "keys"))
+            .key(deal_key(deal, "pending"))
+            .arg(&key.buyer)
             .arg(quantity)
-            .arg(field);
+            .arg(key.field());
         bounded(invocation.invoke_async::<i64>(&mut conn)).await?;
         Ok(())
     }
@@ -210,9 +300,9 @@ impl Gate {
         let mut conn = self.redis.clone();
         let mut invocation = self.give_back.prepare_invoke();
         invocation
-            .key(key(deal, "meta"))
-            .key(key(deal, "stock"))
-            .key(key(deal, "buyers"))
+            .key(deal_key(deal, "meta"))
+            .key(deal_key(deal, "stock"))
+            .key(deal_key(deal, "buyers"))
             .arg(buyer)
             .arg(quantity);
         bounded(invocation.invoke_async::<i64>(&mut conn)).await?;
@@ -223,7 +313,7 @@ impl Gate {
     pub async fn clamp(&self, deal: Uuid, remaining: i32) -> Result<()> {
         let mut conn = self.redis.clone();
         let mut invocation = self.clamp.prepare_invoke();
-        invocation.key(key(deal, "stock")).arg(remaining);
+        invocation.key(deal_key(deal, "stock")).arg(remaining);
         bounded(invocation.invoke_async::<i64>(&mut conn)).await?;
         Ok(())
     }
@@ -233,7 +323,7 @@ impl Gate {
         let mut conn = self.redis.clone();
         let mut command = redis::cmd("HSET");
         command
-            .arg(key(deal, "meta"))
+            .arg(deal_key(deal, "meta"))
             .arg("status")
             .arg("ended")
             .arg("reason")
@@ -247,7 +337,7 @@ impl Gate {
     #[tracing::instrument(skip(self))]
     pub async fn rebuild(&self, deal: Uuid) -> Result<()> {
         let mut conn = self.redis.clone();
-        let lock = key(deal, "rebuilding");
+        let lock = deal_key(deal, "rebuilding");
         let mut take = redis::cmd("SET");
         take.arg(&lock).arg("1").arg("NX").arg("PX").arg(5000);
         let acquired: Option<String> = bounded(take.query_async(&mut conn)).await?;
@@ -294,23 +384,23 @@ impl Gate {
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.del(&[
-            key(deal, "meta"),
-            key(deal, "stock"),
-            key(deal, "buyers"),
-            key(deal, "keys"),
-            key(deal, "pending"),
+            deal_key(deal, "meta"),
+            deal_key(deal, "stock"),
+            deal_key(deal, "buyers"),
+            deal_key(deal, "keys"),
+            deal_key(deal, "pending"),
         ]);
-        pipe.set(key(deal, "stock"), stock);
+        pipe.set(deal_key(deal, "stock"), stock);
         if !buyers.is_empty() {
             let pairs: Vec<(String, i32)> = buyers;
-            pipe.hset_multiple(key(deal, "buyers"), &pairs);
+            pipe.hset_multiple(deal_key(deal, "buyers"), &pairs);
         }
         if !orders.is_empty() {
             let pairs: Vec<(String, String)> = orders
                 .into_iter()
-                .map(|(b, k, o)| (key_field(&b, &k), format!("o:{o}")))
+                .map(|(b, k, o)| (ReservationKey::new(&b, &k).field(), Reservation::settled(o)))
                 .collect();
-            pipe.hset_multiple(key(deal, "keys"), &pairs);
+            pipe.hset_multiple(deal_key(deal, "keys"), &pairs);
         }
         let meta: HashMap<&str, String> = HashMap::from([
             ("starts_ms", starts_at.timestamp_millis().to_string()),
@@ -321,9 +411,9 @@ impl Gate {
             ("ready", "1".to_string()),
         ]);
         let meta: Vec<(&str, String)> = meta.into_iter().collect();
-        pipe.hset_multiple(key(deal, "meta"), &meta);
+        pipe.hset_multiple(deal_key(deal, "meta"), &meta);
         for what in ["meta", "stock", "buyers", "keys", "pending"] {
-            pipe.expire(key(deal, what), ttl_secs);
+            pipe.expire(deal_key(deal, what), ttl_secs);
         }
         pipe.del(&lock);
         bounded(pipe.query_async::<()>(&mut conn)).await?;
@@ -331,15 +421,51 @@ impl Gate {
         Ok(())
     }
 
-    /// Pending reservations older than `older_than_ms`: (field, quantity).
+    /// Reconciles the gate of every live deal with Postgres: a reservation
+    /// older than `older_than` whose order exists is confirmed; one with no
+    /// order (its node died before the commit, or the commit failed) is
+    /// released. One node per deal at a time.
+    pub async fn reconcile(&self, older_than: Duration) -> Result<()> {
+        let live: Vec<Uuid> =
+            sqlx::query_scalar("select deal_id from deal where status <> 'ended' and starts_at <= now()")
+                .fetch_all(&self.db)
+                .await?;
+        let older_than_ms = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        for deal_id in live {
+            if !self.try_lock(deal_id, "reconciling", 4000).await? {
+                continue;
+            }
+            for (key, quantity) in self.stale_reservations(deal_id, older_than_ms).await? {
+                let order: Option<Uuid> = sqlx::query_scalar(
+                    "select order_id from customer_order where buyer_id = $1 and idempotency_key = $2",
+                )
+                .bind(&key.buyer)
+                .bind(&key.idempotency_key)
+                .fetch_optional(&self.db)
+                .await?;
+                match order {
+                    Some(order_id) => self.confirm(deal_id, &[(key, order_id)]).await?,
+                    None => {
+                        tracing::info!(%deal_id, buyer = key.buyer, "releasing a reservation that was never settled");
+                        self.release(deal_id, &key, quantity).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pending reservations older than `older_than_ms`, with their units.
     /// Reads only the pending set (scored by reservation time), never the
     /// whole `keys` hash, which holds one field per order ever placed.
-    pub async fn stale_reservations(&self, deal: Uuid, older_than_ms: i64) -> Result<Vec<(String, i32)>> {
+    async fn stale_reservations(&self, deal: Uuid, older_than_ms: i64) -> Result<Vec<(ReservationKey, i32)>> {
         let mut conn = self.redis.clone();
-        let cutoff = chrono::Utc::now().timestamp_millis() - older_than_ms;
+        let cutoff = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_sub(older_than_ms);
         let mut range = redis::cmd("ZRANGEBYSCORE");
         range
-            .arg(key(deal, "pending"))
+            .arg(deal_key(deal, "pending"))
             .arg("-inf")
             .arg(cutoff)
             .arg("LIMIT")
@@ -350,35 +476,112 @@ impl Gate {
             return Ok(Vec::new());
         }
         let mut get = redis::cmd("HMGET");
-        get.arg(key(deal, "keys")).arg(&fields);
+        get.arg(deal_key(deal, "keys")).arg(&fields);
         let values: Vec<Option<String>> = bounded(get.query_async(&mut conn)).await?;
         let mut stale = Vec::new();
         let mut settled = Vec::new();
         for (field, value) in fields.into_iter().zip(values) {
-            match value.as_deref().and_then(|v| v.strip_prefix("p:")) {
-                Some(pending) => {
-                    if let Some(quantity) = pending.split(':').next().and_then(|q| q.parse().ok()) {
-                        stale.push((field, quantity));
-                    }
-                }
+            let pending = value.as_deref().is_some_and(|v| v.starts_with("p:"));
+            if !pending {
                 // Settled or released without leaving the set: drop it.
-                None => settled.push(field),
+                settled.push(field);
+                continue;
+            }
+            // An unreadable reservation stays for Postgres and the rebuild to settle.
+            if let (Some(key), Some(Reservation::Pending { quantity, .. })) = (
+                ReservationKey::from_field(&field),
+                value.as_deref().and_then(Reservation::parse),
+            ) {
+                stale.push((key, quantity));
             }
         }
         if !settled.is_empty() {
             let mut drop = redis::cmd("ZREM");
-            drop.arg(key(deal, "pending")).arg(&settled);
+            drop.arg(deal_key(deal, "pending")).arg(&settled);
             bounded(drop.query_async::<i64>(&mut conn)).await?;
         }
         Ok(stale)
     }
 
     /// Takes a short per-deal lock so one node reconciles at a time.
-    pub async fn try_lock(&self, deal: Uuid, what: &str, ms: u64) -> Result<bool> {
+    async fn try_lock(&self, deal: Uuid, what: &str, ms: u64) -> Result<bool> {
         let mut conn = self.redis.clone();
         let mut take = redis::cmd("SET");
-        take.arg(key(deal, what)).arg("1").arg("NX").arg("PX").arg(ms);
+        take.arg(deal_key(deal, what))
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(ms);
         let acquired: Option<String> = bounded(take.query_async(&mut conn)).await?;
         Ok(acquired.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn a_pending_reservation_reads_as_typed_values() {
+        assert_eq!(
+            Reservation::parse("p:3:1700000000123:abc123"),
+            Some(Reservation::Pending {
+                quantity: 3,
+                reserved_at_ms: 1_700_000_000_123,
+                request_hash: "abc123".into(),
+            })
+        );
+        let order = Uuid::now_v7();
+        assert_eq!(
+            Reservation::parse(&Reservation::settled(order)),
+            Some(Reservation::Settled {
+                order_id: Some(order)
+            })
+        );
+        assert_eq!(Reservation::parse("p:x:1:h"), None);
+        assert_eq!(Reservation::parse("p:1:2"), None);
+        assert_eq!(Reservation::parse("z:1"), None);
+    }
+
+    #[test]
+    fn every_gate_reply_has_its_admission() {
+        assert_eq!(Admission::from_reply(&reply(&["ok"])), Admission::Admitted);
+        assert_eq!(Admission::from_reply(&reply(&["sold_out"])), Admission::SoldOut);
+        assert_eq!(Admission::from_reply(&reply(&["ended"])), Admission::Ended);
+        assert_eq!(
+            Admission::from_reply(&reply(&["not_started"])),
+            Admission::NotStarted
+        );
+        assert_eq!(
+            Admission::from_reply(&reply(&["cap_exceeded", "4"])),
+            Admission::CapExceeded { held: 4 }
+        );
+        assert_eq!(Admission::from_reply(&reply(&["rebuild"])), Admission::Missing);
+        assert_eq!(Admission::from_reply(&[]), Admission::Missing);
+        assert_eq!(
+            Admission::from_reply(&reply(&["dup", "p:2:5:h"])),
+            Admission::Repeat(Reservation::Pending {
+                quantity: 2,
+                reserved_at_ms: 5,
+                request_hash: "h".into(),
+            })
+        );
+        // Unreadable: the order store decides.
+        assert_eq!(
+            Admission::from_reply(&reply(&["dup", "garbage"])),
+            Admission::Repeat(Reservation::Settled { order_id: None })
+        );
+    }
+
+    #[test]
+    fn a_reservation_key_survives_its_field() {
+        let key = ReservationKey::new("buyer-1", "key-1");
+        assert_eq!(key.field(), "buyer-1\nkey-1");
+        assert_eq!(ReservationKey::from_field(&key.field()), Some(key));
+        assert_eq!(ReservationKey::from_field("no newline"), None);
     }
 }

@@ -1,49 +1,39 @@
-//! The settlement writer: one task per node that commits admitted purchases
-//! in batches — one Postgres transaction, the deal row locked and updated
-//! once per batch — and answers each request only after the commit.
+//! The settlement: one task per node that commits admitted purchases in
+//! batches — one Postgres transaction, the deal row locked and updated once
+//! per batch — and answers each request only after the commit.
+//!
+//! Read top-down:
+//! - [`Settler::submit`] queues a request with a one-shot reply;
+//! - [`SettleTask::run`] (the batcher) gathers up to `commerce.batch_max`
+//!   requests within `commerce.batch_window_us`;
+//! - `settle_batch` commits them, answers, and tells the gate what happened
+//!   (`after_commit`); a batch Postgres refuses is split and settled one by one;
+//! - `commit` is the transaction, in named steps: lock and read what the batch
+//!   touches, [`decide`] (pure), then write each table.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::gate::Gate;
-use crate::orders::{Order, ORDER_COLUMNS};
-use crate::stock::{Figure, StockAnnouncer};
+use super::decide::{self, BuyerKey, ClaimRow, DealRow, Decision, Known};
+use super::gate::{Gate, ReservationKey};
+use crate::order::{Order, ORDER_COLUMNS};
+use crate::pricing::Price;
+use crate::stock::{self, StockAnnouncer};
 use crate::CommerceConfig;
 use hawker_core::error::{Error, Result};
 
-/// An admitted purchase, waiting for its commit.
-#[derive(Debug, Clone)]
-pub struct SettleRequest {
-    pub deal_id: Uuid,
-    pub buyer: String,
-    pub quantity: i32,
-    pub idempotency_key: String,
-    pub request_hash: String,
-    pub coupon_claim_id: Option<Uuid>,
-    /// The gate's field for (buyer, key).
-    pub field: String,
-}
-
-#[derive(Debug)]
-pub enum SettleOutcome {
-    /// Committed now.
-    Created(Order),
-    /// This (buyer, key) already had an order with the same request.
-    Existing(Order),
-    /// Refused by Postgres' view (the gate's reservation was released).
-    Rejected(Error),
-}
+pub use super::decide::{SettleOutcome, SettleRequest};
 
 type Reply = oneshot::Sender<Result<SettleOutcome>>;
 
+/// Hands admitted requests to the node's settlement task. Cheap to clone.
 #[derive(Clone)]
 pub struct Settler {
     tx: mpsc::Sender<(SettleRequest, Reply)>,
@@ -51,6 +41,7 @@ pub struct Settler {
     db_down_until: Arc<AtomicI64>,
 }
 
+/// The batcher: gathers requests and commits them (spawn [`SettleTask::run`]).
 pub struct SettleTask {
     rx: mpsc::Receiver<(SettleRequest, Reply)>,
     db: PgPool,
@@ -58,11 +49,21 @@ pub struct SettleTask {
     window: Duration,
     order_ttl_secs: i64,
     db_down_until: Arc<AtomicI64>,
-    gate: Option<(Gate, StockAnnouncer)>,
+    /// Told of every outcome: settled keys confirmed, refused ones released.
+    gate: Gate,
+    /// Publishes the new stock after each commit.
+    stock: StockAnnouncer,
 }
 
 impl Settler {
-    pub fn new(config: &CommerceConfig, db: PgPool) -> (Settler, SettleTask) {
+    /// A settler and its task, which commits through `db` and then tells `gate`
+    /// and `stock` what happened.
+    pub fn new(
+        config: &CommerceConfig,
+        db: PgPool,
+        gate: Gate,
+        stock: StockAnnouncer,
+    ) -> (Settler, SettleTask) {
         let (tx, rx) = mpsc::channel(65_536);
         let db_down_until = Arc::new(AtomicI64::new(0));
         let task = SettleTask {
@@ -70,9 +71,10 @@ impl Settler {
             db,
             batch_max: config.batch_max,
             window: Duration::from_micros(config.batch_window_us),
-            order_ttl_secs: config.order_ttl_secs as i64,
+            order_ttl_secs: i64::try_from(config.order_ttl_secs).unwrap_or(i64::MAX),
             db_down_until: db_down_until.clone(),
-            gate: None,
+            gate,
+            stock,
         };
         (Settler { tx, db_down_until }, task)
     }
@@ -95,11 +97,7 @@ impl Settler {
 }
 
 impl SettleTask {
-    pub fn with_gate(mut self, gate: Gate, stock: StockAnnouncer) -> Self {
-        self.gate = Some((gate, stock));
-        self
-    }
-
+    /// Gathers and settles batches until `shutdown`, finishing what is queued.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut batch: Vec<(SettleRequest, Reply)> = Vec::with_capacity(self.batch_max);
         loop {
@@ -148,7 +146,7 @@ impl SettleTask {
                 }
             }
             Err(error) if batch.len() > 1 => {
-                // Something in the batch broke a rule Postgres enforces: settle
+                // A poisoned request broke a rule Postgres enforces: settle
                 // each request alone, so one bad request fails only itself.
                 tracing::warn!(error = %error, size = batch.len(), "batch refused; settling one by one");
                 metrics::counter!("hawker_settle_failures_total", "kind" => "split").increment(1);
@@ -168,44 +166,39 @@ impl SettleTask {
     }
 
     async fn release(&self, request: &SettleRequest) {
-        if let Some((gate, _)) = &self.gate {
-            if let Err(e) = gate
-                .release(request.deal_id, &request.buyer, request.quantity, &request.field)
-                .await
-            {
-                tracing::warn!(error = %e, "could not release a reservation; the reconciler will");
-            }
+        let key = ReservationKey::new(&request.buyer, &request.idempotency_key);
+        if let Err(e) = self.gate.release(request.deal_id, &key, request.quantity).await {
+            tracing::warn!(error = %e, "could not release a reservation; the reconciler will");
         }
     }
 
     /// Tells the gate what happened and announces the new stock.
     async fn after_commit(&self, requests: &[SettleRequest], result: &Committed) {
-        let Some((gate, stock)) = &self.gate else { return };
-        let mut confirmed: HashMap<Uuid, Vec<(String, Uuid)>> = HashMap::new();
+        let mut confirmed: HashMap<Uuid, Vec<(ReservationKey, Uuid)>> = HashMap::new();
         for (request, outcome) in requests.iter().zip(&result.outcomes) {
             match outcome {
                 SettleOutcome::Created(order) | SettleOutcome::Existing(order) => {
-                    confirmed
-                        .entry(request.deal_id)
-                        .or_default()
-                        .push((request.field.clone(), order.order_id));
+                    confirmed.entry(request.deal_id).or_default().push((
+                        ReservationKey::new(&request.buyer, &request.idempotency_key),
+                        order.order_id,
+                    ));
                 }
                 SettleOutcome::Rejected(_) => self.release(request).await,
             }
         }
         for (deal, settled) in confirmed {
-            if let Err(e) = gate.confirm(deal, &settled).await {
+            if let Err(e) = self.gate.confirm(deal, &settled).await {
                 tracing::warn!(error = %e, "could not confirm settled reservations");
             }
         }
         for figure in &result.deals {
-            let _ = gate.clamp(figure.deal_id, figure.remaining).await;
+            let _ = self.gate.clamp(figure.deal_id, figure.remaining).await;
             if figure.ended {
                 // Sold out: the final figure and `deal.ended` go through the outbox.
-                let _ = gate.mark_ended(figure.deal_id, "sold_out").await;
+                let _ = self.gate.mark_ended(figure.deal_id, "sold_out").await;
                 continue;
             }
-            stock.announce(stock_figure(
+            self.stock.announce(stock::deal_stock(
                 figure.session_id,
                 figure.deal_id,
                 figure.remaining,
@@ -216,76 +209,45 @@ impl SettleTask {
     }
 }
 
-/// The `deal.stock` figure of a deal.
-pub fn stock_figure(session_id: Uuid, deal_id: Uuid, remaining: i32, quantity: i32, version: i64) -> Figure {
-    Figure {
-        session_id,
-        key: format!("deal:{deal_id}:stock"),
-        event_type: "deal.stock",
-        data: json!({ "deal_id": deal_id, "remaining": remaining, "quantity": quantity }),
-        version,
-    }
-}
-
+/// A deal's figures after the batch's units were taken.
 struct DealAfter {
     deal_id: Uuid,
     session_id: Uuid,
     remaining: i32,
     quantity: i32,
     version: i64,
+    /// This batch sold its last unit.
     ended: bool,
 }
 
+/// What a committed batch answers and changed.
 struct Committed {
+    /// One per request, in the batch's order.
     outcomes: Vec<SettleOutcome>,
     deals: Vec<DealAfter>,
-}
-
-#[derive(sqlx::FromRow)]
-struct DealRow {
-    deal_id: Uuid,
-    session_id: Uuid,
-    lineup_item_id: Uuid,
-    sku_id: Uuid,
-    price_minor: i64,
-    currency: String,
-    quantity: i32,
-    sold: i32,
-    per_buyer_cap: i32,
-    status: String,
-    end_reason: Option<String>,
-    started: bool,
-    over: bool,
-}
-
-#[derive(sqlx::FromRow)]
-struct ClaimRow {
-    coupon_claim_id: Uuid,
-    viewer_id: String,
-    used_at: Option<chrono::DateTime<chrono::Utc>>,
-    discount_kind: String,
-    discount_value: i64,
-    currency: Option<String>,
-    min_spend_minor: i64,
-    lineup_item_id: Option<Uuid>,
-    deal_id: Option<Uuid>,
-    status: String,
-}
-
-/// What Postgres decided for one request before the insert.
-enum Decision {
-    Accept {
-        discount: i64,
-    },
-    Reject(Error),
-    Existing(Box<Order>),
-    /// Same (buyer, key) as an earlier request of this batch.
-    SameAs(usize),
 }
 
 /// Decides and commits a batch in one transaction.
 async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) -> Result<Committed> {
     let mut tx = db.begin().await?;
+    let known = read_under_lock(&mut tx, requests).await?;
+    let decisions = decide::decide(requests, &known);
+    let created = insert_orders(&mut tx, requests, &known.deals, &decisions, order_ttl_secs).await?;
+    add_buyer_units(&mut tx, &created, &known.deals).await?;
+    mark_coupons_used(&mut tx, &created).await?;
+    let deals = take_units(&mut tx, &created).await?;
+    record_order_events(&mut tx, &created).await?;
+    tx.commit().await?;
+    metrics::counter!("hawker_orders_committed_total").increment(created.len() as u64);
+    Ok(Committed {
+        outcomes: decide::answers(decisions, created),
+        deals,
+    })
+}
+
+/// Step 1: locks the batch's deals (in id order), buyers and coupon claims,
+/// and reads the orders that already exist for its keys.
+async fn read_under_lock(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) -> Result<Known> {
     let deal_ids: Vec<Uuid> = requests
         .iter()
         .map(|r| r.deal_id)
@@ -298,7 +260,7 @@ async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) ->
            from deal where deal_id = any($1) order by deal_id for update",
     )
     .bind(&deal_ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .map(|d| (d.deal_id, d))
@@ -306,13 +268,13 @@ async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) ->
 
     let buyers: Vec<&str> = requests.iter().map(|r| r.buyer.as_str()).collect();
     let keys: Vec<&str> = requests.iter().map(|r| r.idempotency_key.as_str()).collect();
-    let existing: HashMap<(String, String), (Order, String)> = sqlx::query_as::<_, ExistingRow>(&format!(
+    let existing: HashMap<BuyerKey, (Order, String)> = sqlx::query_as::<_, ExistingRow>(&format!(
         "select {ORDER_COLUMNS}, request_hash, idempotency_key as key_again from customer_order
           where (buyer_id, idempotency_key) in (select * from unnest($1::text[], $2::text[]))"
     ))
     .bind(&buyers)
     .bind(&keys)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .map(|row| {
@@ -323,13 +285,13 @@ async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) ->
     })
     .collect();
 
-    let mut held: HashMap<(Uuid, String), i32> = sqlx::query_as::<_, (Uuid, String, i32)>(
+    let held: HashMap<(Uuid, String), i32> = sqlx::query_as::<_, (Uuid, String, i32)>(
         "select deal_id, buyer_id, units from deal_buyer
           where deal_id = any($1) and buyer_id = any($2) for update",
     )
     .bind(&deal_ids)
     .bind(&buyers)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .map(|(d, b, u)| ((d, b), u))
@@ -346,213 +308,17 @@ async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) ->
               where c.coupon_claim_id = any($1) for update of c",
         )
         .bind(&claim_ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?
         .into_iter()
         .map(|c| (c.coupon_claim_id, c))
         .collect()
     };
-
-    // Decide, in arrival order.
-    let mut sold: HashMap<Uuid, i32> = deals.iter().map(|(id, d)| (*id, d.sold)).collect();
-    let mut seen_keys: HashMap<(String, String), usize> = HashMap::new();
-    let mut used_claims: HashSet<Uuid> = HashSet::new();
-    let mut decisions = Vec::with_capacity(requests.len());
-    for (i, r) in requests.iter().enumerate() {
-        let id_key = (r.buyer.clone(), r.idempotency_key.clone());
-        if let Some((order, hash)) = existing.get(&id_key) {
-            decisions.push(if *hash == r.request_hash {
-                Decision::Existing(Box::new(order.clone()))
-            } else {
-                Decision::Reject(Error::conflict(
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with a different request",
-                ))
-            });
-            continue;
-        }
-        if let Some(first) = seen_keys.get(&id_key) {
-            decisions.push(Decision::SameAs(*first));
-            continue;
-        }
-        seen_keys.insert(id_key, i);
-        let Some(deal) = deals.get(&r.deal_id) else {
-            decisions.push(Decision::Reject(Error::NotFound("deal")));
-            continue;
-        };
-        let decision = if deal.end_reason.as_deref() == Some("sold_out") {
-            Decision::Reject(Error::conflict("sold_out", "the deal is sold out"))
-        } else if deal.status == "ended" || deal.over {
-            Decision::Reject(Error::conflict("deal_ended", "the deal has ended"))
-        } else if !deal.started {
-            Decision::Reject(Error::conflict(
-                "deal_not_started",
-                "the deal has not started yet",
-            ))
-        } else {
-            let units = held.get(&(r.deal_id, r.buyer.clone())).copied().unwrap_or(0);
-            let deal_sold = sold.get(&r.deal_id).copied().unwrap_or(deal.quantity);
-            if units + r.quantity > deal.per_buyer_cap {
-                Decision::Reject(Error::conflict(
-                    "cap_exceeded",
-                    "the per-buyer cap would be exceeded",
-                ))
-            } else if deal_sold + r.quantity > deal.quantity {
-                Decision::Reject(Error::conflict("sold_out", "the deal is sold out"))
-            } else {
-                match coupon_discount(r, deal, &claims, &mut used_claims) {
-                    Ok(discount) => {
-                        held.insert((r.deal_id, r.buyer.clone()), units + r.quantity);
-                        sold.insert(r.deal_id, deal_sold + r.quantity);
-                        Decision::Accept { discount }
-                    }
-                    Err(e) => Decision::Reject(e),
-                }
-            }
-        };
-        decisions.push(decision);
-    }
-
-    // Insert the accepted orders in one statement.
-    let accepted: Vec<(usize, i64)> = decisions
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| match d {
-            Decision::Accept { discount } => Some((i, *discount)),
-            _ => None,
-        })
-        .collect();
-    let mut created: HashMap<usize, Order> = HashMap::new();
-    if !accepted.is_empty() {
-        let mut cols = OrderColumns::default();
-        for (i, discount) in &accepted {
-            let r = &requests[*i];
-            let Some(deal) = deals.get(&r.deal_id) else {
-                continue;
-            };
-            cols.push(r, deal, *discount);
-        }
-        let rows = cols.insert(&mut tx, order_ttl_secs).await?;
-        let by_key: HashMap<(String, String), Order> = rows
-            .into_iter()
-            .map(|(key, order)| ((order.buyer_id.clone(), key), order))
-            .collect();
-        for (i, _) in &accepted {
-            let r = &requests[*i];
-            if let Some(order) = by_key.get(&(r.buyer.clone(), r.idempotency_key.clone())) {
-                created.insert(*i, order.clone());
-            }
-        }
-    }
-
-    // Per deal: units actually inserted, buyers' units, coupons used.
-    let mut deal_units: HashMap<Uuid, i32> = HashMap::new();
-    let mut buyer_units: HashMap<(Uuid, String), i32> = HashMap::new();
-    let mut claims_used: Vec<Uuid> = Vec::new();
-    for order in created.values() {
-        *deal_units.entry(order.deal_id).or_default() += order.quantity;
-        *buyer_units
-            .entry((order.deal_id, order.buyer_id.clone()))
-            .or_default() += order.quantity;
-        if let Some(claim) = order.coupon_claim_id {
-            claims_used.push(claim);
-        }
-    }
-    if !buyer_units.is_empty() {
-        let (mut d, mut b, mut u, mut cap) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((deal_id, buyer), units) in &buyer_units {
-            d.push(*deal_id);
-            b.push(buyer.clone());
-            u.push(*units);
-            cap.push(deals.get(deal_id).map(|x| x.per_buyer_cap).unwrap_or(0));
-        }
-        sqlx::query(
-            "insert into deal_buyer (deal_id, buyer_id, units, cap)
-             select * from unnest($1::uuid[], $2::text[], $3::int[], $4::int[])
-             on conflict (deal_id, buyer_id) do update set units = deal_buyer.units + excluded.units",
-        )
-        .bind(&d)
-        .bind(&b)
-        .bind(&u)
-        .bind(&cap)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !claims_used.is_empty() {
-        sqlx::query("update coupon_claim set used_at = now() where coupon_claim_id = any($1)")
-            .bind(&claims_used)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let mut after = Vec::new();
-    for (deal_id, units) in &deal_units {
-        let (session_id, quantity, new_sold, version, ended): (Uuid, i32, i32, i64, bool) = sqlx::query_as(
-            "update deal set sold = sold + $2, stock_version = stock_version + 1,
-                    status = case when sold + $2 = quantity then 'ended' else status end,
-                    end_reason = case when sold + $2 = quantity then 'sold_out' else end_reason end,
-                    ended_at = case when sold + $2 = quantity then now() else ended_at end
-              where deal_id = $1
-          returning session_id, quantity, sold, stock_version, status = 'ended'",
-        )
-        .bind(deal_id)
-        .bind(units)
-        .fetch_one(&mut *tx)
-        .await?;
-        if ended {
-            crate::deals::announce_end(
-                &mut tx, *deal_id, session_id, "sold_out", quantity, new_sold, version,
-            )
-            .await?;
-        }
-        after.push(DealAfter {
-            deal_id: *deal_id,
-            session_id,
-            remaining: quantity - new_sold,
-            quantity,
-            version,
-            ended,
-        });
-    }
-    if !created.is_empty() {
-        let ids: Vec<Uuid> = created.values().map(|o| o.order_id).collect();
-        sqlx::query(
-            "insert into order_event (order_id, to_status, detail)
-             select id, 'pending_payment', '{\"by\": \"settlement\"}'::jsonb from unnest($1::uuid[]) as t(id)",
-        )
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    metrics::counter!("hawker_orders_committed_total").increment(created.len() as u64);
-
-    let mut outcomes: Vec<SettleOutcome> = Vec::with_capacity(requests.len());
-    for (i, decision) in decisions.into_iter().enumerate() {
-        let outcome = match decision {
-            Decision::Accept { .. } => match created.remove(&i) {
-                Some(order) => SettleOutcome::Created(order),
-                // Lost a race for its idempotency key with another node.
-                None => SettleOutcome::Rejected(Error::Unavailable {
-                    what: "the order (retry with the same key)",
-                }),
-            },
-            Decision::Existing(order) => SettleOutcome::Existing(*order),
-            Decision::Reject(e) => SettleOutcome::Rejected(e),
-            Decision::SameAs(first) => match outcomes.get(first) {
-                Some(SettleOutcome::Created(order) | SettleOutcome::Existing(order)) => {
-                    SettleOutcome::Existing(order.clone())
-                }
-                _ => SettleOutcome::Rejected(Error::conflict(
-                    "duplicate_request",
-                    "the same request is being settled",
-                )),
-            },
-        };
-        outcomes.push(outcome);
-    }
-    Ok(Committed {
-        outcomes,
-        deals: after,
+    Ok(Known {
+        deals,
+        held,
+        existing,
+        claims,
     })
 }
 
@@ -564,42 +330,159 @@ struct ExistingRow {
     key_again: String,
 }
 
-fn coupon_discount(
-    r: &SettleRequest,
-    deal: &DealRow,
-    claims: &HashMap<Uuid, ClaimRow>,
-    used: &mut HashSet<Uuid>,
-) -> Result<i64> {
-    let Some(claim_id) = r.coupon_claim_id else {
-        return Ok(0);
-    };
-    let invalid = |why: &str| Error::invalid("coupon_invalid", format!("the coupon cannot be used: {why}"));
-    let claim = claims.get(&claim_id).ok_or_else(|| invalid("no such claim"))?;
-    if claim.viewer_id != r.buyer {
-        return Err(invalid("it was claimed by someone else"));
+/// Step 3: inserts the accepted orders in one statement; returns them by
+/// request index. A (buyer, key) another node inserted first is skipped.
+async fn insert_orders(
+    tx: &mut Transaction<'_, Postgres>,
+    requests: &[SettleRequest],
+    deals: &HashMap<Uuid, DealRow>,
+    decisions: &[Decision],
+    order_ttl_secs: i64,
+) -> Result<HashMap<usize, Order>> {
+    let accepted: Vec<(usize, &Price)> = decisions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match d {
+            Decision::Accept(price) => Some((i, price)),
+            _ => None,
+        })
+        .collect();
+    let mut created: HashMap<usize, Order> = HashMap::new();
+    if accepted.is_empty() {
+        return Ok(created);
     }
-    if claim.used_at.is_some() || !used.insert(claim_id) {
-        return Err(invalid("it was already used"));
+    let mut cols = OrderColumns::default();
+    for (i, price) in &accepted {
+        let r = &requests[*i];
+        let Some(deal) = deals.get(&r.deal_id) else {
+            continue;
+        };
+        cols.push(r, deal, price);
     }
-    if claim.status == "scheduled" {
-        return Err(invalid("it has not dropped"));
+    let rows = cols.insert(tx, order_ttl_secs).await?;
+    let by_key: HashMap<BuyerKey, Order> = rows
+        .into_iter()
+        .map(|(key, order)| ((order.buyer_id.clone(), key), order))
+        .collect();
+    for (i, _) in &accepted {
+        let r = &requests[*i];
+        if let Some(order) = by_key.get(&(r.buyer.clone(), r.idempotency_key.clone())) {
+            created.insert(*i, order.clone());
+        }
     }
-    if claim.lineup_item_id.is_some_and(|l| l != deal.lineup_item_id)
-        || claim.deal_id.is_some_and(|d| d != deal.deal_id)
-    {
-        return Err(invalid("it is for another item"));
+    Ok(created)
+}
+
+/// Step 4: adds the inserted units to each buyer's `deal_buyer` row.
+async fn add_buyer_units(
+    tx: &mut Transaction<'_, Postgres>,
+    created: &HashMap<usize, Order>,
+    deals: &HashMap<Uuid, DealRow>,
+) -> Result<()> {
+    let mut buyer_units: HashMap<(Uuid, String), i32> = HashMap::new();
+    for order in created.values() {
+        *buyer_units
+            .entry((order.deal_id, order.buyer_id.clone()))
+            .or_default() += order.quantity;
     }
-    if claim.discount_kind == "fixed" && claim.currency.as_deref() != Some(deal.currency.as_str()) {
-        return Err(invalid("it is in another currency"));
+    if buyer_units.is_empty() {
+        return Ok(());
     }
-    let subtotal = deal.price_minor * i64::from(r.quantity);
-    crate::coupons::discount_minor(
-        &claim.discount_kind,
-        claim.discount_value,
-        claim.min_spend_minor,
-        subtotal,
+    let (mut d, mut b, mut u, mut cap) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((deal_id, buyer), units) in &buyer_units {
+        d.push(*deal_id);
+        b.push(buyer.clone());
+        u.push(*units);
+        cap.push(deals.get(deal_id).map(|x| x.per_buyer_cap).unwrap_or(0));
+    }
+    sqlx::query(
+        "insert into deal_buyer (deal_id, buyer_id, units, cap)
+         select * from unnest($1::uuid[], $2::text[], $3::int[], $4::int[])
+         on conflict (deal_id, buyer_id) do update set units = deal_buyer.units + excluded.units",
     )
-    .ok_or_else(|| invalid("the order is below its minimum spend"))
+    .bind(&d)
+    .bind(&b)
+    .bind(&u)
+    .bind(&cap)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Step 5: marks the inserted orders' coupon claims used.
+async fn mark_coupons_used(
+    tx: &mut Transaction<'_, Postgres>,
+    created: &HashMap<usize, Order>,
+) -> Result<()> {
+    let claims_used: Vec<Uuid> = created.values().filter_map(|o| o.coupon_claim_id).collect();
+    if claims_used.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("update coupon_claim set used_at = now() where coupon_claim_id = any($1)")
+        .bind(&claims_used)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Step 6: takes the inserted units from each deal, once per deal; a deal
+/// that sells its last unit ends `sold_out` here, its final stock and
+/// `deal.ended` queued in the room outbox.
+async fn take_units(
+    tx: &mut Transaction<'_, Postgres>,
+    created: &HashMap<usize, Order>,
+) -> Result<Vec<DealAfter>> {
+    let mut deal_units: HashMap<Uuid, i32> = HashMap::new();
+    for order in created.values() {
+        *deal_units.entry(order.deal_id).or_default() += order.quantity;
+    }
+    let mut after = Vec::with_capacity(deal_units.len());
+    for (deal_id, units) in &deal_units {
+        let (session_id, quantity, new_sold, version, ended): (Uuid, i32, i32, i64, bool) = sqlx::query_as(
+            "update deal set sold = sold + $2, stock_version = stock_version + 1,
+                    status = case when sold + $2 = quantity then 'ended' else status end,
+                    end_reason = case when sold + $2 = quantity then 'sold_out' else end_reason end,
+                    ended_at = case when sold + $2 = quantity then now() else ended_at end
+              where deal_id = $1
+          returning session_id, quantity, sold, stock_version, status = 'ended'",
+        )
+        .bind(deal_id)
+        .bind(units)
+        .fetch_one(&mut **tx)
+        .await?;
+        if ended {
+            crate::deals::announce_end(tx, *deal_id, session_id, "sold_out", quantity, new_sold, version)
+                .await?;
+        }
+        after.push(DealAfter {
+            deal_id: *deal_id,
+            session_id,
+            remaining: quantity - new_sold,
+            quantity,
+            version,
+            ended,
+        });
+    }
+    Ok(after)
+}
+
+/// Step 7: records each new order's first status in `order_event`.
+async fn record_order_events(
+    tx: &mut Transaction<'_, Postgres>,
+    created: &HashMap<usize, Order>,
+) -> Result<()> {
+    if created.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = created.values().map(|o| o.order_id).collect();
+    sqlx::query(
+        "insert into order_event (order_id, to_status, detail)
+         select id, 'pending_payment', '{\"by\": \"settlement\"}'::jsonb from unnest($1::uuid[]) as t(id)",
+    )
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Column arrays for one multi-row insert.
@@ -622,8 +505,7 @@ struct OrderColumns {
 }
 
 impl OrderColumns {
-    fn push(&mut self, r: &SettleRequest, deal: &DealRow, discount: i64) {
-        let subtotal = deal.price_minor * i64::from(r.quantity);
+    fn push(&mut self, r: &SettleRequest, deal: &DealRow, price: &Price) {
         self.order_id.push(Uuid::now_v7());
         self.deal_id.push(deal.deal_id);
         self.session_id.push(deal.session_id);
@@ -632,8 +514,8 @@ impl OrderColumns {
         self.buyer_id.push(r.buyer.clone());
         self.quantity.push(r.quantity);
         self.unit_price.push(deal.price_minor);
-        self.discount.push(discount);
-        self.amount.push(subtotal - discount);
+        self.discount.push(price.discount_minor);
+        self.amount.push(price.amount_minor);
         self.currency.push(deal.currency.clone());
         self.coupon.push(r.coupon_claim_id);
         self.key.push(r.idempotency_key.clone());
