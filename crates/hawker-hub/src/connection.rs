@@ -1,12 +1,12 @@
 //! One WebSocket connection: join the room, then one task that `select!`s
 //! between its send queue, the socket, a ping timer and shutdown.
 //!
-//! - Socket → command → publish: [`Connection::pump`] reads a text frame,
-//!   [`Connection::command`] reads it into a [`Command`] and applies it
+//! - Socket → command → publish: `Connection::pump` reads a text frame,
+//!   `Connection::command` reads it into a [`Command`] and applies it
 //!   (see [`crate::commands`]; most commands publish through the hub), and
 //!   the reply is queued like any frame.
 //! - Room → socket: the room task ([`crate::room`]) pushes each event into
-//!   this connection's [`SendQueue`]; [`Connection::write`] drains it into
+//!   this connection's [`SendQueue`]; `Connection::write` drains it into
 //!   the socket, one flush per batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -217,15 +217,6 @@ impl Connection {
         }
     }
 
-    async fn presence(&self, room: &RoomHandle, kind: &str) {
-        let total = room.shared.viewers_total.load(Ordering::Relaxed) as usize;
-        let local = room.shared.local_viewers.load(Ordering::Relaxed);
-        if total.max(local) < self.hub.config().presence_below {
-            let publication = Publication::new(kind, json!({ "user": self.member.user }));
-            let _ = self.hub.publish(self.room_id, publication).await;
-        }
-    }
-
     /// Handles one client text frame: read it into a [`Command`], apply it
     /// (which publishes, or calls commerce), and return the reply to queue.
     async fn command(&self, room: &RoomHandle, text: &str) -> String {
@@ -256,6 +247,16 @@ impl Connection {
             commerce: self.commerce.as_ref(),
         };
         command.apply(&ctx).await
+    }
+
+    /// Announces a join or leave, in small rooms only (`hub.presence_below`).
+    async fn presence(&self, room: &RoomHandle, kind: &str) {
+        let total = room.shared.viewers_total.load(Ordering::Relaxed) as usize;
+        let local = room.shared.local_viewers.load(Ordering::Relaxed);
+        if total.max(local) < self.hub.config().presence_below {
+            let publication = Publication::new(kind, json!({ "user": self.member.user }));
+            let _ = self.hub.publish(self.room_id, publication).await;
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 //! 2. [`Command::parse`]: the `type` (`unknown_command`), then the sender's
 //!    right to send it (`forbidden`, before any field is looked at), then the
 //!    fields (`bad_command`, `too_long`, `bad_quantity`);
-//! 3. [`Command::apply`]: the room's rules (mutes, slow mode...) and the
+//! 3. `Command::apply`: the room's rules (mutes, slow mode...) and the
 //!    publish, or the commerce call; the [`Ack`] becomes the reply's `data`.
 
 pub mod chat;
