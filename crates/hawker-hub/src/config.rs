@@ -11,8 +11,10 @@ pub struct HubConfig {
     pub history_len: u64,
     /// Seconds a room's keys live in Redis after its last event.
     pub room_ttl_secs: u64,
-    /// Bytes a connection may have queued before chat is dropped and, past
-    /// that with only must-deliver frames, the connection is closed as slow.
+    /// Bytes a connection's send queue may hold before chat is dropped and,
+    /// past that with only must-deliver frames, the connection is closed as
+    /// slow. The key is still `hub.outbox_max_bytes` (documented, and set in
+    /// deployments), although the queue is now called the send queue.
     #[serde(rename = "outbox_max_bytes")]
     pub send_queue_max_bytes: usize,
     /// Frames written per flush at most.
