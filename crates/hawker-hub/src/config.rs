@@ -11,9 +11,12 @@ pub struct HubConfig {
     pub history_len: u64,
     /// Seconds a room's keys live in Redis after its last event.
     pub room_ttl_secs: u64,
-    /// Bytes a connection may have queued before chat is dropped and, past
-    /// that with only must-deliver frames, the connection is closed as slow.
-    pub outbox_max_bytes: usize,
+    /// Bytes a connection's send queue may hold before chat is dropped and,
+    /// past that with only must-deliver frames, the connection is closed as
+    /// slow. The key is still `hub.outbox_max_bytes` (documented, and set in
+    /// deployments), although the queue is now called the send queue.
+    #[serde(rename = "outbox_max_bytes")]
+    pub send_queue_max_bytes: usize,
     /// Frames written per flush at most.
     pub write_batch: usize,
     /// tungstenite's read buffer per connection.
@@ -59,7 +62,7 @@ impl Default for HubConfig {
         HubConfig {
             history_len: 1000,
             room_ttl_secs: 86_400,
-            outbox_max_bytes: 256 * 1024,
+            send_queue_max_bytes: 256 * 1024,
             write_batch: 64,
             read_buffer_bytes: 4096,
             write_buffer_bytes: 8192,
@@ -88,7 +91,7 @@ impl HubConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let positive = [
             ("hub.history_len", self.history_len as usize),
-            ("hub.outbox_max_bytes", self.outbox_max_bytes),
+            ("hub.outbox_max_bytes", self.send_queue_max_bytes),
             ("hub.write_batch", self.write_batch),
             ("hub.read_buffer_bytes", self.read_buffer_bytes),
             ("hub.max_frame_bytes", self.max_frame_bytes),

@@ -2,14 +2,12 @@
 //! likes/viewer announcements, and the interface other crates publish through.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hawker_core::Role;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -32,40 +30,7 @@ pub struct Member {
     pub can_moderate: bool,
 }
 
-/// What a command handler learns about the caller.
-#[derive(Debug, Clone)]
-pub struct CommandContext {
-    pub room: Uuid,
-    pub member: Member,
-    pub request_id: Option<String>,
-}
-
-/// A command refused by a handler: becomes an error frame.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct CommandError {
-    pub code: String,
-    pub message: String,
-}
-
-impl CommandError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        CommandError {
-            code: code.into(),
-            message: message.into(),
-        }
-    }
-}
-
-pub type CommandFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, CommandError>> + Send + 'a>>;
-
-/// Socket commands the hub does not know itself (for example `deal.buy`,
-/// `coupon.claim`) go to a handler another crate registers.
-pub trait CommandHandler: Send + Sync + 'static {
-    /// `None` when this handler does not know the command either.
-    fn handle<'a>(&'a self, ctx: CommandContext, kind: &'a str, data: Value) -> Option<CommandFuture<'a>>;
-}
-
+/// A publish that did not happen (or whose outcome is unknown).
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("redis is unavailable: {0}")]
@@ -81,9 +46,6 @@ pub(crate) struct Inner {
     pub generation: AtomicU64,
     pub sockets: AtomicUsize,
     pub sockets_per_user: Mutex<HashMap<String, usize>>,
-    /// Weak: the handler (commerce) holds the hub, and a strong reference
-    /// here would keep both alive forever.
-    pub handler: OnceLock<Weak<dyn CommandHandler>>,
     /// Where durable events wait to be relayed (`None`: no durable relay on this node).
     pub db: Option<sqlx::PgPool>,
     pub shutdown: CancellationToken,
@@ -152,7 +114,6 @@ impl Hub {
                 generation: AtomicU64::new(1),
                 sockets: AtomicUsize::new(0),
                 sockets_per_user: Mutex::new(HashMap::new()),
-                handler: OnceLock::new(),
                 db,
                 shutdown,
                 tasks: tasks.clone(),
@@ -179,16 +140,6 @@ impl Hub {
 
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
-    }
-
-    /// Registers the handler for commands the hub does not know. Once.
-    /// The caller keeps the `Arc` alive (the hub holds it weakly).
-    pub fn set_command_handler(&self, handler: &Arc<dyn CommandHandler>) -> bool {
-        self.inner.handler.set(Arc::downgrade(handler)).is_ok()
-    }
-
-    pub(crate) fn handler(&self) -> Option<Arc<dyn CommandHandler>> {
-        self.inner.handler.get().and_then(Weak::upgrade)
     }
 
     /// Publishes an event into a room, on every node. Returns its offset.

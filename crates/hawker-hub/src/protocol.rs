@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::commands::CommandError;
 use crate::store::Snapshot;
 
 /// WebSocket close codes hawker uses.
@@ -22,7 +23,8 @@ pub mod close_code {
     pub const UNAVAILABLE: u16 = 4013;
 }
 
-/// A command from a client: `{"id": "r1", "type": "chat.send", "data": {...}}`.
+/// A command frame from a client, `{"id": "r1", "type": "chat.send", "data": {...}}`,
+/// before its `type` and `data` are read into a [`crate::commands::Command`].
 #[derive(Debug, Deserialize)]
 pub struct ClientCommand {
     #[serde(default)]
@@ -42,6 +44,7 @@ struct Ack<'a> {
     data: Value,
 }
 
+/// An `ack` frame; `data` is left out when it is `null`.
 pub fn ack(id: Option<&str>, data: Value) -> String {
     serde_json::to_string(&Ack {
         kind: "ack",
@@ -51,8 +54,14 @@ pub fn ack(id: Option<&str>, data: Value) -> String {
     .unwrap_or_default()
 }
 
+/// An `error` frame: `{"type": "error", "id", "code", "message"}`.
 pub fn error(id: Option<&str>, code: &str, message: &str) -> String {
     json!({"type": "error", "id": id, "code": code, "message": message}).to_string()
+}
+
+/// The `error` frame of a refused frame or command.
+pub fn refusal(id: Option<&str>, error: &CommandError) -> String {
+    self::error(id, error.code(), &error.to_string())
 }
 
 /// `welcome` on a fresh join and on an exact resume; `reset` when the

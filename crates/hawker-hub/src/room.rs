@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::event::{now_ms, Frame, FrameHeader, Lane};
 use crate::hub::Hub;
 use crate::moderation::Moderation;
-use crate::outbox::{CloseReason, Outbox, Refused};
 use crate::protocol;
+use crate::send_queue::{CloseReason, Refused, SendQueue};
 use crate::store::History;
 use crate::subscriber::RoomFeed;
 
@@ -55,7 +55,7 @@ pub struct RoomHandle {
 pub struct ClientEntry {
     pub id: u64,
     pub user: String,
-    pub outbox: Arc<Outbox>,
+    pub queue: Arc<SendQueue>,
     /// `you` in welcome/reset frames.
     pub you: Value,
 }
@@ -282,14 +282,14 @@ impl RoomTask {
         self.last = snapshot.offset;
         self.stale = false;
         for client in &self.clients {
-            client.outbox.reset_to(snapshot.offset);
+            client.queue.reset_to(snapshot.offset);
             let frame = Frame::control(protocol::snapshot_frame(
                 "reset",
                 &snapshot,
                 client.you.clone(),
                 None,
             ));
-            let _ = client.outbox.push(&frame, None, false);
+            let _ = client.queue.push(&frame, None, false);
         }
     }
 
@@ -306,7 +306,7 @@ impl RoomTask {
             let banned = self.shared.moderation().apply(header.event_type, &data);
             if let Some(user) = banned {
                 for client in self.clients.iter().filter(|c| c.user == user) {
-                    client.outbox.close(CloseReason::Banned);
+                    client.queue.close(CloseReason::Banned);
                 }
             }
         } else if header.event_type == "viewers" {
@@ -345,7 +345,7 @@ impl RoomTask {
         let (mut full, mut thinned) = (0, 0);
         for client in &self.clients {
             let own = frame.from.as_deref() == Some(client.user.as_str());
-            match client.outbox.push(&frame, thin, own) {
+            match client.queue.push(&frame, thin, own) {
                 Ok(()) | Err(Refused::Closed) => {}
                 Err(Refused::QueueFull) => full += 1,
                 Err(Refused::Thinned) => thinned += 1,
@@ -371,11 +371,11 @@ impl RoomTask {
             return JoinOutcome::Banned;
         }
         let store = &self.hub.inner.store;
-        let budget = self.hub.config().outbox_max_bytes / 2;
+        let budget = self.hub.config().send_queue_max_bytes / 2;
         let exact = match &resume {
             Some((epoch, offset)) if *epoch == self.epoch => {
                 match store.history(self.id, epoch, *offset).await {
-                    // More missed than the outbox could hold: a snapshot is cheaper.
+                    // More missed than the send queue could hold: a snapshot is cheaper.
                     Ok(History::Events(frames)) if frames.iter().map(String::len).sum::<usize>() > budget => {
                         None
                     }
@@ -388,7 +388,7 @@ impl RoomTask {
         };
         match exact {
             Some((offset, frames)) => {
-                client.outbox.start_after(offset);
+                client.queue.start_after(offset);
                 let missed = frames
                     .iter()
                     .filter(|f| !f.contains("\"type\":\"internal."))
@@ -397,7 +397,7 @@ impl RoomTask {
                     "type": "resumed", "epoch": self.epoch, "offset": offset, "missed": missed, "you": client.you,
                 });
                 let _ = client
-                    .outbox
+                    .queue
                     .push(&Frame::control(resumed.to_string()), None, false);
                 for text in frames {
                     let bytes = Bytes::from(text);
@@ -406,8 +406,8 @@ impl RoomTask {
                     };
                     let lane = Lane::of(header.event_type);
                     if lane == Lane::Internal {
-                        // Skipped, but the outbox must still know the offset was passed.
-                        client.outbox.start_after(header.offset);
+                        // Skipped, but the send queue must still know the offset was passed.
+                        client.queue.start_after(header.offset);
                         continue;
                     }
                     let from = header.from.map(|f| f.into_owned());
@@ -422,7 +422,7 @@ impl RoomTask {
                         ts_ms,
                         text,
                     });
-                    let _ = client.outbox.push(&frame, None, true);
+                    let _ = client.queue.push(&frame, None, true);
                 }
             }
             None => {
@@ -431,9 +431,9 @@ impl RoomTask {
                     Err(_) => return JoinOutcome::Unavailable,
                 };
                 let kind = if resume.is_some() { "reset" } else { "welcome" };
-                client.outbox.start_after(snapshot.offset);
+                client.queue.start_after(snapshot.offset);
                 let frame = protocol::snapshot_frame(kind, &snapshot, client.you.clone(), None);
-                let _ = client.outbox.push(&Frame::control(frame), None, false);
+                let _ = client.queue.push(&Frame::control(frame), None, false);
             }
         }
         self.clients.push(client);

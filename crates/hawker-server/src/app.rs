@@ -55,8 +55,6 @@ impl Application {
             shutdown.clone(),
             tasks.clone(),
         );
-        let commands: Arc<dyn hawker_hub::CommandHandler> = Arc::new(commerce.clone());
-        hub.set_command_handler(&commands);
         // Commission accrual and the live-figures sampler (hawker-ledger).
         hawker_ledger::start(
             hawker_ledger::Workers::default(),
@@ -79,7 +77,6 @@ impl Application {
             tasks,
             hub,
             commerce,
-            commands,
         };
         Ok(Application { public, admin, state })
     }

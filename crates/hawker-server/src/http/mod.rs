@@ -59,10 +59,9 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// This node's real-time hub.
     pub hub: hawker_hub::Hub,
-    /// Deals, orders, payments, coupons.
+    /// Deals, orders, payments, coupons; also carries out the socket's
+    /// `deal.buy` and `coupon.claim` (handed to each socket in `socket.rs`).
     pub commerce: hawker_commerce::Commerce,
-    /// The socket commands the hub hands over (it holds them weakly).
-    pub commands: Arc<dyn hawker_hub::CommandHandler>,
 }
 
 /// The public routes and their OpenAPI document, from one list.

@@ -1,11 +1,13 @@
 //! `GET /v1/sessions/{session_id}/ws`: the session's real-time room.
 
+use std::sync::Arc;
+
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use hawker_hub::hub::Refusal;
-use hawker_hub::Member;
+use hawker_hub::{CommerceCommands, Member};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -101,9 +103,14 @@ pub async fn session_socket(
     }
     let hub = state.hub.clone();
     let tasks = state.tasks.clone();
+    // The socket's `deal.buy` and `coupon.claim` go to commerce, held by the
+    // connection only while it is open (the hub keeps no handler).
+    let commerce: Arc<dyn CommerceCommands> = Arc::new(state.commerce.clone());
     Ok(upgrade
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| tasks.track_future(hub.serve(socket, session_id, member, resume, permit)))
+        .on_upgrade(move |socket| {
+            tasks.track_future(hub.serve(socket, session_id, member, resume, permit, commerce))
+        })
         .into_response())
 }
 

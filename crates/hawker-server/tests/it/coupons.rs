@@ -952,3 +952,41 @@ async fn refunds_never_exceed_the_amount_and_only_the_right_parties_refund() {
         404
     );
 }
+
+#[tokio::test]
+async fn a_viewer_claims_over_the_socket_and_a_second_claim_is_refused() {
+    let redis = RedisServer::start();
+    let ((a, _), _b) = two_nodes(&redis, &[]).await;
+    let (agency, session) = insert_agency_and_session(&a.db).await;
+    let (status, drop) = create_drop(
+        &a,
+        agency,
+        session,
+        json!({"total": 5, "discount_kind": "percent", "discount_value": 10, "claim_window_secs": 600}),
+    )
+    .await;
+    assert_eq!(status, 201, "{drop}");
+    let drop_id = drop["coupon_drop_id"].as_str().unwrap().to_string();
+    let mut viewer = connect(a.addr, session, &a.token("socket-claimer", Role::Viewer), None).await;
+    viewer.expect("welcome").await;
+
+    let ack = viewer
+        .call("coupon.claim", json!({"coupon_drop_id": drop_id}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["data"]["claim"]["coupon_drop_id"], drop_id.as_str());
+    assert_eq!(ack["data"]["claim"]["viewer_id"], "socket-claimer");
+    assert_eq!(ack["data"]["claim"]["seq"], 1);
+    let again = viewer
+        .call("coupon.claim", json!({"coupon_drop_id": drop_id}))
+        .await;
+    assert_eq!(again["code"], "coupon_already_claimed", "{again}");
+    let unknown = viewer
+        .call("coupon.claim", json!({"coupon_drop_id": Uuid::new_v4()}))
+        .await;
+    assert_eq!(unknown["code"], "not_found", "{unknown}");
+    let bad = viewer
+        .call("coupon.claim", json!({"coupon_drop_id": "nope"}))
+        .await;
+    assert_eq!(bad["code"], "bad_command", "{bad}");
+}

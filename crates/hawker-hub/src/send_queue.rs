@@ -1,4 +1,7 @@
-//! A connection's outgoing queue: bounded in bytes, with priority lanes.
+//! A connection's send queue: the frames waiting to be written to its
+//! socket, bounded in bytes, with priority lanes that decide what may be
+//! dropped. (Not to be confused with the durable room outbox in
+//! [`crate::durable`], which holds events waiting to be published.)
 //!
 //! The room task pushes; the connection task drains. A std `Mutex` is right
 //! here (as in mini-redis' `db.rs`): it is held for a few pointer moves and
@@ -45,15 +48,16 @@ struct Inner {
     chat_refilled: Instant,
 }
 
-pub struct Outbox {
+/// One connection's queue of frames to write (see the module docs).
+pub struct SendQueue {
     inner: Mutex<Inner>,
     notify: Notify,
     max_bytes: usize,
 }
 
-impl Outbox {
+impl SendQueue {
     pub fn new(max_bytes: usize) -> Self {
-        Outbox {
+        SendQueue {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 bytes: 0,
@@ -203,49 +207,49 @@ mod tests {
 
     #[test]
     fn chat_is_dropped_when_the_queue_is_full_but_commerce_is_kept() {
-        let outbox = Outbox::new(100);
-        outbox.push(&frame(1, Lane::Chat, 60), None, false).unwrap();
+        let queue = SendQueue::new(100);
+        queue.push(&frame(1, Lane::Chat, 60), None, false).unwrap();
         assert_eq!(
-            outbox.push(&frame(2, Lane::Chat, 60), None, false),
+            queue.push(&frame(2, Lane::Chat, 60), None, false),
             Err(Refused::QueueFull)
         );
         // The deal event evicts the queued chat instead of being dropped.
-        outbox.push(&frame(3, Lane::Commerce, 60), None, false).unwrap();
+        queue.push(&frame(3, Lane::Commerce, 60), None, false).unwrap();
         let mut out = Vec::new();
-        assert_eq!(outbox.drain(10, &mut out), None);
+        assert_eq!(queue.drain(10, &mut out), None);
         assert_eq!(out.iter().map(|f| f.offset).collect::<Vec<_>>(), vec![3]);
     }
 
     #[test]
     fn a_must_deliver_frame_that_cannot_fit_closes_the_connection_as_slow() {
-        let outbox = Outbox::new(100);
-        outbox.push(&frame(1, Lane::Host, 60), None, false).unwrap();
+        let queue = SendQueue::new(100);
+        queue.push(&frame(1, Lane::Host, 60), None, false).unwrap();
         assert_eq!(
-            outbox.push(&frame(2, Lane::Commerce, 60), None, false),
+            queue.push(&frame(2, Lane::Commerce, 60), None, false),
             Err(Refused::Overflow)
         );
-        assert_eq!(outbox.close_reason(), Some(CloseReason::Slow));
+        assert_eq!(queue.close_reason(), Some(CloseReason::Slow));
     }
 
     #[test]
     fn duplicates_and_already_seen_offsets_are_skipped() {
-        let outbox = Outbox::new(1000);
-        outbox.start_after(5);
-        outbox.push(&frame(5, Lane::Host, 1), None, false).unwrap();
-        outbox.push(&frame(6, Lane::Host, 1), None, false).unwrap();
-        outbox.push(&frame(6, Lane::Host, 1), None, false).unwrap();
+        let queue = SendQueue::new(1000);
+        queue.start_after(5);
+        queue.push(&frame(5, Lane::Host, 1), None, false).unwrap();
+        queue.push(&frame(6, Lane::Host, 1), None, false).unwrap();
+        queue.push(&frame(6, Lane::Host, 1), None, false).unwrap();
         let mut out = Vec::new();
-        outbox.drain(10, &mut out);
+        queue.drain(10, &mut out);
         assert_eq!(out.len(), 1);
     }
 
     #[test]
     fn thinning_limits_chat_per_viewer_but_never_hides_your_own() {
-        let outbox = Outbox::new(100_000);
+        let queue = SendQueue::new(100_000);
         let now = Instant::now();
         let mut delivered = 0;
         for i in 1..=50 {
-            if outbox
+            if queue
                 .push(&frame(i, Lane::Chat, 10), Some((2.0, now)), false)
                 .is_ok()
             {
@@ -253,7 +257,7 @@ mod tests {
             }
         }
         assert!(delivered <= 2, "{delivered}");
-        assert!(outbox
+        assert!(queue
             .push(&frame(51, Lane::Chat, 10), Some((2.0, now)), true)
             .is_ok());
     }

@@ -1,0 +1,126 @@
+//! `deal.buy` and `coupon.claim`: parsed here like every command, carried
+//! out by the commerce crate through [`CommerceCommands`].
+//!
+//! The server hands each socket its handler when it serves it
+//! ([`crate::Hub::serve`]); the hub itself keeps none. (Commerce holds the
+//! hub, so a hub that held commerce would make a reference cycle.)
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Ack, CommandError, Context, Fields};
+use crate::hub::Member;
+
+/// `deal.buy`: buy `quantity` units of a flash deal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buy {
+    pub deal_id: Uuid,
+    /// As sent; the commerce crate checks the range (1 to 100, `bad_quantity`).
+    pub quantity: i32,
+    /// As sent; the commerce crate checks it (`bad_idempotency_key`).
+    pub idempotency_key: String,
+    pub coupon_claim_id: Option<Uuid>,
+}
+
+impl Buy {
+    /// The fields in the order they have always been checked: `deal_id`,
+    /// `idempotency_key` (present and a string), `quantity` (absent or
+    /// `null`: 1; otherwise an integer, else `bad_quantity`),
+    /// `coupon_claim_id` (absent or `null`: none).
+    pub(crate) fn parse(data: Fields<'_>) -> Result<Buy, CommandError> {
+        let deal_id = data.uuid("deal_id")?;
+        let idempotency_key = data
+            .str("idempotency_key")
+            .ok_or_else(|| CommandError::bad("`idempotency_key` is required"))?
+            .to_string();
+        let quantity = match data.present("quantity") {
+            None => 1,
+            Some(q) => q
+                .as_i64()
+                .and_then(|q| i32::try_from(q).ok())
+                .ok_or_else(|| CommandError::BadQuantity("quantity must be an integer".into()))?,
+        };
+        let coupon_claim_id = data.optional_uuid("coupon_claim_id")?;
+        Ok(Buy {
+            deal_id,
+            quantity,
+            idempotency_key,
+            coupon_claim_id,
+        })
+    }
+}
+
+/// `coupon.claim`: claim one coupon of a drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub coupon_drop_id: Uuid,
+}
+
+impl Claim {
+    pub(crate) fn parse(data: Fields<'_>) -> Result<Claim, CommandError> {
+        Ok(Claim {
+            coupon_drop_id: data.uuid("coupon_drop_id")?,
+        })
+    }
+}
+
+/// `deal.buy`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuyReply {
+    /// The order as the HTTP route returns it.
+    pub order: Value,
+    /// The key was used before and this is that order again.
+    pub replayed: bool,
+}
+
+/// `coupon.claim`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClaimReply {
+    /// The claim as the HTTP route returns it.
+    pub claim: Value,
+}
+
+/// Who sent a commerce command, and from which room.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub room: Uuid,
+    pub member: Member,
+    /// The command's `id`, if the client sent one.
+    pub request_id: Option<String>,
+}
+
+/// What a commerce command answers: its reply, or the domain error whose
+/// code becomes the `error` frame's.
+pub type CommerceFuture<'a, T> = BoxFuture<'a, Result<T, hawker_core::Error>>;
+
+/// The commerce commands, implemented by the commerce crate and handed to
+/// each socket by the server.
+pub trait CommerceCommands: Send + Sync + 'static {
+    /// Places an order (or replays the one placed with this key).
+    fn buy<'a>(&'a self, ctx: &'a CommandContext, buy: Buy) -> CommerceFuture<'a, BuyReply>;
+
+    /// Claims a coupon for the sender.
+    fn claim<'a>(&'a self, ctx: &'a CommandContext, claim: Claim) -> CommerceFuture<'a, ClaimReply>;
+}
+
+fn context(ctx: &Context<'_>) -> CommandContext {
+    CommandContext {
+        room: ctx.room.id,
+        member: ctx.member.clone(),
+        request_id: ctx.request_id.map(str::to_string),
+    }
+}
+
+pub(crate) async fn buy(ctx: &Context<'_>, buy: Buy) -> Result<Ack, CommandError> {
+    let caller = context(ctx);
+    let reply = ctx.commerce.buy(&caller, buy).await?;
+    Ok(Ack::Bought(reply))
+}
+
+pub(crate) async fn claim(ctx: &Context<'_>, claim: Claim) -> Result<Ack, CommandError> {
+    let caller = context(ctx);
+    let reply = ctx.commerce.claim(&caller, claim).await?;
+    Ok(Ack::Claimed(reply))
+}

@@ -1,0 +1,343 @@
+//! Socket commands. A client's text frame `{"id", "type", "data"}` is read
+//! once into a [`Command`] (the `type` picks the variant, `data` fills its
+//! typed fields), then applied. Refusals are [`CommandError`]s, each with the
+//! stable code `docs/protocol.md` lists.
+//!
+//! One file per concern: [`chat`] (`chat.send`, `like`), [`host`] (host
+//! messages and pins), [`moderation`] (mutes, bans, slow mode, blocked words,
+//! moderators) and [`commerce`] (`deal.buy`, `coupon.claim`: parsed here,
+//! carried out by the commerce crate through [`CommerceCommands`]).
+//!
+//! The path of one frame, top-down:
+//! 1. [`read_frame`]: the size limit and the envelope (`frame_too_large`,
+//!    `bad_json`);
+//! 2. [`Command::parse`]: the `type` (`unknown_command`), then the sender's
+//!    right to send it (`forbidden`, before any field is looked at), then the
+//!    fields (`bad_command`, `too_long`, `bad_quantity`);
+//! 3. `Command::apply`: the room's rules (mutes, slow mode...) and the
+//!    publish, or the commerce call; the [`Ack`] becomes the reply's `data`.
+
+pub mod chat;
+pub mod commerce;
+mod error;
+pub mod host;
+pub mod moderation;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub use commerce::{Buy, BuyReply, Claim, ClaimReply, CommandContext, CommerceCommands, CommerceFuture};
+pub use error::CommandError;
+
+use crate::config::HubConfig;
+use crate::event::{now_ms, Publication};
+use crate::hub::{Hub, Member};
+use crate::protocol::ClientCommand;
+use crate::room::RoomHandle;
+use crate::store::ModChange;
+
+/// One client command, with its fields checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `ping`: answered at once with the server's time.
+    Ping,
+    /// `chat.send`
+    Chat(chat::Chat),
+    /// `like`
+    Like(chat::Like),
+    /// `host.announce`: a host message that also sets the snapshot's `announcement`.
+    Announce(host::HostText),
+    /// `host.message`
+    HostMessage(host::HostText),
+    /// `host.pin`
+    Pin(host::Pin),
+    /// `host.unpin`
+    Unpin,
+    /// `mod.mute`
+    Mute(moderation::Restrict),
+    /// `mod.ban`
+    Ban(moderation::Restrict),
+    /// `mod.unmute`
+    Unmute(moderation::Target),
+    /// `mod.unban`
+    Unban(moderation::Target),
+    /// `mod.slow_mode`
+    SlowMode(moderation::SlowMode),
+    /// `mod.blocked_words`
+    BlockedWords(moderation::BlockedWords),
+    /// `mod.grant`: the host appoints a moderator.
+    Grant(moderation::Target),
+    /// `mod.revoke`: the host dismisses a moderator.
+    Revoke(moderation::Target),
+    /// `deal.buy` (carried out by the commerce crate).
+    Buy(commerce::Buy),
+    /// `coupon.claim` (carried out by the commerce crate).
+    Claim(commerce::Claim),
+}
+
+/// What the sender may do in this room, as of this command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rights {
+    /// `can_host`: decided when the socket opened.
+    pub host: bool,
+    /// `can_moderate`, or appointed by `mod.grant` since.
+    pub moderate: bool,
+}
+
+const HOST_ONLY: &str = "only the host may do this";
+
+impl Rights {
+    fn host(self, refusal: &'static str) -> Result<(), CommandError> {
+        if self.host {
+            Ok(())
+        } else {
+            Err(CommandError::Forbidden(refusal))
+        }
+    }
+
+    fn moderate(self) -> Result<(), CommandError> {
+        if self.moderate {
+            Ok(())
+        } else {
+            Err(CommandError::Forbidden(
+                "only the host or a moderator may do this",
+            ))
+        }
+    }
+}
+
+/// Reads a text frame's envelope, `{"id"?, "type", "data"?}`.
+pub fn read_frame(text: &str, max_frame_bytes: usize) -> Result<ClientCommand, CommandError> {
+    if text.len() > max_frame_bytes {
+        return Err(CommandError::FrameTooLarge {
+            max_bytes: max_frame_bytes,
+        });
+    }
+    serde_json::from_str(text).map_err(|e| CommandError::BadJson(e.to_string()))
+}
+
+impl Command {
+    /// Reads the command named `kind` from its `data`. A role check comes
+    /// before the checks of `data` (documented), so a viewer sending a host
+    /// command hears `forbidden` whatever its fields.
+    pub fn parse(
+        kind: &str,
+        data: &Value,
+        rights: Rights,
+        config: &HubConfig,
+    ) -> Result<Command, CommandError> {
+        use moderation::{BlockedWords, Restrict, SlowMode, Target};
+        let data = Fields(data);
+        Ok(match kind {
+            "ping" => Command::Ping,
+            "chat.send" => Command::Chat(chat::Chat::parse(data, config.chat_max_chars)?),
+            "like" => Command::Like(chat::Like::parse(data)?),
+            "host.announce" => {
+                rights.host(HOST_ONLY)?;
+                Command::Announce(host::HostText::parse(data)?)
+            }
+            "host.message" => {
+                rights.host(HOST_ONLY)?;
+                Command::HostMessage(host::HostText::parse(data)?)
+            }
+            "host.pin" => {
+                rights.host("only the host may pin")?;
+                Command::Pin(host::Pin::parse(data)?)
+            }
+            "host.unpin" => {
+                rights.host("only the host may unpin")?;
+                Command::Unpin
+            }
+            "mod.mute" => {
+                rights.moderate()?;
+                Command::Mute(Restrict::parse(data)?)
+            }
+            "mod.ban" => {
+                rights.moderate()?;
+                Command::Ban(Restrict::parse(data)?)
+            }
+            "mod.unmute" => {
+                rights.moderate()?;
+                Command::Unmute(Target::parse(data)?)
+            }
+            "mod.unban" => {
+                rights.moderate()?;
+                Command::Unban(Target::parse(data)?)
+            }
+            "mod.slow_mode" => {
+                rights.moderate()?;
+                Command::SlowMode(SlowMode::parse(data)?)
+            }
+            "mod.blocked_words" => {
+                rights.moderate()?;
+                Command::BlockedWords(BlockedWords::parse(data)?)
+            }
+            "mod.grant" => {
+                rights.host("only the host may appoint moderators")?;
+                Command::Grant(Target::parse(data)?)
+            }
+            "mod.revoke" => {
+                rights.host("only the host may appoint moderators")?;
+                Command::Revoke(Target::parse(data)?)
+            }
+            "deal.buy" => Command::Buy(commerce::Buy::parse(data)?),
+            "coupon.claim" => Command::Claim(commerce::Claim::parse(data)?),
+            other => return Err(CommandError::UnknownCommand(other.to_string())),
+        })
+    }
+
+    /// The command's `type` on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Ping => "ping",
+            Command::Chat(_) => "chat.send",
+            Command::Like(_) => "like",
+            Command::Announce(_) => "host.announce",
+            Command::HostMessage(_) => "host.message",
+            Command::Pin(_) => "host.pin",
+            Command::Unpin => "host.unpin",
+            Command::Mute(_) => "mod.mute",
+            Command::Ban(_) => "mod.ban",
+            Command::Unmute(_) => "mod.unmute",
+            Command::Unban(_) => "mod.unban",
+            Command::SlowMode(_) => "mod.slow_mode",
+            Command::BlockedWords(_) => "mod.blocked_words",
+            Command::Grant(_) => "mod.grant",
+            Command::Revoke(_) => "mod.revoke",
+            Command::Buy(_) => "deal.buy",
+            Command::Claim(_) => "coupon.claim",
+        }
+    }
+
+    /// Carries the command out in the sender's room.
+    pub(crate) async fn apply(self, ctx: &Context<'_>) -> Result<Ack, CommandError> {
+        match self {
+            Command::Ping => Ok(Ack::Pong(now_ms())),
+            Command::Chat(chat) => chat.apply(ctx).await,
+            Command::Like(like) => Ok(like.apply(ctx)),
+            Command::Announce(text) => text.announce(ctx).await,
+            Command::HostMessage(text) => text.message(ctx).await,
+            Command::Pin(pin) => pin.apply(ctx).await,
+            Command::Unpin => host::unpin(ctx).await,
+            Command::Mute(restrict) => restrict.mute(ctx).await,
+            Command::Ban(restrict) => restrict.ban(ctx).await,
+            Command::Unmute(target) => target.unmute(ctx).await,
+            Command::Unban(target) => target.unban(ctx).await,
+            Command::SlowMode(slow) => slow.apply(ctx).await,
+            Command::BlockedWords(words) => words.apply(ctx).await,
+            Command::Grant(target) => target.grant(ctx).await,
+            Command::Revoke(target) => target.revoke(ctx).await,
+            Command::Buy(buy) => commerce::buy(ctx, buy).await,
+            Command::Claim(claim) => commerce::claim(ctx, claim).await,
+        }
+    }
+}
+
+/// What an `ack` says: its `data`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ack {
+    /// No `data` (`like`).
+    Empty,
+    /// `{"pong": <server time, ms>}` (`ping`).
+    Pong(i64),
+    /// `{"offset"}`: the offset of the event the command published.
+    Offset(u64),
+    /// `{"order", "replayed"}` (`deal.buy`).
+    Bought(BuyReply),
+    /// `{"claim"}` (`coupon.claim`).
+    Claimed(ClaimReply),
+}
+
+impl Ack {
+    /// The `data` of the `ack` frame (`null`: none).
+    pub fn into_data(self) -> Value {
+        match self {
+            Ack::Empty => Value::Null,
+            Ack::Pong(ms) => json!({ "pong": ms }),
+            Ack::Offset(offset) => json!({ "offset": offset }),
+            Ack::Bought(reply) => json!({ "order": reply.order, "replayed": reply.replayed }),
+            Ack::Claimed(reply) => json!({ "claim": reply.claim }),
+        }
+    }
+}
+
+/// What a command is applied with: the sender's room and the handler for
+/// commerce commands (handed to the socket by the server, never stored in
+/// the hub).
+pub(crate) struct Context<'a> {
+    pub hub: &'a Hub,
+    pub room: &'a RoomHandle,
+    pub member: &'a Member,
+    pub request_id: Option<&'a str>,
+    pub commerce: &'a dyn CommerceCommands,
+}
+
+impl Context<'_> {
+    /// Publishes into the room (with moderation changes, applied in the
+    /// same step); the ack carries the event's offset.
+    async fn publish(&self, publication: Publication, mods: &[ModChange]) -> Result<Ack, CommandError> {
+        let offset = self.hub.publish_with(self.room.id, publication, mods).await?;
+        Ok(Ack::Offset(offset))
+    }
+}
+
+/// A command's `data`, read field by field with the documented rules.
+#[derive(Clone, Copy)]
+pub(crate) struct Fields<'a>(&'a Value);
+
+impl<'a> Fields<'a> {
+    fn get(self, field: &str) -> Option<&'a Value> {
+        self.0.get(field)
+    }
+
+    /// A present, non-null field.
+    fn present(self, field: &str) -> Option<&'a Value> {
+        self.get(field).filter(|v| !v.is_null())
+    }
+
+    fn str(self, field: &str) -> Option<&'a str> {
+        self.get(field).and_then(Value::as_str)
+    }
+
+    /// A text, trimmed: 1 to `max_chars` characters.
+    fn text(self, field: &'static str, max_chars: usize) -> Result<String, CommandError> {
+        let text = self.str(field).map(str::trim).unwrap_or("");
+        if text.is_empty() {
+            return Err(CommandError::bad(format!("`{field}` must be a non-empty string")));
+        }
+        if text.chars().count() > max_chars {
+            return Err(CommandError::TooLong { field, max_chars });
+        }
+        Ok(text.to_string())
+    }
+
+    /// A non-negative integer, or `default` when absent or not one.
+    fn u64_or(self, field: &str, default: u64) -> u64 {
+        self.get(field).and_then(Value::as_u64).unwrap_or(default)
+    }
+
+    /// The target of a moderation command: a user id of 1 to 64 bytes.
+    fn user(self) -> Result<String, CommandError> {
+        match self.str("user") {
+            Some(user) if !user.is_empty() && user.len() <= 64 => Ok(user.to_string()),
+            _ => Err(CommandError::bad("`user` must be a user id")),
+        }
+    }
+
+    fn uuid(self, field: &'static str) -> Result<Uuid, CommandError> {
+        self.str(field)
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| CommandError::bad(format!("`{field}` must be a UUID")))
+    }
+
+    /// A UUID, or `None` when absent or `null`.
+    fn optional_uuid(self, field: &'static str) -> Result<Option<Uuid>, CommandError> {
+        match self.present(field) {
+            None => Ok(None),
+            Some(_) => self.uuid(field).map(Some),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

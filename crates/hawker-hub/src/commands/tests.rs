@@ -1,0 +1,429 @@
+//! The parser against `docs/protocol.md`: every command parses, and each
+//! malformed input gets its documented code.
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::chat::{Chat, Like};
+use super::host::{HostText, Pin};
+use super::moderation::{BlockedWords, Restrict, SlowMode, Target};
+use super::*;
+
+const HOST: Rights = Rights {
+    host: true,
+    moderate: true,
+};
+const MODERATOR: Rights = Rights {
+    host: false,
+    moderate: true,
+};
+const VIEWER: Rights = Rights {
+    host: false,
+    moderate: false,
+};
+
+fn parse_as(rights: Rights, kind: &str, data: Value) -> Result<Command, CommandError> {
+    Command::parse(kind, &data, rights, &HubConfig::default())
+}
+
+fn parse(kind: &str, data: Value) -> Result<Command, CommandError> {
+    parse_as(HOST, kind, data)
+}
+
+/// The code a malformed command is refused with (panics if it parses).
+fn code(kind: &str, data: Value) -> &'static str {
+    match parse(kind, data.clone()) {
+        Ok(command) => panic!("{kind} {data} parsed as {command:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+fn text(t: &str) -> String {
+    t.to_string()
+}
+
+#[test]
+fn every_documented_command_parses() {
+    let deal = Uuid::new_v4();
+    let claim = Uuid::new_v4();
+    let drop = Uuid::new_v4();
+    let cases = [
+        ("ping", json!({}), Command::Ping),
+        (
+            "chat.send",
+            json!({"text": "  hi  "}),
+            Command::Chat(Chat { text: text("hi") }),
+        ),
+        ("like", json!({"count": 3}), Command::Like(Like { count: 3 })),
+        (
+            "host.announce",
+            json!({"text": "try #7"}),
+            Command::Announce(HostText { text: text("try #7") }),
+        ),
+        (
+            "host.message",
+            json!({"text": "hello chat"}),
+            Command::HostMessage(HostText {
+                text: text("hello chat"),
+            }),
+        ),
+        (
+            "host.pin",
+            json!({"item": {"link": 7}}),
+            Command::Pin(Pin {
+                item: json!({"link": 7}),
+            }),
+        ),
+        ("host.unpin", json!({}), Command::Unpin),
+        (
+            "mod.mute",
+            json!({"user": "v1", "seconds": 60}),
+            Command::Mute(Restrict {
+                user: text("v1"),
+                seconds: 60,
+            }),
+        ),
+        (
+            "mod.ban",
+            json!({"user": "v1", "seconds": 2_592_000}),
+            Command::Ban(Restrict {
+                user: text("v1"),
+                seconds: 2_592_000,
+            }),
+        ),
+        (
+            "mod.unmute",
+            json!({"user": "v1"}),
+            Command::Unmute(Target { user: text("v1") }),
+        ),
+        (
+            "mod.unban",
+            json!({"user": "v1"}),
+            Command::Unban(Target { user: text("v1") }),
+        ),
+        (
+            "mod.slow_mode",
+            json!({"seconds": 0}),
+            Command::SlowMode(SlowMode { seconds: 0 }),
+        ),
+        (
+            "mod.blocked_words",
+            json!({"words": ["spam", "scam"]}),
+            Command::BlockedWords(BlockedWords {
+                words: vec![text("spam"), text("scam")],
+            }),
+        ),
+        (
+            "mod.blocked_words",
+            json!({"words": []}),
+            Command::BlockedWords(BlockedWords { words: vec![] }),
+        ),
+        (
+            "mod.grant",
+            json!({"user": "m1"}),
+            Command::Grant(Target { user: text("m1") }),
+        ),
+        (
+            "mod.revoke",
+            json!({"user": "m1"}),
+            Command::Revoke(Target { user: text("m1") }),
+        ),
+        (
+            "deal.buy",
+            json!({"deal_id": deal, "quantity": 2, "idempotency_key": "k1", "coupon_claim_id": claim}),
+            Command::Buy(Buy {
+                deal_id: deal,
+                quantity: 2,
+                idempotency_key: text("k1"),
+                coupon_claim_id: Some(claim),
+            }),
+        ),
+        (
+            "coupon.claim",
+            json!({"coupon_drop_id": drop}),
+            Command::Claim(Claim { coupon_drop_id: drop }),
+        ),
+    ];
+    for (kind, data, expected) in cases {
+        let parsed = parse(kind, data).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+        assert_eq!(parsed, expected, "{kind}");
+        assert_eq!(parsed.name(), kind);
+    }
+}
+
+#[test]
+fn commands_without_fields_need_no_data() {
+    for (kind, expected) in [
+        ("ping", Command::Ping),
+        ("host.unpin", Command::Unpin),
+        ("like", Command::Like(Like { count: 1 })),
+    ] {
+        assert_eq!(parse(kind, Value::Null).ok(), Some(expected), "{kind}");
+    }
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    // `like` count and mute/ban seconds: absent or not a non-negative integer.
+    for data in [
+        json!({}),
+        json!({"count": "5"}),
+        json!({"count": -3}),
+        json!({"count": 1.5}),
+    ] {
+        assert_eq!(parse("like", data).ok(), Some(Command::Like(Like { count: 1 })));
+    }
+    for kind in ["mod.mute", "mod.ban"] {
+        let parsed = parse(kind, json!({"user": "v1"})).ok();
+        let expected = Restrict {
+            user: text("v1"),
+            seconds: 600,
+        };
+        assert_eq!(
+            parsed,
+            Some(if kind == "mod.mute" {
+                Command::Mute(expected)
+            } else {
+                Command::Ban(expected)
+            })
+        );
+    }
+    // `deal.buy` quantity absent or null: 1; coupon absent or null: none.
+    let deal = Uuid::new_v4();
+    for data in [
+        json!({"deal_id": deal, "idempotency_key": "k"}),
+        json!({"deal_id": deal, "idempotency_key": "k", "quantity": null, "coupon_claim_id": null}),
+    ] {
+        assert_eq!(
+            parse("deal.buy", data).ok(),
+            Some(Command::Buy(Buy {
+                deal_id: deal,
+                quantity: 1,
+                idempotency_key: text("k"),
+                coupon_claim_id: None,
+            }))
+        );
+    }
+}
+
+#[test]
+fn an_unknown_type_is_unknown_command() {
+    for kind in ["dance", "", "Chat.Send", "deal.sell", "internal.blocked_words"] {
+        assert_eq!(code(kind, json!({})), "unknown_command", "{kind}");
+    }
+}
+
+#[test]
+fn malformed_fields_get_their_documented_codes() {
+    let deal = Uuid::new_v4().to_string();
+    let cases = [
+        // chat.send
+        ("chat.send", json!({}), "bad_command"),
+        ("chat.send", json!({"text": "   "}), "bad_command"),
+        ("chat.send", json!({"text": 5}), "bad_command"),
+        ("chat.send", json!({"text": "y".repeat(201)}), "too_long"),
+        // like
+        ("like", json!({"count": 0}), "bad_command"),
+        ("like", json!({"count": 101}), "bad_command"),
+        // host texts and pins
+        ("host.announce", json!({}), "bad_command"),
+        ("host.announce", json!({"text": "x".repeat(1001)}), "too_long"),
+        ("host.message", json!({"text": ""}), "bad_command"),
+        ("host.message", json!({"text": "x".repeat(1001)}), "too_long"),
+        ("host.pin", json!({}), "bad_command"),
+        ("host.pin", json!({"item": "a string"}), "bad_command"),
+        ("host.pin", json!({"item": [1, 2]}), "bad_command"),
+        (
+            "host.pin",
+            json!({"item": {"blob": "x".repeat(2048)}}),
+            "bad_command",
+        ),
+        // moderation
+        ("mod.mute", json!({}), "bad_command"),
+        ("mod.mute", json!({"user": ""}), "bad_command"),
+        ("mod.mute", json!({"user": "u".repeat(65)}), "bad_command"),
+        ("mod.mute", json!({"user": 7}), "bad_command"),
+        ("mod.mute", json!({"user": "v", "seconds": 0}), "bad_command"),
+        (
+            "mod.ban",
+            json!({"user": "v", "seconds": 2_592_001}),
+            "bad_command",
+        ),
+        ("mod.unmute", json!({}), "bad_command"),
+        ("mod.unban", json!({"user": null}), "bad_command"),
+        ("mod.slow_mode", json!({}), "bad_command"),
+        ("mod.slow_mode", json!({"seconds": "10"}), "bad_command"),
+        ("mod.slow_mode", json!({"seconds": 3601}), "bad_command"),
+        ("mod.blocked_words", json!({}), "bad_command"),
+        ("mod.blocked_words", json!({"words": "spam"}), "bad_command"),
+        ("mod.blocked_words", json!({"words": [""]}), "bad_command"),
+        (
+            "mod.blocked_words",
+            json!({"words": ["w".repeat(65)]}),
+            "bad_command",
+        ),
+        ("mod.blocked_words", json!({"words": [1]}), "bad_command"),
+        (
+            "mod.blocked_words",
+            json!({"words": vec!["w"; 501]}),
+            "bad_command",
+        ),
+        ("mod.grant", json!({}), "bad_command"),
+        ("mod.revoke", json!({"user": "u".repeat(65)}), "bad_command"),
+        // deal.buy
+        (
+            "deal.buy",
+            json!({"deal_id": "nope", "idempotency_key": "k"}),
+            "bad_command",
+        ),
+        ("deal.buy", json!({"idempotency_key": "k"}), "bad_command"),
+        ("deal.buy", json!({"deal_id": deal}), "bad_command"),
+        (
+            "deal.buy",
+            json!({"deal_id": deal, "idempotency_key": 5}),
+            "bad_command",
+        ),
+        (
+            "deal.buy",
+            json!({"deal_id": deal, "idempotency_key": "k", "quantity": "2"}),
+            "bad_quantity",
+        ),
+        (
+            "deal.buy",
+            json!({"deal_id": deal, "idempotency_key": "k", "quantity": 1.5}),
+            "bad_quantity",
+        ),
+        (
+            "deal.buy",
+            json!({"deal_id": deal, "idempotency_key": "k", "quantity": 1_u64 << 40}),
+            "bad_quantity",
+        ),
+        (
+            "deal.buy",
+            json!({"deal_id": deal, "idempotency_key": "k", "coupon_claim_id": "x"}),
+            "bad_command",
+        ),
+        // coupon.claim
+        ("coupon.claim", json!({}), "bad_command"),
+        ("coupon.claim", json!({"coupon_drop_id": "nope"}), "bad_command"),
+    ];
+    for (kind, data, expected) in cases {
+        assert_eq!(code(kind, data.clone()), expected, "{kind} {data}");
+    }
+}
+
+#[test]
+fn the_range_checks_of_deal_buy_are_left_to_commerce() {
+    // 0 and 101 units, and an empty key, are refused by `place_order` with
+    // `bad_quantity` / `bad_idempotency_key`, the same as over HTTP.
+    let deal = Uuid::new_v4();
+    for (quantity, key) in [(0, "k"), (101, "k"), (1, "")] {
+        let parsed = parse(
+            "deal.buy",
+            json!({"deal_id": deal, "quantity": quantity, "idempotency_key": key}),
+        );
+        assert!(matches!(parsed, Ok(Command::Buy(_))), "{quantity} {key:?}");
+    }
+}
+
+#[test]
+fn the_role_is_checked_before_the_fields() {
+    for kind in [
+        "host.announce",
+        "host.message",
+        "host.pin",
+        "host.unpin",
+        "mod.mute",
+        "mod.ban",
+        "mod.unmute",
+        "mod.unban",
+        "mod.slow_mode",
+        "mod.blocked_words",
+        "mod.grant",
+        "mod.revoke",
+    ] {
+        let refused = parse_as(VIEWER, kind, json!({})).err().map(|e| e.code());
+        assert_eq!(refused, Some("forbidden"), "{kind}");
+    }
+}
+
+#[test]
+fn moderators_moderate_but_only_hosts_host_and_appoint() {
+    assert!(parse_as(MODERATOR, "mod.ban", json!({"user": "v"})).is_ok());
+    assert!(parse_as(MODERATOR, "mod.slow_mode", json!({"seconds": 5})).is_ok());
+    for kind in ["mod.grant", "mod.revoke", "host.pin", "host.announce"] {
+        let refused = parse_as(MODERATOR, kind, json!({"user": "v", "text": "t", "item": {}}));
+        assert_eq!(refused.err().map(|e| e.code()), Some("forbidden"), "{kind}");
+    }
+}
+
+#[test]
+fn anyone_may_chat_like_ping_buy_and_claim() {
+    let deal = Uuid::new_v4();
+    for (kind, data) in [
+        ("ping", json!({})),
+        ("chat.send", json!({"text": "hi"})),
+        ("like", json!({})),
+        ("deal.buy", json!({"deal_id": deal, "idempotency_key": "k"})),
+        ("coupon.claim", json!({"coupon_drop_id": deal})),
+    ] {
+        assert!(parse_as(VIEWER, kind, data).is_ok(), "{kind}");
+    }
+}
+
+#[test]
+fn frames_that_are_not_commands_are_bad_json() {
+    for text in [
+        "{not json",
+        r#"{"data": {}}"#,
+        r#"{"type": 5}"#,
+        r#"{"id": 7, "type": "ping"}"#,
+        r#"["ping"]"#,
+    ] {
+        let code = read_frame(text, 4096).err().map(|e| e.code());
+        assert_eq!(code, Some("bad_json"), "{text}");
+    }
+}
+
+#[test]
+fn a_frame_over_the_limit_is_frame_too_large() {
+    let big = json!({"type": "chat.send", "data": {"text": "x".repeat(5000)}}).to_string();
+    assert_eq!(
+        read_frame(&big, 4096).err().map(|e| e.code()),
+        Some("frame_too_large")
+    );
+}
+
+#[test]
+fn a_frame_reads_its_id_type_and_data() {
+    let frame = read_frame(
+        r#"{"id": "r1", "type": "chat.send", "data": {"text": "hi"}}"#,
+        4096,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        (frame.id.as_deref(), frame.kind.as_str(), &frame.data),
+        (Some("r1"), "chat.send", &json!({"text": "hi"}))
+    );
+    let bare = read_frame(r#"{"type": "ping"}"#, 4096).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!((bare.id, bare.data), (None, Value::Null));
+}
+
+#[test]
+fn acks_carry_the_documented_data() {
+    assert_eq!(Ack::Empty.into_data(), Value::Null);
+    assert_eq!(Ack::Offset(4).into_data(), json!({"offset": 4}));
+    assert_eq!(Ack::Pong(9).into_data(), json!({"pong": 9}));
+    let bought = Ack::Bought(BuyReply {
+        order: json!({"order_id": "o"}),
+        replayed: true,
+    });
+    assert_eq!(
+        bought.into_data(),
+        json!({"order": {"order_id": "o"}, "replayed": true})
+    );
+    let claimed = Ack::Claimed(ClaimReply {
+        claim: json!({"seq": 1}),
+    });
+    assert_eq!(claimed.into_data(), json!({"claim": {"seq": 1}}));
+}
