@@ -12,113 +12,22 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::helpers::{
-    insert_agency_and_session, settings_with, spawn_app_with, test_database_url, RedisServer, TestApp,
+use crate::support::fixtures::{buy, buy_with, create_deal, lineup, session_with_lineup, token};
+use crate::support::process::ServerProcess;
+use crate::support::proxy::TcpProxy;
+use crate::support::socket::connect;
+use crate::support::{
+    poll, settings_with, spawn_app_with, test_database_url, two_nodes, NodeOptions, Patience, RedisServer,
+    TestApp, TwoNodes,
 };
-use crate::ws::connect;
 
-/// A session with a brand, a SKU (stock 10,000) at link #1; returns (agency, session).
-pub async fn session_with_lineup(app: &TestApp) -> (Uuid, Uuid) {
-    let (agency, session) = insert_agency_and_session(&app.db).await;
-    let (brand, product, sku) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    sqlx::query("insert into brand (brand_id, name) values ($1, 'Brand')")
-        .bind(brand)
-        .execute(&app.db)
-        .await
-        .unwrap();
-    sqlx::query("insert into product (product_id, brand_id, name) values ($1, $2, 'Lipstick')")
-        .bind(product)
-        .bind(brand)
-        .execute(&app.db)
-        .await
-        .unwrap();
-    sqlx::query(
-        "insert into sku (sku_id, product_id, code, name, price_minor, currency, stock_on_hand)
-         values ($1, $2, 'LIP-1', 'Ruby', 1999, 'USD', 10000)",
-    )
-    .bind(sku)
-    .bind(product)
-    .execute(&app.db)
-    .await
-    .unwrap();
-    let response = app
-        .http
-        .post(app.url(&format!("/v1/sessions/{session}/lineup")))
-        .bearer_auth(app.agency_token(agency))
-        .json(&json!({ "sku_id": sku }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    (agency, session)
-}
-
-pub async fn create_deal(app: &TestApp, agency: Uuid, session: Uuid, body: Value) -> Value {
-    let response = app
-        .http
-        .post(app.url(&format!("/v1/sessions/{session}/deals")))
-        .bearer_auth(app.agency_token(agency))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    response.json().await.unwrap()
-}
-
-pub async fn buy(app: &TestApp, buyer: &str, deal: &str, key: &str, quantity: i32) -> (u16, Value) {
-    buy_with(
-        &app.http,
-        app.addr,
-        &app.token(buyer, Role::Viewer),
-        deal,
-        key,
-        quantity,
-    )
-    .await
-}
-
-pub async fn buy_with(
-    http: &reqwest::Client,
-    addr: std::net::SocketAddr,
-    token: &str,
-    deal: &str,
-    key: &str,
-    quantity: i32,
-) -> (u16, Value) {
-    match http
-        .post(format!("http://{addr}/v1/deals/{deal}/orders"))
-        .bearer_auth(token)
-        .header("idempotency-key", key)
-        .json(&json!({ "quantity": quantity }))
-        .send()
-        .await
-    {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.json().await.unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
-}
-
-const FAST_DEALS: [(&str, &str); 2] = [
-    ("HAWKER__COMMERCE__DEAL_MIN_SECS", "1"),
-    ("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "100"),
-];
-
-async fn two_nodes(redis: &RedisServer, extra: &[(&str, &str)]) -> (TestApp, TestApp) {
-    let db = test_database_url();
-    let url = redis.url();
-    let mut overrides = vec![
-        ("HAWKER__DATABASE__URL", db.as_str()),
-        ("HAWKER__REDIS__URL", url.as_str()),
-    ];
-    overrides.extend_from_slice(&FAST_DEALS);
-    overrides.extend_from_slice(extra);
-    let a = spawn_app_with(settings_with(&overrides)).await;
-    let b = spawn_app_with(settings_with(&overrides)).await;
-    (a, b)
+/// Two nodes on `redis` whose deals may be short and whose scheduler ticks
+/// every 100 ms.
+fn fast_deals(redis: &RedisServer) -> NodeOptions {
+    NodeOptions::default().redis(redis).env(&[
+        ("HAWKER__COMMERCE__DEAL_MIN_SECS", "1"),
+        ("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "100"),
+    ])
 }
 
 /// What Postgres says about a deal: (sold column, units in live orders, max units per buyer, orders).
@@ -198,13 +107,7 @@ where
             let (addr, keys) = &nodes[n % nodes.len()];
             let addr = *addr;
             let other = nodes[(n + 1) % nodes.len()].0;
-            let token = keys
-                .sign(&hawker_core::Claims::new(
-                    &buyer,
-                    Role::Viewer,
-                    chrono::Duration::hours(1),
-                ))
-                .unwrap();
+            let token = token(keys, &buyer, Role::Viewer);
             let deal = deal.to_string();
             async move {
                 let _permit = gate.acquire().await.unwrap();
@@ -262,8 +165,13 @@ fn assert_invariants(
 #[tokio::test]
 async fn a_stampede_of_5000_buyers_on_two_nodes_sells_exactly_500() {
     let redis = RedisServer::start();
-    let (a, b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = session_with_lineup(&a).await;
+    let TwoNodes {
+        a,
+        b,
+        agency,
+        session,
+    } = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
     let deal = create_deal(
         &a,
         agency,
@@ -310,8 +218,13 @@ async fn a_stampede_of_5000_buyers_on_two_nodes_sells_exactly_500() {
 #[tokio::test]
 async fn flushing_redis_mid_stampede_does_not_oversell() {
     let redis = RedisServer::start();
-    let (a, b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = session_with_lineup(&a).await;
+    let TwoNodes {
+        a,
+        b,
+        agency,
+        session,
+    } = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
     let deal = create_deal(
         &a,
         agency,
@@ -347,8 +260,13 @@ async fn flushing_redis_mid_stampede_does_not_oversell() {
 #[tokio::test]
 async fn retries_and_errors_have_distinct_codes() {
     let redis = RedisServer::start();
-    let (a, _b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = session_with_lineup(&a).await;
+    let TwoNodes {
+        a,
+        b: _b,
+        agency,
+        session,
+    } = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
     let later = create_deal(
         &a,
         agency,
@@ -435,8 +353,13 @@ async fn retries_and_errors_have_distinct_codes() {
 #[tokio::test]
 async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
     let redis = RedisServer::start();
-    let (a, b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = session_with_lineup(&a).await;
+    let TwoNodes {
+        a,
+        b,
+        agency,
+        session,
+    } = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
     let mut viewer = connect(b.addr, session, &b.token("watcher", Role::Viewer), None).await;
     viewer.expect("welcome").await;
     let deal = create_deal(
@@ -456,16 +379,9 @@ async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
     assert_eq!(buy(&b, "fan", &deal_id, "k", 4).await.0, 201);
     let stock = viewer.expect("deal.stock").await;
     assert_eq!(stock["data"]["remaining"], 46);
-    let mut ended = Vec::new();
-    let mut started_again = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-    while tokio::time::Instant::now() < deadline {
-        match viewer.try_next(Duration::from_millis(500)).await {
-            Some(Ok(frame)) if frame["type"] == "deal.ended" => ended.push(frame),
-            Some(Ok(frame)) if frame["type"] == "deal.started" => started_again += 1,
-            _ => {}
-        }
-    }
+    let frames = viewer.frames_for(Duration::from_secs(8)).await;
+    let ended: Vec<&Value> = frames.iter().filter(|f| f["type"] == "deal.ended").collect();
+    let started_again = frames.iter().filter(|f| f["type"] == "deal.started").count();
     assert_eq!(ended.len(), 1, "deal.ended exactly once");
     assert_eq!(started_again, 0, "deal.started exactly once");
     assert_eq!(ended[0]["data"]["reason"], "time_up");
@@ -488,8 +404,13 @@ async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
 #[tokio::test]
 async fn an_expired_order_returns_its_units_and_the_room_sees_the_stock() {
     let redis = RedisServer::start();
-    let (a, _b) = two_nodes(&redis, &[("HAWKER__COMMERCE__ORDER_TTL_SECS", "1")]).await;
-    let (agency, session) = session_with_lineup(&a).await;
+    let TwoNodes {
+        a,
+        b: _b,
+        agency,
+        session,
+    } = two_nodes(fast_deals(&redis).env(&[("HAWKER__COMMERCE__ORDER_TTL_SECS", "1")])).await;
+    lineup(&a, agency, session).await;
     let mut viewer = connect(a.addr, session, &a.token("watcher", Role::Viewer), None).await;
     viewer.expect("welcome").await;
     let deal = create_deal(
@@ -523,7 +444,7 @@ async fn an_expired_order_returns_its_units_and_the_room_sees_the_stock() {
 #[tokio::test]
 async fn purchases_fail_fast_with_503_while_postgres_is_unreachable_and_recover() {
     let redis = RedisServer::start();
-    let proxy = crate::helpers::TcpProxy::start("127.0.0.1:5432").await;
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
     let db = format!(
         "postgres://postgres@{}/hawker_test_{}",
         proxy.addr,
@@ -569,14 +490,13 @@ async fn purchases_fail_fast_with_503_while_postgres_is_unreachable_and_recover(
     );
 
     proxy.restore();
-    let mut status = 0;
-    for _ in 0..50 {
-        status = buy(&app, "during", &deal_id, "k1", 1).await.0;
-        if status == 201 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let status = poll(
+        Patience::Tries(50),
+        Duration::from_millis(200),
+        || async { buy(&app, "during", &deal_id, "k1", 1).await.0 },
+        |status| *status == 201,
+    )
+    .await;
     assert_eq!(status, 201, "purchases resume once Postgres is back");
     let (_, units, _, orders) = deal_in_postgres(&app.db, &deal_id).await;
     assert!(orders.contains(&Uuid::parse_str(acknowledged["order_id"].as_str().unwrap()).unwrap()));
@@ -603,8 +523,8 @@ async fn a_node_killed_mid_stampede_loses_no_acknowledged_order() {
     )
     .await;
     let deal_id = deal["deal_id"].as_str().unwrap().to_string();
-    let mut victim = crate::helpers::ServerProcess::spawn(&db, &redis.url(), &[]);
-    let survivor = crate::helpers::ServerProcess::spawn(&db, &redis.url(), &[]);
+    let mut victim = ServerProcess::spawn(&db, &redis.url(), &[]);
+    let survivor = ServerProcess::spawn(&db, &redis.url(), &[]);
     let targets = vec![
         (victim.addr, fixture.keys.clone()),
         (survivor.addr, fixture.keys.clone()),
@@ -634,8 +554,13 @@ async fn a_node_killed_mid_stampede_loses_no_acknowledged_order() {
 #[tokio::test]
 async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
     let redis = RedisServer::start();
-    let (a, _b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = session_with_lineup(&a).await;
+    let TwoNodes {
+        a,
+        b: _b,
+        agency,
+        session,
+    } = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
     let mut viewer = connect(a.addr, session, &a.token("socket-buyer", Role::Viewer), None).await;
     viewer.expect("welcome").await;
 

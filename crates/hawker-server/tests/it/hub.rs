@@ -9,28 +9,8 @@ use hawker_hub::Publication;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{
-    insert_agency_and_session, settings_with, spawn_app_with, test_database_url, RedisServer, TestApp,
-};
-use crate::ws::{connect, try_connect, Ended, Ws};
-
-/// Two nodes sharing one Postgres database and one Redis.
-async fn two_nodes(redis_url: Option<&str>, extra: &[(&str, &str)]) -> (TestApp, TestApp, Uuid, Uuid) {
-    let db = test_database_url();
-    let mut overrides: Vec<(&str, &str)> = vec![("HAWKER__DATABASE__URL", db.as_str())];
-    if let Some(url) = redis_url {
-        overrides.push(("HAWKER__REDIS__URL", url));
-    }
-    overrides.extend_from_slice(extra);
-    let a = spawn_app_with(settings_with(&overrides)).await;
-    let b = spawn_app_with(settings_with(&overrides)).await;
-    let (agency, session) = insert_agency_and_session(&a.db).await;
-    (a, b, agency, session)
-}
-
-fn host_token(app: &TestApp, agency: Uuid) -> String {
-    app.agency_token(agency)
-}
+use crate::support::socket::{connect, try_connect, Ended, Ws};
+use crate::support::{two_nodes, NodeOptions, RedisServer, TwoNodes};
 
 async fn announce(host: &mut Ws, text: &str) -> u64 {
     let ack = host.call("host.announce", json!({ "text": text })).await;
@@ -38,9 +18,14 @@ async fn announce(host: &mut Ws, text: &str) -> u64 {
     ack["data"]["offset"].as_u64().unwrap()
 }
 
+fn offsets(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["offset"].as_u64().unwrap()).collect()
+}
+
 #[tokio::test]
 async fn chat_sent_on_node_a_arrives_on_node_b_in_order() {
-    let (a, b, _, session) = two_nodes(None, &[("HAWKER__HUB__CHAT_BURST", "100")]).await;
+    let TwoNodes { a, b, session, .. } =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__CHAT_BURST", "100")])).await;
     let mut sender = connect(a.addr, session, &a.token("alice", Role::Viewer), None).await;
     let mut receiver = connect(b.addr, session, &b.token("bob", Role::Viewer), None).await;
     assert_eq!(sender.expect("welcome").await["you"]["user"], "alice");
@@ -66,7 +51,12 @@ async fn chat_sent_on_node_a_arrives_on_node_b_in_order() {
 
 #[tokio::test]
 async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
-    let (a, b, agency, session) = two_nodes(None, &[]).await;
+    let TwoNodes {
+        a,
+        b,
+        agency,
+        session,
+    } = two_nodes(NodeOptions::default()).await;
     let mut viewers: Vec<Ws> = join_all((0..1000).map(|i| {
         let node = if i % 2 == 0 { &a } else { &b };
         let token = node.token(&format!("viewer-{i}"), Role::Viewer);
@@ -78,7 +68,7 @@ async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
         }
     }))
     .await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     host.expect("welcome").await;
     let offset = announce(&mut host, "now showing item #7").await;
     let received = join_all(viewers.iter_mut().map(|ws| async move {
@@ -95,8 +85,13 @@ async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
 
 #[tokio::test]
 async fn a_resume_returns_exactly_the_missed_events_then_live_ones() {
-    let (a, b, agency, session) = two_nodes(None, &[]).await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    let TwoNodes {
+        a,
+        b,
+        agency,
+        session,
+    } = two_nodes(NodeOptions::default()).await;
+    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     host.expect("welcome").await;
     let token = b.token("phone", Role::Viewer);
     let mut viewer = connect(b.addr, session, &token, None).await;
@@ -113,13 +108,7 @@ async fn a_resume_returns_exactly_the_missed_events_then_live_ones() {
     let mut back = connect(b.addr, session, &token, Some((&epoch, offset))).await;
     let resumed = back.expect("resumed").await;
     assert_eq!(resumed["offset"].as_u64(), Some(offset));
-    let mut got = Vec::new();
-    while got.len() < 5 {
-        let event = back.next_event().await;
-        if event["type"] == "host.announcement" {
-            got.push(event["offset"].as_u64().unwrap());
-        }
-    }
+    let got = offsets(&back.expect_many("host.announcement", 5).await);
     assert_eq!(got, missed, "exactly the missed announcements, in order");
     let live = announce(&mut host, "live again").await;
     let event = back.expect("host.announcement").await;
@@ -128,8 +117,13 @@ async fn a_resume_returns_exactly_the_missed_events_then_live_ones() {
 
 #[tokio::test]
 async fn a_resume_older_than_the_history_gets_a_reset_with_the_snapshot() {
-    let (a, _b, agency, session) = two_nodes(None, &[("HAWKER__HUB__HISTORY_LEN", "10")]).await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    let TwoNodes {
+        a,
+        b: _b,
+        agency,
+        session,
+    } = two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__HISTORY_LEN", "10")])).await;
+    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     let welcome = host.expect("welcome").await;
     let epoch = welcome["epoch"].as_str().unwrap().to_string();
     let pinned = host
@@ -164,8 +158,13 @@ async fn a_resume_older_than_the_history_gets_a_reset_with_the_snapshot() {
 #[tokio::test]
 async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
     let redis = RedisServer::start();
-    let (a, b, agency, session) = two_nodes(Some(&redis.url()), &[]).await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    let TwoNodes {
+        a,
+        b,
+        agency,
+        session,
+    } = two_nodes(NodeOptions::default().redis(&redis)).await;
+    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     host.expect("welcome").await;
     let mut on_a = connect(a.addr, session, &a.token("va", Role::Viewer), None).await;
     let mut on_b = connect(b.addr, session, &b.token("vb", Role::Viewer), None).await;
@@ -189,13 +188,7 @@ async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
         sent.push(announce(&mut host, &format!("during outage {i}")).await);
     }
     for viewer in [&mut on_a, &mut on_b] {
-        let mut got = Vec::new();
-        while got.len() < 10 {
-            let event = viewer.next_event().await;
-            if event["type"] == "host.announcement" {
-                got.push(event["offset"].as_u64().unwrap());
-            }
-        }
+        let got = offsets(&viewer.expect_many("host.announcement", 10).await);
         assert_eq!(got, sent);
     }
 }
@@ -203,8 +196,13 @@ async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
 #[tokio::test]
 async fn viewers_keep_receiving_across_a_redis_restart() {
     let mut redis = RedisServer::start();
-    let (a, b, agency, session) = two_nodes(Some(&redis.url()), &[]).await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    let TwoNodes {
+        a,
+        b,
+        agency,
+        session,
+    } = two_nodes(NodeOptions::default().redis(&redis)).await;
+    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     host.expect("welcome").await;
     let mut on_a = connect(a.addr, session, &a.token("va", Role::Viewer), None).await;
     let mut on_b = connect(b.addr, session, &b.token("vb", Role::Viewer), None).await;
@@ -249,7 +247,9 @@ async fn viewers_keep_receiving_across_a_redis_restart() {
 
 #[tokio::test]
 async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others() {
-    let (a, _b, _, session) = two_nodes(None, &[("HAWKER__HUB__OUTBOX_MAX_BYTES", "32768")]).await;
+    let TwoNodes {
+        a, b: _b, session, ..
+    } = two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "32768")])).await;
     let mut fast = connect(a.addr, session, &a.token("fast", Role::Viewer), None).await;
     fast.expect("welcome").await;
     let mut slow = try_connect(a.addr, session, &a.token("slow", Role::Viewer), None, Some(4096))
@@ -289,7 +289,9 @@ async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others
 
 #[tokio::test]
 async fn a_chat_flood_from_one_user_is_rate_limited() {
-    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let TwoNodes {
+        a, b: _b, session, ..
+    } = two_nodes(NodeOptions::default()).await;
     let mut flooder = connect(a.addr, session, &a.token("flooder", Role::Viewer), None).await;
     flooder.expect("welcome").await;
     let mut acks = 0;
@@ -310,8 +312,13 @@ async fn a_chat_flood_from_one_user_is_rate_limited() {
 
 #[tokio::test]
 async fn a_ban_on_node_a_is_enforced_on_node_b() {
-    let (a, b, agency, session) = two_nodes(None, &[]).await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    let TwoNodes {
+        a,
+        b,
+        agency,
+        session,
+    } = two_nodes(NodeOptions::default()).await;
+    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     host.expect("welcome").await;
     let troll_token = b.token("troll", Role::Viewer);
     let mut troll = connect(b.addr, session, &troll_token, None).await;
@@ -336,7 +343,9 @@ async fn a_ban_on_node_a_is_enforced_on_node_b() {
 
 #[tokio::test]
 async fn a_viewer_may_not_moderate_or_host() {
-    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let TwoNodes {
+        a, b: _b, session, ..
+    } = two_nodes(NodeOptions::default()).await;
     let mut viewer = connect(a.addr, session, &a.token("v", Role::Viewer), None).await;
     viewer.expect("welcome").await;
     for (kind, data) in [
@@ -351,7 +360,9 @@ async fn a_viewer_may_not_moderate_or_host() {
 
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_the_connection_survives() {
-    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let TwoNodes {
+        a, b: _b, session, ..
+    } = two_nodes(NodeOptions::default()).await;
     let mut ws = connect(a.addr, session, &a.token("tester", Role::Viewer), None).await;
     ws.expect("welcome").await;
 
@@ -375,7 +386,9 @@ async fn bad_frames_get_error_frames_and_the_connection_survives() {
 
 #[tokio::test]
 async fn sockets_without_a_valid_token_are_refused() {
-    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let TwoNodes {
+        a, b: _b, session, ..
+    } = two_nodes(NodeOptions::default()).await;
     let url = format!("ws://{}/v1/sessions/{session}/ws", a.addr);
     let err = tokio_tungstenite::connect_async(url.clone()).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
@@ -395,7 +408,9 @@ async fn sockets_without_a_valid_token_are_refused() {
 
 #[tokio::test]
 async fn likes_are_summed_into_running_totals() {
-    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let TwoNodes {
+        a, b: _b, session, ..
+    } = two_nodes(NodeOptions::default()).await;
     let mut tapper = connect(a.addr, session, &a.token("tapper", Role::Viewer), None).await;
     tapper.expect("welcome").await;
     for _ in 0..50 {
@@ -418,7 +433,12 @@ async fn likes_are_summed_into_running_totals() {
 
 #[tokio::test]
 async fn shutdown_closes_sockets_with_going_away() {
-    let (mut a, _b, _, session) = two_nodes(None, &[]).await;
+    let TwoNodes {
+        mut a,
+        b: _b,
+        session,
+        ..
+    } = two_nodes(NodeOptions::default()).await;
     let mut ws = connect(a.addr, session, &a.token("v", Role::Viewer), None).await;
     ws.expect("welcome").await;
     a.shutdown.cancel();

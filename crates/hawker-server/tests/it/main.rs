@@ -1,4 +1,5 @@
-//! Integration tests of the hawker server: one binary, many modules.
+//! Integration tests of the hawker server: one binary, many modules, and
+//! what they share in `support`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agency;
@@ -8,9 +9,9 @@ mod config;
 mod console;
 mod coupons;
 mod health;
-mod helpers;
 mod http;
 mod hub;
+mod payments;
 mod process;
 mod shutdown;
-mod ws;
+mod support;

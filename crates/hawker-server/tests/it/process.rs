@@ -8,22 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{config_dir, test_database_url};
-
-const HAWKER: &str = env!("CARGO_BIN_EXE_hawker");
-
-fn hawker(args: &[&str], db_url: &str) -> Command {
-    let mut command = Command::new(HAWKER);
-    command
-        .args(args)
-        .env("HAWKER_ENV", "test")
-        .env("HAWKER_CONFIG_DIR", config_dir())
-        .env("HAWKER__DATABASE__URL", db_url)
-        .env("HAWKER__LOG__FORMAT", "json")
-        .env("HAWKER__LOG__FILTER", "info")
-        .env_remove("RUST_LOG");
-    command
-}
+use crate::support::process::hawker;
+use crate::support::test_database_url;
 
 #[tokio::test]
 async fn the_binary_serves_accepts_its_own_tokens_logs_request_ids_and_stops_on_sigterm() {
