@@ -18,7 +18,7 @@ use crate::support::proxy::TcpProxy;
 use crate::support::socket::connect;
 use crate::support::{
     poll, settings_with, spawn_app_with, test_database_url, two_nodes, NodeOptions, Patience, RedisServer,
-    TestApp, TwoNodes,
+    TestApp,
 };
 
 /// Two nodes on `redis` whose deals may be short and whose scheduler ticks
@@ -165,14 +165,9 @@ fn assert_invariants(
 #[tokio::test]
 async fn a_stampede_of_5000_buyers_on_two_nodes_sells_exactly_500() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(fast_deals(&redis)).await;
+    let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
     lineup(&a, agency, session).await;
-    let deal = create_deal(
+    let deal_id = create_deal(
         &a,
         agency,
         session,
@@ -180,7 +175,6 @@ async fn a_stampede_of_5000_buyers_on_two_nodes_sells_exactly_500() {
         "per_buyer_cap": 2, "duration_secs": 120}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
 
     let (created, codes) = stampede(&nodes(&[&a, &b]), &deal_id, 5000, 0, || async {}).await;
     let pg = deal_in_postgres(&a.db, &deal_id).await;
@@ -218,14 +212,9 @@ async fn a_stampede_of_5000_buyers_on_two_nodes_sells_exactly_500() {
 #[tokio::test]
 async fn flushing_redis_mid_stampede_does_not_oversell() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(fast_deals(&redis)).await;
+    let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
     lineup(&a, agency, session).await;
-    let deal = create_deal(
+    let deal_id = create_deal(
         &a,
         agency,
         session,
@@ -233,7 +222,6 @@ async fn flushing_redis_mid_stampede_does_not_oversell() {
         "per_buyer_cap": 2, "duration_secs": 120}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
     let url = redis.url();
     let (created, codes) = stampede(&nodes(&[&a, &b]), &deal_id, 3000, 300, || async move {
         let client = redis::Client::open(url).unwrap();
@@ -260,12 +248,7 @@ async fn flushing_redis_mid_stampede_does_not_oversell() {
 #[tokio::test]
 async fn retries_and_errors_have_distinct_codes() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b: _b,
-        agency,
-        session,
-    } = two_nodes(fast_deals(&redis)).await;
+    let (a, _b, agency, session) = two_nodes(fast_deals(&redis)).await;
     lineup(&a, agency, session).await;
     let later = create_deal(
         &a,
@@ -275,7 +258,6 @@ async fn retries_and_errors_have_distinct_codes() {
         "per_buyer_cap": 2, "countdown_secs": 120, "duration_secs": 60}),
     )
     .await;
-    let later = later["deal_id"].as_str().unwrap().to_string();
     assert_eq!(buy(&a, "v", &later, "k0", 1).await.1["error"], "deal_not_started");
 
     let deal = create_deal(
@@ -286,7 +268,6 @@ async fn retries_and_errors_have_distinct_codes() {
         "per_buyer_cap": 2, "duration_secs": 60}),
     )
     .await;
-    let deal = deal["deal_id"].as_str().unwrap().to_string();
     assert_eq!(buy(&a, "v", &deal, "k1", 0).await.1["error"], "bad_quantity");
     assert_eq!(buy(&a, "v", &deal, "k1", 3).await.1["error"], "cap_exceeded");
     let (status, first) = buy(&a, "v", &deal, "k1", 2).await;
@@ -336,7 +317,6 @@ async fn retries_and_errors_have_distinct_codes() {
         "per_buyer_cap": 2, "duration_secs": 60}),
     )
     .await;
-    let early = early["deal_id"].as_str().unwrap().to_string();
     let end = |token: String| {
         let request = a
             .http
@@ -353,16 +333,11 @@ async fn retries_and_errors_have_distinct_codes() {
 #[tokio::test]
 async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(fast_deals(&redis)).await;
+    let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
     lineup(&a, agency, session).await;
     let mut viewer = connect(b.addr, session, &b.token("watcher", Role::Viewer), None).await;
     viewer.expect("welcome").await;
-    let deal = create_deal(
+    let deal_id = create_deal(
         &a,
         agency,
         session,
@@ -370,7 +345,6 @@ async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
         "per_buyer_cap": 5, "countdown_secs": 1, "duration_secs": 3}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
     let scheduled = viewer.expect("deal.scheduled").await;
     assert_eq!(scheduled["data"]["deal_id"], deal_id.as_str());
     assert_eq!(scheduled["data"]["link_number"], 1);
@@ -404,16 +378,12 @@ async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
 #[tokio::test]
 async fn an_expired_order_returns_its_units_and_the_room_sees_the_stock() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b: _b,
-        agency,
-        session,
-    } = two_nodes(fast_deals(&redis).env(&[("HAWKER__COMMERCE__ORDER_TTL_SECS", "1")])).await;
+    let (a, _b, agency, session) =
+        two_nodes(fast_deals(&redis).env(&[("HAWKER__COMMERCE__ORDER_TTL_SECS", "1")])).await;
     lineup(&a, agency, session).await;
     let mut viewer = connect(a.addr, session, &a.token("watcher", Role::Viewer), None).await;
     viewer.expect("welcome").await;
-    let deal = create_deal(
+    let deal_id = create_deal(
         &a,
         agency,
         session,
@@ -421,7 +391,6 @@ async fn an_expired_order_returns_its_units_and_the_room_sees_the_stock() {
         "per_buyer_cap": 3, "duration_secs": 60}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
     let (status, order) = buy(&a, "slowpay", &deal_id, "k", 3).await;
     assert_eq!(status, 201);
     loop {
@@ -457,7 +426,7 @@ async fn purchases_fail_fast_with_503_while_postgres_is_unreachable_and_recover(
     ]))
     .await;
     let (agency, session) = session_with_lineup(&app).await;
-    let deal = create_deal(
+    let deal_id = create_deal(
         &app,
         agency,
         session,
@@ -465,7 +434,6 @@ async fn purchases_fail_fast_with_503_while_postgres_is_unreachable_and_recover(
         "per_buyer_cap": 5, "duration_secs": 60}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
     let (status, acknowledged) = buy(&app, "before", &deal_id, "k0", 1).await;
     assert_eq!(status, 201);
 
@@ -514,7 +482,7 @@ async fn a_node_killed_mid_stampede_loses_no_acknowledged_order() {
     ]))
     .await;
     let (agency, session) = session_with_lineup(&fixture).await;
-    let deal = create_deal(
+    let deal_id = create_deal(
         &fixture,
         agency,
         session,
@@ -522,7 +490,6 @@ async fn a_node_killed_mid_stampede_loses_no_acknowledged_order() {
         "per_buyer_cap": 2, "duration_secs": 120}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
     let mut victim = ServerProcess::spawn(&db, &redis.url(), &[]);
     let survivor = ServerProcess::spawn(&db, &redis.url(), &[]);
     let targets = vec![
@@ -554,12 +521,7 @@ async fn a_node_killed_mid_stampede_loses_no_acknowledged_order() {
 #[tokio::test]
 async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b: _b,
-        agency,
-        session,
-    } = two_nodes(fast_deals(&redis)).await;
+    let (a, _b, agency, session) = two_nodes(fast_deals(&redis)).await;
     lineup(&a, agency, session).await;
     let mut viewer = connect(a.addr, session, &a.token("socket-buyer", Role::Viewer), None).await;
     viewer.expect("welcome").await;
@@ -584,7 +546,7 @@ async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
         .unwrap();
     assert_eq!(refused.status(), 403);
 
-    let deal = create_deal(
+    let deal_id = create_deal(
         &a,
         agency,
         session,
@@ -592,7 +554,6 @@ async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
         "per_buyer_cap": 2, "duration_secs": 60}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap();
     let ack = viewer
         .call(
             "deal.buy",

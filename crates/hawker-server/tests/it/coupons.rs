@@ -16,9 +16,7 @@ use uuid::Uuid;
 
 use crate::support::fixtures::count;
 use crate::support::socket::connect;
-use crate::support::{
-    answer, poll, try_answer, two_nodes, NodeOptions, Patience, RedisServer, TestApp, TwoNodes,
-};
+use crate::support::{answer, poll, try_answer, two_nodes, NodeOptions, Patience, RedisServer, TestApp};
 
 /// Two nodes on `redis` whose schedulers tick every 100 ms.
 fn drop_nodes(redis: &RedisServer) -> NodeOptions {
@@ -61,12 +59,7 @@ async fn claim(app: &TestApp, viewer: &str, drop: &str) -> (u16, Value) {
 #[tokio::test]
 async fn a_drop_of_100_claimed_by_2000_viewers_over_two_nodes_gives_exactly_100_claims() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(drop_nodes(&redis)).await;
+    let (a, b, agency, session) = two_nodes(drop_nodes(&redis)).await;
     let (status, drop) = create_drop(
         &a,
         agency,
@@ -178,12 +171,7 @@ async fn a_drop_of_100_claimed_by_2000_viewers_over_two_nodes_gives_exactly_100_
 #[tokio::test]
 async fn a_scheduled_drop_fires_exactly_once_across_two_nodes() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(drop_nodes(&redis)).await;
+    let (a, b, agency, session) = two_nodes(drop_nodes(&redis)).await;
     let mut viewer = connect(b.addr, session, &b.token("watcher", Role::Viewer), None).await;
     viewer.expect("welcome").await;
 
@@ -262,12 +250,7 @@ async fn a_scheduled_drop_fires_exactly_once_across_two_nodes() {
 #[tokio::test]
 async fn claims_before_the_drop_and_after_the_window_are_refused() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b: _b,
-        agency,
-        session,
-    } = two_nodes(drop_nodes(&redis)).await;
+    let (a, _b, agency, session) = two_nodes(drop_nodes(&redis)).await;
     let (status, drop) = create_drop(
         &a,
         agency,
@@ -366,12 +349,7 @@ async fn claims_before_the_drop_and_after_the_window_are_refused() {
 #[tokio::test]
 async fn a_viewer_holds_at_most_the_per_viewer_limit_even_when_racing() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(drop_nodes(&redis)).await;
+    let (a, b, agency, session) = two_nodes(drop_nodes(&redis)).await;
     let (status, drop) = create_drop(
         &a,
         agency,
@@ -419,12 +397,7 @@ async fn a_viewer_holds_at_most_the_per_viewer_limit_even_when_racing() {
 #[tokio::test]
 async fn only_hosts_create_drops_and_bad_drops_say_why() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b: _b,
-        agency,
-        session,
-    } = two_nodes(drop_nodes(&redis)).await;
+    let (a, _b, agency, session) = two_nodes(drop_nodes(&redis)).await;
     let good =
         json!({"total": 10, "discount_kind": "percent", "discount_value": 10, "claim_window_secs": 60});
     let response = a

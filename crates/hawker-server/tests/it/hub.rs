@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::support::socket::{connect, try_connect, Ended, Ws};
-use crate::support::{two_nodes, NodeOptions, RedisServer, TwoNodes};
+use crate::support::{two_nodes, NodeOptions, RedisServer};
 
 async fn announce(host: &mut Ws, text: &str) -> u64 {
     let ack = host.call("host.announce", json!({ "text": text })).await;
@@ -24,7 +24,7 @@ fn offsets(events: &[Value]) -> Vec<u64> {
 
 #[tokio::test]
 async fn chat_sent_on_node_a_arrives_on_node_b_in_order() {
-    let TwoNodes { a, b, session, .. } =
+    let (a, b, _, session) =
         two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__CHAT_BURST", "100")])).await;
     let mut sender = connect(a.addr, session, &a.token("alice", Role::Viewer), None).await;
     let mut receiver = connect(b.addr, session, &b.token("bob", Role::Viewer), None).await;
@@ -51,12 +51,7 @@ async fn chat_sent_on_node_a_arrives_on_node_b_in_order() {
 
 #[tokio::test]
 async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(NodeOptions::default()).await;
+    let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
     let mut viewers: Vec<Ws> = join_all((0..1000).map(|i| {
         let node = if i % 2 == 0 { &a } else { &b };
         let token = node.token(&format!("viewer-{i}"), Role::Viewer);
@@ -85,12 +80,7 @@ async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
 
 #[tokio::test]
 async fn a_resume_returns_exactly_the_missed_events_then_live_ones() {
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(NodeOptions::default()).await;
+    let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
     let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     host.expect("welcome").await;
     let token = b.token("phone", Role::Viewer);
@@ -117,12 +107,8 @@ async fn a_resume_returns_exactly_the_missed_events_then_live_ones() {
 
 #[tokio::test]
 async fn a_resume_older_than_the_history_gets_a_reset_with_the_snapshot() {
-    let TwoNodes {
-        a,
-        b: _b,
-        agency,
-        session,
-    } = two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__HISTORY_LEN", "10")])).await;
+    let (a, _b, agency, session) =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__HISTORY_LEN", "10")])).await;
     let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     let welcome = host.expect("welcome").await;
     let epoch = welcome["epoch"].as_str().unwrap().to_string();
@@ -158,12 +144,7 @@ async fn a_resume_older_than_the_history_gets_a_reset_with_the_snapshot() {
 #[tokio::test]
 async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
     let redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(NodeOptions::default().redis(&redis)).await;
+    let (a, b, agency, session) = two_nodes(NodeOptions::default().redis(&redis)).await;
     let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     host.expect("welcome").await;
     let mut on_a = connect(a.addr, session, &a.token("va", Role::Viewer), None).await;
@@ -196,12 +177,7 @@ async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
 #[tokio::test]
 async fn viewers_keep_receiving_across_a_redis_restart() {
     let mut redis = RedisServer::start();
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(NodeOptions::default().redis(&redis)).await;
+    let (a, b, agency, session) = two_nodes(NodeOptions::default().redis(&redis)).await;
     let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     host.expect("welcome").await;
     let mut on_a = connect(a.addr, session, &a.token("va", Role::Viewer), None).await;
@@ -247,9 +223,8 @@ async fn viewers_keep_receiving_across_a_redis_restart() {
 
 #[tokio::test]
 async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others() {
-    let TwoNodes {
-        a, b: _b, session, ..
-    } = two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "32768")])).await;
+    let (a, _b, _, session) =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "32768")])).await;
     let mut fast = connect(a.addr, session, &a.token("fast", Role::Viewer), None).await;
     fast.expect("welcome").await;
     let mut slow = try_connect(a.addr, session, &a.token("slow", Role::Viewer), None, Some(4096))
@@ -289,9 +264,7 @@ async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others
 
 #[tokio::test]
 async fn a_chat_flood_from_one_user_is_rate_limited() {
-    let TwoNodes {
-        a, b: _b, session, ..
-    } = two_nodes(NodeOptions::default()).await;
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
     let mut flooder = connect(a.addr, session, &a.token("flooder", Role::Viewer), None).await;
     flooder.expect("welcome").await;
     let mut acks = 0;
@@ -312,12 +285,7 @@ async fn a_chat_flood_from_one_user_is_rate_limited() {
 
 #[tokio::test]
 async fn a_ban_on_node_a_is_enforced_on_node_b() {
-    let TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    } = two_nodes(NodeOptions::default()).await;
+    let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
     let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     host.expect("welcome").await;
     let troll_token = b.token("troll", Role::Viewer);
@@ -343,9 +311,7 @@ async fn a_ban_on_node_a_is_enforced_on_node_b() {
 
 #[tokio::test]
 async fn a_viewer_may_not_moderate_or_host() {
-    let TwoNodes {
-        a, b: _b, session, ..
-    } = two_nodes(NodeOptions::default()).await;
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
     let mut viewer = connect(a.addr, session, &a.token("v", Role::Viewer), None).await;
     viewer.expect("welcome").await;
     for (kind, data) in [
@@ -360,9 +326,7 @@ async fn a_viewer_may_not_moderate_or_host() {
 
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_the_connection_survives() {
-    let TwoNodes {
-        a, b: _b, session, ..
-    } = two_nodes(NodeOptions::default()).await;
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
     let mut ws = connect(a.addr, session, &a.token("tester", Role::Viewer), None).await;
     ws.expect("welcome").await;
 
@@ -386,9 +350,7 @@ async fn bad_frames_get_error_frames_and_the_connection_survives() {
 
 #[tokio::test]
 async fn sockets_without_a_valid_token_are_refused() {
-    let TwoNodes {
-        a, b: _b, session, ..
-    } = two_nodes(NodeOptions::default()).await;
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
     let url = format!("ws://{}/v1/sessions/{session}/ws", a.addr);
     let err = tokio_tungstenite::connect_async(url.clone()).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
@@ -408,9 +370,7 @@ async fn sockets_without_a_valid_token_are_refused() {
 
 #[tokio::test]
 async fn likes_are_summed_into_running_totals() {
-    let TwoNodes {
-        a, b: _b, session, ..
-    } = two_nodes(NodeOptions::default()).await;
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
     let mut tapper = connect(a.addr, session, &a.token("tapper", Role::Viewer), None).await;
     tapper.expect("welcome").await;
     for _ in 0..50 {
@@ -433,12 +393,7 @@ async fn likes_are_summed_into_running_totals() {
 
 #[tokio::test]
 async fn shutdown_closes_sockets_with_going_away() {
-    let TwoNodes {
-        mut a,
-        b: _b,
-        session,
-        ..
-    } = two_nodes(NodeOptions::default()).await;
+    let (mut a, _b, _, session) = two_nodes(NodeOptions::default()).await;
     let mut ws = connect(a.addr, session, &a.token("v", Role::Viewer), None).await;
     ws.expect("welcome").await;
     a.shutdown.cancel();

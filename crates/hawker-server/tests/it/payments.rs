@@ -82,6 +82,21 @@ async fn insert_order(db: &PgPool, shop: &Shop, quantity: i32, status: &str, exp
     order_id
 }
 
+/// How many state changes the order went through.
+async fn order_events(db: &PgPool, order_id: Uuid) -> i64 {
+    count(
+        db,
+        "select count(*) from order_event where order_id = $1",
+        order_id,
+    )
+    .await
+}
+
+/// How many payments were recorded for the order.
+async fn payments_of(db: &PgPool, order_id: Uuid) -> i64 {
+    count(db, "select count(*) from payment where order_id = $1", order_id).await
+}
+
 async fn order_status(db: &PgPool, order_id: Uuid) -> String {
     sqlx::query_scalar("select status from customer_order where order_id = $1")
         .bind(order_id)
@@ -163,19 +178,8 @@ async fn forged_webhooks_are_refused_and_change_nothing() {
         );
     }
     assert_eq!(order_status(&app.db, order).await, "pending_payment");
-    assert_eq!(
-        count(&app.db, "select count(*) from payment where order_id = $1", order).await,
-        0
-    );
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from order_event where order_id = $1",
-            order
-        )
-        .await,
-        0
-    );
+    assert_eq!(payments_of(&app.db, order).await, 0);
+    assert_eq!(order_events(&app.db, order).await, 0);
 }
 
 #[tokio::test]
@@ -225,19 +229,8 @@ async fn a_signed_payment_marks_the_order_paid_once_and_repeats_change_nothing()
         (status, second["outcome"].as_str()),
         (200, Some("duplicate_order"))
     );
-    assert_eq!(
-        count(&app.db, "select count(*) from payment where order_id = $1", order).await,
-        2
-    );
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from order_event where order_id = $1",
-            order
-        )
-        .await,
-        1
-    );
+    assert_eq!(payments_of(&app.db, order).await, 2);
+    assert_eq!(order_events(&app.db, order).await, 1);
     let paid_again: Option<chrono::DateTime<Utc>> =
         sqlx::query_scalar("select paid_at from customer_order where order_id = $1")
             .bind(order)
@@ -257,34 +250,15 @@ async fn a_signed_payment_marks_the_order_paid_once_and_repeats_change_nothing()
         "{answers:?}"
     );
     assert_eq!(answers.iter().filter(|(_, a)| a["replayed"] == false).count(), 1);
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from payment where order_id = $1",
-            racing
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from order_event where order_id = $1",
-            racing
-        )
-        .await,
-        1
-    );
+    assert_eq!(payments_of(&app.db, racing).await, 1);
+    assert_eq!(order_events(&app.db, racing).await, 1);
 
     // A wrong amount is refused and changes nothing; so is an unknown order.
     let other = insert_order(&app.db, &shop, 1, "pending_payment", 600).await;
     let (status, answer) = signed_webhook(&app, &secret, payment("evt-3", other, 1499)).await;
     assert_eq!((status, answer["error"].as_str()), (400, Some("amount_mismatch")));
     assert_eq!(order_status(&app.db, other).await, "pending_payment");
-    assert_eq!(
-        count(&app.db, "select count(*) from payment where order_id = $1", other).await,
-        0
-    );
+    assert_eq!(payments_of(&app.db, other).await, 0);
     let (status, _) = signed_webhook(&app, &secret, payment("evt-4", Uuid::new_v4(), 1500)).await;
     assert_eq!(status, 404);
     let (status, answer) = signed_webhook(&app, &secret, b"{not json".to_vec()).await;
@@ -334,15 +308,7 @@ async fn a_payment_after_expiry_or_cancellation_marks_the_order_for_refund() {
     // A further payment of a refund_due order is owed back too; the state does not change again.
     let (status, answer) = signed_webhook(&app, &secret, payment("evt-cancelled-2", cancelled, 1500)).await;
     assert_eq!((status, answer["outcome"].as_str()), (200, Some("refund_due")));
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from order_event where order_id = $1",
-            cancelled
-        )
-        .await,
-        1
-    );
+    assert_eq!(order_events(&app.db, cancelled).await, 1);
     assert_eq!(
         count(&app.db, "select count(*) from room_outbox where event_type = 'order.paid' and data->>'order_id' = $1::text", cancelled).await,
         0,
@@ -420,15 +386,7 @@ async fn refunds_never_exceed_the_amount_and_only_the_right_parties_refund() {
         .unwrap();
     assert_eq!(total, 3000);
     assert_eq!(order_status(&app.db, order).await, "refunded");
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from order_event where order_id = $1",
-            order
-        )
-        .await,
-        5
-    );
+    assert_eq!(order_events(&app.db, order).await, 5);
     let (status, answer) = refund(admin.clone(), order, json!({"amount_minor": 1})).await;
     assert_eq!((status, answer["error"].as_str()), (409, Some("order_not_paid")));
 

@@ -208,16 +208,9 @@ impl NodeOptions {
     }
 }
 
-/// Two nodes sharing one Postgres database and one Redis, and a session
-/// (of an agency) inserted into that database.
-pub struct TwoNodes {
-    pub a: TestApp,
-    pub b: TestApp,
-    pub agency: Uuid,
-    pub session: Uuid,
-}
-
-pub async fn two_nodes(options: NodeOptions) -> TwoNodes {
+/// Two nodes sharing one Postgres database and one Redis, and a session (of
+/// an agency) inserted into that database: `(a, b, agency, session)`.
+pub async fn two_nodes(options: NodeOptions) -> (TestApp, TestApp, Uuid, Uuid) {
     let db = test_database_url();
     let mut overrides: Vec<(&str, &str)> = vec![("HAWKER__DATABASE__URL", db.as_str())];
     if let Some(url) = &options.redis_url {
@@ -232,10 +225,5 @@ pub async fn two_nodes(options: NodeOptions) -> TwoNodes {
         .await
         .with_http_timeout(timeout);
     let (agency, session) = fixtures::insert_agency_and_session(&a.db).await;
-    TwoNodes {
-        a,
-        b,
-        agency,
-        session,
-    }
+    (a, b, agency, session)
 }

@@ -110,8 +110,8 @@ pub async fn session_with_lineup(app: &TestApp) -> (Uuid, Uuid) {
     (agency, session)
 }
 
-/// Creates a deal as the agency; it must be created (201).
-pub async fn create_deal(app: &TestApp, agency: Uuid, session: Uuid, body: Value) -> Value {
+/// Creates a deal as the agency; it must be created (201). Returns its id.
+pub async fn create_deal(app: &TestApp, agency: Uuid, session: Uuid, body: Value) -> String {
     let (status, deal) = app
         .send(
             reqwest::Method::POST,
@@ -121,7 +121,7 @@ pub async fn create_deal(app: &TestApp, agency: Uuid, session: Uuid, body: Value
         )
         .await;
     assert_eq!(status, 201, "{deal}");
-    deal
+    deal["deal_id"].as_str().expect("deal_id").to_string()
 }
 
 /// Buys `quantity` of `deal` as viewer `buyer` with idempotency key `key`.

@@ -20,7 +20,7 @@ pub mod socket;
 
 pub use app::{
     answer, config_dir, settings_with, spawn_app, spawn_app_with, test_database_url, try_answer, two_nodes,
-    NodeOptions, TestApp, TwoNodes,
+    NodeOptions, TestApp,
 };
 pub use poll::{poll, Patience};
 pub use redis::RedisServer;
