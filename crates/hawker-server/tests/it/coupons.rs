@@ -10,13 +10,14 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use hawker_commerce::Commerce;
 use hawker_core::Role;
+use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::support::fixtures::count;
 use crate::support::socket::connect;
-use crate::support::{answer, poll, try_answer, two_nodes, NodeOptions, Patience, RedisServer, TestApp};
+use crate::support::{poll, try_answer, two_nodes, NodeOptions, Patience, RedisServer, TestApp};
 
 /// Two nodes on `redis` whose schedulers tick every 100 ms.
 fn drop_nodes(redis: &RedisServer) -> NodeOptions {
@@ -27,15 +28,13 @@ fn drop_nodes(redis: &RedisServer) -> NodeOptions {
 }
 
 async fn create_drop(app: &TestApp, agency: Uuid, session: Uuid, body: Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(&format!("/v1/sessions/{session}/coupon-drops")))
-        .bearer_auth(app.agency_token(agency))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    answer(response).await
+    app.send(
+        Method::POST,
+        &format!("/v1/sessions/{session}/coupon-drops"),
+        &app.agency_token(agency),
+        Some(body),
+    )
+    .await
 }
 
 async fn claim_with(

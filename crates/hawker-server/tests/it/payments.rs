@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::future::join_all;
 use hawker_core::Role;
+use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -321,13 +322,15 @@ async fn refunds_never_exceed_the_amount_and_only_the_right_parties_refund() {
     let (app, _) = payment_node().await;
     let shop = open_shop(&app.db).await;
     let order = insert_order(&app.db, &shop, 2, "paid", 600).await;
-    let refund = |token: String, order: Uuid, body: Value| {
-        let request = app
-            .http
-            .post(app.url(&format!("/v1/orders/{order}/refunds")))
-            .bearer_auth(token)
-            .json(&body);
-        async move { answer(request.send().await.unwrap()).await }
+    let app = &app;
+    let refund = |token: String, order: Uuid, body: Value| async move {
+        app.send(
+            Method::POST,
+            &format!("/v1/orders/{order}/refunds"),
+            &token,
+            Some(body),
+        )
+        .await
     };
     let admin = app.token("admin", Role::Admin);
 
