@@ -1,7 +1,9 @@
 //! The real `hawker` binary as a child process.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 use super::app::config_dir;
@@ -28,39 +30,47 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// `hawker serve` against `db_url` and `redis_url`, with `extra`
+    /// variables, once it serves.
     pub fn spawn(db_url: &str, redis_url: &str, extra: &[(&str, &str)]) -> Self {
-        use std::io::{BufRead, BufReader};
         let mut command = hawker(&["serve"], db_url);
-        command
-            .env("HAWKER__REDIS__URL", redis_url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        command.env("HAWKER__REDIS__URL", redis_url).stderr(Stdio::null());
         for (k, v) in extra {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("hawker starts");
+        Self::start(&mut command).0
+    }
+
+    /// Starts `command` (a `hawker serve` logging JSON) and waits up to 60 s
+    /// for its "hawker serving" line. Returns the process, the lines it
+    /// logged until then, and the lines it logs from then on.
+    pub fn start(command: &mut Command) -> (Self, Vec<String>, Receiver<String>) {
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("hawker starts");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut sent = false;
+            // Reads to the end even when nobody listens: a full pipe would stall the server.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) {
-                        if log["message"] == "hawker serving" {
-                            let _ = tx.send(log["public"].as_str().unwrap_or_default().to_string());
-                            sent = true;
-                        }
-                    }
-                }
+                let _ = tx.send(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("hawker prints its address");
-        ServerProcess {
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("hawker prints its address");
+            seen.push(line.clone());
+            if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) {
+                if log["message"] == "hawker serving" {
+                    break log["public"].as_str().expect("public address").to_string();
+                }
+            }
+        };
+        let server = ServerProcess {
             child,
             addr: addr.parse().expect("address"),
-        }
+        };
+        (server, seen, lines)
     }
 
     pub fn kill(&mut self) {
