@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::support::fixtures::{buy, buy_with, create_deal, lineup, session_with_lineup, token};
 use crate::support::process::ServerProcess;
 use crate::support::proxy::TcpProxy;
-use crate::support::socket::connect;
+use crate::support::socket::{connect, join};
 use crate::support::{
     poll, settings_with, spawn_app_with, test_database_url, two_nodes, NodeOptions, Patience, RedisServer,
     TestApp,
@@ -28,6 +28,11 @@ fn fast_deals(redis: &RedisServer) -> NodeOptions {
         ("HAWKER__COMMERCE__DEAL_MIN_SECS", "1"),
         ("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "100"),
     ])
+}
+
+/// 500 units at 9.99, at most 2 per buyer, for two minutes.
+fn stampede_deal() -> Value {
+    json!({"link_number": 1, "price_minor": 999, "quantity": 500, "per_buyer_cap": 2, "duration_secs": 120})
 }
 
 /// What Postgres says about a deal: (sold column, units in live orders, max units per buyer, orders).
@@ -167,14 +172,7 @@ async fn a_stampede_of_5000_buyers_on_two_nodes_sells_exactly_500() {
     let redis = RedisServer::start();
     let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
     lineup(&a, agency, session).await;
-    let deal_id = create_deal(
-        &a,
-        agency,
-        session,
-        json!({"link_number": 1, "price_minor": 999, "quantity": 500,
-        "per_buyer_cap": 2, "duration_secs": 120}),
-    )
-    .await;
+    let deal_id = create_deal(&a, agency, session, stampede_deal()).await;
 
     let (created, codes) = stampede(&nodes(&[&a, &b]), &deal_id, 5000, 0, || async {}).await;
     let pg = deal_in_postgres(&a.db, &deal_id).await;
@@ -214,14 +212,7 @@ async fn flushing_redis_mid_stampede_does_not_oversell() {
     let redis = RedisServer::start();
     let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
     lineup(&a, agency, session).await;
-    let deal_id = create_deal(
-        &a,
-        agency,
-        session,
-        json!({"link_number": 1, "price_minor": 999, "quantity": 500,
-        "per_buyer_cap": 2, "duration_secs": 120}),
-    )
-    .await;
+    let deal_id = create_deal(&a, agency, session, stampede_deal()).await;
     let url = redis.url();
     let (created, codes) = stampede(&nodes(&[&a, &b]), &deal_id, 3000, 300, || async move {
         let client = redis::Client::open(url).unwrap();
@@ -335,8 +326,7 @@ async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
     let redis = RedisServer::start();
     let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
     lineup(&a, agency, session).await;
-    let mut viewer = connect(b.addr, session, &b.token("watcher", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
+    let mut viewer = join(b.addr, session, &b.token("watcher", Role::Viewer)).await;
     let deal_id = create_deal(
         &a,
         agency,
@@ -381,8 +371,7 @@ async fn an_expired_order_returns_its_units_and_the_room_sees_the_stock() {
     let (a, _b, agency, session) =
         two_nodes(fast_deals(&redis).env(&[("HAWKER__COMMERCE__ORDER_TTL_SECS", "1")])).await;
     lineup(&a, agency, session).await;
-    let mut viewer = connect(a.addr, session, &a.token("watcher", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
+    let mut viewer = join(a.addr, session, &a.token("watcher", Role::Viewer)).await;
     let deal_id = create_deal(
         &a,
         agency,
@@ -482,14 +471,7 @@ async fn a_node_killed_mid_stampede_loses_no_acknowledged_order() {
     ]))
     .await;
     let (agency, session) = session_with_lineup(&fixture).await;
-    let deal_id = create_deal(
-        &fixture,
-        agency,
-        session,
-        json!({"link_number": 1, "price_minor": 999, "quantity": 500,
-        "per_buyer_cap": 2, "duration_secs": 120}),
-    )
-    .await;
+    let deal_id = create_deal(&fixture, agency, session, stampede_deal()).await;
     let mut victim = ServerProcess::spawn(&db, &redis.url(), &[]);
     let survivor = ServerProcess::spawn(&db, &redis.url(), &[]);
     let targets = vec![
@@ -523,8 +505,7 @@ async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
     let redis = RedisServer::start();
     let (a, _b, agency, session) = two_nodes(fast_deals(&redis)).await;
     lineup(&a, agency, session).await;
-    let mut viewer = connect(a.addr, session, &a.token("socket-buyer", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
+    let mut viewer = join(a.addr, session, &a.token("socket-buyer", Role::Viewer)).await;
 
     let pinned = a
         .http

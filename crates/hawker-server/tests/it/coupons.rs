@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::support::fixtures::count;
-use crate::support::socket::connect;
+use crate::support::socket::join;
 use crate::support::{poll, try_answer, two_nodes, NodeOptions, Patience, RedisServer, TestApp};
 
 /// Two nodes on `redis` whose schedulers tick every 100 ms.
@@ -171,8 +171,7 @@ async fn a_drop_of_100_claimed_by_2000_viewers_over_two_nodes_gives_exactly_100_
 async fn a_scheduled_drop_fires_exactly_once_across_two_nodes() {
     let redis = RedisServer::start();
     let (a, b, agency, session) = two_nodes(drop_nodes(&redis)).await;
-    let mut viewer = connect(b.addr, session, &b.token("watcher", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
+    let mut viewer = join(b.addr, session, &b.token("watcher", Role::Viewer)).await;
 
     let drop_at = Utc::now() + chrono::Duration::seconds(2);
     let (status, drop) = create_drop(

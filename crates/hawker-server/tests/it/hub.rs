@@ -9,7 +9,7 @@ use hawker_hub::Publication;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::support::socket::{connect, try_connect, Ended, Ws};
+use crate::support::socket::{connect, join, try_connect, Ended, Ws};
 use crate::support::{two_nodes, NodeOptions, RedisServer};
 
 async fn announce(host: &mut Ws, text: &str) -> u64 {
@@ -56,15 +56,10 @@ async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
         let node = if i % 2 == 0 { &a } else { &b };
         let token = node.token(&format!("viewer-{i}"), Role::Viewer);
         let addr = node.addr;
-        async move {
-            let mut ws = connect(addr, session, &token, None).await;
-            ws.expect("welcome").await;
-            ws
-        }
+        async move { join(addr, session, &token).await }
     }))
     .await;
-    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
-    host.expect("welcome").await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let offset = announce(&mut host, "now showing item #7").await;
     let received = join_all(viewers.iter_mut().map(|ws| async move {
         let event = ws.expect("host.announcement").await;
@@ -81,11 +76,9 @@ async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
 #[tokio::test]
 async fn a_resume_returns_exactly_the_missed_events_then_live_ones() {
     let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
-    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
-    host.expect("welcome").await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let token = b.token("phone", Role::Viewer);
-    let mut viewer = connect(b.addr, session, &token, None).await;
-    viewer.expect("welcome").await;
+    let mut viewer = join(b.addr, session, &token).await;
     announce(&mut host, "before").await;
     viewer.expect("host.announcement").await;
     let (epoch, offset) = (viewer.epoch.clone(), viewer.offset);
@@ -145,8 +138,7 @@ async fn a_resume_older_than_the_history_gets_a_reset_with_the_snapshot() {
 async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
     let redis = RedisServer::start();
     let (a, b, agency, session) = two_nodes(NodeOptions::default().redis(&redis)).await;
-    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
-    host.expect("welcome").await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let mut on_a = connect(a.addr, session, &a.token("va", Role::Viewer), None).await;
     let mut on_b = connect(b.addr, session, &b.token("vb", Role::Viewer), None).await;
     on_a.expect("welcome").await;
@@ -178,8 +170,7 @@ async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
 async fn viewers_keep_receiving_across_a_redis_restart() {
     let mut redis = RedisServer::start();
     let (a, b, agency, session) = two_nodes(NodeOptions::default().redis(&redis)).await;
-    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
-    host.expect("welcome").await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let mut on_a = connect(a.addr, session, &a.token("va", Role::Viewer), None).await;
     let mut on_b = connect(b.addr, session, &b.token("vb", Role::Viewer), None).await;
     on_a.expect("welcome").await;
@@ -225,8 +216,7 @@ async fn viewers_keep_receiving_across_a_redis_restart() {
 async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others() {
     let (a, _b, _, session) =
         two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "32768")])).await;
-    let mut fast = connect(a.addr, session, &a.token("fast", Role::Viewer), None).await;
-    fast.expect("welcome").await;
+    let mut fast = join(a.addr, session, &a.token("fast", Role::Viewer)).await;
     let mut slow = try_connect(a.addr, session, &a.token("slow", Role::Viewer), None, Some(4096))
         .await
         .unwrap();
@@ -265,8 +255,7 @@ async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others
 #[tokio::test]
 async fn a_chat_flood_from_one_user_is_rate_limited() {
     let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
-    let mut flooder = connect(a.addr, session, &a.token("flooder", Role::Viewer), None).await;
-    flooder.expect("welcome").await;
+    let mut flooder = join(a.addr, session, &a.token("flooder", Role::Viewer)).await;
     let mut acks = 0;
     let mut limited = 0;
     for i in 0..20 {
@@ -286,11 +275,9 @@ async fn a_chat_flood_from_one_user_is_rate_limited() {
 #[tokio::test]
 async fn a_ban_on_node_a_is_enforced_on_node_b() {
     let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
-    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
-    host.expect("welcome").await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let troll_token = b.token("troll", Role::Viewer);
-    let mut troll = connect(b.addr, session, &troll_token, None).await;
-    troll.expect("welcome").await;
+    let mut troll = join(b.addr, session, &troll_token).await;
 
     let ack = host
         .call("mod.ban", json!({ "user": "troll", "seconds": 600 }))
@@ -312,8 +299,7 @@ async fn a_ban_on_node_a_is_enforced_on_node_b() {
 #[tokio::test]
 async fn a_viewer_may_not_moderate_or_host() {
     let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
-    let mut viewer = connect(a.addr, session, &a.token("v", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
+    let mut viewer = join(a.addr, session, &a.token("v", Role::Viewer)).await;
     for (kind, data) in [
         ("mod.ban", json!({"user": "x"})),
         ("host.announce", json!({"text": "hi"})),
@@ -327,8 +313,7 @@ async fn a_viewer_may_not_moderate_or_host() {
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_the_connection_survives() {
     let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
-    let mut ws = connect(a.addr, session, &a.token("tester", Role::Viewer), None).await;
-    ws.expect("welcome").await;
+    let mut ws = join(a.addr, session, &a.token("tester", Role::Viewer)).await;
 
     ws.send_raw("{not json".into()).await;
     assert_eq!(ws.expect("error").await["code"], "bad_json");
@@ -371,8 +356,7 @@ async fn sockets_without_a_valid_token_are_refused() {
 #[tokio::test]
 async fn likes_are_summed_into_running_totals() {
     let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
-    let mut tapper = connect(a.addr, session, &a.token("tapper", Role::Viewer), None).await;
-    tapper.expect("welcome").await;
+    let mut tapper = join(a.addr, session, &a.token("tapper", Role::Viewer)).await;
     for _ in 0..50 {
         tapper.send("like", json!({})).await;
     }
@@ -394,8 +378,7 @@ async fn likes_are_summed_into_running_totals() {
 #[tokio::test]
 async fn shutdown_closes_sockets_with_going_away() {
     let (mut a, _b, _, session) = two_nodes(NodeOptions::default()).await;
-    let mut ws = connect(a.addr, session, &a.token("v", Role::Viewer), None).await;
-    ws.expect("welcome").await;
+    let mut ws = join(a.addr, session, &a.token("v", Role::Viewer)).await;
     a.shutdown.cancel();
     assert_eq!(ws.closed(Duration::from_secs(5)).await, Ended::Closed(Some(1001)));
     let stopped = tokio::time::timeout(Duration::from_secs(10), a.stop()).await;

@@ -37,6 +37,13 @@ pub async fn connect(addr: SocketAddr, session: Uuid, token: &str, resume: Optio
         .expect("socket opens")
 }
 
+/// Connects (without resuming) and waits for the welcome.
+pub async fn join(addr: SocketAddr, session: Uuid, token: &str) -> Ws {
+    let mut ws = connect(addr, session, token, None).await;
+    ws.expect("welcome").await;
+    ws
+}
+
 /// Connects; `recv_buffer` shrinks the client's TCP receive buffer (slow-reader tests).
 pub async fn try_connect(
     addr: SocketAddr,
