@@ -2,6 +2,7 @@
 //! request id, and SIGTERM.
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -52,7 +53,11 @@ async fn the_binary_serves_accepts_its_own_tokens_logs_request_ids_and_stops_on_
         .unwrap()
         .unwrap();
     assert!(status.success(), "exit status {status}");
-    seen.extend(lines_rx.try_iter());
+    // The rest of the log: the reader ends at the closed pipe (bounded, in
+    // case something still holds it).
+    while let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(10)) {
+        seen.push(line);
+    }
 
     let tagged = seen
         .iter()
