@@ -84,6 +84,12 @@ impl Hub {
         let Some(db) = self.inner.db.as_ref() else {
             return Ok(0);
         };
+        // A node that cannot reach Redis must not lock pending rows while its
+        // publish times out: the other nodes skip locked rows, so they would
+        // wait on it. Check first, then hold the rows only while publishing.
+        if !self.inner.store.reachable().await {
+            return Ok(0);
+        }
         let mut tx = db.begin().await?;
         let rows: Vec<(i64, Uuid, String, Value, Value)> = sqlx::query_as(
             "select outbox_id, session_id, event_type, data, state from room_outbox

@@ -189,6 +189,14 @@ impl RoomStore {
         }
     }
 
+    /// Whether Redis answers a PING within the store's timeout.
+    pub async fn reachable(&self) -> bool {
+        let mut conn = self.redis.clone();
+        bounded(self.timeout, redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .is_ok()
+    }
+
     /// Appends, applies state changes and publishes, atomically. Returns
     /// (epoch, offset): the earlier offset for a repeated dedupe id, and 0
     /// when a newer version of the same figure was already published.

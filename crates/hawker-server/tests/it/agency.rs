@@ -6,39 +6,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, SubsecRound, TimeZone, Utc};
 use futures_util::future::join_all;
-use hawker_core::{Claims, Role};
+use hawker_core::Role;
 use hawker_hub::Publication;
 use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::commerce::{buy, create_deal};
-use crate::helpers::{settings_with, spawn_app, spawn_app_with, test_database_url, TcpProxy, TestApp};
+use crate::support::fixtures::{add_to_lineup, buy, create_deal, insert_agency, insert_brand_with_sku};
+use crate::support::proxy::TcpProxy;
+use crate::support::{poll, settings_with, spawn_app, spawn_app_with, test_database_url, Patience, TestApp};
 
 // ---------------------------------------------------------------- helpers
 
 fn admin_token(app: &TestApp) -> String {
     app.token("admin-1", Role::Admin)
-}
-
-fn host_token(app: &TestApp, host: Uuid) -> String {
-    app.token(&host.to_string(), Role::Host)
-}
-
-fn brand_token(app: &TestApp, brand: Uuid) -> String {
-    let mut claims = Claims::new("brand-user", Role::Brand, chrono::Duration::hours(1));
-    claims.brand_id = Some(brand);
-    app.keys.sign(&claims).unwrap()
-}
-
-async fn send(app: &TestApp, method: Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = app.http.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 fn id(value: &Value, field: &str) -> Uuid {
@@ -66,77 +47,41 @@ fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-async fn insert_agency(app: &TestApp) -> Uuid {
-    let agency = Uuid::new_v4();
-    sqlx::query("insert into agency (agency_id, name) values ($1, 'Agency')")
-        .bind(agency)
-        .execute(&app.db)
-        .await
-        .unwrap();
-    agency
-}
-
-/// A brand with one product and SKU (price 2,500, USD); returns (brand, sku).
-async fn insert_brand_with_sku(app: &TestApp) -> (Uuid, Uuid) {
-    let (brand, product, sku) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    sqlx::query("insert into brand (brand_id, name) values ($1, 'Brand')")
-        .bind(brand)
-        .execute(&app.db)
-        .await
-        .unwrap();
-    sqlx::query("insert into product (product_id, brand_id, name) values ($1, $2, 'Serum')")
-        .bind(product)
-        .bind(brand)
-        .execute(&app.db)
-        .await
-        .unwrap();
-    sqlx::query(
-        "insert into sku (sku_id, product_id, code, name, price_minor, currency, stock_on_hand)
-         values ($1, $2, 'SER-1', '30 ml', 2500, 'USD', 100000)",
-    )
-    .bind(sku)
-    .bind(product)
-    .execute(&app.db)
-    .await
-    .unwrap();
-    (brand, sku)
-}
-
 /// A new host (through the API) on `agency`'s roster since an hour ago.
 async fn roster_host(app: &TestApp, agency: Uuid) -> Uuid {
     let token = app.agency_token(agency);
     let handle = format!("h_{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let (status, host) = send(
-        app,
-        Method::POST,
-        "/v1/hosts",
-        &token,
-        Some(json!({"handle": handle, "display_name": "Host"})),
-    )
-    .await;
+    let (status, host) = app
+        .send(
+            Method::POST,
+            "/v1/hosts",
+            &token,
+            Some(json!({"handle": handle, "display_name": "Host"})),
+        )
+        .await;
     assert_eq!(status, 201, "{host}");
     let host_id = id(&host, "host_id");
-    let (status, body) = send(
-        app,
-        Method::POST,
-        &format!("/v1/agencies/{agency}/roster"),
-        &token,
-        Some(json!({"host_id": host_id, "joined_at": iso(now() - chrono::Duration::hours(1))})),
-    )
-    .await;
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/agencies/{agency}/roster"),
+            &token,
+            Some(json!({"host_id": host_id, "joined_at": iso(now() - chrono::Duration::hours(1))})),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     host_id
 }
 
 async fn schedule(app: &TestApp, agency: Uuid, body: Value) -> Value {
-    let (status, session) = send(
-        app,
-        Method::POST,
-        &format!("/v1/agencies/{agency}/sessions"),
-        &app.agency_token(agency),
-        Some(body),
-    )
-    .await;
+    let (status, session) = app
+        .send(
+            Method::POST,
+            &format!("/v1/agencies/{agency}/sessions"),
+            &app.agency_token(agency),
+            Some(body),
+        )
+        .await;
     assert_eq!(status, 201, "{session}");
     session
 }
@@ -149,8 +94,7 @@ async fn book(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> (u16, Value) {
-    send(
-        app,
+    app.send(
         Method::POST,
         &format!("/v1/sessions/{session}/shifts"),
         &app.agency_token(agency),
@@ -159,28 +103,15 @@ async fn book(
     .await
 }
 
-async fn add_to_lineup(app: &TestApp, agency: Uuid, session: Uuid, sku: Uuid) {
-    let (status, body) = send(
-        app,
-        Method::POST,
-        &format!("/v1/sessions/{session}/lineup"),
-        &app.agency_token(agency),
-        Some(json!({"sku_id": sku})),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-}
-
 async fn open_deal(app: &TestApp, agency: Uuid, session: Uuid) -> String {
-    let deal = create_deal(
+    create_deal(
         app,
         agency,
         session,
         json!({"link_number": 1, "price_minor": 2500, "quantity": 1000, "per_buyer_cap": 10,
                "duration_secs": 900}),
     )
-    .await;
-    deal["deal_id"].as_str().unwrap().to_string()
+    .await
 }
 
 /// Buys through the real purchase path and marks the order paid (as the
@@ -225,25 +156,27 @@ async fn refund(app: &TestApp, order: Uuid, amount: i64, kind: &str) -> Uuid {
 /// Waits until every source event has been accrued (by the server's worker,
 /// or by this call: both may run, each event is accrued once).
 async fn wait_accrued(app: &TestApp, sources: &[Uuid]) {
-    for _ in 0..100 {
-        hawker_ledger::ledger::accrue(&app.db).await.unwrap();
-        let done: i64 =
-            sqlx::query_scalar("select count(*) from commission_accrual where source_id = any($1)")
-                .bind(sources)
-                .fetch_one(&app.db)
-                .await
-                .unwrap();
-        if done as usize == sources.len() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not everything was accrued");
+    let done = poll(
+        Patience::Tries(100),
+        Duration::from_millis(100),
+        || async {
+            hawker_ledger::ledger::accrue(&app.db).await.unwrap();
+            let done: i64 =
+                sqlx::query_scalar("select count(*) from commission_accrual where source_id = any($1)")
+                    .bind(sources)
+                    .fetch_one(&app.db)
+                    .await
+                    .unwrap();
+            done as usize
+        },
+        |done| *done == sources.len(),
+    )
+    .await;
+    assert_eq!(done, sources.len(), "not everything was accrued");
 }
 
 async fn figures(app: &TestApp, session: Uuid, token: &str) -> (u16, Value) {
-    send(
-        app,
+    app.send(
         Method::GET,
         &format!("/v1/sessions/{session}/figures"),
         token,
@@ -277,7 +210,7 @@ fn usd(totals: &Value) -> &Value {
 #[tokio::test]
 async fn overlapping_shifts_for_one_host_are_refused_even_when_requests_race() {
     let app = spawn_app().await;
-    let agency = insert_agency(&app).await;
+    let agency = insert_agency(&app.db).await;
     let host = roster_host(&app, agency).await;
     let start = now() + chrono::Duration::days(1);
     // Eight sessions, eight overlapping bookings of the same host, all at once.
@@ -338,7 +271,7 @@ async fn overlapping_shifts_for_one_host_are_refused_even_when_requests_race() {
 
     // Postgres itself refuses it, whatever the agency: a session of another
     // agency, written around the API.
-    let other = insert_agency(&app).await;
+    let other = insert_agency(&app.db).await;
     let foreign = Uuid::new_v4();
     sqlx::query(
         "insert into live_session (session_id, agency_id, title, planned_start, planned_end)
@@ -381,14 +314,14 @@ async fn overlapping_shifts_for_one_host_are_refused_even_when_requests_race() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = send(
-        &app,
-        Method::DELETE,
-        &format!("/v1/shifts/{}", id(winner, "shift_id")),
-        &app.agency_token(agency),
-        None,
-    )
-    .await;
+    let (status, body) = app
+        .send(
+            Method::DELETE,
+            &format!("/v1/shifts/{}", id(winner, "shift_id")),
+            &app.agency_token(agency),
+            None,
+        )
+        .await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("cancelled")),
@@ -410,8 +343,8 @@ async fn overlapping_shifts_for_one_host_are_refused_even_when_requests_race() {
 #[tokio::test]
 async fn a_handoff_at_14_00_attributes_orders_on_either_side_to_the_right_host() {
     let app = spawn_app().await;
-    let agency = insert_agency(&app).await;
-    let (brand, sku) = insert_brand_with_sku(&app).await;
+    let agency = insert_agency(&app.db).await;
+    let (brand, sku) = insert_brand_with_sku(&app.db, 2500, 100000).await;
     let (mia, leo) = (roster_host(&app, agency).await, roster_host(&app, agency).await);
     // Planned in Shanghai time; stored and returned in UTC.
     let shanghai = FixedOffset::east_opt(8 * 3600).unwrap();
@@ -519,8 +452,8 @@ async fn a_handoff_at_14_00_attributes_orders_on_either_side_to_the_right_host()
 #[tokio::test]
 async fn a_live_handoff_moves_attribution_of_real_purchases_mid_deal() {
     let app = spawn_app().await;
-    let agency = insert_agency(&app).await;
-    let (brand, sku) = insert_brand_with_sku(&app).await;
+    let agency = insert_agency(&app.db).await;
+    let (brand, sku) = insert_brand_with_sku(&app.db, 2500, 100000).await;
     let (mia, leo) = (roster_host(&app, agency).await, roster_host(&app, agency).await);
     let start = now() - chrono::Duration::minutes(10);
     let session = schedule(
@@ -545,23 +478,23 @@ async fn a_live_handoff_moves_attribution_of_real_purchases_mid_deal() {
     add_to_lineup(&app, agency, session_id, sku).await;
 
     // Leo may not take Mia's shift live; Mia goes live on hers.
-    let (status, body) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/sessions/{session_id}/live"),
-        &host_token(&app, leo),
-        Some(json!({"shift_id": id(&first, "shift_id")})),
-    )
-    .await;
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{session_id}/live"),
+            &app.host_token(leo),
+            Some(json!({"shift_id": id(&first, "shift_id")})),
+        )
+        .await;
     assert_eq!(status, 403, "{body}");
-    let (status, live) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/sessions/{session_id}/live"),
-        &host_token(&app, mia),
-        None,
-    )
-    .await;
+    let (status, live) = app
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{session_id}/live"),
+            &app.host_token(mia),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{live}");
     assert_eq!(live["status"], "live");
     assert_eq!(live["on_air_host_id"], json!(mia));
@@ -569,14 +502,14 @@ async fn a_live_handoff_moves_attribution_of_real_purchases_mid_deal() {
     let deal = open_deal(&app, agency, session_id).await;
     let before = buy_paid(&app, "early-bird", &deal, 1).await;
     // Leo takes over early (handoffs follow the room, not the plan).
-    let (status, handed) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/shifts/{}/start", id(&second, "shift_id")),
-        &host_token(&app, leo),
-        None,
-    )
-    .await;
+    let (status, handed) = app
+        .send(
+            Method::POST,
+            &format!("/v1/shifts/{}/start", id(&second, "shift_id")),
+            &app.host_token(leo),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{handed}");
     assert_eq!(handed["on_air_host_id"], json!(leo));
     let shifts = handed["shifts"].as_array().unwrap();
@@ -600,61 +533,61 @@ async fn a_live_handoff_moves_attribution_of_real_purchases_mid_deal() {
     let snapshot: Value = serde_json::from_str(&snapshot).unwrap();
     assert_eq!(snapshot["on_air_host_id"], json!(leo), "{snapshot}");
 
-    let (status, ended) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/sessions/{session_id}/end"),
-        &host_token(&app, leo),
-        None,
-    )
-    .await;
+    let (status, ended) = app
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{session_id}/end"),
+            &app.host_token(leo),
+            None,
+        )
+        .await;
     assert_eq!(
         (status, ended["status"].as_str()),
         (200, Some("ended")),
         "{ended}"
     );
     assert!(ended["shifts"][1]["actual_end"].is_string());
-    let (status, body) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/sessions/{session_id}/end"),
-        &app.agency_token(agency),
-        None,
-    )
-    .await;
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{session_id}/end"),
+            &app.agency_token(agency),
+            None,
+        )
+        .await;
     assert_eq!((status, body["error"].as_str()), (409, Some("session_not_live")));
 }
 
 #[tokio::test]
 async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_calculation() {
     let app = spawn_app().await;
-    let agency = insert_agency(&app).await;
-    let (brand, sku) = insert_brand_with_sku(&app).await;
+    let agency = insert_agency(&app.db).await;
+    let (brand, sku) = insert_brand_with_sku(&app.db, 2500, 100000).await;
     let (mia, leo) = (roster_host(&app, agency).await, roster_host(&app, agency).await);
     let token = app.agency_token(agency);
-    let (status, campaign) = send(
-        &app,
-        Method::POST,
-        "/v1/campaigns",
-        &brand_token(&app, brand),
-        Some(json!({"brand_id": brand, "agency_id": agency, "name": "Summer glow"})),
-    )
-    .await;
+    let (status, campaign) = app
+        .send(
+            Method::POST,
+            "/v1/campaigns",
+            &app.brand_token(brand),
+            Some(json!({"brand_id": brand, "agency_id": agency, "name": "Summer glow"})),
+        )
+        .await;
     assert_eq!(status, 201, "{campaign}");
     let campaign_id = id(&campaign, "campaign_id");
     // A mixed term: 10% of net sales + 500.00 slot fee + 360.00 an hour
     // (0.10 a second); hosts get 40% of all of it.
-    let (status, terms) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/campaigns/{campaign_id}/terms"),
-        &token,
-        Some(
-            json!({"percent_bps": 1000, "slot_fee_minor": 50000, "hourly_rate_minor": 36000,
+    let (status, terms) = app
+        .send(
+            Method::POST,
+            &format!("/v1/campaigns/{campaign_id}/terms"),
+            &token,
+            Some(
+                json!({"percent_bps": 1000, "slot_fee_minor": 50000, "hourly_rate_minor": 36000,
                     "host_share_bps": 4000, "currency": "USD"}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert_eq!(status, 201, "{terms}");
     assert_eq!(terms["version"], 1);
     let start = now() - chrono::Duration::minutes(30);
@@ -679,22 +612,21 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     )
     .await;
     add_to_lineup(&app, agency, session_id, sku).await;
-    let (status, body) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/sessions/{session_id}/live"),
-        &token,
-        None,
-    )
-    .await;
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{session_id}/live"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
 
     let deal = open_deal(&app, agency, session_id).await;
     let o1 = buy_paid(&app, "buyer-1", &deal, 2).await; // 50.00, Mia
     let o2 = buy_paid(&app, "buyer-2", &deal, 1).await; // 25.00, Mia
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    send(
-        &app,
+    app.send(
         Method::POST,
         &format!("/v1/shifts/{}/start", id(&second, "shift_id")),
         &token,
@@ -707,14 +639,14 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
         (json!(mia), json!(leo))
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, ended) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/sessions/{session_id}/end"),
-        &token,
-        None,
-    )
-    .await;
+    let (status, ended) = app
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{session_id}/end"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{ended}");
 
     // After the stream: a partial return of order 1, a full refund of order 3.
@@ -770,14 +702,14 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     let leo_net = host_part(c3) - host_part(500) + host_part(pay_leo) + slot_leo;
     let total_net = c1 + c2 + c3 + claw1 + claw3 + pay_mia + pay_leo + 50000;
 
-    let (status, statement) = send(
-        &app,
-        Method::GET,
-        &format!("/v1/agencies/{agency}/statement"),
-        &token,
-        None,
-    )
-    .await;
+    let (status, statement) = app
+        .send(
+            Method::GET,
+            &format!("/v1/agencies/{agency}/statement"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{statement}");
     let total = usd(&statement["total"]);
     assert_eq!(total["sales_minor"], c1 + c2 + c3);
@@ -811,14 +743,14 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
     assert_eq!(sum, total_net);
 
     // The host's own statement says the same.
-    let (status, mine) = send(
-        &app,
-        Method::GET,
-        &format!("/v1/hosts/{mia}/statement"),
-        &host_token(&app, mia),
-        None,
-    )
-    .await;
+    let (status, mine) = app
+        .send(
+            Method::GET,
+            &format!("/v1/hosts/{mia}/statement"),
+            &app.host_token(mia),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{mine}");
     assert_eq!(usd(&mine["totals"])["net_payable_minor"], mia_net);
     // A period that ends before the refunds leaves their clawbacks out.
@@ -828,29 +760,29 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
             .fetch_one(&app.db)
             .await
             .unwrap();
-    let (_, earlier) = send(
-        &app,
-        Method::GET,
-        &format!(
-            "/v1/hosts/{mia}/statement?from=2020-01-01T00:00:00%2B08:00&to={}",
-            refunded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        ),
-        &host_token(&app, mia),
-        None,
-    )
-    .await;
+    let (_, earlier) = app
+        .send(
+            Method::GET,
+            &format!(
+                "/v1/hosts/{mia}/statement?from=2020-01-01T00:00:00%2B08:00&to={}",
+                refunded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ),
+            &app.host_token(mia),
+            None,
+        )
+        .await;
     assert_eq!(usd(&earlier["totals"])["clawbacks_minor"], 0, "{earlier}");
 
     // Accruing again changes nothing, and the ledger cannot be rewritten.
     hawker_ledger::ledger::accrue(&app.db).await.unwrap();
-    let (_, again) = send(
-        &app,
-        Method::GET,
-        &format!("/v1/agencies/{agency}/statement"),
-        &token,
-        None,
-    )
-    .await;
+    let (_, again) = app
+        .send(
+            Method::GET,
+            &format!("/v1/agencies/{agency}/statement"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(again["entries"], statement["entries"]);
     let err = sqlx::query("update commission_entry set amount_minor = 0")
         .execute(&app.db)
@@ -862,28 +794,28 @@ async fn a_refund_after_the_session_claws_back_so_the_statement_matches_a_hand_c
 #[tokio::test]
 async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
     let app = spawn_app().await;
-    let agency = insert_agency(&app).await;
-    let (brand, sku) = insert_brand_with_sku(&app).await;
+    let agency = insert_agency(&app.db).await;
+    let (brand, sku) = insert_brand_with_sku(&app.db, 2500, 100000).await;
     let mia = roster_host(&app, agency).await;
     let token = app.agency_token(agency);
-    let (_, campaign) = send(
-        &app,
-        Method::POST,
-        "/v1/campaigns",
-        &token,
-        Some(json!({"brand_id": brand, "agency_id": agency, "name": "Terms"})),
-    )
-    .await;
+    let (_, campaign) = app
+        .send(
+            Method::POST,
+            "/v1/campaigns",
+            &token,
+            Some(json!({"brand_id": brand, "agency_id": agency, "name": "Terms"})),
+        )
+        .await;
     let campaign_id = id(&campaign, "campaign_id");
     let terms = |percent: i32| json!({"percent_bps": percent, "host_share_bps": 5000, "currency": "USD"});
-    let (status, _) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/campaigns/{campaign_id}/terms"),
-        &token,
-        Some(terms(1000)),
-    )
-    .await;
+    let (status, _) = app
+        .send(
+            Method::POST,
+            &format!("/v1/campaigns/{campaign_id}/terms"),
+            &token,
+            Some(terms(1000)),
+        )
+        .await;
     assert_eq!(status, 201);
     let start = now() - chrono::Duration::minutes(5);
     let session = schedule(
@@ -904,8 +836,7 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
     )
     .await;
     add_to_lineup(&app, agency, session_id, sku).await;
-    send(
-        &app,
+    app.send(
         Method::POST,
         &format!("/v1/sessions/{session_id}/live"),
         &token,
@@ -917,14 +848,14 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
     // Order A is bought and accrued at 10%.
     let a = buy_paid(&app, "buyer-a", &deal, 2).await;
     wait_accrued(&app, &[id(&a, "order_id")]).await;
-    let (_, before) = send(
-        &app,
-        Method::GET,
-        &format!("/v1/agencies/{agency}/statement"),
-        &token,
-        None,
-    )
-    .await;
+    let (_, before) = app
+        .send(
+            Method::GET,
+            &format!("/v1/agencies/{agency}/statement"),
+            &token,
+            None,
+        )
+        .await;
     // Order B is bought under 10% but paid (and accrued) only after the change.
     let (status, b) = buy(&app, "buyer-b", &deal, "key-b", 1).await;
     assert_eq!(status, 201, "{b}");
@@ -932,27 +863,27 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
     // Terms can change from now on, never backwards.
     let mut backdated = terms(2000);
     backdated["effective_from"] = json!(iso(now() - chrono::Duration::hours(1)));
-    let (status, body) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/campaigns/{campaign_id}/terms"),
-        &token,
-        Some(backdated),
-    )
-    .await;
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/campaigns/{campaign_id}/terms"),
+            &token,
+            Some(backdated),
+        )
+        .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("terms_backdated")),
         "{body}"
     );
-    let (status, v2) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/campaigns/{campaign_id}/terms"),
-        &token,
-        Some(terms(2000)),
-    )
-    .await;
+    let (status, v2) = app
+        .send(
+            Method::POST,
+            &format!("/v1/campaigns/{campaign_id}/terms"),
+            &token,
+            Some(terms(2000)),
+        )
+        .await;
     assert_eq!((status, v2["version"].as_i64()), (201, Some(2)), "{v2}");
     tokio::time::sleep(Duration::from_millis(20)).await;
     sqlx::query("update customer_order set status = 'paid', paid_at = now() where order_id = $1")
@@ -963,14 +894,14 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
     // Order C is bought under 20%.
     let c = buy_paid(&app, "buyer-c", &deal, 1).await;
     // A session's own terms replace the campaign's while in force: order D at 5%.
-    let (status, body) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/sessions/{session_id}/terms"),
-        &token,
-        Some(terms(500)),
-    )
-    .await;
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{session_id}/terms"),
+            &token,
+            Some(terms(500)),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let d = buy_paid(&app, "buyer-d", &deal, 1).await;
@@ -980,14 +911,14 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
     )
     .await;
 
-    let (_, after) = send(
-        &app,
-        Method::GET,
-        &format!("/v1/agencies/{agency}/statement"),
-        &token,
-        None,
-    )
-    .await;
+    let (_, after) = app
+        .send(
+            Method::GET,
+            &format!("/v1/agencies/{agency}/statement"),
+            &token,
+            None,
+        )
+        .await;
     let commission = |statement: &Value, order: &Value| {
         entry_amount(statement, "order_id", id(order, "order_id"), "agency")
             + entry_amount(statement, "order_id", id(order, "order_id"), "host")
@@ -1022,8 +953,8 @@ async fn changing_terms_after_a_sale_does_not_change_that_sales_commission() {
 #[tokio::test]
 async fn live_figures_count_sales_viewers_chat_and_likes_per_session_deal_and_shift() {
     let app = spawn_app().await;
-    let agency = insert_agency(&app).await;
-    let (brand, sku) = insert_brand_with_sku(&app).await;
+    let agency = insert_agency(&app.db).await;
+    let (brand, sku) = insert_brand_with_sku(&app.db, 2500, 100000).await;
     let (mia, leo) = (roster_host(&app, agency).await, roster_host(&app, agency).await);
     let token = app.agency_token(agency);
     let start = now() - chrono::Duration::minutes(5);
@@ -1047,8 +978,7 @@ async fn live_figures_count_sales_viewers_chat_and_likes_per_session_deal_and_sh
     )
     .await;
     add_to_lineup(&app, agency, session_id, sku).await;
-    send(
-        &app,
+    app.send(
         Method::POST,
         &format!("/v1/sessions/{session_id}/live"),
         &token,
@@ -1083,16 +1013,17 @@ async fn live_figures_count_sales_viewers_chat_and_likes_per_session_deal_and_sh
     let o1 = buy_paid(&app, "ann", &deal, 2).await;
     buy_paid(&app, "bob", &deal, 1).await;
     // Wait for a sample with the chat in it, then hand over to Leo.
-    let mut seen = Value::Null;
-    for _ in 0..50 {
-        let (status, body) = figures(&app, session_id, &token).await;
-        assert_eq!(status, 200, "{body}");
-        if body["audience"]["chat_messages"] == 3 {
-            seen = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let seen = poll(
+        Patience::Tries(50),
+        Duration::from_millis(200),
+        || async {
+            let (status, body) = figures(&app, session_id, &token).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        },
+        |body| body["audience"]["chat_messages"] == 3,
+    )
+    .await;
     assert_eq!(seen["audience"]["chat_messages"], 3, "{seen}");
     assert_eq!(seen["audience"]["viewers_now"], 40);
     assert_eq!(seen["audience"]["peak_viewers"], 40);
@@ -1100,8 +1031,7 @@ async fn live_figures_count_sales_viewers_chat_and_likes_per_session_deal_and_sh
     assert_eq!(seen["audience"]["unique_viewers"], 40);
     assert_eq!(seen["conversion"], 0.05, "2 buyers / 40 viewers");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    send(
-        &app,
+    app.send(
         Method::POST,
         &format!("/v1/shifts/{}/start", id(&second, "shift_id")),
         &token,
@@ -1110,8 +1040,7 @@ async fn live_figures_count_sales_viewers_chat_and_likes_per_session_deal_and_sh
     .await;
     buy_paid(&app, "cat", &deal, 3).await;
     refund(&app, id(&o1, "order_id"), 1000, "return").await;
-    send(
-        &app,
+    app.send(
         Method::POST,
         &format!("/v1/sessions/{session_id}/end"),
         &token,
@@ -1158,10 +1087,10 @@ async fn live_figures_count_sales_viewers_chat_and_likes_per_session_deal_and_sh
     assert_eq!(shifts[1]["audience"]["chat_messages"], 0);
 
     // A brand sees its products' sales; a brand not selling here sees nothing.
-    let (status, theirs) = figures(&app, session_id, &brand_token(&app, brand)).await;
+    let (status, theirs) = figures(&app, session_id, &app.brand_token(brand)).await;
     assert_eq!((status, theirs["brand_id"].clone()), (200, json!(brand)));
     assert_eq!(theirs["sales"]["orders"], 3);
-    let (status, _) = figures(&app, session_id, &brand_token(&app, Uuid::new_v4())).await;
+    let (status, _) = figures(&app, session_id, &app.brand_token(Uuid::new_v4())).await;
     assert_eq!(status, 403);
 }
 
@@ -1206,10 +1135,10 @@ impl World {
     fn token(&self, app: &TestApp, who: Who) -> String {
         match who {
             Who::Viewer => app.token("viewer-1", Role::Viewer),
-            Who::Host => host_token(app, self.host),
-            Who::OtherHost => host_token(app, self.other_host),
+            Who::Host => app.host_token(self.host),
+            Who::OtherHost => app.host_token(self.other_host),
             Who::OtherAgency => app.agency_token(self.other_agency),
-            Who::Brand => brand_token(app, self.brand),
+            Who::Brand => app.brand_token(self.brand),
             Who::Admin => admin_token(app),
             Who::Agency => app.agency_token(self.agency),
         }
@@ -1243,14 +1172,14 @@ async fn side_session(app: &TestApp, w: &World, slot: i64, second_host: Uuid, li
     .await;
     assert_eq!((s1, s2), (201, 201), "{second}");
     if live {
-        let (status, body) = send(
-            app,
-            Method::POST,
-            &format!("/v1/sessions/{session_id}/live"),
-            &app.agency_token(w.agency),
-            None,
-        )
-        .await;
+        let (status, body) = app
+            .send(
+                Method::POST,
+                &format!("/v1/sessions/{session_id}/live"),
+                &app.agency_token(w.agency),
+                None,
+            )
+            .await;
         assert_eq!(status, 200, "{body}");
     }
     (session_id, id(&second, "shift_id"))
@@ -1383,12 +1312,11 @@ async fn attempt(app: &TestApp, w: &World, route: &str, who: Who, slot: i64) -> 
         "GET session figures" => (Method::GET, format!("/v1/sessions/{s}/figures"), None),
         other => panic!("no such route in the table: {other}"),
     };
-    let (status, reply) = send(app, method, &path, &token, body).await;
+    let (status, reply) = app.send(method, &path, &token, body).await;
     // Side sessions left live would keep their hosts on air: end them.
     if let Some(session) = reply["session_id"].as_str() {
         if reply["status"] == "live" {
-            send(
-                app,
+            app.send(
                 Method::POST,
                 &format!("/v1/sessions/{session}/end"),
                 &admin_token(app),
@@ -1403,19 +1331,19 @@ async fn attempt(app: &TestApp, w: &World, route: &str, who: Who, slot: i64) -> 
 #[tokio::test]
 async fn every_agency_route_answers_each_role_as_the_rights_say() {
     let app = spawn_app().await;
-    let agency = insert_agency(&app).await;
-    let other_agency = insert_agency(&app).await;
-    let (brand, sku) = insert_brand_with_sku(&app).await;
+    let agency = insert_agency(&app.db).await;
+    let other_agency = insert_agency(&app.db).await;
+    let (brand, sku) = insert_brand_with_sku(&app.db, 2500, 100000).await;
     let host = roster_host(&app, agency).await;
     let other_host = roster_host(&app, agency).await;
-    let (_, campaign) = send(
-        &app,
-        Method::POST,
-        "/v1/campaigns",
-        &app.agency_token(agency),
-        Some(json!({"brand_id": brand, "agency_id": agency, "name": "World"})),
-    )
-    .await;
+    let (_, campaign) = app
+        .send(
+            Method::POST,
+            "/v1/campaigns",
+            &app.agency_token(agency),
+            Some(json!({"brand_id": brand, "agency_id": agency, "name": "World"})),
+        )
+        .await;
     let start = now();
     let session = schedule(
         &app,
@@ -1486,14 +1414,14 @@ async fn every_agency_route_answers_each_role_as_the_rights_say() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
     // A host sees only their own shifts, also in a session they share.
-    let (_, shifts) = send(
-        &app,
-        Method::GET,
-        &format!("/v1/sessions/{}/shifts", w.session),
-        &w.token(&app, Who::Host),
-        None,
-    )
-    .await;
+    let (_, shifts) = app
+        .send(
+            Method::GET,
+            &format!("/v1/sessions/{}/shifts", w.session),
+            &w.token(&app, Who::Host),
+            None,
+        )
+        .await;
     assert!(
         shifts
             .as_array()
@@ -1503,14 +1431,14 @@ async fn every_agency_route_answers_each_role_as_the_rights_say() {
         "{shifts}"
     );
     // The other agency cannot put the agency's host on its roster meanwhile.
-    let (status, body) = send(
-        &app,
-        Method::POST,
-        &format!("/v1/agencies/{other_agency}/roster"),
-        &app.agency_token(other_agency),
-        Some(json!({"host_id": host})),
-    )
-    .await;
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/agencies/{other_agency}/roster"),
+            &app.agency_token(other_agency),
+            Some(json!({"host_id": host})),
+        )
+        .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (409, Some("host_on_another_roster")),
@@ -1521,7 +1449,7 @@ async fn every_agency_route_answers_each_role_as_the_rights_say() {
 // ------------------------------------------------- session events, durable
 
 /// The session events a viewer receives within `quiet` of silence.
-async fn session_events(viewer: &mut crate::ws::Ws, quiet: Duration) -> Vec<Value> {
+async fn session_events(viewer: &mut crate::support::socket::Ws, quiet: Duration) -> Vec<Value> {
     let mut seen = Vec::new();
     while let Some(Ok(frame)) = viewer.try_next(quiet).await {
         if frame["type"].as_str().is_some_and(|t| t.starts_with("session.")) {
@@ -1544,7 +1472,7 @@ async fn session_events_reach_the_room_exactly_once_across_nodes_even_if_the_dec
     ]))
     .await;
     let b = spawn_app_with(settings_with(&[("HAWKER__DATABASE__URL", db.as_str())])).await;
-    let agency = insert_agency(&a).await;
+    let agency = insert_agency(&a.db).await;
     let host = roster_host(&a, agency).await;
     let start = now() - chrono::Duration::minutes(5);
     let session = schedule(
@@ -1565,15 +1493,14 @@ async fn session_events_reach_the_room_exactly_once_across_nodes_even_if_the_dec
     .await;
     assert_eq!(status, 201, "{body}");
 
-    let mut viewer = crate::ws::connect(b.addr, session_id, &b.token("viewer-1", Role::Viewer), None).await;
+    let mut viewer = crate::support::socket::connect(b.addr, session_id, &b.token("viewer-1", Role::Viewer), None).await;
     assert!(session_events(&mut viewer, Duration::from_millis(300))
         .await
         .is_empty());
 
     // A decides but cannot publish: B's relay delivers, once.
     proxy.cut();
-    let (status, live) = send(
-        &a,
+    let (status, live) = a.send(
         Method::POST,
         &format!("/v1/sessions/{session_id}/live"),
         &a.agency_token(agency),
@@ -1588,7 +1515,7 @@ async fn session_events_reach_the_room_exactly_once_across_nodes_even_if_the_dec
     assert_eq!(event["data"]["started_at"], live["started_at"]);
     assert_eq!(event["data"]["ended_at"], Value::Null);
     // The room's snapshot keeps who is on air under `session`.
-    let mut late = crate::ws::connect(
+    let mut late = crate::support::socket::connect(
         b.addr,
         session_id,
         &b.token("viewer-2", Role::Viewer),
@@ -1601,8 +1528,7 @@ async fn session_events_reach_the_room_exactly_once_across_nodes_even_if_the_dec
     // Both nodes can publish now: each of them relays, and the room still gets each event once.
     proxy.restore();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (status, ended) = send(
-        &a,
+    let (status, ended) = a.send(
         Method::POST,
         &format!("/v1/sessions/{session_id}/end"),
         &a.agency_token(agency),

@@ -1,7 +1,8 @@
 use hawker_core::{Claims, Role, TokenKeys};
 use serde_json::Value;
 
-use crate::helpers::{insert_agency_and_session, settings_with, spawn_app, spawn_app_with};
+use crate::support::fixtures::insert_agency_and_session;
+use crate::support::{settings_with, spawn_app, spawn_app_with};
 
 async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();

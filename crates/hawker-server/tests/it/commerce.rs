@@ -12,113 +12,27 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::helpers::{
-    insert_agency_and_session, settings_with, spawn_app_with, test_database_url, RedisServer, TestApp,
+use crate::support::fixtures::{buy, buy_with, create_deal, lineup, session_with_lineup, token};
+use crate::support::process::ServerProcess;
+use crate::support::proxy::TcpProxy;
+use crate::support::socket::{connect, join};
+use crate::support::{
+    poll, settings_with, spawn_app_with, test_database_url, two_nodes, NodeOptions, Patience, RedisServer,
+    TestApp,
 };
-use crate::ws::connect;
 
-/// A session with a brand, a SKU (stock 10,000) at link #1; returns (agency, session).
-pub async fn session_with_lineup(app: &TestApp) -> (Uuid, Uuid) {
-    let (agency, session) = insert_agency_and_session(&app.db).await;
-    let (brand, product, sku) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    sqlx::query("insert into brand (brand_id, name) values ($1, 'Brand')")
-        .bind(brand)
-        .execute(&app.db)
-        .await
-        .unwrap();
-    sqlx::query("insert into product (product_id, brand_id, name) values ($1, $2, 'Lipstick')")
-        .bind(product)
-        .bind(brand)
-        .execute(&app.db)
-        .await
-        .unwrap();
-    sqlx::query(
-        "insert into sku (sku_id, product_id, code, name, price_minor, currency, stock_on_hand)
-         values ($1, $2, 'LIP-1', 'Ruby', 1999, 'USD', 10000)",
-    )
-    .bind(sku)
-    .bind(product)
-    .execute(&app.db)
-    .await
-    .unwrap();
-    let response = app
-        .http
-        .post(app.url(&format!("/v1/sessions/{session}/lineup")))
-        .bearer_auth(app.agency_token(agency))
-        .json(&json!({ "sku_id": sku }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    (agency, session)
+/// Two nodes on `redis` whose deals may be short and whose scheduler ticks
+/// every 100 ms.
+fn fast_deals(redis: &RedisServer) -> NodeOptions {
+    NodeOptions::default().redis(redis).env(&[
+        ("HAWKER__COMMERCE__DEAL_MIN_SECS", "1"),
+        ("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "100"),
+    ])
 }
 
-pub async fn create_deal(app: &TestApp, agency: Uuid, session: Uuid, body: Value) -> Value {
-    let response = app
-        .http
-        .post(app.url(&format!("/v1/sessions/{session}/deals")))
-        .bearer_auth(app.agency_token(agency))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    response.json().await.unwrap()
-}
-
-pub async fn buy(app: &TestApp, buyer: &str, deal: &str, key: &str, quantity: i32) -> (u16, Value) {
-    buy_with(
-        &app.http,
-        app.addr,
-        &app.token(buyer, Role::Viewer),
-        deal,
-        key,
-        quantity,
-    )
-    .await
-}
-
-pub async fn buy_with(
-    http: &reqwest::Client,
-    addr: std::net::SocketAddr,
-    token: &str,
-    deal: &str,
-    key: &str,
-    quantity: i32,
-) -> (u16, Value) {
-    match http
-        .post(format!("http://{addr}/v1/deals/{deal}/orders"))
-        .bearer_auth(token)
-        .header("idempotency-key", key)
-        .json(&json!({ "quantity": quantity }))
-        .send()
-        .await
-    {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.json().await.unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
-}
-
-const FAST_DEALS: [(&str, &str); 2] = [
-    ("HAWKER__COMMERCE__DEAL_MIN_SECS", "1"),
-    ("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "100"),
-];
-
-async fn two_nodes(redis: &RedisServer, extra: &[(&str, &str)]) -> (TestApp, TestApp) {
-    let db = test_database_url();
-    let url = redis.url();
-    let mut overrides = vec![
-        ("HAWKER__DATABASE__URL", db.as_str()),
-        ("HAWKER__REDIS__URL", url.as_str()),
-    ];
-    overrides.extend_from_slice(&FAST_DEALS);
-    overrides.extend_from_slice(extra);
-    let a = spawn_app_with(settings_with(&overrides)).await;
-    let b = spawn_app_with(settings_with(&overrides)).await;
-    (a, b)
+/// 500 units at 9.99, at most 2 per buyer, for two minutes.
+fn stampede_deal() -> Value {
+    json!({"link_number": 1, "price_minor": 999, "quantity": 500, "per_buyer_cap": 2, "duration_secs": 120})
 }
 
 /// What Postgres says about a deal: (sold column, units in live orders, max units per buyer, orders).
@@ -198,13 +112,7 @@ where
             let (addr, keys) = &nodes[n % nodes.len()];
             let addr = *addr;
             let other = nodes[(n + 1) % nodes.len()].0;
-            let token = keys
-                .sign(&hawker_core::Claims::new(
-                    &buyer,
-                    Role::Viewer,
-                    chrono::Duration::hours(1),
-                ))
-                .unwrap();
+            let token = token(keys, &buyer, Role::Viewer);
             let deal = deal.to_string();
             async move {
                 let _permit = gate.acquire().await.unwrap();
@@ -262,17 +170,9 @@ fn assert_invariants(
 #[tokio::test]
 async fn a_stampede_of_5000_buyers_on_two_nodes_sells_exactly_500() {
     let redis = RedisServer::start();
-    let (a, b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = session_with_lineup(&a).await;
-    let deal = create_deal(
-        &a,
-        agency,
-        session,
-        json!({"link_number": 1, "price_minor": 999, "quantity": 500,
-        "per_buyer_cap": 2, "duration_secs": 120}),
-    )
-    .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
+    let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
+    let deal_id = create_deal(&a, agency, session, stampede_deal()).await;
 
     let (created, codes) = stampede(&nodes(&[&a, &b]), &deal_id, 5000, 0, || async {}).await;
     let pg = deal_in_postgres(&a.db, &deal_id).await;
@@ -310,17 +210,9 @@ async fn a_stampede_of_5000_buyers_on_two_nodes_sells_exactly_500() {
 #[tokio::test]
 async fn flushing_redis_mid_stampede_does_not_oversell() {
     let redis = RedisServer::start();
-    let (a, b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = session_with_lineup(&a).await;
-    let deal = create_deal(
-        &a,
-        agency,
-        session,
-        json!({"link_number": 1, "price_minor": 999, "quantity": 500,
-        "per_buyer_cap": 2, "duration_secs": 120}),
-    )
-    .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
+    let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
+    let deal_id = create_deal(&a, agency, session, stampede_deal()).await;
     let url = redis.url();
     let (created, codes) = stampede(&nodes(&[&a, &b]), &deal_id, 3000, 300, || async move {
         let client = redis::Client::open(url).unwrap();
@@ -347,8 +239,8 @@ async fn flushing_redis_mid_stampede_does_not_oversell() {
 #[tokio::test]
 async fn retries_and_errors_have_distinct_codes() {
     let redis = RedisServer::start();
-    let (a, _b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = session_with_lineup(&a).await;
+    let (a, _b, agency, session) = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
     let later = create_deal(
         &a,
         agency,
@@ -357,7 +249,6 @@ async fn retries_and_errors_have_distinct_codes() {
         "per_buyer_cap": 2, "countdown_secs": 120, "duration_secs": 60}),
     )
     .await;
-    let later = later["deal_id"].as_str().unwrap().to_string();
     assert_eq!(buy(&a, "v", &later, "k0", 1).await.1["error"], "deal_not_started");
 
     let deal = create_deal(
@@ -368,7 +259,6 @@ async fn retries_and_errors_have_distinct_codes() {
         "per_buyer_cap": 2, "duration_secs": 60}),
     )
     .await;
-    let deal = deal["deal_id"].as_str().unwrap().to_string();
     assert_eq!(buy(&a, "v", &deal, "k1", 0).await.1["error"], "bad_quantity");
     assert_eq!(buy(&a, "v", &deal, "k1", 3).await.1["error"], "cap_exceeded");
     let (status, first) = buy(&a, "v", &deal, "k1", 2).await;
@@ -418,7 +308,6 @@ async fn retries_and_errors_have_distinct_codes() {
         "per_buyer_cap": 2, "duration_secs": 60}),
     )
     .await;
-    let early = early["deal_id"].as_str().unwrap().to_string();
     let end = |token: String| {
         let request = a
             .http
@@ -435,11 +324,10 @@ async fn retries_and_errors_have_distinct_codes() {
 #[tokio::test]
 async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
     let redis = RedisServer::start();
-    let (a, b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = session_with_lineup(&a).await;
-    let mut viewer = connect(b.addr, session, &b.token("watcher", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
-    let deal = create_deal(
+    let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
+    let mut viewer = join(b.addr, session, &b.token("watcher", Role::Viewer)).await;
+    let deal_id = create_deal(
         &a,
         agency,
         session,
@@ -447,7 +335,6 @@ async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
         "per_buyer_cap": 5, "countdown_secs": 1, "duration_secs": 3}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
     let scheduled = viewer.expect("deal.scheduled").await;
     assert_eq!(scheduled["data"]["deal_id"], deal_id.as_str());
     assert_eq!(scheduled["data"]["link_number"], 1);
@@ -456,16 +343,9 @@ async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
     assert_eq!(buy(&b, "fan", &deal_id, "k", 4).await.0, 201);
     let stock = viewer.expect("deal.stock").await;
     assert_eq!(stock["data"]["remaining"], 46);
-    let mut ended = Vec::new();
-    let mut started_again = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-    while tokio::time::Instant::now() < deadline {
-        match viewer.try_next(Duration::from_millis(500)).await {
-            Some(Ok(frame)) if frame["type"] == "deal.ended" => ended.push(frame),
-            Some(Ok(frame)) if frame["type"] == "deal.started" => started_again += 1,
-            _ => {}
-        }
-    }
+    let frames = viewer.frames_for(Duration::from_secs(8)).await;
+    let ended: Vec<&Value> = frames.iter().filter(|f| f["type"] == "deal.ended").collect();
+    let started_again = frames.iter().filter(|f| f["type"] == "deal.started").count();
     assert_eq!(ended.len(), 1, "deal.ended exactly once");
     assert_eq!(started_again, 0, "deal.started exactly once");
     assert_eq!(ended[0]["data"]["reason"], "time_up");
@@ -488,11 +368,11 @@ async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
 #[tokio::test]
 async fn an_expired_order_returns_its_units_and_the_room_sees_the_stock() {
     let redis = RedisServer::start();
-    let (a, _b) = two_nodes(&redis, &[("HAWKER__COMMERCE__ORDER_TTL_SECS", "1")]).await;
-    let (agency, session) = session_with_lineup(&a).await;
-    let mut viewer = connect(a.addr, session, &a.token("watcher", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
-    let deal = create_deal(
+    let (a, _b, agency, session) =
+        two_nodes(fast_deals(&redis).env(&[("HAWKER__COMMERCE__ORDER_TTL_SECS", "1")])).await;
+    lineup(&a, agency, session).await;
+    let mut viewer = join(a.addr, session, &a.token("watcher", Role::Viewer)).await;
+    let deal_id = create_deal(
         &a,
         agency,
         session,
@@ -500,7 +380,6 @@ async fn an_expired_order_returns_its_units_and_the_room_sees_the_stock() {
         "per_buyer_cap": 3, "duration_secs": 60}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
     let (status, order) = buy(&a, "slowpay", &deal_id, "k", 3).await;
     assert_eq!(status, 201);
     loop {
@@ -523,7 +402,7 @@ async fn an_expired_order_returns_its_units_and_the_room_sees_the_stock() {
 #[tokio::test]
 async fn purchases_fail_fast_with_503_while_postgres_is_unreachable_and_recover() {
     let redis = RedisServer::start();
-    let proxy = crate::helpers::TcpProxy::start("127.0.0.1:5432").await;
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
     let db = format!(
         "postgres://postgres@{}/hawker_test_{}",
         proxy.addr,
@@ -536,7 +415,7 @@ async fn purchases_fail_fast_with_503_while_postgres_is_unreachable_and_recover(
     ]))
     .await;
     let (agency, session) = session_with_lineup(&app).await;
-    let deal = create_deal(
+    let deal_id = create_deal(
         &app,
         agency,
         session,
@@ -544,7 +423,6 @@ async fn purchases_fail_fast_with_503_while_postgres_is_unreachable_and_recover(
         "per_buyer_cap": 5, "duration_secs": 60}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
     let (status, acknowledged) = buy(&app, "before", &deal_id, "k0", 1).await;
     assert_eq!(status, 201);
 
@@ -569,14 +447,13 @@ async fn purchases_fail_fast_with_503_while_postgres_is_unreachable_and_recover(
     );
 
     proxy.restore();
-    let mut status = 0;
-    for _ in 0..50 {
-        status = buy(&app, "during", &deal_id, "k1", 1).await.0;
-        if status == 201 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let status = poll(
+        Patience::Tries(50),
+        Duration::from_millis(200),
+        || async { buy(&app, "during", &deal_id, "k1", 1).await.0 },
+        |status| *status == 201,
+    )
+    .await;
     assert_eq!(status, 201, "purchases resume once Postgres is back");
     let (_, units, _, orders) = deal_in_postgres(&app.db, &deal_id).await;
     assert!(orders.contains(&Uuid::parse_str(acknowledged["order_id"].as_str().unwrap()).unwrap()));
@@ -594,17 +471,9 @@ async fn a_node_killed_mid_stampede_loses_no_acknowledged_order() {
     ]))
     .await;
     let (agency, session) = session_with_lineup(&fixture).await;
-    let deal = create_deal(
-        &fixture,
-        agency,
-        session,
-        json!({"link_number": 1, "price_minor": 999, "quantity": 500,
-        "per_buyer_cap": 2, "duration_secs": 120}),
-    )
-    .await;
-    let deal_id = deal["deal_id"].as_str().unwrap().to_string();
-    let mut victim = crate::helpers::ServerProcess::spawn(&db, &redis.url(), &[]);
-    let survivor = crate::helpers::ServerProcess::spawn(&db, &redis.url(), &[]);
+    let deal_id = create_deal(&fixture, agency, session, stampede_deal()).await;
+    let mut victim = ServerProcess::spawn(&db, &redis.url(), &[]);
+    let survivor = ServerProcess::spawn(&db, &redis.url(), &[]);
     let targets = vec![
         (victim.addr, fixture.keys.clone()),
         (survivor.addr, fixture.keys.clone()),
@@ -634,10 +503,9 @@ async fn a_node_killed_mid_stampede_loses_no_acknowledged_order() {
 #[tokio::test]
 async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
     let redis = RedisServer::start();
-    let (a, _b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = session_with_lineup(&a).await;
-    let mut viewer = connect(a.addr, session, &a.token("socket-buyer", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
+    let (a, _b, agency, session) = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
+    let mut viewer = join(a.addr, session, &a.token("socket-buyer", Role::Viewer)).await;
 
     let pinned = a
         .http
@@ -659,7 +527,7 @@ async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
         .unwrap();
     assert_eq!(refused.status(), 403);
 
-    let deal = create_deal(
+    let deal_id = create_deal(
         &a,
         agency,
         session,
@@ -667,7 +535,6 @@ async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
         "per_buyer_cap": 2, "duration_secs": 60}),
     )
     .await;
-    let deal_id = deal["deal_id"].as_str().unwrap();
     let ack = viewer
         .call(
             "deal.buy",

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use hawker_server::config::{ConfigError, Environment, Settings, DEV_JWT_SECRET};
 
-use crate::helpers::config_dir;
+use crate::support::config_dir;
 
 fn load(env: Environment, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

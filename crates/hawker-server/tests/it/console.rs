@@ -7,7 +7,7 @@ use hawker_core::Role;
 use hawker_server::config::{Environment, Settings};
 use serde_json::{json, Value};
 
-use crate::helpers::{config_dir, spawn_app, spawn_app_with, test_database_url};
+use crate::support::{config_dir, spawn_app, spawn_app_with, test_database_url};
 
 #[tokio::test]
 async fn the_pages_are_served_from_the_binary() {

@@ -1,7 +1,6 @@
-//! Coupon drops, the payment webhook and refunds against real Postgres and
-//! Redis: a drop of 100 claimed by 2,000 viewers over two nodes, a scheduled
-//! drop firing exactly once across nodes, claim windows, forged and repeated
-//! webhooks, payments after expiry, refunds that cannot exceed the amount.
+//! Coupon drops against real Postgres and Redis: a drop of 100 claimed by
+//! 2,000 viewers over two nodes, a scheduled drop firing exactly once across
+//! nodes, claim windows, the per-viewer limit, who may create a drop.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -10,75 +9,32 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::future::join_all;
 use hawker_commerce::Commerce;
-use hawker_core::{Claims, Role};
-use hawker_server::app::Application;
-use hawker_server::config::Settings;
+use hawker_core::Role;
+use reqwest::Method;
 use serde_json::{json, Value};
-use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::helpers::{insert_agency_and_session, settings_with, test_database_url, RedisServer, TestApp};
-use crate::ws::connect;
+use crate::support::fixtures::count;
+use crate::support::socket::join;
+use crate::support::{poll, try_answer, two_nodes, NodeOptions, Patience, RedisServer, TestApp};
 
-/// Like `spawn_app_with`, keeping the node's commerce service so a test can
-/// drive its scheduler's work directly.
-async fn spawn_node(settings: Settings) -> (TestApp, Commerce) {
-    if std::env::var("TEST_LOG").is_ok() {
-        hawker_server::telemetry::init_tracing(&settings.log);
-    }
-    let keys = settings.token_keys().expect("keys");
-    let app = Application::build(settings).await.expect("app builds");
-    let commerce = app.state().commerce.clone();
-    let (addr, admin_addr, shutdown) = (app.local_addr(), app.admin_addr(), app.shutdown_token());
-    let (db, hub) = (app.state().db.clone(), app.state().hub.clone());
-    let handle = tokio::spawn(app.run_until_stopped());
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    let app = TestApp {
-        addr,
-        admin_addr,
-        shutdown,
-        handle: Some(handle),
-        db,
-        keys,
-        http,
-        hub,
-    };
-    (app, commerce)
-}
-
-/// Two nodes sharing one database and one Redis.
-async fn two_nodes(
-    redis: &RedisServer,
-    extra: &[(&str, &str)],
-) -> ((TestApp, Commerce), (TestApp, Commerce)) {
-    let db = test_database_url();
-    let url = redis.url();
-    let mut overrides = vec![
-        ("HAWKER__DATABASE__URL", db.as_str()),
-        ("HAWKER__REDIS__URL", url.as_str()),
-        ("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "100"),
-    ];
-    overrides.extend_from_slice(extra);
-    let a = spawn_node(settings_with(&overrides)).await;
-    let b = spawn_node(settings_with(&overrides)).await;
-    (a, b)
+/// Two nodes on `redis` whose schedulers tick every 100 ms.
+fn drop_nodes(redis: &RedisServer) -> NodeOptions {
+    NodeOptions::default()
+        .redis(redis)
+        .env(&[("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "100")])
+        .http_timeout(Duration::from_secs(30))
 }
 
 async fn create_drop(app: &TestApp, agency: Uuid, session: Uuid, body: Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(&format!("/v1/sessions/{session}/coupon-drops")))
-        .bearer_auth(app.agency_token(agency))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    app.send(
+        Method::POST,
+        &format!("/v1/sessions/{session}/coupon-drops"),
+        &app.agency_token(agency),
+        Some(body),
+    )
+    .await
 }
 
 async fn claim_with(
@@ -87,33 +43,22 @@ async fn claim_with(
     token: &str,
     drop: &str,
 ) -> (u16, Value) {
-    match http
+    let sent = http
         .post(format!("http://{addr}/v1/coupon-drops/{drop}/claims"))
         .bearer_auth(token)
         .send()
-        .await
-    {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.json().await.unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
+        .await;
+    try_answer(sent).await
 }
 
 async fn claim(app: &TestApp, viewer: &str, drop: &str) -> (u16, Value) {
     claim_with(&app.http, app.addr, &app.token(viewer, Role::Viewer), drop).await
 }
 
-async fn count(db: &PgPool, sql: &str, id: Uuid) -> i64 {
-    sqlx::query_scalar(sql).bind(id).fetch_one(db).await.unwrap()
-}
-
 #[tokio::test]
 async fn a_drop_of_100_claimed_by_2000_viewers_over_two_nodes_gives_exactly_100_claims() {
     let redis = RedisServer::start();
-    let ((a, _), (b, _)) = two_nodes(&redis, &[]).await;
-    let (agency, session) = insert_agency_and_session(&a.db).await;
+    let (a, b, agency, session) = two_nodes(drop_nodes(&redis)).await;
     let (status, drop) = create_drop(
         &a,
         agency,
@@ -196,24 +141,21 @@ async fn a_drop_of_100_claimed_by_2000_viewers_over_two_nodes_gives_exactly_100_
     );
 
     // The room's snapshot ends with nothing left.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let snapshot = b.hub.snapshot(session).await.unwrap();
-        if snapshot
-            .state
-            .get(&format!("coupon:{drop_id}:remaining"))
-            .map(|v| v["remaining"].clone())
-            == Some(json!(0))
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "remaining never reached 0: {:?}",
-            snapshot.state
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (remaining, state) = poll(
+        Patience::For(Duration::from_secs(10)),
+        Duration::from_millis(100),
+        || async {
+            let snapshot = b.hub.snapshot(session).await.unwrap();
+            let remaining = snapshot
+                .state
+                .get(&format!("coupon:{drop_id}:remaining"))
+                .map(|v| v["remaining"].clone());
+            (remaining, format!("{:?}", snapshot.state))
+        },
+        |(remaining, _)| *remaining == Some(json!(0)),
+    )
+    .await;
+    assert_eq!(remaining, Some(json!(0)), "remaining never reached 0: {state}");
     // Refusals after exhaustion stay refusals, on both nodes.
     assert_eq!(
         claim(&b, "latecomer", &drop_id).await.1["error"],
@@ -228,10 +170,8 @@ async fn a_drop_of_100_claimed_by_2000_viewers_over_two_nodes_gives_exactly_100_
 #[tokio::test]
 async fn a_scheduled_drop_fires_exactly_once_across_two_nodes() {
     let redis = RedisServer::start();
-    let ((a, commerce_a), (b, commerce_b)) = two_nodes(&redis, &[]).await;
-    let (agency, session) = insert_agency_and_session(&a.db).await;
-    let mut viewer = connect(b.addr, session, &b.token("watcher", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
+    let (a, b, agency, session) = two_nodes(drop_nodes(&redis)).await;
+    let mut viewer = join(b.addr, session, &b.token("watcher", Role::Viewer)).await;
 
     let drop_at = Utc::now() + chrono::Duration::seconds(2);
     let (status, drop) = create_drop(
@@ -263,21 +203,18 @@ async fn a_scheduled_drop_fires_exactly_once_across_two_nodes() {
         }
         fired
     };
-    let (fired_a, fired_b) = tokio::join!(hammer(commerce_a.clone()), hammer(commerce_b.clone()));
+    let (fired_a, fired_b) = tokio::join!(hammer(a.commerce.clone()), hammer(b.commerce.clone()));
     assert!(
         fired_a + fired_b <= 1,
         "fired {fired_a} + {fired_b} times by hand"
     );
 
-    let mut dropped = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while tokio::time::Instant::now() < deadline {
-        if let Some(Ok(frame)) = viewer.try_next(Duration::from_millis(300)).await {
-            if frame["type"] == "coupon.dropped" {
-                dropped.push(frame);
-            }
-        }
-    }
+    let dropped: Vec<Value> = viewer
+        .frames_for(Duration::from_secs(3))
+        .await
+        .into_iter()
+        .filter(|frame| frame["type"] == "coupon.dropped")
+        .collect();
     assert_eq!(dropped.len(), 1, "coupon.dropped exactly once: {dropped:?}");
     let data = &dropped[0]["data"];
     assert_eq!(data["coupon_drop_id"], drop_id.as_str());
@@ -311,8 +248,7 @@ async fn a_scheduled_drop_fires_exactly_once_across_two_nodes() {
 #[tokio::test]
 async fn claims_before_the_drop_and_after_the_window_are_refused() {
     let redis = RedisServer::start();
-    let ((a, _), _b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = insert_agency_and_session(&a.db).await;
+    let (a, _b, agency, session) = two_nodes(drop_nodes(&redis)).await;
     let (status, drop) = create_drop(
         &a,
         agency,
@@ -331,26 +267,23 @@ async fn claims_before_the_drop_and_after_the_window_are_refused() {
         (409, Some("coupon_not_dropped"))
     );
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let drop = loop {
-        let drop: Value = a
-            .get(
+    let drop: Value = poll(
+        Patience::For(Duration::from_secs(10)),
+        Duration::from_millis(50),
+        || async {
+            a.get(
                 &format!("/v1/coupon-drops/{drop_id}"),
                 Some(&a.token("v", Role::Viewer)),
             )
             .await
             .json()
             .await
-            .unwrap();
-        if drop["status"] == "dropped" {
-            break drop;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the drop never fired: {drop}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            .unwrap()
+        },
+        |drop: &Value| drop["status"] == "dropped",
+    )
+    .await;
+    assert_eq!(drop["status"], "dropped", "the drop never fired: {drop}");
     assert!(drop["claim_until"].is_string());
     let (status, first) = claim(&a, "early", &drop_id).await;
     assert_eq!(status, 201, "{first}");
@@ -369,19 +302,20 @@ async fn claims_before_the_drop_and_after_the_window_are_refused() {
         (status, body["error"].as_str()),
         (409, Some("coupon_window_closed"))
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status: String = sqlx::query_scalar("select status from coupon_drop where coupon_drop_id = $1")
-            .bind(drop_uuid)
-            .fetch_one(&a.db)
-            .await
-            .unwrap();
-        if status == "ended" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the drop never ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status: String = poll(
+        Patience::For(Duration::from_secs(10)),
+        Duration::from_millis(50),
+        || async {
+            sqlx::query_scalar("select status from coupon_drop where coupon_drop_id = $1")
+                .bind(drop_uuid)
+                .fetch_one(&a.db)
+                .await
+                .unwrap()
+        },
+        |status: &String| status == "ended",
+    )
+    .await;
+    assert_eq!(status, "ended", "the drop never ended");
     assert_eq!(
         claim(&a, "later", &drop_id).await.1["error"],
         "coupon_window_closed"
@@ -413,8 +347,7 @@ async fn claims_before_the_drop_and_after_the_window_are_refused() {
 #[tokio::test]
 async fn a_viewer_holds_at_most_the_per_viewer_limit_even_when_racing() {
     let redis = RedisServer::start();
-    let ((a, _), (b, _)) = two_nodes(&redis, &[]).await;
-    let (agency, session) = insert_agency_and_session(&a.db).await;
+    let (a, b, agency, session) = two_nodes(drop_nodes(&redis)).await;
     let (status, drop) = create_drop(
         &a,
         agency,
@@ -462,8 +395,7 @@ async fn a_viewer_holds_at_most_the_per_viewer_limit_even_when_racing() {
 #[tokio::test]
 async fn only_hosts_create_drops_and_bad_drops_say_why() {
     let redis = RedisServer::start();
-    let ((a, _), _b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = insert_agency_and_session(&a.db).await;
+    let (a, _b, agency, session) = two_nodes(drop_nodes(&redis)).await;
     let good =
         json!({"total": 10, "discount_kind": "percent", "discount_value": 10, "claim_window_secs": 60});
     let response = a
@@ -502,462 +434,10 @@ async fn only_hosts_create_drops_and_bad_drops_say_why() {
     let (status, _) = create_drop(&a, agency, Uuid::new_v4(), good).await;
     assert_eq!(status, 404);
 }
-
-// ---- payments and refunds ----
-
-/// A session with a brand's SKU at link #1 and a live deal; orders are inserted directly.
-struct Shop {
-    agency: Uuid,
-    session: Uuid,
-    brand: Uuid,
-    sku: Uuid,
-    lineup_item: Uuid,
-    deal: Uuid,
-}
-
-async fn open_shop(db: &PgPool) -> Shop {
-    let (agency, session) = insert_agency_and_session(db).await;
-    let (brand, product, sku, lineup_item, deal) = (
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-    );
-    for (sql, ids) in [
-        ("insert into brand (brand_id, name) values ($1, 'Brand')", vec![brand]),
-        ("insert into product (product_id, brand_id, name) values ($1, $2, 'Lipstick')", vec![product, brand]),
-        (
-            "insert into sku (sku_id, product_id, code, name, price_minor, currency, stock_on_hand)
-             values ($1, $2, 'LIP-1', 'Ruby', 1500, 'USD', 1000)",
-            vec![sku, product],
-        ),
-        (
-            "insert into lineup_item (lineup_item_id, session_id, link_number, sku_id) values ($1, $2, 1, $3)",
-            vec![lineup_item, session, sku],
-        ),
-        (
-            "insert into deal (deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity,
-                               sold, per_buyer_cap, starts_at, ends_at, status, created_by)
-             values ($1, $2, $3, $4, 1500, 'USD', 100, 50, 5, now() - interval '1 minute',
-                     now() + interval '1 hour', 'live', 'test')",
-            vec![deal, session, lineup_item, sku],
-        ),
-    ] {
-        let mut query = sqlx::query(sql);
-        for id in ids {
-            query = query.bind(id);
-        }
-        query.execute(db).await.unwrap();
-    }
-    Shop {
-        agency,
-        session,
-        brand,
-        sku,
-        lineup_item,
-        deal,
-    }
-}
-
-/// An order of `quantity` × 1500 USD in `status`, expiring `expires_in_secs` from now.
-async fn insert_order(db: &PgPool, shop: &Shop, quantity: i32, status: &str, expires_in_secs: i64) -> Uuid {
-    let order_id = Uuid::new_v4();
-    sqlx::query(
-        "insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
-                                     unit_price_minor, amount_minor, currency, status, idempotency_key,
-                                     request_hash, expires_at, paid_at, cancelled_at)
-         values ($1, $2, $3, $4, $5, 'buyer', $6, 1500, $6 * 1500, 'USD', $7, $1::text, 'h',
-                 now() + $8 * interval '1 second',
-                 case when $7 = 'paid' then now() end, case when $7 = 'cancelled' then now() end)",
-    )
-    .bind(order_id)
-    .bind(shop.deal)
-    .bind(shop.session)
-    .bind(shop.lineup_item)
-    .bind(shop.sku)
-    .bind(quantity)
-    .bind(status)
-    .bind(expires_in_secs as f64)
-    .execute(db)
-    .await
-    .unwrap();
-    order_id
-}
-
-async fn order_status(db: &PgPool, order_id: Uuid) -> String {
-    sqlx::query_scalar("select status from customer_order where order_id = $1")
-        .bind(order_id)
-        .fetch_one(db)
-        .await
-        .unwrap()
-}
-
-fn payment(event_id: &str, order_id: Uuid, amount_minor: i64) -> Vec<u8> {
-    json!({"event_id": event_id, "type": "payment.succeeded", "order_id": order_id,
-           "amount_minor": amount_minor, "currency": "USD"})
-    .to_string()
-    .into_bytes()
-}
-
-async fn webhook(app: &TestApp, signature: Option<String>, body: Vec<u8>) -> (u16, Value) {
-    let mut request = app
-        .http
-        .post(app.url("/v1/payments/webhook"))
-        .header("content-type", "application/json")
-        .body(body);
-    if let Some(signature) = signature {
-        request = request.header("X-Hawker-Signature", signature);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn signed_webhook(app: &TestApp, secret: &str, body: Vec<u8>) -> (u16, Value) {
-    let signature = hawker_commerce::payments::sign(secret, Utc::now().timestamp(), &body);
-    webhook(app, Some(signature), body).await
-}
-
-/// One node whose scheduler does not run during the test (the expiry sweeper
-/// must not race the payments under test), and its webhook secret.
-async fn payment_node() -> (TestApp, String) {
-    let settings = settings_with(&[("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "600000")]);
-    let secret = settings.payments.webhook_secret.clone();
-    let (app, _) = spawn_node(settings).await;
-    (app, secret)
-}
-
-#[tokio::test]
-async fn forged_webhooks_are_refused_and_change_nothing() {
-    let (app, secret) = payment_node().await;
-    let shop = open_shop(&app.db).await;
-    let order = insert_order(&app.db, &shop, 2, "pending_payment", 600).await;
-    let body = payment("evt-forged", order, 3000);
-    let now = Utc::now().timestamp();
-    let sign = hawker_commerce::payments::sign;
-    let forgeries: Vec<(&str, Option<String>, Vec<u8>)> = vec![
-        ("no header", None, body.clone()),
-        (
-            "wrong secret",
-            Some(sign("not-the-webhook-secret", now, &body)),
-            body.clone(),
-        ),
-        ("stale", Some(sign(&secret, now - 400, &body)), body.clone()),
-        (
-            "from the future",
-            Some(sign(&secret, now + 400, &body)),
-            body.clone(),
-        ),
-        ("malformed", Some("sha256=deadbeef".into()), body.clone()),
-        ("not hex", Some(format!("t={now},v1=xyz")), body.clone()),
-        (
-            "tampered body",
-            Some(sign(&secret, now, &payment("evt-forged", order, 1))),
-            body.clone(),
-        ),
-    ];
-    for (what, signature, body) in forgeries {
-        let (status, answer) = webhook(&app, signature, body).await;
-        assert_eq!(
-            (status, answer["error"].as_str()),
-            (401, Some("bad_signature")),
-            "{what}: {answer}"
-        );
-    }
-    assert_eq!(order_status(&app.db, order).await, "pending_payment");
-    assert_eq!(
-        count(&app.db, "select count(*) from payment where order_id = $1", order).await,
-        0
-    );
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from order_event where order_id = $1",
-            order
-        )
-        .await,
-        0
-    );
-}
-
-#[tokio::test]
-async fn a_signed_payment_marks_the_order_paid_once_and_repeats_change_nothing() {
-    let (app, secret) = payment_node().await;
-    let shop = open_shop(&app.db).await;
-    let order = insert_order(&app.db, &shop, 2, "pending_payment", 600).await;
-
-    let (status, first) = signed_webhook(&app, &secret, payment("evt-1", order, 3000)).await;
-    assert_eq!(status, 200, "{first}");
-    assert_eq!(first["outcome"], "applied");
-    assert_eq!(first["replayed"], false);
-    assert_eq!(order_status(&app.db, order).await, "paid");
-    let paid_at: Option<chrono::DateTime<Utc>> =
-        sqlx::query_scalar("select paid_at from customer_order where order_id = $1")
-            .bind(order)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert!(paid_at.is_some());
-    let event: (String, String) =
-        sqlx::query_as("select from_status, to_status from order_event where order_id = $1")
-            .bind(order)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(event, ("pending_payment".into(), "paid".into()));
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from room_outbox where event_type = 'order.paid' and data->>'order_id' = $1::text",
-            order
-        )
-        .await,
-        1
-    );
-
-    // The provider retries: the first answer again, nothing changes.
-    let (status, again) = signed_webhook(&app, &secret, payment("evt-1", order, 3000)).await;
-    assert_eq!(status, 200);
-    assert_eq!(again["outcome"], "applied");
-    assert_eq!(again["replayed"], true);
-    assert_eq!(again["payment_id"], first["payment_id"]);
-    // A second payment for the paid order is reported, not applied.
-    let (status, second) = signed_webhook(&app, &secret, payment("evt-2", order, 3000)).await;
-    assert_eq!(
-        (status, second["outcome"].as_str()),
-        (200, Some("duplicate_order"))
-    );
-    assert_eq!(
-        count(&app.db, "select count(*) from payment where order_id = $1", order).await,
-        2
-    );
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from order_event where order_id = $1",
-            order
-        )
-        .await,
-        1
-    );
-    let paid_again: Option<chrono::DateTime<Utc>> =
-        sqlx::query_scalar("select paid_at from customer_order where order_id = $1")
-            .bind(order)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(paid_again, paid_at);
-
-    // Ten deliveries of one event at once: applied once, nine replays.
-    let racing = insert_order(&app.db, &shop, 1, "pending_payment", 600).await;
-    let answers =
-        join_all((0..10).map(|_| signed_webhook(&app, &secret, payment("evt-race", racing, 1500)))).await;
-    assert!(
-        answers
-            .iter()
-            .all(|(s, a)| *s == 200 && a["outcome"] == "applied"),
-        "{answers:?}"
-    );
-    assert_eq!(answers.iter().filter(|(_, a)| a["replayed"] == false).count(), 1);
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from payment where order_id = $1",
-            racing
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from order_event where order_id = $1",
-            racing
-        )
-        .await,
-        1
-    );
-
-    // A wrong amount is refused and changes nothing; so is an unknown order.
-    let other = insert_order(&app.db, &shop, 1, "pending_payment", 600).await;
-    let (status, answer) = signed_webhook(&app, &secret, payment("evt-3", other, 1499)).await;
-    assert_eq!((status, answer["error"].as_str()), (400, Some("amount_mismatch")));
-    assert_eq!(order_status(&app.db, other).await, "pending_payment");
-    assert_eq!(
-        count(&app.db, "select count(*) from payment where order_id = $1", other).await,
-        0
-    );
-    let (status, _) = signed_webhook(&app, &secret, payment("evt-4", Uuid::new_v4(), 1500)).await;
-    assert_eq!(status, 404);
-    let (status, answer) = signed_webhook(&app, &secret, b"{not json".to_vec()).await;
-    assert_eq!((status, answer["error"].as_str()), (400, Some("bad_event")));
-    let ignored = json!({"event_id": "evt-5", "type": "payment.created", "order_id": other,
-                         "amount_minor": 1500, "currency": "USD"});
-    let (status, answer) = signed_webhook(&app, &secret, ignored.to_string().into_bytes()).await;
-    assert_eq!((status, answer["outcome"].as_str()), (200, Some("ignored")));
-    assert_eq!(order_status(&app.db, other).await, "pending_payment");
-}
-
-#[tokio::test]
-async fn a_payment_after_expiry_or_cancellation_marks_the_order_for_refund() {
-    let (app, secret) = payment_node().await;
-    let shop = open_shop(&app.db).await;
-
-    // Expiring after the scheduler's first (immediate) tick, so the expiry
-    // sweeper never sees it: the payment meets a pending order past its time.
-    let expired = insert_order(&app.db, &shop, 1, "pending_payment", 1).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(order_status(&app.db, expired).await, "pending_payment");
-    let (status, answer) = signed_webhook(&app, &secret, payment("evt-late", expired, 1500)).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("refund_due")),
-        "{answer}"
-    );
-    assert_eq!(order_status(&app.db, expired).await, "refund_due");
-    let detail: Value =
-        sqlx::query_scalar("select detail from order_event where order_id = $1 and to_status = 'refund_due'")
-            .bind(expired)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(detail["reason"], "paid_after_expiry");
-    let outcome: String = sqlx::query_scalar("select outcome from payment where order_id = $1")
-        .bind(expired)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(outcome, "refund_due");
-
-    let cancelled = insert_order(&app.db, &shop, 1, "cancelled", -60).await;
-    let (status, answer) = signed_webhook(&app, &secret, payment("evt-cancelled", cancelled, 1500)).await;
-    assert_eq!((status, answer["outcome"].as_str()), (200, Some("refund_due")));
-    assert_eq!(order_status(&app.db, cancelled).await, "refund_due");
-    // A further payment of a refund_due order is owed back too; the state does not change again.
-    let (status, answer) = signed_webhook(&app, &secret, payment("evt-cancelled-2", cancelled, 1500)).await;
-    assert_eq!((status, answer["outcome"].as_str()), (200, Some("refund_due")));
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from order_event where order_id = $1",
-            cancelled
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        count(&app.db, "select count(*) from room_outbox where event_type = 'order.paid' and data->>'order_id' = $1::text", cancelled).await,
-        0,
-        "a refused payment is not announced as a sale"
-    );
-}
-
-#[tokio::test]
-async fn refunds_never_exceed_the_amount_and_only_the_right_parties_refund() {
-    let (app, _) = payment_node().await;
-    let shop = open_shop(&app.db).await;
-    let order = insert_order(&app.db, &shop, 2, "paid", 600).await;
-    let refund = |token: String, order: Uuid, body: Value| {
-        let request = app
-            .http
-            .post(app.url(&format!("/v1/orders/{order}/refunds")))
-            .bearer_auth(token)
-            .json(&body);
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let brand_token = |brand: Uuid| {
-        let mut claims = Claims::new("brand-user", Role::Brand, chrono::Duration::hours(1));
-        claims.brand_id = Some(brand);
-        app.keys.sign(&claims).unwrap()
-    };
-    let admin = app.token("admin", Role::Admin);
-
-    for token in [
-        app.token("buyer", Role::Viewer),
-        app.token(&Uuid::new_v4().to_string(), Role::Host),
-        app.agency_token(Uuid::new_v4()),
-        brand_token(Uuid::new_v4()),
-    ] {
-        assert_eq!(refund(token, order, json!({"amount_minor": 100})).await.0, 403);
-    }
-    let (status, answer) = refund(admin.clone(), order, json!({"amount_minor": 0})).await;
-    assert_eq!((status, answer["error"].as_str()), (400, Some("bad_amount")));
-    let (status, answer) = refund(admin.clone(), order, json!({"amount_minor": 1, "kind": "gift"})).await;
-    assert_eq!((status, answer["error"].as_str()), (400, Some("bad_kind")));
-
-    let (status, first) = refund(
-        brand_token(shop.brand),
-        order,
-        json!({"amount_minor": 1000, "kind": "return", "reason": "damaged"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{first}");
-    assert_eq!(first["order_status"], "partially_refunded");
-    assert_eq!(first["refunded_minor"], 1000);
-    assert_eq!(first["kind"], "return");
-    let (status, answer) = refund(
-        app.agency_token(shop.agency),
-        order,
-        json!({"amount_minor": 2001}),
-    )
-    .await;
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (409, Some("refund_exceeds_amount"))
-    );
-
-    // Ten refunds of 500 at once against the 2,000 left: exactly four pass.
-    let answers = join_all((0..10).map(|_| refund(admin.clone(), order, json!({"amount_minor": 500})))).await;
-    let passed = answers.iter().filter(|(s, _)| *s == 201).count();
-    assert_eq!(passed, 4, "{answers:?}");
-    for (status, answer) in answers.iter().filter(|(s, _)| *s != 201) {
-        assert_eq!(*status, 409);
-        assert!(
-            matches!(
-                answer["error"].as_str(),
-                Some("refund_exceeds_amount" | "order_not_paid")
-            ),
-            "{answer}"
-        );
-    }
-    let total: i64 = sqlx::query_scalar("select sum(amount_minor)::bigint from refund where order_id = $1")
-        .bind(order)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(total, 3000);
-    assert_eq!(order_status(&app.db, order).await, "refunded");
-    assert_eq!(
-        count(
-            &app.db,
-            "select count(*) from order_event where order_id = $1",
-            order
-        )
-        .await,
-        5
-    );
-    let (status, answer) = refund(admin.clone(), order, json!({"amount_minor": 1})).await;
-    assert_eq!((status, answer["error"].as_str()), (409, Some("order_not_paid")));
-
-    let pending = insert_order(&app.db, &shop, 1, "pending_payment", 600).await;
-    let (status, answer) = refund(admin.clone(), pending, json!({"amount_minor": 1})).await;
-    assert_eq!((status, answer["error"].as_str()), (409, Some("order_not_paid")));
-    assert_eq!(
-        refund(admin, Uuid::new_v4(), json!({"amount_minor": 1})).await.0,
-        404
-    );
-}
-
 #[tokio::test]
 async fn a_viewer_claims_over_the_socket_and_a_second_claim_is_refused() {
     let redis = RedisServer::start();
-    let ((a, _), _b) = two_nodes(&redis, &[]).await;
-    let (agency, session) = insert_agency_and_session(&a.db).await;
+    let (a, _b, agency, session) = two_nodes(drop_nodes(&redis)).await;
     let (status, drop) = create_drop(
         &a,
         agency,
@@ -967,8 +447,7 @@ async fn a_viewer_claims_over_the_socket_and_a_second_claim_is_refused() {
     .await;
     assert_eq!(status, 201, "{drop}");
     let drop_id = drop["coupon_drop_id"].as_str().unwrap().to_string();
-    let mut viewer = connect(a.addr, session, &a.token("socket-claimer", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
+    let mut viewer = join(a.addr, session, &a.token("socket-claimer", Role::Viewer)).await;
 
     let ack = viewer
         .call("coupon.claim", json!({"coupon_drop_id": drop_id}))

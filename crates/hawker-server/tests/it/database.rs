@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hawker_core::DbFailure;
 
-use crate::helpers::{settings_with, spawn_app_with};
+use crate::support::{settings_with, spawn_app_with};
 
 #[tokio::test]
 async fn every_pooled_connection_carries_the_configured_timeouts() {

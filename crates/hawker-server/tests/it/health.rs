@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{settings_with, spawn_app, spawn_app_with, RedisServer};
+use crate::support::{poll, settings_with, spawn_app, spawn_app_with, Patience, RedisServer};
 
 #[tokio::test]
 async fn healthz_is_200_on_both_listeners() {
@@ -57,21 +57,16 @@ async fn readyz_follows_redis_down_and_back_up_without_a_restart() {
     );
 
     redis.restart();
-    let mut status = 0;
-    for _ in 0..50 {
-        status = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let status = poll(
+        Patience::Tries(50),
+        Duration::from_millis(200),
+        || async {
+            let response = app.http.get(app.url("/readyz")).send().await.unwrap();
+            response.status().as_u16()
+        },
+        |status| *status == 200,
+    )
+    .await;
     assert_eq!(status, 200, "readyz recovers once Redis is back");
 }
 

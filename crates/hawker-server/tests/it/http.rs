@@ -5,7 +5,7 @@ use hawker_core::Role;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::helpers::{settings_with, spawn_app, spawn_app_with};
+use crate::support::{settings_with, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_request_id_sent_by_the_client_is_echoed() {

@@ -9,28 +9,8 @@ use hawker_hub::Publication;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{
-    insert_agency_and_session, settings_with, spawn_app_with, test_database_url, RedisServer, TestApp,
-};
-use crate::ws::{connect, try_connect, Ended, Ws};
-
-/// Two nodes sharing one Postgres database and one Redis.
-async fn two_nodes(redis_url: Option<&str>, extra: &[(&str, &str)]) -> (TestApp, TestApp, Uuid, Uuid) {
-    let db = test_database_url();
-    let mut overrides: Vec<(&str, &str)> = vec![("HAWKER__DATABASE__URL", db.as_str())];
-    if let Some(url) = redis_url {
-        overrides.push(("HAWKER__REDIS__URL", url));
-    }
-    overrides.extend_from_slice(extra);
-    let a = spawn_app_with(settings_with(&overrides)).await;
-    let b = spawn_app_with(settings_with(&overrides)).await;
-    let (agency, session) = insert_agency_and_session(&a.db).await;
-    (a, b, agency, session)
-}
-
-fn host_token(app: &TestApp, agency: Uuid) -> String {
-    app.agency_token(agency)
-}
+use crate::support::socket::{connect, join, try_connect, Ended, Ws};
+use crate::support::{two_nodes, NodeOptions, RedisServer};
 
 async fn announce(host: &mut Ws, text: &str) -> u64 {
     let ack = host.call("host.announce", json!({ "text": text })).await;
@@ -38,9 +18,14 @@ async fn announce(host: &mut Ws, text: &str) -> u64 {
     ack["data"]["offset"].as_u64().unwrap()
 }
 
+fn offsets(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["offset"].as_u64().unwrap()).collect()
+}
+
 #[tokio::test]
 async fn chat_sent_on_node_a_arrives_on_node_b_in_order() {
-    let (a, b, _, session) = two_nodes(None, &[("HAWKER__HUB__CHAT_BURST", "100")]).await;
+    let (a, b, _, session) =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__CHAT_BURST", "100")])).await;
     let mut sender = connect(a.addr, session, &a.token("alice", Role::Viewer), None).await;
     let mut receiver = connect(b.addr, session, &b.token("bob", Role::Viewer), None).await;
     assert_eq!(sender.expect("welcome").await["you"]["user"], "alice");
@@ -66,20 +51,15 @@ async fn chat_sent_on_node_a_arrives_on_node_b_in_order() {
 
 #[tokio::test]
 async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
-    let (a, b, agency, session) = two_nodes(None, &[]).await;
+    let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
     let mut viewers: Vec<Ws> = join_all((0..1000).map(|i| {
         let node = if i % 2 == 0 { &a } else { &b };
         let token = node.token(&format!("viewer-{i}"), Role::Viewer);
         let addr = node.addr;
-        async move {
-            let mut ws = connect(addr, session, &token, None).await;
-            ws.expect("welcome").await;
-            ws
-        }
+        async move { join(addr, session, &token).await }
     }))
     .await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
-    host.expect("welcome").await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let offset = announce(&mut host, "now showing item #7").await;
     let received = join_all(viewers.iter_mut().map(|ws| async move {
         let event = ws.expect("host.announcement").await;
@@ -95,12 +75,10 @@ async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
 
 #[tokio::test]
 async fn a_resume_returns_exactly_the_missed_events_then_live_ones() {
-    let (a, b, agency, session) = two_nodes(None, &[]).await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
-    host.expect("welcome").await;
+    let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let token = b.token("phone", Role::Viewer);
-    let mut viewer = connect(b.addr, session, &token, None).await;
-    viewer.expect("welcome").await;
+    let mut viewer = join(b.addr, session, &token).await;
     announce(&mut host, "before").await;
     viewer.expect("host.announcement").await;
     let (epoch, offset) = (viewer.epoch.clone(), viewer.offset);
@@ -113,13 +91,7 @@ async fn a_resume_returns_exactly_the_missed_events_then_live_ones() {
     let mut back = connect(b.addr, session, &token, Some((&epoch, offset))).await;
     let resumed = back.expect("resumed").await;
     assert_eq!(resumed["offset"].as_u64(), Some(offset));
-    let mut got = Vec::new();
-    while got.len() < 5 {
-        let event = back.next_event().await;
-        if event["type"] == "host.announcement" {
-            got.push(event["offset"].as_u64().unwrap());
-        }
-    }
+    let got = offsets(&back.expect_many("host.announcement", 5).await);
     assert_eq!(got, missed, "exactly the missed announcements, in order");
     let live = announce(&mut host, "live again").await;
     let event = back.expect("host.announcement").await;
@@ -128,8 +100,9 @@ async fn a_resume_returns_exactly_the_missed_events_then_live_ones() {
 
 #[tokio::test]
 async fn a_resume_older_than_the_history_gets_a_reset_with_the_snapshot() {
-    let (a, _b, agency, session) = two_nodes(None, &[("HAWKER__HUB__HISTORY_LEN", "10")]).await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
+    let (a, _b, agency, session) =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__HISTORY_LEN", "10")])).await;
+    let mut host = connect(a.addr, session, &a.agency_token(agency), None).await;
     let welcome = host.expect("welcome").await;
     let epoch = welcome["epoch"].as_str().unwrap().to_string();
     let pinned = host
@@ -164,9 +137,8 @@ async fn a_resume_older_than_the_history_gets_a_reset_with_the_snapshot() {
 #[tokio::test]
 async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
     let redis = RedisServer::start();
-    let (a, b, agency, session) = two_nodes(Some(&redis.url()), &[]).await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
-    host.expect("welcome").await;
+    let (a, b, agency, session) = two_nodes(NodeOptions::default().redis(&redis)).await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let mut on_a = connect(a.addr, session, &a.token("va", Role::Viewer), None).await;
     let mut on_b = connect(b.addr, session, &b.token("vb", Role::Viewer), None).await;
     on_a.expect("welcome").await;
@@ -189,13 +161,7 @@ async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
         sent.push(announce(&mut host, &format!("during outage {i}")).await);
     }
     for viewer in [&mut on_a, &mut on_b] {
-        let mut got = Vec::new();
-        while got.len() < 10 {
-            let event = viewer.next_event().await;
-            if event["type"] == "host.announcement" {
-                got.push(event["offset"].as_u64().unwrap());
-            }
-        }
+        let got = offsets(&viewer.expect_many("host.announcement", 10).await);
         assert_eq!(got, sent);
     }
 }
@@ -203,9 +169,8 @@ async fn a_lost_subscription_is_recovered_from_history_without_gaps() {
 #[tokio::test]
 async fn viewers_keep_receiving_across_a_redis_restart() {
     let mut redis = RedisServer::start();
-    let (a, b, agency, session) = two_nodes(Some(&redis.url()), &[]).await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
-    host.expect("welcome").await;
+    let (a, b, agency, session) = two_nodes(NodeOptions::default().redis(&redis)).await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let mut on_a = connect(a.addr, session, &a.token("va", Role::Viewer), None).await;
     let mut on_b = connect(b.addr, session, &b.token("vb", Role::Viewer), None).await;
     on_a.expect("welcome").await;
@@ -249,9 +214,9 @@ async fn viewers_keep_receiving_across_a_redis_restart() {
 
 #[tokio::test]
 async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others() {
-    let (a, _b, _, session) = two_nodes(None, &[("HAWKER__HUB__OUTBOX_MAX_BYTES", "32768")]).await;
-    let mut fast = connect(a.addr, session, &a.token("fast", Role::Viewer), None).await;
-    fast.expect("welcome").await;
+    let (a, _b, _, session) =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "32768")])).await;
+    let mut fast = join(a.addr, session, &a.token("fast", Role::Viewer)).await;
     let mut slow = try_connect(a.addr, session, &a.token("slow", Role::Viewer), None, Some(4096))
         .await
         .unwrap();
@@ -289,9 +254,8 @@ async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others
 
 #[tokio::test]
 async fn a_chat_flood_from_one_user_is_rate_limited() {
-    let (a, _b, _, session) = two_nodes(None, &[]).await;
-    let mut flooder = connect(a.addr, session, &a.token("flooder", Role::Viewer), None).await;
-    flooder.expect("welcome").await;
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
+    let mut flooder = join(a.addr, session, &a.token("flooder", Role::Viewer)).await;
     let mut acks = 0;
     let mut limited = 0;
     for i in 0..20 {
@@ -310,12 +274,10 @@ async fn a_chat_flood_from_one_user_is_rate_limited() {
 
 #[tokio::test]
 async fn a_ban_on_node_a_is_enforced_on_node_b() {
-    let (a, b, agency, session) = two_nodes(None, &[]).await;
-    let mut host = connect(a.addr, session, &host_token(&a, agency), None).await;
-    host.expect("welcome").await;
+    let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let troll_token = b.token("troll", Role::Viewer);
-    let mut troll = connect(b.addr, session, &troll_token, None).await;
-    troll.expect("welcome").await;
+    let mut troll = join(b.addr, session, &troll_token).await;
 
     let ack = host
         .call("mod.ban", json!({ "user": "troll", "seconds": 600 }))
@@ -336,9 +298,8 @@ async fn a_ban_on_node_a_is_enforced_on_node_b() {
 
 #[tokio::test]
 async fn a_viewer_may_not_moderate_or_host() {
-    let (a, _b, _, session) = two_nodes(None, &[]).await;
-    let mut viewer = connect(a.addr, session, &a.token("v", Role::Viewer), None).await;
-    viewer.expect("welcome").await;
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
+    let mut viewer = join(a.addr, session, &a.token("v", Role::Viewer)).await;
     for (kind, data) in [
         ("mod.ban", json!({"user": "x"})),
         ("host.announce", json!({"text": "hi"})),
@@ -351,9 +312,8 @@ async fn a_viewer_may_not_moderate_or_host() {
 
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_the_connection_survives() {
-    let (a, _b, _, session) = two_nodes(None, &[]).await;
-    let mut ws = connect(a.addr, session, &a.token("tester", Role::Viewer), None).await;
-    ws.expect("welcome").await;
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
+    let mut ws = join(a.addr, session, &a.token("tester", Role::Viewer)).await;
 
     ws.send_raw("{not json".into()).await;
     assert_eq!(ws.expect("error").await["code"], "bad_json");
@@ -375,7 +335,7 @@ async fn bad_frames_get_error_frames_and_the_connection_survives() {
 
 #[tokio::test]
 async fn sockets_without_a_valid_token_are_refused() {
-    let (a, _b, _, session) = two_nodes(None, &[]).await;
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
     let url = format!("ws://{}/v1/sessions/{session}/ws", a.addr);
     let err = tokio_tungstenite::connect_async(url.clone()).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
@@ -395,9 +355,8 @@ async fn sockets_without_a_valid_token_are_refused() {
 
 #[tokio::test]
 async fn likes_are_summed_into_running_totals() {
-    let (a, _b, _, session) = two_nodes(None, &[]).await;
-    let mut tapper = connect(a.addr, session, &a.token("tapper", Role::Viewer), None).await;
-    tapper.expect("welcome").await;
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
+    let mut tapper = join(a.addr, session, &a.token("tapper", Role::Viewer)).await;
     for _ in 0..50 {
         tapper.send("like", json!({})).await;
     }
@@ -418,9 +377,8 @@ async fn likes_are_summed_into_running_totals() {
 
 #[tokio::test]
 async fn shutdown_closes_sockets_with_going_away() {
-    let (mut a, _b, _, session) = two_nodes(None, &[]).await;
-    let mut ws = connect(a.addr, session, &a.token("v", Role::Viewer), None).await;
-    ws.expect("welcome").await;
+    let (mut a, _b, _, session) = two_nodes(NodeOptions::default()).await;
+    let mut ws = join(a.addr, session, &a.token("v", Role::Viewer)).await;
     a.shutdown.cancel();
     assert_eq!(ws.closed(Duration::from_secs(5)).await, Ended::Closed(Some(1001)));
     let stopped = tokio::time::timeout(Duration::from_secs(10), a.stop()).await;

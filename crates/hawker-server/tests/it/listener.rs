@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{settings_with, spawn_app_with};
+use crate::support::{settings_with, spawn_app_with};
 
 /// The backlog of the listening socket on `port`, as `ss` reports it (its
 /// Send-Q column for a socket in LISTEN).

@@ -1,4 +1,5 @@
-//! Integration tests of the hawker server: one binary, many modules.
+//! Integration tests of the hawker server: one binary, many modules, and
+//! what they share in `support`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agency;
@@ -9,11 +10,11 @@ mod console;
 mod coupons;
 mod database;
 mod health;
-mod helpers;
 mod http;
 mod hub;
 mod listener;
+mod payments;
 mod process;
 mod security;
 mod shutdown;
-mod ws;
+mod support;

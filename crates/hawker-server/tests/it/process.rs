@@ -1,59 +1,20 @@
 //! Tests of the real `hawker` binary: tokens it mints, JSON logs carrying the
 //! request id, and SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{config_dir, test_database_url};
-
-const HAWKER: &str = env!("CARGO_BIN_EXE_hawker");
-
-fn hawker(args: &[&str], db_url: &str) -> Command {
-    let mut command = Command::new(HAWKER);
-    command
-        .args(args)
-        .env("HAWKER_ENV", "test")
-        .env("HAWKER_CONFIG_DIR", config_dir())
-        .env("HAWKER__DATABASE__URL", db_url)
-        .env("HAWKER__LOG__FORMAT", "json")
-        .env("HAWKER__LOG__FILTER", "info")
-        .env_remove("RUST_LOG");
-    command
-}
+use crate::support::process::{hawker, ServerProcess};
+use crate::support::test_database_url;
 
 #[tokio::test]
 async fn the_binary_serves_accepts_its_own_tokens_logs_request_ids_and_stops_on_sigterm() {
     let db_url = test_database_url();
-    let mut child = hawker(&["serve"], &db_url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let addr = loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server prints its URLs");
-        seen.push(line.clone());
-        if let Ok(log) = serde_json::from_str::<Value>(&line) {
-            if log["message"] == "hawker serving" {
-                break log["public"].as_str().unwrap().to_string();
-            }
-        }
-    };
+    let (mut server, mut seen, lines_rx) =
+        ServerProcess::start(hawker(&["serve"], &db_url).stderr(Stdio::inherit()));
+    let addr = server.addr;
 
     let output = hawker(
         &["token", "--user", "viewer-cli", "--role", "viewer", "--ttl", "5m"],
@@ -81,18 +42,22 @@ async fn the_binary_serves_accepts_its_own_tokens_logs_request_ids_and_stops_on_
     assert_eq!(me["sub"], "viewer-cli");
 
     // SIGTERM: the process drains and exits 0.
-    let pid = child.id().to_string();
+    let pid = server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let status = tokio::task::spawn_blocking(move || server.child.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(status.success(), "exit status {status}");
-    seen.extend(lines_rx.try_iter());
+    // The rest of the log: the reader ends at the closed pipe (bounded, in
+    // case something still holds it).
+    while let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(10)) {
+        seen.push(line);
+    }
 
     let tagged = seen
         .iter()

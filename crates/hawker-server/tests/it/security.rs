@@ -2,13 +2,13 @@
 
 use std::process::Command;
 
-use crate::helpers::{settings_with, spawn_app_with};
+use crate::support::{settings_with, spawn_app_with};
 
 fn hawker() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hawker"));
     command
         .env_remove("HAWKER_ENV")
-        .env("HAWKER_CONFIG_DIR", crate::helpers::config_dir())
+        .env("HAWKER_CONFIG_DIR", crate::support::config_dir())
         .env("HAWKER__DATABASE__URL", "postgres://postgres@127.0.0.1:1/unused");
     command
 }
@@ -54,7 +54,7 @@ fn production_refuses_any_origin_unless_explicitly_allowed() {
     load(&[("HAWKER__SERVER__ALLOW_ANY_ORIGIN", "true")]).expect("explicitly allowed");
     // The shipped production file lists no origin, and starts.
     hawker_server::config::Settings::load_with(
-        &crate::helpers::config_dir(),
+        &crate::support::config_dir(),
         hawker_server::config::Environment::Production,
         secrets
             .iter()
@@ -68,7 +68,7 @@ fn production_refuses_any_origin_unless_explicitly_allowed() {
 fn tempdir_with_origins(origins: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("hawker-config-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let source = crate::helpers::config_dir();
+    let source = crate::support::config_dir();
     std::fs::copy(source.join("default.toml"), dir.join("default.toml")).unwrap();
     let production = std::fs::read_to_string(source.join("production.toml"))
         .unwrap()

@@ -7,7 +7,8 @@ use axum::body::Body;
 use axum::http::Request;
 use tower::ServiceExt;
 
-use crate::helpers::{insert_agency_and_session, settings_with, spawn_app};
+use crate::support::fixtures::insert_agency_and_session;
+use crate::support::{settings_with, spawn_app};
 
 /// A request that is blocked inside a handler when shutdown begins still gets
 /// its answer; the app then stops by itself.

@@ -1,4 +1,5 @@
-//! A WebSocket test client speaking hawker's protocol.
+//! A WebSocket test client speaking hawker's protocol: connect with a token
+//! (and a resume position), send commands, read frames until one is wanted.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,6 +12,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
+
+/// How long `expect`, `next_event` and `call` wait for their frame.
+const REPLY_WITHIN: Duration = Duration::from_secs(15);
 
 pub struct Ws {
     pub stream: WebSocketStream<TcpStream>,
@@ -31,6 +35,13 @@ pub async fn connect(addr: SocketAddr, session: Uuid, token: &str, resume: Optio
     try_connect(addr, session, token, resume, None)
         .await
         .expect("socket opens")
+}
+
+/// Connects (without resuming) and waits for the welcome.
+pub async fn join(addr: SocketAddr, session: Uuid, token: &str) -> Ws {
+    let mut ws = connect(addr, session, token, None).await;
+    ws.expect("welcome").await;
+    ws
 }
 
 /// Connects; `recv_buffer` shrinks the client's TCP receive buffer (slow-reader tests).
@@ -101,34 +112,61 @@ impl Ws {
         self.next(Duration::from_secs(10)).await.expect("socket is open")
     }
 
-    /// The next frame of `kind`, skipping others (likes, viewers, presence...),
-    /// within 15 seconds.
-    pub async fn expect(&mut self, kind: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    /// The next frame for which `wanted` holds, skipping others; panics
+    /// with "no {what} within …" when none comes within `within`.
+    pub async fn until(&mut self, what: &str, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no `{kind}` frame within 15 s"
+                "no {what} within {within:?}"
             );
             let frame = self.frame().await;
-            if frame["type"] == kind {
+            if wanted(&frame) {
                 return frame;
             }
         }
     }
 
+    /// The next frame of `kind`, skipping others (likes, viewers, presence...),
+    /// within 15 seconds.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        self.until(&format!("`{kind}` frame"), REPLY_WITHIN, |frame| {
+            frame["type"] == kind
+        })
+        .await
+    }
+
+    /// The next `n` frames of `kind`, in order, skipping others.
+    pub async fn expect_many(&mut self, kind: &str, n: usize) -> Vec<Value> {
+        let mut frames = Vec::with_capacity(n);
+        while frames.len() < n {
+            frames.push(self.expect(kind).await);
+        }
+        frames
+    }
+
     /// The next frame that is not a running total or presence notice.
     pub async fn next_event(&mut self) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no room event within 15 s"
-            );
-            let frame = self.frame().await;
+        self.until("room event", REPLY_WITHIN, |frame| {
             let kind = frame["type"].as_str().unwrap_or_default();
-            if !matches!(kind, "likes" | "viewers" | "presence.joined" | "presence.left") {
-                return frame;
+            !matches!(kind, "likes" | "viewers" | "presence.joined" | "presence.left")
+        })
+        .await
+    }
+
+    /// Every frame that arrives during `window` (fewer if the socket ends).
+    pub async fn frames_for(&mut self, window: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return frames;
+            }
+            match self.try_next(left).await {
+                Some(Ok(frame)) => frames.push(frame),
+                Some(Err(_)) | None => return frames,
             }
         }
     }
@@ -149,17 +187,10 @@ impl Ws {
     /// Sends a command and waits for its ack or error, skipping room events.
     pub async fn call(&mut self, kind: &str, data: Value) -> Value {
         let id = self.send(kind, data).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no reply to `{kind}` within 15 s"
-            );
-            let frame = self.frame().await;
-            if frame["id"] == id.as_str() && (frame["type"] == "ack" || frame["type"] == "error") {
-                return frame;
-            }
-        }
+        self.until(&format!("reply to `{kind}`"), REPLY_WITHIN, |frame| {
+            frame["id"] == id.as_str() && (frame["type"] == "ack" || frame["type"] == "error")
+        })
+        .await
     }
 
     /// Reads until the socket closes, returning the close code.
