@@ -55,7 +55,8 @@ clean-test-dbs:
 	  | while read -r db; do psql -h 127.0.0.1 -U postgres -qc "drop database if exists \"$$db\"" >/dev/null 2>&1 || true; done
 
 ## Fan-out load test (loadtest/README.md): hub on CPU 0, generator on CPU 1; a
-## 200-viewer smoke run unless LOADTEST_ARGS says otherwise. Results: loadtest/results/.
+## 200-viewer smoke run unless LOADTEST_ARGS says otherwise. Results: loadtest/results/
+## (created by the tool, ignored by git; runs worth keeping go to docs/benchmarks/).
 LOADTEST_ARGS ?= --scenario smoke --viewers 200 --duration 10 --host-rate 10 --chat-rate 5 --chatters 5
 .PHONY: loadtest
 loadtest: services

@@ -3,17 +3,9 @@
 //! lost, duplicated or reordered, and what each socket and delivery costs
 //! the server. See loadtest/README.md.
 
-mod clock;
+mod common;
 mod fanout;
-mod frame;
-mod plot;
-mod publisher;
-mod server;
 mod stampede;
-mod stats;
-mod viewer;
-mod worker;
-mod ws;
 
 use clap::{Parser, Subcommand};
 
@@ -40,7 +32,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Command::Calibrate = cli.command {
-        println!("{:.1}", server::calibrate_ms());
+        println!("{:.1}", common::procfs::calibrate_ms());
         return std::process::ExitCode::SUCCESS;
     }
     // One thread per process: the generator is pinned to one core, and a
@@ -56,7 +48,7 @@ fn main() -> std::process::ExitCode {
     let outcome = local.block_on(&runtime, async move {
         match cli.command {
             Command::Fanout(args) => fanout::run(*args).await,
-            Command::FanoutWorker => worker::serve().await,
+            Command::FanoutWorker => fanout::serve_worker().await,
             Command::Stampede(args) => stampede::run(*args).await,
             Command::Calibrate => Ok(()),
         }

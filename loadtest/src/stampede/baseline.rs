@@ -40,7 +40,7 @@ impl PgTarget {
         let (user, hostport) = authority.rsplit_once('@').unwrap_or(("postgres", authority));
         let user = user.split(':').next().unwrap_or("postgres").to_string();
         let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
-        if !crate::ws::is_loopback(host) {
+        if !crate::common::ws::is_loopback(host) {
             bail!("the database must be on 127.0.0.1");
         }
         Ok(PgTarget {
@@ -95,7 +95,7 @@ pub async fn run(db: &PgPool, config: &BaselineConfig) -> anyhow::Result<Baselin
         t.database.clone(),
     ];
     let command = format!("pgbench {}", args.join(" "));
-    let loadavg_before = crate::server::loadavg();
+    let loadavg_before = crate::common::procfs::loadavg();
     let output = Command::new("pgbench")
         .args(&args)
         .output()

@@ -19,9 +19,9 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use super::http1::{string_field, Conn};
-use crate::clock;
-use crate::stats::histogram;
-use crate::ws::{self, Node};
+use crate::common::clock;
+use crate::common::stats::histogram;
+use crate::common::ws::{self, Node};
 
 /// How purchases travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -172,7 +172,18 @@ impl PhaseResult {
         self.errors.values().sum()
     }
 
-    fn record(&mut self, start_us: u64, from_us: u64, outcome: Outcome, progress: &Progress) {
+    /// One attempt and its outcome: latency from its scheduled time (open
+    /// loop, with the send lag apart) or from its send.
+    fn record(&mut self, config: &PhaseConfig, scheduled_us: u64, sent_us: u64, outcome: Outcome) {
+        self.attempts += 1;
+        let from_us = if config.rate.is_some() {
+            self.send_lag
+                .saturating_record(sent_us.saturating_sub(scheduled_us).max(1));
+            scheduled_us
+        } else {
+            sent_us
+        };
+        let (start_us, progress) = (config.start_us, &config.progress);
         let now = clock::now_us();
         let latency = now.saturating_sub(from_us).max(1);
         let done_second = now.saturating_sub(start_us) / 1_000_000;
@@ -366,16 +377,7 @@ async fn http_connection(
             },
             Err(e) => Outcome::Failed(format!("{e:#}")),
         };
-        let mut r = result.borrow_mut();
-        r.attempts += 1;
-        let from = if config.rate.is_some() {
-            r.send_lag
-                .saturating_record(sent.saturating_sub(scheduled).max(1));
-            scheduled
-        } else {
-            sent
-        };
-        r.record(config.start_us, from, outcome, &config.progress);
+        result.borrow_mut().record(config, scheduled, sent, outcome);
     }
     result.borrow_mut().connects += conn.reconnects;
 }
@@ -469,16 +471,7 @@ async fn socket_connection(
             Ok(Err(e)) => (Outcome::Failed(format!("{e:#}")), true),
             Err(_) => (Outcome::Failed("timeout".to_string()), true),
         };
-        let mut r = result.borrow_mut();
-        r.attempts += 1;
-        let from = if config.rate.is_some() {
-            r.send_lag
-                .saturating_record(sent.saturating_sub(scheduled).max(1));
-            scheduled
-        } else {
-            sent
-        };
-        r.record(config.start_us, from, outcome, &config.progress);
+        result.borrow_mut().record(config, scheduled, sent, outcome);
         if broken {
             break;
         }

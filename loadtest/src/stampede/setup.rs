@@ -3,8 +3,6 @@
 //! Postgres, the server's settlement metrics, and cleaning up Redis.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -16,28 +14,10 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use super::http1::Conn;
+use crate::common::probe;
 
 /// The seeded demo session, whose agency, brand and SKUs the stampede session copies.
 const SEEDED_SESSION: &str = "00000000-0000-4000-8000-00000000d001";
-
-/// `hawker seed` against the stampede's database (creates and migrates it).
-pub fn seed(hawker_bin: &Path, config_dir: &Path, database_url: &str) -> anyhow::Result<()> {
-    let output = Command::new(hawker_bin)
-        .arg("seed")
-        .env("HAWKER_CONFIG_DIR", config_dir)
-        .env("HAWKER__DATABASE__URL", database_url)
-        .env("HAWKER__LOG__FILTER", "warn")
-        .output()
-        .with_context(|| format!("running {} seed", hawker_bin.display()))?;
-    if !output.status.success() {
-        bail!(
-            "`hawker seed` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
-}
 
 pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
@@ -314,35 +294,22 @@ pub struct SettleMetrics {
 impl SettleMetrics {
     pub fn parse(text: &str) -> Self {
         let mut m = SettleMetrics::default();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((name_labels, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.parse::<f64>() else { continue };
-            let (name, labels) = match name_labels.split_once('{') {
-                Some((n, l)) => (n, l.trim_end_matches('}')),
-                None => (name_labels, ""),
-            };
-            let label = |key: &str| {
-                labels
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\""))
-                    .map(|v| v.trim_end_matches('"').to_string())
-            };
-            match name {
+        for sample in probe::samples(text) {
+            let value = sample.value;
+            match sample.name {
                 "hawker_settle_batch_size_count" => m.batches += value,
                 "hawker_settle_batch_size_sum" => m.batch_size_sum += value,
                 "hawker_settle_batch_seconds_sum" => m.batch_seconds_sum += value,
                 "hawker_orders_committed_total" => m.orders_committed += value,
                 "hawker_settle_failures_total" => m.failures += value,
                 "hawker_settle_batch_seconds_bucket" => {
-                    if let Some(le) = label("le") {
-                        *m.batch_seconds_buckets.entry(le).or_default() += value;
+                    if let Some(le) = sample.label("le") {
+                        *m.batch_seconds_buckets.entry(le.to_string()).or_default() += value;
                     }
                 }
                 "hawker_settle_batch_size" => {
-                    if let Some(q) = label("quantile") {
-                        m.batch_size_quantiles.insert(q, value);
+                    if let Some(q) = sample.label("quantile") {
+                        m.batch_size_quantiles.insert(q.to_string(), value);
                     }
                 }
                 _ => {}

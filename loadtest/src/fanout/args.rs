@@ -1,0 +1,203 @@
+//! `hawker-loadtest fanout`'s options and their limits.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+use uuid::Uuid;
+
+use super::viewer::MAX_PLANNED;
+use crate::common::env::parse_env;
+use crate::common::DEV_SECRET;
+
+/// Sockets one generator process holds at most (the file limit is 20,000).
+const SOCKETS_PER_PROCESS: u64 = 19_500;
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Name of the scenario, used in the result file names.
+    #[arg(long, default_value = "fanout")]
+    pub scenario: String,
+    /// Viewer sockets (receive only), spread round-robin over the nodes.
+    #[arg(long, default_value_t = 1000)]
+    pub viewers: u64,
+    /// Host events per second (`host.announce`), all host sockets together.
+    #[arg(long, default_value_t = 10.0)]
+    pub host_rate: f64,
+    /// Host sockets (agency tokens, spread over the nodes, the first on the
+    /// first node). Each socket's commands are handled one after another.
+    #[arg(long, default_value_t = 1)]
+    pub hosts: u32,
+    /// Chat messages per second, all chatters together.
+    #[arg(long, default_value_t = 0.0)]
+    pub chat_rate: f64,
+    /// Chatter sockets (spread over the nodes); they also receive.
+    #[arg(long, default_value_t = 10)]
+    pub chatters: u32,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Length of each event's text (the server adds ~120 bytes of envelope).
+    #[arg(long, default_value_t = 100)]
+    pub text_bytes: usize,
+    /// Hub nodes to use, e.g. ws://127.0.0.1:8080,ws://127.0.0.1:8081 (ignored with --spawn).
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080")]
+    pub nodes: Vec<String>,
+    /// The nodes' admin listeners, for their counters (e.g. http://127.0.0.1:9090,…).
+    #[arg(long, value_delimiter = ',')]
+    pub admin: Vec<String>,
+    /// Server process ids to read RSS and CPU from (with --nodes).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Start K hub nodes for the run (and stop them after).
+    #[arg(long)]
+    pub spawn: Option<usize>,
+    /// The server binary for --spawn.
+    #[arg(long, default_value = "./target/release/hawker")]
+    pub hawker_bin: PathBuf,
+    /// Configuration directory for spawned nodes.
+    #[arg(long, default_value = "config")]
+    pub config_dir: PathBuf,
+    /// CPUs to pin spawned nodes to (`taskset -c`); empty for none.
+    #[arg(long, default_value = "0")]
+    pub server_cpus: String,
+    /// First public port of spawned nodes (node i gets the i-th free port from here).
+    #[arg(long, default_value_t = 28080)]
+    pub base_port: u16,
+    /// First admin port of spawned nodes.
+    #[arg(long, default_value_t = 29080)]
+    pub admin_base_port: u16,
+    /// Extra environment for spawned nodes, KEY=VALUE (repeatable): HAWKER__… settings
+    /// (e.g. HAWKER__HUB__WRITE_BATCH=32), MALLOC_…, GLIBC_TUNABLES, LD_PRELOAD,
+    /// TOKIO_WORKER_THREADS.
+    #[arg(long = "server-env", value_parser = parse_env)]
+    pub server_env: Vec<(String, String)>,
+    /// Turn chat thinning off on spawned nodes (HAWKER__HUB__CHAT_THIN_PER_SEC=0).
+    #[arg(long)]
+    pub no_chat_thinning: bool,
+    /// Skip `hawker seed` before spawning.
+    #[arg(long)]
+    pub no_seed: bool,
+    /// The session (room); the default is the seeded demo session.
+    #[arg(long, default_value = "00000000-0000-4000-8000-00000000d001")]
+    pub session: Uuid,
+    /// The session's agency (its token may host).
+    #[arg(long, default_value = "00000000-0000-4000-8000-00000000a001")]
+    pub agency: Uuid,
+    #[arg(long, env = "HAWKER_LOADTEST_JWT_SECRET", default_value = DEV_SECRET, hide_default_value = true)]
+    pub jwt_secret: String,
+    /// Viewer connects in flight at once (per process).
+    #[arg(long, default_value_t = 200)]
+    pub connect_concurrency: usize,
+    /// Retries per viewer connect (with backoff).
+    #[arg(long, default_value_t = 5)]
+    pub connect_retries: u32,
+    #[arg(long, default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// Give up waiting for viewers to connect after this long.
+    #[arg(long, default_value_t = 180)]
+    pub connect_deadline_secs: u64,
+    /// Generator processes holding the viewers (≤ 19,500 sockets each).
+    #[arg(long, default_value_t = 1)]
+    pub procs: usize,
+    /// Seconds to wait after connecting before reading RSS.
+    #[arg(long, default_value_t = 3.0)]
+    pub settle_secs: f64,
+    /// Longest wait for stragglers after the last send.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_secs: f64,
+    /// Where the JSON and the PNG go.
+    #[arg(long, default_value = "loadtest/results")]
+    pub out_dir: PathBuf,
+    /// Redis (for its CPU time), host:port on 127.0.0.1.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    pub redis: String,
+    /// Free text kept in the result (e.g. what else ran on the machine).
+    #[arg(long, default_value = "")]
+    pub note: String,
+    /// Also read the nodes' /metrics every this many seconds during the run
+    /// (0: only before and after). Prometheus would; it also empties the
+    /// nodes' histogram buffers.
+    #[arg(long, default_value_t = 0.0)]
+    pub scrape_interval: f64,
+    /// Profile the server processes during the sending window with
+    /// `perf record -e cpu-clock` and keep the top of `perf report` next to the JSON.
+    #[arg(long)]
+    pub perf: bool,
+}
+
+impl FanoutArgs {
+    /// Limits of the fan-out run (the harness checks --scenario and --redis).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let finite = |v: f64| v.is_finite() && v >= 0.0;
+        if !(finite(self.host_rate) && finite(self.chat_rate) && finite(self.duration)) {
+            bail!("rates and duration must be finite and not negative");
+        }
+        if self.duration > 600.0 {
+            bail!("--duration is limited to 600 s");
+        }
+        if self.host_rate > 100_000.0 || self.chat_rate > 100_000.0 {
+            bail!("rates are limited to 100,000 events/s");
+        }
+        if self.host_planned() > MAX_PLANNED || self.chat_planned() > MAX_PLANNED {
+            bail!("rate × duration is limited to {MAX_PLANNED} events per lane");
+        }
+        if self.viewers > 200_000 {
+            bail!("--viewers is limited to 200,000");
+        }
+        if self.procs == 0 || self.procs > 32 {
+            bail!("--procs must be 1 to 32");
+        }
+        let per_process = self.viewers.div_ceil(self.procs as u64);
+        if per_process > SOCKETS_PER_PROCESS {
+            bail!(
+                "{per_process} viewers per process is above the {SOCKETS_PER_PROCESS} sockets one process may open: \
+                 use --procs {}",
+                self.viewers.div_ceil(SOCKETS_PER_PROCESS)
+            );
+        }
+        if self.host_rate > 0.0 && !(1..=100).contains(&self.hosts) {
+            bail!("--hosts must be 1 to 100");
+        }
+        if self.chat_rate > 0.0 && !(1..=1000).contains(&self.chatters) {
+            bail!("--chatters must be 1 to 1000");
+        }
+        if !(40..=1000).contains(&self.text_bytes) {
+            bail!("--text-bytes must be 40 to 1000 (host text is limited to 1000 characters)");
+        }
+        if self.spawn.is_some_and(|k| k == 0 || k > 16) {
+            bail!("--spawn must be 1 to 16");
+        }
+        if !(0.0..=60.0).contains(&self.scrape_interval) {
+            bail!("--scrape-interval must be 0 to 60 s");
+        }
+        if !(0.0..=60.0).contains(&self.drain_secs) || !(0.0..=60.0).contains(&self.settle_secs) {
+            bail!("--drain-secs and --settle-secs must be 0 to 60");
+        }
+        Ok(())
+    }
+
+    pub fn host_planned(&self) -> u64 {
+        (self.host_rate * self.duration).floor() as u64
+    }
+
+    pub fn chat_planned(&self) -> u64 {
+        (self.chat_rate * self.duration).floor() as u64
+    }
+
+    /// The environment of spawned nodes: the tool's own settings, then `--server-env`.
+    pub fn spawn_env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if self.chat_rate > 0.0 {
+            // The chatters are a handful of users sending far above a
+            // person's rate; the per-user limit is not what is measured.
+            env.push(("HAWKER__HUB__CHAT_PER_SEC".to_string(), "100000".to_string()));
+            env.push(("HAWKER__HUB__CHAT_BURST".to_string(), "100000".to_string()));
+        }
+        if self.no_chat_thinning {
+            env.push(("HAWKER__HUB__CHAT_THIN_PER_SEC".to_string(), "0".to_string()));
+        }
+        env.extend(self.server_env.iter().cloned());
+        env
+    }
+}
