@@ -73,6 +73,7 @@ fn seed_command(hawker_bin: &Path, config_dir: &Path, database_url: Option<&str>
     let mut command = Command::new(hawker_bin);
     command
         .arg("seed")
+        .env("HAWKER_ENV", "development")
         .env("HAWKER_CONFIG_DIR", config_dir)
         .env("HAWKER__LOG__FILTER", "warn");
     if let Some(url) = database_url {
@@ -92,6 +93,10 @@ fn serve_command(config: &SpawnConfig, port: u16, admin: u16) -> Command {
     };
     command
         .arg("serve")
+        // hawker refuses to guess its environment; every load generator
+        // connects from 127.0.0.1, so the per-address cap is lifted.
+        .env("HAWKER_ENV", "development")
+        .env("HAWKER__SERVER__MAX_CONNECTIONS_PER_IP", "1000000")
         .env("HAWKER_CONFIG_DIR", &config.config_dir)
         .env("HAWKER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("HAWKER__SERVER__ADMIN_LISTEN", format!("127.0.0.1:{admin}"))

@@ -1493,20 +1493,22 @@ async fn session_events_reach_the_room_exactly_once_across_nodes_even_if_the_dec
     .await;
     assert_eq!(status, 201, "{body}");
 
-    let mut viewer = crate::support::socket::connect(b.addr, session_id, &b.token("viewer-1", Role::Viewer), None).await;
+    let mut viewer =
+        crate::support::socket::connect(b.addr, session_id, &b.token("viewer-1", Role::Viewer), None).await;
     assert!(session_events(&mut viewer, Duration::from_millis(300))
         .await
         .is_empty());
 
     // A decides but cannot publish: B's relay delivers, once.
     proxy.cut();
-    let (status, live) = a.send(
-        Method::POST,
-        &format!("/v1/sessions/{session_id}/live"),
-        &a.agency_token(agency),
-        None,
-    )
-    .await;
+    let (status, live) = a
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{session_id}/live"),
+            &a.agency_token(agency),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{live}");
     let event = viewer.expect("session.live").await;
     assert_eq!(event["data"]["status"], "live");
@@ -1528,13 +1530,14 @@ async fn session_events_reach_the_room_exactly_once_across_nodes_even_if_the_dec
     // Both nodes can publish now: each of them relays, and the room still gets each event once.
     proxy.restore();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (status, ended) = a.send(
-        Method::POST,
-        &format!("/v1/sessions/{session_id}/end"),
-        &a.agency_token(agency),
-        None,
-    )
-    .await;
+    let (status, ended) = a
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{session_id}/end"),
+            &a.agency_token(agency),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{ended}");
     let seen = session_events(&mut viewer, Duration::from_millis(1500)).await;
     let kinds: Vec<&str> = seen.iter().filter_map(|e| e["type"].as_str()).collect();
