@@ -87,7 +87,7 @@ const TERMS_COLUMNS: &str = "terms_id, campaign_id, session_id, version, effecti
     slot_fee_minor, hourly_rate_minor, host_share_bps, currency::text as currency, created_by, created_at";
 
 /// Creates a campaign: the agency for itself, the brand for itself, or an admin.
-#[tracing::instrument(skip_all, fields(brand_id = %new.brand_id, agency_id = %new.agency_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(brand_id = %new.brand_id, agency_id = %new.agency_id, caller = %claims.sub))]
 pub async fn create_campaign(db: &PgPool, claims: &Claims, new: NewCampaign) -> Result<Campaign> {
     if !(acts_for_agency(claims, new.agency_id) || brand_of(claims) == Some(new.brand_id)) {
         return Err(Error::forbidden(
@@ -143,7 +143,7 @@ async fn campaign_for(db: &PgPool, claims: &Claims, campaign_id: Uuid) -> Result
 }
 
 /// A campaign with its terms versions and sessions.
-#[tracing::instrument(skip_all, fields(%campaign_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%campaign_id, caller = %claims.sub))]
 pub async fn get_campaign(db: &PgPool, claims: &Claims, campaign_id: Uuid) -> Result<Campaign> {
     let mut campaign = campaign_for(db, claims, campaign_id).await?;
     campaign.terms = sqlx::query_as::<_, Terms>(&format!(
@@ -187,7 +187,7 @@ async fn require_terms_party(db: &PgPool, claims: &Claims, scope: TermsScope) ->
 }
 
 /// Every version of the terms of a campaign or session, oldest first.
-#[tracing::instrument(skip_all, fields(?scope, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(?scope, caller = %claims.sub))]
 pub async fn list_terms(db: &PgPool, claims: &Claims, scope: TermsScope) -> Result<Vec<Terms>> {
     require_terms_party(db, claims, scope).await?;
     let (column, id) = match scope {
@@ -234,7 +234,7 @@ fn validate(new: &NewTerms) -> Result<()> {
 }
 
 /// Records a new version of the terms of a campaign or session.
-#[tracing::instrument(skip_all, fields(?scope, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(?scope, caller = %claims.sub))]
 pub async fn add_terms(db: &PgPool, claims: &Claims, scope: TermsScope, new: NewTerms) -> Result<Terms> {
     require_terms_party(db, claims, scope).await?;
     validate(&new)?;

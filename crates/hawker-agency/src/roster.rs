@@ -67,7 +67,7 @@ fn valid_handle(handle: &str) -> bool {
 }
 
 /// Creates a host profile (agencies and admins).
-#[tracing::instrument(skip_all, fields(handle = %new.handle, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(handle = %new.handle, caller = %claims.sub))]
 pub async fn create_host(db: &PgPool, claims: &Claims, new: NewHost) -> Result<Host> {
     if !(claims.is_admin() || claims.role == hawker_core::Role::Agency) {
         return Err(Error::forbidden("only agencies and admins may create hosts"));
@@ -115,7 +115,7 @@ async fn require_agency_exists(db: &PgPool, agency_id: Uuid) -> Result<()> {
 }
 
 /// The agency's roster: current members, or every stay past and future too.
-#[tracing::instrument(skip_all, fields(%agency_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%agency_id, caller = %claims.sub))]
 pub async fn roster(
     db: &PgPool,
     claims: &Claims,
@@ -137,7 +137,7 @@ pub async fn roster(
 }
 
 /// Puts a host on the roster from `joined_at` (default now), open-ended.
-#[tracing::instrument(skip_all, fields(%agency_id, host_id = %join.host_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%agency_id, host_id = %join.host_id, caller = %claims.sub))]
 pub async fn join(db: &PgPool, claims: &Claims, agency_id: Uuid, join: JoinRoster) -> Result<Membership> {
     require_agency(claims, agency_id)?;
     require_agency_exists(db, agency_id).await?;
@@ -214,7 +214,7 @@ async fn roster_conflict(
 
 /// Takes a host off the roster at `left_at` (default now). Refused while the
 /// host still has shifts booked in this agency's sessions after that moment.
-#[tracing::instrument(skip_all, fields(%agency_id, %host_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%agency_id, %host_id, caller = %claims.sub))]
 pub async fn leave(
     db: &PgPool,
     claims: &Claims,
@@ -302,7 +302,7 @@ pub struct RosterHost {
 }
 
 /// An agency and its current roster (the agency itself or an admin).
-#[tracing::instrument(skip_all, fields(%agency_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%agency_id, caller = %claims.sub))]
 pub async fn agency(db: &PgPool, claims: &Claims, agency_id: Uuid) -> Result<Agency> {
     require_agency(claims, agency_id)?;
     let (name, created_at): (String, DateTime<Utc>) =

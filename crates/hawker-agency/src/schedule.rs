@@ -260,7 +260,7 @@ async fn relay_now(hub: &Hub, session_id: Uuid) {
 }
 
 /// Schedules a session for the agency.
-#[tracing::instrument(skip_all, fields(%agency_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%agency_id, caller = %claims.sub))]
 pub async fn schedule_session(
     db: &PgPool,
     claims: &Claims,
@@ -329,7 +329,7 @@ pub async fn schedule_session(
 }
 
 /// The agency's sessions whose planned window overlaps `[from, to)`, with shifts.
-#[tracing::instrument(skip_all, fields(%agency_id, %from, %to, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%agency_id, %from, %to, caller = %claims.sub))]
 pub async fn agency_sessions(
     db: &PgPool,
     claims: &Claims,
@@ -360,7 +360,7 @@ pub async fn agency_sessions(
 }
 
 /// Books a host into a session (the session's agency or an admin).
-#[tracing::instrument(skip_all, fields(%session_id, host_id = %new.host_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%session_id, host_id = %new.host_id, caller = %claims.sub))]
 pub async fn book_shift(db: &PgPool, claims: &Claims, session_id: Uuid, new: NewShift) -> Result<Shift> {
     let session = load_session(db, session_id).await?;
     require_manager(session_role(db, claims, &session).await?)?;
@@ -508,7 +508,7 @@ async fn get_shift(db: &PgPool, shift_id: Uuid) -> Result<Shift> {
 
 /// The session's shifts: all of them for its agency and admins, a scheduled
 /// host's own only for that host.
-#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub))]
 pub async fn session_shifts(db: &PgPool, claims: &Claims, session_id: Uuid) -> Result<Vec<Shift>> {
     let session = load_session(db, session_id).await?;
     let role = session_role(db, claims, &session).await?;
@@ -533,7 +533,7 @@ pub async fn session_shifts(db: &PgPool, claims: &Claims, session_id: Uuid) -> R
 
 /// A host's shifts whose plan overlaps the period (the host, admins, or an
 /// agency the host has been with, which sees only its own sessions' shifts).
-#[tracing::instrument(skip_all, fields(%host_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%host_id, caller = %claims.sub))]
 pub async fn host_shifts(db: &PgPool, claims: &Claims, host_id: Uuid, period: Period) -> Result<Vec<Shift>> {
     let reader = require_host_reader(db, claims, host_id).await?;
     Ok(sqlx::query_as::<_, Shift>(&format!(
@@ -600,7 +600,7 @@ struct ShiftRow {
 }
 
 /// Cancels a shift that has not started (the session's agency or an admin).
-#[tracing::instrument(skip_all, fields(%shift_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%shift_id, caller = %claims.sub))]
 pub async fn cancel_shift(db: &PgPool, claims: &Claims, shift_id: Uuid) -> Result<Shift> {
     let mut tx = db.begin().await?;
     let (shift, role) = lock_shift(&mut tx, db, claims, shift_id).await?;
@@ -637,7 +637,7 @@ fn on_air_error(e: sqlx::Error) -> Error {
 
 /// Takes a scheduled session live (a host scheduled in it, its agency, or an
 /// admin) and puts a shift on air.
-#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub))]
 pub async fn go_live(
     db: &PgPool,
     hub: &Hub,
@@ -710,7 +710,7 @@ pub async fn go_live(
 
 /// Hands the session over to this shift's host: the shift on air ends and
 /// this one starts at the same instant (the incoming host, the agency, or an admin).
-#[tracing::instrument(skip_all, fields(%shift_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%shift_id, caller = %claims.sub))]
 pub async fn start_shift(
     db: &PgPool,
     hub: &Hub,
@@ -754,7 +754,7 @@ pub async fn start_shift(
 
 /// Ends a live session (a host scheduled in it, its agency, or an admin):
 /// the shift on air ends with it.
-#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub))]
 pub async fn end_session(
     db: &PgPool,
     hub: &Hub,

@@ -129,11 +129,36 @@ pub fn violated_constraint(e: &sqlx::Error) -> Option<String> {
     }
 }
 
+/// Logs that a dependency is unavailable at most once a second per
+/// dependency, with how many such failures the summary stands for: an outage
+/// fails every request, and a line for each would flood the log.
+fn warn_unavailable(what: &'static str, error: &dyn std::fmt::Display) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DB: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+    static REDIS: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (last_second, suppressed) = if what == "redis" { &REDIS } else { &DB };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = last_second.load(Ordering::Relaxed);
+    if now > last
+        && last_second
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let failures = suppressed.swap(0, Ordering::Relaxed) + 1;
+        tracing::warn!(%error, dependency = what, failures, "dependency unavailable");
+    } else {
+        suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match DbFailure::of(&e) {
             DbFailure::Unavailable => {
-                tracing::warn!(error = %e, "database unavailable");
+                warn_unavailable("postgres", &e);
                 Error::Unavailable { what: "the database" }
             }
             DbFailure::NotFound => Error::NotFound("row"),
@@ -151,7 +176,7 @@ impl From<sqlx::Error> for Error {
 
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
-        tracing::warn!(error = %e, "redis unavailable");
+        warn_unavailable("redis", &e);
         Error::Unavailable { what: "redis" }
     }
 }

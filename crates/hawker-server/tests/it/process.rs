@@ -98,3 +98,107 @@ fn production_with_the_development_secret_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("auth.jwt_secret"), "{stderr}");
 }
+
+#[tokio::test]
+async fn client_errors_are_never_logged_at_error_and_every_request_line_has_its_id() {
+    let db_url = test_database_url();
+    let (mut server, _seen, lines_rx) =
+        ServerProcess::start(hawker(&["serve"], &db_url).stderr(Stdio::inherit()));
+    let addr = server.addr;
+    let token = |args: &[&str]| {
+        let mut all = vec!["token"];
+        all.extend_from_slice(args);
+        let output = hawker(&all, &db_url).output().unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let viewer = token(&["--user", "v-1", "--role", "viewer"]);
+    let agency = token(&[
+        "--user",
+        "ops",
+        "--role",
+        "agency",
+        "--agency",
+        "00000000-0000-4000-8000-0000000000aa",
+    ]);
+    let client = reqwest::Client::new();
+    let other_agency = "00000000-0000-4000-8000-0000000000bb";
+    let missing_session = "00000000-0000-4000-8000-0000000000cc";
+    // A spread of 4xx from the agency, session and commerce routes.
+    let requests = [
+        (
+            reqwest::Method::GET,
+            format!("/v1/agencies/{other_agency}/roster"),
+            &agency,
+            403,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/agencies/{other_agency}"),
+            &viewer,
+            403,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/sessions/{missing_session}"),
+            &viewer,
+            404,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/sessions/{missing_session}/shifts"),
+            &agency,
+            404,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/sessions/not-a-uuid".to_string(),
+            &viewer,
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/sessions/{missing_session}/live"),
+            &agency,
+            404,
+        ),
+    ];
+    for (i, (method, path, token, status)) in requests.iter().enumerate() {
+        let response = client
+            .request(method.clone(), format!("http://{addr}{path}"))
+            .bearer_auth(token)
+            .header("x-request-id", format!("rid-4xx-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), *status, "{method} {path}");
+    }
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let _ = tokio::task::spawn_blocking(move || server.child.wait()).await;
+    // The reader thread ends (and the channel with it) at the log's end.
+    let mut lines: Vec<Value> = Vec::new();
+    while let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(10)) {
+        if let Ok(value) = serde_json::from_str(&line) {
+            lines.push(value);
+        }
+    }
+    let errors: Vec<&Value> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert!(errors.is_empty(), "ERROR lines for client errors: {errors:?}");
+    for i in 0..requests.len() {
+        let id = format!("rid-4xx-{i}");
+        assert!(
+            lines.iter().any(|l| l["spans"][0]["request_id"] == id.as_str()),
+            "no line carries {id}"
+        );
+    }
+    // Every line written inside a request's spans carries the request id.
+    for line in &lines {
+        if let Some(spans) = line["spans"].as_array() {
+            if let Some(first) = spans.first() {
+                if first["name"] == "request" {
+                    assert!(first["request_id"].is_string(), "{line}");
+                }
+            }
+        }
+    }
+}
