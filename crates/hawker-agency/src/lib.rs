@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod campaigns;
+pub mod demo;
 pub mod roster;
 pub mod schedule;
 pub mod time;
