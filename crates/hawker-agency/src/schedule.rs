@@ -144,7 +144,7 @@ impl DayQuery {
                 let date = self
                     .date
                     .unwrap_or_else(|| Utc::now().with_timezone(&offset).date_naive());
-                day_window(date, offset)
+                day_window(date, offset)?
             }
             _ => {
                 return Err(Error::invalid(

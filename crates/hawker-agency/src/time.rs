@@ -41,11 +41,19 @@ pub fn parse_offset(value: &str) -> Result<FixedOffset> {
     FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60)).ok_or_else(bad)
 }
 
-/// `[from, to)` in UTC of a calendar day in a UTC offset.
-pub fn day_window(date: NaiveDate, offset: FixedOffset) -> (DateTime<Utc>, DateTime<Utc>) {
-    let local_midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
-    let from = (local_midnight - Duration::seconds(i64::from(offset.local_minus_utc()))).and_utc();
-    (from, from + Duration::days(1))
+/// `[from, to)` in UTC of a calendar day in a UTC offset. A day at the edge
+/// of what chrono represents (e.g. `+262142-12-31`) is refused, not a panic.
+pub fn day_window(date: NaiveDate, offset: FixedOffset) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
+    let out_of_range = || Error::invalid("bad_date", "the date is out of the supported range");
+    let local_midnight = date.and_hms_opt(0, 0, 0).ok_or_else(out_of_range)?;
+    let from = local_midnight
+        .checked_sub_signed(Duration::seconds(i64::from(offset.local_minus_utc())))
+        .ok_or_else(out_of_range)?
+        .and_utc();
+    let to = from
+        .checked_add_signed(Duration::days(1))
+        .ok_or_else(out_of_range)?;
+    Ok((from, to))
 }
 
 /// A period `[from, to)` from a query string; either end may be open.
@@ -113,8 +121,18 @@ mod tests {
     #[test]
     fn a_day_in_shanghai_starts_at_16_utc_the_day_before() {
         let date = NaiveDate::from_ymd_opt(2026, 5, 1).unwrap();
-        let (from, to) = day_window(date, parse_offset("+08:00").unwrap());
+        let (from, to) = day_window(date, parse_offset("+08:00").unwrap()).unwrap();
         assert_eq!(from.to_rfc3339(), "2026-04-30T16:00:00+00:00");
         assert_eq!(to.to_rfc3339(), "2026-05-01T16:00:00+00:00");
+    }
+
+    #[test]
+    fn a_day_at_the_edge_of_the_calendar_is_refused_not_a_panic() {
+        let last = NaiveDate::MAX;
+        let e = day_window(last, parse_offset("-05:00").unwrap()).unwrap_err();
+        assert_eq!(e.code(), "bad_date");
+        let first = NaiveDate::MIN;
+        let e = day_window(first, parse_offset("+08:00").unwrap()).unwrap_err();
+        assert_eq!(e.code(), "bad_date");
     }
 }

@@ -309,7 +309,7 @@ pub async fn add_session_terms(
     params(("agency_id" = Uuid, Path), DayQuery),
     responses(
         (status = 200, body = Vec<ScheduledSession>),
-        (status = 400, body = ErrorBody, description = "bad_path, bad_query, bad_time, bad_offset, bad_period"),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_query, bad_time, bad_offset, bad_period, bad_date"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
@@ -320,6 +320,8 @@ pub async fn agency_sessions(
     Path(agency_id): Path<Uuid>,
     Query(query): Query<DayQuery>,
 ) -> ApiResult<Json<Vec<ScheduledSession>>> {
+    // Authorize before reading the query: a stranger learns nothing from it.
+    hawker_agency::access::require_agency(auth.claims(), agency_id)?;
     let (from, to) = query.window()?;
     Ok(Json(
         schedule::agency_sessions(&state.db, auth.claims(), agency_id, from, to).await?,

@@ -113,3 +113,35 @@ async fn dev_routes_exist_in_test_on_loopback() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn a_date_at_the_edge_of_the_calendar_is_a_400_and_strangers_are_refused_first() {
+    let app = spawn_app_with(settings_with(&[])).await;
+    let agency = crate::support::fixtures::insert_agency(&app.db).await;
+    let token = app.agency_token(agency);
+    for query in [
+        "date=%2B262142-12-31&utc_offset=-05:00",
+        "date=-262143-01-01&utc_offset=%2B08:00",
+    ] {
+        let response = app
+            .http
+            .get(app.url(&format!("/v1/agencies/{agency}/sessions?{query}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "bad_date", "{body}");
+    }
+    // Another agency's token is refused before the query is even read.
+    let stranger = app.agency_token(uuid::Uuid::new_v4());
+    let response = app
+        .http
+        .get(app.url(&format!("/v1/agencies/{agency}/sessions?date=%2B262142-12-31")))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
