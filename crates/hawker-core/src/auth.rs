@@ -70,6 +70,12 @@ pub struct Claims {
     /// Issued at, seconds since the Unix epoch.
     #[serde(default)]
     pub iat: i64,
+    /// Who issued the token; checked when the server configures an issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Whom the token is for; checked when the server configures an audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 /// The longest `sub` accepted; longer ones are refused as malformed.
@@ -85,6 +91,8 @@ impl Claims {
             brand_id: None,
             exp: now + ttl.num_seconds(),
             iat: now,
+            iss: None,
+            aud: None,
         }
     }
 
@@ -122,12 +130,31 @@ impl TokenError {
     }
 }
 
+/// Bidi controls, zero-width characters and other invisible formatting
+/// characters, which can make a text read differently from what it is.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}' // zero-width space/joiners, LRM, RLM
+        | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+        | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+        | '\u{2066}'..='\u{2069}' // bidi isolates
+        | '\u{FEFF}' // zero-width no-break space
+        | '\u{00AD}' // soft hyphen
+        | '\u{061C}' // Arabic letter mark
+        | '\u{180E}' // Mongolian vowel separator
+    )
+}
+
 /// Keys for signing and verifying tokens.
 #[derive(Clone)]
 pub struct TokenKeys {
     algorithm: Algorithm,
     encoding: Option<EncodingKey>,
     decoding: DecodingKey,
+    /// Required `iss`, if any.
+    issuer: Option<String>,
+    /// Required `aud`, if any.
+    audience: Option<String>,
 }
 
 impl fmt::Debug for TokenKeys {
@@ -146,6 +173,8 @@ impl TokenKeys {
             algorithm: Algorithm::HS256,
             encoding: Some(EncodingKey::from_secret(secret)),
             decoding: DecodingKey::from_secret(secret),
+            issuer: None,
+            audience: None,
         }
     }
 
@@ -161,7 +190,17 @@ impl TokenKeys {
             algorithm: Algorithm::EdDSA,
             encoding,
             decoding,
+            issuer: None,
+            audience: None,
         })
+    }
+
+    /// Tokens must carry this `iss` and `aud` (each when `Some`); minted
+    /// tokens get them.
+    pub fn with_issuer_and_audience(mut self, issuer: Option<String>, audience: Option<String>) -> Self {
+        self.issuer = issuer;
+        self.audience = audience;
+        self
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -173,13 +212,35 @@ impl TokenKeys {
             .encoding
             .as_ref()
             .ok_or_else(|| "no private key configured: this node can only verify tokens".to_string())?;
-        jsonwebtoken::encode(&Header::new(self.algorithm), claims, key).map_err(|e| e.to_string())
+        let mut claims = claims.clone();
+        if claims.iss.is_none() {
+            claims.iss.clone_from(&self.issuer);
+        }
+        if claims.aud.is_none() {
+            claims.aud.clone_from(&self.audience);
+        }
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key).map_err(|e| e.to_string())
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(self.algorithm);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        match &self.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e
             .kind()
         {
@@ -193,6 +254,13 @@ impl TokenKeys {
                 "sub must be 1 to {MAX_SUBJECT_LEN} characters"
             )));
         }
+        // A subject ends up in logs, room events and SQL: no line breaks,
+        // control or invisible formatting characters.
+        if claims.sub.chars().any(|c| c.is_control() || is_invisible(c)) {
+            return Err(TokenError::Malformed(
+                "sub must not contain control, bidi or zero-width characters".into(),
+            ));
+        }
         Ok(claims)
     }
 }
@@ -203,6 +271,42 @@ mod tests {
 
     fn claims(ttl_secs: i64) -> Claims {
         Claims::new("viewer-1", Role::Viewer, chrono::Duration::seconds(ttl_secs))
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_are_stamped_and_required() {
+        let secret = b"a-secret-long-enough-for-hs256-000000";
+        let ours =
+            TokenKeys::hs256(secret).with_issuer_and_audience(Some("idp".into()), Some("hawker".into()));
+        let token = ours.sign(&claims(60)).unwrap();
+        let verified = ours.verify(&token).unwrap();
+        assert_eq!(verified.iss.as_deref(), Some("idp"));
+        assert_eq!(verified.aud.as_deref(), Some("hawker"));
+        // Same key, no iss/aud: refused by a server that requires them.
+        let bare = TokenKeys::hs256(secret).sign(&claims(60)).unwrap();
+        assert!(matches!(ours.verify(&bare), Err(TokenError::Malformed(_))));
+        // Same key, another audience: refused.
+        let other = TokenKeys::hs256(secret)
+            .with_issuer_and_audience(Some("idp".into()), Some("another-app".into()))
+            .sign(&claims(60))
+            .unwrap();
+        assert!(matches!(ours.verify(&other), Err(TokenError::Malformed(_))));
+        // A server that requires nothing accepts tokens that carry them.
+        assert!(TokenKeys::hs256(secret).verify(&token).is_ok());
+    }
+
+    #[test]
+    fn a_subject_with_a_line_break_or_bidi_control_is_malformed() {
+        let keys = TokenKeys::hs256(b"a-secret-long-enough-for-hs256-000000");
+        for sub in ["viewer\n1", "viewer\r1", "a\u{202E}b", "zero\u{200B}width"] {
+            let token = keys
+                .sign(&Claims::new(sub, Role::Viewer, chrono::Duration::seconds(60)))
+                .unwrap();
+            assert!(
+                matches!(keys.verify(&token), Err(TokenError::Malformed(_))),
+                "{sub:?}"
+            );
+        }
     }
 
     #[test]

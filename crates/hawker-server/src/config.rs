@@ -182,6 +182,12 @@ pub struct AuthSettings {
     pub ed25519_public_key_file: String,
     pub ed25519_private_key_file: String,
     pub default_token_ttl_secs: u64,
+    /// The `iss` every token must carry (and minted tokens get); empty:
+    /// not checked. Required in production.
+    pub issuer: String,
+    /// The `aud` every token must carry (and minted tokens get); empty:
+    /// not checked. Required in production.
+    pub audience: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,6 +402,18 @@ impl Settings {
                 "production refuses the development secret; set HAWKER__PAYMENTS__WEBHOOK_SECRET",
             ));
         }
+        if prod && self.auth.issuer.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.issuer",
+                "production requires the tokens' issuer (set HAWKER__AUTH__ISSUER)",
+            ));
+        }
+        if prod && self.auth.audience.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.audience",
+                "production requires the tokens' audience (set HAWKER__AUTH__AUDIENCE)",
+            ));
+        }
         if let Err((key, reason)) = self.hub.validate() {
             return Err(ConfigError::invalid(key, reason));
         }
@@ -411,6 +429,13 @@ impl Settings {
 
     /// The token keys this configuration describes.
     pub fn token_keys(&self) -> Result<TokenKeys, ConfigError> {
+        let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+        Ok(self
+            .signing_keys()?
+            .with_issuer_and_audience(non_empty(&self.auth.issuer), non_empty(&self.auth.audience)))
+    }
+
+    fn signing_keys(&self) -> Result<TokenKeys, ConfigError> {
         match self.auth.algorithm {
             JwtAlgorithm::HS256 => Ok(TokenKeys::hs256(self.auth.jwt_secret.as_bytes())),
             JwtAlgorithm::EdDSA => {

@@ -9,12 +9,14 @@ fn load(env: Environment, vars: &[(&str, &str)]) -> Result<Settings, ConfigError
     Settings::load_with(&config_dir(), env, vars)
 }
 
-const PROD_SECRETS: [(&str, &str); 2] = [
+const PROD_SECRETS: [(&str, &str); 4] = [
     (
         "HAWKER__AUTH__JWT_SECRET",
         "a-production-secret-of-at-least-32-bytes!",
     ),
     ("HAWKER__PAYMENTS__WEBHOOK_SECRET", "a-production-webhook-secret"),
+    ("HAWKER__AUTH__ISSUER", "https://id.example"),
+    ("HAWKER__AUTH__AUDIENCE", "hawker"),
 ];
 
 #[test]
@@ -119,6 +121,18 @@ fn production_refuses_the_development_webhook_secret() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("payments.webhook_secret"), "{err}");
+}
+
+#[test]
+fn production_requires_the_tokens_issuer_and_audience() {
+    let err = load(Environment::Production, &PROD_SECRETS[..3]).unwrap_err();
+    assert!(err.to_string().contains("auth.audience"), "{err}");
+    let err = load(
+        Environment::Production,
+        &[PROD_SECRETS[0], PROD_SECRETS[1], PROD_SECRETS[3]],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("auth.issuer"), "{err}");
 }
 
 #[test]

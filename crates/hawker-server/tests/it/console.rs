@@ -78,6 +78,8 @@ async fn a_production_server_has_no_dev_routes() {
             "HAWKER__PAYMENTS__WEBHOOK_SECRET",
             "another-production-secret".into(),
         ),
+        ("HAWKER__AUTH__ISSUER", "https://id.example".into()),
+        ("HAWKER__AUTH__AUDIENCE", "hawker".into()),
         ("HAWKER__LOG__FILTER", "warn".into()),
     ]
     .into_iter()

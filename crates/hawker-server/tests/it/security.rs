@@ -39,6 +39,8 @@ fn production_refuses_any_origin_unless_explicitly_allowed() {
             "a-production-secret-of-at-least-32-bytes!",
         ),
         ("HAWKER__PAYMENTS__WEBHOOK_SECRET", "a-production-webhook-secret"),
+        ("HAWKER__AUTH__ISSUER", "https://id.example"),
+        ("HAWKER__AUTH__AUDIENCE", "hawker"),
     ];
     let dir = tempdir_with_origins(r#"["*"]"#);
     let load = |extra: &[(&str, &str)]| {
