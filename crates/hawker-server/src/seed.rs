@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use chrono::{Duration, TimeZone, Utc};
+use hawker_agency::access::SessionStatus;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -104,13 +105,14 @@ pub async fn seed(db: &PgPool) -> anyhow::Result<Seeded> {
          values ($1, $2, $3, 'Glow-Up Live', $4, $5)
          on conflict (session_id) do update
             set planned_start = excluded.planned_start, planned_end = excluded.planned_end
-          where live_session.status = 'scheduled'",
+          where live_session.status = $6",
     )
     .bind(SESSION_ID)
     .bind(AGENCY_ID)
     .bind(BRAND_ID)
     .bind(today)
     .bind(today + Duration::hours(4))
+    .bind(SessionStatus::Scheduled)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
