@@ -169,6 +169,12 @@ pub async fn load_session(db: &PgPool, session_id: Uuid) -> Result<SessionRow> {
     load_session_in(&mut conn, session_id, false).await
 }
 
+/// The session's row read on `conn` (404 if there is none), for callers
+/// inside their own transaction (commerce's refunds).
+pub async fn load_session_on(conn: &mut PgConnection, session_id: Uuid) -> Result<SessionRow> {
+    load_session_in(conn, session_id, false).await
+}
+
 /// The session's row on `conn`, optionally locked `for update`.
 pub(crate) async fn load_session_in(
     conn: &mut PgConnection,

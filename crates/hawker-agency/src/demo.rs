@@ -70,7 +70,7 @@ pub async fn seed_session(
          values ($1, $2, $3, $4, $5, $6)
          on conflict (session_id) do update
             set planned_start = excluded.planned_start, planned_end = excluded.planned_end
-          where live_session.status = 'scheduled'",
+          where live_session.status = $7",
     )
     .bind(session_id)
     .bind(agency_id)
@@ -78,6 +78,7 @@ pub async fn seed_session(
     .bind(title)
     .bind(planned.0)
     .bind(planned.1)
+    .bind(crate::access::SessionStatus::Scheduled)
     .execute(conn)
     .await?;
     Ok(())

@@ -328,6 +328,17 @@ pub async fn agency(db: &PgPool, claims: &Claims, agency_id: Uuid) -> Result<Age
     })
 }
 
+/// The profiles of `host_ids` that exist, ordered by handle.
+pub async fn hosts(db: &PgPool, host_ids: &[Uuid]) -> Result<Vec<Host>> {
+    Ok(sqlx::query_as::<_, Host>(
+        "select host_id, handle, display_name, created_at from host
+          where host_id = any($1) order by handle",
+    )
+    .bind(host_ids)
+    .fetch_all(db)
+    .await?)
+}
+
 /// Handles of hosts, ordered by handle.
 pub async fn handles(db: &PgPool, host_ids: &[Uuid]) -> Result<Vec<(Uuid, String)>> {
     Ok(

@@ -10,7 +10,7 @@ use hawker_hub::{Buy, BuyReply, Claim, ClaimReply, CommandContext, CommerceComma
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::orders::{place_order, PlaceOrder};
+use crate::purchase::{place_order, PlaceOrder};
 use crate::Commerce;
 
 impl CommerceCommands for Commerce {

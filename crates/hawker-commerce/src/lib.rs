@@ -36,16 +36,6 @@ pub mod sales;
 pub mod scheduler;
 pub mod stock;
 
-/// The purchase entry and the order type under their former path
-/// (`orders::place_order`, `orders::Order`, `orders::get_order`), for callers
-/// not yet moved to [`purchase`] and [`order`].
-pub mod orders {
-    pub use crate::order::{get_order, Order, ORDER_COLUMNS};
-    pub use crate::purchase::{
-        place_order, request_hash, validate_idempotency_key, PlaceOrder, Placed, MAX_QUANTITY,
-    };
-}
-
 use std::sync::Arc;
 
 use hawker_hub::Hub;

@@ -351,7 +351,7 @@ pub const MAX_REASON_CHARS: usize = 500;
 struct RefundableOrder {
     status: String,
     amount_minor: i64,
-    agency_id: Uuid,
+    session_id: Uuid,
     brand_id: Uuid,
 }
 
@@ -382,9 +382,8 @@ pub async fn refund(
     }
     let mut tx = c.db().begin().await?;
     let order: RefundableOrder = sqlx::query_as(
-        "select o.status, o.amount_minor, s.agency_id, p.brand_id
+        "select o.status, o.amount_minor, o.session_id, p.brand_id
            from customer_order o
-           join live_session s on s.session_id = o.session_id
            join sku k on k.sku_id = o.sku_id
            join product p on p.product_id = k.product_id
           where o.order_id = $1
@@ -394,9 +393,11 @@ pub async fn refund(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound("order"))?;
+    // The session's agency comes from `hawker-agency`, read in this transaction.
+    let session = hawker_agency::access::load_session_on(&mut tx, order.session_id).await?;
     let allowed = match claims.role {
         Role::Admin => true,
-        Role::Agency => claims.agency_id == Some(order.agency_id),
+        Role::Agency => claims.agency_id == Some(session.agency_id),
         Role::Brand => claims.brand_id == Some(order.brand_id),
         Role::Host | Role::Viewer => false,
     };

@@ -34,6 +34,12 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
         .connect_lazy_with(session_options(connect_options(&settings.url)?, settings)))
 }
 
+/// One round trip to Postgres (`select 1`): whether the pool can reach it.
+/// Readiness checks call this, under their own timeout.
+pub async fn ping(db: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("select 1").execute(db).await.map(|_| ())
+}
+
 fn session_options(options: PgConnectOptions, settings: &DatabaseSettings) -> PgConnectOptions {
     let keepalive_total_ms = (settings.keepalive_idle_secs + 3 * settings.keepalive_interval_secs) * 1000;
     options.options([

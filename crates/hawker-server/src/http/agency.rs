@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::error::{ApiError, ApiResult, ErrorBody, Json, Path, Query};
+use super::error::{ApiError, ApiResult, ErrorBody, Json, Path, Query, Unauthenticated, Unavailable};
 use super::AppState;
 
 /// The agency side's routes, for `api_router` to merge.
@@ -51,9 +51,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     params(("agency_id" = Uuid, Path, description = "the agency")),
     responses(
         (status = 200, body = Agency),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody),
+        Unavailable,
     ))]
 #[tracing::instrument(skip_all, fields(%agency_id))]
 pub async fn get_agency(
@@ -71,10 +72,10 @@ pub async fn get_agency(
     responses(
         (status = 201, body = Host),
         (status = 400, body = ErrorBody, description = "bad_handle, bad_display_name, bad_json"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "not an agency or admin"),
         (status = 409, body = ErrorBody, description = "handle_taken"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn create_host(
     State(state): State<AppState>,
@@ -99,10 +100,10 @@ pub struct RosterQuery {
     responses(
         (status = 200, body = Vec<Membership>),
         (status = 400, body = ErrorBody, description = "bad_path, bad_query"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency (admins)"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn roster(
     State(state): State<AppState>,
@@ -122,11 +123,11 @@ pub async fn roster(
     responses(
         (status = 201, body = Membership),
         (status = 400, body = ErrorBody, description = "bad_path, bad_json (e.g. a time without offset)"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency or host"),
         (status = 409, body = ErrorBody, description = "host_on_another_roster: names the overlapping stay"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn join_roster(
     State(state): State<AppState>,
@@ -153,11 +154,11 @@ pub struct LeaveQuery {
     responses(
         (status = 200, body = Membership, description = "the stay, now dated"),
         (status = 400, body = ErrorBody, description = "bad_path, bad_time"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "the host is not on this roster"),
         (status = 409, body = ErrorBody, description = "host_has_shifts: names the booking"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn leave_roster(
     State(state): State<AppState>,
@@ -181,10 +182,10 @@ pub async fn leave_roster(
     responses(
         (status = 201, body = Campaign),
         (status = 400, body = ErrorBody, description = "bad_name, bad_json"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token is neither the agency nor the brand"),
         (status = 404, body = ErrorBody, description = "no such brand or agency"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn create_campaign(
     State(state): State<AppState>,
@@ -202,9 +203,9 @@ pub async fn create_campaign(
     responses(
         (status = 200, body = Campaign),
         (status = 400, body = ErrorBody, description = "bad_path"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such campaign, or not a party to it"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn get_campaign(
     State(state): State<AppState>,
@@ -222,9 +223,9 @@ pub async fn get_campaign(
     responses(
         (status = 200, body = Vec<Terms>),
         (status = 400, body = ErrorBody, description = "bad_path"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such campaign, or not a party to it"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn campaign_terms(
     State(state): State<AppState>,
@@ -245,9 +246,9 @@ pub async fn campaign_terms(
         (status = 201, body = Terms),
         (status = 400, body = ErrorBody,
             description = "bad_percent, bad_host_share, bad_amount, empty_terms, bad_currency, terms_backdated, bad_json"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such campaign, or not a party to it"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn add_campaign_terms(
     State(state): State<AppState>,
@@ -266,10 +267,10 @@ pub async fn add_campaign_terms(
     responses(
         (status = 200, body = Vec<Terms>),
         (status = 400, body = ErrorBody, description = "bad_path"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "not the session's agency or brand"),
         (status = 404, body = ErrorBody, description = "no such session"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn session_terms(
     State(state): State<AppState>,
@@ -288,10 +289,10 @@ pub async fn session_terms(
         (status = 201, body = Terms),
         (status = 400, body = ErrorBody,
             description = "bad_percent, bad_host_share, bad_amount, empty_terms, bad_currency, terms_backdated, bad_json"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "not the session's agency or brand"),
         (status = 404, body = ErrorBody, description = "no such session"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn add_session_terms(
     State(state): State<AppState>,
@@ -310,9 +311,9 @@ pub async fn add_session_terms(
     responses(
         (status = 200, body = Vec<ScheduledSession>),
         (status = 400, body = ErrorBody, description = "bad_path, bad_query, bad_time, bad_offset, bad_period, bad_date"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn agency_sessions(
     State(state): State<AppState>,
@@ -334,10 +335,10 @@ pub async fn agency_sessions(
     responses(
         (status = 201, body = ScheduledSession),
         (status = 400, body = ErrorBody, description = "bad_title, bad_plan, brand_mismatch, bad_json"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency, brand or campaign (of this agency)"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn schedule_session(
     State(state): State<AppState>,
@@ -355,10 +356,10 @@ pub async fn schedule_session(
     responses(
         (status = 200, body = Vec<Shift>),
         (status = 400, body = ErrorBody, description = "bad_path"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "not the session's agency or one of its hosts"),
         (status = 404, body = ErrorBody, description = "no such session"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn session_shifts(
     State(state): State<AppState>,
@@ -378,12 +379,12 @@ pub async fn session_shifts(
     responses(
         (status = 201, body = Shift),
         (status = 400, body = ErrorBody, description = "bad_plan, shift_outside_session, bad_json"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "not the session's agency"),
         (status = 404, body = ErrorBody, description = "no such session or host"),
         (status = 409, body = ErrorBody,
             description = "shift_overlap (the host's other booking), shift_session_overlap, host_not_on_roster, session_ended"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn book_shift(
     State(state): State<AppState>,
@@ -401,11 +402,11 @@ pub async fn book_shift(
     responses(
         (status = 200, body = Shift),
         (status = 400, body = ErrorBody, description = "bad_path"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "the shift's host (only the agency cancels)"),
         (status = 404, body = ErrorBody, description = "no such shift, or not the caller's business"),
         (status = 409, body = ErrorBody, description = "shift_started"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn cancel_shift(
     State(state): State<AppState>,
@@ -425,12 +426,12 @@ pub async fn cancel_shift(
     responses(
         (status = 200, body = ScheduledSession),
         (status = 400, body = ErrorBody, description = "bad_path"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "another host's shift"),
         (status = 404, body = ErrorBody, description = "no such shift, or not the caller's business"),
         (status = 409, body = ErrorBody,
             description = "session_not_live, shift_cancelled, shift_already_started, host_on_air_elsewhere"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn start_shift(
     State(state): State<AppState>,
@@ -451,12 +452,12 @@ pub async fn start_shift(
     responses(
         (status = 200, body = ScheduledSession),
         (status = 400, body = ErrorBody, description = "bad_path, bad_json"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "not scheduled in the session, not its agency"),
         (status = 404, body = ErrorBody, description = "no such session or shift"),
         (status = 409, body = ErrorBody,
             description = "session_not_scheduled, no_shift_to_start, host_on_air_elsewhere"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn go_live(
     State(state): State<AppState>,
@@ -481,11 +482,11 @@ pub async fn go_live(
     responses(
         (status = 200, body = ScheduledSession),
         (status = 400, body = ErrorBody, description = "bad_path"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "not scheduled in the session, not its agency"),
         (status = 404, body = ErrorBody, description = "no such session"),
         (status = 409, body = ErrorBody, description = "session_not_live"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn end_session(
     State(state): State<AppState>,
@@ -504,9 +505,9 @@ pub async fn end_session(
     responses(
         (status = 200, body = Vec<Shift>),
         (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "another host, an agency the host was never with, a brand, a viewer"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn host_shifts(
     State(state): State<AppState>,
@@ -527,10 +528,10 @@ pub async fn host_shifts(
     responses(
         (status = 200, body = HostStatement),
         (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "another host, an agency the host was never with, a brand, a viewer"),
         (status = 404, body = ErrorBody, description = "no such host (admins)"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn host_statement(
     State(state): State<AppState>,
@@ -551,10 +552,10 @@ pub async fn host_statement(
     responses(
         (status = 200, body = AgencyStatement),
         (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency (admins)"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn agency_statement(
     State(state): State<AppState>,
@@ -577,11 +578,11 @@ pub async fn agency_statement(
     responses(
         (status = 200, body = SessionFigures),
         (status = 400, body = ErrorBody, description = "bad_path"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody,
             description = "not the session's agency, one of its hosts or a brand selling in it"),
         (status = 404, body = ErrorBody, description = "no such session"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn session_figures(
     State(state): State<AppState>,

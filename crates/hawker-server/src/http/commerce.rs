@@ -5,11 +5,25 @@ use axum::http::{HeaderMap, StatusCode};
 use hawker_commerce::deals::{self, Deal, LineupItem, NewDeal, NewLineupItem};
 use hawker_commerce::order::{self, Order};
 use hawker_commerce::purchase::{self, PlaceOrder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::error::{ApiError, ApiResult, ErrorBody, Json, Path};
+use super::error::{ApiError, ApiResult, AuthErrors, ErrorBody, Json, Path, Unauthenticated, Unavailable};
 use super::AppState;
+
+/// Lineups, pins, deals and orders, for `api_router` to merge.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(add_lineup_item, lineup))
+        .routes(routes!(pin))
+        .routes(routes!(create_deal, session_deals))
+        .routes(routes!(get_deal))
+        .routes(routes!(end_deal))
+        .routes(routes!(place_order))
+        .routes(routes!(get_order))
+}
 
 /// Adds a SKU to the session's lineup (host, agency, admin).
 #[utoipa::path(post, path = "/v1/sessions/{session_id}/lineup", tag = "commerce", security(("bearer" = [])),
@@ -17,9 +31,10 @@ use super::AppState;
     responses(
         (status = 201, body = LineupItem),
         (status = 400, body = ErrorBody, description = "bad_link_number, wrong_brand, bad_json"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        AuthErrors,
         (status = 404, body = ErrorBody, description = "no such session or SKU"),
         (status = 409, body = ErrorBody, description = "link_number_taken, session_ended"),
+        Unavailable,
     ))]
 pub async fn add_lineup_item(
     State(state): State<AppState>,
@@ -34,7 +49,7 @@ pub async fn add_lineup_item(
 /// The session's lineup, by link number.
 #[utoipa::path(get, path = "/v1/sessions/{session_id}/lineup", tag = "commerce", security(("bearer" = [])),
     params(("session_id" = Uuid, Path)),
-    responses((status = 200, body = Vec<LineupItem>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<LineupItem>), Unauthenticated, Unavailable))]
 pub async fn lineup(
     State(state): State<AppState>,
     _auth: Auth,
@@ -49,8 +64,8 @@ pub async fn lineup(
     params(("session_id" = Uuid, Path), ("link_number" = i32, Path)),
     responses(
         (status = 200, body = LineupItem),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "redis unavailable"),
+        AuthErrors, (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "Postgres or Redis is unavailable; see Retry-After"),
     ))]
 pub async fn pin(
     State(state): State<AppState>,
@@ -69,8 +84,9 @@ pub async fn pin(
     responses(
         (status = 201, body = Deal),
         (status = 400, body = ErrorBody, description = "bad_price, bad_quantity, bad_cap, bad_countdown, bad_duration"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        AuthErrors, (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "insufficient_stock, session_ended"),
+        Unavailable,
     ))]
 pub async fn create_deal(
     State(state): State<AppState>,
@@ -85,7 +101,7 @@ pub async fn create_deal(
 /// The session's deals.
 #[utoipa::path(get, path = "/v1/sessions/{session_id}/deals", tag = "commerce", security(("bearer" = [])),
     params(("session_id" = Uuid, Path)),
-    responses((status = 200, body = Vec<Deal>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<Deal>), Unauthenticated, Unavailable))]
 pub async fn session_deals(
     State(state): State<AppState>,
     _auth: Auth,
@@ -97,7 +113,7 @@ pub async fn session_deals(
 /// One deal with its sold count.
 #[utoipa::path(get, path = "/v1/deals/{deal_id}", tag = "commerce", security(("bearer" = [])),
     params(("deal_id" = Uuid, Path)),
-    responses((status = 200, body = Deal), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Deal), Unauthenticated, (status = 404, body = ErrorBody), Unavailable))]
 pub async fn get_deal(
     State(state): State<AppState>,
     _auth: Auth,
@@ -111,8 +127,9 @@ pub async fn get_deal(
     params(("deal_id" = Uuid, Path)),
     responses(
         (status = 200, body = Deal),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        AuthErrors, (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "deal_already_ended"),
+        Unavailable,
     ))]
 pub async fn end_deal(
     State(state): State<AppState>,
@@ -134,7 +151,7 @@ pub async fn end_deal(
     responses(
         (status = 201, body = Order, description = "committed (or the replay of a committed order)"),
         (status = 400, body = ErrorBody, description = "bad_quantity, bad_idempotency_key, missing_idempotency_key, coupon_invalid, bad_json"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such deal"),
         (status = 409, body = ErrorBody, description = "sold_out, cap_exceeded, deal_not_started, deal_ended, idempotency_key_reused"),
         (status = 503, body = ErrorBody, description = "Postgres or Redis unreachable; retry with the same key after Retry-After"),
@@ -162,7 +179,7 @@ pub async fn place_order(
 /// One order: the buyer's own, or any of a session the caller hosts.
 #[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "commerce", security(("bearer" = [])),
     params(("order_id" = Uuid, Path)),
-    responses((status = 200, body = Order), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Order), Unauthenticated, (status = 404, body = ErrorBody), Unavailable))]
 pub async fn get_order(
     State(state): State<AppState>,
     auth: Auth,

@@ -4,11 +4,22 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use hawker_commerce::coupons::{self, CouponClaim, CouponDrop, NewCouponDrop};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::error::{ApiResult, ErrorBody, Json, Path};
+use super::error::{ApiResult, ErrorBody, Json, Path, Unauthenticated, Unavailable};
 use super::AppState;
+
+/// Coupon drops and claims, for `api_router` to merge.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_coupon_drop))
+        .routes(routes!(my_coupon_claims))
+        .routes(routes!(get_coupon_drop))
+        .routes(routes!(claim_coupon))
+}
 
 /// Creates a coupon drop (host, agency, admin). Without `drop_at` the coupons
 /// drop at once (`dropped`) and the room receives `coupon.dropped`; with it the
@@ -23,11 +34,11 @@ use super::AppState;
         (status = 400, body = ErrorBody, description = "bad_total, bad_discount_kind, bad_discount_value, \
             bad_currency, bad_min_spend, bad_per_viewer_limit, bad_claim_window, bad_drop_at, \
             bad_restriction (the lineup item or deal is not this session's), currency_mismatch, bad_json"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "not the session's host, its agency or an admin"),
         (status = 404, body = ErrorBody, description = "no such session"),
         (status = 409, body = ErrorBody, description = "session_ended"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn create_coupon_drop(
     State(state): State<AppState>,
@@ -46,9 +57,9 @@ pub async fn create_coupon_drop(
     responses(
         (status = 200, body = CouponDrop),
         (status = 400, body = ErrorBody, description = "bad_path: the id is not a UUID"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such drop"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn get_coupon_drop(
     State(state): State<AppState>,
@@ -67,12 +78,12 @@ pub async fn get_coupon_drop(
     responses(
         (status = 201, body = CouponClaim, description = "the caller's claim"),
         (status = 400, body = ErrorBody, description = "bad_path: the id is not a UUID"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such drop"),
         (status = 409, body = ErrorBody, description = "coupon_not_dropped (before the drop), \
             coupon_window_closed, coupon_exhausted (every coupon is claimed), \
             coupon_already_claimed (the caller holds its per-viewer limit)"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn claim_coupon(
     State(state): State<AppState>,
@@ -91,8 +102,8 @@ pub async fn claim_coupon(
     responses(
         (status = 200, body = Vec<CouponClaim>),
         (status = 400, body = ErrorBody, description = "bad_path: the id is not a UUID"),
-        (status = 401, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unauthenticated,
+        Unavailable,
     ))]
 pub async fn my_coupon_claims(
     State(state): State<AppState>,

@@ -11,9 +11,13 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{Duration, Utc};
-use hawker_commerce::orders::{self, Order};
+use hawker_agency::access::{self, SessionStatus};
+use hawker_agency::{roster, schedule};
+use hawker_commerce::order::{get_order, Order};
 use hawker_commerce::payments::{self, WebhookOutcome, PAYMENT_SUCCEEDED};
+use hawker_commerce::sales::{self, CatalogSku};
 use hawker_core::auth::MAX_SUBJECT_LEN;
+use hawker_core::Error as DomainError;
 use hawker_core::{Claims, Role};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -94,13 +98,15 @@ async fn mint_token(
     Ok(Json(MintedToken { token, claims }))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+/// A seeded host, as the console's pages show it.
+#[derive(Debug, Serialize)]
 pub struct DemoHost {
     pub host_id: Uuid,
     pub handle: String,
     pub display_name: String,
 }
 
+/// The ids `hawker seed` creates, and whether it has run.
 #[derive(Debug, Serialize)]
 pub struct Demo {
     pub agency_id: Uuid,
@@ -109,44 +115,36 @@ pub struct Demo {
     /// False until `hawker seed` has run against this database.
     pub seeded: bool,
     pub session_title: Option<String>,
-    pub session_status: Option<String>,
+    pub session_status: Option<SessionStatus>,
     pub hosts: Vec<DemoHost>,
 }
 
 /// `GET /v1/dev/demo`: the ids `hawker seed` creates, so the console's pages
 /// need no configuration.
 async fn demo(State(state): State<AppState>) -> ApiResult<Json<Demo>> {
-    let session: Option<(String, String)> =
-        sqlx::query_as("select title, status from live_session where session_id = $1")
-            .bind(seed::SESSION_ID)
-            .fetch_optional(&state.db)
-            .await?;
-    let hosts = sqlx::query_as::<_, DemoHost>(
-        "select host_id, handle, display_name from host where host_id = any($1) order by handle",
-    )
-    .bind(&seed::HOST_IDS[..])
-    .fetch_all(&state.db)
-    .await?;
+    let session = match schedule::get_session(&state.db, seed::SESSION_ID).await {
+        Ok(session) => Some(session),
+        Err(DomainError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let hosts = roster::hosts(&state.db, &seed::HOST_IDS)
+        .await?
+        .into_iter()
+        .map(|h| DemoHost {
+            host_id: h.host_id,
+            handle: h.handle,
+            display_name: h.display_name,
+        })
+        .collect();
     Ok(Json(Demo {
         agency_id: seed::AGENCY_ID,
         brand_id: seed::BRAND_ID,
         session_id: seed::SESSION_ID,
         seeded: session.is_some(),
-        session_title: session.as_ref().map(|s| s.0.clone()),
-        session_status: session.map(|s| s.1),
+        session_status: session.as_ref().map(|s| s.status),
+        session_title: session.map(|s| s.title),
         hosts,
     }))
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow)]
-pub struct CatalogSku {
-    pub sku_id: Uuid,
-    pub code: String,
-    pub product_name: String,
-    pub sku_name: String,
-    pub price_minor: i64,
-    pub currency: String,
-    pub stock_on_hand: i32,
 }
 
 /// `GET /v1/dev/sessions/{session_id}/catalog`: the SKUs the host may add to
@@ -157,23 +155,8 @@ async fn catalog(
     _auth: Auth,
     Path(session_id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<CatalogSku>>> {
-    let brand: Option<Option<Uuid>> =
-        sqlx::query_scalar("select brand_id from live_session where session_id = $1")
-            .bind(session_id)
-            .fetch_optional(&state.db)
-            .await?;
-    let brand = brand.ok_or(ApiError::NotFound("session"))?;
-    let skus = sqlx::query_as::<_, CatalogSku>(
-        "select s.sku_id, s.code, p.name as product_name, s.name as sku_name, s.price_minor,
-                s.currency::text as currency, s.stock_on_hand
-           from sku s join product p using (product_id)
-          where $1::uuid is null or p.brand_id = $1
-          order by p.name, s.code",
-    )
-    .bind(brand)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(skus))
+    let session = access::load_session(&state.db, session_id).await?;
+    Ok(Json(sales::catalog(&state.db, session.brand_id).await?))
 }
 
 #[derive(Debug, Serialize)]
@@ -191,7 +174,7 @@ async fn pay_order(
     auth: Auth,
     Path(order_id): Path<Uuid>,
 ) -> ApiResult<Json<DevPayment>> {
-    let order = orders::get_order(&state.commerce, auth.claims(), order_id).await?;
+    let order = get_order(&state.commerce, auth.claims(), order_id).await?;
     let body = serde_json::to_vec(&serde_json::json!({
         "event_id": format!("dev_{}", Uuid::now_v7().simple()),
         "type": PAYMENT_SUCCEEDED,
@@ -206,7 +189,7 @@ async fn pay_order(
         &body,
     );
     let outcome = payments::handle_webhook(&state.commerce, Some(&signature), &body).await?;
-    let order = orders::get_order(&state.commerce, auth.claims(), order_id).await?;
+    let order = get_order(&state.commerce, auth.claims(), order_id).await?;
     Ok(Json(DevPayment { outcome, order }))
 }
 

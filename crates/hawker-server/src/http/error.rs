@@ -17,6 +17,45 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// The 401 every route behind a bearer token may answer, for
+/// `#[utoipa::path(responses(...))]`. Documentation only: handlers answer
+/// with [`ApiError`].
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 401,
+    description = "missing, malformed, expired or foreign token",
+    headers(("WWW-Authenticate" = String, description = "`Bearer`")),
+)]
+pub struct Unauthenticated(pub ErrorBody);
+
+/// The 401 and a plain 403 (the token's role or scope may not do this), for
+/// routes whose 403 needs no route-specific description. Routes that say
+/// who may act list [`Unauthenticated`] and their own 403.
+#[derive(utoipa::IntoResponses)]
+pub enum AuthErrors {
+    /// Missing, malformed, expired or foreign token.
+    #[response(
+        status = 401,
+        description = "missing, malformed, expired or foreign token",
+        headers(("WWW-Authenticate" = String, description = "`Bearer`")),
+    )]
+    Unauthenticated(ErrorBody),
+    /// The token may not do this.
+    #[response(status = 403, description = "the token may not do this")]
+    Forbidden(ErrorBody),
+}
+
+/// The 503 of every route that needs the database: retry after the
+/// `Retry-After` seconds.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 503,
+    description = "the database is unavailable; see Retry-After",
+    headers(("Retry-After" = u64, description = "seconds to wait before retrying")),
+)]
+pub struct Unavailable(pub ErrorBody);
+
+/// Every failure a handler can answer with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]

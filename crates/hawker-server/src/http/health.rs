@@ -6,10 +6,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `/healthz` and `/readyz` on the public listener, for `api_router` to merge.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -55,7 +64,7 @@ impl Check {
 }
 
 async fn check_postgres(state: &AppState) -> Result<(), String> {
-    match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("select 1").execute(&state.db)).await {
+    match tokio::time::timeout(CHECK_TIMEOUT, crate::db::ping(&state.db)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("postgres: {e}")),
         Err(_) => Err("postgres: no answer within 1s".to_string()),

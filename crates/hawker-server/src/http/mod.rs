@@ -37,7 +37,6 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::config::Settings;
 use error::{ApiError, ErrorBody};
@@ -64,27 +63,18 @@ pub struct AppState {
     pub commerce: hawker_commerce::Commerce,
 }
 
-/// The public routes and their OpenAPI document, from one list.
+/// The public routes and their OpenAPI document: each module lists its own
+/// routes (`router()`), and this only merges them, so a route and its
+/// documentation cannot drift apart.
 pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
-        .routes(routes!(me::me))
-        .routes(routes!(sessions::get_session))
-        .routes(routes!(socket::session_socket))
-        .routes(routes!(commerce::add_lineup_item, commerce::lineup))
-        .routes(routes!(commerce::pin))
-        .routes(routes!(commerce::create_deal, commerce::session_deals))
-        .routes(routes!(commerce::get_deal))
-        .routes(routes!(commerce::end_deal))
-        .routes(routes!(commerce::place_order))
-        .routes(routes!(commerce::get_order))
-        .routes(routes!(coupons::create_coupon_drop))
-        .routes(routes!(coupons::my_coupon_claims))
-        .routes(routes!(coupons::get_coupon_drop))
-        .routes(routes!(coupons::claim_coupon))
-        .routes(routes!(payments::payment_webhook))
-        .routes(routes!(payments::create_refund))
+        .merge(health::router())
+        .merge(me::router())
+        .merge(sessions::router())
+        .merge(socket::router())
+        .merge(commerce::router())
+        .merge(coupons::router())
+        .merge(payments::router())
         .merge(agency::router())
         .split_for_parts()
 }

@@ -7,11 +7,20 @@ use axum::response::{IntoResponse, Response};
 use hawker_commerce::payments::{self, PaymentEvent, Refund, WebhookOutcome, SIGNATURE_HEADER};
 use hawker_commerce::Error;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::error::{ApiError, ApiResult, ErrorBody, Json, Path};
+use super::error::{ApiError, ApiResult, ErrorBody, Json, Path, Unauthenticated, Unavailable};
 use super::AppState;
+
+/// The payment webhook and refunds, for `api_router` to merge.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(payment_webhook))
+        .routes(routes!(create_refund))
+}
 
 /// A refused signature is 401 (the caller is not the provider); every other
 /// error takes the usual mapping.
@@ -57,7 +66,7 @@ fn webhook_error(e: Error) -> Response {
         (status = 401, body = ErrorBody, description = "bad_signature: missing, malformed, wrong or stale; \
             nothing is changed"),
         (status = 404, body = ErrorBody, description = "no such order"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; retry"),
+        Unavailable,
     ))]
 pub async fn payment_webhook(
     State(state): State<AppState>,
@@ -110,12 +119,12 @@ fn default_kind() -> String {
     responses(
         (status = 201, body = Refund),
         (status = 400, body = ErrorBody, description = "bad_amount, bad_kind, bad_reason, bad_json, bad_path"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "not an admin, the session's agency or the product's brand"),
         (status = 404, body = ErrorBody, description = "no such order"),
         (status = 409, body = ErrorBody, description = "order_not_paid (only paid or partially refunded orders), \
             refund_exceeds_amount"),
-        (status = 503, body = ErrorBody, description = "the database is unavailable; see Retry-After"),
+        Unavailable,
     ))]
 pub async fn create_refund(
     State(state): State<AppState>,

@@ -9,11 +9,18 @@ use axum::response::{IntoResponse, Response};
 use hawker_hub::hub::Refusal;
 use hawker_hub::{CommerceCommands, Member};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::{Auth, SocketAuth, WS_PROTOCOL};
-use super::error::{ApiError, ApiResult, ErrorBody, Path, Query};
+use super::error::{ApiError, ApiResult, ErrorBody, Path, Query, Unauthenticated};
 use super::AppState;
+
+/// The room's socket route, for `api_router` to merge.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(session_socket))
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct SocketParams {
@@ -32,12 +39,13 @@ pub struct SocketParams {
     responses(
         (status = 101, description = "switching to the WebSocket protocol"),
         (status = 400, body = ErrorBody, description = "not a WebSocket request, or a bad `resume`"),
-        (status = 401, body = ErrorBody),
+        Unauthenticated,
         (status = 403, body = ErrorBody, description = "origin not allowed"),
         (status = 404, body = ErrorBody, description = "no such session"),
         (status = 409, body = ErrorBody, description = "the session has ended"),
         (status = 429, body = ErrorBody, description = "too many sockets for this user"),
-        (status = 503, body = ErrorBody, description = "this node is full"),
+        (status = 503, body = ErrorBody, description = "this node is full or shutting down, or the database \
+            is unavailable; see Retry-After"),
     ))]
 #[tracing::instrument(skip_all, fields(%session_id, user = %auth.0.sub))]
 pub async fn session_socket(

@@ -522,15 +522,8 @@ async fn a_live_handoff_moves_attribution_of_real_purchases_mid_deal() {
     assert_eq!(before["host_id"], json!(mia));
     assert_eq!(after["host_id"], json!(leo));
     // The room was told who is on air, in its snapshot too.
-    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let snapshot: String = redis::cmd("HGET")
-        .arg(format!("hawker:room:{{{session_id}}}:state"))
-        .arg("session")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let snapshot: Value = serde_json::from_str(&snapshot).unwrap();
+    let room = app.hub.snapshot(session_id).await.unwrap();
+    let snapshot = &room.state["session"];
     assert_eq!(snapshot["on_air_host_id"], json!(leo), "{snapshot}");
 
     let (status, ended) = app
