@@ -29,6 +29,10 @@ pub use hawker_core::error::{Error, Result};
 pub struct Workers {
     /// Commission accrual.
     pub accrual_every: Duration,
+    /// How far behind the database's clock the accrual re-reads its sources
+    /// once more, for transactions that committed after newer ones
+    /// ([`ledger::MARGIN`]).
+    pub accrual_margin: Duration,
     /// Copying live rooms' counters from the hub.
     pub sample_every: Duration,
 }
@@ -37,6 +41,7 @@ impl Default for Workers {
     fn default() -> Self {
         Workers {
             accrual_every: Duration::from_secs(1),
+            accrual_margin: ledger::MARGIN,
             sample_every: Duration::from_secs(1),
         }
     }
@@ -50,6 +55,11 @@ pub fn start(workers: Workers, db: &PgPool, hub: Hub, shutdown: CancellationToke
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with((*db.connect_options()).clone());
-    tasks.spawn(ledger::run(own.clone(), workers.accrual_every, shutdown.clone()));
+    tasks.spawn(ledger::run(
+        own.clone(),
+        workers.accrual_every,
+        workers.accrual_margin,
+        shutdown.clone(),
+    ));
     tasks.spawn(figures::sampler::run(own, hub, workers.sample_every, shutdown));
 }
