@@ -866,3 +866,116 @@ async fn accrue_slot_fees(tx: &mut Transaction<'_, Postgres>, sessions: &[EndedS
     entries.insert(tx).await?;
     Ok(claimed.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn key(secs: i64, id: u128) -> Key {
+        Key::new(t(secs), Uuid::from_u128(id))
+    }
+
+    const MARGIN_300: chrono::Duration = chrono::Duration::seconds(300);
+
+    #[test]
+    fn keys_order_by_time_then_id_and_none_comes_first() {
+        assert!(key(1, 9) < key(2, 1));
+        assert!(key(2, 1) < key(2, 2));
+        assert!(None < Some(key(0, 0)));
+        // The nil id is below every real id at the same time.
+        assert!(Key::new(t(5), Uuid::nil()) < key(5, 1));
+    }
+
+    #[test]
+    fn a_fresh_read_only_moves_the_fresh_position_forward() {
+        let c = Cursor::default().read(Some(key(10, 1)));
+        assert_eq!(c.fresh, Some(key(10, 1)));
+        assert_eq!(c.settled, None);
+        // An empty page leaves it; so would an older key (it cannot happen, but never go back).
+        assert_eq!(c.read(None), c);
+        assert_eq!(c.read(Some(key(5, 1))), c);
+        assert_eq!(c.read(Some(key(10, 2))).fresh, Some(key(10, 2)));
+    }
+
+    #[test]
+    fn nothing_is_swept_before_anything_was_read() {
+        assert_eq!(Cursor::default().sweep_until(t(1_000), MARGIN_300), None);
+    }
+
+    #[test]
+    fn the_sweep_trails_the_clock_by_the_margin_and_never_passes_the_fresh_position() {
+        let read = Cursor::default().read(Some(key(1_000, 1)));
+        // The clock is far ahead: stop at the fresh position.
+        assert_eq!(read.sweep_until(t(5_000), MARGIN_300), Some(t(1_000)));
+        // The clock is close: stop a margin behind it.
+        assert_eq!(read.sweep_until(t(1_100), MARGIN_300), Some(t(800)));
+        // Settled up to there already: nothing to do.
+        let settled = read.swept(t(800), false, None);
+        assert_eq!(settled.sweep_until(t(1_100), MARGIN_300), None);
+        assert_eq!(settled.sweep_until(t(1_101), MARGIN_300), Some(t(801)));
+    }
+
+    #[test]
+    fn a_short_sweep_settles_everything_before_its_end_and_a_full_one_up_to_its_last_source() {
+        let c = Cursor::default().read(Some(key(1_000, 1)));
+        let short = c.swept(t(700), false, Some(key(650, 3)));
+        assert_eq!(short.settled, Some(Key::new(t(700), Uuid::nil())));
+        assert_eq!(short.fresh, c.fresh);
+        let full = c.swept(t(700), true, Some(key(650, 3)));
+        assert_eq!(full.settled, Some(key(650, 3)));
+        // Never backwards.
+        assert_eq!(short.swept(t(600), false, None).settled, short.settled);
+    }
+
+    /// Sources stamped at `stamp` become visible at `visible`; the pass at
+    /// each second reads what is visible then, like the worker, and every
+    /// source must be read while its key is in a window some read covers.
+    #[test]
+    fn late_commits_within_the_margin_are_read_by_the_sweep() {
+        // (stamp, visible from, id): the second was stamped at 100 but
+        // committed at 160, after the third (stamped 120) had been read; the
+        // fourth committed 270 s after its stamp, after the fifth was read.
+        let sources = [
+            (90, 90, 1u128),
+            (100, 160, 2),
+            (120, 120, 3),
+            (130, 400, 4),
+            (140, 140, 5),
+        ];
+        let margin = chrono::Duration::seconds(60);
+        let mut cursor = Cursor::default();
+        let mut seen: Vec<u128> = Vec::new();
+        let visible = |now: i64, after: Option<Key>, before: Option<DateTime<Utc>>| -> Vec<Key> {
+            let mut keys: Vec<Key> = sources
+                .iter()
+                .filter(|(_, v, _)| *v <= now)
+                .map(|(s, _, id)| key(*s, *id))
+                .filter(|k| after.map_or(true, |a| *k > a) && before.map_or(true, |b| k.at < b))
+                .collect();
+            keys.sort();
+            keys
+        };
+        for now in 0..600 {
+            let fresh = visible(now, cursor.fresh, None);
+            seen.extend(fresh.iter().map(|k| k.id.as_u128()));
+            cursor = cursor.read(fresh.last().copied());
+            if let Some(until) = cursor.sweep_until(t(now), margin) {
+                let swept = visible(now, cursor.settled, Some(until));
+                seen.extend(swept.iter().map(|k| k.id.as_u128()));
+                cursor = cursor.swept(until, false, swept.last().copied());
+            }
+        }
+        seen.sort();
+        seen.dedup();
+        // Source 4 took longer than the 60 s margin: missed (hence a margin
+        // far above any transaction's length).
+        assert_eq!(seen, vec![1, 2, 3, 5]);
+    }
+}
