@@ -957,7 +957,7 @@ mod tests {
                 .iter()
                 .filter(|(_, v, _)| *v <= now)
                 .map(|(s, _, id)| key(*s, *id))
-                .filter(|k| after.map_or(true, |a| *k > a) && before.map_or(true, |b| k.at < b))
+                .filter(|k| after.is_none_or(|a| *k > a) && before.is_none_or(|b| k.at < b))
                 .collect();
             keys.sort();
             keys

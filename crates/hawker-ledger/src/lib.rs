@@ -4,9 +4,9 @@
 //! session figures ([`figures`]).
 //!
 //! It owns `commission_accrual`, `commission_entry`, `session_room_tally`,
-//! `session_sample` and `session_viewer` (`migrations/0003_agency.sql`), and
-//! reads the agency side's, commerce's and the hub's data through their
-//! functions. Two workers run on every node ([`start`]): the commission
+//! `session_sample` and `session_viewer` (`migrations/0003_agency.sql`) and
+//! `commission_accrual_cursor` (`0004_accrual_cursor.sql`), and reads the
+//! agency side's, commerce's and the hub's data through their functions only. Two workers run on every node ([`start`]): the commission
 //! accrual and the room sampler behind live figures.
 
 pub mod commission;
