@@ -1,6 +1,6 @@
 //! The agency side of hawker: MCN agencies, brands, hosts and their rosters,
 //! brands' campaigns and the commission terms agreed in them
-//! (`terms_in_force()`), and scheduling — sessions, shifts
+//! (`terms_in_force()`, batched for the ledger in [`terms`]), and scheduling — sessions, shifts
 //! (`host_on_shift()`), go-live, handoffs, end.
 //!
 //! It owns the tables `agency`, `brand`, `host`, `agency_host`, `campaign`,
@@ -22,6 +22,7 @@ pub mod campaigns;
 pub mod demo;
 pub mod roster;
 pub mod schedule;
+pub mod terms;
 pub mod time;
 
 pub use access::{SessionAccess, SessionRole, SessionStatus};

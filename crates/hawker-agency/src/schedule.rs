@@ -831,3 +831,125 @@ pub async fn live_or_just_ended(db: &PgPool, recently: std::time::Duration) -> R
     .fetch_all(db)
     .await?)
 }
+
+// ------------------------------------------- ended shifts and sessions, in time order
+//
+// For the commission ledger's accrual worker (no rights checks), which reads
+// them page by page: rows in (end, id) order, strictly after `after` (from the
+// first if `None`) and, with `before`, ended earlier than that. Ends are
+// stamped with `now()` — the start of the ending transaction — so a row can
+// become visible after rows stamped later than it; a reader that resumes
+// after the last row it saw must look again a while behind it.
+
+/// A shift that has been on air and ended.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EndedShift {
+    pub shift_id: Uuid,
+    pub session_id: Uuid,
+    /// The session's agency.
+    pub agency_id: Uuid,
+    pub host_id: Uuid,
+    pub actual_start: DateTime<Utc>,
+    pub actual_end: DateTime<Utc>,
+    /// Whole seconds on air, rounded down.
+    pub seconds: i64,
+}
+
+/// Ended shifts in (`actual_end`, `shift_id`) order; see the note above.
+pub async fn ended_shifts<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    before: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<EndedShift>> {
+    Ok(sqlx::query_as(
+        "select sh.shift_id, sh.session_id, s.agency_id, sh.host_id, sh.actual_start, sh.actual_end,
+                floor(extract(epoch from sh.actual_end - sh.actual_start))::bigint as seconds
+           from shift sh join live_session s using (session_id)
+          where sh.actual_end is not null
+            and sh.actual_end >= coalesce($1, '-infinity'::timestamptz)
+            and (sh.actual_end, sh.shift_id)
+                > (coalesce($1, '-infinity'::timestamptz), coalesce($2, '00000000-0000-0000-0000-000000000000'::uuid))
+            and sh.actual_end < coalesce($3, 'infinity'::timestamptz)
+          order by sh.actual_end, sh.shift_id
+          limit $4",
+    )
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// A session that has ended.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EndedSession {
+    pub session_id: Uuid,
+    pub agency_id: Uuid,
+    pub planned_start: DateTime<Utc>,
+    /// When it went live (`None` only for a session ended without going live).
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: DateTime<Utc>,
+}
+
+/// Ended sessions in (`ended_at`, `session_id`) order; see the note above.
+pub async fn ended_sessions<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    before: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<EndedSession>> {
+    Ok(sqlx::query_as(
+        "select session_id, agency_id, planned_start, started_at, ended_at
+           from live_session
+          where status = 'ended' and ended_at is not null
+            and ended_at >= coalesce($1, '-infinity'::timestamptz)
+            and (ended_at, session_id)
+                > (coalesce($1, '-infinity'::timestamptz), coalesce($2, '00000000-0000-0000-0000-000000000000'::uuid))
+            and ended_at < coalesce($3, 'infinity'::timestamptz)
+          order by ended_at, session_id
+          limit $4",
+    )
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Seconds a host was on air in a session, over its ended shifts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct OnAir {
+    pub session_id: Uuid,
+    pub host_id: Uuid,
+    /// Per shift rounded down to whole seconds, then summed.
+    pub seconds: i64,
+}
+
+/// Per session and host, in (session, host) order: time on air in ended shifts.
+pub async fn seconds_on_air<'e>(db: impl sqlx::PgExecutor<'e>, session_ids: &[Uuid]) -> Result<Vec<OnAir>> {
+    Ok(sqlx::query_as(
+        "select session_id, host_id, sum(floor(extract(epoch from actual_end - actual_start)))::bigint as seconds
+           from shift where session_id = any($1) and actual_end is not null
+          group by session_id, host_id
+          order by session_id, host_id",
+    )
+    .bind(session_ids)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Each of these sessions' agency, as (session, agency), in no particular order.
+pub async fn session_agencies<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    session_ids: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid)>> {
+    Ok(
+        sqlx::query_as("select session_id, agency_id from live_session where session_id = any($1)")
+            .bind(session_ids)
+            .fetch_all(db)
+            .await?,
+    )
+}

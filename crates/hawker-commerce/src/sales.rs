@@ -1,12 +1,13 @@
 //! Read-only figures over commerce's tables for other crates (live session
 //! figures in `hawker-ledger`, the console's catalog in `hawker-server`): a
 //! session's deals, its paid sales per scope, its buyers, whether a brand
-//! sells in it, and the SKUs on offer. Typed rows; nothing here writes or
-//! touches Redis.
+//! sells in it, and the SKUs on offer; and, for the ledger's commission
+//! accrual, paid orders and refunds in time order ([`paid_orders`],
+//! [`refunds`]). Typed rows; nothing here writes or touches Redis.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use hawker_core::error::Result;
@@ -201,3 +202,118 @@ pub async fn catalog(db: &PgPool, brand: Option<Uuid>) -> Result<Vec<CatalogSku>
     .fetch_all(db)
     .await?)
 }
+
+// ------------------------------------------------------ sales facts, in time order
+//
+// For the commission ledger's accrual worker, which reads them page by page:
+// each function returns its rows in (time, id) order, strictly after `after`
+// (from the first if `None`) and, with `before`, stamped earlier than that.
+// Times are stamped with `now()` — the start of the writing transaction — so a
+// row can become visible after rows stamped later than it; a reader that
+// resumes after the last row it saw must look again a while behind it.
+
+/// A paid order (refunded since or not), as the ledger accrues its sale.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PaidOrder {
+    pub order_id: Uuid,
+    pub session_id: Uuid,
+    /// The host on shift when it was placed (attributed at purchase).
+    pub host_id: Option<Uuid>,
+    /// What was paid: after coupon discounts, before refunds.
+    pub amount_minor: i64,
+    pub currency: String,
+    /// When it was placed.
+    pub created_at: DateTime<Utc>,
+    pub paid_at: DateTime<Utc>,
+}
+
+const PAID_ORDER_COLUMNS: &str = "o.order_id, o.session_id, o.host_id, o.amount_minor,
+    o.currency::text as currency, o.created_at, o.paid_at";
+
+/// Paid orders in (`paid_at`, `order_id`) order; see the note above.
+pub async fn paid_orders<'e>(
+    db: impl PgExecutor<'e>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    before: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<PaidOrder>> {
+    Ok(sqlx::query_as(&format!(
+        "select {PAID_ORDER_COLUMNS}
+           from customer_order o
+          where o.paid_at is not null and o.status in ('paid', 'partially_refunded', 'refunded')
+            and o.paid_at >= coalesce($1, '-infinity'::timestamptz)
+            and (o.paid_at, o.order_id) > (coalesce($1, '-infinity'::timestamptz), coalesce($2, '{NIL}'::uuid))
+            and o.paid_at < coalesce($3, 'infinity'::timestamptz)
+          order by o.paid_at, o.order_id
+          limit $4"
+    ))
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Those of `order_ids` that are paid (refunded since or not), in no particular order.
+pub async fn paid_orders_by_id<'e>(db: impl PgExecutor<'e>, order_ids: &[Uuid]) -> Result<Vec<PaidOrder>> {
+    Ok(sqlx::query_as(&format!(
+        "select {PAID_ORDER_COLUMNS}
+           from customer_order o
+          where o.order_id = any($1)
+            and o.paid_at is not null and o.status in ('paid', 'partially_refunded', 'refunded')"
+    ))
+    .bind(order_ids)
+    .fetch_all(db)
+    .await?)
+}
+
+/// A refund or return, with what the ledger needs of its order.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefundFact {
+    pub refund_id: Uuid,
+    pub order_id: Uuid,
+    /// `refund` or `return`.
+    pub kind: String,
+    pub amount_minor: i64,
+    pub created_at: DateTime<Utc>,
+    /// The order's paid amount.
+    pub order_amount_minor: i64,
+    /// What the order's refunds before this one, in (`created_at`, `refund_id`) order, add up to.
+    pub refunded_before_minor: i64,
+    pub currency: String,
+    pub host_id: Option<Uuid>,
+    pub session_id: Uuid,
+}
+
+/// Refunds and returns in (`created_at`, `refund_id`) order; see the note above.
+pub async fn refunds<'e>(
+    db: impl PgExecutor<'e>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    before: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<RefundFact>> {
+    Ok(sqlx::query_as(&format!(
+        "select r.refund_id, r.order_id, r.kind, r.amount_minor, r.created_at,
+                o.amount_minor as order_amount_minor,
+                (select coalesce(sum(x.amount_minor), 0)::bigint from refund x
+                  where x.order_id = r.order_id and (x.created_at, x.refund_id) < (r.created_at, r.refund_id))
+                    as refunded_before_minor,
+                o.currency::text as currency, o.host_id, o.session_id
+           from refund r join customer_order o using (order_id)
+          where r.created_at >= coalesce($1, '-infinity'::timestamptz)
+            and (r.created_at, r.refund_id) > (coalesce($1, '-infinity'::timestamptz), coalesce($2, '{NIL}'::uuid))
+            and r.created_at < coalesce($3, 'infinity'::timestamptz)
+          order by r.created_at, r.refund_id
+          limit $4"
+    ))
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// The nil UUID, below every id: a `None` position reads from the first row.
+const NIL: &str = "00000000-0000-0000-0000-000000000000";

@@ -4,9 +4,9 @@
 //! session figures ([`figures`]).
 //!
 //! It owns `commission_accrual`, `commission_entry`, `session_room_tally`,
-//! `session_sample` and `session_viewer` (`migrations/0003_agency.sql`), and
-//! reads the agency side's, commerce's and the hub's data through their
-//! functions. Two workers run on every node ([`start`]): the commission
+//! `session_sample` and `session_viewer` (`migrations/0003_agency.sql`) and
+//! `commission_accrual_cursor` (`0004_accrual_cursor.sql`), and reads the
+//! agency side's, commerce's and the hub's data through their functions only. Two workers run on every node ([`start`]): the commission
 //! accrual and the room sampler behind live figures.
 
 pub mod commission;
@@ -29,6 +29,10 @@ pub use hawker_core::error::{Error, Result};
 pub struct Workers {
     /// Commission accrual.
     pub accrual_every: Duration,
+    /// How far behind the database's clock the accrual re-reads its sources
+    /// once more, for transactions that committed after newer ones
+    /// ([`ledger::MARGIN`]).
+    pub accrual_margin: Duration,
     /// Copying live rooms' counters from the hub.
     pub sample_every: Duration,
 }
@@ -37,6 +41,7 @@ impl Default for Workers {
     fn default() -> Self {
         Workers {
             accrual_every: Duration::from_secs(1),
+            accrual_margin: ledger::MARGIN,
             sample_every: Duration::from_secs(1),
         }
     }
@@ -50,6 +55,11 @@ pub fn start(workers: Workers, db: &PgPool, hub: Hub, shutdown: CancellationToke
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with((*db.connect_options()).clone());
-    tasks.spawn(ledger::run(own.clone(), workers.accrual_every, shutdown.clone()));
+    tasks.spawn(ledger::run(
+        own.clone(),
+        workers.accrual_every,
+        workers.accrual_margin,
+        shutdown.clone(),
+    ));
     tasks.spawn(figures::sampler::run(own, hub, workers.sample_every, shutdown));
 }
