@@ -22,6 +22,7 @@ pub mod campaigns;
 pub mod demo;
 pub mod roster;
 pub mod schedule;
+pub mod session_cache;
 pub mod terms;
 pub mod time;
 

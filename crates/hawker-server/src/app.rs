@@ -77,6 +77,9 @@ impl Application {
             tasks,
             hub,
             commerce,
+            sessions: Arc::new(hawker_agency::session_cache::SessionCache::new(
+                Duration::from_secs(1),
+            )),
         };
         Ok(Application { public, admin, state })
     }

@@ -61,6 +61,8 @@ pub struct AppState {
     /// Deals, orders, payments, coupons; also carries out the socket's
     /// `deal.buy` and `coupon.claim` (handed to each socket in `socket.rs`).
     pub commerce: hawker_commerce::Commerce,
+    /// Session rows for socket joins, cached for a second (joins come in stampedes).
+    pub sessions: Arc<hawker_agency::session_cache::SessionCache>,
 }
 
 /// The public routes and their OpenAPI document: each module lists its own
