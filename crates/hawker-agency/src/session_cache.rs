@@ -43,6 +43,17 @@ impl SessionCache {
 
     /// The session's row, from the cache or (once for all concurrent callers) from `db`.
     pub async fn get(&self, db: &PgPool, session_id: Uuid) -> Result<SessionRow> {
+        self.get_or_load(session_id, || load_session(db, session_id))
+            .await
+    }
+
+    /// The cached row of `session_id`, or `load`'s, run once for all
+    /// concurrent callers; an error is returned and not kept.
+    pub async fn get_or_load<F, Fut>(&self, session_id: Uuid, load: F) -> Result<SessionRow>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<SessionRow>>,
+    {
         let cell = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -62,7 +73,76 @@ impl SessionCache {
             }
             entry.row.clone()
         };
-        let row = cell.get_or_try_init(|| load_session(db, session_id)).await?;
+        let row = cell.get_or_try_init(load).await?;
         Ok(row.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::access::SessionStatus;
+    use hawker_core::Error;
+
+    fn row(id: Uuid) -> SessionRow {
+        SessionRow {
+            session_id: id,
+            agency_id: Uuid::nil(),
+            brand_id: None,
+            campaign_id: None,
+            status: SessionStatus::Live,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stampede_of_joins_loads_the_session_once() {
+        let cache = Arc::new(SessionCache::new(Duration::from_secs(60)));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let id = Uuid::new_v4();
+        let joins: Vec<_> = (0..500)
+            .map(|_| {
+                let (cache, loads) = (cache.clone(), loads.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_load(id, || async {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok(row(id))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for join in joins {
+            assert_eq!(join.await.unwrap().unwrap().session_id, id);
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_row_expires_after_its_time_to_live_and_errors_are_not_kept() {
+        let cache = SessionCache::new(Duration::from_millis(100));
+        let id = Uuid::new_v4();
+        let failed = cache
+            .get_or_load(id, || async { Err(Error::Unavailable { what: "the database" }) })
+            .await;
+        assert!(failed.is_err());
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok(row(id))
+        };
+        cache.get_or_load(id, load).await.unwrap();
+        cache.get_or_load(id, load).await.unwrap();
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            1,
+            "the error was not kept; the row was"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cache.get_or_load(id, load).await.unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 2, "expired after its time to live");
     }
 }
