@@ -124,7 +124,11 @@ impl Connection {
         let refusal = match outcome {
             JoinOutcome::Joined => None,
             JoinOutcome::Banned => Some((CommandError::Banned, close_code::BANNED, "banned")),
-            JoinOutcome::SessionEnded => Some((CommandError::SessionEnded, close_code::SESSION_ENDED, "session ended")),
+            JoinOutcome::SessionEnded => Some((
+                CommandError::SessionEnded,
+                close_code::SESSION_ENDED,
+                "session ended",
+            )),
             JoinOutcome::Unavailable => Some((
                 CommandError::Unavailable("the room is unavailable; retry shortly".into()),
                 close_code::UNAVAILABLE,
@@ -372,9 +376,9 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     } else {
         CLOSE_WAIT
     };
-    match tokio::time::timeout(wait, socket.send(Message::Close(Some(frame)))).await {
-        Ok(Ok(())) => finish(socket).await,
-        Ok(Err(_)) | Err(_) => {}
+    let sent = tokio::time::timeout(wait, socket.send(Message::Close(Some(frame)))).await;
+    if matches!(sent, Ok(Ok(()))) {
+        finish(socket).await;
     }
 }
 

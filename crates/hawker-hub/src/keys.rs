@@ -29,7 +29,9 @@ pub struct RoomKeys {
 
 impl RoomKeys {
     pub fn new(prefix: &str) -> Self {
-        RoomKeys { prefix: prefix.into() }
+        RoomKeys {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn prefix(&self) -> &str {

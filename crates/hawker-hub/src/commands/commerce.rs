@@ -35,8 +35,9 @@ impl Buy {
         let idempotency_key = data.string("idempotency_key")?.to_string();
         let quantity = match data.integer("quantity")? {
             None => 1,
-            Some(q) => i32::try_from(q)
-                .map_err(|_| CommandError::BadQuantity("quantity must be 1 to 100".into()))?,
+            Some(q) => {
+                i32::try_from(q).map_err(|_| CommandError::BadQuantity("quantity must be 1 to 100".into()))?
+            }
         };
         let coupon_claim_id = data.optional_uuid("coupon_claim_id")?;
         Ok(Buy {

@@ -31,11 +31,7 @@ impl Restrict {
     /// `seconds`: an integer from 1 to 30 days; absent or `null`: 600.
     pub(crate) fn parse(data: Fields<'_>) -> Result<Restrict, CommandError> {
         let user = data.user()?;
-        let seconds = data.integer_in(
-            "seconds",
-            1..=MAX_RESTRICT_SECS,
-            Some(DEFAULT_RESTRICT_SECS),
-        )?;
+        let seconds = data.integer_in("seconds", 1..=MAX_RESTRICT_SECS, Some(DEFAULT_RESTRICT_SECS))?;
         Ok(Restrict { user, seconds })
     }
 

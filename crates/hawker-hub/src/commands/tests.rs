@@ -360,7 +360,10 @@ fn integral_numbers_are_integers_whatever_their_spelling() {
         "deal.buy",
         json!({"deal_id": deal, "idempotency_key": "k", "quantity": 3.0}),
     );
-    assert!(matches!(parsed, Ok(Command::Buy(Buy { quantity: 3, .. }))), "{parsed:?}");
+    assert!(
+        matches!(parsed, Ok(Command::Buy(Buy { quantity: 3, .. }))),
+        "{parsed:?}"
+    );
 }
 
 #[test]

@@ -421,16 +421,28 @@ async fn a_blackholed_redis_leaves_no_socket_without_an_answer() {
     for room in [session, other_session] {
         let t = std::time::Instant::now();
         let mut late = connect(a.addr, room, &a.token("late", Role::Viewer), None).await;
-        let first = late.next(Duration::from_secs(10)).await.expect("a frame, not silence");
-        assert_eq!((first["type"].as_str(), first["code"].as_str()), (Some("error"), Some("unavailable")), "{first}");
-        assert_eq!(late.closed(Duration::from_secs(5)).await, Ended::Closed(Some(4013)));
+        let first = late
+            .next(Duration::from_secs(10))
+            .await
+            .expect("a frame, not silence");
+        assert_eq!(
+            (first["type"].as_str(), first["code"].as_str()),
+            (Some("error"), Some("unavailable")),
+            "{first}"
+        );
+        assert_eq!(
+            late.closed(Duration::from_secs(5)).await,
+            Ended::Closed(Some(4013))
+        );
         assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
     }
 
     // An open socket: its commands are answered (`unavailable`), and the
     // server keeps pinging it.
     let t = std::time::Instant::now();
-    let reply = host.call("host.announce", json!({ "text": "into the void" })).await;
+    let reply = host
+        .call("host.announce", json!({ "text": "into the void" }))
+        .await;
     assert_eq!(reply["code"], "unavailable", "{reply}");
     assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
     let pinged = tokio::time::timeout(Duration::from_secs(5), async {
@@ -446,14 +458,21 @@ async fn a_blackholed_redis_leaves_no_socket_without_an_answer() {
 
     // A socket that stops answering is still closed as idle.
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(started.elapsed())).await;
-    assert_eq!(close_code(&mut quiet, Duration::from_secs(5)).await, Ended::Closed(Some(4001)));
+    assert_eq!(
+        close_code(&mut quiet, Duration::from_secs(5)).await,
+        Ended::Closed(Some(4001))
+    );
 
     // Redis reachable again: joins work again.
     proxy.restore();
     let mut joined = false;
     for _ in 0..30 {
         let mut again = connect(a.addr, other_session, &a.token("again", Role::Viewer), None).await;
-        if again.next(Duration::from_secs(10)).await.is_ok_and(|f| f["type"] == "welcome") {
+        if again
+            .next(Duration::from_secs(10))
+            .await
+            .is_ok_and(|f| f["type"] == "welcome")
+        {
             joined = true;
             break;
         }
@@ -511,16 +530,31 @@ async fn deployments_with_their_own_key_prefix_share_a_redis_without_seeing_each
     let frames = viewer_b.frames_for(Duration::from_secs(2)).await;
     let leaked: Vec<&Value> = frames
         .iter()
-        .filter(|f| !matches!(f["type"].as_str(), Some("viewers" | "likes" | "presence.joined" | "presence.left")))
+        .filter(|f| {
+            !matches!(
+                f["type"].as_str(),
+                Some("viewers" | "likes" | "presence.joined" | "presence.left")
+            )
+        })
         .collect();
     assert!(leaked.is_empty(), "beta saw alpha's room: {leaked:?}");
-    assert!(frames.iter().all(|f| f["epoch"].is_null() || f["epoch"] == epoch_b.as_str()));
+    assert!(frames
+        .iter()
+        .all(|f| f["epoch"].is_null() || f["epoch"] == epoch_b.as_str()));
 
     // Each deployment's keys are under its own prefix, none under the default.
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    for (pattern, expected) in [("alpha:room:*", true), ("beta:room:*", true), ("hawker:room:*", false)] {
-        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.unwrap();
+    for (pattern, expected) in [
+        ("alpha:room:*", true),
+        ("beta:room:*", true),
+        ("hawker:room:*", false),
+    ] {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(!keys.is_empty(), expected, "{pattern}: {keys:?}");
     }
 }
@@ -558,7 +592,10 @@ async fn an_ended_session_closes_its_sockets_after_the_grace_period_and_refuses_
         assert_eq!(pong["type"], "ack");
     }
     for (viewer, seen) in [&mut on_a, &mut on_b].into_iter().zip(seen) {
-        assert_eq!(viewer.closed(Duration::from_secs(5)).await, Ended::Closed(Some(4009)));
+        assert_eq!(
+            viewer.closed(Duration::from_secs(5)).await,
+            Ended::Closed(Some(4009))
+        );
         let after = seen.elapsed();
         assert!(after >= Duration::from_millis(600), "closed after {after:?}");
     }
@@ -582,8 +619,15 @@ async fn a_room_whose_session_ended_refuses_a_join_that_passed_the_http_check() 
         .unwrap();
     let mut late = connect(a.addr, session, &a.token("late", Role::Viewer), None).await;
     let first = late.frame().await;
-    assert_eq!((first["type"].as_str(), first["code"].as_str()), (Some("error"), Some("session_ended")), "{first}");
-    assert_eq!(late.closed(Duration::from_secs(5)).await, Ended::Closed(Some(4009)));
+    assert_eq!(
+        (first["type"].as_str(), first["code"].as_str()),
+        (Some("error"), Some("session_ended")),
+        "{first}"
+    );
+    assert_eq!(
+        late.closed(Duration::from_secs(5)).await,
+        Ended::Closed(Some(4009))
+    );
 }
 
 #[tokio::test]
@@ -592,7 +636,13 @@ async fn a_resume_from_the_future_gets_a_reset() {
     let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let last = announce(&mut host, "now").await;
     let epoch = host.epoch.clone();
-    let mut ahead = connect(a.addr, session, &a.token("ahead", Role::Viewer), Some((&epoch, last + 50))).await;
+    let mut ahead = connect(
+        a.addr,
+        session,
+        &a.token("ahead", Role::Viewer),
+        Some((&epoch, last + 50)),
+    )
+    .await;
     let first = ahead.frame().await;
     assert_eq!(first["type"], "reset", "{first}");
     assert_eq!(first["epoch"], epoch.as_str());
@@ -605,20 +655,27 @@ async fn a_resume_from_the_future_gets_a_reset() {
 
 #[tokio::test]
 async fn a_resume_larger_than_the_send_queue_gets_a_reset_not_a_slow_close() {
-    let (a, _b, agency, session) = two_nodes(
-        NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "4096")]),
-    )
-    .await;
+    let (a, _b, agency, session) =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "4096")])).await;
     let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let (epoch, from) = (host.epoch.clone(), host.offset);
     // About 40 × 150 bytes of must-deliver events: more than the queue holds.
     for i in 0..40 {
         announce(&mut host, &format!("{i:03} {}", "x".repeat(80))).await;
     }
-    let mut back = connect(a.addr, session, &a.token("back", Role::Viewer), Some((&epoch, from))).await;
+    let mut back = connect(
+        a.addr,
+        session,
+        &a.token("back", Role::Viewer),
+        Some((&epoch, from)),
+    )
+    .await;
     let first = back.frame().await;
     assert_eq!(first["type"], "reset", "{first}");
-    assert!(first["state"]["announcement"]["text"].as_str().unwrap().starts_with("039"));
+    assert!(first["state"]["announcement"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("039"));
     // The socket stays open.
     assert_eq!(back.call("ping", json!({})).await["type"], "ack");
 }
@@ -629,12 +686,20 @@ async fn commands_with_fields_of_the_wrong_type_are_refused_not_coerced() {
     let mut viewer = join(a.addr, session, &a.token("v", Role::Viewer)).await;
     for count in [json!(-1), json!("3"), json!(1.5), json!(true)] {
         let reply = viewer.call("like", json!({ "count": count })).await;
-        assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some("bad_command")), "{count}: {reply}");
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("error"), Some("bad_command")),
+            "{count}: {reply}"
+        );
     }
     let reply = viewer.call("like", json!("3")).await;
     assert_eq!(reply["code"], "bad_command", "{reply}");
     let mut host = join(a.addr, session, &a.agency_token(agency)).await;
-    for data in [json!({"seconds": "10"}), json!({"seconds": 2.5}), json!({"seconds": -1})] {
+    for data in [
+        json!({"seconds": "10"}),
+        json!({"seconds": 2.5}),
+        json!({"seconds": -1}),
+    ] {
         let reply = host.call("mod.slow_mode", data.clone()).await;
         assert_eq!(reply["code"], "bad_command", "{data}: {reply}");
     }

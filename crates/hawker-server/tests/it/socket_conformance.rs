@@ -201,9 +201,7 @@ impl Raw {
 
     /// Whether the server ends the TCP connection within `within`.
     async fn ends_within(&mut self, within: Duration) -> bool {
-        let end = async {
-            while self.read_frame().await.is_some() {}
-        };
+        let end = async { while self.read_frame().await.is_some() {} };
         tokio::time::timeout(within, end).await.is_ok()
     }
 }
@@ -318,14 +316,20 @@ async fn protocol_violations_close_with_1002() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("a ping over 125 bytes", frame(true, PING, &[b'x'; 126], true)),
         ("a fragmented ping", frame(false, PING, b"x", true)),
-        ("an unmasked text frame", frame(true, TEXT, br#"{"type":"ping"}"#, false)),
+        (
+            "an unmasked text frame",
+            frame(true, TEXT, br#"{"type":"ping"}"#, false),
+        ),
         ("a reserved opcode", frame(true, 0x3, b"x", true)),
         ("a reserved bit", {
             let mut f = frame(true, TEXT, br#"{"type":"ping"}"#, true);
             f[0] |= 0x40;
             f
         }),
-        ("a continuation with nothing to continue", frame(true, CONTINUATION, b"x", true)),
+        (
+            "a continuation with nothing to continue",
+            frame(true, CONTINUATION, b"x", true),
+        ),
         ("a new message inside a fragmented one", {
             let mut f = frame(false, TEXT, b"{", true);
             f.extend(frame(true, TEXT, b"{}", true));
@@ -368,7 +372,8 @@ async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
         }
     };
     assert_eq!(refusal["code"], "binary_unsupported", "{refusal}");
-    raw.send_frame(true, TEXT, br#"{"id":"after","type":"ping"}"#).await;
+    raw.send_frame(true, TEXT, br#"{"id":"after","type":"ping"}"#)
+        .await;
     assert_eq!(raw.reply("after").await["type"], "ack");
 }
 
