@@ -276,4 +276,26 @@ mod tests {
             .push(&frame(51, Lane::Chat, 10), Some((2.0, now)), true)
             .is_ok());
     }
+
+    #[test]
+    fn a_session_end_writes_what_is_queued_before_closing() {
+        let queue = SendQueue::new(1024);
+        queue.push(&frame(1, Lane::Host, 10), None, false).unwrap();
+        queue.close(CloseReason::SessionEnded);
+        assert_eq!(
+            queue.push(&frame(2, Lane::Host, 10), None, false),
+            Err(Refused::Closed)
+        );
+        let mut out = Vec::new();
+        assert_eq!(queue.drain(8, &mut out), None);
+        assert_eq!(out.len(), 1);
+        out.clear();
+        assert_eq!(queue.drain(8, &mut out), Some(CloseReason::SessionEnded));
+        // Other reasons close at once, queue discarded.
+        let queue = SendQueue::new(1024);
+        queue.push(&frame(1, Lane::Host, 10), None, false).unwrap();
+        queue.close(CloseReason::Banned);
+        assert_eq!(queue.drain(8, &mut out), Some(CloseReason::Banned));
+        assert!(out.is_empty());
+    }
 }
