@@ -55,6 +55,23 @@ pub struct HubConfig {
     pub room_linger_ms: u64,
     /// How often each node publishes pending durable room events (`room_outbox`).
     pub durable_relay_ms: u64,
+    /// An upgraded socket that has not joined its room within this long
+    /// (Redis slow or unreachable) gets `unavailable` and close 4013.
+    pub join_timeout_ms: u64,
+    /// A socket command not answered within this long gets `unavailable`
+    /// (its outcome is unknown), and the socket goes on with the next frame.
+    pub command_timeout_ms: u64,
+    /// After `session.ended` reaches a room, its sockets are closed (4009)
+    /// this long later, so clients read the event and the last figures first.
+    pub session_end_grace_ms: u64,
+    /// The first part of every Redis key and channel name of the hub. Not a
+    /// `[hub]` key: the server sets it from `redis.key_prefix`.
+    #[serde(skip, default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_key_prefix() -> String {
+    crate::keys::DEFAULT_PREFIX.to_string()
 }
 
 impl Default for HubConfig {
@@ -83,6 +100,10 @@ impl Default for HubConfig {
             viewers_interval_ms: 2000,
             room_linger_ms: 5000,
             durable_relay_ms: 200,
+            join_timeout_ms: 5000,
+            command_timeout_ms: 10_000,
+            session_end_grace_ms: 3000,
+            key_prefix: default_key_prefix(),
         }
     }
 }
@@ -103,6 +124,8 @@ impl HubConfig {
             ("hub.likes_interval_ms", self.likes_interval_ms as usize),
             ("hub.viewers_interval_ms", self.viewers_interval_ms as usize),
             ("hub.durable_relay_ms", self.durable_relay_ms as usize),
+            ("hub.join_timeout_ms", self.join_timeout_ms as usize),
+            ("hub.command_timeout_ms", self.command_timeout_ms as usize),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -133,6 +156,12 @@ impl HubConfig {
         if !self.chat_thin_per_sec.is_finite() || self.chat_thin_per_sec < 0.0 {
             return Err(("hub.chat_thin_per_sec", "must be 0 (off) or more".into()));
         }
+        if !crate::keys::valid_prefix(&self.key_prefix) {
+            return Err((
+                "redis.key_prefix",
+                "must be 1 to 64 of the characters A-Z a-z 0-9 _ - .".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -142,5 +171,17 @@ impl HubConfig {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_millis(self.join_timeout_ms)
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+
+    pub fn session_end_grace(&self) -> Duration {
+        Duration::from_millis(self.session_end_grace_ms)
     }
 }

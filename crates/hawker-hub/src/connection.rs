@@ -108,35 +108,60 @@ impl Connection {
                 reply,
             },
         );
-        match joined.await.unwrap_or(JoinOutcome::Unavailable) {
-            JoinOutcome::Joined => {}
-            JoinOutcome::Banned => {
-                let frame = protocol::refusal(None, &CommandError::Banned);
-                let _ = socket.send(Message::Text(frame.into())).await;
-                close(&mut socket, close_code::BANNED, "banned").await;
-                return;
+        // A join waits on Redis (subscribe, snapshot, history): bounded, so
+        // an upgraded socket always hears something.
+        let shutdown = self.hub.shutdown_token().clone();
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(self.hub.config().join_timeout(), joined) => match outcome {
+                Ok(outcome) => outcome.unwrap_or(JoinOutcome::Unavailable),
+                Err(_) => {
+                    tracing::debug!("room join timed out");
+                    JoinOutcome::Unavailable
+                }
+            },
+            _ = shutdown.cancelled() => JoinOutcome::Unavailable,
+        };
+        let refusal = match outcome {
+            JoinOutcome::Joined => None,
+            JoinOutcome::Banned => Some((CommandError::Banned, close_code::BANNED, "banned")),
+            JoinOutcome::SessionEnded => Some((
+                CommandError::SessionEnded,
+                close_code::SESSION_ENDED,
+                "session ended",
+            )),
+            JoinOutcome::Unavailable => Some((
+                CommandError::Unavailable("the room is unavailable; retry shortly".into()),
+                close_code::UNAVAILABLE,
+                "unavailable",
+            )),
+        };
+        if let Some((error, code, reason)) = refusal {
+            // The room may still carry out the join later: it must forget it.
+            let _ = room.tx.send(RoomInput::Leave {
+                client_id: self.client_id,
+            });
+            let frame = protocol::refusal(None, &error);
+            let sent = tokio::time::timeout(CLOSE_WAIT, socket.send(Message::Text(frame.into()))).await;
+            if matches!(sent, Ok(Ok(()))) {
+                close(&mut socket, code, reason).await;
             }
-            JoinOutcome::Unavailable => {
-                let refusal = CommandError::Unavailable("the room is unavailable; retry shortly".into());
-                let frame = protocol::refusal(None, &refusal);
-                let _ = socket.send(Message::Text(frame.into())).await;
-                close(&mut socket, close_code::UNAVAILABLE, "unavailable").await;
-                return;
-            }
+            return;
         }
         self.presence(&room, "presence.joined").await;
-        let reason = self.pump(&mut socket, &room).await;
+        let end = self.pump(&mut socket, &room).await;
         let _ = room.tx.send(RoomInput::Leave {
             client_id: self.client_id,
         });
-        if let Some((code, text)) = reason {
-            close(&mut socket, code, text).await;
+        match end {
+            End::ByPeer => finish(&mut socket).await,
+            End::Close(code, text) => close(&mut socket, code, text).await,
+            End::Gone => {}
         }
         self.presence(&room, "presence.left").await;
     }
 
-    /// Runs until the socket ends; returns the close to send, if any.
-    async fn pump(&mut self, socket: &mut WebSocket, room: &RoomHandle) -> Option<(u16, &'static str)> {
+    /// Runs until the socket ends; says how.
+    async fn pump(&mut self, socket: &mut WebSocket, room: &RoomHandle) -> End {
         let config = self.hub.config().clone();
         let shutdown = self.hub.shutdown_token().clone();
         let mut ping = tokio::time::interval(config.ping_interval());
@@ -144,10 +169,10 @@ impl Connection {
         ping.tick().await;
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Some((close_code::GOING_AWAY, "server shutting down")),
+                _ = shutdown.cancelled() => return End::Close(close_code::GOING_AWAY, "server shutting down"),
                 _ = self.queue.ready() => {
-                    if let Err(reason) = self.write(socket).await {
-                        return reason;
+                    if let Err(end) = self.write(socket).await {
+                        return end;
                     }
                 }
                 message = socket.recv() => {
@@ -161,22 +186,26 @@ impl Connection {
                             let reply = protocol::refusal(None, &CommandError::BinaryUnsupported);
                             let _ = self.queue.push(&Frame::control(reply), None, false);
                         }
+                        // tungstenite queues the pong itself; the next read sends it.
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(_))) | None => return None,
+                        // tungstenite queued the echo of the client's close.
+                        Some(Ok(Message::Close(_))) => return End::ByPeer,
+                        None => return End::Gone,
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "socket read failed");
-                            let too_big = e.to_string().to_lowercase().contains("too long")
-                                || e.to_string().to_lowercase().contains("too big");
-                            return too_big.then_some((close_code::TOO_BIG, "frame too large"));
+                            return failure(&e);
                         }
                     }
                 }
                 _ = ping.tick() => {
                     if self.last_seen.elapsed() > config.idle_timeout() {
-                        return Some((close_code::IDLE, "idle"));
+                        return End::Close(close_code::IDLE, "idle");
                     }
-                    if socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
-                        return None;
+                    // A peer that stopped reading must not stall this task.
+                    match tokio::time::timeout(config.ping_interval(), socket.send(Message::Ping(bytes::Bytes::new()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return End::Gone,
+                        Err(_) => return End::Close(close_code::SLOW, "too slow: resume from your last offset"),
                     }
                 }
             }
@@ -186,12 +215,12 @@ impl Connection {
     /// Drains the send queue into the socket: `feed` each frame, one `flush`
     /// per batch. A write that blocks (the peer stopped reading) is abandoned
     /// when the queue asks to close.
-    async fn write(&mut self, socket: &mut WebSocket) -> Result<(), Option<(u16, &'static str)>> {
+    async fn write(&mut self, socket: &mut WebSocket) -> Result<(), End> {
         let batch_size = self.hub.config().write_batch;
         loop {
             self.batch.clear();
             if let Some(reason) = self.queue.drain(batch_size, &mut self.batch) {
-                return Err(Some(close_for(reason)));
+                return Err(close_for(reason));
             }
             if self.batch.is_empty() {
                 return Ok(());
@@ -201,9 +230,9 @@ impl Connection {
             let shutdown = self.hub.shutdown_token().clone();
             let written = tokio::select! {
                 result = write_batch(socket, batch) => result,
-                reason = closing(&queue) => return Err(Some(close_for(reason))),
+                reason = closing(&queue) => return Err(close_for(reason)),
                 // A peer that stopped reading must not hold up shutdown.
-                _ = shutdown.cancelled() => return Err(Some(close_for(CloseReason::Shutdown))),
+                _ = shutdown.cancelled() => return Err(close_for(CloseReason::Shutdown)),
             };
             match written {
                 Ok(bytes) => {
@@ -212,7 +241,7 @@ impl Connection {
                         crate::metrics::fanout_latency((now_ms() - first.ts_ms).max(0) as f64 / 1000.0);
                     }
                 }
-                Err(_) => return Err(None),
+                Err(_) => return Err(End::Gone),
             }
         }
     }
@@ -225,9 +254,17 @@ impl Connection {
             Err(e) => return protocol::refusal(None, &e),
         };
         let id = frame.id.as_deref();
-        match self.execute(room, &frame).await {
-            Ok(ack) => protocol::ack(id, ack.into_data()),
-            Err(e) => protocol::refusal(id, &e),
+        let within = self.hub.config().command_timeout();
+        match tokio::time::timeout(within, self.execute(room, &frame)).await {
+            Ok(Ok(ack)) => protocol::ack(id, ack.into_data()),
+            Ok(Err(e)) => protocol::refusal(id, &e),
+            Err(_) => {
+                tracing::debug!(command = %frame.kind, "socket command timed out");
+                let e = CommandError::Unavailable(
+                    "the command did not finish in time; its outcome is unknown".into(),
+                );
+                protocol::refusal(id, &e)
+            }
         }
     }
 
@@ -260,11 +297,39 @@ impl Connection {
     }
 }
 
-fn close_for(reason: CloseReason) -> (u16, &'static str) {
+/// How a connection's loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client sent a Close frame: answer it (the echo is queued).
+    ByPeer,
+    /// The server closes, with this code and reason.
+    Close(u16, &'static str),
+    /// The connection is gone (reset, or a write failed): nothing to send.
+    Gone,
+}
+
+/// The close code for a read that failed, as RFC 6455 asks: 1007 for a text
+/// frame that is not UTF-8, 1009 for a frame above the limit, 1002 for any
+/// other protocol violation (an unmasked frame, a control frame over 125
+/// bytes or fragmented, reserved bits...). A reset connection gets none.
+fn failure(e: &axum::Error) -> End {
+    use tungstenite::error::{Error, ProtocolError};
+    let inner = std::error::Error::source(e).and_then(|s| s.downcast_ref::<Error>());
+    match inner {
+        Some(Error::Utf8(_)) => End::Close(close_code::INVALID_DATA, "invalid UTF-8"),
+        Some(Error::Capacity(_)) => End::Close(close_code::TOO_BIG, "frame too large"),
+        Some(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => End::Gone,
+        Some(Error::Protocol(_)) => End::Close(close_code::PROTOCOL, "protocol error"),
+        _ => End::Gone,
+    }
+}
+
+fn close_for(reason: CloseReason) -> End {
     match reason {
-        CloseReason::Slow => (close_code::SLOW, "too slow: resume from your last offset"),
-        CloseReason::Banned => (close_code::BANNED, "banned"),
-        CloseReason::Shutdown => (close_code::GOING_AWAY, "server shutting down"),
+        CloseReason::Slow => End::Close(close_code::SLOW, "too slow: resume from your last offset"),
+        CloseReason::Banned => End::Close(close_code::BANNED, "banned"),
+        CloseReason::Shutdown => End::Close(close_code::GOING_AWAY, "server shutting down"),
+        CloseReason::SessionEnded => End::Close(close_code::SESSION_ENDED, "session ended"),
     }
 }
 
@@ -278,17 +343,28 @@ async fn write_batch(socket: &mut WebSocket, batch: &[Arc<Frame>]) -> Result<u64
     Ok(bytes)
 }
 
-/// Resolves when the send queue asks the connection to close.
+/// Resolves when the send queue asks the connection to close. A session's
+/// end lets the frames being written finish first, for a bounded time.
 async fn closing(queue: &SendQueue) -> CloseReason {
     loop {
-        if let Some(reason) = queue.close_reason() {
-            return reason;
+        match queue.close_reason() {
+            Some(CloseReason::SessionEnded) => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                return CloseReason::SessionEnded;
+            }
+            Some(reason) => return reason,
+            None => queue.ready().await,
         }
-        queue.ready().await;
     }
 }
 
-/// Sends a close frame, waiting a bounded time for a peer that reads slowly.
+/// How long the server waits for a peer during a close: to read its close
+/// frame, and for its answer.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Sends a close frame (waiting a bounded time for a peer that reads
+/// slowly), then waits a bounded time for the peer's answering close, so
+/// the closing handshake completes (`wasClean` in browsers).
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let frame = CloseFrame {
         code,
@@ -298,7 +374,19 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let wait = if code == close_code::SLOW {
         Duration::from_secs(10)
     } else {
-        Duration::from_secs(2)
+        CLOSE_WAIT
     };
-    let _ = tokio::time::timeout(wait, socket.send(Message::Close(Some(frame)))).await;
+    let sent = tokio::time::timeout(wait, socket.send(Message::Close(Some(frame)))).await;
+    if matches!(sent, Ok(Ok(()))) {
+        finish(socket).await;
+    }
+}
+
+/// Reads until the connection ends (bounded): after the peer's close this
+/// sends tungstenite's queued echo, after ours it takes the peer's answer.
+async fn finish(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
 }

@@ -7,7 +7,7 @@ use redis::streams::StreamRangeReply;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::store::{bounded, key};
+use crate::store::bounded;
 use crate::{Hub, PublishError};
 
 /// A room's counters now.
@@ -54,11 +54,11 @@ impl Hub {
         let mut conn = store.redis.clone();
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET")
-            .arg(key(room, "state"))
+            .arg(store.keys.key(room, "state"))
             .arg("viewers")
             .arg("likes")
             .cmd("HGET")
-            .arg(key(room, "meta"))
+            .arg(store.keys.key(room, "meta"))
             .arg("epoch");
         let ((viewers, likes), epoch): ((Option<String>, Option<String>), Option<String>) =
             bounded(store.timeout, pipe.query_async(&mut conn)).await?;
@@ -82,7 +82,7 @@ impl Hub {
         let mut conn = store.redis.clone();
         let mut command = redis::cmd("XRANGE");
         command
-            .arg(key(room, "stream"))
+            .arg(store.keys.key(room, "stream"))
             .arg(format!("{}-0", after.saturating_add(1)))
             .arg("+")
             .arg("COUNT")

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::config::HubConfig;
 use crate::event::Publication;
+use crate::keys::RoomKeys;
 use crate::room::{RoomHandle, RoomInput};
 use crate::store::{ModChange, RoomStore};
 use crate::subscriber::Subscriber;
@@ -91,7 +92,9 @@ impl Drop for SocketPermit {
 }
 
 impl Hub {
-    /// Starts the hub's subscriber and ticker tasks (tracked, stopped by `shutdown`).
+    /// Starts the hub's subscriber and ticker tasks (tracked, stopped by
+    /// `shutdown`). Every Redis call waits at most `redis_timeout`; every key
+    /// and channel starts with `config.key_prefix`.
     pub fn start(
         config: HubConfig,
         redis_timeout: Duration,
@@ -101,8 +104,17 @@ impl Hub {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Hub {
-        let store = RoomStore::new(redis, config.history_len, config.room_ttl_secs, redis_timeout);
-        let (subscriber, subscriber_task) = Subscriber::start(redis_client, shutdown.clone());
+        let keys = RoomKeys::new(&config.key_prefix);
+        crate::keys::set_process_prefix(&config.key_prefix);
+        let store = RoomStore::new(
+            redis,
+            keys.clone(),
+            config.history_len,
+            config.room_ttl_secs,
+            redis_timeout,
+        );
+        let (subscriber, subscriber_task) =
+            Subscriber::start(redis_client, keys, redis_timeout, shutdown.clone());
         let node_id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let hub = Hub {
             inner: Arc::new(Inner {

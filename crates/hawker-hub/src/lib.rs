@@ -35,6 +35,7 @@ pub mod counters;
 pub mod durable;
 pub mod event;
 pub mod hub;
+pub mod keys;
 pub mod metrics;
 pub mod moderation;
 pub mod protocol;

@@ -10,16 +10,25 @@ use crate::store::Snapshot;
 pub mod close_code {
     /// The node is shutting down: reconnect (to any node) and resume.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (an unmasked frame, a control
+    /// frame over 125 bytes or fragmented...).
+    pub const PROTOCOL: u16 = 1002;
+    /// A text frame that is not valid UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// A frame above `hub.hard_max_frame_bytes`.
     pub const TOO_BIG: u16 = 1009;
     /// Nothing received for `hub.idle_timeout_secs`.
     pub const IDLE: u16 = 4001;
+    /// The session ended: the room closes its sockets after
+    /// `hub.session_end_grace_ms`, and refuses new ones. Do not reconnect.
+    pub const SESSION_ENDED: u16 = 4009;
     /// Banned from the room.
     pub const BANNED: u16 = 4003;
     /// The viewer did not read fast enough and its queue overflowed:
     /// reconnect and resume from the last offset.
     pub const SLOW: u16 = 4008;
-    /// The room could not be joined (Redis unavailable): retry later.
+    /// The room could not be joined within `hub.join_timeout_ms` (Redis
+    /// slow or unreachable, or the node shutting down): retry later.
     pub const UNAVAILABLE: u16 = 4013;
 }
 

@@ -6,6 +6,10 @@
 //! offsets (a message lost while Redis was unreachable) is filled from the
 //! history, and a history that no longer reaches back, or a new epoch
 //! (Redis lost the room), sends every connection a `reset` snapshot.
+//!
+//! When the session ends (`session.ended` passes, or the snapshot's
+//! `session` says so), the room refuses new joins and, after
+//! `hub.session_end_grace_ms`, closes its connections with 4009.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,6 +79,8 @@ pub enum RoomInput {
 pub enum JoinOutcome {
     Joined,
     Banned,
+    /// The session has ended: no one joins any more.
+    SessionEnded,
     Unavailable,
 }
 
@@ -96,6 +102,8 @@ pub(crate) fn open(hub: Hub, id: Uuid, generation: u64) -> RoomHandle {
         epoch: String::new(),
         last: 0,
         stale: true,
+        ended: false,
+        close_at: None,
     };
     hub.tasks().spawn(task.run(rx));
     handle
@@ -112,6 +120,10 @@ struct RoomTask {
     last: u64,
     /// No baseline yet, or a recovery failed: retry every second.
     stale: bool,
+    /// The session has ended: joins are refused.
+    ended: bool,
+    /// When the connections still open are closed, after the session ended.
+    close_at: Option<tokio::time::Instant>,
 }
 
 impl RoomTask {
@@ -158,6 +170,13 @@ impl RoomTask {
                     }
                     None => break,
                 },
+                _ = until(self.close_at) => {
+                    self.close_at = None;
+                    tracing::debug!(room = %self.id, sockets = self.clients.len(), "session ended: closing the room's sockets");
+                    for client in &self.clients {
+                        client.queue.close(CloseReason::SessionEnded);
+                    }
+                }
                 _ = retry.tick() => {
                     if self.stale {
                         self.recover().await;
@@ -183,6 +202,7 @@ impl RoomTask {
                 if let Some(viewers) = snapshot.state.get("viewers").and_then(Value::as_u64) {
                     self.shared.viewers_total.store(viewers, Ordering::Relaxed);
                 }
+                self.note_session(&snapshot.state);
                 self.epoch = snapshot.epoch;
                 self.last = snapshot.offset;
                 self.stale = false;
@@ -281,6 +301,7 @@ impl RoomTask {
         self.epoch = snapshot.epoch.clone();
         self.last = snapshot.offset;
         self.stale = false;
+        self.note_session(&snapshot.state);
         for client in &self.clients {
             client.queue.reset_to(snapshot.offset);
             let frame = Frame::control(protocol::snapshot_frame(
@@ -293,9 +314,31 @@ impl RoomTask {
         }
     }
 
+    /// Whether the snapshot says the session is over.
+    fn note_session(&mut self, state: &serde_json::Map<String, Value>) {
+        let status = state
+            .get("session")
+            .and_then(|s| s.get("status"))
+            .and_then(Value::as_str);
+        if matches!(status, Some("ended" | "cancelled")) {
+            self.session_ended();
+        }
+    }
+
+    /// Refuses joins from now on, and closes the connections after the grace period.
+    fn session_ended(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.close_at = Some(tokio::time::Instant::now() + self.hub.config().session_end_grace());
+        }
+    }
+
     /// Applies what nodes must know, then fans the frame out.
     fn deliver(&mut self, header: FrameHeader<'_>, offset: u64, bytes: Bytes) {
         self.last = offset;
+        if header.event_type == "session.ended" {
+            self.session_ended();
+        }
         let lane = Lane::of(header.event_type);
         crate::metrics::event_in(lane.as_str());
         if header.event_type.starts_with("moderation.") || header.event_type.starts_with("internal.") {
@@ -366,6 +409,9 @@ impl RoomTask {
             if self.stale {
                 return JoinOutcome::Unavailable;
             }
+        }
+        if self.ended {
+            return JoinOutcome::SessionEnded;
         }
         if self.shared.moderation().is_banned(&client.user) {
             return JoinOutcome::Banned;
@@ -441,5 +487,13 @@ impl RoomTask {
             .local_viewers
             .store(self.clients.len(), Ordering::Relaxed);
         JoinOutcome::Joined
+    }
+}
+
+/// Resolves at `at`, or never.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -35,6 +35,16 @@ pub enum CloseReason {
     Slow,
     Banned,
     Shutdown,
+    /// The session ended: the frames already queued (`session.ended`
+    /// among them) are written first.
+    SessionEnded,
+}
+
+impl CloseReason {
+    /// Whether the queued frames still go out before the close.
+    fn drains_first(self) -> bool {
+        self == CloseReason::SessionEnded
+    }
 }
 
 struct Inner {
@@ -150,13 +160,16 @@ impl SendQueue {
         Ok(())
     }
 
-    /// Asks the connection to close.
+    /// Asks the connection to close: at once, or for a session's end after
+    /// what is queued.
     pub fn close(&self, reason: CloseReason) {
         let mut inner = self.lock();
         if inner.close.is_none() {
             inner.close = Some(reason);
-            inner.queue.clear();
-            inner.bytes = 0;
+            if !reason.drains_first() {
+                inner.queue.clear();
+                inner.bytes = 0;
+            }
         }
         drop(inner);
         self.notify.notify_one();
@@ -170,7 +183,9 @@ impl SendQueue {
     pub fn drain(&self, max: usize, into: &mut Vec<Arc<Frame>>) -> Option<CloseReason> {
         let mut inner = self.lock();
         if let Some(reason) = inner.close {
-            return Some(reason);
+            if !reason.drains_first() || inner.queue.is_empty() {
+                return Some(reason);
+            }
         }
         let n = inner.queue.len().min(max);
         for frame in inner.queue.drain(..n) {
@@ -260,5 +275,27 @@ mod tests {
         assert!(queue
             .push(&frame(51, Lane::Chat, 10), Some((2.0, now)), true)
             .is_ok());
+    }
+
+    #[test]
+    fn a_session_end_writes_what_is_queued_before_closing() {
+        let queue = SendQueue::new(1024);
+        queue.push(&frame(1, Lane::Host, 10), None, false).unwrap();
+        queue.close(CloseReason::SessionEnded);
+        assert_eq!(
+            queue.push(&frame(2, Lane::Host, 10), None, false),
+            Err(Refused::Closed)
+        );
+        let mut out = Vec::new();
+        assert_eq!(queue.drain(8, &mut out), None);
+        assert_eq!(out.len(), 1);
+        out.clear();
+        assert_eq!(queue.drain(8, &mut out), Some(CloseReason::SessionEnded));
+        // Other reasons close at once, queue discarded.
+        let queue = SendQueue::new(1024);
+        queue.push(&frame(1, Lane::Host, 10), None, false).unwrap();
+        queue.close(CloseReason::Banned);
+        assert_eq!(queue.drain(8, &mut out), Some(CloseReason::Banned));
+        assert!(out.is_empty());
     }
 }

@@ -2,14 +2,15 @@
 //! capped history stream, the snapshot state, moderation settings, and the
 //! Lua scripts that change them atomically.
 //!
-//! Keys (the `{room}` hash tag keeps a room's keys in one cluster slot):
-//! - `hawker:room:{id}:meta`   hash: `epoch`, `offset`
-//! - `hawker:room:{id}:stream` stream: one entry per event, id `<offset>-0`, field `f` = the frame
-//! - `hawker:room:{id}:state`  hash: snapshot state (`pinned`, `deal:<id>`, `slow_mode`, ...)
-//! - `hawker:room:{id}:mod`    hash: `ban:<user>`/`mute:<user>` → until (ms), `blocked_words`
-//! - `hawker:room:{id}:dedupe` hash: dedupe id → offset; version key → last version
-//! - `hawker:room:{id}:likes`, `:likes_gate`, `:viewers`, `:viewers_gate`
-//! - channel `hawker:room:{id}`
+//! Keys (the `{room}` hash tag keeps a room's keys in one cluster slot;
+//! `<prefix>` is `redis.key_prefix`, see [`crate::keys`]):
+//! - `<prefix>:room:{id}:meta`   hash: `epoch`, `offset`
+//! - `<prefix>:room:{id}:stream` stream: one entry per event, id `<offset>-0`, field `f` = the frame
+//! - `<prefix>:room:{id}:state`  hash: snapshot state (`pinned`, `deal:<id>`, `slow_mode`, ...)
+//! - `<prefix>:room:{id}:mod`    hash: `ban:<user>`/`mute:<user>` → until (ms), `blocked_words`
+//! - `<prefix>:room:{id}:dedupe` hash: dedupe id → offset; version key → last version
+//! - `<prefix>:room:{id}:likes`, `:likes_gate`, `:viewers`, `:viewers_gate`
+//! - channel `<prefix>:room:{id}`
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,6 +22,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::event::{Publication, StateChange};
+use crate::keys::RoomKeys;
 
 const PUBLISH_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -106,24 +108,6 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then return sum end
 return -1
 "#;
 
-/// The channel a room's events are published on.
-pub fn channel(room: Uuid) -> String {
-    format!("hawker:room:{{{room}}}")
-}
-
-/// The room id of a channel name, if it is a room channel.
-pub fn room_of_channel(channel: &str) -> Option<Uuid> {
-    channel
-        .strip_prefix("hawker:room:{")?
-        .strip_suffix('}')?
-        .parse()
-        .ok()
-}
-
-pub(crate) fn key(room: Uuid, what: &str) -> String {
-    format!("hawker:room:{{{room}}}:{what}")
-}
-
 /// What a room looks like at one offset.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -144,6 +128,8 @@ pub enum History {
 #[derive(Clone)]
 pub struct RoomStore {
     pub(crate) redis: ConnectionManager,
+    /// Key and channel names under this deployment's prefix.
+    pub(crate) keys: RoomKeys,
     publish: Script,
     snapshot: Script,
     history: Script,
@@ -175,9 +161,16 @@ fn new_epoch() -> String {
 }
 
 impl RoomStore {
-    pub fn new(redis: ConnectionManager, history_len: u64, ttl_secs: u64, timeout: Duration) -> Self {
+    pub fn new(
+        redis: ConnectionManager,
+        keys: RoomKeys,
+        history_len: u64,
+        ttl_secs: u64,
+        timeout: Duration,
+    ) -> Self {
         RoomStore {
             redis,
+            keys,
             publish: Script::new(PUBLISH_LUA),
             snapshot: Script::new(SNAPSHOT_LUA),
             history: Script::new(HISTORY_LUA),
@@ -211,12 +204,12 @@ impl RoomStore {
         })?;
         let mut invocation = self.publish.prepare_invoke();
         invocation
-            .key(key(room, "meta"))
-            .key(key(room, "stream"))
-            .key(key(room, "state"))
-            .key(key(room, "mod"))
-            .key(key(room, "dedupe"))
-            .arg(channel(room))
+            .key(self.keys.key(room, "meta"))
+            .key(self.keys.key(room, "stream"))
+            .key(self.keys.key(room, "state"))
+            .key(self.keys.key(room, "mod"))
+            .key(self.keys.key(room, "dedupe"))
+            .arg(self.keys.channel(room))
             .arg(new_epoch())
             .arg(self.history_len)
             .arg(self.ttl_secs)
@@ -253,9 +246,9 @@ impl RoomStore {
         let mut conn = self.redis.clone();
         let mut invocation = self.snapshot.prepare_invoke();
         invocation
-            .key(key(room, "meta"))
-            .key(key(room, "state"))
-            .key(key(room, "stream"))
+            .key(self.keys.key(room, "meta"))
+            .key(self.keys.key(room, "state"))
+            .key(self.keys.key(room, "stream"))
             .arg(new_epoch())
             .arg(self.ttl_secs);
         let (epoch, offset, pairs): (String, Option<u64>, Vec<(String, String)>) =
@@ -276,8 +269,8 @@ impl RoomStore {
         let mut conn = self.redis.clone();
         let mut invocation = self.history.prepare_invoke();
         invocation
-            .key(key(room, "meta"))
-            .key(key(room, "stream"))
+            .key(self.keys.key(room, "meta"))
+            .key(self.keys.key(room, "stream"))
             .arg(epoch)
             .arg(after)
             .arg(self.history_len * 2 + 100);
@@ -294,7 +287,7 @@ impl RoomStore {
     pub async fn moderation(&self, room: Uuid) -> redis::RedisResult<HashMap<String, String>> {
         let mut conn = self.redis.clone();
         let mut command = redis::cmd("HGETALL");
-        command.arg(key(room, "mod"));
+        command.arg(self.keys.key(room, "mod"));
         bounded(self.timeout, command.query_async(&mut conn)).await
     }
 
@@ -304,8 +297,8 @@ impl RoomStore {
         let mut conn = self.redis.clone();
         let mut invocation = self.likes.prepare_invoke();
         invocation
-            .key(key(room, "likes"))
-            .key(key(room, "likes_gate"))
+            .key(self.keys.key(room, "likes"))
+            .key(self.keys.key(room, "likes_gate"))
             .arg(delta)
             .arg(gate_ms)
             .arg(self.ttl_secs);
@@ -324,8 +317,8 @@ impl RoomStore {
         let mut conn = self.redis.clone();
         let mut invocation = self.viewers.prepare_invoke();
         invocation
-            .key(key(room, "viewers"))
-            .key(key(room, "viewers_gate"))
+            .key(self.keys.key(room, "viewers"))
+            .key(self.keys.key(room, "viewers_gate"))
             .arg(node)
             .arg(count)
             .arg(crate::event::now_ms())
@@ -341,16 +334,4 @@ impl RoomStore {
 pub enum ModChange {
     Set(String, String),
     Remove(String),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channels_round_trip_to_rooms() {
-        let room = Uuid::new_v4();
-        assert_eq!(room_of_channel(&channel(room)), Some(room));
-        assert_eq!(room_of_channel("hawker:room:{nope}"), None);
-    }
 }

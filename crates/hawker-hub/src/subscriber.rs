@@ -6,6 +6,13 @@
 //! the connection drops, the task reconnects forever with a capped backoff,
 //! resubscribes every room, and tells each room to recover what it may have
 //! missed from the history.
+//!
+//! Every wait on Redis is bounded by the Redis timeout: connecting,
+//! (re)subscribing, unsubscribing, and a PING sent on the connection every
+//! [`HEALTH_EVERY`]. A Redis that stops answering without closing the
+//! connection (a blackholed path) is therefore noticed within one ping and
+//! treated like a lost connection, instead of leaving rooms subscribed to a
+//! connection that delivers nothing.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,7 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::store::{channel, room_of_channel};
+use crate::keys::RoomKeys;
+
+/// How often the subscriber checks that Redis still answers on its connection.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
 
 /// What the subscriber hands a room.
 #[derive(Debug)]
@@ -43,21 +53,40 @@ pub enum SubCommand {
 #[derive(Clone)]
 pub struct Subscriber {
     commands: mpsc::UnboundedSender<SubCommand>,
+    /// A room waits at most this long for a confirmation.
+    confirm_within: Duration,
 }
 
 impl Subscriber {
     /// Starts the subscriber task.
+    /// Every call to Redis gives up after `timeout`.
     pub fn start(
         client: redis::Client,
+        keys: RoomKeys,
+        timeout: Duration,
         shutdown: CancellationToken,
     ) -> (Subscriber, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(run(client, rx, shutdown));
-        (Subscriber { commands: tx }, handle)
+        let task = Task {
+            client,
+            keys,
+            timeout,
+            commands: rx,
+            shutdown,
+            routes: HashMap::new(),
+        };
+        let handle = tokio::spawn(task.run());
+        let subscriber = Subscriber {
+            commands: tx,
+            // A command may wait behind one other bounded call.
+            confirm_within: timeout * 2,
+        };
+        (subscriber, handle)
     }
 
     /// Subscribes `room`'s channel and resolves once Redis confirmed it
-    /// (`true`) or the connection is down (`false`; a `Resync` follows when it is back).
+    /// (`true`), or with `false` when the connection is down or Redis did not
+    /// confirm in time (a `Resync` follows once the subscription is made).
     pub async fn subscribe(
         &self,
         room: Uuid,
@@ -77,7 +106,11 @@ impl Subscriber {
         {
             return false;
         }
-        confirmed.await.unwrap_or(false)
+        tokio::time::timeout(self.confirm_within, confirmed)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false)
     }
 
     pub fn unsubscribe(&self, room: Uuid, generation: u64) {
@@ -90,97 +123,188 @@ struct Route {
     feed: mpsc::UnboundedSender<RoomFeed>,
 }
 
-async fn run(
+struct Task {
     client: redis::Client,
-    mut commands: mpsc::UnboundedReceiver<SubCommand>,
+    keys: RoomKeys,
+    timeout: Duration,
+    commands: mpsc::UnboundedReceiver<SubCommand>,
     shutdown: CancellationToken,
-) {
-    let mut routes: HashMap<Uuid, Route> = HashMap::new();
-    let mut backoff = Duration::from_millis(50);
-    let mut first = true;
-    loop {
-        // Connect, retrying forever; commands that arrive meanwhile are
-        // recorded so the rooms are subscribed once the connection is up.
-        let pubsub = loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                result = client.get_async_pubsub() => match result {
-                    Ok(pubsub) => break pubsub,
-                    Err(e) => tracing::warn!(error = %e, "redis subscriber: connect failed; retrying"),
-                },
+    routes: HashMap<Uuid, Route>,
+}
+
+/// Why the connected phase ended.
+enum Ended {
+    /// Shutdown, or every sender is gone.
+    Stop,
+    /// The connection is lost or no longer answers: reconnect.
+    Lost,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(50);
+        let mut first = true;
+        loop {
+            let Some(pubsub) = self.connect(&mut backoff).await else {
+                return;
+            };
+            let (mut sink, stream) = pubsub.split();
+            if !self.resubscribe(&mut sink).await {
+                if !self.pause(backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
             }
-            let sleep = tokio::time::sleep(backoff);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = &mut sleep => break,
-                    command = commands.recv() => match command {
-                        Some(command) => record(&mut routes, command, false),
-                        None => return,
-                    },
+            if !first {
+                crate::metrics::redis_reconnect();
+                tracing::info!(
+                    rooms = self.routes.len(),
+                    "redis subscriber reconnected; rooms recover from history"
+                );
+                for route in self.routes.values() {
+                    let _ = route.feed.send(RoomFeed::Resync);
                 }
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        };
-        let (mut sink, mut stream) = pubsub.split();
-        let mut ok = true;
-        for room in routes.keys() {
-            if let Err(e) = sink.subscribe(channel(*room)).await {
-                tracing::warn!(error = %e, "redis subscriber: resubscribe failed");
-                ok = false;
-                break;
+            first = false;
+            backoff = Duration::from_millis(50);
+            match self.serve(sink, stream).await {
+                Ended::Stop => return,
+                Ended::Lost => {}
             }
         }
-        if !ok {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            continue;
-        }
-        if !first {
-            crate::metrics::redis_reconnect();
-            tracing::info!(
-                rooms = routes.len(),
-                "redis subscriber reconnected; rooms recover from history"
-            );
-            for route in routes.values() {
-                let _ = route.feed.send(RoomFeed::Resync);
-            }
-        }
-        first = false;
-        backoff = Duration::from_millis(50);
+    }
 
+    /// Connects, retrying forever with a capped backoff; commands that
+    /// arrive meanwhile are recorded so the rooms are subscribed once the
+    /// connection is up. `None` on shutdown.
+    async fn connect(&mut self, backoff: &mut Duration) -> Option<redis::aio::PubSub> {
+        loop {
+            let client = self.client.clone();
+            let attempt = tokio::time::timeout(self.timeout, client.get_async_pubsub());
+            tokio::pin!(attempt);
+            let result = loop {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return None,
+                    result = &mut attempt => break result,
+                    command = self.commands.recv() => record(&mut self.routes, command?, false),
+                }
+            };
+            match result {
+                Ok(Ok(pubsub)) => return Some(pubsub),
+                Ok(Err(e)) => tracing::warn!(error = %e, "redis subscriber: connect failed; retrying"),
+                Err(_) => tracing::warn!("redis subscriber: connect timed out; retrying"),
+            }
+            if !self.pause(*backoff).await {
+                return None;
+            }
+            *backoff = (*backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Waits `delay`, recording commands; false on shutdown.
+    async fn pause(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => return false,
+                _ = &mut sleep => return true,
+                command = self.commands.recv() => match command {
+                    Some(command) => record(&mut self.routes, command, false),
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    /// Subscribes every recorded room on a fresh connection.
+    async fn resubscribe(&self, sink: &mut redis::aio::PubSubSink) -> bool {
+        for room in self.routes.keys() {
+            match tokio::time::timeout(self.timeout, sink.subscribe(self.keys.channel(*room))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "redis subscriber: resubscribe failed");
+                    return false;
+                }
+                Err(_) => {
+                    tracing::warn!("redis subscriber: resubscribe timed out");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Delivers messages and carries out commands until the connection is
+    /// lost or stops answering.
+    async fn serve(
+        &mut self,
+        mut sink: redis::aio::PubSubSink,
+        mut stream: redis::aio::PubSubStream,
+    ) -> Ended {
+        let mut health = tokio::time::interval(HEALTH_EVERY);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.tick().await;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ended::Stop,
                 message = stream.next() => match message {
                     Some(message) => {
-                        let Some(room) = room_of_channel(message.get_channel_name()) else { continue };
-                        if let Some(route) = routes.get(&room) {
+                        let Some(room) = self.keys.room_of_channel(message.get_channel_name()) else { continue };
+                        if let Some(route) = self.routes.get(&room) {
                             let payload = Bytes::copy_from_slice(message.get_payload_bytes());
                             let _ = route.feed.send(RoomFeed::Frame(payload));
                         }
                     }
                     None => {
                         tracing::warn!("redis subscriber: connection lost; reconnecting");
-                        break;
+                        return Ended::Lost;
                     }
                 },
-                command = commands.recv() => {
-                    let Some(command) = command else { return };
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return Ended::Stop };
                     match command {
                         SubCommand::Subscribe { room, generation, feed, done } => {
-                            let already = routes.contains_key(&room);
-                            routes.insert(room, Route { generation, feed });
-                            let confirmed = already || sink.subscribe(channel(room)).await.is_ok();
+                            let already = self.routes.contains_key(&room);
+                            // Recorded first: if Redis does not confirm, the
+                            // reconnection subscribes it and sends a `Resync`.
+                            self.routes.insert(room, Route { generation, feed });
+                            if already {
+                                let _ = done.send(true);
+                                continue;
+                            }
+                            let channel = self.keys.channel(room);
+                            let confirmed = matches!(
+                                tokio::time::timeout(self.timeout, sink.subscribe(channel)).await,
+                                Ok(Ok(()))
+                            );
                             let _ = done.send(confirmed);
-                        }
-                        SubCommand::Unsubscribe { room, generation } => {
-                            if routes.get(&room).is_some_and(|r| r.generation == generation) {
-                                routes.remove(&room);
-                                let _ = sink.unsubscribe(channel(room)).await;
+                            if !confirmed {
+                                tracing::warn!(%room, "redis subscriber: subscribe failed or timed out; reconnecting");
+                                return Ended::Lost;
                             }
                         }
+                        SubCommand::Unsubscribe { room, generation } => {
+                            if self.routes.get(&room).is_some_and(|r| r.generation == generation) {
+                                self.routes.remove(&room);
+                                let channel = self.keys.channel(room);
+                                if !matches!(
+                                    tokio::time::timeout(self.timeout, sink.unsubscribe(channel)).await,
+                                    Ok(Ok(()))
+                                ) {
+                                    tracing::warn!("redis subscriber: unsubscribe failed or timed out; reconnecting");
+                                    return Ended::Lost;
+                                }
+                            }
+                        }
+                    }
+                }
+                _ = health.tick() => {
+                    let ping = tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        tracing::warn!("redis subscriber: redis stopped answering; reconnecting");
+                        return Ended::Lost;
                     }
                 }
             }

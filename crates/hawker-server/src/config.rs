@@ -166,6 +166,11 @@ pub struct DatabaseSettings {
 pub struct RedisSettings {
     pub url: String,
     pub response_timeout_ms: u64,
+    /// The first part of every key and pub/sub channel name hawker uses
+    /// (`<prefix>:room:{id}`, `<prefix>:deal:{id}:…`): deployments sharing
+    /// one Redis must use different prefixes. A database number does not
+    /// separate pub/sub channels.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -260,6 +265,8 @@ impl Settings {
             .build()?;
         let mut settings: Settings = raw.try_deserialize()?;
         settings.environment = environment;
+        // The hub names its keys and channels with the deployment's prefix.
+        settings.hub.key_prefix = settings.redis.key_prefix.clone();
         settings.validate()?;
         Ok(settings)
     }
@@ -359,6 +366,12 @@ impl Settings {
         }
         if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
             return Err(ConfigError::invalid("redis.url", "must be a redis:// URL"));
+        }
+        if !hawker_hub::keys::valid_prefix(&self.redis.key_prefix) {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "must be 1 to 64 of the characters A-Z a-z 0-9 _ - .",
+            ));
         }
         if self.auth.default_token_ttl_secs == 0 {
             return Err(ConfigError::invalid(

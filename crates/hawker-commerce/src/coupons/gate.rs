@@ -63,7 +63,7 @@ redis.call('DECR', KEYS[1])
 return 1";
 
     fn key(id: Uuid) -> String {
-        format!("hawker:coupon:{{{id}}}:left")
+        format!("{}:coupon:{{{id}}}:left", hawker_hub::keys::process_prefix())
     }
 
     /// `Some(true)`: a slot was taken; `Some(false)`: none left; `None`: Redis
@@ -123,7 +123,7 @@ pub(super) mod redis_flag {
     const TIMEOUT: Duration = Duration::from_millis(250);
 
     fn key(id: Uuid) -> String {
-        format!("hawker:coupon:{{{id}}}:exhausted")
+        format!("{}:coupon:{{{id}}}:exhausted", hawker_hub::keys::process_prefix())
     }
 
     /// The flag's remaining time to live, if it is set.

@@ -201,7 +201,7 @@ pub struct Gate {
 }
 
 fn deal_key(deal: Uuid, what: &str) -> String {
-    format!("hawker:deal:{{{deal}}}:{what}")
+    format!("{}:deal:{{{deal}}}:{what}", hawker_hub::keys::process_prefix())
 }
 
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);

@@ -50,14 +50,11 @@ pub struct Like {
 }
 
 impl Like {
-    /// `count` defaults to 1, also when it is not a non-negative integer
-    /// (as it always has).
+    /// `count`: an integer from 1 to 100; absent or `null`: 1.
     pub(crate) fn parse(data: Fields<'_>) -> Result<Like, CommandError> {
-        let count = data.u64_or("count", 1);
-        if !(1..=100).contains(&count) {
-            return Err(CommandError::bad("count must be 1 to 100"));
-        }
-        Ok(Like { count })
+        Ok(Like {
+            count: data.integer_in("count", 1..=100, Some(1))?,
+        })
     }
 
     /// Adds the taps to this node's pending likes; acknowledged at once.

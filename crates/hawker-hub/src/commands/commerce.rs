@@ -27,20 +27,17 @@ pub struct Buy {
 impl Buy {
     /// The fields in the order they have always been checked: `deal_id`,
     /// `idempotency_key` (present and a string), `quantity` (absent or
-    /// `null`: 1; otherwise an integer, else `bad_quantity`),
-    /// `coupon_claim_id` (absent or `null`: none).
+    /// `null`: 1; otherwise an integer, else `bad_command`; an integer
+    /// beyond any quantity is `bad_quantity`, as is one outside 1 to 100
+    /// when commerce checks it), `coupon_claim_id` (absent or `null`: none).
     pub(crate) fn parse(data: Fields<'_>) -> Result<Buy, CommandError> {
         let deal_id = data.uuid("deal_id")?;
-        let idempotency_key = data
-            .str("idempotency_key")
-            .ok_or_else(|| CommandError::bad("`idempotency_key` is required"))?
-            .to_string();
-        let quantity = match data.present("quantity") {
+        let idempotency_key = data.string("idempotency_key")?.to_string();
+        let quantity = match data.integer("quantity")? {
             None => 1,
-            Some(q) => q
-                .as_i64()
-                .and_then(|q| i32::try_from(q).ok())
-                .ok_or_else(|| CommandError::BadQuantity("quantity must be an integer".into()))?,
+            Some(q) => {
+                i32::try_from(q).map_err(|_| CommandError::BadQuantity("quantity must be 1 to 100".into()))?
+            }
         };
         let coupon_claim_id = data.optional_uuid("coupon_claim_id")?;
         Ok(Buy {

@@ -37,6 +37,9 @@ pub enum CommandError {
     /// `banned`: when joining, the user is banned from the room.
     #[error("you are banned from this room")]
     Banned,
+    /// `session_ended`: when joining, the room's session has ended.
+    #[error("the session has ended")]
+    SessionEnded,
     /// `unavailable`: Redis did not answer; the command was not carried
     /// out, or its outcome is unknown.
     #[error("{0}")]
@@ -62,6 +65,7 @@ impl CommandError {
             CommandError::Forbidden(_) => "forbidden",
             CommandError::Chat(refusal) => refusal.code(),
             CommandError::Banned => "banned",
+            CommandError::SessionEnded => "session_ended",
             CommandError::Unavailable(_) => "unavailable",
             CommandError::Domain(e) => e.code(),
         }

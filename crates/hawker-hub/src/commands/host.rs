@@ -51,7 +51,7 @@ pub struct Pin {
 impl Pin {
     pub(crate) fn parse(data: Fields<'_>) -> Result<Pin, CommandError> {
         let item = data
-            .get("item")
+            .get("item")?
             .filter(|v| v.is_object())
             .ok_or_else(|| CommandError::bad("`item` must be an object"))?;
         if item.to_string().len() > PIN_MAX_BYTES {

@@ -281,27 +281,45 @@ impl Context<'_> {
     }
 }
 
-/// A command's `data`, read field by field with the documented rules.
+/// A command's `data`, read field by field with the documented rules:
+/// `data` is an object (or absent); a field that is absent or `null` takes
+/// its documented default (or is refused as missing); a field of the wrong
+/// JSON type is refused (`bad_command`), never coerced or defaulted.
 #[derive(Clone, Copy)]
 pub(crate) struct Fields<'a>(&'a Value);
 
 impl<'a> Fields<'a> {
-    fn get(self, field: &str) -> Option<&'a Value> {
-        self.0.get(field)
+    /// The field's value; `None` when absent or `null`.
+    fn get(self, field: &str) -> Result<Option<&'a Value>, CommandError> {
+        match self.0 {
+            Value::Object(map) => Ok(map.get(field).filter(|v| !v.is_null())),
+            Value::Null => Ok(None),
+            _ => Err(CommandError::bad("`data` must be an object")),
+        }
     }
 
-    /// A present, non-null field.
-    fn present(self, field: &str) -> Option<&'a Value> {
-        self.get(field).filter(|v| !v.is_null())
+    /// A field that must be present.
+    fn required(self, field: &str) -> Result<&'a Value, CommandError> {
+        self.get(field)?
+            .ok_or_else(|| CommandError::bad(format!("`{field}` is required")))
     }
 
-    fn str(self, field: &str) -> Option<&'a str> {
-        self.get(field).and_then(Value::as_str)
+    /// A string field, required.
+    fn string(self, field: &str) -> Result<&'a str, CommandError> {
+        self.required(field)?
+            .as_str()
+            .ok_or_else(|| CommandError::bad(format!("`{field}` must be a string")))
     }
 
-    /// A text, trimmed: 1 to `max_chars` characters.
+    /// A text, trimmed: 1 to `max_chars` characters (Unicode scalar values).
     fn text(self, field: &'static str, max_chars: usize) -> Result<String, CommandError> {
-        let text = self.str(field).map(str::trim).unwrap_or("");
+        let text = match self.get(field)? {
+            None => "",
+            Some(value) => value
+                .as_str()
+                .ok_or_else(|| CommandError::bad(format!("`{field}` must be a non-empty string")))?
+                .trim(),
+        };
         if text.is_empty() {
             return Err(CommandError::bad(format!("`{field}` must be a non-empty string")));
         }
@@ -311,32 +329,75 @@ impl<'a> Fields<'a> {
         Ok(text.to_string())
     }
 
-    /// A non-negative integer, or `default` when absent or not one.
-    fn u64_or(self, field: &str, default: u64) -> u64 {
-        self.get(field).and_then(Value::as_u64).unwrap_or(default)
+    /// An integer field (a JSON number without a fractional part: `2` or
+    /// `2.0`, never `"2"`, `2.5` or `true`); `None` when absent or `null`.
+    fn integer(self, field: &str) -> Result<Option<i128>, CommandError> {
+        let Some(value) = self.get(field)? else {
+            return Ok(None);
+        };
+        integer(value)
+            .map(Some)
+            .ok_or_else(|| CommandError::bad(format!("`{field}` must be an integer")))
+    }
+
+    /// An integer in `range`, or `default` when absent or `null`.
+    fn integer_in(
+        self,
+        field: &str,
+        range: std::ops::RangeInclusive<u64>,
+        default: Option<u64>,
+    ) -> Result<u64, CommandError> {
+        let out_of_range = || {
+            CommandError::bad(format!(
+                "`{field}` must be an integer from {} to {}",
+                range.start(),
+                range.end()
+            ))
+        };
+        match self.integer(field)? {
+            None => default.ok_or_else(|| CommandError::bad(format!("`{field}` is required"))),
+            Some(n) => u64::try_from(n)
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(out_of_range),
+        }
     }
 
     /// The target of a moderation command: a user id of 1 to 64 bytes.
     fn user(self) -> Result<String, CommandError> {
-        match self.str("user") {
+        match self.get("user")?.and_then(Value::as_str) {
             Some(user) if !user.is_empty() && user.len() <= 64 => Ok(user.to_string()),
             _ => Err(CommandError::bad("`user` must be a user id")),
         }
     }
 
     fn uuid(self, field: &'static str) -> Result<Uuid, CommandError> {
-        self.str(field)
+        self.get(field)?
+            .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or_else(|| CommandError::bad(format!("`{field}` must be a UUID")))
     }
 
     /// A UUID, or `None` when absent or `null`.
     fn optional_uuid(self, field: &'static str) -> Result<Option<Uuid>, CommandError> {
-        match self.present(field) {
+        match self.get(field)? {
             None => Ok(None),
             Some(_) => self.uuid(field).map(Some),
         }
     }
+}
+
+/// The integer a JSON number stands for, if it has no fractional part.
+fn integer(value: &Value) -> Option<i128> {
+    if let Some(n) = value.as_i64() {
+        return Some(n.into());
+    }
+    if let Some(n) = value.as_u64() {
+        return Some(n.into());
+    }
+    let f = value.as_f64()?;
+    // Beyond 2^63 an integral float is out of every range anyway.
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i128)
 }
 
 #[cfg(test)]

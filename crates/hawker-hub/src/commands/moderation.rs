@@ -28,16 +28,10 @@ pub struct Restrict {
 }
 
 impl Restrict {
-    /// `seconds` defaults to 600, also when it is not a non-negative
-    /// integer (as it always has).
+    /// `seconds`: an integer from 1 to 30 days; absent or `null`: 600.
     pub(crate) fn parse(data: Fields<'_>) -> Result<Restrict, CommandError> {
         let user = data.user()?;
-        let seconds = data.u64_or("seconds", DEFAULT_RESTRICT_SECS);
-        if !(1..=MAX_RESTRICT_SECS).contains(&seconds) {
-            return Err(CommandError::bad(format!(
-                "seconds must be 1 to {MAX_RESTRICT_SECS}"
-            )));
-        }
+        let seconds = data.integer_in("seconds", 1..=MAX_RESTRICT_SECS, Some(DEFAULT_RESTRICT_SECS))?;
         Ok(Restrict { user, seconds })
     }
 
@@ -112,17 +106,11 @@ pub struct SlowMode {
 }
 
 impl SlowMode {
+    /// `seconds`: an integer from 0 (off) to 3600; required.
     pub(crate) fn parse(data: Fields<'_>) -> Result<SlowMode, CommandError> {
-        let seconds = data
-            .get("seconds")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| CommandError::bad("`seconds` is required"))?;
-        if seconds > MAX_SLOW_MODE_SECS {
-            return Err(CommandError::bad(format!(
-                "seconds must be 0 (off) to {MAX_SLOW_MODE_SECS}"
-            )));
-        }
-        Ok(SlowMode { seconds })
+        Ok(SlowMode {
+            seconds: data.integer_in("seconds", 0..=MAX_SLOW_MODE_SECS, None)?,
+        })
     }
 
     /// Publishes `moderation.slow_mode` and keeps it in the snapshot.
@@ -143,7 +131,7 @@ pub struct BlockedWords {
 impl BlockedWords {
     pub(crate) fn parse(data: Fields<'_>) -> Result<BlockedWords, CommandError> {
         let list = data
-            .get("words")
+            .get("words")?
             .and_then(Value::as_array)
             .ok_or_else(|| CommandError::bad("`words` must be a list"))?;
         let words: Option<Vec<String>> = list

@@ -164,17 +164,12 @@ fn commands_without_fields_need_no_data() {
 
 #[test]
 fn defaults_are_the_documented_ones() {
-    // `like` count and mute/ban seconds: absent or not a non-negative integer.
-    for data in [
-        json!({}),
-        json!({"count": "5"}),
-        json!({"count": -3}),
-        json!({"count": 1.5}),
-    ] {
+    // `like` count and mute/ban seconds: absent or `null`.
+    for data in [json!({}), json!({"count": null}), Value::Null] {
         assert_eq!(parse("like", data).ok(), Some(Command::Like(Like { count: 1 })));
     }
     for kind in ["mod.mute", "mod.ban"] {
-        let parsed = parse(kind, json!({"user": "v1"})).ok();
+        let parsed = parse(kind, json!({"user": "v1", "seconds": null})).ok();
         let expected = Restrict {
             user: text("v1"),
             seconds: 600,
@@ -225,6 +220,13 @@ fn malformed_fields_get_their_documented_codes() {
         // like
         ("like", json!({"count": 0}), "bad_command"),
         ("like", json!({"count": 101}), "bad_command"),
+        ("like", json!({"count": -1}), "bad_command"),
+        ("like", json!({"count": "3"}), "bad_command"),
+        ("like", json!({"count": 1.5}), "bad_command"),
+        ("like", json!({"count": true}), "bad_command"),
+        ("like", json!({"count": [1]}), "bad_command"),
+        ("like", json!("3"), "bad_command"),
+        ("like", json!([1]), "bad_command"),
         // host texts and pins
         ("host.announce", json!({}), "bad_command"),
         ("host.announce", json!({"text": "x".repeat(1001)}), "too_long"),
@@ -244,6 +246,11 @@ fn malformed_fields_get_their_documented_codes() {
         ("mod.mute", json!({"user": "u".repeat(65)}), "bad_command"),
         ("mod.mute", json!({"user": 7}), "bad_command"),
         ("mod.mute", json!({"user": "v", "seconds": 0}), "bad_command"),
+        ("mod.mute", json!({"user": "v", "seconds": -5}), "bad_command"),
+        ("mod.mute", json!({"user": "v", "seconds": "60"}), "bad_command"),
+        ("mod.ban", json!({"user": "v", "seconds": 60.5}), "bad_command"),
+        ("mod.ban", json!({"user": "v", "seconds": false}), "bad_command"),
+        ("mod.ban", json!(["v"]), "bad_command"),
         (
             "mod.ban",
             json!({"user": "v", "seconds": 2_592_001}),
@@ -254,6 +261,9 @@ fn malformed_fields_get_their_documented_codes() {
         ("mod.slow_mode", json!({}), "bad_command"),
         ("mod.slow_mode", json!({"seconds": "10"}), "bad_command"),
         ("mod.slow_mode", json!({"seconds": 3601}), "bad_command"),
+        ("mod.slow_mode", json!({"seconds": -1}), "bad_command"),
+        ("mod.slow_mode", json!({"seconds": 2.5}), "bad_command"),
+        ("mod.slow_mode", json!({"seconds": true}), "bad_command"),
         ("mod.blocked_words", json!({}), "bad_command"),
         ("mod.blocked_words", json!({"words": "spam"}), "bad_command"),
         ("mod.blocked_words", json!({"words": [""]}), "bad_command"),
@@ -286,12 +296,17 @@ fn malformed_fields_get_their_documented_codes() {
         (
             "deal.buy",
             json!({"deal_id": deal, "idempotency_key": "k", "quantity": "2"}),
-            "bad_quantity",
+            "bad_command",
         ),
         (
             "deal.buy",
             json!({"deal_id": deal, "idempotency_key": "k", "quantity": 1.5}),
-            "bad_quantity",
+            "bad_command",
+        ),
+        (
+            "deal.buy",
+            json!({"deal_id": deal, "idempotency_key": "k", "quantity": true}),
+            "bad_command",
         ),
         (
             "deal.buy",
@@ -303,13 +318,64 @@ fn malformed_fields_get_their_documented_codes() {
             json!({"deal_id": deal, "idempotency_key": "k", "coupon_claim_id": "x"}),
             "bad_command",
         ),
+        ("deal.buy", json!("buy"), "bad_command"),
+        (
+            "deal.buy",
+            json!({"deal_id": deal, "idempotency_key": ["k"]}),
+            "bad_command",
+        ),
+        (
+            "deal.buy",
+            json!({"deal_id": deal, "idempotency_key": "k", "coupon_claim_id": 5}),
+            "bad_command",
+        ),
+        // host texts of the wrong type
+        ("host.announce", json!({"text": ["x"]}), "bad_command"),
+        ("host.message", json!(5), "bad_command"),
+        ("chat.send", json!("hi"), "bad_command"),
+        ("chat.send", json!({"text": true}), "bad_command"),
         // coupon.claim
         ("coupon.claim", json!({}), "bad_command"),
+        ("coupon.claim", json!({"coupon_drop_id": 5}), "bad_command"),
         ("coupon.claim", json!({"coupon_drop_id": "nope"}), "bad_command"),
     ];
     for (kind, data, expected) in cases {
         assert_eq!(code(kind, data.clone()), expected, "{kind} {data}");
     }
+}
+
+#[test]
+fn integral_numbers_are_integers_whatever_their_spelling() {
+    // JSON Schema's `integer`: a number without a fractional part.
+    assert_eq!(
+        parse("like", json!({"count": 2.0})).ok(),
+        Some(Command::Like(Like { count: 2 }))
+    );
+    assert_eq!(
+        parse("mod.slow_mode", json!({"seconds": 10.0})).ok(),
+        Some(Command::SlowMode(SlowMode { seconds: 10 }))
+    );
+    let deal = Uuid::new_v4();
+    let parsed = parse(
+        "deal.buy",
+        json!({"deal_id": deal, "idempotency_key": "k", "quantity": 3.0}),
+    );
+    assert!(
+        matches!(parsed, Ok(Command::Buy(Buy { quantity: 3, .. }))),
+        "{parsed:?}"
+    );
+}
+
+#[test]
+fn chat_limits_count_unicode_scalar_values_not_bytes() {
+    // 200 scalar values of 4 bytes each (800 bytes) fit; 201 do not.
+    assert!(parse("chat.send", json!({"text": "😀".repeat(200)})).is_ok());
+    assert_eq!(code("chat.send", json!({"text": "😀".repeat(201)})), "too_long");
+    // "é" as e + combining accent is two scalar values.
+    assert_eq!(
+        code("chat.send", json!({"text": "e\u{301}".repeat(101)})),
+        "too_long"
+    );
 }
 
 #[test]

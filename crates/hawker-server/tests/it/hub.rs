@@ -384,3 +384,329 @@ async fn shutdown_closes_sockets_with_going_away() {
     let stopped = tokio::time::timeout(Duration::from_secs(10), a.stop()).await;
     assert!(matches!(stopped, Ok(Ok(()))));
 }
+
+/// The first close code a socket gets, skipping frames (the test client
+/// hides server pings).
+async fn close_code(ws: &mut Ws, within: Duration) -> Ended {
+    ws.closed(within).await
+}
+
+#[tokio::test]
+async fn a_blackholed_redis_leaves_no_socket_without_an_answer() {
+    use crate::support::blackhole::BlackholeProxy;
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let redis = RedisServer::start();
+    let proxy = BlackholeProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    let url = proxy.url();
+    let (a, _b, agency, session) = two_nodes(NodeOptions::default().env(&[
+        ("HAWKER__REDIS__URL", url.as_str()),
+        ("HAWKER__REDIS__RESPONSE_TIMEOUT_MS", "500"),
+        ("HAWKER__HUB__PING_INTERVAL_SECS", "1"),
+        ("HAWKER__HUB__IDLE_TIMEOUT_SECS", "3"),
+        ("HAWKER__HUB__JOIN_TIMEOUT_MS", "2000"),
+        ("HAWKER__HUB__COMMAND_TIMEOUT_MS", "2000"),
+    ]))
+    .await;
+    let (_, other_session) = crate::support::fixtures::insert_agency_and_session(&a.db).await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
+    let mut quiet = join(a.addr, session, &a.token("quiet", Role::Viewer)).await;
+
+    proxy.blackhole();
+    let started = std::time::Instant::now();
+
+    // A socket upgraded now, into the open room or into a room the node must
+    // first subscribe: an error frame and close 4013, in bounded time.
+    for room in [session, other_session] {
+        let t = std::time::Instant::now();
+        let mut late = connect(a.addr, room, &a.token("late", Role::Viewer), None).await;
+        let first = late
+            .next(Duration::from_secs(10))
+            .await
+            .expect("a frame, not silence");
+        assert_eq!(
+            (first["type"].as_str(), first["code"].as_str()),
+            (Some("error"), Some("unavailable")),
+            "{first}"
+        );
+        assert_eq!(
+            late.closed(Duration::from_secs(5)).await,
+            Ended::Closed(Some(4013))
+        );
+        assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
+    }
+
+    // An open socket: its commands are answered (`unavailable`), and the
+    // server keeps pinging it.
+    let t = std::time::Instant::now();
+    let reply = host
+        .call("host.announce", json!({ "text": "into the void" }))
+        .await;
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
+    let pinged = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(message)) = host.stream.next().await {
+            if matches!(message, Message::Ping(_)) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(pinged, Ok(true), "server pings go on");
+
+    // A socket that stops answering is still closed as idle.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(started.elapsed())).await;
+    assert_eq!(
+        close_code(&mut quiet, Duration::from_secs(5)).await,
+        Ended::Closed(Some(4001))
+    );
+
+    // Redis reachable again: joins work again.
+    proxy.restore();
+    let mut joined = false;
+    for _ in 0..30 {
+        let mut again = connect(a.addr, other_session, &a.token("again", Role::Viewer), None).await;
+        if again
+            .next(Duration::from_secs(10))
+            .await
+            .is_ok_and(|f| f["type"] == "welcome")
+        {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(joined, "joins recover once Redis answers");
+}
+
+/// A session with this id in `app`'s database (another deployment's copy).
+async fn insert_session_with_id(app: &crate::support::TestApp, session: Uuid) {
+    let agency = crate::support::fixtures::insert_agency(&app.db).await;
+    sqlx::query(
+        "insert into live_session (session_id, agency_id, title, planned_start, planned_end)
+         values ($1, $2, 'Same id', now(), now() + interval '1 hour')",
+    )
+    .bind(session)
+    .bind(agency)
+    .execute(&app.db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn deployments_with_their_own_key_prefix_share_a_redis_without_seeing_each_other() {
+    use crate::support::{settings_with, spawn_app_with};
+
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let alpha = spawn_app_with(settings_with(&[
+        ("HAWKER__REDIS__URL", url.as_str()),
+        ("HAWKER__REDIS__KEY_PREFIX", "alpha"),
+    ]))
+    .await;
+    let beta = spawn_app_with(settings_with(&[
+        ("HAWKER__REDIS__URL", url.as_str()),
+        ("HAWKER__REDIS__KEY_PREFIX", "beta"),
+    ]))
+    .await;
+    // The same session id in both deployments (each its own database).
+    let (agency_a, session) = crate::support::fixtures::insert_agency_and_session(&alpha.db).await;
+    insert_session_with_id(&beta, session).await;
+
+    let mut host_a = join(alpha.addr, session, &alpha.agency_token(agency_a)).await;
+    let mut viewer_a = join(alpha.addr, session, &alpha.token("va", Role::Viewer)).await;
+    let mut viewer_b = join(beta.addr, session, &beta.token("vb", Role::Viewer)).await;
+    let epoch_b = viewer_b.epoch.clone();
+
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(announce(&mut host_a, &format!("alpha {i}")).await);
+    }
+    let got = offsets(&viewer_a.expect_many("host.announcement", 5).await);
+    assert_eq!(got, sent);
+    // Beta's viewer hears nothing of it: no announcement, no reset.
+    let frames = viewer_b.frames_for(Duration::from_secs(2)).await;
+    let leaked: Vec<&Value> = frames
+        .iter()
+        .filter(|f| {
+            !matches!(
+                f["type"].as_str(),
+                Some("viewers" | "likes" | "presence.joined" | "presence.left")
+            )
+        })
+        .collect();
+    assert!(leaked.is_empty(), "beta saw alpha's room: {leaked:?}");
+    assert!(frames
+        .iter()
+        .all(|f| f["epoch"].is_null() || f["epoch"] == epoch_b.as_str()));
+
+    // Each deployment's keys are under its own prefix, none under the default.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (pattern, expected) in [
+        ("alpha:room:*", true),
+        ("beta:room:*", true),
+        ("hawker:room:*", false),
+    ] {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(!keys.is_empty(), expected, "{pattern}: {keys:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_ended_session_closes_its_sockets_after_the_grace_period_and_refuses_joins() {
+    let (a, b, agency, session) =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__SESSION_END_GRACE_MS", "1000")])).await;
+    sqlx::query("update live_session set status = 'live', started_at = now() where session_id = $1")
+        .bind(session)
+        .execute(&a.db)
+        .await
+        .unwrap();
+    let mut on_a = join(a.addr, session, &a.token("va", Role::Viewer)).await;
+    let mut on_b = join(b.addr, session, &b.token("vb", Role::Viewer)).await;
+
+    let (status, ended) = a
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/sessions/{session}/end"),
+            &a.agency_token(agency),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{ended}");
+    let mut seen = Vec::new();
+    for viewer in [&mut on_a, &mut on_b] {
+        let event = viewer.expect("session.ended").await;
+        assert_eq!(event["data"]["status"], "ended", "{event}");
+        seen.push(std::time::Instant::now());
+    }
+    // Until the grace period ends the sockets still work.
+    for viewer in [&mut on_a, &mut on_b] {
+        let pong = viewer.call("ping", json!({})).await;
+        assert_eq!(pong["type"], "ack");
+    }
+    for (viewer, seen) in [&mut on_a, &mut on_b].into_iter().zip(seen) {
+        assert_eq!(
+            viewer.closed(Duration::from_secs(5)).await,
+            Ended::Closed(Some(4009))
+        );
+        let after = seen.elapsed();
+        assert!(after >= Duration::from_millis(600), "closed after {after:?}");
+    }
+    // New sockets are refused before the upgrade.
+    let refused = try_connect(b.addr, session, &b.token("late", Role::Viewer), None, None).await;
+    assert!(refused.is_err(), "409 before the upgrade");
+}
+
+#[tokio::test]
+async fn a_room_whose_session_ended_refuses_a_join_that_passed_the_http_check() {
+    // The room learns of the end through Redis; the database says live
+    // (the end is still on its way): the room itself refuses the socket.
+    let (a, _b, _, session) = two_nodes(NodeOptions::default()).await;
+    let figure = json!({ "status": "ended", "on_air_host_id": null });
+    a.hub
+        .publish(
+            session,
+            Publication::new("session.ended", figure.clone()).set_state("session", figure),
+        )
+        .await
+        .unwrap();
+    let mut late = connect(a.addr, session, &a.token("late", Role::Viewer), None).await;
+    let first = late.frame().await;
+    assert_eq!(
+        (first["type"].as_str(), first["code"].as_str()),
+        (Some("error"), Some("session_ended")),
+        "{first}"
+    );
+    assert_eq!(
+        late.closed(Duration::from_secs(5)).await,
+        Ended::Closed(Some(4009))
+    );
+}
+
+#[tokio::test]
+async fn a_resume_from_the_future_gets_a_reset() {
+    let (a, _b, agency, session) = two_nodes(NodeOptions::default()).await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
+    let last = announce(&mut host, "now").await;
+    let epoch = host.epoch.clone();
+    let mut ahead = connect(
+        a.addr,
+        session,
+        &a.token("ahead", Role::Viewer),
+        Some((&epoch, last + 50)),
+    )
+    .await;
+    let first = ahead.frame().await;
+    assert_eq!(first["type"], "reset", "{first}");
+    assert_eq!(first["epoch"], epoch.as_str());
+    assert!(first["offset"].as_u64().unwrap() >= last);
+    // And live events after it arrive (none is skipped as a duplicate).
+    let next = announce(&mut host, "after").await;
+    let event = ahead.expect("host.announcement").await;
+    assert_eq!(event["offset"].as_u64(), Some(next));
+}
+
+#[tokio::test]
+async fn a_resume_larger_than_the_send_queue_gets_a_reset_not_a_slow_close() {
+    let (a, _b, agency, session) =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "4096")])).await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
+    let (epoch, from) = (host.epoch.clone(), host.offset);
+    // About 40 × 150 bytes of must-deliver events: more than the queue holds.
+    for i in 0..40 {
+        announce(&mut host, &format!("{i:03} {}", "x".repeat(80))).await;
+    }
+    let mut back = connect(
+        a.addr,
+        session,
+        &a.token("back", Role::Viewer),
+        Some((&epoch, from)),
+    )
+    .await;
+    let first = back.frame().await;
+    assert_eq!(first["type"], "reset", "{first}");
+    assert!(first["state"]["announcement"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("039"));
+    // The socket stays open.
+    assert_eq!(back.call("ping", json!({})).await["type"], "ack");
+}
+
+#[tokio::test]
+async fn commands_with_fields_of_the_wrong_type_are_refused_not_coerced() {
+    let (a, _b, agency, session) = two_nodes(NodeOptions::default()).await;
+    let mut viewer = join(a.addr, session, &a.token("v", Role::Viewer)).await;
+    for count in [json!(-1), json!("3"), json!(1.5), json!(true)] {
+        let reply = viewer.call("like", json!({ "count": count })).await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("error"), Some("bad_command")),
+            "{count}: {reply}"
+        );
+    }
+    let reply = viewer.call("like", json!("3")).await;
+    assert_eq!(reply["code"], "bad_command", "{reply}");
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
+    for data in [
+        json!({"seconds": "10"}),
+        json!({"seconds": 2.5}),
+        json!({"seconds": -1}),
+    ] {
+        let reply = host.call("mod.slow_mode", data.clone()).await;
+        assert_eq!(reply["code"], "bad_command", "{data}: {reply}");
+    }
+    let reply = host.call("mod.mute", json!({"user": "v", "seconds": "60"})).await;
+    assert_eq!(reply["code"], "bad_command", "{reply}");
+    // No like was counted.
+    assert_eq!(viewer.call("like", json!({ "count": 2 })).await["type"], "ack");
+    let likes = viewer.expect("likes").await;
+    assert_eq!(likes["data"]["total"], 2, "{likes}");
+}

@@ -17,4 +17,5 @@ mod payments;
 mod process;
 mod security;
 mod shutdown;
+mod socket_conformance;
 mod support;

@@ -1,0 +1,102 @@
+//! Names in Redis: every key and pub/sub channel starts with the
+//! deployment's prefix (`redis.key_prefix`, default `hawker`), so
+//! deployments sharing one Redis never see each other's rooms. A Redis
+//! database number does not separate them: pub/sub channels are global to
+//! the server, whatever database a connection selected.
+
+use std::sync::{Arc, OnceLock};
+
+use uuid::Uuid;
+
+/// The prefix when none is configured.
+pub const DEFAULT_PREFIX: &str = "hawker";
+
+/// Whether `prefix` may be used: 1 to 64 of `A-Z a-z 0-9 _ - .` (no `:`,
+/// which separates the parts of a key, and no braces, which make hash tags).
+pub fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A room's key and channel names under one prefix.
+#[derive(Debug, Clone)]
+pub struct RoomKeys {
+    prefix: Arc<str>,
+}
+
+impl RoomKeys {
+    pub fn new(prefix: &str) -> Self {
+        RoomKeys {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The channel a room's events are published on: `<prefix>:room:{<id>}`.
+    pub fn channel(&self, room: Uuid) -> String {
+        format!("{}:room:{{{room}}}", self.prefix)
+    }
+
+    /// The room id of a channel name, if it is one of this prefix's room channels.
+    pub fn room_of_channel(&self, channel: &str) -> Option<Uuid> {
+        channel
+            .strip_prefix(&*self.prefix)?
+            .strip_prefix(":room:{")?
+            .strip_suffix('}')?
+            .parse()
+            .ok()
+    }
+
+    /// One of a room's keys: `<prefix>:room:{<id>}:<what>`.
+    pub fn key(&self, room: Uuid, what: &str) -> String {
+        format!("{}:room:{{{room}}}:{what}", self.prefix)
+    }
+}
+
+static PROCESS_PREFIX: OnceLock<String> = OnceLock::new();
+
+/// Records the prefix of the process's keys outside the hub (the commerce
+/// gates), once: the first hub started in a process sets it. A server
+/// process runs one application, so this is its `redis.key_prefix`.
+pub fn set_process_prefix(prefix: &str) {
+    let _ = PROCESS_PREFIX.set(prefix.to_string());
+}
+
+/// The prefix for keys built without a hub at hand (the commerce gates'
+/// `<prefix>:deal:{<id>}:…` and `<prefix>:coupon:{<id>}:…`).
+pub fn process_prefix() -> &'static str {
+    PROCESS_PREFIX.get().map_or(DEFAULT_PREFIX, String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_round_trip_to_rooms_under_their_own_prefix_only() {
+        let room = Uuid::new_v4();
+        let a = RoomKeys::new("hawker");
+        let b = RoomKeys::new("staging");
+        assert_eq!(a.room_of_channel(&a.channel(room)), Some(room));
+        assert_eq!(b.room_of_channel(&a.channel(room)), None);
+        assert_eq!(a.room_of_channel(&b.channel(room)), None);
+        assert_eq!(a.room_of_channel("hawker:room:{nope}"), None);
+        assert_eq!(b.key(room, "meta"), format!("staging:room:{{{room}}}:meta"));
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        for ok in ["hawker", "staging-eu.1", "a_b"] {
+            assert!(valid_prefix(ok), "{ok}");
+        }
+        for bad in ["", "a:b", "a{b}", "with space", &"x".repeat(65)] {
+            assert!(!valid_prefix(bad), "{bad}");
+        }
+    }
+}
