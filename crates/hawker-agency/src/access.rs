@@ -202,19 +202,6 @@ pub async fn session_access(db: &PgPool, claims: &Claims, session_id: Uuid) -> R
     Ok(SessionAccess { session, role })
 }
 
-/// [`session_access`] with the session's row from `cache` (the socket
-/// route: joins come in stampedes). A viewer's join then costs no query.
-pub async fn session_access_cached(
-    cache: &crate::session_cache::SessionCache,
-    db: &PgPool,
-    claims: &Claims,
-    session_id: Uuid,
-) -> Result<SessionAccess> {
-    let session = cache.get(db, session_id).await?;
-    let role = session_role(db, claims, &session).await?;
-    Ok(SessionAccess { session, role })
-}
-
 /// Works out how `claims` relates to `session`.
 pub async fn session_role(db: &PgPool, claims: &Claims, session: &SessionRow) -> Result<SessionRole> {
     if claims.is_admin() {

@@ -19,8 +19,9 @@ use sqlx::PgPool;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::access::{load_session, SessionRow};
+use crate::access::{load_session, session_role, SessionAccess, SessionRow};
 use hawker_core::error::Result;
+use hawker_core::Claims;
 
 /// Session rows cached for a fixed time to live, loaded once per session at a time.
 pub struct SessionCache {
@@ -76,6 +77,19 @@ impl SessionCache {
         let row = cell.get_or_try_init(load).await?;
         Ok(row.clone())
     }
+}
+
+/// [`crate::access::session_access`] with the session's row from `cache` (the socket
+/// route: joins come in stampedes). A viewer's join then costs no query.
+pub async fn session_access(
+    cache: &SessionCache,
+    db: &PgPool,
+    claims: &Claims,
+    session_id: Uuid,
+) -> Result<SessionAccess> {
+    let session = cache.get(db, session_id).await?;
+    let role = session_role(db, claims, &session).await?;
+    Ok(SessionAccess { session, role })
 }
 
 #[cfg(test)]

@@ -140,7 +140,7 @@ impl Connection {
             let _ = room.tx.send(RoomInput::Leave {
                 client_id: self.client_id,
             });
-            let frame = protocol::refusal(None, &error);
+            let frame = error.frame(None);
             let sent = tokio::time::timeout(CLOSE_WAIT, socket.send(Message::Text(frame.into()))).await;
             if matches!(sent, Ok(Ok(()))) {
                 close(&mut socket, code, reason).await;
@@ -183,7 +183,7 @@ impl Connection {
                             let _ = self.queue.push(&Frame::control(reply), None, false);
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            let reply = protocol::refusal(None, &CommandError::BinaryUnsupported);
+                            let reply = CommandError::BinaryUnsupported.frame(None);
                             let _ = self.queue.push(&Frame::control(reply), None, false);
                         }
                         // tungstenite queues the pong itself; the next read sends it.
@@ -251,19 +251,19 @@ impl Connection {
     async fn command(&self, room: &RoomHandle, text: &str) -> String {
         let frame = match commands::read_frame(text, self.hub.config().max_frame_bytes) {
             Ok(frame) => frame,
-            Err(e) => return protocol::refusal(None, &e),
+            Err(e) => return e.frame(None),
         };
         let id = frame.id.as_deref();
         let within = self.hub.config().command_timeout();
         match tokio::time::timeout(within, self.execute(room, &frame)).await {
             Ok(Ok(ack)) => protocol::ack(id, ack.into_data()),
-            Ok(Err(e)) => protocol::refusal(id, &e),
+            Ok(Err(e)) => e.frame(id),
             Err(_) => {
                 tracing::debug!(command = %frame.kind, "socket command timed out");
                 let e = CommandError::Unavailable(
                     "the command did not finish in time; its outcome is unknown".into(),
                 );
-                protocol::refusal(id, &e)
+                e.frame(id)
             }
         }
     }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::config::HubConfig;
 use crate::event::Publication;
 use crate::keys::RoomKeys;
-use crate::room::{RoomHandle, RoomInput};
+use crate::room::{RoomHandle, RoomHost, RoomInput};
 use crate::store::{ModChange, RoomStore};
 use crate::subscriber::Subscriber;
 
@@ -226,24 +226,6 @@ impl Hub {
         handle
     }
 
-    /// Removes a room that found itself empty; false if something arrived meanwhile.
-    pub(crate) fn close_room_if_idle(
-        &self,
-        room: Uuid,
-        generation: u64,
-        idle: impl FnOnce() -> bool,
-    ) -> bool {
-        let mut rooms = self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        match rooms.get(&room) {
-            Some(handle) if handle.generation == generation && idle() => {
-                rooms.remove(&room);
-                crate::metrics::rooms(rooms.len());
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Every `likes_interval_ms`: sum this node's likes into the room total
     /// and announce it (at most once per interval across nodes); every
     /// `viewers_interval_ms`: report this node's viewers and announce the total.
@@ -336,11 +318,42 @@ impl Hub {
         room.shared.likes_pending.fetch_add(count, Ordering::Relaxed);
     }
 
-    pub(crate) fn tasks(&self) -> &TaskTracker {
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+}
+
+/// The services a room's task uses, and the registry it leaves when idle.
+impl RoomHost for Hub {
+    fn store(&self) -> &RoomStore {
+        &self.inner.store
+    }
+
+    fn subscriber(&self) -> &Subscriber {
+        &self.inner.subscriber
+    }
+
+    fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
     }
 
-    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
-        &self.inner.shutdown
+    fn close_if_idle(&self, room: Uuid, generation: u64, idle: &dyn Fn() -> bool) -> bool {
+        let mut rooms = self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        match rooms.get(&room) {
+            Some(handle) if handle.generation == generation && idle() => {
+                rooms.remove(&room);
+                crate::metrics::rooms(rooms.len());
+                true
+            }
+            _ => false,
+        }
     }
 }

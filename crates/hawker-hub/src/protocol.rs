@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::commands::CommandError;
 use crate::store::Snapshot;
 
 /// WebSocket close codes hawker uses.
@@ -66,11 +65,6 @@ pub fn ack(id: Option<&str>, data: Value) -> String {
 /// An `error` frame: `{"type": "error", "id", "code", "message"}`.
 pub fn error(id: Option<&str>, code: &str, message: &str) -> String {
     json!({"type": "error", "id": id, "code": code, "message": message}).to_string()
-}
-
-/// The `error` frame of a refused frame or command.
-pub fn refusal(id: Option<&str>, error: &CommandError) -> String {
-    self::error(id, error.code(), &error.to_string())
 }
 
 /// `welcome` on a fresh join and on an exact resume; `reset` when the

@@ -22,7 +22,6 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::event::{now_ms, Frame, FrameHeader, Lane};
-use crate::hub::Hub;
 use crate::moderation::Moderation;
 use crate::protocol;
 use crate::send_queue::{CloseReason, Refused, SendQueue};
@@ -84,7 +83,20 @@ pub enum JoinOutcome {
     Unavailable,
 }
 
-pub(crate) fn open(hub: Hub, id: Uuid, generation: u64) -> RoomHandle {
+/// What a room's task needs from its node. The hub provides it (`Hub`
+/// implements it in `hub.rs`), so rooms do not depend on the hub's type.
+pub(crate) trait RoomHost: Clone + Send + Sync + 'static {
+    fn store(&self) -> &crate::store::RoomStore;
+    fn subscriber(&self) -> &crate::subscriber::Subscriber;
+    fn config(&self) -> &crate::config::HubConfig;
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
+    fn tasks(&self) -> &tokio_util::task::TaskTracker;
+    /// Forgets the room if it is still this `generation` and `idle()` holds
+    /// under the registry's lock; false if something arrived meanwhile.
+    fn close_if_idle(&self, room: Uuid, generation: u64, idle: &dyn Fn() -> bool) -> bool;
+}
+
+pub(crate) fn open<H: RoomHost>(hub: H, id: Uuid, generation: u64) -> RoomHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(RoomShared::default());
     let handle = RoomHandle {
@@ -109,8 +121,8 @@ pub(crate) fn open(hub: Hub, id: Uuid, generation: u64) -> RoomHandle {
     handle
 }
 
-struct RoomTask {
-    hub: Hub,
+struct RoomTask<H: RoomHost> {
+    hub: H,
     id: Uuid,
     generation: u64,
     shared: Arc<RoomShared>,
@@ -126,10 +138,10 @@ struct RoomTask {
     close_at: Option<tokio::time::Instant>,
 }
 
-impl RoomTask {
+impl<H: RoomHost> RoomTask<H> {
     async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<RoomInput>) {
         let (feed_tx, mut feed) = mpsc::unbounded_channel();
-        let subscriber = self.hub.inner.subscriber.clone();
+        let subscriber = self.hub.subscriber().clone();
         // Subscribe first, then read the baseline: nothing published after
         // the baseline can be missed.
         let subscribed = subscriber.subscribe(self.id, self.generation, feed_tx).await;
@@ -140,7 +152,7 @@ impl RoomTask {
         let mut empty_since: Option<Instant> = None;
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let shutdown = self.hub.shutdown_token().clone();
+        let shutdown = self.hub.shutdown().clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -183,7 +195,7 @@ impl RoomTask {
                     }
                     if empty_since.is_some_and(|t| t.elapsed() >= linger) {
                         let clients_empty = self.clients.is_empty();
-                        if self.hub.close_room_if_idle(self.id, self.generation, || clients_empty && inputs.is_empty()) {
+                        if self.hub.close_if_idle(self.id, self.generation, &|| clients_empty && inputs.is_empty()) {
                             break;
                         }
                         empty_since = None;
@@ -195,7 +207,7 @@ impl RoomTask {
     }
 
     async fn load_baseline(&mut self) {
-        let store = &self.hub.inner.store;
+        let store = &self.hub.store();
         match (store.moderation(self.id).await, store.snapshot(self.id).await) {
             (Ok(moderation), Ok(snapshot)) => {
                 *self.shared.moderation() = Moderation::from_hash(moderation);
@@ -252,13 +264,7 @@ impl RoomTask {
                 return;
             }
         }
-        match self
-            .hub
-            .inner
-            .store
-            .history(self.id, &self.epoch, self.last)
-            .await
-        {
+        match self.hub.store().history(self.id, &self.epoch, self.last).await {
             Ok(History::Events(frames)) => {
                 if !frames.is_empty() {
                     crate::metrics::recovery_gap("recovered");
@@ -287,7 +293,7 @@ impl RoomTask {
 
     /// A new epoch or a gap past the history: every connection gets a snapshot.
     async fn reset_all(&mut self) {
-        let snapshot = match self.hub.inner.store.snapshot(self.id).await {
+        let snapshot = match self.hub.store().snapshot(self.id).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(room = %self.id, error = %e, "room reset failed; retrying");
@@ -295,7 +301,7 @@ impl RoomTask {
                 return;
             }
         };
-        if let Ok(moderation) = self.hub.inner.store.moderation(self.id).await {
+        if let Ok(moderation) = self.hub.store().moderation(self.id).await {
             *self.shared.moderation() = Moderation::from_hash(moderation);
         }
         self.epoch = snapshot.epoch.clone();
@@ -416,7 +422,7 @@ impl RoomTask {
         if self.shared.moderation().is_banned(&client.user) {
             return JoinOutcome::Banned;
         }
-        let store = &self.hub.inner.store;
+        let store = &self.hub.store();
         let budget = self.hub.config().send_queue_max_bytes / 2;
         let exact = match &resume {
             Some((epoch, offset)) if *epoch == self.epoch => {

@@ -105,6 +105,13 @@ impl From<hawker_core::Error> for CommandError {
     }
 }
 
+impl CommandError {
+    /// The `error` frame of this refusal, answering the command `id`.
+    pub fn frame(&self, id: Option<&str>) -> String {
+        crate::protocol::error(id, self.code(), &self.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

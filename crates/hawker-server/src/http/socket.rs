@@ -76,7 +76,7 @@ pub async fn session_socket(
         })?),
     };
     let access =
-        hawker_agency::access::session_access_cached(&state.sessions, &state.db, &auth.0, session_id).await?;
+        hawker_agency::session_cache::session_access(&state.sessions, &state.db, &auth.0, session_id).await?;
     let status = access.session.status;
     if status.is_over() {
         return Err(ApiError::Conflict {
