@@ -31,6 +31,7 @@ test: services clean-test-dbs
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/module_cycles.py
 
 fmt:
 	$(CARGO) fmt --all
