@@ -7,10 +7,12 @@
 //!   seeded through SQL or the HTTP API;
 //! - [`redis`]: a private `redis-server` for tests that stop or flush it;
 //! - [`proxy`]: a TCP forwarder that cuts Postgres off;
+//! - [`blackhole`]: a TCP forwarder that stops forwarding without closing (a partition);
 //! - [`process`]: the real `hawker` binary as a child process;
 //! - [`poll`]: trying again until a condition holds.
 
 pub mod app;
+pub mod blackhole;
 pub mod fixtures;
 pub mod poll;
 pub mod process;
