@@ -36,6 +36,22 @@ pub struct CommerceConfig {
     /// only when `HAWKER_ENV=test`; 0 (the default) everywhere else.
     #[serde(default)]
     pub test_hold_after_take_ms: u64,
+    /// Test only: a gate rebuild waits this long between its Postgres read
+    /// and its Redis write. Honoured only when `HAWKER_ENV=test`.
+    #[serde(default)]
+    pub test_rebuild_delay_ms: u64,
+}
+
+/// A test hook's duration: zero unless set and `HAWKER_ENV=test`.
+fn test_hook(key: &str, ms: u64) -> std::time::Duration {
+    if ms == 0 {
+        return std::time::Duration::ZERO;
+    }
+    if std::env::var("HAWKER_ENV").as_deref() != Ok("test") {
+        tracing::warn!(key, "test hook ignored: HAWKER_ENV is not test");
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_millis(ms)
 }
 
 fn default_settle_queue_max() -> usize {
@@ -61,6 +77,7 @@ impl Default for CommerceConfig {
             settle_queue_max: default_settle_queue_max(),
             commit_timeout_ms: default_commit_timeout_ms(),
             test_hold_after_take_ms: 0,
+            test_rebuild_delay_ms: 0,
         }
     }
 }
@@ -68,14 +85,12 @@ impl Default for CommerceConfig {
 impl CommerceConfig {
     /// The test hook's hold, if this process runs with `HAWKER_ENV=test`.
     pub fn test_hold_after_take(&self) -> std::time::Duration {
-        if self.test_hold_after_take_ms == 0 {
-            return std::time::Duration::ZERO;
-        }
-        if std::env::var("HAWKER_ENV").as_deref() != Ok("test") {
-            tracing::warn!("commerce.test_hold_after_take_ms ignored: HAWKER_ENV is not test");
-            return std::time::Duration::ZERO;
-        }
-        std::time::Duration::from_millis(self.test_hold_after_take_ms)
+        test_hook("commerce.test_hold_after_take_ms", self.test_hold_after_take_ms)
+    }
+
+    /// The test hook's rebuild delay, if this process runs with `HAWKER_ENV=test`.
+    pub fn test_rebuild_delay(&self) -> std::time::Duration {
+        test_hook("commerce.test_rebuild_delay_ms", self.test_rebuild_delay_ms)
     }
 
     pub fn validate(&self) -> Result<(), (&'static str, String)> {

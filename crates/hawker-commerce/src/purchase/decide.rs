@@ -35,6 +35,10 @@ pub struct SettleRequest {
     /// What the request asks for, hashed (see `purchase::request_hash`).
     pub request_hash: String,
     pub coupon_claim_id: Option<Uuid>,
+    /// This request's own admission reserved its units just now (not a
+    /// replay settling an earlier reservation): if its key already has an
+    /// order, those units go back to the gate.
+    pub reserved_now: bool,
 }
 
 /// The answer to one admitted purchase.
@@ -329,6 +333,7 @@ mod tests {
             idempotency_key: key.into(),
             request_hash: format!("hash-{quantity}"),
             coupon_claim_id: None,
+            reserved_now: true,
         }
     }
 

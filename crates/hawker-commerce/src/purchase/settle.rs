@@ -317,6 +317,18 @@ impl SettleTask {
         let mut confirmed: HashMap<Uuid, Vec<(ReservationKey, Uuid)>> = HashMap::new();
         for (request, outcome) in requests.iter().zip(&result.outcomes) {
             match outcome {
+                SettleOutcome::Existing(order) if request.reserved_now => {
+                    // The gate had lost this key (Redis flushed) and reserved
+                    // units for an order Postgres already counts: give them back.
+                    let key = ReservationKey::new(&request.buyer, &request.idempotency_key);
+                    if let Err(e) = self
+                        .gate
+                        .settle_existing(request.deal_id, &key, request.quantity, order.order_id)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not settle a replayed key; the reconciler will");
+                    }
+                }
                 SettleOutcome::Created(order) | SettleOutcome::Existing(order) => {
                     confirmed.entry(request.deal_id).or_default().push((
                         ReservationKey::new(&request.buyer, &request.idempotency_key),
