@@ -351,3 +351,265 @@ async fn a_node_whose_postgres_path_is_blackholed_does_not_stop_the_other_and_is
     assert_orders_hold(&healthy.db, &deal, &samples).await;
     drop(sick);
 }
+
+/// Buys `quantity` on `nodes[n % len]`, retrying 503s and dropped answers on
+/// the next node (same key) for up to ~10 s.
+async fn buy_retrying(
+    http: &reqwest::Client,
+    nodes: &[SocketAddr],
+    n: usize,
+    token: &str,
+    deal: &str,
+    key: &str,
+    quantity: i32,
+) -> (u16, Value) {
+    let mut answer = buy_with(http, nodes[n % nodes.len()], token, deal, key, quantity).await;
+    for attempt in 1..50 {
+        if answer.0 != 503 && answer.0 != 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        answer = buy_with(http, nodes[(n + attempt) % nodes.len()], token, deal, key, quantity).await;
+    }
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_flush_mid_stampede_the_gate_converges_replays_answer_and_the_deal_sells_out_exactly() {
+    let redis = RedisServer::start();
+    let db = test_database_url();
+    let fixture = spawn_app_with(with_redis(&db, &redis)).await;
+    let (agency, session) = session_with_lineup(&fixture).await;
+    let quantity = 5000;
+    let deal = create_deal(
+        &fixture,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": quantity, "per_buyer_cap": 2, "duration_secs": 120}),
+    )
+    .await;
+    let deal_id = Uuid::parse_str(&deal).unwrap();
+    // Each rebuild waits 1.5 s between its Postgres read and its write, so
+    // commits and confirms land in between.
+    let slow_rebuild = [("HAWKER__COMMERCE__TEST_REBUILD_DELAY_MS", "1500")];
+    let (one, _) = hawker_node(&db, &redis, &slow_rebuild);
+    let (two, _) = hawker_node(&db, &redis, &slow_rebuild);
+    let nodes = [one.addr, two.addr];
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+
+    // 2,500 buyers of 1 or 2 units (about 3,750 of 5,000), every tenth
+    // trying a second time (over the cap); Redis flushed after 500 answers.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let limit = Arc::new(tokio::sync::Semaphore::new(200));
+    let mut tasks = Vec::new();
+    for i in 0..2500usize {
+        let mut mine = vec![(format!("key-{i}-a"), if i % 2 == 0 { 1 } else { 2 })];
+        if i % 10 == 0 {
+            mine.push((format!("key-{i}-b"), 1));
+        }
+        for (key, units) in mine {
+            let (http, answered, limit, deal) = (http.clone(), answered.clone(), limit.clone(), deal.clone());
+            let buyer = format!("buyer-{i}");
+            let token = token(&fixture.keys, &buyer, Role::Viewer);
+            tasks.push(tokio::spawn(async move {
+                let _permit = limit.acquire().await.unwrap();
+                let answer = buy_retrying(&http, &nodes, i, &token, &deal, &key, units).await;
+                answered.fetch_add(1, Ordering::Relaxed);
+                (buyer, key, units, answer)
+            }));
+        }
+    }
+    while answered.load(Ordering::Relaxed) < 500 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
+    let mut acknowledged = Vec::new();
+    let mut refused: std::collections::HashMap<String, usize> = Default::default();
+    for task in tasks {
+        let (buyer, key, units, (status, body)) = task.await.unwrap();
+        if status == 201 {
+            acknowledged.push((buyer, key, units, body["order_id"].clone()));
+        } else {
+            *refused.entry(format!("{status} {}", body["error"])).or_default() += 1;
+        }
+    }
+    assert!(
+        refused.keys().all(|k| k == "409 \"cap_exceeded\""),
+        "only over-cap purchases are refused while units are left: {refused:?}"
+    );
+
+    // Within one reconciler tick (5 s), the gate's available units are
+    // quantity − sold − units still reserved.
+    let stock_key = format!("hawker:deal:{{{deal_id}}}:stock");
+    let pending_key = format!("hawker:deal:{{{deal_id}}}:pending");
+    let converged = poll(
+        Patience::For(Duration::from_secs(12)),
+        Duration::from_millis(250),
+        || async {
+            let sold: i32 = sqlx::query_scalar("select sold from deal where deal_id = $1")
+                .bind(deal_id)
+                .fetch_one(&fixture.db)
+                .await
+                .unwrap();
+            let mut conn = conn.clone();
+            let stock: Option<i64> = redis::cmd("GET").arg(&stock_key).query_async(&mut conn).await.unwrap();
+            let pending: i64 = redis::cmd("ZCARD").arg(&pending_key).query_async(&mut conn).await.unwrap();
+            (i64::from(quantity - sold), stock, pending)
+        },
+        |(left, stock, pending)| *pending == 0 && *stock == Some(*left),
+    )
+    .await;
+    assert!(
+        converged.2 == 0 && converged.1 == Some(converged.0),
+        "the gate converged to Postgres (left, gate, pending): {converged:?}"
+    );
+
+    // Every acknowledged key replays its order, on either node.
+    for (n, (buyer, key, units, order_id)) in acknowledged.iter().enumerate() {
+        let token = token(&fixture.keys, buyer, Role::Viewer);
+        let (status, body) = buy_retrying(&http, &nodes, n + 1, &token, &deal, key, *units).await;
+        assert_eq!((status, &body["order_id"]), (201, order_id), "replay of {buyer}/{key}: {body}");
+    }
+
+    // New buyers take the rest: the deal sells out exactly, with no sold_out before.
+    let mut n = 0;
+    loop {
+        n += 1;
+        let buyer = format!("late-{n}");
+        let token = token(&fixture.keys, &buyer, Role::Viewer);
+        let (status, body) = buy_retrying(&http, &nodes, n, &token, &deal, "k", 1).await;
+        if status == 201 {
+            continue;
+        }
+        assert_eq!((status, body["error"].as_str()), (409, Some("sold_out")), "{body}");
+        break;
+    }
+    let (sold, units): (i32, Option<i64>) = sqlx::query_as(
+        "select d.sold, (select sum(quantity)::bigint from customer_order o
+                          where o.deal_id = d.deal_id and o.status <> 'cancelled')
+           from deal d where d.deal_id = $1",
+    )
+    .bind(deal_id)
+    .fetch_one(&fixture.db)
+    .await
+    .unwrap();
+    assert_eq!(sold, quantity, "sold out exactly, no unit stranded");
+    assert_eq!(units, Some(i64::from(quantity)));
+    drop((one, two));
+}
+
+/// The gate's (stock, pending reservations) of `deal` in `redis`.
+async fn gate_of(redis: &RedisServer, deal: Uuid) -> (Option<i64>, i64) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stock: Option<i64> = redis::cmd("GET")
+        .arg(format!("hawker:deal:{{{deal}}}:stock"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pending: i64 = redis::cmd("ZCARD")
+        .arg(format!("hawker:deal:{{{deal}}}:pending"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (stock, pending)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purchase_the_settlement_cannot_queue_gives_its_units_back_at_once() {
+    let redis = RedisServer::start();
+    let db = test_database_url();
+    // A queue of one and batches of one: a burst overflows it. The reconciler
+    // runs once a minute, so only the refusal itself can give units back.
+    let app = spawn_app_with(settings_with(&[
+        ("HAWKER__DATABASE__URL", &db),
+        ("HAWKER__REDIS__URL", &redis.url()),
+        ("HAWKER__COMMERCE__SETTLE_QUEUE_MAX", "1"),
+        ("HAWKER__COMMERCE__BATCH_MAX", "1"),
+        ("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "60000"),
+    ]))
+    .await;
+    let (agency, session) = session_with_lineup(&app).await;
+    let deal = create_deal(
+        &app,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 1000, "per_buyer_cap": 1, "duration_secs": 120}),
+    )
+    .await;
+    let deal_id = Uuid::parse_str(&deal).unwrap();
+    let burst = (0..200).map(|i| {
+        let (http, addr, deal) = (app.http.clone(), app.addr, deal.clone());
+        let token = app.token(&format!("b{i}"), Role::Viewer);
+        async move { buy_with(&http, addr, &token, &deal, "k", 1).await.0 }
+    });
+    let statuses = futures_util::future::join_all(burst).await;
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert!(refused > 0, "the burst overflowed the queue: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 201 || *s == 503), "{statuses:?}");
+
+    let sold: i32 = sqlx::query_scalar("select sold from deal where deal_id = $1")
+        .bind(deal_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        gate_of(&redis, deal_id).await,
+        (Some(i64::from(1000 - sold)), 0),
+        "refused purchases hold no units ({refused} refused)"
+    );
+    // A refused buyer (cap 1) buys again at once: their reservation is gone.
+    for (i, status) in statuses.iter().enumerate().filter(|(_, s)| **s == 503).take(5) {
+        let token = app.token(&format!("b{i}"), Role::Viewer);
+        let (again, body) = buy_with(&app.http, app.addr, &token, &deal, "k", 1).await;
+        assert_eq!(again, 201, "after {status}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purchases_during_the_shutdown_drain_are_settled() {
+    let redis = RedisServer::start();
+    let db = test_database_url();
+    let mut app = spawn_app_with(settings_with(&[
+        ("HAWKER__DATABASE__URL", &db),
+        ("HAWKER__REDIS__URL", &redis.url()),
+        ("HAWKER__SERVER__SHUTDOWN_DRAIN_MS", "1500"),
+    ]))
+    .await;
+    let (agency, session) = session_with_lineup(&app).await;
+    let deal = create_deal(
+        &app,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 100, "per_buyer_cap": 1, "duration_secs": 120}),
+    )
+    .await;
+    let deal_id = Uuid::parse_str(&deal).unwrap();
+    assert_eq!(buy_with(&app.http, app.addr, &app.token("before", Role::Viewer), &deal, "k", 1).await.0, 201);
+
+    // Shutdown begins: readiness says 503, but the listeners still accept
+    // during the drain, and what they admit is settled, not refused.
+    app.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during = (0..20).map(|i| {
+        let (http, addr, deal) = (app.http.clone(), app.addr, deal.clone());
+        let token = app.token(&format!("drain-{i}"), Role::Viewer);
+        async move { buy_with(&http, addr, &token, &deal, "k", 1).await.0 }
+    });
+    let statuses = futures_util::future::join_all(during).await;
+    assert!(statuses.iter().all(|s| *s == 201), "purchases during the drain: {statuses:?}");
+    app.stop().await.unwrap();
+    let after = sqlx::PgPool::connect(&db).await.unwrap();
+    let sold: i32 = sqlx::query_scalar("select sold from deal where deal_id = $1")
+        .bind(deal_id)
+        .fetch_one(&after)
+        .await
+        .unwrap();
+    assert_eq!(sold, 21);
+    assert_eq!(gate_of(&redis, deal_id).await, (Some(79), 0), "no unit held after shutdown");
+}
