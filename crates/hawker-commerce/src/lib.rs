@@ -84,7 +84,8 @@ impl Commerce {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Commerce {
-        let gate = purchase::gate::Gate::new(redis, db.clone()).with_rebuild_delay(config.test_rebuild_delay());
+        let gate =
+            purchase::gate::Gate::new(redis, db.clone()).with_rebuild_delay(config.test_rebuild_delay());
         let (stock, stock_task) = stock::StockAnnouncer::new(hub.clone(), config.stock_event_interval_ms);
         let (settler, settle_task) =
             purchase::settle::Settler::new(&config, db.clone(), gate.clone(), stock.clone());

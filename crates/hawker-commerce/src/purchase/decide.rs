@@ -677,8 +677,15 @@ mod tests {
     fn deciding_again_on_a_fresher_row_keeps_the_earlier_requests() {
         // First read: 5 left. Another node sells 3 before the guarded update,
         // which fails; the batch is decided again on the fresh row.
-        let requests = [request("a", "k1", 2), request("b", "k2", 2), request("c", "k3", 1)];
-        assert_eq!(decided(&requests, &known(deal(10, 5, 5))), ["ok:2000", "ok:2000", "ok:1000"]);
+        let requests = [
+            request("a", "k1", 2),
+            request("b", "k2", 2),
+            request("c", "k3", 1),
+        ];
+        assert_eq!(
+            decided(&requests, &known(deal(10, 5, 5))),
+            ["ok:2000", "ok:2000", "ok:1000"]
+        );
         let fresh = decided(&requests, &known(deal(10, 8, 5)));
         assert_eq!(fresh, ["ok:2000", "sold_out", "sold_out"]);
     }

@@ -376,7 +376,13 @@ impl Gate {
 
     /// Settles a key whose order already existed when this request's
     /// admission reserved units for it: those units go back.
-    pub async fn settle_existing(&self, deal: Uuid, key: &ReservationKey, quantity: i32, order_id: Uuid) -> Result<()> {
+    pub async fn settle_existing(
+        &self,
+        deal: Uuid,
+        key: &ReservationKey,
+        quantity: i32,
+        order_id: Uuid,
+    ) -> Result<()> {
         let mut conn = self.redis.clone();
         let mut invocation = self.settle_existing.prepare_invoke();
         invocation
@@ -757,7 +763,9 @@ impl Snapshot {
             pending: pending
                 .chunks_exact(2)
                 .filter_map(|pair| match Reservation::parse(&pair[1])? {
-                    Reservation::Pending { quantity, .. } => Some((ReservationKey::from_field(&pair[0])?, quantity)),
+                    Reservation::Pending { quantity, .. } => {
+                        Some((ReservationKey::from_field(&pair[0])?, quantity))
+                    }
                     Reservation::Settled { .. } => None,
                 })
                 .collect(),
@@ -809,7 +817,11 @@ fn drift(gate: &Snapshot, truth: &Truth, quiet: bool) -> Drift {
     for (buyer, units) in &truth.uncommitted {
         *want.entry(buyer.as_str()).or_default() += units;
     }
-    let mut names: Vec<&str> = want.keys().copied().chain(gate.buyers.keys().map(String::as_str)).collect();
+    let mut names: Vec<&str> = want
+        .keys()
+        .copied()
+        .chain(gate.buyers.keys().map(String::as_str))
+        .collect();
     names.sort_unstable();
     names.dedup();
     let buyers = names
@@ -930,7 +942,13 @@ mod tests {
         // Too high (a commit the gate never saw): lowered only when quiet.
         let gate = snapshot(10, &[], &[]);
         let pg = truth(10, 4, &[("b", 4)], &[]);
-        assert_eq!(drift(&gate, &pg, true), Drift { stock: -4, buyers: vec![("b".into(), 4)] });
+        assert_eq!(
+            drift(&gate, &pg, true),
+            Drift {
+                stock: -4,
+                buyers: vec![("b".into(), 4)]
+            }
+        );
         assert!(drift(&gate, &pg, false).is_empty());
     }
 
@@ -941,7 +959,10 @@ mod tests {
         let pg = truth(10, 3, &[("a", 1), ("c", 2)], &[("a", 2)]);
         assert_eq!(
             drift(&gate, &pg, false),
-            Drift { stock: 4, buyers: vec![("a".into(), -2)] }
+            Drift {
+                stock: 4,
+                buyers: vec![("a".into(), -2)]
+            }
         );
     }
 

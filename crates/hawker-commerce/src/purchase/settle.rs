@@ -431,7 +431,9 @@ async fn commit(
                     )));
                 }
                 metrics::counter!("hawker_settle_redecided_total").increment(1);
-                sqlx::query("rollback to savepoint take").execute(&mut *tx).await?;
+                sqlx::query("rollback to savepoint take")
+                    .execute(&mut *tx)
+                    .await?;
                 for row in read_deals(&mut tx, &[deal_id], true).await? {
                     known.deals.insert(row.deal_id, row);
                 }
@@ -442,7 +444,11 @@ async fn commit(
 
 /// The batch's deal rows; `lock` takes their row locks (only when a guarded
 /// update failed and the batch is decided again).
-async fn read_deals(tx: &mut Transaction<'_, Postgres>, deal_ids: &[Uuid], lock: bool) -> Result<Vec<DealRow>> {
+async fn read_deals(
+    tx: &mut Transaction<'_, Postgres>,
+    deal_ids: &[Uuid],
+    lock: bool,
+) -> Result<Vec<DealRow>> {
     let sql = format!(
         "select deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold,
                 per_buyer_cap, status, end_reason, starts_at <= now() as started, ends_at <= now() as over

@@ -39,14 +39,24 @@ fn big_deal() -> Value {
 /// A `hawker serve` process on `db` and `redis` with `extra` settings, and its admin address.
 fn hawker_node(db: &str, redis: &RedisServer, extra: &[(&str, &str)]) -> (ServerProcess, SocketAddr) {
     let mut command = hawker(&["serve"], db);
-    command.env("HAWKER__REDIS__URL", redis.url()).stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() });
+    command
+        .env("HAWKER__REDIS__URL", redis.url())
+        .stderr(if std::env::var("TEST_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
     for (k, v) in extra {
         command.env(k, v);
     }
     let (process, seen, _lines) = ServerProcess::start(&mut command);
     let serving = seen.last().expect("the serving line");
     let log: Value = serde_json::from_str(serving).expect("json log");
-    let admin = log["admin"].as_str().expect("admin address").parse().expect("address");
+    let admin = log["admin"]
+        .as_str()
+        .expect("admin address")
+        .parse()
+        .expect("address");
     (process, admin)
 }
 
@@ -180,7 +190,11 @@ async fn assert_orders_hold(db: &sqlx::PgPool, deal: &str, samples: &[Sample]) {
     .await
     .unwrap();
     assert!(sold <= quantity, "oversold: {sold}/{quantity}");
-    assert_eq!(i64::from(sold), units.unwrap_or(0), "deal.sold is the units in orders");
+    assert_eq!(
+        i64::from(sold),
+        units.unwrap_or(0),
+        "deal.sold is the units in orders"
+    );
     let orders: std::collections::HashSet<Uuid> =
         sqlx::query_scalar("select order_id from customer_order where deal_id = $1")
             .bind(deal_id)
@@ -226,7 +240,10 @@ async fn readiness_during(http: &reqwest::Client, url: String, window: Duration)
 }
 
 fn with_redis(db: &str, redis: &RedisServer) -> hawker_server::config::Settings {
-    settings_with(&[("HAWKER__DATABASE__URL", db), ("HAWKER__REDIS__URL", &redis.url())])
+    settings_with(&[
+        ("HAWKER__DATABASE__URL", db),
+        ("HAWKER__REDIS__URL", &redis.url()),
+    ])
 }
 
 // Several threads: the in-test node and proxy keep running while the test
@@ -239,7 +256,11 @@ async fn a_node_frozen_while_holding_the_deal_row_does_not_stop_the_other() {
     let (agency, session) = session_with_lineup(&healthy).await;
     let deal = create_deal(&healthy, agency, session, big_deal()).await;
     // The sick node holds its deal rows 600 ms per batch: a freeze lands there.
-    let (sick, _) = hawker_node(&db, &redis, &[("HAWKER__COMMERCE__TEST_HOLD_AFTER_TAKE_MS", "600")]);
+    let (sick, _) = hawker_node(
+        &db,
+        &redis,
+        &[("HAWKER__COMMERCE__TEST_HOLD_AFTER_TAKE_MS", "600")],
+    );
     let load = Load::start(&[(healthy.addr, 8), (sick.addr, 4)], &healthy.keys, &deal);
     load.warmed_up(5).await;
 
@@ -273,14 +294,25 @@ async fn a_node_frozen_while_holding_the_deal_row_does_not_stop_the_other() {
 
     let gap = longest_gap(&samples, 0, frozen_at, thawed_at);
     eprintln!("frozen: the healthy node's longest gap without a commit was {gap:?}");
-    assert!(gap <= LONGEST_GAP, "the healthy node went {gap:?} without a commit");
+    assert!(
+        gap <= LONGEST_GAP,
+        "the healthy node went {gap:?} without a commit"
+    );
     let after_timeout = samples
         .iter()
-        .filter(|s| s.node == 0 && s.status == 201 && s.at > frozen_at + IDLE_IN_TRANSACTION + Duration::from_secs(1))
+        .filter(|s| {
+            s.node == 0 && s.status == 201 && s.at > frozen_at + IDLE_IN_TRANSACTION + Duration::from_secs(1)
+        })
         .filter(|s| s.at < thawed_at)
         .count();
-    assert!(after_timeout > 0, "the healthy node commits while the other is frozen");
-    assert!(ready.iter().all(|s| *s == 200), "the healthy node stays ready: {ready:?}");
+    assert!(
+        after_timeout > 0,
+        "the healthy node commits while the other is frozen"
+    );
+    assert!(
+        ready.iter().all(|s| *s == 200),
+        "the healthy node stays ready: {ready:?}"
+    );
     assert_orders_hold(&healthy.db, &deal, &samples).await;
 }
 
@@ -333,13 +365,20 @@ async fn a_node_whose_postgres_path_is_blackholed_does_not_stop_the_other_and_is
         first_503.is_some_and(|i| i <= 20),
         "the sick node says it is not ready: {sick_ready:?}"
     );
-    assert!(healthy_ready.iter().all(|s| *s == 200), "the healthy node stays ready: {healthy_ready:?}");
+    assert!(
+        healthy_ready.iter().all(|s| *s == 200),
+        "the healthy node stays ready: {healthy_ready:?}"
+    );
 
     // The sick node recovers by itself once its path is back.
     let status = poll(
         Patience::For(Duration::from_secs(30)),
         Duration::from_millis(250),
-        || async { crate::support::try_answer(healthy.http.get(&sick_ready_url).send().await).await.0 },
+        || async {
+            crate::support::try_answer(healthy.http.get(&sick_ready_url).send().await)
+                .await
+                .0
+        },
         |status| *status == 200,
     )
     .await;
@@ -347,7 +386,10 @@ async fn a_node_whose_postgres_path_is_blackholed_does_not_stop_the_other_and_is
     let samples = load.stop().await;
     let gap = longest_gap(&samples, 0, cut_at, restored_at);
     eprintln!("blackholed: the healthy node's longest gap without a commit was {gap:?}; sick /readyz {sick_ready:?}");
-    assert!(gap <= LONGEST_GAP, "the healthy node went {gap:?} without a commit");
+    assert!(
+        gap <= LONGEST_GAP,
+        "the healthy node went {gap:?} without a commit"
+    );
     assert_orders_hold(&healthy.db, &deal, &samples).await;
     drop(sick);
 }
@@ -369,7 +411,15 @@ async fn buy_retrying(
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        answer = buy_with(http, nodes[(n + attempt) % nodes.len()], token, deal, key, quantity).await;
+        answer = buy_with(
+            http,
+            nodes[(n + attempt) % nodes.len()],
+            token,
+            deal,
+            key,
+            quantity,
+        )
+        .await;
     }
     answer
 }
@@ -457,8 +507,16 @@ async fn after_a_flush_mid_stampede_the_gate_converges_replays_answer_and_the_de
                 .await
                 .unwrap();
             let mut conn = conn.clone();
-            let stock: Option<i64> = redis::cmd("GET").arg(&stock_key).query_async(&mut conn).await.unwrap();
-            let pending: i64 = redis::cmd("ZCARD").arg(&pending_key).query_async(&mut conn).await.unwrap();
+            let stock: Option<i64> = redis::cmd("GET")
+                .arg(&stock_key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let pending: i64 = redis::cmd("ZCARD")
+                .arg(&pending_key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
             (i64::from(quantity - sold), stock, pending)
         },
         |(left, stock, pending)| *pending == 0 && *stock == Some(*left),
@@ -473,7 +531,11 @@ async fn after_a_flush_mid_stampede_the_gate_converges_replays_answer_and_the_de
     for (n, (buyer, key, units, order_id)) in acknowledged.iter().enumerate() {
         let token = token(&fixture.keys, buyer, Role::Viewer);
         let (status, body) = buy_retrying(&http, &nodes, n + 1, &token, &deal, key, *units).await;
-        assert_eq!((status, &body["order_id"]), (201, order_id), "replay of {buyer}/{key}: {body}");
+        assert_eq!(
+            (status, &body["order_id"]),
+            (201, order_id),
+            "replay of {buyer}/{key}: {body}"
+        );
     }
 
     // New buyers take the rest: the deal sells out exactly, with no sold_out before.
@@ -486,7 +548,11 @@ async fn after_a_flush_mid_stampede_the_gate_converges_replays_answer_and_the_de
         if status == 201 {
             continue;
         }
-        assert_eq!((status, body["error"].as_str()), (409, Some("sold_out")), "{body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (409, Some("sold_out")),
+            "{body}"
+        );
         break;
     }
     let (sold, units): (i32, Option<i64>) = sqlx::query_as(
@@ -590,7 +656,19 @@ async fn purchases_during_the_shutdown_drain_are_settled() {
     )
     .await;
     let deal_id = Uuid::parse_str(&deal).unwrap();
-    assert_eq!(buy_with(&app.http, app.addr, &app.token("before", Role::Viewer), &deal, "k", 1).await.0, 201);
+    assert_eq!(
+        buy_with(
+            &app.http,
+            app.addr,
+            &app.token("before", Role::Viewer),
+            &deal,
+            "k",
+            1
+        )
+        .await
+        .0,
+        201
+    );
 
     // Shutdown begins: readiness says 503, but the listeners still accept
     // during the drain, and what they admit is settled, not refused.
@@ -602,7 +680,10 @@ async fn purchases_during_the_shutdown_drain_are_settled() {
         async move { buy_with(&http, addr, &token, &deal, "k", 1).await.0 }
     });
     let statuses = futures_util::future::join_all(during).await;
-    assert!(statuses.iter().all(|s| *s == 201), "purchases during the drain: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 201),
+        "purchases during the drain: {statuses:?}"
+    );
     app.stop().await.unwrap();
     let after = sqlx::PgPool::connect(&db).await.unwrap();
     let sold: i32 = sqlx::query_scalar("select sold from deal where deal_id = $1")
@@ -611,5 +692,9 @@ async fn purchases_during_the_shutdown_drain_are_settled() {
         .await
         .unwrap();
     assert_eq!(sold, 21);
-    assert_eq!(gate_of(&redis, deal_id).await, (Some(79), 0), "no unit held after shutdown");
+    assert_eq!(
+        gate_of(&redis, deal_id).await,
+        (Some(79), 0),
+        "no unit held after shutdown"
+    );
 }
