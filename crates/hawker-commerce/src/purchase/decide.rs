@@ -52,7 +52,7 @@ pub enum SettleOutcome {
     Rejected(Error),
 }
 
-/// A deal's row, read under lock.
+/// A deal's row, read without a lock (the guarded update at the end decides).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct DealRow {
     pub deal_id: Uuid,

@@ -1,6 +1,6 @@
 //! The settlement: one task per node that commits admitted purchases in
-//! batches — one Postgres transaction, the deal row locked and updated once
-//! per batch — and answers each request only after the commit.
+//! batches — one Postgres transaction, the deal row taken once per batch by a
+//! guarded update at its end — and answers each request only after the commit.
 //!
 //! Read top-down:
 //! - [`Settler::submit`] queues a request with a one-shot reply;
@@ -8,7 +8,7 @@
 //!   requests within `commerce.batch_window_us`;
 //! - `settle_batch` commits them, answers, and tells the gate what happened
 //!   (`after_commit`); a batch Postgres refuses is split and settled one by one;
-//! - `commit` is the transaction, in named steps: lock and read what the batch
+//! - `commit` is the transaction, in named steps: read what the batch
 //!   touches, [`decide`] (pure), then write each table.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
