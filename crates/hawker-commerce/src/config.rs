@@ -22,6 +22,44 @@ pub struct CommerceConfig {
     pub scheduler_tick_ms: u64,
     /// A gate reservation with no order after this long is released.
     pub reservation_timeout_secs: u64,
+    /// Admitted requests waiting for the settlement; past this a purchase
+    /// answers 503 and its reservation is released at once.
+    #[serde(default = "default_settle_queue_max")]
+    pub settle_queue_max: usize,
+    /// A batch whose commit has not answered after this long is given up
+    /// (503, outcome unknown, reservations left to the reconciler): a
+    /// Postgres path that drops packets holds the settlement this long at most.
+    #[serde(default = "default_commit_timeout_ms")]
+    pub commit_timeout_ms: u64,
+    /// Test only: a batch sleeps this long between taking its deal rows and
+    /// committing, so a test can freeze a node while it holds them. Honoured
+    /// only when `HAWKER_ENV=test`; 0 (the default) everywhere else.
+    #[serde(default)]
+    pub test_hold_after_take_ms: u64,
+    /// Test only: a gate rebuild waits this long between its Postgres read
+    /// and its Redis write. Honoured only when `HAWKER_ENV=test`.
+    #[serde(default)]
+    pub test_rebuild_delay_ms: u64,
+}
+
+/// A test hook's duration: zero unless set and `HAWKER_ENV=test`.
+fn test_hook(key: &str, ms: u64) -> std::time::Duration {
+    if ms == 0 {
+        return std::time::Duration::ZERO;
+    }
+    if std::env::var("HAWKER_ENV").as_deref() != Ok("test") {
+        tracing::warn!(key, "test hook ignored: HAWKER_ENV is not test");
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_millis(ms)
+}
+
+fn default_settle_queue_max() -> usize {
+    65_536
+}
+
+fn default_commit_timeout_ms() -> u64 {
+    6000
 }
 
 impl Default for CommerceConfig {
@@ -36,11 +74,25 @@ impl Default for CommerceConfig {
             stock_event_interval_ms: 100,
             scheduler_tick_ms: 200,
             reservation_timeout_secs: 30,
+            settle_queue_max: default_settle_queue_max(),
+            commit_timeout_ms: default_commit_timeout_ms(),
+            test_hold_after_take_ms: 0,
+            test_rebuild_delay_ms: 0,
         }
     }
 }
 
 impl CommerceConfig {
+    /// The test hook's hold, if this process runs with `HAWKER_ENV=test`.
+    pub fn test_hold_after_take(&self) -> std::time::Duration {
+        test_hook("commerce.test_hold_after_take_ms", self.test_hold_after_take_ms)
+    }
+
+    /// The test hook's rebuild delay, if this process runs with `HAWKER_ENV=test`.
+    pub fn test_rebuild_delay(&self) -> std::time::Duration {
+        test_hook("commerce.test_rebuild_delay_ms", self.test_rebuild_delay_ms)
+    }
+
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let positive = [
             ("commerce.order_ttl_secs", self.order_ttl_secs),
@@ -49,6 +101,8 @@ impl CommerceConfig {
             ("commerce.stock_event_interval_ms", self.stock_event_interval_ms),
             ("commerce.scheduler_tick_ms", self.scheduler_tick_ms),
             ("commerce.reservation_timeout_secs", self.reservation_timeout_secs),
+            ("commerce.settle_queue_max", self.settle_queue_max as u64),
+            ("commerce.commit_timeout_ms", self.commit_timeout_ms),
         ];
         for (key, value) in positive {
             if value == 0 {

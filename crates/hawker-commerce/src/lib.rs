@@ -64,7 +64,8 @@ pub struct Commerce {
 
 impl Commerce {
     /// Starts the settlement writer, the stock announcer and the scheduler
-    /// (tracked; they stop with `shutdown`).
+    /// (tracked; they stop with `shutdown`, except the settlement writer,
+    /// which stops at [`Commerce::close_settlement`]).
     pub fn start(
         config: CommerceConfig,
         db: PgPool,
@@ -74,7 +75,8 @@ impl Commerce {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Commerce {
-        let gate = purchase::gate::Gate::new(redis, db.clone());
+        let gate =
+            purchase::gate::Gate::new(redis, db.clone()).with_rebuild_delay(config.test_rebuild_delay());
         let (stock, stock_task) = stock::StockAnnouncer::new(hub.clone(), config.stock_event_interval_ms);
         let (settler, settle_task) =
             purchase::settle::Settler::new(&config, db.clone(), gate.clone(), stock.clone());
@@ -89,10 +91,23 @@ impl Commerce {
                 webhook_secret,
             }),
         };
-        tasks.spawn(settle_task.run(shutdown.clone()));
+        tasks.spawn(settle_task.run());
         tasks.spawn(stock_task.run(shutdown.clone()));
         tasks.spawn(scheduler::run(commerce.clone(), shutdown));
         commerce
+    }
+
+    /// Ends the settlement task once what is queued is settled. The server
+    /// calls it after its listeners stopped: a purchase admitted during the
+    /// drain still finds the task (until then the task outlives shutdown).
+    pub fn close_settlement(&self) {
+        self.inner.settler.close();
+    }
+
+    /// Why this node's own settlement batches cannot commit now, if so:
+    /// readiness fails while it says something.
+    pub fn settlement_problem(&self) -> Option<String> {
+        self.inner.settler.problem()
     }
 
     /// The `[commerce]` configuration.

@@ -171,6 +171,9 @@ impl Application {
         tracker.close();
         let drained = tokio::time::timeout(grace + drain, async {
             let (p, a) = tokio::join!(public_task, admin_task);
+            // Purchases admitted during the drain are settled before the
+            // settlement task ends.
+            state.commerce.close_settlement();
             tracker.wait().await;
             (p, a)
         })
@@ -183,6 +186,7 @@ impl Application {
             }
             Err(_) => tracing::warn!("shutdown deadline reached; closing what is left"),
         }
+        state.commerce.close_settlement();
         // Bounded too: a connection stuck in a query must not hold the exit.
         let _ = tokio::time::timeout(Duration::from_secs(1), state.db.close()).await;
         Ok(())

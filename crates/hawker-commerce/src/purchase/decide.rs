@@ -1,6 +1,9 @@
 //! Who gets what in a batch: a pure function of the batch's requests, in
 //! arrival order, and of what Postgres said about them under the batch's
-//! locks. No I/O, so every outcome has a unit test below.
+//! locks. No I/O, so every outcome has a unit test below. The settlement
+//! decides a batch again, on the same requests, when a deal's guarded update
+//! finds that another node sold meanwhile: `decide` is the same function of
+//! the fresher row, so earlier requests still win.
 //!
 //! The checks, per request, in this order:
 //! 1. its (buyer, key) already has an order: that order if the request is the
@@ -14,7 +17,7 @@
 //! 6. the coupon: the buyer's, unused (in Postgres and in this batch),
 //!    dropped, for this item and currency, and the minimum spend reached.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -32,6 +35,10 @@ pub struct SettleRequest {
     /// What the request asks for, hashed (see `purchase::request_hash`).
     pub request_hash: String,
     pub coupon_claim_id: Option<Uuid>,
+    /// This request's own admission reserved its units just now (not a
+    /// replay settling an earlier reservation): if its key already has an
+    /// order, those units go back to the gate.
+    pub reserved_now: bool,
 }
 
 /// The answer to one admitted purchase.
@@ -45,7 +52,7 @@ pub enum SettleOutcome {
     Rejected(Error),
 }
 
-/// A deal's row, read under lock.
+/// A deal's row, read without a lock (the guarded update at the end decides).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct DealRow {
     pub deal_id: Uuid,
@@ -194,6 +201,20 @@ pub(crate) fn answers(decisions: Vec<Decision>, mut created: HashMap<usize, Orde
     outcomes
 }
 
+/// Units to take from each deal, once per deal, in deal id order (the order
+/// every node takes deal rows in, so two batches never wait on each other in
+/// a cycle). A total past `i32` is refused: Postgres could not hold it.
+pub(crate) fn units_by_deal(orders: impl IntoIterator<Item = (Uuid, i32)>) -> Result<BTreeMap<Uuid, i32>> {
+    let mut units: BTreeMap<Uuid, i32> = BTreeMap::new();
+    for (deal_id, quantity) in orders {
+        let total = units.entry(deal_id).or_default();
+        *total = total
+            .checked_add(quantity)
+            .ok_or_else(|| Error::invalid("bad_quantity", "too many units in one batch"))?;
+    }
+    Ok(units)
+}
+
 fn key_reused() -> Error {
     Error::conflict(
         "idempotency_key_reused",
@@ -312,6 +333,7 @@ mod tests {
             idempotency_key: key.into(),
             request_hash: format!("hash-{quantity}"),
             coupon_claim_id: None,
+            reserved_now: true,
         }
     }
 
@@ -640,5 +662,31 @@ mod tests {
         assert!(matches!(&outcomes[3], SettleOutcome::Rejected(e) if e.code() == "duplicate_request"));
         assert!(matches!(&outcomes[4], SettleOutcome::Rejected(e) if e.code() == "sold_out"));
         assert!(matches!(&outcomes[5], SettleOutcome::Existing(_)));
+    }
+
+    #[test]
+    fn units_are_taken_once_per_deal_in_id_order() {
+        let (a, b) = (Uuid::from_u128(9), Uuid::from_u128(2));
+        let units = units_by_deal([(a, 3), (b, 1), (a, 4)]).expect("fits");
+        assert_eq!(units.into_iter().collect::<Vec<_>>(), vec![(b, 1), (a, 7)]);
+        assert!(units_by_deal([]).expect("empty").is_empty());
+        assert!(units_by_deal([(a, i32::MAX), (a, 1)]).is_err());
+    }
+
+    #[test]
+    fn deciding_again_on_a_fresher_row_keeps_the_earlier_requests() {
+        // First read: 5 left. Another node sells 3 before the guarded update,
+        // which fails; the batch is decided again on the fresh row.
+        let requests = [
+            request("a", "k1", 2),
+            request("b", "k2", 2),
+            request("c", "k3", 1),
+        ];
+        assert_eq!(
+            decided(&requests, &known(deal(10, 5, 5))),
+            ["ok:2000", "ok:2000", "ok:1000"]
+        );
+        let fresh = decided(&requests, &known(deal(10, 8, 5)));
+        assert_eq!(fresh, ["ok:2000", "sold_out", "sold_out"]);
     }
 }

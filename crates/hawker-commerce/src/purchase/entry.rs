@@ -99,7 +99,7 @@ pub async fn place_order(
         admission = admit(c, &attempt).await?;
     }
     match admission {
-        Admission::Admitted => settle(c, &attempt).await,
+        Admission::Admitted => settle(c, &attempt, true).await,
         Admission::Repeat(previous) => replay(c, &attempt, previous).await,
         Admission::NotStarted => Err(Error::conflict(
             "deal_not_started",
@@ -130,7 +130,8 @@ async fn admit(c: &Commerce, attempt: &Attempt<'_>) -> Result<Admission> {
 }
 
 /// Hands the admitted request to the settlement and waits for its commit.
-async fn settle(c: &Commerce, attempt: &Attempt<'_>) -> Result<Placed> {
+/// `reserved_now`: the gate reserved units for this attempt just now.
+async fn settle(c: &Commerce, attempt: &Attempt<'_>, reserved_now: bool) -> Result<Placed> {
     let outcome = c
         .inner
         .settler
@@ -141,6 +142,7 @@ async fn settle(c: &Commerce, attempt: &Attempt<'_>) -> Result<Placed> {
             idempotency_key: attempt.key.idempotency_key.clone(),
             request_hash: attempt.hash.clone(),
             coupon_claim_id: attempt.request.coupon_claim_id,
+            reserved_now,
         })
         .await?;
     match outcome {
@@ -183,7 +185,7 @@ async fn replay(c: &Commerce, attempt: &Attempt<'_>, previous: Reservation) -> R
             break;
         }
     }
-    settle(c, attempt).await
+    settle(c, attempt, false).await
 }
 
 fn reused() -> Error {

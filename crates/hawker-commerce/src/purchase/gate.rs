@@ -78,6 +78,83 @@ if stock > tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 return 1
 "#;
 
+/// Applies a rebuild from Postgres, unless another node already rebuilt the
+/// gate. Settled keys a `confirm` wrote since the Postgres read are kept (the
+/// read may predate their commit); reservations are dropped, since the new
+/// stock does not count them.
+/// KEYS: meta, stock, buyers, keys, pending, rebuilding lock.
+/// ARGV: ttl, stock, gen, starts_ms, ends_ms, cap, status, reason, buyer count,
+/// buyer/units pairs, then field/value pairs of settled keys.
+const REBUILD_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], 'ready') == '1' then redis.call('DEL', KEYS[6]) return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
+local kept = redis.call('HGETALL', KEYS[4])
+for i = 1, #kept, 2 do
+  if string.sub(kept[i + 1], 1, 2) ~= 'o:' then redis.call('HDEL', KEYS[4], kept[i]) end
+end
+redis.call('SET', KEYS[2], ARGV[2])
+local i = 10
+for _ = 1, tonumber(ARGV[9]) do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i < #ARGV do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('HSET', KEYS[1], 'starts_ms', ARGV[4], 'ends_ms', ARGV[5], 'cap', ARGV[6],
+  'status', ARGV[7], 'reason', ARGV[8], 'gen', ARGV[3], 'ready', '1')
+for k = 1, 5 do redis.call('EXPIRE', KEYS[k], ARGV[1]) end
+redis.call('DEL', KEYS[6])
+return 1
+"#;
+
+/// A fresh reservation whose key already had an order: the order counts in
+/// Postgres, so the reservation's units go back and the key is settled.
+/// KEYS: stock, buyers, keys, pending. ARGV: buyer, quantity, field, settled value.
+const SETTLE_EXISTING_LUA: &str = r#"
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then
+  redis.call('INCRBY', KEYS[1], ARGV[2])
+  redis.call('HINCRBY', KEYS[2], ARGV[1], -tonumber(ARGV[2]))
+end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[3])
+return 1
+"#;
+
+/// The gate's state for `converge`, read at one instant: generation, stock,
+/// the pending reservations (count, then field/value pairs) and the buyers
+/// hash (field/value pairs). Empty if the gate is not built.
+/// KEYS: meta, stock, buyers, keys, pending. ARGV: most pending reservations read.
+const SNAPSHOT_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], 'ready') ~= '1' then return {} end
+local fields = redis.call('ZRANGE', KEYS[5], 0, -1)
+if #fields > tonumber(ARGV[1]) then return {'busy'} end
+local out = {redis.call('HGET', KEYS[1], 'gen') or '', redis.call('GET', KEYS[2]) or '0', tostring(#fields)}
+for _, f in ipairs(fields) do
+  out[#out + 1] = f
+  out[#out + 1] = redis.call('HGET', KEYS[4], f) or ''
+end
+local buyers = redis.call('HGETALL', KEYS[3])
+for _, x in ipairs(buyers) do out[#out + 1] = x end
+return out
+"#;
+
+/// Corrects the gate by what `converge` found, if it is still the same gate.
+/// KEYS: meta, stock, buyers. ARGV: gen, stock delta, buyer/delta pairs.
+const CORRECT_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], 'ready') ~= '1' or (redis.call('HGET', KEYS[1], 'gen') or '') ~= ARGV[1] then
+  return 0
+end
+if tonumber(ARGV[2]) ~= 0 then redis.call('INCRBY', KEYS[2], ARGV[2]) end
+for i = 3, #ARGV, 2 do
+  if tonumber(redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])) <= 0 then
+    redis.call('HDEL', KEYS[3], ARGV[i])
+  end
+end
+return 1
+"#;
+
 /// Who holds a reservation: a buyer and the idempotency key of their request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReservationKey {
@@ -198,6 +275,12 @@ pub struct Gate {
     release: Script,
     give_back: Script,
     clamp: Script,
+    rebuild: Script,
+    settle_existing: Script,
+    snapshot: Script,
+    correct: Script,
+    /// Test hook: extra time between a rebuild's Postgres read and its write.
+    rebuild_delay: Duration,
 }
 
 fn deal_key(deal: Uuid, what: &str) -> String {
@@ -223,7 +306,19 @@ impl Gate {
             release: Script::new(RELEASE_LUA),
             give_back: Script::new(RETURN_LUA),
             clamp: Script::new(CLAMP_LUA),
+            rebuild: Script::new(REBUILD_LUA),
+            settle_existing: Script::new(SETTLE_EXISTING_LUA),
+            snapshot: Script::new(SNAPSHOT_LUA),
+            correct: Script::new(CORRECT_LUA),
+            rebuild_delay: Duration::ZERO,
         }
+    }
+
+    /// With a test hook: every rebuild waits `delay` between its Postgres
+    /// read and its write (`commerce.test_rebuild_delay_ms`).
+    pub fn with_rebuild_delay(mut self, delay: Duration) -> Self {
+        self.rebuild_delay = delay;
+        self
     }
 
     /// The Redis connection, for other shortcuts that share it (coupon flags).
@@ -276,6 +371,30 @@ impl Gate {
         }
         pipe.add_command(settle).ignore().add_command(unpend).ignore();
         bounded(pipe.query_async::<()>(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// Settles a key whose order already existed when this request's
+    /// admission reserved units for it: those units go back.
+    pub async fn settle_existing(
+        &self,
+        deal: Uuid,
+        key: &ReservationKey,
+        quantity: i32,
+        order_id: Uuid,
+    ) -> Result<()> {
+        let mut conn = self.redis.clone();
+        let mut invocation = self.settle_existing.prepare_invoke();
+        invocation
+            .key(deal_key(deal, "stock"))
+            .key(deal_key(deal, "buyers"))
+            .key(deal_key(deal, "keys"))
+            .key(deal_key(deal, "pending"))
+            .arg(&key.buyer)
+            .arg(quantity)
+            .arg(key.field())
+            .arg(Reservation::settled(order_id));
+        bounded(invocation.invoke_async::<i64>(&mut conn)).await?;
         Ok(())
     }
 
@@ -381,42 +500,35 @@ impl Gate {
         .await?;
         let stock = if status == "ended" { 0 } else { quantity - sold };
         let ttl_secs = (ends_at - chrono::Utc::now()).num_seconds().max(0) + 86_400;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.del(&[
-            deal_key(deal, "meta"),
-            deal_key(deal, "stock"),
-            deal_key(deal, "buyers"),
-            deal_key(deal, "keys"),
-            deal_key(deal, "pending"),
-        ]);
-        pipe.set(deal_key(deal, "stock"), stock);
-        if !buyers.is_empty() {
-            let pairs: Vec<(String, i32)> = buyers;
-            pipe.hset_multiple(deal_key(deal, "buyers"), &pairs);
+        if !self.rebuild_delay.is_zero() {
+            tokio::time::sleep(self.rebuild_delay).await;
         }
-        if !orders.is_empty() {
-            let pairs: Vec<(String, String)> = orders
-                .into_iter()
-                .map(|(b, k, o)| (ReservationKey::new(&b, &k).field(), Reservation::settled(o)))
-                .collect();
-            pipe.hset_multiple(deal_key(deal, "keys"), &pairs);
+        let mut invocation = self.rebuild.prepare_invoke();
+        for what in ["meta", "stock", "buyers", "keys", "pending", "rebuilding"] {
+            invocation.key(deal_key(deal, what));
         }
-        let meta: HashMap<&str, String> = HashMap::from([
-            ("starts_ms", starts_at.timestamp_millis().to_string()),
-            ("ends_ms", ends_at.timestamp_millis().to_string()),
-            ("cap", cap.to_string()),
-            ("status", status),
-            ("reason", reason.unwrap_or_default()),
-            ("ready", "1".to_string()),
-        ]);
-        let meta: Vec<(&str, String)> = meta.into_iter().collect();
-        pipe.hset_multiple(deal_key(deal, "meta"), &meta);
-        for what in ["meta", "stock", "buyers", "keys", "pending"] {
-            pipe.expire(deal_key(deal, what), ttl_secs);
+        invocation
+            .arg(ttl_secs)
+            .arg(stock)
+            .arg(Uuid::new_v4().simple().to_string())
+            .arg(starts_at.timestamp_millis())
+            .arg(ends_at.timestamp_millis())
+            .arg(cap)
+            .arg(status)
+            .arg(reason.unwrap_or_default())
+            .arg(buyers.len());
+        for (buyer, units) in &buyers {
+            invocation.arg(buyer).arg(units);
         }
-        pipe.del(&lock);
-        bounded(pipe.query_async::<()>(&mut conn)).await?;
+        for (buyer, key, order_id) in &orders {
+            invocation
+                .arg(ReservationKey::new(buyer, key).field())
+                .arg(Reservation::settled(*order_id));
+        }
+        let applied: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        if applied == 0 {
+            return Ok(());
+        }
         tracing::info!(%deal, stock, "admission gate built from postgres");
         Ok(())
     }
@@ -424,7 +536,8 @@ impl Gate {
     /// Reconciles the gate of every live deal with Postgres: a reservation
     /// older than `older_than` whose order exists is confirmed; one with no
     /// order (its node died before the commit, or the commit failed) is
-    /// released. One node per deal at a time.
+    /// released; then the gate's units are brought to Postgres' truth
+    /// ([`Gate::converge`]). One node per deal at a time.
     pub async fn reconcile(&self, older_than: Duration) -> Result<()> {
         let live: Vec<Uuid> =
             sqlx::query_scalar("select deal_id from deal where status <> 'ended' and starts_at <= now()")
@@ -451,7 +564,112 @@ impl Gate {
                     }
                 }
             }
+            if let Err(e) = self.converge(deal_id).await {
+                tracing::debug!(%deal_id, error = %e, "gate convergence deferred");
+            }
         }
+        Ok(())
+    }
+
+    /// Brings the gate of one deal to Postgres' truth, both ways: available
+    /// units = quantity − sold − units of reservations not yet committed, and
+    /// each buyer's units likewise. A gate that is not built is rebuilt.
+    ///
+    /// The gate's error is unchanged by correct operations (an admission
+    /// moves units from stock to a reservation, a commit from a reservation
+    /// to `sold`, a release back), so it is measured on one Redis snapshot
+    /// and one Postgres snapshot taken after it, and corrected by a delta.
+    /// If a commit landed between the two (the deal's `stock_version`
+    /// moved), only the corrections that cannot oversell or refuse wrongly
+    /// are applied (raise the stock, lower a buyer's units); the next tick
+    /// finishes.
+    pub async fn converge(&self, deal: Uuid) -> Result<()> {
+        let before: Option<i64> = sqlx::query_scalar("select stock_version from deal where deal_id = $1")
+            .bind(deal)
+            .fetch_optional(&self.db)
+            .await?;
+        if before.is_none() {
+            return Ok(());
+        }
+        let mut conn = self.redis.clone();
+        let mut invocation = self.snapshot.prepare_invoke();
+        for what in ["meta", "stock", "buyers", "keys", "pending"] {
+            invocation.key(deal_key(deal, what));
+        }
+        invocation.arg(CONVERGE_MAX_PENDING);
+        let reply: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
+        let Some(snapshot) = Snapshot::parse(&reply) else {
+            if reply.is_empty() {
+                return self.rebuild(deal).await;
+            }
+            return Ok(()); // Too many reservations in flight: a quieter tick.
+        };
+        let (buyers, keys): (Vec<&str>, Vec<&str>) = snapshot
+            .pending
+            .iter()
+            .map(|(k, _)| (k.buyer.as_str(), k.idempotency_key.as_str()))
+            .unzip();
+        let mut tx = self.db.begin().await?;
+        sqlx::query("set transaction isolation level repeatable read")
+            .execute(&mut *tx)
+            .await?;
+        let Some((quantity, sold, status, version)): Option<(i32, i32, String, i64)> =
+            sqlx::query_as("select quantity, sold, status, stock_version from deal where deal_id = $1")
+                .bind(deal)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(());
+        };
+        let committed: Vec<(String, String)> = sqlx::query_as(
+            "select buyer_id, idempotency_key from customer_order
+              where (buyer_id, idempotency_key) in (select * from unnest($1::text[], $2::text[]))",
+        )
+        .bind(&buyers)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await?;
+        let held: HashMap<String, i64> =
+            sqlx::query_as::<_, (String, i32)>("select buyer_id, units from deal_buyer where deal_id = $1")
+                .bind(deal)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|(b, u)| (b, i64::from(u)))
+                .collect();
+        tx.commit().await?;
+        if status == "ended" {
+            return Ok(()); // The gate refuses by its status.
+        }
+        let committed: std::collections::HashSet<(String, String)> = committed.into_iter().collect();
+        let uncommitted: Vec<(String, i64)> = snapshot
+            .pending
+            .iter()
+            .filter(|(k, _)| !committed.contains(&(k.buyer.clone(), k.idempotency_key.clone())))
+            .map(|(k, units)| (k.buyer.clone(), i64::from(*units)))
+            .collect();
+        let truth = Truth {
+            quantity: i64::from(quantity),
+            sold: i64::from(sold),
+            held,
+            uncommitted,
+        };
+        let quiet = before == Some(version);
+        let drift = drift(&snapshot, &truth, quiet);
+        if drift.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(%deal, stock = drift.stock, buyers = drift.buyers.len(), quiet, "admission gate corrected to postgres");
+        metrics::counter!("hawker_gate_corrections_total").increment(1);
+        let mut invocation = self.correct.prepare_invoke();
+        for what in ["meta", "stock", "buyers"] {
+            invocation.key(deal_key(deal, what));
+        }
+        invocation.arg(&snapshot.generation).arg(drift.stock);
+        for (buyer, delta) in &drift.buyers {
+            invocation.arg(buyer).arg(delta);
+        }
+        bounded(invocation.invoke_async::<i64>(&mut conn)).await?;
         Ok(())
     }
 
@@ -515,6 +733,105 @@ impl Gate {
         let acquired: Option<String> = bounded(take.query_async(&mut conn)).await?;
         Ok(acquired.is_some())
     }
+}
+
+/// Most reservations in flight `converge` reads; past this it waits for a
+/// quieter tick.
+const CONVERGE_MAX_PENDING: usize = 5000;
+
+/// The gate of one deal at one instant (`SNAPSHOT_LUA`).
+#[derive(Debug, Default)]
+struct Snapshot {
+    generation: String,
+    stock: i64,
+    /// Pending reservations and their units.
+    pending: Vec<(ReservationKey, i32)>,
+    buyers: HashMap<String, i64>,
+}
+
+impl Snapshot {
+    /// `None` for an empty reply (not built) or `busy`.
+    fn parse(reply: &[String]) -> Option<Snapshot> {
+        let [generation, stock, count, rest @ ..] = reply else {
+            return None;
+        };
+        let count: usize = count.parse().ok()?;
+        let (pending, buyers) = rest.split_at_checked(count.checked_mul(2)?)?;
+        Some(Snapshot {
+            generation: generation.clone(),
+            stock: stock.parse().ok()?,
+            pending: pending
+                .chunks_exact(2)
+                .filter_map(|pair| match Reservation::parse(&pair[1])? {
+                    Reservation::Pending { quantity, .. } => {
+                        Some((ReservationKey::from_field(&pair[0])?, quantity))
+                    }
+                    Reservation::Settled { .. } => None,
+                })
+                .collect(),
+            buyers: buyers
+                .chunks_exact(2)
+                .filter_map(|pair| Some((pair[0].clone(), pair[1].parse().ok()?)))
+                .collect(),
+        })
+    }
+}
+
+/// What Postgres says, for the same instant or just after the snapshot.
+struct Truth {
+    quantity: i64,
+    sold: i64,
+    /// Units each buyer holds in orders (`deal_buyer`).
+    held: HashMap<String, i64>,
+    /// Reservations of the snapshot with no order yet: (buyer, units).
+    uncommitted: Vec<(String, i64)>,
+}
+
+/// Corrections to add to the gate.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Drift {
+    stock: i64,
+    /// Sorted by buyer.
+    buyers: Vec<(String, i64)>,
+}
+
+impl Drift {
+    fn is_empty(&self) -> bool {
+        self.stock == 0 && self.buyers.is_empty()
+    }
+}
+
+/// The corrections that bring `gate` to `truth`: available units = quantity
+/// − sold − uncommitted reservations; each buyer's units = held +
+/// uncommitted. When not `quiet` (a commit may have landed between the two
+/// reads, counting units in `sold` that the snapshot still holds as
+/// reservations), only the safe direction: raise the stock, lower a buyer.
+fn drift(gate: &Snapshot, truth: &Truth, quiet: bool) -> Drift {
+    let reserved: i64 = truth.uncommitted.iter().map(|(_, u)| u).sum();
+    let available = truth.quantity - truth.sold - reserved;
+    let mut stock = available - gate.stock;
+    if !quiet && stock < 0 {
+        stock = 0;
+    }
+    let mut want: HashMap<&str, i64> = truth.held.iter().map(|(b, u)| (b.as_str(), *u)).collect();
+    for (buyer, units) in &truth.uncommitted {
+        *want.entry(buyer.as_str()).or_default() += units;
+    }
+    let mut names: Vec<&str> = want
+        .keys()
+        .copied()
+        .chain(gate.buyers.keys().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let buyers = names
+        .into_iter()
+        .filter_map(|buyer| {
+            let delta = want.get(buyer).copied().unwrap_or(0) - gate.buyers.get(buyer).copied().unwrap_or(0);
+            (delta < 0 || (quiet && delta > 0)).then(|| (buyer.to_string(), delta))
+        })
+        .collect();
+    Drift { stock, buyers }
 }
 
 #[cfg(test)]
@@ -583,5 +900,87 @@ mod tests {
         assert_eq!(key.field(), "buyer-1\nkey-1");
         assert_eq!(ReservationKey::from_field(&key.field()), Some(key));
         assert_eq!(ReservationKey::from_field("no newline"), None);
+    }
+
+    fn snapshot(stock: i64, pending: &[(&str, &str, i32)], buyers: &[(&str, i64)]) -> Snapshot {
+        Snapshot {
+            generation: "g".into(),
+            stock,
+            pending: pending
+                .iter()
+                .map(|(b, k, q)| (ReservationKey::new(b, k), *q))
+                .collect(),
+            buyers: buyers.iter().map(|(b, u)| (b.to_string(), *u)).collect(),
+        }
+    }
+
+    fn truth(quantity: i64, sold: i64, held: &[(&str, i64)], uncommitted: &[(&str, i64)]) -> Truth {
+        Truth {
+            quantity,
+            sold,
+            held: held.iter().map(|(b, u)| (b.to_string(), *u)).collect(),
+            uncommitted: uncommitted.iter().map(|(b, u)| (b.to_string(), *u)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_gate_that_matches_postgres_needs_nothing() {
+        let gate = snapshot(7, &[("a", "k", 1)], &[("a", 2), ("b", 1)]);
+        let pg = truth(10, 2, &[("a", 1), ("b", 1)], &[("a", 1)]);
+        assert!(drift(&gate, &pg, true).is_empty());
+        assert!(drift(&gate, &pg, false).is_empty());
+    }
+
+    #[test]
+    fn stranded_units_come_back_and_a_high_gate_comes_down_when_quiet() {
+        // 97 units stranded: the gate says 0 left where Postgres has 97.
+        let gate = snapshot(0, &[], &[("a", 3)]);
+        let pg = truth(5000, 4903, &[("a", 1)], &[]);
+        let fix = drift(&gate, &pg, true);
+        assert_eq!(fix.stock, 97);
+        assert_eq!(fix.buyers, vec![("a".to_string(), -2)]);
+        // Too high (a commit the gate never saw): lowered only when quiet.
+        let gate = snapshot(10, &[], &[]);
+        let pg = truth(10, 4, &[("b", 4)], &[]);
+        assert_eq!(
+            drift(&gate, &pg, true),
+            Drift {
+                stock: -4,
+                buyers: vec![("b".into(), 4)]
+            }
+        );
+        assert!(drift(&gate, &pg, false).is_empty());
+    }
+
+    #[test]
+    fn while_commits_land_only_safe_corrections_are_made() {
+        // Not quiet: raise the stock, lower a buyer; never the other way.
+        let gate = snapshot(1, &[("a", "k", 2)], &[("a", 5), ("c", 0)]);
+        let pg = truth(10, 3, &[("a", 1), ("c", 2)], &[("a", 2)]);
+        assert_eq!(
+            drift(&gate, &pg, false),
+            Drift {
+                stock: 4,
+                buyers: vec![("a".into(), -2)]
+            }
+        );
+    }
+
+    #[test]
+    fn a_snapshot_reads_its_reply() {
+        let key = ReservationKey::new("a", "k").field();
+        let answer = reply(&["gen", "5", "2", &key, "p:2:1:h", "b\nk", "o:x", "a", "3"]);
+        let parsed = Snapshot::parse(&answer).expect("parses");
+        assert_eq!(parsed.generation, "gen");
+        assert_eq!(parsed.stock, 5);
+        assert_eq!(parsed.pending, vec![(ReservationKey::new("a", "k"), 2)]);
+        assert_eq!(parsed.buyers.get("a"), Some(&3));
+        assert!(Snapshot::parse(&[]).is_none());
+        assert!(Snapshot::parse(&reply_of_busy()).is_none());
+        assert!(Snapshot::parse(&reply(&["g", "1", "9"])).is_none());
+    }
+
+    fn reply_of_busy() -> Vec<String> {
+        vec!["busy".to_string()]
     }
 }

@@ -1,6 +1,6 @@
 //! The settlement: one task per node that commits admitted purchases in
-//! batches — one Postgres transaction, the deal row locked and updated once
-//! per batch — and answers each request only after the commit.
+//! batches — one Postgres transaction, the deal row taken once per batch by a
+//! guarded update at its end — and answers each request only after the commit.
 //!
 //! Read top-down:
 //! - [`Settler::submit`] queues a request with a one-shot reply;
@@ -8,10 +8,10 @@
 //!   requests within `commerce.batch_window_us`;
 //! - `settle_batch` commits them, answers, and tells the gate what happened
 //!   (`after_commit`); a batch Postgres refuses is split and settled one by one;
-//! - `commit` is the transaction, in named steps: lock and read what the batch
+//! - `commit` is the transaction, in named steps: read what the batch
 //!   touches, [`decide`] (pure), then write each table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +39,13 @@ pub struct Settler {
     tx: mpsc::Sender<(SettleRequest, Reply)>,
     /// Until when (ms since epoch) purchases fail fast because Postgres is down.
     db_down_until: Arc<AtomicI64>,
+    /// What the last batches did, for readiness.
+    health: Arc<SettleHealth>,
+    /// Releases the reservation of a request that never reached the task.
+    gate: Gate,
+    /// Cancelled once the listeners have stopped: the task then finishes
+    /// what is queued and ends (see [`Settler::close`]).
+    closed: CancellationToken,
 }
 
 /// The batcher: gathers requests and commits them (spawn [`SettleTask::run`]).
@@ -48,11 +55,74 @@ pub struct SettleTask {
     batch_max: usize,
     window: Duration,
     order_ttl_secs: i64,
+    /// A batch whose commit has not answered by then is given up (its outcome
+    /// unknown, its reservations kept for the reconciler): a Postgres path
+    /// that drops packets must not hold the node's settlement for minutes.
+    commit_timeout: Duration,
+    /// Test hook: how long a batch holds its deal rows before committing.
+    hold_after_take: Duration,
     db_down_until: Arc<AtomicI64>,
+    health: Arc<SettleHealth>,
+    closed: CancellationToken,
     /// Told of every outcome: settled keys confirmed, refused ones released.
     gate: Gate,
     /// Publishes the new stock after each commit.
     stock: StockAnnouncer,
+}
+
+/// A batch that has not committed after this long, or batches failing as
+/// unavailable for this long, make the node not ready.
+const UNREADY_AFTER_MS: i64 = 3000;
+/// A failure older than this no longer counts against readiness (no traffic
+/// comes to a node that says it is not ready, so no success may follow).
+const FAILURE_FORGOTTEN_MS: i64 = 10_000;
+
+/// What the node's own batches did lately (ms since the epoch; 0 = never).
+#[derive(Default)]
+struct SettleHealth {
+    /// When the batch being committed began.
+    committing_since: AtomicI64,
+    /// The first failure since the last successful commit.
+    failing_since: AtomicI64,
+    last_failure: AtomicI64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl SettleHealth {
+    fn succeeded(&self) {
+        self.failing_since.store(0, Ordering::Relaxed);
+    }
+
+    fn failed(&self) {
+        let now = now_ms();
+        self.last_failure.store(now, Ordering::Relaxed);
+        let _ = self
+            .failing_since
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Why the node's batches cannot commit, if they cannot.
+    fn problem(&self, now: i64) -> Option<String> {
+        let committing = self.committing_since.load(Ordering::Relaxed);
+        if committing != 0 && now - committing >= UNREADY_AFTER_MS {
+            return Some(format!(
+                "settlement: a batch has been committing for {} ms",
+                now - committing
+            ));
+        }
+        let failing = self.failing_since.load(Ordering::Relaxed);
+        let last = self.last_failure.load(Ordering::Relaxed);
+        if failing != 0 && last - failing >= UNREADY_AFTER_MS && now - last < FAILURE_FORGOTTEN_MS {
+            return Some(format!(
+                "settlement: every batch failed as unavailable for {} ms",
+                last - failing
+            ));
+        }
+        None
+    }
 }
 
 impl Settler {
@@ -64,47 +134,99 @@ impl Settler {
         gate: Gate,
         stock: StockAnnouncer,
     ) -> (Settler, SettleTask) {
-        let (tx, rx) = mpsc::channel(65_536);
+        let (tx, rx) = mpsc::channel(config.settle_queue_max);
         let db_down_until = Arc::new(AtomicI64::new(0));
+        let health = Arc::new(SettleHealth::default());
+        let closed = CancellationToken::new();
         let task = SettleTask {
             rx,
             db,
             batch_max: config.batch_max,
             window: Duration::from_micros(config.batch_window_us),
             order_ttl_secs: i64::try_from(config.order_ttl_secs).unwrap_or(i64::MAX),
+            commit_timeout: Duration::from_millis(config.commit_timeout_ms),
+            hold_after_take: config.test_hold_after_take(),
             db_down_until: db_down_until.clone(),
-            gate,
+            health: health.clone(),
+            closed: closed.clone(),
+            gate: gate.clone(),
             stock,
         };
-        (Settler { tx, db_down_until }, task)
+        let settler = Settler {
+            tx,
+            db_down_until,
+            health,
+            gate,
+            closed,
+        };
+        (settler, task)
     }
 
     /// Purchases fail fast for a second after Postgres was found unreachable.
     pub fn database_down(&self) -> bool {
-        self.db_down_until.load(Ordering::Relaxed) > chrono::Utc::now().timestamp_millis()
+        self.db_down_until.load(Ordering::Relaxed) > now_ms()
     }
 
-    /// Queues a request and waits for its commit (or refusal).
+    /// Why this node's batches cannot commit now (for readiness), if so.
+    pub fn problem(&self) -> Option<String> {
+        self.health.problem(now_ms())
+    }
+
+    /// Ends the settlement once what is queued is settled. Called after the
+    /// listeners stopped, so no admitted request finds the task gone.
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Queues a request and waits for its commit (or refusal). A request the
+    /// task never took (queue full, task ended) has its reservation released
+    /// before the buyer is told to retry.
     pub async fn submit(&self, request: SettleRequest) -> Result<SettleOutcome> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .try_send((request, reply))
-            .map_err(|_| Error::Unavailable { what: "settlement" })?;
+        if let Err(refused) = self.tx.try_send((request, reply)) {
+            let (request, _) = match refused {
+                mpsc::error::TrySendError::Full(item) => {
+                    metrics::counter!("hawker_settle_refused_total", "why" => "queue_full").increment(1);
+                    item
+                }
+                mpsc::error::TrySendError::Closed(item) => {
+                    metrics::counter!("hawker_settle_refused_total", "why" => "stopped").increment(1);
+                    item
+                }
+            };
+            release(&self.gate, &request).await;
+            return Err(Error::Unavailable { what: "settlement" });
+        }
         answer
             .await
             .unwrap_or(Err(Error::Unavailable { what: "settlement" }))
     }
 }
 
+/// Gives a pending reservation's units back (a no-op if it settled).
+async fn release(gate: &Gate, request: &SettleRequest) {
+    let key = ReservationKey::new(&request.buyer, &request.idempotency_key);
+    if let Err(e) = gate.release(request.deal_id, &key, request.quantity).await {
+        tracing::warn!(error = %e, "could not release a reservation; the reconciler will");
+    }
+}
+
 impl SettleTask {
-    /// Gathers and settles batches until `shutdown`, finishing what is queued.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Gathers and settles batches until the settler is closed (after the
+    /// listeners stopped), finishing what is queued. A request still in the
+    /// queue when the task ends is dropped with its reply, and its sender
+    /// releases its reservation.
+    pub async fn run(mut self) {
         let mut batch: Vec<(SettleRequest, Reply)> = Vec::with_capacity(self.batch_max);
         loop {
             let first = tokio::select! {
-                // On shutdown, finish what is queued: those buyers are waiting.
-                _ = shutdown.cancelled(), if self.rx.is_empty() => return,
+                // Finish what is queued first: those buyers are waiting.
+                biased;
                 first = self.rx.recv() => match first { Some(f) => f, None => return },
+                _ = self.closed.cancelled() => {
+                    self.rx.close();
+                    match self.rx.recv().await { Some(f) => f, None => return }
+                }
             };
             batch.push(first);
             let deadline = tokio::time::Instant::now() + self.window;
@@ -125,9 +247,27 @@ impl SettleTask {
         }
     }
 
+    /// `commit`, bounded by `commit_timeout`, with the health it shows.
+    async fn commit_bounded(&self, requests: &[SettleRequest]) -> Result<Committed> {
+        self.health.committing_since.store(now_ms(), Ordering::Relaxed);
+        let committed = tokio::time::timeout(
+            self.commit_timeout,
+            commit(&self.db, requests, self.order_ttl_secs, self.hold_after_take),
+        )
+        .await
+        .unwrap_or(Err(Error::Unavailable { what: "the database" }));
+        self.health.committing_since.store(0, Ordering::Relaxed);
+        match &committed {
+            Ok(_) => self.health.succeeded(),
+            Err(Error::Unavailable { .. }) => self.health.failed(),
+            Err(_) => {}
+        }
+        committed
+    }
+
     async fn settle_batch(&self, batch: Vec<(SettleRequest, Reply)>) {
         let requests: Vec<SettleRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
-        match commit(&self.db, &requests, self.order_ttl_secs).await {
+        match self.commit_bounded(&requests).await {
             Ok(result) => {
                 self.after_commit(&requests, &result).await;
                 for ((_, reply), outcome) in batch.into_iter().zip(result.outcomes) {
@@ -137,9 +277,12 @@ impl SettleTask {
             Err(Error::Unavailable { what }) => {
                 // The commit did not happen, or its outcome is unknown: keep
                 // the gate's reservations (the reconciler settles or releases
-                // them) and tell buyers to retry with the same key.
-                self.db_down_until
-                    .store(chrono::Utc::now().timestamp_millis() + 1000, Ordering::Relaxed);
+                // them) and tell buyers to retry with the same key. A deal
+                // row held by another node is that node's problem: retry at
+                // once rather than fail fast.
+                if what != DEAL_ROW_BUSY {
+                    self.db_down_until.store(now_ms() + 1000, Ordering::Relaxed);
+                }
                 metrics::counter!("hawker_settle_failures_total", "kind" => "unavailable").increment(1);
                 for (_, reply) in batch {
                     let _ = reply.send(Err(Error::Unavailable { what }));
@@ -166,10 +309,7 @@ impl SettleTask {
     }
 
     async fn release(&self, request: &SettleRequest) {
-        let key = ReservationKey::new(&request.buyer, &request.idempotency_key);
-        if let Err(e) = self.gate.release(request.deal_id, &key, request.quantity).await {
-            tracing::warn!(error = %e, "could not release a reservation; the reconciler will");
-        }
+        release(&self.gate, request).await;
     }
 
     /// Tells the gate what happened and announces the new stock.
@@ -177,6 +317,18 @@ impl SettleTask {
         let mut confirmed: HashMap<Uuid, Vec<(ReservationKey, Uuid)>> = HashMap::new();
         for (request, outcome) in requests.iter().zip(&result.outcomes) {
             match outcome {
+                SettleOutcome::Existing(order) if request.reserved_now => {
+                    // The gate had lost this key (Redis flushed) and reserved
+                    // units for an order Postgres already counts: give them back.
+                    let key = ReservationKey::new(&request.buyer, &request.idempotency_key);
+                    if let Err(e) = self
+                        .gate
+                        .settle_existing(request.deal_id, &key, request.quantity, order.order_id)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not settle a replayed key; the reconciler will");
+                    }
+                }
                 SettleOutcome::Created(order) | SettleOutcome::Existing(order) => {
                     confirmed.entry(request.deal_id).or_default().push((
                         ReservationKey::new(&request.buyer, &request.idempotency_key),
@@ -227,44 +379,115 @@ struct Committed {
     deals: Vec<DealAfter>,
 }
 
+/// The deal row held by another transaction past `lock_timeout`: a sick peer,
+/// not this node's database path, so the node does not fail fast for it.
+const DEAL_ROW_BUSY: &str = "the deal (held by another node)";
+
 /// Decides and commits a batch in one transaction.
-async fn commit(db: &PgPool, requests: &[SettleRequest], order_ttl_secs: i64) -> Result<Committed> {
+///
+/// The deal rows are read without a lock and taken only at the end by a
+/// guarded update (`take_units`), so the lock another node waits for is held
+/// only from that update to the commit. If a guard fails (another node sold
+/// meanwhile), the batch's writes are rolled back to a savepoint, that deal's
+/// row is read again, locked this time, and the batch decided again: the
+/// outcome is the one a fresh read would have given, earlier requests first.
+async fn commit(
+    db: &PgPool,
+    requests: &[SettleRequest],
+    order_ttl_secs: i64,
+    hold_after_take: Duration,
+) -> Result<Committed> {
     let mut tx = db.begin().await?;
-    let known = read_under_lock(&mut tx, requests).await?;
-    let decisions = decide::decide(requests, &known);
-    let created = insert_orders(&mut tx, requests, &known.deals, &decisions, order_ttl_secs).await?;
-    add_buyer_units(&mut tx, &created, &known.deals).await?;
-    mark_coupons_used(&mut tx, &created).await?;
-    let deals = take_units(&mut tx, &created).await?;
-    record_order_events(&mut tx, &created).await?;
-    tx.commit().await?;
-    metrics::counter!("hawker_orders_committed_total").increment(created.len() as u64);
-    Ok(Committed {
-        outcomes: decide::answers(decisions, created),
-        deals,
-    })
+    let mut known = read(&mut tx, requests).await?;
+    let mut locked: HashSet<Uuid> = HashSet::new();
+    loop {
+        sqlx::query("savepoint take").execute(&mut *tx).await?;
+        let decisions = decide::decide(requests, &known);
+        let created = insert_orders(&mut tx, requests, &known.deals, &decisions, order_ttl_secs).await?;
+        add_buyer_units(&mut tx, &created, &known.deals).await?;
+        mark_coupons_used(&mut tx, &created).await?;
+        let units = decide::units_by_deal(created.values().map(|o| (o.deal_id, o.quantity)))?;
+        match take_units(&mut tx, &units).await? {
+            Taken::All(deals) => {
+                record_order_events(&mut tx, &created).await?;
+                if !hold_after_take.is_zero() {
+                    // Test hook (`commerce.test_hold_after_take_ms`): hold the
+                    // deal rows as a node frozen before its commit would.
+                    tokio::time::sleep(hold_after_take).await;
+                }
+                tx.commit().await?;
+                metrics::counter!("hawker_orders_committed_total").increment(created.len() as u64);
+                return Ok(Committed {
+                    outcomes: decide::answers(decisions, created),
+                    deals,
+                });
+            }
+            Taken::Short(deal_id) => {
+                if !locked.insert(deal_id) {
+                    // Decided under this row's lock and still short: only a
+                    // bug gets here; Postgres kept the rule.
+                    return Err(Error::Internal(anyhow::anyhow!(
+                        "deal {deal_id} short of units under its own lock"
+                    )));
+                }
+                metrics::counter!("hawker_settle_redecided_total").increment(1);
+                sqlx::query("rollback to savepoint take")
+                    .execute(&mut *tx)
+                    .await?;
+                for row in read_deals(&mut tx, &[deal_id], true).await? {
+                    known.deals.insert(row.deal_id, row);
+                }
+            }
+        }
+    }
 }
 
-/// Step 1: locks the batch's deals (in id order), buyers and coupon claims,
-/// and reads the orders that already exist for its keys.
-async fn read_under_lock(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) -> Result<Known> {
-    let deal_ids: Vec<Uuid> = requests
+/// The batch's deal rows; `lock` takes their row locks (only when a guarded
+/// update failed and the batch is decided again).
+async fn read_deals(
+    tx: &mut Transaction<'_, Postgres>,
+    deal_ids: &[Uuid],
+    lock: bool,
+) -> Result<Vec<DealRow>> {
+    let sql = format!(
+        "select deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold,
+                per_buyer_cap, status, end_reason, starts_at <= now() as started, ends_at <= now() as over
+           from deal where deal_id = any($1) order by deal_id{}",
+        if lock { " for update" } else { "" }
+    );
+    sqlx::query_as::<_, DealRow>(&sql)
+        .bind(deal_ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(deal_row_error)
+}
+
+/// A lock wait on a deal row that timed out is another node's doing.
+fn deal_row_error(e: sqlx::Error) -> Error {
+    let lock_timeout = matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"));
+    if lock_timeout {
+        metrics::counter!("hawker_settle_failures_total", "kind" => "deal_row_busy").increment(1);
+        Error::Unavailable { what: DEAL_ROW_BUSY }
+    } else {
+        e.into()
+    }
+}
+
+/// Step 1: reads the batch's deals (without locking them), locks its buyers
+/// and coupon claims, and reads the orders that already exist for its keys.
+async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) -> Result<Known> {
+    let mut deal_ids: Vec<Uuid> = requests
         .iter()
         .map(|r| r.deal_id)
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let deals: HashMap<Uuid, DealRow> = sqlx::query_as::<_, DealRow>(
-        "select deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold,
-                per_buyer_cap, status, end_reason, starts_at <= now() as started, ends_at <= now() as over
-           from deal where deal_id = any($1) order by deal_id for update",
-    )
-    .bind(&deal_ids)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(|d| (d.deal_id, d))
-    .collect();
+    deal_ids.sort();
+    let deals: HashMap<Uuid, DealRow> = read_deals(tx, &deal_ids, false)
+        .await?
+        .into_iter()
+        .map(|d| (d.deal_id, d))
+        .collect();
 
     let buyers: Vec<&str> = requests.iter().map(|r| r.buyer.as_str()).collect();
     let keys: Vec<&str> = requests.iter().map(|r| r.idempotency_key.as_str()).collect();
@@ -425,31 +648,40 @@ async fn mark_coupons_used(
     Ok(())
 }
 
-/// Step 6: takes the inserted units from each deal, once per deal; a deal
-/// that sells its last unit ends `sold_out` here, its final stock and
-/// `deal.ended` queued in the room outbox.
-async fn take_units(
-    tx: &mut Transaction<'_, Postgres>,
-    created: &HashMap<usize, Order>,
-) -> Result<Vec<DealAfter>> {
-    let mut deal_units: HashMap<Uuid, i32> = HashMap::new();
-    for order in created.values() {
-        *deal_units.entry(order.deal_id).or_default() += order.quantity;
-    }
-    let mut after = Vec::with_capacity(deal_units.len());
-    for (deal_id, units) in &deal_units {
-        let (session_id, quantity, new_sold, version, ended): (Uuid, i32, i32, i64, bool) = sqlx::query_as(
+/// What the guarded updates of step 6 did.
+enum Taken {
+    /// Every deal had the units: their figures after the update.
+    All(Vec<DealAfter>),
+    /// This deal no longer had them (another node sold, or it ended): the
+    /// batch must be decided again against its fresh row.
+    Short(Uuid),
+}
+
+/// Step 6: takes the inserted units from each deal, once per deal and in id
+/// order, with a guarded update: the row lock is taken here, at the end of
+/// the transaction, and only if the units are still there. A deal that sells
+/// its last unit ends `sold_out` here, its final stock and `deal.ended`
+/// queued in the room outbox. The `deal_no_oversell` constraint stays the
+/// last line of defence.
+async fn take_units(tx: &mut Transaction<'_, Postgres>, units: &BTreeMap<Uuid, i32>) -> Result<Taken> {
+    let mut after = Vec::with_capacity(units.len());
+    for (deal_id, units) in units {
+        let taken: Option<(Uuid, i32, i32, i64, bool)> = sqlx::query_as(
             "update deal set sold = sold + $2, stock_version = stock_version + 1,
                     status = case when sold + $2 = quantity then 'ended' else status end,
                     end_reason = case when sold + $2 = quantity then 'sold_out' else end_reason end,
                     ended_at = case when sold + $2 = quantity then now() else ended_at end
-              where deal_id = $1
+              where deal_id = $1 and status <> 'ended' and sold + $2 <= quantity
           returning session_id, quantity, sold, stock_version, status = 'ended'",
         )
         .bind(deal_id)
         .bind(units)
-        .fetch_one(&mut **tx)
-        .await?;
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(deal_row_error)?;
+        let Some((session_id, quantity, new_sold, version, ended)) = taken else {
+            return Ok(Taken::Short(*deal_id));
+        };
         if ended {
             crate::deals::announce_end(tx, *deal_id, session_id, "sold_out", quantity, new_sold, version)
                 .await?;
@@ -463,7 +695,7 @@ async fn take_units(
             ended,
         });
     }
-    Ok(after)
+    Ok(Taken::All(after))
 }
 
 /// Step 7: records each new order's first status in `order_event`.

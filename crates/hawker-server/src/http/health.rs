@@ -37,6 +37,9 @@ pub struct Readiness {
     pub status: &'static str,
     pub postgres: Check,
     pub redis: Check,
+    /// This node's own settlement batches commit (they can fail while
+    /// `select 1` answers: a path that drops packets, locks never granted).
+    pub settlement: Check,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -81,7 +84,8 @@ async fn check_redis(state: &AppState) -> Result<(), String> {
     }
 }
 
-/// Readiness: Postgres and Redis answer, and the node is not shutting down.
+/// Readiness: Postgres and Redis answer, this node's settlement batches
+/// commit, and the node is not shutting down.
 /// A load balancer stops sending traffic on 503. The public listener says
 /// which dependency failed but not its error; the admin listener says both.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
@@ -101,7 +105,8 @@ async fn readiness(state: &AppState, show_errors: bool) -> impl IntoResponse {
     let state = state.clone();
     let (pg, redis) = tokio::join!(check_postgres(&state), check_redis(&state));
     let shutting_down = state.shutdown.is_cancelled();
-    let ready = pg.is_ok() && redis.is_ok() && !shutting_down;
+    let settlement = state.commerce.settlement_problem().map_or(Ok(()), Err);
+    let ready = pg.is_ok() && redis.is_ok() && settlement.is_ok() && !shutting_down;
     let status = if shutting_down {
         "shutting_down"
     } else if ready {
@@ -118,10 +123,12 @@ async fn readiness(state: &AppState, show_errors: bool) -> impl IntoResponse {
         status,
         postgres: Check::from_result(pg),
         redis: Check::from_result(redis),
+        settlement: Check::from_result(settlement),
     };
     if !show_errors {
         body.postgres.error = None;
         body.redis.error = None;
+        body.settlement.error = None;
     }
     (code, axum::Json(body))
 }
