@@ -953,3 +953,19 @@ pub async fn session_agencies<'e>(
             .await?,
     )
 }
+
+/// Who is on air now (at the transaction's `now()`) in each of `sessions`,
+/// by the attribution rule `host_on_shift()`: one query for a whole batch of
+/// orders, on the caller's connection (commerce's settlement stamps each
+/// order with the host it is attributed to).
+pub async fn hosts_on_air(
+    conn: &mut sqlx::PgConnection,
+    sessions: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Option<Uuid>>> {
+    let rows: Vec<(Uuid, Option<Uuid>)> =
+        sqlx::query_as("select s, host_on_shift(s, now()) from unnest($1::uuid[]) as s")
+            .bind(sessions)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().collect())
+}

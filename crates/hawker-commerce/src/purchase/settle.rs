@@ -755,22 +755,31 @@ impl OrderColumns {
     }
 
     /// Inserts; a (buyer, key) another node inserted first is skipped.
-    async fn insert(
-        self,
-        tx: &mut Transaction<'_, Postgres>,
-        ttl_secs: i64,
-    ) -> sqlx::Result<Vec<(String, Order)>> {
+    async fn insert(self, tx: &mut Transaction<'_, Postgres>, ttl_secs: i64) -> Result<Vec<(String, Order)>> {
+        // Attribution: the host on air now in each session, asked of the
+        // agency crate (which owns shifts) once per batch, not once per row.
+        let mut sessions = self.session_id.clone();
+        sessions.sort_unstable();
+        sessions.dedup();
+        let on_air = hawker_agency::schedule::hosts_on_air(&mut *tx, &sessions).await?;
+        let host_id: Vec<Option<Uuid>> = self
+            .session_id
+            .iter()
+            .map(|s| on_air.get(s).copied().flatten())
+            .collect();
         let rows: Vec<InsertedRow> = sqlx::query_as(&format!(
             "insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
                     unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id, idempotency_key,
                     request_hash, expires_at, host_id)
-             select t.*, now() + make_interval(secs => $15), host_on_shift(t.session_id, now())
+             select t.order_id, t.deal_id, t.session_id, t.lineup_item_id, t.sku_id, t.buyer_id, t.quantity,
+                    t.unit_price_minor, t.discount_minor, t.amount_minor, t.currency, t.coupon_claim_id,
+                    t.idempotency_key, t.request_hash, now() + make_interval(secs => $15), t.host_id
                from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[],
                            $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::uuid[], $13::text[],
-                           $14::text[])
+                           $14::text[], $16::uuid[])
                     as t(order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
                          unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id,
-                         idempotency_key, request_hash)
+                         idempotency_key, request_hash, host_id)
              on conflict on constraint customer_order_idempotency do nothing
              returning {ORDER_COLUMNS}, idempotency_key as key_again"
         ))
@@ -789,6 +798,7 @@ impl OrderColumns {
         .bind(&self.key)
         .bind(&self.hash)
         .bind(ttl_secs as f64)
+        .bind(&host_id)
         .fetch_all(&mut **tx)
         .await?;
         Ok(rows.into_iter().map(|r| (r.key_again, r.order)).collect())
