@@ -15,6 +15,7 @@ mod hub;
 mod listener;
 mod payments;
 mod process;
+mod roster;
 mod security;
 mod shutdown;
 mod support;
