@@ -130,11 +130,7 @@ fn decode(cursor: &str) -> Result<Vec<String>> {
     }
     let bytes = (0..cursor.len())
         .step_by(2)
-        .map(|i| {
-            cursor
-                .get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
+        .map(|i| cursor.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(bad_cursor)?;
     let text = String::from_utf8(bytes).map_err(|_| bad_cursor())?;
@@ -175,7 +171,11 @@ mod tests {
         assert_eq!(query(Some("100"), None).limit().unwrap(), 100);
         assert_eq!(query(Some("1"), None).limit().unwrap(), 1);
         for bad in ["0", "101", "-1", "1e3", "", "99999999999999999999"] {
-            assert_eq!(query(Some(bad), None).limit().unwrap_err().code(), "bad_limit", "{bad}");
+            assert_eq!(
+                query(Some(bad), None).limit().unwrap_err().code(),
+                "bad_limit",
+                "{bad}"
+            );
         }
     }
 

@@ -430,9 +430,16 @@ pub async fn agency_invites(
 
 /// A host's invites, oldest first, a page at a time (the host or an admin).
 #[tracing::instrument(skip_all, fields(%host_id, caller = %claims.sub))]
-pub async fn host_invites(db: &PgPool, claims: &Claims, host_id: Uuid, page: &PageQuery) -> Result<InvitePage> {
+pub async fn host_invites(
+    db: &PgPool,
+    claims: &Claims,
+    host_id: Uuid,
+    page: &PageQuery,
+) -> Result<InvitePage> {
     if !(claims.is_admin() || host_of(claims) == Some(host_id)) {
-        return Err(Error::forbidden("only the host or an admin may read a host's invites"));
+        return Err(Error::forbidden(
+            "only the host or an admin may read a host's invites",
+        ));
     }
     list_invites(db, "i.host_id = $1", host_id, page).await
 }

@@ -9,8 +9,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use hawker_agency::campaigns::{self, Campaign, NewCampaign, NewTerms, Terms, TermsScope};
 use hawker_agency::page::PageQuery;
-use hawker_agency::roster::{self, Agency, Host, Invite, InvitePage, JoinRoster, Membership, NewHost, RosterPage};
-use hawker_agency::schedule::{self, DayQuery, GoLive, NewSession, NewShift, ScheduledSession, SessionPage, Shift, ShiftPage};
+use hawker_agency::roster::{
+    self, Agency, Host, Invite, InvitePage, JoinRoster, Membership, NewHost, RosterPage,
+};
+use hawker_agency::schedule::{
+    self, DayQuery, GoLive, NewSession, NewShift, ScheduledSession, SessionPage, Shift, ShiftPage,
+};
 use hawker_agency::time::{parse_instant, PeriodQuery};
 use hawker_core::Role;
 use hawker_ledger::figures::{self, SessionFigures};

@@ -1281,7 +1281,11 @@ async fn attempt(app: &TestApp, w: &World, route: &str, who: Who, slot: i64) -> 
             .execute(&app.db)
             .await
             .unwrap();
-            let verb = if route.ends_with("accept") { "accept" } else { "decline" };
+            let verb = if route.ends_with("accept") {
+                "accept"
+            } else {
+                "decline"
+            };
             (
                 Method::POST,
                 format!("/v1/hosts/{h}/invites/{invite_id}/{verb}"),

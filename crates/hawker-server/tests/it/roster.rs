@@ -67,7 +67,11 @@ async fn a_host_joins_a_roster_only_by_accepting_an_invite_and_the_stay_begins_t
             Some(json!({"host_id": host})),
         )
         .await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("invite_pending")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("invite_pending")),
+        "{body}"
+    );
 
     // The host sees the invite, and accepts it.
     let (status, mine) = app
@@ -98,10 +102,18 @@ async fn a_host_joins_a_roster_only_by_accepting_an_invite_and_the_stay_begins_t
         .fetch_one(&app.db)
         .await
         .unwrap();
-    assert_eq!(linked, Some(invite_id), "the stay names the invite it was accepted from");
+    assert_eq!(
+        linked,
+        Some(invite_id),
+        "the stay names the invite it was accepted from"
+    );
     // An invite is answered once.
     let (status, body) = accept(&app, host, invite_id, &app.host_token(host)).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("invite_not_pending")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("invite_not_pending")),
+        "{body}"
+    );
     let (_, listed) = app
         .send(
             Method::GET,
@@ -123,9 +135,17 @@ async fn a_host_joins_a_roster_only_by_accepting_an_invite_and_the_stay_begins_t
             None,
         )
         .await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("declined")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("declined")),
+        "{body}"
+    );
     let (status, body) = accept(&app, other, declined, &app.host_token(other)).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("invite_not_pending")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("invite_not_pending")),
+        "{body}"
+    );
     let withdrawn = id(&invite(&app, agency, other).await, "invite_id");
     let (status, body) = app
         .send(
@@ -135,7 +155,11 @@ async fn a_host_joins_a_roster_only_by_accepting_an_invite_and_the_stay_begins_t
             None,
         )
         .await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("withdrawn")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("withdrawn")),
+        "{body}"
+    );
     let (status, _) = accept(&app, other, withdrawn, &app.host_token(other)).await;
     assert_eq!(status, 409);
     // An expired invite cannot be accepted.
@@ -149,7 +173,11 @@ async fn a_host_joins_a_roster_only_by_accepting_an_invite_and_the_stay_begins_t
     .await
     .unwrap();
     let (status, body) = accept(&app, other, expired, &app.host_token(other)).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("invite_expired")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("invite_expired")),
+        "{body}"
+    );
     assert_eq!(roster_ids(&app, agency).await, vec![json!(host)]);
 }
 
@@ -171,7 +199,11 @@ async fn a_joined_at_far_from_now_is_refused_and_cannot_block_other_agencies() {
                 Some(json!({"host_id": host, "joined_at": joined_at})),
             )
             .await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("bad_joined_at")), "{joined_at}: {body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad_joined_at")),
+            "{joined_at}: {body}"
+        );
     }
     let invites: i64 = sqlx::query_scalar("select count(*) from roster_invite where host_id = $1")
         .bind(host)
@@ -188,7 +220,11 @@ async fn a_joined_at_far_from_now_is_refused_and_cannot_block_other_agencies() {
             Some(json!({"host_id": host, "joined_at": iso(now())})),
         )
         .await;
-    assert_eq!((status, sent["status"].as_str()), (201, Some("pending")), "{sent}");
+    assert_eq!(
+        (status, sent["status"].as_str()),
+        (201, Some("pending")),
+        "{sent}"
+    );
     // A pending invite reserves nothing: the rival invites too, and the host picks the rival.
     let chosen = id(&invite(&app, rival, host).await, "invite_id");
     let (status, body) = accept(&app, host, chosen, &app.host_token(host)).await;
@@ -222,7 +258,11 @@ async fn a_joined_at_far_from_now_is_refused_and_cannot_block_other_agencies() {
             Some(json!({"host_id": host})),
         )
         .await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("host_on_another_roster")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("host_on_another_roster")),
+        "{body}"
+    );
     assert_eq!(roster_ids(&app, rival).await, vec![json!(host)]);
     assert!(roster_ids(&app, squatter).await.is_empty());
 }
@@ -243,7 +283,10 @@ async fn only_the_invited_host_can_accept_not_another_host_nor_an_outsider() {
     let brand = Uuid::new_v4();
     for (who, token) in [
         ("viewer", app.token("viewer-1", Role::Viewer)),
-        ("viewer named as the host", app.token(&invited.to_string(), Role::Viewer)),
+        (
+            "viewer named as the host",
+            app.token(&invited.to_string(), Role::Viewer),
+        ),
         ("the inviting agency", app.agency_token(agency)),
         ("another agency", app.agency_token(other_agency)),
         ("a brand", brand_token(&app.keys, brand)),
@@ -371,7 +414,14 @@ async fn every_agency_list_is_paged_and_walking_the_cursor_returns_each_item_onc
     exactly_once(&keys, "key", 8, "roster stays");
     let (current, _) = walk(&app, &format!("/v1/agencies/{agency}/roster"), &token, 2, "items").await;
     exactly_once(&current, "host_id", 7, "current roster");
-    let (invites, _) = walk(&app, &format!("/v1/agencies/{agency}/invites"), &token, 3, "items").await;
+    let (invites, _) = walk(
+        &app,
+        &format!("/v1/agencies/{agency}/invites"),
+        &token,
+        3,
+        "items",
+    )
+    .await;
     exactly_once(&invites, "invite_id", 8, "agency invites");
 
     // Sessions: 11 in one day, three of them starting at the same instant.
@@ -397,7 +447,11 @@ async fn every_agency_list_is_paged_and_walking_the_cursor_returns_each_item_onc
 
     // Shifts: one 24-hour session, 10 hourly shifts of one host plus 3
     // cancelled ones starting with the first (ties in the order).
-    let long_start = (now() + Duration::days(5)).date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let long_start = (now() + Duration::days(5))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
     let session = Uuid::new_v4();
     sqlx::query(
         "insert into live_session (session_id, agency_id, title, planned_start, planned_end)
@@ -426,9 +480,23 @@ async fn every_agency_list_is_paged_and_walking_the_cursor_returns_each_item_onc
         .await
         .unwrap();
     }
-    let (shifts, _) = walk(&app, &format!("/v1/sessions/{session}/shifts"), &token, 4, "items").await;
+    let (shifts, _) = walk(
+        &app,
+        &format!("/v1/sessions/{session}/shifts"),
+        &token,
+        4,
+        "items",
+    )
+    .await;
     exactly_once(&shifts, "shift_id", 13, "session shifts");
-    let (shifts, _) = walk(&app, &format!("/v1/hosts/{host}/shifts"), &app.host_token(host), 5, "items").await;
+    let (shifts, _) = walk(
+        &app,
+        &format!("/v1/hosts/{host}/shifts"),
+        &app.host_token(host),
+        5,
+        "items",
+    )
+    .await;
     exactly_once(&shifts, "shift_id", 13, "host shifts");
     let (shifts, _) = walk(&app, &format!("/v1/hosts/{host}/shifts"), &token, 100, "items").await;
     exactly_once(&shifts, "shift_id", 13, "host shifts as the agency, one page");
@@ -464,17 +532,36 @@ async fn every_agency_list_is_paged_and_walking_the_cursor_returns_each_item_onc
         .await
         .unwrap();
     }
-    let (entries, pages) = walk(&app, &format!("/v1/agencies/{agency}/statement"), &token, 7, "entries").await;
+    let (entries, pages) = walk(
+        &app,
+        &format!("/v1/agencies/{agency}/statement"),
+        &token,
+        7,
+        "entries",
+    )
+    .await;
     assert_eq!(pages, 9);
     exactly_once(&entries, "commission_entry_id", 60, "agency statement");
     let (status, first) = app
-        .send(Method::GET, &format!("/v1/agencies/{agency}/statement?limit=7"), &token, None)
+        .send(
+            Method::GET,
+            &format!("/v1/agencies/{agency}/statement?limit=7"),
+            &token,
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     let sum: i64 = entries.iter().map(|e| e["amount_minor"].as_i64().unwrap()).sum();
     assert_eq!(first["total"][0]["net_payable_minor"], sum, "{first}");
     assert_eq!(first["entries"].as_array().unwrap().len(), 7);
-    let (entries, _) = walk(&app, &format!("/v1/hosts/{host}/statement"), &app.host_token(host), 8, "entries").await;
+    let (entries, _) = walk(
+        &app,
+        &format!("/v1/hosts/{host}/statement"),
+        &app.host_token(host),
+        8,
+        "entries",
+    )
+    .await;
     exactly_once(&entries, "commission_entry_id", 30, "host statement");
 
     // A page above the maximum is refused, not clamped; so are 0 and garbage.
@@ -492,20 +579,38 @@ async fn every_agency_list_is_paged_and_walking_the_cursor_returns_each_item_onc
             let (status, body) = app
                 .send(Method::GET, &format!("{path}{sep}limit={limit}"), &token, None)
                 .await;
-            assert_eq!((status, body["error"].as_str()), (400, Some("bad_limit")), "{path} {limit}: {body}");
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("bad_limit")),
+                "{path} {limit}: {body}"
+            );
         }
         let (status, body) = app
             .send(Method::GET, &format!("{path}{sep}limit=100"), &token, None)
             .await;
         assert_eq!(status, 200, "{path}: {body}");
         let (status, body) = app
-            .send(Method::GET, &format!("{path}{sep}cursor=not-a-cursor"), &token, None)
+            .send(
+                Method::GET,
+                &format!("{path}{sep}cursor=not-a-cursor"),
+                &token,
+                None,
+            )
             .await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("bad_cursor")), "{path}: {body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad_cursor")),
+            "{path}: {body}"
+        );
     }
     // Without a limit, a page holds 50.
     let (status, body) = app
-        .send(Method::GET, &format!("/v1/agencies/{agency}/statement"), &token, None)
+        .send(
+            Method::GET,
+            &format!("/v1/agencies/{agency}/statement"),
+            &token,
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["entries"].as_array().unwrap().len(), 50);
