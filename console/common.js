@@ -201,6 +201,24 @@ export async function api(path, { method = 'GET', body, token, headers = {} } = 
   return data;
 }
 
+/**
+ * Every item of a paged list route (`{ items, next_cursor }`), walking the
+ * cursor 100 at a time; at most `maxPages` pages.
+ */
+export async function apiAll(path, { token, maxPages = 50 } = {}) {
+  const items = [];
+  let cursor = null;
+  for (let page = 0; page < maxPages; page += 1) {
+    const sep = path.includes('?') ? '&' : '?';
+    const url = `${path}${sep}limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+    const data = await api(url, { token });
+    items.push(...(data?.items || []));
+    cursor = data?.next_cursor;
+    if (!cursor) break;
+  }
+  return items;
+}
+
 // ---------- Tokens ----------
 
 /** The claims of a JWT (not verified: the server does that). */

@@ -1,7 +1,7 @@
 // The host console: go live, pin, launch deals, drop coupons, moderate, end;
 // live figures from the room and from GET /v1/sessions/{id}/figures.
 import {
-  $, h, fill, morphChildren, countdown, api, money, shortId, toast, timeOfDay,
+  $, h, fill, morphChildren, countdown, api, apiAll, money, shortId, toast, timeOfDay,
   obtainToken, askForToken, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
 } from './common.js';
 
@@ -120,7 +120,7 @@ function reloadDealsSoon() {
 }
 
 async function loadShifts() {
-  const shifts = await api(`/v1/sessions/${sessionId}/shifts`, { token }).catch(() => null);
+  const shifts = await apiAll(`/v1/sessions/${sessionId}/shifts`, { token }).catch(() => null);
   const box = $('#shifts');
   if (!shifts) {
     fill(box, h('li', { class: 'empty', text: 'Shifts are visible to the agency and the session’s hosts.' }));

@@ -2,7 +2,7 @@
 // booking with conflicts shown before the server is asked, commission terms
 // and statements.
 import {
-  $, h, fill, api, money, toast, timeOfDay, obtainToken, askForToken, decodeClaims, devInfo, localOffset,
+  $, h, fill, api, apiAll, money, toast, timeOfDay, obtainToken, askForToken, decodeClaims, devInfo, localOffset,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -80,8 +80,8 @@ async function loadDay() {
   $('#offset').textContent = `UTC${localOffset(new Date(dayStart()))}`;
   const offset = encodeURIComponent(localOffset(new Date(dayStart())));
   const [r, s] = await Promise.all([
-    api(`/v1/agencies/${agencyId}/roster`, { token }).catch(() => null),
-    api(`/v1/agencies/${agencyId}/sessions?date=${day()}&utc_offset=${offset}`, { token }).catch((e) => {
+    apiAll(`/v1/agencies/${agencyId}/roster`, { token }).catch(() => null),
+    apiAll(`/v1/agencies/${agencyId}/sessions?date=${day()}&utc_offset=${offset}`, { token }).catch((e) => {
       toast(`The schedule could not be loaded: ${e.message}`, 'bad');
       return null;
     }),
@@ -101,7 +101,7 @@ async function loadHostShifts() {
   const from = new Date(dayStart() - DAY).toISOString();
   const to = new Date(dayStart() + 2 * DAY).toISOString();
   const lists = await Promise.all(roster.map((m) =>
-    api(`/v1/hosts/${m.host_id}/shifts?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`, { token }).catch(() => [])));
+    apiAll(`/v1/hosts/${m.host_id}/shifts?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`, { token }).catch(() => [])));
   hostShifts = new Map(roster.map((m, i) => [m.host_id, lists[i]]));
 }
 
@@ -392,7 +392,7 @@ async function loadStatement() {
     tile('Agency keeps', money(sum(s.agency, 'net_payable_minor'), currency)),
     tile('Hosts owed', money(hostsOwed, currency)),
     tile('Clawbacks', money(sum(s.total, 'clawbacks_minor'), currency)),
-    tile('Entries', String(s.entries.length)));
+    tile('Entries', `${s.entries.length}${s.next_cursor ? '+' : ''}`));
   fill($('#statement-hosts'), s.hosts.length
     ? s.hosts.map((x) => h('tr', { dataset: { testid: 'statement-host' } },
       h('td', { text: `@${x.handle}` }),
@@ -487,7 +487,10 @@ $('#add-host').addEventListener('submit', async (e) => {
     method: 'POST', token, body: { handle: f.handle.value.trim(), display_name: f.name.value.trim() },
   }));
   if (!host) return;
-  if (await attempt('Adding to the roster failed', () => api(`/v1/agencies/${agencyId}/roster`, { method: 'POST', token, body: { host_id: host.host_id } }))) {
+  // Joining needs the host's consent: this sends an invite, and the host is
+  // on the roster once they accept it (POST /v1/hosts/{id}/invites/{invite}/accept).
+  if (await attempt('The invite failed', () => api(`/v1/agencies/${agencyId}/roster`, { method: 'POST', token, body: { host_id: host.host_id } }))) {
+    toast(`Invited @${host.handle}: on the roster once they accept`, 'ok', 4000);
     f.reset();
     await loadDay();
   }

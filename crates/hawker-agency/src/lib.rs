@@ -3,7 +3,7 @@
 //! (`terms_in_force()`, batched for the ledger in [`terms`]), and scheduling — sessions, shifts
 //! (`host_on_shift()`), go-live, handoffs, end.
 //!
-//! It owns the tables `agency`, `brand`, `host`, `agency_host`, `campaign`,
+//! It owns the tables `agency`, `brand`, `host`, `agency_host`, `roster_invite`, `campaign`,
 //! `commission_terms`, `live_session` and `shift`, and holds the one
 //! session-access rule ([`access::session_access`], with
 //! [`access::SessionStatus`]) that the socket route and commerce use too.
@@ -20,6 +20,7 @@
 pub mod access;
 pub mod campaigns;
 pub mod demo;
+pub mod page;
 pub mod roster;
 pub mod schedule;
 pub mod session_cache;

@@ -20,6 +20,7 @@ use crate::access::{
     agency_exists, host_exists, load_session, load_session_in, require_agency, require_host_reader,
     require_manager, session_role, SessionRole, SessionStatus,
 };
+use crate::page::{self, PageQuery};
 use crate::time::{day_window, parse_instant, parse_offset, Period};
 use hawker_core::error::{violated_constraint, Error, Result};
 
@@ -73,6 +74,22 @@ pub struct ScheduledSession {
     /// Shifts in planned order (cancelled ones included).
     #[sqlx(skip)]
     pub shifts: Vec<Shift>,
+}
+
+/// A page of shifts.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ShiftPage {
+    pub items: Vec<Shift>,
+    /// Pass as `cursor` for the next page; absent (null) on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of sessions.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SessionPage {
+    pub items: Vec<ScheduledSession>,
+    /// Pass as `cursor` for the next page; absent (null) on the last page.
+    pub next_cursor: Option<String>,
 }
 
 const SESSION_SELECT: &str =
@@ -328,7 +345,8 @@ pub async fn schedule_session(
     session_view(db, session_id).await
 }
 
-/// The agency's sessions whose planned window overlaps `[from, to)`, with shifts.
+/// The agency's sessions whose planned window overlaps `[from, to)`, with
+/// shifts, a page at a time in (planned_start, session_id) order.
 #[tracing::instrument(skip_all, fields(%agency_id, %from, %to, caller = %claims.sub))]
 pub async fn agency_sessions(
     db: &PgPool,
@@ -336,17 +354,27 @@ pub async fn agency_sessions(
     agency_id: Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Vec<ScheduledSession>> {
+    page: &PageQuery,
+) -> Result<SessionPage> {
     require_agency(claims, agency_id)?;
-    let mut sessions = sqlx::query_as::<_, ScheduledSession>(&format!(
+    let limit = page.limit()?;
+    let after = page.after_time_id()?;
+    let rows = sqlx::query_as::<_, ScheduledSession>(&format!(
         "{SESSION_SELECT} where s.agency_id = $1 and s.planned_start < $3 and s.planned_end > $2
-          order by s.planned_start, s.session_id"
+            and ($4::timestamptz is null or (s.planned_start, s.session_id) > ($4, $5))
+          order by s.planned_start, s.session_id
+          limit $6"
     ))
     .bind(agency_id)
     .bind(from)
     .bind(to)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
     .fetch_all(db)
     .await?;
+    let (mut sessions, next_cursor) =
+        page::split(rows, limit, |s| page::time_id(s.planned_start, s.session_id));
     let ids: Vec<Uuid> = sessions.iter().map(|s| s.session_id).collect();
     let mut shifts = shifts_of(&mut *db.acquire().await?, &ids).await?;
     for session in &mut sessions {
@@ -356,7 +384,10 @@ pub async fn agency_sessions(
         session.shifts = mine;
         shifts = rest;
     }
-    Ok(sessions)
+    Ok(SessionPage {
+        items: sessions,
+        next_cursor,
+    })
 }
 
 /// Books a host into a session (the session's agency or an admin).
@@ -507,9 +538,15 @@ async fn get_shift(db: &PgPool, shift_id: Uuid) -> Result<Shift> {
 }
 
 /// The session's shifts: all of them for its agency and admins, a scheduled
-/// host's own only for that host.
+/// host's own only for that host; a page at a time in (planned_start,
+/// shift_id) order.
 #[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub))]
-pub async fn session_shifts(db: &PgPool, claims: &Claims, session_id: Uuid) -> Result<Vec<Shift>> {
+pub async fn session_shifts(
+    db: &PgPool,
+    claims: &Claims,
+    session_id: Uuid,
+    page: &PageQuery,
+) -> Result<ShiftPage> {
     let session = load_session(db, session_id).await?;
     let role = session_role(db, claims, &session).await?;
     let only_host = match (role.manages(), role.scheduled_host()) {
@@ -521,33 +558,58 @@ pub async fn session_shifts(db: &PgPool, claims: &Claims, session_id: Uuid) -> R
             ))
         }
     };
-    Ok(sqlx::query_as::<_, Shift>(&format!(
+    let limit = page.limit()?;
+    let after = page.after_time_id()?;
+    let rows = sqlx::query_as::<_, Shift>(&format!(
         "{SHIFT_SELECT} where sh.session_id = $1 and ($2::uuid is null or sh.host_id = $2)
-          order by sh.planned_start, sh.created_at"
+            and ($3::timestamptz is null or (sh.planned_start, sh.shift_id) > ($3, $4))
+          order by sh.planned_start, sh.shift_id
+          limit $5"
     ))
     .bind(session_id)
     .bind(only_host)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
     .fetch_all(db)
-    .await?)
+    .await?;
+    let (items, next_cursor) = page::split(rows, limit, |s| page::time_id(s.planned_start, s.shift_id));
+    Ok(ShiftPage { items, next_cursor })
 }
 
 /// A host's shifts whose plan overlaps the period (the host, admins, or an
-/// agency the host has been with, which sees only its own sessions' shifts).
+/// agency the host has been with, which sees only its own sessions' shifts),
+/// a page at a time in (planned_start, shift_id) order.
 #[tracing::instrument(skip_all, fields(%host_id, caller = %claims.sub))]
-pub async fn host_shifts(db: &PgPool, claims: &Claims, host_id: Uuid, period: Period) -> Result<Vec<Shift>> {
+pub async fn host_shifts(
+    db: &PgPool,
+    claims: &Claims,
+    host_id: Uuid,
+    period: Period,
+    page: &PageQuery,
+) -> Result<ShiftPage> {
     let reader = require_host_reader(db, claims, host_id).await?;
-    Ok(sqlx::query_as::<_, Shift>(&format!(
+    let limit = page.limit()?;
+    let after = page.after_time_id()?;
+    let rows = sqlx::query_as::<_, Shift>(&format!(
         "{SHIFT_SELECT} where sh.host_id = $1 and ($2::uuid is null or s.agency_id = $2)
             and ($3::timestamptz is null or sh.planned_end > $3)
             and ($4::timestamptz is null or sh.planned_start < $4)
-          order by sh.planned_start"
+            and ($5::timestamptz is null or (sh.planned_start, sh.shift_id) > ($5, $6))
+          order by sh.planned_start, sh.shift_id
+          limit $7"
     ))
     .bind(host_id)
     .bind(reader.agency())
     .bind(period.from)
     .bind(period.to)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
     .fetch_all(db)
-    .await?)
+    .await?;
+    let (items, next_cursor) = page::split(rows, limit, |s| page::time_id(s.planned_start, s.shift_id));
+    Ok(ShiftPage { items, next_cursor })
 }
 
 /// A shift and its session locked for a change of state, with the caller's role.

@@ -4,6 +4,12 @@
 //! `occurred_at` (a sale when paid, a clawback when refunded, hourly pay and
 //! slot fees when the shift or session ended), so a refund after the period
 //! reduces the next statement, not a closed one.
+//!
+//! Entries come a page at a time (`limit`, `cursor`: see
+//! [`hawker_agency::page`]), in (`occurred_at`, `commission_entry_id`) order;
+//! the totals are always over the whole period, summed by Postgres, so a
+//! statement over years costs one bounded page and a few sums. The entries
+//! of every page together add up to the totals.
 
 use chrono::{DateTime, Utc};
 use hawker_core::Claims;
@@ -12,6 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use hawker_agency::access::{agency_exists, host_exists, require_agency, require_host_reader};
+use hawker_agency::page::{self, PageQuery};
 use hawker_agency::roster;
 use hawker_agency::time::Period;
 use hawker_core::error::{Error, Result};
@@ -64,8 +71,11 @@ pub struct HostStatement {
     pub agency_id: Option<Uuid>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// One page of the period's entries.
     pub entries: Vec<Entry>,
-    /// Per currency.
+    /// Pass as `cursor` for the next page of entries; absent (null) on the last page.
+    pub next_cursor: Option<String>,
+    /// Per currency, over the whole period (every page).
     pub totals: Vec<Totals>,
 }
 
@@ -83,9 +93,11 @@ pub struct AgencyStatement {
     pub agency_id: Uuid,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
-    /// Both parties' entries of the agency's sessions.
+    /// One page of both parties' entries of the agency's sessions.
     pub entries: Vec<Entry>,
-    /// What the agency keeps, per currency.
+    /// Pass as `cursor` for the next page of entries; absent (null) on the last page.
+    pub next_cursor: Option<String>,
+    /// What the agency keeps, per currency (totals are over the whole period).
     pub agency: Vec<Totals>,
     /// What is payable to each host.
     pub hosts: Vec<HostTotals>,
@@ -120,6 +132,47 @@ pub fn totals<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<Totals> {
     by_currency
 }
 
+/// One sum of the ledger: a party's (and host's) amounts of one kind and currency.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Sum {
+    party: String,
+    host_id: Option<Uuid>,
+    currency: String,
+    kind: String,
+    amount_minor: i64,
+}
+
+/// Folds sums into per-currency totals, like [`totals`] does with entries.
+fn totals_of<'a>(sums: impl IntoIterator<Item = &'a Sum>) -> Vec<Totals> {
+    let as_entries: Vec<Entry> = sums
+        .into_iter()
+        .map(|s| Entry {
+            commission_entry_id: 0,
+            kind: s.kind.clone(),
+            party: s.party.clone(),
+            agency_id: Uuid::nil(),
+            host_id: s.host_id,
+            session_id: Uuid::nil(),
+            order_id: None,
+            refund_id: None,
+            shift_id: None,
+            terms_id: Uuid::nil(),
+            amount_minor: s.amount_minor,
+            currency: s.currency.clone(),
+            detail: serde_json::Value::Null,
+            occurred_at: DateTime::<Utc>::UNIX_EPOCH,
+            recorded_at: DateTime::<Utc>::UNIX_EPOCH,
+        })
+        .collect();
+    totals(&as_entries)
+}
+
+/// Sums of the entries matching `filter` (over `$1`..`$4`), by party, host,
+/// currency and kind.
+const SUM_SQL: &str = "select party, host_id, currency::text as currency, kind,
+        sum(amount_minor)::bigint as amount_minor
+   from commission_entry";
+
 const ENTRY_COLUMNS: &str =
     "commission_entry_id, kind, party, agency_id, host_id, session_id, order_id, refund_id,
     shift_id, terms_id, amount_minor, currency::text as currency, detail, occurred_at, recorded_at";
@@ -131,18 +184,35 @@ pub async fn host_statement(
     claims: &Claims,
     host_id: Uuid,
     period: Period,
+    page: &PageQuery,
 ) -> Result<HostStatement> {
     let exists = host_exists(db, host_id).await?;
     let reader = require_host_reader(db, claims, host_id).await?;
     if !exists {
         return Err(Error::NotFound("host"));
     }
-    let entries = sqlx::query_as::<_, Entry>(&format!(
-        "select {ENTRY_COLUMNS} from commission_entry
-          where party = 'host' and host_id = $1 and ($2::uuid is null or agency_id = $2)
+    let limit = page.limit()?;
+    let after = page.after_time_int()?;
+    let filter = "where party = 'host' and host_id = $1 and ($2::uuid is null or agency_id = $2)
             and ($3::timestamptz is null or occurred_at >= $3)
-            and ($4::timestamptz is null or occurred_at < $4)
-          order by occurred_at, commission_entry_id"
+            and ($4::timestamptz is null or occurred_at < $4)";
+    let rows = sqlx::query_as::<_, Entry>(&format!(
+        "select {ENTRY_COLUMNS} from commission_entry {filter}
+            and ($5::timestamptz is null or (occurred_at, commission_entry_id) > ($5, $6))
+          order by occurred_at, commission_entry_id
+          limit $7"
+    ))
+    .bind(host_id)
+    .bind(reader.agency())
+    .bind(period.from)
+    .bind(period.to)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
+    .fetch_all(db)
+    .await?;
+    let sums = sqlx::query_as::<_, Sum>(&format!(
+        "{SUM_SQL} {filter} group by party, host_id, currency, kind"
     ))
     .bind(host_id)
     .bind(reader.agency())
@@ -150,13 +220,17 @@ pub async fn host_statement(
     .bind(period.to)
     .fetch_all(db)
     .await?;
+    let (entries, next_cursor) = page::split(rows, limit, |e| {
+        page::time_int(e.occurred_at, e.commission_entry_id)
+    });
     Ok(HostStatement {
         host_id,
         agency_id: reader.agency(),
         from: period.from,
         to: period.to,
-        totals: totals(&entries),
+        totals: totals_of(&sums),
         entries,
+        next_cursor,
     })
 }
 
@@ -167,27 +241,46 @@ pub async fn agency_statement(
     claims: &Claims,
     agency_id: Uuid,
     period: Period,
+    page: &PageQuery,
 ) -> Result<AgencyStatement> {
     require_agency(claims, agency_id)?;
+    let limit = page.limit()?;
+    let after = page.after_time_int()?;
     if !agency_exists(db, agency_id).await? {
         return Err(Error::NotFound("agency"));
     }
-    let entries = sqlx::query_as::<_, Entry>(&format!(
-        "select {ENTRY_COLUMNS} from commission_entry
-          where agency_id = $1
+    let filter = "where agency_id = $1
             and ($2::timestamptz is null or occurred_at >= $2)
-            and ($3::timestamptz is null or occurred_at < $3)
-          order by occurred_at, commission_entry_id"
+            and ($3::timestamptz is null or occurred_at < $3)";
+    let rows = sqlx::query_as::<_, Entry>(&format!(
+        "select {ENTRY_COLUMNS} from commission_entry {filter}
+            and ($4::timestamptz is null or (occurred_at, commission_entry_id) > ($4, $5))
+          order by occurred_at, commission_entry_id
+          limit $6"
+    ))
+    .bind(agency_id)
+    .bind(period.from)
+    .bind(period.to)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
+    .fetch_all(db)
+    .await?;
+    let sums = sqlx::query_as::<_, Sum>(&format!(
+        "{SUM_SQL} {filter} group by party, host_id, currency, kind"
     ))
     .bind(agency_id)
     .bind(period.from)
     .bind(period.to)
     .fetch_all(db)
     .await?;
-    let mut host_ids: Vec<Uuid> = entries
+    let (entries, next_cursor) = page::split(rows, limit, |e| {
+        page::time_int(e.occurred_at, e.commission_entry_id)
+    });
+    let mut host_ids: Vec<Uuid> = sums
         .iter()
-        .filter(|e| e.party == "host")
-        .filter_map(|e| e.host_id)
+        .filter(|s| s.party == "host")
+        .filter_map(|s| s.host_id)
         .collect();
     host_ids.sort();
     host_ids.dedup();
@@ -197,10 +290,9 @@ pub async fn agency_statement(
         .map(|(host_id, handle)| HostTotals {
             host_id,
             handle,
-            totals: totals(
-                entries
-                    .iter()
-                    .filter(|e| e.party == "host" && e.host_id == Some(host_id)),
+            totals: totals_of(
+                sums.iter()
+                    .filter(|s| s.party == "host" && s.host_id == Some(host_id)),
             ),
         })
         .collect();
@@ -208,10 +300,11 @@ pub async fn agency_statement(
         agency_id,
         from: period.from,
         to: period.to,
-        agency: totals(entries.iter().filter(|e| e.party == "agency")),
+        agency: totals_of(sums.iter().filter(|s| s.party == "agency")),
         hosts,
-        total: totals(&entries),
+        total: totals_of(&sums),
         entries,
+        next_cursor,
     })
 }
 

@@ -1,5 +1,5 @@
 //! The agency side over HTTP (tags `agencies` and `agency`): agencies, hosts
-//! and rosters, campaigns and their commission terms, scheduling (sessions,
+//! and rosters (invites the host accepts), campaigns and their commission terms, scheduling (sessions,
 //! shifts, go-live, handoffs, end), statements and live session figures.
 //! The rules live in `hawker-agency` and `hawker-ledger`; this module parses,
 //! calls and maps errors, and runs no SQL. Session events reach the room
@@ -8,8 +8,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use hawker_agency::campaigns::{self, Campaign, NewCampaign, NewTerms, Terms, TermsScope};
-use hawker_agency::roster::{self, Agency, Host, JoinRoster, Membership, NewHost};
-use hawker_agency::schedule::{self, DayQuery, GoLive, NewSession, NewShift, ScheduledSession, Shift};
+use hawker_agency::page::PageQuery;
+use hawker_agency::roster::{
+    self, Agency, Host, Invite, InvitePage, JoinRoster, Membership, NewHost, RosterPage,
+};
+use hawker_agency::schedule::{
+    self, DayQuery, GoLive, NewSession, NewShift, ScheduledSession, SessionPage, Shift, ShiftPage,
+};
 use hawker_agency::time::{parse_instant, PeriodQuery};
 use hawker_core::Role;
 use hawker_ledger::figures::{self, SessionFigures};
@@ -30,6 +35,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_host))
         .routes(routes!(roster, join_roster))
         .routes(routes!(leave_roster))
+        .routes(routes!(agency_invites))
+        .routes(routes!(withdraw_invite))
+        .routes(routes!(host_invites))
+        .routes(routes!(accept_invite))
+        .routes(routes!(decline_invite))
         .routes(routes!(create_campaign))
         .routes(routes!(get_campaign))
         .routes(routes!(campaign_terms, add_campaign_terms))
@@ -94,12 +104,13 @@ pub struct RosterQuery {
     pub include_past: bool,
 }
 
-/// The agency's roster: hosts on it now, or every dated stay with `include_past`.
+/// The agency's roster: hosts on it now, or every dated stay with `include_past`;
+/// a page at a time (`limit`, `cursor`).
 #[utoipa::path(get, path = "/v1/agencies/{agency_id}/roster", tag = "agency", security(("bearer" = [])),
-    params(("agency_id" = Uuid, Path), RosterQuery),
+    params(("agency_id" = Uuid, Path), RosterQuery, PageQuery),
     responses(
-        (status = 200, body = Vec<Membership>),
-        (status = 400, body = ErrorBody, description = "bad_path, bad_query"),
+        (status = 200, body = RosterPage),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_query, bad_limit, bad_cursor"),
         Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency (admins)"),
@@ -110,23 +121,27 @@ pub async fn roster(
     auth: Auth,
     Path(agency_id): Path<Uuid>,
     Query(query): Query<RosterQuery>,
-) -> ApiResult<Json<Vec<Membership>>> {
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<RosterPage>> {
     Ok(Json(
-        roster::roster(&state.db, auth.claims(), agency_id, query.include_past).await?,
+        roster::roster(&state.db, auth.claims(), agency_id, query.include_past, &page).await?,
     ))
 }
 
-/// Puts a host on the roster from `joined_at` (default now). A host belongs to
-/// one agency at a time.
+/// Invites a host onto the roster: a pending invite, which the host accepts
+/// (`POST /v1/hosts/{host_id}/invites/{invite_id}/accept`); the stay begins
+/// then. A host belongs to one agency at a time.
 #[utoipa::path(post, path = "/v1/agencies/{agency_id}/roster", tag = "agency", security(("bearer" = [])),
     params(("agency_id" = Uuid, Path)), request_body = JoinRoster,
     responses(
-        (status = 201, body = Membership),
-        (status = 400, body = ErrorBody, description = "bad_path, bad_json (e.g. a time without offset)"),
+        (status = 201, body = Invite, description = "the pending invite"),
+        (status = 400, body = ErrorBody,
+            description = "bad_path, bad_json (e.g. a time without offset), bad_joined_at (not within 5 minutes of now)"),
         Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency or host"),
-        (status = 409, body = ErrorBody, description = "host_on_another_roster: names the overlapping stay"),
+        (status = 409, body = ErrorBody,
+            description = "host_on_another_roster (names the stay; also this roster), invite_pending"),
         Unavailable,
     ))]
 pub async fn join_roster(
@@ -134,9 +149,122 @@ pub async fn join_roster(
     auth: Auth,
     Path(agency_id): Path<Uuid>,
     Json(join): Json<JoinRoster>,
-) -> ApiResult<(StatusCode, Json<Membership>)> {
-    let membership = roster::join(&state.db, auth.claims(), agency_id, join).await?;
-    Ok((StatusCode::CREATED, Json(membership)))
+) -> ApiResult<(StatusCode, Json<Invite>)> {
+    let invite = roster::invite(&state.db, auth.claims(), agency_id, join).await?;
+    Ok((StatusCode::CREATED, Json(invite)))
+}
+
+/// The agency's roster invites, oldest first, a page at a time (the agency, admins).
+#[utoipa::path(get, path = "/v1/agencies/{agency_id}/invites", tag = "agency", security(("bearer" = [])),
+    params(("agency_id" = Uuid, Path), PageQuery),
+    responses(
+        (status = 200, body = InvitePage),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_limit, bad_cursor"),
+        Unauthenticated,
+        (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
+        Unavailable,
+    ))]
+pub async fn agency_invites(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(agency_id): Path<Uuid>,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<InvitePage>> {
+    Ok(Json(
+        roster::agency_invites(&state.db, auth.claims(), agency_id, &page).await?,
+    ))
+}
+
+/// Withdraws a pending invite (the agency, admins).
+#[utoipa::path(delete, path = "/v1/agencies/{agency_id}/invites/{invite_id}", tag = "agency",
+    security(("bearer" = [])),
+    params(("agency_id" = Uuid, Path), ("invite_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Invite, description = "the invite, now withdrawn"),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        Unauthenticated,
+        (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
+        (status = 404, body = ErrorBody, description = "no such invite of this agency"),
+        (status = 409, body = ErrorBody, description = "invite_not_pending"),
+        Unavailable,
+    ))]
+pub async fn withdraw_invite(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((agency_id, invite_id)): Path<(Uuid, Uuid)>,
+) -> ApiResult<Json<Invite>> {
+    Ok(Json(
+        roster::withdraw(&state.db, auth.claims(), agency_id, invite_id).await?,
+    ))
+}
+
+/// A host's roster invites, oldest first, a page at a time (the host, admins).
+#[utoipa::path(get, path = "/v1/hosts/{host_id}/invites", tag = "agency", security(("bearer" = [])),
+    params(("host_id" = Uuid, Path), PageQuery),
+    responses(
+        (status = 200, body = InvitePage),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_limit, bad_cursor"),
+        Unauthenticated,
+        (status = 403, body = ErrorBody, description = "not the host (nor an admin)"),
+        Unavailable,
+    ))]
+pub async fn host_invites(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(host_id): Path<Uuid>,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<InvitePage>> {
+    Ok(Json(
+        roster::host_invites(&state.db, auth.claims(), host_id, &page).await?,
+    ))
+}
+
+/// The host accepts an invite: they are on the agency's roster from now
+/// (`joined_at` is the moment of acceptance). Only the host's own token.
+#[utoipa::path(post, path = "/v1/hosts/{host_id}/invites/{invite_id}/accept", tag = "agency",
+    security(("bearer" = [])),
+    params(("host_id" = Uuid, Path), ("invite_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Membership, description = "the stay, begun now"),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        Unauthenticated,
+        (status = 403, body = ErrorBody, description = "not this host's token (agencies and admins included)"),
+        (status = 404, body = ErrorBody, description = "no such invite for this host"),
+        (status = 409, body = ErrorBody,
+            description = "invite_not_pending, invite_expired, host_on_another_roster"),
+        Unavailable,
+    ))]
+pub async fn accept_invite(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((host_id, invite_id)): Path<(Uuid, Uuid)>,
+) -> ApiResult<Json<Membership>> {
+    Ok(Json(
+        roster::accept(&state.db, auth.claims(), host_id, invite_id).await?,
+    ))
+}
+
+/// The host declines an invite. Only the host's own token.
+#[utoipa::path(post, path = "/v1/hosts/{host_id}/invites/{invite_id}/decline", tag = "agency",
+    security(("bearer" = [])),
+    params(("host_id" = Uuid, Path), ("invite_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Invite, description = "the invite, now declined"),
+        (status = 400, body = ErrorBody, description = "bad_path"),
+        Unauthenticated,
+        (status = 403, body = ErrorBody, description = "not this host's token (agencies and admins included)"),
+        (status = 404, body = ErrorBody, description = "no such invite for this host"),
+        (status = 409, body = ErrorBody, description = "invite_not_pending, invite_expired"),
+        Unavailable,
+    ))]
+pub async fn decline_invite(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((host_id, invite_id)): Path<(Uuid, Uuid)>,
+) -> ApiResult<Json<Invite>> {
+    Ok(Json(
+        roster::decline(&state.db, auth.claims(), host_id, invite_id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -305,12 +433,13 @@ pub async fn add_session_terms(
 }
 
 /// The agency's sessions on a day (`date` in `utc_offset`) or in `[from, to)`,
-/// each with its shifts.
+/// each with its shifts; a page at a time (`limit`, `cursor`).
 #[utoipa::path(get, path = "/v1/agencies/{agency_id}/sessions", tag = "agency", security(("bearer" = [])),
-    params(("agency_id" = Uuid, Path), DayQuery),
+    params(("agency_id" = Uuid, Path), DayQuery, PageQuery),
     responses(
-        (status = 200, body = Vec<ScheduledSession>),
-        (status = 400, body = ErrorBody, description = "bad_path, bad_query, bad_time, bad_offset, bad_period, bad_date"),
+        (status = 200, body = SessionPage),
+        (status = 400, body = ErrorBody,
+            description = "bad_path, bad_query, bad_time, bad_offset, bad_period, bad_date, bad_limit, bad_cursor"),
         Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         Unavailable,
@@ -320,12 +449,13 @@ pub async fn agency_sessions(
     auth: Auth,
     Path(agency_id): Path<Uuid>,
     Query(query): Query<DayQuery>,
-) -> ApiResult<Json<Vec<ScheduledSession>>> {
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<SessionPage>> {
     // Authorize before reading the query: a stranger learns nothing from it.
     hawker_agency::access::require_agency(auth.claims(), agency_id)?;
     let (from, to) = query.window()?;
     Ok(Json(
-        schedule::agency_sessions(&state.db, auth.claims(), agency_id, from, to).await?,
+        schedule::agency_sessions(&state.db, auth.claims(), agency_id, from, to, &page).await?,
     ))
 }
 
@@ -350,12 +480,13 @@ pub async fn schedule_session(
     Ok((StatusCode::CREATED, Json(session)))
 }
 
-/// The session's shifts: all for its agency and admins, their own for its hosts.
+/// The session's shifts: all for its agency and admins, their own for its
+/// hosts; a page at a time (`limit`, `cursor`).
 #[utoipa::path(get, path = "/v1/sessions/{session_id}/shifts", tag = "agency", security(("bearer" = [])),
-    params(("session_id" = Uuid, Path)),
+    params(("session_id" = Uuid, Path), PageQuery),
     responses(
-        (status = 200, body = Vec<Shift>),
-        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 200, body = ShiftPage),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_limit, bad_cursor"),
         Unauthenticated,
         (status = 403, body = ErrorBody, description = "not the session's agency or one of its hosts"),
         (status = 404, body = ErrorBody, description = "no such session"),
@@ -365,9 +496,10 @@ pub async fn session_shifts(
     State(state): State<AppState>,
     auth: Auth,
     Path(session_id): Path<Uuid>,
-) -> ApiResult<Json<Vec<Shift>>> {
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<ShiftPage>> {
     Ok(Json(
-        schedule::session_shifts(&state.db, auth.claims(), session_id).await?,
+        schedule::session_shifts(&state.db, auth.claims(), session_id, &page).await?,
     ))
 }
 
@@ -499,12 +631,12 @@ pub async fn end_session(
 }
 
 /// A host's shifts in a period (the host, admins; an agency the host has been
-/// with sees the shifts in its own sessions).
+/// with sees the shifts in its own sessions); a page at a time (`limit`, `cursor`).
 #[utoipa::path(get, path = "/v1/hosts/{host_id}/shifts", tag = "agency", security(("bearer" = [])),
-    params(("host_id" = Uuid, Path), PeriodQuery),
+    params(("host_id" = Uuid, Path), PeriodQuery, PageQuery),
     responses(
-        (status = 200, body = Vec<Shift>),
-        (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period"),
+        (status = 200, body = ShiftPage),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period, bad_limit, bad_cursor"),
         Unauthenticated,
         (status = 403, body = ErrorBody, description = "another host, an agency the host was never with, a brand, a viewer"),
         Unavailable,
@@ -514,20 +646,22 @@ pub async fn host_shifts(
     auth: Auth,
     Path(host_id): Path<Uuid>,
     Query(period): Query<PeriodQuery>,
-) -> ApiResult<Json<Vec<Shift>>> {
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<ShiftPage>> {
     let period = period.parse()?;
     Ok(Json(
-        schedule::host_shifts(&state.db, auth.claims(), host_id, period).await?,
+        schedule::host_shifts(&state.db, auth.claims(), host_id, period, &page).await?,
     ))
 }
 
-/// A host's earnings for a period, from the ledger: entries, totals and net
-/// payable (the host, admins; an agency the host has been with sees its part).
+/// A host's earnings for a period, from the ledger: entries (a page at a
+/// time: `limit`, `cursor`), totals over the whole period and net payable
+/// (the host, admins; an agency the host has been with sees its part).
 #[utoipa::path(get, path = "/v1/hosts/{host_id}/statement", tag = "agency", security(("bearer" = [])),
-    params(("host_id" = Uuid, Path), PeriodQuery),
+    params(("host_id" = Uuid, Path), PeriodQuery, PageQuery),
     responses(
         (status = 200, body = HostStatement),
-        (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period"),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period, bad_limit, bad_cursor"),
         Unauthenticated,
         (status = 403, body = ErrorBody, description = "another host, an agency the host was never with, a brand, a viewer"),
         (status = 404, body = ErrorBody, description = "no such host (admins)"),
@@ -538,20 +672,22 @@ pub async fn host_statement(
     auth: Auth,
     Path(host_id): Path<Uuid>,
     Query(period): Query<PeriodQuery>,
+    Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<HostStatement>> {
     let period = period.parse()?;
     Ok(Json(
-        statements::host_statement(&state.db, auth.claims(), host_id, period).await?,
+        statements::host_statement(&state.db, auth.claims(), host_id, period, &page).await?,
     ))
 }
 
-/// The agency's commissions for a period, from the ledger: every entry, what
-/// the agency keeps, what each host is owed, and the total.
+/// The agency's commissions for a period, from the ledger: its entries (a
+/// page at a time: `limit`, `cursor`), and over the whole period what the
+/// agency keeps, what each host is owed, and the total.
 #[utoipa::path(get, path = "/v1/agencies/{agency_id}/statement", tag = "agency", security(("bearer" = [])),
-    params(("agency_id" = Uuid, Path), PeriodQuery),
+    params(("agency_id" = Uuid, Path), PeriodQuery, PageQuery),
     responses(
         (status = 200, body = AgencyStatement),
-        (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period"),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_time, bad_period, bad_limit, bad_cursor"),
         Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token does not act for this agency"),
         (status = 404, body = ErrorBody, description = "no such agency (admins)"),
@@ -562,10 +698,11 @@ pub async fn agency_statement(
     auth: Auth,
     Path(agency_id): Path<Uuid>,
     Query(period): Query<PeriodQuery>,
+    Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<AgencyStatement>> {
     let period = period.parse()?;
     Ok(Json(
-        statements::agency_statement(&state.db, auth.claims(), agency_id, period).await?,
+        statements::agency_statement(&state.db, auth.claims(), agency_id, period, &page).await?,
     ))
 }
 

@@ -16,6 +16,7 @@ mod listener;
 mod order_faults;
 mod payments;
 mod process;
+mod roster;
 mod security;
 mod shutdown;
 mod socket_conformance;
