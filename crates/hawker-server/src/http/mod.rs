@@ -184,6 +184,22 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
     }
 }
 
+/// The method as a metric label: the standard methods by name, anything
+/// else as `other`, so a client cannot mint label values (and series).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 async fn record_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
@@ -191,7 +207,7 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_string();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];

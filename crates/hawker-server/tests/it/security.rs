@@ -147,3 +147,33 @@ async fn a_date_at_the_edge_of_the_calendar_is_a_400_and_strangers_are_refused_f
         .unwrap();
     assert_eq!(response.status(), 403);
 }
+
+#[tokio::test]
+async fn a_custom_http_method_does_not_become_a_metric_label() {
+    let app = spawn_app_with(settings_with(&[])).await;
+    let method = reqwest::Method::from_bytes(b"XMETHODXYZZY").unwrap();
+    let response = app
+        .http
+        .request(method, app.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let metrics = app
+        .http
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("XMETHODXYZZY"),
+        "the method leaked into a label"
+    );
+    assert!(
+        metrics.contains("method=\"other\""),
+        "custom methods are counted as `other`"
+    );
+}
