@@ -115,6 +115,7 @@ pub fn verify_signature(secret: &str, header: Option<&str>, body: &[u8], now: i6
     "order_id": "0192f0c4-7f6e-7a51-9c1e-3f0b8e7d2a10", "amount_minor": 1999, "currency": "USD"}))]
 pub struct PaymentEvent {
     /// The provider's id of this event (1 to 200 characters); a repeat is answered once.
+    #[schema(min_length = 1, max_length = 200)]
     pub event_id: String,
     /// `payment.succeeded`; other types are acknowledged with outcome `ignored`.
     #[serde(rename = "type")]
@@ -123,6 +124,7 @@ pub struct PaymentEvent {
     /// Must equal the order's amount.
     pub amount_minor: i64,
     /// Must equal the order's currency.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
