@@ -37,7 +37,11 @@ pub struct NewCampaign {
     pub brand_id: Uuid,
     pub agency_id: Uuid,
     /// 1 to 200 characters (Unicode scalar values), not all white space.
-    #[schema(min_length = 1, max_length = 200, pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub name: String,
 }
 

@@ -28,7 +28,11 @@ pub struct NewHost {
     #[schema(min_length = 2, max_length = 32, pattern = "^[a-z0-9_]{2,32}$")]
     pub handle: String,
     /// 1 to 100 characters (Unicode scalar values), not all white space.
-    #[schema(min_length = 1, max_length = 100, pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub display_name: String,
 }
 

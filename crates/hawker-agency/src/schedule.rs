@@ -86,7 +86,11 @@ const SESSION_SELECT: &str =
 #[serde(deny_unknown_fields)]
 pub struct NewSession {
     /// 1 to 200 characters (Unicode scalar values), not all white space.
-    #[schema(min_length = 1, max_length = 200, pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub title: String,
     /// ISO 8601 with offset.
     pub planned_start: DateTime<Utc>,

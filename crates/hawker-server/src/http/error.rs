@@ -227,7 +227,8 @@ where
         integral_floats_as_integers(&mut value);
         // Read through `axum::Json` again for its messages, which name the
         // offending field.
-        let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&value).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?;
         let axum::Json(parsed) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(Json(parsed))
     }

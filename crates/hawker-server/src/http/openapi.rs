@@ -86,7 +86,10 @@ pub fn complete(doc: &mut OpenApi) {
             let has = |place: &ParameterIn| parameters.iter().any(|p| &p.parameter_in == place);
             let mut codes = Vec::new();
             if has(&ParameterIn::Path) {
-                codes.push(("bad_path", "a path parameter does not parse (e.g. an id that is not a UUID)"));
+                codes.push((
+                    "bad_path",
+                    "a path parameter does not parse (e.g. an id that is not a UUID)",
+                ));
             }
             if has(&ParameterIn::Query) {
                 codes.push(("bad_query", "the query string does not parse"));

@@ -214,13 +214,22 @@ async fn the_openapi_document_states_what_the_server_answers() {
             // id that is not a UUID); with a query, bad_query; with a body, bad_json.
             if has("path") {
                 with_path_params += 1;
-                assert!(bad_request.contains("bad_path"), "{method} {path}: 400 lacks bad_path");
+                assert!(
+                    bad_request.contains("bad_path"),
+                    "{method} {path}: 400 lacks bad_path"
+                );
             }
             if has("query") {
-                assert!(bad_request.contains("bad_query"), "{method} {path}: 400 lacks bad_query");
+                assert!(
+                    bad_request.contains("bad_query"),
+                    "{method} {path}: 400 lacks bad_query"
+                );
             }
             if op.get("requestBody").is_some() {
-                assert!(bad_request.contains("bad_json"), "{method} {path}: 400 lacks bad_json");
+                assert!(
+                    bad_request.contains("bad_json"),
+                    "{method} {path}: 400 lacks bad_json"
+                );
             }
             // Every 429 and 503 says how long to wait.
             for status in ["429", "503"] {
@@ -266,7 +275,11 @@ async fn the_openapi_document_states_what_the_server_answers() {
     }
     assert_eq!(field("NewDeal", "price_minor")["minimum"], 1);
     assert_eq!(field("NewRefund", "amount_minor")["minimum"], 1);
-    for (schema, name) in [("NewCouponDrop", "currency"), ("NewTerms", "currency"), ("PaymentEvent", "currency")] {
+    for (schema, name) in [
+        ("NewCouponDrop", "currency"),
+        ("NewTerms", "currency"),
+        ("PaymentEvent", "currency"),
+    ] {
         assert_eq!(field(schema, name)["pattern"], "^[A-Z]{3}$", "{schema}.{name}");
     }
     for (schema, name, min, max) in [
@@ -316,7 +329,12 @@ async fn an_integral_float_is_an_integer_in_a_request_body() {
     )
     .await;
     let (status, body) = app
-        .send(reqwest::Method::GET, &format!("/v1/deals/{deal}"), &app.agency_token(agency), None)
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/deals/{deal}"),
+            &app.agency_token(agency),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["quantity"], 100);
@@ -328,11 +346,17 @@ async fn an_integral_float_is_an_integer_in_a_request_body() {
             reqwest::Method::POST,
             &format!("/v1/sessions/{session}/deals"),
             &app.agency_token(agency),
-            Some(serde_json::json!({"link_number": 1, "price_minor": -705.0, "quantity": 10,
-                "per_buyer_cap": 1, "duration_secs": 120})),
+            Some(
+                serde_json::json!({"link_number": 1, "price_minor": -705.0, "quantity": 10,
+                "per_buyer_cap": 1, "duration_secs": 120}),
+            ),
         )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("bad_price")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_price")),
+        "{body}"
+    );
 
     // A fraction is still not an integer.
     let (status, body) = app
@@ -340,11 +364,17 @@ async fn an_integral_float_is_an_integer_in_a_request_body() {
             reqwest::Method::POST,
             &format!("/v1/sessions/{session}/deals"),
             &app.agency_token(agency),
-            Some(serde_json::json!({"link_number": 1, "price_minor": 1499, "quantity": 10.5,
-                "per_buyer_cap": 1, "duration_secs": 120})),
+            Some(
+                serde_json::json!({"link_number": 1, "price_minor": 1499, "quantity": 10.5,
+                "per_buyer_cap": 1, "duration_secs": 120}),
+            ),
         )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("bad_json")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_json")),
+        "{body}"
+    );
     assert!(body["message"].as_str().unwrap().contains("quantity"), "{body}");
 }
 
@@ -355,13 +385,19 @@ async fn a_429_says_when_to_retry() {
     let app = spawn_app_with(settings_with(&[("HAWKER__HUB__MAX_SOCKETS_PER_USER", "1")])).await;
     let (_, session) = insert_agency_and_session(&app.db).await;
     let token = app.token("viewer-429", Role::Viewer);
-    let _first = try_connect(app.addr, session, &token, None, None).await.expect("the first socket");
+    let _first = try_connect(app.addr, session, &token, None, None)
+        .await
+        .expect("the first socket");
     let refused = try_connect(app.addr, session, &token, None, None).await;
     let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = refused else {
         panic!("the second socket should be refused with an HTTP answer");
     };
     assert_eq!(response.status(), 429);
-    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1, "{retry_after}");
 }
 
