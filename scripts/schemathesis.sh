@@ -101,7 +101,8 @@ failed=0
 run() {
   local who=$1 token=$2
   log "fuzzing as $who"
-  if ! "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
+  # Run from the scratch directory, so schemathesis' own cache goes with it.
+  if ! (cd "$WORK" && "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
       --checks all \
       --max-examples "$MAX_EXAMPLES" \
       --seed "$SEED" \
@@ -111,7 +112,7 @@ run() {
       --workers 1 \
       --no-color \
       -H "Authorization: Bearer $token" \
-      "${EXCLUDES[@]}" \
+      "${EXCLUDES[@]}") \
       2>&1 | tee "$WORK/$who.log"; then
     failed=1
   fi

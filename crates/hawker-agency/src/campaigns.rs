@@ -36,11 +36,11 @@ pub struct Campaign {
 pub struct NewCampaign {
     pub brand_id: Uuid,
     pub agency_id: Uuid,
-    /// 1 to 200 characters (Unicode scalar values), not all white space.
+    /// 1 to 200 characters (Unicode scalar values), not all white space, no NUL (U+0000).
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+        pattern = "^[^\\u0000]*[^\\u0000\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
     )]
     pub name: String,
 }
@@ -106,8 +106,11 @@ pub async fn create_campaign(db: &PgPool, claims: &Claims, new: NewCampaign) -> 
     }
     let name = new.name.trim();
     // The bound is on what was sent (as the schema states it), not on the trimmed name.
-    if name.is_empty() || new.name.chars().count() > 200 {
-        return Err(Error::invalid("bad_name", "name must be 1 to 200 characters"));
+    if name.is_empty() || new.name.chars().count() > 200 || name.contains('\0') {
+        return Err(Error::invalid(
+            "bad_name",
+            "name must be 1 to 200 characters, without NUL",
+        ));
     }
     let (brand, agency): (bool, bool) = sqlx::query_as(
         "select exists(select 1 from brand where brand_id = $1), exists(select 1 from agency where agency_id = $2)",

@@ -85,11 +85,11 @@ const SESSION_SELECT: &str =
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSession {
-    /// 1 to 200 characters (Unicode scalar values), not all white space.
+    /// 1 to 200 characters (Unicode scalar values), not all white space, no NUL (U+0000).
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+        pattern = "^[^\\u0000]*[^\\u0000\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
     )]
     pub title: String,
     /// ISO 8601 with offset.
@@ -278,8 +278,11 @@ pub async fn schedule_session(
     require_agency(claims, agency_id)?;
     let title = new.title.trim();
     // The bound is on what was sent (as the schema states it), not on the trimmed title.
-    if title.is_empty() || new.title.chars().count() > 200 {
-        return Err(Error::invalid("bad_title", "title must be 1 to 200 characters"));
+    if title.is_empty() || new.title.chars().count() > 200 || title.contains('\0') {
+        return Err(Error::invalid(
+            "bad_title",
+            "title must be 1 to 200 characters, without NUL",
+        ));
     }
     if new.planned_end <= new.planned_start
         || new.planned_end - new.planned_start > Duration::hours(MAX_SESSION_HOURS)

@@ -97,9 +97,9 @@ pub struct NewRefund {
     /// At least 1; all refunds of an order together never exceed its amount.
     #[schema(minimum = 1)]
     pub amount_minor: i64,
-    /// At most 500 characters.
+    /// At most 500 characters, no NUL (U+0000).
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(max_length = 500, pattern = "^[^\\u0000]*$")]
     pub reason: String,
     /// `refund` (default) or `return` (goods sent back; reduces commissions the same way).
     #[serde(default = "default_kind")]

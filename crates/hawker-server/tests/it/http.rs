@@ -419,3 +419,40 @@ async fn going_live_takes_no_body_or_null() {
         assert_eq!(response.status(), 404, "body {body:?}");
     }
 }
+
+#[tokio::test]
+async fn a_nul_in_stored_text_is_refused_not_an_internal_error() {
+    // Found by schemathesis: Postgres cannot store U+0000 in text, which was a 500.
+    let app = spawn_app().await;
+    let admin = app.token("admin-nul", Role::Admin);
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/hosts",
+            &admin,
+            Some(serde_json::json!({"handle": "nul_host", "display_name": "Mia\u{0}Live"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_display_name")),
+        "{body}"
+    );
+    let agency = crate::support::fixtures::insert_agency(&app.db).await;
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/agencies/{agency}/sessions"),
+            &admin,
+            Some(
+                serde_json::json!({"title": "\u{0}", "planned_start": "2030-01-01T10:00:00Z",
+                "planned_end": "2030-01-01T11:00:00Z"}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_title")),
+        "{body}"
+    );
+}
