@@ -36,7 +36,12 @@ pub struct Campaign {
 pub struct NewCampaign {
     pub brand_id: Uuid,
     pub agency_id: Uuid,
-    /// 1 to 200 characters.
+    /// 1 to 200 characters (Unicode scalar values), not all white space, no NUL (U+0000).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\u0000\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
     pub name: String,
 }
 
@@ -72,14 +77,19 @@ pub struct NewTerms {
     pub effective_from: Option<DateTime<Utc>>,
     /// 0 to 10,000.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10_000)]
     pub percent_bps: i32,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub slot_fee_minor: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub hourly_rate_minor: i64,
     /// 0 to 10,000.
+    #[schema(minimum = 0, maximum = 10_000)]
     pub host_share_bps: i32,
     /// ISO 4217, e.g. `USD`: the currency of the slot fee and hourly rate.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -95,8 +105,12 @@ pub async fn create_campaign(db: &PgPool, claims: &Claims, new: NewCampaign) -> 
         ));
     }
     let name = new.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::invalid("bad_name", "name must be 1 to 200 characters"));
+    // The bound is on what was sent (as the schema states it), not on the trimmed name.
+    if name.is_empty() || new.name.chars().count() > 200 || name.contains('\0') {
+        return Err(Error::invalid(
+            "bad_name",
+            "name must be 1 to 200 characters, without NUL",
+        ));
     }
     let (brand, agency): (bool, bool) = sqlx::query_as(
         "select exists(select 1 from brand where brand_id = $1), exists(select 1 from agency where agency_id = $2)",

@@ -39,8 +39,14 @@ pub struct Host {
 #[serde(deny_unknown_fields)]
 pub struct NewHost {
     /// 2 to 32 of `a-z`, `0-9`, `_`. Unique.
+    #[schema(min_length = 2, max_length = 32, pattern = "^[a-z0-9_]{2,32}$")]
     pub handle: String,
-    /// 1 to 100 characters.
+    /// 1 to 100 characters (Unicode scalar values), not all white space, no NUL (U+0000).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000]*[^\\u0000\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
     pub display_name: String,
 }
 
@@ -134,10 +140,11 @@ pub async fn create_host(db: &PgPool, claims: &Claims, new: NewHost) -> Result<H
         ));
     }
     let name = new.display_name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    // The bound is on what was sent (as the schema states it), not on the trimmed name.
+    if name.is_empty() || new.display_name.chars().count() > 100 || name.contains('\0') {
         return Err(Error::invalid(
             "bad_display_name",
-            "display_name must be 1 to 100 characters",
+            "display_name must be 1 to 100 characters, without NUL",
         ));
     }
     sqlx::query_as::<_, Host>(

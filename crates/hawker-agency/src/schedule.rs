@@ -102,7 +102,12 @@ const SESSION_SELECT: &str =
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSession {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters (Unicode scalar values), not all white space, no NUL (U+0000).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\u0000\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
     pub title: String,
     /// ISO 8601 with offset.
     pub planned_start: DateTime<Utc>,
@@ -141,10 +146,13 @@ pub struct DayQuery {
     /// `YYYY-MM-DD`; today (in `utc_offset`) if neither `date` nor `from`/`to` is given.
     pub date: Option<NaiveDate>,
     /// The offset the day is in, e.g. `+08:00` (encode `+` as `%2B`); `Z` if absent.
+    #[param(pattern = "^([Zz]|[+ -](0[0-9]|1[0-8]):[0-5][0-9])$")]
     pub utc_offset: Option<String>,
-    /// Instead of `date`: start (inclusive), ISO 8601 with offset.
+    /// Instead of `date`: start (inclusive), ISO 8601 with offset. With `to`, at most 31 days.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Instead of `date`: end (exclusive), ISO 8601 with offset.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
@@ -286,8 +294,12 @@ pub async fn schedule_session(
 ) -> Result<ScheduledSession> {
     require_agency(claims, agency_id)?;
     let title = new.title.trim();
-    if title.is_empty() || title.chars().count() > 200 {
-        return Err(Error::invalid("bad_title", "title must be 1 to 200 characters"));
+    // The bound is on what was sent (as the schema states it), not on the trimmed title.
+    if title.is_empty() || new.title.chars().count() > 200 || title.contains('\0') {
+        return Err(Error::invalid(
+            "bad_title",
+            "title must be 1 to 200 characters, without NUL",
+        ));
     }
     if new.planned_end <= new.planned_start
         || new.planned_end - new.planned_start > Duration::hours(MAX_SESSION_HOURS)

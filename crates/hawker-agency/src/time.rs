@@ -20,22 +20,30 @@ pub fn parse_instant(field: &'static str, value: &str) -> Result<DateTime<Utc>> 
         })
 }
 
-/// Parses a UTC offset: `Z`, `+08:00`, `-05:30` (a leading space is a `+`).
+/// The schema's pattern of a UTC offset, exactly what [`parse_offset`] accepts.
+pub const OFFSET_PATTERN: &str = "^([Zz]|[+ -](0[0-9]|1[0-8]):[0-5][0-9])$";
+
+/// Parses a UTC offset: `Z`, `+08:00`, `-05:30` (a leading space is a `+`):
+/// a sign, two digits of hours (at most 18), a colon and two of minutes.
 pub fn parse_offset(value: &str) -> Result<FixedOffset> {
     let bad = || Error::invalid("bad_offset", "utc_offset must look like +08:00, -05:30 or Z");
-    let value = value.replace(' ', "+");
     if value == "Z" || value == "z" {
         return FixedOffset::east_opt(0).ok_or_else(bad);
     }
-    let (sign, rest) = match value.split_at_checked(1) {
-        Some(("+", rest)) => (1, rest),
-        Some(("-", rest)) => (-1, rest),
+    let &[sign, h1, h2, b':', m1, m2] = value.as_bytes() else {
+        return Err(bad());
+    };
+    let sign = match sign {
+        b'+' | b' ' => 1,
+        b'-' => -1,
         _ => return Err(bad()),
     };
-    let (hours, minutes) = rest.split_once(':').ok_or_else(bad)?;
-    let hours: i32 = hours.parse().map_err(|_| bad())?;
-    let minutes: i32 = minutes.parse().map_err(|_| bad())?;
-    if hours > 18 || minutes > 59 || hours < 0 || minutes < 0 {
+    if ![h1, h2, m1, m2].iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let digit = |b: u8| i32::from(b - b'0');
+    let (hours, minutes) = (digit(h1) * 10 + digit(h2), digit(m1) * 10 + digit(m2));
+    if hours > 18 || minutes > 59 {
         return Err(bad());
     }
     FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60)).ok_or_else(bad)
@@ -61,8 +69,10 @@ pub fn day_window(date: NaiveDate, offset: FixedOffset) -> Result<(DateTime<Utc>
 #[into_params(parameter_in = Query)]
 pub struct PeriodQuery {
     /// Start (inclusive), ISO 8601 with offset. Open if absent.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// End (exclusive), ISO 8601 with offset. Open if absent.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 

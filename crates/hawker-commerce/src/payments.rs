@@ -114,7 +114,8 @@ pub fn verify_signature(secret: &str, header: Option<&str>, body: &[u8], now: i6
 #[schema(example = json!({"event_id": "evt_1Nq2", "type": "payment.succeeded",
     "order_id": "0192f0c4-7f6e-7a51-9c1e-3f0b8e7d2a10", "amount_minor": 1999, "currency": "USD"}))]
 pub struct PaymentEvent {
-    /// The provider's id of this event (1 to 200 characters); a repeat is answered once.
+    /// The provider's id of this event (1 to 200 characters, no NUL); a repeat is answered once.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
     pub event_id: String,
     /// `payment.succeeded`; other types are acknowledged with outcome `ignored`.
     #[serde(rename = "type")]
@@ -123,6 +124,7 @@ pub struct PaymentEvent {
     /// Must equal the order's amount.
     pub amount_minor: i64,
     /// Must equal the order's currency.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -147,10 +149,11 @@ pub async fn handle_webhook(c: &Commerce, signature: Option<&str>, body: &[u8]) 
     verify_signature(&c.inner.webhook_secret, signature, body, Utc::now().timestamp())?;
     let event: PaymentEvent = serde_json::from_slice(body)
         .map_err(|e| Error::invalid("bad_event", format!("the event is not valid JSON: {e}")))?;
-    if event.event_id.is_empty() || event.event_id.len() > 200 {
+    let id = &event.event_id;
+    if id.is_empty() || id.chars().count() > 200 || id.contains('\0') {
         return Err(Error::invalid(
             "bad_event",
-            "event_id must be 1 to 200 characters",
+            "event_id must be 1 to 200 characters, without NUL",
         ));
     }
     if event.event_type != PAYMENT_SUCCEEDED {
@@ -374,10 +377,10 @@ pub async fn refund(
     if kind != "refund" && kind != "return" {
         return Err(Error::invalid("bad_kind", "kind must be `refund` or `return`"));
     }
-    if reason.chars().count() > MAX_REASON_CHARS {
+    if reason.chars().count() > MAX_REASON_CHARS || reason.contains('\0') {
         return Err(Error::invalid(
             "bad_reason",
-            format!("reason must be at most {MAX_REASON_CHARS} characters"),
+            format!("reason must be at most {MAX_REASON_CHARS} characters, without NUL"),
         ));
     }
     let mut tx = c.db().begin().await?;

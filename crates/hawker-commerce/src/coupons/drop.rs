@@ -28,21 +28,23 @@ const PAST_LEEWAY_SECS: i64 = 30;
     "min_spend_minor": 2000, "claim_window_secs": 300}))]
 pub struct NewCouponDrop {
     /// How many coupons: 1 to 1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub total: i32,
     /// `percent` or `fixed`.
-    #[schema(example = "percent")]
+    #[schema(example = "percent", pattern = "^(percent|fixed)$")]
     pub discount_kind: String,
-    /// Percent: 1 to 100. Fixed: minor units of `currency`.
+    /// Percent: 1 to 100. Fixed: minor units of `currency`, at least 1.
+    #[schema(minimum = 1)]
     pub discount_value: i64,
     /// ISO 4217 code; required for `fixed`. When set with a restriction, it
     /// must be the restricted item's currency.
     #[serde(default)]
-    #[schema(example = "USD")]
+    #[schema(example = "USD", pattern = "^[A-Z]{3}$")]
     pub currency: Option<String>,
     /// The order subtotal (minor units, the order's currency) below which
     /// the coupon does not apply.
     #[serde(default)]
-    #[schema(default = 0)]
+    #[schema(default = 0, minimum = 0)]
     pub min_spend_minor: i64,
     /// Only for this lineup item of the session.
     #[serde(default)]
@@ -52,12 +54,13 @@ pub struct NewCouponDrop {
     pub deal_id: Option<Uuid>,
     /// Claims one viewer may hold: 1 to 100.
     #[serde(default = "one")]
-    #[schema(default = 1)]
+    #[schema(default = 1, minimum = 1, maximum = 100)]
     pub per_viewer_limit: i32,
     /// When the coupons drop (at most 7 days ahead). Omitted: now.
     #[serde(default)]
     pub drop_at: Option<DateTime<Utc>>,
     /// How long after the drop viewers may claim: 1 to 86,400 seconds.
+    #[schema(minimum = 1, maximum = 86_400)]
     pub claim_window_secs: i32,
 }
 

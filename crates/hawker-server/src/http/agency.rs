@@ -271,6 +271,7 @@ pub async fn decline_invite(
 #[into_params(parameter_in = Query)]
 pub struct LeaveQuery {
     /// When the host leaves, ISO 8601 with offset (encode `+` as `%2B`); now if absent.
+    #[param(format = DateTime)]
     pub left_at: Option<String>,
 }
 
@@ -580,7 +581,7 @@ pub async fn start_shift(
 /// session's next one (or `shift_id`) for the agency. The room receives `session.live`.
 #[utoipa::path(post, path = "/v1/sessions/{session_id}/live", tag = "agency", security(("bearer" = [])),
     params(("session_id" = Uuid, Path)),
-    request_body(content = GoLive, description = "optional: an empty body starts the next shift"),
+    request_body(content = Option<GoLive>, description = "optional: no body (or `null`) starts the next shift"),
     responses(
         (status = 200, body = ScheduledSession),
         (status = 400, body = ErrorBody, description = "bad_path, bad_json"),
@@ -597,10 +598,13 @@ pub async fn go_live(
     Path(session_id): Path<Uuid>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<ScheduledSession>> {
+    // No body, or `null`, is the default.
     let request: GoLive = if body.iter().all(u8::is_ascii_whitespace) {
         GoLive::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
+        serde_json::from_slice::<Option<GoLive>>(&body)
+            .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
+            .unwrap_or_default()
     };
     Ok(Json(
         schedule::go_live(&state.db, &state.hub, auth.claims(), session_id, request).await?,

@@ -64,7 +64,8 @@ pub async fn lineup(
     params(("session_id" = Uuid, Path), ("link_number" = i32, Path)),
     responses(
         (status = 200, body = LineupItem),
-        AuthErrors, (status = 404, body = ErrorBody),
+        AuthErrors, (status = 404, body = ErrorBody, description = "no such session or lineup item"),
+        (status = 409, body = ErrorBody, description = "session_ended"),
         (status = 503, body = ErrorBody, description = "Postgres or Redis is unavailable; see Retry-After"),
     ))]
 pub async fn pin(
@@ -146,7 +147,9 @@ pub async fn end_deal(
 /// `idempotency_key_reused`. Answers 201 only once the order is committed.
 #[utoipa::path(post, path = "/v1/deals/{deal_id}/orders", tag = "commerce", security(("bearer" = [])),
     params(("deal_id" = Uuid, Path),
-           ("Idempotency-Key" = String, Header, description = "1 to 200 characters, unique per purchase attempt")),
+           ("Idempotency-Key" = String, Header, min_length = 1, max_length = 200,
+            pattern = "^[!-~]([ -~]{0,198}[!-~])?$",
+            description = "1 to 200 visible ASCII characters (inner spaces allowed), unique per purchase attempt")),
     request_body = PlaceOrder,
     responses(
         (status = 201, body = Order, description = "committed (or the replay of a committed order)"),

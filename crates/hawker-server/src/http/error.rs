@@ -3,9 +3,11 @@
 //! logged, never shown.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hawker_core::{Error as DomainError, TokenError};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The JSON body of every error response.
@@ -54,6 +56,11 @@ pub enum AuthErrors {
     headers(("Retry-After" = u64, description = "seconds to wait before retrying")),
 )]
 pub struct Unavailable(pub ErrorBody);
+
+/// The `Retry-After` of every 429: how long a client waits before trying
+/// again (e.g. a socket over `hub.max_sockets_per_user`, until one of its
+/// others has closed).
+pub const TOO_MANY_RETRY_AFTER_SECS: u64 = 5;
 
 /// Every failure a handler can answer with.
 #[derive(Debug, thiserror::Error)]
@@ -149,9 +156,14 @@ impl IntoResponse for ApiError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::Unavailable { retry_after_secs, .. } => {
-                if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                    response.headers_mut().insert(header::RETRY_AFTER, v);
-                }
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::TooMany { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(TOO_MANY_RETRY_AFTER_SECS));
             }
             _ => {}
         }
@@ -195,10 +207,56 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// `axum::Json` whose rejection is an [`ApiError`].
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` whose rejection is an [`ApiError`], and which reads an
+/// integral number written as a float (`-705.0`, `1e3`) as the integer it
+/// is: JSON Schema, and so the OpenAPI document, counts it as an integer.
+/// A fractional number in an integer field is still `bad_json`.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // The content type and the syntax are checked as `axum::Json` does.
+        let axum::Json(mut value) = axum::Json::<serde_json::Value>::from_request(request, state).await?;
+        integral_floats_as_integers(&mut value);
+        // Read through `axum::Json` again for its messages, which name the
+        // offending field.
+        let bytes =
+            serde_json::to_vec(&value).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?;
+        let axum::Json(parsed) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(Json(parsed))
+    }
+}
+
+/// Rewrites every float with no fractional part that fits an `i64` (or a
+/// `u64`) as that integer, in place, at any depth.
+pub fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::{Number, Value};
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // 2^63 and 2^64 are exact as f64; the ranges are half-open.
+            const I64_END: f64 = 9_223_372_036_854_775_808.0;
+            const U64_END: f64 = 18_446_744_073_709_551_616.0;
+            if f.fract() == 0.0 {
+                if (-I64_END..I64_END).contains(&f) {
+                    *n = Number::from(f as i64);
+                } else if (0.0..U64_END).contains(&f) {
+                    *n = Number::from(f as u64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

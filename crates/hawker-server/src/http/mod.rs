@@ -69,7 +69,7 @@ pub struct AppState {
 /// routes (`router()`), and this only merges them, so a route and its
 /// documentation cannot drift apart.
 pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::router())
         .merge(me::router())
         .merge(sessions::router())
@@ -77,8 +77,10 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::router())
         .merge(coupons::router())
         .merge(payments::router())
-        .merge(agency::router())
-        .split_for_parts()
+        .merge(agency::router());
+    let (router, mut doc) = router.split_for_parts();
+    openapi::complete(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document alone (for `hawker openapi` and the tests).

@@ -95,13 +95,15 @@ pub async fn payment_webhook(
 #[schema(example = json!({"amount_minor": 500, "reason": "damaged in transit", "kind": "return"}))]
 pub struct NewRefund {
     /// At least 1; all refunds of an order together never exceed its amount.
+    #[schema(minimum = 1)]
     pub amount_minor: i64,
-    /// At most 500 characters.
+    /// At most 500 characters, no NUL (U+0000).
     #[serde(default)]
+    #[schema(max_length = 500, pattern = "^[^\\u0000]*$")]
     pub reason: String,
     /// `refund` (default) or `return` (goods sent back; reduces commissions the same way).
     #[serde(default = "default_kind")]
-    #[schema(default = "refund")]
+    #[schema(default = "refund", pattern = "^(refund|return)$")]
     pub kind: String,
 }
 

@@ -193,3 +193,266 @@ async fn seeding_twice_changes_nothing() {
         .unwrap();
     assert_eq!(body["hosts"].as_array().unwrap().len(), 2);
 }
+
+/// The operation `method path` of the served document.
+fn operation<'a>(doc: &'a Value, method: &str, path: &str) -> &'a Value {
+    let op = &doc["paths"][path][method];
+    assert!(op.is_object(), "{method} {path} is not in the document");
+    op
+}
+
+#[tokio::test]
+async fn the_openapi_document_states_what_the_server_answers() {
+    let doc = serde_json::to_value(hawker_server::http::openapi_document()).unwrap();
+    let mut with_path_params = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let parameters = op["parameters"].as_array().cloned().unwrap_or_default();
+            let has = |place: &str| parameters.iter().any(|p| p["in"] == place);
+            let bad_request = op["responses"]["400"]["description"].as_str().unwrap_or("");
+            // Every route with a path parameter can answer 400 bad_path (an
+            // id that is not a UUID); with a query, bad_query; with a body, bad_json.
+            if has("path") {
+                with_path_params += 1;
+                assert!(
+                    bad_request.contains("bad_path"),
+                    "{method} {path}: 400 lacks bad_path"
+                );
+            }
+            if has("query") {
+                assert!(
+                    bad_request.contains("bad_query"),
+                    "{method} {path}: 400 lacks bad_query"
+                );
+            }
+            if op.get("requestBody").is_some() {
+                assert!(
+                    bad_request.contains("bad_json"),
+                    "{method} {path}: 400 lacks bad_json"
+                );
+            }
+            // Every 429 and 503 says how long to wait.
+            for status in ["429", "503"] {
+                if let Some(response) = op["responses"].get(status) {
+                    assert!(
+                        response["headers"].get("Retry-After").is_some(),
+                        "{method} {path}: {status} lacks Retry-After"
+                    );
+                }
+            }
+        }
+    }
+    assert!(with_path_params > 30, "{with_path_params}");
+
+    // The pin route answers 409 session_ended.
+    let pin = operation(&doc, "post", "/v1/sessions/{session_id}/lineup/{link_number}/pin");
+    assert!(pin["responses"]["409"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("session_ended"));
+    // Going live takes an optional body.
+    let live = operation(&doc, "post", "/v1/sessions/{session_id}/live");
+    assert_ne!(live["requestBody"]["required"], true, "{}", live["requestBody"]);
+
+    // The bounds docs/api.md and docs/agency.md state are in the schemas.
+    let schemas = &doc["components"]["schemas"];
+    let field = |schema: &str, name: &str| schemas[schema]["properties"][name].clone();
+    for (schema, name, minimum, maximum) in [
+        ("NewLineupItem", "link_number", 1, 9999),
+        ("NewDeal", "quantity", 1, 1_000_000),
+        ("NewDeal", "countdown_secs", 0, 300),
+        ("NewDeal", "duration_secs", 60, 1200),
+        ("PlaceOrder", "quantity", 1, 100),
+        ("NewCouponDrop", "total", 1, 1_000_000),
+        ("NewCouponDrop", "per_viewer_limit", 1, 100),
+        ("NewCouponDrop", "claim_window_secs", 1, 86_400),
+        ("NewTerms", "percent_bps", 0, 10_000),
+        ("NewTerms", "host_share_bps", 0, 10_000),
+    ] {
+        let f = field(schema, name);
+        assert_eq!(f["minimum"], minimum, "{schema}.{name}: {f}");
+        assert_eq!(f["maximum"], maximum, "{schema}.{name}: {f}");
+    }
+    assert_eq!(field("NewDeal", "price_minor")["minimum"], 1);
+    assert_eq!(field("NewRefund", "amount_minor")["minimum"], 1);
+    for (schema, name) in [
+        ("NewCouponDrop", "currency"),
+        ("NewTerms", "currency"),
+        ("PaymentEvent", "currency"),
+    ] {
+        assert_eq!(field(schema, name)["pattern"], "^[A-Z]{3}$", "{schema}.{name}");
+    }
+    for (schema, name, min, max) in [
+        ("NewHost", "handle", 2, 32),
+        ("NewHost", "display_name", 1, 100),
+        ("NewCampaign", "name", 1, 200),
+        ("NewSession", "title", 1, 200),
+        ("PaymentEvent", "event_id", 1, 200),
+    ] {
+        let f = field(schema, name);
+        assert_eq!(f["minLength"], min, "{schema}.{name}: {f}");
+        assert_eq!(f["maxLength"], max, "{schema}.{name}: {f}");
+    }
+    assert_eq!(field("NewRefund", "reason")["maxLength"], 500);
+    let buy = operation(&doc, "post", "/v1/deals/{deal_id}/orders");
+    let key = buy["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .expect("the Idempotency-Key header");
+    assert_eq!(key["required"], true);
+    assert_eq!(key["schema"]["minLength"], 1);
+    assert_eq!(key["schema"]["maxLength"], 200);
+    let sessions = operation(&doc, "get", "/v1/agencies/{agency_id}/sessions");
+    let offset = sessions["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "utc_offset")
+        .expect("utc_offset");
+    assert_eq!(offset["schema"]["pattern"], hawker_agency::time::OFFSET_PATTERN);
+}
+
+#[tokio::test]
+async fn an_integral_float_is_an_integer_in_a_request_body() {
+    use crate::support::fixtures::{create_deal, session_with_lineup};
+    let app = spawn_app().await;
+    let (agency, session) = session_with_lineup(&app).await;
+    // JSON Schema counts 100.0 and 1.2e3 as integers; so does the server.
+    let deal = create_deal(
+        &app,
+        agency,
+        session,
+        serde_json::json!({"link_number": 1.0, "price_minor": 1.499e3, "quantity": 100.0,
+            "per_buyer_cap": 2.0, "duration_secs": 120.0}),
+    )
+    .await;
+    let (status, body) = app
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/deals/{deal}"),
+            &app.agency_token(agency),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["quantity"], 100);
+    assert_eq!(body["price_minor"], 1499);
+
+    // A negative one reaches the field's own check, not bad_json.
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/sessions/{session}/deals"),
+            &app.agency_token(agency),
+            Some(
+                serde_json::json!({"link_number": 1, "price_minor": -705.0, "quantity": 10,
+                "per_buyer_cap": 1, "duration_secs": 120}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_price")),
+        "{body}"
+    );
+
+    // A fraction is still not an integer.
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/sessions/{session}/deals"),
+            &app.agency_token(agency),
+            Some(
+                serde_json::json!({"link_number": 1, "price_minor": 1499, "quantity": 10.5,
+                "per_buyer_cap": 1, "duration_secs": 120}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_json")),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("quantity"), "{body}");
+}
+
+#[tokio::test]
+async fn a_429_says_when_to_retry() {
+    use crate::support::fixtures::insert_agency_and_session;
+    use crate::support::socket::try_connect;
+    let app = spawn_app_with(settings_with(&[("HAWKER__HUB__MAX_SOCKETS_PER_USER", "1")])).await;
+    let (_, session) = insert_agency_and_session(&app.db).await;
+    let token = app.token("viewer-429", Role::Viewer);
+    let _first = try_connect(app.addr, session, &token, None, None)
+        .await
+        .expect("the first socket");
+    let refused = try_connect(app.addr, session, &token, None, None).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = refused else {
+        panic!("the second socket should be refused with an HTTP answer");
+    };
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "{retry_after}");
+}
+
+#[tokio::test]
+async fn going_live_takes_no_body_or_null() {
+    let app = spawn_app().await;
+    let token = app.token("admin-live", Role::Admin);
+    for body in ["", "null"] {
+        let response = app
+            .http
+            .post(app.url(&format!("/v1/sessions/{}/live", uuid::Uuid::new_v4())))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        // Past the body: the session does not exist.
+        assert_eq!(response.status(), 404, "body {body:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_nul_in_stored_text_is_refused_not_an_internal_error() {
+    // Found by schemathesis: Postgres cannot store U+0000 in text, which was a 500.
+    let app = spawn_app().await;
+    let admin = app.token("admin-nul", Role::Admin);
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/hosts",
+            &admin,
+            Some(serde_json::json!({"handle": "nul_host", "display_name": "Mia\u{0}Live"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_display_name")),
+        "{body}"
+    );
+    let agency = crate::support::fixtures::insert_agency(&app.db).await;
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/agencies/{agency}/sessions"),
+            &admin,
+            Some(
+                serde_json::json!({"title": "\u{0}", "planned_start": "2030-01-01T10:00:00Z",
+                "planned_end": "2030-01-01T11:00:00Z"}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_title")),
+        "{body}"
+    );
+}

@@ -1,0 +1,125 @@
+"""Schemathesis hooks for scripts/schemathesis.sh.
+
+JSON Schema describes each field alone. A few rules of hawker's API relate two
+fields, or a field and the server's clock, which no schema can state; they are
+written in docs/api.md and docs/agency.md and answered 400 when broken. So
+that the positive-data check tests what the schema promises, the generated
+*positive* cases are brought within those rules before they are sent. Each
+repair below names its rule. Negative cases are sent as generated, untouched.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import schemathesis
+
+
+def _instant(value):
+    """The instant a generated RFC 3339 string names, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _iso(instant: datetime) -> str:
+    return instant.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _number(value):
+    """A generated number (integral floats such as `5.0` included), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _is_positive(case) -> bool:
+    meta = getattr(case, "meta", None)
+    return meta is not None and meta.generation.mode.is_positive
+
+
+def _period(query: dict, *, both_or_neither: bool, max_days: int | None) -> None:
+    """`to` after `from` (docs/agency.md: bad_period); for a session list both
+    or neither, at most 31 days apart."""
+    start, end = _instant(query.get("from")), _instant(query.get("to"))
+    if both_or_neither and (("from" in query) != ("to" in query)):
+        query.pop("from", None)
+        query.pop("to", None)
+        return
+    if start is None or end is None:
+        return
+    if end <= start or (max_days is not None and end - start > timedelta(days=max_days)):
+        try:
+            query["to"] = _iso(start + timedelta(days=1))
+        except OverflowError:
+            query["to"] = _iso(start)
+            query["from"] = _iso(start - timedelta(days=1))
+
+
+def _plan(body: dict, max_hours: int | None) -> None:
+    """`planned_end` after `planned_start` (sessions: at most 24 h; bad_plan)."""
+    start, end = _instant(body.get("planned_start")), _instant(body.get("planned_end"))
+    if start is None or end is None:
+        return
+    if end <= start or (max_hours is not None and end - start > timedelta(hours=max_hours)):
+        try:
+            body["planned_end"] = _iso(start + timedelta(hours=1))
+        except OverflowError:
+            body["planned_start"] = _iso(start - timedelta(hours=1))
+            body["planned_end"] = _iso(start)
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    if not _is_positive(case):
+        return
+    method, path = case.operation.method.upper(), case.operation.path
+    query = case.query if isinstance(case.query, dict) else None
+    body = case.body if isinstance(case.body, dict) else None
+    now = datetime.now(timezone.utc)
+
+    if query is not None and method == "GET":
+        if path == "/v1/agencies/{agency_id}/sessions":
+            _period(query, both_or_neither=True, max_days=31)
+        elif path in (
+            "/v1/hosts/{host_id}/shifts",
+            "/v1/hosts/{host_id}/statement",
+            "/v1/agencies/{agency_id}/statement",
+        ):
+            _period(query, both_or_neither=False, max_days=None)
+
+    if body is None or method != "POST":
+        return
+    if path == "/v1/agencies/{agency_id}/sessions":
+        _plan(body, max_hours=24)
+    elif path == "/v1/sessions/{session_id}/shifts":
+        _plan(body, max_hours=None)
+    elif path == "/v1/sessions/{session_id}/deals":
+        # per_buyer_cap is 1 to quantity (bad_cap).
+        quantity, cap = _number(body.get("quantity")), _number(body.get("per_buyer_cap"))
+        if quantity is not None and cap is not None and cap > quantity:
+            body["per_buyer_cap"] = quantity
+    elif path == "/v1/sessions/{session_id}/coupon-drops":
+        # A percent discount is 1 to 100; a fixed one needs a currency
+        # (bad_discount_value, bad_currency).
+        value = _number(body.get("discount_value"))
+        if body.get("discount_kind") == "percent" and value is not None and value > 100:
+            body["discount_value"] = 100
+        if body.get("discount_kind") == "fixed" and body.get("currency") is None:
+            body["currency"] = "USD"
+        # drop_at is at most 7 days ahead and not more than 30 s past (bad_drop_at).
+        at = _instant(body.get("drop_at"))
+        if at is not None and not (now - timedelta(seconds=20) <= at <= now + timedelta(days=6)):
+            body["drop_at"] = _iso(now + timedelta(minutes=5))
+    elif path in ("/v1/campaigns/{campaign_id}/terms", "/v1/sessions/{session_id}/terms"):
+        # effective_from is now or later (terms_backdated), and terms need a
+        # percentage, a slot fee or an hourly rate (empty_terms).
+        at = _instant(body.get("effective_from"))
+        if at is not None and at < now + timedelta(seconds=5):
+            body["effective_from"] = _iso(now + timedelta(minutes=5))
+        if not any(body.get(k) for k in ("percent_bps", "slot_fee_minor", "hourly_rate_minor")):
+            body["percent_bps"] = 1
