@@ -9,8 +9,9 @@
 # free port; demo data is seeded so the fixed ids of `seed.rs` exist.
 #
 # Environment: SCHEMATHESIS_MAX_EXAMPLES (default 50 per operation),
-# SCHEMATHESIS_SEED (default 10), SCHEMATHESIS_MAX_TIME (seconds per token,
-# default 50), CARGO (default cargo).
+# SCHEMATHESIS_SEED (default 10), CARGO (default cargo). No time limit: with a
+# fixed seed and a fixed number of examples the run is the same every time,
+# so CI cannot fail on a case that a local run did not generate.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,7 +21,6 @@ VENV=$ROOT/target/pyenv
 SCHEMATHESIS_VERSION=4.32.5
 MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-50}
 SEED=${SCHEMATHESIS_SEED:-10}
-MAX_TIME=${SCHEMATHESIS_MAX_TIME:-50}
 export HAWKER_CONFIG_DIR=${HAWKER_CONFIG_DIR:-$ROOT/config}
 
 log() { printf '[schemathesis] %s\n' "$*" >&2; }
@@ -106,7 +106,6 @@ run() {
       --checks all \
       --max-examples "$MAX_EXAMPLES" \
       --seed "$SEED" \
-      --max-time "$MAX_TIME" \
       --generation-database none \
       --request-timeout 10 \
       --workers 1 \

@@ -100,7 +100,7 @@ impl Default for HubConfig {
             viewers_interval_ms: 2000,
             room_linger_ms: 5000,
             durable_relay_ms: 200,
-            join_timeout_ms: 5000,
+            join_timeout_ms: 15_000,
             command_timeout_ms: 10_000,
             session_end_grace_ms: 3000,
             key_prefix: default_key_prefix(),
