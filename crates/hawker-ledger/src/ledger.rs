@@ -123,7 +123,7 @@ pub async fn accrue(db: &PgPool) -> Result<Accrued> {
 /// sale), re-reading for late commits up to `margin` behind the database's
 /// clock. The margin must exceed the longest a transaction that stamps a
 /// source's time can take to commit.
-#[tracing::instrument(skip_all, err)]
+#[tracing::instrument(skip_all)]
 pub async fn accrue_within(db: &PgPool, margin: Duration) -> Result<Accrued> {
     let margin = chrono::Duration::from_std(margin)
         .map_err(|_| Error::Internal(anyhow::anyhow!("accrual margin {margin:?} out of range")))?;

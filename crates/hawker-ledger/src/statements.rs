@@ -178,7 +178,7 @@ const ENTRY_COLUMNS: &str =
     shift_id, terms_id, amount_minor, currency::text as currency, detail, occurred_at, recorded_at";
 
 /// A host's statement (the host, an admin, or an agency the host has been with).
-#[tracing::instrument(skip_all, fields(%host_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%host_id, caller = %claims.sub))]
 pub async fn host_statement(
     db: &PgPool,
     claims: &Claims,
@@ -235,7 +235,7 @@ pub async fn host_statement(
 }
 
 /// An agency's statement (the agency or an admin).
-#[tracing::instrument(skip_all, fields(%agency_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%agency_id, caller = %claims.sub))]
 pub async fn agency_statement(
     db: &PgPool,
     claims: &Claims,

@@ -66,7 +66,7 @@ fn sales_by_scope(rows: Vec<sales::SalesRow>) -> HashMap<SalesScope, Sales> {
 /// Figures of one session. The session's agency, its scheduled hosts and
 /// admins see everything; a brand selling in it sees its own products' sales.
 /// `hub` gives the live counters while the session is live.
-#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
+#[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub))]
 pub async fn session_figures(
     db: &PgPool,
     hub: Option<&Hub>,

@@ -40,7 +40,7 @@ pub async fn run(db: PgPool, hub: Hub, every: Duration, shutdown: CancellationTo
 
 /// One round: every live session, and those that ended in the last 15 s
 /// (for their final counts). Returns how many were sampled.
-#[tracing::instrument(skip_all, err)]
+#[tracing::instrument(skip_all)]
 pub async fn sample(db: &PgPool, hub: &Hub) -> Result<usize> {
     let sessions = hawker_agency::schedule::live_or_just_ended(db, AFTER_END).await?;
     let mut sampled = 0;
