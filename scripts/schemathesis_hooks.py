@@ -83,6 +83,9 @@ def before_call(ctx, case, **kwargs):
     now = datetime.now(timezone.utc)
 
     if query is not None and method == "GET":
+        # A cursor is opaque: only a `next_cursor` the server gave is valid
+        # (bad_cursor), which no generator can produce. First pages only.
+        query.pop("cursor", None)
         if path == "/v1/agencies/{agency_id}/sessions":
             _period(query, both_or_neither=True, max_days=31)
         elif path in (
@@ -94,7 +97,11 @@ def before_call(ctx, case, **kwargs):
 
     if body is None or method != "POST":
         return
-    if path == "/v1/agencies/{agency_id}/sessions":
+    if path == "/v1/agencies/{agency_id}/roster":
+        # An invite's joined_at may only be close to now (bad_joined_at).
+        if "joined_at" in body:
+            body["joined_at"] = _iso(now)
+    elif path == "/v1/agencies/{agency_id}/sessions":
         _plan(body, max_hours=24)
     elif path == "/v1/sessions/{session_id}/shifts":
         _plan(body, max_hours=None)

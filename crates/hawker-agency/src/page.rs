@@ -27,9 +27,11 @@ pub const MAX_LIMIT: i64 = 100;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1 to 100; 50 if absent. Above 100 is a 400 `bad_limit`.
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
-    /// Where to resume: the `next_cursor` of the previous page. The first page if absent.
+    /// Where to resume: the `next_cursor` of the previous page, as given (opaque;
+    /// anything else is a 400 `bad_cursor`). The first page if absent.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
