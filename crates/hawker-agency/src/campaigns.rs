@@ -36,11 +36,11 @@ pub struct Campaign {
 pub struct NewCampaign {
     pub brand_id: Uuid,
     pub agency_id: Uuid,
-    /// 1 to 200 characters (Unicode scalar values), not all white space, no NUL (U+0000).
+    /// 1 to 200 characters (Unicode scalar values), not all white space, without control, bidi or zero-width characters.
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = "^[^\\u0000]*[^\\u0000\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$"
     )]
     pub name: String,
 }
@@ -106,10 +106,13 @@ pub async fn create_campaign(db: &PgPool, claims: &Claims, new: NewCampaign) -> 
     }
     let name = new.name.trim();
     // The bound is on what was sent (as the schema states it), not on the trimmed name.
-    if name.is_empty() || new.name.chars().count() > 200 || name.contains('\0') {
+    if name.is_empty()
+        || new.name.chars().count() > 200
+        || hawker_core::text::hidden_char(&new.name, false).is_some()
+    {
         return Err(Error::invalid(
             "bad_name",
-            "name must be 1 to 200 characters, without NUL",
+            "name must be 1 to 200 characters, without control, bidi or zero-width characters",
         ));
     }
     let (brand, agency): (bool, bool) = sqlx::query_as(

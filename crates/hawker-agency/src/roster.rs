@@ -41,11 +41,11 @@ pub struct NewHost {
     /// 2 to 32 of `a-z`, `0-9`, `_`. Unique.
     #[schema(min_length = 2, max_length = 32, pattern = "^[a-z0-9_]{2,32}$")]
     pub handle: String,
-    /// 1 to 100 characters (Unicode scalar values), not all white space, no NUL (U+0000).
+    /// 1 to 100 characters (Unicode scalar values), not all white space, without control, bidi or zero-width characters.
     #[schema(
         min_length = 1,
         max_length = 100,
-        pattern = "^[^\\u0000]*[^\\u0000\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$"
     )]
     pub display_name: String,
 }
@@ -141,10 +141,13 @@ pub async fn create_host(db: &PgPool, claims: &Claims, new: NewHost) -> Result<H
     }
     let name = new.display_name.trim();
     // The bound is on what was sent (as the schema states it), not on the trimmed name.
-    if name.is_empty() || new.display_name.chars().count() > 100 || name.contains('\0') {
+    if name.is_empty()
+        || new.display_name.chars().count() > 100
+        || hawker_core::text::hidden_char(&new.display_name, false).is_some()
+    {
         return Err(Error::invalid(
             "bad_display_name",
-            "display_name must be 1 to 100 characters, without NUL",
+            "display_name must be 1 to 100 characters, without control, bidi or zero-width characters",
         ));
     }
     sqlx::query_as::<_, Host>(

@@ -102,11 +102,11 @@ const SESSION_SELECT: &str =
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSession {
-    /// 1 to 200 characters (Unicode scalar values), not all white space, no NUL (U+0000).
+    /// 1 to 200 characters (Unicode scalar values), not all white space, without control, bidi or zero-width characters.
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = "^[^\\u0000]*[^\\u0000\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$"
     )]
     pub title: String,
     /// ISO 8601 with offset.
@@ -295,10 +295,13 @@ pub async fn schedule_session(
     require_agency(claims, agency_id)?;
     let title = new.title.trim();
     // The bound is on what was sent (as the schema states it), not on the trimmed title.
-    if title.is_empty() || new.title.chars().count() > 200 || title.contains('\0') {
+    if title.is_empty()
+        || new.title.chars().count() > 200
+        || hawker_core::text::hidden_char(&new.title, false).is_some()
+    {
         return Err(Error::invalid(
             "bad_title",
-            "title must be 1 to 200 characters, without NUL",
+            "title must be 1 to 200 characters, without control, bidi or zero-width characters",
         ));
     }
     if new.planned_end <= new.planned_start

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod text;
 
 pub use auth::{Claims, Role, TokenError, TokenKeys};
 pub use error::{DbFailure, Error};

@@ -326,6 +326,14 @@ impl<'a> Fields<'a> {
         if text.chars().count() > max_chars {
             return Err(CommandError::TooLong { field, max_chars });
         }
+        // What others read must read as what it is: no control characters
+        // (line breaks included), bidi overrides or zero-width characters.
+        if let Some(c) = hawker_core::text::hidden_char(text, false) {
+            return Err(CommandError::bad(format!(
+                "`{field}` may not contain control, bidi or zero-width characters (found U+{:04X})",
+                c as u32
+            )));
+        }
         Ok(text.to_string())
     }
 

@@ -177,3 +177,65 @@ async fn a_custom_http_method_does_not_become_a_metric_label() {
         "custom methods are counted as `other`"
     );
 }
+
+#[tokio::test]
+async fn chat_and_host_text_with_bidi_zero_width_or_control_characters_is_refused() {
+    let app = spawn_app_with(settings_with(&[])).await;
+    let (_agency, session) = crate::support::fixtures::insert_agency_and_session(&app.db).await;
+    let token = app.token("viewer-text", hawker_core::Role::Viewer);
+    let mut ws = crate::support::socket::join(app.addr, session, &token).await;
+    for text in [
+        "evil\u{202E}gnp.exe",
+        "zero\u{200B}width",
+        "two\nlines",
+        "nul\0byte",
+    ] {
+        let reply = ws.call("chat.send", serde_json::json!({ "text": text })).await;
+        assert_eq!(reply["type"], "error", "{text:?}: {reply}");
+        assert_eq!(reply["code"], "bad_command", "{text:?}: {reply}");
+    }
+    let fine = ws
+        .call("chat.send", serde_json::json!({ "text": "héllo 你好 👋" }))
+        .await;
+    assert_eq!(fine["type"], "ack", "{fine}");
+}
+
+#[tokio::test]
+async fn names_and_titles_with_bidi_or_control_characters_are_refused() {
+    let app = spawn_app_with(settings_with(&[])).await;
+    let agency = crate::support::fixtures::insert_agency(&app.db).await;
+    let token = app.agency_token(agency);
+    for name in ["Mia\u{202E}nehC", "Mia\u{200B}", "Mia\nChen"] {
+        let (status, body) = app
+            .send(
+                reqwest::Method::POST,
+                "/v1/hosts",
+                &token,
+                Some(serde_json::json!({ "handle": "mia_t", "display_name": name })),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad_display_name")),
+            "{name:?}: {body}"
+        );
+    }
+    let start = chrono::Utc::now() + chrono::Duration::hours(1);
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/agencies/{agency}/sessions"),
+            &token,
+            Some(serde_json::json!({
+                "title": "Glow\u{2066}Up",
+                "planned_start": start.to_rfc3339(),
+                "planned_end": (start + chrono::Duration::hours(1)).to_rfc3339(),
+            })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_title")),
+        "{body}"
+    );
+}
