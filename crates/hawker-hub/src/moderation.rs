@@ -177,10 +177,18 @@ impl Moderation {
         Ok(())
     }
 
-    /// Forgets per-user clocks of users who left (bounded memory).
-    pub fn forget(&mut self, user: &str) {
-        self.last_chat.remove(user);
-        self.buckets.remove(user);
+    /// Forgets the chat clocks that no longer constrain anyone: untouched
+    /// for `idle` (longer than slow mode and a full bucket refill). A user
+    /// who leaves keeps theirs until then, so reconnecting does not reset
+    /// their rate limit or slow-mode wait; memory stays bounded by the users
+    /// who chatted recently.
+    pub fn forget_idle(&mut self, now: Instant, idle: std::time::Duration) {
+        let slow = std::time::Duration::from_secs(self.slow_mode_secs);
+        let keep = idle.max(slow);
+        self.last_chat
+            .retain(|_, at| now.saturating_duration_since(*at) < keep);
+        self.buckets
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < keep);
     }
 }
 
@@ -188,6 +196,26 @@ impl Moderation {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn leaving_and_rejoining_does_not_reset_the_rate_limit_or_slow_mode() {
+        let mut m = Moderation {
+            slow_mode_secs: 30,
+            ..Moderation::default()
+        };
+        let now = Instant::now();
+        assert!(m.admit_chat("u", "hi", false, 5, 0.5, now).is_ok());
+        // The user leaves; the room prunes idle clocks; the user rejoins at once.
+        m.forget_idle(now, std::time::Duration::from_secs(120));
+        assert!(matches!(
+            m.admit_chat("u", "hi", false, 5, 0.5, now),
+            Err(ChatRefusal::SlowMode { .. })
+        ));
+        // Long after, the clock is gone and memory with it.
+        let later = now + std::time::Duration::from_secs(200);
+        m.forget_idle(later, std::time::Duration::from_secs(120));
+        assert!(m.last_chat.is_empty() && m.buckets.is_empty());
+    }
 
     #[test]
     fn a_flood_is_cut_off_after_the_burst() {

@@ -96,6 +96,11 @@ pub(crate) trait RoomHost: Clone + Send + Sync + 'static {
     fn close_if_idle(&self, room: Uuid, generation: u64, idle: &dyn Fn() -> bool) -> bool;
 }
 
+/// How long a user's chat clocks (rate-limit bucket, slow-mode wait) outlive
+/// their last message: longer than any bucket refill, so leaving and
+/// rejoining never resets them.
+const CHAT_CLOCK_IDLE: Duration = Duration::from_secs(600);
+
 pub(crate) fn open<H: RoomHost>(hub: H, id: Uuid, generation: u64) -> RoomHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(RoomShared::default());
@@ -172,7 +177,11 @@ impl<H: RoomHost> RoomTask<H> {
                         if let Some(i) = self.clients.iter().position(|c| c.id == client_id) {
                             let gone = self.clients.swap_remove(i);
                             if !self.clients.iter().any(|c| c.user == gone.user) {
-                                self.shared.moderation().forget(&gone.user);
+                                // The user's chat clocks stay (a reconnect must not
+                                // reset them); those idle for long are dropped.
+                                self.shared
+                                    .moderation()
+                                    .forget_idle(Instant::now(), CHAT_CLOCK_IDLE);
                             }
                         }
                         self.shared.local_viewers.store(self.clients.len(), Ordering::Relaxed);
