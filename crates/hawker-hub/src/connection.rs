@@ -167,9 +167,13 @@ impl Connection {
         let mut ping = tokio::time::interval(config.ping_interval());
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
+        // A socket does not outlive the token it was opened with.
+        let expiry = token_expiry(self.member.token_expires_at);
+        tokio::pin!(expiry);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Close(close_code::GOING_AWAY, "server shutting down"),
+                _ = &mut expiry => return End::Close(close_code::TOKEN_EXPIRED, "token expired: reconnect with a new token and resume"),
                 _ = self.queue.ready() => {
                     if let Err(end) = self.write(socket).await {
                         return end;
@@ -389,4 +393,15 @@ async fn finish(socket: &mut WebSocket) {
         while let Some(Ok(_)) = socket.recv().await {}
     })
     .await;
+}
+
+/// Resolves when a token expiring at `expires_at` (Unix seconds) has
+/// expired; never when there is none.
+async fn token_expiry(expires_at: Option<i64>) {
+    let Some(at) = expires_at else {
+        return std::future::pending().await;
+    };
+    let now = chrono::Utc::now().timestamp();
+    let left = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_secs(left)).await;
 }

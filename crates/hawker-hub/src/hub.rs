@@ -29,6 +29,9 @@ pub struct Member {
     pub can_host: bool,
     /// May mute, ban, set slow mode and blocked words (hosts and granted moderators).
     pub can_moderate: bool,
+    /// When the socket's token expires (seconds since the Unix epoch): the
+    /// socket is closed then with 4011, so it never outlives its token.
+    pub token_expires_at: Option<i64>,
 }
 
 /// A publish that did not happen (or whose outcome is unknown).

@@ -23,6 +23,9 @@ pub mod close_code {
     pub const SESSION_ENDED: u16 = 4009;
     /// Banned from the room.
     pub const BANNED: u16 = 4003;
+    /// The token the socket was opened with has expired: reconnect with a
+    /// fresh token and resume from the last offset.
+    pub const TOKEN_EXPIRED: u16 = 4011;
     /// The viewer did not read fast enough and its queue overflowed:
     /// reconnect and resume from the last offset.
     pub const SLOW: u16 = 4008;

@@ -91,6 +91,7 @@ pub async fn session_socket(
         role: auth.0.role,
         can_host,
         can_moderate: can_host,
+        token_expires_at: Some(auth.0.exp),
     };
     let permit = state.hub.admit(&member.user).map_err(|refusal| match refusal {
         Refusal::TooManyForUser => ApiError::TooMany {

@@ -239,3 +239,33 @@ async fn names_and_titles_with_bidi_or_control_characters_are_refused() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_socket_does_not_outlive_its_token() {
+    let app = spawn_app_with(settings_with(&[])).await;
+    let (_agency, session) = crate::support::fixtures::insert_agency_and_session(&app.db).await;
+    let claims = hawker_core::Claims::new(
+        "short-lived",
+        hawker_core::Role::Viewer,
+        chrono::Duration::seconds(2),
+    );
+    let token = app.keys.sign(&claims).unwrap();
+    let started = std::time::Instant::now();
+    let mut ws = crate::support::socket::join(app.addr, session, &token).await;
+    let ended = ws.closed(std::time::Duration::from_secs(6)).await;
+    assert_eq!(ended, crate::support::socket::Ended::Closed(Some(4011)));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // A long-lived token's socket stays open meanwhile.
+    let mut other = crate::support::socket::join(
+        app.addr,
+        session,
+        &app.token("long-lived", hawker_core::Role::Viewer),
+    )
+    .await;
+    let ping = other.call("ping", serde_json::json!({})).await;
+    assert_eq!(ping["type"], "ack", "{ping}");
+}
