@@ -42,8 +42,10 @@ async fn free_coupon(app: &TestApp, agency: Uuid, session: Uuid, viewer: &str) -
             Method::POST,
             &format!("/v1/sessions/{session}/coupon-drops"),
             &app.agency_token(agency),
-            Some(json!({"total": 10, "discount_kind": "percent", "discount_value": 100,
-                        "claim_window_secs": 600})),
+            Some(
+                json!({"total": 10, "discount_kind": "percent", "discount_value": 100,
+                        "claim_window_secs": 600}),
+            ),
         )
         .await;
     assert_eq!(status, 201, "{drop}");
@@ -87,7 +89,10 @@ async fn a_coupon_of_one_session_is_refused_on_another_sessions_deal() {
     let (status, body) = buy_with_coupon(&app, "coupon-roamer", &deal_b, "roam-1", &claim).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "coupon_invalid", "{body}");
-    assert!(body["message"].as_str().unwrap().contains("another session"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("another session"),
+        "{body}"
+    );
 
     // Over the socket, in session B's room.
     let mut viewer = join(app.addr, session_b, &app.token("coupon-roamer", Role::Viewer)).await;
@@ -102,7 +107,15 @@ async fn a_coupon_of_one_session_is_refused_on_another_sessions_deal() {
 
     // Nothing was committed: no order on B's deal, the claim unused, B's units untouched.
     let b = deal_uuid(&deal_b);
-    assert_eq!(count(&app.db, "select count(*) from customer_order where deal_id = $1", b).await, 0);
+    assert_eq!(
+        count(
+            &app.db,
+            "select count(*) from customer_order where deal_id = $1",
+            b
+        )
+        .await,
+        0
+    );
     assert_eq!(
         count(&app.db, "select sold::bigint from deal where deal_id = $1", b).await,
         0
@@ -150,7 +163,12 @@ async fn a_deal_above_the_configured_maximum_price_is_refused() {
         assert_eq!(body["error"], "bad_price", "{price}: {body}");
     }
     assert_eq!(
-        count(&app.db, "select count(*) from deal where session_id = $1", session).await,
+        count(
+            &app.db,
+            "select count(*) from deal where session_id = $1",
+            session
+        )
+        .await,
         0
     );
     // At the maximum, the most units an order may hold still price exactly.
@@ -201,24 +219,62 @@ async fn poisoned_requests_in_a_stampede_never_fail_or_split_a_batch() {
     // Poison over the socket: NUL, over-long, non-ASCII, control, spaced keys,
     // and quantities that cannot be valid.
     let socket_poison: Vec<(Value, &str)> = vec![
-        (json!({"deal_id": deal, "quantity": 1, "idempotency_key": "nul\u{0}key"}), "bad_idempotency_key"),
-        (json!({"deal_id": deal, "quantity": 1, "idempotency_key": "\u{0}"}), "bad_idempotency_key"),
-        (json!({"deal_id": deal, "quantity": 1, "idempotency_key": long.clone()}), "bad_idempotency_key"),
-        (json!({"deal_id": deal, "quantity": 1, "idempotency_key": "caf\u{e9}"}), "bad_idempotency_key"),
-        (json!({"deal_id": deal, "quantity": 1, "idempotency_key": "\u{1F4A5}"}), "bad_idempotency_key"),
-        (json!({"deal_id": deal, "quantity": 1, "idempotency_key": "a\u{7f}b"}), "bad_idempotency_key"),
-        (json!({"deal_id": deal, "quantity": 1, "idempotency_key": " padded "}), "bad_idempotency_key"),
-        (json!({"deal_id": deal, "quantity": 100_000, "idempotency_key": "huge-q"}), "bad_quantity"),
-        (json!({"deal_id": deal, "quantity": i32::MAX, "idempotency_key": "max-q"}), "bad_quantity"),
-        (json!({"deal_id": deal, "quantity": -5, "idempotency_key": "neg-q"}), "bad_quantity"),
-        (json!({"deal_id": deal, "quantity": 1_u64 << 40, "idempotency_key": "wide-q"}), "bad_command"),
+        (
+            json!({"deal_id": deal, "quantity": 1, "idempotency_key": "nul\u{0}key"}),
+            "bad_idempotency_key",
+        ),
+        (
+            json!({"deal_id": deal, "quantity": 1, "idempotency_key": "\u{0}"}),
+            "bad_idempotency_key",
+        ),
+        (
+            json!({"deal_id": deal, "quantity": 1, "idempotency_key": long.clone()}),
+            "bad_idempotency_key",
+        ),
+        (
+            json!({"deal_id": deal, "quantity": 1, "idempotency_key": "caf\u{e9}"}),
+            "bad_idempotency_key",
+        ),
+        (
+            json!({"deal_id": deal, "quantity": 1, "idempotency_key": "\u{1F4A5}"}),
+            "bad_idempotency_key",
+        ),
+        (
+            json!({"deal_id": deal, "quantity": 1, "idempotency_key": "a\u{7f}b"}),
+            "bad_idempotency_key",
+        ),
+        (
+            json!({"deal_id": deal, "quantity": 1, "idempotency_key": " padded "}),
+            "bad_idempotency_key",
+        ),
+        (
+            json!({"deal_id": deal, "quantity": 100_000, "idempotency_key": "huge-q"}),
+            "bad_quantity",
+        ),
+        (
+            json!({"deal_id": deal, "quantity": i32::MAX, "idempotency_key": "max-q"}),
+            "bad_quantity",
+        ),
+        (
+            json!({"deal_id": deal, "quantity": -5, "idempotency_key": "neg-q"}),
+            "bad_quantity",
+        ),
+        (
+            json!({"deal_id": deal, "quantity": 1_u64 << 40, "idempotency_key": "wide-q"}),
+            "bad_quantity",
+        ),
     ];
 
     let rounds = 4;
     let mut socket_tasks = Vec::new();
     for round in 0..rounds {
         // One poisoner socket per round, sending every poison in a loop.
-        let mut poisoner = join(app.addr, session, &app.token(&format!("poisoner-{round}"), Role::Viewer)).await;
+        let mut poisoner = join(
+            app.addr,
+            session,
+            &app.token(&format!("poisoner-{round}"), Role::Viewer),
+        )
+        .await;
         let poison = socket_poison.clone();
         socket_tasks.push(tokio::spawn(async move {
             for _ in 0..3 {
@@ -230,7 +286,12 @@ async fn poisoned_requests_in_a_stampede_never_fail_or_split_a_batch() {
             }
         }));
         // And one valid socket buyer per round.
-        let mut buyer = join(app.addr, session, &app.token(&format!("socket-buyer-{round}"), Role::Viewer)).await;
+        let mut buyer = join(
+            app.addr,
+            session,
+            &app.token(&format!("socket-buyer-{round}"), Role::Viewer),
+        )
+        .await;
         let deal = deal.clone();
         socket_tasks.push(tokio::spawn(async move {
             for i in 0..5 {
@@ -250,16 +311,47 @@ async fn poisoned_requests_in_a_stampede_never_fail_or_split_a_batch() {
     for round in 0..rounds {
         for i in 0..40 {
             let buyer = format!("http-buyer-{round}-{i}");
-            http.push(send_buy(&app, buyer, &deal, HeaderValue::from_str(&format!("h-{round}-{i}")).unwrap(), json!({"quantity": 1}), &[201]));
+            http.push(send_buy(
+                &app,
+                buyer,
+                &deal,
+                HeaderValue::from_str(&format!("h-{round}-{i}")).unwrap(),
+                json!({"quantity": 1}),
+                &[201],
+            ));
         }
         let poisoner = format!("http-poisoner-{round}");
         for (key, body, codes) in [
-            (HeaderValue::from_str(&long).unwrap(), json!({"quantity": 1}), &[400][..]),
-            (HeaderValue::from_bytes(b"tab\tkey").unwrap(), json!({"quantity": 1}), &[400][..]),
-            (HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(), json!({"quantity": 1}), &[400][..]),
-            (HeaderValue::from_static("qty-big"), json!({"quantity": 100_000}), &[400][..]),
-            (HeaderValue::from_static("qty-wide"), json!({"quantity": 1_u64 << 40}), &[400][..]),
-            (HeaderValue::from_static("qty-zero"), json!({"quantity": 0}), &[400][..]),
+            (
+                HeaderValue::from_str(&long).unwrap(),
+                json!({"quantity": 1}),
+                &[400][..],
+            ),
+            (
+                HeaderValue::from_bytes(b"tab\tkey").unwrap(),
+                json!({"quantity": 1}),
+                &[400][..],
+            ),
+            (
+                HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+                json!({"quantity": 1}),
+                &[400][..],
+            ),
+            (
+                HeaderValue::from_static("qty-big"),
+                json!({"quantity": 100_000}),
+                &[400][..],
+            ),
+            (
+                HeaderValue::from_static("qty-wide"),
+                json!({"quantity": 1_u64 << 40}),
+                &[400][..],
+            ),
+            (
+                HeaderValue::from_static("qty-zero"),
+                json!({"quantity": 0}),
+                &[400][..],
+            ),
         ] {
             http.push(send_buy(&app, poisoner.clone(), &deal, key, body, codes));
         }
@@ -270,7 +362,13 @@ async fn poisoned_requests_in_a_stampede_never_fail_or_split_a_batch() {
         if *status == 400 {
             let code = body["error"].as_str().unwrap_or_default();
             assert!(
-                ["bad_idempotency_key", "missing_idempotency_key", "bad_quantity", "bad_json"].contains(&code),
+                [
+                    "bad_idempotency_key",
+                    "missing_idempotency_key",
+                    "bad_quantity",
+                    "bad_json"
+                ]
+                .contains(&code),
                 "{body_sent}: {body}"
             );
         }
@@ -279,8 +377,19 @@ async fn poisoned_requests_in_a_stampede_never_fail_or_split_a_batch() {
         task.await.unwrap();
     }
     // Over HTTP, the over-long and the tab keys say `bad_idempotency_key`.
-    for key in [HeaderValue::from_str(&long).unwrap(), HeaderValue::from_bytes(b"tab\tkey").unwrap()] {
-        let (status, body, _, sent) = send_buy(&app, "http-check".into(), &deal, key, json!({"quantity": 1}), &[400]).await;
+    for key in [
+        HeaderValue::from_str(&long).unwrap(),
+        HeaderValue::from_bytes(b"tab\tkey").unwrap(),
+    ] {
+        let (status, body, _, sent) = send_buy(
+            &app,
+            "http-check".into(),
+            &deal,
+            key,
+            json!({"quantity": 1}),
+            &[400],
+        )
+        .await;
         assert_eq!(status, 400, "{sent}: {body}");
         assert_eq!(body["error"], "bad_idempotency_key", "{sent}: {body}");
     }
@@ -288,8 +397,19 @@ async fn poisoned_requests_in_a_stampede_never_fail_or_split_a_batch() {
     // Every valid request committed: 4 × 40 over HTTP and 4 × 5 over the socket.
     let valid = i64::from(rounds) * 45;
     let d = deal_uuid(&deal);
-    assert_eq!(count(&app.db, "select count(*) from customer_order where deal_id = $1", d).await, valid);
-    assert_eq!(count(&app.db, "select sold::bigint from deal where deal_id = $1", d).await, valid);
+    assert_eq!(
+        count(
+            &app.db,
+            "select count(*) from customer_order where deal_id = $1",
+            d
+        )
+        .await,
+        valid
+    );
+    assert_eq!(
+        count(&app.db, "select sold::bigint from deal where deal_id = $1", d).await,
+        valid
+    );
     // No batch failed or was split.
     let after = settle_failures(&app).await;
     assert_eq!(after, before, "settlement batches failed or were split");
