@@ -31,6 +31,10 @@ pub struct CommerceConfig {
     /// Postgres path that drops packets holds the settlement this long at most.
     #[serde(default = "default_commit_timeout_ms")]
     pub commit_timeout_ms: u64,
+    /// Highest unit price a deal may have, in minor units. With at most
+    /// `MAX_QUANTITY` units per order, no order's amount comes near `i64::MAX`.
+    #[serde(default = "default_max_price_minor")]
+    pub max_price_minor: i64,
     /// Test only: a batch sleeps this long between taking its deal rows and
     /// committing, so a test can freeze a node while it holds them. Honoured
     /// only when `HAWKER_ENV=test`; 0 (the default) everywhere else.
@@ -62,6 +66,17 @@ fn default_commit_timeout_ms() -> u64 {
     6000
 }
 
+/// The default `commerce.max_price_minor`: 1 000 000.00 in a two-decimal currency.
+pub const DEFAULT_MAX_PRICE_MINOR: i64 = 100_000_000;
+
+/// The largest `commerce.max_price_minor` accepted: a whole order of
+/// `MAX_QUANTITY` units at this price still fits in an `i64`.
+pub const MAX_PRICE_MINOR_LIMIT: i64 = i64::MAX / crate::purchase::MAX_QUANTITY as i64;
+
+fn default_max_price_minor() -> i64 {
+    DEFAULT_MAX_PRICE_MINOR
+}
+
 impl Default for CommerceConfig {
     fn default() -> Self {
         CommerceConfig {
@@ -76,6 +91,7 @@ impl Default for CommerceConfig {
             reservation_timeout_secs: 30,
             settle_queue_max: default_settle_queue_max(),
             commit_timeout_ms: default_commit_timeout_ms(),
+            max_price_minor: default_max_price_minor(),
             test_hold_after_take_ms: 0,
             test_rebuild_delay_ms: 0,
         }
@@ -108,6 +124,12 @@ impl CommerceConfig {
             if value == 0 {
                 return Err((key, "must be at least 1".into()));
             }
+        }
+        if !(1..=MAX_PRICE_MINOR_LIMIT).contains(&self.max_price_minor) {
+            return Err((
+                "commerce.max_price_minor",
+                format!("must be 1 to {MAX_PRICE_MINOR_LIMIT}"),
+            ));
         }
         if self.deal_max_secs < self.deal_min_secs {
             return Err((

@@ -213,8 +213,11 @@ pub struct NewDeal {
 pub async fn create_deal(c: &Commerce, claims: &Claims, session_id: Uuid, new: NewDeal) -> Result<Deal> {
     require_host(c.db(), claims, session_id).await?;
     let config = c.config();
-    if new.price_minor <= 0 {
-        return Err(Error::invalid("bad_price", "price_minor must be positive"));
+    if !(1..=config.max_price_minor).contains(&new.price_minor) {
+        return Err(Error::invalid(
+            "bad_price",
+            format!("price_minor must be 1 to {}", config.max_price_minor),
+        ));
     }
     if !(1..=1_000_000).contains(&new.quantity) {
         return Err(Error::invalid("bad_quantity", "quantity must be 1 to 1000000"));

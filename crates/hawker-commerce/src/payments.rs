@@ -428,7 +428,7 @@ pub async fn refund(
                 "the order is {} and {} is refunded already: at most {} more",
                 order.amount_minor,
                 already,
-                order.amount_minor - already
+                order.amount_minor.saturating_sub(already)
             ),
         ));
     }

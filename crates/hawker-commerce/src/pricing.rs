@@ -105,6 +105,18 @@ mod tests {
     }
 
     #[test]
+    fn the_highest_allowed_price_times_the_most_units_fits() {
+        use crate::config::{DEFAULT_MAX_PRICE_MINOR, MAX_PRICE_MINOR_LIMIT};
+        use crate::purchase::MAX_QUANTITY;
+        for max in [DEFAULT_MAX_PRICE_MINOR, MAX_PRICE_MINOR_LIMIT] {
+            let p = price(max, MAX_QUANTITY, 0).expect("fits");
+            assert_eq!(p.amount_minor, max * i64::from(MAX_QUANTITY));
+            assert!(price(max, MAX_QUANTITY, p.subtotal_minor).is_some());
+        }
+        assert_eq!(subtotal_minor(MAX_PRICE_MINOR_LIMIT + 1, MAX_QUANTITY), None);
+    }
+
+    #[test]
     fn an_overflowing_or_inconsistent_price_is_refused() {
         assert_eq!(subtotal_minor(i64::MAX, 2), None);
         assert_eq!(subtotal_minor(i64::MAX / 100 + 1, 100), None);

@@ -15,7 +15,8 @@
 //! 5. the price: an amount that does not fit in an `i64` is refused alone
 //!    (`bad_quantity`) instead of making Postgres refuse the whole batch;
 //! 6. the coupon: the buyer's, unused (in Postgres and in this batch),
-//!    dropped, for this item and currency, and the minimum spend reached.
+//!    dropped, from this deal's session, for this item and currency, and the
+//!    minimum spend reached.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -84,6 +85,8 @@ pub(crate) struct ClaimRow {
     pub min_spend_minor: i64,
     pub lineup_item_id: Option<Uuid>,
     pub deal_id: Option<Uuid>,
+    /// The drop's session: the coupon applies to that session's deals only.
+    pub session_id: Uuid,
     /// The drop's status: `scheduled`, `dropped` or `ended`.
     pub status: String,
 }
@@ -276,6 +279,9 @@ fn coupon_discount(
     if claim.status == "scheduled" {
         return Err(invalid("it has not dropped"));
     }
+    if claim.session_id != deal.session_id {
+        return Err(invalid("it is for another session"));
+    }
     if claim.lineup_item_id.is_some_and(|l| l != deal.lineup_item_id)
         || claim.deal_id.is_some_and(|d| d != deal.deal_id)
     {
@@ -371,6 +377,7 @@ mod tests {
             min_spend_minor: 0,
             lineup_item_id: None,
             deal_id: None,
+            session_id: Uuid::from_u128(2),
             status: "dropped".into(),
         }
     }
@@ -567,8 +574,15 @@ mod tests {
     #[test]
     fn a_coupon_that_does_not_apply_is_refused_with_its_reason() {
         let row = deal(10, 0, 5);
-        let cases: [(ClaimRow, &str); 6] = [
+        let cases: [(ClaimRow, &str); 7] = [
             (claim(50, "someone else"), "claimed by someone else"),
+            (
+                ClaimRow {
+                    session_id: Uuid::from_u128(97),
+                    ..claim(50, "a")
+                },
+                "another session",
+            ),
             (
                 ClaimRow {
                     status: "scheduled".into(),

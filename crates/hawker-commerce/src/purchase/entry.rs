@@ -46,12 +46,23 @@ pub fn request_hash(deal_id: Uuid, request: &PlaceOrder) -> String {
     hex::encode(&hasher.finalize()[..12])
 }
 
-/// 1 to 200 characters without newlines (the gate relies on the latter).
+/// Longest idempotency key, in bytes (= characters: keys are ASCII).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+
+/// 1 to 200 printable ASCII characters (`' '` to `'~'`), not starting or
+/// ending with a space: what an HTTP header can carry (the OpenAPI pattern
+/// `^[!-~]([ -~]{0,198}[!-~])?$`), and nothing Postgres or the gate's
+/// `buyer\nkey` fields could choke on (NUL, newlines, other control or
+/// non-ASCII characters). Checked before a request reaches the gate or a
+/// batch, so a poisoned key is refused alone and never fails a batch.
 pub fn validate_idempotency_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > 200 || key.contains('\n') {
+    let bytes = key.as_bytes();
+    let printable = bytes.iter().all(|b| (b' '..=b'~').contains(b));
+    let trimmed = bytes.first() != Some(&b' ') && bytes.last() != Some(&b' ');
+    if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable || !trimmed {
         return Err(Error::invalid(
             "bad_idempotency_key",
-            "Idempotency-Key must be 1 to 200 characters without newlines",
+            "Idempotency-Key must be 1 to 200 printable ASCII characters, not starting or ending with a space",
         ));
     }
     Ok(())
@@ -204,5 +215,35 @@ async fn same_request(c: &Commerce, order: Order, hash: &str) -> Result<Placed> 
         })
     } else {
         Err(reused())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idempotency_key_is_bounded_printable_ascii() {
+        for good in ["k", "6f1c2a4e-buy-1", "a b", "~!", &"x".repeat(200)] {
+            assert!(validate_idempotency_key(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(201),
+            "a\0b",
+            "\0",
+            "a\nb",
+            "a\rb",
+            "a\tb",
+            "\u{7f}",
+            "caf\u{e9}",
+            "\u{1F600}",
+            " lead",
+            "trail ",
+            " ",
+        ] {
+            let refused = validate_idempotency_key(bad).expect_err(bad);
+            assert_eq!(refused.code(), "bad_idempotency_key", "{bad:?}");
+        }
     }
 }

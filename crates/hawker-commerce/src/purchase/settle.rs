@@ -526,7 +526,7 @@ async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) ->
     } else {
         sqlx::query_as::<_, ClaimRow>(
             "select c.coupon_claim_id, c.viewer_id, c.used_at, d.discount_kind, d.discount_value, d.currency,
-                    d.min_spend_minor, d.lineup_item_id, d.deal_id, d.status
+                    d.min_spend_minor, d.lineup_item_id, d.deal_id, d.session_id, d.status
                from coupon_claim c join coupon_drop d using (coupon_drop_id)
               where c.coupon_claim_id = any($1) for update of c",
         )

@@ -193,7 +193,11 @@ impl Bounds {
 pub const REQUEST_BOUNDS: &[(&str, &str, Bounds)] = &[
     ("NewLineupItem", "link_number", Bounds::range(1, 9999)),
     ("NewDeal", "link_number", Bounds::range(1, 9999)),
-    ("NewDeal", "price_minor", Bounds::range(1, i64::MAX)),
+    (
+        "NewDeal",
+        "price_minor",
+        Bounds::range(1, hawker_commerce::config::DEFAULT_MAX_PRICE_MINOR),
+    ),
     ("NewDeal", "quantity", Bounds::range(1, 1_000_000)),
     ("NewDeal", "per_buyer_cap", Bounds::range(1, 1_000_000)),
     ("NewDeal", "countdown_secs", Bounds::range(0, 300)),

@@ -13,6 +13,7 @@ mod health;
 mod http;
 mod hub;
 mod listener;
+mod money;
 mod order_faults;
 mod payments;
 mod process;
