@@ -26,7 +26,15 @@ use hawker_core::Claims;
 /// Session rows cached for a fixed time to live, loaded once per session at a time.
 pub struct SessionCache {
     ttl: Duration,
-    entries: Mutex<HashMap<Uuid, Entry>>,
+    entries: Mutex<Entries>,
+}
+
+struct Entries {
+    by_session: HashMap<Uuid, Entry>,
+    /// When expired entries were last dropped: at most once per time to
+    /// live, so a node with thousands of small rooms does not scan the map
+    /// on every join.
+    pruned: Instant,
 }
 
 struct Entry {
@@ -38,7 +46,10 @@ impl SessionCache {
     pub fn new(ttl: Duration) -> Self {
         SessionCache {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                by_session: HashMap::new(),
+                pruned: Instant::now(),
+            }),
         }
     }
 
@@ -58,11 +69,14 @@ impl SessionCache {
         let cell = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            // Keep the map small: drop what has expired (cheap: one entry per live session).
-            if entries.len() > 1024 {
-                entries.retain(|_, e| now.duration_since(e.created) < self.ttl);
+            if now.duration_since(entries.pruned) >= self.ttl {
+                let ttl = self.ttl;
+                entries
+                    .by_session
+                    .retain(|_, e| now.duration_since(e.created) < ttl);
+                entries.pruned = now;
             }
-            let entry = entries.entry(session_id).or_insert_with(|| Entry {
+            let entry = entries.by_session.entry(session_id).or_insert_with(|| Entry {
                 created: now,
                 row: Arc::new(OnceCell::new()),
             });
