@@ -75,8 +75,8 @@ impl Commerce {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Commerce {
-        let gate =
-            purchase::gate::Gate::new(redis, db.clone()).with_rebuild_delay(config.test_rebuild_delay());
+        let gate = purchase::gate::Gate::new(redis, db.clone(), &hub.config().key_prefix)
+            .with_rebuild_delay(config.test_rebuild_delay());
         let (stock, stock_task) = stock::StockAnnouncer::new(hub.clone(), config.stock_event_interval_ms);
         let (settler, settle_task) =
             purchase::settle::Settler::new(&config, db.clone(), gate.clone(), stock.clone());
@@ -123,5 +123,10 @@ impl Commerce {
     /// The node's hub, for room events.
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    /// The deployment's Redis key prefix (`redis.key_prefix`), for commerce's own keys.
+    pub(crate) fn key_prefix(&self) -> &str {
+        &self.inner.hub.config().key_prefix
     }
 }

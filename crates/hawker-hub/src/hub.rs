@@ -108,7 +108,6 @@ impl Hub {
         tasks: TaskTracker,
     ) -> Hub {
         let keys = RoomKeys::new(&config.key_prefix);
-        crate::keys::set_process_prefix(&config.key_prefix);
         let store = RoomStore::new(
             redis,
             keys.clone(),

@@ -4,7 +4,7 @@
 //! database number does not separate them: pub/sub channels are global to
 //! the server, whatever database a connection selected.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -57,21 +57,6 @@ impl RoomKeys {
     pub fn key(&self, room: Uuid, what: &str) -> String {
         format!("{}:room:{{{room}}}:{what}", self.prefix)
     }
-}
-
-static PROCESS_PREFIX: OnceLock<String> = OnceLock::new();
-
-/// Records the prefix of the process's keys outside the hub (the commerce
-/// gates), once: the first hub started in a process sets it. A server
-/// process runs one application, so this is its `redis.key_prefix`.
-pub fn set_process_prefix(prefix: &str) {
-    let _ = PROCESS_PREFIX.set(prefix.to_string());
-}
-
-/// The prefix for keys built without a hub at hand (the commerce gates'
-/// `<prefix>:deal:{<id>}:…` and `<prefix>:coupon:{<id>}:…`).
-pub fn process_prefix() -> &'static str {
-    PROCESS_PREFIX.get().map_or(DEFAULT_PREFIX, String::as_str)
 }
 
 #[cfg(test)]

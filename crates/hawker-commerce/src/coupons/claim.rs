@@ -86,7 +86,7 @@ pub async fn claim_with_flag(
     if local_flag::is_exhausted(coupon_drop_id) {
         return refused(exhausted());
     }
-    if let Some(ttl) = redis_flag::get(redis, coupon_drop_id).await {
+    if let Some(ttl) = redis_flag::get(redis, c.key_prefix(), coupon_drop_id).await {
         local_flag::set(coupon_drop_id, ttl);
         return refused(exhausted());
     }
@@ -98,11 +98,11 @@ pub async fn claim_with_flag(
     }
     let result = record(claim_in_postgres(c, viewer_id, coupon_drop_id).await);
     if slot == Some(true) && result.is_err() {
-        redis_gate::give_back(redis, coupon_drop_id).await;
+        redis_gate::give_back(redis, c.key_prefix(), coupon_drop_id).await;
     }
     if matches!(&result, Err(e) if e.code() == "coupon_exhausted") {
         if let Some(ttl) = local_flag::ttl(coupon_drop_id) {
-            redis_flag::set(redis, coupon_drop_id, ttl).await;
+            redis_flag::set(redis, c.key_prefix(), coupon_drop_id, ttl).await;
         }
     }
     result

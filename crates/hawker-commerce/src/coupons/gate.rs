@@ -62,8 +62,8 @@ if tonumber(v) <= 0 then return -1 end
 redis.call('DECR', KEYS[1])
 return 1";
 
-    fn key(id: Uuid) -> String {
-        format!("{}:coupon:{{{id}}}:left", hawker_hub::keys::process_prefix())
+    fn key(prefix: &str, id: Uuid) -> String {
+        format!("{prefix}:coupon:{{{id}}}:left")
     }
 
     /// `Some(true)`: a slot was taken; `Some(false)`: none left; `None`: Redis
@@ -73,11 +73,12 @@ return 1";
         redis: &redis::aio::ConnectionManager,
         id: Uuid,
     ) -> Option<bool> {
+        let prefix = c.key_prefix();
         let script = redis::Script::new(TAKE_LUA);
         for _ in 0..2 {
             let mut conn = redis.clone();
             let mut invocation = script.prepare_invoke();
-            invocation.key(key(id));
+            invocation.key(key(prefix, id));
             let reply: i64 = tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut conn))
                 .await
                 .ok()?
@@ -96,7 +97,7 @@ return 1";
                     // Not dropped (or unknown): let Postgres give the precise refusal.
                     let left = left?;
                     let mut set = redis::cmd("SET");
-                    set.arg(key(id)).arg(left).arg("NX").arg("EX").arg(86_400);
+                    set.arg(key(prefix, id)).arg(left).arg("NX").arg("EX").arg(86_400);
                     let _: redis::RedisResult<Option<String>> =
                         tokio::time::timeout(TIMEOUT, set.query_async(&mut conn))
                             .await
@@ -107,10 +108,10 @@ return 1";
         None
     }
 
-    pub(in crate::coupons) async fn give_back(redis: &redis::aio::ConnectionManager, id: Uuid) {
+    pub(in crate::coupons) async fn give_back(redis: &redis::aio::ConnectionManager, prefix: &str, id: Uuid) {
         let mut conn = redis.clone();
         let mut incr = redis::cmd("INCR");
-        incr.arg(key(id));
+        incr.arg(key(prefix, id));
         let _ = tokio::time::timeout(TIMEOUT, incr.query_async::<i64>(&mut conn)).await;
     }
 }
@@ -122,19 +123,26 @@ pub(super) mod redis_flag {
     /// Redis is a shortcut here: past this, ask Postgres.
     const TIMEOUT: Duration = Duration::from_millis(250);
 
-    fn key(id: Uuid) -> String {
-        format!("{}:coupon:{{{id}}}:exhausted", hawker_hub::keys::process_prefix())
+    fn key(prefix: &str, id: Uuid) -> String {
+        format!("{prefix}:coupon:{{{id}}}:exhausted")
     }
 
     /// The flag's remaining time to live, if it is set.
-    pub(in crate::coupons) async fn get(redis: &redis::aio::ConnectionManager, id: Uuid) -> Option<Duration> {
+    pub(in crate::coupons) async fn get(
+        redis: &redis::aio::ConnectionManager,
+        prefix: &str,
+        id: Uuid,
+    ) -> Option<Duration> {
         let mut conn = redis.clone();
-        let pttl: redis::RedisResult<i64> =
-            match tokio::time::timeout(TIMEOUT, redis::cmd("PTTL").arg(key(id)).query_async(&mut conn)).await
-            {
-                Ok(result) => result,
-                Err(_) => return None,
-            };
+        let pttl: redis::RedisResult<i64> = match tokio::time::timeout(
+            TIMEOUT,
+            redis::cmd("PTTL").arg(key(prefix, id)).query_async(&mut conn),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => return None,
+        };
         match pttl {
             // -2: no key; -1: no expiry (not written by us; trust it briefly).
             Ok(ms) if ms > 0 => Some(Duration::from_millis(ms.unsigned_abs())),
@@ -147,11 +155,16 @@ pub(super) mod redis_flag {
         }
     }
 
-    pub(in crate::coupons) async fn set(redis: &redis::aio::ConnectionManager, id: Uuid, ttl: Duration) {
+    pub(in crate::coupons) async fn set(
+        redis: &redis::aio::ConnectionManager,
+        prefix: &str,
+        id: Uuid,
+        ttl: Duration,
+    ) {
         let mut conn = redis.clone();
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut command = redis::cmd("SET");
-        command.arg(key(id)).arg(1).arg("PX").arg(ms);
+        command.arg(key(prefix, id)).arg(1).arg("PX").arg(ms);
         match tokio::time::timeout(TIMEOUT, command.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(error = %e, "coupon flag not written"),

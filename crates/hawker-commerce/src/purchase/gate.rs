@@ -269,6 +269,8 @@ impl Admission {
 /// The gate's scripts on the node's Redis connection. Cheap to clone.
 #[derive(Clone)]
 pub struct Gate {
+    /// The deployment's key prefix: keys are `<prefix>:deal:{<id>}:<what>`.
+    prefix: String,
     redis: ConnectionManager,
     db: PgPool,
     admit: Script,
@@ -283,10 +285,6 @@ pub struct Gate {
     rebuild_delay: Duration,
 }
 
-fn deal_key(deal: Uuid, what: &str) -> String {
-    format!("{}:deal:{{{deal}}}:{what}", hawker_hub::keys::process_prefix())
-}
-
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T> {
@@ -297,9 +295,17 @@ async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T
 }
 
 impl Gate {
+    /// One of the gate's keys of `deal`; the braces keep a deal's keys in one
+    /// Redis Cluster slot.
+    fn deal_key(&self, deal: Uuid, what: &str) -> String {
+        format!("{}:deal:{{{deal}}}:{what}", self.prefix)
+    }
+
     /// The gate over `redis`, rebuilt from `db` when its keys are missing.
-    pub fn new(redis: ConnectionManager, db: PgPool) -> Self {
+    /// `prefix` is the deployment's Redis key prefix (`redis.key_prefix`).
+    pub fn new(redis: ConnectionManager, db: PgPool, prefix: &str) -> Self {
         Gate {
+            prefix: prefix.to_string(),
             redis,
             db,
             admit: Script::new(ADMIT_LUA),
@@ -339,11 +345,11 @@ impl Gate {
         let mut conn = self.redis.clone();
         let mut invocation = self.admit.prepare_invoke();
         invocation
-            .key(deal_key(deal, "meta"))
-            .key(deal_key(deal, "stock"))
-            .key(deal_key(deal, "buyers"))
-            .key(deal_key(deal, "keys"))
-            .key(deal_key(deal, "pending"))
+            .key(self.deal_key(deal, "meta"))
+            .key(self.deal_key(deal, "stock"))
+            .key(self.deal_key(deal, "buyers"))
+            .key(self.deal_key(deal, "keys"))
+            .key(self.deal_key(deal, "pending"))
             .arg(&key.buyer)
             .arg(quantity)
             .arg(key.field())
@@ -361,9 +367,9 @@ impl Gate {
         let mut conn = self.redis.clone();
         let mut pipe = redis::pipe();
         let mut settle = redis::cmd("HSET");
-        settle.arg(deal_key(deal, "keys"));
+        settle.arg(self.deal_key(deal, "keys"));
         let mut unpend = redis::cmd("ZREM");
-        unpend.arg(deal_key(deal, "pending"));
+        unpend.arg(self.deal_key(deal, "pending"));
         for (key, order_id) in settled {
             let field = key.field();
             settle.arg(&field).arg(Reservation::settled(*order_id));
@@ -386,10 +392,10 @@ impl Gate {
         let mut conn = self.redis.clone();
         let mut invocation = self.settle_existing.prepare_invoke();
         invocation
-            .key(deal_key(deal, "stock"))
-            .key(deal_key(deal, "buyers"))
-            .key(deal_key(deal, "keys"))
-            .key(deal_key(deal, "pending"))
+            .key(self.deal_key(deal, "stock"))
+            .key(self.deal_key(deal, "buyers"))
+            .key(self.deal_key(deal, "keys"))
+            .key(self.deal_key(deal, "pending"))
             .arg(&key.buyer)
             .arg(quantity)
             .arg(key.field())
@@ -403,10 +409,10 @@ impl Gate {
         let mut conn = self.redis.clone();
         let mut invocation = self.release.prepare_invoke();
         invocation
-            .key(deal_key(deal, "stock"))
-            .key(deal_key(deal, "buyers"))
-            .key(deal_key(deal, "keys"))
-            .key(deal_key(deal, "pending"))
+            .key(self.deal_key(deal, "stock"))
+            .key(self.deal_key(deal, "buyers"))
+            .key(self.deal_key(deal, "keys"))
+            .key(self.deal_key(deal, "pending"))
             .arg(&key.buyer)
             .arg(quantity)
             .arg(key.field());
@@ -419,9 +425,9 @@ impl Gate {
         let mut conn = self.redis.clone();
         let mut invocation = self.give_back.prepare_invoke();
         invocation
-            .key(deal_key(deal, "meta"))
-            .key(deal_key(deal, "stock"))
-            .key(deal_key(deal, "buyers"))
+            .key(self.deal_key(deal, "meta"))
+            .key(self.deal_key(deal, "stock"))
+            .key(self.deal_key(deal, "buyers"))
             .arg(buyer)
             .arg(quantity);
         bounded(invocation.invoke_async::<i64>(&mut conn)).await?;
@@ -432,7 +438,7 @@ impl Gate {
     pub async fn clamp(&self, deal: Uuid, remaining: i32) -> Result<()> {
         let mut conn = self.redis.clone();
         let mut invocation = self.clamp.prepare_invoke();
-        invocation.key(deal_key(deal, "stock")).arg(remaining);
+        invocation.key(self.deal_key(deal, "stock")).arg(remaining);
         bounded(invocation.invoke_async::<i64>(&mut conn)).await?;
         Ok(())
     }
@@ -442,7 +448,7 @@ impl Gate {
         let mut conn = self.redis.clone();
         let mut command = redis::cmd("HSET");
         command
-            .arg(deal_key(deal, "meta"))
+            .arg(self.deal_key(deal, "meta"))
             .arg("status")
             .arg("ended")
             .arg("reason")
@@ -456,7 +462,7 @@ impl Gate {
     #[tracing::instrument(skip(self))]
     pub async fn rebuild(&self, deal: Uuid) -> Result<()> {
         let mut conn = self.redis.clone();
-        let lock = deal_key(deal, "rebuilding");
+        let lock = self.deal_key(deal, "rebuilding");
         let mut take = redis::cmd("SET");
         take.arg(&lock).arg("1").arg("NX").arg("PX").arg(5000);
         let acquired: Option<String> = bounded(take.query_async(&mut conn)).await?;
@@ -505,7 +511,7 @@ impl Gate {
         }
         let mut invocation = self.rebuild.prepare_invoke();
         for what in ["meta", "stock", "buyers", "keys", "pending", "rebuilding"] {
-            invocation.key(deal_key(deal, what));
+            invocation.key(self.deal_key(deal, what));
         }
         invocation
             .arg(ttl_secs)
@@ -594,7 +600,7 @@ impl Gate {
         let mut conn = self.redis.clone();
         let mut invocation = self.snapshot.prepare_invoke();
         for what in ["meta", "stock", "buyers", "keys", "pending"] {
-            invocation.key(deal_key(deal, what));
+            invocation.key(self.deal_key(deal, what));
         }
         invocation.arg(CONVERGE_MAX_PENDING);
         let reply: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
@@ -663,7 +669,7 @@ impl Gate {
         metrics::counter!("hawker_gate_corrections_total").increment(1);
         let mut invocation = self.correct.prepare_invoke();
         for what in ["meta", "stock", "buyers"] {
-            invocation.key(deal_key(deal, what));
+            invocation.key(self.deal_key(deal, what));
         }
         invocation.arg(&snapshot.generation).arg(drift.stock);
         for (buyer, delta) in &drift.buyers {
@@ -683,7 +689,7 @@ impl Gate {
             .saturating_sub(older_than_ms);
         let mut range = redis::cmd("ZRANGEBYSCORE");
         range
-            .arg(deal_key(deal, "pending"))
+            .arg(self.deal_key(deal, "pending"))
             .arg("-inf")
             .arg(cutoff)
             .arg("LIMIT")
@@ -694,7 +700,7 @@ impl Gate {
             return Ok(Vec::new());
         }
         let mut get = redis::cmd("HMGET");
-        get.arg(deal_key(deal, "keys")).arg(&fields);
+        get.arg(self.deal_key(deal, "keys")).arg(&fields);
         let values: Vec<Option<String>> = bounded(get.query_async(&mut conn)).await?;
         let mut stale = Vec::new();
         let mut settled = Vec::new();
@@ -715,7 +721,7 @@ impl Gate {
         }
         if !settled.is_empty() {
             let mut drop = redis::cmd("ZREM");
-            drop.arg(deal_key(deal, "pending")).arg(&settled);
+            drop.arg(self.deal_key(deal, "pending")).arg(&settled);
             bounded(drop.query_async::<i64>(&mut conn)).await?;
         }
         Ok(stale)
@@ -725,7 +731,7 @@ impl Gate {
     async fn try_lock(&self, deal: Uuid, what: &str, ms: u64) -> Result<bool> {
         let mut conn = self.redis.clone();
         let mut take = redis::cmd("SET");
-        take.arg(deal_key(deal, what))
+        take.arg(self.deal_key(deal, what))
             .arg("1")
             .arg("NX")
             .arg("PX")
