@@ -62,7 +62,8 @@ pub(crate) async fn request_hash_of(c: &Commerce, order_id: Uuid) -> Result<Opti
     )
 }
 
-/// One order; buyers see their own, hosts and agencies their session's, admins all.
+/// One order, to those who may know it exists ([`may_see`]); anyone else
+/// is told there is no such order.
 pub async fn get_order(c: &Commerce, claims: &hawker_core::Claims, order_id: Uuid) -> Result<Order> {
     let order = sqlx::query_as::<_, Order>(&format!(
         "select {ORDER_COLUMNS} from customer_order where order_id = $1"
@@ -71,14 +72,40 @@ pub async fn get_order(c: &Commerce, claims: &hawker_core::Claims, order_id: Uui
     .fetch_optional(c.db())
     .await?
     .ok_or(Error::NotFound("order"))?;
-    if order.buyer_id == claims.sub || claims.is_admin() {
-        return Ok(order);
-    }
-    let access = crate::access::session_access(c.db(), claims, order.session_id).await?;
-    if access.can_host {
+    if may_see(c, claims, order_id, &order.buyer_id, order.session_id).await? {
         Ok(order)
     } else {
-        // Someone else's order: do not reveal that it exists.
         Err(Error::NotFound("order"))
     }
+}
+
+/// Who may know that an order exists: its buyer, admins, whoever may host
+/// its session (its agency, hosts on that agency's roster now) and the brand
+/// of its product. Every route that names an order answers anyone else 404,
+/// as if it did not exist; one that they may see but not act on, 403.
+pub(crate) async fn may_see(
+    c: &Commerce,
+    claims: &hawker_core::Claims,
+    order_id: Uuid,
+    buyer_id: &str,
+    session_id: Uuid,
+) -> Result<bool> {
+    if buyer_id == claims.sub || claims.is_admin() {
+        return Ok(true);
+    }
+    if let Some(brand) = hawker_agency::access::brand_of(claims) {
+        let owner: Option<Uuid> = sqlx::query_scalar(
+            "select p.brand_id from customer_order o
+               join sku k on k.sku_id = o.sku_id
+               join product p on p.product_id = k.product_id
+              where o.order_id = $1",
+        )
+        .bind(order_id)
+        .fetch_optional(c.db())
+        .await?;
+        return Ok(owner == Some(brand));
+    }
+    Ok(crate::access::session_access(c.db(), claims, session_id)
+        .await?
+        .can_host)
 }

@@ -352,6 +352,7 @@ pub const MAX_REASON_CHARS: usize = 500;
 
 #[derive(sqlx::FromRow)]
 struct RefundableOrder {
+    buyer_id: String,
     status: String,
     amount_minor: i64,
     session_id: Uuid,
@@ -360,7 +361,8 @@ struct RefundableOrder {
 
 /// Records a refund (`kind` = `refund`) or a return (`return`) of
 /// `amount_minor` on a paid order. Admins, the session's agency and the
-/// brand owning the SKU may do this. The order row is locked, so concurrent
+/// brand owning the SKU may do this; others who may see the order are
+/// refused (403), anyone else is told it does not exist (404). The order row is locked, so concurrent
 /// refunds can never add up to more than the order's amount.
 #[tracing::instrument(skip(c, claims, reason), fields(caller = %claims.sub))]
 pub async fn refund(
@@ -385,7 +387,7 @@ pub async fn refund(
     }
     let mut tx = c.db().begin().await?;
     let order: RefundableOrder = sqlx::query_as(
-        "select o.status, o.amount_minor, o.session_id, p.brand_id
+        "select o.buyer_id, o.status, o.amount_minor, o.session_id, p.brand_id
            from customer_order o
            join sku k on k.sku_id = o.sku_id
            join product p on p.product_id = k.product_id
@@ -405,6 +407,11 @@ pub async fn refund(
         Role::Host | Role::Viewer => false,
     };
     if !allowed {
+        tx.rollback().await?;
+        // Those who may not know of the order are told it does not exist.
+        if !crate::order::may_see(c, claims, order_id, &order.buyer_id, order.session_id).await? {
+            return Err(Error::NotFound("order"));
+        }
         return Err(Error::forbidden(
             "only an admin, the session's agency or the product's brand may refund this order",
         ));

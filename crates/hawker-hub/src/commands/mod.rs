@@ -36,6 +36,32 @@ use crate::protocol::ClientCommand;
 use crate::room::RoomHandle;
 use crate::store::ModChange;
 
+/// Every command `type` a client may send, in the order of
+/// `docs/protocol.md`. [`Command::parse`] refuses any other `type` as
+/// `unknown_command`, so a command missing here cannot be sent at all; the
+/// server's authorization matrix (`tests/it/authz_matrix.rs`) needs a row for
+/// each, and the unit test `every_command_variant_is_in_command_types` fails
+/// when a [`Command`] variant has no entry.
+pub const COMMAND_TYPES: &[&str] = &[
+    "ping",
+    "chat.send",
+    "like",
+    "host.announce",
+    "host.message",
+    "host.pin",
+    "host.unpin",
+    "mod.mute",
+    "mod.ban",
+    "mod.unmute",
+    "mod.unban",
+    "mod.slow_mode",
+    "mod.blocked_words",
+    "mod.grant",
+    "mod.revoke",
+    "deal.buy",
+    "coupon.claim",
+];
+
 /// One client command, with its fields checked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -127,6 +153,9 @@ impl Command {
         config: &HubConfig,
     ) -> Result<Command, CommandError> {
         use moderation::{BlockedWords, Restrict, SlowMode, Target};
+        if !COMMAND_TYPES.contains(&kind) {
+            return Err(CommandError::UnknownCommand(kind.to_string()));
+        }
         let data = Fields(data);
         Ok(match kind {
             "ping" => Command::Ping,

@@ -493,3 +493,55 @@ fn acks_carry_the_documented_data() {
     });
     assert_eq!(claimed.into_data(), json!({"claim": {"seq": 1}}));
 }
+
+/// A number per variant. Adding a [`Command`] variant stops this compiling
+/// until it gets the next number here and [`VARIANTS`] counts it; the test
+/// below then fails until its `type` is in [`COMMAND_TYPES`].
+fn variant_number(command: &Command) -> usize {
+    match command {
+        Command::Ping => 0,
+        Command::Chat(_) => 1,
+        Command::Like(_) => 2,
+        Command::Announce(_) => 3,
+        Command::HostMessage(_) => 4,
+        Command::Pin(_) => 5,
+        Command::Unpin => 6,
+        Command::Mute(_) => 7,
+        Command::Ban(_) => 8,
+        Command::Unmute(_) => 9,
+        Command::Unban(_) => 10,
+        Command::SlowMode(_) => 11,
+        Command::BlockedWords(_) => 12,
+        Command::Grant(_) => 13,
+        Command::Revoke(_) => 14,
+        Command::Buy(_) => 15,
+        Command::Claim(_) => 16,
+    }
+}
+
+const VARIANTS: usize = 17;
+
+#[test]
+fn every_command_variant_is_in_command_types() {
+    let id = Uuid::new_v4();
+    // Data that every command accepts (each takes the fields it knows).
+    let data = json!({"text": "t", "item": {}, "user": "v", "seconds": 5, "words": [],
+                      "deal_id": id, "idempotency_key": "k", "coupon_drop_id": id});
+    let mut seen = [false; VARIANTS];
+    for kind in COMMAND_TYPES {
+        let command = parse(kind, data.clone()).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+        assert_eq!(command.name(), *kind, "`{kind}` parses as another command");
+        assert!(!seen[variant_number(&command)], "`{kind}` is listed twice");
+        seen[variant_number(&command)] = true;
+    }
+    let missing: Vec<usize> = (0..VARIANTS).filter(|&n| !seen[n]).collect();
+    assert!(
+        missing.is_empty(),
+        "variants numbered {missing:?} have no `type` in COMMAND_TYPES"
+    );
+    // And the parser knows no `type` that is not listed.
+    assert_eq!(
+        parse_as(HOST, "mod.unknown", json!({})).err().map(|e| e.code()),
+        Some("unknown_command")
+    );
+}

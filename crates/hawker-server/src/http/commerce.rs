@@ -179,10 +179,14 @@ pub async fn place_order(
     Ok((StatusCode::CREATED, Json(placed.order)))
 }
 
-/// One order: the buyer's own, or any of a session the caller hosts.
+/// One order: to its buyer, whoever may host its session (its agency, hosts on
+/// that agency's roster), the brand of its product, and admins. Anyone else
+/// gets 404, as if it did not exist.
 #[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "commerce", security(("bearer" = [])),
     params(("order_id" = Uuid, Path)),
-    responses((status = 200, body = Order), Unauthenticated, (status = 404, body = ErrorBody), Unavailable))]
+    responses((status = 200, body = Order), Unauthenticated,
+        (status = 404, body = ErrorBody, description = "no such order, or not the caller's to see"),
+        Unavailable))]
 pub async fn get_order(
     State(state): State<AppState>,
     auth: Auth,

@@ -122,8 +122,9 @@ fn default_kind() -> String {
         (status = 201, body = Refund),
         (status = 400, body = ErrorBody, description = "bad_amount, bad_kind, bad_reason, bad_json, bad_path"),
         Unauthenticated,
-        (status = 403, body = ErrorBody, description = "not an admin, the session's agency or the product's brand"),
-        (status = 404, body = ErrorBody, description = "no such order"),
+        (status = 403, body = ErrorBody, description = "the caller may see the order (its buyer, a host of \
+            its session) but is not an admin, the session's agency or the product's brand"),
+        (status = 404, body = ErrorBody, description = "no such order, or not the caller's to see"),
         (status = 409, body = ErrorBody, description = "order_not_paid (only paid or partially refunded orders), \
             refund_exceeds_amount"),
         Unavailable,

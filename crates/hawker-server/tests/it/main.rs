@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agency;
+mod authz_matrix;
 mod auth;
 mod commerce;
 mod config;

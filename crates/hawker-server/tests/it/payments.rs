@@ -334,13 +334,19 @@ async fn refunds_never_exceed_the_amount_and_only_the_right_parties_refund() {
     };
     let admin = app.token("admin", Role::Admin);
 
+    // The buyer may see the order but not refund it; to outsiders it does not exist.
+    assert_eq!(
+        refund(app.token("buyer", Role::Viewer), order, json!({"amount_minor": 100}))
+            .await
+            .0,
+        403
+    );
     for token in [
-        app.token("buyer", Role::Viewer),
         app.token(&Uuid::new_v4().to_string(), Role::Host),
         app.agency_token(Uuid::new_v4()),
         app.brand_token(Uuid::new_v4()),
     ] {
-        assert_eq!(refund(token, order, json!({"amount_minor": 100})).await.0, 403);
+        assert_eq!(refund(token, order, json!({"amount_minor": 100})).await.0, 404);
     }
     let (status, answer) = refund(admin.clone(), order, json!({"amount_minor": 0})).await;
     assert_eq!((status, answer["error"].as_str()), (400, Some("bad_amount")));
