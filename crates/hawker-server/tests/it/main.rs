@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agency;
-mod authz_matrix;
 mod auth;
+mod authz_matrix;
 mod commerce;
 mod config;
 mod console;

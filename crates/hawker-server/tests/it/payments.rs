@@ -336,9 +336,13 @@ async fn refunds_never_exceed_the_amount_and_only_the_right_parties_refund() {
 
     // The buyer may see the order but not refund it; to outsiders it does not exist.
     assert_eq!(
-        refund(app.token("buyer", Role::Viewer), order, json!({"amount_minor": 100}))
-            .await
-            .0,
+        refund(
+            app.token("buyer", Role::Viewer),
+            order,
+            json!({"amount_minor": 100})
+        )
+        .await
+        .0,
         403
     );
     for token in [
