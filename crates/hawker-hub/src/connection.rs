@@ -129,6 +129,9 @@ impl Connection {
             can_host: AtomicBool::new(self.member.can_host),
         });
         self.entry = Some(entry.clone());
+        // Before joining, so the room knows whom moderators may not touch
+        // by the time this socket can see anything.
+        self.record_privileged().await;
         let (reply, joined) = oneshot::channel();
         let room = self.hub.send_to_room(
             self.room_id,
@@ -177,7 +180,6 @@ impl Connection {
             }
             return;
         }
-        self.record_privileged().await;
         self.presence(&room, "presence.joined").await;
         let end = self.pump(&mut socket, &room).await;
         let _ = room.tx.send(RoomInput::Leave {
@@ -238,7 +240,7 @@ impl Connection {
                     }
                 }
                 _ = recheck.tick(), if self.member.can_host => {
-                    self.check_host().await;
+                    self.check_host(true).await;
                 }
                 _ = ping.tick() => {
                     if self.last_seen.elapsed() > config.idle_timeout() {
@@ -313,7 +315,7 @@ impl Connection {
 
     async fn execute(&mut self, room: &RoomHandle, frame: &ClientCommand) -> Result<Ack, CommandError> {
         // A host's right is never used on an answer older than `hub.host_recheck_secs`.
-        let host = self.check_host().await;
+        let host = self.check_host(false).await;
         // A moderator appointed by `mod.grant` may moderate from the next
         // command on: the room's moderation state says so.
         let appointed = room.shared.moderation().is_moderator(&self.member.user);
@@ -353,20 +355,23 @@ impl Connection {
         command.apply(&ctx).await
     }
 
-    /// Whether the sender may host now: the last answer if it is recent
-    /// enough, else the session's access rule asked again (bounded). A "no"
-    /// demotes the socket to a viewer for good.
-    async fn check_host(&mut self) -> HostCheck {
+    /// Whether the sender may host now: the last answer if its question was
+    /// asked less than `hub.host_recheck_secs` ago (unless `fresh`), else
+    /// the session's access rule asked again (bounded). A "no" demotes the
+    /// socket to a viewer for good.
+    async fn check_host(&mut self, fresh: bool) -> HostCheck {
         if !self.member.can_host {
             return HostCheck::Viewer;
         }
         let config = self.hub.config();
-        if self.host_confirmed.elapsed() < config.host_recheck() {
+        if !fresh && self.host_confirmed.elapsed() < config.host_recheck() {
             return HostCheck::Host;
         }
+        // The answer is as old as the question: timed from before asking.
+        let asked = Instant::now();
         match tokio::time::timeout(config.command_timeout(), self.rights.may_host()).await {
             Ok(Ok(true)) => {
-                self.host_confirmed = Instant::now();
+                self.host_confirmed = asked;
                 HostCheck::Host
             }
             Ok(Ok(false)) => {
