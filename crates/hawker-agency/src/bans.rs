@@ -41,7 +41,13 @@ fn redis_down(e: hawker_hub::PublishError) -> Error {
 /// The bans in force in the session's room, a page at a time in user order
 /// (the session's agency, admins).
 #[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub))]
-pub async fn bans(db: &PgPool, hub: &Hub, claims: &Claims, session_id: Uuid, page: &PageQuery) -> Result<BanPage> {
+pub async fn bans(
+    db: &PgPool,
+    hub: &Hub,
+    claims: &Claims,
+    session_id: Uuid,
+    page: &PageQuery,
+) -> Result<BanPage> {
     let access = session_access(db, claims, session_id).await?;
     require_manager(access.role)?;
     let limit = page.limit()?;
@@ -77,6 +83,8 @@ pub async fn unban(db: &PgPool, hub: &Hub, claims: &Claims, session_id: Uuid, us
             format!("the user must be a user id of 1 to {MAX_USER_BYTES} bytes"),
         ));
     }
-    hub.unban(session_id, user, &claims.sub).await.map_err(redis_down)?;
+    hub.unban(session_id, user, &claims.sub)
+        .await
+        .map_err(redis_down)?;
     Ok(())
 }

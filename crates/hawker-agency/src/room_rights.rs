@@ -26,7 +26,11 @@ impl RoomRights {
 
 impl SessionRights for RoomRights {
     fn may_host(&self) -> RightsFuture<'_> {
-        Box::pin(async move { Ok(session_role(&self.db, &self.claims, &self.session).await?.may_host()) })
+        Box::pin(async move {
+            Ok(session_role(&self.db, &self.claims, &self.session)
+                .await?
+                .may_host())
+        })
     }
 
     fn user_may_host<'a>(&'a self, user: &'a str) -> RightsFuture<'a> {
@@ -60,7 +64,11 @@ pub async fn display_name(db: &PgPool, claims: &Claims) -> Result<Option<String>
             return Ok(Some(host.display_name));
         }
     }
-    Ok(claims.name.as_deref().filter(|n| fit_to_show(n)).map(str::to_string))
+    Ok(claims
+        .name
+        .as_deref()
+        .filter(|n| fit_to_show(n))
+        .map(str::to_string))
 }
 
 /// A name from a token may be shown: 1 to 64 characters after trimming, no

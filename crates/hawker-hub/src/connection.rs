@@ -24,8 +24,8 @@ use crate::commands::{self, Ack, Command, CommandError, CommerceCommands, Contex
 use crate::event::{now_ms, Frame, Publication};
 use crate::hub::{Hub, Member, SocketPermit};
 use crate::protocol::{self, close_code, ClientCommand};
-use crate::room::{ClientEntry, JoinOutcome, RoomHandle, RoomInput};
 use crate::rights::SessionRights;
+use crate::room::{ClientEntry, JoinOutcome, RoomHandle, RoomInput};
 use crate::send_queue::{CloseReason, SendQueue};
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
@@ -437,7 +437,13 @@ impl Connection {
                 None => json!({ "user": self.member.user }),
             };
             let publication = Publication::new(kind, data);
-            if let Err(e) = self.hub.inner.store.publish_live(self.room_id, &publication).await {
+            if let Err(e) = self
+                .hub
+                .inner
+                .store
+                .publish_live(self.room_id, &publication)
+                .await
+            {
                 tracing::debug!(error = %e, "presence notice not sent");
             }
         }

@@ -203,7 +203,7 @@ impl Hub {
     /// Lifts `user`'s ban in `room` (published as `moderation.unbanned`, `by`
     /// the caller, even when there was none). Returns the event's offset.
     pub async fn unban(&self, room: Uuid, user: &str, by: &str) -> Result<u64, PublishError> {
-        let (publication, change) = crate::commands::moderation::unban(user, by);
+        let (publication, change) = crate::moderation::lift(user, by, "moderation.unbanned", "ban");
         self.publish_with(room, publication, &[change]).await
     }
 

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::event::now_ms;
+use crate::event::{now_ms, Publication};
 use crate::ratelimit::Buckets;
+use crate::store::ModChange;
 
 #[derive(Debug, Default)]
 pub struct Moderation {
@@ -161,6 +162,14 @@ impl Moderation {
     }
 }
 
+/// The event lifting `user`'s mute or ban (`kind`, `moderation.unmuted` or
+/// `moderation.unbanned`), `by` someone, and the change to the moderation
+/// hash (`field`, `mute` or `ban`) published with it.
+pub(crate) fn lift(user: &str, by: &str, kind: &str, field: &str) -> (Publication, ModChange) {
+    let publication = Publication::new(kind, serde_json::json!({ "user": user, "by": by }));
+    (publication, ModChange::Remove(format!("{field}:{user}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +196,10 @@ mod tests {
             m.check_chat("ok", "buy SPAM now", false),
             Err(ChatRefusal::BlockedWord)
         );
-        assert_eq!(m.check_chat("ok", "buy SPAM now", true), Err(ChatRefusal::BlockedWord));
+        assert_eq!(
+            m.check_chat("ok", "buy SPAM now", true),
+            Err(ChatRefusal::BlockedWord)
+        );
         m.apply("moderation.slow_mode", &json!({"seconds": 30}));
         assert_eq!(m.slow_mode_secs, 30);
     }

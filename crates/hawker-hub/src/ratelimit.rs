@@ -202,7 +202,12 @@ mod tests {
         let mut b = Buckets::default();
         let now = Instant::now();
         let admitted = (0..20)
-            .filter(|_| matches!(b.take_local(Kind::Chat, "u", CHAT, one(0), now), Outcome::Taken(1)))
+            .filter(|_| {
+                matches!(
+                    b.take_local(Kind::Chat, "u", CHAT, one(0), now),
+                    Outcome::Taken(1)
+                )
+            })
             .count();
         assert_eq!(admitted, 5);
         assert!(matches!(
@@ -251,8 +256,14 @@ mod tests {
         };
         let mut b = Buckets::default();
         let now = Instant::now();
-        assert_eq!(b.take_local(Kind::Like, "u", likes, taps(7), now), Outcome::Taken(7));
-        assert_eq!(b.take_local(Kind::Like, "u", likes, taps(7), now), Outcome::Taken(3));
+        assert_eq!(
+            b.take_local(Kind::Like, "u", likes, taps(7), now),
+            Outcome::Taken(7)
+        );
+        assert_eq!(
+            b.take_local(Kind::Like, "u", likes, taps(7), now),
+            Outcome::Taken(3)
+        );
         assert!(matches!(
             b.take_local(Kind::Like, "u", likes, taps(7), now),
             Outcome::Empty { .. }

@@ -333,12 +333,7 @@ impl<H: RoomHost> RoomTask<H> {
         self.note_session(&snapshot.state);
         for client in &self.clients {
             client.queue.reset_to(snapshot.offset);
-            let frame = Frame::control(protocol::snapshot_frame(
-                "reset",
-                &snapshot,
-                client.you(),
-                None,
-            ));
+            let frame = Frame::control(protocol::snapshot_frame("reset", &snapshot, client.you(), None));
             let _ = client.queue.push(&frame, None, false);
         }
     }
@@ -377,7 +372,8 @@ impl<H: RoomHost> RoomTask<H> {
                 .unwrap_or(Value::Null);
             let banned = self.shared.moderation().apply(header.event_type, &data);
             if let Some(user) = banned {
-                let locked_out = |c: &&Arc<ClientEntry>| c.user == user && !c.can_host.load(Ordering::Relaxed);
+                let locked_out =
+                    |c: &&Arc<ClientEntry>| c.user == user && !c.can_host.load(Ordering::Relaxed);
                 for client in self.clients.iter().filter(locked_out) {
                     client.queue.close(CloseReason::Banned);
                 }

@@ -411,7 +411,11 @@ impl RoomStore {
     }
 
     /// The room's moderation fields `fields` (missing ones `None`), read at once.
-    pub async fn moderation_fields(&self, room: Uuid, fields: &[String]) -> redis::RedisResult<Vec<Option<String>>> {
+    pub async fn moderation_fields(
+        &self,
+        room: Uuid,
+        fields: &[String],
+    ) -> redis::RedisResult<Vec<Option<String>>> {
         let mut conn = self.redis.clone();
         let mut command = redis::cmd("HMGET");
         command.arg(self.keys.key(room, "mod")).arg(fields);

@@ -84,7 +84,7 @@ impl Target {
     }
 
     async fn lift(self, ctx: &Context<'_>, kind: &str, field: &str) -> Result<Ack, CommandError> {
-        let (publication, change) = lift(&self.user, &ctx.member.user, kind, field);
+        let (publication, change) = crate::moderation::lift(&self.user, &ctx.member.user, kind, field);
         ctx.publish(publication, &[change]).await
     }
 
@@ -103,18 +103,6 @@ impl Target {
     }
 }
 
-/// The event lifting `user`'s mute or ban, and the change to the moderation
-/// hash that goes with it.
-fn lift(user: &str, by: &str, kind: &str, field: &str) -> (Publication, ModChange) {
-    let publication = Publication::new(kind, json!({ "user": user, "by": by }));
-    (publication, ModChange::Remove(format!("{field}:{user}")))
-}
-
-/// `moderation.unbanned` for `user`, lifted `by` someone (the HTTP route).
-pub(crate) fn unban(user: &str, by: &str) -> (Publication, ModChange) {
-    lift(user, by, "moderation.unbanned", "ban")
-}
-
 /// The moderation hierarchy: nobody mutes or bans (or lifts a mute or ban
 /// of) someone who may host the session — its hosts on the roster, the
 /// agency's accounts and admins that opened a socket in the room — and only
@@ -123,7 +111,8 @@ pub(crate) fn unban(user: &str, by: &str) -> (Publication, ModChange) {
 /// session's access rule (hosts on the roster); an unanswered question
 /// refuses the command (`unavailable`).
 async fn may_act_on(ctx: &Context<'_>, target: &str) -> Result<(), CommandError> {
-    const PROTECTED: &str = "moderators may not act on the session's hosts, its agency, admins or other moderators";
+    const PROTECTED: &str =
+        "moderators may not act on the session's hosts, its agency, admins or other moderators";
     let fields = [format!("privileged:{target}"), format!("moderator:{target}")];
     let known = ctx
         .hub

@@ -125,7 +125,10 @@ async fn two_sockets_of_one_user_on_two_nodes_share_one_chat_burst() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(acks, 5, "one burst (hub.chat_burst) for the user, not one per node");
+    assert_eq!(
+        acks, 5,
+        "one burst (hub.chat_burst) for the user, not one per node"
+    );
 }
 
 #[tokio::test]
@@ -192,8 +195,13 @@ async fn a_user_reconnecting_500_times_does_not_push_a_host_message_out_of_the_h
     let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     // The reader's position just before the host message; then it goes away.
     let position = reader.expect("presence.joined").await;
-    assert!(position["offset"].is_null(), "presence takes no offset: {position}");
-    let ack = host.call("host.message", json!({"text": "flash deal at 9"})).await;
+    assert!(
+        position["offset"].is_null(),
+        "presence takes no offset: {position}"
+    );
+    let ack = host
+        .call("host.message", json!({"text": "flash deal at 9"}))
+        .await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let (epoch, offset) = (reader.epoch.clone(), reader.offset);
     drop(reader);
@@ -206,9 +214,18 @@ async fn a_user_reconnecting_500_times_does_not_push_a_host_message_out_of_the_h
         let _ = ws.stream.close(None).await;
     }
 
-    let mut back = connect(b.addr, session, &b.token("reader", Role::Viewer), Some((&epoch, offset))).await;
+    let mut back = connect(
+        b.addr,
+        session,
+        &b.token("reader", Role::Viewer),
+        Some((&epoch, offset)),
+    )
+    .await;
     let resumed = back.frame().await;
-    assert_eq!(resumed["type"], "resumed", "the history still reaches back: {resumed}");
+    assert_eq!(
+        resumed["type"], "resumed",
+        "the history still reaches back: {resumed}"
+    );
     let message = back.expect("host.message").await;
     assert_eq!(message["data"]["text"], "flash deal at 9");
 }
@@ -232,7 +249,9 @@ async fn moderators_cannot_act_on_hosts_the_agency_admins_or_other_moderators() 
     let host_id = host.to_string();
     for target in [host_id.as_str(), "agency-user", "admin-1", "mod-2"] {
         for kind in ["mod.ban", "mod.mute", "mod.unban", "mod.unmute"] {
-            let reply = moderator.call(kind, json!({"user": target, "seconds": 600})).await;
+            let reply = moderator
+                .call(kind, json!({"user": target, "seconds": 600}))
+                .await;
             assert_eq!(reply["code"], "forbidden", "{kind} on {target}: {reply}");
         }
     }
@@ -293,7 +312,9 @@ async fn the_agency_lifts_a_ban_over_http_and_another_agency_cannot() {
     let (a, _b, agency, session) = two_nodes(NodeOptions::default()).await;
     let mut agency_ws = join(a.addr, session, &a.agency_token(agency)).await;
     for user in ["troll-c", "troll-a", "troll-b"] {
-        let ack = agency_ws.call("mod.ban", json!({"user": user, "seconds": 3600})).await;
+        let ack = agency_ws
+            .call("mod.ban", json!({"user": user, "seconds": 3600}))
+            .await;
         assert_eq!(ack["type"], "ack", "{ack}");
     }
     let troll = a.token("troll-a", Role::Viewer);
@@ -303,7 +324,12 @@ async fn the_agency_lifts_a_ban_over_http_and_another_agency_cannot() {
     // Listed a page at a time, in user order.
     let path = format!("/v1/sessions/{session}/bans");
     let (status, first) = a
-        .send(Method::GET, &format!("{path}?limit=2"), &a.agency_token(agency), None)
+        .send(
+            Method::GET,
+            &format!("{path}?limit=2"),
+            &a.agency_token(agency),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{first}");
     let users: Vec<&str> = first["items"]
@@ -342,14 +368,21 @@ async fn the_agency_lifts_a_ban_over_http_and_another_agency_cannot() {
 
     // The agency lifts it: the user joins again at once, on any node.
     let (status, body) = a
-        .send(Method::DELETE, &format!("{path}/troll-a"), &a.agency_token(agency), None)
+        .send(
+            Method::DELETE,
+            &format!("{path}/troll-a"),
+            &a.agency_token(agency),
+            None,
+        )
         .await;
     assert_eq!(status, 204, "{body}");
     let lifted = agency_ws.expect("moderation.unbanned").await;
     assert_eq!(lifted["data"], json!({"user": "troll-a", "by": "agency-user"}));
     let mut back = connect(a.addr, session, &troll, None).await;
     assert_eq!(back.frame().await["type"], "welcome");
-    let (_, left) = a.send(Method::GET, &path, &a.token("admin-1", Role::Admin), None).await;
+    let (_, left) = a
+        .send(Method::GET, &path, &a.token("admin-1", Role::Admin), None)
+        .await;
     let users: Vec<&str> = left["items"]
         .as_array()
         .unwrap()
@@ -365,7 +398,11 @@ async fn the_agency_lifts_a_ban_over_http_and_another_agency_cannot() {
             None,
         )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("bad_user")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_user")),
+        "{body}"
+    );
     let (status, _) = a
         .send(
             Method::GET,
@@ -386,16 +423,31 @@ async fn presence_shows_display_names_where_known_and_takes_no_offset() {
 
     let _host_ws = join(a.addr, session, &a.host_token(host)).await;
     let seen = watcher.expect("presence.joined").await;
-    assert_eq!(seen["data"], json!({"name": "Host"}), "the host's display name: {seen}");
-    assert!(seen.get("offset").is_none() && seen.get("epoch").is_none(), "{seen}");
+    assert_eq!(
+        seen["data"],
+        json!({"name": "Host"}),
+        "the host's display name: {seen}"
+    );
+    assert!(
+        seen.get("offset").is_none() && seen.get("epoch").is_none(),
+        "{seen}"
+    );
 
     let _mia = join(a.addr, session, &named_token(&a, "idp|5501", "Mia Chen")).await;
     let seen = watcher.expect("presence.joined").await;
-    assert_eq!(seen["data"], json!({"name": "Mia Chen"}), "the token's name: {seen}");
+    assert_eq!(
+        seen["data"],
+        json!({"name": "Mia Chen"}),
+        "the token's name: {seen}"
+    );
 
     let _sly = join(a.addr, session, &named_token(&a, "idp|5502", "evil\u{202E}name")).await;
     let seen = watcher.expect("presence.joined").await;
-    assert_eq!(seen["data"], json!({"user": "idp|5502"}), "a name unfit to show is not shown: {seen}");
+    assert_eq!(
+        seen["data"],
+        json!({"user": "idp|5502"}),
+        "a name unfit to show is not shown: {seen}"
+    );
 
     let mut plain = join(a.addr, session, &a.token("viewer-9", Role::Viewer)).await;
     let seen = watcher.expect("presence.joined").await;
