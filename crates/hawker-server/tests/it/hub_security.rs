@@ -421,33 +421,33 @@ async fn presence_shows_display_names_where_known_and_takes_no_offset() {
     let mut watcher = join(a.addr, session, &a.token("watcher", Role::Viewer)).await;
     watcher.expect("presence.joined").await; // its own
 
-    let _host_ws = join(a.addr, session, &a.host_token(host)).await;
-    let seen = watcher.expect("presence.joined").await;
-    assert_eq!(
-        seen["data"],
-        json!({"name": "Host"}),
-        "the host's display name: {seen}"
-    );
-    assert!(
-        seen.get("offset").is_none() && seen.get("epoch").is_none(),
-        "{seen}"
-    );
-
-    let _mia = join(a.addr, session, &named_token(&a, "idp|5501", "Mia Chen")).await;
-    let seen = watcher.expect("presence.joined").await;
-    assert_eq!(
-        seen["data"],
-        json!({"name": "Mia Chen"}),
-        "the token's name: {seen}"
-    );
-
-    let _sly = join(a.addr, session, &named_token(&a, "idp|5502", "evil\u{202E}name")).await;
-    let seen = watcher.expect("presence.joined").await;
-    assert_eq!(
-        seen["data"],
-        json!({"user": "idp|5502"}),
-        "a name unfit to show is not shown: {seen}"
-    );
+    let cases = [
+        (
+            a.host_token(host),
+            json!({"name": "Host"}),
+            "the host's display name",
+        ),
+        (
+            named_token(&a, "idp|5501", "Mia Chen"),
+            json!({"name": "Mia Chen"}),
+            "the token's name",
+        ),
+        (
+            named_token(&a, "idp|5502", "evil\u{202E}name"),
+            json!({"user": "idp|5502"}),
+            "a name unfit to show is not shown",
+        ),
+    ];
+    let mut open = Vec::new();
+    for (token, shown, why) in cases {
+        open.push(join(a.addr, session, &token).await);
+        let seen = watcher.expect("presence.joined").await;
+        assert_eq!(seen["data"], shown, "{why}: {seen}");
+        assert!(
+            seen.get("offset").is_none() && seen.get("epoch").is_none(),
+            "{seen}"
+        );
+    }
 
     let mut plain = join(a.addr, session, &a.token("viewer-9", Role::Viewer)).await;
     let seen = watcher.expect("presence.joined").await;
