@@ -18,9 +18,11 @@
 //! [`Claims`]: hawker_core::Claims
 
 pub mod access;
+pub mod bans;
 pub mod campaigns;
 pub mod demo;
 pub mod page;
+pub mod room_rights;
 pub mod roster;
 pub mod schedule;
 pub mod session_cache;

@@ -75,6 +75,16 @@ impl PageQuery {
             .transpose()
     }
 
+    /// The resume key of a list ordered by one text.
+    pub fn after_text(&self) -> Result<Option<String>> {
+        self.parts()?
+            .map(|p| match p.as_slice() {
+                [s] => Ok(s.clone()),
+                _ => Err(bad_cursor()),
+            })
+            .transpose()
+    }
+
     /// The resume key of a list ordered by (text, time).
     pub fn after_text_time(&self) -> Result<Option<(String, DateTime<Utc>)>> {
         self.parts()?
@@ -107,6 +117,11 @@ pub fn time_id(t: DateTime<Utc>, id: Uuid) -> String {
 /// The cursor of a (time, integer id) key.
 pub fn time_int(t: DateTime<Utc>, n: i64) -> String {
     encode(&[&rfc3339(t), &n.to_string()])
+}
+
+/// The cursor of a text key.
+pub fn text(s: &str) -> String {
+    encode(&[s])
 }
 
 /// The cursor of a (text, time) key.

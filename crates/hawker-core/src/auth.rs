@@ -76,6 +76,11 @@ pub struct Claims {
     /// Whom the token is for; checked when the server configures an audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// The user's display name, if the identity provider gives one: others
+    /// see it in presence notices instead of `sub` (when it is 1 to 64
+    /// characters without control, bidi or zero-width characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The longest `sub` accepted; longer ones are refused as malformed.
@@ -93,6 +98,7 @@ impl Claims {
             iat: now,
             iss: None,
             aud: None,
+            name: None,
         }
     }
 

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::ratelimit::Limit;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubConfig {
@@ -32,6 +34,13 @@ pub struct HubConfig {
     /// Per-user chat token bucket: burst size and refill per second.
     pub chat_burst: u32,
     pub chat_per_sec: f64,
+    /// Per-user likes token bucket (taps): burst size and refill per second.
+    /// Taps beyond it are not counted.
+    pub likes_burst: u32,
+    pub likes_per_sec: f64,
+    /// A host socket's right to host is asked again when it is older than
+    /// this: before a command, and on a timer of this period.
+    pub host_recheck_secs: u64,
     /// Rooms with more local viewers than this thin chat per viewer.
     pub chat_thin_above: usize,
     /// Chat messages per second each viewer receives in a thinned room (0 = thinning off).
@@ -88,6 +97,9 @@ impl Default for HubConfig {
             chat_max_chars: 200,
             chat_burst: 5,
             chat_per_sec: 0.5,
+            likes_burst: 100,
+            likes_per_sec: 10.0,
+            host_recheck_secs: 5,
             chat_thin_above: 500,
             chat_thin_per_sec: 5.0,
             presence_below: 200,
@@ -118,6 +130,8 @@ impl HubConfig {
             ("hub.max_frame_bytes", self.max_frame_bytes),
             ("hub.chat_max_chars", self.chat_max_chars),
             ("hub.chat_burst", self.chat_burst as usize),
+            ("hub.likes_burst", self.likes_burst as usize),
+            ("hub.host_recheck_secs", self.host_recheck_secs as usize),
             ("hub.max_sockets_per_user", self.max_sockets_per_user),
             ("hub.max_sockets", self.max_sockets),
             ("hub.ping_interval_secs", self.ping_interval_secs as usize),
@@ -153,6 +167,12 @@ impl HubConfig {
         if !self.chat_per_sec.is_finite() || self.chat_per_sec <= 0.0 {
             return Err(("hub.chat_per_sec", "must be above 0".into()));
         }
+        if !self.likes_per_sec.is_finite() || self.likes_per_sec <= 0.0 {
+            return Err(("hub.likes_per_sec", "must be above 0".into()));
+        }
+        if self.host_recheck_secs > 300 {
+            return Err(("hub.host_recheck_secs", "must be at most 300".into()));
+        }
         if !self.chat_thin_per_sec.is_finite() || self.chat_thin_per_sec < 0.0 {
             return Err(("hub.chat_thin_per_sec", "must be 0 (off) or more".into()));
         }
@@ -163,6 +183,26 @@ impl HubConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The per-user chat bucket.
+    pub fn chat_limit(&self) -> Limit {
+        Limit {
+            burst: f64::from(self.chat_burst),
+            per_sec: self.chat_per_sec,
+        }
+    }
+
+    /// The per-user likes bucket.
+    pub fn likes_limit(&self) -> Limit {
+        Limit {
+            burst: f64::from(self.likes_burst),
+            per_sec: self.likes_per_sec,
+        }
+    }
+
+    pub fn host_recheck(&self) -> Duration {
+        Duration::from_secs(self.host_recheck_secs)
     }
 
     pub fn ping_interval(&self) -> Duration {

@@ -9,12 +9,13 @@
 //!   this connection's [`SendQueue`]; `Connection::write` drains it into
 //!   the socket, one flush per batch.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use futures_util::SinkExt;
+use hawker_core::Role;
 use serde_json::json;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -23,6 +24,7 @@ use crate::commands::{self, Ack, Command, CommandError, CommerceCommands, Contex
 use crate::event::{now_ms, Frame, Publication};
 use crate::hub::{Hub, Member, SocketPermit};
 use crate::protocol::{self, close_code, ClientCommand};
+use crate::rights::SessionRights;
 use crate::room::{ClientEntry, JoinOutcome, RoomHandle, RoomInput};
 use crate::send_queue::{CloseReason, SendQueue};
 
@@ -44,8 +46,11 @@ pub fn configure(upgrade: WebSocketUpgrade, hub: &Hub) -> WebSocketUpgrade {
 impl Hub {
     /// Serves an upgraded socket in `room` until it closes; the caller
     /// tracks the future, so shutdown waits for it (and closes it with
-    /// 1001). `commerce` carries out `deal.buy` and `coupon.claim`; the
-    /// connection holds it only while the socket is open.
+    /// 1001). `commerce` carries out `deal.buy` and `coupon.claim`;
+    /// `rights` answers, while the socket is open, whether its user may
+    /// still host ([`crate::rights`]). The connection holds both only while
+    /// the socket is open.
+    #[allow(clippy::too_many_arguments)]
     pub async fn serve(
         self,
         socket: WebSocket,
@@ -54,8 +59,9 @@ impl Hub {
         resume: Option<(String, u64)>,
         permit: SocketPermit,
         commerce: Arc<dyn CommerceCommands>,
+        rights: Arc<dyn SessionRights>,
     ) {
-        let connection = Connection::new(self, room, member, commerce);
+        let connection = Connection::new(self, room, member, commerce, rights);
         connection.run(socket, resume).await;
         drop(permit);
     }
@@ -68,13 +74,34 @@ struct Connection {
     /// Frames waiting to be written; the room task pushes, this task drains.
     queue: Arc<SendQueue>,
     commerce: Arc<dyn CommerceCommands>,
+    /// The session's access rule for this socket's token.
+    rights: Arc<dyn SessionRights>,
+    /// When the right to host was last confirmed (`member.can_host`).
+    host_confirmed: Instant,
+    /// This connection as its room sees it, once joined.
+    entry: Option<Arc<ClientEntry>>,
     client_id: u64,
     last_seen: Instant,
     batch: Vec<Arc<Frame>>,
 }
 
+/// Whether the sender may host, as of this command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostCheck {
+    Host,
+    Viewer,
+    /// The answer is too old and could not be renewed (the database did not answer).
+    Unknown,
+}
+
 impl Connection {
-    fn new(hub: Hub, room_id: Uuid, member: Member, commerce: Arc<dyn CommerceCommands>) -> Self {
+    fn new(
+        hub: Hub,
+        room_id: Uuid,
+        member: Member,
+        commerce: Arc<dyn CommerceCommands>,
+        rights: Arc<dyn SessionRights>,
+    ) -> Self {
         let queue = Arc::new(SendQueue::new(hub.config().send_queue_max_bytes));
         let batch = Vec::with_capacity(hub.config().write_batch);
         Connection {
@@ -83,6 +110,9 @@ impl Connection {
             member,
             queue,
             commerce,
+            rights,
+            host_confirmed: Instant::now(),
+            entry: None,
             client_id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
             last_seen: Instant::now(),
             batch,
@@ -91,14 +121,17 @@ impl Connection {
 
     #[tracing::instrument(name = "socket", skip_all, fields(room = %self.room_id, user = %self.member.user))]
     async fn run(mut self, mut socket: WebSocket, resume: Option<(String, u64)>) {
-        let you = json!({ "user": self.member.user, "role": self.member.role, "can_host": self.member.can_host,
-                          "can_moderate": self.member.can_moderate });
         let entry = Arc::new(ClientEntry {
             id: self.client_id,
             user: self.member.user.clone(),
             queue: self.queue.clone(),
-            you,
+            you: std::sync::Mutex::new(you(&self.member)),
+            can_host: AtomicBool::new(self.member.can_host),
         });
+        self.entry = Some(entry.clone());
+        // Before joining, so the room knows whom moderators may not touch
+        // by the time this socket can see anything.
+        self.record_privileged().await;
         let (reply, joined) = oneshot::channel();
         let room = self.hub.send_to_room(
             self.room_id,
@@ -170,6 +203,11 @@ impl Connection {
         // A socket does not outlive the token it was opened with.
         let expiry = token_expiry(self.member.token_expires_at);
         tokio::pin!(expiry);
+        // A host's right to host is asked again on this timer, so a host who
+        // left the roster is demoted even without sending anything.
+        let mut recheck = tokio::time::interval(config.host_recheck());
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Close(close_code::GOING_AWAY, "server shutting down"),
@@ -200,6 +238,9 @@ impl Connection {
                             return failure(&e);
                         }
                     }
+                }
+                _ = recheck.tick(), if self.member.can_host => {
+                    self.check_host(true).await;
                 }
                 _ = ping.tick() => {
                     if self.last_seen.elapsed() > config.idle_timeout() {
@@ -252,7 +293,7 @@ impl Connection {
 
     /// Handles one client text frame: read it into a [`Command`], apply it
     /// (which publishes, or calls commerce), and return the reply to queue.
-    async fn command(&self, room: &RoomHandle, text: &str) -> String {
+    async fn command(&mut self, room: &RoomHandle, text: &str) -> String {
         let frame = match commands::read_frame(text, self.hub.config().max_frame_bytes) {
             Ok(frame) => frame,
             Err(e) => return e.frame(None),
@@ -272,33 +313,147 @@ impl Connection {
         }
     }
 
-    async fn execute(&self, room: &RoomHandle, frame: &ClientCommand) -> Result<Ack, CommandError> {
+    async fn execute(&mut self, room: &RoomHandle, frame: &ClientCommand) -> Result<Ack, CommandError> {
+        // A host's right is never used on an answer older than `hub.host_recheck_secs`.
+        let host = self.check_host(false).await;
         // A moderator appointed by `mod.grant` may moderate from the next
         // command on: the room's moderation state says so.
+        let appointed = room.shared.moderation().is_moderator(&self.member.user);
         let rights = Rights {
-            host: self.member.can_host,
-            moderate: self.member.can_moderate || room.shared.moderation().is_moderator(&self.member.user),
+            host: host == HostCheck::Host,
+            moderate: (host == HostCheck::Host && self.member.can_moderate) || appointed,
         };
-        let command = Command::parse(&frame.kind, &frame.data, rights, self.hub.config())?;
+        let command = match Command::parse(&frame.kind, &frame.data, rights, self.hub.config()) {
+            Err(CommandError::Forbidden(_)) if host == HostCheck::Unknown => {
+                return Err(CommandError::Unavailable(
+                    "your right to host could not be confirmed; retry shortly".into(),
+                ))
+            }
+            parsed => parsed?,
+        };
+        // Unconfirmed, the sender counts as a viewer (no exemption from the rate limit).
+        let unconfirmed;
+        let member = if host == HostCheck::Unknown {
+            unconfirmed = Member {
+                can_host: false,
+                can_moderate: false,
+                ..self.member.clone()
+            };
+            &unconfirmed
+        } else {
+            &self.member
+        };
         let ctx = Context {
             hub: &self.hub,
             room,
-            member: &self.member,
+            member,
+            rights,
             request_id: frame.id.as_deref(),
             commerce: self.commerce.as_ref(),
+            session_rights: self.rights.as_ref(),
         };
         command.apply(&ctx).await
     }
 
-    /// Announces a join or leave, in small rooms only (`hub.presence_below`).
+    /// Whether the sender may host now: the last answer if its question was
+    /// asked less than `hub.host_recheck_secs` ago (unless `fresh`), else
+    /// the session's access rule asked again (bounded). A "no" demotes the
+    /// socket to a viewer for good.
+    async fn check_host(&mut self, fresh: bool) -> HostCheck {
+        if !self.member.can_host {
+            return HostCheck::Viewer;
+        }
+        let config = self.hub.config();
+        if !fresh && self.host_confirmed.elapsed() < config.host_recheck() {
+            return HostCheck::Host;
+        }
+        // The answer is as old as the question: timed from before asking.
+        let asked = Instant::now();
+        match tokio::time::timeout(config.command_timeout(), self.rights.may_host()).await {
+            Ok(Ok(true)) => {
+                self.host_confirmed = asked;
+                HostCheck::Host
+            }
+            Ok(Ok(false)) => {
+                self.demote();
+                HostCheck::Viewer
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "host rights could not be confirmed");
+                HostCheck::Unknown
+            }
+            Err(_) => {
+                tracing::debug!("host rights check timed out");
+                HostCheck::Unknown
+            }
+        }
+    }
+
+    /// The user may no longer host: the socket stays open as a viewer's, and
+    /// is told so with a `rights` frame carrying its new `you`.
+    fn demote(&mut self) {
+        self.member.can_host = false;
+        self.member.can_moderate = false;
+        crate::metrics::host_demoted();
+        tracing::info!("host rights withdrawn; the socket continues as a viewer");
+        let you = you(&self.member);
+        if let Some(entry) = &self.entry {
+            entry.can_host.store(false, Ordering::Relaxed);
+            *entry.you.lock().unwrap_or_else(|p| p.into_inner()) = you.clone();
+        }
+        let frame = json!({ "type": "rights", "you": you }).to_string();
+        let _ = self.queue.push(&Frame::control(frame), None, false);
+    }
+
+    /// An admin's or the agency's socket that may host marks its user in the
+    /// room as one moderators may not act on (hosts on the roster are known
+    /// from the database).
+    async fn record_privileged(&self) {
+        if !self.member.can_host || !matches!(self.member.role, Role::Admin | Role::Agency) {
+            return;
+        }
+        let field = format!("privileged:{}", self.member.user);
+        if let Err(e) = self
+            .hub
+            .inner
+            .store
+            .set_moderation_field(self.room_id, &field, self.member.role.as_str())
+            .await
+        {
+            tracing::debug!(error = %e, "could not record a privileged user in the room");
+        }
+    }
+
+    /// Announces a join or leave, in small rooms only (`hub.presence_below`),
+    /// live only: presence takes no offset and is kept in no history, so
+    /// joins and leaves never push other events out of it. Others see the
+    /// user's display name where one is known, else the user id.
     async fn presence(&self, room: &RoomHandle, kind: &str) {
         let total = room.shared.viewers_total.load(Ordering::Relaxed) as usize;
         let local = room.shared.local_viewers.load(Ordering::Relaxed);
         if total.max(local) < self.hub.config().presence_below {
-            let publication = Publication::new(kind, json!({ "user": self.member.user }));
-            let _ = self.hub.publish(self.room_id, publication).await;
+            let data = match &self.member.name {
+                Some(name) => json!({ "name": name }),
+                None => json!({ "user": self.member.user }),
+            };
+            let publication = Publication::new(kind, data);
+            if let Err(e) = self
+                .hub
+                .inner
+                .store
+                .publish_live(self.room_id, &publication)
+                .await
+            {
+                tracing::debug!(error = %e, "presence notice not sent");
+            }
         }
     }
+}
+
+/// `you` in the first frame and in `rights`.
+fn you(member: &Member) -> serde_json::Value {
+    json!({ "user": member.user, "name": member.name, "role": member.role, "can_host": member.can_host,
+            "can_moderate": member.can_moderate })
 }
 
 /// How a connection's loop ended.

@@ -156,8 +156,10 @@ impl Publication {
 /// event, never per receiver.
 #[derive(Debug, Deserialize)]
 pub struct FrameHeader<'a> {
+    /// 0 (absent) for a live-only event: it is in no history and has no place in the room's order.
+    #[serde(default)]
     pub offset: u64,
-    #[serde(borrow)]
+    #[serde(default, borrow)]
     pub epoch: &'a str,
     #[serde(rename = "type", borrow)]
     pub event_type: &'a str,

@@ -29,6 +29,9 @@ pub struct Member {
     pub can_host: bool,
     /// May mute, ban, set slow mode and blocked words (hosts and granted moderators).
     pub can_moderate: bool,
+    /// The name others see in presence notices, where one is known (a
+    /// host's display name, or the token's `name` claim); `None` shows the id.
+    pub name: Option<String>,
     /// When the socket's token expires (seconds since the Unix epoch): the
     /// socket is closed then with 4011, so it never outlives its token.
     pub token_expires_at: Option<i64>,
@@ -175,6 +178,33 @@ impl Hub {
     /// The room's current snapshot (state and offset).
     pub async fn snapshot(&self, room: Uuid) -> Result<crate::store::Snapshot, PublishError> {
         Ok(self.inner.store.snapshot(room).await?)
+    }
+
+    /// The room's bans still in force, ordered by user id: `(user, until)`,
+    /// `until` in ms since the Unix epoch.
+    pub async fn bans(&self, room: Uuid) -> Result<Vec<(String, i64)>, PublishError> {
+        let now = crate::event::now_ms();
+        let mut bans: Vec<(String, i64)> = self
+            .inner
+            .store
+            .moderation(room)
+            .await?
+            .into_iter()
+            .filter_map(|(field, until)| {
+                let user = field.strip_prefix("ban:")?;
+                let until: i64 = until.parse().ok()?;
+                (until > now).then(|| (user.to_string(), until))
+            })
+            .collect();
+        bans.sort();
+        Ok(bans)
+    }
+
+    /// Lifts `user`'s ban in `room` (published as `moderation.unbanned`, `by`
+    /// the caller, even when there was none). Returns the event's offset.
+    pub async fn unban(&self, room: Uuid, user: &str, by: &str) -> Result<u64, PublishError> {
+        let (publication, change) = crate::moderation::lift(user, by, "moderation.unbanned", "ban");
+        self.publish_with(room, publication, &[change]).await
     }
 
     /// Reserves a socket slot for `user`, or says why not.

@@ -45,3 +45,13 @@ pub fn recovery_gap(outcome: &'static str) {
 pub fn fanout_latency(seconds: f64) {
     histogram!("hawker_hub_fanout_latency_seconds").record(seconds);
 }
+
+/// Like taps over the sender's likes rate limit, not counted.
+pub fn likes_not_counted(n: u64) {
+    counter!("hawker_hub_likes_not_counted_total").increment(n);
+}
+
+/// Host sockets demoted to viewers after their user lost the right to host.
+pub fn host_demoted() {
+    counter!("hawker_hub_host_demotions_total").increment(1);
+}

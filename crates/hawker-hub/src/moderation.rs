@@ -1,5 +1,6 @@
 //! A room's moderation state on one node: bans, mutes, moderators, slow
-//! mode, blocked words, and per-user chat rate limits. Redis holds the
+//! mode, blocked words, and this node's copy of the per-user rate limits
+//! ([`crate::ratelimit`]). Redis holds the
 //! truth (`:mod` hash); nodes load it when a room opens and apply each
 //! moderation event as it passes, so every node enforces a change within
 //! one event delivery.
@@ -9,7 +10,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::event::now_ms;
+use crate::event::{now_ms, Publication};
+use crate::ratelimit::Buckets;
+use crate::store::ModChange;
 
 #[derive(Debug, Default)]
 pub struct Moderation {
@@ -18,8 +21,8 @@ pub struct Moderation {
     moderators: HashMap<String, ()>,
     pub slow_mode_secs: u64,
     blocked_words: Vec<String>,
-    last_chat: HashMap<String, Instant>,
-    buckets: HashMap<String, (f64, Instant)>,
+    /// This node's copies of the room's rate-limit buckets.
+    pub buckets: Buckets,
 }
 
 /// Why a chat message was refused.
@@ -128,20 +131,16 @@ impl Moderation {
         None
     }
 
-    /// Checks a chat message and, if it passes, records it against the
-    /// user's slow-mode clock and token bucket.
-    pub fn admit_chat(
-        &mut self,
-        user: &str,
-        text: &str,
-        exempt: bool,
-        burst: u32,
-        per_sec: f64,
-        now: Instant,
-    ) -> Result<(), ChatRefusal> {
-        if let Some(until) = self.mutes.get(user) {
-            if *until > now_ms() {
-                return Err(ChatRefusal::Muted { until_ms: *until });
+    /// The room's rules for a chat message that do not depend on time: a
+    /// mute (not for `exempt` senders: hosts are never muted in their own
+    /// room), then blocked words (for everyone). Slow mode and the rate
+    /// limit are the user's bucket ([`crate::ratelimit`]).
+    pub fn check_chat(&self, user: &str, text: &str, exempt: bool) -> Result<(), ChatRefusal> {
+        if !exempt {
+            if let Some(until) = self.mutes.get(user) {
+                if *until > now_ms() {
+                    return Err(ChatRefusal::Muted { until_ms: *until });
+                }
             }
         }
         if !self.blocked_words.is_empty() {
@@ -150,88 +149,31 @@ impl Moderation {
                 return Err(ChatRefusal::BlockedWord);
             }
         }
-        if exempt {
-            return Ok(());
-        }
-        if self.slow_mode_secs > 0 {
-            if let Some(last) = self.last_chat.get(user) {
-                let elapsed = now.saturating_duration_since(*last);
-                let wait = std::time::Duration::from_secs(self.slow_mode_secs).saturating_sub(elapsed);
-                if !wait.is_zero() {
-                    return Err(ChatRefusal::SlowMode {
-                        wait_ms: wait.as_millis() as u64,
-                    });
-                }
-            }
-        }
-        let (tokens, at) = self.buckets.get(user).copied().unwrap_or((f64::from(burst), now));
-        let tokens =
-            (tokens + now.saturating_duration_since(at).as_secs_f64() * per_sec).min(f64::from(burst));
-        if tokens < 1.0 {
-            let wait_ms = ((1.0 - tokens) / per_sec * 1000.0).ceil() as u64;
-            self.buckets.insert(user.to_string(), (tokens, now));
-            return Err(ChatRefusal::RateLimited { wait_ms });
-        }
-        self.buckets.insert(user.to_string(), (tokens - 1.0, now));
-        self.last_chat.insert(user.to_string(), now);
         Ok(())
     }
 
-    /// Forgets the chat clocks that no longer constrain anyone: untouched
-    /// for `idle` (longer than slow mode and a full bucket refill). A user
-    /// who leaves keeps theirs until then, so reconnecting does not reset
-    /// their rate limit or slow-mode wait; memory stays bounded by the users
-    /// who chatted recently.
+    /// Forgets the rate-limit buckets that no longer constrain anyone:
+    /// untouched for `idle` (longer than slow mode and a full refill). A
+    /// user who leaves keeps theirs until then; Redis keeps the shared copy
+    /// as long, so reconnecting, here or on another node, resets nothing.
     pub fn forget_idle(&mut self, now: Instant, idle: std::time::Duration) {
         let slow = std::time::Duration::from_secs(self.slow_mode_secs);
-        let keep = idle.max(slow);
-        self.last_chat
-            .retain(|_, at| now.saturating_duration_since(*at) < keep);
-        self.buckets
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < keep);
+        self.buckets.forget_idle(now, idle.max(slow));
     }
+}
+
+/// The event lifting `user`'s mute or ban (`kind`, `moderation.unmuted` or
+/// `moderation.unbanned`), `by` someone, and the change to the moderation
+/// hash (`field`, `mute` or `ban`) published with it.
+pub(crate) fn lift(user: &str, by: &str, kind: &str, field: &str) -> (Publication, ModChange) {
+    let publication = Publication::new(kind, serde_json::json!({ "user": user, "by": by }));
+    (publication, ModChange::Remove(format!("{field}:{user}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn leaving_and_rejoining_does_not_reset_the_rate_limit_or_slow_mode() {
-        let mut m = Moderation {
-            slow_mode_secs: 30,
-            ..Moderation::default()
-        };
-        let now = Instant::now();
-        assert!(m.admit_chat("u", "hi", false, 5, 0.5, now).is_ok());
-        // The user leaves; the room prunes idle clocks; the user rejoins at once.
-        m.forget_idle(now, std::time::Duration::from_secs(120));
-        assert!(matches!(
-            m.admit_chat("u", "hi", false, 5, 0.5, now),
-            Err(ChatRefusal::SlowMode { .. })
-        ));
-        // Long after, the clock is gone and memory with it.
-        let later = now + std::time::Duration::from_secs(200);
-        m.forget_idle(later, std::time::Duration::from_secs(120));
-        assert!(m.last_chat.is_empty() && m.buckets.is_empty());
-    }
-
-    #[test]
-    fn a_flood_is_cut_off_after_the_burst() {
-        let mut m = Moderation::default();
-        let now = Instant::now();
-        let admitted = (0..20)
-            .filter(|_| m.admit_chat("u", "hi", false, 5, 0.5, now).is_ok())
-            .count();
-        assert_eq!(admitted, 5);
-        assert!(matches!(
-            m.admit_chat("u", "hi", false, 5, 0.5, now),
-            Err(ChatRefusal::RateLimited { .. })
-        ));
-        // Another user is not affected.
-        assert!(m.admit_chat("v", "hi", false, 5, 0.5, now).is_ok());
-    }
 
     #[test]
     fn bans_mutes_and_blocked_words_apply_from_events() {
@@ -243,21 +185,22 @@ mod tests {
         );
         assert!(m.is_banned("troll"));
         m.apply("moderation.muted", &json!({"user": "loud", "until": until}));
-        let now = Instant::now();
         assert!(matches!(
-            m.admit_chat("loud", "x", false, 5, 1.0, now),
+            m.check_chat("loud", "x", false),
             Err(ChatRefusal::Muted { .. })
         ));
+        // A host is never muted in their own room.
+        assert_eq!(m.check_chat("loud", "x", true), Ok(()));
         m.apply("internal.blocked_words", &json!({"words": ["Spam"]}));
         assert_eq!(
-            m.admit_chat("ok", "buy SPAM now", false, 5, 1.0, now),
+            m.check_chat("ok", "buy SPAM now", false),
+            Err(ChatRefusal::BlockedWord)
+        );
+        assert_eq!(
+            m.check_chat("ok", "buy SPAM now", true),
             Err(ChatRefusal::BlockedWord)
         );
         m.apply("moderation.slow_mode", &json!({"seconds": 30}));
-        assert!(m.admit_chat("ok", "first", false, 5, 1.0, now).is_ok());
-        assert!(matches!(
-            m.admit_chat("ok", "second", false, 5, 1.0, now),
-            Err(ChatRefusal::SlowMode { .. })
-        ));
+        assert_eq!(m.slow_mode_secs, 30);
     }
 }

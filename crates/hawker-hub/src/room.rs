@@ -59,8 +59,17 @@ pub struct ClientEntry {
     pub id: u64,
     pub user: String,
     pub queue: Arc<SendQueue>,
-    /// `you` in welcome/reset frames.
-    pub you: Value,
+    /// `you` in welcome/reset frames (changes when a host is demoted).
+    pub you: Mutex<Value>,
+    /// The socket may host the room: a ban record does not keep it out or
+    /// close it (hosts are never locked out of their own room).
+    pub can_host: AtomicBool,
+}
+
+impl ClientEntry {
+    pub fn you(&self) -> Value {
+        self.you.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 pub enum RoomInput {
@@ -243,6 +252,11 @@ impl<H: RoomHost> RoomTask<H> {
                 return;
             }
         };
+        if header.offset == 0 {
+            // Live only (presence): no order to keep, nothing to recover.
+            self.deliver_live(header, bytes.clone());
+            return;
+        }
         if self.epoch.is_empty() {
             self.load_baseline().await;
             if self.stale {
@@ -319,12 +333,7 @@ impl<H: RoomHost> RoomTask<H> {
         self.note_session(&snapshot.state);
         for client in &self.clients {
             client.queue.reset_to(snapshot.offset);
-            let frame = Frame::control(protocol::snapshot_frame(
-                "reset",
-                &snapshot,
-                client.you.clone(),
-                None,
-            ));
+            let frame = Frame::control(protocol::snapshot_frame("reset", &snapshot, client.you(), None));
             let _ = client.queue.push(&frame, None, false);
         }
     }
@@ -363,7 +372,9 @@ impl<H: RoomHost> RoomTask<H> {
                 .unwrap_or(Value::Null);
             let banned = self.shared.moderation().apply(header.event_type, &data);
             if let Some(user) = banned {
-                for client in self.clients.iter().filter(|c| c.user == user) {
+                let locked_out =
+                    |c: &&Arc<ClientEntry>| c.user == user && !c.can_host.load(Ordering::Relaxed);
+                for client in self.clients.iter().filter(locked_out) {
                     client.queue.close(CloseReason::Banned);
                 }
             }
@@ -418,6 +429,28 @@ impl<H: RoomHost> RoomTask<H> {
         }
     }
 
+    /// Fans out a live-only event (no offset): droppable, never recovered.
+    fn deliver_live(&self, header: FrameHeader<'_>, bytes: Bytes) {
+        let lane = Lane::of(header.event_type);
+        if !lane.droppable() {
+            tracing::warn!(room = %self.id, event_type = header.event_type, "a must-deliver event without an offset is ignored");
+            return;
+        }
+        let Ok(text) = Utf8Bytes::try_from(bytes) else {
+            return;
+        };
+        let frame = Arc::new(Frame {
+            offset: 0,
+            lane,
+            from: header.from.map(|f| f.into_owned()),
+            ts_ms: header.ts,
+            text,
+        });
+        for client in &self.clients {
+            let _ = client.queue.push(&frame, None, false);
+        }
+    }
+
     async fn join(&mut self, client: Arc<ClientEntry>, resume: Option<(String, u64)>) -> JoinOutcome {
         if self.stale {
             self.recover().await;
@@ -428,7 +461,7 @@ impl<H: RoomHost> RoomTask<H> {
         if self.ended {
             return JoinOutcome::SessionEnded;
         }
-        if self.shared.moderation().is_banned(&client.user) {
+        if !client.can_host.load(Ordering::Relaxed) && self.shared.moderation().is_banned(&client.user) {
             return JoinOutcome::Banned;
         }
         let store = &self.hub.store();
@@ -455,7 +488,7 @@ impl<H: RoomHost> RoomTask<H> {
                     .filter(|f| !f.contains("\"type\":\"internal."))
                     .count();
                 let resumed = serde_json::json!({
-                    "type": "resumed", "epoch": self.epoch, "offset": offset, "missed": missed, "you": client.you,
+                    "type": "resumed", "epoch": self.epoch, "offset": offset, "missed": missed, "you": client.you(),
                 });
                 let _ = client
                     .queue
@@ -493,7 +526,7 @@ impl<H: RoomHost> RoomTask<H> {
                 };
                 let kind = if resume.is_some() { "reset" } else { "welcome" };
                 client.queue.start_after(snapshot.offset);
-                let frame = protocol::snapshot_frame(kind, &snapshot, client.you.clone(), None);
+                let frame = protocol::snapshot_frame(kind, &snapshot, client.you(), None);
                 let _ = client.queue.push(&Frame::control(frame), None, false);
             }
         }

@@ -10,6 +10,8 @@
 //! - `<prefix>:room:{id}:mod`    hash: `ban:<user>`/`mute:<user>` → until (ms), `blocked_words`
 //! - `<prefix>:room:{id}:dedupe` hash: dedupe id → offset; version key → last version
 //! - `<prefix>:room:{id}:likes`, `:likes_gate`, `:viewers`, `:viewers_gate`
+//! - `<prefix>:room:{id}:rate:<kind>:<user>` hash: a user's token bucket
+//!   (`tokens`, `at`, `last`; see [`crate::ratelimit`]), expiring once full again
 //! - channel `<prefix>:room:{id}`
 
 use std::collections::HashMap;
@@ -23,6 +25,7 @@ use uuid::Uuid;
 
 use crate::event::{Publication, StateChange};
 use crate::keys::RoomKeys;
+use crate::ratelimit::{Kind, Limit, Outcome, Take};
 
 const PUBLISH_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -108,6 +111,39 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then return sum end
 return -1
 "#;
 
+/// One take from a user's token bucket, by Redis' clock (so nodes' clocks do
+/// not matter). ARGV: burst, refill per second, cost, 1 if fewer may be
+/// taken, slow-mode interval (ms, 0 off), time to live (ms). Returns
+/// {taken, tokens left × 1000, slow-mode wait (ms; 0 unless refused by it)}.
+const TAKE_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local burst = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local slow = tonumber(ARGV[5])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'last')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+local last = tonumber(state[3])
+if now > at then tokens = math.min(burst, tokens + (now - at) / 1000 * rate) end
+if slow > 0 and last and now - last < slow then
+  return {0, math.floor(tokens * 1000), slow - (now - last)}
+end
+local take = cost
+if tokens < cost then
+  if ARGV[4] == '1' then take = math.floor(tokens) else take = 0 end
+end
+tokens = tokens - take
+if take > 0 then
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now, 'last', now)
+else
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {take, math.floor(tokens * 1000), 0}
+"#;
+
 /// What a room looks like at one offset.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -135,6 +171,7 @@ pub struct RoomStore {
     history: Script,
     likes: Script,
     viewers: Script,
+    take: Script,
     history_len: u64,
     ttl_secs: u64,
     /// Every call gives up after this long: a room must not wait on a Redis
@@ -176,6 +213,7 @@ impl RoomStore {
             history: Script::new(HISTORY_LUA),
             likes: Script::new(LIKES_LUA),
             viewers: Script::new(VIEWERS_LUA),
+            take: Script::new(TAKE_LUA),
             history_len,
             ttl_secs,
             timeout,
@@ -326,6 +364,91 @@ impl RoomStore {
             .arg(gate_ms.saturating_sub(100).max(100));
         let total: i64 = bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
         Ok(u64::try_from(total).ok())
+    }
+}
+
+impl RoomStore {
+    /// Takes from `user`'s `kind` bucket in `room`, shared by every node.
+    /// Returns the outcome and the tokens left.
+    pub async fn take_tokens(
+        &self,
+        room: Uuid,
+        kind: Kind,
+        user: &str,
+        limit: Limit,
+        take: Take,
+    ) -> redis::RedisResult<(Outcome, f64)> {
+        let slow_ms = take.slow.as_millis() as u64;
+        // The key lives while it still constrains: until the bucket is full
+        // again and the slow-mode interval has passed.
+        let ttl_ms = (limit.refill_time().as_millis() as u64).max(slow_ms) + 1000;
+        let mut conn = self.redis.clone();
+        let mut invocation = self.take.prepare_invoke();
+        invocation
+            .key(self.keys.key(room, &format!("rate:{}:{user}", kind.as_str())))
+            .arg(limit.burst)
+            .arg(limit.per_sec)
+            .arg(take.cost)
+            .arg(if take.partial { 1 } else { 0 })
+            .arg(slow_ms)
+            .arg(ttl_ms);
+        let (taken, milli_tokens, slow_wait): (i64, i64, i64) =
+            bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
+        let tokens = milli_tokens as f64 / 1000.0;
+        let outcome = if taken > 0 {
+            Outcome::Taken(taken as u64)
+        } else if slow_wait > 0 {
+            Outcome::SlowMode {
+                wait_ms: slow_wait as u64,
+            }
+        } else {
+            let short = if take.partial { 1.0 } else { take.cost as f64 } - tokens;
+            Outcome::Empty {
+                wait_ms: (short.max(0.0) / limit.per_sec * 1000.0).ceil() as u64,
+            }
+        };
+        Ok((outcome, tokens))
+    }
+
+    /// The room's moderation fields `fields` (missing ones `None`), read at once.
+    pub async fn moderation_fields(
+        &self,
+        room: Uuid,
+        fields: &[String],
+    ) -> redis::RedisResult<Vec<Option<String>>> {
+        let mut conn = self.redis.clone();
+        let mut command = redis::cmd("HMGET");
+        command.arg(self.keys.key(room, "mod")).arg(fields);
+        bounded(self.timeout, command.query_async(&mut conn)).await
+    }
+
+    /// Sets one moderation field (not an event: nothing is published).
+    pub async fn set_moderation_field(&self, room: Uuid, field: &str, value: &str) -> redis::RedisResult<()> {
+        let mut conn = self.redis.clone();
+        let key = self.keys.key(room, "mod");
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(&key, field, value)
+            .ignore()
+            .expire(&key, self.ttl_secs as i64)
+            .ignore();
+        bounded(self.timeout, pipe.query_async(&mut conn)).await
+    }
+
+    /// Publishes an event to the nodes with the room open, live only: no
+    /// offset, no history, no snapshot change (presence notices, which
+    /// must not push other events out of the history).
+    pub async fn publish_live(&self, room: Uuid, publication: &Publication) -> redis::RedisResult<()> {
+        let tail = publication.encode_tail(crate::event::now_ms()).map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Client, "encoding event", e.to_string()))
+        })?;
+        let frame = format!("{{{tail}");
+        let mut conn = self.redis.clone();
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(self.keys.channel(room)).arg(frame);
+        bounded(self.timeout, command.query_async::<i64>(&mut conn))
+            .await
+            .map(|_| ())
     }
 }
 

@@ -1,11 +1,13 @@
 //! What every viewer may send: `chat.send` and `like`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::{Ack, CommandError, Context, Fields};
 use crate::event::Publication;
+use crate::moderation::ChatRefusal;
+use crate::ratelimit::{Kind, Limit, Outcome, Take};
 
 /// `chat.send`: a message to the room's chat, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,25 +22,74 @@ impl Chat {
         })
     }
 
-    /// Checks the room's rules (mute, blocked words, then for all but hosts
-    /// slow mode and the rate limit), then publishes a `chat` event. A
+    /// Checks the room's rules (for all but hosts a mute; blocked words;
+    /// then for all but hosts slow mode and the rate limit, shared by the
+    /// user's sockets on every node), then publishes a `chat` event. A
     /// refused message is not published and does not use the slow-mode clock.
     pub(crate) async fn apply(self, ctx: &Context<'_>) -> Result<Ack, CommandError> {
-        let config = ctx.hub.config();
-        let admitted = ctx.room.shared.moderation().admit_chat(
-            &ctx.member.user,
-            &self.text,
-            ctx.member.can_host,
-            config.chat_burst,
-            config.chat_per_sec,
-            Instant::now(),
-        );
+        let exempt = ctx.member.can_host;
+        let checked = ctx
+            .room
+            .shared
+            .moderation()
+            .check_chat(&ctx.member.user, &self.text, exempt);
+        let admitted = match checked {
+            Err(refusal) => Err(refusal),
+            Ok(()) if exempt => Ok(()),
+            Ok(()) => {
+                let slow = Duration::from_secs(ctx.room.shared.moderation().slow_mode_secs);
+                let take = Take {
+                    cost: 1,
+                    partial: false,
+                    slow,
+                };
+                match take_tokens(ctx, Kind::Chat, ctx.hub.config().chat_limit(), take).await {
+                    Outcome::Taken(_) => Ok(()),
+                    Outcome::SlowMode { wait_ms } => Err(ChatRefusal::SlowMode { wait_ms }),
+                    Outcome::Empty { wait_ms } => Err(ChatRefusal::RateLimited { wait_ms }),
+                }
+            }
+        };
         if let Err(refusal) = admitted {
             crate::metrics::chat_dropped(refusal.code(), 1);
             return Err(refusal.into());
         }
         let publication = Publication::new("chat", json!({ "text": self.text })).from_user(&ctx.member.user);
         ctx.publish(publication, &[]).await
+    }
+}
+
+/// Takes from the sender's `kind` bucket: refused at once when this node's
+/// copy already shows it short, else by Redis (shared by every node), else,
+/// when Redis cannot be reached, by this node's copy alone.
+async fn take_tokens(ctx: &Context<'_>, kind: Kind, limit: Limit, take: Take) -> Outcome {
+    let user = ctx.member.user.as_str();
+    let shared = &ctx.room.shared;
+    if let Some(refused) = shared
+        .moderation()
+        .buckets
+        .refusal(kind, user, limit, take, Instant::now())
+    {
+        return refused;
+    }
+    let answer = ctx
+        .hub
+        .inner
+        .store
+        .take_tokens(ctx.room.id, kind, user, limit, take)
+        .await;
+    let mut moderation = shared.moderation();
+    let now = Instant::now();
+    match answer {
+        Ok((outcome, tokens)) => {
+            let taken = matches!(outcome, Outcome::Taken(_));
+            moderation.buckets.mirror(kind, user, tokens, taken, now);
+            outcome
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, kind = kind.as_str(), "shared rate limit unavailable; this node decides");
+            moderation.buckets.take_local(kind, user, limit, take, now)
+        }
     }
 }
 
@@ -57,9 +108,25 @@ impl Like {
         })
     }
 
-    /// Adds the taps to this node's pending likes; acknowledged at once.
-    pub(crate) fn apply(self, ctx: &Context<'_>) -> Ack {
-        ctx.hub.add_likes(ctx.room, self.count);
-        Ack::Empty
+    /// Counts as many of the taps as the sender's likes bucket holds (the
+    /// rest are not counted, silently) into this node's pending likes; the
+    /// ack says how many counted.
+    pub(crate) async fn apply(self, ctx: &Context<'_>) -> Ack {
+        let take = Take {
+            cost: self.count,
+            partial: true,
+            slow: Duration::ZERO,
+        };
+        let counted = match take_tokens(ctx, Kind::Like, ctx.hub.config().likes_limit(), take).await {
+            Outcome::Taken(n) => n,
+            Outcome::SlowMode { .. } | Outcome::Empty { .. } => 0,
+        };
+        if counted < self.count {
+            crate::metrics::likes_not_counted(self.count - counted);
+        }
+        if counted > 0 {
+            ctx.hub.add_likes(ctx.room, counted);
+        }
+        Ack::Likes(counted)
     }
 }

@@ -33,6 +33,7 @@ use crate::config::HubConfig;
 use crate::event::{now_ms, Publication};
 use crate::hub::{Hub, Member};
 use crate::protocol::ClientCommand;
+use crate::rights::SessionRights;
 use crate::room::RoomHandle;
 use crate::store::ModChange;
 
@@ -243,7 +244,7 @@ impl Command {
         match self {
             Command::Ping => Ok(Ack::Pong(now_ms())),
             Command::Chat(chat) => chat.apply(ctx).await,
-            Command::Like(like) => Ok(like.apply(ctx)),
+            Command::Like(like) => Ok(like.apply(ctx).await),
             Command::Announce(text) => text.announce(ctx).await,
             Command::HostMessage(text) => text.message(ctx).await,
             Command::Pin(pin) => pin.apply(ctx).await,
@@ -265,8 +266,8 @@ impl Command {
 /// What an `ack` says: its `data`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ack {
-    /// No `data` (`like`).
-    Empty,
+    /// `{"counted"}`: the taps of a `like` that counted (the rest were over the limit).
+    Likes(u64),
     /// `{"pong": <server time, ms>}` (`ping`).
     Pong(i64),
     /// `{"offset"}`: the offset of the event the command published.
@@ -281,7 +282,7 @@ impl Ack {
     /// The `data` of the `ack` frame (`null`: none).
     pub fn into_data(self) -> Value {
         match self {
-            Ack::Empty => Value::Null,
+            Ack::Likes(counted) => json!({ "counted": counted }),
             Ack::Pong(ms) => json!({ "pong": ms }),
             Ack::Offset(offset) => json!({ "offset": offset }),
             Ack::Bought(reply) => json!({ "order": reply.order, "replayed": reply.replayed }),
@@ -297,8 +298,12 @@ pub(crate) struct Context<'a> {
     pub hub: &'a Hub,
     pub room: &'a RoomHandle,
     pub member: &'a Member,
+    /// What the sender may do, as of this command.
+    pub rights: Rights,
     pub request_id: Option<&'a str>,
     pub commerce: &'a dyn CommerceCommands,
+    /// Who may host the session (the moderation hierarchy asks about targets).
+    pub session_rights: &'a dyn SessionRights,
 }
 
 impl Context<'_> {

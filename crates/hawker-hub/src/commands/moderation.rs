@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::{Ack, CommandError, Context, Fields};
 use crate::event::{now_ms, Publication};
+use crate::hub::PublishError;
 use crate::store::ModChange;
 
 /// The longest mute or ban: 30 days.
@@ -37,12 +38,14 @@ impl Restrict {
 
     /// Publishes `moderation.muted`; the user's `chat.send` is refused until then.
     pub(crate) async fn mute(self, ctx: &Context<'_>) -> Result<Ack, CommandError> {
+        may_act_on(ctx, &self.user).await?;
         self.publish(ctx, "moderation.muted", "mute").await
     }
 
     /// Publishes `moderation.banned`; every node closes the user's sockets
     /// in the room with 4003 and refuses them until then.
     pub(crate) async fn ban(self, ctx: &Context<'_>) -> Result<Ack, CommandError> {
+        may_act_on(ctx, &self.user).await?;
         self.publish(ctx, "moderation.banned", "ban").await
     }
 
@@ -70,17 +73,18 @@ impl Target {
 
     /// Lifts a mute early (published even when there was none).
     pub(crate) async fn unmute(self, ctx: &Context<'_>) -> Result<Ack, CommandError> {
+        may_act_on(ctx, &self.user).await?;
         self.lift(ctx, "moderation.unmuted", "mute").await
     }
 
     /// Lifts a ban early (published even when there was none).
     pub(crate) async fn unban(self, ctx: &Context<'_>) -> Result<Ack, CommandError> {
+        may_act_on(ctx, &self.user).await?;
         self.lift(ctx, "moderation.unbanned", "ban").await
     }
 
     async fn lift(self, ctx: &Context<'_>, kind: &str, field: &str) -> Result<Ack, CommandError> {
-        let publication = Publication::new(kind, json!({ "user": self.user, "by": ctx.member.user }));
-        let change = ModChange::Remove(format!("{field}:{}", self.user));
+        let (publication, change) = crate::moderation::lift(&self.user, &ctx.member.user, kind, field);
         ctx.publish(publication, &[change]).await
     }
 
@@ -97,6 +101,35 @@ impl Target {
         let publication = Publication::new("internal.moderator_revoked", json!({ "user": self.user }));
         ctx.publish(publication, &[change]).await
     }
+}
+
+/// The moderation hierarchy: nobody mutes or bans (or lifts a mute or ban
+/// of) someone who may host the session — its hosts on the roster, the
+/// agency's accounts and admins that opened a socket in the room — and only
+/// those who may host act on moderators. Asked of Redis (the room's
+/// moderators and privileged users, shared by every node) and of the
+/// session's access rule (hosts on the roster); an unanswered question
+/// refuses the command (`unavailable`).
+async fn may_act_on(ctx: &Context<'_>, target: &str) -> Result<(), CommandError> {
+    const PROTECTED: &str =
+        "moderators may not act on the session's hosts, its agency, admins or other moderators";
+    let fields = [format!("privileged:{target}"), format!("moderator:{target}")];
+    let known = ctx
+        .hub
+        .inner
+        .store
+        .moderation_fields(ctx.room.id, &fields)
+        .await
+        .map_err(PublishError::from)?;
+    let privileged = known.first().is_some_and(Option::is_some);
+    let moderator = known.get(1).is_some_and(Option::is_some);
+    if privileged || (moderator && !ctx.rights.host) {
+        return Err(CommandError::Forbidden(PROTECTED));
+    }
+    if ctx.session_rights.user_may_host(target).await? {
+        return Err(CommandError::Forbidden(PROTECTED));
+    }
+    Ok(())
 }
 
 /// `mod.slow_mode`: one chat message per `seconds` per viewer; 0 is off.

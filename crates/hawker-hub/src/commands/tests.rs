@@ -466,7 +466,7 @@ fn a_frame_reads_its_id_type_and_data() {
 
 #[test]
 fn acks_carry_the_documented_data() {
-    assert_eq!(Ack::Empty.into_data(), Value::Null);
+    assert_eq!(Ack::Likes(3).into_data(), json!({"counted": 3}));
     assert_eq!(Ack::Offset(4).into_data(), json!({"offset": 4}));
     assert_eq!(Ack::Pong(9).into_data(), json!({"pong": 9}));
     let bought = Ack::Bought(BuyReply {

@@ -11,6 +11,7 @@ pub mod dev;
 pub mod error;
 pub mod health;
 pub mod me;
+pub mod moderation;
 pub mod openapi;
 pub mod payments;
 pub mod sessions;
@@ -73,6 +74,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(health::router())
         .merge(me::router())
         .merge(sessions::router())
+        .merge(moderation::router())
         .merge(socket::router())
         .merge(commerce::router())
         .merge(coupons::router())

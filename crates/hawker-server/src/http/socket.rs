@@ -6,8 +6,9 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use hawker_agency::room_rights::RoomRights;
 use hawker_hub::hub::Refusal;
-use hawker_hub::{CommerceCommands, Member};
+use hawker_hub::{CommerceCommands, Member, SessionRights};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -86,11 +87,13 @@ pub async fn session_socket(
     }
     // The session's hosts (on its agency's roster now), its agency, and admins may host.
     let can_host = access.role.may_host();
+    let name = hawker_agency::room_rights::display_name(&state.db, &auth.0).await?;
     let member = Member {
         user: auth.0.sub.clone(),
         role: auth.0.role,
         can_host,
         can_moderate: can_host,
+        name,
         token_expires_at: Some(auth.0.exp),
     };
     let permit = state.hub.admit(&member.user).map_err(|refusal| match refusal {
@@ -116,10 +119,16 @@ pub async fn session_socket(
     // The socket's `deal.buy` and `coupon.claim` go to commerce, held by the
     // connection only while it is open (the hub keeps no handler).
     let commerce: Arc<dyn CommerceCommands> = Arc::new(state.commerce.clone());
+    // The socket asks again, while open, whether its user may still host.
+    let rights: Arc<dyn SessionRights> = Arc::new(RoomRights::new(
+        state.db.clone(),
+        auth.0.clone(),
+        access.session.clone(),
+    ));
     Ok(upgrade
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
-            tasks.track_future(hub.serve(socket, session_id, member, resume, permit, commerce))
+            tasks.track_future(hub.serve(socket, session_id, member, resume, permit, commerce, rights))
         })
         .into_response())
 }

@@ -13,6 +13,7 @@ mod database;
 mod health;
 mod http;
 mod hub;
+mod hub_security;
 mod listener;
 mod money;
 mod order_faults;
