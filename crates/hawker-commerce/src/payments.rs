@@ -377,10 +377,10 @@ pub async fn refund(
     if kind != "refund" && kind != "return" {
         return Err(Error::invalid("bad_kind", "kind must be `refund` or `return`"));
     }
-    if reason.chars().count() > MAX_REASON_CHARS || reason.contains('\0') {
+    if reason.chars().count() > MAX_REASON_CHARS || hawker_core::text::hidden_char(reason, false).is_some() {
         return Err(Error::invalid(
             "bad_reason",
-            format!("reason must be at most {MAX_REASON_CHARS} characters, without NUL"),
+            format!("reason must be at most {MAX_REASON_CHARS} characters, without control, bidi or zero-width characters"),
         ));
     }
     let mut tx = c.db().begin().await?;

@@ -166,17 +166,25 @@ pub async fn place_order(
     headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> ApiResult<(StatusCode, Json<Order>)> {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "missing_idempotency_key",
-                "the Idempotency-Key header is required",
-            )
-        })?;
+    let key = idempotency_key(&headers)?;
     let placed = purchase::place_order(&state.commerce, &auth.claims().sub, deal_id, key, request).await?;
     Ok((StatusCode::CREATED, Json(placed.order)))
+}
+
+/// The `Idempotency-Key` header: absent is `missing_idempotency_key`; present
+/// but not visible ASCII (a header value may carry obs-text bytes, which
+/// `to_str` refuses) is `bad_idempotency_key`, like any other key the
+/// purchase path refuses.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<&str> {
+    let value = headers.get("idempotency-key").ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_idempotency_key",
+            "the Idempotency-Key header is required",
+        )
+    })?;
+    let key = value.to_str().map_err(|_| purchase::bad_idempotency_key())?;
+    purchase::validate_idempotency_key(key)?;
+    Ok(key)
 }
 
 /// One order: the buyer's own, or any of a session the caller hosts.
