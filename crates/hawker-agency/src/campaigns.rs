@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::access::{acts_for_agency, brand_of, session_access};
+use crate::page::{self, PageQuery};
 use hawker_core::error::{violated_constraint, Error, Result};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -203,20 +204,36 @@ async fn require_terms_party(db: &PgPool, claims: &Claims, scope: TermsScope) ->
     }
 }
 
-/// Every version of the terms of a campaign or session, oldest first.
+/// The versions of the terms of a campaign or session, oldest first, a page at a time.
 #[tracing::instrument(skip_all, fields(?scope, caller = %claims.sub))]
-pub async fn list_terms(db: &PgPool, claims: &Claims, scope: TermsScope) -> Result<Vec<Terms>> {
+pub async fn list_terms(db: &PgPool, claims: &Claims, scope: TermsScope, page: &PageQuery) -> Result<TermsPage> {
     require_terms_party(db, claims, scope).await?;
+    let limit = page.limit()?;
+    let after = page.after_int()?;
     let (column, id) = match scope {
         TermsScope::Campaign(id) => ("campaign_id", id),
         TermsScope::Session(id) => ("session_id", id),
     };
-    Ok(sqlx::query_as::<_, Terms>(&format!(
-        "select {TERMS_COLUMNS} from commission_terms where {column} = $1 order by version"
+    let rows = sqlx::query_as::<_, Terms>(&format!(
+        "select {TERMS_COLUMNS} from commission_terms
+          where {column} = $1 and ($2::bigint is null or version > $2)
+          order by version limit $3"
     ))
     .bind(id)
+    .bind(after)
+    .bind(limit + 1)
     .fetch_all(db)
-    .await?)
+    .await?;
+    let (items, next_cursor) = page::split(rows, limit, |t| page::int(i64::from(t.version)));
+    Ok(TermsPage { items, next_cursor })
+}
+
+/// A page of terms versions.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TermsPage {
+    pub items: Vec<Terms>,
+    /// Pass as `cursor` for the next page; absent (null) on the last page.
+    pub next_cursor: Option<String>,
 }
 
 fn validate(new: &NewTerms) -> Result<()> {

@@ -68,6 +68,7 @@ impl Application {
         let admin = TcpListener::bind(settings.server.admin_listen)
             .await
             .with_context(|| format!("binding server.admin_listen {}", settings.server.admin_listen))?;
+        let client_sockets = crate::client_ip::PerAddress::new(settings.server.max_connections_per_ip, Vec::new());
         let state = AppState {
             settings,
             db,
@@ -80,6 +81,7 @@ impl Application {
             sessions: Arc::new(hawker_agency::session_cache::SessionCache::new(
                 Duration::from_secs(1),
             )),
+            client_sockets,
         };
         Ok(Application { public, admin, state })
     }

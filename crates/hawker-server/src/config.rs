@@ -112,9 +112,12 @@ pub struct ServerSettings {
     /// After shutdown starts, keep accepting this long (readiness already 503).
     pub shutdown_drain_ms: u64,
     /// Open connections one peer address may hold on the public listener
-    /// (trusted proxies are exempt).
+    /// (trusted proxies are exempt), and open sockets one client address
+    /// (behind a trusted proxy: from `X-Forwarded-For`) may hold.
     pub max_connections_per_ip: usize,
-    /// Load balancers / proxies in front of hawker: exempt from the per-address cap.
+    /// Load balancers / proxies in front of hawker: exempt from the
+    /// per-address connection cap, and the only peers whose
+    /// `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// A client must send a request's headers within this long — the first
     /// request's, and on a kept-alive connection each next one's, so this is
@@ -260,6 +263,10 @@ impl Settings {
                     .prefix_separator("__")
                     .separator("__")
                     .try_parsing(true)
+                    // The one list a container sets from its environment:
+                    // `HAWKER__SERVER__TRUSTED_PROXIES=10.0.0.1,10.0.0.2`.
+                    .list_separator(",")
+                    .with_list_parse_key("server.trusted_proxies")
                     .source(Some(vars)),
             )
             .build()?;

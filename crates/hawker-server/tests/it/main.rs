@@ -15,6 +15,7 @@ mod hub;
 mod listener;
 mod money;
 mod order_faults;
+mod paging;
 mod payments;
 mod process;
 mod roster;
