@@ -24,12 +24,19 @@ pub struct Campaign {
     pub name: String,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
-    /// Every version of the campaign's terms, oldest first.
+    /// The first 100 versions of the campaign's terms, oldest first (all of
+    /// them, paged: `GET /v1/campaigns/{campaign_id}/terms`).
     #[sqlx(skip)]
     pub terms: Vec<Terms>,
-    /// Sessions scheduled under the campaign.
+    /// How many versions the terms have.
+    #[sqlx(skip)]
+    pub terms_count: i64,
+    /// The first 100 sessions scheduled under the campaign, by planned start.
     #[sqlx(skip)]
     pub session_ids: Vec<Uuid>,
+    /// How many sessions are scheduled under the campaign.
+    #[sqlx(skip)]
+    pub session_count: i64,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -165,16 +172,25 @@ async fn campaign_for(db: &PgPool, claims: &Claims, campaign_id: Uuid) -> Result
 pub async fn get_campaign(db: &PgPool, claims: &Claims, campaign_id: Uuid) -> Result<Campaign> {
     let mut campaign = campaign_for(db, claims, campaign_id).await?;
     campaign.terms = sqlx::query_as::<_, Terms>(&format!(
-        "select {TERMS_COLUMNS} from commission_terms where campaign_id = $1 order by version"
+        "select {TERMS_COLUMNS} from commission_terms where campaign_id = $1 order by version limit $2"
     ))
     .bind(campaign_id)
+    .bind(page::MAX_LIMIT)
     .fetch_all(db)
     .await?;
     campaign.session_ids = sqlx::query_scalar(
-        "select session_id from live_session where campaign_id = $1 order by planned_start",
+        "select session_id from live_session where campaign_id = $1 order by planned_start, session_id limit $2",
     )
     .bind(campaign_id)
+    .bind(page::MAX_LIMIT)
     .fetch_all(db)
+    .await?;
+    (campaign.terms_count, campaign.session_count) = sqlx::query_as(
+        "select (select count(*) from commission_terms where campaign_id = $1),
+                (select count(*) from live_session where campaign_id = $1)",
+    )
+    .bind(campaign_id)
+    .fetch_one(db)
     .await?;
     Ok(campaign)
 }
