@@ -39,6 +39,7 @@ pub mod keys;
 pub mod metrics;
 pub mod moderation;
 pub mod protocol;
+pub mod retention;
 pub mod room;
 pub mod send_queue;
 pub mod store;

@@ -57,7 +57,12 @@ impl Application {
         );
         // Commission accrual and the live-figures sampler (hawker-ledger).
         hawker_ledger::start(
-            hawker_ledger::Workers::default(),
+            hawker_ledger::Workers {
+                sample_retention: settings.retention.session_sample(),
+                sweep_every: Duration::from_secs(settings.retention.sweep_every_secs),
+                sweep_batch: settings.retention.sweep_batch,
+                ..hawker_ledger::Workers::default()
+            },
             &db,
             hub.clone(),
             shutdown.clone(),

@@ -18,6 +18,7 @@ mod order_faults;
 mod paging;
 mod payments;
 mod process;
+mod retention;
 mod roster;
 mod security;
 mod shutdown;
