@@ -409,4 +409,6 @@ fn integer(value: &Value) -> Option<i128> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
