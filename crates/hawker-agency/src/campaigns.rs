@@ -222,7 +222,12 @@ async fn require_terms_party(db: &PgPool, claims: &Claims, scope: TermsScope) ->
 
 /// The versions of the terms of a campaign or session, oldest first, a page at a time.
 #[tracing::instrument(skip_all, fields(?scope, caller = %claims.sub))]
-pub async fn list_terms(db: &PgPool, claims: &Claims, scope: TermsScope, page: &PageQuery) -> Result<TermsPage> {
+pub async fn list_terms(
+    db: &PgPool,
+    claims: &Claims,
+    scope: TermsScope,
+    page: &PageQuery,
+) -> Result<TermsPage> {
     require_terms_party(db, claims, scope).await?;
     let limit = page.limit()?;
     let after = page.after_int()?;

@@ -72,8 +72,13 @@ pub async fn sweep_outbox(db: &PgPool, older_than: Duration, batch: i64) -> sqlx
 /// deletes a full `batch`, at most [`MAX_BATCHES`] times. Failures are logged
 /// at debug and retried next round (the data only waits longer). Used for
 /// the hub's outbox and by other crates for their own tables.
-pub async fn run_sweeper<F, Fut>(name: &'static str, every: Duration, batch: i64, shutdown: CancellationToken, mut sweep: F)
-where
+pub async fn run_sweeper<F, Fut>(
+    name: &'static str,
+    every: Duration,
+    batch: i64,
+    shutdown: CancellationToken,
+    mut sweep: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<u64>>,
 {

@@ -70,7 +70,12 @@ pub fn start(workers: Workers, db: &PgPool, hub: Hub, shutdown: CancellationToke
         workers.accrual_margin,
         shutdown.clone(),
     ));
-    tasks.spawn(figures::sampler::run(own.clone(), hub, workers.sample_every, shutdown.clone()));
+    tasks.spawn(figures::sampler::run(
+        own.clone(),
+        hub,
+        workers.sample_every,
+        shutdown.clone(),
+    ));
     let (older_than, batch) = (workers.sample_retention, workers.sweep_batch);
     tasks.spawn(hawker_hub::retention::run_sweeper(
         "session_sample",

@@ -73,7 +73,8 @@ impl Application {
         let admin = TcpListener::bind(settings.server.admin_listen)
             .await
             .with_context(|| format!("binding server.admin_listen {}", settings.server.admin_listen))?;
-        let client_sockets = crate::client_ip::PerAddress::new(settings.server.max_connections_per_ip, Vec::new());
+        let client_sockets =
+            crate::client_ip::PerAddress::new(settings.server.max_connections_per_ip, Vec::new());
         let state = AppState {
             settings,
             db,

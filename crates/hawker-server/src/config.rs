@@ -148,7 +148,10 @@ impl RetentionSettings {
             }
         }
         if !(1..=100_000).contains(&self.sweep_batch) {
-            return Err(ConfigError::invalid("retention.sweep_batch", "must be 1 to 100000"));
+            return Err(ConfigError::invalid(
+                "retention.sweep_batch",
+                "must be 1 to 100000",
+            ));
         }
         Ok(())
     }

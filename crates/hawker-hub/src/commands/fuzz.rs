@@ -13,19 +13,57 @@ use crate::config::HubConfig;
 
 /// Every command type the parser knows, plus near misses.
 const TYPES: &[&str] = &[
-    "ping", "chat.send", "like", "host.announce", "host.message", "host.pin", "host.unpin", "mod.mute",
-    "mod.ban", "mod.unmute", "mod.unban", "mod.slow_mode", "mod.blocked_words", "mod.grant", "mod.revoke",
-    "deal.buy", "coupon.claim", "", "chat", "CHAT.SEND", "deal.buy\u{0}", "mod.ban ",
+    "ping",
+    "chat.send",
+    "like",
+    "host.announce",
+    "host.message",
+    "host.pin",
+    "host.unpin",
+    "mod.mute",
+    "mod.ban",
+    "mod.unmute",
+    "mod.unban",
+    "mod.slow_mode",
+    "mod.blocked_words",
+    "mod.grant",
+    "mod.revoke",
+    "deal.buy",
+    "coupon.claim",
+    "",
+    "chat",
+    "CHAT.SEND",
+    "deal.buy\u{0}",
+    "mod.ban ",
 ];
 
 /// Field names the commands read, so generated objects hit their checks.
 const FIELDS: &[&str] = &[
-    "text", "count", "link_number", "user", "duration_secs", "reason", "interval_secs", "enabled", "words",
-    "deal_id", "quantity", "idempotency_key", "coupon_claim_id", "coupon_drop_id", "id",
+    "text",
+    "count",
+    "link_number",
+    "user",
+    "duration_secs",
+    "reason",
+    "interval_secs",
+    "enabled",
+    "words",
+    "deal_id",
+    "quantity",
+    "idempotency_key",
+    "coupon_claim_id",
+    "coupon_drop_id",
+    "id",
 ];
 
 const ENVELOPE_CODES: &[&str] = &["bad_json", "frame_too_large"];
-const COMMAND_CODES: &[&str] = &["unknown_command", "forbidden", "bad_command", "too_long", "bad_quantity"];
+const COMMAND_CODES: &[&str] = &[
+    "unknown_command",
+    "forbidden",
+    "bad_command",
+    "too_long",
+    "bad_quantity",
+];
 
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -69,7 +107,11 @@ fn rights() -> impl Strategy<Value = Rights> {
 fn check_frame(text: &str, rights: Rights, config: &HubConfig) -> Result<(), TestCaseError> {
     match read_frame(text, config.max_frame_bytes) {
         Err(e) => {
-            prop_assert!(ENVELOPE_CODES.contains(&e.code()), "envelope: {} for {text:?}", e.code());
+            prop_assert!(
+                ENVELOPE_CODES.contains(&e.code()),
+                "envelope: {} for {text:?}",
+                e.code()
+            );
             if text.len() > config.max_frame_bytes {
                 prop_assert_eq!(e.code(), "frame_too_large");
             }
@@ -77,7 +119,11 @@ fn check_frame(text: &str, rights: Rights, config: &HubConfig) -> Result<(), Tes
         Ok(frame) => {
             prop_assert!(text.len() <= config.max_frame_bytes);
             if let Err(e) = Command::parse(&frame.kind, &frame.data, rights, config) {
-                prop_assert!(COMMAND_CODES.contains(&e.code()), "command: {} for {text:?}", e.code());
+                prop_assert!(
+                    COMMAND_CODES.contains(&e.code()),
+                    "command: {} for {text:?}",
+                    e.code()
+                );
                 // The message of an error frame is always printable.
                 let _ = e.to_string();
             }

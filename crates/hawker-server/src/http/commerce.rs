@@ -11,7 +11,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::error::{ApiError, ApiResult, AuthErrors, ErrorBody, Json, Path, Query, Unauthenticated, Unavailable};
+use super::error::{
+    ApiError, ApiResult, AuthErrors, ErrorBody, Json, Path, Query, Unauthenticated, Unavailable,
+};
 use super::AppState;
 
 /// Lineups, pins, deals and orders, for `api_router` to merge.
@@ -121,7 +123,9 @@ pub async fn session_deals(
     Path(session_id): Path<Uuid>,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<DealPage>> {
-    Ok(Json(deals::session_deals(&state.commerce, session_id, &page).await?))
+    Ok(Json(
+        deals::session_deals(&state.commerce, session_id, &page).await?,
+    ))
 }
 
 /// One deal with its sold count.

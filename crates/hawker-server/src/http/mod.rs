@@ -170,7 +170,11 @@ fn with_common_layers(router: Router) -> Router {
 /// Sets the request's [`ClientIp`](crate::client_ip::ClientIp) from its
 /// peer and, behind a trusted proxy, `X-Forwarded-For`. The request's span
 /// carries it, so every log line of the request names the client.
-async fn resolve_client_ip(State(trusted): State<Arc<[IpAddr]>>, mut request: Request, next: Next) -> Response {
+async fn resolve_client_ip(
+    State(trusted): State<Arc<[IpAddr]>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if let Some(peer) = request.extensions().get::<crate::serve::Peer>() {
         let ip = crate::client_ip::client_ip(peer.0.ip(), request.headers(), &trusted);
         request.extensions_mut().insert(crate::client_ip::ClientIp(ip));

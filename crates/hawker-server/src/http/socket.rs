@@ -111,10 +111,12 @@ pub async fn session_socket(
     // sockets, also behind a trusted proxy (whose TCP connections are exempt
     // from the listener's cap).
     let address_slot = match client {
-        Some(Extension(ClientIp(ip))) => Some(state.client_sockets.admit(ip).ok_or_else(|| ApiError::TooMany {
-            code: "too_many_connections",
-            message: "this address has too many sockets open on this node".into(),
-        })?),
+        Some(Extension(ClientIp(ip))) => {
+            Some(state.client_sockets.admit(ip).ok_or_else(|| ApiError::TooMany {
+                code: "too_many_connections",
+                message: "this address has too many sockets open on this node".into(),
+            })?)
+        }
         None => None,
     };
     let wants_protocol = headers
@@ -134,7 +136,8 @@ pub async fn session_socket(
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
-                hub.serve(socket, session_id, member, resume, permit, commerce).await;
+                hub.serve(socket, session_id, member, resume, permit, commerce)
+                    .await;
                 drop(address_slot);
             })
         })

@@ -195,7 +195,15 @@ async fn a_forged_forwarded_for_from_an_untrusted_peer_changes_nothing() {
         .iter()
         .enumerate()
     {
-        let answer = open_socket(&app, session, &format!("a{i}"), [127, 0, 0, 30], Some(forged), &mut held).await;
+        let answer = open_socket(
+            &app,
+            session,
+            &format!("a{i}"),
+            [127, 0, 0, 30],
+            Some(forged),
+            &mut held,
+        )
+        .await;
         let wanted: &[u16] = if i < 2 { &[101] } else { &[0, 429] };
         assert!(wanted.contains(&answer), "socket {i} ({forged}): {answer}");
     }
@@ -214,18 +222,38 @@ async fn a_trusted_proxys_forwarded_for_names_the_client_for_the_socket_cap() {
     // Two sockets of client 203.0.113.7 through the proxy (whose own TCP
     // connections are exempt from the cap of 2).
     for i in 0..2 {
-        let answer = open_socket(&app, session, &format!("c{i}"), proxy, Some("203.0.113.7"), &mut held).await;
+        let answer = open_socket(
+            &app,
+            session,
+            &format!("c{i}"),
+            proxy,
+            Some("203.0.113.7"),
+            &mut held,
+        )
+        .await;
         assert_eq!(answer, 101, "socket {i}");
     }
     // A third is refused, also when the client prepends forged hops: the
     // right-most untrusted hop is what counts.
-    for chain in ["203.0.113.7", "198.51.100.9, 203.0.113.7", "127.0.0.60, 203.0.113.7, 127.0.0.60"] {
+    for chain in [
+        "203.0.113.7",
+        "198.51.100.9, 203.0.113.7",
+        "127.0.0.60, 203.0.113.7, 127.0.0.60",
+    ] {
         let answer = open_socket(&app, session, "c-more", proxy, Some(chain), &mut held).await;
         assert_eq!(answer, 429, "{chain}");
     }
     // Other clients of the same proxy are not affected.
     for i in 0..2 {
-        let answer = open_socket(&app, session, &format!("d{i}"), proxy, Some("203.0.113.8"), &mut held).await;
+        let answer = open_socket(
+            &app,
+            session,
+            &format!("d{i}"),
+            proxy,
+            Some("203.0.113.8"),
+            &mut held,
+        )
+        .await;
         assert_eq!(answer, 101, "other client {i}");
     }
     assert_eq!(held.len(), 4);

@@ -9,7 +9,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::support::fixtures::{add_to_lineup, create_deal, insert_agency_and_session, insert_brand_with_sku};
+use crate::support::fixtures::{
+    add_to_lineup, create_deal, insert_agency_and_session, insert_brand_with_sku,
+};
 use crate::support::{settings_with, spawn_app_with, TestApp};
 
 /// Walks `path` with `limit`, returning every page's items and the number of pages.
@@ -56,7 +58,9 @@ async fn bounds_are_enforced(app: &TestApp, path: &str, token: &str) {
             "{path} cursor={bad}: {body}"
         );
     }
-    let (status, page) = app.send(Method::GET, &format!("{path}?limit=100"), token, None).await;
+    let (status, page) = app
+        .send(Method::GET, &format!("{path}?limit=100"), token, None)
+        .await;
     assert_eq!(status, 200, "{page}");
 }
 
@@ -90,9 +94,16 @@ async fn the_lineup_and_the_deals_of_a_session_are_paged_and_walked_exactly_once
     let lineup = format!("/v1/sessions/{session}/lineup");
     let (items, pages) = walk(&app, &lineup, &viewer, 2).await;
     assert_eq!(pages, 3);
-    assert_eq!(field(&items, "link_number"), (1..=5).map(Value::from).collect::<Vec<_>>());
+    assert_eq!(
+        field(&items, "link_number"),
+        (1..=5).map(Value::from).collect::<Vec<_>>()
+    );
     let (items, pages) = walk(&app, &lineup, &viewer, 5).await;
-    assert_eq!((items.len(), pages), (5, 1), "a full last page has no next cursor");
+    assert_eq!(
+        (items.len(), pages),
+        (5, 1),
+        "a full last page has no next cursor"
+    );
     bounds_are_enforced(&app, &lineup, &viewer).await;
 
     let path = format!("/v1/sessions/{session}/deals");
@@ -186,7 +197,10 @@ async fn terms_versions_are_paged_in_version_order() {
     }
     let (items, pages) = walk(&app, &path, &token, 2).await;
     assert_eq!(pages, 3);
-    assert_eq!(field(&items, "version"), (1..=5).map(Value::from).collect::<Vec<_>>());
+    assert_eq!(
+        field(&items, "version"),
+        (1..=5).map(Value::from).collect::<Vec<_>>()
+    );
     bounds_are_enforced(&app, &path, &token).await;
     // Rights are checked before the page: a stranger is refused, cursor or not.
     let stranger = app.agency_token(Uuid::new_v4());

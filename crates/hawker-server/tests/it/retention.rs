@@ -43,7 +43,8 @@ async fn old_published_events_and_samples_are_deleted_while_recent_rows_and_mone
         .await
         .unwrap();
     let orders = "select count(*) from customer_order where session_id = $1";
-    let events = "select count(*) from order_event e join customer_order o using (order_id) where o.session_id = $1";
+    let events =
+        "select count(*) from order_event e join customer_order o using (order_id) where o.session_id = $1";
     let money_before = (count(db, orders, session).await, count(db, events, session).await);
     assert!(money_before.0 == 1 && money_before.1 >= 1, "{money_before:?}");
 
@@ -88,22 +89,37 @@ async fn old_published_events_and_samples_are_deleted_while_recent_rows_and_mone
     .unwrap();
 
     let old_events = "select count(*) from room_outbox where session_id = $1 and event_type = 'test.old'";
-    let old_samples = "select count(*) from session_sample where session_id = $1 and sampled_at < now() - interval '1 day'";
+    let old_samples =
+        "select count(*) from session_sample where session_id = $1 and sampled_at < now() - interval '1 day'";
     let left = poll(
         Patience::For(Duration::from_secs(20)),
         Duration::from_millis(200),
-        || async { (count(db, old_events, room).await, count(db, old_samples, session).await) },
+        || async {
+            (
+                count(db, old_events, room).await,
+                count(db, old_samples, session).await,
+            )
+        },
         |left| *left == (0, 0),
     )
     .await;
     assert_eq!(left, (0, 0), "old rows left (events, samples)");
 
-    let recent_events = "select count(*) from room_outbox where session_id = $1 and event_type = 'test.recent'";
+    let recent_events =
+        "select count(*) from room_outbox where session_id = $1 and event_type = 'test.recent'";
     assert_eq!(count(db, recent_events, room).await, 3);
     let recent_samples = "select count(*) from session_sample where session_id = $1 and sampled_at >= now() - interval '1 day'";
     assert!(count(db, recent_samples, session).await >= 5);
     // The session's own outbox events (the deal's) are recent and stay.
-    assert!(count(db, "select count(*) from room_outbox where session_id = $1", session).await > 0);
+    assert!(
+        count(
+            db,
+            "select count(*) from room_outbox where session_id = $1",
+            session
+        )
+        .await
+            > 0
+    );
     let money_after = (count(db, orders, session).await, count(db, events, session).await);
     assert_eq!(money_after, money_before, "money records are never deleted");
 }
@@ -137,8 +153,16 @@ async fn a_rooms_dedupe_ids_are_bounded_in_number_and_age_and_recent_ones_still_
     for id in 1..=40 {
         offsets.push(publish(id).await);
     }
-    let held: u64 = redis::cmd("HLEN").arg(&dedupe_key).query_async(&mut conn).await.unwrap();
-    let logged: u64 = redis::cmd("LLEN").arg(&log_key).query_async(&mut conn).await.unwrap();
+    let held: u64 = redis::cmd("HLEN")
+        .arg(&dedupe_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let logged: u64 = redis::cmd("LLEN")
+        .arg(&log_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!((held, logged), (5, 5), "40 ids published, at most 5 remembered");
     // A recent id is still deduplicated: its first offset comes back…
     assert_eq!(publish(40).await, offsets[39]);
@@ -148,6 +172,10 @@ async fn a_rooms_dedupe_ids_are_bounded_in_number_and_age_and_recent_ones_still_
     // Older than room_dedupe_secs: forgotten at the next publish.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     publish(100).await;
-    let fields: Vec<String> = redis::cmd("HKEYS").arg(&dedupe_key).query_async(&mut conn).await.unwrap();
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&dedupe_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(fields, vec!["outbox:100".to_string()]);
 }

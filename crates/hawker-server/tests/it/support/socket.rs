@@ -88,10 +88,9 @@ async fn open(
     let tcp = socket.connect(addr).await?;
     let mut request = url.into_client_request()?;
     if let Some(value) = forwarded_for {
-        request.headers_mut().insert(
-            "x-forwarded-for",
-            value.parse().expect("a header value"),
-        );
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", value.parse().expect("a header value"));
     }
     let (stream, _) = tokio_tungstenite::client_async(request, tcp).await?;
     Ok(Ws {
