@@ -99,7 +99,7 @@ async function main() {
 // ---------- data ----------
 
 async function loadLineup() {
-  lineup = (await api(`/v1/sessions/${sessionId}/lineup`, { token }).catch(() => null)) || lineup;
+  lineup = (await apiAll(`/v1/sessions/${sessionId}/lineup`, { token }).catch(() => null)) || lineup;
   renderLineup();
 }
 
@@ -109,7 +109,7 @@ async function loadCatalog() {
 }
 
 async function loadDeals() {
-  deals = (await api(`/v1/sessions/${sessionId}/deals`, { token }).catch(() => null)) || deals;
+  deals = (await apiAll(`/v1/sessions/${sessionId}/deals`, { token }).catch(() => null)) || deals;
   renderDeals();
 }
 

@@ -365,7 +365,7 @@ async function loadTerms() {
     out.textContent = '';
     return;
   }
-  const list = await api(`/v1/sessions/${id}/terms`, { token }).catch(() => null);
+  const list = await apiAll(`/v1/sessions/${id}/terms`, { token }).catch(() => null);
   const current = list?.filter((x) => t(x.effective_from) <= Date.now()).at(-1) || list?.at(-1);
   out.textContent = current
     ? `In force (v${current.version}): ${current.percent_bps / 100}% of net sales, hosts get ${current.host_share_bps / 100}% of it` +

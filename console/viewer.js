@@ -1,6 +1,6 @@
 // The viewer page: watch a session's room, chat, like, claim coupons and buy.
 import {
-  $, h, fill, morphChildren, countdown, api, money, clock, shortId, uuid, randomHex, toast, timeOfDay,
+  $, h, fill, morphChildren, countdown, api, apiAll, money, clock, shortId, uuid, randomHex, toast, timeOfDay,
   initials, obtainToken, askForToken, askForSession, decodeClaims, devInfo, Room, RoomState, discountText, startCountdowns,
 } from './common.js';
 
@@ -108,7 +108,7 @@ async function main() {
 
 async function loadLineup() {
   try {
-    const items = await api(`/v1/sessions/${sessionId}/lineup`, { token });
+    const items = await apiAll(`/v1/sessions/${sessionId}/lineup`, { token });
     lineup.clear();
     for (const item of items) lineup.set(item.link_number, item);
   } catch {
@@ -118,7 +118,7 @@ async function loadLineup() {
 
 async function loadClaims() {
   try {
-    const list = await api(`/v1/sessions/${sessionId}/coupon-claims`, { token });
+    const list = await apiAll(`/v1/sessions/${sessionId}/coupon-claims`, { token });
     for (const claim of list) claims.set(claim.coupon_claim_id, claim);
     await Promise.all(
       [...new Set(list.map((c) => c.coupon_drop_id))]

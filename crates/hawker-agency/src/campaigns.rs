@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::access::{acts_for_agency, brand_of, session_access};
+use crate::page::{self, PageQuery};
 use hawker_core::error::{violated_constraint, Error, Result};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -23,12 +24,19 @@ pub struct Campaign {
     pub name: String,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
-    /// Every version of the campaign's terms, oldest first.
+    /// The first 100 versions of the campaign's terms, oldest first (all of
+    /// them, paged: `GET /v1/campaigns/{campaign_id}/terms`).
     #[sqlx(skip)]
     pub terms: Vec<Terms>,
-    /// Sessions scheduled under the campaign.
+    /// How many versions the terms have.
+    #[sqlx(skip)]
+    pub terms_count: i64,
+    /// The first 100 sessions scheduled under the campaign, by planned start.
     #[sqlx(skip)]
     pub session_ids: Vec<Uuid>,
+    /// How many sessions are scheduled under the campaign.
+    #[sqlx(skip)]
+    pub session_count: i64,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -164,16 +172,25 @@ async fn campaign_for(db: &PgPool, claims: &Claims, campaign_id: Uuid) -> Result
 pub async fn get_campaign(db: &PgPool, claims: &Claims, campaign_id: Uuid) -> Result<Campaign> {
     let mut campaign = campaign_for(db, claims, campaign_id).await?;
     campaign.terms = sqlx::query_as::<_, Terms>(&format!(
-        "select {TERMS_COLUMNS} from commission_terms where campaign_id = $1 order by version"
+        "select {TERMS_COLUMNS} from commission_terms where campaign_id = $1 order by version limit $2"
     ))
     .bind(campaign_id)
+    .bind(page::MAX_LIMIT)
     .fetch_all(db)
     .await?;
     campaign.session_ids = sqlx::query_scalar(
-        "select session_id from live_session where campaign_id = $1 order by planned_start",
+        "select session_id from live_session where campaign_id = $1 order by planned_start, session_id limit $2",
     )
     .bind(campaign_id)
+    .bind(page::MAX_LIMIT)
     .fetch_all(db)
+    .await?;
+    (campaign.terms_count, campaign.session_count) = sqlx::query_as(
+        "select (select count(*) from commission_terms where campaign_id = $1),
+                (select count(*) from live_session where campaign_id = $1)",
+    )
+    .bind(campaign_id)
+    .fetch_one(db)
     .await?;
     Ok(campaign)
 }
@@ -203,20 +220,41 @@ async fn require_terms_party(db: &PgPool, claims: &Claims, scope: TermsScope) ->
     }
 }
 
-/// Every version of the terms of a campaign or session, oldest first.
+/// The versions of the terms of a campaign or session, oldest first, a page at a time.
 #[tracing::instrument(skip_all, fields(?scope, caller = %claims.sub))]
-pub async fn list_terms(db: &PgPool, claims: &Claims, scope: TermsScope) -> Result<Vec<Terms>> {
+pub async fn list_terms(
+    db: &PgPool,
+    claims: &Claims,
+    scope: TermsScope,
+    page: &PageQuery,
+) -> Result<TermsPage> {
     require_terms_party(db, claims, scope).await?;
+    let limit = page.limit()?;
+    let after = page.after_int()?;
     let (column, id) = match scope {
         TermsScope::Campaign(id) => ("campaign_id", id),
         TermsScope::Session(id) => ("session_id", id),
     };
-    Ok(sqlx::query_as::<_, Terms>(&format!(
-        "select {TERMS_COLUMNS} from commission_terms where {column} = $1 order by version"
+    let rows = sqlx::query_as::<_, Terms>(&format!(
+        "select {TERMS_COLUMNS} from commission_terms
+          where {column} = $1 and ($2::bigint is null or version > $2)
+          order by version limit $3"
     ))
     .bind(id)
+    .bind(after)
+    .bind(limit + 1)
     .fetch_all(db)
-    .await?)
+    .await?;
+    let (items, next_cursor) = page::split(rows, limit, |t| page::int(i64::from(t.version)));
+    Ok(TermsPage { items, next_cursor })
+}
+
+/// A page of terms versions.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TermsPage {
+    pub items: Vec<Terms>,
+    /// Pass as `cursor` for the next page; absent (null) on the last page.
+    pub next_cursor: Option<String>,
 }
 
 fn validate(new: &NewTerms) -> Result<()> {

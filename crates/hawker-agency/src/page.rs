@@ -1,5 +1,5 @@
-//! Cursor paging for every list the agency side serves (rosters, invites,
-//! sessions, shifts, statements): `?limit=` (1 to [`MAX_LIMIT`], default
+//! Cursor paging for every list route (rosters, invites, sessions, shifts,
+//! statements, terms; and commerce's lineups, deals and coupon claims): `?limit=` (1 to [`MAX_LIMIT`], default
 //! [`DEFAULT_LIMIT`]; anything else is a 400 `bad_limit`, never clamped) and
 //! `?cursor=`, the `next_cursor` of the previous page. Pages are keyset
 //! pages: each list has a total order ending in a unique id, and a cursor is
@@ -85,6 +85,16 @@ impl PageQuery {
             .transpose()
     }
 
+    /// The resume key of a list ordered by an integer unique within it.
+    pub fn after_int(&self) -> Result<Option<i64>> {
+        self.parts()?
+            .map(|p| match p.as_slice() {
+                [n] => n.parse().map_err(|_| bad_cursor()),
+                _ => Err(bad_cursor()),
+            })
+            .transpose()
+    }
+
     /// The resume key of a list ordered by (text, time).
     pub fn after_text_time(&self) -> Result<Option<(String, DateTime<Utc>)>> {
         self.parts()?
@@ -122,6 +132,11 @@ pub fn time_int(t: DateTime<Utc>, n: i64) -> String {
 /// The cursor of a text key.
 pub fn text(s: &str) -> String {
     encode(&[s])
+}
+
+/// The cursor of an integer key.
+pub fn int(n: i64) -> String {
+    encode(&[&n.to_string()])
 }
 
 /// The cursor of a (text, time) key.
@@ -206,6 +221,12 @@ mod tests {
         assert_eq!(q.after_time_id().unwrap(), Some((t, id)));
         let q = query(None, Some(time_int(t, 42)));
         assert_eq!(q.after_time_int().unwrap(), Some((t, 42)));
+        let q = query(None, Some(int(7)));
+        assert_eq!(q.after_int().unwrap(), Some(7));
+        assert_eq!(
+            query(None, Some(time_int(t, 1))).after_int().unwrap_err().code(),
+            "bad_cursor"
+        );
         let q = query(None, Some(text_time("mia_live", t)));
         assert_eq!(q.after_text_time().unwrap(), Some(("mia_live".to_string(), t)));
         assert_eq!(query(None, None).after_time_id().unwrap(), None);

@@ -1,6 +1,7 @@
 //! The lineup (what the host will show, as link numbers) and flash deals.
 
 use chrono::{DateTime, Duration, Utc};
+use hawker_agency::page::{self, PageQuery};
 use hawker_core::Claims;
 use hawker_hub::Publication;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,22 @@ pub struct LineupItem {
     pub price_minor: i64,
     pub currency: String,
     pub stock_on_hand: i32,
+}
+
+/// A page of a lineup.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LineupPage {
+    pub items: Vec<LineupItem>,
+    /// Pass as `cursor` for the next page; absent (null) on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of a session's deals.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DealPage {
+    pub items: Vec<Deal>,
+    /// Pass as `cursor` for the next page; absent (null) on the last page.
+    pub next_cursor: Option<String>,
 }
 
 const LINEUP_SELECT: &str =
@@ -99,13 +116,21 @@ async fn lineup_item(c: &Commerce, id: Uuid) -> Result<LineupItem> {
         .ok_or(Error::NotFound("lineup item"))
 }
 
-pub async fn lineup(c: &Commerce, session_id: Uuid) -> Result<Vec<LineupItem>> {
-    Ok(sqlx::query_as::<_, LineupItem>(&format!(
-        "{LINEUP_SELECT} where l.session_id = $1 order by l.link_number"
+/// The session's lineup, a page at a time by link number.
+pub async fn lineup(c: &Commerce, session_id: Uuid, page: &PageQuery) -> Result<LineupPage> {
+    let limit = page.limit()?;
+    let after = page.after_int()?;
+    let rows = sqlx::query_as::<_, LineupItem>(&format!(
+        "{LINEUP_SELECT} where l.session_id = $1 and ($2::bigint is null or l.link_number > $2)
+          order by l.link_number limit $3"
     ))
     .bind(session_id)
+    .bind(after)
+    .bind(limit + 1)
     .fetch_all(c.db())
-    .await?)
+    .await?;
+    let (items, next_cursor) = page::split(rows, limit, |i| page::int(i64::from(i.link_number)));
+    Ok(LineupPage { items, next_cursor })
 }
 
 async fn by_link(c: &Commerce, session_id: Uuid, link_number: i32) -> Result<LineupItem> {
@@ -299,13 +324,23 @@ pub async fn get_deal(c: &Commerce, deal_id: Uuid) -> Result<Deal> {
         .ok_or(Error::NotFound("deal"))
 }
 
-pub async fn session_deals(c: &Commerce, session_id: Uuid) -> Result<Vec<Deal>> {
-    Ok(sqlx::query_as::<_, Deal>(&format!(
-        "select {DEAL_COLUMNS} from deal where session_id = $1 order by starts_at"
+/// The session's deals, a page at a time by (starts_at, deal_id).
+pub async fn session_deals(c: &Commerce, session_id: Uuid, page: &PageQuery) -> Result<DealPage> {
+    let limit = page.limit()?;
+    let after = page.after_time_id()?;
+    let rows = sqlx::query_as::<_, Deal>(&format!(
+        "select {DEAL_COLUMNS} from deal
+          where session_id = $1 and ($2::timestamptz is null or (starts_at, deal_id) > ($2, $3))
+          order by starts_at, deal_id limit $4"
     ))
     .bind(session_id)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
     .fetch_all(c.db())
-    .await?)
+    .await?;
+    let (items, next_cursor) = page::split(rows, limit, |d| page::time_id(d.starts_at, d.deal_id));
+    Ok(DealPage { items, next_cursor })
 }
 
 /// The host ends a deal early.

@@ -379,10 +379,10 @@ pub async fn refund(
     if kind != "refund" && kind != "return" {
         return Err(Error::invalid("bad_kind", "kind must be `refund` or `return`"));
     }
-    if reason.chars().count() > MAX_REASON_CHARS || reason.contains('\0') {
+    if reason.chars().count() > MAX_REASON_CHARS || hawker_core::text::hidden_char(reason, false).is_some() {
         return Err(Error::invalid(
             "bad_reason",
-            format!("reason must be at most {MAX_REASON_CHARS} characters, without NUL"),
+            format!("reason must be at most {MAX_REASON_CHARS} characters, without control, bidi or zero-width characters"),
         ));
     }
     let mut tx = c.db().begin().await?;
@@ -573,5 +573,94 @@ mod tests {
             )),
             "ok"
         );
+    }
+}
+
+/// Fuzz targets of the webhook signature parser (proptest; `cargo test` runs
+/// a bounded number of cases). Whatever the header, [`verify_signature`]
+/// never panics and refuses with `bad_signature` only; a header made by
+/// [`sign`] within the tolerance always verifies, and any change to its
+/// timestamp, signature or body is refused.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SECRET: &str = "a-fuzzing-webhook-secret";
+    const NOW: i64 = 1_800_000_000;
+
+    fn refused_as_bad_signature(result: Result<()>) -> std::result::Result<(), TestCaseError> {
+        match result {
+            Ok(()) => Err(TestCaseError::fail("a forged header verified")),
+            Err(e) => {
+                prop_assert_eq!(e.code(), "bad_signature");
+                Ok(())
+            }
+        }
+    }
+
+    /// Header parts: well-formed, near misses and garbage.
+    fn part() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|t| format!("t={t}")),
+            (NOW - 400..NOW + 400).prop_map(|t| format!("t={t}")),
+            prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| format!("v1={}", hex::encode(b))),
+            "[0-9a-fA-F]{0,70}".prop_map(|h| format!("v1={h}")),
+            ".{0,30}".prop_map(|v| format!("v1={v}")),
+            ".{0,30}".prop_map(|v| format!("t={v}")),
+            "[a-z0-9]{0,4}=.{0,10}",
+            ".{0,20}",
+            Just(String::new()),
+            Just("=".to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_header_text_is_refused_as_bad_signature(header in ".{0,300}", body in prop::collection::vec(any::<u8>(), 0..64)) {
+            refused_as_bad_signature(verify_signature(SECRET, Some(&header), &body, NOW))?;
+        }
+
+        #[test]
+        fn any_combination_of_header_parts_is_refused_as_bad_signature(
+            parts in prop::collection::vec(part(), 0..6),
+            separator in prop::sample::select(vec![",", ", ", ",,", ";"]),
+            now in any::<i64>(),
+        ) {
+            let header = parts.join(separator);
+            refused_as_bad_signature(verify_signature(SECRET, Some(&header), b"{}", now))?;
+        }
+
+        #[test]
+        fn a_signed_header_verifies_only_unchanged_and_in_time(
+            skew in -300i64..=300,
+            late in 301i64..1_000_000,
+            body in prop::collection::vec(any::<u8>(), 0..64),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let t = NOW + skew;
+            let header = sign(SECRET, t, &body);
+            prop_assert!(verify_signature(SECRET, Some(&header), &body, NOW).is_ok());
+            // Rotation: another v1 beside the right one still verifies.
+            let rotated = format!("{header},v1={}", "00".repeat(32));
+            prop_assert!(verify_signature(SECRET, Some(&rotated), &body, NOW).is_ok());
+            // Stale or early by more than the tolerance.
+            refused_as_bad_signature(verify_signature(SECRET, Some(&header), &body, t + late))?;
+            refused_as_bad_signature(verify_signature(SECRET, Some(&header), &body, t - late))?;
+            // Another secret, another body, one hex digit of the signature changed.
+            refused_as_bad_signature(verify_signature("another-secret", Some(&header), &body, NOW))?;
+            let mut other = body.clone();
+            other.push(b' ');
+            refused_as_bad_signature(verify_signature(SECRET, Some(&header), &other, NOW))?;
+            let (head, mac) = header.split_at(header.len() - 64);
+            let at = flip.index(64);
+            let mut digits: Vec<u8> = mac.bytes().collect();
+            digits[at] = if digits[at] == b'0' { b'1' } else { b'0' };
+            let tampered = format!("{head}{}", String::from_utf8(digits).unwrap_or_default());
+            refused_as_bad_signature(verify_signature(SECRET, Some(&tampered), &body, NOW))?;
+        }
     }
 }

@@ -77,6 +77,10 @@ pub struct HubConfig {
     /// `[hub]` key: the server sets it from `redis.key_prefix`.
     #[serde(skip, default = "default_key_prefix")]
     pub key_prefix: String,
+    /// What the hub keeps how long (`room_outbox`, dedupe ids). Not `[hub]`
+    /// keys: the server sets it from its `[retention]` section.
+    #[serde(skip)]
+    pub retention: crate::retention::Retention,
 }
 
 fn default_key_prefix() -> String {
@@ -116,6 +120,7 @@ impl Default for HubConfig {
             command_timeout_ms: 10_000,
             session_end_grace_ms: 3000,
             key_prefix: default_key_prefix(),
+            retention: crate::retention::Retention::default(),
         }
     }
 }

@@ -117,6 +117,10 @@ impl Hub {
             config.history_len,
             config.room_ttl_secs,
             redis_timeout,
+        )
+        .with_dedupe_retention(
+            config.retention.dedupe_max_age,
+            config.retention.dedupe_max_entries,
         );
         let (subscriber, subscriber_task) =
             Subscriber::start(redis_client, keys, redis_timeout, shutdown.clone());
@@ -145,6 +149,13 @@ impl Hub {
             tasks.spawn(crate::durable::run_relay(
                 hub.clone(),
                 every,
+                hub.inner.shutdown.clone(),
+            ));
+        }
+        if let Some(db) = hub.inner.db.clone() {
+            tasks.spawn(crate::retention::run_outbox_sweeper(
+                db,
+                hub.inner.config.retention,
                 hub.inner.shutdown.clone(),
             ));
         }

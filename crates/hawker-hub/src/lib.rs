@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod moderation;
 pub mod protocol;
 pub mod ratelimit;
+pub mod retention;
 pub mod rights;
 pub mod room;
 pub mod send_queue;

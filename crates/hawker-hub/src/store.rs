@@ -9,6 +9,8 @@
 //! - `<prefix>:room:{id}:state`  hash: snapshot state (`pinned`, `deal:<id>`, `slow_mode`, ...)
 //! - `<prefix>:room:{id}:mod`    hash: `ban:<user>`/`mute:<user>` → until (ms), `blocked_words`
 //! - `<prefix>:room:{id}:dedupe` hash: dedupe id → offset; version key → last version
+//! - `<prefix>:room:{id}:dedupe_log` list: `<ms>:<dedupe id>`, oldest first, to
+//!   forget dedupe ids (see [`crate::retention`])
 //! - `<prefix>:room:{id}:likes`, `:likes_gate`, `:viewers`, `:viewers_gate`
 //! - `<prefix>:room:{id}:rate:<kind>:<user>` hash: a user's token bucket
 //!   (`tokens`, `at`, `last`; see [`crate::ratelimit`]), expiring once full again
@@ -31,7 +33,7 @@ const PUBLISH_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[2]
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[5], KEYS[6])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
 if ARGV[6] ~= '' then
@@ -46,7 +48,7 @@ end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local frame = '{"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. ARGV[5]
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'f', frame)
-local i = 9
+local i = 12
 while i + 2 <= #ARGV do
   local op = ARGV[i]
   if op == 's' then redis.call('HSET', KEYS[3], ARGV[i+1], ARGV[i+2])
@@ -55,8 +57,22 @@ while i + 2 <= #ARGV do
   elseif op == 'n' then redis.call('HDEL', KEYS[4], ARGV[i+1]) end
   i = i + 3
 end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[6], offset) end
-for k = 1, 5 do redis.call('EXPIRE', KEYS[k], ARGV[4]) end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[6], offset)
+  redis.call('RPUSH', KEYS[6], ARGV[9] .. ':' .. ARGV[6])
+  local keep_from = tonumber(ARGV[9]) - tonumber(ARGV[10])
+  local over = redis.call('LLEN', KEYS[6]) - tonumber(ARGV[11])
+  for _ = 1, 16 do
+    local head = redis.call('LINDEX', KEYS[6], 0)
+    if not head then break end
+    local at, id = string.match(head, '^(%d+):(.*)$')
+    if over <= 0 and at and tonumber(at) >= keep_from then break end
+    redis.call('LPOP', KEYS[6])
+    if id then redis.call('HDEL', KEYS[5], id) end
+    over = over - 1
+  end
+end
+for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ARGV[4]) end
 redis.call('PUBLISH', ARGV[1], frame)
 return {epoch, offset}
 "#;
@@ -174,6 +190,8 @@ pub struct RoomStore {
     take: Script,
     history_len: u64,
     ttl_secs: u64,
+    /// How long and how many dedupe ids a room remembers.
+    dedupe: DedupeLimits,
     /// Every call gives up after this long: a room must not wait on a Redis
     /// that is down (the connection manager retries in the background).
     pub(crate) timeout: Duration,
@@ -191,6 +209,13 @@ pub(crate) async fn bounded<T>(
             "redis did not answer in time",
         ))),
     }
+}
+
+/// How long a room remembers a dedupe id, and how many it keeps at most.
+#[derive(Debug, Clone, Copy)]
+struct DedupeLimits {
+    max_age: Duration,
+    max_entries: u64,
 }
 
 fn new_epoch() -> String {
@@ -214,10 +239,21 @@ impl RoomStore {
             likes: Script::new(LIKES_LUA),
             viewers: Script::new(VIEWERS_LUA),
             take: Script::new(TAKE_LUA),
+            dedupe: DedupeLimits {
+                max_age: crate::retention::Retention::default().dedupe_max_age,
+                max_entries: crate::retention::Retention::default().dedupe_max_entries,
+            },
             history_len,
             ttl_secs,
             timeout,
         }
+    }
+
+    /// Rooms forget a dedupe id `max_age` after publishing it, and keep at
+    /// most `max_entries` (see [`crate::retention`]).
+    pub fn with_dedupe_retention(mut self, max_age: Duration, max_entries: u64) -> Self {
+        self.dedupe = DedupeLimits { max_age, max_entries };
+        self
     }
 
     /// Whether Redis answers a PING within the store's timeout.
@@ -247,6 +283,7 @@ impl RoomStore {
             .key(self.keys.key(room, "state"))
             .key(self.keys.key(room, "mod"))
             .key(self.keys.key(room, "dedupe"))
+            .key(self.keys.key(room, "dedupe_log"))
             .arg(self.keys.channel(room))
             .arg(new_epoch())
             .arg(self.history_len)
@@ -260,7 +297,10 @@ impl RoomStore {
                     .map(|(k, _)| k.as_str())
                     .unwrap_or(""),
             )
-            .arg(publication.version.as_ref().map(|(_, v)| *v).unwrap_or(0));
+            .arg(publication.version.as_ref().map(|(_, v)| *v).unwrap_or(0))
+            .arg(crate::event::now_ms())
+            .arg(u64::try_from(self.dedupe.max_age.as_millis()).unwrap_or(u64::MAX))
+            .arg(self.dedupe.max_entries);
         for change in &publication.state {
             match change {
                 StateChange::Set { key, value } => invocation.arg("s").arg(key).arg(value.to_string()),

@@ -7,7 +7,8 @@
 //! `session_sample` and `session_viewer` (`migrations/0003_agency.sql`) and
 //! `commission_accrual_cursor` (`0004_accrual_cursor.sql`), and reads the
 //! agency side's, commerce's and the hub's data through their functions only. Two workers run on every node ([`start`]): the commission
-//! accrual and the room sampler behind live figures.
+//! accrual and the room sampler behind live figures; a third deletes
+//! `session_sample` rows past their retention (money records are never deleted).
 
 pub mod commission;
 pub mod figures;
@@ -35,6 +36,11 @@ pub struct Workers {
     pub accrual_margin: Duration,
     /// Copying live rooms' counters from the hub.
     pub sample_every: Duration,
+    /// `session_sample` rows older than this are deleted.
+    pub sample_retention: Duration,
+    /// How often the retention sweeper runs, and rows it deletes per statement.
+    pub sweep_every: Duration,
+    pub sweep_batch: i64,
 }
 
 impl Default for Workers {
@@ -43,11 +49,14 @@ impl Default for Workers {
             accrual_every: Duration::from_secs(1),
             accrual_margin: ledger::MARGIN,
             sample_every: Duration::from_secs(1),
+            sample_retention: Duration::from_secs(30 * 86_400),
+            sweep_every: Duration::from_secs(60),
+            sweep_batch: 1000,
         }
     }
 }
 
-/// Starts the accrual worker and the room sampler (tracked; they stop with
+/// Starts the accrual worker, the room sampler and the samples' retention sweeper (tracked; they stop with
 /// `shutdown`). They get a small pool of their own, made from `db`'s
 /// settings, so they never wait for — or hold — a connection a request needs.
 pub fn start(workers: Workers, db: &PgPool, hub: Hub, shutdown: CancellationToken, tasks: &TaskTracker) {
@@ -61,5 +70,21 @@ pub fn start(workers: Workers, db: &PgPool, hub: Hub, shutdown: CancellationToke
         workers.accrual_margin,
         shutdown.clone(),
     ));
-    tasks.spawn(figures::sampler::run(own, hub, workers.sample_every, shutdown));
+    tasks.spawn(figures::sampler::run(
+        own.clone(),
+        hub,
+        workers.sample_every,
+        shutdown.clone(),
+    ));
+    let (older_than, batch) = (workers.sample_retention, workers.sweep_batch);
+    tasks.spawn(hawker_hub::retention::run_sweeper(
+        "session_sample",
+        workers.sweep_every,
+        batch,
+        shutdown,
+        move || {
+            let db = own.clone();
+            async move { Ok(figures::sampler::sweep_samples(&db, older_than, batch).await?) }
+        },
+    ));
 }

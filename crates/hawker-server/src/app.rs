@@ -57,7 +57,12 @@ impl Application {
         );
         // Commission accrual and the live-figures sampler (hawker-ledger).
         hawker_ledger::start(
-            hawker_ledger::Workers::default(),
+            hawker_ledger::Workers {
+                sample_retention: settings.retention.session_sample(),
+                sweep_every: Duration::from_secs(settings.retention.sweep_every_secs),
+                sweep_batch: settings.retention.sweep_batch,
+                ..hawker_ledger::Workers::default()
+            },
             &db,
             hub.clone(),
             shutdown.clone(),
@@ -68,6 +73,8 @@ impl Application {
         let admin = TcpListener::bind(settings.server.admin_listen)
             .await
             .with_context(|| format!("binding server.admin_listen {}", settings.server.admin_listen))?;
+        let client_sockets =
+            crate::client_ip::PerAddress::new(settings.server.max_connections_per_ip, Vec::new());
         let state = AppState {
             settings,
             db,
@@ -80,6 +87,7 @@ impl Application {
             sessions: Arc::new(hawker_agency::session_cache::SessionCache::new(
                 Duration::from_secs(1),
             )),
+            client_sockets,
         };
         Ok(Application { public, admin, state })
     }

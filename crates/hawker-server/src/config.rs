@@ -94,6 +94,67 @@ pub struct Settings {
     pub hub: hawker_hub::HubConfig,
     #[serde(default)]
     pub commerce: hawker_commerce::CommerceConfig,
+    pub retention: RetentionSettings,
+}
+
+/// How long data that is no longer needed is kept (docs/operations.md,
+/// "Retention"). Money records (orders, their events, payments, refunds, the
+/// commission ledger) are never deleted and have no key here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// `room_outbox` rows are deleted this long after they were published.
+    pub outbox_published_hours: u64,
+    /// `session_sample` rows are deleted this long after they were taken.
+    pub session_sample_days: u64,
+    /// A room forgets an outbox id this long after publishing it…
+    pub room_dedupe_secs: u64,
+    /// …and remembers at most this many.
+    pub room_dedupe_max: u64,
+    /// How often each sweeper runs.
+    pub sweep_every_secs: u64,
+    /// Rows one delete statement removes at most (10 statements per run at most).
+    pub sweep_batch: i64,
+}
+
+impl RetentionSettings {
+    /// The hub's part (`room_outbox`, dedupe ids).
+    pub fn hub(&self) -> hawker_hub::retention::Retention {
+        hawker_hub::retention::Retention {
+            outbox_published: Duration::from_secs(self.outbox_published_hours.saturating_mul(3600)),
+            dedupe_max_age: Duration::from_secs(self.room_dedupe_secs),
+            dedupe_max_entries: self.room_dedupe_max,
+            sweep_every: Duration::from_secs(self.sweep_every_secs),
+            sweep_batch: self.sweep_batch,
+        }
+    }
+
+    /// The samples' retention, for the ledger's workers.
+    pub fn session_sample(&self) -> Duration {
+        Duration::from_secs(self.session_sample_days.saturating_mul(86_400))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let at_least_one = [
+            ("retention.outbox_published_hours", self.outbox_published_hours),
+            ("retention.session_sample_days", self.session_sample_days),
+            ("retention.room_dedupe_secs", self.room_dedupe_secs),
+            ("retention.room_dedupe_max", self.room_dedupe_max),
+            ("retention.sweep_every_secs", self.sweep_every_secs),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if !(1..=100_000).contains(&self.sweep_batch) {
+            return Err(ConfigError::invalid(
+                "retention.sweep_batch",
+                "must be 1 to 100000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_environment() -> Environment {
@@ -112,9 +173,12 @@ pub struct ServerSettings {
     /// After shutdown starts, keep accepting this long (readiness already 503).
     pub shutdown_drain_ms: u64,
     /// Open connections one peer address may hold on the public listener
-    /// (trusted proxies are exempt).
+    /// (trusted proxies are exempt), and open sockets one client address
+    /// (behind a trusted proxy: from `X-Forwarded-For`) may hold.
     pub max_connections_per_ip: usize,
-    /// Load balancers / proxies in front of hawker: exempt from the per-address cap.
+    /// Load balancers / proxies in front of hawker: exempt from the
+    /// per-address connection cap, and the only peers whose
+    /// `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// A client must send a request's headers within this long — the first
     /// request's, and on a kept-alive connection each next one's, so this is
@@ -260,6 +324,10 @@ impl Settings {
                     .prefix_separator("__")
                     .separator("__")
                     .try_parsing(true)
+                    // The one list a container sets from its environment:
+                    // `HAWKER__SERVER__TRUSTED_PROXIES=10.0.0.1,10.0.0.2`.
+                    .list_separator(",")
+                    .with_list_parse_key("server.trusted_proxies")
                     .source(Some(vars)),
             )
             .build()?;
@@ -267,6 +335,7 @@ impl Settings {
         settings.environment = environment;
         // The hub names its keys and channels with the deployment's prefix.
         settings.hub.key_prefix = settings.redis.key_prefix.clone();
+        settings.hub.retention = settings.retention.hub();
         settings.validate()?;
         Ok(settings)
     }
@@ -287,6 +356,7 @@ impl Settings {
                  tokens); list your sites' origins, or set server.allow_any_origin = true",
             ));
         }
+        self.retention.validate()?;
         if self.server.max_connections_per_ip == 0 {
             return Err(ConfigError::invalid(
                 "server.max_connections_per_ip",

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod db;
 pub mod http;

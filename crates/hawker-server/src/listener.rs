@@ -8,13 +8,13 @@
 //! The per-address cap closes a new connection at once when its peer
 //! address already holds `server.max_connections_per_ip`, so one host cannot
 //! take every slot. Trusted proxies (`server.trusted_proxies`), behind which
-//! every client shares one address, are exempt.
+//! every client shares one address, are exempt; their clients' sockets are
+//! capped per client address on the socket route instead (`client_ip.rs`).
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,56 +22,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::client_ip::{AddressSlot, PerAddress};
+
 pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
-    per_ip: Arc<PerIp>,
-}
-
-/// Open connections per peer address.
-struct PerIp {
-    max: usize,
-    trusted: Vec<IpAddr>,
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl PerIp {
-    /// Counts a connection from `ip`, or `None` when `ip` is at its cap.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PerIpSlot> {
-        if self.trusted.contains(&ip) {
-            return Some(PerIpSlot { per_ip: None, ip });
-        }
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        Some(PerIpSlot {
-            per_ip: Some(self.clone()),
-            ip,
-        })
-    }
-}
-
-/// One counted connection of an address; uncounted on drop.
-struct PerIpSlot {
-    per_ip: Option<Arc<PerIp>>,
-    ip: IpAddr,
-}
-
-impl Drop for PerIpSlot {
-    fn drop(&mut self) {
-        if let Some(per_ip) = &self.per_ip {
-            let mut open = per_ip.open.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = open.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(&self.ip);
-                }
-            }
-        }
-    }
+    per_ip: Arc<PerAddress>,
 }
 
 impl LimitedListener {
@@ -81,11 +37,7 @@ impl LimitedListener {
         LimitedListener {
             inner,
             permits: Arc::new(Semaphore::new(max_connections)),
-            per_ip: Arc::new(PerIp {
-                max: max_per_ip,
-                trusted,
-                open: Mutex::new(HashMap::new()),
-            }),
+            per_ip: PerAddress::new(max_per_ip, trusted),
         }
     }
 
@@ -99,7 +51,7 @@ impl LimitedListener {
 pub struct LimitedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
-    _per_ip: PerIpSlot,
+    _per_ip: AddressSlot,
     _gauge: OpenConnection,
 }
 

@@ -10,6 +10,8 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use hawker_agency::page::{self, PageQuery};
+
 use super::gate::{local_flag, redis_flag, redis_gate};
 use crate::stock::{self, coupon_remaining_key};
 use crate::Commerce;
@@ -37,17 +39,35 @@ pub async fn list_claims_for_viewer(
     c: &Commerce,
     viewer_id: &str,
     session_id: Uuid,
-) -> Result<Vec<CouponClaim>> {
-    Ok(sqlx::query_as::<_, CouponClaim>(
+    page: &PageQuery,
+) -> Result<CouponClaimPage> {
+    let limit = page.limit()?;
+    let after = page.after_time_id()?;
+    let rows = sqlx::query_as::<_, CouponClaim>(
         "select c.coupon_claim_id, c.coupon_drop_id, c.viewer_id, c.seq, c.claimed_at, c.used_at
            from coupon_claim c join coupon_drop d on d.coupon_drop_id = c.coupon_drop_id
           where c.viewer_id = $1 and d.session_id = $2
-          order by c.claimed_at, c.coupon_claim_id",
+            and ($3::timestamptz is null or (c.claimed_at, c.coupon_claim_id) > ($3, $4))
+          order by c.claimed_at, c.coupon_claim_id
+          limit $5",
     )
     .bind(viewer_id)
     .bind(session_id)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
     .fetch_all(c.db())
-    .await?)
+    .await?;
+    let (items, next_cursor) = page::split(rows, limit, |c| page::time_id(c.claimed_at, c.coupon_claim_id));
+    Ok(CouponClaimPage { items, next_cursor })
+}
+
+/// A page of a viewer's coupon claims.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CouponClaimPage {
+    pub items: Vec<CouponClaim>,
+    /// Pass as `cursor` for the next page; absent (null) on the last page.
+    pub next_cursor: Option<String>,
 }
 
 fn exhausted() -> Error {

@@ -60,12 +60,17 @@ pub fn validate_idempotency_key(key: &str) -> Result<()> {
     let printable = bytes.iter().all(|b| (b' '..=b'~').contains(b));
     let trimmed = bytes.first() != Some(&b' ') && bytes.last() != Some(&b' ');
     if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable || !trimmed {
-        return Err(Error::invalid(
-            "bad_idempotency_key",
-            "Idempotency-Key must be 1 to 200 printable ASCII characters, not starting or ending with a space",
-        ));
+        return Err(bad_idempotency_key());
     }
     Ok(())
+}
+
+/// The refusal of a key that breaks [`validate_idempotency_key`]'s rule.
+pub fn bad_idempotency_key() -> Error {
+    Error::invalid(
+        "bad_idempotency_key",
+        "Idempotency-Key must be 1 to 200 printable ASCII characters, not starting or ending with a space",
+    )
 }
 
 /// One purchase attempt, as the entry passes it around.

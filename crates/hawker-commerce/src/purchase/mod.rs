@@ -18,4 +18,7 @@ pub mod entry;
 pub mod gate;
 pub mod settle;
 
-pub use entry::{place_order, request_hash, validate_idempotency_key, PlaceOrder, Placed, MAX_QUANTITY};
+pub use entry::{
+    bad_idempotency_key, place_order, request_hash, validate_idempotency_key, PlaceOrder, Placed,
+    MAX_QUANTITY,
+};

@@ -443,4 +443,6 @@ fn integer(value: &Value) -> Option<i128> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

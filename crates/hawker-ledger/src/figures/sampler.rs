@@ -38,6 +38,25 @@ pub async fn run(db: PgPool, hub: Hub, every: Duration, shutdown: CancellationTo
     }
 }
 
+/// Deletes up to `batch` samples taken more than `older_than` ago (by the
+/// database's clock; `session_sample_sampled_at_idx`). Returns how many.
+/// A session's tally (`session_room_tally`: peak viewers, likes, chat
+/// messages) is kept; only per-window figures of sessions older than the
+/// retention lose their samples.
+pub async fn sweep_samples(db: &PgPool, older_than: Duration, batch: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "delete from session_sample where (session_id, sampled_at) in (
+            select session_id, sampled_at from session_sample
+             where sampled_at < now() - make_interval(secs => $1)
+             order by sampled_at limit $2)",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(batch)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// One round: every live session, and those that ended in the last 15 s
 /// (for their final counts). Returns how many were sampled.
 #[tracing::instrument(skip_all)]

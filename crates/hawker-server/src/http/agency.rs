@@ -7,7 +7,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use hawker_agency::campaigns::{self, Campaign, NewCampaign, NewTerms, Terms, TermsScope};
+use hawker_agency::campaigns::{self, Campaign, NewCampaign, NewTerms, Terms, TermsPage, TermsScope};
 use hawker_agency::page::PageQuery;
 use hawker_agency::roster::{
     self, Agency, Host, Invite, InvitePage, JoinRoster, Membership, NewHost, RosterPage,
@@ -346,12 +346,12 @@ pub async fn get_campaign(
     ))
 }
 
-/// Every version of a campaign's terms, oldest first.
+/// The versions of a campaign's terms, oldest first, a page at a time (`limit`, `cursor`).
 #[utoipa::path(get, path = "/v1/campaigns/{campaign_id}/terms", tag = "agency", security(("bearer" = [])),
-    params(("campaign_id" = Uuid, Path)),
+    params(("campaign_id" = Uuid, Path), PageQuery),
     responses(
-        (status = 200, body = Vec<Terms>),
-        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 200, body = TermsPage),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_limit, bad_cursor"),
         Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such campaign, or not a party to it"),
         Unavailable,
@@ -360,9 +360,10 @@ pub async fn campaign_terms(
     State(state): State<AppState>,
     auth: Auth,
     Path(campaign_id): Path<Uuid>,
-) -> ApiResult<Json<Vec<Terms>>> {
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<TermsPage>> {
     Ok(Json(
-        campaigns::list_terms(&state.db, auth.claims(), TermsScope::Campaign(campaign_id)).await?,
+        campaigns::list_terms(&state.db, auth.claims(), TermsScope::Campaign(campaign_id), &page).await?,
     ))
 }
 
@@ -390,12 +391,13 @@ pub async fn add_campaign_terms(
     Ok((StatusCode::CREATED, Json(terms)))
 }
 
-/// Every version of a session's own terms (which replace its campaign's while in force).
+/// The versions of a session's own terms (which replace its campaign's while in
+/// force), oldest first, a page at a time (`limit`, `cursor`).
 #[utoipa::path(get, path = "/v1/sessions/{session_id}/terms", tag = "agency", security(("bearer" = [])),
-    params(("session_id" = Uuid, Path)),
+    params(("session_id" = Uuid, Path), PageQuery),
     responses(
-        (status = 200, body = Vec<Terms>),
-        (status = 400, body = ErrorBody, description = "bad_path"),
+        (status = 200, body = TermsPage),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_limit, bad_cursor"),
         Unauthenticated,
         (status = 403, body = ErrorBody, description = "not the session's agency or brand"),
         (status = 404, body = ErrorBody, description = "no such session"),
@@ -405,9 +407,10 @@ pub async fn session_terms(
     State(state): State<AppState>,
     auth: Auth,
     Path(session_id): Path<Uuid>,
-) -> ApiResult<Json<Vec<Terms>>> {
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<TermsPage>> {
     Ok(Json(
-        campaigns::list_terms(&state.db, auth.claims(), TermsScope::Session(session_id)).await?,
+        campaigns::list_terms(&state.db, auth.claims(), TermsScope::Session(session_id), &page).await?,
     ))
 }
 

@@ -2,7 +2,8 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use hawker_commerce::deals::{self, Deal, LineupItem, NewDeal, NewLineupItem};
+use hawker_agency::page::PageQuery;
+use hawker_commerce::deals::{self, Deal, DealPage, LineupItem, LineupPage, NewDeal, NewLineupItem};
 use hawker_commerce::order::{self, Order};
 use hawker_commerce::purchase::{self, PlaceOrder};
 use utoipa_axum::router::OpenApiRouter;
@@ -10,7 +11,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::error::{ApiError, ApiResult, AuthErrors, ErrorBody, Json, Path, Unauthenticated, Unavailable};
+use super::error::{
+    ApiError, ApiResult, AuthErrors, ErrorBody, Json, Path, Query, Unauthenticated, Unavailable,
+};
 use super::AppState;
 
 /// Lineups, pins, deals and orders, for `api_router` to merge.
@@ -46,16 +49,22 @@ pub async fn add_lineup_item(
     Ok((StatusCode::CREATED, Json(item)))
 }
 
-/// The session's lineup, by link number.
+/// The session's lineup, by link number, a page at a time (`limit`, `cursor`).
 #[utoipa::path(get, path = "/v1/sessions/{session_id}/lineup", tag = "commerce", security(("bearer" = [])),
-    params(("session_id" = Uuid, Path)),
-    responses((status = 200, body = Vec<LineupItem>), Unauthenticated, Unavailable))]
+    params(("session_id" = Uuid, Path), PageQuery),
+    responses(
+        (status = 200, body = LineupPage),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_limit, bad_cursor"),
+        Unauthenticated,
+        Unavailable,
+    ))]
 pub async fn lineup(
     State(state): State<AppState>,
     _auth: Auth,
     Path(session_id): Path<Uuid>,
-) -> ApiResult<Json<Vec<LineupItem>>> {
-    Ok(Json(deals::lineup(&state.commerce, session_id).await?))
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<LineupPage>> {
+    Ok(Json(deals::lineup(&state.commerce, session_id, &page).await?))
 }
 
 /// "Now showing #N": the room receives `host.pinned`.
@@ -99,16 +108,24 @@ pub async fn create_deal(
     Ok((StatusCode::CREATED, Json(deal)))
 }
 
-/// The session's deals.
+/// The session's deals, by start time, a page at a time (`limit`, `cursor`).
 #[utoipa::path(get, path = "/v1/sessions/{session_id}/deals", tag = "commerce", security(("bearer" = [])),
-    params(("session_id" = Uuid, Path)),
-    responses((status = 200, body = Vec<Deal>), Unauthenticated, Unavailable))]
+    params(("session_id" = Uuid, Path), PageQuery),
+    responses(
+        (status = 200, body = DealPage),
+        (status = 400, body = ErrorBody, description = "bad_path, bad_limit, bad_cursor"),
+        Unauthenticated,
+        Unavailable,
+    ))]
 pub async fn session_deals(
     State(state): State<AppState>,
     _auth: Auth,
     Path(session_id): Path<Uuid>,
-) -> ApiResult<Json<Vec<Deal>>> {
-    Ok(Json(deals::session_deals(&state.commerce, session_id).await?))
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<DealPage>> {
+    Ok(Json(
+        deals::session_deals(&state.commerce, session_id, &page).await?,
+    ))
 }
 
 /// One deal with its sold count.
@@ -166,17 +183,25 @@ pub async fn place_order(
     headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> ApiResult<(StatusCode, Json<Order>)> {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "missing_idempotency_key",
-                "the Idempotency-Key header is required",
-            )
-        })?;
+    let key = idempotency_key(&headers)?;
     let placed = purchase::place_order(&state.commerce, &auth.claims().sub, deal_id, key, request).await?;
     Ok((StatusCode::CREATED, Json(placed.order)))
+}
+
+/// The `Idempotency-Key` header: absent is `missing_idempotency_key`; present
+/// but not visible ASCII (a header value may carry obs-text bytes, which
+/// `to_str` refuses) is `bad_idempotency_key`, like any other key the
+/// purchase path refuses.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<&str> {
+    let value = headers.get("idempotency-key").ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_idempotency_key",
+            "the Idempotency-Key header is required",
+        )
+    })?;
+    let key = value.to_str().map_err(|_| purchase::bad_idempotency_key())?;
+    purchase::validate_idempotency_key(key)?;
+    Ok(key)
 }
 
 /// One order: to its buyer, whoever may host its session (its agency, hosts on

@@ -3,13 +3,14 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use hawker_commerce::coupons::{self, CouponClaim, CouponDrop, NewCouponDrop};
+use hawker_agency::page::PageQuery;
+use hawker_commerce::coupons::{self, CouponClaim, CouponClaimPage, CouponDrop, NewCouponDrop};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::error::{ApiResult, ErrorBody, Json, Path, Unauthenticated, Unavailable};
+use super::error::{ApiResult, ErrorBody, Json, Path, Query, Unauthenticated, Unavailable};
 use super::AppState;
 
 /// Coupon drops and claims, for `api_router` to merge.
@@ -95,13 +96,14 @@ pub async fn claim_coupon(
     Ok((StatusCode::CREATED, Json(claim)))
 }
 
-/// The caller's coupon claims in a session (used or not), oldest first.
+/// The caller's coupon claims in a session (used or not), oldest first, a
+/// page at a time (`limit`, `cursor`).
 #[utoipa::path(get, path = "/v1/sessions/{session_id}/coupon-claims", tag = "coupons",
     security(("bearer" = [])),
-    params(("session_id" = Uuid, Path, description = "the session")),
+    params(("session_id" = Uuid, Path, description = "the session"), PageQuery),
     responses(
-        (status = 200, body = Vec<CouponClaim>),
-        (status = 400, body = ErrorBody, description = "bad_path: the id is not a UUID"),
+        (status = 200, body = CouponClaimPage),
+        (status = 400, body = ErrorBody, description = "bad_path: the id is not a UUID; bad_limit, bad_cursor"),
         Unauthenticated,
         Unavailable,
     ))]
@@ -109,8 +111,9 @@ pub async fn my_coupon_claims(
     State(state): State<AppState>,
     auth: Auth,
     Path(session_id): Path<Uuid>,
-) -> ApiResult<Json<Vec<CouponClaim>>> {
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<CouponClaimPage>> {
     Ok(Json(
-        coupons::list_claims_for_viewer(&state.commerce, &auth.claims().sub, session_id).await?,
+        coupons::list_claims_for_viewer(&state.commerce, &auth.claims().sub, session_id, &page).await?,
     ))
 }

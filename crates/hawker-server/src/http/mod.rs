@@ -17,6 +17,7 @@ pub mod payments;
 pub mod sessions;
 pub mod socket;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,10 @@ pub struct AppState {
     pub commerce: hawker_commerce::Commerce,
     /// Session rows for socket joins, cached for a second (joins come in stampedes).
     pub sessions: Arc<hawker_agency::session_cache::SessionCache>,
+    /// Open sockets per client address (`server.max_connections_per_ip`):
+    /// behind a trusted proxy the listener cannot tell clients apart, so the
+    /// socket route caps them by the address `X-Forwarded-For` gives.
+    pub client_sockets: Arc<crate::client_ip::PerAddress>,
 }
 
 /// The public routes and their OpenAPI document: each module lists its own
@@ -95,6 +100,7 @@ pub fn public_app(state: AppState) -> Router {
     let (router, doc) = api_router();
     let doc = Arc::new(doc);
     let timeout = state.settings.server.request_timeout();
+    let trusted: Arc<[IpAddr]> = state.settings.server.trusted_proxies.clone().into();
     // The web console, and in development and test only, its helper routes.
     let (environment, listen) = (state.settings.environment, state.settings.server.listen);
     let mut router = router.merge(console::router(environment, dev::enabled(environment, listen)));
@@ -112,7 +118,8 @@ pub fn public_app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(timeout, request_timeout))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state);
-    with_common_layers(router)
+    // Outermost, so the request's span already names the client.
+    with_common_layers(router).layer(middleware::from_fn_with_state(trusted, resolve_client_ip))
 }
 
 /// The admin application: `/metrics` and health, on its own listener so
@@ -143,11 +150,14 @@ fn with_common_layers(router: Router) -> Router {
                             .get(REQUEST_ID_HEADER)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("-");
+                        // Set by `resolve_client_ip` on the public listener only.
+                        let client_ip = request.extensions().get::<crate::client_ip::ClientIp>();
                         tracing::info_span!(
                             "request",
                             request_id = %request_id,
                             method = %request.method(),
                             path = %request.uri().path(),
+                            client_ip = client_ip.map(|c| tracing::field::display(c.0)),
                         )
                     })
                     .on_response(DefaultOnResponse::new().level(Level::INFO)),
@@ -157,6 +167,21 @@ fn with_common_layers(router: Router) -> Router {
                 ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
             })),
     )
+}
+
+/// Sets the request's [`ClientIp`](crate::client_ip::ClientIp) from its
+/// peer and, behind a trusted proxy, `X-Forwarded-For`. The request's span
+/// carries it, so every log line of the request names the client.
+async fn resolve_client_ip(
+    State(trusted): State<Arc<[IpAddr]>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(peer) = request.extensions().get::<crate::serve::Peer>() {
+        let ip = crate::client_ip::client_ip(peer.0.ip(), request.headers(), &trusted);
+        request.extensions_mut().insert(crate::client_ip::ClientIp(ip));
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> Response {

@@ -97,9 +97,13 @@ pub struct NewRefund {
     /// At least 1; all refunds of an order together never exceed its amount.
     #[schema(minimum = 1)]
     pub amount_minor: i64,
-    /// At most 500 characters, no NUL (U+0000).
+    /// At most 500 characters (Unicode scalar values), may be empty; without
+    /// control (line breaks included), bidi or zero-width characters.
     #[serde(default)]
-    #[schema(max_length = 500, pattern = "^[^\\u0000]*$")]
+    #[schema(
+        max_length = 500,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$"
+    )]
     pub reason: String,
     /// `refund` (default) or `return` (goods sent back; reduces commissions the same way).
     #[serde(default = "default_kind")]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use hawker_agency::room_rights::RoomRights;
@@ -13,6 +13,8 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
+
+use crate::client_ip::ClientIp;
 
 use super::auth::{Auth, SocketAuth, WS_PROTOCOL};
 use super::error::{ApiError, ApiResult, ErrorBody, Path, Query, Unauthenticated};
@@ -44,7 +46,8 @@ pub struct SocketParams {
         (status = 403, body = ErrorBody, description = "origin not allowed"),
         (status = 404, body = ErrorBody, description = "no such session"),
         (status = 409, body = ErrorBody, description = "the session has ended"),
-        (status = 429, body = ErrorBody, description = "too many sockets for this user"),
+        (status = 429, body = ErrorBody, description = "too_many_connections: too many sockets for this user, \
+            or from this client address"),
         (status = 503, body = ErrorBody, description = "this node is full or shutting down, or the database \
             is unavailable; see Retry-After"),
     ))]
@@ -55,6 +58,7 @@ pub async fn session_socket(
     Path(session_id): Path<Uuid>,
     Query(params): Query<SocketParams>,
     headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let upgrade = upgrade.map_err(|e| ApiError::bad_request("not_websocket", e.body_text()))?;
@@ -106,6 +110,18 @@ pub async fn session_socket(
             retry_after_secs: 1,
         },
     })?;
+    // One client address holds at most `server.max_connections_per_ip`
+    // sockets, also behind a trusted proxy (whose TCP connections are exempt
+    // from the listener's cap).
+    let address_slot = match client {
+        Some(Extension(ClientIp(ip))) => {
+            Some(state.client_sockets.admit(ip).ok_or_else(|| ApiError::TooMany {
+                code: "too_many_connections",
+                message: "this address has too many sockets open on this node".into(),
+            })?)
+        }
+        None => None,
+    };
     let wants_protocol = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
@@ -128,7 +144,11 @@ pub async fn session_socket(
     Ok(upgrade
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
-            tasks.track_future(hub.serve(socket, session_id, member, resume, permit, commerce, rights))
+            tasks.track_future(async move {
+                hub.serve(socket, session_id, member, resume, permit, commerce, rights)
+                    .await;
+                drop(address_slot);
+            })
         })
         .into_response())
 }

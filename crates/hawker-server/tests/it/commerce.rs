@@ -322,6 +322,49 @@ async fn retries_and_errors_have_distinct_codes() {
 }
 
 #[tokio::test]
+async fn a_non_ascii_idempotency_header_is_a_bad_key_not_a_missing_one() {
+    let a = spawn_app_with(settings_with(&[])).await;
+    let (agency, session) = session_with_lineup(&a).await;
+    let deal = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 3, "per_buyer_cap": 2, "duration_secs": 60}),
+    )
+    .await;
+    for raw in [&b"caf\xc3\xa9"[..], b"\xff\xfe", b"ok\x80"] {
+        let answer = a
+            .http
+            .post(a.url(&format!("/v1/deals/{deal}/orders")))
+            .bearer_auth(a.token("v", Role::Viewer))
+            .header(
+                "idempotency-key",
+                reqwest::header::HeaderValue::from_bytes(raw).unwrap(),
+            )
+            .json(&json!({"quantity": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{raw:?}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], "bad_idempotency_key", "{raw:?}: {body}");
+    }
+    // Nothing was sold.
+    assert_eq!(buy(&a, "w", &deal, "k1", 1).await.0, 201);
+    let sold: Value = a
+        .http
+        .get(a.url(&format!("/v1/deals/{deal}")))
+        .bearer_auth(a.token("v", Role::Viewer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sold["sold"], 1, "{sold}");
+}
+
+#[tokio::test]
 async fn a_deal_lives_in_the_room_and_ends_on_time_exactly_once_across_nodes() {
     let redis = RedisServer::start();
     let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;

@@ -338,8 +338,9 @@ async fn claims_before_the_drop_and_after_the_window_are_refused() {
         .json()
         .await
         .unwrap();
-    assert_eq!(claims.as_array().unwrap().len(), 1);
-    assert_eq!(claims[0]["coupon_drop_id"], drop_id.as_str());
+    assert_eq!(claims["items"].as_array().unwrap().len(), 1, "{claims}");
+    assert_eq!(claims["items"][0]["coupon_drop_id"], drop_id.as_str());
+    assert!(claims["next_cursor"].is_null(), "{claims}");
     let (status, body) = claim(&a, "early", &Uuid::new_v4().to_string()).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
 }

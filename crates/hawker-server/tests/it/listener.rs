@@ -1,7 +1,8 @@
 //! The public listener: its accept queue is as deep as configured (tokio's
 //! default, 128, made bursts of new connections wait for SYN retransmits),
 //! slow or idle clients are cut off by the header-read timeout, and one
-//! address cannot hold every connection slot.
+//! address cannot hold every connection slot; behind a trusted proxy the
+//! client address comes from `X-Forwarded-For`, from nobody else.
 
 use std::time::{Duration, Instant};
 
@@ -143,4 +144,129 @@ async fn one_address_cannot_hold_more_than_its_connection_cap() {
         .build()
         .unwrap();
     assert_eq!(again.get(&url).send().await.unwrap().status(), 200);
+}
+
+/// What opening a socket from `local` with `forwarded_for` gets: 101 when it
+/// opened (the socket is kept in `held`), the HTTP status when it was
+/// refused, 0 when the connection was closed without an answer.
+async fn open_socket(
+    app: &crate::support::TestApp,
+    session: uuid::Uuid,
+    user: &str,
+    local: [u8; 4],
+    forwarded_for: Option<&str>,
+    held: &mut Vec<crate::support::socket::Ws>,
+) -> u16 {
+    let token = app.token(user, hawker_core::Role::Viewer);
+    let opened = crate::support::socket::try_connect_from(
+        app.addr,
+        session,
+        &token,
+        std::net::IpAddr::from(local),
+        forwarded_for,
+    )
+    .await;
+    match opened {
+        Ok(ws) => {
+            held.push(ws);
+            101
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// A node capping each address at 2, with 127.0.0.60 as its trusted proxy.
+async fn node_behind_a_proxy() -> (crate::support::TestApp, uuid::Uuid) {
+    let mut settings = settings_with(&[("HAWKER__SERVER__MAX_CONNECTIONS_PER_IP", "2")]);
+    settings.server.trusted_proxies = vec![std::net::IpAddr::from([127, 0, 0, 60])];
+    let app = spawn_app_with(settings).await;
+    let (_agency, session) = crate::support::fixtures::insert_agency_and_session(&app.db).await;
+    (app, session)
+}
+
+#[tokio::test]
+async fn a_forged_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    let (app, session) = node_behind_a_proxy().await;
+    let mut held = Vec::new();
+    // The attacker, not a proxy, claims to be the victim (127.0.0.31) and a
+    // fresh address on every socket.
+    for (i, forged) in ["127.0.0.31", "198.51.100.1", "127.0.0.31, 198.51.100.2"]
+        .iter()
+        .enumerate()
+    {
+        let answer = open_socket(
+            &app,
+            session,
+            &format!("a{i}"),
+            [127, 0, 0, 30],
+            Some(forged),
+            &mut held,
+        )
+        .await;
+        let wanted: &[u16] = if i < 2 { &[101] } else { &[0, 429] };
+        assert!(wanted.contains(&answer), "socket {i} ({forged}): {answer}");
+    }
+    // The attacker's two sockets counted against its own address, not the victim's.
+    for i in 0..2 {
+        let answer = open_socket(&app, session, &format!("v{i}"), [127, 0, 0, 31], None, &mut held).await;
+        assert_eq!(answer, 101, "victim socket {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_for_names_the_client_for_the_socket_cap() {
+    let (app, session) = node_behind_a_proxy().await;
+    let proxy = [127, 0, 0, 60];
+    let mut held = Vec::new();
+    // Two sockets of client 203.0.113.7 through the proxy (whose own TCP
+    // connections are exempt from the cap of 2).
+    for i in 0..2 {
+        let answer = open_socket(
+            &app,
+            session,
+            &format!("c{i}"),
+            proxy,
+            Some("203.0.113.7"),
+            &mut held,
+        )
+        .await;
+        assert_eq!(answer, 101, "socket {i}");
+    }
+    // A third is refused, also when the client prepends forged hops: the
+    // right-most untrusted hop is what counts.
+    for chain in [
+        "203.0.113.7",
+        "198.51.100.9, 203.0.113.7",
+        "127.0.0.60, 203.0.113.7, 127.0.0.60",
+    ] {
+        let answer = open_socket(&app, session, "c-more", proxy, Some(chain), &mut held).await;
+        assert_eq!(answer, 429, "{chain}");
+    }
+    // Other clients of the same proxy are not affected.
+    for i in 0..2 {
+        let answer = open_socket(
+            &app,
+            session,
+            &format!("d{i}"),
+            proxy,
+            Some("203.0.113.8"),
+            &mut held,
+        )
+        .await;
+        assert_eq!(answer, 101, "other client {i}");
+    }
+    assert_eq!(held.len(), 4);
+    // Once one of 203.0.113.7's sockets closes, it may open another.
+    let first = held.remove(0);
+    drop(first);
+    let mut reopened = 0;
+    for _ in 0..50 {
+        reopened = open_socket(&app, session, "c-again", proxy, Some("203.0.113.7"), &mut held).await;
+        if reopened == 101 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reopened, 101);
 }

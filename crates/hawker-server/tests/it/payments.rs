@@ -318,6 +318,53 @@ async fn a_payment_after_expiry_or_cancellation_marks_the_order_for_refund() {
 }
 
 #[tokio::test]
+async fn a_refund_reason_with_bidi_zero_width_or_control_characters_is_refused_and_records_nothing() {
+    let (app, _) = payment_node().await;
+    let shop = open_shop(&app.db).await;
+    let order = insert_order(&app.db, &shop, 2, "paid", 600).await;
+    let admin = app.token("admin", Role::Admin);
+    let path = format!("/v1/orders/{order}/refunds");
+    for reason in [
+        "refund\u{202E}gnp.exe",
+        "zero\u{200B}width",
+        "bom\u{FEFF}",
+        "two\nlines",
+        "tab\there",
+        "nul\0byte",
+        "bell\u{7}",
+    ] {
+        let (status, answer) = app
+            .send(
+                Method::POST,
+                &path,
+                &admin,
+                Some(json!({"amount_minor": 100, "reason": reason})),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("bad_reason")),
+            "{reason:?}: {answer}"
+        );
+    }
+    let refunds: i64 = sqlx::query_scalar("select count(*) from refund where order_id = $1")
+        .bind(order)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(refunds, 0);
+    let (status, answer) = app
+        .send(
+            Method::POST,
+            &path,
+            &admin,
+            Some(json!({"amount_minor": 100, "reason": "abîmé — 破损 📦"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+#[tokio::test]
 async fn refunds_never_exceed_the_amount_and_only_the_right_parties_refund() {
     let (app, _) = payment_node().await;
     let shop = open_shop(&app.db).await;

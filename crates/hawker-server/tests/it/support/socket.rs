@@ -52,16 +52,46 @@ pub async fn try_connect(
     resume: Option<(&str, u64)>,
     recv_buffer: Option<u32>,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let mut url = format!("ws://{addr}/v1/sessions/{session}/ws?access_token={token}");
-    if let Some((epoch, offset)) = resume {
-        url.push_str(&format!("&resume={epoch}:{offset}"));
-    }
     let socket = TcpSocket::new_v4()?;
     if let Some(size) = recv_buffer {
         socket.set_recv_buffer_size(size)?;
     }
+    open(socket, addr, session, token, resume, None).await
+}
+
+/// Connects from the source address `local` (a 127.0.0.x) with an
+/// `X-Forwarded-For` header, as a client or a proxy would.
+pub async fn try_connect_from(
+    addr: SocketAddr,
+    session: Uuid,
+    token: &str,
+    local: std::net::IpAddr,
+    forwarded_for: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    open(socket, addr, session, token, None, forwarded_for).await
+}
+
+async fn open(
+    socket: TcpSocket,
+    addr: SocketAddr,
+    session: Uuid,
+    token: &str,
+    resume: Option<(&str, u64)>,
+    forwarded_for: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut url = format!("ws://{addr}/v1/sessions/{session}/ws?access_token={token}");
+    if let Some((epoch, offset)) = resume {
+        url.push_str(&format!("&resume={epoch}:{offset}"));
+    }
     let tcp = socket.connect(addr).await?;
-    let request = url.into_client_request()?;
+    let mut request = url.into_client_request()?;
+    if let Some(value) = forwarded_for {
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", value.parse().expect("a header value"));
+    }
     let (stream, _) = tokio_tungstenite::client_async(request, tcp).await?;
     Ok(Ws {
         stream,
