@@ -190,6 +190,7 @@ async fn keep_alive_clients_are_served_through_the_drain_told_to_close_and_never
     let shutting_down = signalled + Duration::from_millis(100);
     let drain_over = signalled + DRAIN;
     let mut during_drain = 0;
+    let mut backlog_resets = 0;
     for (at, outcome) in &seen {
         match outcome {
             Seen::Answered { status, closes } => {
@@ -210,6 +211,12 @@ async fn keep_alive_clients_are_served_through_the_drain_told_to_close_and_never
                 "refused {:?} after the signal, before the drain's end",
                 at.saturating_duration_since(signalled)
             ),
+            // The one race left: a new connection the kernel completed in
+            // the instant the listener closed is reset before hawker could
+            // accept it (docs/operations.md, Graceful shutdown). Never a
+            // request on a connection hawker had accepted, never during the
+            // drain.
+            Seen::Failed(e) if *at > drain_over && e.contains("ConnectionReset") => backlog_resets += 1,
             Seen::Failed(e) => panic!(
                 "a request sent {:?} after the signal failed: {e}",
                 at.saturating_duration_since(signalled)
@@ -220,7 +227,11 @@ async fn keep_alive_clients_are_served_through_the_drain_told_to_close_and_never
         .iter()
         .filter(|(_, o)| matches!(o, Seen::NotConnected))
         .count();
-    eprintln!("drain: {during_drain} requests served during it, {refused} refused after it");
+    eprintln!("drain: {during_drain} requests served during it, {refused} refused after it, {backlog_resets} reset at the listener's close");
+    assert!(
+        backlog_resets <= 2,
+        "{backlog_resets} connections reset as the listener closed"
+    );
     assert!(
         during_drain > 50,
         "requests are served during the drain: {during_drain}"
