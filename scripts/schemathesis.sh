@@ -79,6 +79,22 @@ AGENCY_ID=$(grep -o 'AGENCY_ID: Uuid = Uuid::from_u128(0x[0-9a-f_]*)' crates/haw
 VIEWER_TOKEN=$("$BIN" token --user schemathesis-viewer --role viewer --ttl 1h)
 AGENCY_TOKEN=$("$BIN" token --user schemathesis-agency --role agency --agency "$AGENCY_ID" --ttl 1h)
 ADMIN_TOKEN=$("$BIN" token --user schemathesis-admin --role admin --ttl 1h)
+seeded_id() {  # a `Uuid::from_u128(0x…)` constant of seed.rs, as a UUID
+  grep -o "$1: Uuid = Uuid::from_u128(0x[0-9a-f_]*)" crates/hawker-server/src/seed.rs \
+    | sed -E 's/.*0x([0-9a-f_]*).*/\1/; s/_//g; s/^(.{8})(.{4})(.{4})(.{4})(.{12})$/\1-\2-\3-\4-\5/'
+}
+BRAND_ID=$(seeded_id BRAND_ID)
+BRAND_TOKEN=$("$BIN" token --user schemathesis-brand --role brand --brand "$BRAND_ID" --ttl 1h)
+
+# Path parameters aim at real objects: the seeded ones, and one of each
+# other kind made through the API (schemathesis_fixtures.py; the hooks read
+# the ids from $SCHEMATHESIS_IDS).
+export SCHEMATHESIS_IDS=$WORK/ids.json
+VIEWER_TOKEN=$VIEWER_TOKEN AGENCY_TOKEN=$AGENCY_TOKEN BRAND_TOKEN=$BRAND_TOKEN \
+  AGENCY_ID=$AGENCY_ID BRAND_ID=$BRAND_ID SESSION_ID=$(seeded_id SESSION_ID) \
+  HOST_ID=00000000-0000-4000-8000-00000000b001 SKU_ID=00000000-0000-4000-8000-00000001e001 \
+  "$VENV/bin/python" scripts/schemathesis_fixtures.py "$BASE" >"$SCHEMATHESIS_IDS"
+log "fixtures: $(cat "$SCHEMATHESIS_IDS")"
 
 # What is left out, and why:
 # - POST /v1/payments/webhook: it takes no bearer token but an HMAC of the raw

@@ -43,12 +43,7 @@ pub async fn serve(
         .keep_alive_timeout(header_read_timeout)
         .enable_connect_protocol();
     let graceful = GracefulShutdown::new();
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = &mut stop => break,
-        };
+    let serve_one = |stream, peer: SocketAddr| {
         let service = app.clone().map_request(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -63,10 +58,38 @@ pub async fn serve(
                 tracing::trace!(error = %e, %peer, "connection ended with an error");
             }
         });
+    };
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => break,
+        };
+        serve_one(stream, peer);
+    }
+    // Connections the kernel already completed (in the listen backlog) would
+    // be reset when the listener closes, with their clients' requests
+    // possibly sent: accept and serve them first.
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < BACKLOG_SWEEP {
+        match tokio::time::timeout(Duration::from_millis(2), listener.accept()).await {
+            Ok((stream, peer)) => serve_one(stream, peer),
+            Err(_) => break,
+        }
     }
     drop(listener);
+    // A connection accepted a moment ago may not have read its first request
+    // yet; closing it as idle now would reset that request.
+    tokio::time::sleep(LAST_REQUESTS).await;
     graceful.shutdown().await;
 }
+
+/// The longest the listener spends accepting its backlog after the drain.
+const BACKLOG_SWEEP: Duration = Duration::from_millis(50);
+
+/// How long, after the listener closed, connections have to send the request
+/// they were opened for before idle ones are closed.
+pub const LAST_REQUESTS: Duration = Duration::from_millis(200);
 
 /// The peer address type the public router sees.
 pub type Peer = ConnectInfo<SocketAddr>;

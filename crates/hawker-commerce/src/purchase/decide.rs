@@ -268,7 +268,7 @@ fn coupon_discount(
     let Some(claim_id) = r.coupon_claim_id else {
         return Ok(0);
     };
-    let invalid = |why: &str| Error::invalid("coupon_invalid", format!("the coupon cannot be used: {why}"));
+    let invalid = |why: &str| Error::conflict("coupon_invalid", format!("the coupon cannot be used: {why}"));
     let claim = claims.get(&claim_id).ok_or_else(|| invalid("no such claim"))?;
     if claim.viewer_id != r.buyer {
         return Err(invalid("it was claimed by someone else"));

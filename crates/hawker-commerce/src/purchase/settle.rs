@@ -266,6 +266,20 @@ impl SettleTask {
     }
 
     async fn settle_batch(&self, batch: Vec<(SettleRequest, Reply)>) {
+        if self.db_down_until.load(Ordering::Relaxed) > now_ms() {
+            // A batch just found Postgres unreachable: the requests queued
+            // behind it are answered now, not after another
+            // `database.acquire_timeout_ms` (their buyers have waited for
+            // that batch already). Fresh reservations never reached Postgres:
+            // they go back at once, like a request the queue refused.
+            for (request, reply) in batch {
+                if request.reserved_now {
+                    self.release(&request).await;
+                }
+                let _ = reply.send(Err(Error::Unavailable { what: "the database" }));
+            }
+            return;
+        }
         let requests: Vec<SettleRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
         match self.commit_bounded(&requests).await {
             Ok(result) => {

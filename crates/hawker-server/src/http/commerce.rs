@@ -170,10 +170,10 @@ pub async fn end_deal(
     request_body = PlaceOrder,
     responses(
         (status = 201, body = Order, description = "committed (or the replay of a committed order)"),
-        (status = 400, body = ErrorBody, description = "bad_quantity, bad_idempotency_key, missing_idempotency_key, coupon_invalid, bad_json"),
+        (status = 400, body = ErrorBody, description = "bad_quantity, bad_idempotency_key, missing_idempotency_key, bad_json"),
         Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such deal"),
-        (status = 409, body = ErrorBody, description = "sold_out, cap_exceeded, deal_not_started, deal_ended, idempotency_key_reused"),
+        (status = 409, body = ErrorBody, description = "sold_out, cap_exceeded, deal_not_started, deal_ended, coupon_invalid, idempotency_key_reused, duplicate_request"),
         (status = 503, body = ErrorBody, description = "Postgres or Redis unreachable; retry with the same key after Retry-After"),
     ))]
 pub async fn place_order(

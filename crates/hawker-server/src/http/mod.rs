@@ -117,9 +117,33 @@ pub fn public_app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, request_timeout))
         .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.shutdown.clone(),
+            close_when_shutting_down,
+        ))
         .with_state(state);
     // Outermost, so the request's span already names the client.
     with_common_layers(router).layer(middleware::from_fn_with_state(trusted, resolve_client_ip))
+}
+
+/// Once shutdown has begun, every answer (a WebSocket upgrade excepted)
+/// carries `Connection: close` and hyper closes the connection after it: a
+/// keep-alive client learns to reconnect (through its load balancer, to
+/// another node) from the answer itself, instead of sending its next request
+/// on a connection the end of the drain would close under it.
+async fn close_when_shutting_down(
+    State(shutdown): State<CancellationToken>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if shutdown.is_cancelled() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// The admin application: `/metrics` and health, on its own listener so

@@ -4,8 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use hawker_core::DbFailure;
+use hawker_core::{DbFailure, Role};
+use reqwest::Method;
+use serde_json::{json, Value};
 
+use crate::support::blackhole::BlackholeProxy;
+use crate::support::fixtures::{buy, create_deal, session_with_lineup};
+use crate::support::proxy::TcpProxy;
 use crate::support::{settings_with, spawn_app_with};
 
 #[tokio::test]
@@ -88,4 +93,158 @@ async fn a_transaction_left_idle_by_a_frozen_node_releases_its_lock_within_the_i
     );
     // The frozen transaction was ended by Postgres: it cannot commit.
     assert!(frozen.commit().await.is_err());
+}
+
+/// `database.acquire_timeout_ms` in the outage test below.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(2000);
+/// What docs/operations.md allows past it: scheduling and the answer itself.
+const OUTAGE_MARGIN: Duration = Duration::from_millis(500);
+
+/// How Postgres is lost in [`requests_during_an_outage`].
+enum Outage {
+    /// Connections are refused and dropped (Postgres stopped).
+    Refused(TcpProxy),
+    /// Packets are dropped: connections hang (a partition, a dead host).
+    Blackholed(BlackholeProxy),
+}
+
+// Several threads: the proxy and the app keep running while requests wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_postgres_refuses_connections_every_request_needing_it_answers_503_within_the_acquire_timeout()
+{
+    requests_during_an_outage(Outage::Refused(TcpProxy::start("127.0.0.1:5432").await)).await;
+}
+
+// Several threads: the proxy and the app keep running while requests wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_postgres_drops_packets_every_request_needing_it_answers_503_within_the_acquire_timeout() {
+    let proxy = BlackholeProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    requests_during_an_outage(Outage::Blackholed(proxy)).await;
+}
+
+/// Cuts Postgres off an app behind `outage`'s proxy and sends requests to
+/// Postgres-backed routes (purchases among them) over three seconds: each is
+/// answered 503 `unavailable` with `Retry-After: 2`, within
+/// `database.acquire_timeout_ms` and the documented margin.
+async fn requests_during_an_outage(outage: Outage) {
+    let proxy_addr = match &outage {
+        Outage::Refused(p) => p.addr,
+        Outage::Blackholed(p) => p.addr,
+    };
+    let name = format!("hawker_test_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("postgres://postgres@{proxy_addr}/{name}");
+    let app = spawn_app_with(settings_with(&[
+        ("HAWKER__DATABASE__URL", &url),
+        ("HAWKER__DATABASE__ACQUIRE_TIMEOUT_MS", "2000"),
+    ]))
+    .await;
+    let (agency, session) = session_with_lineup(&app).await;
+    let deal_body = json!({"link_number": 1, "price_minor": 500, "quantity": 1000, "per_buyer_cap": 5, "duration_secs": 120});
+    let deal = create_deal(&app, agency, session, deal_body).await;
+    // The gate is built: purchases reach the settlement.
+    assert_eq!(buy(&app, "before", &deal, "k", 1).await.0, 201);
+
+    match &outage {
+        Outage::Refused(p) => p.cut(),
+        Outage::Blackholed(p) => p.blackhole(),
+    }
+    let viewer = app.token("viewer", Role::Viewer);
+    let agency_token = app.agency_token(agency);
+    let routes: Vec<(Method, String, String, Option<Value>)> = vec![
+        (
+            Method::GET,
+            format!("/v1/sessions/{session}"),
+            viewer.clone(),
+            None,
+        ),
+        (Method::GET, format!("/v1/deals/{deal}"), viewer.clone(), None),
+        (
+            Method::GET,
+            format!("/v1/sessions/{session}/lineup"),
+            viewer.clone(),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/agencies/{agency}/roster"),
+            agency_token.clone(),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/agencies/{agency}/sessions"),
+            agency_token.clone(),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/sessions/{session}/deals"),
+            agency_token.clone(),
+            Some(
+                json!({"link_number": 1, "price_minor": 500, "quantity": 10, "per_buyer_cap": 1, "duration_secs": 120}),
+            ),
+        ),
+    ];
+    // Requests start over three seconds, so some arrive while others (a
+    // purchase batch among them) are already waiting for a connection.
+    let mut requests = Vec::new();
+    for round in 0..12u64 {
+        let start = Duration::from_millis(250 * round);
+        for (method, path, token, body) in &routes {
+            let mut request = app.http.request(method.clone(), app.url(path)).bearer_auth(token);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            requests.push(tokio::spawn(timed(start, format!("{method} {path}"), request)));
+        }
+        for i in 0..3 {
+            let request = app
+                .http
+                .post(app.url(&format!("/v1/deals/{deal}/orders")))
+                .bearer_auth(app.token(&format!("buyer-{round}-{i}"), Role::Viewer))
+                .header("idempotency-key", "k")
+                .json(&json!({"quantity": 1}));
+            let start = start + Duration::from_millis(80 * i);
+            requests.push(tokio::spawn(timed(start, "purchase".to_string(), request)));
+        }
+    }
+    let mut slowest = Duration::ZERO;
+    for request in requests {
+        let (what, took, status, retry_after, body) = request.await.unwrap();
+        slowest = slowest.max(took);
+        assert_eq!(
+            (status, body["error"].as_str(), retry_after.as_deref()),
+            (503, Some("unavailable"), Some("2")),
+            "{what}: {body}"
+        );
+        assert!(
+            took <= ACQUIRE_TIMEOUT + OUTAGE_MARGIN,
+            "{what} took {took:?} to answer 503"
+        );
+    }
+    eprintln!("Postgres lost: the slowest 503 took {slowest:?}");
+    match &outage {
+        Outage::Refused(p) => p.restore(),
+        Outage::Blackholed(p) => p.restore(),
+    }
+}
+
+/// Sends `request` after `start`; (what, how long the answer took, status,
+/// Retry-After, body).
+async fn timed(
+    start: Duration,
+    what: String,
+    request: reqwest::RequestBuilder,
+) -> (String, Duration, u16, Option<String>, Value) {
+    tokio::time::sleep(start).await;
+    let sent = Instant::now();
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.json().await.unwrap_or(Value::Null);
+    (what, sent.elapsed(), status, retry_after, body)
 }

@@ -87,7 +87,7 @@ async fn a_coupon_of_one_session_is_refused_on_another_sessions_deal() {
 
     // Over HTTP: session A's coupon on session B's deal.
     let (status, body) = buy_with_coupon(&app, "coupon-roamer", &deal_b, "roam-1", &claim).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"], "coupon_invalid", "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("another session"),

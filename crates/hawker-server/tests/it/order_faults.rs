@@ -698,3 +698,238 @@ async fn purchases_during_the_shutdown_drain_are_settled() {
         "no unit held after shutdown"
     );
 }
+
+/// A free port on 127.0.0.1, for a node restarted at the same address.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// SIGTERM, then waits (up to 30 s) for the process to exit by itself.
+async fn terminate(mut process: ServerProcess) -> std::process::ExitStatus {
+    signal(&process, "TERM");
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = process.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the node exits after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// One purchase attempt: (status, body); status 0 when no answer came,
+/// `refused` when not even a connection was made (nothing was sent).
+async fn attempt(
+    http: &reqwest::Client,
+    node: SocketAddr,
+    token: &str,
+    deal: &str,
+    key: &str,
+    quantity: i32,
+) -> (u16, Value, bool) {
+    let sent = http
+        .post(format!("http://{node}/v1/deals/{deal}/orders"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&json!({ "quantity": quantity }))
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            let (status, body) = crate::support::answer(response).await;
+            (status, body, false)
+        }
+        Err(e) => (0, Value::Null, e.is_connect()),
+    }
+}
+
+/// Buys `quantity` on `nodes[first]` until a definite answer (for up to
+/// 40 s). A refused connection is tried again on the other node (nothing was
+/// sent). A 503 or a lost answer is retried there with the same key, unless
+/// the buyer is one who `abandons` then: that answer is returned.
+async fn buy_until_answered(
+    http: &reqwest::Client,
+    nodes: &[SocketAddr; 2],
+    first: usize,
+    token: &str,
+    deal: &str,
+    quantity: i32,
+    abandons: bool,
+) -> (u16, Value) {
+    let started = Instant::now();
+    let mut node = first;
+    loop {
+        let (status, body, refused) = attempt(http, nodes[node % 2], token, deal, "k", quantity).await;
+        let definite = status != 503 && status != 0;
+        if definite || (abandons && !refused) || started.elapsed() > Duration::from_secs(40) {
+            return (status, body);
+        }
+        node += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// Several threads: the in-test node keeps running while the test waits on
+// child processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_of_both_nodes_answers_no_false_sold_out_and_loses_no_order() {
+    let redis = RedisServer::start();
+    let db = test_database_url();
+    // Only creates the deal and reads Postgres; buyers never reach it.
+    let fixture = spawn_app_with(with_redis(&db, &redis)).await;
+    let (agency, session) = session_with_lineup(&fixture).await;
+    // Phase one answers about 400 buyers of one unit.
+    let quantity = 2000;
+    let deal = create_deal(
+        &fixture,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": quantity, "per_buyer_cap": 100, "duration_secs": 300}),
+    )
+    .await;
+    let deal_id = Uuid::parse_str(&deal).unwrap();
+    // Two nodes at fixed addresses, as behind a load balancer; each drains
+    // half a second on SIGTERM.
+    let ports = [free_port(), free_port()];
+    let start_node = |port: u16| {
+        let listen = format!("127.0.0.1:{port}");
+        hawker_node(
+            &db,
+            &redis,
+            &[
+                ("HAWKER__SERVER__LISTEN", listen.as_str()),
+                ("HAWKER__SERVER__SHUTDOWN_DRAIN_MS", "500"),
+            ],
+        )
+        .0
+    };
+    let mut running = [Some(start_node(ports[0])), Some(start_node(ports[1]))];
+    let nodes: [SocketAddr; 2] = [
+        format!("127.0.0.1:{}", ports[0]).parse().unwrap(),
+        format!("127.0.0.1:{}", ports[1]).parse().unwrap(),
+    ];
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    // A stampede of one-unit buyers on both nodes (far fewer units than the
+    // deal has). Half retry with their key until they have a definite answer;
+    // the other half give up after a 503 or a lost answer, as a careless
+    // client would: what they leave behind must not strand units.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..8usize {
+        let (http, stop, answered, deal, keys) = (
+            http.clone(),
+            stop.clone(),
+            answered.clone(),
+            deal.clone(),
+            fixture.keys.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let token = token(&keys, &format!("w{worker}-{n}"), Role::Viewer);
+                let abandons = n % 2 == 0;
+                let answer = buy_until_answered(&http, &nodes, worker + n, &token, &deal, 1, abandons).await;
+                answered.fetch_add(1, Ordering::Relaxed);
+                answers.push(answer);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            answers
+        }));
+    }
+    let wait_for_answers = |more: usize| {
+        let answered = answered.clone();
+        async move {
+            let target = answered.load(Ordering::Relaxed) + more;
+            let reached = poll(
+                Patience::For(Duration::from_secs(30)),
+                Duration::from_millis(20),
+                || async { answered.load(Ordering::Relaxed) },
+                |n| *n >= target,
+            )
+            .await;
+            assert!(reached >= target, "buyers are answered");
+        }
+    };
+    wait_for_answers(100).await;
+    // Restart A, then B, while buying goes on.
+    for i in 0..2 {
+        let status = terminate(running[i].take().unwrap()).await;
+        assert!(status.success(), "node {i} exits cleanly: {status}");
+        wait_for_answers(50).await;
+        running[i] = Some(start_node(ports[i]));
+        wait_for_answers(100).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for worker in workers {
+        answers.extend(worker.await.unwrap());
+    }
+
+    let sold: i32 = sqlx::query_scalar("select sold from deal where deal_id = $1")
+        .bind(deal_id)
+        .fetch_one(&fixture.db)
+        .await
+        .unwrap();
+    assert!(sold < quantity, "the stampede leaves units: {sold}");
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    for (status, body) in &answers {
+        *outcomes
+            .entry(format!("{status} {}", body["message"]))
+            .or_default() += 1;
+    }
+    eprintln!("rolling restart: {outcomes:?}, sold {sold}/{quantity}");
+    assert!(
+        answers.iter().all(|(status, _)| [201, 503, 0].contains(status)),
+        "no buyer is refused while units are left: {outcomes:?}"
+    );
+    let samples: Vec<Sample> = answers
+        .iter()
+        .map(|(status, body)| Sample {
+            node: 0,
+            at: Instant::now(),
+            status: *status,
+            order_id: body["order_id"].as_str().and_then(|id| id.parse().ok()),
+        })
+        .collect();
+    assert_orders_hold(&fixture.db, &deal, &samples).await;
+
+    // No unit was stranded by the restarts: the rest sells, to the last unit,
+    // before the first sold_out (the reconciler frees nothing in this time).
+    let mut n = 0;
+    loop {
+        let sold: i32 = sqlx::query_scalar("select sold from deal where deal_id = $1")
+            .bind(deal_id)
+            .fetch_one(&fixture.db)
+            .await
+            .unwrap();
+        let units = (quantity - sold).clamp(1, 100);
+        n += 1;
+        let token = token(&fixture.keys, &format!("last-{n}"), Role::Viewer);
+        let (status, body) = buy_until_answered(&http, &nodes, n, &token, &deal, units, false).await;
+        if sold == quantity {
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (409, Some("sold_out")),
+                "{body}"
+            );
+            break;
+        }
+        assert_eq!(status, 201, "{units} of the {} left: {body}", quantity - sold);
+    }
+    drop(running);
+}
