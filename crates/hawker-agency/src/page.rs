@@ -75,6 +75,16 @@ impl PageQuery {
             .transpose()
     }
 
+    /// The resume key of a list ordered by an integer id alone.
+    pub fn after_int(&self) -> Result<Option<i64>> {
+        self.parts()?
+            .map(|p| match p.as_slice() {
+                [n] => n.parse().map_err(|_| bad_cursor()),
+                _ => Err(bad_cursor()),
+            })
+            .transpose()
+    }
+
     /// The resume key of a list ordered by (text, time).
     pub fn after_text_time(&self) -> Result<Option<(String, DateTime<Utc>)>> {
         self.parts()?
@@ -107,6 +117,11 @@ pub fn time_id(t: DateTime<Utc>, id: Uuid) -> String {
 /// The cursor of a (time, integer id) key.
 pub fn time_int(t: DateTime<Utc>, n: i64) -> String {
     encode(&[&rfc3339(t), &n.to_string()])
+}
+
+/// The cursor of an integer id key.
+pub fn int(n: i64) -> String {
+    encode(&[&n.to_string()])
 }
 
 /// The cursor of a (text, time) key.
@@ -191,6 +206,12 @@ mod tests {
         assert_eq!(q.after_time_id().unwrap(), Some((t, id)));
         let q = query(None, Some(time_int(t, 42)));
         assert_eq!(q.after_time_int().unwrap(), Some((t, 42)));
+        let q = query(None, Some(int(42)));
+        assert_eq!(q.after_int().unwrap(), Some(42));
+        assert_eq!(
+            query(None, Some(time_int(t, 1))).after_int().unwrap_err().code(),
+            "bad_cursor"
+        );
         let q = query(None, Some(text_time("mia_live", t)));
         assert_eq!(q.after_text_time().unwrap(), Some(("mia_live".to_string(), t)));
         assert_eq!(query(None, None).after_time_id().unwrap(), None);

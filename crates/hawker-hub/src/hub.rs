@@ -54,6 +54,12 @@ pub(crate) struct Inner {
     pub db: Option<sqlx::PgPool>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// This node's sockets by user, for notices.
+    pub notices: crate::notices::router::NoticeRouter,
+    /// Notice ids queued to a socket, not yet written down as delivered.
+    pub notices_delivered: Mutex<Vec<i64>>,
+    /// Wakes the notice relay (a notice was just committed on this node).
+    pub notice_relay_now: Arc<tokio::sync::Notify>,
 }
 
 /// The node's hub. Cheap to clone.
@@ -115,8 +121,9 @@ impl Hub {
             config.room_ttl_secs,
             redis_timeout,
         );
+        let (notice_tx, notice_feed) = tokio::sync::mpsc::unbounded_channel();
         let (subscriber, subscriber_task) =
-            Subscriber::start(redis_client, keys, redis_timeout, shutdown.clone());
+            Subscriber::start(redis_client, keys, redis_timeout, notice_tx, shutdown.clone());
         let node_id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let hub = Hub {
             inner: Arc::new(Inner {
@@ -131,6 +138,9 @@ impl Hub {
                 db,
                 shutdown,
                 tasks: tasks.clone(),
+                notices: Default::default(),
+                notices_delivered: Mutex::new(Vec::new()),
+                notice_relay_now: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         tasks.spawn(async move {
@@ -144,7 +154,18 @@ impl Hub {
                 every,
                 hub.inner.shutdown.clone(),
             ));
+            tasks.spawn(crate::notices::relay::run_relay(
+                hub.clone(),
+                every,
+                hub.inner.shutdown.clone(),
+            ));
         }
+        // Without a database there are no notices, but the feed is drained.
+        tasks.spawn(crate::notices::relay::run_feed(
+            hub.clone(),
+            notice_feed,
+            hub.inner.shutdown.clone(),
+        ));
         hub
     }
 

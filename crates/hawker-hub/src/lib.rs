@@ -38,6 +38,7 @@ pub mod hub;
 pub mod keys;
 pub mod metrics;
 pub mod moderation;
+pub mod notices;
 pub mod protocol;
 pub mod room;
 pub mod send_queue;
@@ -51,4 +52,5 @@ pub use commands::{
 pub use config::HubConfig;
 pub use event::{Lane, Publication, StateChange};
 pub use hub::{Hub, Member, PublishError};
+pub use notices::{Notice, StoredNotice};
 pub use protocol::close_code;

@@ -11,6 +11,7 @@ pub mod dev;
 pub mod error;
 pub mod health;
 pub mod me;
+pub mod notices;
 pub mod openapi;
 pub mod payments;
 pub mod sessions;
@@ -72,6 +73,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::router())
         .merge(me::router())
+        .merge(notices::router())
         .merge(sessions::router())
         .merge(socket::router())
         .merge(commerce::router())
