@@ -14,6 +14,7 @@ mod http;
 mod hub;
 mod listener;
 mod money;
+mod notices;
 mod order_faults;
 mod payments;
 mod process;

@@ -52,9 +52,22 @@ pub async fn try_connect(
     resume: Option<(&str, u64)>,
     recv_buffer: Option<u32>,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let query = resume.map(|(epoch, offset)| format!("resume={epoch}:{offset}"));
+    try_connect_with(addr, session, token, query.as_deref(), recv_buffer).await
+}
+
+/// Connects with `query` (e.g. `notices_after=7`) added to the URL.
+pub async fn try_connect_with(
+    addr: SocketAddr,
+    session: Uuid,
+    token: &str,
+    query: Option<&str>,
+    recv_buffer: Option<u32>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let mut url = format!("ws://{addr}/v1/sessions/{session}/ws?access_token={token}");
-    if let Some((epoch, offset)) = resume {
-        url.push_str(&format!("&resume={epoch}:{offset}"));
+    if let Some(query) = query {
+        url.push('&');
+        url.push_str(query);
     }
     let socket = TcpSocket::new_v4()?;
     if let Some(size) = recv_buffer {
