@@ -139,7 +139,10 @@ impl HubConfig {
             }
         }
         if !(1..=30 * 86_400).contains(&self.notice_ttl_secs) {
-            return Err(("hub.notice_ttl_secs", "must be from 1 to 2592000 (30 days)".into()));
+            return Err((
+                "hub.notice_ttl_secs",
+                "must be from 1 to 2592000 (30 days)".into(),
+            ));
         }
         if !(1..=10_000).contains(&self.notice_max_per_user) {
             return Err(("hub.notice_max_per_user", "must be from 1 to 10000".into()));

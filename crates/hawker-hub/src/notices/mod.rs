@@ -145,21 +145,30 @@ impl Hub {
     }
 
     /// The user's unexpired notices after `after`, oldest first; `limit` at most.
-    pub async fn list_notices(&self, user: &str, after: Option<i64>, limit: i64) -> hawker_core::error::Result<Vec<StoredNotice>> {
+    pub async fn list_notices(
+        &self,
+        user: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> hawker_core::error::Result<Vec<StoredNotice>> {
         Ok(store::list(self.db()?, user, after, limit).await?)
     }
 
     /// Marks the user's notices read (those in `ids`, and all up to `up_to`);
     /// returns how many were not read before. Other users' ids are ignored.
-    pub async fn mark_notices_read(&self, user: &str, ids: &[i64], up_to: Option<i64>) -> hawker_core::error::Result<u64> {
+    pub async fn mark_notices_read(
+        &self,
+        user: &str,
+        ids: &[i64],
+        up_to: Option<i64>,
+    ) -> hawker_core::error::Result<u64> {
         Ok(store::mark_read(self.db()?, user, ids, up_to).await?)
     }
 
     fn db(&self) -> hawker_core::error::Result<&sqlx::PgPool> {
-        self.inner
-            .db
-            .as_ref()
-            .ok_or(hawker_core::Error::Unavailable { what: "notices (no database)" })
+        self.inner.db.as_ref().ok_or(hawker_core::Error::Unavailable {
+            what: "notices (no database)",
+        })
     }
 
     /// Registers a joined socket and queues its backlog (see the module docs).
@@ -247,7 +256,9 @@ impl Hub {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "notice catch-up failed; the next join or the list has them"),
+            Err(e) => {
+                tracing::warn!(error = %e, "notice catch-up failed; the next join or the list has them")
+            }
         }
     }
 }

@@ -90,7 +90,11 @@ pub(crate) async fn run_relay(hub: Hub, every: Duration, shutdown: CancellationT
 }
 
 /// The notices feed from the subscriber, and the writer of "delivered".
-pub(crate) async fn run_feed(hub: Hub, mut feed: mpsc::UnboundedReceiver<RoomFeed>, shutdown: CancellationToken) {
+pub(crate) async fn run_feed(
+    hub: Hub,
+    mut feed: mpsc::UnboundedReceiver<RoomFeed>,
+    shutdown: CancellationToken,
+) {
     let mut flush = tokio::time::interval(DELIVERED_EVERY);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

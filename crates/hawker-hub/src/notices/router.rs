@@ -186,7 +186,11 @@ mod tests {
         assert_eq!((joined, live), (vec![1, 2, 3], vec![]));
         assert_eq!(router.deliver("u", None, 3, &frame(3)), 0, "a repeat is skipped");
         assert_eq!(router.deliver("u", Some(room), 4, &frame(4)), 1);
-        assert_eq!(router.deliver("u", Some(Uuid::new_v4()), 5, &frame(5)), 0, "another room's");
+        assert_eq!(
+            router.deliver("u", Some(Uuid::new_v4()), 5, &frame(5)),
+            0,
+            "another room's"
+        );
         assert_eq!(router.deliver("v", None, 6, &frame(6)), 0, "another user's");
         assert_eq!(drained(&queue), ["n1", "n2", "n3", "n4"]);
         router.remove("u", 1);

@@ -151,10 +151,12 @@ pub(crate) async fn mark_read(db: &PgPool, user: &str, ids: &[i64], up_to: Optio
 
 /// Records that these notices reached a socket.
 pub(crate) async fn mark_delivered(db: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("update user_notice set delivered_at = now() where notice_id = any($1) and delivered_at is null")
-        .bind(ids)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "update user_notice set delivered_at = now() where notice_id = any($1) and delivered_at is null",
+    )
+    .bind(ids)
+    .execute(db)
+    .await?;
     Ok(())
 }
 

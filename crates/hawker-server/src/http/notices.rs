@@ -101,9 +101,6 @@ pub async fn mark_read(
             "give `ids` (1 to 100 notice ids) or `up_to` (a notice id), each at least 1",
         ));
     }
-    let marked = state
-        .hub
-        .mark_notices_read(&auth.0.sub, &ids, body.up_to)
-        .await?;
+    let marked = state.hub.mark_notices_read(&auth.0.sub, &ids, body.up_to).await?;
     Ok(Json(Marked { marked }))
 }

@@ -81,18 +81,12 @@ pub async fn session_socket(
     };
     let notices_after = match params.notices_after.as_deref() {
         None | Some("") => None,
-        Some(value) => Some(
-            value
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "bad_notices_after",
-                        "notices_after must be the id of a notice (a whole number, 0 or more)",
-                    )
-                })?,
-        ),
+        Some(value) => Some(value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_notices_after",
+                "notices_after must be the id of a notice (a whole number, 0 or more)",
+            )
+        })?),
     };
     let access =
         hawker_agency::session_cache::session_access(&state.sessions, &state.db, &auth.0, session_id).await?;

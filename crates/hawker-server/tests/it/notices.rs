@@ -54,7 +54,8 @@ async fn list(app: &TestApp, user: &str, query: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_notice_to_one_viewer_among_a_thousand_on_two_nodes_reaches_only_that_users_sockets() {
-    let (a, b, _, session) = two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__PRESENCE_BELOW", "1")])).await;
+    let (a, b, _, session) =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__PRESENCE_BELOW", "1")])).await;
     let target = "target-viewer";
     // 1,000 sockets: the target's two (one per node) and 998 others.
     let mut users: Vec<(String, bool)> = (0..998).map(|i| (format!("viewer-{i}"), i % 2 == 0)).collect();
@@ -65,7 +66,10 @@ async fn a_notice_to_one_viewer_among_a_thousand_on_two_nodes_reaches_only_that_
     for chunk in users.chunks(50) {
         let joined = join_all(chunk.iter().map(|(user, on_a)| async move {
             let app = if *on_a { ra } else { rb };
-            (user.clone(), join(app.addr, session, &app.token(user, Role::Viewer)).await)
+            (
+                user.clone(),
+                join(app.addr, session, &app.token(user, Role::Viewer)).await,
+            )
         }))
         .await;
         sockets.extend(joined);
@@ -106,7 +110,9 @@ async fn a_notice_to_one_viewer_among_a_thousand_on_two_nodes_reaches_only_that_
             assert_eq!(got[0]["session_id"], session.to_string());
         } else {
             assert!(
-                !texts.iter().any(|t| t.contains(&secret) || t.contains("\"notice\"")),
+                !texts
+                    .iter()
+                    .any(|t| t.contains(&secret) || t.contains("\"notice\"")),
                 "{user} saw the target's notice: {texts:?}"
             );
         }
@@ -149,7 +155,10 @@ async fn three_notices_for_an_offline_user_arrive_in_order_once_when_they_join()
     let mut ws = join_with(&app, session, user, None).await;
     let frames = ws.frames_for(LISTEN).await;
     let got = notices(&frames);
-    let markers: Vec<&str> = got.iter().map(|f| f["data"]["marker"].as_str().unwrap()).collect();
+    let markers: Vec<&str> = got
+        .iter()
+        .map(|f| f["data"]["marker"].as_str().unwrap())
+        .collect();
     assert_eq!(markers, ["n1", "n2", "n3"], "{frames:?}");
     let got_ids: Vec<i64> = got.iter().map(|f| f["id"].as_i64().unwrap()).collect();
     assert_eq!(got_ids, ids);
@@ -159,11 +168,13 @@ async fn three_notices_for_an_offline_user_arrive_in_order_once_when_they_join()
         Patience::For(Duration::from_secs(5)),
         Duration::from_millis(50),
         || async {
-            sqlx::query_scalar::<_, i64>("select count(*) from user_notice where user_id = $1 and delivered_at is null")
-                .bind(user)
-                .fetch_one(&app.db)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from user_notice where user_id = $1 and delivered_at is null",
+            )
+            .bind(user)
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
         },
         |n| *n == 0,
     )
@@ -173,7 +184,10 @@ async fn three_notices_for_an_offline_user_arrive_in_order_once_when_they_join()
     // ...and a client that resumes from the first gets the two after it.
     let mut resumed = join_with(&app, session, user, Some(&format!("notices_after={}", ids[0]))).await;
     let frames = resumed.frames_for(Duration::from_secs(1)).await;
-    let got_ids: Vec<i64> = notices(&frames).iter().map(|f| f["id"].as_i64().unwrap()).collect();
+    let got_ids: Vec<i64> = notices(&frames)
+        .iter()
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(got_ids, ids[1..]);
     // A bad position is refused before the upgrade.
     let refused = try_connect_with(
@@ -193,21 +207,37 @@ async fn two_sockets_of_one_user_on_two_nodes_get_each_notice_once_and_the_list_
     let user = "two-devices";
     let mut on_a = join_with(&a, session, user, None).await;
     let mut on_b = join_with(&b, session, user, None).await;
-    let first = a.hub.publish_notice(&notice(user, "order.paid", "one")).await.unwrap();
-    let second = b.hub.publish_notice(&notice(user, "order.expired", "two")).await.unwrap();
+    let first = a
+        .hub
+        .publish_notice(&notice(user, "order.paid", "one"))
+        .await
+        .unwrap();
+    let second = b
+        .hub
+        .publish_notice(&notice(user, "order.expired", "two"))
+        .await
+        .unwrap();
     // Relay again from both nodes: a repeat must not reach a socket twice.
     let (ra, rb) = tokio::join!(a.hub.relay_notices(), b.hub.relay_notices());
     ra.unwrap();
     rb.unwrap();
     for ws in [&mut on_a, &mut on_b] {
         let frames = ws.frames_for(LISTEN).await;
-        let ids: Vec<i64> = notices(&frames).iter().map(|f| f["id"].as_i64().unwrap()).collect();
+        let ids: Vec<i64> = notices(&frames)
+            .iter()
+            .map(|f| f["id"].as_i64().unwrap())
+            .collect();
         assert_eq!(ids, [first, second], "{frames:?}");
     }
 
     let (status, page) = list(&a, user, "").await;
     assert_eq!(status, 200, "{page}");
-    let ids: Vec<i64> = page["items"].as_array().unwrap().iter().map(|n| n["notice_id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["notice_id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, [first, second]);
     assert_eq!(page["items"][0]["kind"], "order.paid");
     assert_eq!(page["items"][0]["delivered"], true);
@@ -224,17 +254,36 @@ async fn two_sockets_of_one_user_on_two_nodes_get_each_notice_once_and_the_list_
     assert_eq!(other["items"], json!([]));
     // Marking read: someone else's ids change nothing; the owner's do.
     let (status, marked) = a
-        .send(Method::POST, "/v1/me/notices/read", &a.token("someone-else", Role::Viewer), Some(json!({"ids": [first, second]})))
+        .send(
+            Method::POST,
+            "/v1/me/notices/read",
+            &a.token("someone-else", Role::Viewer),
+            Some(json!({"ids": [first, second]})),
+        )
         .await;
     assert_eq!((status, marked["marked"].as_u64()), (200, Some(0)));
     let (status, marked) = a
-        .send(Method::POST, "/v1/me/notices/read", &a.token(user, Role::Viewer), Some(json!({"up_to": second})))
+        .send(
+            Method::POST,
+            "/v1/me/notices/read",
+            &a.token(user, Role::Viewer),
+            Some(json!({"up_to": second})),
+        )
         .await;
     assert_eq!((status, marked["marked"].as_u64()), (200, Some(2)));
     let (_, page) = list(&a, user, "").await;
-    assert!(page["items"].as_array().unwrap().iter().all(|n| n["read_at"].is_string()));
+    assert!(page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["read_at"].is_string()));
     let (status, bad) = a
-        .send(Method::POST, "/v1/me/notices/read", &a.token(user, Role::Viewer), Some(json!({})))
+        .send(
+            Method::POST,
+            "/v1/me/notices/read",
+            &a.token(user, Role::Viewer),
+            Some(json!({})),
+        )
         .await;
     assert_eq!((status, bad["error"].as_str()), (400, Some("bad_read")));
     let (status, bad) = list(&a, user, "?cursor=zz").await;
@@ -266,7 +315,10 @@ async fn a_notice_in_a_transaction_that_rolls_back_is_never_delivered() {
     let frames = ws.frames_for(LISTEN).await;
     let got = notices(&frames);
     assert_eq!(got.len(), 1, "{frames:?}");
-    assert_eq!((got[0]["id"].as_i64(), got[0]["data"]["marker"].as_str()), (Some(kept), Some("committed")));
+    assert_eq!(
+        (got[0]["id"].as_i64(), got[0]["data"]["marker"].as_str()),
+        (Some(kept), Some("committed"))
+    );
     assert!(!frames.iter().any(|f| f.to_string().contains("rolled-back")));
     let (_, page) = list(&app, user, "").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
@@ -328,7 +380,9 @@ async fn a_node_killed_right_after_the_commit_loses_no_notice() {
     ]))
     .await;
     let got = ws
-        .until("the order.paid notice", Duration::from_secs(10), |f| f["type"] == "notice")
+        .until("the order.paid notice", Duration::from_secs(10), |f| {
+            f["type"] == "notice"
+        })
         .await;
     assert_eq!(got["kind"], "order.paid");
     assert_eq!(got["data"]["order_id"], order_id.as_str());
@@ -344,7 +398,11 @@ async fn expiry_removes_undelivered_notices_after_the_configured_time() {
         .await
         .unwrap();
     let (_, page) = list(&app, user, "").await;
-    assert_eq!(page["items"].as_array().unwrap().len(), 1, "kept until it expires");
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        1,
+        "kept until it expires"
+    );
 
     let left = poll(
         Patience::For(Duration::from_secs(6)),
@@ -385,10 +443,20 @@ async fn a_user_keeps_only_the_newest_notices_up_to_the_cap() {
     let user = "busy-buyer";
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.push(app.hub.publish_notice(&notice(user, "order.paid", &format!("m{n}"))).await.unwrap());
+        ids.push(
+            app.hub
+                .publish_notice(&notice(user, "order.paid", &format!("m{n}")))
+                .await
+                .unwrap(),
+        );
     }
     let (_, page) = list(&app, user, "").await;
-    let kept: Vec<i64> = page["items"].as_array().unwrap().iter().map(|n| n["notice_id"].as_i64().unwrap()).collect();
+    let kept: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["notice_id"].as_i64().unwrap())
+        .collect();
     assert_eq!(kept, ids[2..]);
 }
 
@@ -411,23 +479,37 @@ async fn a_payment_is_told_to_the_buyer_alone_and_the_room_sees_only_sales_count
     assert_eq!(status, 201, "{order}");
     let order_id = order["order_id"].as_str().unwrap().to_string();
     let (status, paid) = a
-        .send(Method::POST, &format!("/v1/dev/orders/{order_id}/pay"), &a.token(buyer, Role::Viewer), None)
+        .send(
+            Method::POST,
+            &format!("/v1/dev/orders/{order_id}/pay"),
+            &a.token(buyer, Role::Viewer),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{paid}");
 
     let got = buyer_ws
-        .until("the order.paid notice", Duration::from_secs(10), |f| f["type"] == "notice")
+        .until("the order.paid notice", Duration::from_secs(10), |f| {
+            f["type"] == "notice"
+        })
         .await;
     assert_eq!(got["kind"], "order.paid");
     assert_eq!(got["data"]["order_id"], order_id.as_str());
     assert_eq!(got["data"]["amount_minor"], 1000);
     let sales = other
-        .until("deal.sales", Duration::from_secs(10), |f| f["type"] == "deal.sales")
+        .until("deal.sales", Duration::from_secs(10), |f| {
+            f["type"] == "deal.sales"
+        })
         .await;
-    assert_eq!(sales["data"], json!({"deal_id": deal, "paid_orders": 1, "paid_units": 2}));
+    assert_eq!(
+        sales["data"],
+        json!({"deal_id": deal, "paid_orders": 1, "paid_units": 2})
+    );
     let rest = other.frames_for(Duration::from_secs(1)).await;
     assert!(
-        !rest.iter().any(|f| f.to_string().contains(&order_id) || f["type"] == "notice"),
+        !rest
+            .iter()
+            .any(|f| f.to_string().contains(&order_id) || f["type"] == "notice"),
         "{rest:?}"
     );
 }

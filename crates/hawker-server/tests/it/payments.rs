@@ -323,7 +323,12 @@ async fn a_payment_after_expiry_or_cancellation_marks_the_order_for_refund() {
     assert_eq!((status, answer["outcome"].as_str()), (200, Some("refund_due")));
     assert_eq!(order_events(&app.db, cancelled).await, 1);
     assert_eq!(
-        count(&app.db, "select count(*) from user_notice where kind = 'order.paid' and data->>'order_id' = $1::text", cancelled).await,
+        count(
+            &app.db,
+            "select count(*) from user_notice where kind = 'order.paid' and data->>'order_id' = $1::text",
+            cancelled
+        )
+        .await,
         0,
         "a refused payment is not announced as a sale"
     );
