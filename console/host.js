@@ -497,6 +497,7 @@ $('#deal-form').addEventListener('submit', async (e) => {
     per_buyer_cap: Number(f.cap.value),
     countdown_secs: Number(f.countdown.value),
     duration_secs: Number(f.duration.value),
+    show_sales: f.show_sales.checked,
   };
   const deal = await attempt('The deal was refused', () => api(`/v1/sessions/${sessionId}/deals`, { method: 'POST', token, body }));
   if (deal) {

@@ -53,16 +53,16 @@ pub async fn list_notices(
     Ok(Json(NoticePage { items, next_cursor }))
 }
 
-/// Which notices to mark read: `ids`, every one up to `up_to`, or both.
+/// Which notices to mark read: `ids`, every one up to `up_to`, or both
+/// (`{}` marks nothing).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
-    /// Notice ids (1 to 100 of them). Ids that are not the caller's, or are
+    /// Notice ids, at most 100. Ids that are not the caller's, or are
     /// expired, are ignored.
-    #[schema(max_items = 100, min_items = 1)]
+    #[schema(max_items = 100)]
     pub ids: Option<Vec<i64>>,
-    /// Every notice of the caller with an id up to this one (at least 1).
-    #[schema(minimum = 1)]
+    /// Every notice of the caller with an id up to this one.
     pub up_to: Option<i64>,
 }
 
@@ -74,13 +74,12 @@ pub struct Marked {
 }
 
 /// Marks some of the caller's notices read: read notices are no longer
-/// delivered when a socket joins, and say `read_at` in the list.
+/// delivered when a socket joins, and show `read_at` in the list.
 #[utoipa::path(post, path = "/v1/me/notices/read", tag = "auth", security(("bearer" = [])),
     request_body = MarkRead,
     responses(
         (status = 200, body = Marked),
-        (status = 400, body = ErrorBody, description = "bad_json, bad_read (neither `ids` nor `up_to`, \
-            more than 100 ids, or an id or `up_to` below 1)"),
+        (status = 400, body = ErrorBody, description = "bad_json, bad_read (more than 100 ids)"),
         Unauthenticated,
         Unavailable,
     ))]
@@ -90,17 +89,15 @@ pub async fn mark_read(
     Json(body): Json<MarkRead>,
 ) -> ApiResult<Json<Marked>> {
     let ids = body.ids.unwrap_or_default();
-    let bad = (ids.is_empty() && body.up_to.is_none())
-        || ids.len() > MAX_READ_IDS
-        || ids.iter().any(|id| *id < 1)
-        || body.up_to.is_some_and(|n| n < 1)
-        || (body.up_to.is_none() && ids.is_empty());
-    if bad {
+    if ids.len() > MAX_READ_IDS {
         return Err(ApiError::bad_request(
             "bad_read",
-            "give `ids` (1 to 100 notice ids) or `up_to` (a notice id), each at least 1",
+            format!("ids may name at most {MAX_READ_IDS} notices"),
         ));
     }
-    let marked = state.hub.mark_notices_read(&auth.0.sub, &ids, body.up_to).await?;
+    let marked = state
+        .hub
+        .mark_notices_read(&auth.0.sub, &ids, body.up_to)
+        .await?;
     Ok(Json(Marked { marked }))
 }

@@ -282,7 +282,7 @@ async fn two_sockets_of_one_user_on_two_nodes_get_each_notice_once_and_the_list_
             Method::POST,
             "/v1/me/notices/read",
             &a.token(user, Role::Viewer),
-            Some(json!({})),
+            Some(json!({ "ids": (1..=101).collect::<Vec<i64>>() })),
         )
         .await;
     assert_eq!((status, bad["error"].as_str()), (400, Some("bad_read")));
