@@ -138,7 +138,7 @@ impl Hub {
     pub async fn publish_notice(&self, notice: &Notice) -> hawker_core::error::Result<i64> {
         let db = self.db()?;
         let mut tx = db.begin().await?;
-        let id = self.enqueue_notice(&mut *tx, notice).await?;
+        let id = self.enqueue_notice(&mut tx, notice).await?;
         tx.commit().await?;
         self.inner.notice_relay_now.notify_one();
         Ok(id)

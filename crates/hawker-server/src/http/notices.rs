@@ -95,9 +95,6 @@ pub async fn mark_read(
             format!("ids may name at most {MAX_READ_IDS} notices"),
         ));
     }
-    let marked = state
-        .hub
-        .mark_notices_read(&auth.0.sub, &ids, body.up_to)
-        .await?;
+    let marked = state.hub.mark_notices_read(&auth.0.sub, &ids, body.up_to).await?;
     Ok(Json(Marked { marked }))
 }
