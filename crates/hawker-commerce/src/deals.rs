@@ -170,7 +170,8 @@ pub struct Deal {
     pub show_sales: bool,
 }
 
-const DEAL_COLUMNS: &str =
+/// The columns of a [`Deal`], for every query that reads one.
+pub(crate) const DEAL_COLUMNS: &str =
     "deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold, \
     per_buyer_cap, starts_at, ends_at, status, end_reason, ended_at, stock_version, show_sales";
 
