@@ -325,8 +325,11 @@ export class RoomError extends Error {
  * and reconnects by itself (resuming from that position) as docs/protocol.md
  * describes. Events at or below the position are skipped as duplicates.
  *
+ * Private notices (`notice` frames) go to onNotice, each id once; on
+ * reconnect the last notice id is sent as `notices_after`.
+ *
  * handlers: onSnapshot(state, kind, you), onResumed(frame), onEvent(event),
- * onStatus(status, detail), onFatal(message).
+ * onNotice(notice), onStatus(status, detail), onFatal(message).
  */
 export class Room {
   constructor(sessionId, token, handlers) {
@@ -334,6 +337,8 @@ export class Room {
     this.token = token;
     this.handlers = handlers;
     this.position = null;
+    this.noticesSeen = new Set();
+    this.lastNotice = null;
     this.pending = new Map();
     this.nextId = 1;
     this.backoff = 500;
@@ -376,8 +381,11 @@ export class Room {
       return;
     }
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const resume = this.position ? `?resume=${this.position.epoch}:${this.position.offset}` : '';
-    const url = `${scheme}://${location.host}/v1/sessions/${this.sessionId}/ws${resume}`;
+    const query = new URLSearchParams();
+    if (this.position) query.set('resume', `${this.position.epoch}:${this.position.offset}`);
+    if (this.lastNotice !== null) query.set('notices_after', String(this.lastNotice));
+    const q = query.toString();
+    const url = `${scheme}://${location.host}/v1/sessions/${this.sessionId}/ws${q ? '?' + q : ''}`;
     this.setStatus(this.reconnects ? 'reconnecting' : 'connecting');
     const ws = new WebSocket(url, ['hawker.v1', 'bearer.' + this.token]);
     const conn = { ws, opened: false, gotFrame: false };
@@ -410,6 +418,12 @@ export class Room {
       case 'resumed':
         this.joined(frame);
         this.handlers.onResumed?.(frame);
+        break;
+      case 'notice':
+        if (typeof frame.id !== 'number' || this.noticesSeen.has(frame.id)) return;
+        this.noticesSeen.add(frame.id);
+        this.lastNotice = Math.max(this.lastNotice ?? 0, frame.id);
+        this.handlers.onNotice?.(frame);
         break;
       case 'ack':
       case 'error': {

@@ -213,12 +213,9 @@ function onEvent(event) {
     case 'coupon.ended':
       feed(`✂ coupon window closed: ${d.claimed} of ${d.total} claimed`);
       break;
-    case 'order.paid':
-      feed(`$ order paid: ${d.quantity} × #${linkOfDeal(d.deal_id) ?? '?'} for ${money(d.amount_minor, d.currency)}`, true);
+    case 'deal.sales':
+      feed(`$ #${linkOfDeal(d.deal_id) ?? '?'} paid so far: ${d.paid_units} units in ${d.paid_orders} orders`, true);
       loadFigures();
-      break;
-    case 'order.expired':
-      feed(`✕ unpaid order expired: ${d.units_returned} units back in stock`);
       break;
     default:
       break;
@@ -500,6 +497,7 @@ $('#deal-form').addEventListener('submit', async (e) => {
     per_buyer_cap: Number(f.cap.value),
     countdown_secs: Number(f.countdown.value),
     duration_secs: Number(f.duration.value),
+    show_sales: f.show_sales.checked,
   };
   const deal = await attempt('The deal was refused', () => api(`/v1/sessions/${sessionId}/deals`, { method: 'POST', token, body }));
   if (deal) {

@@ -80,6 +80,7 @@ async function main() {
       stats.resumed += 1;
     },
     onEvent,
+    onNotice,
     onStatus: setConnection,
     onFatal: (text) => {
       fatal(text);
@@ -96,6 +97,7 @@ async function main() {
     state,
     stats,
     me,
+    notices: noticesShown,
     drop: () => room.abandon(4000, 'dropped by test'),
     forgetEpoch: () => {
       if (room.position) room.position = { epoch: '000000000000', offset: room.position.offset };
@@ -225,12 +227,6 @@ function onEvent(event) {
     case 'coupon.dropped':
       toast('✂ Coupons dropped — claim yours!', 'ok', 2500);
       break;
-    case 'order.paid':
-      if (orders.some((o) => o.order_id === d.order_id)) refreshOrder(d.order_id);
-      break;
-    case 'order.expired':
-      refreshPendingOrders();
-      break;
     default:
       break;
   }
@@ -241,6 +237,38 @@ function onEvent(event) {
   if (changed === 'announcement') renderStage();
   if (changed === 'likes' || changed === 'viewers') renderCounters();
   if (changed === 'slow_mode') renderChatForm();
+}
+
+/** A private notice: for this viewer only (docs/protocol.md, "Private notices"). */
+function onNotice(notice) {
+  const d = notice.data || {};
+  let text;
+  switch (notice.kind) {
+    case 'order.paid':
+      text = `Payment confirmed: ${d.quantity} × for ${money(d.amount_minor, d.currency)}`;
+      toast(`✓ ${text}`, 'ok');
+      refreshOrder(d.order_id);
+      break;
+    case 'order.expired':
+      text = d.status === 'refund_due'
+        ? 'Your order expired after payment: the money will be refunded.'
+        : `Your order expired unpaid (${d.quantity} × returned to stock).`;
+      toast(text, 'warn');
+      refreshOrder(d.order_id);
+      break;
+    default:
+      text = notice.kind;
+  }
+  noticesShown.unshift({ id: notice.id, kind: notice.kind, text, order_id: d.order_id });
+  renderNotices();
+}
+
+const noticesShown = [];
+
+function renderNotices() {
+  const list = $('#notices');
+  list.replaceChildren(...noticesShown.slice(0, 10).map((n) =>
+    h('li', { class: 'row', 'data-kind': n.kind, 'data-order': n.order_id ?? '', text: n.text })));
 }
 
 async function refreshOrder(id) {

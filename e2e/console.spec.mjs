@@ -371,6 +371,11 @@ async function main() {
     check((await text(order.locator('[data-testid=order-amount]'))) === '$25.59', 'the coupon is applied by the server');
     await order.locator('[data-testid=pay]').click();
     await until('the order paid', async () => (await attr(order, 'data-status')) === 'paid');
+    // The payment is told to alice alone, as a private notice.
+    const notice = page.locator('[data-testid=notices] li[data-kind="order.paid"]');
+    await until('the payment-confirmed notice', async () => (await notice.count()) === 1);
+    check((await text(notice)).includes('Payment confirmed'), 'the notice says the payment is confirmed');
+    alice.paidOrder = await attr(notice, 'data-order');
     await until('the coupon count to fall', async () => (await attr(page.locator('[data-testid=coupon-remaining]'), 'data-remaining')) === '99');
   });
 
@@ -379,7 +384,7 @@ async function main() {
     await until('stock 48 on the host', async () => (await page.locator('[data-testid=host-deal][data-status=live] [data-testid=host-deal-stock][data-remaining="48"]').count()) === 1);
     await until('one paid order in the figures', async () => (await text(page.locator('[data-testid=fig-orders]'))) === '1');
     await until('the sales figure', async () => (await text(page.locator('[data-testid=fig-sales]'))) === '$25.59');
-    await until('the sale in the activity feed', async () => (await text(page.locator('[data-testid=feed]'))).includes('order paid'));
+    await until('the sales count in the activity feed', async () => (await text(page.locator('[data-testid=feed]'))).includes('paid so far: 2 units in 1 orders'));
     check((await text(page.locator('[data-testid=fig-units]'))) === '2', 'two units taken');
   });
 
@@ -419,6 +424,11 @@ async function main() {
     const stats = await bob.page.evaluate(() => ({ ...window.hawker.stats }));
     check(stats.resumed >= 1 && stats.welcome === 1 && stats.reset === 0, `resumed, not restarted: ${JSON.stringify(stats)}`);
     await bobCaughtUp();
+    // Alice's payment was hers alone: bob's page shows none of her notices.
+    check((await bob.page.locator('[data-testid=notices] li').count()) === 0, 'bob sees no notice of alice');
+    const bobNotices = await bob.page.evaluate(() => window.hawker.notices.length);
+    check(bobNotices === 0, `bob received no notice frame (${bobNotices})`);
+    check(!(await text(bob.page.locator('body'))).includes(alice.paidOrder), 'alice’s order id is nowhere on bob’s page');
   });
 
   await step('a resume the server cannot serve gets a reset: the page rebuilds from the snapshot', async () => {

@@ -191,11 +191,14 @@ pub struct Deal {
     pub end_reason: Option<String>,
     pub ended_at: Option<DateTime<Utc>>,
     pub stock_version: i64,
+    /// Whether the room is told the deal's paid orders and units (`deal.sales`).
+    pub show_sales: bool,
 }
 
-const DEAL_COLUMNS: &str =
+/// The columns of a [`Deal`], for every query that reads one.
+pub(crate) const DEAL_COLUMNS: &str =
     "deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold, \
-    per_buyer_cap, starts_at, ends_at, status, end_reason, ended_at, stock_version";
+    per_buyer_cap, starts_at, ends_at, status, end_reason, ended_at, stock_version, show_sales";
 
 impl Deal {
     /// The deal as the room sees it (`deal:<id>` in the snapshot).
@@ -213,6 +216,7 @@ impl Deal {
             "starts_at": self.starts_at,
             "ends_at": self.ends_at,
             "status": self.status,
+            "show_sales": self.show_sales,
         })
     }
 }
@@ -230,6 +234,10 @@ pub struct NewDeal {
     pub countdown_secs: u64,
     /// How long it runs (`commerce.deal_min_secs` to `commerce.deal_max_secs`).
     pub duration_secs: u64,
+    /// Tell the room the deal's paid orders and units after each payment
+    /// (`deal.sales`); false if absent. Buyers and amounts are never shown.
+    #[serde(default)]
+    pub show_sales: bool,
 }
 
 /// Launches a flash deal: its units come out of the SKU's stock now (so two
@@ -284,8 +292,8 @@ pub async fn create_deal(c: &Commerce, claims: &Claims, session_id: Uuid, new: N
     let ends_at = starts_at + Duration::seconds(new.duration_secs as i64);
     let deal = sqlx::query_as::<_, Deal>(&format!(
         "insert into deal (deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity,
-                per_buyer_cap, starts_at, ends_at, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning {DEAL_COLUMNS}"
+                per_buyer_cap, starts_at, ends_at, created_by, show_sales)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning {DEAL_COLUMNS}"
     ))
     .bind(Uuid::now_v7())
     .bind(session_id)
@@ -298,6 +306,7 @@ pub async fn create_deal(c: &Commerce, claims: &Claims, session_id: Uuid, new: N
     .bind(starts_at)
     .bind(ends_at)
     .bind(&claims.sub)
+    .bind(new.show_sales)
     .fetch_one(&mut *tx)
     .await?;
     let view = deal.room_view(Some(item.link_number));

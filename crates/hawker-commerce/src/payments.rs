@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::Commerce;
 use hawker_core::error::{Error, Result};
-use hawker_hub::Publication;
+use hawker_hub::{Notice, Publication};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -205,6 +205,7 @@ async fn previous_outcome(
 #[derive(sqlx::FromRow)]
 struct LockedOrder {
     session_id: Uuid,
+    buyer_id: String,
     deal_id: Uuid,
     quantity: i32,
     amount_minor: i64,
@@ -219,7 +220,7 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> Result<WebhookOutc
         return Ok(previous);
     }
     let order: LockedOrder = sqlx::query_as(
-        "select session_id, deal_id, quantity, amount_minor, currency, status, expires_at <= now() as expired
+        "select session_id, buyer_id, deal_id, quantity, amount_minor, currency, status, expires_at <= now() as expired
            from customer_order where order_id = $1 for update",
     )
     .bind(event.order_id)
@@ -303,21 +304,25 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> Result<WebhookOutc
         .await?;
     }
     if outcome == "applied" {
-        hawker_hub::durable::enqueue(
-            &mut tx,
-            order.session_id,
-            &Publication::new(
-                "order.paid",
-                json!({
-                    "order_id": event.order_id,
-                    "deal_id": order.deal_id,
-                    "quantity": order.quantity,
-                    "amount_minor": order.amount_minor,
-                    "currency": order.currency,
-                }),
-            ),
-        )
-        .await?;
+        // The buyer alone hears of the payment; the room at most counts sales.
+        c.hub()
+            .enqueue_notice(
+                &mut tx,
+                &Notice::new(
+                    &order.buyer_id,
+                    "order.paid",
+                    json!({
+                        "order_id": event.order_id,
+                        "session_id": order.session_id,
+                        "deal_id": order.deal_id,
+                        "quantity": order.quantity,
+                        "amount_minor": order.amount_minor,
+                        "currency": order.currency,
+                    }),
+                ),
+            )
+            .await?;
+        announce_sales(&mut tx, order.session_id, order.deal_id).await?;
     }
     tx.commit().await?;
     Ok(WebhookOutcome {
@@ -326,6 +331,33 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> Result<WebhookOutc
         payment_id: Some(payment_id),
         replayed: false,
     })
+}
+
+/// `deal.sales` (the deal's paid orders and units, no buyer, no amount)
+/// for a deal whose host shows its sales.
+async fn announce_sales(tx: &mut sqlx::PgConnection, session_id: Uuid, deal_id: Uuid) -> Result<()> {
+    let sales: Option<(i64, i64)> = sqlx::query_as(
+        "select count(o.order_id), coalesce(sum(o.quantity), 0)::bigint
+           from deal d left join customer_order o
+             on o.deal_id = d.deal_id and o.status in ('paid', 'partially_refunded', 'refunded')
+          where d.deal_id = $1 and d.show_sales
+          group by d.deal_id",
+    )
+    .bind(deal_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((paid_orders, paid_units)) = sales {
+        hawker_hub::durable::enqueue(
+            tx,
+            session_id,
+            &Publication::new(
+                "deal.sales",
+                json!({ "deal_id": deal_id, "paid_orders": paid_orders, "paid_units": paid_units }),
+            ),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A refund or return of (part of) a paid order.

@@ -10,10 +10,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::deals::{end_deal_tx, Deal};
+use crate::deals::{end_deal_tx, Deal, DEAL_COLUMNS};
 use crate::stock;
 use crate::Commerce;
-use hawker_hub::Publication;
+use hawker_hub::{Notice, Publication};
 
 /// Runs every `commerce.scheduler_tick_ms` until `shutdown`.
 pub async fn run(c: Commerce, shutdown: CancellationToken) {
@@ -51,13 +51,12 @@ pub async fn run(c: Commerce, shutdown: CancellationToken) {
 
 async fn start_due_deals(c: &Commerce) -> anyhow::Result<()> {
     let mut tx = c.db().begin().await?;
-    let due: Vec<Deal> = sqlx::query_as(
+    let due: Vec<Deal> = sqlx::query_as(&format!(
         "update deal set status = 'live'
           where deal_id in (select deal_id from deal where status = 'scheduled' and starts_at <= now()
                              and ends_at > now() for update skip locked limit 100)
-      returning deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold,
-                per_buyer_cap, starts_at, ends_at, status, end_reason, ended_at, stock_version",
-    )
+      returning {DEAL_COLUMNS}"
+    ))
     .fetch_all(&mut *tx)
     .await?;
     for deal in &due {
@@ -108,7 +107,7 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     // Unpaid orders past their expiry are cancelled; an order that was paid
     // too late (`refund_due`, not yet cancelled) keeps its status but its
     // units come back the same way.
-    let expired: Vec<(Uuid, Uuid, String, i32, String)> = sqlx::query_as(
+    let mut expired: Vec<(Uuid, Uuid, String, i32, String, Uuid)> = sqlx::query_as(
         "update customer_order
             set status = case when status = 'pending_payment' then 'cancelled' else status end,
                 cancelled_at = now()
@@ -116,7 +115,7 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
                               where (status = 'pending_payment' and expires_at <= now())
                                  or (status = 'refund_due' and cancelled_at is null)
                               order by expires_at for update skip locked limit 500)
-      returning order_id, deal_id, buyer_id, quantity, status",
+      returning order_id, deal_id, buyer_id, quantity, status, session_id",
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -136,7 +135,7 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     .await?;
     let mut per_deal: HashMap<Uuid, i32> = HashMap::new();
     let mut per_buyer: HashMap<(Uuid, String), i32> = HashMap::new();
-    for (_, deal_id, buyer, quantity, _) in &expired {
+    for (_, deal_id, buyer, quantity, _, _) in &expired {
         *per_deal.entry(*deal_id).or_default() += quantity;
         *per_buyer.entry((*deal_id, buyer.clone())).or_default() += quantity;
     }
@@ -176,19 +175,32 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
                 version,
             ));
         }
-        hawker_hub::durable::enqueue(
-            &mut tx,
-            session_id,
-            &Publication::new(
-                "order.expired",
-                json!({ "deal_id": deal_id, "units_returned": units }),
-            ),
-        )
-        .await?;
+    }
+    // Each buyer alone hears that their order expired (the room sees the
+    // stock figure). In buyer order: a notice takes a per-user lock, and two
+    // sweepers must not take two buyers' locks in opposite orders.
+    expired.sort_by(|a, b| (&a.2, a.0).cmp(&(&b.2, b.0)));
+    for (order_id, deal_id, buyer, quantity, status, session_id) in &expired {
+        c.hub()
+            .enqueue_notice(
+                &mut tx,
+                &Notice::new(
+                    buyer,
+                    "order.expired",
+                    json!({
+                        "order_id": order_id,
+                        "session_id": session_id,
+                        "deal_id": deal_id,
+                        "quantity": quantity,
+                        "status": status,
+                    }),
+                ),
+            )
+            .await?;
     }
     tx.commit().await?;
     metrics::counter!("hawker_orders_expired_total").increment(expired.len() as u64);
-    for (_, deal_id, buyer, quantity, _) in &expired {
+    for (_, deal_id, buyer, quantity, _, _) in &expired {
         if live.contains(deal_id) {
             if let Err(e) = c.inner.gate.give_back(*deal_id, buyer, *quantity).await {
                 tracing::warn!(error = %e, "units not returned to the gate; it is rebuilt when it is missing");

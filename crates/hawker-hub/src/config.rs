@@ -73,6 +73,10 @@ pub struct HubConfig {
     /// After `session.ended` reaches a room, its sockets are closed (4009)
     /// this long later, so clients read the event and the last figures first.
     pub session_end_grace_ms: u64,
+    /// A notice is kept this long (for users who are away), then deleted.
+    pub notice_ttl_secs: u64,
+    /// Notices kept per user at most; a new one beyond it deletes the oldest.
+    pub notice_max_per_user: u64,
     /// The first part of every Redis key and channel name of the hub. Not a
     /// `[hub]` key: the server sets it from `redis.key_prefix`.
     #[serde(skip, default = "default_key_prefix")]
@@ -119,6 +123,8 @@ impl Default for HubConfig {
             join_timeout_ms: 15_000,
             command_timeout_ms: 10_000,
             session_end_grace_ms: 3000,
+            notice_ttl_secs: 86_400,
+            notice_max_per_user: 100,
             key_prefix: default_key_prefix(),
             retention: crate::retention::Retention::default(),
         }
@@ -150,6 +156,15 @@ impl HubConfig {
             if value == 0 {
                 return Err((key, "must be at least 1".into()));
             }
+        }
+        if !(1..=30 * 86_400).contains(&self.notice_ttl_secs) {
+            return Err((
+                "hub.notice_ttl_secs",
+                "must be from 1 to 2592000 (30 days)".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&self.notice_max_per_user) {
+            return Err(("hub.notice_max_per_user", "must be from 1 to 10000".into()));
         }
         if self.room_ttl_secs < 60 {
             return Err(("hub.room_ttl_secs", "must be at least 60".into()));

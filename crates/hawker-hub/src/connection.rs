@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::commands::{self, Ack, Command, CommandError, CommerceCommands, Context, Rights};
 use crate::event::{now_ms, Frame, Publication};
 use crate::hub::{Hub, Member, SocketPermit};
+use crate::notices::router::Inbox;
 use crate::protocol::{self, close_code, ClientCommand};
 use crate::rights::SessionRights;
 use crate::room::{ClientEntry, JoinOutcome, RoomHandle, RoomInput};
@@ -49,7 +50,8 @@ impl Hub {
     /// 1001). `commerce` carries out `deal.buy` and `coupon.claim`;
     /// `rights` answers, while the socket is open, whether its user may
     /// still host ([`crate::rights`]). The connection holds both only while
-    /// the socket is open.
+    /// the socket is open. `notices_after` is the last notice id the client
+    /// has, if it resumes its notices.
     #[allow(clippy::too_many_arguments)]
     pub async fn serve(
         self,
@@ -57,12 +59,13 @@ impl Hub {
         room: Uuid,
         member: Member,
         resume: Option<(String, u64)>,
+        notices_after: Option<i64>,
         permit: SocketPermit,
         commerce: Arc<dyn CommerceCommands>,
         rights: Arc<dyn SessionRights>,
     ) {
         let connection = Connection::new(self, room, member, commerce, rights);
-        connection.run(socket, resume).await;
+        connection.run(socket, resume, notices_after).await;
         drop(permit);
     }
 }
@@ -120,7 +123,7 @@ impl Connection {
     }
 
     #[tracing::instrument(name = "socket", skip_all, fields(room = %self.room_id, user = %self.member.user))]
-    async fn run(mut self, mut socket: WebSocket, resume: Option<(String, u64)>) {
+    async fn run(mut self, mut socket: WebSocket, resume: Option<(String, u64)>, notices_after: Option<i64>) {
         let entry = Arc::new(ClientEntry {
             id: self.client_id,
             user: self.member.user.clone(),
@@ -180,8 +183,14 @@ impl Connection {
             }
             return;
         }
+        // The user's notices follow the welcome: the backlog, then live ones.
+        let inbox = Arc::new(Inbox::new(self.client_id, self.room_id, self.queue.clone()));
+        self.hub
+            .join_notices(inbox, &self.member.user, notices_after)
+            .await;
         self.presence(&room, "presence.joined").await;
         let end = self.pump(&mut socket, &room).await;
+        self.hub.leave_notices(&self.member.user, self.client_id);
         let _ = room.tx.send(RoomInput::Leave {
             client_id: self.client_id,
         });

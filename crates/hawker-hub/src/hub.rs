@@ -57,6 +57,12 @@ pub(crate) struct Inner {
     pub db: Option<sqlx::PgPool>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// This node's sockets by user, for notices.
+    pub notices: crate::notices::router::NoticeRouter,
+    /// Notice ids queued to a socket, not yet written down as delivered.
+    pub notices_delivered: Mutex<Vec<i64>>,
+    /// Wakes the notice relay (a notice was just committed on this node).
+    pub notice_relay_now: Arc<tokio::sync::Notify>,
 }
 
 /// The node's hub. Cheap to clone.
@@ -122,8 +128,9 @@ impl Hub {
             config.retention.dedupe_max_age,
             config.retention.dedupe_max_entries,
         );
+        let (notice_tx, notice_feed) = tokio::sync::mpsc::unbounded_channel();
         let (subscriber, subscriber_task) =
-            Subscriber::start(redis_client, keys, redis_timeout, shutdown.clone());
+            Subscriber::start(redis_client, keys, redis_timeout, notice_tx, shutdown.clone());
         let node_id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let hub = Hub {
             inner: Arc::new(Inner {
@@ -138,6 +145,9 @@ impl Hub {
                 db,
                 shutdown,
                 tasks: tasks.clone(),
+                notices: Default::default(),
+                notices_delivered: Mutex::new(Vec::new()),
+                notice_relay_now: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         tasks.spawn(async move {
@@ -151,6 +161,11 @@ impl Hub {
                 every,
                 hub.inner.shutdown.clone(),
             ));
+            tasks.spawn(crate::notices::relay::run_relay(
+                hub.clone(),
+                every,
+                hub.inner.shutdown.clone(),
+            ));
         }
         if let Some(db) = hub.inner.db.clone() {
             tasks.spawn(crate::retention::run_outbox_sweeper(
@@ -159,6 +174,12 @@ impl Hub {
                 hub.inner.shutdown.clone(),
             ));
         }
+        // Without a database there are no notices, but the feed is drained.
+        tasks.spawn(crate::notices::relay::run_feed(
+            hub.clone(),
+            notice_feed,
+            hub.inner.shutdown.clone(),
+        ));
         hub
     }
 

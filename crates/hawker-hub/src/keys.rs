@@ -53,6 +53,11 @@ impl RoomKeys {
             .ok()
     }
 
+    /// The channel every node's notices travel on: `<prefix>:notices`.
+    pub fn notices_channel(&self) -> String {
+        format!("{}:notices", self.prefix)
+    }
+
     /// One of a room's keys: `<prefix>:room:{<id>}:<what>`.
     pub fn key(&self, room: Uuid, what: &str) -> String {
         format!("{}:room:{{{room}}}:{what}", self.prefix)
@@ -72,6 +77,8 @@ mod tests {
         assert_eq!(b.room_of_channel(&a.channel(room)), None);
         assert_eq!(a.room_of_channel(&b.channel(room)), None);
         assert_eq!(a.room_of_channel("hawker:room:{nope}"), None);
+        assert_eq!(a.room_of_channel(&a.notices_channel()), None);
+        assert_eq!(b.notices_channel(), "staging:notices");
         assert_eq!(b.key(room, "meta"), format!("staging:room:{{{room}}}:meta"));
     }
 

@@ -38,6 +38,7 @@ pub mod hub;
 pub mod keys;
 pub mod metrics;
 pub mod moderation;
+pub mod notices;
 pub mod protocol;
 pub mod ratelimit;
 pub mod retention;
@@ -54,5 +55,6 @@ pub use commands::{
 pub use config::HubConfig;
 pub use event::{Lane, Publication, StateChange};
 pub use hub::{Hub, Member, PublishError};
+pub use notices::{Notice, StoredNotice};
 pub use protocol::close_code;
 pub use rights::{RightsFuture, SessionRights};

@@ -55,3 +55,23 @@ pub fn likes_not_counted(n: u64) {
 pub fn host_demoted() {
     counter!("hawker_hub_host_demotions_total").increment(1);
 }
+
+/// Notices published on Redis by this node's relay.
+pub fn notices_published(n: u64) {
+    counter!("hawker_hub_notices_published_total").increment(n);
+}
+
+/// Notices queued to sockets; `how`: `live` (as published) or `join` (a
+/// socket's backlog when it joined or resumed). One per socket.
+pub fn notices_delivered(how: &'static str, n: u64) {
+    if n > 0 {
+        counter!("hawker_hub_notices_delivered_total", "how" => how).increment(n);
+    }
+}
+
+/// Notices deleted at expiry that no socket got and nobody read.
+pub fn notices_expired_undelivered(n: u64) {
+    if n > 0 {
+        counter!("hawker_hub_notices_expired_undelivered_total").increment(n);
+    }
+}

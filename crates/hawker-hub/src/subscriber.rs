@@ -60,15 +60,20 @@ pub struct Subscriber {
 impl Subscriber {
     /// Starts the subscriber task.
     /// Every call to Redis gives up after `timeout`.
+    /// The notices channel is subscribed on every connection; its frames go
+    /// to `notices` (and a `Resync` after each reconnection).
     pub fn start(
         client: redis::Client,
         keys: RoomKeys,
         timeout: Duration,
+        notices: mpsc::UnboundedSender<RoomFeed>,
         shutdown: CancellationToken,
     ) -> (Subscriber, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = Task {
             client,
+            notices_channel: keys.notices_channel(),
+            notices,
             keys,
             timeout,
             commands: rx,
@@ -126,6 +131,9 @@ struct Route {
 struct Task {
     client: redis::Client,
     keys: RoomKeys,
+    /// `<prefix>:notices`, subscribed for as long as the connection lives.
+    notices_channel: String,
+    notices: mpsc::UnboundedSender<RoomFeed>,
     timeout: Duration,
     commands: mpsc::UnboundedReceiver<SubCommand>,
     shutdown: CancellationToken,
@@ -165,6 +173,7 @@ impl Task {
                 for route in self.routes.values() {
                     let _ = route.feed.send(RoomFeed::Resync);
                 }
+                let _ = self.notices.send(RoomFeed::Resync);
             }
             first = false;
             backoff = Duration::from_millis(50);
@@ -220,8 +229,10 @@ impl Task {
 
     /// Subscribes every recorded room on a fresh connection.
     async fn resubscribe(&self, sink: &mut redis::aio::PubSubSink) -> bool {
-        for room in self.routes.keys() {
-            match tokio::time::timeout(self.timeout, sink.subscribe(self.keys.channel(*room))).await {
+        let channels = std::iter::once(self.notices_channel.clone())
+            .chain(self.routes.keys().map(|room| self.keys.channel(*room)));
+        for channel in channels {
+            match tokio::time::timeout(self.timeout, sink.subscribe(channel)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "redis subscriber: resubscribe failed");
@@ -251,6 +262,11 @@ impl Task {
                 _ = self.shutdown.cancelled() => return Ended::Stop,
                 message = stream.next() => match message {
                     Some(message) => {
+                        if message.get_channel_name() == self.notices_channel {
+                            let payload = Bytes::copy_from_slice(message.get_payload_bytes());
+                            let _ = self.notices.send(RoomFeed::Frame(payload));
+                            continue;
+                        }
                         let Some(room) = self.keys.room_of_channel(message.get_channel_name()) else { continue };
                         if let Some(route) = self.routes.get(&room) {
                             let payload = Bytes::copy_from_slice(message.get_payload_bytes());

@@ -167,7 +167,7 @@ pub struct DevPayment {
 
 /// `POST /v1/dev/orders/{order_id}/pay`: the buyer (or the session's host)
 /// pays an order through the real webhook path, signed with this server's
-/// webhook secret, so the order, the room (`order.paid`) and the figures
+/// webhook secret, so the order, the buyer's notice (`order.paid`) and the figures
 /// change exactly as with a real provider.
 async fn pay_order(
     State(state): State<AppState>,

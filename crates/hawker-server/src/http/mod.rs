@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod me;
 pub mod moderation;
+pub mod notices;
 pub mod openapi;
 pub mod payments;
 pub mod sessions;
@@ -78,6 +79,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::router())
         .merge(me::router())
+        .merge(notices::router())
         .merge(sessions::router())
         .merge(moderation::router())
         .merge(socket::router())

@@ -29,6 +29,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct SocketParams {
     /// `epoch:offset` of the last event the client saw, to resume.
     pub resume: Option<String>,
+    /// The id of the last private notice the client has: every unexpired,
+    /// unread notice after it is delivered again after the welcome.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub notices_after: Option<String>,
     /// The token, for clients that can set neither a header nor a subprotocol.
     pub access_token: Option<String>,
 }
@@ -41,7 +45,7 @@ pub struct SocketParams {
     params(("session_id" = Uuid, Path, description = "the session"), SocketParams),
     responses(
         (status = 101, description = "switching to the WebSocket protocol"),
-        (status = 400, body = ErrorBody, description = "not a WebSocket request, or a bad `resume`"),
+        (status = 400, body = ErrorBody, description = "not a WebSocket request, or a bad `resume` or `notices_after`"),
         Unauthenticated,
         (status = 403, body = ErrorBody, description = "origin not allowed"),
         (status = 404, body = ErrorBody, description = "no such session"),
@@ -77,6 +81,15 @@ pub async fn session_socket(
             ApiError::bad_request(
                 "bad_resume",
                 "resume must be `epoch:offset`, as in the last event received",
+            )
+        })?),
+    };
+    let notices_after = match params.notices_after.as_deref() {
+        None | Some("") => None,
+        Some(value) => Some(value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_notices_after",
+                "notices_after must be the id of a notice (a whole number, 0 or more)",
             )
         })?),
     };
@@ -145,7 +158,7 @@ pub async fn session_socket(
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
-                hub.serve(socket, session_id, member, resume, permit, commerce, rights)
+                hub.serve(socket, session_id, member, resume, notices_after, permit, commerce, rights)
                     .await;
                 drop(address_slot);
             })

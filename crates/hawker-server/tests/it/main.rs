@@ -16,6 +16,7 @@ mod hub;
 mod hub_security;
 mod listener;
 mod money;
+mod notices;
 mod order_faults;
 mod paging;
 mod payments;

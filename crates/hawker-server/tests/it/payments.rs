@@ -208,14 +208,26 @@ async fn a_signed_payment_marks_the_order_paid_once_and_repeats_change_nothing()
             .await
             .unwrap();
     assert_eq!(event, ("pending_payment".into(), "paid".into()));
+    // The buyer alone is told (a private notice); the room is not.
     assert_eq!(
         count(
             &app.db,
-            "select count(*) from room_outbox where event_type = 'order.paid' and data->>'order_id' = $1::text",
+            "select count(*) from user_notice where kind = 'order.paid' and data->>'order_id' = $1::text
+               and user_id = (select buyer_id from customer_order where order_id = $1)",
             order
         )
         .await,
         1
+    );
+    assert_eq!(
+        count(
+            &app.db,
+            "select count(*) from room_outbox where event_type like 'order.%' and data->>'order_id' = $1::text",
+            order
+        )
+        .await,
+        0,
+        "the room hears nothing of who paid what"
     );
 
     // The provider retries: the first answer again, nothing changes.
@@ -311,7 +323,12 @@ async fn a_payment_after_expiry_or_cancellation_marks_the_order_for_refund() {
     assert_eq!((status, answer["outcome"].as_str()), (200, Some("refund_due")));
     assert_eq!(order_events(&app.db, cancelled).await, 1);
     assert_eq!(
-        count(&app.db, "select count(*) from room_outbox where event_type = 'order.paid' and data->>'order_id' = $1::text", cancelled).await,
+        count(
+            &app.db,
+            "select count(*) from user_notice where kind = 'order.paid' and data->>'order_id' = $1::text",
+            cancelled
+        )
+        .await,
         0,
         "a refused payment is not announced as a sale"
     );

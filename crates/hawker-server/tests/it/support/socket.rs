@@ -52,11 +52,23 @@ pub async fn try_connect(
     resume: Option<(&str, u64)>,
     recv_buffer: Option<u32>,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let query = resume.map(|(epoch, offset)| format!("resume={epoch}:{offset}"));
+    try_connect_with(addr, session, token, query.as_deref(), recv_buffer).await
+}
+
+/// Connects with `query` (e.g. `notices_after=7`) added to the URL.
+pub async fn try_connect_with(
+    addr: SocketAddr,
+    session: Uuid,
+    token: &str,
+    query: Option<&str>,
+    recv_buffer: Option<u32>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let socket = TcpSocket::new_v4()?;
     if let Some(size) = recv_buffer {
         socket.set_recv_buffer_size(size)?;
     }
-    open(socket, addr, session, token, resume, None).await
+    open(socket, addr, session, token, query, None).await
 }
 
 /// Connects from the source address `local` (a 127.0.0.x) with an
@@ -78,12 +90,13 @@ async fn open(
     addr: SocketAddr,
     session: Uuid,
     token: &str,
-    resume: Option<(&str, u64)>,
+    query: Option<&str>,
     forwarded_for: Option<&str>,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let mut url = format!("ws://{addr}/v1/sessions/{session}/ws?access_token={token}");
-    if let Some((epoch, offset)) = resume {
-        url.push_str(&format!("&resume={epoch}:{offset}"));
+    if let Some(query) = query {
+        url.push('&');
+        url.push_str(query);
     }
     let tcp = socket.connect(addr).await?;
     let mut request = url.into_client_request()?;

@@ -1,0 +1,132 @@
+//! The notice tasks every node runs: the relay (publishes committed notices
+//! on Redis, one node at a time, oldest first), the sweeper (deletes expired
+//! ones), and the feed (live frames and gaps from the subscriber, and the
+//! record of what reached a socket).
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{encode, store};
+use crate::store::bounded;
+use crate::subscriber::RoomFeed;
+use crate::Hub;
+
+/// Notices relayed per round at most.
+const RELAY_BATCH: i64 = 1000;
+/// How often expired notices are deleted.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often "reached a socket" is written down.
+const DELIVERED_EVERY: Duration = Duration::from_millis(250);
+
+impl Hub {
+    /// Publishes committed notices not yet published, oldest first; returns
+    /// how many (0 when another node is relaying).
+    pub async fn relay_notices(&self) -> anyhow::Result<usize> {
+        let Some(db) = self.inner.db.as_ref() else {
+            return Ok(0);
+        };
+        if !self.inner.store.reachable().await {
+            return Ok(0);
+        }
+        let store = &self.inner.store;
+        let channel = store.keys.notices_channel();
+        let published = store::relay_round(db, RELAY_BATCH, |rows| async move {
+            let mut pipe = redis::pipe();
+            for row in &rows {
+                pipe.cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(encode(&row.user_id, &row.notice))
+                    .ignore();
+            }
+            let mut conn = store.redis.clone();
+            bounded(store.timeout, pipe.query_async::<()>(&mut conn)).await?;
+            Ok(())
+        })
+        .await?;
+        if published > 0 {
+            crate::metrics::notices_published(published as u64);
+        }
+        Ok(published)
+    }
+}
+
+/// The relay and the sweeper: every `every` (or at once when a notice was
+/// just committed on this node).
+pub(crate) async fn run_relay(hub: Hub, every: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let now = hub.inner.notice_relay_now.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+            _ = now.notified() => {}
+            _ = sweep.tick() => {
+                if let Some(db) = hub.inner.db.as_ref() {
+                    match store::sweep(db).await {
+                        Ok((_, never)) => crate::metrics::notices_expired_undelivered(never),
+                        Err(e) => tracing::debug!(error = %e, "notice sweep deferred"),
+                    }
+                }
+                continue;
+            }
+        }
+        // A full batch means more may wait: go on at once.
+        loop {
+            match hub.relay_notices().await {
+                Ok(n) if n as i64 >= RELAY_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "notice relay deferred");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The notices feed from the subscriber, and the writer of "delivered".
+pub(crate) async fn run_feed(
+    hub: Hub,
+    mut feed: mpsc::UnboundedReceiver<RoomFeed>,
+    shutdown: CancellationToken,
+) {
+    let mut flush = tokio::time::interval(DELIVERED_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            item = feed.recv() => match item {
+                Some(RoomFeed::Frame(bytes)) => hub.on_notice_frame(&bytes),
+                Some(RoomFeed::Resync) => hub.catch_up_notices().await,
+                None => break,
+            },
+            _ = flush.tick() => write_delivered(&hub).await,
+        }
+    }
+    write_delivered(&hub).await;
+}
+
+async fn write_delivered(hub: &Hub) {
+    let Some(db) = hub.inner.db.as_ref() else {
+        return;
+    };
+    let ids: Vec<i64> = std::mem::take(
+        &mut *hub
+            .inner
+            .notices_delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(e) = store::mark_delivered(db, &ids).await {
+        // Not fatal: such a notice may be delivered again at a join.
+        tracing::debug!(error = %e, "notice delivery not recorded");
+    }
+}
