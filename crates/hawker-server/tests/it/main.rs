@@ -4,6 +4,8 @@
 
 mod agency;
 mod auth;
+mod campaigns;
+mod catalog;
 mod commerce;
 mod config;
 mod console;
