@@ -186,7 +186,8 @@ pub struct Deal {
     pub floor_price_minor: Option<i64>,
 }
 
-const DEAL_COLUMNS: &str =
+/// The columns of [`Deal`], for every query that reads one.
+pub(crate) const DEAL_COLUMNS: &str =
     "deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold, \
     per_buyer_cap, starts_at, ends_at, status, end_reason, ended_at, stock_version, campaign_id, floor_price_minor";
 

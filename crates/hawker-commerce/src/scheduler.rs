@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::deals::{end_deal_tx, Deal};
+use crate::deals::{end_deal_tx, Deal, DEAL_COLUMNS};
 use crate::stock;
 use crate::Commerce;
 use hawker_hub::Publication;
@@ -51,13 +51,12 @@ pub async fn run(c: Commerce, shutdown: CancellationToken) {
 
 async fn start_due_deals(c: &Commerce) -> anyhow::Result<()> {
     let mut tx = c.db().begin().await?;
-    let due: Vec<Deal> = sqlx::query_as(
+    let due: Vec<Deal> = sqlx::query_as(&format!(
         "update deal set status = 'live'
           where deal_id in (select deal_id from deal where status = 'scheduled' and starts_at <= now()
                              and ends_at > now() for update skip locked limit 100)
-      returning deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold,
-                per_buyer_cap, starts_at, ends_at, status, end_reason, ended_at, stock_version",
-    )
+      returning {DEAL_COLUMNS}"
+    ))
     .fetch_all(&mut *tx)
     .await?;
     for deal in &due {

@@ -94,9 +94,11 @@ pub async fn insert_brand_with_sku(db: &PgPool, price_minor: i64, stock: i32) ->
     (brand, sku)
 }
 
-/// Puts `sku` in an accepted campaign (floor 1 minor unit, no allocation)
-/// between `agency` and the SKU's brand, creating the campaign if there is
-/// none; returns the campaign. Only campaign SKUs may enter a lineup.
+/// Puts `sku` in an accepted campaign (no allocation; floor 1 minor unit,
+/// and the brand allows going below it, so coupons of any size apply as
+/// before campaigns existed) between `agency` and the SKU's brand, creating
+/// the campaign if there is none; returns the campaign. Only campaign SKUs
+/// may enter a lineup.
 pub async fn ensure_campaign_sku(db: &PgPool, agency: Uuid, sku: Uuid) -> Uuid {
     let brand: Uuid = sqlx::query_scalar("select brand_id from sku where sku_id = $1")
         .bind(sku)
@@ -118,9 +120,9 @@ pub async fn ensure_campaign_sku(db: &PgPool, agency: Uuid, sku: Uuid) -> Uuid {
             let c = Uuid::new_v4();
             sqlx::query(
                 "insert into campaign (campaign_id, brand_id, agency_id, name, status, proposed_by, starts_at,
-                        created_by, decided_by, decided_at)
+                        allow_below_floor, created_by, decided_by, decided_at)
                  values ($1, $2, $3, 'Test campaign', 'accepted', 'admin', now() - interval '1 hour',
-                        'test', 'test', now())",
+                        true, 'test', 'test', now())",
             )
             .bind(c)
             .bind(brand)
