@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::products::managed_sku;
+use crate::access::may_manage;
 use crate::validate::MAX_STOCK_DELTA;
 
 /// Why stock moved.
@@ -92,6 +92,18 @@ pub async fn record(conn: &mut PgConnection, m: NewMovement<'_>) -> Result<Movem
     })
 }
 
+/// Refuses (as "not found") unless the SKU exists and the caller manages its brand.
+async fn require_sku(db: &PgPool, claims: &Claims, sku_id: Uuid) -> Result<()> {
+    let brand: Option<Uuid> = sqlx::query_scalar("select brand_id from sku where sku_id = $1")
+        .bind(sku_id)
+        .fetch_optional(db)
+        .await?;
+    match brand {
+        Some(brand) if may_manage(claims, brand) => Ok(()),
+        _ => Err(Error::NotFound("sku")),
+    }
+}
+
 pub(crate) fn insufficient_stock() -> Error {
     Error::conflict(
         "insufficient_stock",
@@ -157,7 +169,7 @@ pub async fn change_stock(
     sku_id: Uuid,
     change: StockChange,
 ) -> Result<Movement> {
-    managed_sku(db, claims, sku_id).await?;
+    require_sku(db, claims, sku_id).await?;
     check_change(&change)?;
     let reason = match change.kind {
         StockChangeKind::Restock => MovementReason::Restock,
@@ -191,7 +203,7 @@ pub struct MovementPage {
 
 /// A SKU's movements (its brand and admins), newest first.
 pub async fn movements(db: &PgPool, claims: &Claims, sku_id: Uuid, page: &PageQuery) -> Result<MovementPage> {
-    managed_sku(db, claims, sku_id).await?;
+    require_sku(db, claims, sku_id).await?;
     let limit = page.limit()?;
     let after = page.after_time_int()?;
     let rows = sqlx::query_as::<_, Movement>(&format!(

@@ -122,10 +122,10 @@ pub async fn create_deal(
          select sku_id, $2 - stock_on_hand, 'restock', 'loadtest stampede', 'loadtest'
            from sku where sku_id = $1 and stock_on_hand < $2",
     )
-        .bind(spec.sku)
-        .bind(spec.quantity)
-        .execute(db)
-        .await?;
+    .bind(spec.sku)
+    .bind(spec.quantity)
+    .execute(db)
+    .await?;
     let (status, body) = call(
         addr,
         "POST",
