@@ -104,7 +104,8 @@ async function loadLineup() {
 }
 
 async function loadCatalog() {
-  if (dev) catalog = (await api(`/v1/dev/sessions/${sessionId}/catalog`, { token }).catch(() => null)) || [];
+  // Only SKUs of the agency's active campaigns may enter the lineup.
+  catalog = (await api(`/v1/sessions/${sessionId}/sellable-skus`, { token }).catch(() => null)) || [];
   renderCatalog();
 }
 

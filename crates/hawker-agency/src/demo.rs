@@ -83,3 +83,28 @@ pub async fn seed_session(
     .await?;
     Ok(())
 }
+
+/// Inserts an accepted, open-ended campaign between the agency and the brand.
+pub async fn seed_campaign(
+    conn: &mut PgConnection,
+    campaign_id: Uuid,
+    brand_id: Uuid,
+    agency_id: Uuid,
+    name: &str,
+    starts_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into campaign (campaign_id, brand_id, agency_id, name, status, proposed_by, starts_at,
+                created_by, decided_by, decided_at)
+         values ($1, $2, $3, $4, 'accepted', 'admin', $5, 'seed', 'seed', now())
+         on conflict do nothing",
+    )
+    .bind(campaign_id)
+    .bind(brand_id)
+    .bind(agency_id)
+    .bind(name)
+    .bind(starts_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

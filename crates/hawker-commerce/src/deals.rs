@@ -9,6 +9,9 @@ use serde_json::{json, Value};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use hawker_catalog::campaign_skus::{self, GiveBack, TakeUnits};
+use hawker_catalog::stock::MovementReason;
+
 use crate::access::require_host;
 use crate::Commerce;
 use hawker_core::error::{Error, Result};
@@ -25,6 +28,8 @@ pub struct LineupItem {
     pub price_minor: i64,
     pub currency: String,
     pub stock_on_hand: i32,
+    /// The campaign the item sells under (null for items added before campaigns).
+    pub campaign_id: Option<Uuid>,
 }
 
 /// A page of a lineup.
@@ -45,7 +50,7 @@ pub struct DealPage {
 
 const LINEUP_SELECT: &str =
     "select l.lineup_item_id, l.session_id, l.link_number, l.sku_id, p.name as product_name,
-        s.name as sku_name, s.price_minor, s.currency, s.stock_on_hand
+        s.name as sku_name, s.price_minor, s.currency, s.stock_on_hand, l.campaign_id
    from lineup_item l join sku s using (sku_id) join product p using (product_id)";
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -71,14 +76,10 @@ pub async fn add_lineup_item(
             return Err(Error::invalid("bad_link_number", "link_number must be 1 to 9999"));
         }
     }
-    let brand: Option<Uuid> = sqlx::query_scalar(
-        "select p.brand_id from sku s join product p using (product_id) where s.sku_id = $1",
-    )
-    .bind(item.sku_id)
-    .fetch_optional(c.db())
-    .await?;
-    let brand = brand.ok_or(Error::NotFound("sku"))?;
-    if access.brand_id.is_some_and(|b| b != brand) {
+    // Only a SKU of an active campaign between the session's agency and the
+    // SKU's brand may enter the lineup (`hawker_catalog::campaign_skus`).
+    let sellable = campaign_skus::sellable(c.db(), access.agency_id, item.sku_id).await?;
+    if access.brand_id.is_some_and(|b| b != sellable.brand_id) {
         return Err(Error::invalid(
             "wrong_brand",
             "the SKU belongs to another brand than the session's",
@@ -86,13 +87,14 @@ pub async fn add_lineup_item(
     }
     let id = Uuid::now_v7();
     let inserted = sqlx::query(
-        "insert into lineup_item (lineup_item_id, session_id, link_number, sku_id)
-         values ($1, $2, coalesce($3, (select coalesce(max(link_number), 0) + 1 from lineup_item where session_id = $2)), $4)",
+        "insert into lineup_item (lineup_item_id, session_id, link_number, sku_id, campaign_id)
+         values ($1, $2, coalesce($3, (select coalesce(max(link_number), 0) + 1 from lineup_item where session_id = $2)), $4, $5)",
     )
     .bind(id)
     .bind(session_id)
     .bind(item.link_number)
     .bind(item.sku_id)
+    .bind(sellable.campaign_id)
     .execute(c.db())
     .await;
     match inserted {
@@ -106,6 +108,17 @@ pub async fn add_lineup_item(
         Err(e) => return Err(e.into()),
     }
     lineup_item(c, id).await
+}
+
+/// The SKUs the session's host may add to its lineup: those of the active
+/// campaigns of the session's agency (with the session's brand, if it has one).
+pub async fn sellable_skus(
+    c: &Commerce,
+    claims: &Claims,
+    session_id: Uuid,
+) -> Result<Vec<campaign_skus::CampaignSku>> {
+    let access = require_host(c.db(), claims, session_id).await?;
+    campaign_skus::sellable_skus(c.db(), access.agency_id, access.brand_id).await
 }
 
 async fn lineup_item(c: &Commerce, id: Uuid) -> Result<LineupItem> {
@@ -193,12 +206,18 @@ pub struct Deal {
     pub stock_version: i64,
     /// Whether the room is told the deal's paid orders and units (`deal.sales`).
     pub show_sales: bool,
+    /// The campaign whose stock the deal took (null for deals before campaigns).
+    pub campaign_id: Option<Uuid>,
+    /// The lowest amount per unit an order may pay after its coupon; null when
+    /// the campaign allows going below its floor.
+    pub floor_price_minor: Option<i64>,
 }
 
 /// The columns of a [`Deal`], for every query that reads one.
 pub(crate) const DEAL_COLUMNS: &str =
     "deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold, \
-    per_buyer_cap, starts_at, ends_at, status, end_reason, ended_at, stock_version, show_sales";
+    per_buyer_cap, starts_at, ends_at, status, end_reason, ended_at, stock_version, show_sales, \
+    campaign_id, floor_price_minor";
 
 impl Deal {
     /// The deal as the room sees it (`deal:<id>` in the snapshot).
@@ -274,28 +293,30 @@ pub async fn create_deal(c: &Commerce, claims: &Claims, session_id: Uuid, new: N
         ));
     }
     let item = by_link(c, session_id, new.link_number).await?;
+    let deal_id = Uuid::now_v7();
     let mut tx = c.db().begin().await?;
-    let taken = sqlx::query(
-        "update sku set stock_on_hand = stock_on_hand - $2 where sku_id = $1 and stock_on_hand >= $2",
+    // The units come from the brand's stock under the lineup item's campaign,
+    // at or above its floor (a movement; the SKU row stays locked to the commit).
+    let taken = campaign_skus::take_units(
+        &mut tx,
+        TakeUnits {
+            campaign_id: item.campaign_id,
+            sku_id: item.sku_id,
+            quantity: new.quantity,
+            price_minor: new.price_minor,
+            deal_id,
+            actor: &claims.sub,
+        },
     )
-    .bind(item.sku_id)
-    .bind(new.quantity)
-    .execute(&mut *tx)
     .await?;
-    if taken.rows_affected() == 0 {
-        return Err(Error::conflict(
-            "insufficient_stock",
-            "the SKU does not have that many units on hand",
-        ));
-    }
     let starts_at = Utc::now() + Duration::seconds(new.countdown_secs as i64);
     let ends_at = starts_at + Duration::seconds(new.duration_secs as i64);
     let deal = sqlx::query_as::<_, Deal>(&format!(
         "insert into deal (deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity,
-                per_buyer_cap, starts_at, ends_at, created_by, show_sales)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning {DEAL_COLUMNS}"
+                per_buyer_cap, starts_at, ends_at, created_by, show_sales, campaign_id, floor_price_minor)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) returning {DEAL_COLUMNS}"
     ))
-    .bind(Uuid::now_v7())
+    .bind(deal_id)
     .bind(session_id)
     .bind(item.lineup_item_id)
     .bind(item.sku_id)
@@ -307,6 +328,8 @@ pub async fn create_deal(c: &Commerce, claims: &Claims, session_id: Uuid, new: N
     .bind(ends_at)
     .bind(&claims.sub)
     .bind(new.show_sales)
+    .bind(taken.campaign_id)
+    .bind(taken.floor_price_minor)
     .fetch_one(&mut *tx)
     .await?;
     let view = deal.room_view(Some(item.link_number));
@@ -373,23 +396,30 @@ pub async fn end_deal(c: &Commerce, claims: &Claims, deal_id: Uuid) -> Result<De
 /// Ends a deal inside `tx` (if not ended): unsold units go back to the SKU,
 /// the room gets the final stock and `deal.ended`. Returns false if it had ended.
 pub async fn end_deal_tx(tx: &mut Transaction<'_, Postgres>, deal_id: Uuid, reason: &str) -> Result<bool> {
-    let row: Option<(Uuid, Uuid, i32, i32, i64)> = sqlx::query_as(
+    let row: Option<(Uuid, Uuid, i32, i32, i64, Option<Uuid>)> = sqlx::query_as(
         "update deal set status = 'ended', end_reason = $2, ended_at = now(), stock_version = stock_version + 1
           where deal_id = $1 and status <> 'ended'
-      returning session_id, sku_id, quantity, sold, stock_version",
+      returning session_id, sku_id, quantity, sold, stock_version, campaign_id",
     )
     .bind(deal_id)
     .bind(reason)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((session_id, sku_id, quantity, sold, version)) = row else {
+    let Some((session_id, sku_id, quantity, sold, version, campaign_id)) = row else {
         return Ok(false);
     };
-    sqlx::query("update sku set stock_on_hand = stock_on_hand + $2 where sku_id = $1")
-        .bind(sku_id)
-        .bind(quantity - sold)
-        .execute(&mut **tx)
-        .await?;
+    campaign_skus::give_back(
+        tx,
+        GiveBack {
+            campaign_id,
+            sku_id,
+            units: quantity - sold,
+            reason: MovementReason::DealReturned,
+            deal_id,
+            actor: reason,
+        },
+    )
+    .await?;
     announce_end(tx, deal_id, session_id, reason, quantity, sold, version).await?;
     Ok(true)
 }

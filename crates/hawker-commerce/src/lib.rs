@@ -27,7 +27,6 @@ pub mod commands;
 pub mod config;
 pub mod coupons;
 pub mod deals;
-pub mod demo;
 pub mod order;
 pub mod payments;
 pub mod pricing;

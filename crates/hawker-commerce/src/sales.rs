@@ -6,7 +6,7 @@
 //! [`refunds`]). Typed rows; nothing here writes or touches Redis.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
@@ -173,33 +173,6 @@ pub async fn brand_sells_in(db: &PgPool, session_id: Uuid, brand_id: Uuid) -> Re
     .bind(session_id)
     .bind(brand_id)
     .fetch_one(db)
-    .await?)
-}
-
-/// One SKU on offer, as a catalog lists it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct CatalogSku {
-    pub sku_id: Uuid,
-    pub code: String,
-    pub product_name: String,
-    pub sku_name: String,
-    pub price_minor: i64,
-    pub currency: String,
-    pub stock_on_hand: i32,
-}
-
-/// The SKUs of `brand`'s products (every brand's with `None`), by product
-/// name then SKU code.
-pub async fn catalog(db: &PgPool, brand: Option<Uuid>) -> Result<Vec<CatalogSku>> {
-    Ok(sqlx::query_as::<_, CatalogSku>(
-        "select s.sku_id, s.code, p.name as product_name, s.name as sku_name, s.price_minor,
-                s.currency::text as currency, s.stock_on_hand
-           from sku s join product p using (product_id)
-          where $1::uuid is null or p.brand_id = $1
-          order by p.name, s.code",
-    )
-    .bind(brand)
-    .fetch_all(db)
     .await?)
 }
 

@@ -150,21 +150,35 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     let mut figures = Vec::new();
     let mut live = Vec::new();
     for (deal_id, units) in &per_deal {
-        let (session_id, sku_id, quantity, sold, version, status): (Uuid, Uuid, i32, i32, i64, String) =
-            sqlx::query_as(
-                "update deal set sold = sold - $2, stock_version = stock_version + 1 where deal_id = $1
-          returning session_id, sku_id, quantity, sold, stock_version, status",
-            )
-            .bind(deal_id)
-            .bind(units)
-            .fetch_one(&mut *tx)
-            .await?;
+        let (session_id, sku_id, quantity, sold, version, status, campaign_id): (
+            Uuid,
+            Uuid,
+            i32,
+            i32,
+            i64,
+            String,
+            Option<Uuid>,
+        ) = sqlx::query_as(
+            "update deal set sold = sold - $2, stock_version = stock_version + 1 where deal_id = $1
+          returning session_id, sku_id, quantity, sold, stock_version, status, campaign_id",
+        )
+        .bind(deal_id)
+        .bind(units)
+        .fetch_one(&mut *tx)
+        .await?;
         if status == "ended" {
-            sqlx::query("update sku set stock_on_hand = stock_on_hand + $2 where sku_id = $1")
-                .bind(sku_id)
-                .bind(units)
-                .execute(&mut *tx)
-                .await?;
+            hawker_catalog::campaign_skus::give_back(
+                &mut tx,
+                hawker_catalog::campaign_skus::GiveBack {
+                    campaign_id,
+                    sku_id,
+                    units: *units,
+                    reason: hawker_catalog::stock::MovementReason::OrderReleased,
+                    deal_id: *deal_id,
+                    actor: "payment_expired",
+                },
+            )
+            .await?;
         } else {
             live.push(*deal_id);
             figures.push(stock::deal_stock(

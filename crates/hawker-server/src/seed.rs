@@ -4,7 +4,7 @@
 use anyhow::Context;
 use chrono::{Duration, TimeZone, Utc};
 use hawker_agency::demo::DemoHost;
-use hawker_commerce::demo::DemoProduct;
+use hawker_catalog::demo::DemoProduct;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -15,6 +15,8 @@ pub const HOST_IDS: [Uuid; 2] = [
 ];
 pub const BRAND_ID: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_c001);
 pub const SESSION_ID: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_d001);
+/// The accepted campaign under which the agency sells the brand's SKUs.
+pub const CAMPAIGN_ID: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_f001);
 
 const PRODUCTS: [(u128, &str, &str, i64, i32); 3] = [
     (0xe001, "Velvet Matte Lipstick", "Ruby Woo", 1999, 5000),
@@ -73,9 +75,25 @@ pub async fn seed(db: &PgPool) -> anyhow::Result<Seeded> {
             price_minor,
             currency: "USD",
             stock_on_hand,
+            // Deals may go down to half the list price.
+            floor_price_minor: price_minor / 2,
         })
         .collect();
-    hawker_commerce::demo::seed_catalogue(&mut tx, BRAND_ID, &products).await?;
+    hawker_catalog::demo::seed_catalogue(&mut tx, BRAND_ID, &products).await?;
+    let campaign_start = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .context("seed date")?;
+    hawker_agency::demo::seed_campaign(
+        &mut tx,
+        CAMPAIGN_ID,
+        BRAND_ID,
+        AGENCY_ID,
+        "Aurora x Starlight",
+        campaign_start,
+    )
+    .await?;
+    hawker_catalog::demo::seed_campaign_skus(&mut tx, CAMPAIGN_ID, &products).await?;
     // Today, 18:00 to 22:00 UTC, whatever day the seed runs. A session still
     // only scheduled moves to today; one that went live keeps its history.
     let today = Utc::now()

@@ -115,12 +115,17 @@ pub async fn create_deal(
     agency_token: &str,
     spec: &DealSpec,
 ) -> anyhow::Result<Uuid> {
-    // The deal takes its units from the SKU's stock.
-    sqlx::query("update sku set stock_on_hand = greatest(stock_on_hand, $2) where sku_id = $1")
-        .bind(spec.sku)
-        .bind(spec.quantity)
-        .execute(db)
-        .await?;
+    // The deal takes its units from the SKU's stock: restock what is
+    // missing (stock on hand changes only through a movement).
+    sqlx::query(
+        "insert into stock_movement (sku_id, delta, reason, note, actor)
+         select sku_id, $2 - stock_on_hand, 'restock', 'loadtest stampede', 'loadtest'
+           from sku where sku_id = $1 and stock_on_hand < $2",
+    )
+    .bind(spec.sku)
+    .bind(spec.quantity)
+    .execute(db)
+    .await?;
     let (status, body) = call(
         addr,
         "POST",

@@ -71,6 +71,9 @@ pub(crate) struct DealRow {
     pub started: bool,
     /// `ends_at <= now()` by Postgres' clock.
     pub over: bool,
+    /// The campaign's floor per unit, which the amount after a coupon may
+    /// not go below; none when the campaign allows it.
+    pub floor_price_minor: Option<i64>,
 }
 
 /// A coupon claim with its drop's terms, read under lock.
@@ -255,7 +258,21 @@ fn price(
     let too_large = || Error::invalid("bad_quantity", "the order's amount is too large");
     let subtotal = pricing::subtotal_minor(deal.price_minor, r.quantity).ok_or_else(too_large)?;
     let discount = coupon_discount(r, deal, subtotal, claims, used)?;
-    pricing::price(deal.price_minor, r.quantity, discount).ok_or_else(too_large)
+    let price = pricing::price(deal.price_minor, r.quantity, discount).ok_or_else(too_large)?;
+    if let Some(floor) = deal.floor_price_minor {
+        let lowest = pricing::subtotal_minor(floor, r.quantity).ok_or_else(too_large)?;
+        if price.amount_minor < lowest {
+            // The coupon was not used after all: a later request may use it.
+            if let Some(id) = r.coupon_claim_id {
+                used.remove(&id);
+            }
+            return Err(Error::conflict(
+                "coupon_below_floor",
+                format!("with the coupon the order would cost less than the campaign's floor of {floor} minor units per unit"),
+            ));
+        }
+    }
+    Ok(price)
 }
 
 fn coupon_discount(
@@ -321,6 +338,7 @@ mod tests {
             end_reason: None,
             started: true,
             over: false,
+            floor_price_minor: None,
         }
     }
 
@@ -559,6 +577,25 @@ mod tests {
                 amount_minor: 1800
             })
         ));
+    }
+
+    #[test]
+    fn a_coupon_may_not_take_the_amount_below_the_campaign_floor() {
+        let mut deal = deal(10, 0, 5);
+        deal.floor_price_minor = Some(950);
+        let mut known = known(deal);
+        known.claims.insert(Uuid::from_u128(50), claim(50, "a"));
+        // 10 % off 1000 is 900 per unit, under the floor of 950: refused, and
+        // the claim stays usable by the buyer's next request in the batch.
+        let batch = [with_coupon(request("a", "k1", 1), 50), request("a", "k2", 1)];
+        assert_eq!(decided(&batch, &known), ["coupon_below_floor", "ok:1000"]);
+        known
+            .deals
+            .values_mut()
+            .for_each(|d| d.floor_price_minor = Some(900));
+        assert_eq!(decided(&batch[..1], &known), ["ok:900"]);
+        known.deals.values_mut().for_each(|d| d.floor_price_minor = None);
+        assert_eq!(decided(&batch[..1], &known), ["ok:900"]);
     }
 
     #[test]

@@ -465,7 +465,8 @@ async fn read_deals(
 ) -> Result<Vec<DealRow>> {
     let sql = format!(
         "select deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity, sold,
-                per_buyer_cap, status, end_reason, starts_at <= now() as started, ends_at <= now() as over
+                per_buyer_cap, status, end_reason, starts_at <= now() as started, ends_at <= now() as over,
+                floor_price_minor
            from deal where deal_id = any($1) order by deal_id{}",
         if lock { " for update" } else { "" }
     );

@@ -305,12 +305,14 @@ pub async fn leave_roster(
     ))
 }
 
-/// A brand engages an agency: created by either of them (for itself) or an admin.
+/// A brand engages an agency: proposed by either of them (for itself), which
+/// the other accepts (`POST /v1/campaigns/{campaign_id}/accept`); an admin's
+/// campaign is accepted at once.
 #[utoipa::path(post, path = "/v1/campaigns", tag = "agency", security(("bearer" = [])),
     request_body = NewCampaign,
     responses(
         (status = 201, body = Campaign),
-        (status = 400, body = ErrorBody, description = "bad_name, bad_json"),
+        (status = 400, body = ErrorBody, description = "bad_name, bad_dates, bad_json"),
         Unauthenticated,
         (status = 403, body = ErrorBody, description = "the token is neither the agency nor the brand"),
         (status = 404, body = ErrorBody, description = "no such brand or agency"),

@@ -173,7 +173,7 @@ pub async fn end_deal(
         (status = 400, body = ErrorBody, description = "bad_quantity, bad_idempotency_key, missing_idempotency_key, bad_json"),
         Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such deal"),
-        (status = 409, body = ErrorBody, description = "sold_out, cap_exceeded, deal_not_started, deal_ended, coupon_invalid, idempotency_key_reused, duplicate_request"),
+        (status = 409, body = ErrorBody, description = "sold_out, cap_exceeded, deal_not_started, deal_ended, coupon_invalid, coupon_below_floor, idempotency_key_reused, duplicate_request"),
         (status = 503, body = ErrorBody, description = "Postgres or Redis unreachable; retry with the same key after Retry-After"),
     ))]
 pub async fn place_order(

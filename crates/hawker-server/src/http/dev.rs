@@ -11,11 +11,10 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{Duration, Utc};
-use hawker_agency::access::{self, SessionStatus};
+use hawker_agency::access::SessionStatus;
 use hawker_agency::{roster, schedule};
 use hawker_commerce::order::{get_order, Order};
 use hawker_commerce::payments::{self, WebhookOutcome, PAYMENT_SUCCEEDED};
-use hawker_commerce::sales::{self, CatalogSku};
 use hawker_core::auth::MAX_SUBJECT_LEN;
 use hawker_core::Error as DomainError;
 use hawker_core::{Claims, Role};
@@ -46,7 +45,6 @@ pub fn router(environment: Environment, listen: SocketAddr) -> Option<Router<App
         Router::new()
             .route("/v1/dev/token", post(mint_token))
             .route("/v1/dev/demo", get(demo))
-            .route("/v1/dev/sessions/{session_id}/catalog", get(catalog))
             .route("/v1/dev/orders/{order_id}/pay", post(pay_order))
     })
 }
@@ -145,18 +143,6 @@ async fn demo(State(state): State<AppState>) -> ApiResult<Json<Demo>> {
         session_title: session.map(|s| s.title),
         hosts,
     }))
-}
-
-/// `GET /v1/dev/sessions/{session_id}/catalog`: the SKUs the host may add to
-/// the lineup (the session's brand's; every brand's when it has none). A
-/// stand-in until the catalog has a route of its own.
-async fn catalog(
-    State(state): State<AppState>,
-    _auth: Auth,
-    Path(session_id): Path<Uuid>,
-) -> ApiResult<Json<Vec<CatalogSku>>> {
-    let session = access::load_session(&state.db, session_id).await?;
-    Ok(Json(sales::catalog(&state.db, session.brand_id).await?))
 }
 
 #[derive(Debug, Serialize)]

@@ -4,6 +4,7 @@
 
 pub mod agency;
 pub mod auth;
+pub mod catalog;
 pub mod commerce;
 pub mod console;
 pub mod coupons;
@@ -86,7 +87,8 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::router())
         .merge(coupons::router())
         .merge(payments::router())
-        .merge(agency::router());
+        .merge(agency::router())
+        .merge(catalog::router());
     let (router, mut doc) = router.split_for_parts();
     openapi::complete(&mut doc);
     (router, doc)

@@ -54,13 +54,13 @@ async fn development_and_test_servers_mint_demo_tokens() {
     let demo: Value = app.get("/v1/dev/demo", None).await.json().await.unwrap();
     assert_eq!(demo["session_id"], "00000000-0000-4000-8000-00000000d001");
     assert_eq!(demo["seeded"], false, "a fresh database has no demo data");
-    let catalog = app
+    let picker = app
         .get(
-            "/v1/dev/sessions/00000000-0000-4000-8000-00000000d001/catalog",
+            "/v1/sessions/00000000-0000-4000-8000-00000000d001/sellable-skus",
             Some(&token),
         )
         .await;
-    assert_eq!(catalog.status(), 404, "no such session yet");
+    assert_eq!(picker.status(), 404, "no such session yet");
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 mod agency;
 mod auth;
 mod authz_matrix;
+mod campaigns;
+mod catalog;
 mod commerce;
 mod config;
 mod console;

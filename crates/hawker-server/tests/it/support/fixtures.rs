@@ -70,21 +70,85 @@ pub async fn insert_brand_with_sku(db: &PgPool, price_minor: i64, stock: i32) ->
         .await
         .expect("product");
     sqlx::query(
-        "insert into sku (sku_id, product_id, code, name, price_minor, currency, stock_on_hand)
-         values ($1, $2, 'LIP-1', 'Ruby', $3, 'USD', $4)",
+        "insert into sku (sku_id, product_id, brand_id, code, name, price_minor, currency, stock_on_hand)
+         values ($1, $2, $3, 'LIP-1', 'Ruby', $4, 'USD', 0)",
     )
     .bind(sku)
     .bind(product)
+    .bind(brand)
     .bind(price_minor)
-    .bind(stock)
     .execute(db)
     .await
     .expect("sku");
+    if stock > 0 {
+        // Stock on hand moves only through movements.
+        sqlx::query(
+            "insert into stock_movement (sku_id, delta, reason, actor) values ($1, $2, 'opening', 'test')",
+        )
+        .bind(sku)
+        .bind(stock)
+        .execute(db)
+        .await
+        .expect("opening stock");
+    }
     (brand, sku)
 }
 
-/// Adds `sku` to the session's line-up (the next link number) as the agency.
+/// Puts `sku` in an accepted campaign (no allocation; floor 1 minor unit,
+/// and the brand allows going below it, so coupons of any size apply as
+/// before campaigns existed) between `agency` and the SKU's brand, creating
+/// the campaign if there is none; returns the campaign. Only campaign SKUs
+/// may enter a lineup.
+pub async fn ensure_campaign_sku(db: &PgPool, agency: Uuid, sku: Uuid) -> Uuid {
+    let brand: Uuid = sqlx::query_scalar("select brand_id from sku where sku_id = $1")
+        .bind(sku)
+        .fetch_one(db)
+        .await
+        .expect("sku brand");
+    let existing: Option<Uuid> = sqlx::query_scalar(
+        "select campaign_id from campaign where agency_id = $1 and brand_id = $2 and status = 'accepted'
+          order by created_at limit 1",
+    )
+    .bind(agency)
+    .bind(brand)
+    .fetch_optional(db)
+    .await
+    .expect("campaign");
+    let campaign = match existing {
+        Some(c) => c,
+        None => {
+            let c = Uuid::new_v4();
+            sqlx::query(
+                "insert into campaign (campaign_id, brand_id, agency_id, name, status, proposed_by, starts_at,
+                        allow_below_floor, created_by, decided_by, decided_at)
+                 values ($1, $2, $3, 'Test campaign', 'accepted', 'admin', now() - interval '1 hour',
+                        true, 'test', 'test', now())",
+            )
+            .bind(c)
+            .bind(brand)
+            .bind(agency)
+            .execute(db)
+            .await
+            .expect("insert campaign");
+            c
+        }
+    };
+    sqlx::query(
+        "insert into campaign_sku (campaign_id, sku_id, floor_price_minor) values ($1, $2, 1)
+         on conflict do nothing",
+    )
+    .bind(campaign)
+    .bind(sku)
+    .execute(db)
+    .await
+    .expect("campaign sku");
+    campaign
+}
+
+/// Adds `sku` to the session's line-up (the next link number) as the agency,
+/// under a campaign between the agency and the SKU's brand ([`ensure_campaign_sku`]).
 pub async fn add_to_lineup(app: &TestApp, agency: Uuid, session: Uuid, sku: Uuid) {
+    ensure_campaign_sku(&app.db, agency, sku).await;
     let (status, body) = app
         .send(
             reqwest::Method::POST,
