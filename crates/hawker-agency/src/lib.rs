@@ -20,6 +20,7 @@
 pub mod access;
 pub mod campaigns;
 pub mod demo;
+pub mod discover;
 pub mod page;
 pub mod roster;
 pub mod schedule;
