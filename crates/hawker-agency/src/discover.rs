@@ -76,7 +76,11 @@ impl DiscoverQuery {
                 ))
             }
         };
-        let from = self.from.as_deref().map(|v| parse_instant("from", v)).transpose()?;
+        let from = self
+            .from
+            .as_deref()
+            .map(|v| parse_instant("from", v))
+            .transpose()?;
         let to = self.to.as_deref().map(|v| parse_instant("to", v)).transpose()?;
         if let (Some(f), Some(t)) = (from, to) {
             if t <= f {
@@ -203,17 +207,20 @@ pub async fn sessions(
 
 /// The names of these brands.
 pub async fn brand_names(db: &PgPool, brand_ids: &[Uuid]) -> Result<HashMap<Uuid, String>> {
-    let rows: Vec<(Uuid, String)> = sqlx::query_as("select brand_id, name from brand where brand_id = any($1)")
-        .bind(brand_ids)
-        .fetch_all(db)
-        .await?;
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("select brand_id, name from brand where brand_id = any($1)")
+            .bind(brand_ids)
+            .fetch_all(db)
+            .await?;
     Ok(rows.into_iter().collect())
 }
 
 /// Whether a brand exists.
 pub async fn brand_exists(db: &PgPool, brand_id: Uuid) -> Result<bool> {
-    Ok(sqlx::query_scalar("select exists (select 1 from brand where brand_id = $1)")
-        .bind(brand_id)
-        .fetch_one(db)
-        .await?)
+    Ok(
+        sqlx::query_scalar("select exists (select 1 from brand where brand_id = $1)")
+            .bind(brand_id)
+            .fetch_one(db)
+            .await?,
+    )
 }

@@ -76,16 +76,23 @@ pub async fn agency_schedule(c: &Commerce, agency_id: Uuid, page: &PageQuery) ->
     list(c, &filter, true, page).await
 }
 
-async fn list(c: &Commerce, filter: &DiscoverFilter, upcoming: bool, page: &PageQuery) -> Result<ListedSessionPage> {
+async fn list(
+    c: &Commerce,
+    filter: &DiscoverFilter,
+    upcoming: bool,
+    page: &PageQuery,
+) -> Result<ListedSessionPage> {
     let brand_sessions: Vec<Uuid> = match filter.brand_id {
-        Some(brand) => sqlx::query_scalar(
-            "select distinct l.session_id from lineup_item l
+        Some(brand) => {
+            sqlx::query_scalar(
+                "select distinct l.session_id from lineup_item l
                join sku k on k.sku_id = l.sku_id join product p on p.product_id = k.product_id
               where p.brand_id = $1",
-        )
-        .bind(brand)
-        .fetch_all(c.db())
-        .await?,
+            )
+            .bind(brand)
+            .fetch_all(c.db())
+            .await?
+        }
         None => Vec::new(),
     };
     let (found, next_cursor) = discover::sessions(c.db(), filter, &brand_sessions, upcoming, page).await?;
@@ -100,12 +107,21 @@ async fn list(c: &Commerce, filter: &DiscoverFilter, upcoming: bool, page: &Page
     .await?;
     let mut brands_of: HashMap<Uuid, BTreeSet<Uuid>> = HashMap::new();
     for s in &found {
-        brands_of.entry(s.session_id).or_default().extend(s.brand_ids.iter().copied());
+        brands_of
+            .entry(s.session_id)
+            .or_default()
+            .extend(s.brand_ids.iter().copied());
     }
     for (session, brand) in lineup {
         brands_of.entry(session).or_default().insert(brand);
     }
-    let all: Vec<Uuid> = brands_of.values().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    let all: Vec<Uuid> = brands_of
+        .values()
+        .flatten()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let names = discover::brand_names(c.db(), &all).await?;
     let mut items = Vec::with_capacity(found.len());
     for s in found {
@@ -118,7 +134,12 @@ async fn list(c: &Commerce, filter: &DiscoverFilter, upcoming: bool, page: &Page
             .remove(&s.session_id)
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|id| names.get(&id).map(|name| Named { id, name: name.clone() }))
+            .filter_map(|id| {
+                names.get(&id).map(|name| Named {
+                    id,
+                    name: name.clone(),
+                })
+            })
             .collect();
         items.push(ListedSession {
             session_id: s.session_id,

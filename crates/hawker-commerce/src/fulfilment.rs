@@ -31,10 +31,20 @@ pub const MAX_RETURN_TEXT_CHARS: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct Shipment {
     /// 1 to 100 characters, not all white space, without control, bidi or zero-width characters.
-    #[schema(min_length = 1, max_length = 100, example = "DHL", pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        example = "DHL",
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$"
+    )]
     pub carrier: String,
     /// 1 to 100 printable ASCII characters, no space.
-    #[schema(min_length = 1, max_length = 100, example = "JD014600006151", pattern = "^[!-~]{1,100}$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        example = "JD014600006151",
+        pattern = "^[!-~]{1,100}$"
+    )]
     pub tracking_number: String,
 }
 
@@ -44,7 +54,12 @@ pub struct Shipment {
 pub struct ReturnRequest {
     /// Why, 1 to 500 characters, not all white space; line breaks allowed,
     /// other control, bidi and zero-width characters not.
-    #[schema(min_length = 1, max_length = 500, example = "The colour is not as shown", pattern = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        example = "The colour is not as shown",
+        pattern = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$"
+    )]
     pub reason: String,
 }
 
@@ -55,11 +70,21 @@ pub struct ReturnDecision {
     /// A note for the buyer, at most 500 characters; line breaks allowed,
     /// other control, bidi and zero-width characters not. "" if absent.
     #[serde(default)]
-    #[schema(max_length = 500, pattern = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$")]
+    #[schema(
+        max_length = 500,
+        pattern = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$"
+    )]
     pub note: String,
 }
 
-fn clean(field: &'static str, code: &'static str, value: &str, max: usize, newline: bool, empty_ok: bool) -> Result<()> {
+fn clean(
+    field: &'static str,
+    code: &'static str,
+    value: &str,
+    max: usize,
+    newline: bool,
+    empty_ok: bool,
+) -> Result<()> {
     if (!empty_ok && value.trim().is_empty())
         || value.chars().count() > max
         || hawker_core::text::hidden_char(value, newline).is_some()
@@ -110,7 +135,9 @@ fn require_brand(claims: &Claims, order: &Locked) -> Result<()> {
     if allowed {
         Ok(())
     } else if claims.sub == order.buyer_id {
-        Err(Error::forbidden("only the product's brand or an admin may do this"))
+        Err(Error::forbidden(
+            "only the product's brand or an admin may do this",
+        ))
     } else {
         // Not the buyer, not the brand: do not reveal that the order exists.
         Err(Error::NotFound("order"))
@@ -145,7 +172,14 @@ async fn detail(c: &Commerce, order_id: Uuid) -> Result<OrderDetail> {
 /// The brand ships a paid order (`fulfilment` becomes `shipped`).
 #[tracing::instrument(skip_all, fields(%order_id, caller = %claims.sub))]
 pub async fn ship(c: &Commerce, claims: &Claims, order_id: Uuid, shipment: Shipment) -> Result<OrderDetail> {
-    clean("carrier", "bad_carrier", &shipment.carrier, MAX_CARRIER_CHARS, false, false)?;
+    clean(
+        "carrier",
+        "bad_carrier",
+        &shipment.carrier,
+        MAX_CARRIER_CHARS,
+        false,
+        false,
+    )?;
     let t = &shipment.tracking_number;
     if t.is_empty() || t.len() > MAX_TRACKING_CHARS || !t.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Error::invalid(
@@ -163,7 +197,10 @@ pub async fn ship(c: &Commerce, claims: &Claims, order_id: Uuid, shipment: Shipm
         ));
     }
     if order.fulfilment != "unfulfilled" {
-        return Err(Error::conflict("already_shipped", "the order has already been shipped"));
+        return Err(Error::conflict(
+            "already_shipped",
+            "the order has already been shipped",
+        ));
     }
     sqlx::query(
         "update customer_order set fulfilment = 'shipped', carrier = $2, tracking_number = $3, shipped_at = now()
@@ -175,7 +212,8 @@ pub async fn ship(c: &Commerce, claims: &Claims, order_id: Uuid, shipment: Shipm
     .execute(&mut *tx)
     .await?;
     let by = &claims.sub;
-    let detail_json = json!({ "carrier": shipment.carrier, "tracking_number": shipment.tracking_number, "by": by });
+    let detail_json =
+        json!({ "carrier": shipment.carrier, "tracking_number": shipment.tracking_number, "by": by });
     record(&mut tx, order_id, &order.status, "shipped", detail_json).await?;
     tx.commit().await?;
     detail(c, order_id).await
@@ -189,29 +227,58 @@ pub async fn deliver(c: &Commerce, claims: &Claims, order_id: Uuid) -> Result<Or
     require_brand(claims, &order)?;
     match order.fulfilment.as_str() {
         "shipped" => {}
-        "delivered" => return Err(Error::conflict("already_delivered", "the order is already delivered")),
+        "delivered" => {
+            return Err(Error::conflict(
+                "already_delivered",
+                "the order is already delivered",
+            ))
+        }
         _ => return Err(Error::conflict("not_shipped", "the order has not been shipped")),
     }
-    sqlx::query("update customer_order set fulfilment = 'delivered', delivered_at = now() where order_id = $1")
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
-    record(&mut tx, order_id, &order.status, "delivered", json!({ "by": claims.sub })).await?;
+    sqlx::query(
+        "update customer_order set fulfilment = 'delivered', delivered_at = now() where order_id = $1",
+    )
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
+    record(
+        &mut tx,
+        order_id,
+        &order.status,
+        "delivered",
+        json!({ "by": claims.sub }),
+    )
+    .await?;
     tx.commit().await?;
     detail(c, order_id).await
 }
 
 /// The buyer asks to return a delivered order, within the return window.
 #[tracing::instrument(skip_all, fields(%order_id, caller = %claims.sub))]
-pub async fn request_return(c: &Commerce, claims: &Claims, order_id: Uuid, request: ReturnRequest) -> Result<OrderDetail> {
-    clean("reason", "bad_reason", &request.reason, MAX_RETURN_TEXT_CHARS, true, false)?;
+pub async fn request_return(
+    c: &Commerce,
+    claims: &Claims,
+    order_id: Uuid,
+    request: ReturnRequest,
+) -> Result<OrderDetail> {
+    clean(
+        "reason",
+        "bad_reason",
+        &request.reason,
+        MAX_RETURN_TEXT_CHARS,
+        true,
+        false,
+    )?;
     let mut tx = c.db().begin().await?;
     let order = lock(&mut tx, order_id).await?;
     if order.buyer_id != claims.sub {
         return Err(Error::NotFound("order"));
     }
     let Some(delivered_at) = order.delivered_at else {
-        return Err(Error::conflict("not_delivered", "only a delivered order can be returned"));
+        return Err(Error::conflict(
+            "not_delivered",
+            "only a delivered order can be returned",
+        ));
     };
     if order.status != "paid" {
         return Err(Error::conflict(
@@ -221,12 +288,17 @@ pub async fn request_return(c: &Commerce, claims: &Claims, order_id: Uuid, reque
     }
     let window = c.config().return_window_secs;
     let window = chrono::Duration::seconds(i64::try_from(window).unwrap_or(i64::MAX / 1000));
-    let closes = delivered_at.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let closes = delivered_at
+        .checked_add_signed(window)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let now: DateTime<Utc> = sqlx::query_scalar("select now()").fetch_one(&mut *tx).await?;
     if now > closes {
         return Err(Error::conflict(
             "return_window_closed",
-            format!("returns close {}s after delivery; this one closed at {closes}", c.config().return_window_secs),
+            format!(
+                "returns close {}s after delivery; this one closed at {closes}",
+                c.config().return_window_secs
+            ),
         ));
     }
     let inserted = sqlx::query(
@@ -237,9 +309,19 @@ pub async fn request_return(c: &Commerce, claims: &Claims, order_id: Uuid, reque
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
-        return Err(Error::conflict("return_exists", "a return was already asked for this order"));
+        return Err(Error::conflict(
+            "return_exists",
+            "a return was already asked for this order",
+        ));
     }
-    record(&mut tx, order_id, &order.status, "return_requested", json!({ "reason": request.reason })).await?;
+    record(
+        &mut tx,
+        order_id,
+        &order.status,
+        "return_requested",
+        json!({ "reason": request.reason }),
+    )
+    .await?;
     tx.commit().await?;
     journey::my_order(c, claims, order_id).await
 }
@@ -254,7 +336,14 @@ pub async fn decide_return(
     approve: bool,
     decision: ReturnDecision,
 ) -> Result<OrderDetail> {
-    clean("note", "bad_note", &decision.note, MAX_RETURN_TEXT_CHARS, true, true)?;
+    clean(
+        "note",
+        "bad_note",
+        &decision.note,
+        MAX_RETURN_TEXT_CHARS,
+        true,
+        true,
+    )?;
     let mut tx = c.db().begin().await?;
     let order = lock(&mut tx, order_id).await?;
     require_brand(claims, &order)?;
@@ -264,20 +353,33 @@ pub async fn decide_return(
         .await?;
     match status.as_deref() {
         Some("requested") => {}
-        Some(_) => return Err(Error::conflict("return_already_decided", "the return has already been decided")),
+        Some(_) => {
+            return Err(Error::conflict(
+                "return_already_decided",
+                "the return has already been decided",
+            ))
+        }
         None => return Err(Error::NotFound("return")),
     }
     let (kind, refund_id) = if approve {
-        let already: i64 =
-            sqlx::query_scalar("select coalesce(sum(amount_minor), 0)::bigint from refund where order_id = $1")
-                .bind(order_id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let already: i64 = sqlx::query_scalar(
+            "select coalesce(sum(amount_minor), 0)::bigint from refund where order_id = $1",
+        )
+        .bind(order_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let amount = order.amount_minor.checked_sub(already).unwrap_or(0);
         if amount <= 0 {
-            return Err(Error::conflict("order_not_paid", "nothing is left to refund on this order"));
+            return Err(Error::conflict(
+                "order_not_paid",
+                "nothing is left to refund on this order",
+            ));
         }
-        let reason = if decision.note.is_empty() { "return approved" } else { decision.note.as_str() };
+        let reason = if decision.note.is_empty() {
+            "return approved"
+        } else {
+            decision.note.as_str()
+        };
         let refund = crate::payments::refund_in(&mut tx, claims, order_id, amount, reason, "return").await?;
         ("return_approved", Some(refund.refund_id))
     } else {

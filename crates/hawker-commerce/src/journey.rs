@@ -50,7 +50,8 @@ pub struct OrderView {
     pub return_status: Option<String>,
 }
 
-const VIEW_SELECT: &str = "select o.order_id, o.deal_id, o.session_id, o.lineup_item_id, o.sku_id, o.buyer_id,
+const VIEW_SELECT: &str =
+    "select o.order_id, o.deal_id, o.session_id, o.lineup_item_id, o.sku_id, o.buyer_id,
         o.quantity, o.unit_price_minor, o.discount_minor, o.amount_minor, o.currency, o.coupon_claim_id,
         o.status, o.created_at, o.expires_at, o.paid_at, o.cancelled_at, o.host_id,
         p.name as product_name, k.name as sku_name, o.fulfilment, o.shipping_address, o.carrier,
@@ -151,7 +152,12 @@ impl OrderFilter {
 
 /// The caller's orders, newest first, a page at a time.
 #[tracing::instrument(skip_all, fields(caller = %claims.sub))]
-pub async fn my_orders(c: &Commerce, claims: &Claims, filter: &OrderFilter, page: &PageQuery) -> Result<OrderPage> {
+pub async fn my_orders(
+    c: &Commerce,
+    claims: &Claims,
+    filter: &OrderFilter,
+    page: &PageQuery,
+) -> Result<OrderPage> {
     let (session, status) = filter.parse()?;
     let limit = page.limit()?;
     let after = page.after_time_id()?;
@@ -172,18 +178,22 @@ pub async fn my_orders(c: &Commerce, claims: &Claims, filter: &OrderFilter, page
     .bind(limit + 1)
     .fetch_all(c.db())
     .await?;
-    let (items, next_cursor) = page::split(rows, limit, |o| page::time_id(o.order.created_at, o.order.order_id));
+    let (items, next_cursor) = page::split(rows, limit, |o| {
+        page::time_id(o.order.created_at, o.order.order_id)
+    });
     Ok(OrderPage { items, next_cursor })
 }
 
 /// One order of the caller's with its events and return (others' orders are not found).
 pub async fn my_order(c: &Commerce, claims: &Claims, order_id: Uuid) -> Result<OrderDetail> {
-    let order = sqlx::query_as::<_, OrderView>(&format!("{VIEW_SELECT} where o.order_id = $1 and o.buyer_id = $2"))
-        .bind(order_id)
-        .bind(&claims.sub)
-        .fetch_optional(c.db())
-        .await?
-        .ok_or(Error::NotFound("order"))?;
+    let order = sqlx::query_as::<_, OrderView>(&format!(
+        "{VIEW_SELECT} where o.order_id = $1 and o.buyer_id = $2"
+    ))
+    .bind(order_id)
+    .bind(&claims.sub)
+    .fetch_optional(c.db())
+    .await?
+    .ok_or(Error::NotFound("order"))?;
     detail_of(c, order).await
 }
 
@@ -367,4 +377,3 @@ pub async fn my_session(c: &Commerce, claims: &Claims, session_id: Uuid) -> Resu
         coupons,
     })
 }
-

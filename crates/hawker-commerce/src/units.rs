@@ -77,7 +77,13 @@ pub(crate) async fn give_back(
                 .await?;
         } else {
             live.push(*deal_id);
-            figures.push(stock::deal_stock(session_id, *deal_id, quantity - sold, quantity, version));
+            figures.push(stock::deal_stock(
+                session_id,
+                *deal_id,
+                quantity - sold,
+                quantity,
+                version,
+            ));
         }
         hawker_hub::durable::enqueue(
             tx,

@@ -40,7 +40,9 @@ pub async fn ship(
     Path(order_id): Path<Uuid>,
     Json(shipment): Json<Shipment>,
 ) -> ApiResult<Json<OrderDetail>> {
-    Ok(Json(fulfilment::ship(&state.commerce, auth.claims(), order_id, shipment).await?))
+    Ok(Json(
+        fulfilment::ship(&state.commerce, auth.claims(), order_id, shipment).await?,
+    ))
 }
 
 /// The product's brand (or an admin) marks a shipped order delivered; the return window opens.
@@ -60,7 +62,9 @@ pub async fn deliver(
     auth: Auth,
     Path(order_id): Path<Uuid>,
 ) -> ApiResult<Json<OrderDetail>> {
-    Ok(Json(fulfilment::deliver(&state.commerce, auth.claims(), order_id).await?))
+    Ok(Json(
+        fulfilment::deliver(&state.commerce, auth.claims(), order_id).await?,
+    ))
 }
 
 /// The buyer asks to return a delivered, paid order within

@@ -52,7 +52,9 @@ pub async fn my_orders(
     Query(filter): Query<OrderFilter>,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<OrderPage>> {
-    Ok(Json(journey::my_orders(&state.commerce, auth.claims(), &filter, &page).await?))
+    Ok(Json(
+        journey::my_orders(&state.commerce, auth.claims(), &filter, &page).await?,
+    ))
 }
 
 /// One of the caller's orders with its fulfilment, return and events (404 for another buyer's).
@@ -70,7 +72,9 @@ pub async fn my_order(
     auth: Auth,
     Path(order_id): Path<Uuid>,
 ) -> ApiResult<Json<OrderDetail>> {
-    Ok(Json(journey::my_order(&state.commerce, auth.claims(), order_id).await?))
+    Ok(Json(
+        journey::my_order(&state.commerce, auth.claims(), order_id).await?,
+    ))
 }
 
 /// Cancels one of the caller's orders that waits for payment. Its units go
@@ -91,7 +95,9 @@ pub async fn cancel_order(
     auth: Auth,
     Path(order_id): Path<Uuid>,
 ) -> ApiResult<Json<OrderDetail>> {
-    Ok(Json(journey::cancel_order(&state.commerce, auth.claims(), order_id).await?))
+    Ok(Json(
+        journey::cancel_order(&state.commerce, auth.claims(), order_id).await?,
+    ))
 }
 
 /// The coupons the caller claimed, newest first, a page at a time.
@@ -108,7 +114,9 @@ pub async fn my_coupons(
     auth: Auth,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<CouponPage>> {
-    Ok(Json(journey::my_coupons(&state.commerce, auth.claims(), &page).await?))
+    Ok(Json(
+        journey::my_coupons(&state.commerce, auth.claims(), &page).await?,
+    ))
 }
 
 /// Everything the caller holds in one session: their orders and the coupons they claimed.
@@ -126,7 +134,9 @@ pub async fn my_session(
     auth: Auth,
     Path(session_id): Path<Uuid>,
 ) -> ApiResult<Json<SessionHoldings>> {
-    Ok(Json(journey::my_session(&state.commerce, auth.claims(), session_id).await?))
+    Ok(Json(
+        journey::my_session(&state.commerce, auth.claims(), session_id).await?,
+    ))
 }
 
 /// The caller's shipping address (null until given).

@@ -61,7 +61,9 @@ pub async fn brand_schedule(
     Path(brand_id): Path<Uuid>,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<ListedSessionPage>> {
-    Ok(Json(discovery::brand_schedule(&state.commerce, brand_id, &page).await?))
+    Ok(Json(
+        discovery::brand_schedule(&state.commerce, brand_id, &page).await?,
+    ))
 }
 
 /// An agency's upcoming sessions: scheduled or live and not planned to be
@@ -81,7 +83,9 @@ pub async fn agency_schedule(
     Path(agency_id): Path<Uuid>,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<ListedSessionPage>> {
-    Ok(Json(discovery::agency_schedule(&state.commerce, agency_id, &page).await?))
+    Ok(Json(
+        discovery::agency_schedule(&state.commerce, agency_id, &page).await?,
+    ))
 }
 
 /// One session: title, plan and status. Any authenticated caller may read it

@@ -119,14 +119,34 @@ async fn sessions_are_found_by_status_agency_brand_host_and_time_and_paged_once_
         assert_eq!(walk(&app, "/v1/sessions", limit).await, all, "limit {limit}");
     }
     assert_eq!(walk(&app, "/v1/sessions?status=live", 2).await, vec![live]);
-    assert_eq!(walk(&app, "/v1/sessions?status=scheduled", 2).await, vec![soon, branded, lineup_of_y]);
-    assert_eq!(walk(&app, "/v1/sessions?status=ended", 2).await, vec![ended]);
-    assert_eq!(walk(&app, &format!("/v1/sessions?agency_id={a}"), 3).await, vec![ended, live, soon, cancelled]);
-    assert_eq!(walk(&app, &format!("/v1/sessions?brand_id={brand_x}"), 2).await, vec![branded]);
-    assert_eq!(walk(&app, &format!("/v1/sessions?brand_id={brand_y}"), 2).await, vec![lineup_of_y]);
-    assert_eq!(walk(&app, &format!("/v1/sessions?host_id={mia}"), 1).await, vec![soon, branded]);
     assert_eq!(
-        walk(&app, &format!("/v1/sessions?host_id={mia}&status=scheduled&agency_id={b}"), 1).await,
+        walk(&app, "/v1/sessions?status=scheduled", 2).await,
+        vec![soon, branded, lineup_of_y]
+    );
+    assert_eq!(walk(&app, "/v1/sessions?status=ended", 2).await, vec![ended]);
+    assert_eq!(
+        walk(&app, &format!("/v1/sessions?agency_id={a}"), 3).await,
+        vec![ended, live, soon, cancelled]
+    );
+    assert_eq!(
+        walk(&app, &format!("/v1/sessions?brand_id={brand_x}"), 2).await,
+        vec![branded]
+    );
+    assert_eq!(
+        walk(&app, &format!("/v1/sessions?brand_id={brand_y}"), 2).await,
+        vec![lineup_of_y]
+    );
+    assert_eq!(
+        walk(&app, &format!("/v1/sessions?host_id={mia}"), 1).await,
+        vec![soon, branded]
+    );
+    assert_eq!(
+        walk(
+            &app,
+            &format!("/v1/sessions?host_id={mia}&status=scheduled&agency_id={b}"),
+            1
+        )
+        .await,
         vec![branded]
     );
     // Planned windows overlapping [now + 2h30, now + 5h30): 2–3h, 3–4h, 4–5h.
@@ -135,7 +155,9 @@ async fn sessions_are_found_by_status_agency_brand_host_and_time_and_paged_once_
 
     // What each listed session carries.
     let token = app.token("someone", Role::Viewer);
-    let (_, page) = app.send(Method::GET, &format!("/v1/sessions?host_id={mia}"), &token, None).await;
+    let (_, page) = app
+        .send(Method::GET, &format!("/v1/sessions?host_id={mia}"), &token, None)
+        .await;
     let first = &page["items"][0];
     assert_eq!(first["agency"]["id"], a.to_string());
     assert_eq!(first["agency"]["name"], "Test Agency");
@@ -144,15 +166,42 @@ async fn sessions_are_found_by_status_agency_brand_host_and_time_and_paged_once_
     assert_eq!(first["viewers"], 0);
     assert_eq!(first["pinned"], Value::Null);
     assert_eq!(page["items"][1]["brands"][0]["id"], brand_x.to_string());
-    let (_, page) = app.send(Method::GET, &format!("/v1/sessions?brand_id={brand_y}"), &token, None).await;
+    let (_, page) = app
+        .send(
+            Method::GET,
+            &format!("/v1/sessions?brand_id={brand_y}"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(page["items"][0]["brands"][0]["name"], "Brand");
 
     // Upcoming schedules: scheduled or live, not planned to be over.
-    assert_eq!(walk(&app, &format!("/v1/agencies/{a}/schedule"), 1).await, vec![live, soon]);
-    assert_eq!(walk(&app, &format!("/v1/brands/{brand_y}/schedule"), 1).await, vec![lineup_of_y]);
-    let (status, _) = app.send(Method::GET, &format!("/v1/brands/{}/schedule", Uuid::new_v4()), &token, None).await;
+    assert_eq!(
+        walk(&app, &format!("/v1/agencies/{a}/schedule"), 1).await,
+        vec![live, soon]
+    );
+    assert_eq!(
+        walk(&app, &format!("/v1/brands/{brand_y}/schedule"), 1).await,
+        vec![lineup_of_y]
+    );
+    let (status, _) = app
+        .send(
+            Method::GET,
+            &format!("/v1/brands/{}/schedule", Uuid::new_v4()),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
-    let (status, _) = app.send(Method::GET, &format!("/v1/agencies/{}/schedule", Uuid::new_v4()), &token, None).await;
+    let (status, _) = app
+        .send(
+            Method::GET,
+            &format!("/v1/agencies/{}/schedule", Uuid::new_v4()),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
 
     for (query, code) in [
@@ -164,8 +213,14 @@ async fn sessions_are_found_by_status_agency_brand_host_and_time_and_paged_once_
         ("limit=0", "bad_limit"),
         ("cursor=abc", "bad_cursor"),
     ] {
-        let (status, body) = app.send(Method::GET, &format!("/v1/sessions?{query}"), &token, None).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some(code)), "{query}: {body}");
+        let (status, body) = app
+            .send(Method::GET, &format!("/v1/sessions?{query}"), &token, None)
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(code)),
+            "{query}: {body}"
+        );
     }
     let (status, _) = app.send(Method::GET, "/v1/sessions", "not-a-token", None).await;
     assert_eq!(status, 401);
@@ -194,7 +249,9 @@ async fn a_live_session_lists_its_pinned_item_and_the_viewers_in_its_room() {
         Patience::For(Duration::from_secs(10)),
         Duration::from_millis(100),
         || async {
-            let (_, page) = app.send(Method::GET, "/v1/sessions?status=live", &token, None).await;
+            let (_, page) = app
+                .send(Method::GET, "/v1/sessions?status=live", &token, None)
+                .await;
             page["items"][0].clone()
         },
         |s| s["viewers"] == 2,

@@ -13,7 +13,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::support::fixtures::{add_to_lineup, buy, create_deal, insert_agency_and_session, insert_brand_with_sku};
+use crate::support::fixtures::{
+    add_to_lineup, buy, create_deal, insert_agency_and_session, insert_brand_with_sku,
+};
 use crate::support::socket::join;
 use crate::support::{poll, settings_with, spawn_app, spawn_app_with, Patience, TestApp};
 
@@ -104,19 +106,29 @@ async fn a_buyers_order_list_holds_exactly_their_orders_across_pages_newest_firs
         let deal = if i % 2 == 0 { &shop.deal } else { &other.deal };
         mine.push(bought(&app, "alice", deal, 1).await);
     }
-    let theirs: Vec<Uuid> = futures_util::future::join_all((0..4).map(|_| bought(&app, "bob", &shop.deal, 1))).await;
+    let theirs: Vec<Uuid> =
+        futures_util::future::join_all((0..4).map(|_| bought(&app, "bob", &shop.deal, 1))).await;
     paid(&app, mine[0]).await;
     let alice = app.token("alice", Role::Viewer);
 
     let walked = walk_orders(&app, &alice, "", 3).await;
     assert_eq!(walked.len(), 7, "each order once: {walked:?}");
-    assert_eq!(walked.iter().copied().collect::<HashSet<_>>(), mine.iter().copied().collect());
+    assert_eq!(
+        walked.iter().copied().collect::<HashSet<_>>(),
+        mine.iter().copied().collect()
+    );
     let newest_first: Vec<Uuid> = mine.iter().rev().copied().collect();
     assert_eq!(walked, newest_first);
-    assert!(walked.iter().all(|o| !theirs.contains(o)), "never another buyer's order");
+    assert!(
+        walked.iter().all(|o| !theirs.contains(o)),
+        "never another buyer's order"
+    );
 
     let bob = walk_orders(&app, &app.token("bob", Role::Viewer), "", 2).await;
-    assert_eq!(bob.iter().copied().collect::<HashSet<_>>(), theirs.iter().copied().collect());
+    assert_eq!(
+        bob.iter().copied().collect::<HashSet<_>>(),
+        theirs.iter().copied().collect()
+    );
 
     // Filters: by session and by status, still only alice's.
     let in_shop = walk_orders(&app, &alice, &format!("&session_id={}", shop.session), 2).await;
@@ -132,8 +144,14 @@ async fn a_buyers_order_list_holds_exactly_their_orders_across_pages_newest_firs
         ("?limit=101", "bad_limit"),
         ("?cursor=zz", "bad_cursor"),
     ] {
-        let (status, body) = app.send(Method::GET, &format!("/v1/me/orders{query}"), &alice, None).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some(code)), "{query}: {body}");
+        let (status, body) = app
+            .send(Method::GET, &format!("/v1/me/orders{query}"), &alice, None)
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(code)),
+            "{query}: {body}"
+        );
     }
     let (status, _) = app.send(Method::GET, "/v1/me/orders", "not-a-token", None).await;
     assert_eq!(status, 401);
@@ -145,9 +163,17 @@ async fn another_buyers_order_is_not_found_to_read_or_cancel() {
     let shop = open_shop(&app, 100, 10).await;
     let order = bought(&app, "alice", &shop.deal, 1).await;
     let mallory = app.token("mallory", Role::Viewer);
-    let (status, body) = app.send(Method::GET, &format!("/v1/me/orders/{order}"), &mallory, None).await;
+    let (status, body) = app
+        .send(Method::GET, &format!("/v1/me/orders/{order}"), &mallory, None)
+        .await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
-    let (status, _) = post(&app, &format!("/v1/me/orders/{order}/cancel"), &mallory, json!({})).await;
+    let (status, _) = post(
+        &app,
+        &format!("/v1/me/orders/{order}/cancel"),
+        &mallory,
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 404);
     let status: String = sqlx::query_scalar("select status from customer_order where order_id = $1")
         .bind(order)
@@ -185,7 +211,10 @@ async fn cancelling_a_pending_order_returns_its_units_at_once_and_the_room_sees_
     // announcer tick) may reach the room in either order.
     let (mut stock, mut event) = (None, None);
     while stock.is_none() || event.is_none() {
-        let frame = room.next(Duration::from_secs(10)).await.expect("the room is open");
+        let frame = room
+            .next(Duration::from_secs(10))
+            .await
+            .expect("the room is open");
         if frame["type"] == "deal.stock" && frame["data"]["remaining"] == 10 {
             stock = Some(frame);
         } else if frame["type"] == "order.cancelled" {
@@ -207,11 +236,16 @@ async fn cancelling_a_pending_order_returns_its_units_at_once_and_the_room_sees_
     assert_eq!(bought_status(&app, "alice", &shop.deal, 1).await, 409);
 
     let (status, again) = post(&app, &format!("/v1/me/orders/{order}/cancel"), &alice, json!({})).await;
-    assert_eq!((status, again["error"].as_str()), (409, Some("order_not_pending")));
+    assert_eq!(
+        (status, again["error"].as_str()),
+        (409, Some("order_not_pending"))
+    );
 }
 
 async fn bought_status(app: &TestApp, buyer: &str, deal: &str, quantity: i32) -> u16 {
-    buy(app, buyer, deal, &Uuid::new_v4().to_string(), quantity).await.0
+    buy(app, buyer, deal, &Uuid::new_v4().to_string(), quantity)
+        .await
+        .0
 }
 
 #[tokio::test]
@@ -236,7 +270,9 @@ async fn the_shipping_address_is_validated_kept_and_copied_onto_later_orders() {
     let shop = open_shop(&app, 100, 10).await;
     let alice = app.token("alice", Role::Viewer);
     let before = bought(&app, "alice", &shop.deal, 1).await;
-    let (status, profile) = app.send(Method::GET, "/v1/me/shipping-address", &alice, None).await;
+    let (status, profile) = app
+        .send(Method::GET, "/v1/me/shipping-address", &alice, None)
+        .await;
     assert_eq!((status, &profile["shipping_address"]), (200, &Value::Null));
 
     let address = json!({"name": "Mia Chen", "line1": "12 Harbour Street", "city": "Singapore",
@@ -248,26 +284,50 @@ async fn the_shipping_address_is_validated_kept_and_copied_onto_later_orders() {
         json!({"postal_code": "-1"}),
     ] {
         let mut body = address.clone();
-        body.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
-        let (status, err) = app.send(Method::PUT, "/v1/me/shipping-address", &alice, Some(body)).await;
-        assert_eq!((status, err["error"].as_str()), (400, Some("bad_address")), "{bad}");
+        body.as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        let (status, err) = app
+            .send(Method::PUT, "/v1/me/shipping-address", &alice, Some(body))
+            .await;
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (400, Some("bad_address")),
+            "{bad}"
+        );
     }
     let (status, kept) = app
-        .send(Method::PUT, "/v1/me/shipping-address", &alice, Some(address.clone()))
+        .send(
+            Method::PUT,
+            "/v1/me/shipping-address",
+            &alice,
+            Some(address.clone()),
+        )
         .await;
     assert_eq!(status, 200, "{kept}");
     let after = bought(&app, "alice", &shop.deal, 1).await;
-    let (_, order) = app.send(Method::GET, &format!("/v1/me/orders/{after}"), &alice, None).await;
+    let (_, order) = app
+        .send(Method::GET, &format!("/v1/me/orders/{after}"), &alice, None)
+        .await;
     assert_eq!(order["shipping_address"]["city"], "Singapore");
     assert_eq!(order["shipping_address"]["line2"], Value::Null);
-    let (_, order) = app.send(Method::GET, &format!("/v1/me/orders/{before}"), &alice, None).await;
-    assert_eq!(order["shipping_address"], Value::Null, "placed before the address was given");
+    let (_, order) = app
+        .send(Method::GET, &format!("/v1/me/orders/{before}"), &alice, None)
+        .await;
+    assert_eq!(
+        order["shipping_address"],
+        Value::Null,
+        "placed before the address was given"
+    );
     // Changing the address later leaves the order's copy as it was.
     let mut moved = address.clone();
     moved["city"] = json!("Penang");
     moved["country"] = json!("MY");
-    app.send(Method::PUT, "/v1/me/shipping-address", &alice, Some(moved)).await;
-    let (_, order) = app.send(Method::GET, &format!("/v1/me/orders/{after}"), &alice, None).await;
+    app.send(Method::PUT, "/v1/me/shipping-address", &alice, Some(moved))
+        .await;
+    let (_, order) = app
+        .send(Method::GET, &format!("/v1/me/orders/{after}"), &alice, None)
+        .await;
     assert_eq!(order["shipping_address"]["city"], "Singapore");
 }
 
@@ -290,17 +350,35 @@ async fn only_the_products_brand_ships_and_delivers_and_every_step_is_an_event()
     assert_eq!(status, 404, "the agency does not ship");
     let (status, _) = post(&app, &ship, &app.token("alice", Role::Viewer), shipment.clone()).await;
     assert_eq!(status, 403, "the buyer does not ship");
-    let (status, body) = post(&app, &ship, &brand, json!({"carrier": "DHL\u{200B}", "tracking_number": "X1"})).await;
+    let (status, body) = post(
+        &app,
+        &ship,
+        &brand,
+        json!({"carrier": "DHL\u{200B}", "tracking_number": "X1"}),
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_carrier")));
-    let (status, body) = post(&app, &ship, &brand, json!({"carrier": "DHL", "tracking_number": "has space"})).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("bad_tracking_number")));
+    let (status, body) = post(
+        &app,
+        &ship,
+        &brand,
+        json!({"carrier": "DHL", "tracking_number": "has space"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_tracking_number"))
+    );
 
     let deliver = format!("/v1/orders/{order}/delivery");
     let (status, body) = post(&app, &deliver, &brand, json!({})).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("not_shipped")));
     let (status, shipped) = post(&app, &ship, &brand, shipment.clone()).await;
     assert_eq!(status, 200, "{shipped}");
-    assert_eq!((shipped["fulfilment"].as_str(), shipped["carrier"].as_str()), (Some("shipped"), Some("DHL")));
+    assert_eq!(
+        (shipped["fulfilment"].as_str(), shipped["carrier"].as_str()),
+        (Some("shipped"), Some("DHL"))
+    );
     let (status, body) = post(&app, &ship, &brand, shipment).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("already_shipped")));
     let (status, delivered) = post(&app, &deliver, &brand, json!({})).await;
@@ -308,9 +386,19 @@ async fn only_the_products_brand_ships_and_delivers_and_every_step_is_an_event()
     assert_eq!(delivered["fulfilment"], "delivered");
 
     let (_, mine) = app
-        .send(Method::GET, &format!("/v1/me/orders/{order}"), &app.token("alice", Role::Viewer), None)
+        .send(
+            Method::GET,
+            &format!("/v1/me/orders/{order}"),
+            &app.token("alice", Role::Viewer),
+            None,
+        )
         .await;
-    let kinds: Vec<&str> = mine["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = mine["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["created", "shipped", "delivered"]);
     assert_eq!(mine["events"][1]["detail"]["tracking_number"], "JD014600006151");
 }
@@ -321,8 +409,18 @@ async fn delivered(app: &TestApp, shop: &Shop, buyer: &str) -> Uuid {
     paid(app, order).await;
     let brand = app.brand_token(shop.brand);
     let shipment = json!({"carrier": "DHL", "tracking_number": "T1"});
-    assert_eq!(post(app, &format!("/v1/orders/{order}/shipment"), &brand, shipment).await.0, 200);
-    assert_eq!(post(app, &format!("/v1/orders/{order}/delivery"), &brand, json!({})).await.0, 200);
+    assert_eq!(
+        post(app, &format!("/v1/orders/{order}/shipment"), &brand, shipment)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        post(app, &format!("/v1/orders/{order}/delivery"), &brand, json!({}))
+            .await
+            .0,
+        200
+    );
     order
 }
 
@@ -334,21 +432,43 @@ async fn a_return_is_refused_once_the_window_after_delivery_has_closed() {
     let reason = json!({"reason": "Too small"});
 
     let pending = bought(&app, "alice", &shop.deal, 1).await;
-    let (status, body) = post(&app, &format!("/v1/orders/{pending}/return"), &alice, reason.clone()).await;
+    let (status, body) = post(
+        &app,
+        &format!("/v1/orders/{pending}/return"),
+        &alice,
+        reason.clone(),
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (409, Some("not_delivered")));
 
     let late = delivered(&app, &shop, "alice").await;
     let in_time = delivered(&app, &shop, "alice").await;
-    let (status, body) = post(&app, &format!("/v1/orders/{in_time}/return"), &alice, reason.clone()).await;
+    let (status, body) = post(
+        &app,
+        &format!("/v1/orders/{in_time}/return"),
+        &alice,
+        reason.clone(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["return"]["status"], "requested");
     assert_eq!(body["return_status"], "requested");
-    let (status, body) = post(&app, &format!("/v1/orders/{in_time}/return"), &alice, reason.clone()).await;
+    let (status, body) = post(
+        &app,
+        &format!("/v1/orders/{in_time}/return"),
+        &alice,
+        reason.clone(),
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (409, Some("return_exists")));
 
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (status, body) = post(&app, &format!("/v1/orders/{late}/return"), &alice, reason.clone()).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("return_window_closed")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("return_window_closed")),
+        "{body}"
+    );
     let (status, _) = post(
         &app,
         &format!("/v1/orders/{late}/return"),
@@ -357,7 +477,13 @@ async fn a_return_is_refused_once_the_window_after_delivery_has_closed() {
     )
     .await;
     assert_eq!(status, 404, "only the buyer asks for a return");
-    let (status, body) = post(&app, &format!("/v1/orders/{late}/return"), &alice, json!({"reason": "a\u{202E}b"})).await;
+    let (status, body) = post(
+        &app,
+        &format!("/v1/orders/{late}/return"),
+        &alice,
+        json!({"reason": "a\u{202E}b"}),
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_reason")));
 }
 
@@ -402,10 +528,22 @@ async fn an_approved_return_refunds_the_order_and_claws_the_commission_back_a_re
         assert_eq!(status, 200, "{body}");
     }
     // The buyer cannot approve their own return; another brand cannot see it.
-    let (status, _) = post(&app, &format!("/v1/orders/{approved}/return/approve"), &app.token("alice", Role::Viewer), json!({})).await;
+    let (status, _) = post(
+        &app,
+        &format!("/v1/orders/{approved}/return/approve"),
+        &app.token("alice", Role::Viewer),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 403);
     let (other, _) = insert_brand_with_sku(&app.db, 500, 10).await;
-    let (status, _) = post(&app, &format!("/v1/orders/{approved}/return/approve"), &app.brand_token(other), json!({})).await;
+    let (status, _) = post(
+        &app,
+        &format!("/v1/orders/{approved}/return/approve"),
+        &app.brand_token(other),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 404);
 
     let (status, body) = post(
@@ -419,20 +557,54 @@ async fn an_approved_return_refunds_the_order_and_claws_the_commission_back_a_re
     assert_eq!(body["status"], "refunded");
     assert_eq!(body["return"]["status"], "approved");
     let refund_id = id(&body["return"], "refund_id");
-    let kinds: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["created", "shipped", "delivered", "return_requested", "refunded", "return_approved"]);
-    let (amount, kind): (i64, String) = sqlx::query_as("select amount_minor, kind from refund where refund_id = $1")
-        .bind(refund_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let kinds: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "shipped",
+            "delivered",
+            "return_requested",
+            "refunded",
+            "return_approved"
+        ]
+    );
+    let (amount, kind): (i64, String) =
+        sqlx::query_as("select amount_minor, kind from refund where refund_id = $1")
+            .bind(refund_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     assert_eq!((amount, kind.as_str()), (2000, "return"));
-    let (status, body) = post(&app, &format!("/v1/orders/{approved}/return/refuse"), &brand_token, json!({})).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("return_already_decided")));
+    let (status, body) = post(
+        &app,
+        &format!("/v1/orders/{approved}/return/refuse"),
+        &brand_token,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("return_already_decided"))
+    );
 
-    let (status, body) = post(&app, &format!("/v1/orders/{refused}/return/refuse"), &brand_token, json!({})).await;
+    let (status, body) = post(
+        &app,
+        &format!("/v1/orders/{refused}/return/refuse"),
+        &brand_token,
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["status"].as_str(), body["return"]["status"].as_str()), (Some("paid"), Some("refused")));
+    assert_eq!(
+        (body["status"].as_str(), body["return"]["status"].as_str()),
+        (Some("paid"), Some("refused"))
+    );
 
     // The ledger: 10% of each sale (200), and the approved return clawed back (-200).
     let sum = |sql: &'static str, source: Uuid| {
@@ -451,13 +623,21 @@ async fn an_approved_return_refunds_the_order_and_claws_the_commission_back_a_re
         Duration::from_millis(100),
         || async {
             hawker_ledger::ledger::accrue(&app.db).await.unwrap();
-            sum("select sum(amount_minor)::bigint from commission_entry where refund_id = $1", refund_id).await
+            sum(
+                "select sum(amount_minor)::bigint from commission_entry where refund_id = $1",
+                refund_id,
+            )
+            .await
         },
         |clawed| *clawed != 0,
     )
     .await;
     assert_eq!(clawed, -200);
-    let sale = sum("select sum(amount_minor)::bigint from commission_entry where kind = 'sale' and order_id = $1", approved).await;
+    let sale = sum(
+        "select sum(amount_minor)::bigint from commission_entry where kind = 'sale' and order_id = $1",
+        approved,
+    )
+    .await;
     assert_eq!(sale, 200);
     let refused_claws = sum("select count(*) from refund where order_id = $1", refused).await;
     assert_eq!(refused_claws, 0, "a refused return refunds nothing");
@@ -480,7 +660,13 @@ async fn coupons_and_one_sessions_holdings_show_only_the_callers_own() {
         let token = app.token(who, Role::Viewer);
         let app = &app;
         async move {
-            let (status, claim) = post(app, &format!("/v1/coupon-drops/{drop_id}/claims"), &token, json!({})).await;
+            let (status, claim) = post(
+                app,
+                &format!("/v1/coupon-drops/{drop_id}/claims"),
+                &token,
+                json!({}),
+            )
+            .await;
             assert_eq!(status, 201, "{claim}");
             id(&claim, "coupon_claim_id")
         }
@@ -499,12 +685,36 @@ async fn coupons_and_one_sessions_holdings_show_only_the_callers_own() {
     assert_eq!(items[0]["discount_kind"], "percent");
     assert_eq!(id(&items[0], "session_id"), shop.session);
 
-    let (status, held) = app.send(Method::GET, &format!("/v1/me/sessions/{}", shop.session), &alice, None).await;
+    let (status, held) = app
+        .send(
+            Method::GET,
+            &format!("/v1/me/sessions/{}", shop.session),
+            &alice,
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{held}");
-    let orders: Vec<Uuid> = held["orders"].as_array().unwrap().iter().map(|o| id(o, "order_id")).collect();
+    let orders: Vec<Uuid> = held["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| id(o, "order_id"))
+        .collect();
     assert_eq!(orders, vec![alice_order]);
-    let coupons: Vec<Uuid> = held["coupons"].as_array().unwrap().iter().map(|c| id(c, "coupon_claim_id")).collect();
+    let coupons: Vec<Uuid> = held["coupons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| id(c, "coupon_claim_id"))
+        .collect();
     assert_eq!(coupons, vec![alice_claim]);
-    let (status, _) = app.send(Method::GET, &format!("/v1/me/sessions/{}", Uuid::new_v4()), &alice, None).await;
+    let (status, _) = app
+        .send(
+            Method::GET,
+            &format!("/v1/me/sessions/{}", Uuid::new_v4()),
+            &alice,
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
 }
