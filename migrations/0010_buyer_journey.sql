@@ -1,6 +1,6 @@
 -- The buyer's journey: a viewer's shipping address (kept on their profile and
--- copied onto each order), fulfilment (shipped, delivered), returns, order
--- event kinds, and the secret calendar feeds of hosts and agencies.
+-- copied onto each order), fulfilment (shipped, delivered), returns and order
+-- event kinds.
 
 -- One row per viewer who gave an address. The address is a JSON object of
 -- validated fields (hawker-commerce `profile.rs`).
@@ -48,18 +48,3 @@ create table order_return (
 -- `return_refused`); null on the events written before this migration and
 -- on those whose status change says it (created, paid, expired, refunded).
 alter table order_event add column kind text;
-
--- Secret calendar feed URLs: one live feed per host or agency at a time.
--- Only a SHA-256 of the token is kept; revoking sets `revoked_at`.
-create table calendar_feed (
-    feed_id     uuid primary key,
-    host_id     uuid references host,
-    agency_id   uuid references agency,
-    token_hash  bytea not null unique,
-    created_by  text not null,
-    created_at  timestamptz not null default now(),
-    revoked_at  timestamptz,
-    constraint calendar_feed_one_owner check ((host_id is null) <> (agency_id is null))
-);
-create unique index calendar_feed_one_live_per_host on calendar_feed (host_id) where revoked_at is null and host_id is not null;
-create unique index calendar_feed_one_live_per_agency on calendar_feed (agency_id) where revoked_at is null and agency_id is not null;
