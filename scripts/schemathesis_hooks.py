@@ -122,6 +122,7 @@ def before_call(ctx, case, **kwargs):
             "/v1/hosts/{host_id}/shifts",
             "/v1/hosts/{host_id}/statement",
             "/v1/agencies/{agency_id}/statement",
+            "/v1/sessions",
         ):
             _period(query, both_or_neither=False, max_days=None)
 

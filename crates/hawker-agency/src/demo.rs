@@ -14,6 +14,13 @@ pub struct DemoHost<'a> {
     pub joined_at: DateTime<Utc>,
 }
 
+/// Whether any agency exists (an empty database has none).
+pub async fn has_agencies(db: &sqlx::PgPool) -> sqlx::Result<bool> {
+    Ok(sqlx::query_scalar("select exists (select 1 from agency)")
+        .fetch_one(db)
+        .await?)
+}
+
 /// Inserts the agency, its hosts and their roster stays, and the brand.
 pub async fn seed_parties(
     conn: &mut PgConnection,

@@ -21,6 +21,7 @@ pub mod access;
 pub mod bans;
 pub mod campaigns;
 pub mod demo;
+pub mod discover;
 pub mod page;
 pub mod room_rights;
 pub mod roster;

@@ -35,6 +35,9 @@ pub struct CommerceConfig {
     /// `MAX_QUANTITY` units per order, no order's amount comes near `i64::MAX`.
     #[serde(default = "default_max_price_minor")]
     pub max_price_minor: i64,
+    /// How long after delivery a buyer may ask for a return (30 days by default).
+    #[serde(default = "default_return_window_secs")]
+    pub return_window_secs: u64,
     /// Test only: a batch sleeps this long between taking its deal rows and
     /// committing, so a test can freeze a node while it holds them. Honoured
     /// only when `HAWKER_ENV=test`; 0 (the default) everywhere else.
@@ -66,12 +69,19 @@ fn default_commit_timeout_ms() -> u64 {
     6000
 }
 
+/// The longest `commerce.return_window_secs` accepted: ten years.
+pub const MAX_RETURN_WINDOW_SECS: u64 = 10 * 366 * 24 * 3600;
+
 /// The default `commerce.max_price_minor`: 1 000 000.00 in a two-decimal currency.
 pub const DEFAULT_MAX_PRICE_MINOR: i64 = 100_000_000;
 
 /// The largest `commerce.max_price_minor` accepted: a whole order of
 /// `MAX_QUANTITY` units at this price still fits in an `i64`.
 pub const MAX_PRICE_MINOR_LIMIT: i64 = i64::MAX / crate::purchase::MAX_QUANTITY as i64;
+
+fn default_return_window_secs() -> u64 {
+    30 * 24 * 3600
+}
 
 fn default_max_price_minor() -> i64 {
     DEFAULT_MAX_PRICE_MINOR
@@ -92,6 +102,7 @@ impl Default for CommerceConfig {
             settle_queue_max: default_settle_queue_max(),
             commit_timeout_ms: default_commit_timeout_ms(),
             max_price_minor: default_max_price_minor(),
+            return_window_secs: default_return_window_secs(),
             test_hold_after_take_ms: 0,
             test_rebuild_delay_ms: 0,
         }
@@ -119,6 +130,7 @@ impl CommerceConfig {
             ("commerce.reservation_timeout_secs", self.reservation_timeout_secs),
             ("commerce.settle_queue_max", self.settle_queue_max as u64),
             ("commerce.commit_timeout_ms", self.commit_timeout_ms),
+            ("commerce.return_window_secs", self.return_window_secs),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -129,6 +141,12 @@ impl CommerceConfig {
             return Err((
                 "commerce.max_price_minor",
                 format!("must be 1 to {MAX_PRICE_MINOR_LIMIT}"),
+            ));
+        }
+        if self.return_window_secs > MAX_RETURN_WINDOW_SECS {
+            return Err((
+                "commerce.return_window_secs",
+                format!("must be 1 to {MAX_RETURN_WINDOW_SECS} (10 years)"),
             ));
         }
         if self.deal_max_secs < self.deal_min_secs {

@@ -27,13 +27,18 @@ pub mod commands;
 pub mod config;
 pub mod coupons;
 pub mod deals;
+pub mod discovery;
+pub mod fulfilment;
+pub mod journey;
 pub mod order;
 pub mod payments;
 pub mod pricing;
+pub mod profile;
 pub mod purchase;
 pub mod sales;
 pub mod scheduler;
 pub mod stock;
+mod units;
 
 use std::sync::Arc;
 

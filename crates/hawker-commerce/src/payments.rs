@@ -384,7 +384,6 @@ pub const MAX_REASON_CHARS: usize = 500;
 
 #[derive(sqlx::FromRow)]
 struct RefundableOrder {
-    buyer_id: String,
     status: String,
     amount_minor: i64,
     session_id: Uuid,
@@ -418,8 +417,43 @@ pub async fn refund(
         ));
     }
     let mut tx = c.db().begin().await?;
+    let refund = match refund_in(&mut tx, claims, order_id, amount_minor, reason, kind).await {
+        Ok(refund) => refund,
+        Err(Error::Forbidden { message }) => {
+            tx.rollback().await?;
+            // Those who may not know of the order are told it does not exist.
+            let (buyer_id, session_id): (String, Uuid) =
+                sqlx::query_as("select buyer_id, session_id from customer_order where order_id = $1")
+                    .bind(order_id)
+                    .fetch_optional(c.db())
+                    .await?
+                    .ok_or(Error::NotFound("order"))?;
+            if !crate::order::may_see(c, claims, order_id, &buyer_id, session_id).await? {
+                return Err(Error::NotFound("order"));
+            }
+            return Err(Error::Forbidden { message });
+        }
+        Err(e) => return Err(e),
+    };
+    tx.commit().await?;
+    metrics::counter!("hawker_refunds_total", "kind" => if kind == "return" { "return" } else { "refund" })
+        .increment(1);
+    Ok(refund)
+}
+
+/// [`refund`] inside the caller's transaction (an approved return refunds in
+/// the transaction that approves it). `amount_minor`, `reason` and `kind` are
+/// already checked; the caller counts the metric after its commit.
+pub(crate) async fn refund_in(
+    tx: &mut Transaction<'_, Postgres>,
+    claims: &Claims,
+    order_id: Uuid,
+    amount_minor: i64,
+    reason: &str,
+    kind: &str,
+) -> Result<Refund> {
     let order: RefundableOrder = sqlx::query_as(
-        "select o.buyer_id, o.status, o.amount_minor, o.session_id, p.brand_id
+        "select o.status, o.amount_minor, o.session_id, p.brand_id
            from customer_order o
            join sku k on k.sku_id = o.sku_id
            join product p on p.product_id = k.product_id
@@ -427,11 +461,11 @@ pub async fn refund(
             for update of o",
     )
     .bind(order_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or(Error::NotFound("order"))?;
     // The session's agency comes from `hawker-agency`, read in this transaction.
-    let session = hawker_agency::access::load_session_on(&mut tx, order.session_id).await?;
+    let session = hawker_agency::access::load_session_on(tx, order.session_id).await?;
     let allowed = match claims.role {
         Role::Admin => true,
         Role::Agency => claims.agency_id == Some(session.agency_id),
@@ -439,11 +473,7 @@ pub async fn refund(
         Role::Host | Role::Viewer => false,
     };
     if !allowed {
-        tx.rollback().await?;
-        // Those who may not know of the order are told it does not exist.
-        if !crate::order::may_see(c, claims, order_id, &order.buyer_id, order.session_id).await? {
-            return Err(Error::NotFound("order"));
-        }
+        // `refund` turns this into 404 for those who may not know of the order.
         return Err(Error::forbidden(
             "only an admin, the session's agency or the product's brand may refund this order",
         ));
@@ -457,7 +487,7 @@ pub async fn refund(
     let already: i64 =
         sqlx::query_scalar("select coalesce(sum(amount_minor), 0)::bigint from refund where order_id = $1")
             .bind(order_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
     let refunded = already.saturating_add(amount_minor);
     if refunded > order.amount_minor {
@@ -487,12 +517,12 @@ pub async fn refund(
     .bind(reason)
     .bind(kind)
     .bind(&claims.sub)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     sqlx::query("update customer_order set status = $2 where order_id = $1")
         .bind(order_id)
         .bind(order_status)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     sqlx::query("insert into order_event (order_id, from_status, to_status, detail) values ($1, $2, $3, $4)")
         .bind(order_id)
@@ -506,11 +536,8 @@ pub async fn refund(
             "reason": reason,
             "by": claims.sub,
         }))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
-    metrics::counter!("hawker_refunds_total", "kind" => if kind == "return" { "return" } else { "refund" })
-        .increment(1);
     Ok(Refund {
         refund_id,
         order_id,

@@ -3,17 +3,16 @@
 //! queues its room event, so deals start and end, drops fire and orders
 //! expire once, on time, whichever nodes are up.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::deals::{end_deal_tx, Deal, DEAL_COLUMNS};
-use crate::stock;
+use crate::units::{self, OrderUnits};
 use crate::Commerce;
 use hawker_hub::{Notice, Publication};
+use serde_json::json;
 
 /// Runs every `commerce.scheduler_tick_ms` until `shutdown`.
 pub async fn run(c: Commerce, shutdown: CancellationToken) {
@@ -125,71 +124,24 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     let ids: Vec<Uuid> = expired.iter().map(|e| e.0).collect();
     let statuses: Vec<&str> = expired.iter().map(|e| e.4.as_str()).collect();
     sqlx::query(
-        "insert into order_event (order_id, from_status, to_status, detail)
-         select id, case when status = 'cancelled' then 'pending_payment' else status end, status, '{\"reason\": \"payment_expired\", \"units_returned\": true}'::jsonb
+        "insert into order_event (order_id, from_status, to_status, detail, kind)
+         select id, case when status = 'cancelled' then 'pending_payment' else status end, status,
+                '{\"reason\": \"payment_expired\", \"units_returned\": true}'::jsonb, 'expired'
            from unnest($1::uuid[], $2::text[]) as t(id, status)",
     )
     .bind(&ids)
     .bind(&statuses)
     .execute(&mut *tx)
     .await?;
-    let mut per_deal: HashMap<Uuid, i32> = HashMap::new();
-    let mut per_buyer: HashMap<(Uuid, String), i32> = HashMap::new();
-    for (_, deal_id, buyer, quantity, _, _) in &expired {
-        *per_deal.entry(*deal_id).or_default() += quantity;
-        *per_buyer.entry((*deal_id, buyer.clone())).or_default() += quantity;
-    }
-    for ((deal_id, buyer), units) in &per_buyer {
-        sqlx::query("update deal_buyer set units = units - $3 where deal_id = $1 and buyer_id = $2")
-            .bind(deal_id)
-            .bind(buyer)
-            .bind(units)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let mut figures = Vec::new();
-    let mut live = Vec::new();
-    for (deal_id, units) in &per_deal {
-        let (session_id, sku_id, quantity, sold, version, status, campaign_id): (
-            Uuid,
-            Uuid,
-            i32,
-            i32,
-            i64,
-            String,
-            Option<Uuid>,
-        ) = sqlx::query_as(
-            "update deal set sold = sold - $2, stock_version = stock_version + 1 where deal_id = $1
-          returning session_id, sku_id, quantity, sold, stock_version, status, campaign_id",
-        )
-        .bind(deal_id)
-        .bind(units)
-        .fetch_one(&mut *tx)
-        .await?;
-        if status == "ended" {
-            hawker_catalog::campaign_skus::give_back(
-                &mut tx,
-                hawker_catalog::campaign_skus::GiveBack {
-                    campaign_id,
-                    sku_id,
-                    units: *units,
-                    reason: hawker_catalog::stock::MovementReason::OrderReleased,
-                    deal_id: *deal_id,
-                    actor: "payment_expired",
-                },
-            )
-            .await?;
-        } else {
-            live.push(*deal_id);
-            figures.push(stock::deal_stock(
-                session_id,
-                *deal_id,
-                quantity - sold,
-                quantity,
-                version,
-            ));
-        }
-    }
+    let orders: Vec<OrderUnits> = expired
+        .iter()
+        .map(|(_, deal_id, buyer_id, quantity, _, _)| OrderUnits {
+            deal_id: *deal_id,
+            buyer_id: buyer_id.clone(),
+            quantity: *quantity,
+        })
+        .collect();
+    let back = units::give_back(&mut tx, &orders, "payment_expired").await?;
     // Each buyer alone hears that their order expired (the room sees the
     // stock figure). In buyer order: a notice takes a per-user lock, and two
     // sweepers must not take two buyers' locks in opposite orders.
@@ -213,16 +165,7 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
             .await?;
     }
     tx.commit().await?;
-    metrics::counter!("hawker_orders_expired_total").increment(expired.len() as u64);
-    for (_, deal_id, buyer, quantity, _, _) in &expired {
-        if live.contains(deal_id) {
-            if let Err(e) = c.inner.gate.give_back(*deal_id, buyer, *quantity).await {
-                tracing::warn!(error = %e, "units not returned to the gate; it is rebuilt when it is missing");
-            }
-        }
-    }
-    for figure in figures {
-        c.inner.stock.announce(figure);
-    }
+    metrics::counter!("hawker_orders_expired_total").increment(orders.len() as u64);
+    back.announce(c).await;
     Ok(())
 }

@@ -69,6 +69,18 @@ impl Hub {
         })
     }
 
+    /// One field of the room's snapshot state (what a publisher set with
+    /// `Publication::set_state`), read without opening the room; `None` if
+    /// the room or the field is absent.
+    pub async fn state_field(&self, room: Uuid, field: &str) -> Result<Option<Value>, PublishError> {
+        let store = &self.inner.store;
+        let mut conn = store.redis.clone();
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(store.keys.key(room, "state")).arg(field);
+        let raw: Option<String> = bounded(store.timeout, cmd.query_async(&mut conn)).await?;
+        Ok(raw.map(|v| serde_json::from_str(&v).unwrap_or(Value::String(v))))
+    }
+
     /// Up to `limit` events of the room's history after offset `after`, in
     /// order. Events the capped history no longer holds are skipped: the
     /// first offset returned is then more than `after + 1`.

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
+use crate::config::{Environment, Settings};
 use crate::http::{self, AppState};
 use crate::listener::LimitedListener;
 use crate::{db, telemetry};
@@ -31,6 +31,11 @@ impl Application {
         if settings.database.auto_migrate {
             db::ensure_database(&settings.database.url).await?;
             db::migrate(&db).await?;
+        }
+        // `make run` on a fresh machine shows a working product: an empty
+        // development database gets the demo once (never in test or production).
+        if settings.environment == Environment::Development && crate::seed::seed_if_empty(&db).await? {
+            tracing::info!("the development database was empty: demo data seeded");
         }
         let redis = redis_manager(&settings)?;
         let redis_client = redis::Client::open(settings.redis.url.as_str())

@@ -122,7 +122,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             "hawker ({}) serving on http://{public} (public URL {public_url})",
             environment.as_str()
         );
-        println!("  console    http://{public}/console/   (viewer, host, planner: docs/console.md)");
+        println!("  console    http://{public}/console/   (docs/console.md)");
+        if environment == Environment::Development {
+            println!("    viewer   http://{public}/console/viewer.html   (each tab is a new viewer)");
+            println!("    host     http://{public}/console/host.html");
+            println!("    planner  http://{public}/console/planner.html");
+        }
         println!("  API docs   http://{public}/docs   OpenAPI http://{public}/openapi.json");
         println!("  sockets    ws://{public}/v1/sessions/{{session_id}}/ws");
         println!("  health     http://{public}/healthz   http://{public}/readyz");

@@ -32,6 +32,16 @@ pub struct Seeded {
     pub session_id: Uuid,
 }
 
+/// Seeds the demo if the database holds no agency yet (a fresh development
+/// database); true if it did. Runs once: afterwards the database is not empty.
+pub async fn seed_if_empty(db: &PgPool) -> anyhow::Result<bool> {
+    if hawker_agency::demo::has_agencies(db).await? {
+        return Ok(false);
+    }
+    seed(db).await?;
+    Ok(true)
+}
+
 /// Seeds the demo rows through the crates that own them, in one transaction.
 #[tracing::instrument(skip_all)]
 pub async fn seed(db: &PgPool) -> anyhow::Result<Seeded> {

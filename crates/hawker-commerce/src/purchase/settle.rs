@@ -785,10 +785,11 @@ impl OrderColumns {
         let rows: Vec<InsertedRow> = sqlx::query_as(&format!(
             "insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
                     unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id, idempotency_key,
-                    request_hash, expires_at, host_id)
+                    request_hash, expires_at, host_id, shipping_address)
              select t.order_id, t.deal_id, t.session_id, t.lineup_item_id, t.sku_id, t.buyer_id, t.quantity,
                     t.unit_price_minor, t.discount_minor, t.amount_minor, t.currency, t.coupon_claim_id,
-                    t.idempotency_key, t.request_hash, now() + make_interval(secs => $15), t.host_id
+                    t.idempotency_key, t.request_hash, now() + make_interval(secs => $15), t.host_id,
+                    (select p.shipping_address from viewer_profile p where p.viewer_id = t.buyer_id)
                from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[],
                            $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::uuid[], $13::text[],
                            $14::text[], $16::uuid[])

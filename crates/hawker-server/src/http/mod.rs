@@ -10,6 +10,7 @@ pub mod console;
 pub mod coupons;
 pub mod dev;
 pub mod error;
+pub mod fulfilment;
 pub mod health;
 pub mod me;
 pub mod moderation;
@@ -87,6 +88,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::router())
         .merge(coupons::router())
         .merge(payments::router())
+        .merge(fulfilment::router())
         .merge(agency::router())
         .merge(catalog::router());
     let (router, mut doc) = router.split_for_parts();
