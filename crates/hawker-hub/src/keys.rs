@@ -58,6 +58,19 @@ impl RoomKeys {
         format!("{}:notices", self.prefix)
     }
 
+    /// The id of the last notice published for `user` (expires with the
+    /// notices): a join with nothing newer reads nothing from Postgres.
+    pub fn notices_latest(&self, user: &str) -> String {
+        format!("{}:notices:latest:{user}", self.prefix)
+    }
+
+    /// Present once the relay has written `notices_latest` for every user
+    /// with unexpired notices (gone after a flush: joins then ask Postgres
+    /// until the relay has written them again).
+    pub fn notices_marked(&self) -> String {
+        format!("{}:notices:marked", self.prefix)
+    }
+
     /// One of a room's keys: `<prefix>:room:{<id>}:<what>`.
     pub fn key(&self, room: Uuid, what: &str) -> String {
         format!("{}:room:{{{room}}}:{what}", self.prefix)

@@ -37,6 +37,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::event::{Frame, Lane};
+use crate::store::bounded;
 use crate::Hub;
 pub use store::StoredNotice;
 
@@ -177,21 +178,49 @@ impl Hub {
             return;
         };
         self.inner.notices.add(user, inbox.clone());
-        let backlog = match store::for_join(db, user, inbox.room, after, JOIN_BACKLOG_MAX).await {
-            Ok(rows) => rows
-                .iter()
-                .map(|n| (n.notice_id, frame(encode(user, n))))
-                .collect(),
-            Err(e) => {
-                // Kept as they are: the next join, or the HTTP list, has them.
-                tracing::warn!(error = %e, "notices for a join unavailable");
-                Vec::new()
+        let backlog = if !self.may_have_notices(user, after).await {
+            // Nothing published for this user that the client lacks: no
+            // Postgres round trip on a join storm.
+            Vec::new()
+        } else {
+            match store::for_join(db, user, inbox.room, after, JOIN_BACKLOG_MAX).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|n| (n.notice_id, frame(encode(user, n))))
+                    .collect(),
+                Err(e) => {
+                    // Kept as they are: the next join, or the HTTP list, has them.
+                    tracing::warn!(error = %e, "notices for a join unavailable");
+                    Vec::new()
+                }
             }
         };
         let (joined, live) = inbox.finish_join(backlog);
         crate::metrics::notices_delivered("join", joined.len() as u64);
         crate::metrics::notices_delivered("live", live.len() as u64);
         self.note_delivered(joined.into_iter().chain(live));
+    }
+
+    /// Whether a join of `user` (who has every notice up to `after`) must
+    /// read its backlog from Postgres: yes unless Redis says the last notice
+    /// published for the user is not newer, or that there is none. Unpublished
+    /// notices reach the socket through the relay, since it is registered
+    /// before this question. When Redis cannot answer, or its marks are not
+    /// (re)built yet, Postgres is asked.
+    async fn may_have_notices(&self, user: &str, after: Option<i64>) -> bool {
+        let store = &self.inner.store;
+        let keys = [store.keys.notices_marked(), store.keys.notices_latest(user)];
+        let mut conn = store.redis.clone();
+        let answer: redis::RedisResult<(Option<i64>, Option<i64>)> = bounded(
+            store.timeout,
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn),
+        )
+        .await;
+        match answer {
+            Ok((Some(_), None)) => false,
+            Ok((Some(_), Some(latest))) => after.is_none_or(|after| latest > after),
+            Ok((None, _)) | Err(_) => true,
+        }
     }
 
     pub(crate) fn leave_notices(&self, user: &str, client_id: u64) {

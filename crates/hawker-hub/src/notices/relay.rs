@@ -31,10 +31,21 @@ impl Hub {
             return Ok(0);
         }
         let store = &self.inner.store;
+        self.mark_latest_notices(db).await?;
         let channel = store.keys.notices_channel();
+        let ttl = self.inner.config.notice_ttl_secs;
         let published = store::relay_round(db, RELAY_BATCH, |rows| async move {
             let mut pipe = redis::pipe();
             for row in &rows {
+                // Before the PUBLISH: a socket that joins after this SET reads
+                // its backlog from Postgres; one that joined before it gets
+                // the PUBLISH.
+                pipe.cmd("SET")
+                    .arg(store.keys.notices_latest(&row.user_id))
+                    .arg(row.notice.notice_id)
+                    .arg("EX")
+                    .arg(ttl)
+                    .ignore();
                 pipe.cmd("PUBLISH")
                     .arg(&channel)
                     .arg(encode(&row.user_id, &row.notice))
@@ -49,6 +60,44 @@ impl Hub {
             crate::metrics::notices_published(published as u64);
         }
         Ok(published)
+    }
+
+    /// After a flush (or on a new Redis): writes `notices_latest` for every
+    /// user with unexpired notices, then `notices_marked`. Until then joins
+    /// read their backlog from Postgres.
+    async fn mark_latest_notices(&self, db: &sqlx::PgPool) -> anyhow::Result<()> {
+        let store = &self.inner.store;
+        let marked = store.keys.notices_marked();
+        let mut conn = store.redis.clone();
+        let exists: bool = bounded(
+            store.timeout,
+            redis::cmd("EXISTS").arg(&marked).query_async(&mut conn),
+        )
+        .await?;
+        if exists {
+            return Ok(());
+        }
+        let latest = store::latest_per_user(db).await?;
+        for chunk in latest.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for (user, id, ttl) in chunk {
+                // Never lower a newer id the relay wrote meanwhile.
+                pipe.cmd("SET")
+                    .arg(store.keys.notices_latest(user))
+                    .arg(id)
+                    .arg("EX")
+                    .arg(ttl)
+                    .arg("NX")
+                    .ignore();
+            }
+            bounded(store.timeout, pipe.query_async::<()>(&mut conn)).await?;
+        }
+        bounded(
+            store.timeout,
+            redis::cmd("SET").arg(&marked).arg(1).query_async::<()>(&mut conn),
+        )
+        .await?;
+        Ok(())
     }
 }
 

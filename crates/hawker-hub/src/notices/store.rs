@@ -214,3 +214,15 @@ where
     tx.commit().await?;
     Ok(ids.len())
 }
+
+/// The last unexpired notice of every user who has one, with the seconds it
+/// has left (the relay writes them to Redis after a flush).
+pub(crate) async fn latest_per_user(db: &PgPool) -> sqlx::Result<Vec<(String, i64, i64)>> {
+    sqlx::query_as(
+        "select user_id, max(notice_id),
+                greatest(1, ceil(extract(epoch from max(expires_at) - now())))::bigint
+           from user_notice where expires_at > now() group by user_id",
+    )
+    .fetch_all(db)
+    .await
+}
