@@ -119,14 +119,16 @@ async fn world(db: &PgPool) -> World {
     .execute(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("insert into campaign (campaign_id, brand_id, agency_id, name, created_by, status, starts_at)
-         values ($1, $2, $3, 'C', 't', 'accepted', now() - interval '1 day')")
-        .bind(campaign)
-        .bind(brand)
-        .bind(agency)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query(
+        "insert into campaign (campaign_id, brand_id, agency_id, name, created_by, status, starts_at)
+         values ($1, $2, $3, 'C', 't', 'accepted', now() - interval '1 day')",
+    )
+    .bind(campaign)
+    .bind(brand)
+    .bind(agency)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     sqlx::query(
         "insert into commission_terms (terms_id, campaign_id, version, effective_from, percent_bps, slot_fee_minor,
                 hourly_rate_minor, host_share_bps, currency, created_by, created_at)
