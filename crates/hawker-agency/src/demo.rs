@@ -16,9 +16,9 @@ pub struct DemoHost<'a> {
 
 /// Whether any agency exists (an empty database has none).
 pub async fn has_agencies(db: &sqlx::PgPool) -> sqlx::Result<bool> {
-    Ok(sqlx::query_scalar("select exists (select 1 from agency)")
+    sqlx::query_scalar("select exists (select 1 from agency)")
         .fetch_one(db)
-        .await?)
+        .await
 }
 
 /// Inserts the agency, its hosts and their roster stays, and the brand.

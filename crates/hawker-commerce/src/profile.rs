@@ -203,7 +203,8 @@ mod tests {
 
     #[test]
     fn hidden_characters_blank_fields_and_bad_codes_are_refused() {
-        let cases: Vec<Box<dyn Fn(&mut ShippingAddress)>> = vec![
+        type Break = Box<dyn Fn(&mut ShippingAddress)>;
+        let cases: Vec<Break> = vec![
             Box::new(|a| a.name = "Mia\u{202E}nehC".into()),
             Box::new(|a| a.line1 = "   ".into()),
             Box::new(|a| a.line2 = Some("a\nb".into())),

@@ -21,7 +21,8 @@
 //! - a route: a line in [`HTTP`], `"METHOD /path"` exactly as in the OpenAPI
 //!   document. A route whose path parameters are the world's
 //!   (`{session_id}`, `{agency_id}`, `{host_id}`, `{deal_id}`, `{order_id}`,
-//!   `{coupon_drop_id}`, `{campaign_id}`, `{link_number}`) and that needs no
+//!   `{coupon_drop_id}`, `{campaign_id}`, `{link_number}`, `{brand_id}`,
+//!   `{product_id}`, `{sku_id}`, `{user}`) and that needs no
 //!   body needs nothing else. Otherwise add an arm to [`request`] that builds
 //!   a request valid in every way but who sends it, with fresh resources
 //!   where a second call would conflict (each cell is sent once per role).
@@ -116,6 +117,16 @@ const HTTP: &[(&str, &str)] = &[
     ("GET /v1/me",                                             "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("GET /v1/sessions/{session_id}",                          "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("GET /v1/sessions/{session_id}/ws",                       "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    // Private notices: anyone signed in, their own.
+    ("GET /v1/me/notices",                                     "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("POST /v1/me/notices/read",                               "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    // A room's bans: its session's agency (not its hosts or moderators).
+    ("GET /v1/sessions/{session_id}/bans",                     "401  403  403  403  403  403  ok   403  403  403  ok"),
+    ("DELETE /v1/sessions/{session_id}/bans/{user}",           "401  403  403  403  403  403  ok   403  403  403  ok"),
+    // Discovery: anyone signed in.
+    ("GET /v1/sessions",                                       "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("GET /v1/brands/{brand_id}/schedule",                     "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("GET /v1/agencies/{agency_id}/schedule",                  "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     // Agencies, hosts and rosters.
     ("GET /v1/agencies/{agency_id}",                           "401  403  403  403  403  403  ok   403  403  403  ok"),
     ("POST /v1/hosts",                                         "401  403  403  403  403  403  ok   ok   403  403  ok"),
@@ -135,6 +146,25 @@ const HTTP: &[(&str, &str)] = &[
     ("POST /v1/campaigns/{campaign_id}/terms",                 "401  404  404  404  404  404  ok   404  ok   404  ok"),
     ("GET /v1/sessions/{session_id}/terms",                    "401  403  403  403  403  403  ok   403  ok   403  ok"),
     ("POST /v1/sessions/{session_id}/terms",                   "401  403  403  403  403  403  ok   403  ok   403  ok"),
+    // The side that did not propose answers (the proposer gets 403).
+    ("POST /v1/campaigns/{campaign_id}/accept",                "401  404  404  404  404  404  ok   404  ok   404  ok"),
+    ("POST /v1/campaigns/{campaign_id}/decline",               "401  404  404  404  404  404  ok   404  ok   404  ok"),
+    ("GET /v1/campaigns/{campaign_id}/skus",                   "401  404  404  404  404  404  ok   404  ok   404  ok"),
+    // Once the campaign is accepted, only its brand changes its SKUs.
+    ("POST /v1/campaigns/{campaign_id}/skus",                  "401  404  404  404  404  404  403  404  ok   404  ok"),
+    ("GET /v1/brands/{brand_id}/campaigns",                    "401  403  403  403  403  403  403  403  ok   403  ok"),
+    ("GET /v1/agencies/{agency_id}/campaigns",                 "401  403  403  403  403  403  ok   403  403  403  ok"),
+    // Catalogs: the brand's own; another's product or SKU is 404, its list or import 403.
+    ("POST /v1/brands/{brand_id}/products",                    "401  403  403  403  403  403  403  403  ok   403  ok"),
+    ("GET /v1/brands/{brand_id}/products",                     "401  403  403  403  403  403  403  403  ok   403  ok"),
+    ("POST /v1/brands/{brand_id}/catalog/import",              "401  403  403  403  403  403  403  403  ok   403  ok"),
+    ("GET /v1/products/{product_id}",                          "401  404  404  404  404  404  404  404  ok   404  ok"),
+    ("PATCH /v1/products/{product_id}",                        "401  404  404  404  404  404  404  404  ok   404  ok"),
+    ("POST /v1/products/{product_id}/skus",                    "401  404  404  404  404  404  404  404  ok   404  ok"),
+    ("GET /v1/skus/{sku_id}",                                  "401  404  404  404  404  404  404  404  ok   404  ok"),
+    ("PATCH /v1/skus/{sku_id}",                                "401  404  404  404  404  404  404  404  ok   404  ok"),
+    ("GET /v1/skus/{sku_id}/stock-movements",                  "401  404  404  404  404  404  404  404  ok   404  ok"),
+    ("POST /v1/skus/{sku_id}/stock-movements",                 "401  404  404  404  404  404  404  404  ok   404  ok"),
     // Scheduling: a shift is private to its session's agency and its host.
     ("GET /v1/agencies/{agency_id}/sessions",                  "401  403  403  403  403  403  ok   403  403  403  ok"),
     ("POST /v1/agencies/{agency_id}/sessions",                 "401  403  403  403  403  403  ok   403  403  403  ok"),
@@ -150,6 +180,7 @@ const HTTP: &[(&str, &str)] = &[
     ("GET /v1/agencies/{agency_id}/statement",                 "401  403  403  403  403  403  ok   403  403  403  ok"),
     ("GET /v1/sessions/{session_id}/figures",                  "401  403  403  ok   403  403  ok   403  ok   403  ok"),
     // Commerce: whoever may host the session runs it; anyone signed in reads and buys.
+    ("GET /v1/sessions/{session_id}/sellable-skus",            "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     ("POST /v1/sessions/{session_id}/lineup",                  "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     ("GET /v1/sessions/{session_id}/lineup",                   "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("POST /v1/sessions/{session_id}/lineup/{link_number}/pin","401  403  403  ok   ok   403  ok   403  403  403  ok"),
@@ -161,6 +192,21 @@ const HTTP: &[(&str, &str)] = &[
     // An order is private to its buyer, its session's hosts and agency, its product's brand.
     ("GET /v1/orders/{order_id}",                              "401  ok   404  ok   ok   404  ok   404  ok   404  ok"),
     ("POST /v1/orders/{order_id}/refunds",                     "401  403  404  403  403  404  ok   404  ok   404  ok"),
+    // Fulfilment: the product's brand; the buyer asks for a return. The buyer
+    // trying a brand's step gets 403, anyone else 404.
+    ("POST /v1/orders/{order_id}/shipment",                    "401  403  404  404  404  404  404  404  ok   404  ok"),
+    ("POST /v1/orders/{order_id}/delivery",                    "401  403  404  404  404  404  404  404  ok   404  ok"),
+    ("POST /v1/orders/{order_id}/return",                      "401  ok   404  404  404  404  404  404  404  404  404"),
+    ("POST /v1/orders/{order_id}/return/approve",              "401  403  404  404  404  404  404  404  ok   404  ok"),
+    ("POST /v1/orders/{order_id}/return/refuse",               "401  403  404  404  404  404  404  404  ok   404  ok"),
+    // The buyer's journey: for the token's sub; another's order is 404.
+    ("GET /v1/me/orders",                                      "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("GET /v1/me/orders/{order_id}",                           "401  ok   404  404  404  404  404  404  404  404  404"),
+    ("POST /v1/me/orders/{order_id}/cancel",                   "401  ok   404  404  404  404  404  404  404  404  404"),
+    ("GET /v1/me/coupons",                                     "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("GET /v1/me/sessions/{session_id}",                       "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("GET /v1/me/shipping-address",                            "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("PUT /v1/me/shipping-address",                            "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("POST /v1/sessions/{session_id}/coupon-drops",            "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     ("GET /v1/coupon-drops/{coupon_drop_id}",                  "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("POST /v1/coupon-drops/{coupon_drop_id}/claims",          "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
@@ -362,8 +408,10 @@ struct World {
     campaign: Uuid,
     /// The agency's session under the campaign (scheduled, not live).
     session: Uuid,
-    /// The brand's SKU, at link #1 of the session.
+    /// The brand's SKU, at link #1 of the session, in the campaign.
     sku: Uuid,
+    /// The SKU's product.
+    product: Uuid,
     /// A deal of the session, selling.
     deal: Uuid,
     /// The viewer's order of that deal, paid.
@@ -430,6 +478,10 @@ impl World {
             ("{coupon_drop_id}", self.coupon_drop.to_string()),
             ("{campaign_id}", self.campaign.to_string()),
             ("{link_number}", "1".to_string()),
+            ("{brand_id}", self.brand.to_string()),
+            ("{product_id}", self.product.to_string()),
+            ("{sku_id}", self.sku.to_string()),
+            ("{user}", "matrix-target".to_string()),
         ]
         .iter()
         .fold(template.to_string(), |path, (param, value)| {
@@ -462,6 +514,34 @@ impl World {
             .await,
             201,
         );
+        let campaign_id = id(&campaign, "campaign_id");
+        // The brand accepts the agency's proposal and puts its SKU in it.
+        let brand_token = app.brand_token(brand);
+        ok(
+            app.send(
+                Method::POST,
+                &format!("/v1/campaigns/{campaign_id}/accept"),
+                &brand_token,
+                None,
+            )
+            .await,
+            200,
+        );
+        ok(
+            app.send(
+                Method::POST,
+                &format!("/v1/campaigns/{campaign_id}/skus"),
+                &brand_token,
+                Some(json!({"items": [{"sku_id": sku, "floor_price_minor": 1}]})),
+            )
+            .await,
+            200,
+        );
+        let product: Uuid = sqlx::query_scalar("select product_id from sku where sku_id = $1")
+            .bind(sku)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
         let start = now();
         let session = schedule(
             app,
@@ -527,6 +607,7 @@ impl World {
             campaign: id(&campaign, "campaign_id"),
             session: session_id,
             sku,
+            product,
             deal,
             order: Uuid::nil(),
             order_amount: 0,
@@ -556,21 +637,71 @@ impl World {
             order_amount: order["amount_minor"].as_i64().unwrap(),
             ..world
         };
-        let paid = ok(send(app, None, world.payment_event("matrix-payment")).await, 200);
+        let paid = ok(
+            send(
+                app,
+                None,
+                world.payment_event("matrix-payment", world.order, world.order_amount),
+            )
+            .await,
+            200,
+        );
         assert_eq!(paid["outcome"], "applied", "{paid}");
         world
     }
 
-    /// A signed `payment.succeeded` for the world's order.
-    fn payment_event(&self, event_id: &str) -> Request {
-        let body = json!({"event_id": event_id, "type": "payment.succeeded", "order_id": self.order,
-                          "amount_minor": self.order_amount, "currency": "USD"})
+    /// A signed `payment.succeeded` for `order`.
+    fn payment_event(&self, event_id: &str, order: Uuid, amount_minor: i64) -> Request {
+        let body = json!({"event_id": event_id, "type": "payment.succeeded", "order_id": order,
+                          "amount_minor": amount_minor, "currency": "USD"})
         .to_string()
         .into_bytes();
         let signature = hawker_commerce::payments::sign(&self.webhook_secret, Utc::now().timestamp(), &body);
         Request::new(Method::POST, "/v1/payments/webhook".into())
             .header("x-hawker-signature", &signature)
-            .raw(body)
+            .raw(body, "application/json")
+    }
+
+    /// A new order of the viewer's for one unit of the world's deal, paid,
+    /// then taken through fulfilment: shipped, delivered and with a return
+    /// asked for, as far as `stage` says (0 to 3).
+    async fn fulfilment_order(&self, app: &TestApp, stage: u8) -> Uuid {
+        let viewer = self.token(app, Who::Viewer);
+        let (status, order) = send(
+            app,
+            viewer.as_deref(),
+            Request::new(Method::POST, format!("/v1/deals/{}/orders", self.deal))
+                .header("idempotency-key", &format!("matrix-{}", Uuid::new_v4()))
+                .json(json!({"quantity": 1})),
+        )
+        .await;
+        assert_eq!(status, 201, "{order}");
+        let order_id = id(&order, "order_id");
+        let amount = order["amount_minor"].as_i64().unwrap();
+        let event = self.payment_event(&format!("matrix-{}", Uuid::new_v4()), order_id, amount);
+        let (status, paid) = send(app, None, event).await;
+        assert_eq!((status, &paid["outcome"]), (200, &json!("applied")), "{paid}");
+        let brand = self.token(app, Who::Brand);
+        let steps = [
+            (
+                brand.as_deref(),
+                "shipment",
+                json!({"carrier": "DHL", "tracking_number": "M1"}),
+            ),
+            (brand.as_deref(), "delivery", Value::Null),
+            (viewer.as_deref(), "return", json!({"reason": "not as shown"})),
+        ];
+        for (token, step, body) in steps.into_iter().take(usize::from(stage)) {
+            let request = Request::new(Method::POST, format!("/v1/orders/{order_id}/{step}"));
+            let request = if body.is_null() {
+                request
+            } else {
+                request.json(body)
+            };
+            let (status, reply) = send(app, token, request).await;
+            assert_eq!(status, 200, "{step}: {reply}");
+        }
+        order_id
     }
 
     /// A session of the agency on a day of its own (three hours), with a
@@ -636,7 +767,7 @@ struct Request {
     path: String,
     headers: Vec<(&'static str, String)>,
     json: Option<Value>,
-    raw: Option<Vec<u8>>,
+    raw: Option<(Vec<u8>, &'static str)>,
 }
 
 impl Request {
@@ -655,8 +786,8 @@ impl Request {
         self
     }
 
-    fn raw(mut self, body: Vec<u8>) -> Request {
-        self.raw = Some(body);
+    fn raw(mut self, body: Vec<u8>, content_type: &'static str) -> Request {
+        self.raw = Some((body, content_type));
         self
     }
 
@@ -677,8 +808,8 @@ async fn send(app: &TestApp, token: Option<&str>, request: Request) -> (u16, Val
     if let Some(body) = request.json {
         builder = builder.json(&body);
     }
-    if let Some(body) = request.raw {
-        builder = builder.header("content-type", "application/json").body(body);
+    if let Some((body, content_type)) = request.raw {
+        builder = builder.header("content-type", content_type).body(body);
     }
     answer(builder.send().await.unwrap()).await
 }
@@ -809,7 +940,70 @@ async fn request(app: &TestApp, w: &World, route: &str, who: Who) -> Request {
         "POST /v1/orders/{order_id}/refunds" => plain.json(json!({"amount_minor": 1, "reason": "matrix"})),
         "POST /v1/sessions/{session_id}/coupon-drops" => plain.json(json!({
             "total": 10, "discount_kind": "percent", "discount_value": 10, "claim_window_secs": 600})),
-        "POST /v1/payments/webhook" => w.payment_event(&format!("matrix-{}", Uuid::new_v4())),
+        "POST /v1/payments/webhook" => {
+            w.payment_event(&format!("matrix-{}", Uuid::new_v4()), w.order, w.order_amount)
+        }
+        "POST /v1/me/notices/read" => plain.json(json!({"up_to": 1})),
+        "POST /v1/campaigns/{campaign_id}/accept" | "POST /v1/campaigns/{campaign_id}/decline" => {
+            // A new proposal, made by the side that is not trying: the brand
+            // proposes unless the brand tries.
+            let proposer = if who == Who::Brand {
+                app.agency_token(a)
+            } else {
+                app.brand_token(w.brand)
+            };
+            let (status, campaign) = app
+                .send(
+                    Method::POST,
+                    "/v1/campaigns",
+                    &proposer,
+                    Some(json!({"brand_id": w.brand, "agency_id": a, "name": "Proposal"})),
+                )
+                .await;
+            assert_eq!(status, 201, "{campaign}");
+            let campaign = id(&campaign, "campaign_id");
+            Request::new(method, template.replace("{campaign_id}", &campaign.to_string()))
+        }
+        "POST /v1/campaigns/{campaign_id}/skus" => {
+            plain.json(json!({"items": [{"sku_id": w.sku, "floor_price_minor": 1}]}))
+        }
+        "POST /v1/brands/{brand_id}/products" => plain.json(json!({
+            "name": "Matrix Serum",
+            "skus": [{"code": fresh_code(), "name": "30 ml", "price_minor": 3450, "currency": "USD", "stock": 5}]})),
+        "POST /v1/brands/{brand_id}/catalog/import" => {
+            let csv = format!("product_name,sku_code,sku_name,price_minor,currency\nMatrix Balm,{},Mint,999,USD\n", fresh_code());
+            plain.raw(csv.into_bytes(), "text/csv")
+        }
+        "PATCH /v1/products/{product_id}" => plain.json(json!({"name": "Lipstick"})),
+        "POST /v1/products/{product_id}/skus" => plain.json(json!({
+            "code": fresh_code(), "name": "Coral", "price_minor": 2500, "currency": "USD"})),
+        "PATCH /v1/skus/{sku_id}" => plain.json(json!({"name": "Ruby"})),
+        "POST /v1/skus/{sku_id}/stock-movements" => plain.json(json!({"kind": "restock", "delta": 1, "note": "matrix"})),
+        "PUT /v1/me/shipping-address" => plain.json(json!({
+            "name": "Mia Chen", "line1": "12 Harbour Street", "city": "Singapore", "postal_code": "049318",
+            "country": "SG"})),
+        "POST /v1/orders/{order_id}/shipment"
+        | "POST /v1/orders/{order_id}/delivery"
+        | "POST /v1/orders/{order_id}/return"
+        | "POST /v1/orders/{order_id}/return/approve"
+        | "POST /v1/orders/{order_id}/return/refuse" => {
+            // An order of the viewer's of its own, one step short of this one.
+            let (stage, body) = match route {
+                "POST /v1/orders/{order_id}/shipment" => {
+                    (0, json!({"carrier": "DHL", "tracking_number": "JD014600006151"}))
+                }
+                "POST /v1/orders/{order_id}/delivery" => (1, Value::Null),
+                "POST /v1/orders/{order_id}/return" => (2, json!({"reason": "The colour is not as shown"})),
+                _ => (3, json!({"note": "matrix"})),
+            };
+            let order = w.fulfilment_order(app, stage).await;
+            let request = Request::new(method, template.replace("{order_id}", &order.to_string()));
+            if body.is_null() {
+                request
+            } else {
+                request.json(body)
+            }
+        }
         _ => plain,
     };
     assert!(
@@ -817,6 +1011,11 @@ async fn request(app: &TestApp, w: &World, route: &str, who: Who) -> Request {
         "`{route}` names an id the world does not have: add an arm to `request`"
     );
     request
+}
+
+/// A SKU code no other cell uses.
+fn fresh_code() -> String {
+    format!("MX-{}", &Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// Routes whose cells put the world's host on air in a side session.
@@ -942,6 +1141,24 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
         status == 200 && !items.is_empty() && items.iter().all(|s| s["host_id"] == json!(w.host)),
         "{shifts}"
     );
+    // The buyer's routes answer for the token's sub: another viewer's lists
+    // hold only their own orders (from their cell of the orders row), none of
+    // the buyer's.
+    let moderator = w.token(app, Who::Moderator);
+    for path in [
+        "/v1/me/orders".to_string(),
+        format!("/v1/me/sessions/{}", w.session),
+    ] {
+        let (status, mine) = send(app, moderator.as_deref(), Request::new(Method::GET, path)).await;
+        let orders = mine.get("items").or_else(|| mine.get("orders"));
+        assert!(
+            status == 200
+                && orders
+                    .and_then(Value::as_array)
+                    .is_some_and(|o| o.iter().all(|o| o["buyer_id"] == MODERATOR)),
+            "{mine}"
+        );
+    }
     // Another agency cannot put the agency's host on its roster.
     let (status, body) = send(
         app,
