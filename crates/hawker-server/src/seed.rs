@@ -85,8 +85,8 @@ pub async fn seed(db: &PgPool) -> anyhow::Result<Seeded> {
             price_minor,
             currency: "USD",
             stock_on_hand,
-            // Deals may go down to half the list price.
-            floor_price_minor: price_minor / 2,
+            // Deals may go down to a quarter of the list price.
+            floor_price_minor: price_minor / 4,
         })
         .collect();
     hawker_catalog::demo::seed_catalogue(&mut tx, BRAND_ID, &products).await?;
