@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import schemathesis
+from schemathesis.core.transforms import to_wire_text
 
 # Real ids (path parameter name -> value) made by schemathesis_fixtures.py:
 # random ids would only ever reach a 404.
@@ -102,6 +103,29 @@ def _aim_path(case, method: str, path: str) -> None:
             params[name] = _IDS[name]
 
 
+# The catalog import takes the catalog as text, `text/csv` or JSON lines
+# (`application/x-ndjson`): a generated string goes on the wire as its UTF-8
+# bytes, anything else as its JSON spelling (as schemathesis sends text/plain).
+@schemathesis.serializer("text/csv", "application/x-ndjson")
+def _text_body(ctx, value):
+    if isinstance(value, bytes):
+        return value
+    return to_wire_text(value).encode("utf-8")
+
+
+# A CSV catalog starts with a header row naming the required columns, and
+# quotes are balanced (bad_import_header, bad_csv); each row after it is
+# judged alone and a bad one is reported, not refused. JSON lines have no
+# header: every line is judged alone.
+_CATALOG_HEADER = "product_name,sku_code,sku_name,price_minor,currency"
+
+
+def _catalog(case) -> None:
+    if not isinstance(case.body, str) or case.media_type != "text/csv":
+        return
+    case.body = _CATALOG_HEADER + "\n" + case.body.replace('"', "")
+
+
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
     if not _is_positive(case):
@@ -126,6 +150,8 @@ def before_call(ctx, case, **kwargs):
         ):
             _period(query, both_or_neither=False, max_days=None)
 
+    if method == "POST" and path == "/v1/brands/{brand_id}/catalog/import":
+        _catalog(case)
     if body is None or method != "POST":
         return
     if path == "/v1/agencies/{agency_id}/roster":
