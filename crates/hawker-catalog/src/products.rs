@@ -471,7 +471,10 @@ pub async fn list_products(
         // Text in Postgres holds no NUL, so no name or code contains one
         // (and Postgres refuses it as a parameter).
         Some(q) if q.contains('\0') => {
-            return Ok(ProductPage { items: Vec::new(), next_cursor: None });
+            return Ok(ProductPage {
+                items: Vec::new(),
+                next_cursor: None,
+            });
         }
         Some(q) => Some(format!(
             "%{}%",

@@ -227,7 +227,10 @@ where
         // serde reads a struct from an array of its fields in order
         // (`[null, null]`); no request body of the API is an array.
         if value.is_array() {
-            return Err(ApiError::bad_request("bad_json", "the body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "bad_json",
+                "the body must be a JSON object",
+            ));
         }
         integral_floats_as_integers(&mut value);
         // Read through `axum::Json` again for its messages, which name the

@@ -158,8 +158,17 @@ pub async fn session_socket(
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
-                hub.serve(socket, session_id, member, resume, notices_after, permit, commerce, rights)
-                    .await;
+                hub.serve(
+                    socket,
+                    session_id,
+                    member,
+                    resume,
+                    notices_after,
+                    permit,
+                    commerce,
+                    rights,
+                )
+                .await;
                 drop(address_slot);
             })
         })
