@@ -109,16 +109,18 @@ async fn world(db: &PgPool) -> World {
         .await
         .unwrap();
     sqlx::query(
-        "insert into sku (sku_id, product_id, code, name, price_minor, currency, stock_on_hand)
-         values ($1, $2, 'LIP-1', 'Ruby', $3, 'USD', 100000)",
+        "insert into sku (sku_id, product_id, brand_id, code, name, price_minor, currency, stock_on_hand)
+         values ($1, $2, $4, 'LIP-1', 'Ruby', $3, 'USD', 0)",
     )
     .bind(sku)
     .bind(product)
     .bind(PRICE)
+    .bind(brand)
     .execute(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("insert into campaign (campaign_id, brand_id, agency_id, name, created_by) values ($1, $2, $3, 'C', 't')")
+    sqlx::query("insert into campaign (campaign_id, brand_id, agency_id, name, created_by, status, starts_at)
+         values ($1, $2, $3, 'C', 't', 'accepted', now() - interval '1 day')")
         .bind(campaign)
         .bind(brand)
         .bind(agency)
