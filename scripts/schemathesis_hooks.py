@@ -200,6 +200,10 @@ def before_call(ctx, case, **kwargs):
                     item["sku_id"] = _IDS["sku_id"]
                 if "product_id" in item and "product_id" in _IDS:
                     item["product_id"] = _IDS["product_id"]
+                # Exactly one of the two (bad_items). TODO: state it in the
+                # schema (oneOf of the two required sets) instead.
+                if item.get("sku_id") is not None and item.get("product_id") is not None:
+                    item.pop("product_id")
     elif path == "/v1/sessions/{session_id}/deals":
         # A deal is not below the campaign's floor for its SKU
         # (price_below_floor); the seeded floors are under 10,000.
