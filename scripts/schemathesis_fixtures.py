@@ -9,7 +9,7 @@ schemathesis_hooks.py reads from the file named by SCHEMATHESIS_IDS.
 
 Usage: schemathesis_fixtures.py BASE_URL  (tokens in VIEWER_TOKEN,
 AGENCY_TOKEN, BRAND_TOKEN; seeded ids in AGENCY_ID, BRAND_ID, SESSION_ID,
-HOST_ID, SKU_ID).
+HOST_ID, SKU_ID, PRODUCT_ID).
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ def main() -> None:
     env = os.environ
     viewer, agency, brand = env["VIEWER_TOKEN"], env["AGENCY_TOKEN"], env["BRAND_TOKEN"]
     agency_id, session_id, host_id = env["AGENCY_ID"], env["SESSION_ID"], env["HOST_ID"]
-    ids = {"agency_id": agency_id, "session_id": session_id, "host_id": host_id}
+    ids = {"agency_id": agency_id, "session_id": session_id, "host_id": host_id,
+           "brand_id": env["BRAND_ID"], "sku_id": env["SKU_ID"], "product_id": env["PRODUCT_ID"],
+           # A user a ban in the seeded session may name (no token of the run).
+           "user": "schemathesis-banned"}
 
     item = call(base, "POST", f"/v1/sessions/{session_id}/lineup", agency, {"sku_id": env["SKU_ID"]})
     ids["link_number"] = item["link_number"]

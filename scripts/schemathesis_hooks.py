@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import schemathesis
+from schemathesis.core.transforms import to_wire_text
 
 # Real ids (path parameter name -> value) made by schemathesis_fixtures.py:
 # random ids would only ever reach a 404.
@@ -102,6 +103,36 @@ def _aim_path(case, method: str, path: str) -> None:
             params[name] = _IDS[name]
 
 
+# The catalog import takes the catalog as text, `text/csv` or JSON lines
+# (`application/x-ndjson`): a generated string goes on the wire as its UTF-8
+# bytes, anything else as its JSON spelling (as schemathesis sends text/plain).
+#
+# A negative case whose body is no string (`{}`, `5`) has no spelling as
+# text: its JSON spelling would be a valid text body (a JSON line, a CSV
+# cell), so it goes as bytes that are not UTF-8, which no text is
+# (bad_encoding).
+@schemathesis.serializer("text/csv", "application/x-ndjson")
+def _text_body(ctx, value):
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return b"\xff" + to_wire_text(value).encode("utf-8")
+
+
+# A CSV catalog starts with a header row naming the required columns, and
+# quotes are balanced (bad_import_header, bad_csv); each row after it is
+# judged alone and a bad one is reported, not refused. JSON lines have no
+# header: every line is judged alone.
+_CATALOG_HEADER = "product_name,sku_code,sku_name,price_minor,currency"
+
+
+def _catalog(case) -> None:
+    if not isinstance(case.body, str) or case.media_type != "text/csv":
+        return
+    case.body = _CATALOG_HEADER + "\n" + case.body.replace('"', "")
+
+
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
     if not _is_positive(case):
@@ -126,6 +157,8 @@ def before_call(ctx, case, **kwargs):
         ):
             _period(query, both_or_neither=False, max_days=None)
 
+    if method == "POST" and path == "/v1/brands/{brand_id}/catalog/import":
+        _catalog(case)
     if body is None or method != "POST":
         return
     if path == "/v1/agencies/{agency_id}/roster":
@@ -134,14 +167,59 @@ def before_call(ctx, case, **kwargs):
             body["joined_at"] = _iso(now)
     elif path == "/v1/agencies/{agency_id}/sessions":
         _plan(body, max_hours=24)
+        # A campaign's session is for the campaign's brand (brand_mismatch):
+        # the brand then comes from the campaign.
+        if body.get("campaign_id") is not None:
+            body.pop("brand_id", None)
     elif path == "/v1/sessions/{session_id}/shifts":
         _plan(body, max_hours=None)
+    elif path == "/v1/skus/{sku_id}/stock-movements":
+        # A restock adds units (bad_delta).
+        delta = _number(body.get("delta"))
+        if body.get("kind") == "restock" and delta is not None and delta <= 0:
+            body["delta"] = -delta if delta < 0 else 1
+        # An adjustment says why (bad_note).
+        note = body.get("note")
+        if body.get("kind") == "adjustment" and (not isinstance(note, str) or not note.strip()):
+            body["note"] = "counted again"
+    elif path == "/v1/campaigns":
+        # ends_at after starts_at, which is now when absent (bad_dates).
+        start = _instant(body.get("starts_at")) or now
+        end = _instant(body.get("ends_at"))
+        if end is not None and end <= start + timedelta(minutes=1):
+            try:
+                body["ends_at"] = _iso(start + timedelta(days=1))
+            except OverflowError:
+                body.pop("ends_at")
+    elif path == "/v1/campaigns/{campaign_id}/skus":
+        # Every SKU and product of a campaign is its brand's (not_brand_sku):
+        # aim them at the seeded brand's.
+        for item in body.get("items") or []:
+            if isinstance(item, dict):
+                if "sku_id" in item and "sku_id" in _IDS:
+                    item["sku_id"] = _IDS["sku_id"]
+                if "product_id" in item and "product_id" in _IDS:
+                    item["product_id"] = _IDS["product_id"]
+                # Exactly one of the two (bad_items). TODO: state it in the
+                # schema (oneOf of the two required sets) instead.
+                if item.get("sku_id") is not None and item.get("product_id") is not None:
+                    item.pop("product_id")
     elif path == "/v1/sessions/{session_id}/deals":
+        # A deal is not below the campaign's floor for its SKU
+        # (price_below_floor); the seeded floors are under 10,000.
+        price = _number(body.get("price_minor"))
+        if price is not None and price < 10_000:
+            body["price_minor"] = 10_000
         # per_buyer_cap is 1 to quantity (bad_cap).
         quantity, cap = _number(body.get("quantity")), _number(body.get("per_buyer_cap"))
         if quantity is not None and cap is not None and cap > quantity:
             body["per_buyer_cap"] = quantity
     elif path == "/v1/sessions/{session_id}/coupon-drops":
+        # A restriction names a line-up item of this session and a deal of
+        # it (bad_restriction): the fixture's deal, no line-up item.
+        body.pop("lineup_item_id", None)
+        if body.get("deal_id") is not None and "deal_id" in _IDS:
+            body["deal_id"] = _IDS["deal_id"]
         # A percent discount is 1 to 100; a fixed one needs a currency
         # (bad_discount_value, bad_currency).
         value = _number(body.get("discount_value"))

@@ -157,7 +157,9 @@ fn encode(parts: &[&str]) -> String {
 }
 
 fn decode(cursor: &str) -> Result<Vec<String>> {
-    if cursor.len() > 512 || cursor.len() % 2 != 0 {
+    // No list encodes an empty cursor (every key has a non-empty part), and
+    // `?cursor=` would otherwise read as the empty text key of a text list.
+    if cursor.is_empty() || cursor.len() > 512 || cursor.len() % 2 != 0 {
         return Err(bad_cursor());
     }
     let bytes = (0..cursor.len())
@@ -195,6 +197,14 @@ mod tests {
             limit: limit.map(str::to_owned),
             cursor,
         }
+    }
+
+    #[test]
+    fn an_empty_cursor_is_refused_not_read_as_the_empty_text_key() {
+        let q = query(None, Some(String::new()));
+        assert_eq!(q.after_text().unwrap_err().code(), "bad_cursor");
+        assert_eq!(q.after_int().unwrap_err().code(), "bad_cursor");
+        assert_eq!(query(None, None).after_text().unwrap(), None);
     }
 
     #[test]

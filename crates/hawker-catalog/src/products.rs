@@ -468,6 +468,14 @@ pub async fn list_products(
         Some(q) if q.is_empty() || q.chars().count() > 100 => {
             return Err(Error::invalid("bad_query", "q must be 1 to 100 characters"));
         }
+        // Text in Postgres holds no NUL, so no name or code contains one
+        // (and Postgres refuses it as a parameter).
+        Some(q) if q.contains('\0') => {
+            return Ok(ProductPage {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        }
         Some(q) => Some(format!(
             "%{}%",
             q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")

@@ -224,6 +224,14 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         // The content type and the syntax are checked as `axum::Json` does.
         let axum::Json(mut value) = axum::Json::<serde_json::Value>::from_request(request, state).await?;
+        // serde reads a struct from an array of its fields in order
+        // (`[null, null]`); no request body of the API is an array.
+        if value.is_array() {
+            return Err(ApiError::bad_request(
+                "bad_json",
+                "the body must be a JSON object",
+            ));
+        }
         integral_floats_as_integers(&mut value);
         // Read through `axum::Json` again for its messages, which name the
         // offending field.
@@ -241,11 +249,16 @@ pub fn integral_floats_as_integers(value: &mut serde_json::Value) {
     match value {
         Value::Number(n) if n.is_f64() => {
             let f = n.as_f64().unwrap_or(f64::NAN);
-            // 2^63 and 2^64 are exact as f64; the ranges are half-open.
+            // 2^63 and 2^64 are exact as f64; the ranges are open. A number
+            // below -2^63 (`-9223372036854775809`, which is no `i64` and so
+            // reaches here as a float) rounds to exactly -2^63, so -2^63 as a
+            // float cannot be told from an out-of-range number and stays a
+            // float (refused by an integer field); larger ones round upwards
+            // and stay out of range.
             const I64_END: f64 = 9_223_372_036_854_775_808.0;
             const U64_END: f64 = 18_446_744_073_709_551_616.0;
             if f.fract() == 0.0 {
-                if (-I64_END..I64_END).contains(&f) {
+                if f > -I64_END && f < I64_END {
                     *n = Number::from(f as i64);
                 } else if (0.0..U64_END).contains(&f) {
                     *n = Number::from(f as u64);
@@ -275,3 +288,37 @@ pub struct Path<T>(pub T);
 pub struct Query<T>(pub T);
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::integral_floats_as_integers;
+    use serde_json::{json, Value};
+
+    fn rewritten(text: &str) -> Value {
+        let mut value: Value = serde_json::from_str(text).unwrap();
+        integral_floats_as_integers(&mut value);
+        value
+    }
+
+    #[test]
+    fn integral_floats_become_integers_at_any_depth() {
+        assert_eq!(rewritten(r#"{"a": [-705.0, 1e3]}"#), json!({"a": [-705, 1000]}));
+        assert!(rewritten("1.5").is_f64());
+    }
+
+    #[test]
+    fn a_number_below_the_i64_range_is_not_clamped_into_it() {
+        // -2^63 - 1 parses as a float that rounds to exactly -2^63.
+        let value = rewritten("-9223372036854775809");
+        assert!(value.is_f64(), "{value}");
+        assert!(serde_json::from_value::<i64>(value).is_err());
+        // The smallest i64 written as an integer is still one.
+        assert_eq!(rewritten("-9223372036854775808"), json!(i64::MIN));
+    }
+
+    #[test]
+    fn a_number_above_the_u64_range_stays_a_float() {
+        assert!(rewritten("18446744073709551616").is_f64());
+        assert!(rewritten("9223372036854775808.0").is_u64());
+    }
+}

@@ -285,6 +285,39 @@ async fn bad_catalog_input_is_refused_with_a_code() {
 }
 
 #[tokio::test]
+async fn a_search_for_a_nul_finds_nothing_and_an_array_body_is_refused() {
+    let app = spawn_app().await;
+    let brand = new_brand(&app).await;
+    let token = app.brand_token(brand);
+    let product = create_product(&app, brand, "LIP-RUBY", 1).await;
+    let (status, page) = app
+        .send(
+            Method::GET,
+            &format!("/v1/brands/{brand}/products?q=a%00b"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"], json!([]));
+    // serde would read a struct from an array of its fields in order.
+    let id = uuid(&product["product_id"]);
+    let (status, answer) = app
+        .send(
+            Method::PATCH,
+            &format!("/v1/products/{id}"),
+            &token,
+            Some(json!([null, null])),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("bad_json")),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn restocks_and_adjustments_are_movements_and_the_database_refuses_any_other_stock_change() {
     let app = spawn_app().await;
     let brand = new_brand(&app).await;
