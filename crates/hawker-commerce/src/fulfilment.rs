@@ -77,7 +77,10 @@ pub struct ReturnDecision {
     pub note: String,
 }
 
-fn clean(
+/// The one check of a free-text field (also the shipping address's, in
+/// `profile.rs`): length in characters, not blank unless `empty_ok`, no
+/// control, bidi or zero-width character (line breaks only if `newline`).
+pub(crate) fn clean(
     field: &'static str,
     code: &'static str,
     value: &str,
@@ -90,10 +93,14 @@ fn clean(
         || hawker_core::text::hidden_char(value, newline).is_some()
     {
         let lines = if newline { " (line breaks allowed)" } else { "" };
-        let least = if empty_ok { 0 } else { 1 };
+        let (least, blank) = if empty_ok {
+            (0, "")
+        } else {
+            (1, ", not all white space")
+        };
         return Err(Error::invalid(
             code,
-            format!("{field} must be {least} to {max} characters, without control, bidi or zero-width characters{lines}"),
+            format!("{field} must be {least} to {max} characters{blank}, without control, bidi or zero-width characters{lines}"),
         ));
     }
     Ok(())

@@ -73,16 +73,7 @@ pub struct ShippingAddress {
 }
 
 fn text(field: &'static str, value: &str, max: usize) -> Result<()> {
-    if value.trim().is_empty()
-        || value.chars().count() > max
-        || hawker_core::text::hidden_char(value, false).is_some()
-    {
-        return Err(Error::invalid(
-            "bad_address",
-            format!("{field} must be 1 to {max} characters, not all white space, without control, bidi or zero-width characters"),
-        ));
-    }
-    Ok(())
+    crate::fulfilment::clean(field, "bad_address", value, max, false, false)
 }
 
 impl ShippingAddress {
