@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::free_text::clean;
 use crate::journey::{self, OrderDetail};
 use crate::Commerce;
 use hawker_core::error::{Error, Result};
@@ -75,35 +76,6 @@ pub struct ReturnDecision {
         pattern = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$"
     )]
     pub note: String,
-}
-
-/// The one check of a free-text field (also the shipping address's, in
-/// `profile.rs`): length in characters, not blank unless `empty_ok`, no
-/// control, bidi or zero-width character (line breaks only if `newline`).
-pub(crate) fn clean(
-    field: &'static str,
-    code: &'static str,
-    value: &str,
-    max: usize,
-    newline: bool,
-    empty_ok: bool,
-) -> Result<()> {
-    if (!empty_ok && value.trim().is_empty())
-        || value.chars().count() > max
-        || hawker_core::text::hidden_char(value, newline).is_some()
-    {
-        let lines = if newline { " (line breaks allowed)" } else { "" };
-        let (least, blank) = if empty_ok {
-            (0, "")
-        } else {
-            (1, ", not all white space")
-        };
-        return Err(Error::invalid(
-            code,
-            format!("{field} must be {least} to {max} characters{blank}, without control, bidi or zero-width characters{lines}"),
-        ));
-    }
-    Ok(())
 }
 
 #[derive(sqlx::FromRow)]

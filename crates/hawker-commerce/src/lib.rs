@@ -28,6 +28,7 @@ pub mod config;
 pub mod coupons;
 pub mod deals;
 pub mod discovery;
+mod free_text;
 pub mod fulfilment;
 pub mod journey;
 pub mod order;

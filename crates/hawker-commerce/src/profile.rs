@@ -73,7 +73,7 @@ pub struct ShippingAddress {
 }
 
 fn text(field: &'static str, value: &str, max: usize) -> Result<()> {
-    crate::fulfilment::clean(field, "bad_address", value, max, false, false)
+    crate::free_text::clean(field, "bad_address", value, max, false, false)
 }
 
 impl ShippingAddress {
