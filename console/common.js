@@ -172,11 +172,18 @@ export class ApiError extends Error {
   }
 }
 
-/** Calls the hawker API; resolves to the JSON body, or throws an ApiError. */
-export async function api(path, { method = 'GET', body, token, headers = {} } = {}) {
+/**
+ * Calls the hawker API; resolves to the JSON body (the text with `asText`),
+ * or throws an ApiError. `raw` sends a body as is, with `contentType`.
+ */
+export async function api(path, { method = 'GET', body, token, headers = {}, raw, contentType, asText = false } = {}) {
   const init = { method, headers: { ...headers } };
   if (token) init.headers.Authorization = `Bearer ${token}`;
-  if (body !== undefined) {
+  if (raw !== undefined) {
+    // A body sent as is (a CSV or JSON-lines import).
+    init.headers['Content-Type'] = contentType;
+    init.body = raw;
+  } else if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
@@ -198,7 +205,7 @@ export async function api(path, { method = 'GET', body, token, headers = {} } = 
   if (!response.ok) {
     throw new ApiError(response.status, data?.error || 'http_' + response.status, data?.message || response.statusText);
   }
-  return data;
+  return asText ? text : data;
 }
 
 /**
@@ -251,7 +258,7 @@ export async function devInfo() {
 }
 
 /**
- * A token for `identity` ({user, role, agency_id?}): `?token=` in the URL,
+ * A token for `identity` ({user, role, agency_id?, brand_id?}): `?token=` in the URL,
  * else one pasted earlier for this page, else one minted by the development
  * route (cached in localStorage until it nearly expires). Null if none.
  */
@@ -260,7 +267,7 @@ export async function obtainToken(identity, page) {
   if (fromUrl) return fromUrl;
   const pasted = localStorage.getItem(`hawker.pasted.${page}`);
   if (fresh(pasted)) return pasted;
-  const key = `hawker.token.${identity.role}.${identity.user}.${identity.agency_id || ''}`;
+  const key = `hawker.token.${identity.role}.${identity.user}.${identity.agency_id || ''}.${identity.brand_id || ''}`;
   const cached = localStorage.getItem(key);
   if (fresh(cached)) return cached;
   if (!(await devInfo())) return null;
@@ -738,4 +745,33 @@ export function initials(name) {
     .slice(0, 2)
     .map((w) => w[0].toUpperCase())
     .join('');
+}
+
+// ---------- The viewer's identity across pages ----------
+
+/**
+ * The viewer this tab acts as: `?user=`, else the one this tab used before,
+ * else a new random one (kept for the tab, like the viewer page does).
+ */
+export function viewerName() {
+  const name = new URLSearchParams(location.search).get('user') || sessionStorage.getItem('hawker.viewer') || `viewer-${randomHex(3)}`;
+  sessionStorage.setItem('hawker.viewer', name);
+  return name;
+}
+
+/** A link to another viewer page that keeps `?user=` (and `?token=`) when this page has them. */
+export function viewerHref(page, query = {}) {
+  const here = new URLSearchParams(location.search);
+  const next = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) if (value !== undefined && value !== null && value !== '') next.set(key, value);
+  for (const key of ['user', 'token']) if (here.get(key)) next.set(key, here.get(key));
+  const q = next.toString();
+  return q ? `${page}?${q}` : page;
+}
+
+/** A date and time, short: "Dec 2, 18:00". */
+export function when(iso) {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  return `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })}, ${timeOfDay(d)}`;
 }

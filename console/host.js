@@ -311,19 +311,22 @@ function suggestDeal() {
 
 function renderCatalog() {
   const select = $('#catalog');
-  if (!catalog.length) {
-    select.classList.add('hidden');
-    $('#sku-id').classList.remove('hidden');
-    return;
-  }
+  // Only campaign SKUs are offered; without any, a SKU id can still be typed (the server decides).
+  select.classList.toggle('hidden', !catalog.length);
+  $('#sku-id').classList.toggle('hidden', !!catalog.length);
+  if (!catalog.length) return;
+  const chosen = select.value;
   const inLineup = new Set(lineup.map((i) => i.sku_id));
   fill(select, catalog.map((sku) => h('option', {
     value: sku.sku_id,
     text: `${sku.product_name} · ${sku.sku_name} — ${money(sku.price_minor, sku.currency)}${inLineup.has(sku.sku_id) ? ' (in lineup)' : ''}`,
   })));
   const firstNew = catalog.find((s) => !inLineup.has(s.sku_id));
-  if (firstNew) select.value = firstNew.sku_id;
+  if (chosen && catalog.some((s) => s.sku_id === chosen && !inLineup.has(s.sku_id))) select.value = chosen;
+  else if (firstNew) select.value = firstNew.sku_id;
 }
+
+$('#refresh-catalog').addEventListener('click', loadCatalog);
 
 function mergedDeals() {
   return deals.map((deal) => {

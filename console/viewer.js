@@ -2,6 +2,7 @@
 import {
   $, h, fill, morphChildren, countdown, api, apiAll, money, clock, shortId, uuid, randomHex, toast, timeOfDay,
   initials, obtainToken, askForToken, askForSession, decodeClaims, devInfo, Room, RoomState, discountText, startCountdowns,
+  viewerHref,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -60,6 +61,9 @@ async function main() {
   }
   me = decodeClaims(token)?.sub || me; // a pasted token names its user
   $('#me').textContent = `You are ${me}`;
+  $('#nav-live').href = viewerHref('live.html');
+  $('#nav-orders').href = viewerHref('orders.html');
+  $('#all-orders').href = viewerHref('orders.html', { session: sessionId });
   try {
     session = await api(`/v1/sessions/${sessionId}`, { token });
   } catch (e) {
@@ -132,23 +136,17 @@ async function loadClaims() {
   }
 }
 
-const ordersKey = () => `hawker.orders.${sessionId}.${me}`;
 
+/** The buyer's orders in this session, from the server (newest first). */
 async function loadOrders() {
-  const ids = JSON.parse(localStorage.getItem(ordersKey()) || '[]');
-  const loaded = await Promise.all(ids.map((id) => api(`/v1/orders/${id}`, { token }).catch(() => null)));
-  orders = loaded.filter(Boolean);
-}
-
-function saveOrders() {
-  localStorage.setItem(ordersKey(), JSON.stringify(orders.map((o) => o.order_id)));
+  const mine = await api(`/v1/me/sessions/${sessionId}`, { token }).catch(() => null);
+  if (mine) orders = mine.orders;
 }
 
 function upsertOrder(order) {
   const i = orders.findIndex((o) => o.order_id === order.order_id);
   if (i >= 0) orders[i] = order;
   else orders.unshift(order);
-  saveOrders();
   renderOrders();
 }
 

@@ -475,6 +475,194 @@ async function main() {
     await shoot(page, 'planner-phone', PHONE);
   });
 
+  // ---------- issue 14: a brand's catalog and campaign, found and bought by a new viewer ----------
+
+  let brand;
+  let carol;
+  let campaignId;
+  let scarfSku;
+  const SCARF = 'E2E Silk Scarf';
+  const CATALOG_CSV = [
+    'product_name,sku_code,sku_name,price_minor,currency,stock,attributes',
+    `${SCARF},E2E-SCARF-RED,Red,2500,USD,40,colour=red`,
+    `${SCARF},E2E-SCARF-BLUE,Blue,2500,USD,40,colour=blue`,
+    'E2E Lip Oil,E2E-OIL-1,Clear,1200,USD,100,',
+    'E2E Broken,E2E-BAD,Bad,-5,USD,1,',
+  ].join('\n');
+
+  await step('brand: imports a catalog as CSV; the report names the refused row', async () => {
+    brand = await openPage('brand', '/console/brand.html');
+    const { page } = brand;
+    await until('the brand signed in', async () => (await text(page.locator('#brand-name'))).includes('Aurora'));
+    await page.fill('[data-testid=import-text]', CATALOG_CSV);
+    await page.click('[data-testid=import-submit]');
+    const report = page.locator('[data-testid=import-report]');
+    await until('the import report', async () => (await attr(report, 'data-failed')) === '1');
+    check((await attr(report, 'data-created')) === '3', 'three SKUs created');
+    const error = report.locator('[data-testid=import-error]');
+    check((await error.count()) === 1, 'one refused row');
+    check((await attr(error, 'data-row')) === '4', 'the refused row is row 4');
+    check((await text(error)).includes('bad_price'), 'it says why');
+    const row = page.locator('[data-testid=catalog-sku][data-code=E2E-SCARF-RED]');
+    await row.waitFor();
+    scarfSku = await attr(row, 'data-sku-id');
+    check((await text(row.locator('[data-testid=sku-stock]'))) === '40', 'the opening stock');
+    // Importing the same file again changes nothing.
+    await page.click('[data-testid=import-submit]');
+    await until('the second report', async () => (await text(report.locator('[data-testid=import-unchanged]'))) === '3');
+    check((await text(report.locator('[data-testid=import-created]'))) === '0', 'nothing created the second time');
+  });
+
+  await step('brand: restocks a SKU', async () => {
+    const row = brand.page.locator('[data-testid=catalog-sku][data-code=E2E-SCARF-RED]');
+    await row.locator('input[name=delta]').fill('10');
+    await row.locator('[data-testid=restock]').click();
+    await until('the stock after the restock', async () => (await text(row.locator('[data-testid=sku-stock]'))) === '50');
+  });
+
+  await step('brand: proposes a campaign to the demo agency with a floor price and an allocation', async () => {
+    const { page } = brand;
+    await page.fill('[data-testid=campaign-name]', 'E2E Scarf week');
+    const pick = page.locator('[data-testid=pick-sku][data-code=E2E-SCARF-RED]');
+    await pick.locator('input[name=pick]').check();
+    await pick.locator('input[name=floor]').fill('20.00');
+    await pick.locator('input[name=alloc]').fill('30');
+    await page.click('[data-testid=propose-submit]');
+    const row = page.locator('[data-testid=campaign]', { hasText: 'E2E Scarf week' });
+    await until('the proposed campaign', async () => (await attr(row, 'data-status')) === 'proposed');
+    campaignId = await attr(row, 'data-campaign-id');
+    const sku = page.locator('[data-testid=campaign-detail] [data-testid=campaign-sku][data-code=E2E-SCARF-RED]');
+    await sku.waitFor();
+    check((await text(sku)).includes('$20.00'), 'the floor is shown');
+    check((await page.locator('[data-testid=campaign-detail] [data-testid=campaign-sku]').count()) === 1, 'only the ticked SKU');
+  });
+
+  await step('the agency accepts the campaign (API: the planner has no campaign screen)', async () => {
+    const demo = await (await fetch(`${base}/v1/dev/demo`)).json();
+    const minted = await (await fetch(`${base}/v1/dev/token`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ user: 'ops-planner', role: 'agency', agency_id: demo.agency_id }),
+    })).json();
+    const response = await fetch(`${base}/v1/campaigns/${campaignId}/accept`, { method: 'POST', headers: { Authorization: `Bearer ${minted.token}` } });
+    check(response.status === 200, `accept answered ${response.status}`);
+    await brand.page.selectOption('#campaign-status', 'accepted');
+    await until('the campaign accepted on the brand page', async () => (await attr(brand.page.locator(`[data-testid=campaign][data-campaign-id="${campaignId}"]`), 'data-status')) === 'accepted');
+  });
+
+  let scarfLink;
+  await step('host: the picker lists only campaign SKUs; the campaign SKU joins the lineup and a deal launches on it', async () => {
+    const { page } = host;
+    await page.click('[data-testid=refresh-catalog]');
+    const options = page.locator('[data-testid=catalog] option');
+    await until('the campaign SKU in the picker', async () => (await page.locator(`[data-testid=catalog] option[value="${scarfSku}"]`).count()) === 1);
+    const offered = await options.evaluateAll((els) => els.map((e) => e.value));
+    const sellable = await page.evaluate(async (id) => {
+      const token = Object.entries(localStorage).find(([k]) => k.startsWith('hawker.token.agency.ops-console.'))?.[1];
+      const r = await fetch(`/v1/sessions/${id}/sellable-skus`, { headers: { Authorization: `Bearer ${token}` } });
+      return (await r.json()).map((s) => s.sku_id);
+    }, sessionId);
+    check(offered.length === sellable.length && offered.every((v) => sellable.includes(v)), 'the picker offers exactly the sellable SKUs');
+    const optionTexts = await options.allTextContents();
+    check(!optionTexts.some((t) => t.includes('E2E Lip Oil') || t.includes('Blue')), 'SKUs outside the campaign are not offered');
+    await page.selectOption('[data-testid=catalog]', scarfSku);
+    await page.click('[data-testid=add-item]');
+    const item = page.locator('[data-testid=lineup-item]', { hasText: SCARF });
+    await item.waitFor();
+    scarfLink = await attr(item, 'data-link');
+    await page.selectOption('[data-testid=deal-item]', scarfLink);
+    await page.fill('[data-testid=deal-price]', '22.00');
+    await page.fill('[data-testid=deal-quantity]', '5');
+    await page.fill('[data-testid=deal-countdown]', '0');
+    await page.click('[data-testid=launch-deal]');
+    await until('the scarf deal live on the host', async () => (await page.locator('[data-testid=host-deal][data-status=live]', { hasText: SCARF }).count()) === 1);
+  });
+
+  await step('a viewer finds the session on “live now”, opens it, buys and pays', async () => {
+    carol = await openPage('viewer carol', '/console/live.html?user=viewer-carol');
+    const { page } = carol;
+    const card = page.locator(`[data-testid=session-card][data-session-id="${sessionId}"]`);
+    await card.waitFor();
+    check((await attr(card, 'data-status')) === 'live', 'listed as live');
+    const cardText = await text(card);
+    check(cardText.includes('E2E Glow Night') && cardText.includes('Mia Chen') && cardText.includes('Starlight MCN'), `title, host and agency: ${cardText}`);
+    check((await text(card.locator('[data-testid=session-pinned]'))).includes(productOne.split(' ')[0]), 'the pinned item');
+    // The count is the hub's last announcement: refresh until it has come.
+    await until('the viewer count', async () => {
+      if (/^[1-9]\d* watching$/.test(await text(card.locator('[data-testid=session-viewers]')))) return true;
+      await page.click('#refresh');
+      await page.waitForTimeout(500);
+      return false;
+    }, 20_000);
+    await shoot(page, 'live-desktop');
+    await shoot(page, 'live-phone', PHONE);
+    await card.click();
+    await page.waitForURL(/viewer\.html\?.*session=/);
+    check(page.url().includes('user=viewer-carol'), 'the viewer keeps its identity');
+    await connected(page);
+    const deal = page.locator('[data-testid=deal][data-status=live]', { hasText: SCARF });
+    await deal.waitFor();
+    await deal.locator('[data-testid=buy]').click();
+    const order = page.locator('[data-testid=order]');
+    await until('the order', async () => (await attr(order, 'data-status')) === 'pending_payment');
+    check((await text(order.locator('[data-testid=order-amount]'))) === '$22.00', 'the deal price');
+    carol.order = await attr(order, 'data-order-id');
+    await order.locator('[data-testid=pay]').click();
+    await until('the order paid', async () => (await attr(order, 'data-status')) === 'paid');
+  });
+
+  await step('the viewer sees the order under “my orders”, with its history', async () => {
+    const { page } = carol;
+    await page.click('[data-testid=nav-orders]');
+    await page.waitForURL(/orders\.html/);
+    const mine = page.locator('[data-testid=my-order]');
+    await until('one order', async () => (await mine.count()) === 1);
+    check((await attr(mine, 'data-order-id')) === carol.order, 'the order just paid');
+    check((await attr(mine, 'data-status')) === 'paid', 'paid');
+    check((await text(mine.locator('[data-testid=my-order-amount]'))) === '$22.00', 'its amount');
+    await mine.locator('button[data-action=open]').click();
+    const events = page.locator('[data-testid=order-detail] [data-testid=order-event]');
+    await until('created and paid events', async () => JSON.stringify(await events.evaluateAll((els) => els.map((e) => e.dataset.kind))) === '["created","paid"]');
+    await shoot(page, 'orders-desktop');
+    await shoot(page, 'orders-phone', PHONE);
+    await page.selectOption('[data-testid=order-status-filter]', 'cancelled');
+    await until('no cancelled orders', async () => (await mine.count()) === 0);
+    // Nobody else's orders: alice's paid order is not here.
+    check(!(await text(page.locator('body'))).includes(alice.paidOrder.slice(-6)), 'alice’s order is not listed');
+  });
+
+  await step('the viewer cancels a pending order from “my orders”; the units go back', async () => {
+    const { page } = carol;
+    const viewer = await openPage('viewer carol 2', `/console/viewer.html?session=${sessionId}&user=viewer-carol`);
+    await connected(viewer.page);
+    const deal = viewer.page.locator('[data-testid=deal][data-status=live]', { hasText: SCARF });
+    await until('4 left', async () => (await attr(deal.locator('[data-testid=deal-stock]'), 'data-remaining')) === '4');
+    await deal.locator('[data-testid=buy]').click();
+    await until('3 left after the second order', async () => (await attr(deal.locator('[data-testid=deal-stock]'), 'data-remaining')) === '3');
+    await page.selectOption('[data-testid=order-status-filter]', 'pending_payment');
+    const pending = page.locator('[data-testid=my-order][data-status=pending_payment]');
+    await until('the pending order', async () => (await pending.count()) === 1);
+    await pending.locator('button[data-action=open]').click();
+    await page.click('[data-testid=cancel-order]');
+    await until('cancelled', async () => (await page.locator('[data-testid=order-detail] [data-testid=order-event][data-kind=cancelled]').count()) === 1);
+    await until('the units back in the room', async () => (await attr(deal.locator('[data-testid=deal-stock]'), 'data-remaining')) === '4');
+    await viewer.context.close();
+  });
+
+  await step('brand: the sales report shows the sale, with a CSV download', async () => {
+    const { page } = brand;
+    await page.click('[data-testid=report-submit]');
+    const row = page.locator('[data-testid=report-row]', { hasText: SCARF });
+    await until('the scarf in the report', async () => (await row.count()) === 1, 15_000);
+    check((await text(row.locator('[data-testid=report-net]'))) === '$22.00', `net of the scarf: ${await text(row)}`);
+    const link = page.locator('[data-testid=report-csv]');
+    await until('the CSV link', async () => (await attr(link, 'href'))?.startsWith('blob:'));
+    const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+    const csv = fs.readFileSync(await download.path(), 'utf8');
+    check(csv.includes(SCARF), `the CSV has the scarf: ${csv.slice(0, 300)}`);
+    await shoot(page, 'brand-desktop');
+    await shoot(page, 'brand-phone', PHONE);
+  });
+
   await step('host ends the session; the viewers are told', async () => {
     const { page } = host;
     await page.click('[data-testid=end-session]');

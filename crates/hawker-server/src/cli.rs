@@ -127,6 +127,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             println!("    viewer   http://{public}/console/viewer.html   (each tab is a new viewer)");
             println!("    host     http://{public}/console/host.html");
             println!("    planner  http://{public}/console/planner.html");
+            println!(
+                "    brand    http://{public}/console/brand.html   (catalog, import, campaigns, reports)"
+            );
+            println!("    live now http://{public}/console/live.html   (sessions on air and upcoming)");
+            println!("    orders   http://{public}/console/orders.html   (a viewer's orders)");
         }
         println!("  API docs   http://{public}/docs   OpenAPI http://{public}/openapi.json");
         println!("  sockets    ws://{public}/v1/sessions/{{session_id}}/ws");

@@ -1,4 +1,4 @@
-//! The web console under `/console/`: the viewer, host and agency pages of
+//! The web console under `/console/`: the viewer, host, agency and brand pages of
 //! `console/` (repo root), compiled into the binary so `hawker serve` needs
 //! neither the source tree nor the internet (docs/console.md).
 
@@ -37,11 +37,17 @@ static ASSETS: &[Asset] = &[
     asset!("viewer.html", "text/html; charset=utf-8"),
     asset!("host.html", "text/html; charset=utf-8"),
     asset!("planner.html", "text/html; charset=utf-8"),
+    asset!("brand.html", "text/html; charset=utf-8"),
+    asset!("live.html", "text/html; charset=utf-8"),
+    asset!("orders.html", "text/html; charset=utf-8"),
     asset!("console.css", "text/css; charset=utf-8"),
     asset!("common.js", "text/javascript; charset=utf-8"),
     asset!("viewer.js", "text/javascript; charset=utf-8"),
     asset!("host.js", "text/javascript; charset=utf-8"),
     asset!("planner.js", "text/javascript; charset=utf-8"),
+    asset!("brand.js", "text/javascript; charset=utf-8"),
+    asset!("live.js", "text/javascript; charset=utf-8"),
+    asset!("orders.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 
@@ -148,7 +154,13 @@ mod tests {
             ("/console/viewer.html", HTML),
             ("/console/host.html", HTML),
             ("/console/planner.html", HTML),
+            ("/console/brand.html", HTML),
+            ("/console/live.html", HTML),
+            ("/console/orders.html", HTML),
             ("/console/common.js", JS),
+            ("/console/brand.js", JS),
+            ("/console/live.js", JS),
+            ("/console/orders.js", JS),
         ] {
             let response = get(path, None).await;
             assert_eq!(response.status(), StatusCode::OK, "{path}");

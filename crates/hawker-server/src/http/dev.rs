@@ -1,6 +1,7 @@
 //! Development-only routes for the web console (`docs/console.md`): mint a
-//! token for a demo identity, read the seeded ids and a session's catalog,
-//! and pay an order the way the payment provider would.
+//! token for a demo identity, read the seeded ids (agency, brand, session,
+//! hosts), and pay an order the way the payment provider would. The catalog
+//! is the brand's own (`http/catalog.rs`); there is no stand-in here.
 //!
 //! They exist only when `HAWKER_ENV` is `development` or `test`: a production
 //! server does not route them at all (they answer 404 like any unknown path),
