@@ -2,7 +2,7 @@
 // booking with conflicts shown before the server is asked, commission terms
 // and statements.
 import {
-  $, h, fill, api, apiAll, money, toast, timeOfDay, obtainToken, askForToken, decodeClaims, devInfo, localOffset,
+  $, h, fill, api, apiAll, money, toast, timeOfDay, obtainToken, askForToken, decodeClaims, devInfo, localOffset, shortId, when,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -71,6 +71,7 @@ async function main() {
   if (dev?.brand_id) $('#new-session').brand.value = dev.brand_id;
   await loadDay();
   await loadStatement();
+  await loadCampaigns();
   setInterval(renderTimeline, 60_000);
 }
 
@@ -517,6 +518,30 @@ $('#terms').addEventListener('submit', async (e) => {
   }
 });
 
+// ---------- campaigns ----------
+
+async function loadCampaigns() {
+  const items = await apiAll(`/v1/agencies/${agencyId}/campaigns`, { token, maxPages: 5 }).catch(() => null);
+  const box = $('#campaigns');
+  if (!items) {
+    fill(box, h('tr', {}, h('td', { colspan: 5, class: 'empty', text: 'The campaigns could not be loaded.' })));
+    return;
+  }
+  const kinds = { accepted: 'ok', proposed: 'warn', declined: 'bad' };
+  fill(box, items.length ? items.map((c) => {
+    const theirs = c.status === 'proposed' && c.proposed_by === 'brand';
+    return h('tr', { 'data-testid': 'planner-campaign', dataset: { campaignId: c.campaign_id, status: c.status } },
+      h('td', { text: c.name }),
+      h('td', { text: c.brand_id === dev?.brand_id ? 'Aurora Beauty (demo)' : `brand ${shortId(c.brand_id)}` }),
+      h('td', {}, h('span', { class: `badge ${kinds[c.status] || ''}`, text: c.status }), h('br'),
+        h('small', { class: 'muted', text: c.status === 'proposed' ? `proposed by the ${c.proposed_by === 'brand' ? 'brand' : 'agency'}` : `by ${c.decided_by ?? '—'}` })),
+      h('td', { class: 'num', text: `${when(c.starts_at)} → ${c.ends_at ? when(c.ends_at) : 'open'}` }),
+      h('td', {}, theirs ? h('div', { class: 'row nowrap' },
+        h('button', { class: 'small primary', type: 'button', dataset: { action: 'campaign', verb: 'accept', id: c.campaign_id }, 'data-testid': 'accept-campaign', text: 'Accept' }),
+        h('button', { class: 'small danger', type: 'button', dataset: { action: 'campaign', verb: 'decline', id: c.campaign_id }, text: 'Decline' })) : null));
+  }) : h('tr', {}, h('td', { colspan: 5, class: 'empty', text: 'No campaigns yet: a brand proposes one from its page.' })));
+}
+
 $('#period').addEventListener('submit', (e) => {
   e.preventDefault();
   loadStatement();
@@ -534,6 +559,17 @@ document.addEventListener('click', async (e) => {
       selectedShift = null;
       renderShiftDetail();
       break;
+    case 'campaign': {
+      const { verb, id } = target.dataset;
+      target.disabled = true;
+      const done = await attempt(`The campaign could not be ${verb === 'accept' ? 'accepted' : 'declined'}`, () => api(`/v1/campaigns/${id}/${verb}`, { method: 'POST', token }));
+      if (done) toast(`Campaign ${done.status}`, 'ok', 2500);
+      await loadCampaigns();
+      break;
+    }
+    case 'reload-campaigns': {
+      await loadCampaigns();
+    }
     case 'cancel-shift':
       if (await attempt('Cancelling failed', () => api(`/v1/shifts/${target.dataset.id}`, { method: 'DELETE', token }))) {
         toast('Shift cancelled', 'ok', 2500);

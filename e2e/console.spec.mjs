@@ -537,14 +537,13 @@ async function main() {
     check((await page.locator('[data-testid=campaign-detail] [data-testid=campaign-sku]').count()) === 1, 'only the ticked SKU');
   });
 
-  await step('the agency accepts the campaign (API: the planner has no campaign screen)', async () => {
-    const demo = await (await fetch(`${base}/v1/dev/demo`)).json();
-    const minted = await (await fetch(`${base}/v1/dev/token`, {
-      method: 'POST', headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ user: 'ops-planner', role: 'agency', agency_id: demo.agency_id }),
-    })).json();
-    const response = await fetch(`${base}/v1/campaigns/${campaignId}/accept`, { method: 'POST', headers: { Authorization: `Bearer ${minted.token}` } });
-    check(response.status === 200, `accept answered ${response.status}`);
+  await step('the agency accepts the campaign on the planner', async () => {
+    const { page } = planner;
+    await page.click('[data-testid=reload-campaigns]');
+    const row = page.locator(`[data-testid=planner-campaign][data-campaign-id="${campaignId}"]`);
+    await until('the proposal on the planner', async () => (await attr(row, 'data-status')) === 'proposed');
+    await row.locator('[data-testid=accept-campaign]').click();
+    await until('accepted on the planner', async () => (await attr(row, 'data-status')) === 'accepted');
     await brand.page.selectOption('#campaign-status', 'accepted');
     await until('the campaign accepted on the brand page', async () => (await attr(brand.page.locator(`[data-testid=campaign][data-campaign-id="${campaignId}"]`), 'data-status')) === 'accepted');
   });
