@@ -567,9 +567,9 @@ document.addEventListener('click', async (e) => {
       await loadCampaigns();
       break;
     }
-    case 'reload-campaigns': {
+    case 'reload-campaigns':
       await loadCampaigns();
-    }
+      break;
     case 'cancel-shift':
       if (await attempt('Cancelling failed', () => api(`/v1/shifts/${target.dataset.id}`, { method: 'DELETE', token }))) {
         toast('Shift cancelled', 'ok', 2500);
