@@ -375,6 +375,9 @@ $('#propose').addEventListener('submit', async (e) => {
 
 // ---------- reports ----------
 
+/** A local date-time as an RFC 3339 instant in UTC, without fractions: "2026-12-01T00:00:00Z". */
+const rfc3339 = (local) => new Date(local).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
 const GROUP_LABEL = { product: 'Product', session: 'Session', host: 'Host', agency: 'Agency' };
 
 async function loadReport() {
@@ -382,8 +385,8 @@ async function loadReport() {
   if (!f.from.value || !f.to.value) return;
   const query = new URLSearchParams({
     group_by: f.group.value,
-    from: new Date(`${f.from.value}T00:00`).toISOString(),
-    to: new Date(`${f.to.value}T00:00`).toISOString(),
+    from: rfc3339(`${f.from.value}T00:00`),
+    to: rfc3339(`${f.to.value}T00:00`),
   });
   const path = `/v1/brands/${brandId}/reports/sales?${query}`;
   const error = $('#report-error');
