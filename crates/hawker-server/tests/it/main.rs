@@ -4,6 +4,7 @@
 
 mod agency;
 mod auth;
+mod calendar;
 mod authz_matrix;
 mod campaigns;
 mod catalog;
