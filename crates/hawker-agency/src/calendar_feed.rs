@@ -238,10 +238,7 @@ pub async fn feed(db: &PgPool, token: &str, console_url: &str) -> Result<String>
         product_id: "-//hawker//calendar feed//EN".into(),
         name,
         stamp: now,
-        events: entries
-            .into_iter()
-            .map(|e| event(kind, e, console_url))
-            .collect(),
+        events: entries.into_iter().map(|e| event(kind, e, console_url)).collect(),
     };
     Ok(calendar.render())
 }
@@ -287,8 +284,8 @@ mod tests {
         assert_ne!(a, b);
         assert!(well_formed(&a), "{a}");
         assert_eq!(a.len(), TOKEN_CHARS);
-        // 256 bits: more than the 128 the feed needs.
-        assert!(TOKEN_BYTES * 8 >= 128);
+        // 256 random bits: more than the 128 the feed needs.
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len() * 8, 256);
     }
 
     #[test]
@@ -327,6 +324,8 @@ mod tests {
             event.url.as_deref(),
             Some(format!("https://live.example.com/console/host.html?session={session_id}").as_str())
         );
-        assert!(event.description.starts_with("Agency: Acme MCN\nBrand: Glow, Inc.\nHosts: @mia, @leo\n"));
+        assert!(event
+            .description
+            .starts_with("Agency: Acme MCN\nBrand: Glow, Inc.\nHosts: @mia, @leo\n"));
     }
 }

@@ -153,10 +153,7 @@ mod tests {
 
     #[test]
     fn text_escapes_backslash_semicolon_comma_and_line_breaks() {
-        assert_eq!(
-            escape_text("a\\b;c,d\ne\r\nf\rg"),
-            "a\\\\b\\;c\\,d\\ne\\nf\\ng"
-        );
+        assert_eq!(escape_text("a\\b;c,d\ne\r\nf\rg"), "a\\\\b\\;c\\,d\\ne\\nf\\ng");
         assert_eq!(escape_text("tab\there\u{7}bell"), "tab\therebell");
         assert_eq!(escape_text("Glow: 50% off"), "Glow: 50% off");
     }
@@ -224,7 +221,10 @@ mod tests {
             "DESCRIPTION:Agency: Acme\\nBrand: Glow",
             "STATUS:CANCELLED",
         ] {
-            assert!(text.contains(&format!("{expected}\r\n")), "{expected} missing in {text}");
+            assert!(
+                text.contains(&format!("{expected}\r\n")),
+                "{expected} missing in {text}"
+            );
         }
     }
 }

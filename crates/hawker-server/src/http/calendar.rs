@@ -37,7 +37,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CalendarFeed {
     /// The URL to subscribe to in a calendar app. Keep it secret: it opens the feed.
-    #[schema(example = "https://live.example.com/v1/calendar/q3Jk8tWZ0cVYvH2m1xN4pR7sA9dE6fG5hJ3kL0mN2oP.ics")]
+    #[schema(
+        example = "https://live.example.com/v1/calendar/q3Jk8tWZ0cVYvH2m1xN4pR7sA9dE6fG5hJ3kL0mN2oP.ics"
+    )]
     pub url: String,
     /// The feed token in the URL: 43 url-safe characters (256 random bits).
     /// It opens this feed only, and is stored as a SHA-256 digest.
@@ -152,10 +154,7 @@ pub async fn revoke_agency_feed(
         Unavailable,
     ))]
 #[tracing::instrument(skip_all)]
-pub async fn calendar_feed(
-    State(state): State<AppState>,
-    Path(token): Path<String>,
-) -> ApiResult<Response> {
+pub async fn calendar_feed(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
     let token = token.strip_suffix(".ics").unwrap_or(&token);
     let console = format!(
         "{}/console",
@@ -168,7 +167,10 @@ pub async fn calendar_feed(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/calendar; charset=utf-8"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(FEED_CACHE_CONTROL));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(FEED_CACHE_CONTROL),
+    );
     headers.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("inline; filename=\"hawker.ics\""),
@@ -177,4 +179,3 @@ pub async fn calendar_feed(
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     Ok(response)
 }
-

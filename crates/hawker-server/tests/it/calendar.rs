@@ -42,11 +42,16 @@ async fn make_feed(app: &TestApp, path: &str, token: &str) -> String {
     let secret = feed["token"].as_str().unwrap().to_string();
     assert!(secret.len() >= 22, "at least 128 bits: {feed}");
     assert!(
-        secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
         "{feed}"
     );
     assert!(
-        feed["url"].as_str().unwrap().ends_with(&format!("/v1/calendar/{secret}.ics")),
+        feed["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/v1/calendar/{secret}.ics")),
         "{feed}"
     );
     assert!(feed["created_at"].is_string(), "{feed}");
@@ -58,7 +63,11 @@ fn lines(body: &str) -> Vec<String> {
     assert!(body.ends_with("\r\n"), "{body:?}");
     assert!(!body.replace("\r\n", "").contains('\n'), "a bare LF in {body:?}");
     for line in body.split("\r\n") {
-        assert!(line.len() <= 75, "an unfolded line of {} octets: {line:?}", line.len());
+        assert!(
+            line.len() <= 75,
+            "an unfolded line of {} octets: {line:?}",
+            line.len()
+        );
     }
     body.replace("\r\n ", "")
         .split("\r\n")
@@ -145,9 +154,15 @@ async fn a_host_feed_lists_their_shifts_and_not_another_hosts() {
     // Their two shifts (one cancelled), not host B's.
     assert_eq!(lines.iter().filter(|l| *l == "BEGIN:VEVENT").count(), 2, "{body}");
     assert!(has(&lines, &format!("UID:shift-{}@hawker", s.shift_a)), "{body}");
-    assert!(has(&lines, &format!("UID:shift-{}@hawker", s.cancelled_a)), "{body}");
+    assert!(
+        has(&lines, &format!("UID:shift-{}@hawker", s.cancelled_a)),
+        "{body}"
+    );
     assert!(!body.contains(&s.shift_b.to_string()), "{body}");
-    assert!(has(&lines, "STATUS:CONFIRMED") && has(&lines, "STATUS:CANCELLED"), "{body}");
+    assert!(
+        has(&lines, "STATUS:CONFIRMED") && has(&lines, "STATUS:CANCELLED"),
+        "{body}"
+    );
     // Text escaped; times in UTC.
     assert!(
         has(&lines, "SUMMARY:Winter glow\\, 50% off\\; live \\\\ now"),
@@ -155,10 +170,14 @@ async fn a_host_feed_lists_their_shifts_and_not_another_hosts() {
     );
     let starts: Vec<&String> = lines.iter().filter(|l| l.starts_with("DTSTART:")).collect();
     assert!(
-        starts.iter().all(|l| l.len() == "DTSTART:20261203T100000Z".len() && l.ends_with('Z')),
+        starts
+            .iter()
+            .all(|l| l.len() == "DTSTART:20261203T100000Z".len() && l.ends_with('Z')),
         "{starts:?}"
     );
-    assert!(lines.iter().any(|l| l.starts_with("DTSTAMP:") && l.ends_with('Z')));
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("DTSTAMP:") && l.ends_with('Z')));
     let description = lines.iter().find(|l| l.starts_with("DESCRIPTION:")).unwrap();
     assert!(
         description.contains("Agency: ")
@@ -170,7 +189,10 @@ async fn a_host_feed_lists_their_shifts_and_not_another_hosts() {
     // Host B's own feed has B's shift only.
     let token_b = make_feed(&app, "/v1/me/calendar-feed", &app.host_token(s.host_b)).await;
     let (_, _, _, body_b) = fetch(&app, &token_b).await;
-    assert!(body_b.contains(&format!("UID:shift-{}@hawker", s.shift_b)), "{body_b}");
+    assert!(
+        body_b.contains(&format!("UID:shift-{}@hawker", s.shift_b)),
+        "{body_b}"
+    );
     assert!(!body_b.contains(&s.shift_a.to_string()), "{body_b}");
 
     // Only a digest is stored, never the secret.
@@ -187,13 +209,12 @@ async fn a_host_feed_lists_their_shifts_and_not_another_hosts() {
     .await
     .unwrap();
     assert_eq!(found, 1);
-    let leaked: i64 = sqlx::query_scalar(
-        "select count(*) from calendar_feed c where strpos(row_to_json(c)::text, $1) > 0",
-    )
-    .bind(&token)
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    let leaked: i64 =
+        sqlx::query_scalar("select count(*) from calendar_feed c where strpos(row_to_json(c)::text, $1) > 0")
+            .bind(&token)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     assert_eq!(leaked, 0, "the secret is stored");
 }
 
@@ -214,12 +235,16 @@ async fn regenerating_kills_the_old_url_and_revoking_the_feed() {
     assert_eq!(old["error"], "not_found", "{old}");
     assert_eq!(fetch(&app, &second).await.0, 200);
 
-    let (status, body) = app.send(Method::DELETE, "/v1/me/calendar-feed", &host, None).await;
+    let (status, body) = app
+        .send(Method::DELETE, "/v1/me/calendar-feed", &host, None)
+        .await;
     assert_eq!(status, 204, "{body}");
     let (status, _, _, revoked) = fetch(&app, &second).await;
     assert_eq!(status, 404);
     // Revoking again is no error.
-    let (status, _) = app.send(Method::DELETE, "/v1/me/calendar-feed", &host, None).await;
+    let (status, _) = app
+        .send(Method::DELETE, "/v1/me/calendar-feed", &host, None)
+        .await;
     assert_eq!(status, 204);
 
     // A revoked, a replaced and a never-issued token look the same, with or
@@ -258,10 +283,17 @@ async fn an_agency_feed_lists_the_agency_sessions() {
     let token = make_feed(&app, &path, &app.agency_token(s.agency)).await;
 
     let (status, content_type, _, body) = fetch(&app, &token).await;
-    assert_eq!((status, content_type.as_str()), (200, "text/calendar; charset=utf-8"), "{body}");
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/calendar; charset=utf-8"),
+        "{body}"
+    );
     let lines = lines(&body);
     assert_eq!(lines.iter().filter(|l| *l == "BEGIN:VEVENT").count(), 1, "{body}");
-    assert!(has(&lines, &format!("UID:session-{}@hawker", s.session)), "{body}");
+    assert!(
+        has(&lines, &format!("UID:session-{}@hawker", s.session)),
+        "{body}"
+    );
     assert!(!body.contains(&other.session.to_string()), "{body}");
     let description = lines.iter().find(|l| l.starts_with("DESCRIPTION:")).unwrap();
     assert!(description.contains("\\nHosts: @"), "{description}");
@@ -310,11 +342,7 @@ async fn viewers_brands_and_agencies_cannot_make_a_host_feed() {
         }
     }
     let agency_path = format!("/v1/agencies/{}/calendar-feed", s.agency);
-    for token in [
-        &callers[0],
-        &callers[1],
-        &app.host_token(s.host_a),
-    ] {
+    for token in [&callers[0], &callers[1], &app.host_token(s.host_a)] {
         let (status, body) = app.send(Method::POST, &agency_path, token, None).await;
         assert_eq!(status, 403, "{body}");
     }
@@ -326,7 +354,12 @@ async fn viewers_brands_and_agencies_cannot_make_a_host_feed() {
         0
     );
     // Without a token: 401.
-    let response = app.http.post(app.url("/v1/me/calendar-feed")).send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url("/v1/me/calendar-feed"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 }
 

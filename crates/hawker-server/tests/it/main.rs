@@ -4,8 +4,8 @@
 
 mod agency;
 mod auth;
-mod calendar;
 mod authz_matrix;
+mod calendar;
 mod campaigns;
 mod catalog;
 mod commerce;
