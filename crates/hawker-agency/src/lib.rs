@@ -22,6 +22,7 @@ pub mod bans;
 pub mod campaigns;
 pub mod demo;
 pub mod discover;
+pub mod names;
 pub mod page;
 pub mod room_rights;
 pub mod roster;

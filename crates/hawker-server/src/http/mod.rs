@@ -17,6 +17,7 @@ pub mod moderation;
 pub mod notices;
 pub mod openapi;
 pub mod payments;
+pub mod reports;
 pub mod sessions;
 pub mod socket;
 
@@ -90,7 +91,8 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(payments::router())
         .merge(fulfilment::router())
         .merge(agency::router())
-        .merge(catalog::router());
+        .merge(catalog::router())
+        .merge(reports::router());
     let (router, mut doc) = router.split_for_parts();
     openapi::complete(&mut doc);
     (router, doc)

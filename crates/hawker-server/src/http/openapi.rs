@@ -29,6 +29,7 @@ use utoipa::Modify;
         (name = "coupons", description = "Coupon drops and claims"),
         (name = "catalog", description = "Brand catalogs (products, SKUs, stock movements, import) and campaigns' SKUs, floors and allocations"),
         (name = "payments", description = "The payment provider's webhook, refunds and returns"),
+        (name = "reports", description = "Brand reports: sales per product, session, host or agency, returns netted, as JSON or CSV"),
     )
 )]
 pub struct ApiDoc;
