@@ -107,8 +107,10 @@ pub async fn brand_sales(
 }
 
 /// Postgres' sums per product, session or host (agencies are summed from
-/// their sessions) and currency. Uses `customer_order_paid_idx` for the
-/// period and the SKU's brand to keep the brand's orders.
+/// their sessions) and currency. The brand's SKUs (`sku_brand_code`), then
+/// each SKU's orders of the period (`customer_order_sku_paid_idx`,
+/// migrations/0012) and their refunds (`refund_order_idx`): the work grows
+/// with the brand's sales, not with every brand's.
 async fn sums(db: &PgPool, brand_id: Uuid, group_by: GroupBy, period: Period) -> Result<Vec<Group>> {
     let key = match group_by {
         GroupBy::Product => "product_id",
@@ -118,10 +120,10 @@ async fn sums(db: &PgPool, brand_id: Uuid, group_by: GroupBy, period: Period) ->
     Ok(sqlx::query_as(&format!(
         "with o as (
             select k.product_id, o.session_id, o.host_id, o.quantity, o.amount_minor,
-                   o.currency::text as currency, o.status,
-                   (select coalesce(sum(r.amount_minor), 0) from refund r where r.order_id = o.order_id)
-                       as returned
-              from customer_order o join sku k on k.sku_id = o.sku_id
+                   o.currency::text as currency, o.status, r.returned
+              from sku k join customer_order o on o.sku_id = k.sku_id
+             cross join lateral (select coalesce(sum(r.amount_minor), 0) as returned
+                                   from refund r where r.order_id = o.order_id) r
              where k.brand_id = $1 and o.paid_at >= $2 and o.paid_at < $3
                and o.status in ('paid', 'partially_refunded', 'refunded')
          )
