@@ -190,8 +190,10 @@ async fn report(app: &TestApp, brand: Uuid, query: &str) -> Value {
     body
 }
 
-/// Each row as (key, label, orders, units, gross, returned orders, returned units, returned, net).
-fn rows(report: &Value) -> Vec<(String, String, i64, i64, i64, i64, i64, i64, i64)> {
+/// A row as (key, label, orders, units, gross, returned orders, returned units, returned, net).
+type Row = (String, String, i64, i64, i64, i64, i64, i64, i64);
+
+fn rows(report: &Value) -> Vec<Row> {
     report["rows"]
         .as_array()
         .unwrap()
@@ -214,7 +216,7 @@ fn rows(report: &Value) -> Vec<(String, String, i64, i64, i64, i64, i64, i64, i6
         .collect()
 }
 
-fn row(key: Uuid, label: &str, f: [i64; 7]) -> (String, String, i64, i64, i64, i64, i64, i64, i64) {
+fn row(key: Uuid, label: &str, f: [i64; 7]) -> Row {
     (
         key.to_string(),
         label.to_string(),
