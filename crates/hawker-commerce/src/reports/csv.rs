@@ -82,7 +82,7 @@ mod tests {
     use chrono::{TimeZone, Utc};
     use uuid::Uuid;
 
-    use super::super::model::{Figures, GroupBy, ReportRow};
+    use super::super::model::{Figures, GroupBy, SalesReportRow};
     use super::*;
 
     #[test]
@@ -115,7 +115,12 @@ mod tests {
             from: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
             to: Utc.with_ymd_and_hms(2026, 12, 1, 12, 30, 5).unwrap(),
             currency: Some("USD".into()),
-            rows: vec![ReportRow::new("k1".into(), "Ruby, matte".into(), "USD".into(), f)],
+            rows: vec![SalesReportRow::new(
+                "k1".into(),
+                "Ruby, matte".into(),
+                "USD".into(),
+                f,
+            )],
             totals: None,
             totals_by_currency: vec![],
         };

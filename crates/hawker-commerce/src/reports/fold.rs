@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use hawker_core::error::Result;
 
-use super::model::{Figures, GroupBy, Period, ReportRow, SalesReport, Totals};
+use super::model::{Figures, GroupBy, Period, SalesReport, SalesReportRow, SalesTotals};
 
 /// A group of orders with its row key and label already decided.
 #[derive(Debug, Clone)]
@@ -35,9 +35,9 @@ pub fn assemble(
             }
         }
     }
-    let mut rows: Vec<ReportRow> = merged
+    let mut rows: Vec<SalesReportRow> = merged
         .into_iter()
-        .map(|((key, currency), (label, figures))| ReportRow::new(key, label, currency, figures))
+        .map(|((key, currency), (label, figures))| SalesReportRow::new(key, label, currency, figures))
         .collect();
     rows.sort_by(|a, b| {
         b.net_minor
@@ -50,12 +50,12 @@ pub fn assemble(
         let sum = per_currency.entry(row.currency.clone()).or_default();
         *sum = sum.checked_add(&row.figures())?;
     }
-    let totals_by_currency: Vec<Totals> = per_currency
+    let totals_by_currency: Vec<SalesTotals> = per_currency
         .into_iter()
-        .map(|(currency, figures)| Totals::new(Some(currency), figures))
+        .map(|(currency, figures)| SalesTotals::new(Some(currency), figures))
         .collect();
     let (currency, totals) = match totals_by_currency.as_slice() {
-        [] => (None, Some(Totals::new(None, Figures::default()))),
+        [] => (None, Some(SalesTotals::new(None, Figures::default()))),
         [one] => (one.currency.clone(), Some(one.clone())),
         _ => (None, None),
     };
@@ -162,7 +162,7 @@ mod tests {
     fn an_empty_report_has_zero_totals_and_no_currency() {
         let report = assemble(Uuid::nil(), GroupBy::Host, period(), vec![]).unwrap();
         assert_eq!(report.currency, None);
-        assert_eq!(report.totals, Some(Totals::new(None, Figures::default())));
+        assert_eq!(report.totals, Some(SalesTotals::new(None, Figures::default())));
         assert!(report.totals_by_currency.is_empty());
     }
 

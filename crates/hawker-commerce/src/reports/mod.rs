@@ -28,7 +28,7 @@ use hawker_core::error::{Error, Result};
 use hawker_core::Claims;
 
 use fold::Labelled;
-pub use model::{Figures, GroupBy, Period, ReportRow, SalesReport, Totals};
+pub use model::{Figures, GroupBy, Period, SalesReport, SalesReportRow, SalesTotals};
 
 /// The key of orders placed with no host on shift, in host reports.
 pub const NO_HOST_KEY: &str = "none";

@@ -136,7 +136,7 @@ impl Figures {
 
 /// One row: a product, session, host or agency in one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct ReportRow {
+pub struct SalesReportRow {
     /// The product, session, host or agency id; `none` for orders placed with no host on shift.
     pub key: String,
     /// The product's name, session's title, host's display name or agency's name.
@@ -154,7 +154,7 @@ pub struct ReportRow {
 
 /// The rows' sums in one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Totals {
+pub struct SalesTotals {
     /// The currency of the amounts; null in an empty report.
     pub currency: Option<String>,
     pub orders: i64,
@@ -166,9 +166,9 @@ pub struct Totals {
     pub net_minor: i64,
 }
 
-impl ReportRow {
-    pub fn new(key: String, label: String, currency: String, f: Figures) -> ReportRow {
-        ReportRow {
+impl SalesReportRow {
+    pub fn new(key: String, label: String, currency: String, f: Figures) -> SalesReportRow {
+        SalesReportRow {
             key,
             label,
             currency,
@@ -195,9 +195,9 @@ impl ReportRow {
     }
 }
 
-impl Totals {
-    pub fn new(currency: Option<String>, f: Figures) -> Totals {
-        Totals {
+impl SalesTotals {
+    pub fn new(currency: Option<String>, f: Figures) -> SalesTotals {
+        SalesTotals {
             currency,
             orders: f.orders,
             units: f.units,
@@ -223,10 +223,10 @@ pub struct SalesReport {
     /// (or sold nothing).
     pub currency: Option<String>,
     /// Grouped by (key, currency), by `net_minor` descending, then key, then currency.
-    pub rows: Vec<ReportRow>,
+    pub rows: Vec<SalesReportRow>,
     /// The sums of all rows; null when they are in several currencies (see
     /// `totals_by_currency`).
-    pub totals: Option<Totals>,
+    pub totals: Option<SalesTotals>,
     /// The sums per currency, by currency code; empty when nothing sold.
-    pub totals_by_currency: Vec<Totals>,
+    pub totals_by_currency: Vec<SalesTotals>,
 }

@@ -46,7 +46,7 @@ pub struct SalesQuery {
     pub to: Option<String>,
     /// `csv` for the CSV file (as `Accept: text/csv` asks), `json` (the
     /// default) for JSON; anything else: 400 `bad_format`.
-    #[param(value_type = Option<ReportFormat>)]
+    #[param(inline, value_type = Option<ReportFormat>)]
     pub format: Option<String>,
 }
 
