@@ -25,6 +25,7 @@ pub mod campaigns;
 pub mod demo;
 pub mod discover;
 pub mod ical;
+pub mod names;
 pub mod page;
 pub mod room_rights;
 pub mod roster;

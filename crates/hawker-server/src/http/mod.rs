@@ -18,6 +18,7 @@ pub mod moderation;
 pub mod notices;
 pub mod openapi;
 pub mod payments;
+pub mod reports;
 pub mod sessions;
 pub mod socket;
 
@@ -92,7 +93,8 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(fulfilment::router())
         .merge(agency::router())
         .merge(catalog::router())
-        .merge(calendar::router());
+        .merge(calendar::router())
+        .merge(reports::router());
     let (router, mut doc) = router.split_for_parts();
     openapi::complete(&mut doc);
     (router, doc)

@@ -179,6 +179,8 @@ const HTTP: &[(&str, &str)] = &[
     ("GET /v1/hosts/{host_id}/statement",                      "401  403  403  ok   403  403  ok   403  403  403  ok"),
     ("GET /v1/agencies/{agency_id}/statement",                 "401  403  403  403  403  403  ok   403  403  403  ok"),
     ("GET /v1/sessions/{session_id}/figures",                  "401  403  403  ok   403  403  ok   403  ok   403  ok"),
+    // Brand reports: the brand's own, admins.
+    ("GET /v1/brands/{brand_id}/reports/sales",                "401  403  403  403  403  403  403  403  ok   403  ok"),
     // Commerce: whoever may host the session runs it; anyone signed in reads and buys.
     ("GET /v1/sessions/{session_id}/sellable-skus",            "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     ("POST /v1/sessions/{session_id}/lineup",                  "401  403  403  ok   ok   403  ok   403  403  403  ok"),

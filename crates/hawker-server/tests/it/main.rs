@@ -27,6 +27,7 @@ mod order_faults;
 mod paging;
 mod payments;
 mod process;
+mod reports;
 mod retention;
 mod roster;
 mod security;
