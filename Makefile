@@ -43,13 +43,16 @@ precommit: fmt lint test
 openapi:
 	$(CARGO) run --quiet --bin hawker -- openapi > docs/openapi.json
 
-## Validate the OpenAPI document with an independent validator (openapi-spec-validator).
+## Validate the OpenAPI document with an independent validator (openapi-spec-validator),
+## and check that the committed docs/openapi.json is the one the server serves.
 openapi-check:
 	@test -x target/pyenv/bin/python || python3 -m venv target/pyenv
 	@target/pyenv/bin/python -c "import openapi_spec_validator" 2>/dev/null \
 	  || target/pyenv/bin/pip install --quiet openapi-spec-validator
 	$(CARGO) run --quiet --bin hawker -- openapi > target/openapi.json
 	target/pyenv/bin/python -m openapi_spec_validator target/openapi.json
+	@cmp -s target/openapi.json docs/openapi.json \
+	  || { echo "docs/openapi.json is not what the server serves: run make openapi"; exit 1; }
 
 ## Fuzz a real server against its OpenAPI document (schemathesis, every check,
 ## as a viewer, an agency and an admin; scripts/schemathesis.sh). Zero failures.

@@ -72,6 +72,23 @@ def _period(query: dict, *, both_or_neither: bool, max_days: int | None) -> None
             query["from"] = _iso(start - timedelta(days=1))
 
 
+def _report_period(query: dict, now: datetime) -> None:
+    """A brand's sales report: `to` defaults to now and `from` to 30 days
+    before `to`; `from` before `to`, at most 366 days apart (docs/api.md,
+    "Brand reports": bad_period)."""
+    for name in ("from", "to"):
+        if name in query and _instant(query[name]) is None:
+            query.pop(name)
+    start, end = _instant(query.get("from")), _instant(query.get("to"))
+    end = end or now
+    try:
+        start = start or end - timedelta(days=30)
+        if end <= start or end - start > timedelta(days=366):
+            query["from"] = _iso(end - timedelta(days=1))
+    except OverflowError:
+        query["from"], query["to"] = _iso(now - timedelta(days=1)), _iso(now)
+
+
 def _plan(body: dict, max_hours: int | None) -> None:
     """`planned_end` after `planned_start` (sessions: at most 24 h; bad_plan)."""
     start, end = _instant(body.get("planned_start")), _instant(body.get("planned_end"))
@@ -156,6 +173,8 @@ def before_call(ctx, case, **kwargs):
             "/v1/sessions",
         ):
             _period(query, both_or_neither=False, max_days=None)
+        elif path == "/v1/brands/{brand_id}/reports/sales":
+            _report_period(query, now)
 
     if method == "POST" and path == "/v1/brands/{brand_id}/catalog/import":
         _catalog(case)

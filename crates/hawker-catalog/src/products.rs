@@ -3,7 +3,7 @@
 //! brand's product or SKU is "not found" (its existence is no one else's
 //! business); another brand's list is a 403.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use hawker_agency::page::{self, PageQuery};
@@ -514,4 +514,14 @@ pub async fn list_products(
         }
     }
     Ok(ProductPage { items, next_cursor })
+}
+
+/// These products' names, by id (for reports; unknown ids are left out).
+pub async fn product_names(db: &PgPool, product_ids: &[Uuid]) -> Result<HashMap<Uuid, String>> {
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("select product_id, name from product where product_id = any($1)")
+            .bind(product_ids)
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().collect())
 }

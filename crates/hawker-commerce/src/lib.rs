@@ -36,6 +36,7 @@ pub mod payments;
 pub mod pricing;
 pub mod profile;
 pub mod purchase;
+pub mod reports;
 pub mod sales;
 pub mod scheduler;
 pub mod stock;

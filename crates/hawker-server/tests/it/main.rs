@@ -5,6 +5,7 @@
 mod agency;
 mod auth;
 mod authz_matrix;
+mod calendar;
 mod campaigns;
 mod catalog;
 mod commerce;
@@ -26,6 +27,7 @@ mod order_faults;
 mod paging;
 mod payments;
 mod process;
+mod reports;
 mod retention;
 mod roster;
 mod security;
