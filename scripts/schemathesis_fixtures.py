@@ -3,12 +3,14 @@
 `hawker seed` gives an agency, two hosts, a brand with products and a
 session. This adds, through the public API, one of everything else a path can
 name: a line-up item (link 1), a live deal, an order of the viewer, a coupon
-drop, a campaign, a host with a pending invite, and a shift. It prints their
+drop, a campaign, a host with a pending invite, a shift, and the seeded
+host's calendar feed (no token of the run is a host's, so the fuzzing never
+replaces it and `GET /v1/calendar/{token}` is reached). It prints their
 ids as one JSON object (path parameter name -> value), which
 schemathesis_hooks.py reads from the file named by SCHEMATHESIS_IDS.
 
 Usage: schemathesis_fixtures.py BASE_URL  (tokens in VIEWER_TOKEN,
-AGENCY_TOKEN, BRAND_TOKEN; seeded ids in AGENCY_ID, BRAND_ID, SESSION_ID,
+AGENCY_TOKEN, BRAND_TOKEN, HOST_TOKEN (the seeded host's); seeded ids in AGENCY_ID, BRAND_ID, SESSION_ID,
 HOST_ID, SKU_ID, PRODUCT_ID).
 """
 
@@ -94,6 +96,8 @@ def main() -> None:
         {"host_id": host_id, "planned_start": iso(start), "planned_end": iso(start + timedelta(hours=1))},
     )
     ids["shift_id"] = shift["shift_id"]
+    feed = call(base, "POST", "/v1/me/calendar-feed", env["HOST_TOKEN"])
+    ids["token"] = feed["token"]
     print(json.dumps(ids))
 
 

@@ -4,7 +4,8 @@
 //! (`host_on_shift()`), go-live, handoffs, end.
 //!
 //! It owns the tables `agency`, `brand`, `host`, `agency_host`, `roster_invite`, `campaign`,
-//! `commission_terms`, `live_session` and `shift`, and holds the one
+//! `commission_terms`, `live_session`, `shift` and `calendar_feed` (the
+//! secret iCalendar feeds of [`calendar_feed`]), and holds the one
 //! session-access rule ([`access::session_access`], with
 //! [`access::SessionStatus`]) that the socket route and commerce use too.
 //! Session events (`session.live`, `session.handoff`, `session.ended`) are
@@ -19,9 +20,11 @@
 
 pub mod access;
 pub mod bans;
+pub mod calendar_feed;
 pub mod campaigns;
 pub mod demo;
 pub mod discover;
+pub mod ical;
 pub mod page;
 pub mod room_rights;
 pub mod roster;

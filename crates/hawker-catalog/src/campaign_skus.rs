@@ -49,8 +49,9 @@ const CAMPAIGN_SKU_SELECT: &str = "select c.campaign_id, s.sku_id, s.product_id,
         s.stock_on_hand, c.floor_price_minor, c.allocated_units, c.units_taken
    from campaign_sku c join sku s using (sku_id) join product p on p.product_id = s.product_id";
 
-/// One entry of a campaign: a SKU, or every SKU a product has now.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// One entry of a campaign: a SKU, or every SKU a product has now. Its
+/// schema states the one-of rule ([`crate::schema::campaign_entry`]).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignSkuEntry {
     /// Exactly one of `sku_id` and `product_id`.
@@ -60,13 +61,19 @@ pub struct CampaignSkuEntry {
     #[serde(default)]
     pub product_id: Option<Uuid>,
     /// Minor units of the SKU's currency, 1 to 1,000,000,000,000.
-    #[schema(minimum = 1, maximum = 1_000_000_000_000i64)]
     pub floor_price_minor: i64,
     /// Units the campaign may take in all (0 to 1,000,000,000); none if absent.
     #[serde(default)]
-    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub allocated_units: Option<i32>,
 }
+
+impl utoipa::PartialSchema for CampaignSkuEntry {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::campaign_entry().into()
+    }
+}
+
+impl utoipa::ToSchema for CampaignSkuEntry {}
 
 /// The SKUs to add to a campaign or change in it.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

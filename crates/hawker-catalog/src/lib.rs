@@ -20,6 +20,7 @@ pub mod campaign_skus;
 pub mod demo;
 pub mod import;
 pub mod products;
+pub mod schema;
 pub mod stock;
 pub mod validate;
 

@@ -93,7 +93,7 @@ pub struct NewSku {
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub code: String,
     /// 1 to 200 characters, not all white space, without control, bidi or zero-width characters.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = crate::schema::name)]
     pub name: String,
     #[schema(minimum = 1, maximum = 1_000_000_000_000i64)]
     pub price_minor: i64,
@@ -102,10 +102,11 @@ pub struct NewSku {
     pub currency: String,
     /// At most 20; names 1 to 40, values 1 to 100 characters.
     #[serde(default)]
+    #[schema(schema_with = crate::schema::attributes)]
     pub attributes: BTreeMap<String, String>,
     /// At most 10 absolute `http(s)` URLs, each at most 2,048 characters.
     #[serde(default)]
-    #[schema(max_items = 10)]
+    #[schema(schema_with = crate::schema::image_urls)]
     pub image_urls: Vec<String>,
     /// Opening stock (0 to 1,000,000,000), recorded as an `opening` movement.
     #[serde(default)]
@@ -121,17 +122,17 @@ pub struct NewSku {
     "skus": [{"code": "LIP-RUBY", "name": "Ruby", "price_minor": 1999, "currency": "USD", "stock": 500}]}))]
 pub struct NewProduct {
     /// 1 to 200 characters, not all white space, without control, bidi or zero-width characters.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = crate::schema::name)]
     pub name: String,
     /// At most 2,000 characters.
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(schema_with = crate::schema::description)]
     pub description: String,
     /// `active` if absent.
     #[serde(default)]
     pub status: Option<ProductStatus>,
     #[serde(default)]
-    #[schema(max_items = 10)]
+    #[schema(schema_with = crate::schema::image_urls)]
     pub image_urls: Vec<String>,
     /// 0 to 100 SKUs.
     #[serde(default)]
@@ -145,15 +146,15 @@ pub struct NewProduct {
 #[schema(example = json!({"status": "archived"}))]
 pub struct ProductUpdate {
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = crate::schema::name_or_null)]
     pub name: Option<String>,
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(schema_with = crate::schema::description_or_null)]
     pub description: Option<String>,
     #[serde(default)]
     pub status: Option<ProductStatus>,
     #[serde(default)]
-    #[schema(max_items = 10)]
+    #[schema(schema_with = crate::schema::image_urls_or_null)]
     pub image_urls: Option<Vec<String>>,
 }
 
@@ -164,15 +165,16 @@ pub struct ProductUpdate {
 #[schema(example = json!({"price_minor": 1799}))]
 pub struct SkuUpdate {
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = crate::schema::name_or_null)]
     pub name: Option<String>,
     #[serde(default)]
     #[schema(minimum = 1, maximum = 1_000_000_000_000i64)]
     pub price_minor: Option<i64>,
     #[serde(default)]
+    #[schema(schema_with = crate::schema::attributes_or_null)]
     pub attributes: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    #[schema(max_items = 10)]
+    #[schema(schema_with = crate::schema::image_urls_or_null)]
     pub image_urls: Option<Vec<String>>,
 }
 

@@ -88,8 +88,17 @@ pub async fn record(conn: &mut PgConnection, m: NewMovement<'_>) -> Result<Movem
     .map_err(|e| match violated_constraint(&e).as_deref() {
         Some("sku_stock_on_hand_check") => insufficient_stock(),
         Some("stock_movement_sku_id_fkey") => Error::NotFound("sku"),
+        _ if out_of_range(&e) => Error::conflict(
+            "stock_overflow",
+            format!("stock on hand may not exceed {} units", i32::MAX),
+        ),
         _ => e.into(),
     })
+}
+
+/// SQLSTATE 22003: the trigger's new total does not fit stock on hand.
+fn out_of_range(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("22003"))
 }
 
 /// Refuses (as "not found") unless the SKU exists and the caller manages its brand.
@@ -121,20 +130,26 @@ pub enum StockChangeKind {
     Adjustment,
 }
 
-/// A restock or an adjustment.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// A restock or an adjustment. Its schema states the rule of each kind
+/// ([`crate::schema::stock_change`]).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"kind": "adjustment", "delta": -3, "note": "damaged in transit"}))]
 pub struct StockChange {
     pub kind: StockChangeKind,
     /// Non-zero, −1,000,000,000 to 1,000,000,000; positive for a restock.
-    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     pub delta: i32,
     /// Why: 0 to 500 characters for a restock, 1 to 500 for an adjustment.
     #[serde(default)]
-    #[schema(max_length = 500)]
     pub note: String,
 }
+
+impl utoipa::PartialSchema for StockChange {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::stock_change().into()
+    }
+}
+
+impl utoipa::ToSchema for StockChange {}
 
 fn check_change(change: &StockChange) -> Result<()> {
     if change.delta == 0 || change.delta.unsigned_abs() > MAX_STOCK_DELTA as u32 {

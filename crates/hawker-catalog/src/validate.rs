@@ -92,9 +92,13 @@ pub fn opening_stock(stock: i32) -> Result<i32> {
     Ok(stock)
 }
 
-/// Image URLs: at most [`MAX_IMAGES`], each an absolute `http` or `https`
-/// URL with a host, at most [`MAX_URL_LEN`] bytes, without white space,
-/// control characters, quotes or angle brackets.
+/// Image URLs: at most [`MAX_IMAGES`], each at most [`MAX_URL_LEN`]
+/// characters: `http://` or `https://`, a host name of letters, digits, `.`
+/// and `-` starting with a letter or digit, an optional port of 1 to 5
+/// digits, then optionally a path, query or fragment of printable ASCII
+/// without quotes, angle brackets, `\\`, `^`, backquotes, braces and `|`. No user
+/// name or password, no IP-literal brackets (the OpenAPI document states the
+/// same rule as `schema::IMAGE_URL_PATTERN`).
 pub fn image_urls(urls: &[String]) -> Result<Vec<String>> {
     if urls.len() > MAX_IMAGES {
         return Err(Error::invalid(
@@ -106,7 +110,7 @@ pub fn image_urls(urls: &[String]) -> Result<Vec<String>> {
         if !is_image_url(url) {
             return Err(Error::invalid(
                 "bad_image_url",
-                "each image URL must be an absolute http:// or https:// URL with a host, at most 2048 characters",
+                "each image URL must be an http:// or https:// URL with a host name (letters, digits, '.', '-'), an optional port, and at most 2048 printable characters",
             ));
         }
     }
@@ -118,12 +122,21 @@ fn is_image_url(url: &str) -> bool {
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
     let Some(rest) = rest else { return false };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or("");
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    let host_ok = host.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+    let port_ok = port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
     url.len() <= MAX_URL_LEN
-        && !host.is_empty()
-        && !host.starts_with(':')
-        && url.chars().all(|c| {
+        && host_ok
+        && port_ok
+        && tail.chars().all(|c| {
             c.is_ascii_graphic() && !matches!(c, '"' | '<' | '>' | '\\' | '`' | '{' | '}' | '|' | '^')
         })
 }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod error;
 pub mod text;
+pub mod text_schema;
 
 pub use auth::{Claims, Role, TokenError, TokenKeys};
 pub use error::{DbFailure, Error};

@@ -210,7 +210,7 @@ pub async fn update_sku(
         (status = 400, body = ErrorBody, description = "bad_delta, bad_note, bad_json, bad_path"),
         Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such SKU, or another brand's"),
-        (status = 409, body = ErrorBody, description = "insufficient_stock: the adjustment would take stock below zero"),
+        (status = 409, body = ErrorBody, description = "insufficient_stock: the adjustment would take stock below zero; stock_overflow: stock on hand would exceed 2,147,483,647"),
         Unavailable,
     ))]
 pub async fn change_stock(

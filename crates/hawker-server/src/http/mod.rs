@@ -4,6 +4,7 @@
 
 pub mod agency;
 pub mod auth;
+pub mod calendar;
 pub mod catalog;
 pub mod commerce;
 pub mod console;
@@ -90,7 +91,8 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(payments::router())
         .merge(fulfilment::router())
         .merge(agency::router())
-        .merge(catalog::router());
+        .merge(catalog::router())
+        .merge(calendar::router());
     let (router, mut doc) = router.split_for_parts();
     openapi::complete(&mut doc);
     (router, doc)
@@ -186,7 +188,7 @@ fn with_common_layers(router: Router) -> Router {
                             "request",
                             request_id = %request_id,
                             method = %request.method(),
-                            path = %request.uri().path(),
+                            path = %loggable_path(request.uri().path()),
                             client_ip = client_ip.map(|c| tracing::field::display(c.0)),
                         )
                     })
@@ -197,6 +199,16 @@ fn with_common_layers(router: Router) -> Router {
                 ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
             })),
     )
+}
+
+/// The request's path as logs may show it: a calendar feed's path is its
+/// secret, so only the prefix is logged.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with(calendar::FEED_PATH_PREFIX) {
+        "/v1/calendar/{token}"
+    } else {
+        path
+    }
 }
 
 /// Sets the request's [`ClientIp`](crate::client_ip::ClientIp) from its

@@ -211,6 +211,13 @@ const HTTP: &[(&str, &str)] = &[
     ("GET /v1/coupon-drops/{coupon_drop_id}",                  "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("POST /v1/coupon-drops/{coupon_drop_id}/claims",          "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("GET /v1/sessions/{session_id}/coupon-claims",            "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    // Calendar feeds: a host their own, an agency (and admins) the agency's.
+    // The feed itself takes its secret URL; a bearer token neither helps nor hurts.
+    ("POST /v1/me/calendar-feed",                              "401  403  403  ok   ok   ok   403  403  403  403  403"),
+    ("DELETE /v1/me/calendar-feed",                            "401  403  403  ok   ok   ok   403  403  403  403  403"),
+    ("POST /v1/agencies/{agency_id}/calendar-feed",            "401  403  403  403  403  403  ok   403  403  403  ok"),
+    ("DELETE /v1/agencies/{agency_id}/calendar-feed",          "401  403  403  403  403  403  ok   403  403  403  ok"),
+    ("GET /v1/calendar/{token}",                               "ok   ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     // Signed by the payment provider; a bearer token neither helps nor hurts.
     ("POST /v1/payments/webhook",                              "ok   ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
 ];
@@ -1003,6 +1010,19 @@ async fn request(app: &TestApp, w: &World, route: &str, who: Who) -> Request {
             } else {
                 request.json(body)
             }
+        }
+        "GET /v1/calendar/{token}" => {
+            // The other agency's feed: no other row's cell replaces it.
+            let (status, feed) = app
+                .send(
+                    Method::POST,
+                    &format!("/v1/agencies/{}/calendar-feed", w.other_agency),
+                    &app.agency_token(w.other_agency),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 201, "{feed}");
+            Request::new(method, format!("/v1/calendar/{}.ics", feed["token"].as_str().unwrap()))
         }
         _ => plain,
     };

@@ -91,10 +91,12 @@ async fn the_openapi_document_is_openapi_3_and_lists_every_route() {
         "missing: {:?}",
         expected.difference(&listed).collect::<Vec<_>>()
     );
-    // Every `/v1` operation needs a token and documents the 401.
+    // Every `/v1` operation needs a token and documents the 401, but the
+    // calendar feed, whose secret URL is its credential (calendar apps send
+    // no headers).
     for (path, item) in &paths {
         for (method, op) in item.methods() {
-            if path.starts_with("/v1") {
+            if path.starts_with("/v1") && path != "/v1/calendar/{token}" {
                 let responses = op.responses.clone().unwrap_or_default();
                 assert!(responses.contains_key("401"), "{method} {path} lacks 401");
             }
@@ -455,4 +457,46 @@ async fn a_nul_in_stored_text_is_refused_not_an_internal_error() {
         (400, Some("bad_title")),
         "{body}"
     );
+}
+
+/// Every free-text pattern in the OpenAPI document (the ones that name the
+/// hidden characters) is one of `hawker_core::text_schema`'s, whose unit test
+/// holds them to the server's check: a copy that drifted would fail here.
+#[tokio::test]
+async fn every_free_text_pattern_of_the_document_is_the_servers_own() {
+    use hawker_core::text_schema::{pattern, Lines};
+    fn patterns<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, item) in map {
+                    match (key.as_str(), item) {
+                        ("pattern", Value::String(p)) if p.contains("\\u200b") => found.push(p),
+                        _ => patterns(item, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| patterns(item, found)),
+            _ => {}
+        }
+    }
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    patterns(&doc, &mut found);
+    let known: Vec<String> = [Lines::One, Lines::Many]
+        .into_iter()
+        .flat_map(|lines| [pattern(lines, false), pattern(lines, true)])
+        .collect();
+    assert!(found.len() >= 20, "only {} free-text patterns", found.len());
+    for p in found {
+        assert!(known.iter().any(|k| k == p), "a pattern of its own: {p}");
+    }
 }

@@ -5,6 +5,7 @@
 mod agency;
 mod auth;
 mod authz_matrix;
+mod calendar;
 mod campaigns;
 mod catalog;
 mod commerce;
