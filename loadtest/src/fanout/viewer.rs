@@ -794,6 +794,7 @@ mod tests {
             host_failed: vec![],
             chat_total: 4,
             chat_failed: vec![2],
+            ..Sent::default()
         };
         let mut result = GroupResult::default();
         r.account(&mut result, &sent.host_mask(), &sent.chat_mask());
