@@ -1,7 +1,7 @@
 //! What the scenarios share: one run harness ([`run::run_with_nodes`]) that
 //! starts or finds the hub nodes, the `--server-env` parser, `hawker seed`,
 //! readings of `/proc`, the nodes' `/metrics`, the plots, and the clock,
-//! histograms and room sockets both scenarios use.
+//! histograms, room sockets and the small HTTP/1.1 client the scenarios use.
 
 /// Writes a line to stdout; a closed stdout (the reader went away) must not
 /// abort the run before it stops the nodes it started.
@@ -24,6 +24,7 @@ pub(crate) use {note, out};
 
 pub mod clock;
 pub mod env;
+pub mod http1;
 pub mod nodes;
 pub mod plot;
 pub mod probe;

@@ -3,16 +3,22 @@
 //! send time, loss / duplicates / reordering per lane, and what it cost the
 //! server (RSS per socket, CPU seconds per million deliveries).
 //!
+//! With `--notice-rate R` it measures private notices instead: R notices/s
+//! to distinct viewers (`notifier`), after a broadcast run with the same
+//! deliveries per second, and compares the hub CPU per delivery of the two.
+//!
 //! - `args`: the options and their limits;
 //! - `run`: the run with its nodes up (senders, viewers, the measured window);
 //! - `publisher`: the host and chat senders; `viewer`, `worker`: the viewers,
 //!   in this process or in `fanout-worker` children; `frame`: the marked event
 //!   texts; `recorder`: their latencies; `counters`: the hub's `/metrics`;
+//!   `notifier`: the private notices;
 //! - `report`: the JSON, the PNG and the text summary.
 
 mod args;
 mod counters;
 mod frame;
+mod notifier;
 mod publisher;
 mod recorder;
 mod report;
@@ -25,8 +31,18 @@ pub use worker::serve as serve_worker;
 
 use crate::common::run::run_with_nodes;
 
-/// Runs the scenario and writes its results.
+/// Runs the scenario (with --notice-rate, its two runs) and writes the results.
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     args.validate()?;
-    run_with_nodes(&run::Fanout { args: &args }).await
+    let mut baseline = None;
+    for phase in args.phases() {
+        let scenario = run::Fanout {
+            args: &phase,
+            baseline: baseline.clone(),
+            cost: Default::default(),
+        };
+        run_with_nodes(&scenario).await?;
+        baseline = scenario.cost.take();
+    }
+    Ok(())
 }

@@ -16,14 +16,13 @@
 //! - `args`: the options and the plan of a run;
 //! - `run`: the run with its node up; `setup`: the database, the session, the
 //!   deal, the invariants and the settlement metrics; `load`: one phase of
-//!   purchase attempts over `http1` connections or room sockets; `cpu`: CPU of
+//!   purchase attempts over `common::http1` connections or room sockets; `cpu`: CPU of
 //!   each process; `baseline`: pgbench;
 //! - `report`: the budgets, the JSON, the PNG and the text summary.
 
 mod args;
 mod baseline;
 mod cpu;
-mod http1;
 mod load;
 mod report;
 mod run;

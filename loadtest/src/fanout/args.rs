@@ -34,6 +34,23 @@ pub struct FanoutArgs {
     /// Chatter sockets (spread over the nodes); they also receive.
     #[arg(long, default_value_t = 10)]
     pub chatters: u32,
+    /// Private notices per second to distinct viewers (notice g to viewer
+    /// g % V), through `POST /v1/dev/notices` (spawned or development
+    /// nodes). With it the run is two runs: first a broadcast run with the
+    /// same deliveries per second (host events at R / V per second), then the
+    /// notices run (no host events, no chat); the notices report compares
+    /// the hub CPU per delivery of both.
+    #[arg(long, default_value_t = 0.0)]
+    pub notice_rate: f64,
+    /// A notice batch leaves this long after its first notice was due.
+    #[arg(long, default_value_t = 10)]
+    pub notice_batch_ms: u64,
+    /// HTTP connections sending notice batches (one request in flight each).
+    #[arg(long, default_value_t = 4)]
+    pub notice_conns: usize,
+    /// With --notice-rate: skip the broadcast run.
+    #[arg(long)]
+    pub no_broadcast_run: bool,
     /// Seconds of sending.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -139,6 +156,18 @@ impl FanoutArgs {
         if self.host_rate > 100_000.0 || self.chat_rate > 100_000.0 {
             bail!("rates are limited to 100,000 events/s");
         }
+        if !finite(self.notice_rate) || self.notice_rate > 100_000.0 {
+            bail!("--notice-rate must be 0 to 100,000 notices/s");
+        }
+        if self.notice_planned() > MAX_PLANNED {
+            bail!("--notice-rate × duration is limited to {MAX_PLANNED} notices");
+        }
+        if self.notice_rate > 0.0 && self.viewers == 0 {
+            bail!("--notice-rate needs viewers to send notices to");
+        }
+        if !(1..=1000).contains(&self.notice_batch_ms) || !(1..=64).contains(&self.notice_conns) {
+            bail!("--notice-batch-ms must be 1 to 1000 and --notice-conns 1 to 64");
+        }
         if self.host_planned() > MAX_PLANNED || self.chat_planned() > MAX_PLANNED {
             bail!("rate × duration is limited to {MAX_PLANNED} events per lane");
         }
@@ -185,6 +214,37 @@ impl FanoutArgs {
         (self.chat_rate * self.duration).floor() as u64
     }
 
+    pub fn notice_planned(&self) -> u64 {
+        (self.notice_rate * self.duration).floor() as u64
+    }
+
+    /// Notices one viewer gets at most.
+    pub fn notice_planned_per_viewer(&self) -> u64 {
+        self.notice_planned().div_ceil(self.viewers.max(1))
+    }
+
+    /// The runs of one invocation: with --notice-rate, the broadcast run with
+    /// the same deliveries per second (unless --no-broadcast-run), then the
+    /// notices run; otherwise this run alone.
+    pub fn phases(&self) -> Vec<FanoutArgs> {
+        if self.notice_rate <= 0.0 {
+            return vec![self.clone()];
+        }
+        let mut phases = Vec::new();
+        if !self.no_broadcast_run {
+            let mut broadcast = self.clone();
+            broadcast.scenario = format!("{}-broadcast", self.scenario);
+            broadcast.notice_rate = 0.0;
+            broadcast.host_rate = self.notice_rate / self.viewers as f64;
+            broadcast.chat_rate = 0.0;
+            phases.push(broadcast);
+        }
+        let mut notices = self.clone();
+        notices.host_rate = 0.0;
+        notices.chat_rate = 0.0;
+        phases.push(notices);
+        phases
+    }
     /// The environment of spawned nodes: the tool's own settings, then `--server-env`.
     pub fn spawn_env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();

@@ -4,7 +4,9 @@
 //!
 //! Event text: `LT <run> <lane> <seq> <sender> <scheduled_us> xxxx…`, lane
 //! `h` (host) or `c` (chat), padded with `x` to the configured length;
-//! `seq` counts the lane's events, `sender` is the socket that sent it. Only ASCII letters, digits and spaces, so
+//! `seq` counts the lane's events, `sender` is the socket that sent it.
+//! A private notice's `data.text` is `LT <run> n <k> <viewer> <scheduled_us> xxxx…`:
+//! the k-th notice for viewer number `viewer`. Only ASCII letters, digits and spaces, so
 //! the server's JSON encoding leaves it unchanged and the receiver finds it
 //! verbatim in the frame.
 
@@ -24,6 +26,11 @@ pub fn event_text(run: &str, lane: Lane, seq: u64, sender: u32, scheduled_us: u6
         Lane::Chat => 'c',
     };
     pad(format!("LT {run} {lane} {seq} {sender} {scheduled_us} "), len)
+}
+
+/// A private notice's text: the `k`-th notice for viewer number `viewer`.
+pub fn notice_text(run: &str, k: u64, viewer: u64, scheduled_us: u64, len: usize) -> String {
+    pad(format!("LT {run} n {k} {viewer} {scheduled_us} "), len)
 }
 
 fn pad(mut text: String, len: usize) -> String {
@@ -48,6 +55,8 @@ pub enum Received<'a> {
     },
     /// Another room event (viewer counts, likes, presence, foreign runs).
     Other { offset: u64 },
+    /// A private notice carrying one of our marks: the `k`-th for viewer `viewer`.
+    Notice { k: u64, viewer: u64, scheduled_us: u64 },
     /// A frame that is not a room event: welcome, reset, resumed, ack, error.
     Control(&'a [u8]),
     /// A room event whose header could not be read.
@@ -72,7 +81,13 @@ impl Parser {
 
     pub fn parse<'a>(&self, frame: &'a [u8]) -> Received<'a> {
         const OFFSET: &[u8] = b"{\"offset\":";
+        const NOTICE: &[u8] = b"{\"type\":\"notice\",";
         let Some(rest) = frame.strip_prefix(OFFSET) else {
+            if frame.starts_with(NOTICE) {
+                if let Some(notice) = self.notice(frame) {
+                    return notice;
+                }
+            }
             return Received::Control(frame);
         };
         let Some((offset, _)) = leading_number(rest) else {
@@ -113,6 +128,24 @@ impl Parser {
             },
             None => Received::Other { offset },
         }
+    }
+}
+
+impl Parser {
+    /// A notice frame's mark (its `data.text`), if it is one of ours.
+    fn notice<'a>(&self, frame: &'a [u8]) -> Option<Received<'a>> {
+        let at = self.text.find(frame)?;
+        let fields = frame[at + 8..]
+            .strip_prefix(self.run_mark.as_slice())?
+            .strip_prefix(b"n ")?;
+        let (k, r) = leading_number(fields)?;
+        let (viewer, r) = leading_number(r)?;
+        let (scheduled_us, _) = leading_number(r)?;
+        Some(Received::Notice {
+            k,
+            viewer,
+            scheduled_us,
+        })
     }
 }
 
@@ -185,6 +218,28 @@ mod tests {
                 scheduled_us: 999
             }
         );
+    }
+
+    #[test]
+    fn notice_marks_are_read_back_and_other_notices_are_control_frames() {
+        let parser = Parser::new("r1");
+        let text = notice_text("r1", 3, 4021, 777, 60);
+        let frame = format!(
+            "{{\"type\":\"notice\",\"id\":9,\"kind\":\"lt.notice\",\"user\":\"ltr1v4021\",\
+             \"session_id\":null,\"created_at\":\"x\",\"expires_at\":\"y\",\"data\":{{\"text\":\"{text}\"}}}}"
+        );
+        assert_eq!(
+            parser.parse(frame.as_bytes()),
+            Received::Notice {
+                k: 3,
+                viewer: 4021,
+                scheduled_us: 777
+            }
+        );
+        let paid = br#"{"type":"notice","id":1,"kind":"order.paid","data":{"order_id":"o"}}"#;
+        assert!(matches!(parser.parse(paid), Received::Control(_)));
+        let foreign = frame.replace("LT r1 ", "LT r2 ");
+        assert!(matches!(parser.parse(foreign.as_bytes()), Received::Control(_)));
     }
 
     #[test]

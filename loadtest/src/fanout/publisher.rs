@@ -228,6 +228,7 @@ impl Publishers {
             chat_total: c.chat_planned,
             host_failed,
             chat_failed,
+            ..Sent::default()
         };
         let outcome = PublishOutcome {
             host_planned: c.host_planned,

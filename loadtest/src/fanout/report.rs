@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::args::FanoutArgs;
 use super::counters::HubCounters;
+use super::notifier::NoticeOutcome;
 use super::publisher::PublishOutcome;
 use super::recorder::Recorder;
 use super::viewer::{GroupResult, LaneCounts, Sent};
@@ -16,6 +17,20 @@ use crate::common::run::{write_result, Run};
 use crate::common::stats::{histogram, Percentiles};
 use crate::common::ws::Node;
 use crate::common::{note, out};
+
+/// What a run's deliveries cost the hub, to compare a notices run with the
+/// broadcast run before it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cost {
+    pub scenario: String,
+    pub run: String,
+    pub deliveries: u64,
+    pub deliveries_per_s: f64,
+    pub server_cpu_s: f64,
+    /// Hub CPU over the window divided by the deliveries, microseconds.
+    pub server_cpu_us_per_delivery: f64,
+    pub json: String,
+}
 
 /// Everything a fan-out run measured.
 pub struct Report<'a> {
@@ -29,6 +44,10 @@ pub struct Report<'a> {
     pub recorder: &'a Recorder,
     pub sent: &'a Sent,
     pub publish: &'a PublishOutcome,
+    /// The notice sender's outcome, in a notices run.
+    pub notices: Option<&'a NoticeOutcome>,
+    /// The broadcast run a notices run is compared with.
+    pub baseline: Option<&'a Cost>,
     pub connect_secs: f64,
     pub window_secs: f64,
     /// Before the viewers, after they connected (and settled), at the end.
@@ -54,7 +73,7 @@ pub struct Report<'a> {
 }
 
 impl Report<'_> {
-    pub fn write(&self) -> anyhow::Result<()> {
+    pub fn write(&self) -> anyhow::Result<Cost> {
         let a = self.args;
         let run = self.run;
         let v = self.viewers;
@@ -134,6 +153,50 @@ impl Report<'_> {
             all.p99_ms,
             per_s
         );
+        let cost = Cost {
+            scenario: a.scenario.clone(),
+            run: run.id.clone(),
+            deliveries,
+            deliveries_per_s: per_s,
+            server_cpu_s: self.server_cpu_s,
+            server_cpu_us_per_delivery: if deliveries > 0 {
+                self.server_cpu_s * 1e6 / deliveries as f64
+            } else {
+                0.0
+            },
+            json: json_path.display().to_string(),
+        };
+        // Delivered per second from the start to the last arrival: below the
+        // target rate when the notices fell behind.
+        let last_arrival = self.recorder.arrivals.keys().next_back().copied();
+        let span_s = last_arrival.map_or(a.duration, |last| {
+            (last + 1).saturating_sub(self.start_us / 1_000_000).max(1) as f64
+        });
+        let sustained_per_s = deliveries as f64 / span_s.max(a.duration).max(1e-9);
+        let notices = self.notices.map(|n| {
+            let ratio = self
+                .baseline
+                .filter(|b| b.server_cpu_us_per_delivery > 0.0)
+                .map(|b| cost.server_cpu_us_per_delivery / b.server_cpu_us_per_delivery);
+            json!({
+                "about": "private notices to distinct viewers through POST /v1/dev/notices \
+                          (Hub::enqueue_notice in one transaction per batch, the relay, Redis, every node's router); \
+                          latency.host holds the notice latencies (no host events in this run)",
+                "rate": a.notice_rate,
+                "batch_ms": a.notice_batch_ms,
+                "conns": a.notice_conns,
+                "sender": n,
+                "lane": v.notices,
+                "misrouted": v.notices_misrouted,
+                "delivered_per_s": sustained_per_s,
+                "last_arrival_after_s": span_s,
+                "latency": host,
+                "server_cpu_us_per_notice": cost.server_cpu_us_per_delivery,
+                "broadcast": self.baseline,
+                "cpu_ratio_notice_vs_broadcast_delivery": ratio,
+                "extra_cpu_us_per_notice": self.baseline.map(|b| cost.server_cpu_us_per_delivery - b.server_cpu_us_per_delivery),
+            })
+        });
         let png = match self.plot(&title, &png_path) {
             Ok(()) => Some(png_path.display().to_string()),
             Err(e) => {
@@ -213,6 +276,7 @@ impl Report<'_> {
                 "close_codes": v.closes,
             },
             "publish": self.publish,
+            "notices": notices,
             "sent": { "host": self.sent.host_total, "host_failed": self.sent.host_failed.len(),
                       "chat": self.sent.chat_total, "chat_failed": self.sent.chat_failed.len() },
             "server": {
@@ -379,6 +443,49 @@ impl Report<'_> {
             self.calibration[0].1,
             self.calibration[1].1
         );
+        if let Some(n) = self.notices {
+            out!(
+                "notices        sent {}/{} accepted in {} batches ({:.0} per batch, request p50 {:.1} ms p99 {:.1} ms), errors {:?}, worst send lag {:.1} ms",
+                n.accepted,
+                n.planned,
+                n.batches,
+                n.mean_batch,
+                n.request.p50_ms,
+                n.request.p99_ms,
+                n.errors,
+                n.max_send_lag_ms
+            );
+            out!(
+                "notice rate    {sustained_per_s:.0} delivered/s (the last {:.0} s after the start; target {}/s)",
+                span_s,
+                a.notice_rate
+            );
+            out!(
+                "notice lane    expected {} received {} lost {} dup {} out-of-order {} misrouted {} (viewers missing some: {}); latency above is the notices'",
+                v.notices.expected,
+                v.notices.received,
+                v.notices.missing,
+                v.notices.duplicates,
+                v.notices.out_of_order,
+                v.notices_misrouted,
+                v.notices.viewers_missing
+            );
+            match self.baseline {
+                Some(b) => out!(
+                    "vs broadcast   {:.1} µs of hub CPU per notice vs {:.1} µs per broadcast delivery ({}, {:.0} deliveries/s): × {:.1}, {:+.1} µs per notice",
+                    cost.server_cpu_us_per_delivery,
+                    b.server_cpu_us_per_delivery,
+                    b.scenario,
+                    b.deliveries_per_s,
+                    cost.server_cpu_us_per_delivery / b.server_cpu_us_per_delivery.max(1e-9),
+                    cost.server_cpu_us_per_delivery - b.server_cpu_us_per_delivery
+                ),
+                None => out!(
+                    "hub CPU        {:.1} µs per notice",
+                    cost.server_cpu_us_per_delivery
+                ),
+            }
+        }
         out!("result         {}", json_path.display());
         if let Some(png) = png {
             out!("plot           {png}");
@@ -386,7 +493,7 @@ impl Report<'_> {
         if self.profile.is_some() {
             out!("profile        {}", perf_path.display());
         }
-        Ok(())
+        Ok(cost)
     }
 
     /// Latency percentiles per second of scheduled send time (log scale),

@@ -11,9 +11,10 @@ use tokio::sync::watch;
 use super::args::FanoutArgs;
 use super::counters;
 use super::frame::Parser;
+use super::notifier::{self, NoticeConfig};
 use super::publisher::{PublishConfig, Publishers};
 use super::recorder::Recorder;
-use super::report::Report;
+use super::report::{Cost, Report};
 use super::viewer::{EndCommand, GroupConfig, GroupResult, Shared};
 use super::worker::GroupHandle;
 use crate::common::nodes::{Profiler, Seed, SpawnConfig};
@@ -25,6 +26,10 @@ use crate::common::{clock, note};
 /// The fan-out scenario, as the run harness drives it.
 pub struct Fanout<'a> {
     pub args: &'a FanoutArgs,
+    /// The cost of the broadcast run a notices run is compared with.
+    pub baseline: Option<Cost>,
+    /// This run's cost, once measured.
+    pub cost: std::cell::Cell<Option<Cost>>,
 }
 
 impl Scenario for Fanout<'_> {
@@ -41,11 +46,12 @@ impl Scenario for Fanout<'_> {
     async fn before_nodes(&self, run: &Run) -> anyhow::Result<()> {
         let args = self.args;
         note!(
-            "run {}: {} viewers, host {}/s, chat {}/s, {} s; load average {}",
+            "run {}: {} viewers, host {}/s, chat {}/s, notices {}/s, {} s; load average {}",
             run.id,
             args.viewers,
             args.host_rate,
             args.chat_rate,
+            args.notice_rate,
             args.duration,
             run.machine.loadavg_start
         );
@@ -81,11 +87,13 @@ impl Scenario for Fanout<'_> {
     }
 
     async fn measure(&self, run: &mut Run, (): ()) -> anyhow::Result<()> {
-        measure(self.args, run).await
+        let cost = measure(self.args, run, self.baseline.as_ref()).await?;
+        self.cost.set(Some(cost));
+        Ok(())
     }
 }
 
-async fn measure(args: &FanoutArgs, run: &mut Run) -> anyhow::Result<()> {
+async fn measure(args: &FanoutArgs, run: &mut Run, baseline: Option<&Cost>) -> anyhow::Result<Cost> {
     let nodes = run
         .addrs
         .iter()
@@ -109,6 +117,7 @@ async fn measure(args: &FanoutArgs, run: &mut Run) -> anyhow::Result<()> {
         recorder: std::cell::RefCell::new(Recorder::default()),
         host_planned: args.host_planned(),
         chat_planned: args.chat_planned(),
+        notice_planned: args.notice_planned_per_viewer(),
     });
     let mut publishers = Publishers::connect(
         PublishConfig {
@@ -157,6 +166,8 @@ async fn measure(args: &FanoutArgs, run: &mut Run) -> anyhow::Result<()> {
             chat_planned: args.chat_planned(),
             hosts: args.hosts,
             chatters: args.chatters,
+            viewers_total: args.viewers,
+            notice_planned: args.notice_planned_per_viewer(),
         };
         groups.push(if procs == 1 {
             GroupHandle::local(config)
@@ -228,8 +239,30 @@ async fn measure(args: &FanoutArgs, run: &mut Run) -> anyhow::Result<()> {
         .then(|| Profiler::start(&server_pids, &run.id, args.duration))
         .transpose()?;
     let bar = progress_bar((args.duration * 10.0) as u64, "sending");
-    let (sent, publish_outcome) = {
-        let publishing = publishers.publish(start_us, Duration::from_secs(5));
+    let notice_config = NoticeConfig {
+        run: run.id.clone(),
+        session: args.session,
+        addrs: run.addrs.clone(),
+        rate: args.notice_rate,
+        planned: args.notice_planned(),
+        viewers: args.viewers,
+        batch_ms: args.notice_batch_ms,
+        conns: args.notice_conns,
+        text_bytes: args.text_bytes,
+    };
+    let (mut sent, publish_outcome, notice_outcome) = {
+        let publishing = async {
+            let notices = async {
+                if notice_config.planned == 0 {
+                    None
+                } else {
+                    Some(notifier::send_all(&notice_config, start_us).await)
+                }
+            };
+            let ((sent, outcome), notices) =
+                tokio::join!(publishers.publish(start_us, Duration::from_secs(5)), notices);
+            (sent, outcome, notices)
+        };
         tokio::pin!(publishing);
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         let mut last = (Instant::now(), 0u64);
@@ -249,10 +282,15 @@ async fn measure(args: &FanoutArgs, run: &mut Run) -> anyhow::Result<()> {
             }
         }
     };
-    if sent.host_total == 0 && sent.chat_total == 0 {
-        // An idle run: hold the sockets for the duration.
-        tokio::time::sleep_until(clock::instant_at(start_us + (args.duration * 1e6) as u64).into()).await;
+    if let Some((failed, _)) = &notice_outcome {
+        sent.notice_total = notice_config.planned;
+        sent.notice_failed = failed.clone();
     }
+    let notice_outcome = notice_outcome.map(|(_, outcome)| outcome);
+    // Until the end of the duration, also when the last send came earlier
+    // (an idle run, or a few events at a low rate): runs of the same duration
+    // have windows of the same length, so their CPU compares.
+    tokio::time::sleep_until(clock::instant_at(start_us + (args.duration * 1e6) as u64).into()).await;
     bar.finish();
     let _ = scrape_stop.send(true);
     // Workers exit after their result, so their CPU is read now.
@@ -304,6 +342,8 @@ async fn measure(args: &FanoutArgs, run: &mut Run) -> anyhow::Result<()> {
         recorder: &recorder,
         sent: &sent,
         publish: &publish_outcome,
+        notices: notice_outcome.as_ref(),
+        baseline,
         connect_secs,
         window_secs,
         rss: [&rss_before, &rss_connected, &rss_end],

@@ -45,6 +45,12 @@ pub struct GroupConfig {
     pub chat_planned: u64,
     pub hosts: u32,
     pub chatters: u32,
+    /// Viewers of the whole run (notice `g` goes to viewer `g % viewers_total`).
+    #[serde(default)]
+    pub viewers_total: u64,
+    /// Upper bound of the notices one viewer gets (0: no notices in this run).
+    #[serde(default)]
+    pub notice_planned: u64,
 }
 
 /// Sent while the group runs.
@@ -66,6 +72,12 @@ pub struct Sent {
     pub host_failed: Vec<u64>,
     pub chat_total: u64,
     pub chat_failed: Vec<u64>,
+    /// Private notices: `0..notice_total`, notice `g` for viewer `g % viewers`
+    /// (its `g / viewers`-th), except those whose batch failed.
+    #[serde(default)]
+    pub notice_total: u64,
+    #[serde(default)]
+    pub notice_failed: Vec<u64>,
 }
 
 impl Sent {
@@ -75,6 +87,21 @@ impl Sent {
 
     pub fn chat_mask(&self) -> Mask {
         Mask::new(self.chat_total, &self.chat_failed)
+    }
+
+    /// The notices viewer `index` of `viewers` should have, by its own count `k`.
+    pub fn notice_mask(&self, index: u64, viewers: u64) -> Mask {
+        if viewers == 0 || index >= viewers {
+            return Mask::new(0, &[]);
+        }
+        let count = self.notice_total / viewers + u64::from(index < self.notice_total % viewers);
+        let failed: Vec<u64> = self
+            .notice_failed
+            .iter()
+            .filter(|g| *g % viewers == index)
+            .map(|g| g / viewers)
+            .collect();
+        Mask::new(count, &failed)
     }
 }
 
@@ -157,6 +184,12 @@ pub struct GroupResult {
     pub connect_wall_ms: u64,
     pub host: LaneCounts,
     pub chat: LaneCounts,
+    /// Private notices, each viewer against its own.
+    #[serde(default)]
+    pub notices: LaneCounts,
+    /// Notices of ours that reached a socket of another user (must be 0).
+    #[serde(default)]
+    pub notices_misrouted: u64,
     /// A room event whose offset was not above the previous one.
     pub offset_regressions: u64,
     pub garbled: u64,
@@ -188,6 +221,8 @@ impl GroupResult {
         self.connect_wall_ms = self.connect_wall_ms.max(other.connect_wall_ms);
         self.host.add(&other.host);
         self.chat.add(&other.chat);
+        self.notices.add(&other.notices);
+        self.notices_misrouted += other.notices_misrouted;
         self.offset_regressions += other.offset_regressions;
         self.garbled += other.garbled;
         self.disconnects += other.disconnects;
@@ -275,6 +310,11 @@ impl Track {
 pub struct Receiver {
     host: Track,
     chat: Track,
+    notices: Track,
+    /// Our viewer number (`u64::MAX` for a sender's socket): notices for any
+    /// other number are misrouted.
+    pub index: u64,
+    misrouted: u64,
     epoch: String,
     offset: u64,
     offset_regressions: u64,
@@ -294,6 +334,8 @@ pub struct Shared {
     pub recorder: RefCell<Recorder>,
     pub host_planned: u64,
     pub chat_planned: u64,
+    /// Notices one viewer gets at most.
+    pub notice_planned: u64,
 }
 
 impl Receiver {
@@ -301,6 +343,8 @@ impl Receiver {
         Receiver {
             host: Track::new(hosts),
             chat: Track::new(chatters),
+            notices: Track::new(1),
+            index: u64::MAX,
             epoch: greeting.epoch.clone(),
             offset: greeting.offset,
             ..Receiver::default()
@@ -329,6 +373,22 @@ impl Receiver {
                 if new && measure {
                     let now = clock::now_us();
                     shared.recorder.borrow_mut().record(lane, scheduled_us, now);
+                }
+            }
+            Received::Notice {
+                k,
+                viewer,
+                scheduled_us,
+            } => {
+                self.marked_frames += 1;
+                self.marked_bytes += frame.len() as u64;
+                if viewer != self.index {
+                    self.misrouted += 1;
+                } else if self.notices.see(k, 0, shared.notice_planned) && measure {
+                    // A notices run sends no host events: notice latencies
+                    // use the host histograms (the report names them).
+                    let now = clock::now_us();
+                    shared.recorder.borrow_mut().record(Lane::Host, scheduled_us, now);
                 }
             }
             Received::Other { offset } => {
@@ -373,10 +433,20 @@ impl Receiver {
         self.host.distinct
     }
 
+    pub fn notices_distinct(&self) -> u64 {
+        self.notices.distinct
+    }
+
+    /// Adds this receiver's notice counts to `result`, against its own notices.
+    pub fn account_notices(&self, result: &mut GroupResult, notices: &Mask) {
+        result.notices.add(&self.notices.counts(notices));
+    }
+
     /// Adds this receiver's counts to `result`, against what was published.
     pub fn account(&self, result: &mut GroupResult, host: &Mask, chat: &Mask) {
         result.host.add(&self.host.counts(host));
         result.chat.add(&self.chat.counts(chat));
+        result.notices_misrouted += self.misrouted;
         result.offset_regressions += self.offset_regressions;
         result.garbled += self.garbled;
         result.resets += self.resets;
@@ -391,6 +461,8 @@ impl Receiver {
 
 /// Per-viewer bookkeeping kept outside the viewer's task.
 struct Slot {
+    /// The viewer's number in the run.
+    index: u64,
     receiver: RefCell<Option<Receiver>>,
     failed: Cell<bool>,
 }
@@ -439,6 +511,7 @@ pub async fn run_group(
         recorder: RefCell::new(Recorder::default()),
         host_planned: config.host_planned,
         chat_planned: config.chat_planned,
+        notice_planned: config.notice_planned,
     });
     let (stop_tx, stop) = watch::channel(false);
     let ctx = Rc::new(Context {
@@ -464,6 +537,7 @@ pub async fn run_group(
         let index = ctx.config.first + k as u64;
         let node = ctx.config.nodes[(index % ctx.config.nodes.len() as u64) as usize].clone();
         let slot = Rc::new(Slot {
+            index,
             receiver: RefCell::new(None),
             failed: Cell::new(false),
         });
@@ -500,13 +574,18 @@ pub async fn run_group(
         // event, or the deadline. Chat may be thinned, so it gets a short grace.
         let deadline = Instant::now() + Duration::from_millis(command.drain_ms);
         let want = sent.host_mask().len;
+        let total = ctx.config.viewers_total;
+        let want_notices: Vec<u64> = slots
+            .iter()
+            .map(|s| sent.notice_mask(s.index, total).len)
+            .collect();
         while Instant::now() < deadline {
-            let complete = slots.iter().all(|s| {
+            let complete = slots.iter().zip(&want_notices).all(|(s, notices)| {
                 s.failed.get()
                     || s.receiver
                         .borrow()
                         .as_ref()
-                        .is_some_and(|r| r.host_distinct() >= want)
+                        .is_some_and(|r| r.host_distinct() >= want && r.notices_distinct() >= *notices)
             });
             if complete {
                 tokio::time::sleep(Duration::from_millis(500).min(deadline - Instant::now())).await;
@@ -539,6 +618,10 @@ pub async fn run_group(
     for slot in &slots {
         if let Some(receiver) = slot.receiver.borrow().as_ref() {
             receiver.account(&mut result, &host, &chat);
+            receiver.account_notices(
+                &mut result,
+                &sent.notice_mask(slot.index, ctx.config.viewers_total),
+            );
         }
     }
     Ok(result)
@@ -560,8 +643,9 @@ async fn viewer(ctx: Rc<Context>, node: Node, token: String, slot: Rc<Slot>) {
                 Ok((socket, greeting)) => {
                     let took = clock::now_us().saturating_sub(began).max(1);
                     ctx.counters.connect_us.borrow_mut().saturating_record(took);
-                    *slot.receiver.borrow_mut() =
-                        Some(Receiver::new(&greeting, config.hosts, config.chatters));
+                    let mut receiver = Receiver::new(&greeting, config.hosts, config.chatters);
+                    receiver.index = slot.index;
+                    *slot.receiver.borrow_mut() = Some(receiver);
                     ctx.counters.connected.set(ctx.counters.connected.get() + 1);
                     break socket;
                 }
@@ -680,6 +764,7 @@ mod tests {
             recorder: RefCell::new(Recorder::default()),
             host_planned: 100,
             chat_planned: 100,
+            notice_planned: 10,
         }
     }
 
@@ -709,6 +794,7 @@ mod tests {
             host_failed: vec![],
             chat_total: 4,
             chat_failed: vec![2],
+            ..Sent::default()
         };
         let mut result = GroupResult::default();
         r.account(&mut result, &sent.host_mask(), &sent.chat_mask());
@@ -723,6 +809,56 @@ mod tests {
             (3, 2, 1)
         );
         assert_eq!(shared.recorder.borrow().deliveries, 5);
+    }
+
+    #[test]
+    fn each_viewer_is_held_to_its_own_notices_and_anothers_count_as_misrouted() {
+        let shared = shared();
+        let greeting = Greeting {
+            kind: "welcome".into(),
+            epoch: "e".into(),
+            offset: 10,
+        };
+        let mut r = Receiver::new(&greeting, 1, 1);
+        r.index = 1;
+        let notice = |k, viewer| {
+            let text = crate::fanout::frame::notice_text("r", k, viewer, 5, 40);
+            format!(
+                "{{\"type\":\"notice\",\"id\":1,\"kind\":\"lt.notice\",\"data\":{{\"text\":\"{text}\"}}}}"
+            )
+        };
+        r.on_frame(&shared, notice(0, 1).as_bytes(), true);
+        r.on_frame(&shared, notice(0, 1).as_bytes(), true);
+        r.on_frame(&shared, notice(0, 2).as_bytes(), true);
+        // 7 notices over 3 viewers: viewer 1 gets g = 1 and 4 (k = 0, 1); g = 4 failed.
+        let sent = Sent {
+            notice_total: 7,
+            notice_failed: vec![4],
+            ..Sent::default()
+        };
+        assert_eq!(sent.notice_mask(0, 3).len, 3);
+        let mut result = GroupResult::default();
+        r.account(&mut result, &sent.host_mask(), &sent.chat_mask());
+        r.account_notices(&mut result, &sent.notice_mask(1, 3));
+        assert_eq!(
+            (
+                result.notices.expected,
+                result.notices.received,
+                result.notices.duplicates
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(result.notices_misrouted, 1);
+        r.account_notices(
+            &mut result,
+            &Sent {
+                notice_total: 7,
+                ..Sent::default()
+            }
+            .notice_mask(1, 3),
+        );
+        assert_eq!(result.notices.missing, 1, "k = 1 never came");
+        assert_eq!(shared.recorder.borrow().deliveries, 1);
     }
 
     #[test]

@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use super::http1::{string_field, Conn};
 use crate::common::clock;
+use crate::common::http1::{string_field, Conn};
 use crate::common::stats::histogram;
 use crate::common::ws::{self, Node};
 

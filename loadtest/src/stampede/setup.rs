@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use super::http1::Conn;
+use crate::common::http1::Conn;
 use crate::common::probe;
 
 /// The seeded demo session, whose agency, brand and SKUs the stampede session copies.

@@ -145,6 +145,20 @@ impl Hub {
         Ok(id)
     }
 
+    /// Stores `notices` in one transaction (each as [`Hub::enqueue_notice`]
+    /// does) and wakes the relay; returns their ids in the same order.
+    pub async fn publish_notices(&self, notices: &[Notice]) -> hawker_core::error::Result<Vec<i64>> {
+        let db = self.db()?;
+        let mut tx = db.begin().await?;
+        let mut ids = Vec::with_capacity(notices.len());
+        for notice in notices {
+            ids.push(self.enqueue_notice(&mut tx, notice).await?);
+        }
+        tx.commit().await?;
+        self.inner.notice_relay_now.notify_one();
+        Ok(ids)
+    }
+
     /// The user's unexpired notices after `after`, oldest first; `limit` at most.
     pub async fn list_notices(
         &self,

@@ -41,7 +41,10 @@ pub(crate) struct RelayRow {
 
 /// Inserts `notice` in the caller's transaction, keeping the user's newest
 /// `max_per_user`. The per-user lock, held until the caller's commit, makes
-/// a user's notice ids grow in commit order.
+/// a user's notice ids grow in commit order. Two round trips: the lock, then
+/// the insert and the trim in one statement (its snapshot, taken after the
+/// lock, sees every notice of the user committed before; the new row is not
+/// in it, hence `offset max − 1`).
 pub(crate) async fn insert(
     conn: &mut PgConnection,
     notice: &Notice,
@@ -52,26 +55,24 @@ pub(crate) async fn insert(
         .bind(&notice.user)
         .execute(&mut *conn)
         .await?;
-    let id: i64 = sqlx::query_scalar(
-        "insert into user_notice (user_id, session_id, kind, data, expires_at)
-         values ($1, $2, $3, $4, now() + make_interval(secs => $5)) returning notice_id",
+    sqlx::query_scalar(
+        "with inserted as (
+           insert into user_notice (user_id, session_id, kind, data, expires_at)
+           values ($1, $2, $3, $4, now() + make_interval(secs => $5)) returning notice_id
+         ), trimmed as (
+           delete from user_notice where notice_id in (
+             select notice_id from user_notice where user_id = $1 order by notice_id desc offset $6)
+         )
+         select notice_id from inserted",
     )
     .bind(&notice.user)
     .bind(notice.session)
     .bind(&notice.kind)
     .bind(&notice.data)
     .bind(ttl_secs as f64)
+    .bind(i64::try_from(max_per_user.saturating_sub(1)).unwrap_or(i64::MAX))
     .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "delete from user_notice where notice_id in (
-           select notice_id from user_notice where user_id = $1 order by notice_id desc offset $2)",
-    )
-    .bind(&notice.user)
-    .bind(i64::try_from(max_per_user).unwrap_or(i64::MAX))
-    .execute(&mut *conn)
-    .await?;
-    Ok(id)
+    .await
 }
 
 /// What a socket of `user` in `room` gets when it joins: unexpired, unread

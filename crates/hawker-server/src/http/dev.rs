@@ -1,7 +1,9 @@
 //! Development-only routes for the web console (`docs/console.md`): mint a
 //! token for a demo identity, read the seeded ids (agency, brand, session,
-//! hosts), and pay an order the way the payment provider would. The catalog
-//! is the brand's own (`http/catalog.rs`); there is no stand-in here.
+//! hosts), and pay an order the way the payment provider would; and, for the
+//! load generator, publish a batch of private notices through the hub's real
+//! path. The catalog is the brand's own (`http/catalog.rs`); there is no
+//! stand-in here.
 //!
 //! They exist only when `HAWKER_ENV` is `development` or `test`: a production
 //! server does not route them at all (they answer 404 like any unknown path),
@@ -19,7 +21,9 @@ use hawker_commerce::payments::{self, WebhookOutcome, PAYMENT_SUCCEEDED};
 use hawker_core::auth::MAX_SUBJECT_LEN;
 use hawker_core::Error as DomainError;
 use hawker_core::{Claims, Role};
+use hawker_hub::Notice;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::auth::Auth;
@@ -31,6 +35,10 @@ use std::net::SocketAddr;
 
 /// The longest token the demo route mints.
 const MAX_TTL_SECS: u64 = 7 * 86_400;
+/// Notices one `POST /v1/dev/notices` publishes at most.
+const MAX_NOTICE_BATCH: usize = 1000;
+/// A notice's `kind` is 1 to this many characters (as the hub's table says).
+const MAX_NOTICE_KIND: usize = 64;
 
 /// Whether the development routes exist: only in development and test, and
 /// only when the public listener is bound to a loopback address, so a
@@ -47,6 +55,7 @@ pub fn router(environment: Environment, listen: SocketAddr) -> Option<Router<App
             .route("/v1/dev/token", post(mint_token))
             .route("/v1/dev/demo", get(demo))
             .route("/v1/dev/orders/{order_id}/pay", post(pay_order))
+            .route("/v1/dev/notices", post(publish_notices))
     })
 }
 
@@ -178,6 +187,75 @@ async fn pay_order(
     let outcome = payments::handle_webhook(&state.commerce, Some(&signature), &body).await?;
     let order = get_order(&state.commerce, auth.claims(), order_id).await?;
     Ok(Json(DevPayment { outcome, order }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevNotice {
+    /// The user (a token's `sub`) who alone gets it.
+    pub user_id: String,
+    /// Only in this session's room; absent: in any room.
+    #[serde(default)]
+    pub session_id: Option<Uuid>,
+    pub kind: String,
+    /// Shown to the user as it is; `{}` if absent.
+    #[serde(default = "empty_object")]
+    pub data: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevNoticeBatch {
+    pub notices: Vec<DevNotice>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PublishedNotices {
+    /// The notices' ids, in the order they were given.
+    pub notice_ids: Vec<i64>,
+}
+
+/// `POST /v1/dev/notices`: stores a batch of private notices in one
+/// transaction with `Hub::enqueue_notice` (as the payment webhook stores
+/// `order.paid`) and wakes the relay, which publishes them on Redis to every
+/// node. The load generator's notice benchmark drives it.
+async fn publish_notices(
+    State(state): State<AppState>,
+    Json(batch): Json<DevNoticeBatch>,
+) -> ApiResult<Json<PublishedNotices>> {
+    if batch.notices.is_empty() || batch.notices.len() > MAX_NOTICE_BATCH {
+        return Err(ApiError::bad_request(
+            "bad_batch",
+            format!("notices must hold 1 to {MAX_NOTICE_BATCH} notices"),
+        ));
+    }
+    let mut notices = Vec::with_capacity(batch.notices.len());
+    for n in batch.notices {
+        if n.user_id.is_empty() || n.user_id.len() > MAX_SUBJECT_LEN {
+            return Err(ApiError::bad_request(
+                "bad_user",
+                format!("user_id must be 1 to {MAX_SUBJECT_LEN} bytes"),
+            ));
+        }
+        let kind_len = n.kind.chars().count();
+        if kind_len == 0 || kind_len > MAX_NOTICE_KIND {
+            return Err(ApiError::bad_request(
+                "bad_kind",
+                format!("kind must be 1 to {MAX_NOTICE_KIND} characters"),
+            ));
+        }
+        let notice = Notice::new(n.user_id, n.kind, n.data);
+        notices.push(match n.session_id {
+            Some(session) => notice.in_session(session),
+            None => notice,
+        });
+    }
+    let notice_ids = state.hub.publish_notices(&notices).await?;
+    Ok(Json(PublishedNotices { notice_ids }))
 }
 
 #[cfg(test)]

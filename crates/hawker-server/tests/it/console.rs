@@ -96,6 +96,18 @@ async fn a_production_server_has_no_dev_routes() {
         .unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(app.get("/v1/dev/demo", None).await.status(), 404);
+    let notices = app
+        .http
+        .post(app.url("/v1/dev/notices"))
+        .json(&json!({"notices": [{"user_id": "u1", "kind": "order.paid", "data": {}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        notices.status(),
+        404,
+        "no notices for anyone from a production server"
+    );
     // The pages stay: they ask for a token instead.
     assert_eq!(app.get("/console/viewer.html", None).await.status(), 200);
 }

@@ -513,3 +513,53 @@ async fn a_payment_is_told_to_the_buyer_alone_and_the_room_sees_only_sales_count
         "{rest:?}"
     );
 }
+
+#[tokio::test]
+async fn the_dev_notices_route_delivers_each_notice_only_to_its_users_sockets_on_every_node() {
+    let (a, b, _, session) = two_nodes(NodeOptions::default()).await;
+    let (target, bystander) = ("dev-route-target", "dev-route-bystander");
+    let mut target_on_b = join_with(&b, session, target, None).await;
+    let mut bystander_on_a = join_with(&a, session, bystander, None).await;
+    let mut bystander_on_b = join_with(&b, session, bystander, None).await;
+    let marker = format!("dev-{}", Uuid::new_v4());
+    let response = a
+        .http
+        .post(a.url("/v1/dev/notices"))
+        .json(&json!({"notices": [
+            {"user_id": target, "session_id": session, "kind": "lt.notice", "data": {"marker": marker}},
+            {"user_id": target, "session_id": Uuid::new_v4(), "kind": "lt.notice", "data": {"marker": "elsewhere"}},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let ids = body["notice_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 2, "{body}");
+
+    let frames = target_on_b.frames_for(LISTEN).await;
+    let got = notices(&frames);
+    assert_eq!(got.len(), 1, "{frames:?}");
+    assert_eq!(got[0]["id"], ids[0]);
+    assert_eq!(got[0]["user"], target);
+    assert_eq!(got[0]["data"]["marker"], marker.as_str());
+    for ws in [&mut bystander_on_a, &mut bystander_on_b] {
+        let frames = ws.frames_for(Duration::from_millis(500)).await;
+        assert!(notices(&frames).is_empty(), "a bystander got {frames:?}");
+    }
+
+    for bad in [
+        json!({"notices": []}),
+        json!({"notices": [{"user_id": "", "kind": "k"}]}),
+        json!({"notices": [{"user_id": target, "kind": ""}]}),
+    ] {
+        let response = a
+            .http
+            .post(a.url("/v1/dev/notices"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+}

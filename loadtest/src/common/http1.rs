@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 keep-alive client for one request shape: a small POST
+//! A minimal HTTP/1.1 keep-alive client for one request shape: a POST
 //! whose answer is a JSON body with a `Content-Length`. A general client
 //! (hyper, reqwest) costs several times more CPU per request, and the
 //! generator shares two cores with the server, Redis and Postgres.
