@@ -124,7 +124,8 @@ async fn keep_alive_clients_are_served_through_the_drain_told_to_close_and_never
     // keep-alive pool, as fast as they are answered.
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
-    for c in 0..8usize {
+    let clients_count = 8usize;
+    for c in 0..clients_count {
         let (stop, keys, deal) = (stop.clone(), fixture.keys.clone(), deal.clone());
         clients.push(tokio::spawn(async move {
             let http = reqwest::Client::builder()
@@ -182,7 +183,14 @@ async fn keep_alive_clients_are_served_through_the_drain_told_to_close_and_never
     stop.store(true, Ordering::Relaxed);
     let mut seen = Vec::new();
     for client in clients {
-        seen.extend(client.await.unwrap());
+        let mine = client.await.unwrap();
+        // The listener closes once: a client can meet that instant once.
+        let resets = mine
+            .iter()
+            .filter(|(_, o)| matches!(o, Seen::Failed(e) if e.contains("ConnectionReset")))
+            .count();
+        assert!(resets <= 1, "one client saw {resets} resets");
+        seen.extend(mine);
     }
     assert!(status.success(), "exit status {status}");
 
@@ -229,7 +237,7 @@ async fn keep_alive_clients_are_served_through_the_drain_told_to_close_and_never
         .count();
     eprintln!("drain: {during_drain} requests served during it, {refused} refused after it, {backlog_resets} reset at the listener's close");
     assert!(
-        backlog_resets <= 2,
+        backlog_resets < clients_count,
         "{backlog_resets} connections reset as the listener closed"
     );
     assert!(
