@@ -2,6 +2,7 @@
 // row-by-row report, campaigns with agencies (propose, accept, decline) and
 // the sales report with its CSV export.
 import {
+  fatal, attempt,
   $, h, fill, api, money, toast, obtainToken, askForToken, decodeClaims, devInfo, shortId, when,
 } from './common.js';
 
@@ -19,21 +20,6 @@ let csvUrl = null;
 const pad = (n) => String(n).padStart(2, '0');
 const dateInput = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
 const skus = () => products.flatMap((p) => p.skus.map((s) => ({ ...s, product: p })));
-
-function fatal(text) {
-  const box = $('#fatal');
-  box.textContent = text;
-  box.classList.remove('hidden');
-}
-
-async function attempt(what, fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    toast(`${what}: ${e.message}`, 'bad', 7000);
-    return undefined;
-  }
-}
 
 /** "12.50" → 1250 (integer minor units), or NaN. */
 function minor(text) {

@@ -146,6 +146,24 @@ export function randomHex(n) {
 }
 
 /** A short message at the bottom of the page. */
+// A page that cannot work (no token, no session) says why in its #fatal box.
+export function fatal(text) {
+  const box = $('#fatal');
+  box.textContent = text;
+  box.classList.remove('hidden');
+}
+
+// Runs an action; a failure becomes a toast naming `what`, never an unhandled
+// rejection. Answers undefined when it failed.
+export async function attempt(what, fn) {
+  try {
+    return await fn();
+  } catch (e) {
+    toast(`${what}: ${e.message}`, 'bad', 7000);
+    return undefined;
+  }
+}
+
 export function toast(text, kind = 'info', ms = 4000) {
   let box = $('#toasts');
   if (!box) {

@@ -1,6 +1,7 @@
 // The host console: go live, pin, launch deals, drop coupons, moderate, end;
 // live figures from the room and from GET /v1/sessions/{id}/figures.
 import {
+  fatal, attempt,
   $, h, fill, morphChildren, countdown, api, apiAll, money, shortId, toast, timeOfDay,
   obtainToken, askForToken, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
 } from './common.js';
@@ -19,21 +20,7 @@ let figures = null;
 const muted = new Map(); // user -> until (ms)
 const stats = { welcome: 0, resumed: 0, reset: 0 };
 
-function fatal(text) {
-  const box = $('#fatal');
-  box.textContent = text;
-  box.classList.remove('hidden');
-}
-
 /** An API call whose failure is shown rather than thrown. */
-async function attempt(what, fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    toast(`${what}: ${e.message}`, 'bad', 6000);
-    return undefined;
-  }
-}
 
 async function main() {
   dev = await devInfo();

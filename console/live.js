@@ -1,6 +1,7 @@
 // Live now / upcoming: the sessions on air (with their hosts, agency, brands,
 // pinned item and viewers) and the scheduled ones, each linking to the viewer.
 import {
+  fatal,
   $, h, fill, api, money, obtainToken, askForToken, decodeClaims, initials, viewerName, viewerHref, when,
 } from './common.js';
 
@@ -10,12 +11,6 @@ const lists = {
   live: { items: [], cursor: null, query: { status: 'live' } },
   upcoming: { items: [], cursor: null, query: { status: 'scheduled' } },
 };
-
-function fatal(text) {
-  const box = $('#fatal');
-  box.textContent = text;
-  box.classList.remove('hidden');
-}
 
 async function main() {
   let me = viewerName();

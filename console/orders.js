@@ -2,6 +2,7 @@
 // status), an order's detail with its events, cancelling a pending order and
 // asking for a return once delivered.
 import {
+  fatal,
   $, h, fill, api, money, toast, obtainToken, askForToken, decodeClaims, shortId, viewerName, viewerHref, when,
 } from './common.js';
 
@@ -33,12 +34,6 @@ const EVENT = {
   return_approved: 'Return approved',
   return_refused: 'Return refused',
 };
-
-function fatal(text) {
-  const box = $('#fatal');
-  box.textContent = text;
-  box.classList.remove('hidden');
-}
 
 const badge = (status) => {
   const [label, kind] = STATUS[status] || [status, ''];

@@ -2,6 +2,7 @@
 // booking with conflicts shown before the server is asked, commission terms
 // and statements.
 import {
+  fatal, attempt,
   $, h, fill, api, apiAll, money, toast, timeOfDay, obtainToken, askForToken, decodeClaims, devInfo, localOffset, shortId, when,
 } from './common.js';
 
@@ -24,21 +25,6 @@ const dayStart = () => new Date(`${day()}T00:00`).getTime();
 const overlaps = (a1, a2, b1, b2) => a1 < b2 && b1 < a2;
 const t = (iso) => Date.parse(iso);
 const range = (from, to) => `${timeOfDay(from)}–${timeOfDay(to)}`;
-
-function fatal(text) {
-  const box = $('#fatal');
-  box.textContent = text;
-  box.classList.remove('hidden');
-}
-
-async function attempt(what, fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    toast(`${what}: ${e.message}`, 'bad', 7000);
-    return undefined;
-  }
-}
 
 async function main() {
   dev = await devInfo();

@@ -1,5 +1,6 @@
 // The viewer page: watch a session's room, chat, like, claim coupons and buy.
 import {
+  fatal,
   $, h, fill, morphChildren, countdown, api, apiAll, money, clock, shortId, uuid, randomHex, toast, timeOfDay,
   initials, obtainToken, askForToken, askForSession, decodeClaims, devInfo, Room, RoomState, discountText, startCountdowns,
   viewerHref,
@@ -37,12 +38,6 @@ const ERRORS = {
   coupon_window_closed: 'The claim window has closed.',
   coupon_not_dropped: 'The coupons have not dropped yet.',
 };
-
-function fatal(text) {
-  const box = $('#fatal');
-  box.textContent = text;
-  box.classList.remove('hidden');
-}
 
 async function main() {
   dev = await devInfo();
@@ -135,7 +130,6 @@ async function loadClaims() {
     /* claims are shown once known */
   }
 }
-
 
 /** The buyer's orders in this session, from the server (newest first). */
 async function loadOrders() {

@@ -246,9 +246,14 @@ async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others
         .await
         .expect("the fast viewer is not held up");
     assert_eq!(seen.unwrap(), EVENTS);
-    assert_eq!(
-        slow.closed(Duration::from_secs(30)).await,
-        Ended::Closed(Some(4008))
+    // The close frame waits (up to 10 s, docs/protocol.md) behind what the
+    // socket already holds; a client that still reads nothing by then is
+    // disconnected without it. On a loaded machine the fast reader above
+    // can take longer than that, so either end is the server's 4008 close.
+    let ended = slow.closed(Duration::from_secs(30)).await;
+    assert!(
+        matches!(ended, Ended::Closed(Some(4008)) | Ended::Eof),
+        "the slow viewer is closed by the server: {ended:?}"
     );
 }
 
