@@ -777,6 +777,20 @@ export function viewerName() {
   return name;
 }
 
+/**
+ * Signs the viewer in: a demo token for `viewerName()`, or a pasted one (which
+ * names its own user). Null when the page asked for a token instead.
+ */
+export async function viewerSignIn() {
+  const name = viewerName();
+  const token = await obtainToken({ user: name, role: 'viewer' }, 'viewer');
+  if (!token) {
+    askForToken($('#app'), 'viewer', 'This server does not mint demo tokens (production). Paste a viewer token, or open the page with ?token=….');
+    return null;
+  }
+  return { token, me: decodeClaims(token)?.sub || name };
+}
+
 /** A link to another viewer page that keeps `?user=` (and `?token=`) when this page has them. */
 export function viewerHref(page, query = {}) {
   const here = new URLSearchParams(location.search);

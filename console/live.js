@@ -1,8 +1,8 @@
 // Live now / upcoming: the sessions on air (with their hosts, agency, brands,
 // pinned item and viewers) and the scheduled ones, each linking to the viewer.
 import {
-  fatal,
-  $, h, fill, api, money, obtainToken, askForToken, decodeClaims, initials, viewerName, viewerHref, when,
+  fatal, viewerSignIn,
+  $, h, fill, api, money, initials, viewerHref, when,
 } from './common.js';
 
 const PAGE = 12;
@@ -13,13 +13,10 @@ const lists = {
 };
 
 async function main() {
-  let me = viewerName();
-  token = await obtainToken({ user: me, role: 'viewer' }, 'viewer');
-  if (!token) {
-    askForToken($('#app'), 'viewer', 'This server does not mint demo tokens (production). Paste a token, or open the page with ?token=….');
-    return;
-  }
-  me = decodeClaims(token)?.sub || me;
+  const signedIn = await viewerSignIn();
+  if (!signedIn) return;
+  token = signedIn.token;
+  const { me } = signedIn;
   $('#me').textContent = `You are ${me}`;
   $('#nav-orders').href = viewerHref('orders.html');
   $('#nav-live').href = viewerHref('live.html');

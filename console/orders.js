@@ -2,8 +2,8 @@
 // status), an order's detail with its events, cancelling a pending order and
 // asking for a return once delivered.
 import {
-  fatal,
-  $, h, fill, api, money, toast, obtainToken, askForToken, decodeClaims, shortId, viewerName, viewerHref, when,
+  fatal, viewerSignIn,
+  $, h, fill, api, money, toast, shortId, viewerHref, when,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -41,13 +41,10 @@ const badge = (status) => {
 };
 
 async function main() {
-  let me = viewerName();
-  token = await obtainToken({ user: me, role: 'viewer' }, 'viewer');
-  if (!token) {
-    askForToken($('#app'), 'viewer', 'This server does not mint demo tokens (production). Paste a token, or open the page with ?token=….');
-    return;
-  }
-  me = decodeClaims(token)?.sub || me;
+  const signedIn = await viewerSignIn();
+  if (!signedIn) return;
+  token = signedIn.token;
+  const { me } = signedIn;
   $('#me').textContent = `Signed in as ${me}`;
   $('#nav-live').href = viewerHref('live.html');
   $('#nav-orders').href = viewerHref('orders.html');

@@ -1,8 +1,8 @@
 // The viewer page: watch a session's room, chat, like, claim coupons and buy.
 import {
-  fatal,
-  $, h, fill, morphChildren, countdown, api, apiAll, money, clock, shortId, uuid, randomHex, toast, timeOfDay,
-  initials, obtainToken, askForToken, askForSession, decodeClaims, devInfo, Room, RoomState, discountText, startCountdowns,
+  fatal, viewerSignIn,
+  $, h, fill, morphChildren, countdown, api, apiAll, money, clock, shortId, uuid, toast, timeOfDay,
+  initials, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
   viewerHref,
 } from './common.js';
 
@@ -47,14 +47,9 @@ async function main() {
     $('#conn').textContent = 'not connected';
     return;
   }
-  me = params.get('user') || sessionStorage.getItem('hawker.viewer') || `viewer-${randomHex(3)}`;
-  sessionStorage.setItem('hawker.viewer', me);
-  token = await obtainToken({ user: me, role: 'viewer' }, 'viewer');
-  if (!token) {
-    askForToken($('#app'), 'viewer', 'This server does not mint demo tokens (production). Paste a viewer token, or open the page with ?token=….');
-    return;
-  }
-  me = decodeClaims(token)?.sub || me; // a pasted token names its user
+  const signedIn = await viewerSignIn();
+  if (!signedIn) return;
+  ({ token, me } = signedIn);
   $('#me').textContent = `You are ${me}`;
   $('#nav-live').href = viewerHref('live.html');
   $('#nav-orders').href = viewerHref('orders.html');

@@ -137,22 +137,23 @@ impl Hub {
 
     /// Stores and delivers `notice` on its own (a transaction of one row).
     pub async fn publish_notice(&self, notice: &Notice) -> hawker_core::error::Result<i64> {
-        let db = self.db()?;
-        let mut tx = db.begin().await?;
-        let id = self.enqueue_notice(&mut tx, notice).await?;
-        tx.commit().await?;
-        self.inner.notice_relay_now.notify_one();
-        Ok(id)
+        let ids = self.publish_notices(std::slice::from_ref(notice)).await?;
+        Ok(ids.first().copied().unwrap_or_default())
     }
 
     /// Stores `notices` in one transaction (each as [`Hub::enqueue_notice`]
     /// does) and wakes the relay; returns their ids in the same order.
+    /// They are stored in user order (stable: one user's keep theirs), so
+    /// two batches take their per-user locks in the same order and cannot
+    /// deadlock.
     pub async fn publish_notices(&self, notices: &[Notice]) -> hawker_core::error::Result<Vec<i64>> {
         let db = self.db()?;
+        let mut order: Vec<usize> = (0..notices.len()).collect();
+        order.sort_by(|&a, &b| notices[a].user.cmp(&notices[b].user));
         let mut tx = db.begin().await?;
-        let mut ids = Vec::with_capacity(notices.len());
-        for notice in notices {
-            ids.push(self.enqueue_notice(&mut tx, notice).await?);
+        let mut ids = vec![0; notices.len()];
+        for i in order {
+            ids[i] = self.enqueue_notice(&mut tx, &notices[i]).await?;
         }
         tx.commit().await?;
         self.inner.notice_relay_now.notify_one();
