@@ -146,7 +146,8 @@ pub async fn lineup(c: &Commerce, session_id: Uuid, page: &PageQuery) -> Result<
     Ok(LineupPage { items, next_cursor })
 }
 
-async fn by_link(c: &Commerce, session_id: Uuid, link_number: i32) -> Result<LineupItem> {
+/// The lineup item at `link_number` of the session (404 if none).
+pub async fn by_link(c: &Commerce, session_id: Uuid, link_number: i32) -> Result<LineupItem> {
     sqlx::query_as::<_, LineupItem>(&format!(
         "{LINEUP_SELECT} where l.session_id = $1 and l.link_number = $2"
     ))

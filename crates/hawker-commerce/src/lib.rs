@@ -31,6 +31,7 @@ pub mod discovery;
 mod free_text;
 pub mod fulfilment;
 pub mod journey;
+pub mod lapsed;
 pub mod order;
 pub mod payments;
 pub mod pricing;

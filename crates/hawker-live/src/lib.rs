@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     #[allow(dead_code)] // for the auction and giveaway keys, being built
     pub redis: redis::aio::ConnectionManager,
     pub commerce: Commerce,
+    /// The node's auction bidding service (batcher queue, cached prices).
+    pub auctions: auctions::bidding::Auctions,
 }
 
 /// The node's live-formats service. Cheap to clone.
@@ -50,15 +52,26 @@ impl Live {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Live {
+        let (announcer, announcer_inbox) = auctions::events::announcer();
+        let (auctions, batcher_inbox) = auctions::bidding::Auctions::new(announcer);
+        let event_interval = std::time::Duration::from_millis(config.bid_event_interval_ms);
         let live = Live {
             inner: Arc::new(Inner {
                 config,
                 db,
                 redis,
                 commerce,
+                auctions,
             }),
         };
-        let _ = (&shutdown, &tasks);
+        tasks.spawn(auctions::bidding::run(live.clone(), batcher_inbox, shutdown.clone()));
+        tasks.spawn(auctions::events::run(
+            live.hub().clone(),
+            announcer_inbox,
+            event_interval,
+            shutdown.clone(),
+        ));
+        tasks.spawn(auctions::ticker::run(live.clone(), shutdown.clone()));
         live
     }
 

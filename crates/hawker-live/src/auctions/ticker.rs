@@ -1,0 +1,153 @@
+//! Ending auctions on time, once across nodes, surviving restarts: every
+//! node claims due auctions from Postgres (`for update skip locked`, due by
+//! the database clock) and ends each in one transaction that records the
+//! outcome, creates the winner's order (or gives the unit back) and queues
+//! `auction.ended` and the winner's notice. Whatever node is up does it; an
+//! auction whose node died is ended by another at its next tick.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hawker_hub::{Notice, Publication};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{source, state_key, version_key, AuctionOutcome};
+use crate::{Live, Result};
+
+/// Auctions one node ends per transaction at most.
+const CLAIM: i64 = 20;
+
+/// Runs every `live.tick_ms` until `shutdown`.
+pub(crate) async fn run(live: Live, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_millis(live.config().tick_ms.max(10)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match end_due(&live).await {
+            Ok(0) => {}
+            Ok(_) => super::relay_now(&live).await,
+            Err(e) => tracing::debug!(error = %e, "ending auctions deferred"),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Due {
+    auction_id: Uuid,
+    session_id: Uuid,
+    lineup_item_id: Uuid,
+    sku_id: Uuid,
+    campaign_id: Option<Uuid>,
+    currency: String,
+    reserve_minor: Option<i64>,
+    price_minor: Option<i64>,
+    leader_id: Option<String>,
+    leader_name: Option<String>,
+    bid_seq: i64,
+    ends_at: DateTime<Utc>,
+}
+
+/// Ends the auctions due now; returns how many.
+pub(crate) async fn end_due(live: &Live) -> Result<usize> {
+    let mut tx = live.db().begin().await?;
+    let due: Vec<Due> = sqlx::query_as(
+        "select auction_id, session_id, lineup_item_id, sku_id, campaign_id, currency::text as currency,
+                reserve_minor, price_minor, leader_id, leader_name, bid_seq, ends_at
+           from auction where status = 'running' and ends_at <= clock_timestamp()
+          order by ends_at limit $1 for update skip locked",
+    )
+    .bind(CLAIM)
+    .fetch_all(&mut *tx)
+    .await?;
+    if due.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    for a in &due {
+        let outcome = match (a.price_minor, &a.leader_id) {
+            (Some(price), Some(_)) if a.reserve_minor.is_none_or(|r| price >= r) => AuctionOutcome::Sold,
+            (Some(_), Some(_)) => AuctionOutcome::ReserveNotMet,
+            _ => AuctionOutcome::NoBids,
+        };
+        let mut order_id = None;
+        match (outcome, &a.leader_id, a.price_minor) {
+            (AuctionOutcome::Sold, Some(winner), Some(price)) => {
+                let id = source::create_order(
+                    live.commerce(),
+                    &mut tx,
+                    source::AuctionOrder {
+                        auction_id: a.auction_id,
+                        session_id: a.session_id,
+                        lineup_item_id: a.lineup_item_id,
+                        sku_id: a.sku_id,
+                        buyer_id: winner,
+                        price_minor: price,
+                        currency: &a.currency,
+                        idempotency_key: format!("auction:{}:win", a.auction_id),
+                    },
+                )
+                .await?;
+                order_id = Some(id);
+            }
+            _ => {
+                source::give_back_unit(&mut tx, a.auction_id, a.campaign_id, a.sku_id, "auction_unsold").await?;
+            }
+        }
+        let sold = outcome == AuctionOutcome::Sold;
+        sqlx::query(
+            "update auction set status = 'ended', outcome = $2, winner_id = $3, hammer_minor = $4, order_id = $5,
+                    ended_at = clock_timestamp()
+              where auction_id = $1",
+        )
+        .bind(a.auction_id)
+        .bind(outcome)
+        .bind(if sold { a.leader_id.as_deref() } else { None })
+        .bind(if sold { a.price_minor } else { None })
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+        let data = json!({
+            "auction_id": a.auction_id,
+            "outcome": outcome,
+            "winner_name": if sold { a.leader_name.clone() } else { None },
+            "hammer_minor": if sold { a.price_minor } else { None },
+            "price_minor": a.price_minor,
+            "currency": a.currency,
+            "bids": a.bid_seq,
+            "ends_at": a.ends_at,
+        });
+        hawker_hub::durable::enqueue(
+            &mut tx,
+            a.session_id,
+            &Publication::new("auction.ended", data)
+                .remove_state(state_key(a.auction_id))
+                .versioned(version_key(a.auction_id), i64::MAX),
+        )
+        .await?;
+        if let (true, Some(winner), Some(order_id)) = (sold, &a.leader_id, order_id) {
+            live.hub()
+                .enqueue_notice(
+                    &mut tx,
+                    &Notice::new(
+                        winner.as_str(),
+                        "auction.won",
+                        json!({ "auction_id": a.auction_id, "order_id": order_id,
+                                "hammer_minor": a.price_minor, "currency": a.currency }),
+                    )
+                    .in_session(a.session_id),
+                )
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    for a in &due {
+        live.inner.auctions.forget(a.auction_id);
+    }
+    metrics::counter!("hawker_auctions_ended_total").increment(due.len() as u64);
+    Ok(due.len())
+}
