@@ -3,6 +3,7 @@
 //! through (request id, tracing, metrics, timeout).
 
 pub mod agency;
+pub mod auctions;
 pub mod auth;
 pub mod calendar;
 pub mod catalog;
@@ -93,6 +94,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(socket::router())
         .merge(commerce::router())
         .merge(coupons::router())
+        .merge(auctions::router())
         .merge(payments::router())
         .merge(fulfilment::router())
         .merge(agency::router())
