@@ -187,7 +187,7 @@ pub(crate) fn version_key(auction_id: Uuid) -> String {
 /// their user id.
 pub(crate) fn pseudonym(auction_id: Uuid, user: &str) -> String {
     let digest = Sha256::digest(format!("{auction_id}:{user}").as_bytes());
-    format!("bidder-{}", &hex::encode(digest)[..8])
+    format!("bidder-{}", &hex::encode(digest)[..12])
 }
 
 /// A new auction.

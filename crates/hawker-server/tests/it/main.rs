@@ -4,6 +4,7 @@
 
 mod agency;
 mod auth;
+mod auctions;
 mod authz_matrix;
 mod calendar;
 mod campaigns;
