@@ -3,6 +3,8 @@
 //! does not sell, and the winner's (or runner-up's) order, created through
 //! `hawker_commerce::sourced` in the caller's transaction.
 
+use hawker_catalog::campaign_skus::{self, GiveBack, Returning, TakeUnits, UnitSource};
+use hawker_commerce::sourced::{self, OrderSource, SourcedOrder};
 use hawker_commerce::Commerce;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -26,8 +28,22 @@ pub(crate) async fn take_unit(
     reserve_minor: Option<i64>,
     actor: &str,
 ) -> Result<Took> {
-    let _ = (tx, auction_id, campaign_id, sku_id, reserve_minor, actor);
-    Err(crate::Error::Internal(anyhow::anyhow!("stub")))
+    let taken = campaign_skus::take_units(
+        tx,
+        TakeUnits {
+            campaign_id,
+            sku_id,
+            quantity: 1,
+            price_minor: reserve_minor,
+            source: UnitSource::Auction(auction_id),
+            actor,
+        },
+    )
+    .await?;
+    Ok(Took {
+        campaign_id: taken.campaign_id,
+        floor_minor: taken.floor_price_minor,
+    })
 }
 
 /// Gives the auction's unsold unit back (no sale, or voided).
@@ -38,8 +54,18 @@ pub(crate) async fn give_back_unit(
     sku_id: Uuid,
     actor: &str,
 ) -> Result<()> {
-    let _ = (tx, auction_id, campaign_id, sku_id, actor);
-    Err(crate::Error::Internal(anyhow::anyhow!("stub")))
+    campaign_skus::give_back(
+        tx,
+        GiveBack {
+            campaign_id,
+            sku_id,
+            units: 1,
+            why: Returning::Unsold,
+            source: UnitSource::Auction(auction_id),
+            actor,
+        },
+    )
+    .await
 }
 
 /// An auction order to create.
@@ -57,6 +83,20 @@ pub(crate) struct AuctionOrder<'a> {
 
 /// Creates the order in the caller's transaction; returns its id.
 pub(crate) async fn create_order(c: &Commerce, tx: &mut PgConnection, o: AuctionOrder<'_>) -> Result<Uuid> {
-    let _ = (c, tx, o.auction_id, o.session_id, o.lineup_item_id, o.sku_id, o.buyer_id, o.price_minor, o.currency, o.idempotency_key);
-    Err(crate::Error::Internal(anyhow::anyhow!("stub")))
+    let order = sourced::create_order(
+        c,
+        tx,
+        SourcedOrder {
+            source: OrderSource::Auction(o.auction_id),
+            session_id: o.session_id,
+            lineup_item_id: o.lineup_item_id,
+            sku_id: o.sku_id,
+            buyer_id: o.buyer_id,
+            unit_price_minor: o.price_minor,
+            currency: o.currency,
+            idempotency_key: o.idempotency_key,
+        },
+    )
+    .await?;
+    Ok(order.order_id)
 }

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -236,28 +237,41 @@ async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_w
         .build()
         .unwrap();
     let gate = Arc::new(Semaphore::new(256));
+    // What bidders know of the minimum acceptable bid: what the answers told
+    // them (as the room's events would), so often stale under the storm.
+    let known = Arc::new(AtomicI64::new(1000));
     let bidders = 5000usize;
     let mut tasks = Vec::with_capacity(bidders);
     for i in 0..bidders {
-        let (http, gate, keys, id) = (http.clone(), gate.clone(), a.keys.clone(), id.clone());
+        let (http, gate, keys, id, known) = (http.clone(), gate.clone(), a.keys.clone(), id.clone(), known.clone());
         let node = nodes[i % 2];
         // From 4 s to 14 s after the start: the last 10 seconds.
         let at = Duration::from_millis(4000 + (i as u64 * 7919) % 10_000);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until((starts + at).into()).await;
-            let f = (at.as_millis() as i64 - 4000) as f64 / 10_000.0;
-            let target = 1000 + (f * 60_000.0) as i64;
-            let jitter = (i as i64 * 104_729) % 3000;
-            let body = if i % 2 == 0 {
-                json!({"max_minor": target + jitter})
-            } else {
-                json!({"amount_minor": target + jitter / 3})
-            };
             let user = format!("storm-{i}");
             let token = fixtures::token(&keys, &user, Role::Viewer);
             let _permit = gate.acquire().await.unwrap();
+            let min = known.load(Ordering::Relaxed);
+            let spread = (i as i64 * 104_729) % 2000;
+            // Exact bids at or a little above the minimum, maximum bids a
+            // few steps above it, and now and then both.
+            let body = match i % 5 {
+                0 | 1 => json!({"amount_minor": min + spread % 300}),
+                2 | 3 => json!({"max_minor": min + spread}),
+                _ => json!({"amount_minor": min, "max_minor": min + 2 * spread}),
+            };
             let sent = Instant::now();
             let (status, answer) = bid_with(&http, node, &token, &id, &body).await;
+            let learnt = match status {
+                201 => answer["min_bid_minor"].as_i64(),
+                _ => answer["message"].as_str().and_then(|m| {
+                    m.split_whitespace().find_map(|w| w.parse::<i64>().ok())
+                }),
+            };
+            if let Some(m) = learnt {
+                known.fetch_max(m, Ordering::Relaxed);
+            }
             (user, status, answer, sent.elapsed())
         }));
     }
