@@ -33,4 +33,5 @@ mod roster;
 mod security;
 mod shutdown;
 mod socket_conformance;
+mod sourced;
 mod support;
