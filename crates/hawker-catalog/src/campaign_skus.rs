@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::stock::{self, insufficient_stock, MovementReason, NewMovement};
 pub use crate::stock::UnitSource;
+use crate::stock::{self, insufficient_stock, MovementReason, NewMovement};
 use crate::validate;
 
 /// A SKU of a campaign, with what a lineup picker shows.

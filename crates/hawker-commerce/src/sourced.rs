@@ -88,7 +88,9 @@ fn check(o: &SourcedOrder<'_>, max_price_minor: i64) -> Result<()> {
         OrderSource::Auction(_) if !(1..=max_price_minor).contains(&o.unit_price_minor) => {
             return Err(Error::invalid(
                 "bad_price",
-                format!("an auction's order costs 1 to {max_price_minor} minor units (commerce.max_price_minor)"),
+                format!(
+                    "an auction's order costs 1 to {max_price_minor} minor units (commerce.max_price_minor)"
+                ),
             ));
         }
         OrderSource::Giveaway(_) if o.unit_price_minor != 0 => {
@@ -97,7 +99,10 @@ fn check(o: &SourcedOrder<'_>, max_price_minor: i64) -> Result<()> {
         _ => {}
     }
     if o.currency.len() != 3 || !o.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(Error::invalid("bad_currency", "currency must be 3 capital letters"));
+        return Err(Error::invalid(
+            "bad_currency",
+            "currency must be 3 capital letters",
+        ));
     }
     if o.buyer_id.is_empty() || o.buyer_id.len() > 200 {
         return Err(Error::invalid("bad_buyer", "buyer_id must be 1 to 200 bytes"));

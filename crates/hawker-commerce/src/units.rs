@@ -126,7 +126,11 @@ pub(crate) async fn give_back(
     }
     let gate = orders
         .iter()
-        .filter_map(|o| o.deal_id.filter(|d| live.contains(d)).map(|d| (d, o.buyer_id.clone(), o.quantity)))
+        .filter_map(|o| {
+            o.deal_id
+                .filter(|d| live.contains(d))
+                .map(|d| (d, o.buyer_id.clone(), o.quantity))
+        })
         .collect();
     Ok(UnitsBack { gate, figures })
 }
@@ -154,12 +158,15 @@ async fn give_back_sourced(
             .collect();
     let mut per_source: BTreeMap<(Uuid, UnitSource, Option<Uuid>), i32> = BTreeMap::new();
     for o in orders {
-        let source = crate::order::unit_source(o.source, o.deal_id, o.auction_id, o.giveaway_id)
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("an order of source {:?} cannot give units back", o.source)))?;
+        let source =
+            crate::order::unit_source(o.source, o.deal_id, o.auction_id, o.giveaway_id).ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!(
+                    "an order of source {:?} cannot give units back",
+                    o.source
+                ))
+            })?;
         let campaign_id = campaigns.get(&o.lineup_item_id).copied().flatten();
-        *per_source
-            .entry((o.sku_id, source, campaign_id))
-            .or_default() += o.quantity;
+        *per_source.entry((o.sku_id, source, campaign_id)).or_default() += o.quantity;
     }
     for ((sku_id, source, campaign_id), units) in per_source {
         hawker_catalog::campaign_skus::give_back(

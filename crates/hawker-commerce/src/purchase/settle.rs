@@ -421,7 +421,11 @@ async fn commit(
         add_buyer_units(&mut tx, &created, &known.deals).await?;
         mark_coupons_used(&mut tx, &created).await?;
         // Every order the settlement creates is a deal order.
-        let units = decide::units_by_deal(created.values().filter_map(|o| o.deal_id.map(|d| (d, o.quantity))))?;
+        let units = decide::units_by_deal(
+            created
+                .values()
+                .filter_map(|o| o.deal_id.map(|d| (d, o.quantity))),
+        )?;
         match take_units(&mut tx, &units).await? {
             Taken::All(deals) => {
                 record_order_events(&mut tx, &created).await?;

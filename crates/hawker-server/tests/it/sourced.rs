@@ -80,7 +80,13 @@ async fn node() -> (TestApp, String) {
     (spawn_app_with(settings).await, secret)
 }
 
-fn order_of<'a>(stage: &Stage, source: OrderSource, buyer: &'a str, price: i64, key: &str) -> SourcedOrder<'a> {
+fn order_of<'a>(
+    stage: &Stage,
+    source: OrderSource,
+    buyer: &'a str,
+    price: i64,
+    key: &str,
+) -> SourcedOrder<'a> {
     SourcedOrder {
         source,
         session_id: stage.session,
@@ -251,7 +257,11 @@ async fn an_auction_order_is_pending_with_the_host_on_air_payable_and_idempotent
 
     // Paid through the usual webhook; the sale reaches the ledger's facts.
     let (status, paid) = pay(&app, &secret, &order).await;
-    assert_eq!((status, paid["outcome"].as_str()), (200, Some("applied")), "{paid}");
+    assert_eq!(
+        (status, paid["outcome"].as_str()),
+        (200, Some("applied")),
+        "{paid}"
+    );
     assert_eq!(status_of(&app.db, order.order_id).await, "paid");
     let facts = hawker_commerce::sales::paid_orders_by_id(&app.db, &[order.order_id])
         .await
@@ -343,7 +353,13 @@ async fn a_giveaway_order_is_created_paid_at_zero_and_only_a_giveaway_is_free() 
     let giveaway = Uuid::new_v4();
     let order = create(
         &app,
-        order_of(&stage, OrderSource::Giveaway(giveaway), "lucky", 0, "giveaway-win"),
+        order_of(
+            &stage,
+            OrderSource::Giveaway(giveaway),
+            "lucky",
+            0,
+            "giveaway-win",
+        ),
     )
     .await
     .unwrap();
@@ -358,7 +374,13 @@ async fn a_giveaway_order_is_created_paid_at_zero_and_only_a_giveaway_is_free() 
     assert_eq!(order.host_id, Some(stage.host));
     let again = create(
         &app,
-        order_of(&stage, OrderSource::Giveaway(giveaway), "lucky", 0, "giveaway-win"),
+        order_of(
+            &stage,
+            OrderSource::Giveaway(giveaway),
+            "lucky",
+            0,
+            "giveaway-win",
+        ),
     )
     .await
     .unwrap();
@@ -474,25 +496,58 @@ async fn the_schema_holds_each_order_and_movement_to_its_source() {
     let db = &app.db;
     let some = || Some(Uuid::new_v4());
     // What is allowed.
-    assert_eq!(raw_order(db, &stage, "deal", (some(), None, None), 2, 1500).await, Ok(()));
-    assert_eq!(raw_order(db, &stage, "auction", (None, some(), None), 1, 1500).await, Ok(()));
-    assert_eq!(raw_order(db, &stage, "giveaway", (None, None, some()), 1, 0).await, Ok(()));
+    assert_eq!(
+        raw_order(db, &stage, "deal", (some(), None, None), 2, 1500).await,
+        Ok(())
+    );
+    assert_eq!(
+        raw_order(db, &stage, "auction", (None, some(), None), 1, 1500).await,
+        Ok(())
+    );
+    assert_eq!(
+        raw_order(db, &stage, "giveaway", (None, None, some()), 1, 0).await,
+        Ok(())
+    );
     // Exactly its source's id.
     let source_id = Err("customer_order_source_id".to_string());
-    assert_eq!(raw_order(db, &stage, "auction", (some(), some(), None), 1, 1500).await, source_id);
-    assert_eq!(raw_order(db, &stage, "auction", (some(), None, None), 1, 1500).await, source_id);
-    assert_eq!(raw_order(db, &stage, "deal", (None, None, None), 1, 1500).await, source_id);
-    assert_eq!(raw_order(db, &stage, "deal", (some(), None, some()), 1, 1500).await, source_id);
-    assert_eq!(raw_order(db, &stage, "giveaway", (None, some(), None), 1, 0).await, source_id);
+    assert_eq!(
+        raw_order(db, &stage, "auction", (some(), some(), None), 1, 1500).await,
+        source_id
+    );
+    assert_eq!(
+        raw_order(db, &stage, "auction", (some(), None, None), 1, 1500).await,
+        source_id
+    );
+    assert_eq!(
+        raw_order(db, &stage, "deal", (None, None, None), 1, 1500).await,
+        source_id
+    );
+    assert_eq!(
+        raw_order(db, &stage, "deal", (some(), None, some()), 1, 1500).await,
+        source_id
+    );
+    assert_eq!(
+        raw_order(db, &stage, "giveaway", (None, some(), None), 1, 0).await,
+        source_id
+    );
     assert_eq!(
         raw_order(db, &stage, "flash_sale", (some(), None, None), 1, 1500).await,
         Err("customer_order_source".to_string())
     );
     // Free only for giveaways, and a giveaway is always free.
     let price = Err("customer_order_price".to_string());
-    assert_eq!(raw_order(db, &stage, "deal", (some(), None, None), 1, 0).await, price);
-    assert_eq!(raw_order(db, &stage, "auction", (None, some(), None), 1, 0).await, price);
-    assert_eq!(raw_order(db, &stage, "giveaway", (None, None, some()), 1, 100).await, price);
+    assert_eq!(
+        raw_order(db, &stage, "deal", (some(), None, None), 1, 0).await,
+        price
+    );
+    assert_eq!(
+        raw_order(db, &stage, "auction", (None, some(), None), 1, 0).await,
+        price
+    );
+    assert_eq!(
+        raw_order(db, &stage, "giveaway", (None, None, some()), 1, 100).await,
+        price
+    );
     // One unit per auction or giveaway order.
     assert_eq!(
         raw_order(db, &stage, "auction", (None, some(), None), 2, 1500).await,
@@ -519,10 +574,11 @@ async fn the_schema_holds_each_order_and_movement_to_its_source() {
     );
 
     // Stock movements name at most one source, and the one their reason says.
-    let movement = |reason: &'static str, deal: Option<Uuid>, auction: Option<Uuid>, giveaway: Option<Uuid>| {
-        let sku = stage.sku;
-        async move {
-            sqlx::query(
+    let movement =
+        |reason: &'static str, deal: Option<Uuid>, auction: Option<Uuid>, giveaway: Option<Uuid>| {
+            let sku = stage.sku;
+            async move {
+                sqlx::query(
                 "insert into stock_movement (sku_id, delta, reason, actor, deal_id, auction_id, giveaway_id)
                  values ($1, 1, $2, 'test', $3, $4, $5)",
             )
@@ -539,8 +595,8 @@ async fn the_schema_holds_each_order_and_movement_to_its_source() {
                     .and_then(|d| d.constraint().map(str::to_string))
                     .unwrap_or_else(|| e.to_string())
             })
-        }
-    };
+            }
+        };
     assert_eq!(movement("auction_returned", None, some(), None).await, Ok(()));
     assert_eq!(movement("giveaway_returned", None, None, some()).await, Ok(()));
     assert_eq!(movement("order_released", None, some(), None).await, Ok(()));
