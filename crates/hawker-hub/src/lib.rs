@@ -49,8 +49,8 @@ pub mod store;
 pub mod subscriber;
 
 pub use commands::{
-    Ack, Buy, BuyReply, Claim, ClaimReply, Command, CommandContext, CommandError, CommerceCommands,
-    CommerceFuture,
+    Ack, Bid, BidReply, Buy, BuyReply, Claim, ClaimReply, Command, CommandContext, CommandError,
+    CommerceCommands, CommerceFuture, Enter, EnterReply,
 };
 pub use config::HubConfig;
 pub use event::{Lane, Publication, StateChange};

@@ -60,6 +60,15 @@ impl Application {
             shutdown.clone(),
             tasks.clone(),
         );
+        // Auctions and giveaways (hawker-live).
+        let live = hawker_live::Live::start(
+            settings.live.clone(),
+            db.clone(),
+            redis.clone(),
+            commerce.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        );
         // Commission accrual and the live-figures sampler (hawker-ledger).
         hawker_ledger::start(
             hawker_ledger::Workers {
@@ -89,6 +98,7 @@ impl Application {
             tasks,
             hub,
             commerce,
+            live,
             sessions: Arc::new(hawker_agency::session_cache::SessionCache::new(
                 Duration::from_secs(1),
             )),

@@ -94,6 +94,8 @@ pub struct Settings {
     pub hub: hawker_hub::HubConfig,
     #[serde(default)]
     pub commerce: hawker_commerce::CommerceConfig,
+    #[serde(default)]
+    pub live: hawker_live::LiveConfig,
     pub retention: RetentionSettings,
 }
 

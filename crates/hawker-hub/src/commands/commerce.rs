@@ -1,5 +1,7 @@
-//! `deal.buy` and `coupon.claim`: parsed here like every command, carried
-//! out by the commerce crate through [`CommerceCommands`].
+//! `deal.buy`, `coupon.claim`, `auction.bid` and `giveaway.enter`: parsed
+//! here like every command, carried out through [`CommerceCommands`] (the
+//! server's handler hands deals and coupons to the commerce crate, auctions
+//! and giveaways to the live-formats crate).
 //!
 //! The server hands each socket its handler when it serves it
 //! ([`crate::Hub::serve`]); the hub itself keeps none. (Commerce holds the
@@ -63,6 +65,72 @@ impl Claim {
     }
 }
 
+/// `auction.bid`: bid on an auction, or raise one's maximum (proxy) bid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bid {
+    pub auction_id: Uuid,
+    /// A bid of exactly this amount (minor units), as sent; the live crate checks it.
+    pub amount_minor: Option<i64>,
+    /// A maximum bid: the server bids for the sender by the increment up to it.
+    pub max_minor: Option<i64>,
+}
+
+impl Bid {
+    /// `auction_id`, then `amount_minor` and `max_minor` (integers, absent
+    /// or `null`: none). At least one of the two is required (`bad_command`).
+    pub(crate) fn parse(data: Fields<'_>) -> Result<Bid, CommandError> {
+        let auction_id = data.uuid("auction_id")?;
+        let amount_minor = minor_units(data.integer("amount_minor")?)?;
+        let max_minor = minor_units(data.integer("max_minor")?)?;
+        if amount_minor.is_none() && max_minor.is_none() {
+            return Err(CommandError::BadCommand(
+                "`amount_minor` or `max_minor` is required".into(),
+            ));
+        }
+        Ok(Bid {
+            auction_id,
+            amount_minor,
+            max_minor,
+        })
+    }
+}
+
+/// An amount as sent: any integer that fits in minor units (the live crate
+/// checks the range that makes sense).
+fn minor_units(value: Option<i128>) -> Result<Option<i64>, CommandError> {
+    value
+        .map(|v| i64::try_from(v).map_err(|_| CommandError::BadCommand("amount out of range".into())))
+        .transpose()
+}
+
+/// `giveaway.enter`: enter a giveaway (once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enter {
+    pub giveaway_id: Uuid,
+}
+
+impl Enter {
+    pub(crate) fn parse(data: Fields<'_>) -> Result<Enter, CommandError> {
+        Ok(Enter {
+            giveaway_id: data.uuid("giveaway_id")?,
+        })
+    }
+}
+
+/// `auction.bid`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BidReply {
+    /// The bid as the HTTP route returns it.
+    pub bid: Value,
+}
+
+/// `giveaway.enter`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnterReply {
+    /// The entry as the HTTP route returns it.
+    pub entry: Value,
+}
+
 /// `deal.buy`'s answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuyReply {
@@ -92,14 +160,20 @@ pub struct CommandContext {
 /// code becomes the `error` frame's.
 pub type CommerceFuture<'a, T> = BoxFuture<'a, Result<T, hawker_core::Error>>;
 
-/// The commerce commands, implemented by the commerce crate and handed to
-/// each socket by the server.
+/// The commerce commands, implemented by the server (which hands them to
+/// the commerce and live-formats crates) and handed to each socket.
 pub trait CommerceCommands: Send + Sync + 'static {
     /// Places an order (or replays the one placed with this key).
     fn buy<'a>(&'a self, ctx: &'a CommandContext, buy: Buy) -> CommerceFuture<'a, BuyReply>;
 
     /// Claims a coupon for the sender.
     fn claim<'a>(&'a self, ctx: &'a CommandContext, claim: Claim) -> CommerceFuture<'a, ClaimReply>;
+
+    /// Bids on an auction.
+    fn bid<'a>(&'a self, ctx: &'a CommandContext, bid: Bid) -> CommerceFuture<'a, BidReply>;
+
+    /// Enters a giveaway.
+    fn enter_giveaway<'a>(&'a self, ctx: &'a CommandContext, enter: Enter) -> CommerceFuture<'a, EnterReply>;
 }
 
 fn context(ctx: &Context<'_>) -> CommandContext {
@@ -120,4 +194,16 @@ pub(crate) async fn claim(ctx: &Context<'_>, claim: Claim) -> Result<Ack, Comman
     let caller = context(ctx);
     let reply = ctx.commerce.claim(&caller, claim).await?;
     Ok(Ack::Claimed(reply))
+}
+
+pub(crate) async fn bid(ctx: &Context<'_>, bid: Bid) -> Result<Ack, CommandError> {
+    let caller = context(ctx);
+    let reply = ctx.commerce.bid(&caller, bid).await?;
+    Ok(Ack::Bid(reply))
+}
+
+pub(crate) async fn enter_giveaway(ctx: &Context<'_>, enter: Enter) -> Result<Ack, CommandError> {
+    let caller = context(ctx);
+    let reply = ctx.commerce.enter_giveaway(&caller, enter).await?;
+    Ok(Ack::Entered(reply))
 }

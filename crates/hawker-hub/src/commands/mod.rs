@@ -26,7 +26,10 @@ pub mod moderation;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-pub use commerce::{Buy, BuyReply, Claim, ClaimReply, CommandContext, CommerceCommands, CommerceFuture};
+pub use commerce::{
+    Bid, BidReply, Buy, BuyReply, Claim, ClaimReply, CommandContext, CommerceCommands, CommerceFuture, Enter,
+    EnterReply,
+};
 pub use error::CommandError;
 
 use crate::config::HubConfig;
@@ -61,6 +64,8 @@ pub const COMMAND_TYPES: &[&str] = &[
     "mod.revoke",
     "deal.buy",
     "coupon.claim",
+    "auction.bid",
+    "giveaway.enter",
 ];
 
 /// One client command, with its fields checked.
@@ -100,6 +105,10 @@ pub enum Command {
     Buy(commerce::Buy),
     /// `coupon.claim` (carried out by the commerce crate).
     Claim(commerce::Claim),
+    /// `auction.bid` (carried out by the live-formats crate).
+    Bid(commerce::Bid),
+    /// `giveaway.enter` (carried out by the live-formats crate).
+    Enter(commerce::Enter),
 }
 
 /// What the sender may do in this room, as of this command.
@@ -114,6 +123,16 @@ pub struct Rights {
 const HOST_ONLY: &str = "only the host may do this";
 
 impl Rights {
+    /// Auctions and giveaways are for viewers: whoever may host the session
+    /// (its host, agency, admins) may not bid or enter.
+    fn not_host(self, refusal: &'static str) -> Result<(), CommandError> {
+        if self.host {
+            Err(CommandError::Forbidden(refusal))
+        } else {
+            Ok(())
+        }
+    }
+
     fn host(self, refusal: &'static str) -> Result<(), CommandError> {
         if self.host {
             Ok(())
@@ -212,6 +231,14 @@ impl Command {
             }
             "deal.buy" => Command::Buy(commerce::Buy::parse(data)?),
             "coupon.claim" => Command::Claim(commerce::Claim::parse(data)?),
+            "auction.bid" => {
+                rights.not_host("the host's side may not bid")?;
+                Command::Bid(commerce::Bid::parse(data)?)
+            }
+            "giveaway.enter" => {
+                rights.not_host("the host's side may not enter")?;
+                Command::Enter(commerce::Enter::parse(data)?)
+            }
             other => return Err(CommandError::UnknownCommand(other.to_string())),
         })
     }
@@ -236,6 +263,8 @@ impl Command {
             Command::Revoke(_) => "mod.revoke",
             Command::Buy(_) => "deal.buy",
             Command::Claim(_) => "coupon.claim",
+            Command::Bid(_) => "auction.bid",
+            Command::Enter(_) => "giveaway.enter",
         }
     }
 
@@ -259,6 +288,8 @@ impl Command {
             Command::Revoke(target) => target.revoke(ctx).await,
             Command::Buy(buy) => commerce::buy(ctx, buy).await,
             Command::Claim(claim) => commerce::claim(ctx, claim).await,
+            Command::Bid(bid) => commerce::bid(ctx, bid).await,
+            Command::Enter(enter) => commerce::enter_giveaway(ctx, enter).await,
         }
     }
 }
@@ -276,6 +307,10 @@ pub enum Ack {
     Bought(BuyReply),
     /// `{"claim"}` (`coupon.claim`).
     Claimed(ClaimReply),
+    /// `{"bid"}` (`auction.bid`).
+    Bid(BidReply),
+    /// `{"entry"}` (`giveaway.enter`).
+    Entered(EnterReply),
 }
 
 impl Ack {
@@ -287,6 +322,8 @@ impl Ack {
             Ack::Offset(offset) => json!({ "offset": offset }),
             Ack::Bought(reply) => json!({ "order": reply.order, "replayed": reply.replayed }),
             Ack::Claimed(reply) => json!({ "claim": reply.claim }),
+            Ack::Bid(reply) => json!({ "bid": reply.bid }),
+            Ack::Entered(reply) => json!({ "entry": reply.entry }),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod payments;
 pub mod reports;
 pub mod sessions;
 pub mod socket;
+mod socket_commands;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -68,6 +69,9 @@ pub struct AppState {
     /// Deals, orders, payments, coupons; also carries out the socket's
     /// `deal.buy` and `coupon.claim` (handed to each socket in `socket.rs`).
     pub commerce: hawker_commerce::Commerce,
+    /// Auctions and giveaways; also carries out the socket's `auction.bid`
+    /// and `giveaway.enter`.
+    pub live: hawker_live::Live,
     /// Session rows for socket joins, cached for a second (joins come in stampedes).
     pub sessions: Arc<hawker_agency::session_cache::SessionCache>,
     /// Open sockets per client address (`server.max_connections_per_ip`):

@@ -145,9 +145,12 @@ pub async fn session_socket(
     }
     let hub = state.hub.clone();
     let tasks = state.tasks.clone();
-    // The socket's `deal.buy` and `coupon.claim` go to commerce, held by the
-    // connection only while it is open (the hub keeps no handler).
-    let commerce: Arc<dyn CommerceCommands> = Arc::new(state.commerce.clone());
+    // The socket's `deal.buy`, `coupon.claim`, `auction.bid` and
+    // `giveaway.enter`, held by the connection only while it is open.
+    let commerce: Arc<dyn CommerceCommands> = Arc::new(super::socket_commands::SocketCommands {
+        commerce: state.commerce.clone(),
+        live: state.live.clone(),
+    });
     // The socket asks again, while open, whether its user may still host.
     let rights: Arc<dyn SessionRights> = Arc::new(RoomRights::new(
         state.db.clone(),

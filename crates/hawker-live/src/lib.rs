@@ -1,0 +1,96 @@
+//! Live formats: the ways of selling in a stream beyond a fixed-price flash
+//! deal. [`auctions`] (standard with anti-snipe, or sudden death; proxy
+//! bids; second-chance offers) and [`giveaways`] (provably fair draws from a
+//! committed seed and a frozen, published entry list).
+//!
+//! Both run on the hub (room events, private notices) and end in orders
+//! created through `hawker_commerce::sourced`, whose order `source` names
+//! the auction or giveaway. This crate owns the tables `auction*` and
+//! `giveaway*` and the Redis keys `hawker:auction:{<id>}:*` and
+//! `hawker:giveaway:{<id>}:*`; others call its functions.
+
+pub mod auctions;
+pub mod commands;
+pub mod config;
+pub mod giveaways;
+
+use std::sync::Arc;
+
+use hawker_commerce::Commerce;
+use hawker_hub::Hub;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::LiveConfig;
+pub use hawker_core::error::{Error, Result};
+
+pub(crate) struct Inner {
+    pub config: LiveConfig,
+    pub db: PgPool,
+    #[allow(dead_code)] // for the auction and giveaway keys, being built
+    pub redis: redis::aio::ConnectionManager,
+    pub commerce: Commerce,
+}
+
+/// The node's live-formats service. Cheap to clone.
+#[derive(Clone)]
+pub struct Live {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Live {
+    /// Starts the service and its background workers (tracked; they stop
+    /// with `shutdown`).
+    pub fn start(
+        config: LiveConfig,
+        db: PgPool,
+        redis: redis::aio::ConnectionManager,
+        commerce: Commerce,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Live {
+        let live = Live {
+            inner: Arc::new(Inner {
+                config,
+                db,
+                redis,
+                commerce,
+            }),
+        };
+        let _ = (&shutdown, &tasks);
+        live
+    }
+
+    /// The `[live]` configuration.
+    pub fn config(&self) -> &LiveConfig {
+        &self.inner.config
+    }
+
+    /// The Postgres pool.
+    pub fn db(&self) -> &PgPool {
+        &self.inner.db
+    }
+
+    /// The node's commerce service (orders).
+    pub fn commerce(&self) -> &Commerce {
+        &self.inner.commerce
+    }
+
+    /// The node's hub, for room events and private notices.
+    pub fn hub(&self) -> &Hub {
+        self.inner.commerce.hub()
+    }
+
+    /// The multiplexed Redis connection.
+    #[allow(dead_code)] // for the auction and giveaway keys, being built
+    pub(crate) fn redis(&self) -> redis::aio::ConnectionManager {
+        self.inner.redis.clone()
+    }
+
+    /// The deployment's Redis key prefix (`redis.key_prefix`).
+    #[allow(dead_code)] // for the auction and giveaway keys, being built
+    pub(crate) fn key_prefix(&self) -> &str {
+        &self.hub().config().key_prefix
+    }
+}
