@@ -69,7 +69,6 @@ pub(crate) async fn give_back(
             _ => sourced.push(o),
         }
     }
-    give_back_sourced(tx, &sourced, actor).await?;
     for ((deal_id, buyer), units) in &per_buyer {
         sqlx::query("update deal_buyer set units = units - $3 where deal_id = $1 and buyer_id = $2")
             .bind(deal_id)
@@ -124,6 +123,8 @@ pub(crate) async fn give_back(
             ));
         }
     }
+    // After the deal rows, as a deal ending locks its row and then its SKU.
+    give_back_sourced(tx, &sourced, actor).await?;
     let gate = orders
         .iter()
         .filter_map(|o| {
