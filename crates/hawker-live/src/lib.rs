@@ -58,6 +58,7 @@ impl Live {
                 commerce,
             }),
         };
+        tasks.spawn(giveaways::ticker::run(live.clone(), shutdown.clone()));
         let _ = (&shutdown, &tasks);
         live
     }

@@ -12,6 +12,7 @@ pub mod coupons;
 pub mod dev;
 pub mod error;
 pub mod fulfilment;
+pub mod giveaways;
 pub mod health;
 pub mod me;
 pub mod moderation;
@@ -93,6 +94,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(socket::router())
         .merge(commerce::router())
         .merge(coupons::router())
+        .merge(giveaways::router())
         .merge(payments::router())
         .merge(fulfilment::router())
         .merge(agency::router())
