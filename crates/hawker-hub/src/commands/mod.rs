@@ -123,6 +123,16 @@ pub struct Rights {
 const HOST_ONLY: &str = "only the host may do this";
 
 impl Rights {
+    /// Auctions and giveaways are for viewers: whoever may host the session
+    /// (its host, agency, admins) may not bid or enter.
+    fn not_host(self, refusal: &'static str) -> Result<(), CommandError> {
+        if self.host {
+            Err(CommandError::Forbidden(refusal))
+        } else {
+            Ok(())
+        }
+    }
+
     fn host(self, refusal: &'static str) -> Result<(), CommandError> {
         if self.host {
             Ok(())
@@ -221,8 +231,14 @@ impl Command {
             }
             "deal.buy" => Command::Buy(commerce::Buy::parse(data)?),
             "coupon.claim" => Command::Claim(commerce::Claim::parse(data)?),
-            "auction.bid" => Command::Bid(commerce::Bid::parse(data)?),
-            "giveaway.enter" => Command::Enter(commerce::Enter::parse(data)?),
+            "auction.bid" => {
+                rights.not_host("the host's side may not bid")?;
+                Command::Bid(commerce::Bid::parse(data)?)
+            }
+            "giveaway.enter" => {
+                rights.not_host("the host's side may not enter")?;
+                Command::Enter(commerce::Enter::parse(data)?)
+            }
             other => return Err(CommandError::UnknownCommand(other.to_string())),
         })
     }

@@ -395,7 +395,15 @@ fn the_range_checks_of_deal_buy_are_left_to_commerce() {
 #[test]
 fn the_role_is_checked_before_the_fields() {
     // Every command but those anyone may send needs a right.
-    let anyone = ["ping", "chat.send", "like", "deal.buy", "coupon.claim"];
+    let anyone = [
+        "ping",
+        "chat.send",
+        "like",
+        "deal.buy",
+        "coupon.claim",
+        "auction.bid",
+        "giveaway.enter",
+    ];
     for kind in COMMAND_TYPES.iter().filter(|kind| !anyone.contains(kind)) {
         let refused = parse_as(VIEWER, kind, json!({})).err().map(|e| e.code());
         assert_eq!(refused, Some("forbidden"), "{kind}");
@@ -483,6 +491,54 @@ fn acks_carry_the_documented_data() {
     assert_eq!(claimed.into_data(), json!({"claim": {"seq": 1}}));
 }
 
+#[test]
+fn auction_bid_needs_an_amount_or_a_maximum_and_takes_integers_only() {
+    let id = Uuid::new_v4();
+    let code = |data: Value| parse_as(VIEWER, "auction.bid", data).err().map(|e| e.code());
+    assert_eq!(code(json!({"auction_id": id})), Some("bad_command"));
+    assert_eq!(
+        code(json!({"auction_id": id, "amount_minor": null, "max_minor": null})),
+        Some("bad_command")
+    );
+    assert_eq!(
+        code(json!({"auction_id": id, "amount_minor": "5"})),
+        Some("bad_command")
+    );
+    assert_eq!(
+        code(json!({"auction_id": id, "amount_minor": 1e30})),
+        Some("bad_command")
+    );
+    assert_eq!(
+        code(json!({"auction_id": "x", "amount_minor": 5})),
+        Some("bad_command")
+    );
+    let Ok(Command::Bid(bid)) = parse_as(
+        VIEWER,
+        "auction.bid",
+        json!({"auction_id": id, "max_minor": 2500}),
+    ) else {
+        panic!("a maximum bid parses");
+    };
+    assert_eq!((bid.amount_minor, bid.max_minor), (None, Some(2500)));
+}
+
+#[test]
+fn the_hosts_side_may_not_bid_or_enter() {
+    let id = Uuid::new_v4();
+    for (kind, data) in [
+        ("auction.bid", json!({"auction_id": id, "amount_minor": 100})),
+        ("giveaway.enter", json!({"giveaway_id": id})),
+    ] {
+        assert_eq!(
+            parse_as(HOST, kind, data.clone()).err().map(|e| e.code()),
+            Some("forbidden"),
+            "{kind}"
+        );
+        assert!(parse_as(VIEWER, kind, data.clone()).is_ok(), "{kind}");
+        assert!(parse_as(MODERATOR, kind, data).is_ok(), "{kind}");
+    }
+}
+
 /// A number per variant. Adding a [`Command`] variant stops this compiling
 /// until it gets the next number here and [`VARIANTS`] counts it; the test
 /// below then fails until its `type` is in [`COMMAND_TYPES`].
@@ -505,20 +561,26 @@ fn variant_number(command: &Command) -> usize {
         Command::Revoke(_) => 14,
         Command::Buy(_) => 15,
         Command::Claim(_) => 16,
+        Command::Bid(_) => 17,
+        Command::Enter(_) => 18,
     }
 }
 
-const VARIANTS: usize = 17;
+const VARIANTS: usize = 19;
 
 #[test]
 fn every_command_variant_is_in_command_types() {
     let id = Uuid::new_v4();
     // Data that every command accepts (each takes the fields it knows).
     let data = json!({"text": "t", "item": {}, "user": "v", "seconds": 5, "words": [],
-                      "deal_id": id, "idempotency_key": "k", "coupon_drop_id": id});
+                      "deal_id": id, "idempotency_key": "k", "coupon_drop_id": id,
+                      "auction_id": id, "amount_minor": 100, "giveaway_id": id});
     let mut seen = [false; VARIANTS];
     for kind in COMMAND_TYPES {
-        let command = parse(kind, data.clone()).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+        // As the host, or as a viewer for what only viewers may send.
+        let command = parse(kind, data.clone())
+            .or_else(|_| parse_as(VIEWER, kind, data.clone()))
+            .unwrap_or_else(|e| panic!("{kind}: {e:?}"));
         assert_eq!(command.name(), *kind, "`{kind}` parses as another command");
         assert!(!seen[variant_number(&command)], "`{kind}` is listed twice");
         seen[variant_number(&command)] = true;
