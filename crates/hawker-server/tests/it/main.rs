@@ -15,6 +15,7 @@ mod coupons;
 mod database;
 mod discovery;
 mod first_run;
+mod giveaways;
 mod health;
 mod http;
 mod hub;
