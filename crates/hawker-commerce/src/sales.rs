@@ -165,6 +165,20 @@ pub async fn session_buyers(db: &PgPool, session_id: Uuid) -> Result<Vec<String>
     .await?)
 }
 
+/// True if `buyer_id` bought in the session: an order that is not cancelled,
+/// from a deal or an auction (winning a giveaway is not buying). Read by
+/// the buyer index (`buyer_id` leads `customer_order_idempotency`).
+pub async fn bought_in_session(db: &PgPool, session_id: Uuid, buyer_id: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists(select 1 from customer_order
+                        where buyer_id = $2 and session_id = $1 and status <> 'cancelled' and source <> 'giveaway')",
+    )
+    .bind(session_id)
+    .bind(buyer_id)
+    .fetch_one(db)
+    .await?)
+}
+
 /// True if the brand's products are in the session's lineup.
 pub async fn brand_sells_in(db: &PgPool, session_id: Uuid, brand_id: Uuid) -> Result<bool> {
     Ok(sqlx::query_scalar(

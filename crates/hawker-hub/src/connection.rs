@@ -188,12 +188,14 @@ impl Connection {
         self.hub
             .join_notices(inbox, &self.member.user, notices_after)
             .await;
+        self.hub.arrive(&room, &self.member.user).await;
         self.presence(&room, "presence.joined").await;
         let end = self.pump(&mut socket, &room).await;
         self.hub.leave_notices(&self.member.user, self.client_id);
         let _ = room.tx.send(RoomInput::Leave {
             client_id: self.client_id,
         });
+        self.hub.depart(&room, &self.member.user).await;
         match end {
             End::ByPeer => finish(&mut socket).await,
             End::Close(code, text) => close(&mut socket, code, text).await,

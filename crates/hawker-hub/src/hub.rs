@@ -319,6 +319,9 @@ impl Hub {
                     if let Err(e) = self.announce_viewers(&room).await {
                         tracing::debug!(error = %e, "viewer count deferred");
                     }
+                    if let Err(e) = self.refresh_here(&room).await {
+                        tracing::debug!(error = %e, "presence refresh deferred");
+                    }
                 }
             }
         }

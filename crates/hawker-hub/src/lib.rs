@@ -39,6 +39,7 @@ pub mod keys;
 pub mod metrics;
 pub mod moderation;
 pub mod notices;
+pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod retention;

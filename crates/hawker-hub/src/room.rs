@@ -38,11 +38,20 @@ pub struct RoomShared {
     pub viewers_total: AtomicU64,
     /// Viewer-count intervals seen, for the unchanged-count heartbeat.
     pub viewers_beat: AtomicU64,
+    /// This node's open sockets per user ([`crate::presence`]).
+    pub here: Mutex<std::collections::HashMap<String, u32>>,
+    /// A presence change could not be written to Redis: the viewers timer
+    /// rewrites this node's presence hash.
+    pub here_dirty: AtomicBool,
 }
 
 impl RoomShared {
     pub fn moderation(&self) -> std::sync::MutexGuard<'_, Moderation> {
         self.moderation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn here(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+        self.here.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -12,6 +12,7 @@
 //! - `<prefix>:room:{id}:dedupe_log` list: `<ms>:<dedupe id>`, oldest first, to
 //!   forget dedupe ids (see [`crate::retention`])
 //! - `<prefix>:room:{id}:likes`, `:likes_gate`, `:viewers`, `:viewers_gate`
+//! - `<prefix>:room:{id}:here:<node>` hash: user → sockets on that node (see [`crate::presence`])
 //! - `<prefix>:room:{id}:rate:<kind>:<user>` hash: a user's token bucket
 //!   (`tokens`, `at`, `last`; see [`crate::ratelimit`]), expiring once full again
 //! - channel `<prefix>:room:{id}`

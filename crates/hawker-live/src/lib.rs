@@ -72,6 +72,7 @@ impl Live {
             shutdown.clone(),
         ));
         tasks.spawn(auctions::ticker::run(live.clone(), shutdown.clone()));
+        tasks.spawn(giveaways::ticker::run(live.clone(), shutdown.clone()));
         live
     }
 

@@ -48,6 +48,24 @@ pub enum Command {
     Seed,
     /// Print the OpenAPI document.
     Openapi,
+    /// Recompute a giveaway's draw from its revealed seed and its published
+    /// entry list (docs/protocol.md, "Giveaway draws"); prints the winners.
+    /// Needs no server, database or configuration.
+    VerifyDraw {
+        /// The seed revealed in `giveaway.drawn` (64 hex digits).
+        #[arg(long)]
+        seed: String,
+        /// The entry list: the body of `GET /v1/giveaways/{id}/entries` saved
+        /// to a file, or one entry id per line.
+        #[arg(long)]
+        entries: PathBuf,
+        /// How many winners the giveaway had.
+        #[arg(long)]
+        winners: usize,
+        /// Entry ids skipped as absent (`absent` in `giveaway.drawn`), comma-separated or repeated.
+        #[arg(long, value_delimiter = ',')]
+        absent: Vec<String>,
+    },
 }
 
 impl Cli {
@@ -62,6 +80,20 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Openapi = cli.command {
         println!("{}", serde_json::to_string_pretty(&http::openapi_document())?);
+        return Ok(());
+    }
+    if let Command::VerifyDraw {
+        seed,
+        entries,
+        winners,
+        absent,
+    } = &cli.command
+    {
+        let text = std::fs::read_to_string(entries)
+            .with_context(|| format!("reading {}", entries.display()))?;
+        let report = hawker_live::giveaways::fair::verify(seed, &text, *winners, absent)
+            .map_err(anyhow::Error::msg)?;
+        print!("{report}");
         return Ok(());
     }
     let settings = cli.load_settings()?;
@@ -104,7 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("session  {}", seeded.session_id);
             Ok(())
         }
-        Command::Openapi => Ok(()),
+        Command::Openapi | Command::VerifyDraw { .. } => Ok(()),
     }
 }
 

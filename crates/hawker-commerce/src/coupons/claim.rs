@@ -34,6 +34,39 @@ pub struct CouponClaim {
 
 const CLAIM_COLUMNS: &str = "coupon_claim_id, coupon_drop_id, viewer_id, seq, claimed_at, used_at";
 
+/// Gives `viewer_id` one coupon of a drop inside the caller's transaction,
+/// whatever the drop's claim window (a giveaway's prize): its next claim
+/// (past the per-viewer limit too) if the drop has one left. `None` when
+/// the drop is exhausted. The room's remaining count follows with the
+/// drop's next claim or its end.
+pub async fn grant(
+    conn: &mut sqlx::PgConnection,
+    coupon_drop_id: Uuid,
+    viewer_id: &str,
+) -> Result<Option<CouponClaim>> {
+    let bumped: Option<i32> = sqlx::query_scalar(
+        "update coupon_drop set claimed = claimed + 1 where coupon_drop_id = $1 and claimed < total returning claimed",
+    )
+    .bind(coupon_drop_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if bumped.is_none() {
+        return Ok(None);
+    }
+    let claim = sqlx::query_as(&format!(
+        "insert into coupon_claim (coupon_claim_id, coupon_drop_id, viewer_id, seq)
+         values ($1, $2, $3, (select coalesce(max(seq), 0) + 1 from coupon_claim
+                               where coupon_drop_id = $2 and viewer_id = $3))
+         returning {CLAIM_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(coupon_drop_id)
+    .bind(viewer_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(claim))
+}
+
 /// A viewer's claims on the drops of one session, oldest first.
 pub async fn list_claims_for_viewer(
     c: &Commerce,

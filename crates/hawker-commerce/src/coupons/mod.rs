@@ -25,7 +25,7 @@ pub mod drop;
 pub mod gate;
 pub mod schedule;
 
-pub use claim::{claim, claim_with_flag, list_claims_for_viewer, CouponClaim, CouponClaimPage};
+pub use claim::{claim, claim_with_flag, grant, list_claims_for_viewer, CouponClaim, CouponClaimPage};
 pub use drop::{
     create_drop, get_drop, CouponDrop, NewCouponDrop, MAX_CLAIM_WINDOW_SECS, MAX_PER_VIEWER,
     MAX_SCHEDULE_AHEAD_SECS, MAX_TOTAL,

@@ -13,6 +13,7 @@ pub mod coupons;
 pub mod dev;
 pub mod error;
 pub mod fulfilment;
+pub mod giveaways;
 pub mod health;
 pub mod me;
 pub mod moderation;
@@ -95,6 +96,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::router())
         .merge(coupons::router())
         .merge(auctions::router())
+        .merge(giveaways::router())
         .merge(payments::router())
         .merge(fulfilment::router())
         .merge(agency::router())

@@ -21,7 +21,7 @@
 //! - a route: a line in [`HTTP`], `"METHOD /path"` exactly as in the OpenAPI
 //!   document. A route whose path parameters are the world's
 //!   (`{session_id}`, `{agency_id}`, `{host_id}`, `{deal_id}`, `{order_id}`,
-//!   `{coupon_drop_id}`, `{campaign_id}`, `{link_number}`, `{brand_id}`,
+//!   `{coupon_drop_id}`, `{giveaway_id}`, `{campaign_id}`, `{link_number}`, `{brand_id}`,
 //!   `{product_id}`, `{sku_id}`, `{user}`) and that needs no
 //!   body needs nothing else. Otherwise add an arm to [`request`] that builds
 //!   a request valid in every way but who sends it, with fresh resources
@@ -213,6 +213,13 @@ const HTTP: &[(&str, &str)] = &[
     ("GET /v1/coupon-drops/{coupon_drop_id}",                  "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("POST /v1/coupon-drops/{coupon_drop_id}/claims",          "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("GET /v1/sessions/{session_id}/coupon-claims",            "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    // Giveaways: whoever may host the session runs them; only viewer tokens enter.
+    ("POST /v1/sessions/{session_id}/giveaways",               "401  403  403  ok   ok   403  ok   403  403  403  ok"),
+    ("GET /v1/sessions/{session_id}/giveaways",                "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("GET /v1/giveaways/{giveaway_id}",                        "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("POST /v1/giveaways/{giveaway_id}/entries",               "401  ok   ok   403  403  403  403  403  403  403  403"),
+    ("GET /v1/giveaways/{giveaway_id}/entries",                "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("POST /v1/giveaways/{giveaway_id}/void",                  "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     // Calendar feeds: a host their own, an agency (and admins) the agency's.
     // The feed itself takes its secret URL; a bearer token neither helps nor hurts.
     ("POST /v1/me/calendar-feed",                              "401  403  403  ok   ok   ok   403  403  403  403  403"),
@@ -245,6 +252,7 @@ const SOCKET: &[(&str, &str)] = &[
     ("mod.revoke",        "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     ("deal.buy",          "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("coupon.claim",      "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("giveaway.enter",    "401  ok   ok   403  403  403  403  403  403  403  403"),
 ];
 
 /// What a role gets.
@@ -428,6 +436,8 @@ struct World {
     order_amount: i64,
     /// A coupon drop of the session, dropped.
     coupon_drop: Uuid,
+    /// A giveaway of the session (a coupon of that drop), open for an hour.
+    giveaway: Uuid,
     webhook_secret: String,
     /// Distinct numbers for cells that need their own day or time.
     slot: AtomicI64,
@@ -485,6 +495,7 @@ impl World {
             ("{deal_id}", self.deal.to_string()),
             ("{order_id}", self.order.to_string()),
             ("{coupon_drop_id}", self.coupon_drop.to_string()),
+            ("{giveaway_id}", self.giveaway.to_string()),
             ("{campaign_id}", self.campaign.to_string()),
             ("{link_number}", "1".to_string()),
             ("{brand_id}", self.brand.to_string()),
@@ -601,6 +612,14 @@ impl World {
             .await,
             201,
         );
+        let giveaway = ok(
+            post(
+                format!("/v1/sessions/{session_id}/giveaways"),
+                json!({"coupon_drop_id": id(&drop, "coupon_drop_id"), "winners": 1, "entry_window_secs": 3600}),
+            )
+            .await,
+            201,
+        );
         // The host appoints the moderator in the session's room.
         let mut host_socket = socket::join(app.addr, session_id, &app.host_token(host)).await;
         let granted = host_socket.call("mod.grant", json!({"user": MODERATOR})).await;
@@ -621,6 +640,7 @@ impl World {
             order: Uuid::nil(),
             order_amount: 0,
             coupon_drop: id(&drop, "coupon_drop_id"),
+            giveaway: id(&giveaway, "giveaway_id"),
             webhook_secret,
             slot: AtomicI64::new(0),
             refusals: HTTP
@@ -949,6 +969,22 @@ async fn request(app: &TestApp, w: &World, route: &str, who: Who) -> Request {
         "POST /v1/orders/{order_id}/refunds" => plain.json(json!({"amount_minor": 1, "reason": "matrix"})),
         "POST /v1/sessions/{session_id}/coupon-drops" => plain.json(json!({
             "total": 10, "discount_kind": "percent", "discount_value": 10, "claim_window_secs": 600})),
+        "POST /v1/sessions/{session_id}/giveaways" => plain.json(json!({
+            "coupon_drop_id": w.coupon_drop, "winners": 1, "entry_window_secs": 600})),
+        "POST /v1/giveaways/{giveaway_id}/void" => {
+            // A giveaway of its own, so the world's stays open.
+            let (status, giveaway) = app
+                .send(
+                    Method::POST,
+                    &format!("/v1/sessions/{}/giveaways", w.session),
+                    &app.agency_token(a),
+                    Some(json!({"coupon_drop_id": w.coupon_drop, "winners": 1, "entry_window_secs": 600})),
+                )
+                .await;
+            assert_eq!(status, 201, "{giveaway}");
+            Request::new(method, format!("/v1/giveaways/{}/void", id(&giveaway, "giveaway_id")))
+                .json(json!({"reason": "matrix"}))
+        }
         "POST /v1/payments/webhook" => {
             w.payment_event(&format!("matrix-{}", Uuid::new_v4()), w.order, w.order_amount)
         }
@@ -1215,6 +1251,7 @@ fn command_data(w: &World, kind: &str) -> Value {
             json!({"deal_id": w.deal, "quantity": 1, "idempotency_key": Uuid::new_v4().to_string()})
         }
         "coupon.claim" => json!({"coupon_drop_id": w.coupon_drop}),
+        "giveaway.enter" => json!({"giveaway_id": w.giveaway}),
         other => panic!("no data for `{other}`: add it to `command_data`"),
     }
 }

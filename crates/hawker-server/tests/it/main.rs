@@ -16,6 +16,7 @@ mod coupons;
 mod database;
 mod discovery;
 mod first_run;
+mod giveaways;
 mod health;
 mod http;
 mod hub;
