@@ -624,6 +624,11 @@ export class RoomState {
   }
 
   reset(state) {
+    // Finished auctions and giveaways are not in the snapshot: keep the ones
+    // already known (the pages also reload them over HTTP after a snapshot).
+    const finished = (map, done) => new Map([...(map || new Map())].filter(([, v]) => done.includes(v.status)));
+    this.auctions = finished(this.auctions, ['ended', 'voided']);
+    this.giveaways = finished(this.giveaways, ['drawn', 'voided']);
     this.pinned = state.pinned || null;
     this.announcement = state.announcement || null;
     this.slowMode = state.slow_mode || 0;
@@ -637,12 +642,46 @@ export class RoomState {
       if (extra || !value || typeof value !== 'object') continue;
       if (kind === 'deal') this.deals.set(id, { ...value });
       if (kind === 'coupon') this.coupons.set(id, { ...value });
+      if (kind === 'auction') this.auctions.set(id, { ...value });
+      if (kind === 'giveaway') this.giveaways.set(id, { ...value, count: value.entry_count ?? 0 });
     }
     for (const [key, value] of entries) {
       const [kind, id, extra] = key.split(':');
       if (!value || typeof value.remaining !== 'number') continue;
       if (kind === 'deal' && extra === 'stock' && this.deals.has(id)) this.deals.get(id).remaining = value.remaining;
       if (kind === 'coupon' && extra === 'remaining' && this.coupons.has(id)) this.coupons.get(id).remaining = value.remaining;
+    }
+    for (const [key, value] of entries) {
+      const [kind, id, extra] = key.split(':');
+      const giveaway = kind === 'giveaway' && extra === 'entries' ? this.giveaways.get(id) : null;
+      if (giveaway && typeof value?.count === 'number') giveaway.count = Math.max(giveaway.count || 0, value.count);
+    }
+  }
+
+  /**
+   * Merges auctions read over HTTP (`GET /v1/sessions/{id}/auctions`) with
+   * what the room said: the room's view wins unless HTTP knows a later stage
+   * (an auction that ended while this page was away).
+   */
+  mergeAuctions(items) {
+    for (const a of items) {
+      const known = this.auctions.get(a.auction_id);
+      const http = { ...a, bids: a.bid_seq, version: a.bid_seq, winner_name: a.outcome === 'sold' ? a.leader_name : null };
+      // A running auction: the room is more current (HTTP fills what it lacks, e.g. the reserve).
+      // A finished one: HTTP is final and has more (the host side sees the winner and the order).
+      if (known && a.status === 'running') this.auctions.set(a.auction_id, { ...http, ...known });
+      else this.auctions.set(a.auction_id, { ...known, ...http });
+    }
+  }
+
+  /** As mergeAuctions, for `GET /v1/sessions/{id}/giveaways`. */
+  mergeGiveaways(items) {
+    const rank = { open: 0, closed: 1, drawn: 2, voided: 2 };
+    for (const g of items) {
+      const known = this.giveaways.get(g.giveaway_id);
+      const http = { ...g, count: Math.max(known?.count || 0, g.entry_count || 0) };
+      if (known && (rank[known.status] ?? 0) >= (rank[g.status] ?? 0)) this.giveaways.set(g.giveaway_id, { ...http, ...known, count: http.count });
+      else this.giveaways.set(g.giveaway_id, { ...known, ...http });
     }
   }
 
@@ -710,6 +749,68 @@ export class RoomState {
         if (drop) drop.status = 'ended';
         return 'coupon';
       }
+      case 'auction.started':
+      case 'auction.bid': {
+        const old = this.auctions.get(d.auction_id);
+        // Versioned by the bid count: an older view never replaces a newer one.
+        if (old && (old.status !== 'running' || (old.version ?? -1) > (d.version ?? 0))) return 'auction';
+        this.auctions.set(d.auction_id, { ...old, ...d });
+        return 'auction';
+      }
+      case 'auction.extended': {
+        const a = this.auctions.get(d.auction_id);
+        if (a && a.status === 'running' && (d.version ?? 0) >= (a.version ?? 0)) {
+          a.ends_at = d.ends_at;
+          a.extended = (a.extended || 0) + 1;
+        }
+        return 'auction';
+      }
+      case 'auction.ended': {
+        const a = this.auctions.get(d.auction_id) || { auction_id: d.auction_id };
+        this.auctions.set(d.auction_id, {
+          ...a, ...d, status: 'ended', min_bid_minor: null, bid_seq: d.bids, ended_at: event.ts ?? a.ended_at,
+          leader_name: d.winner_name ?? a.leader_name, from_http: false,
+        });
+        return 'auction';
+      }
+      case 'auction.voided': {
+        const a = this.auctions.get(d.auction_id) || { auction_id: d.auction_id };
+        this.auctions.set(d.auction_id, { ...a, status: 'voided', void_reason: d.reason, min_bid_minor: null, from_http: false });
+        return 'auction';
+      }
+      case 'giveaway.started': {
+        const old = this.giveaways.get(d.giveaway_id);
+        this.giveaways.set(d.giveaway_id, { ...d, ...(old && old.status !== 'open' ? old : {}), count: old?.count || 0 });
+        return 'giveaway';
+      }
+      case 'giveaway.entries': {
+        const g = this.giveaways.get(d.giveaway_id);
+        if (g && typeof d.count === 'number') g.count = Math.max(g.count || 0, d.count);
+        return 'giveaway';
+      }
+      case 'giveaway.closed': {
+        const g = this.giveaways.get(d.giveaway_id) || { giveaway_id: d.giveaway_id };
+        this.giveaways.set(d.giveaway_id, {
+          ...g, ...d, status: g.status === 'drawn' || g.status === 'voided' ? g.status : 'closed',
+          count: d.entry_count,
+        });
+        return 'giveaway';
+      }
+      case 'giveaway.drawn': {
+        const g = this.giveaways.get(d.giveaway_id) || { giveaway_id: d.giveaway_id };
+        // `winners` in the event is the list of winning entry ids; in the view it is how many.
+        const { winners, absent, ...rest } = d;
+        this.giveaways.set(d.giveaway_id, {
+          ...g, ...rest, status: 'drawn', count: d.entry_count, winner_entries: winners, absent_entries: absent,
+          drawn_at: event.ts ?? g.drawn_at,
+        });
+        return 'giveaway';
+      }
+      case 'giveaway.voided': {
+        const g = this.giveaways.get(d.giveaway_id) || { giveaway_id: d.giveaway_id };
+        this.giveaways.set(d.giveaway_id, { ...g, status: 'voided', void_reason: d.reason, seed: d.seed });
+        return 'giveaway';
+      }
       default:
         return null;
     }
@@ -725,6 +826,19 @@ export class RoomState {
 
   couponList() {
     return [...this.coupons.values()].filter((c) => c.status !== 'ended');
+  }
+
+  /** Auctions: running first (soonest end first), then finished, newest first. */
+  auctionList() {
+    return [...this.auctions.values()].sort((a, b) => (a.status === 'running' ? 0 : 1) - (b.status === 'running' ? 0 : 1)
+      || (a.status === 'running' ? String(a.ends_at).localeCompare(String(b.ends_at)) : String(b.auction_id).localeCompare(String(a.auction_id))));
+  }
+
+  /** Giveaways: open and closed first, then drawn or voided, newest first. */
+  giveawayList() {
+    const rank = { open: 0, closed: 1, drawn: 2, voided: 2 };
+    return [...this.giveaways.values()].sort((a, b) => (rank[a.status] ?? 3) - (rank[b.status] ?? 3)
+      || String(b.giveaway_id).localeCompare(String(a.giveaway_id)));
   }
 }
 
@@ -806,4 +920,112 @@ export function when(iso) {
   if (!iso) return '—';
   const d = new Date(iso);
   return `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })}, ${timeOfDay(d)}`;
+}
+
+// ---------- Giveaway draws: recomputed in the browser ----------
+
+/** Hex of bytes. */
+export function toHex(bytes) {
+  return [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** Bytes of a hex string (null when it is not hex of whole bytes). */
+export function fromHex(hex) {
+  if (typeof hex !== 'string' || hex.length % 2 || /[^0-9a-f]/i.test(hex)) return null;
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i += 1) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/** Whether this page can hash with WebCrypto (only in a secure context: https, or localhost). */
+export const canHash = () => !!globalThis.crypto?.subtle;
+
+/** SHA-256 of bytes or of a string's UTF-8, with WebCrypto. */
+export async function sha256(data) {
+  const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+}
+
+/**
+ * The auction pseudonym the server shows for a bidder without a display name
+ * (`bidder-` and 12 hex digits of sha256("<auction_id>:<user>")), so the page
+ * can tell "you lead" from the room's `leader_name`.
+ */
+export async function bidderPseudonym(auctionId, user) {
+  if (!canHash()) return null;
+  return `bidder-${toHex(await sha256(`${auctionId}:${user}`)).slice(0, 12)}`;
+}
+
+/**
+ * The draw of docs/protocol.md ("Giveaway draws"), step by step: the seed's
+ * hash, the frozen list's hash, then candidates
+ * `sha256(seed ‖ list_hash ‖ u32be(i))` read as a big-endian u64 with
+ * rejection sampling, passing over entries already taken, recording absent
+ * ones (must be present to win). Returns the winning and absent entry ids.
+ */
+export async function computeDraw(seedBytes, sortedIds, winners, absentIds = []) {
+  const listHash = await sha256(sortedIds.map((id) => `${id}\n`).join(''));
+  const n = sortedIds.length;
+  const result = { listHash: toHex(listHash), winners: [], absent: [], candidates: 0 };
+  if (!n || !winners) return result;
+  const absent = new Set(absentIds);
+  const N = BigInt(n);
+  const MAX = (1n << 64n) - 1n;
+  const zone = MAX - ((MAX % N) + 1n) % N; // accept x ≤ zone: zone + 1 is a multiple of n
+  const input = new Uint8Array(68);
+  input.set(seedBytes, 0);
+  input.set(listHash, 32);
+  const view = new DataView(input.buffer);
+  const taken = new Set();
+  for (let i = 0; i <= 0xffffffff && result.winners.length < winners && taken.size < n; i += 1) {
+    view.setUint32(64, i, false);
+    const h = await sha256(input);
+    const x = new DataView(h.buffer).getBigUint64(0, false);
+    if (x > zone) continue;
+    const index = Number(x % N);
+    if (taken.has(index)) continue;
+    taken.add(index);
+    result.candidates += 1;
+    const id = sortedIds[index];
+    if (absent.has(id)) result.absent.push(id);
+    else result.winners.push(id);
+  }
+  return result;
+}
+
+/**
+ * Verifies a drawn giveaway against its published entry list
+ * (`GET /v1/giveaways/{id}/entries`): the revealed seed matches the
+ * commitment shown at the start, the list matches the hash and count
+ * announced when entries closed, and the draw recomputed here gives the
+ * published winners (and absentees). `mine` is this viewer's entry id, if any.
+ * Answers `{ ok, checks: [{ label, ok, detail }] }`.
+ */
+export async function verifyGiveaway(giveaway, list, mine) {
+  const checks = [];
+  const add = (label, ok, detail = '') => checks.push({ label, ok: !!ok, detail });
+  if (!canHash()) {
+    add('WebCrypto is available', false, 'SHA-256 in the browser needs a secure context (https, or localhost)');
+    return { ok: false, checks };
+  }
+  const seed = fromHex(giveaway.seed);
+  if (!seed || seed.length !== 32) {
+    add('the seed is 32 bytes', false, String(giveaway.seed));
+    return { ok: false, checks };
+  }
+  const seedHash = toHex(await sha256(seed));
+  add('sha256(seed) is the commitment shown at the start', seedHash === giveaway.seed_hash, seedHash);
+  const ids = [...list.entries];
+  const sorted = [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const unique = new Set(ids).size === ids.length;
+  add('the list is sorted, each entry once', unique && sorted.every((id, i) => id === ids[i]), `${ids.length} entries`);
+  add('the count is the one announced at close', ids.length === giveaway.entry_count && ids.length === list.entry_count,
+    `${ids.length} (announced ${giveaway.entry_count})`);
+  if (mine) add('your entry is in the list', ids.includes(mine), mine);
+  const draw = await computeDraw(seed, sorted, giveaway.winners, giveaway.absent_entries || []);
+  add('the list’s hash is the one announced at close', draw.listHash === giveaway.entries_hash && draw.listHash === list.entries_hash, draw.listHash);
+  const same = (a, b) => JSON.stringify(a || []) === JSON.stringify(b || []);
+  add('the recomputed winners are the published ones', same(draw.winners, giveaway.winner_entries), draw.winners.join(', ') || 'none');
+  add('the recomputed absentees are the published ones', same(draw.absent, giveaway.absent_entries), draw.absent.join(', ') || 'none');
+  return { ok: checks.every((c) => c.ok), checks, draw };
 }

@@ -1,9 +1,11 @@
-// The host console: go live, pin, launch deals, drop coupons, moderate, end;
-// live figures from the room and from GET /v1/sessions/{id}/figures.
+// The host console: go live, pin, launch deals, drop coupons, run auctions
+// and giveaways, moderate, end; live figures from the room and from
+// GET /v1/sessions/{id}/figures.
 import {
   fatal, attempt,
   $, h, fill, morphChildren, countdown, api, apiAll, money, shortId, toast, timeOfDay,
   obtainToken, askForToken, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
+  verifyGiveaway,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -53,7 +55,7 @@ async function main() {
     return;
   }
   renderSession();
-  await Promise.all([loadLineup(), loadCatalog(), loadDeals(), loadShifts(), loadFigures()]);
+  await Promise.all([loadLineup(), loadCatalog(), loadDeals(), loadShifts(), loadFigures(), loadFormats()]);
   if (session.status === 'ended' || session.status === 'cancelled') {
     $('#conn').textContent = 'ended';
     return;
@@ -64,6 +66,7 @@ async function main() {
       state.reset(snapshot);
       if (!you?.can_host) fatal('This identity may not host this session: pins and moderation will be refused.');
       renderRoom();
+      loadFormats();
     },
     onResumed: () => {
       stats.resumed += 1;
@@ -80,6 +83,7 @@ async function main() {
   startCountdowns(() => room.now());
   setInterval(loadFigures, 2000);
   setInterval(renderDeals, 1000);
+  setInterval(refreshWinnerOrders, 5000);
   window.hawker = { room, state, stats };
 }
 
@@ -208,8 +212,13 @@ function onEvent(event) {
     default:
       break;
   }
+  if (changed === 'auction') onAuctionEvent(event);
+  if (changed === 'giveaway') onGiveawayEvent(event);
   if (changed === 'deal') renderDeals();
-  if (changed === 'coupon') renderDrops();
+  if (changed === 'coupon') {
+    renderDrops();
+    renderPrizes();
+  }
   if (changed === 'pinned') renderLineup();
   if (changed === 'viewers' || changed === 'likes' || changed === 'deal') renderFigures();
   if (changed === 'slow_mode') $('#slow-mode').value = String(state.slowMode);
@@ -251,6 +260,8 @@ function renderRoom() {
   renderDeals();
   renderDrops();
   renderFigures();
+  renderAuctions();
+  renderGiveaways();
   $('#slow-mode').value = String(state.slowMode);
 }
 
@@ -277,6 +288,8 @@ function renderLineup() {
   if (chosen && lineup.some((i) => String(i.link_number) === chosen)) dealItem.value = chosen;
   else if (pinnedLink) dealItem.value = String(pinnedLink);
   suggestDeal();
+  renderAuctionItems(pinnedLink);
+  renderPrizes();
   const scope = $('#coupon-form [name=scope]');
   const scopeValue = scope.value;
   fill(scope,
@@ -571,6 +584,453 @@ document.addEventListener('click', async (e) => {
       break;
     case 'handoff':
       if (await attempt('The handoff failed', () => api(`/v1/shifts/${id}/start`, { method: 'POST', token }))) loadShifts();
+      break;
+    default:
+      break;
+  }
+});
+
+// ---------- auctions and giveaways ----------
+
+const bidLogs = new Map(); // auction_id -> { bids: [...], seq, loading }
+const winnerOrders = new Map(); // order_id -> order (the winners' orders, host side)
+const secondChances = new Map(); // auction_id -> the offer made from this page
+const verifications = new Map(); // giveaway_id -> { ok, checks } | 'running'
+const OUTCOME = { sold: 'sold', no_bids: 'no sale · no bids', reserve_not_met: 'no sale · reserve not met' };
+
+/** The session's auctions and giveaways over HTTP (finished ones are not in the room's snapshot). */
+async function loadFormats() {
+  const [auctions, giveaways] = await Promise.all([
+    apiAll(`/v1/sessions/${sessionId}/auctions`, { token }).catch(() => null),
+    apiAll(`/v1/sessions/${sessionId}/giveaways`, { token }).catch(() => null),
+  ]);
+  if (auctions) state.mergeAuctions(auctions);
+  if (giveaways) state.mergeGiveaways(giveaways);
+  for (const a of state.auctions.values()) if (!bidLogs.has(a.auction_id) && (a.bids || a.bid_seq)) loadBidLog(a.auction_id);
+  refreshWinnerOrders();
+  renderAuctions();
+  renderGiveaways();
+}
+
+function onAuctionEvent(event) {
+  const d = event.data || {};
+  const a = state.auctions.get(d.auction_id);
+  const item = lineup.find((i) => i.lineup_item_id === a?.lineup_item_id);
+  const what = item ? `#${item.link_number}` : 'the auction';
+  switch (event.type) {
+    case 'auction.started':
+      feed(`⚒ auction on ${what} opens at ${money(d.start_price_minor, d.currency)}`);
+      break;
+    case 'auction.bid':
+      loadBidLog(d.auction_id);
+      break;
+    case 'auction.extended':
+      feed(`⚒ ${what} extended to ${timeOfDay(d.ends_at)}`, true);
+      break;
+    case 'auction.ended':
+      feed(d.outcome === 'sold'
+        ? `⚒ ${what} sold to ${d.winner_name} for ${money(d.hammer_minor, d.currency)}`
+        : `⚒ ${what} ended without a sale (${OUTCOME[d.outcome] || d.outcome})`, true);
+      loadBidLog(d.auction_id);
+      // The winner and their order are for the host side: read them over HTTP.
+      api(`/v1/auctions/${d.auction_id}`, { token }).then((full) => {
+        state.mergeAuctions([full]);
+        refreshWinnerOrders();
+        renderAuctions();
+      }).catch(() => {});
+      break;
+    case 'auction.voided':
+      feed(`⚒ ${what} voided: ${d.reason}`);
+      break;
+    default:
+      break;
+  }
+  renderAuctions();
+}
+
+function onGiveawayEvent(event) {
+  const d = event.data || {};
+  switch (event.type) {
+    case 'giveaway.started':
+      feed(`✦ giveaway open until ${timeOfDay(d.closes_at)} (${d.winners} winner${d.winners === 1 ? '' : 's'})`);
+      break;
+    case 'giveaway.closed':
+      feed(`✦ entries closed: ${d.entry_count}`);
+      break;
+    case 'giveaway.drawn':
+      feed(`✦ drawn: ${(d.winners || []).length} winner(s) from ${d.entry_count} entries${(d.absent || []).length ? `, ${d.absent.length} absent redrawn` : ''}`, true);
+      break;
+    case 'giveaway.voided':
+      feed(`✦ giveaway voided: ${d.reason}`);
+      break;
+    default:
+      break;
+  }
+  renderGiveaways();
+}
+
+/** New bids of an auction's public log, after the last one we have (one request at a time). */
+async function loadBidLog(auctionId) {
+  const log = bidLogs.get(auctionId) || { bids: [], seq: 0, loading: false, again: false };
+  bidLogs.set(auctionId, log);
+  if (log.loading) {
+    log.again = true;
+    return;
+  }
+  log.loading = true;
+  try {
+    const page = await api(`/v1/auctions/${auctionId}/bids?after=${log.seq}&limit=200`, { token });
+    for (const bid of page.bids) if (bid.seq > log.seq) log.bids.push(bid);
+    log.seq = log.bids.length ? log.bids[log.bids.length - 1].seq : log.seq;
+    if (log.bids.length > 200) log.bids.splice(0, log.bids.length - 200);
+    // Once over, the log shows each bid's maximum: reread it whole.
+    if (page.status !== 'running' && !log.final) {
+      log.final = true;
+      const whole = await api(`/v1/auctions/${auctionId}/bids?limit=1000`, { token });
+      log.bids = whole.bids.slice(-200);
+    }
+  } catch {
+    /* the next bid event tries again */
+  } finally {
+    log.loading = false;
+  }
+  renderAuctions();
+  if (log.again) {
+    log.again = false;
+    loadBidLog(auctionId);
+  }
+}
+
+/** The winners' orders: whether each is paid, waiting, or lapsed (a second chance may follow). */
+async function refreshWinnerOrders() {
+  const ids = [...state.auctions.values()].map((a) => a.order_id).filter(Boolean);
+  let changed = false;
+  for (const id of ids) {
+    const known = winnerOrders.get(id);
+    if (known && known.status !== 'pending_payment') continue;
+    const order = await api(`/v1/orders/${id}`, { token }).catch(() => null);
+    if (order && order.status !== known?.status) {
+      winnerOrders.set(id, order);
+      changed = true;
+    }
+  }
+  if (changed) renderAuctions();
+}
+
+function itemLabel(lineupItemId) {
+  const item = lineup.find((i) => i.lineup_item_id === lineupItemId);
+  return item ? `#${item.link_number} ${item.product_name}` : 'item';
+}
+
+// The increment table: one line per step, the last one open-ended.
+const DEFAULT_INCREMENTS = [[1, 20], [2, 50], [5, null]];
+function renderIncrementLines(lines) {
+  const box = $('#increment-lines');
+  fill(box, lines.map(([step, below], i) => {
+    const last = i === lines.length - 1;
+    return h('div', { class: 'row nowrap increment', dataset: { testid: 'increment-line' } },
+      h('label', { class: 'row nowrap' }, h('small', { text: '+' }),
+        h('input', { name: 'step', type: 'number', step: '0.01', min: '0.01', required: true, value: step.toFixed(2), class: 'money-input', 'aria-label': `step ${i + 1}` })),
+      last
+        ? h('small', { class: 'muted', text: i ? 'above that' : 'at any price' })
+        : h('label', { class: 'row nowrap' }, h('small', { text: 'below $' }),
+          h('input', { name: 'below', type: 'number', step: '0.01', min: '0.01', required: true, value: below.toFixed(2), class: 'money-input', 'aria-label': `below, line ${i + 1}` })));
+  }));
+}
+
+function readIncrementLines() {
+  const rows = [...document.querySelectorAll('#increment-lines .increment')];
+  return rows.map((row, i) => {
+    const step = Number(row.querySelector('[name=step]').value);
+    const below = row.querySelector('[name=below]');
+    return [step, i === rows.length - 1 || !below ? null : Number(below.value)];
+  });
+}
+
+function renderAuctionItems(pinnedLink) {
+  const select = $('#auction-form [name=link]');
+  const chosen = select.value;
+  fill(select, lineup.map((i) => h('option', { value: String(i.link_number), text: `#${i.link_number} ${i.product_name} — ${money(i.price_minor, i.currency)}` })));
+  if (chosen && lineup.some((i) => String(i.link_number) === chosen)) select.value = chosen;
+  else if (pinnedLink) select.value = String(pinnedLink);
+  suggestAuction();
+}
+
+let auctionSuggestedFor = null;
+function suggestAuction() {
+  const form = $('#auction-form');
+  const item = lineup.find((i) => String(i.link_number) === form.link.value);
+  if (!item || auctionSuggestedFor === item.lineup_item_id) return;
+  auctionSuggestedFor = item.lineup_item_id;
+  // Half the list price to open; the reserve defaults to the campaign's floor.
+  form.start.value = (Math.max(1, Math.round(item.price_minor * 0.5)) / 100).toFixed(2);
+}
+
+function renderPrizes() {
+  const select = $('#giveaway-form [name=prize]');
+  const chosen = select.value;
+  fill(select,
+    lineup.map((i) => h('option', { value: `item:${i.lineup_item_id}`, text: `#${i.link_number} ${i.product_name} (free, one per winner)` })),
+    state.couponList().filter((c) => c.status !== 'scheduled').map((c) => h('option', { value: `coupon:${c.coupon_drop_id}`, text: `coupon: ${discountText(c)} (${c.remaining ?? c.total} left)` })));
+  if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
+}
+
+function auctionHeadline(a) {
+  if (a.status === 'voided') return h('span', { class: 'badge bad', text: 'voided' });
+  if (a.status === 'ended') return h('span', { class: `badge ${a.outcome === 'sold' ? 'ok' : ''}`, text: OUTCOME[a.outcome] || 'ended' });
+  return h('span', { class: 'badge live', text: 'running' });
+}
+
+function renderAuctions() {
+  const box = $('#auctions');
+  const list = state.auctionList().slice(0, 10);
+  const now = room ? room.now() : Date.now();
+  if (!list.length) {
+    morphChildren(box, [h('li', { class: 'empty', text: 'No auctions yet.' })]);
+    return;
+  }
+  morphChildren(box, list.map((a) => {
+    const running = a.status === 'running';
+    const log = bidLogs.get(a.auction_id);
+    const order = a.order_id ? winnerOrders.get(a.order_id) : null;
+    const lapsed = order && ['cancelled', 'expired'].includes(order.status);
+    const offer = secondChances.get(a.auction_id);
+    const rules = a.mode === 'sudden_death' ? 'sudden death' : `anti-snipe ${a.snipe_window_secs} s${a.extended ? ` · extended ×${a.extended}` : ''}`;
+    let outcome = null;
+    if (a.status === 'ended' && a.outcome === 'sold') {
+      outcome = h('div', { class: 'notice ok', dataset: { testid: 'host-auction-outcome' } },
+        `Sold to ${a.winner_name || a.leader_name}${a.winner_id ? ` (${a.winner_id})` : ''} for `,
+        h('b', { text: money(a.hammer_minor ?? a.price_minor, a.currency) }),
+        order ? ` · their order is ${order.status.replace(/_/g, ' ')}` : '');
+    } else if (a.status === 'ended') {
+      outcome = h('div', { class: 'notice warn', dataset: { testid: 'host-auction-outcome' },
+        text: a.outcome === 'reserve_not_met'
+          ? `No sale: the price ${money(a.price_minor, a.currency)} stayed under the reserve${a.reserve_minor ? ` of ${money(a.reserve_minor, a.currency)}` : ''}.`
+          : 'No sale: nobody bid.' });
+    } else if (a.status === 'voided') {
+      outcome = h('div', { class: 'notice bad', dataset: { testid: 'host-auction-outcome' }, text: `Voided: ${a.void_reason || ''}` });
+    }
+    const reserve = a.reserve_minor
+      ? `reserve ${money(a.reserve_minor, a.currency)}${a.reserve_is_floor ? ' (floor)' : ''}${running ? (a.reserve_met ? ' · met' : ' · not met') : ''}`
+      : running && a.reserve_met === false ? 'reserve not met' : '';
+    return h('li', { class: `card tight auction ${running ? 'live' : 'ended'}`, dataset: { key: a.auction_id, testid: 'host-auction', status: a.status, auctionId: a.auction_id, outcome: a.outcome || '' } },
+      h('div', { class: 'row between' }, h('b', { text: `⚒ ${itemLabel(a.lineup_item_id)}` }), auctionHeadline(a)),
+      h('div', { class: 'row between' },
+        h('span', { class: 'price num', dataset: { testid: 'host-auction-price', price: String(a.price_minor ?? '') },
+          text: a.price_minor ? money(a.price_minor, a.currency) : `opens at ${money(a.start_price_minor, a.currency)}` }),
+        running
+          ? countdown('span', 'countdown', a.ends_at, 'ends in ', 'ending…', now)
+          : h('small', { class: 'muted', text: a.ended_at ? `ended ${timeOfDay(a.ended_at)}` : '' })),
+      h('small', { class: 'muted', dataset: { testid: 'host-auction-leader' } },
+        a.leader_name ? `leader ${a.leader_name} · ` : 'no bids yet · ',
+        `${a.bids ?? a.bid_seq ?? 0} bids · ${rules}${reserve ? ` · ${reserve}` : ''}${running && a.min_bid_minor ? ` · next bid ${money(a.min_bid_minor, a.currency)}` : ''}`),
+      log?.bids.length ? h('ol', { class: 'plain bids', 'aria-label': 'bids', dataset: { testid: 'host-bid-feed' } },
+        log.bids.slice(-8).reverse().map((b) => h('li', { dataset: { key: String(b.seq) } },
+          h('small', { class: 'muted num', text: `#${b.seq} ${timeOfDay(b.accepted_at)} ` }),
+          h('b', { text: b.bidder }), ` ${money(b.amount_minor, a.currency)}`,
+          b.max_minor ? h('small', { class: 'muted', text: ` (max ${money(b.max_minor, a.currency)})` }) : null,
+          b.leader_after !== b.bidder || b.price_after !== b.amount_minor
+            ? h('small', { class: 'muted', text: ` → ${b.leader_after === b.bidder ? 'leads' : `${b.leader_after} leads`} at ${money(b.price_after, a.currency)}` }) : null,
+          b.extended_to ? h('span', { class: 'badge warn', text: `+ to ${timeOfDay(b.extended_to)}` }) : null))) : null,
+      outcome,
+      lapsed && !offer ? h('div', { class: 'row' },
+        h('small', { class: 'muted', text: 'The winner did not pay.' }),
+        h('button', { class: 'small dark', type: 'button', text: 'Second-chance offer to the runner-up', dataset: { action: 'second-chance', id: a.auction_id, testid: 'second-chance' } })) : null,
+      offer ? h('div', { class: 'notice info', dataset: { testid: 'second-chance-made' },
+        text: `Second chance offered to ${offer.bidder_id} at ${money(offer.amount_minor, a.currency)} (order #${shortId(offer.order_id)}).` }) : null,
+      running ? h('form', { class: 'row nowrap', dataset: { action: 'void-auction', id: a.auction_id, key: 'void' } },
+        h('input', { name: 'reason', class: 'grow', maxlength: '500', required: true, placeholder: 'Reason to void (shown to the room)', 'aria-label': 'reason to void the auction', dataset: { testid: 'void-reason' } }),
+        h('button', { class: 'small danger', type: 'submit', text: 'Void', dataset: { testid: 'void-auction' } })) : null);
+  }));
+}
+
+function prizeText(g) {
+  if (g.prize_kind === 'coupon') {
+    const drop = state.coupons.get(g.coupon_drop_id);
+    return drop ? `coupon: ${discountText(drop)}` : 'a coupon';
+  }
+  return itemLabel(g.lineup_item_id);
+}
+
+const GIVEAWAY_BADGE = { open: ['live', 'open'], closed: ['warn', 'drawing…'], drawn: ['ok', 'drawn'], voided: ['bad', 'voided'] };
+
+function renderGiveaways() {
+  const box = $('#giveaways');
+  const list = state.giveawayList().slice(0, 10);
+  const now = room ? room.now() : Date.now();
+  if (!list.length) {
+    morphChildren(box, [h('li', { class: 'empty', text: 'No giveaways yet.' })]);
+    return;
+  }
+  morphChildren(box, list.map((g) => {
+    const [kind, label] = GIVEAWAY_BADGE[g.status] || ['', g.status];
+    const verified = verifications.get(g.giveaway_id);
+    const rules = [`${g.winners} winner${g.winners === 1 ? '' : 's'}`, g.eligibility === 'buyers' ? 'buyers only' : 'anyone in the room', g.must_be_present ? 'must be present' : null].filter(Boolean).join(' · ');
+    return h('li', { class: `card tight giveaway ${g.status}`, dataset: { key: g.giveaway_id, testid: 'host-giveaway', status: g.status, giveawayId: g.giveaway_id } },
+      h('div', { class: 'row between' }, h('b', { text: `✦ ${prizeText(g)}` }), h('span', { class: `badge ${kind}`, text: label })),
+      h('div', { class: 'row between' },
+        h('span', { class: 'num', dataset: { testid: 'host-giveaway-count', count: String(g.count ?? g.entry_count ?? 0) } },
+          h('b', { text: String(g.count ?? g.entry_count ?? 0) }), ' entries'),
+        g.status === 'open' ? countdown('span', 'countdown', g.closes_at, 'closes in ', 'closing…', now) : null),
+      h('small', { class: 'muted' }, rules),
+      h('dl', { class: 'proof' },
+        h('dt', { text: 'Seed hash (commitment)' }), h('dd', {}, h('code', { text: g.seed_hash || '—' })),
+        g.entries_hash ? [h('dt', { text: `Entry list hash (${g.entry_count} entries)` }), h('dd', {}, h('code', { text: g.entries_hash }))] : null,
+        g.seed ? [h('dt', { text: 'Seed (revealed)' }), h('dd', {}, h('code', { text: g.seed }))] : null,
+        g.winner_entries ? [h('dt', { text: 'Winning entries' }), h('dd', { dataset: { testid: 'host-giveaway-winners' } },
+          g.winner_entries.length ? g.winner_entries.map((id) => h('code', { class: 'entry', text: id })) : 'none (no entries)')] : null,
+        g.absent_entries?.length ? [h('dt', { text: 'Drawn but absent (redrawn)' }), h('dd', {}, g.absent_entries.map((id) => h('code', { class: 'entry', text: id })))] : null,
+        g.algorithm ? [h('dt', { text: 'Algorithm' }), h('dd', {}, h('small', { text: g.algorithm }))] : null),
+      g.status === 'voided' ? h('div', { class: 'notice bad', text: `Voided: ${g.void_reason || ''}` }) : null,
+      g.status === 'drawn' ? h('div', { class: 'row' },
+        h('button', { class: 'small', type: 'button', text: verified === 'running' ? 'Verifying…' : 'Verify the draw', disabled: verified === 'running', dataset: { action: 'verify-giveaway', id: g.giveaway_id } }),
+        verified && verified !== 'running' ? verifyBadge(verified) : null) : null,
+      verified && verified !== 'running' ? verifyList(verified) : null,
+      g.status === 'open' || g.status === 'closed' ? h('form', { class: 'row nowrap', dataset: { action: 'void-giveaway', id: g.giveaway_id, key: 'void' } },
+        h('input', { name: 'reason', class: 'grow', maxlength: '500', required: true, placeholder: 'Reason to void (shown to the room)', 'aria-label': 'reason to void the giveaway' }),
+        h('button', { class: 'small danger', type: 'submit', text: 'Void' })) : null);
+  }));
+}
+
+function verifyBadge(v) {
+  return h('span', { class: `badge ${v.ok ? 'ok' : 'bad'}`, dataset: { testid: 'verify-result', verified: v.ok ? 'match' : 'mismatch' },
+    text: v.ok ? '✓ the draw matches' : '✗ the draw does not match' });
+}
+
+function verifyList(v) {
+  return h('ul', { class: 'plain checks' }, v.checks.map((c) => h('li', { class: c.ok ? 'ok' : 'bad' },
+    `${c.ok ? '✓' : '✗'} ${c.label}`, c.detail ? h('small', { class: 'muted', text: ` ${c.detail}` }) : null)));
+}
+
+async function verify(giveawayId) {
+  verifications.set(giveawayId, 'running');
+  renderGiveaways();
+  try {
+    const [giveaway, list] = await Promise.all([
+      api(`/v1/giveaways/${giveawayId}`, { token }),
+      api(`/v1/giveaways/${giveawayId}/entries`, { token }),
+    ]);
+    // The commitment as the room announced it at the start, when this page saw it.
+    const known = state.giveaways.get(giveawayId);
+    const merged = { ...giveaway, seed_hash: known?.seed_hash || giveaway.seed_hash };
+    verifications.set(giveawayId, await verifyGiveaway(merged, list, null));
+  } catch (e) {
+    verifications.set(giveawayId, { ok: false, checks: [{ label: 'the published draw could be read', ok: false, detail: e.message }] });
+  }
+  renderGiveaways();
+}
+
+renderIncrementLines(DEFAULT_INCREMENTS);
+
+$('#auction-form').addEventListener('change', (e) => {
+  if (e.target.name === 'link') suggestAuction();
+  if (e.target.name === 'mode') $('#snipe-field').classList.toggle('hidden', e.target.value !== 'anti_snipe');
+});
+
+$('#auction-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const f = e.currentTarget;
+  const cents = (v) => Math.round(Number(v) * 100);
+  const lines = readIncrementLines();
+  const body = {
+    link_number: Number(f.link.value),
+    start_price_minor: cents(f.start.value),
+    increments: lines.map(([step, below]) => (below === null ? { step_minor: cents(step) } : { below_minor: cents(below), step_minor: cents(step) })),
+    duration_secs: Number(f.duration.value),
+    mode: f.mode.value,
+  };
+  if (body.mode === 'anti_snipe') body.snipe_window_secs = Number(f.window.value);
+  if (f.reserve.value) body.reserve_minor = cents(f.reserve.value);
+  const auction = await attempt('The auction was refused', () => api(`/v1/sessions/${sessionId}/auctions`, { method: 'POST', token, body }));
+  if (auction) {
+    toast(`Auction on #${body.link_number} started`, 'ok', 2500);
+    state.mergeAuctions([auction]);
+    renderAuctions();
+    loadLineup();
+  }
+});
+
+$('#giveaway-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const f = e.currentTarget;
+  const [kind, id] = f.prize.value.split(':');
+  const body = {
+    winners: Number(f.winners.value),
+    entry_window_secs: Number(f.window.value),
+    eligibility: f.eligibility.value,
+    must_be_present: f.present.checked,
+  };
+  if (kind === 'item') body.lineup_item_id = id;
+  else if (kind === 'coupon') body.coupon_drop_id = id;
+  else {
+    toast('Choose a prize: add a product to the lineup or drop coupons first.', 'warn');
+    return;
+  }
+  const giveaway = await attempt('The giveaway was refused', () => api(`/v1/sessions/${sessionId}/giveaways`, { method: 'POST', token, body }));
+  if (giveaway) {
+    toast('Giveaway started', 'ok', 2500);
+    state.mergeGiveaways([giveaway]);
+    renderGiveaways();
+    if (kind === 'item') loadLineup();
+  }
+});
+
+// Void forms live inside re-rendered cards: handled here, by delegation.
+document.addEventListener('submit', async (e) => {
+  const form = e.target.closest('form[data-action]');
+  if (!form) return;
+  e.preventDefault();
+  const reason = form.reason.value.trim();
+  if (!reason) return;
+  const { action, id } = form.dataset;
+  if (action === 'void-auction') {
+    const a = await attempt('Voiding failed', () => api(`/v1/auctions/${id}/void`, { method: 'POST', token, body: { reason } }));
+    if (a) {
+      state.mergeAuctions([a]);
+      renderAuctions();
+    }
+  } else if (action === 'void-giveaway') {
+    const g = await attempt('Voiding failed', () => api(`/v1/giveaways/${id}/void`, { method: 'POST', token, body: { reason } }));
+    if (g) {
+      state.mergeGiveaways([g]);
+      renderGiveaways();
+    }
+  }
+});
+
+document.addEventListener('click', async (e) => {
+  const target = e.target.closest('[data-action]');
+  if (!target || target.disabled) return;
+  const id = target.dataset.id;
+  switch (target.dataset.action) {
+    case 'add-increment': {
+      const lines = readIncrementLines();
+      const [lastStep] = lines[lines.length - 1];
+      const limit = lines.length > 1 ? lines[lines.length - 2][1] * 2 : 20;
+      lines.splice(lines.length - 1, 0, [lastStep, limit]);
+      lines[lines.length - 1][0] = lastStep * 2;
+      if (lines.length <= 20) renderIncrementLines(lines);
+      break;
+    }
+    case 'remove-increment': {
+      const lines = readIncrementLines();
+      if (lines.length > 1) {
+        lines.splice(lines.length - 2, 1);
+        renderIncrementLines(lines);
+      }
+      break;
+    }
+    case 'second-chance': {
+      const offer = await attempt('The second-chance offer was refused', () => api(`/v1/auctions/${id}/second-chance`, { method: 'POST', token }));
+      if (offer) {
+        secondChances.set(id, offer);
+        feed(`⚒ second chance: ${offer.bidder_id} offered the item at ${money(offer.amount_minor, state.auctions.get(id)?.currency)}`);
+        renderAuctions();
+      }
+      break;
+    }
+    case 'verify-giveaway':
+      verify(id);
       break;
     default:
       break;

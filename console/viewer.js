@@ -1,9 +1,10 @@
-// The viewer page: watch a session's room, chat, like, claim coupons and buy.
+// The viewer page: watch a session's room, chat, like, claim coupons, buy,
+// bid in auctions (with a maximum) and enter giveaways, and check a draw.
 import {
   fatal, viewerSignIn,
   $, h, fill, morphChildren, countdown, api, apiAll, money, clock, shortId, uuid, toast, timeOfDay,
   initials, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
-  viewerHref,
+  viewerHref, decodeClaims, bidderPseudonym, verifyGiveaway,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -61,7 +62,7 @@ async function main() {
     return;
   }
   renderSession();
-  await Promise.all([loadLineup(), loadClaims(), loadOrders()]);
+  await Promise.all([loadLineup(), loadClaims(), loadOrders(), loadFormats()]);
   renderAll();
   if (session.status === 'ended' || session.status === 'cancelled') {
     fatal(`This session has ${session.status}.`);
@@ -137,6 +138,7 @@ function upsertOrder(order) {
   if (i >= 0) orders[i] = order;
   else orders.unshift(order);
   renderOrders();
+  renderAuctions();
 }
 
 async function refreshPendingOrders() {
@@ -171,6 +173,7 @@ function onSnapshot(snapshot, kind) {
   if (kind === 'reset') addSystem('Reconnected: caught up from a fresh snapshot.');
   ensureLineup();
   renderAll();
+  if (stats.welcome + stats.reset > 1) loadFormats();
 }
 
 function onEvent(event) {
@@ -214,9 +217,17 @@ function onEvent(event) {
     case 'coupon.dropped':
       toast('✂ Coupons dropped — claim yours!', 'ok', 2500);
       break;
+    case 'auction.started':
+      toast('⚒ An auction just started — place your bid!', 'info', 2500);
+      break;
+    case 'giveaway.started':
+      toast('✦ A giveaway just started — enter now!', 'ok', 2500);
+      break;
     default:
       break;
   }
+  if (changed === 'auction') onAuctionEvent(event);
+  if (changed === 'giveaway') renderGiveaways();
   if (changed === 'deal' || changed === 'pinned') ensureLineup();
   if (changed === 'deal') renderDeals();
   if (changed === 'coupon') renderCoupons();
@@ -242,6 +253,34 @@ function onNotice(notice) {
         : `Your order expired unpaid (${d.quantity} × returned to stock).`;
       toast(text, 'warn');
       refreshOrder(d.order_id);
+      break;
+    case 'auction.outbid':
+      outbid.set(d.auction_id, d);
+      text = `You have been outbid: the price is now ${money(d.price_minor, currencyOf(d.auction_id))}.`;
+      toast(`⚒ ${text}`, 'warn');
+      renderAuctions();
+      break;
+    case 'auction.won':
+    case 'auction.second_chance': {
+      const second = notice.kind === 'auction.second_chance';
+      const price = second ? d.amount_minor : d.hammer_minor;
+      wins.set(d.auction_id, { order_id: d.order_id, price_minor: price, currency: d.currency, second });
+      text = second
+        ? `Second chance: the item is yours at your last bid, ${money(price, d.currency)}. Pay to get it.`
+        : `You won the auction for ${money(price, d.currency)}! Pay to get it.`;
+      toast(`★ ${text}`, 'ok', 7000);
+      refreshOrder(d.order_id);
+      renderAuctions();
+      break;
+    }
+    case 'giveaway.won':
+      giveawayWins.set(d.giveaway_id, d);
+      if (d.entry_id) rememberEntry(d.giveaway_id, d.entry_id);
+      text = d.coupon_claim_id ? 'You won the giveaway: a coupon is yours!' : 'You won the giveaway: the prize is on its way (free order).';
+      toast(`★ ${text}`, 'ok', 7000);
+      if (d.order_id) refreshOrder(d.order_id);
+      if (d.coupon_claim_id) loadClaims().then(renderCoupons);
+      renderGiveaways();
       break;
     default:
       text = notice.kind;
@@ -296,6 +335,8 @@ function renderAll() {
   renderStage();
   renderCounters();
   renderPinned();
+  renderAuctions();
+  renderGiveaways();
   renderDeals();
   renderCoupons();
   renderOrders();
@@ -512,7 +553,9 @@ function renderOrders() {
     const pending = order.status === 'pending_payment';
     return h('li', { class: 'card tight', dataset: { key: order.order_id, testid: 'order', orderId: order.order_id, status: order.status } },
       h('div', { class: 'row between' },
-        h('b', { text: `${order.quantity} × ${product?.product_name || 'item'}` }),
+        h('b', {}, `${order.quantity} × ${product?.product_name || 'item'}`,
+          order.source === 'auction' ? h('small', { class: 'muted', text: ' · won at auction' }) : null,
+          order.source === 'giveaway' ? h('small', { class: 'muted', text: ' · giveaway prize' }) : null),
         statusBadge(order)),
       h('div', { class: 'row between' },
         h('small', { class: 'num' },
@@ -618,6 +661,382 @@ async function pay(order) {
   }
 }
 
+// ---------- auctions and giveaways ----------
+
+const myNames = new Map(); // auction_id -> how the room names this viewer as a bidder
+const myMax = new Map(); // auction_id -> this viewer's maximum bid (from the answers)
+const outbid = new Map(); // auction_id -> the last outbid notice
+const wins = new Map(); // auction_id -> { order_id, price_minor, currency, second }
+const bidBusy = new Set();
+const bidResults = new Map(); // auction_id -> { kind, text }
+const entries = new Map(); // giveaway_id -> this viewer's entry id
+const giveawayWins = new Map(); // giveaway_id -> the giveaway.won notice
+const enterResults = new Map(); // giveaway_id -> { kind, text }
+const verifications = new Map(); // giveaway_id -> { ok, checks } | 'running'
+
+const BID_ERRORS = {
+  auction_ended: 'The auction has ended.',
+  already_leading: 'You already lead: raise your maximum instead.',
+  forbidden: 'You cannot bid in this auction.',
+  not_found: 'This auction no longer exists.',
+};
+const ENTER_ERRORS = {
+  giveaway_closed: 'Entries are closed.',
+  not_eligible: 'Only viewers who bought in this session may enter.',
+  forbidden: 'You cannot enter this giveaway.',
+};
+
+const entryKey = (giveawayId) => `hawker.entry.${me}.${giveawayId}`;
+function rememberEntry(giveawayId, entryId) {
+  entries.set(giveawayId, entryId);
+  try {
+    localStorage.setItem(entryKey(giveawayId), entryId);
+  } catch {
+    /* private mode: kept for this page */
+  }
+}
+function entryOf(giveawayId) {
+  if (!entries.has(giveawayId)) {
+    const saved = localStorage.getItem(entryKey(giveawayId));
+    if (saved) entries.set(giveawayId, saved);
+  }
+  return entries.get(giveawayId) || null;
+}
+
+function currencyOf(auctionId) {
+  return state.auctions.get(auctionId)?.currency || 'USD';
+}
+
+function itemById(lineupItemId) {
+  return [...lineup.values()].find((i) => i.lineup_item_id === lineupItemId) || null;
+}
+
+/** Auctions and giveaways over HTTP: the finished ones are not in the room's snapshot. */
+async function loadFormats() {
+  const [auctions, giveaways] = await Promise.all([
+    apiAll(`/v1/sessions/${sessionId}/auctions`, { token }).catch(() => null),
+    apiAll(`/v1/sessions/${sessionId}/giveaways`, { token }).catch(() => null),
+  ]);
+  if (auctions) state.mergeAuctions(auctions);
+  if (giveaways) state.mergeGiveaways(giveaways);
+  for (const a of state.auctions.values()) {
+    // The winner sees their order on the auction.
+    if (a.winner_id === me && a.order_id && !wins.has(a.auction_id)) {
+      wins.set(a.auction_id, { order_id: a.order_id, price_minor: a.hammer_minor, currency: a.currency });
+    }
+  }
+  ensureItems();
+  renderAuctions();
+  renderGiveaways();
+}
+
+let itemsLoading = null;
+const itemsAsked = new Set();
+/** Loads the lineup again when an auction or giveaway names an item this page has not seen. */
+function ensureItems() {
+  const missing = [...state.auctions.values(), ...state.giveaways.values()]
+    .map((x) => x.lineup_item_id)
+    .filter((id) => id && !itemById(id) && !itemsAsked.has(id));
+  if (!missing.length || itemsLoading) return;
+  for (const id of missing) itemsAsked.add(id);
+  itemsLoading = loadLineup().then(() => {
+    itemsLoading = null;
+    renderAuctions();
+    renderGiveaways();
+  });
+}
+
+function onAuctionEvent(event) {
+  const d = event.data || {};
+  if (event.type === 'auction.ended' && d.outcome === 'sold' && !wins.has(d.auction_id)) {
+    // The winner also gets `auction.won` privately; the room's event comes first sometimes.
+    const name = myNames.get(d.auction_id);
+    if (name && d.winner_name === name) toast(`★ You won the auction for ${money(d.hammer_minor, d.currency)}!`, 'ok', 5000);
+  }
+  ensureItems();
+  renderAuctions();
+}
+
+/** The last `keep` finished ones, after every running one. */
+function visible(list, running, keep = 2) {
+  const live = list.filter(running);
+  const done = list.filter((x) => !running(x)).slice(0, keep);
+  return [...live, ...done];
+}
+
+function renderAuctions() {
+  const box = $('#auctions');
+  if (!box) return;
+  const list = visible(state.auctionList(), (a) => a.status === 'running');
+  const now = room ? room.now() : Date.now();
+  for (const a of list) {
+    if (!myNames.has(a.auction_id)) {
+      const name = decodeClaims(token)?.name;
+      myNames.set(a.auction_id, name || null);
+      if (!name) bidderPseudonym(a.auction_id, me).then((p) => {
+        myNames.set(a.auction_id, p);
+        renderAuctions();
+      });
+    }
+  }
+  morphChildren(box, list.map((a) => auctionCard(a, now)));
+}
+
+function auctionCard(a, now) {
+  const id = a.auction_id;
+  const running = a.status === 'running';
+  const product = itemById(a.lineup_item_id);
+  const name = product?.product_name || 'Auction item';
+  const mine = myNames.get(id);
+  const leading = !!(a.leader_name && mine && a.leader_name === mine);
+  const won = wins.get(id);
+  const order = won ? orders.find((o) => o.order_id === won.order_id) : null;
+  const result = bidResults.get(id);
+  const busyNow = bidBusy.has(id);
+  const max = myMax.get(id);
+  const rules = a.mode === 'sudden_death'
+    ? 'Sudden death: the clock ends it.'
+    : `A bid in the last ${a.snipe_window_secs} s extends the end.`;
+
+  let timer;
+  if (running) timer = countdown('span', 'countdown', a.ends_at, 'ends in ', 'ending…', now);
+  else if (a.status === 'voided') timer = h('span', { class: 'badge bad', text: 'Voided' });
+  else timer = h('span', { class: `badge ${a.outcome === 'sold' ? 'ok' : ''}`, text: a.outcome === 'sold' ? 'Sold' : 'No sale' });
+
+  let status = null;
+  if (running && leading) {
+    status = h('div', { class: 'notice ok', dataset: { testid: 'auction-leading' },
+      text: `You lead${max ? ` · your maximum ${money(max, a.currency)}` : ''}` });
+  } else if (running && outbid.has(id)) {
+    status = h('div', { class: 'notice warn', dataset: { testid: 'auction-outbid' },
+      text: `You have been outbid — bid ${money(a.min_bid_minor, a.currency)} or more to lead.` });
+  }
+
+  let end = null;
+  if (a.status === 'voided') {
+    end = h('div', { class: 'notice bad', dataset: { testid: 'auction-outcome' }, text: `The host voided this auction: ${a.void_reason || ''}` });
+  } else if (won) {
+    const pending = order?.status === 'pending_payment';
+    end = h('div', { class: 'notice ok stack tight-stack', dataset: { testid: 'auction-won', orderId: won.order_id, orderStatus: order?.status || '' } },
+      h('b', { text: won.second
+        ? `Second chance: it is yours for ${money(won.price_minor, won.currency || a.currency)}`
+        : `★ You won for ${money(won.price_minor ?? a.hammer_minor, won.currency || a.currency)}!` }),
+      order ? h('div', { class: 'row between' },
+        statusBadge(order),
+        pending ? countdown('small', 'num', order.expires_at, 'pay within ', 'expiring…', Date.now()) : null,
+        pending && dev ? h('button', { class: 'small dark', type: 'button', text: 'Pay now (demo)', dataset: { testid: 'auction-pay', action: 'pay', id: order.order_id } }) : null)
+        : h('small', { text: 'Your order is on its way to the list below…' }));
+  } else if (a.status === 'ended') {
+    end = h('div', { class: `notice ${a.outcome === 'sold' ? 'info' : 'warn'}`, dataset: { testid: 'auction-outcome' },
+      text: a.outcome === 'sold'
+        ? `Sold to ${a.winner_name || a.leader_name} for ${money(a.hammer_minor ?? a.price_minor, a.currency)}.`
+        : a.outcome === 'reserve_not_met' ? 'No sale: the reserve price was not met.' : 'No sale: nobody bid.' });
+  }
+
+  return h('article', {
+    class: `card auction ${running ? 'live' : 'ended'}`,
+    dataset: { key: id, testid: 'auction', auctionId: id, status: a.status, leading: String(leading) },
+  },
+  h('div', { class: 'row between' },
+    h('span', { class: `badge ${running ? 'live' : ''}`, text: '⚒ Live auction' }),
+    timer),
+  h('div', { class: 'product' },
+    h('div', { class: 'swatch', text: product ? `#${product.link_number}` : '⚒' }),
+    h('div', { class: 'grow' },
+      h('h3', { text: name, dataset: { testid: 'auction-name' } }),
+      h('small', { text: `${product?.sku_name ? product.sku_name + ' · ' : ''}${rules}` })),
+    h('div', {},
+      h('div', { class: 'price', dataset: { testid: 'auction-price', price: String(a.price_minor ?? '') },
+        text: money(a.price_minor ?? a.start_price_minor, a.currency) }),
+      h('small', { class: 'muted', text: a.price_minor ? `${a.bids ?? a.bid_seq ?? 0} bids` : 'opening price' }))),
+  h('div', { class: 'row between' },
+    h('span', { dataset: { testid: 'auction-leader' } },
+      a.leader_name ? ['Leader: ', h('b', { text: leading ? 'you' : a.leader_name })] : 'No bids yet'),
+    running && a.reserve_met === false ? h('span', { class: 'badge warn', text: 'reserve not met' }) : null),
+  status,
+  running ? h('div', { class: 'stack tight-stack', dataset: { key: 'bid' } },
+    h('button', {
+      class: 'primary big', type: 'button', disabled: busyNow || leading || !a.min_bid_minor,
+      dataset: { testid: 'bid', action: 'bid', id },
+      text: busyNow ? 'Bidding…' : leading ? 'You lead' : `Bid ${money(a.min_bid_minor, a.currency)}`,
+    }),
+    h('form', { class: 'row nowrap', dataset: { action: 'max-bid', id, key: 'max' } },
+      h('label', { class: 'grow row nowrap' },
+        h('small', { text: 'Max bid $' }),
+        h('input', {
+          name: 'max', type: 'number', step: '0.01', min: '0.01', required: true, class: 'grow',
+          placeholder: a.min_bid_minor ? (a.min_bid_minor / 100).toFixed(2) : '',
+          'aria-label': 'your maximum bid', dataset: { testid: 'max-bid-input' },
+        })),
+      h('button', { class: 'dark', type: 'submit', disabled: busyNow, text: max ? 'Raise max' : 'Set max bid', dataset: { testid: 'set-max-bid' } })),
+    h('small', { class: 'muted', text: 'With a maximum, the server bids for you by the increment as others bid, up to it.' })) : null,
+  result && running ? h('div', { class: `notice ${result.kind}`, text: result.text, dataset: { testid: 'auction-result' } }) : null,
+  end);
+}
+
+/** Sends a bid: the socket when it is up, else HTTP. A bid is not retried blindly (it is not idempotent). */
+async function placeBid(auctionId, body) {
+  bidBusy.add(auctionId);
+  bidResults.delete(auctionId);
+  renderAuctions();
+  try {
+    let bid;
+    if (room?.status === 'live') bid = (await room.send('auction.bid', { auction_id: auctionId, ...body })).bid;
+    else bid = await api(`/v1/auctions/${auctionId}/bids`, { method: 'POST', token, body });
+    myMax.set(auctionId, Math.max(myMax.get(auctionId) || 0, bid.max_minor));
+    if (bid.leading) {
+      myNames.set(auctionId, bid.leader_name);
+      outbid.delete(auctionId);
+    }
+    const a = state.auctions.get(auctionId);
+    if (a && a.status === 'running' && (a.version ?? -1) < bid.seq) {
+      // The answer is newer than the room's last (coalesced) view.
+      Object.assign(a, { price_minor: bid.price_minor, leader_name: bid.leader_name, min_bid_minor: bid.min_bid_minor, ends_at: bid.ends_at, bids: bid.seq, version: bid.seq });
+    }
+    bidResults.set(auctionId, bid.leading
+      ? { kind: 'ok', text: `Bid accepted: you lead at ${money(bid.price_minor, currencyOf(auctionId))}.` }
+      : { kind: 'warn', text: `Bid accepted, but another maximum is higher: ${bid.leader_name} leads at ${money(bid.price_minor, currencyOf(auctionId))}.` });
+  } catch (e) {
+    const text = e.code === 'bid_too_low' ? e.message
+      : ['timeout', 'disconnected'].includes(e.code) ? 'No answer: your bid may have gone through — watch the price.'
+      : BID_ERRORS[e.code] || e.message;
+    bidResults.set(auctionId, { kind: 'bad', text });
+  }
+  bidBusy.delete(auctionId);
+  renderAuctions();
+}
+
+function renderGiveaways() {
+  const box = $('#giveaways');
+  if (!box) return;
+  const list = visible(state.giveawayList(), (g) => g.status === 'open' || g.status === 'closed');
+  const now = room ? room.now() : Date.now();
+  morphChildren(box, list.map((g) => giveawayCard(g, now)));
+}
+
+function giveawayCard(g, now) {
+  const id = g.giveaway_id;
+  const entry = entryOf(id);
+  const open = g.status === 'open' && Date.parse(g.closes_at) > now;
+  const item = g.prize_kind === 'item' ? itemById(g.lineup_item_id) : null;
+  const drop = g.prize_kind === 'coupon' ? state.coupons.get(g.coupon_drop_id) || dropInfo.get(g.coupon_drop_id) : null;
+  const prize = item ? item.product_name : drop ? `a coupon: ${discountText(drop)}` : g.prize_kind === 'coupon' ? 'a coupon' : 'a prize';
+  const count = g.count ?? g.entry_count ?? 0;
+  const iWon = giveawayWins.has(id) || (entry && (g.winner_entries || []).includes(entry));
+  const result = enterResults.get(id);
+  const verified = verifications.get(id);
+  const rules = [
+    `${g.winners} winner${g.winners === 1 ? '' : 's'}`,
+    g.eligibility === 'buyers' ? 'for buyers in this session' : 'anyone watching may enter',
+    g.must_be_present ? 'must be present to win' : null,
+  ].filter(Boolean).join(' · ');
+
+  let action;
+  if (entry) {
+    action = h('span', { class: 'badge ok', dataset: { testid: 'giveaway-entered' }, text: 'Entered ✓' });
+  } else if (open) {
+    action = h('button', { class: 'primary', type: 'button', disabled: busy.has(id), text: busy.has(id) ? 'Entering…' : 'Enter',
+      dataset: { testid: 'enter-giveaway', action: 'enter', id } });
+  } else {
+    action = h('span', { class: 'badge', text: 'entries closed' });
+  }
+  let timer;
+  if (g.status === 'open') timer = countdown('span', 'countdown', g.closes_at, 'closes in ', 'closing…', now);
+  else if (g.status === 'closed') timer = h('span', { class: 'badge warn', text: 'drawing…' });
+  else if (g.status === 'drawn') timer = h('span', { class: 'badge ok', text: 'drawn' });
+  else timer = h('span', { class: 'badge bad', text: 'voided' });
+
+  return h('article', { class: `card giveaway ${g.status}`, dataset: { key: id, testid: 'giveaway', giveawayId: id, status: g.status } },
+    h('div', { class: 'row between' }, h('span', { class: `badge ${g.status === 'open' ? 'live' : ''}`, text: '✦ Giveaway' }), timer),
+    h('div', { class: 'product' },
+      h('div', { class: 'swatch', text: item ? `#${item.link_number}` : '✦' }),
+      h('div', { class: 'grow' }, h('h3', { text: `Win ${prize}` }), h('small', { text: rules }))),
+    h('div', { class: 'row between' },
+      h('span', { class: 'num', dataset: { testid: 'giveaway-count', count: String(count) } }, h('b', { text: String(count) }), count === 1 ? ' entry' : ' entries'),
+      action),
+    entry ? h('small', { class: 'muted', dataset: { testid: 'giveaway-entry', entryId: entry } }, 'Your entry id: ', h('code', { text: entry })) : null,
+    result ? h('div', { class: `notice ${result.kind}`, text: result.text }) : null,
+    iWon ? h('div', { class: 'notice ok', dataset: { testid: 'giveaway-won' },
+      text: giveawayWins.get(id)?.coupon_claim_id ? '★ You won! Your coupon is in your claims.' : '★ You won! Your free order is below.' }) : null,
+    g.status === 'voided' ? h('div', { class: 'notice bad', text: `The host voided this giveaway: ${g.void_reason || ''}` }) : null,
+    h('dl', { class: 'proof' },
+      h('dt', { text: 'Commitment (hash of the secret seed)' }), h('dd', {}, h('code', { text: g.seed_hash || '—' })),
+      g.entries_hash ? [h('dt', { text: `Frozen entry list: ${g.entry_count} entries, hash` }),
+        h('dd', {}, h('code', { text: g.entries_hash, dataset: { testid: 'giveaway-entries-hash' } }))] : null,
+      g.winner_entries ? [h('dt', { text: 'Winning entries' }), h('dd', { dataset: { testid: 'giveaway-winners' } },
+        g.winner_entries.length
+          ? g.winner_entries.map((w) => h('code', { class: `entry${w === entry ? ' mine' : ''}`, text: w === entry ? `${w} (you)` : w }))
+          : 'none')] : null,
+      g.absent_entries?.length ? [h('dt', { text: 'Drawn while absent, redrawn' }), h('dd', {}, g.absent_entries.map((w) => h('code', { class: 'entry', text: w })))] : null,
+      g.seed ? [h('dt', { text: 'Seed (revealed)' }), h('dd', {}, h('code', { text: g.seed, dataset: { testid: 'giveaway-seed' } }))] : null),
+    g.status === 'drawn' ? h('div', { class: 'row' },
+      h('button', { class: 'small', type: 'button', disabled: verified === 'running', text: verified === 'running' ? 'Verifying…' : 'Verify the draw',
+        dataset: { testid: 'verify-draw', action: 'verify', id } }),
+      verified && verified !== 'running' ? h('span', { class: `badge ${verified.ok ? 'ok' : 'bad'}`, dataset: { testid: 'verify-result', verified: verified.ok ? 'match' : 'mismatch' },
+        text: verified.ok ? '✓ matches: recomputed here' : '✗ does not match' }) : null) : null,
+    verified && verified !== 'running' ? h('ul', { class: 'plain checks', dataset: { testid: 'verify-checks' } }, verified.checks.map((c) =>
+      h('li', { class: c.ok ? 'ok' : 'bad' }, `${c.ok ? '✓' : '✗'} ${c.label}`, c.detail ? h('small', { class: 'muted', text: ` ${c.detail}` }) : null))) : null);
+}
+
+async function enter(giveawayId) {
+  busy.add(giveawayId);
+  enterResults.delete(giveawayId);
+  renderGiveaways();
+  try {
+    let entry;
+    if (room?.status === 'live') entry = (await room.send('giveaway.enter', { giveaway_id: giveawayId })).entry;
+    else entry = await api(`/v1/giveaways/${giveawayId}/entries`, { method: 'POST', token });
+    rememberEntry(giveawayId, entry.entry_id);
+  } catch (e) {
+    if (RETRYABLE.has(e.code)) {
+      // Entering is idempotent: ask again over HTTP, which answers the same entry.
+      try {
+        const entry = await api(`/v1/giveaways/${giveawayId}/entries`, { method: 'POST', token });
+        rememberEntry(giveawayId, entry.entry_id);
+      } catch (again) {
+        enterResults.set(giveawayId, { kind: 'bad', text: ENTER_ERRORS[again.code] || again.message });
+      }
+    } else {
+      enterResults.set(giveawayId, { kind: 'bad', text: ENTER_ERRORS[e.code] || e.message });
+    }
+  }
+  busy.delete(giveawayId);
+  renderGiveaways();
+}
+
+/** Recomputes the draw here (WebCrypto SHA-256) from the published seed and entry list. */
+async function verify(giveawayId) {
+  verifications.set(giveawayId, 'running');
+  renderGiveaways();
+  try {
+    const [published, list] = await Promise.all([
+      api(`/v1/giveaways/${giveawayId}`, { token }),
+      api(`/v1/giveaways/${giveawayId}/entries`, { token }),
+    ]);
+    // Hold the server to what the room announced before the reveal, when this page saw it.
+    const seen = state.giveaways.get(giveawayId) || {};
+    const giveaway = {
+      ...published,
+      seed_hash: seen.seed_hash || published.seed_hash,
+      entries_hash: seen.entries_hash || published.entries_hash,
+    };
+    verifications.set(giveawayId, await verifyGiveaway(giveaway, list, entryOf(giveawayId)));
+  } catch (e) {
+    verifications.set(giveawayId, { ok: false, checks: [{ label: 'the published draw could be read', ok: false, detail: e.message }] });
+  }
+  renderGiveaways();
+}
+
+document.addEventListener('submit', (e) => {
+  const form = e.target.closest('form[data-action="max-bid"]');
+  if (!form) return;
+  e.preventDefault();
+  const value = Math.round(Number(form.max.value) * 100);
+  if (!(value > 0)) return;
+  placeBid(form.dataset.id, { max_minor: value });
+  form.max.value = '';
+});
+
 // Clicks are handled here, by `data-action`, so re-rendered cards never carry stale handlers.
 document.addEventListener('click', (e) => {
   const target = e.target.closest('[data-action]');
@@ -648,6 +1067,17 @@ document.addEventListener('click', (e) => {
       if (order) pay(order);
       break;
     }
+    case 'bid': {
+      const a = state.auctions.get(id);
+      if (a?.min_bid_minor) placeBid(id, { amount_minor: a.min_bid_minor });
+      break;
+    }
+    case 'enter':
+      enter(id);
+      break;
+    case 'verify':
+      verify(id);
+      break;
     default:
       break;
   }

@@ -662,6 +662,115 @@ async function main() {
     await shoot(page, 'brand-phone', PHONE);
   });
 
+  // ---------- issue 16: one auction and one giveaway, each to the end ----------
+
+  let auctionStarted;
+  await step('host starts a 10-second sudden-death auction; both viewers see it', async () => {
+    const { page } = host;
+    await page.selectOption('[data-testid=auction-item]', '1');
+    await page.fill('[data-testid=auction-start]', '15.00');
+    await page.fill('[data-testid=auction-duration]', '10');
+    await page.selectOption('[data-testid=auction-mode]', 'sudden_death');
+    check((await page.locator('[data-testid=increment-line]').count()) === 3, 'the default increment table has three lines');
+    await page.click('[data-testid=start-auction]');
+    auctionStarted = Date.now();
+    await until('the auction on the host', async () => (await page.locator('[data-testid=host-auction][data-status=running]').count()) === 1);
+    for (const { page: viewer } of [alice, bob]) {
+      const card = viewer.locator('[data-testid=auction][data-status=running]');
+      await until('the auction on the viewer', async () => (await card.count()) === 1);
+      check((await text(card.locator('[data-testid=bid]'))) === 'Bid $15.00', 'the first bid is the start price');
+      check((await text(card.locator('.countdown'))).startsWith('ends in'), 'its countdown runs');
+    }
+  });
+
+  await step('alice sets a maximum and leads; bob’s higher maximum outbids her, and she is told privately', async () => {
+    const mine = alice.page.locator('[data-testid=auction]');
+    await mine.locator('[data-testid=max-bid-input]').fill('25.00');
+    await mine.locator('[data-testid=set-max-bid]').click();
+    await until('alice leading', async () => (await attr(mine, 'data-leading')) === 'true');
+    check((await attr(mine.locator('[data-testid=auction-price]'), 'data-price')) === '1500', 'her proxy bids the start price only');
+    const his = bob.page.locator('[data-testid=auction]');
+    await until('bob sees alice’s bid', async () => (await attr(his.locator('[data-testid=auction-price]'), 'data-price')) === '1500');
+    await his.locator('[data-testid=max-bid-input]').fill('40.00');
+    await his.locator('[data-testid=set-max-bid]').click();
+    await until('bob leading', async () => (await attr(his, 'data-leading')) === 'true');
+    // Her maximum answers first ($25.00); his takes the lead one step above it ($2 from $20): $27.00.
+    await until('$27.00 on alice’s page', async () => (await attr(mine.locator('[data-testid=auction-price]'), 'data-price')) === '2700');
+    await mine.locator('[data-testid=auction-outbid]').waitFor();
+    check((await attr(mine, 'data-leading')) === 'false', 'alice no longer leads');
+    await until('the outbid notice', async () => (await alice.page.locator('[data-testid=notices] li[data-kind="auction.outbid"]').count()) === 1);
+    check((await bob.page.locator('[data-testid=notices] li[data-kind="auction.outbid"]').count()) === 0, 'bob was not outbid');
+    check(Date.now() - auctionStarted < 9000, 'the bids came in before the end');
+  });
+
+  let giveawayEntries;
+  await step('host starts a giveaway (5 s entry window); both viewers enter once and see the count', async () => {
+    const { page } = host;
+    const prize = await page.locator('[data-testid=giveaway-prize] option').evaluateAll((els) => els.find((o) => o.textContent.startsWith('#2 '))?.value);
+    check(prize?.startsWith('item:'), `the second lineup item is offered as a prize (${prize})`);
+    await page.selectOption('[data-testid=giveaway-prize]', prize);
+    await page.fill('[data-testid=giveaway-winners]', '1');
+    await page.fill('[data-testid=giveaway-window]', '5');
+    check(await page.isChecked('[data-testid=giveaway-present]'), 'must be present is on by default');
+    await page.click('[data-testid=start-giveaway]');
+    for (const { page: viewer } of [alice, bob]) {
+      const card = viewer.locator('[data-testid=giveaway][data-status=open]');
+      await until('the giveaway on the viewer', async () => (await card.count()) === 1);
+      await card.locator('[data-testid=enter-giveaway]').click();
+      await card.locator('[data-testid=giveaway-entered]').waitFor();
+    }
+    giveawayEntries = await Promise.all([alice, bob].map(({ page: viewer }) => attr(viewer.locator('[data-testid=giveaway-entry]'), 'data-entry-id')));
+    check(giveawayEntries.every((id) => /^[0-9a-f]{32}$/.test(id)) && giveawayEntries[0] !== giveawayEntries[1], `two entry ids: ${giveawayEntries}`);
+    for (const { page: viewer } of [alice, bob, host]) {
+      await until('2 entries', async () => (await viewer.locator('[data-testid=giveaway-count][data-count="2"], [data-testid=host-giveaway-count][data-count="2"]').count()) === 1);
+    }
+  });
+
+  await step('the auction ends at the clock: bob wins at $27.00, pays, and alice and the host see the sale', async () => {
+    const won = bob.page.locator('[data-testid=auction] [data-testid=auction-won]');
+    await until('bob’s win', async () => (await won.count()) === 1, 15_000);
+    check(Date.now() - auctionStarted >= 9_500, 'not before the clock');
+    check((await text(won)).includes('$27.00'), `the hammer price: ${await text(won)}`);
+    await until('the notice of the win', async () => (await bob.page.locator('[data-testid=notices] li[data-kind="auction.won"]').count()) === 1);
+    const pay = won.locator('[data-testid=auction-pay]');
+    await pay.waitFor();
+    await pay.click();
+    await until('bob’s auction order paid', async () => (await attr(won, 'data-order-status')) === 'paid');
+    const order = bob.page.locator(`[data-testid=order][data-order-id="${await attr(won, 'data-order-id')}"]`);
+    check((await text(order.locator('[data-testid=order-amount]'))) === '$27.00', 'the order is at the hammer price');
+    const outcome = alice.page.locator('[data-testid=auction] [data-testid=auction-outcome]');
+    await until('the sale on alice’s page', async () => (await text(outcome)).includes('for $27.00'));
+    check((await alice.page.locator('[data-testid=auction-won]').count()) === 0, 'alice did not win');
+    const hostAuction = host.page.locator('[data-testid=host-auction][data-outcome=sold]');
+    await until('the sale on the host', async () => (await text(hostAuction.locator('[data-testid=host-auction-outcome]'))).includes('viewer-bob'));
+    check((await hostAuction.locator('[data-testid=host-bid-feed] li').count()) >= 2, 'the host sees the bid feed');
+  });
+
+  await step('the giveaway closes and draws: the viewers see the winner, the seed and verify the draw in the browser', async () => {
+    const cards = [alice, bob].map(({ page: viewer }) => viewer.locator('[data-testid=giveaway]'));
+    for (const card of cards) await until('the draw', async () => (await attr(card, 'data-status')) === 'drawn', 15_000);
+    const winners = await cards[0].locator('[data-testid=giveaway-winners] code').allTextContents();
+    check(winners.length === 1, `one winner: ${winners}`);
+    const winner = winners[0].split(' ')[0];
+    check(giveawayEntries.includes(winner), `the winner is one of the two entries (${winner})`);
+    check(/^[0-9a-f]{64}$/.test(await text(cards[0].locator('[data-testid=giveaway-seed]'))), 'the seed is revealed');
+    check(/^[0-9a-f]{64}$/.test(await text(cards[0].locator('[data-testid=giveaway-entries-hash]'))), 'the frozen list’s hash is shown');
+    const winnerPage = giveawayEntries[0] === winner ? alice : bob;
+    await winnerPage.page.locator('[data-testid=giveaway-won]').waitFor();
+    for (const card of cards) {
+      await card.locator('[data-testid=verify-draw]').click();
+      await until('the verification', async () => (await attr(card.locator('[data-testid=verify-result]'), 'data-verified')) === 'match');
+    }
+    // The winner's prize is a free order, paid at once.
+    await until('the prize order', async () => (await winnerPage.page.locator('[data-testid=order][data-status=paid]', { hasText: 'giveaway prize' }).count()) === 1);
+    const hostCard = host.page.locator('[data-testid=host-giveaway][data-status=drawn]');
+    await hostCard.locator('[data-action=verify-giveaway]').click();
+    await until('the host’s verification', async () => (await attr(hostCard.locator('[data-testid=verify-result]'), 'data-verified')) === 'match');
+    await shoot(bob.page, 'formats-viewer-phone');
+    await shoot(alice.page, 'formats-viewer-desktop');
+    await shoot(host.page, 'formats-host-desktop');
+  });
+
   await step('host ends the session; the viewers are told', async () => {
     const { page } = host;
     await page.click('[data-testid=end-session]');
