@@ -415,6 +415,20 @@ impl Settings {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
         }
+        let live = &self.live;
+        for (key, ok) in [
+            ("live.tick_ms", live.tick_ms >= 10),
+            ("live.bid_batch_max", live.bid_batch_max >= 1),
+            ("live.bid_commit_timeout_ms", live.bid_commit_timeout_ms >= 1),
+            ("live.bid_event_interval_ms", live.bid_event_interval_ms >= 10),
+            ("live.at_risk_unpaid_wins", live.at_risk_unpaid_wins >= 0),
+            ("live.at_risk_days", live.at_risk_days >= 0),
+            ("live.snipe_window_secs", (1..=60).contains(&live.snipe_window_secs)),
+        ] {
+            if !ok {
+                return Err(ConfigError::invalid(key, "is out of range (see docs/operations.md, [live])"));
+            }
+        }
         if self.redis.response_timeout_ms == 0 {
             return Err(ConfigError::invalid(
                 "redis.response_timeout_ms",

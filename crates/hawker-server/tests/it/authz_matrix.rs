@@ -220,6 +220,15 @@ const HTTP: &[(&str, &str)] = &[
     ("POST /v1/giveaways/{giveaway_id}/entries",               "401  ok   ok   403  403  403  403  403  403  403  403"),
     ("GET /v1/giveaways/{giveaway_id}/entries",                "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("POST /v1/giveaways/{giveaway_id}/void",                  "401  403  403  ok   ok   403  ok   403  403  403  ok"),
+    // Auctions: whoever may host the session runs them; only viewers bid;
+    // the bid log is public.
+    ("POST /v1/sessions/{session_id}/auctions",                "401  403  403  ok   ok   403  ok   403  403  403  ok"),
+    ("GET /v1/sessions/{session_id}/auctions",                 "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("GET /v1/auctions/{auction_id}",                          "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("POST /v1/auctions/{auction_id}/bids",                    "401  ok   ok   403  403  403  403  403  403  403  403"),
+    ("GET /v1/auctions/{auction_id}/bids",                     "ok   ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("POST /v1/auctions/{auction_id}/void",                    "401  403  403  ok   ok   403  ok   403  403  403  ok"),
+    ("POST /v1/auctions/{auction_id}/second-chance",           "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     // Calendar feeds: a host their own, an agency (and admins) the agency's.
     // The feed itself takes its secret URL; a bearer token neither helps nor hurts.
     ("POST /v1/me/calendar-feed",                              "401  403  403  ok   ok   ok   403  403  403  403  403"),
@@ -253,6 +262,7 @@ const SOCKET: &[(&str, &str)] = &[
     ("deal.buy",          "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("coupon.claim",      "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("giveaway.enter",    "401  ok   ok   403  403  403  403  403  403  403  403"),
+    ("auction.bid",       "401  ok   ok   403  403  403  403  403  403  403  403"),
 ];
 
 /// What a role gets.
@@ -438,6 +448,8 @@ struct World {
     coupon_drop: Uuid,
     /// A giveaway of the session (a coupon of that drop), open for an hour.
     giveaway: Uuid,
+    /// A running auction of the session's link #1.
+    auction: Uuid,
     webhook_secret: String,
     /// Distinct numbers for cells that need their own day or time.
     slot: AtomicI64,
@@ -496,6 +508,7 @@ impl World {
             ("{order_id}", self.order.to_string()),
             ("{coupon_drop_id}", self.coupon_drop.to_string()),
             ("{giveaway_id}", self.giveaway.to_string()),
+            ("{auction_id}", self.auction.to_string()),
             ("{campaign_id}", self.campaign.to_string()),
             ("{link_number}", "1".to_string()),
             ("{brand_id}", self.brand.to_string()),
@@ -620,6 +633,15 @@ impl World {
             .await,
             201,
         );
+        let auction = ok(
+            post(
+                format!("/v1/sessions/{session_id}/auctions"),
+                json!({"link_number": 1, "start_price_minor": 1000, "increments": [{"step_minor": 100}],
+                       "duration_secs": 300, "mode": "anti_snipe"}),
+            )
+            .await,
+            201,
+        );
         // The host appoints the moderator in the session's room.
         let mut host_socket = socket::join(app.addr, session_id, &app.host_token(host)).await;
         let granted = host_socket.call("mod.grant", json!({"user": MODERATOR})).await;
@@ -641,6 +663,7 @@ impl World {
             order_amount: 0,
             coupon_drop: id(&drop, "coupon_drop_id"),
             giveaway: id(&giveaway, "giveaway_id"),
+            auction: id(&auction, "auction_id"),
             webhook_secret,
             slot: AtomicI64::new(0),
             refusals: HTTP
@@ -967,6 +990,11 @@ async fn request(app: &TestApp, w: &World, route: &str, who: Who) -> Request {
             .header("idempotency-key", &format!("matrix-{}", Uuid::new_v4()))
             .json(json!({"quantity": 1})),
         "POST /v1/orders/{order_id}/refunds" => plain.json(json!({"amount_minor": 1, "reason": "matrix"})),
+        "POST /v1/sessions/{session_id}/auctions" => plain.json(json!({
+            "link_number": 1, "start_price_minor": 1000, "increments": [{"step_minor": 100}], "duration_secs": 60,
+            "mode": "sudden_death"})),
+        "POST /v1/auctions/{auction_id}/bids" => plain.json(json!({"max_minor": 1_000_000 + w.slot() * 1000})),
+        "POST /v1/auctions/{auction_id}/void" => plain.json(json!({"reason": "matrix"})),
         "POST /v1/sessions/{session_id}/coupon-drops" => plain.json(json!({
             "total": 10, "discount_kind": "percent", "discount_value": 10, "claim_window_secs": 600})),
         "POST /v1/sessions/{session_id}/giveaways" => plain.json(json!({
@@ -1252,6 +1280,7 @@ fn command_data(w: &World, kind: &str) -> Value {
         }
         "coupon.claim" => json!({"coupon_drop_id": w.coupon_drop}),
         "giveaway.enter" => json!({"giveaway_id": w.giveaway}),
+        "auction.bid" => json!({"auction_id": w.auction, "max_minor": 1_000_000 + w.slot() * 1000}),
         other => panic!("no data for `{other}`: add it to `command_data`"),
     }
 }
