@@ -28,7 +28,7 @@ use crate::Live;
 /// list's hash (`giveaway.closed`) before the seed (`giveaway.drawn`).
 pub const DRAW_AFTER_CLOSE_MS: i64 = 1000;
 /// At most one `giveaway.entries` per giveaway per this long.
-const ENTRIES_EVERY_MS: u64 = 500;
+const ENTRIES_EVERY_MS: u64 = 1000;
 const KEY_TTL_SECS: u64 = 86_400;
 
 const ANNOUNCE_LUA: &str = r#"

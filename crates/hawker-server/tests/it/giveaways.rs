@@ -77,8 +77,23 @@ async fn until_status(app: &TestApp, giveaway: &str, status: &str, within: Durat
     }
 }
 
+/// `giveaway.enter`, retried while the answer is `unavailable` (as clients
+/// are told to: a loaded database turns some away).
 async fn enter(ws: &mut Ws, giveaway: &str) -> Value {
-    ws.call("giveaway.enter", json!({ "giveaway_id": giveaway })).await
+    for _ in 0..20 {
+        // Patient: 10,000 entries on a debug build of a shared machine.
+        let id = ws.send("giveaway.enter", json!({ "giveaway_id": giveaway })).await;
+        let reply = ws
+            .until("the reply to giveaway.enter", Duration::from_secs(60), |f| {
+                f["id"] == id.as_str() && (f["type"] == "ack" || f["type"] == "error")
+            })
+            .await;
+        if reply["code"] != "unavailable" {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("giveaway.enter stayed unavailable");
 }
 
 fn entry_id(ack: &Value) -> String {
@@ -116,9 +131,13 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_entrants_over_two_nodes_three_winners_anyone_can_recompute() {
-    const ENTRANTS: usize = 10_000;
+    // `GIVEAWAY_ENTRANTS` shrinks it when looking into a failure.
+    let entrants: usize = std::env::var("GIVEAWAY_ENTRANTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
     let db = test_database_url();
     let fixture = spawn_app_with(settings_with(&[("HAWKER__DATABASE__URL", db.as_str())])).await;
     let (agency, session) = session_with_lineup(&fixture).await;
@@ -128,13 +147,17 @@ async fn ten_thousand_entrants_over_two_nodes_three_winners_anyone_can_recompute
     let env = [
         ("HAWKER__SERVER__MAX_CONNECTIONS_PER_IP", "20000"),
         ("HAWKER__DATABASE__MAX_CONNECTIONS", "8"),
+        // The clients read nothing while the others join and enter (they
+        // answer no ping): no idle close meanwhile.
+        ("HAWKER__HUB__IDLE_TIMEOUT_SECS", "900"),
     ];
     let redis = "redis://127.0.0.1:6379";
     let mut node_a = ServerProcess::spawn(&db, redis, &env);
     let mut node_b = ServerProcess::spawn(&db, redis, &env);
     let nodes = [node_a.addr, node_b.addr];
 
-    let clients: Vec<Ws> = stream::iter(0..ENTRANTS)
+    let joining = std::time::Instant::now();
+    let clients: Vec<Ws> = stream::iter(0..entrants)
         .map(|i| {
             let token = fixture.token(&format!("entrant-{i:05}"), Role::Viewer);
             let addr = nodes[i % 2];
@@ -143,6 +166,7 @@ async fn ten_thousand_entrants_over_two_nodes_three_winners_anyone_can_recompute
         .buffered(200)
         .collect()
         .await;
+    eprintln!("{entrants} sockets joined in {:?}", joining.elapsed());
     let giveaway = start(
         &fixture,
         agency,
@@ -164,20 +188,20 @@ async fn ten_thousand_entrants_over_two_nodes_three_winners_anyone_can_recompute
                 (ws, entry)
             }
         })
-        .buffer_unordered(500)
+        .buffer_unordered(100)
         .collect()
         .await;
     let took = started.elapsed();
     eprintln!(
-        "{ENTRANTS} entries in {took:?} ({:.0}/s)",
-        ENTRANTS as f64 / took.as_secs_f64()
+        "{entrants} entries in {took:?} ({:.0}/s)",
+        entrants as f64 / took.as_secs_f64()
     );
     let mine: HashMap<String, usize> = entered
         .iter()
         .enumerate()
         .map(|(i, (_, e))| (e.clone(), i))
         .collect();
-    assert_eq!(mine.len(), ENTRANTS, "every entrant has an entry id of their own");
+    assert_eq!(mine.len(), entrants, "every entrant has an entry id of their own");
 
     // Entries are refused once the list is frozen.
     close_now(&fixture, &id).await;
@@ -185,8 +209,8 @@ async fn ten_thousand_entrants_over_two_nodes_three_winners_anyone_can_recompute
     let (status, list) = get(&fixture, &format!("/v1/giveaways/{id}/entries")).await;
     assert_eq!(status, 200, "{list}");
     let published: HashSet<String> = strings(&list["entries"]).into_iter().collect();
-    assert_eq!(list["entry_count"], ENTRANTS, "no entry lost or counted twice");
-    assert_eq!(published.len(), ENTRANTS);
+    assert_eq!(list["entry_count"], entrants, "no entry lost or counted twice");
+    assert_eq!(published.len(), entrants);
     assert!(
         mine.keys().all(|e| published.contains(e)),
         "every entrant finds their own entry"
