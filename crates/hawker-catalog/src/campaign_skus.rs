@@ -8,9 +8,14 @@
 //!   within the campaign's allocation when it has one; units allocated to
 //!   the brand's other campaigns are not available to it ([`take_units`]).
 //!
-//! `campaign_sku.units_taken` counts the units a campaign's deals hold or
-//! sold: a deal's unsold units, and units of its orders that expire or are
-//! cancelled after it ended, come back ([`give_back`]).
+//! Auctions and giveaways take their units the same way, naming themselves
+//! ([`UnitSource`]) instead of a deal.
+//!
+//! `campaign_sku.units_taken` counts the units a campaign's deals (auctions,
+//! giveaways) hold or sold: a deal's unsold units, and units of its orders
+//! that expire or are cancelled after it ended, come back ([`give_back`]);
+//! so do an auction's or a giveaway's units it did not hand out, and those
+//! of its orders that expire or are cancelled.
 
 use hawker_agency::campaigns::{self, CampaignStatus};
 use hawker_core::error::{violated_constraint, Error, Result};
@@ -19,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+pub use crate::stock::UnitSource;
 use crate::stock::{self, insufficient_stock, MovementReason, NewMovement};
 use crate::validate;
 
@@ -256,20 +262,23 @@ fn not_in_campaign() -> Error {
     )
 }
 
-/// A deal taking units from a SKU under a campaign.
+/// A deal, an auction or a giveaway taking units from a SKU under a campaign.
 #[derive(Debug, Clone, Copy)]
 pub struct TakeUnits<'a> {
     /// The lineup item's campaign (none for items older than campaigns).
     pub campaign_id: Option<Uuid>,
     pub sku_id: Uuid,
     pub quantity: i32,
-    /// The deal's price per unit.
-    pub price_minor: i64,
-    pub deal_id: Uuid,
+    /// The price per unit held to the campaign's floor: a deal's price, an
+    /// auction's reserve. `None` checks no floor (a giveaway's prizes are
+    /// free; whether a giveaway may hand out the SKU is the caller's rule).
+    pub price_minor: Option<i64>,
+    /// What takes the units; the movement names it.
+    pub source: UnitSource,
     pub actor: &'a str,
 }
 
-/// What a deal took units under.
+/// What a deal (an auction, a giveaway) took units under.
 #[derive(Debug, Clone, Copy)]
 pub struct Taken {
     pub campaign_id: Uuid,
@@ -309,7 +318,7 @@ pub async fn take_units(conn: &mut PgConnection, take: TakeUnits<'_>) -> Result<
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(not_in_campaign)?;
-    if !active.allow_below_floor && take.price_minor < floor {
+    if !active.allow_below_floor && take.price_minor.is_some_and(|price| price < floor) {
         return Err(Error::invalid(
             "price_below_floor",
             format!("the campaign's floor for this SKU is {floor} minor units"),
@@ -359,10 +368,10 @@ pub async fn take_units(conn: &mut PgConnection, take: TakeUnits<'_>) -> Result<
         NewMovement {
             sku_id: take.sku_id,
             delta: -take.quantity,
-            reason: MovementReason::DealAllocated,
+            reason: take.source.allocated(),
             note: "",
             actor: take.actor,
-            deal_id: Some(take.deal_id),
+            source: Some(take.source),
             campaign_id: Some(campaign_id),
         },
     )
@@ -373,15 +382,25 @@ pub async fn take_units(conn: &mut PgConnection, take: TakeUnits<'_>) -> Result<
     })
 }
 
-/// Units coming back from a deal.
+/// Why units come back to a SKU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returning {
+    /// The source ended (or was voided) and gives back what it did not sell
+    /// or hand out (`deal_returned`, `auction_returned`, `giveaway_returned`).
+    Unsold,
+    /// An order of the source expired or was cancelled (`order_released`).
+    OrderReleased,
+}
+
+/// Units coming back from a deal, an auction or a giveaway.
 #[derive(Debug, Clone, Copy)]
 pub struct GiveBack<'a> {
     pub campaign_id: Option<Uuid>,
     pub sku_id: Uuid,
     pub units: i32,
-    /// `DealReturned` or `OrderReleased`.
-    pub reason: MovementReason,
-    pub deal_id: Uuid,
+    pub why: Returning,
+    /// Where the units were; the movement names it.
+    pub source: UnitSource,
     pub actor: &'a str,
 }
 
@@ -396,10 +415,13 @@ pub async fn give_back(conn: &mut PgConnection, back: GiveBack<'_>) -> Result<()
         NewMovement {
             sku_id: back.sku_id,
             delta: back.units,
-            reason: back.reason,
+            reason: match back.why {
+                Returning::Unsold => back.source.returned(),
+                Returning::OrderReleased => MovementReason::OrderReleased,
+            },
             note: "",
             actor: back.actor,
-            deal_id: Some(back.deal_id),
+            source: Some(back.source),
             campaign_id: back.campaign_id,
         },
     )

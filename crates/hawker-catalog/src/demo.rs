@@ -59,7 +59,7 @@ pub async fn seed_catalogue(
                     reason: MovementReason::Opening,
                     note: "demo seed",
                     actor: "seed",
-                    deal_id: None,
+                    source: None,
                     campaign_id: None,
                 },
             )

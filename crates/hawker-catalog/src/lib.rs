@@ -9,8 +9,10 @@
 //! It owns the tables `product`, `sku`, `stock_movement` and `campaign_sku`.
 //! Campaigns themselves (who proposed, accepted, the dates) are the agency
 //! side's (`hawker_agency::campaigns`), read through its functions; commerce
-//! takes and gives back a deal's units through [`campaign_skus::take_units`]
-//! and [`campaign_skus::give_back`].
+//! (a deal's units, and those of auction and giveaway orders that expire)
+//! and the live formats (an auction's or a giveaway's units) take and give
+//! back units through [`campaign_skus::take_units`] and
+//! [`campaign_skus::give_back`], naming the source.
 //!
 //! Everything here is a database function of the caller's claims: the HTTP
 //! layer only parses, calls and maps errors.

@@ -246,7 +246,7 @@ async fn insert_sku(
                 reason: MovementReason::Opening,
                 note: "opening stock",
                 actor,
-                deal_id: None,
+                source: None,
                 campaign_id: None,
             },
         )

@@ -32,8 +32,18 @@ pub enum MovementReason {
     DealAllocated,
     /// A deal ended and gave back what it did not sell.
     DealReturned,
-    /// Units of an ended deal's order came back (expired or cancelled).
+    /// Units of an order came back (expired or cancelled) after its deal
+    /// ended, or of an auction's or a giveaway's order: the movement names
+    /// the order's source.
     OrderReleased,
+    /// An auction took its unit when it started.
+    AuctionAllocated,
+    /// An auction ended without a sale (or was voided) and gave its unit back.
+    AuctionReturned,
+    /// A giveaway took its prizes' units when it started.
+    GiveawayAllocated,
+    /// A giveaway gave back the units it did not hand out.
+    GiveawayReturned,
 }
 
 /// One change of a SKU's stock.
@@ -47,15 +57,18 @@ pub struct Movement {
     pub note: String,
     /// Who moved it: the token's subject (or `scheduler` for deals ending on time).
     pub actor: String,
+    /// The deal, auction or giveaway the units went to or came from (at most one).
     pub deal_id: Option<Uuid>,
+    pub auction_id: Option<Uuid>,
+    pub giveaway_id: Option<Uuid>,
     pub campaign_id: Option<Uuid>,
     /// Stock on hand right after this movement.
     pub stock_after: i32,
     pub at: DateTime<Utc>,
 }
 
-const MOVEMENT_COLUMNS: &str =
-    "stock_movement_id, sku_id, delta, reason, note, actor, deal_id, campaign_id, stock_after, at";
+const MOVEMENT_COLUMNS: &str = "stock_movement_id, sku_id, delta, reason, note, actor, deal_id, auction_id, \
+    giveaway_id, campaign_id, stock_after, at";
 
 /// A movement to record.
 #[derive(Debug, Clone, Copy)]
@@ -65,23 +78,65 @@ pub struct NewMovement<'a> {
     pub reason: MovementReason,
     pub note: &'a str,
     pub actor: &'a str,
-    pub deal_id: Option<Uuid>,
+    /// The deal, auction or giveaway that moved the units, if any.
+    pub source: Option<UnitSource>,
     pub campaign_id: Option<Uuid>,
+}
+
+/// What took units from a SKU or gave them back, beside its brand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UnitSource {
+    Deal(Uuid),
+    Auction(Uuid),
+    Giveaway(Uuid),
+}
+
+impl UnitSource {
+    /// The movement's (`deal_id`, `auction_id`, `giveaway_id`).
+    fn ids(source: Option<UnitSource>) -> (Option<Uuid>, Option<Uuid>, Option<Uuid>) {
+        match source {
+            None => (None, None, None),
+            Some(UnitSource::Deal(id)) => (Some(id), None, None),
+            Some(UnitSource::Auction(id)) => (None, Some(id), None),
+            Some(UnitSource::Giveaway(id)) => (None, None, Some(id)),
+        }
+    }
+
+    /// The reason of a movement taking units for this source.
+    pub fn allocated(self) -> MovementReason {
+        match self {
+            UnitSource::Deal(_) => MovementReason::DealAllocated,
+            UnitSource::Auction(_) => MovementReason::AuctionAllocated,
+            UnitSource::Giveaway(_) => MovementReason::GiveawayAllocated,
+        }
+    }
+
+    /// The reason of a movement giving back what this source did not sell.
+    pub fn returned(self) -> MovementReason {
+        match self {
+            UnitSource::Deal(_) => MovementReason::DealReturned,
+            UnitSource::Auction(_) => MovementReason::AuctionReturned,
+            UnitSource::Giveaway(_) => MovementReason::GiveawayReturned,
+        }
+    }
 }
 
 /// Records a movement in the caller's transaction; the SKU's total moves
 /// with it (and its row stays locked until the commit).
 pub async fn record(conn: &mut PgConnection, m: NewMovement<'_>) -> Result<Movement> {
+    let (deal_id, auction_id, giveaway_id) = UnitSource::ids(m.source);
     sqlx::query_as::<_, Movement>(&format!(
-        "insert into stock_movement (sku_id, delta, reason, note, actor, deal_id, campaign_id)
-         values ($1, $2, $3, $4, $5, $6, $7) returning {MOVEMENT_COLUMNS}"
+        "insert into stock_movement (sku_id, delta, reason, note, actor, deal_id, auction_id, giveaway_id, campaign_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {MOVEMENT_COLUMNS}"
     ))
     .bind(m.sku_id)
     .bind(m.delta)
     .bind(m.reason)
     .bind(m.note)
     .bind(m.actor)
-    .bind(m.deal_id)
+    .bind(deal_id)
+    .bind(auction_id)
+    .bind(giveaway_id)
     .bind(m.campaign_id)
     .fetch_one(conn)
     .await
@@ -199,7 +254,7 @@ pub async fn change_stock(
             reason,
             note: change.note.trim(),
             actor: &claims.sub,
-            deal_id: None,
+            source: None,
             campaign_id: None,
         },
     )

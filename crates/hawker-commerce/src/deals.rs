@@ -9,8 +9,7 @@ use serde_json::{json, Value};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use hawker_catalog::campaign_skus::{self, GiveBack, TakeUnits};
-use hawker_catalog::stock::MovementReason;
+use hawker_catalog::campaign_skus::{self, GiveBack, Returning, TakeUnits, UnitSource};
 
 use crate::access::require_host;
 use crate::Commerce;
@@ -303,8 +302,8 @@ pub async fn create_deal(c: &Commerce, claims: &Claims, session_id: Uuid, new: N
             campaign_id: item.campaign_id,
             sku_id: item.sku_id,
             quantity: new.quantity,
-            price_minor: new.price_minor,
-            deal_id,
+            price_minor: Some(new.price_minor),
+            source: UnitSource::Deal(deal_id),
             actor: &claims.sub,
         },
     )
@@ -414,8 +413,8 @@ pub async fn end_deal_tx(tx: &mut Transaction<'_, Postgres>, deal_id: Uuid, reas
             campaign_id,
             sku_id,
             units: quantity - sold,
-            reason: MovementReason::DealReturned,
-            deal_id,
+            why: Returning::Unsold,
+            source: UnitSource::Deal(deal_id),
             actor: reason,
         },
     )

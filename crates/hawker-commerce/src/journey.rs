@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::order::Order;
 use crate::profile::ShippingAddress;
-use crate::units::{self, OrderUnits};
+use crate::units::{self, OrderUnits, ORDER_UNITS_COLUMNS};
 use crate::Commerce;
 use hawker_core::error::{Error, Result};
 
@@ -51,8 +51,8 @@ pub struct OrderView {
 }
 
 const VIEW_SELECT: &str =
-    "select o.order_id, o.deal_id, o.session_id, o.lineup_item_id, o.sku_id, o.buyer_id,
-        o.quantity, o.unit_price_minor, o.discount_minor, o.amount_minor, o.currency, o.coupon_claim_id,
+    "select o.order_id, o.source, o.deal_id, o.auction_id, o.giveaway_id, o.session_id, o.lineup_item_id,
+        o.sku_id, o.buyer_id, o.quantity, o.unit_price_minor, o.discount_minor, o.amount_minor, o.currency, o.coupon_claim_id,
         o.status, o.created_at, o.expires_at, o.paid_at, o.cancelled_at, o.host_id,
         p.name as product_name, k.name as sku_name, o.fulfilment, o.shipping_address, o.carrier,
         o.tracking_number, o.shipped_at, o.delivered_at, r.status as return_status
@@ -242,18 +242,24 @@ pub(crate) async fn view(c: &Commerce, order_id: Uuid) -> Result<OrderView> {
 /// The buyer cancels their own pending order: it is `cancelled` and its units
 /// go back at once, exactly as when it expires (the deal and the gate while
 /// the deal runs, with a `deal.stock` figure in the room; the SKU after it
-/// ended).
+/// ended, or at once for an auction's order).
 #[tracing::instrument(skip_all, fields(%order_id, caller = %claims.sub))]
 pub async fn cancel_order(c: &Commerce, claims: &Claims, order_id: Uuid) -> Result<OrderDetail> {
     let mut tx = c.db().begin().await?;
-    let row: Option<(Uuid, String, i32, String)> = sqlx::query_as(
-        "select deal_id, buyer_id, quantity, status from customer_order where order_id = $1 for update",
-    )
+    #[derive(sqlx::FromRow)]
+    struct Locked {
+        status: String,
+        #[sqlx(flatten)]
+        units: OrderUnits,
+    }
+    let row: Option<Locked> = sqlx::query_as(&format!(
+        "select status, {ORDER_UNITS_COLUMNS} from customer_order where order_id = $1 for update"
+    ))
     .bind(order_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (deal_id, buyer_id, quantity, status) = match row {
-        Some(r) if r.1 == claims.sub => r,
+    let Locked { status, units: order } = match row {
+        Some(r) if r.units.buyer_id == claims.sub => r,
         // Someone else's order: do not reveal that it exists.
         _ => return Err(Error::NotFound("order")),
     };
@@ -275,12 +281,7 @@ pub async fn cancel_order(c: &Commerce, claims: &Claims, order_id: Uuid) -> Resu
     .bind(json!({ "reason": "cancelled_by_buyer", "units_returned": true, "by": claims.sub }))
     .execute(&mut *tx)
     .await?;
-    let orders = [OrderUnits {
-        deal_id,
-        buyer_id,
-        quantity,
-    }];
-    let back = units::give_back(&mut tx, &orders, "cancelled_by_buyer").await?;
+    let back = units::give_back(&mut tx, &[order], "cancelled_by_buyer").await?;
     tx.commit().await?;
     metrics::counter!("hawker_orders_cancelled_total").increment(1);
     back.announce(c).await;

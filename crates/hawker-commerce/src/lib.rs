@@ -17,6 +17,11 @@
 //! events go through the hub's durable outbox (`hawker_hub::durable`), so
 //! each happens once across nodes and survives a restart.
 //!
+//! Orders also come from auctions and giveaways ([`sourced`]): the live
+//! formats (`hawker-live`) create them one at a time in their own
+//! transaction; every reader of orders handles each source (an order names
+//! its source and exactly that source's id, [`order::Source`]).
+//!
 //! Modules depend one way, with no cycle: [`purchase`] uses [`order`],
 //! [`pricing`], [`stock`] and [`deals`]; none of those uses `purchase`.
 //! `deals`, `coupons` and `scheduler` reach the gate only through
@@ -39,6 +44,7 @@ pub mod purchase;
 pub mod reports;
 pub mod sales;
 pub mod scheduler;
+pub mod sourced;
 pub mod stock;
 mod units;
 

@@ -11,11 +11,33 @@ use uuid::Uuid;
 use crate::Commerce;
 use hawker_core::error::{Error, Result};
 
+/// What an order came from; the order names that source's id and no other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Source {
+    /// A flash deal (`deal_id`).
+    Deal,
+    /// An auction's winner, at the hammer price (`auction_id`).
+    Auction,
+    /// A giveaway's winner, at no charge (`giveaway_id`).
+    Giveaway,
+    /// Reserved for group buys.
+    GroupBuy,
+}
+
 /// An order, as stored and as returned.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Order {
     pub order_id: Uuid,
-    pub deal_id: Uuid,
+    /// Where the order came from; exactly that source's id is set.
+    pub source: Source,
+    /// The deal of a `deal` order; null otherwise.
+    pub deal_id: Option<Uuid>,
+    /// The auction of an `auction` order; null otherwise.
+    pub auction_id: Option<Uuid>,
+    /// The giveaway of a `giveaway` order; null otherwise.
+    pub giveaway_id: Option<Uuid>,
     pub session_id: Uuid,
     pub lineup_item_id: Uuid,
     pub sku_id: Uuid,
@@ -36,8 +58,32 @@ pub struct Order {
     pub host_id: Option<Uuid>,
 }
 
+impl Order {
+    /// The deal, auction or giveaway whose units the order holds (none for
+    /// a group buy, reserved).
+    pub fn unit_source(&self) -> Option<hawker_catalog::campaign_skus::UnitSource> {
+        unit_source(self.source, self.deal_id, self.auction_id, self.giveaway_id)
+    }
+}
+
+/// The catalog's name for an order's source, from its columns.
+pub(crate) fn unit_source(
+    source: Source,
+    deal_id: Option<Uuid>,
+    auction_id: Option<Uuid>,
+    giveaway_id: Option<Uuid>,
+) -> Option<hawker_catalog::campaign_skus::UnitSource> {
+    use hawker_catalog::campaign_skus::UnitSource;
+    match source {
+        Source::Deal => deal_id.map(UnitSource::Deal),
+        Source::Auction => auction_id.map(UnitSource::Auction),
+        Source::Giveaway => giveaway_id.map(UnitSource::Giveaway),
+        Source::GroupBuy => None,
+    }
+}
+
 /// The `customer_order` columns that make an [`Order`], for `select`/`returning`.
-pub const ORDER_COLUMNS: &str = "order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity, \
+pub const ORDER_COLUMNS: &str = "order_id, source, deal_id, auction_id, giveaway_id, session_id, lineup_item_id, sku_id, buyer_id, quantity, \
     unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id, status, created_at, expires_at, \
     paid_at, cancelled_at, host_id";
 

@@ -23,6 +23,7 @@ use sha2::Sha256;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::order::Source;
 use crate::Commerce;
 use hawker_core::error::{Error, Result};
 use hawker_hub::{Notice, Publication};
@@ -206,7 +207,10 @@ async fn previous_outcome(
 struct LockedOrder {
     session_id: Uuid,
     buyer_id: String,
-    deal_id: Uuid,
+    source: Source,
+    deal_id: Option<Uuid>,
+    auction_id: Option<Uuid>,
+    giveaway_id: Option<Uuid>,
     quantity: i32,
     amount_minor: i64,
     currency: String,
@@ -220,7 +224,8 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> Result<WebhookOutc
         return Ok(previous);
     }
     let order: LockedOrder = sqlx::query_as(
-        "select session_id, buyer_id, deal_id, quantity, amount_minor, currency, status, expires_at <= now() as expired
+        "select session_id, buyer_id, source, deal_id, auction_id, giveaway_id, quantity, amount_minor, currency,
+                status, expires_at <= now() as expired
            from customer_order where order_id = $1 for update",
     )
     .bind(event.order_id)
@@ -314,7 +319,10 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> Result<WebhookOutc
                     json!({
                         "order_id": event.order_id,
                         "session_id": order.session_id,
+                        "source": order.source,
                         "deal_id": order.deal_id,
+                        "auction_id": order.auction_id,
+                        "giveaway_id": order.giveaway_id,
                         "quantity": order.quantity,
                         "amount_minor": order.amount_minor,
                         "currency": order.currency,
@@ -322,7 +330,9 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> Result<WebhookOutc
                 ),
             )
             .await?;
-        announce_sales(&mut tx, order.session_id, order.deal_id).await?;
+        if let Some(deal_id) = order.deal_id {
+            announce_sales(&mut tx, order.session_id, deal_id).await?;
+        }
     }
     tx.commit().await?;
     Ok(WebhookOutcome {

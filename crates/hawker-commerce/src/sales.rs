@@ -86,7 +86,8 @@ struct RawSalesRow {
 }
 
 /// Paid orders of the session (with `brand`, of its products only), net of
-/// refunds: for the session, per deal and per window; per scope one row of
+/// refunds: for the session and per window (orders of every source), per
+/// deal (deal orders); per scope one row of
 /// totals and one per currency.
 pub async fn session_sales(
     db: &PgPool,
@@ -111,7 +112,7 @@ pub async fn session_sales(
          ), keyed as (
             select 'session'::text as scope, null::uuid as key, o.* from o
             union all
-            select 'deal', o.deal_id, o.* from o
+            select 'deal', o.deal_id, o.* from o where o.deal_id is not null
             union all
             select 'window', w.key, o.* from o
               join unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[]) as w(key, from_at, to_at)

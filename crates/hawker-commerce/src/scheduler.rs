@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::deals::{end_deal_tx, Deal, DEAL_COLUMNS};
-use crate::units::{self, OrderUnits};
+use crate::units::{self, OrderUnits, ORDER_UNITS_COLUMNS};
 use crate::Commerce;
 use hawker_hub::{Notice, Publication};
 use serde_json::json;
@@ -99,15 +99,26 @@ async fn end_due_deals(c: &Commerce) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An order the sweeper let go, with what its units need.
+#[derive(sqlx::FromRow)]
+struct ExpiredOrder {
+    order_id: Uuid,
+    status: String,
+    session_id: Uuid,
+    #[sqlx(flatten)]
+    units: OrderUnits,
+}
+
 /// Cancels unpaid orders past their expiry; their units go back to the deal
-/// and the gate while the deal runs, to the SKU once it has ended.
+/// and the gate while the deal runs, to the SKU once it has ended (an
+/// auction's or a giveaway's order: to the SKU at once).
 async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     let mut tx = c.db().begin().await?;
     // Unpaid orders past their expiry are cancelled; an order that was paid
     // too late (`refund_due`, not yet cancelled) keeps its status but its
     // units come back the same way. One query per case, each on its own
     // partial index (migrations 0002 and 0013), never a scan of the table.
-    let mut expired: Vec<(Uuid, Uuid, String, i32, String, Uuid)> = sqlx::query_as(
+    let mut expired: Vec<ExpiredOrder> = sqlx::query_as(&format!(
         "with due as (select order_id from customer_order
                         where status = 'pending_payment' and expires_at <= now()
                         order by expires_at for update skip locked limit 500),
@@ -118,15 +129,15 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
             set status = case when status = 'pending_payment' then 'cancelled' else status end,
                 cancelled_at = now()
           where order_id in (select order_id from due union all select order_id from late)
-      returning order_id, deal_id, buyer_id, quantity, status, session_id",
-    )
+      returning order_id, status, session_id, {ORDER_UNITS_COLUMNS}"
+    ))
     .fetch_all(&mut *tx)
     .await?;
     if expired.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = expired.iter().map(|e| e.0).collect();
-    let statuses: Vec<&str> = expired.iter().map(|e| e.4.as_str()).collect();
+    let ids: Vec<Uuid> = expired.iter().map(|e| e.order_id).collect();
+    let statuses: Vec<&str> = expired.iter().map(|e| e.status.as_str()).collect();
     sqlx::query(
         "insert into order_event (order_id, from_status, to_status, detail, kind)
          select id, case when status = 'cancelled' then 'pending_payment' else status end, status,
@@ -137,32 +148,28 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     .bind(&statuses)
     .execute(&mut *tx)
     .await?;
-    let orders: Vec<OrderUnits> = expired
-        .iter()
-        .map(|(_, deal_id, buyer_id, quantity, _, _)| OrderUnits {
-            deal_id: *deal_id,
-            buyer_id: buyer_id.clone(),
-            quantity: *quantity,
-        })
-        .collect();
+    let orders: Vec<OrderUnits> = expired.iter().map(|e| e.units.clone()).collect();
     let back = units::give_back(&mut tx, &orders, "payment_expired").await?;
     // Each buyer alone hears that their order expired (the room sees the
     // stock figure). In buyer order: a notice takes a per-user lock, and two
     // sweepers must not take two buyers' locks in opposite orders.
-    expired.sort_by(|a, b| (&a.2, a.0).cmp(&(&b.2, b.0)));
-    for (order_id, deal_id, buyer, quantity, status, session_id) in &expired {
+    expired.sort_by(|a, b| (&a.units.buyer_id, a.order_id).cmp(&(&b.units.buyer_id, b.order_id)));
+    for e in &expired {
         c.hub()
             .enqueue_notice(
                 &mut tx,
                 &Notice::new(
-                    buyer,
+                    &e.units.buyer_id,
                     "order.expired",
                     json!({
-                        "order_id": order_id,
-                        "session_id": session_id,
-                        "deal_id": deal_id,
-                        "quantity": quantity,
-                        "status": status,
+                        "order_id": e.order_id,
+                        "session_id": e.session_id,
+                        "source": e.units.source,
+                        "deal_id": e.units.deal_id,
+                        "auction_id": e.units.auction_id,
+                        "giveaway_id": e.units.giveaway_id,
+                        "quantity": e.units.quantity,
+                        "status": e.status,
                     }),
                 ),
             )

@@ -7,23 +7,39 @@
 //! `deal.stock` figure. The room hears no more than that figure: who let
 //! which order go is the buyer's business (the sweeper sends the buyer a
 //! private `order.expired` notice).
+//!
+//! An auction's or a giveaway's order has no deal to return to: its unit
+//! goes straight back to the SKU (and to the count of the lineup item's
+//! campaign, under which the auction or giveaway took it), by a catalog
+//! movement naming the auction or giveaway; there is no gate and no figure.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::order::Source;
 use crate::stock::{self, Figure};
 use crate::Commerce;
-use hawker_core::error::Result;
+use hawker_catalog::campaign_skus::{GiveBack, Returning, UnitSource};
+use hawker_core::error::{Error, Result};
 
 /// An order whose units come back.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct OrderUnits {
-    pub deal_id: Uuid,
+    pub source: Source,
+    pub deal_id: Option<Uuid>,
+    pub auction_id: Option<Uuid>,
+    pub giveaway_id: Option<Uuid>,
+    pub lineup_item_id: Uuid,
+    pub sku_id: Uuid,
     pub buyer_id: String,
     pub quantity: i32,
 }
+
+/// The `customer_order` columns that make [`OrderUnits`].
+pub(crate) const ORDER_UNITS_COLUMNS: &str =
+    "source, deal_id, auction_id, giveaway_id, lineup_item_id, sku_id, buyer_id, quantity";
 
 /// What to tell the gate and the room once the transaction committed.
 #[must_use = "call `announce` after the commit"]
@@ -43,9 +59,15 @@ pub(crate) async fn give_back(
 ) -> Result<UnitsBack> {
     let mut per_deal: HashMap<Uuid, i32> = HashMap::new();
     let mut per_buyer: HashMap<(Uuid, String), i32> = HashMap::new();
+    let mut sourced: Vec<&OrderUnits> = Vec::new();
     for o in orders {
-        *per_deal.entry(o.deal_id).or_default() += o.quantity;
-        *per_buyer.entry((o.deal_id, o.buyer_id.clone())).or_default() += o.quantity;
+        match (o.source, o.deal_id) {
+            (Source::Deal, Some(deal_id)) => {
+                *per_deal.entry(deal_id).or_default() += o.quantity;
+                *per_buyer.entry((deal_id, o.buyer_id.clone())).or_default() += o.quantity;
+            }
+            _ => sourced.push(o),
+        }
     }
     for ((deal_id, buyer), units) in &per_buyer {
         sqlx::query("update deal_buyer set units = units - $3 where deal_id = $1 and buyer_id = $2")
@@ -84,8 +106,8 @@ pub(crate) async fn give_back(
                     campaign_id,
                     sku_id,
                     units: *units,
-                    reason: hawker_catalog::stock::MovementReason::OrderReleased,
-                    deal_id: *deal_id,
+                    why: Returning::OrderReleased,
+                    source: UnitSource::Deal(*deal_id),
                     actor,
                 },
             )
@@ -101,12 +123,67 @@ pub(crate) async fn give_back(
             ));
         }
     }
+    // After the deal rows, as a deal ending locks its row and then its SKU.
+    give_back_sourced(tx, &sourced, actor).await?;
     let gate = orders
         .iter()
-        .filter(|o| live.contains(&o.deal_id))
-        .map(|o| (o.deal_id, o.buyer_id.clone(), o.quantity))
+        .filter_map(|o| {
+            o.deal_id
+                .filter(|d| live.contains(d))
+                .map(|d| (d, o.buyer_id.clone(), o.quantity))
+        })
         .collect();
     Ok(UnitsBack { gate, figures })
+}
+
+/// The units of auction and giveaway orders, back to their SKUs under the
+/// lineup item's campaign; one movement per (source, SKU), in a fixed order
+/// so two transactions never lock SKUs in opposite orders.
+async fn give_back_sourced(
+    tx: &mut Transaction<'_, Postgres>,
+    orders: &[&OrderUnits],
+    actor: &'static str,
+) -> Result<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let mut items: Vec<Uuid> = orders.iter().map(|o| o.lineup_item_id).collect();
+    items.sort_unstable();
+    items.dedup();
+    let campaigns: HashMap<Uuid, Option<Uuid>> =
+        sqlx::query_as("select lineup_item_id, campaign_id from lineup_item where lineup_item_id = any($1)")
+            .bind(&items)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
+    let mut per_source: BTreeMap<(Uuid, UnitSource, Option<Uuid>), i32> = BTreeMap::new();
+    for o in orders {
+        let source =
+            crate::order::unit_source(o.source, o.deal_id, o.auction_id, o.giveaway_id).ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!(
+                    "an order of source {:?} cannot give units back",
+                    o.source
+                ))
+            })?;
+        let campaign_id = campaigns.get(&o.lineup_item_id).copied().flatten();
+        *per_source.entry((o.sku_id, source, campaign_id)).or_default() += o.quantity;
+    }
+    for ((sku_id, source, campaign_id), units) in per_source {
+        hawker_catalog::campaign_skus::give_back(
+            tx,
+            GiveBack {
+                campaign_id,
+                sku_id,
+                units,
+                why: Returning::OrderReleased,
+                source,
+                actor,
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 impl UnitsBack {

@@ -364,7 +364,10 @@ mod tests {
     fn order(buyer: &str, quantity: i32) -> Order {
         Order {
             order_id: Uuid::now_v7(),
-            deal_id: Uuid::from_u128(1),
+            source: crate::order::Source::Deal,
+            deal_id: Some(Uuid::from_u128(1)),
+            auction_id: None,
+            giveaway_id: None,
             session_id: Uuid::from_u128(2),
             lineup_item_id: Uuid::from_u128(3),
             sku_id: Uuid::from_u128(4),

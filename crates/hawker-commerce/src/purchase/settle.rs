@@ -420,7 +420,12 @@ async fn commit(
         let created = insert_orders(&mut tx, requests, &known.deals, &decisions, order_ttl_secs).await?;
         add_buyer_units(&mut tx, &created, &known.deals).await?;
         mark_coupons_used(&mut tx, &created).await?;
-        let units = decide::units_by_deal(created.values().map(|o| (o.deal_id, o.quantity)))?;
+        // Every order the settlement creates is a deal order.
+        let units = decide::units_by_deal(
+            created
+                .values()
+                .filter_map(|o| o.deal_id.map(|d| (d, o.quantity))),
+        )?;
         match take_units(&mut tx, &units).await? {
             Taken::All(deals) => {
                 record_order_events(&mut tx, &created).await?;
@@ -619,9 +624,9 @@ async fn add_buyer_units(
 ) -> Result<()> {
     let mut buyer_units: HashMap<(Uuid, String), i32> = HashMap::new();
     for order in created.values() {
-        *buyer_units
-            .entry((order.deal_id, order.buyer_id.clone()))
-            .or_default() += order.quantity;
+        if let Some(deal_id) = order.deal_id {
+            *buyer_units.entry((deal_id, order.buyer_id.clone())).or_default() += order.quantity;
+        }
     }
     if buyer_units.is_empty() {
         return Ok(());

@@ -34,4 +34,5 @@ mod roster;
 mod security;
 mod shutdown;
 mod socket_conformance;
+mod sourced;
 mod support;

@@ -1,0 +1,615 @@
+//! Orders from auctions and giveaways (`hawker_commerce::sourced`) against
+//! real Postgres and Redis: created with the host on air, paid through the
+//! usual webhook, expired or cancelled with their unit going back to the SKU
+//! (a movement naming the auction), free only for giveaways, idempotent by
+//! key; and the schema (migration 0014) refusing orders and movements that
+//! break their source's rules whatever the code does. The auction and
+//! giveaway tables come later (0015, 0016): the ids here name nothing yet.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hawker_catalog::campaign_skus::{self, TakeUnits, UnitSource};
+use hawker_commerce::order::{Order, Source};
+use hawker_commerce::sourced::{self, OrderSource, SourcedOrder};
+use hawker_core::Role;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::support::fixtures::{ensure_campaign_sku, insert_agency_and_session, insert_brand_with_sku};
+use crate::support::{answer, poll, settings_with, spawn_app_with, Patience, TestApp};
+
+/// A session with a host on shift for all of it, and a campaign SKU
+/// (10 units on hand) at link #1.
+struct Stage {
+    session: Uuid,
+    sku: Uuid,
+    campaign: Uuid,
+    lineup_item: Uuid,
+    host: Uuid,
+}
+
+async fn stage(db: &PgPool) -> Stage {
+    let (agency, session) = insert_agency_and_session(db).await;
+    let (_, sku) = insert_brand_with_sku(db, 3000, 10).await;
+    let campaign = ensure_campaign_sku(db, agency, sku).await;
+    let (lineup_item, host) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        "insert into lineup_item (lineup_item_id, session_id, link_number, sku_id, campaign_id)
+         values ($1, $2, 1, $3, $4)",
+    )
+    .bind(lineup_item)
+    .bind(session)
+    .bind(sku)
+    .bind(campaign)
+    .execute(db)
+    .await
+    .unwrap();
+    sqlx::query("insert into host (host_id, handle, display_name) values ($1, $2, 'Mia Chen')")
+        .bind(host)
+        .bind("mia")
+        .execute(db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into shift (shift_id, session_id, host_id, planned_start, planned_end, created_by)
+         select $1, session_id, $3, planned_start - interval '1 minute', planned_end, 'test'
+           from live_session where session_id = $2",
+    )
+    .bind(Uuid::new_v4())
+    .bind(session)
+    .bind(host)
+    .execute(db)
+    .await
+    .unwrap();
+    Stage {
+        session,
+        sku,
+        campaign,
+        lineup_item,
+        host,
+    }
+}
+
+/// A node whose expiry sweeper runs every 100 ms, and its webhook secret.
+async fn node() -> (TestApp, String) {
+    let settings = settings_with(&[("HAWKER__COMMERCE__SCHEDULER_TICK_MS", "100")]);
+    let secret = settings.payments.webhook_secret.clone();
+    (spawn_app_with(settings).await, secret)
+}
+
+fn order_of<'a>(
+    stage: &Stage,
+    source: OrderSource,
+    buyer: &'a str,
+    price: i64,
+    key: &str,
+) -> SourcedOrder<'a> {
+    SourcedOrder {
+        source,
+        session_id: stage.session,
+        lineup_item_id: stage.lineup_item,
+        sku_id: stage.sku,
+        buyer_id: buyer,
+        unit_price_minor: price,
+        currency: "USD",
+        idempotency_key: key.into(),
+    }
+}
+
+/// Creates the order in a transaction of its own.
+async fn create(app: &TestApp, o: SourcedOrder<'_>) -> hawker_commerce::Result<Order> {
+    let mut tx = app.db.begin().await.unwrap();
+    let order = sourced::create_order(&app.commerce, &mut tx, o).await?;
+    tx.commit().await.unwrap();
+    Ok(order)
+}
+
+/// What the live formats will do when an auction starts: take its unit.
+async fn take_for_auction(app: &TestApp, stage: &Stage, auction: Uuid) {
+    let mut tx = app.db.begin().await.unwrap();
+    campaign_skus::take_units(
+        &mut tx,
+        TakeUnits {
+            campaign_id: Some(stage.campaign),
+            sku_id: stage.sku,
+            quantity: 1,
+            price_minor: Some(2000),
+            source: UnitSource::Auction(auction),
+            actor: "test",
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn stock_on_hand(db: &PgPool, sku: Uuid) -> i32 {
+    sqlx::query_scalar("select stock_on_hand from sku where sku_id = $1")
+        .bind(sku)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+async fn units_taken(db: &PgPool, stage: &Stage) -> i32 {
+    sqlx::query_scalar("select units_taken from campaign_sku where campaign_id = $1 and sku_id = $2")
+        .bind(stage.campaign)
+        .bind(stage.sku)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// The SKU's movements naming `auction`: (reason, delta), oldest first.
+async fn auction_movements(db: &PgPool, auction: Uuid) -> Vec<(String, i32)> {
+    sqlx::query_as(
+        "select reason, delta from stock_movement where auction_id = $1 and deal_id is null and giveaway_id is null
+          order by stock_movement_id",
+    )
+    .bind(auction)
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+async fn status_of(db: &PgPool, order: Uuid) -> String {
+    sqlx::query_scalar("select status from customer_order where order_id = $1")
+        .bind(order)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+async fn pay(app: &TestApp, secret: &str, order: &Order) -> (u16, Value) {
+    let body = json!({"event_id": format!("evt-{}", order.order_id), "type": "payment.succeeded",
+                      "order_id": order.order_id, "amount_minor": order.amount_minor, "currency": "USD"})
+    .to_string()
+    .into_bytes();
+    let signature = hawker_commerce::payments::sign(secret, Utc::now().timestamp(), &body);
+    let sent = app
+        .http
+        .post(app.url("/v1/payments/webhook"))
+        .header("content-type", "application/json")
+        .header("X-Hawker-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    answer(sent).await
+}
+
+#[tokio::test]
+async fn an_auction_order_is_pending_with_the_host_on_air_payable_and_idempotent_by_key() {
+    let (app, secret) = node().await;
+    let stage = stage(&app.db).await;
+    let auction = Uuid::new_v4();
+    take_for_auction(&app, &stage, auction).await;
+    assert_eq!(stock_on_hand(&app.db, stage.sku).await, 9);
+    assert_eq!(
+        auction_movements(&app.db, auction).await,
+        [("auction_allocated".to_string(), -1)]
+    );
+
+    let key = format!("auction:{auction}:win");
+    let order = create(
+        &app,
+        order_of(&stage, OrderSource::Auction(auction), "winner", 4200, &key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(order.source, Source::Auction);
+    assert_eq!(
+        (order.auction_id, order.deal_id, order.giveaway_id),
+        (Some(auction), None, None)
+    );
+    assert_eq!(order.status, "pending_payment");
+    assert_eq!(
+        (order.quantity, order.unit_price_minor, order.amount_minor),
+        (1, 4200, 4200)
+    );
+    assert_eq!(order.host_id, Some(stage.host), "attributed to the host on air");
+    let window = (order.expires_at - order.created_at).num_seconds();
+    assert!(
+        (590..=610).contains(&window),
+        "the payment window is commerce.order_ttl_secs (600): {window}"
+    );
+
+    // The same key again: the same order, no second row; the same key for
+    // something else is refused.
+    let again = create(
+        &app,
+        order_of(&stage, OrderSource::Auction(auction), "winner", 4200, &key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.order_id, order.order_id);
+    let reused = create(
+        &app,
+        order_of(&stage, OrderSource::Auction(auction), "winner", 4300, &key),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reused.code(), "idempotency_key_reused", "{reused}");
+    let rows: i64 = sqlx::query_scalar("select count(*) from customer_order where auction_id = $1")
+        .bind(auction)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+
+    // The buyer sees it as any order, with its source.
+    let (status, seen) = app
+        .send(
+            Method::GET,
+            &format!("/v1/me/orders/{}", order.order_id),
+            &app.token("winner", Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["source"], "auction");
+    assert_eq!(seen["auction_id"], auction.to_string());
+    assert_eq!(seen["deal_id"], Value::Null);
+    assert_eq!(seen["giveaway_id"], Value::Null);
+
+    // Paid through the usual webhook; the sale reaches the ledger's facts.
+    let (status, paid) = pay(&app, &secret, &order).await;
+    assert_eq!(
+        (status, paid["outcome"].as_str()),
+        (200, Some("applied")),
+        "{paid}"
+    );
+    assert_eq!(status_of(&app.db, order.order_id).await, "paid");
+    let facts = hawker_commerce::sales::paid_orders_by_id(&app.db, &[order.order_id])
+        .await
+        .unwrap();
+    assert_eq!(facts.len(), 1);
+    assert_eq!(facts[0].host_id, Some(stage.host));
+    assert_eq!(facts[0].amount_minor, 4200);
+}
+
+#[tokio::test]
+async fn an_auction_order_that_expires_or_is_cancelled_gives_its_unit_back_to_the_sku() {
+    let (app, _) = node().await;
+    let stage = stage(&app.db).await;
+    let (expiring, cancelled) = (Uuid::new_v4(), Uuid::new_v4());
+    take_for_auction(&app, &stage, expiring).await;
+    take_for_auction(&app, &stage, cancelled).await;
+    assert_eq!(stock_on_hand(&app.db, stage.sku).await, 8);
+    assert_eq!(units_taken(&app.db, &stage).await, 2);
+
+    let unpaid = create(
+        &app,
+        order_of(&stage, OrderSource::Auction(expiring), "slow", 2500, "win-1"),
+    )
+    .await
+    .unwrap();
+    sqlx::query("update customer_order set expires_at = now() - interval '1 second' where order_id = $1")
+        .bind(unpaid.order_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let status = poll(
+        Patience::For(Duration::from_secs(15)),
+        Duration::from_millis(100),
+        || status_of(&app.db, unpaid.order_id),
+        |s| s == "cancelled",
+    )
+    .await;
+    assert_eq!(status, "cancelled", "the sweeper lets the unpaid order go");
+    assert_eq!(
+        auction_movements(&app.db, expiring).await,
+        [
+            ("auction_allocated".to_string(), -1),
+            ("order_released".to_string(), 1)
+        ],
+        "the unit is back on the SKU, the movement naming the auction"
+    );
+    assert_eq!(stock_on_hand(&app.db, stage.sku).await, 9);
+    assert_eq!(units_taken(&app.db, &stage).await, 1);
+
+    // The buyer cancels the other one themselves.
+    let mine = create(
+        &app,
+        order_of(&stage, OrderSource::Auction(cancelled), "quitter", 2500, "win-2"),
+    )
+    .await
+    .unwrap();
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/me/orders/{}/cancel", mine.order_id),
+            &app.token("quitter", Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    assert_eq!(body["source"], "auction");
+    assert_eq!(
+        auction_movements(&app.db, cancelled).await,
+        [
+            ("auction_allocated".to_string(), -1),
+            ("order_released".to_string(), 1)
+        ]
+    );
+    assert_eq!(stock_on_hand(&app.db, stage.sku).await, 10);
+    assert_eq!(units_taken(&app.db, &stage).await, 0);
+    // No deal was touched: there is none.
+    let deals: i64 = sqlx::query_scalar("select count(*) from deal")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(deals, 0);
+}
+
+#[tokio::test]
+async fn a_giveaway_order_is_created_paid_at_zero_and_only_a_giveaway_is_free() {
+    let (app, _) = node().await;
+    let stage = stage(&app.db).await;
+    let giveaway = Uuid::new_v4();
+    let order = create(
+        &app,
+        order_of(
+            &stage,
+            OrderSource::Giveaway(giveaway),
+            "lucky",
+            0,
+            "giveaway-win",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(order.source, Source::Giveaway);
+    assert_eq!(
+        (order.giveaway_id, order.deal_id, order.auction_id),
+        (Some(giveaway), None, None)
+    );
+    assert_eq!(order.status, "paid");
+    assert!(order.paid_at.is_some());
+    assert_eq!((order.unit_price_minor, order.amount_minor), (0, 0));
+    assert_eq!(order.host_id, Some(stage.host));
+    let again = create(
+        &app,
+        order_of(
+            &stage,
+            OrderSource::Giveaway(giveaway),
+            "lucky",
+            0,
+            "giveaway-win",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.order_id, order.order_id);
+
+    // Its history: one event, created paid.
+    let (status, detail) = app
+        .send(
+            Method::GET,
+            &format!("/v1/me/orders/{}", order.order_id),
+            &app.token("lucky", Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["events"].as_array().map(Vec::len), Some(1), "{detail}");
+    assert_eq!(detail["events"][0]["kind"], "created");
+    assert_eq!(detail["events"][0]["to_status"], "paid");
+
+    // Not payable again, not cancellable.
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/me/orders/{}/cancel", order.order_id),
+            &app.token("lucky", Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // A priced giveaway or a free auction is refused before Postgres.
+    let priced = create(
+        &app,
+        order_of(&stage, OrderSource::Giveaway(giveaway), "greedy", 100, "g-2"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(priced.code(), "bad_price");
+    let free = create(
+        &app,
+        order_of(&stage, OrderSource::Auction(Uuid::new_v4()), "greedy", 0, "a-2"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(free.code(), "bad_price");
+    // A lineup item of another SKU is not this order's.
+    let mut wrong = order_of(&stage, OrderSource::Auction(Uuid::new_v4()), "greedy", 100, "a-3");
+    wrong.sku_id = Uuid::new_v4();
+    let wrong = create(&app, wrong).await.unwrap_err();
+    assert_eq!(wrong.code(), "not_found");
+}
+
+/// Inserts an order straight into the table, bypassing the code.
+async fn raw_order(
+    db: &PgPool,
+    stage: &Stage,
+    source: &str,
+    ids: (Option<Uuid>, Option<Uuid>, Option<Uuid>),
+    quantity: i32,
+    price: i64,
+) -> Result<(), String> {
+    let deal = match ids.0 {
+        Some(deal) => {
+            sqlx::query(
+                "insert into deal (deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity,
+                                   per_buyer_cap, starts_at, ends_at, status, created_by)
+                 values ($1, $2, $3, $4, 1500, 'USD', 10, 5, now(), now() + interval '1 hour', 'live', 'test')
+                 on conflict do nothing",
+            )
+            .bind(deal)
+            .bind(stage.session)
+            .bind(stage.lineup_item)
+            .bind(stage.sku)
+            .execute(db)
+            .await
+            .unwrap();
+            Some(deal)
+        }
+        None => None,
+    };
+    let order_id = Uuid::new_v4();
+    sqlx::query(
+        "insert into customer_order (order_id, source, deal_id, auction_id, giveaway_id, session_id, lineup_item_id,
+                                     sku_id, buyer_id, quantity, unit_price_minor, amount_minor, currency,
+                                     idempotency_key, request_hash, expires_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, 'raw', $9, $10, $9 * $10, 'USD', $1::text, 'h',
+                 now() + interval '10 minutes')",
+    )
+    .bind(order_id)
+    .bind(source)
+    .bind(deal)
+    .bind(ids.1)
+    .bind(ids.2)
+    .bind(stage.session)
+    .bind(stage.lineup_item)
+    .bind(stage.sku)
+    .bind(quantity)
+    .bind(price)
+    .execute(db)
+    .await
+    .map(|_| ())
+    .map_err(|e| {
+        e.as_database_error()
+            .and_then(|d| d.constraint().map(str::to_string))
+            .unwrap_or_else(|| e.to_string())
+    })
+}
+
+#[tokio::test]
+async fn the_schema_holds_each_order_and_movement_to_its_source() {
+    let (app, _) = node().await;
+    let stage = stage(&app.db).await;
+    let db = &app.db;
+    let some = || Some(Uuid::new_v4());
+    // What is allowed.
+    assert_eq!(
+        raw_order(db, &stage, "deal", (some(), None, None), 2, 1500).await,
+        Ok(())
+    );
+    assert_eq!(
+        raw_order(db, &stage, "auction", (None, some(), None), 1, 1500).await,
+        Ok(())
+    );
+    assert_eq!(
+        raw_order(db, &stage, "giveaway", (None, None, some()), 1, 0).await,
+        Ok(())
+    );
+    // Exactly its source's id.
+    let source_id = Err("customer_order_source_id".to_string());
+    assert_eq!(
+        raw_order(db, &stage, "auction", (some(), some(), None), 1, 1500).await,
+        source_id
+    );
+    assert_eq!(
+        raw_order(db, &stage, "auction", (some(), None, None), 1, 1500).await,
+        source_id
+    );
+    assert_eq!(
+        raw_order(db, &stage, "deal", (None, None, None), 1, 1500).await,
+        source_id
+    );
+    assert_eq!(
+        raw_order(db, &stage, "deal", (some(), None, some()), 1, 1500).await,
+        source_id
+    );
+    assert_eq!(
+        raw_order(db, &stage, "giveaway", (None, some(), None), 1, 0).await,
+        source_id
+    );
+    assert_eq!(
+        raw_order(db, &stage, "flash_sale", (some(), None, None), 1, 1500).await,
+        Err("customer_order_source".to_string())
+    );
+    // Free only for giveaways, and a giveaway is always free.
+    let price = Err("customer_order_price".to_string());
+    assert_eq!(
+        raw_order(db, &stage, "deal", (some(), None, None), 1, 0).await,
+        price
+    );
+    assert_eq!(
+        raw_order(db, &stage, "auction", (None, some(), None), 1, 0).await,
+        price
+    );
+    assert_eq!(
+        raw_order(db, &stage, "giveaway", (None, None, some()), 1, 100).await,
+        price
+    );
+    // One unit per auction or giveaway order.
+    assert_eq!(
+        raw_order(db, &stage, "auction", (None, some(), None), 2, 1500).await,
+        Err("customer_order_sourced_single_unit".to_string())
+    );
+    // The deal's foreign key still holds for deal orders.
+    let dangling = sqlx::query(
+        "insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
+                                     unit_price_minor, amount_minor, currency, idempotency_key, request_hash,
+                                     expires_at)
+         values ($1, $2, $3, $4, $5, 'raw', 1, 1500, 1500, 'USD', 'dangling', 'h', now())",
+    )
+    .bind(Uuid::new_v4())
+    .bind(Uuid::new_v4())
+    .bind(stage.session)
+    .bind(stage.lineup_item)
+    .bind(stage.sku)
+    .execute(db)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        dangling.as_database_error().and_then(|d| d.constraint()),
+        Some("customer_order_deal_id_fkey")
+    );
+
+    // Stock movements name at most one source, and the one their reason says.
+    let movement =
+        |reason: &'static str, deal: Option<Uuid>, auction: Option<Uuid>, giveaway: Option<Uuid>| {
+            let sku = stage.sku;
+            async move {
+                sqlx::query(
+                "insert into stock_movement (sku_id, delta, reason, actor, deal_id, auction_id, giveaway_id)
+                 values ($1, 1, $2, 'test', $3, $4, $5)",
+            )
+            .bind(sku)
+            .bind(reason)
+            .bind(deal)
+            .bind(auction)
+            .bind(giveaway)
+            .execute(db)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                e.as_database_error()
+                    .and_then(|d| d.constraint().map(str::to_string))
+                    .unwrap_or_else(|| e.to_string())
+            })
+            }
+        };
+    assert_eq!(movement("auction_returned", None, some(), None).await, Ok(()));
+    assert_eq!(movement("giveaway_returned", None, None, some()).await, Ok(()));
+    assert_eq!(movement("order_released", None, some(), None).await, Ok(()));
+    let named = Err("stock_movement_source_named".to_string());
+    assert_eq!(movement("auction_returned", some(), None, None).await, named);
+    assert_eq!(movement("giveaway_returned", None, some(), None).await, named);
+    assert_eq!(movement("order_released", None, None, None).await, named);
+    assert_eq!(
+        movement("order_released", some(), some(), None).await,
+        Err("stock_movement_one_source".to_string())
+    );
+    assert_eq!(
+        movement("restock", None, some(), some()).await,
+        Err("stock_movement_one_source".to_string())
+    );
+}
