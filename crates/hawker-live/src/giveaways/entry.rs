@@ -78,7 +78,11 @@ pub async fn enter(live: &Live, caller: &Caller<'_>, giveaway_id: Uuid) -> Resul
         ));
     }
     if !giveaway.open_now {
-        return Err(closed(giveaway.status, giveaway.closes_at));
+        // An entrant asking again gets their entry back, even once closed.
+        return match existing(live, giveaway_id, caller.user).await? {
+            Some(entry) => Ok(entry),
+            None => Err(closed(giveaway.status, giveaway.closes_at)),
+        };
     }
     if giveaway.eligibility == Eligibility::Buyers
         && !hawker_commerce::sales::bought_in_session(live.db(), giveaway.session_id, caller.user).await?

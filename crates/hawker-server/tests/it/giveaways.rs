@@ -457,7 +457,10 @@ async fn no_entry_is_counted_twice_across_sockets_nodes_and_http() {
     close_now(&a, &id).await;
     let drawn = until_status(&a, &id, "drawn", Duration::from_secs(20)).await;
     assert_eq!(drawn["entry_count"], 1);
-    let late = enter(&mut on_a, &id).await;
+    let again = enter(&mut on_a, &id).await;
+    assert_eq!(entry_id(&again), ids.iter().next().unwrap().clone(), "the entry, once more");
+    let mut latecomer = socket::join(a.addr, session, &a.token("latecomer", Role::Viewer)).await;
+    let late = enter(&mut latecomer, &id).await;
     assert_eq!(late["type"], "error", "{late}");
     assert_eq!(late["code"], "giveaway_closed", "{late}");
     // The coupon prize: a claim on the drop, in the draw's transaction.
@@ -584,5 +587,10 @@ async fn eligibility_rules_hold_and_a_void_is_shown_with_its_reason() {
         .await;
     assert_eq!((status, again["error"].as_str()), (409, Some("giveaway_over")));
     let (status, body) = enter_http(app.token("buyer-1", Role::Viewer)).await;
+    assert_eq!((status, body["replayed"].as_bool()), (200, Some(true)), "an entrant gets their entry back: {body}");
+    // (A node answers entries from a copy of the giveaway up to 500 ms old:
+    // until then a newcomer may be told why they could not have entered.)
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, body) = enter_http(app.token("buyer-2", Role::Viewer)).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("giveaway_closed")), "{body}");
 }
