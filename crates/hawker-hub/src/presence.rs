@@ -118,12 +118,7 @@ impl Hub {
         let mut conn = store.redis.clone();
         let mut pipe = redis::pipe();
         if room.shared.here_dirty.swap(false, Ordering::Relaxed) {
-            let users: Vec<(String, u32)> = room
-                .shared
-                .here()
-                .iter()
-                .map(|(u, n)| (u.clone(), *n))
-                .collect();
+            let users: Vec<(String, u32)> = room.shared.here().iter().map(|(u, n)| (u.clone(), *n)).collect();
             pipe.atomic().del(&key).ignore();
             for chunk in users.chunks(500) {
                 pipe.cmd("HSET").arg(&key);

@@ -145,11 +145,7 @@ async fn open(live: &Live, giveaway_id: Uuid) -> Result<Open> {
     static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let now = std::time::Instant::now();
-    if let Some((at, row)) = cache
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&giveaway_id)
-    {
+    if let Some((at, row)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&giveaway_id) {
         if now.duration_since(*at) < CACHE_FOR && row.closes_at > chrono::Utc::now() {
             return Ok(row.clone());
         }
