@@ -9,8 +9,10 @@
 //! leave a wrong count whatever order Redis sees them in; a field is
 //! deleted when it reaches exactly 0.
 //!
-//! The viewers timer refreshes the hash's expiry (60 s) with the node's
-//! viewer count, and rewrites it from the node's own table if a change
+//! A user's first socket on a node also marks the node alive in the room's
+//! `viewers` hash (so it is asked before its first viewer report). The
+//! viewers timer refreshes the hash's expiry (60 s) with the node's viewer
+//! count, and rewrites it from the node's own table if a change
 //! could not be written (Redis unreachable). [`Hub::present`] asks only the
 //! nodes whose viewer count is fresh (reported within three viewer
 //! intervals): a dead node's users are absent within seconds, and its hash
@@ -29,10 +31,21 @@ use crate::{Hub, PublishError};
 /// How long a node's presence hash outlives its last refresh.
 pub(crate) const HERE_TTL_SECS: u64 = 60;
 
+/// KEYS: the node's presence hash, the room's `viewers` hash. ARGV: user,
+/// +1 or −1, the hash's time to live, node id, now (ms). A join also marks
+/// the node alive in `viewers` (its count kept, its time refreshed), so a
+/// node is asked about its users before its first viewer report.
 const CHANGE_LUA: &str = r#"
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 if n == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if tonumber(ARGV[2]) > 0 then
+  local prev = redis.call('HGET', KEYS[2], ARGV[4])
+  local count = '0'
+  if prev then count = string.match(prev, '^(%d+):') or '0' end
+  redis.call('HSET', KEYS[2], ARGV[4], count .. ':' .. ARGV[5])
+  redis.call('EXPIRE', KEYS[2], 60)
+end
 return n
 "#;
 
@@ -83,9 +96,12 @@ impl Hub {
         let mut invocation = script.prepare_invoke();
         invocation
             .key(here_key(self, room.id, &self.inner.node_id))
+            .key(store.keys.key(room.id, "viewers"))
             .arg(user)
             .arg(delta)
-            .arg(HERE_TTL_SECS);
+            .arg(HERE_TTL_SECS)
+            .arg(&self.inner.node_id)
+            .arg(crate::event::now_ms());
         let done: Result<i64, _> = bounded(store.timeout, invocation.invoke_async(&mut conn)).await;
         if let Err(e) = done {
             tracing::debug!(error = %e, "presence change deferred to the viewers timer");
@@ -102,12 +118,7 @@ impl Hub {
         let mut conn = store.redis.clone();
         let mut pipe = redis::pipe();
         if room.shared.here_dirty.swap(false, Ordering::Relaxed) {
-            let users: Vec<(String, u32)> = room
-                .shared
-                .here()
-                .iter()
-                .map(|(u, n)| (u.clone(), *n))
-                .collect();
+            let users: Vec<(String, u32)> = room.shared.here().iter().map(|(u, n)| (u.clone(), *n)).collect();
             pipe.atomic().del(&key).ignore();
             for chunk in users.chunks(500) {
                 pipe.cmd("HSET").arg(&key);

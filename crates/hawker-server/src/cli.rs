@@ -89,8 +89,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         absent,
     } = &cli.command
     {
-        let text = std::fs::read_to_string(entries)
-            .with_context(|| format!("reading {}", entries.display()))?;
+        let text =
+            std::fs::read_to_string(entries).with_context(|| format!("reading {}", entries.display()))?;
         let report = hawker_live::giveaways::fair::verify(seed, &text, *winners, absent)
             .map_err(anyhow::Error::msg)?;
         print!("{report}");

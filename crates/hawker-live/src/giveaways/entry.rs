@@ -49,7 +49,7 @@ pub(crate) fn lock_keys(giveaway_id: Uuid) -> (i32, i32) {
     (0x6769_7665, i32::from_be_bytes(folded))
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 struct Open {
     session_id: Uuid,
     status: Status,
@@ -64,14 +64,7 @@ struct Open {
 /// buyers may enter), `giveaway_closed`.
 #[tracing::instrument(skip_all, fields(%giveaway_id, user = %caller.user), err(level = "debug"))]
 pub async fn enter(live: &Live, caller: &Caller<'_>, giveaway_id: Uuid) -> Result<Entry> {
-    let giveaway: Open = sqlx::query_as(
-        "select session_id, status, eligibility, closes_at, status = 'open' and now() < closes_at as open_now
-           from giveaway where giveaway_id = $1",
-    )
-    .bind(giveaway_id)
-    .fetch_optional(live.db())
-    .await?
-    .ok_or(Error::NotFound("giveaway"))?;
+    let giveaway = open(live, giveaway_id).await?;
     if caller.room.is_some_and(|room| room != giveaway.session_id) {
         return Err(Error::invalid(
             "wrong_room",
@@ -85,7 +78,11 @@ pub async fn enter(live: &Live, caller: &Caller<'_>, giveaway_id: Uuid) -> Resul
         ));
     }
     if !giveaway.open_now {
-        return Err(closed(giveaway.status, giveaway.closes_at));
+        // An entrant asking again gets their entry back, even once closed.
+        return match existing(live, giveaway_id, caller.user).await? {
+            Some(entry) => Ok(entry),
+            None => Err(closed(giveaway.status, giveaway.closes_at)),
+        };
     }
     if giveaway.eligibility == Eligibility::Buyers
         && !hawker_commerce::sales::bought_in_session(live.db(), giveaway.session_id, caller.user).await?
@@ -134,6 +131,39 @@ pub async fn enter(live: &Live, caller: &Caller<'_>, giveaway_id: Uuid) -> Resul
             None => Err(closed(Status::Closed, giveaway.closes_at)),
         },
     }
+}
+
+/// How long a node answers entries from its copy of a giveaway's row. The
+/// copy only turns entries away early: whether an entry is taken is decided
+/// by the insert, which checks the giveaway is still open.
+const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+
+type Cache = std::sync::Mutex<std::collections::HashMap<Uuid, (std::time::Instant, Open)>>;
+
+/// The giveaway's row as entries need it, from this node's short-lived copy.
+async fn open(live: &Live, giveaway_id: Uuid) -> Result<Open> {
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let now = std::time::Instant::now();
+    if let Some((at, row)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&giveaway_id) {
+        if now.duration_since(*at) < CACHE_FOR && row.closes_at > chrono::Utc::now() {
+            return Ok(row.clone());
+        }
+    }
+    let row: Open = sqlx::query_as(
+        "select session_id, status, eligibility, closes_at, status = 'open' and now() < closes_at as open_now
+           from giveaway where giveaway_id = $1",
+    )
+    .bind(giveaway_id)
+    .fetch_optional(live.db())
+    .await?
+    .ok_or(Error::NotFound("giveaway"))?;
+    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() > 1000 {
+        map.retain(|_, (at, _)| now.duration_since(*at) < CACHE_FOR);
+    }
+    map.insert(giveaway_id, (now, row.clone()));
+    Ok(row)
 }
 
 async fn existing(live: &Live, giveaway_id: Uuid, user: &str) -> Result<Option<Entry>> {

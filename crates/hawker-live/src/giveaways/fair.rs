@@ -88,13 +88,21 @@ pub fn new_entry_id() -> String {
 
 /// True for a well-formed entry id.
 pub fn is_entry_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The draw over `n` sorted entries: see the module docs. `absent` holds
 /// indexes found absent (must be present to win); pass an empty set
 /// otherwise.
-pub fn draw(seed: &[u8; 32], list_hash: &[u8; 32], n: usize, winners: usize, absent: &HashSet<usize>) -> Draw {
+pub fn draw(
+    seed: &[u8; 32],
+    list_hash: &[u8; 32],
+    n: usize,
+    winners: usize,
+    absent: &HashSet<usize>,
+) -> Draw {
     let mut out = Draw {
         winners: Vec::new(),
         trace: Vec::new(),
@@ -178,7 +186,9 @@ pub fn parse_entries(text: &str) -> Result<Vec<String>, String> {
 pub fn verify(seed_hex: &str, entries: &str, winners: usize, absent: &[String]) -> Result<String, String> {
     use std::fmt::Write;
     let bytes = hex::decode(seed_hex.trim()).map_err(|_| "the seed must be 64 hex digits")?;
-    let seed: [u8; 32] = bytes.try_into().map_err(|_| "the seed must be 32 bytes (64 hex digits)")?;
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "the seed must be 32 bytes (64 hex digits)")?;
     let ids = parse_entries(entries)?;
     let mut absent_set = HashSet::new();
     for id in absent.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
@@ -204,7 +214,13 @@ pub fn verify(seed_hex: &str, entries: &str, winners: usize, absent: &[String]) 
     for (rank, &index) in result.winners.iter().enumerate() {
         let _ = writeln!(out, "winner {} {}", rank + 1, ids[index]);
     }
-    if result.trace.iter().filter(|c| c.outcome == Outcome::Absent).count() != absent_set.len() {
+    if result
+        .trace
+        .iter()
+        .filter(|c| c.outcome == Outcome::Absent)
+        .count()
+        != absent_set.len()
+    {
         let _ = writeln!(out, "note: some absent entries were never drawn as candidates");
     }
     Ok(out)
@@ -215,7 +231,9 @@ mod tests {
     use super::*;
 
     fn ids(n: usize) -> Vec<String> {
-        let mut v: Vec<String> = (0..n).map(|k| format!("{:032x}", (k as u128) * 7919 + 1)).collect();
+        let mut v: Vec<String> = (0..n)
+            .map(|k| format!("{:032x}", (k as u128) * 7919 + 1))
+            .collect();
         v.sort();
         v
     }

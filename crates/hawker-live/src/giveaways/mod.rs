@@ -397,7 +397,8 @@ pub struct VoidGiveaway {
 #[tracing::instrument(skip_all, fields(%giveaway_id, caller = %claims.sub), err)]
 pub async fn void(live: &Live, claims: &Claims, giveaway_id: Uuid, body: VoidGiveaway) -> Result<Giveaway> {
     let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control)
+    {
         return Err(Error::invalid(
             "bad_reason",
             format!("reason must be 1 to {MAX_REASON_CHARS} characters without control characters"),

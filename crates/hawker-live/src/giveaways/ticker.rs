@@ -28,7 +28,7 @@ use crate::Live;
 /// list's hash (`giveaway.closed`) before the seed (`giveaway.drawn`).
 pub const DRAW_AFTER_CLOSE_MS: i64 = 1000;
 /// At most one `giveaway.entries` per giveaway per this long.
-const ENTRIES_EVERY_MS: u64 = 500;
+const ENTRIES_EVERY_MS: u64 = 1000;
 const KEY_TTL_SECS: u64 = 86_400;
 
 const ANNOUNCE_LUA: &str = r#"
@@ -157,10 +157,11 @@ async fn close(live: &Live, giveaway_id: Uuid) -> anyhow::Result<bool> {
         .bind(k)
         .execute(&mut *tx)
         .await?;
-    let mut ids: Vec<String> = sqlx::query_scalar("select entry_id from giveaway_entry where giveaway_id = $1")
-        .bind(giveaway_id)
-        .fetch_all(&mut *tx)
-        .await?;
+    let mut ids: Vec<String> =
+        sqlx::query_scalar("select entry_id from giveaway_entry where giveaway_id = $1")
+            .bind(giveaway_id)
+            .fetch_all(&mut *tx)
+            .await?;
     ids.sort_unstable();
     let hash = hex::encode(fair::list_hash(&ids));
     let count = i32::try_from(ids.len())?;
@@ -333,10 +334,12 @@ async fn draw(live: &Live, tx: &mut Transaction<'_, Postgres>, due: &Due) -> any
     .await?;
     // Prizes, in the same transaction.
     let currency: Option<String> = match due.sku_id {
-        Some(sku) => sqlx::query_scalar("select currency::text from sku where sku_id = $1")
-            .bind(sku)
-            .fetch_optional(&mut **tx)
-            .await?,
+        Some(sku) => {
+            sqlx::query_scalar("select currency::text from sku where sku_id = $1")
+                .bind(sku)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
         None => None,
     };
     let mut handed = 0;
@@ -388,7 +391,15 @@ async fn draw(live: &Live, tx: &mut Transaction<'_, Postgres>, due: &Due) -> any
         );
     }
     if let Some(sku) = due.sku_id {
-        prizes::give_back(tx, giveaway_id, due.campaign_id, sku, due.winners - handed, "giveaway").await?;
+        prizes::give_back(
+            tx,
+            giveaway_id,
+            due.campaign_id,
+            sku,
+            due.winners - handed,
+            "giveaway",
+        )
+        .await?;
     }
     sqlx::query("update giveaway set status = 'drawn', drawn_at = now() where giveaway_id = $1")
         .bind(giveaway_id)
