@@ -799,7 +799,11 @@ function auctionCard(a, now) {
     : `A bid in the last ${a.snipe_window_secs} s extends the end.`;
 
   let timer;
-  if (running) timer = countdown('span', 'countdown', a.ends_at, 'ends in ', 'ending…', now);
+  if (running) {
+    timer = h('span', { class: 'row nowrap' },
+      a.extended ? h('span', { class: 'badge warn', dataset: { testid: 'auction-extended' }, text: 'extended' }) : null,
+      countdown('span', 'countdown', a.ends_at, 'ends in ', 'ending…', now));
+  }
   else if (a.status === 'voided') timer = h('span', { class: 'badge bad', text: 'Voided' });
   else timer = h('span', { class: `badge ${a.outcome === 'sold' ? 'ok' : ''}`, text: a.outcome === 'sold' ? 'Sold' : 'No sale' });
 
