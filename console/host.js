@@ -83,7 +83,7 @@ async function main() {
   startCountdowns(() => room.now());
   setInterval(loadFigures, 2000);
   setInterval(renderDeals, 1000);
-  setInterval(refreshWinnerOrders, 5000);
+  setInterval(refreshWinnerOrders, 2000);
   window.hawker = { room, state, stats };
 }
 

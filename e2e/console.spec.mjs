@@ -731,24 +731,46 @@ async function main() {
     }
   });
 
-  await step('the auction ends at its extended end: bob wins at $27.00, pays, and alice and the host see the sale', async () => {
+  await step('the auction ends at its extended end: bob wins at $27.00; alice and the host see the sale', async () => {
     const won = bob.page.locator('[data-testid=auction] [data-testid=auction-won]');
     await until('bob’s win', async () => (await won.count()) === 1, 15_000);
     check(Date.now() >= auctionEnd - 500, 'not before the extended end');
     check((await text(won)).includes('$27.00'), `the hammer price: ${await text(won)}`);
     await until('the notice of the win', async () => (await bob.page.locator('[data-testid=notices] li[data-kind="auction.won"]').count()) === 1);
-    const pay = won.locator('[data-testid=auction-pay]');
-    await pay.waitFor();
-    await pay.click();
-    await until('bob’s auction order paid', async () => (await attr(won, 'data-order-status')) === 'paid');
+    await won.locator('[data-testid=auction-pay]').waitFor();
     const order = bob.page.locator(`[data-testid=order][data-order-id="${await attr(won, 'data-order-id')}"]`);
-    check((await text(order.locator('[data-testid=order-amount]'))) === '$27.00', 'the order is at the hammer price');
+    check((await text(order.locator('[data-testid=order-amount]'))) === '$27.00', 'his order is at the hammer price');
     const outcome = alice.page.locator('[data-testid=auction] [data-testid=auction-outcome]');
     await until('the sale on alice’s page', async () => (await text(outcome)).includes('for $27.00'));
     check((await alice.page.locator('[data-testid=auction-won]').count()) === 0, 'alice did not win');
     const hostAuction = host.page.locator('[data-testid=host-auction][data-outcome=sold]');
     await until('the sale on the host', async () => (await text(hostAuction.locator('[data-testid=host-auction-outcome]'))).includes('viewer-bob'));
     check((await hostAuction.locator('[data-testid=host-bid-feed] li').count()) >= 2, 'the host sees the bid feed');
+    bob.auctionOrder = await attr(won, 'data-order-id');
+  });
+
+  await step('bob backs out; the host makes a second-chance offer; alice gets it at her last bid and pays', async () => {
+    // Bob cancels his unpaid order (as "my orders" does): it lapses.
+    const status = await bob.page.evaluate(async (id) => {
+      const token = Object.entries(localStorage).find(([k]) => k.startsWith('hawker.token.viewer.viewer-bob.'))?.[1];
+      const r = await fetch(`/v1/me/orders/${id}/cancel`, { method: 'POST', headers: { Authorization: `Bearer ${token}` } });
+      return r.status;
+    }, bob.auctionOrder);
+    check(status === 200, `the cancel answered ${status}`);
+    const hostAuction = host.page.locator('[data-testid=host-auction][data-outcome=sold]');
+    const offer = hostAuction.locator('[data-testid=second-chance]');
+    await until('the second-chance button', async () => (await offer.count()) === 1);
+    await offer.click();
+    await until('the offer recorded', async () => (await text(hostAuction.locator('[data-testid=second-chance-made]'))).includes('viewer-alice at $25.00'));
+    const won = alice.page.locator('[data-testid=auction] [data-testid=auction-won]');
+    await until('alice’s second chance', async () => (await text(won)).includes('Second chance'));
+    check((await text(won)).includes('$25.00'), `at her maximum: ${await text(won)}`);
+    const pay = won.locator('[data-testid=auction-pay]');
+    await pay.waitFor();
+    await pay.click();
+    await until('alice’s auction order paid', async () => (await attr(won, 'data-order-status')) === 'paid');
+    const order = alice.page.locator(`[data-testid=order][data-order-id="${await attr(won, 'data-order-id')}"]`);
+    check((await text(order.locator('[data-testid=order-amount]'))) === '$25.00', 'the order is at her last bid');
   });
 
   await step('the giveaway closes and draws: the viewers see the winner, the seed and verify the draw in the browser', async () => {
@@ -771,7 +793,7 @@ async function main() {
     const hostCard = host.page.locator('[data-testid=host-giveaway][data-status=drawn]');
     await hostCard.locator('[data-action=verify-giveaway]').click();
     await until('the host’s verification', async () => (await attr(hostCard.locator('[data-testid=verify-result]'), 'data-verified')) === 'match');
-    await shoot(bob.page, 'formats-viewer-phone');
+    await shoot(alice.page, 'formats-viewer-phone', PHONE);
     await shoot(alice.page, 'formats-viewer-desktop');
     await shoot(host.page, 'formats-host-desktop');
   });
