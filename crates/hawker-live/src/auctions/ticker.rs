@@ -95,7 +95,8 @@ pub(crate) async fn end_due(live: &Live) -> Result<usize> {
                 order_id = Some(id);
             }
             _ => {
-                source::give_back_unit(&mut tx, a.auction_id, a.campaign_id, a.sku_id, "auction_unsold").await?;
+                source::give_back_unit(&mut tx, a.auction_id, a.campaign_id, a.sku_id, "auction_unsold")
+                    .await?;
             }
         }
         let sold = outcome == AuctionOutcome::Sold;
