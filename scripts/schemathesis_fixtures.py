@@ -68,6 +68,15 @@ def main() -> None:
         {"Idempotency-Key": "schemathesis-fixture"},
     )
     ids["order_id"] = order["order_id"]
+    auction = call(
+        base,
+        "POST",
+        f"/v1/sessions/{session_id}/auctions",
+        agency,
+        {"link_number": item["link_number"], "start_price_minor": 10_000, "duration_secs": 300,
+         "mode": "anti_snipe", "increments": [{"step_minor": 100}]},
+    )
+    ids["auction_id"] = auction["auction_id"]
     drop = call(
         base,
         "POST",

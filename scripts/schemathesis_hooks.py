@@ -233,6 +233,30 @@ def before_call(ctx, case, **kwargs):
         quantity, cap = _number(body.get("quantity")), _number(body.get("per_buyer_cap"))
         if quantity is not None and cap is not None and cap > quantity:
             body["per_buyer_cap"] = quantity
+    elif path == "/v1/sessions/{session_id}/auctions":
+        # The increment table's thresholds ascend and only its last line has
+        # none (bad_increments); a snipe window only in anti-snipe
+        # (bad_snipe_window); a reserve at or above the seeded floors, which
+        # are under 10,000 (price_below_floor).
+        body["increments"] = [{"below_minor": 5000, "step_minor": 100}, {"step_minor": 500}]
+        if body.get("mode") == "sudden_death":
+            body.pop("snipe_window_secs", None)
+        reserve = _number(body.get("reserve_minor"))
+        if reserve is not None and reserve < 10_000:
+            body["reserve_minor"] = 10_000
+    elif path == "/v1/auctions/{auction_id}/bids":
+        # At least one of amount and maximum, the maximum not below the
+        # amount (bad_bid).
+        amount, top = _number(body.get("amount_minor")), _number(body.get("max_minor"))
+        if amount is None and top is None:
+            body["max_minor"] = 100_000_000
+        elif amount is not None and top is not None and top < amount:
+            body["max_minor"] = amount
+    elif path == "/v1/auctions/{auction_id}/void":
+        # A reason is not blank and has no control characters (bad_reason).
+        reason = body.get("reason")
+        if isinstance(reason, str) and (not reason.strip() or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in reason)):
+            body["reason"] = "wrong item"
     elif path == "/v1/sessions/{session_id}/coupon-drops":
         # A restriction names a line-up item of this session and a deal of
         # it (bad_restriction): the fixture's deal, no line-up item.

@@ -413,7 +413,11 @@ async fn check_bid_log(
         report.failures.push("empty bid log after a storm".into());
         return Ok(());
     };
-    if let (Some(hammer), Some(price)) = (ended["hammer_minor"].as_i64(), last["price_minor"].as_i64()) {
+    // The log's price after a bid is `price_after` (docs/api.md, the bid log).
+    let last_price = last["price_after"]
+        .as_i64()
+        .or_else(|| last["price_minor"].as_i64());
+    if let (Some(hammer), Some(price)) = (ended["hammer_minor"].as_i64(), last_price) {
         if hammer != price {
             report
                 .failures

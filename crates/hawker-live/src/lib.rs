@@ -64,7 +64,11 @@ impl Live {
                 auctions,
             }),
         };
-        tasks.spawn(auctions::bidding::run(live.clone(), batcher_inbox, shutdown.clone()));
+        tasks.spawn(auctions::bidding::run(
+            live.clone(),
+            batcher_inbox,
+            shutdown.clone(),
+        ));
         tasks.spawn(auctions::events::run(
             live.hub().clone(),
             announcer_inbox,

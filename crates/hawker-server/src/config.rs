@@ -423,10 +423,16 @@ impl Settings {
             ("live.bid_event_interval_ms", live.bid_event_interval_ms >= 10),
             ("live.at_risk_unpaid_wins", live.at_risk_unpaid_wins >= 0),
             ("live.at_risk_days", live.at_risk_days >= 0),
-            ("live.snipe_window_secs", (1..=60).contains(&live.snipe_window_secs)),
+            (
+                "live.snipe_window_secs",
+                (1..=60).contains(&live.snipe_window_secs),
+            ),
         ] {
             if !ok {
-                return Err(ConfigError::invalid(key, "is out of range (see docs/operations.md, [live])"));
+                return Err(ConfigError::invalid(
+                    key,
+                    "is out of range (see docs/operations.md, [live])",
+                ));
             }
         }
         if self.redis.response_timeout_ms == 0 {

@@ -120,7 +120,8 @@ impl Auctions {
             Some((_, at_risk)) => at_risk,
             None => {
                 let since = Utc::now() - chrono::Duration::days(config.at_risk_days.max(0));
-                let lapsed = hawker_commerce::lapsed::lapsed_orders_of(live.db(), user, "auction", since).await?;
+                let lapsed =
+                    hawker_commerce::lapsed::lapsed_orders_of(live.db(), user, "auction", since).await?;
                 let at_risk = lapsed > config.at_risk_unpaid_wins;
                 if let Ok(mut r) = self.risk.lock() {
                     if r.len() > 100_000 {
@@ -141,12 +142,22 @@ impl Auctions {
     }
 
     /// Queues a bid for this node's batcher and waits for its answer.
-    pub(crate) async fn bid(&self, live: &Live, auction_id: Uuid, ask: Ask, name: String) -> Result<BidAccepted> {
+    pub(crate) async fn bid(
+        &self,
+        live: &Live,
+        auction_id: Uuid,
+        ask: Ask,
+        name: String,
+    ) -> Result<BidAccepted> {
         if let Some(cached) = self.cached(auction_id) {
             if cached.closed {
                 return Err(ended());
             }
-            let offered = ask.amount_minor.or(ask.max_minor).unwrap_or(0).max(ask.max_minor.unwrap_or(0));
+            let offered = ask
+                .amount_minor
+                .or(ask.max_minor)
+                .unwrap_or(0)
+                .max(ask.max_minor.unwrap_or(0));
             let too_low = match ask.amount_minor {
                 Some(amount) => amount < cached.min_bid,
                 None => offered < cached.min_bid,
@@ -164,11 +175,15 @@ impl Auctions {
                 name,
                 reply,
             })
-            .map_err(|_| Error::Unavailable { what: "the bid queue" })?;
+            .map_err(|_| Error::Unavailable {
+                what: "the bid queue",
+            })?;
         let wait = Duration::from_millis(live.config().bid_commit_timeout_ms.saturating_mul(3));
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(answer)) => answer,
-            _ => Err(Error::Unavailable { what: "the bid batcher" }),
+            _ => Err(Error::Unavailable {
+                what: "the bid batcher",
+            }),
         }
     }
 }
@@ -228,7 +243,8 @@ pub(crate) async fn run(live: Live, inbox: BatcherInbox, shutdown: CancellationT
 async fn settle(live: &Live, auction_id: Uuid, group: Vec<Request>) {
     let started = Instant::now();
     let n = group.len();
-    let (asks, replies): (Vec<(Ask, String)>, Vec<_>) = group.into_iter().map(|r| ((r.ask, r.name), r.reply)).unzip();
+    let (asks, replies): (Vec<(Ask, String)>, Vec<_>) =
+        group.into_iter().map(|r| ((r.ask, r.name), r.reply)).unzip();
     let timeout = Duration::from_millis(live.config().bid_commit_timeout_ms);
     let committed = match tokio::time::timeout(timeout, commit(live, auction_id, &asks)).await {
         Ok(r) => r,
@@ -263,7 +279,9 @@ async fn settle(live: &Live, auction_id: Uuid, group: Vec<Request>) {
                 let _ = reply.send(answer);
             }
             if let Some(view) = batch.view {
-                auctions.events().bid(batch.session_id, auction_id, view, batch.bid_seq);
+                auctions
+                    .events()
+                    .bid(batch.session_id, auction_id, view, batch.bid_seq);
             }
             if let Some(ends_at) = batch.extended_to {
                 auctions

@@ -199,23 +199,30 @@ pub(crate) fn pseudonym(auction_id: Uuid, user: &str) -> String {
     "duration_secs": 60, "mode": "anti_snipe", "snipe_window_secs": 10, "reserve_minor": 2500}))]
 pub struct NewAuction {
     /// The lineup item's link number.
+    #[schema(minimum = 1, maximum = 9999)]
     pub link_number: i32,
     /// The first bid's minimum, minor units of the item's currency.
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub start_price_minor: i64,
     /// Ascending thresholds; the last line has no `below_minor`.
+    #[schema(min_items = 1, max_items = 20)]
     pub increments: Vec<Increment>,
     /// 5 to 300.
+    #[schema(minimum = 5, maximum = 300)]
     pub duration_secs: i32,
     pub mode: AuctionMode,
     /// anti_snipe only: 1 to 60 (default `live.snipe_window_secs`).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 60)]
     pub snipe_window_secs: Option<i32>,
     /// The lowest hammer price that sells; at least the campaign's floor.
     /// Without one, the floor is the reserve.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub reserve_minor: Option<i64>,
     /// 1 (the only quantity for now); absent means 1.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1)]
     pub quantity: Option<i32>,
 }
 
@@ -223,15 +230,26 @@ pub struct NewAuction {
 /// admin): takes the unit from the campaign allocation, and the room gets
 /// `auction.started`.
 #[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]
-pub async fn create_auction(live: &Live, claims: &Claims, session_id: Uuid, new: NewAuction) -> Result<Auction> {
+pub async fn create_auction(
+    live: &Live,
+    claims: &Claims,
+    session_id: Uuid,
+    new: NewAuction,
+) -> Result<Auction> {
     let commerce = live.commerce();
     let access = hawker_commerce::access::require_host(live.db(), claims, session_id).await?;
     let max_price = commerce.config().max_price_minor;
     if !(1..=max_price).contains(&new.start_price_minor) {
-        return Err(Error::invalid("bad_price", format!("start_price_minor must be 1 to {max_price}")));
+        return Err(Error::invalid(
+            "bad_price",
+            format!("start_price_minor must be 1 to {max_price}"),
+        ));
     }
     if new.reserve_minor.is_some_and(|r| !(1..=max_price).contains(&r)) {
-        return Err(Error::invalid("bad_reserve", format!("reserve_minor must be 1 to {max_price}")));
+        return Err(Error::invalid(
+            "bad_reserve",
+            format!("reserve_minor must be 1 to {max_price}"),
+        ));
     }
     if new.quantity.is_some_and(|q| q != 1) {
         return Err(Error::invalid("bad_quantity", "an auction sells a quantity of 1"));
@@ -243,15 +261,31 @@ pub async fn create_auction(live: &Live, claims: &Claims, session_id: Uuid, new:
         AuctionMode::AntiSnipe => {
             let w = new.snipe_window_secs.unwrap_or(live.config().snipe_window_secs);
             if !(1..=60).contains(&w) {
-                return Err(Error::invalid("bad_snipe_window", "snipe_window_secs must be 1 to 60"));
+                return Err(Error::invalid(
+                    "bad_snipe_window",
+                    "snipe_window_secs must be 1 to 60",
+                ));
             }
             Some(w)
         }
         AuctionMode::SuddenDeath if new.snipe_window_secs.is_some() => {
-            return Err(Error::invalid("bad_snipe_window", "sudden_death takes no snipe_window_secs"));
+            return Err(Error::invalid(
+                "bad_snipe_window",
+                "sudden_death takes no snipe_window_secs",
+            ));
         }
         AuctionMode::SuddenDeath => None,
     };
+    if new
+        .increments
+        .iter()
+        .any(|l| l.step_minor > max_price || l.below_minor.is_some_and(|b| b > max_price))
+    {
+        return Err(Error::invalid(
+            "bad_increments",
+            format!("below_minor and step_minor are at most {max_price}"),
+        ));
+    }
     let increments =
         Increments::parse(new.increments).map_err(|e| Error::invalid("bad_increments", e.0.to_string()))?;
     let item = hawker_commerce::deals::by_link(commerce, session_id, new.link_number).await?;
@@ -297,9 +331,10 @@ pub async fn create_auction(live: &Live, claims: &Claims, session_id: Uuid, new:
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| match hawker_core::error::violated_constraint(&e).as_deref() {
-        Some("auction_one_running_per_item") => {
-            Error::conflict("auction_running", "an auction of this lineup item is already running")
-        }
+        Some("auction_one_running_per_item") => Error::conflict(
+            "auction_running",
+            "an auction of this lineup item is already running",
+        ),
         _ => e.into(),
     })?;
     let auction = row.derive(None);
@@ -340,9 +375,11 @@ pub(crate) async fn load(live: &Live, auction_id: Uuid) -> Result<Auction> {
 /// Whether `claims` runs the auction's session (host side: sees the reserve,
 /// the winner and the order).
 async fn host_side(live: &Live, claims: &Claims, session_id: Uuid) -> Result<bool> {
-    Ok(hawker_commerce::access::session_access(live.db(), claims, session_id)
-        .await?
-        .can_host)
+    Ok(
+        hawker_commerce::access::session_access(live.db(), claims, session_id)
+            .await?
+            .can_host,
+    )
 }
 
 /// One auction: the host side sees it whole, the winner their order, others
@@ -370,7 +407,12 @@ pub struct AuctionPage {
 }
 
 /// The session's auctions, oldest first, a page at a time.
-pub async fn session_auctions(live: &Live, claims: &Claims, session_id: Uuid, page: &PageQuery) -> Result<AuctionPage> {
+pub async fn session_auctions(
+    live: &Live,
+    claims: &Claims,
+    session_id: Uuid,
+    page: &PageQuery,
+) -> Result<AuctionPage> {
     let limit = page.limit()?;
     let after = page.after_time_id()?;
     let rows = sqlx::query_as::<_, Auction>(&format!(
@@ -407,9 +449,11 @@ pub async fn session_auctions(live: &Live, claims: &Claims, session_id: Uuid, pa
 pub struct PlaceBid {
     /// Bid exactly this (at least the minimum acceptable bid).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub amount_minor: Option<i64>,
     /// The most the server may bid for you, by the increment, as others bid.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub max_minor: Option<i64>,
 }
 
@@ -472,7 +516,10 @@ pub async fn place_bid(live: &Live, bidder: &Bidder, auction_id: Uuid, bid: Plac
         return Err(Error::invalid("bad_bid", "amount_minor or max_minor is required"));
     }
     live.inner.auctions.at_risk_check(live, &bidder.user).await?;
-    let name = bidder.name.clone().unwrap_or_else(|| pseudonym(auction_id, &bidder.user));
+    let name = bidder
+        .name
+        .clone()
+        .unwrap_or_else(|| pseudonym(auction_id, &bidder.user));
     live.inner
         .auctions
         .bid(
@@ -552,9 +599,17 @@ pub struct BidLog {
 
 /// The auction's accepted bids in their global order (public; maxima once
 /// it is over), `after` a `seq`, up to 1,000 at a time.
-pub async fn bid_log(live: &Live, auction_id: Uuid, after: Option<i64>, limit: Option<i64>) -> Result<BidLog> {
+pub async fn bid_log(
+    live: &Live,
+    auction_id: Uuid,
+    after: Option<i64>,
+    limit: Option<i64>,
+) -> Result<BidLog> {
     let auction = load(live, auction_id).await?;
     let over = auction.status != AuctionStatus::Running;
+    if after.is_some_and(|a| a < 0) {
+        return Err(Error::invalid("bad_after", "after is a seq, 0 or more"));
+    }
     let limit = limit.unwrap_or(1000);
     if !(1..=1000).contains(&limit) {
         return Err(Error::invalid("bad_limit", "limit must be 1 to 1000"));
@@ -595,17 +650,26 @@ pub async fn bid_log(live: &Live, auction_id: Uuid, after: Option<i64>, limit: O
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"reason": "wrong item shown on camera"}))]
 pub struct VoidAuction {
-    /// 1 to 500 characters, shown to the room.
+    /// 1 to 500 characters, shown to the room (not only spaces, no control characters).
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
 /// Voids a running auction (the session's host, its agency, an admin): the
 /// unit goes back, nobody wins, the room gets `auction.voided` with the reason.
 #[tracing::instrument(skip_all, fields(%auction_id, caller = %claims.sub), err)]
-pub async fn void_auction(live: &Live, claims: &Claims, auction_id: Uuid, void: VoidAuction) -> Result<Auction> {
+pub async fn void_auction(
+    live: &Live,
+    claims: &Claims,
+    auction_id: Uuid,
+    void: VoidAuction,
+) -> Result<Auction> {
     let reason = void.reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
-        return Err(Error::invalid("bad_reason", "reason must be 1 to 500 characters without control characters"));
+        return Err(Error::invalid(
+            "bad_reason",
+            "reason must be 1 to 500 characters without control characters",
+        ));
     }
     let auction = load(live, auction_id).await?;
     hawker_commerce::access::require_host(live.db(), claims, auction.session_id).await?;
@@ -621,15 +685,21 @@ pub async fn void_auction(live: &Live, claims: &Claims, auction_id: Uuid, void: 
     .fetch_optional(&mut *tx)
     .await?;
     let Some((sku_id, campaign_id, session_id)) = row else {
-        return Err(Error::conflict("auction_over", "the auction has already ended or was voided"));
+        return Err(Error::conflict(
+            "auction_over",
+            "the auction has already ended or was voided",
+        ));
     };
     source::give_back_unit(&mut tx, auction_id, campaign_id, sku_id, "auction_voided").await?;
     hawker_hub::durable::enqueue(
         &mut tx,
         session_id,
-        &Publication::new("auction.voided", json!({ "auction_id": auction_id, "reason": reason }))
-            .remove_state(state_key(auction_id))
-            .versioned(version_key(auction_id), i64::MAX),
+        &Publication::new(
+            "auction.voided",
+            json!({ "auction_id": auction_id, "reason": reason }),
+        )
+        .remove_state(state_key(auction_id))
+        .versioned(version_key(auction_id), i64::MAX),
     )
     .await?;
     tx.commit().await?;
@@ -654,6 +724,17 @@ pub struct SecondChance {
     pub offered_at: DateTime<Utc>,
 }
 
+/// What a second-chance offer reads of the auction, under its lock.
+#[derive(sqlx::FromRow)]
+struct Ended {
+    status: AuctionStatus,
+    outcome: Option<AuctionOutcome>,
+    winner_id: Option<String>,
+    order_id: Option<Uuid>,
+    campaign_id: Option<Uuid>,
+    reserve_minor: Option<i64>,
+}
+
 /// The winner did not pay (their order expired or was cancelled): the host
 /// side offers the unit to the runner-up at their last bid, which creates
 /// their order (payment window as usual). Once per auction.
@@ -662,26 +743,37 @@ pub async fn second_chance(live: &Live, claims: &Claims, auction_id: Uuid) -> Re
     let auction = load(live, auction_id).await?;
     hawker_commerce::access::require_host(live.db(), claims, auction.session_id).await?;
     let mut tx = live.db().begin().await?;
-    let row: (String, Option<String>, Option<String>, Option<Uuid>, Option<Uuid>, Option<i64>) = sqlx::query_as(
+    let row = sqlx::query_as::<_, Ended>(
         "select status, outcome, winner_id, order_id, campaign_id, reserve_minor from auction
           where auction_id = $1 for update",
     )
     .bind(auction_id)
     .fetch_one(&mut *tx)
     .await?;
-    let (status, outcome, winner, lapsed, campaign_id, reserve) = row;
+    let Ended {
+        status,
+        outcome,
+        winner_id: winner,
+        order_id: lapsed,
+        campaign_id,
+        reserve_minor: reserve,
+    } = row;
     let (Some(winner), Some(lapsed)) = (winner, lapsed) else {
         return Err(Error::conflict(
             "no_winner",
-            format!("the auction has no winner's order (status {status}, outcome {outcome:?})"),
+            format!("the auction has no winner's order (status {status:?}, outcome {outcome:?})"),
         ));
     };
-    let taken: bool = sqlx::query_scalar("select exists(select 1 from auction_second_chance where auction_id = $1)")
-        .bind(auction_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let taken: bool =
+        sqlx::query_scalar("select exists(select 1 from auction_second_chance where auction_id = $1)")
+            .bind(auction_id)
+            .fetch_one(&mut *tx)
+            .await?;
     if taken {
-        return Err(Error::conflict("second_chance_made", "a second-chance offer was already made"));
+        return Err(Error::conflict(
+            "second_chance_made",
+            "a second-chance offer was already made",
+        ));
     }
     if !hawker_commerce::lapsed::order_lapsed(&mut tx, lapsed).await? {
         return Err(Error::conflict(
@@ -701,10 +793,21 @@ pub async fn second_chance(live: &Live, claims: &Claims, auction_id: Uuid) -> Re
         return Err(Error::conflict("no_runner_up", "nobody else bid"));
     };
     if reserve.is_some_and(|r| amount < r) {
-        return Err(Error::conflict("runner_up_below_reserve", "the runner-up's last bid is below the reserve"));
+        return Err(Error::conflict(
+            "runner_up_below_reserve",
+            "the runner-up's last bid is below the reserve",
+        ));
     }
     // The lapsed order gave its unit back; the offer takes one again.
-    source::take_unit(&mut tx, auction_id, campaign_id, auction.sku_id, None, &claims.sub).await?;
+    source::take_unit(
+        &mut tx,
+        auction_id,
+        campaign_id,
+        auction.sku_id,
+        None,
+        &claims.sub,
+    )
+    .await?;
     let order_id = source::create_order(
         live.commerce(),
         &mut tx,

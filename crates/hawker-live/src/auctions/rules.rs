@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 pub struct Increment {
     /// The price this step applies below; null (or absent) on the last line.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub below_minor: Option<i64>,
     /// The step, minor units (at least 1).
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub step_minor: i64,
 }
 
@@ -138,7 +140,9 @@ impl Terms {
     pub fn min_bid(&self, standing: &Standing) -> i64 {
         match &standing.leader {
             None => self.start_minor,
-            Some(l) => l.price_minor.saturating_add(self.increments.step_at(l.price_minor)),
+            Some(l) => l
+                .price_minor
+                .saturating_add(self.increments.step_at(l.price_minor)),
         }
     }
 
@@ -198,7 +202,11 @@ pub fn resolve(terms: &Terms, standing: &mut Standing, ask: &Ask) -> Resolution 
             }
             leader.max_minor = max;
             // An exact amount above the price sets it (the leader asked to pay it).
-            let price = if ask.amount_minor.is_some() { amount.max(leader.price_minor) } else { leader.price_minor };
+            let price = if ask.amount_minor.is_some() {
+                amount.max(leader.price_minor)
+            } else {
+                leader.price_minor
+            };
             leader.price_minor = terms.with_reserve(price, max);
             Resolution::Accepted {
                 amount_minor: amount,
@@ -301,14 +309,20 @@ mod tests {
             step_minor: step,
         };
         assert!(Increments::parse(vec![]).is_err());
-        assert!(Increments::parse(vec![line(Some(10), 1)]).is_err(), "last line open");
+        assert!(
+            Increments::parse(vec![line(Some(10), 1)]).is_err(),
+            "last line open"
+        );
         assert!(Increments::parse(vec![line(None, 1), line(None, 2)]).is_err());
         assert!(Increments::parse(vec![line(Some(50), 1), line(Some(20), 2), line(None, 5)]).is_err());
         assert!(Increments::parse(vec![line(Some(20), 1), line(Some(20), 2), line(None, 5)]).is_err());
         assert!(Increments::parse(vec![line(None, 0)]).is_err());
         assert!(Increments::parse(vec![line(Some(0), 1), line(None, 1)]).is_err());
         let t = table();
-        assert_eq!((t.step_at(1999), t.step_at(2000), t.step_at(4999), t.step_at(5000)), (100, 200, 200, 500));
+        assert_eq!(
+            (t.step_at(1999), t.step_at(2000), t.step_at(4999), t.step_at(5000)),
+            (100, 200, 200, 500)
+        );
     }
 
     /// (asks in acceptance order, expected (leader, price) after each, and
@@ -399,7 +413,9 @@ mod tests {
                 let got = resolve(&terms, &mut standing, a);
                 let what = format!("{}: ask #{i} {a:?} -> {got:?}", case.name);
                 match (expected, &got) {
-                    (Ok(leading), Resolution::Accepted { leading: l, .. }) => assert_eq!(leading, l, "{what}"),
+                    (Ok(leading), Resolution::Accepted { leading: l, .. }) => {
+                        assert_eq!(leading, l, "{what}")
+                    }
                     (Err(-1), Resolution::AlreadyLeading { .. }) => {}
                     (Err(min), Resolution::TooLow { min_minor }) => assert_eq!(min, min_minor, "{what}"),
                     _ => panic!("{what}: expected {expected:?}"),
@@ -425,7 +441,12 @@ mod tests {
                 _ => ask(&bidder, None, None),
             };
             let before = standing.leader.as_ref().map_or(0, |l| l.price_minor);
-            if let Resolution::Accepted { amount_minor, min_minor, .. } = resolve(&terms, &mut standing, &a) {
+            if let Resolution::Accepted {
+                amount_minor,
+                min_minor,
+                ..
+            } = resolve(&terms, &mut standing, &a)
+            {
                 assert!(amount_minor >= min_minor && amount_minor > before);
             }
             let l = standing.leader.as_ref().expect("a leader");

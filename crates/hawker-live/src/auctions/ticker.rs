@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{source, state_key, version_key, AuctionOutcome};
+use sqlx::Acquire;
+
 use crate::{Live, Result};
 
 /// Auctions one node ends per transaction at most.
@@ -68,86 +70,107 @@ pub(crate) async fn end_due(live: &Live) -> Result<usize> {
         tx.rollback().await?;
         return Ok(0);
     }
+    let mut ended = Vec::with_capacity(due.len());
     for a in &due {
-        let outcome = match (a.price_minor, &a.leader_id) {
-            (Some(price), Some(_)) if a.reserve_minor.is_none_or(|r| price >= r) => AuctionOutcome::Sold,
-            (Some(_), Some(_)) => AuctionOutcome::ReserveNotMet,
-            _ => AuctionOutcome::NoBids,
-        };
-        let mut order_id = None;
-        match (outcome, &a.leader_id, a.price_minor) {
-            (AuctionOutcome::Sold, Some(winner), Some(price)) => {
-                let id = source::create_order(
-                    live.commerce(),
-                    &mut tx,
-                    source::AuctionOrder {
-                        auction_id: a.auction_id,
-                        session_id: a.session_id,
-                        lineup_item_id: a.lineup_item_id,
-                        sku_id: a.sku_id,
-                        buyer_id: winner,
-                        price_minor: price,
-                        currency: &a.currency,
-                        idempotency_key: format!("auction:{}:win", a.auction_id),
-                    },
-                )
-                .await?;
-                order_id = Some(id);
+        // A savepoint each: an auction that cannot end now (its order
+        // refused) is retried at the next tick and holds up no other.
+        let mut one = tx.begin().await?;
+        match end_one(live, &mut one, a).await {
+            Ok(()) => {
+                one.commit().await?;
+                ended.push(a.auction_id);
             }
-            _ => {
-                source::give_back_unit(&mut tx, a.auction_id, a.campaign_id, a.sku_id, "auction_unsold").await?;
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => {
+                one.rollback().await?;
+                tracing::warn!(auction_id = %a.auction_id, error = %e, "auction not ended; retried at the next tick");
             }
-        }
-        let sold = outcome == AuctionOutcome::Sold;
-        sqlx::query(
-            "update auction set status = 'ended', outcome = $2, winner_id = $3, hammer_minor = $4, order_id = $5,
-                    ended_at = clock_timestamp()
-              where auction_id = $1",
-        )
-        .bind(a.auction_id)
-        .bind(outcome)
-        .bind(if sold { a.leader_id.as_deref() } else { None })
-        .bind(if sold { a.price_minor } else { None })
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
-        let data = json!({
-            "auction_id": a.auction_id,
-            "outcome": outcome,
-            "winner_name": if sold { a.leader_name.clone() } else { None },
-            "hammer_minor": if sold { a.price_minor } else { None },
-            "price_minor": a.price_minor,
-            "currency": a.currency,
-            "bids": a.bid_seq,
-            "ends_at": a.ends_at,
-        });
-        hawker_hub::durable::enqueue(
-            &mut tx,
-            a.session_id,
-            &Publication::new("auction.ended", data)
-                .remove_state(state_key(a.auction_id))
-                .versioned(version_key(a.auction_id), i64::MAX),
-        )
-        .await?;
-        if let (true, Some(winner), Some(order_id)) = (sold, &a.leader_id, order_id) {
-            live.hub()
-                .enqueue_notice(
-                    &mut tx,
-                    &Notice::new(
-                        winner.as_str(),
-                        "auction.won",
-                        json!({ "auction_id": a.auction_id, "order_id": order_id,
-                                "hammer_minor": a.price_minor, "currency": a.currency }),
-                    )
-                    .in_session(a.session_id),
-                )
-                .await?;
         }
     }
     tx.commit().await?;
-    for a in &due {
-        live.inner.auctions.forget(a.auction_id);
+    for id in &ended {
+        live.inner.auctions.forget(*id);
     }
-    metrics::counter!("hawker_auctions_ended_total").increment(due.len() as u64);
-    Ok(due.len())
+    metrics::counter!("hawker_auctions_ended_total").increment(ended.len() as u64);
+    Ok(ended.len())
+}
+
+/// Ends one claimed auction in `tx`: the outcome, the winner's order or the
+/// unit given back, `auction.ended`, the winner's notice.
+async fn end_one(live: &Live, tx: &mut sqlx::PgConnection, a: &Due) -> Result<()> {
+    let outcome = match (a.price_minor, &a.leader_id) {
+        (Some(price), Some(_)) if a.reserve_minor.is_none_or(|r| price >= r) => AuctionOutcome::Sold,
+        (Some(_), Some(_)) => AuctionOutcome::ReserveNotMet,
+        _ => AuctionOutcome::NoBids,
+    };
+    let mut order_id = None;
+    match (outcome, &a.leader_id, a.price_minor) {
+        (AuctionOutcome::Sold, Some(winner), Some(price)) => {
+            let id = source::create_order(
+                live.commerce(),
+                &mut *tx,
+                source::AuctionOrder {
+                    auction_id: a.auction_id,
+                    session_id: a.session_id,
+                    lineup_item_id: a.lineup_item_id,
+                    sku_id: a.sku_id,
+                    buyer_id: winner,
+                    price_minor: price,
+                    currency: &a.currency,
+                    idempotency_key: format!("auction:{}:win", a.auction_id),
+                },
+            )
+            .await?;
+            order_id = Some(id);
+        }
+        _ => {
+            source::give_back_unit(&mut *tx, a.auction_id, a.campaign_id, a.sku_id, "auction_unsold").await?;
+        }
+    }
+    let sold = outcome == AuctionOutcome::Sold;
+    sqlx::query(
+        "update auction set status = 'ended', outcome = $2, winner_id = $3, hammer_minor = $4, order_id = $5,
+                ended_at = clock_timestamp()
+          where auction_id = $1",
+    )
+    .bind(a.auction_id)
+    .bind(outcome)
+    .bind(if sold { a.leader_id.as_deref() } else { None })
+    .bind(if sold { a.price_minor } else { None })
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
+    let data = json!({
+        "auction_id": a.auction_id,
+        "outcome": outcome,
+        "winner_name": if sold { a.leader_name.clone() } else { None },
+        "hammer_minor": if sold { a.price_minor } else { None },
+        "price_minor": a.price_minor,
+        "currency": a.currency,
+        "bids": a.bid_seq,
+        "ends_at": a.ends_at,
+    });
+    hawker_hub::durable::enqueue(
+        &mut *tx,
+        a.session_id,
+        &Publication::new("auction.ended", data)
+            .remove_state(state_key(a.auction_id))
+            .versioned(version_key(a.auction_id), i64::MAX),
+    )
+    .await?;
+    if let (true, Some(winner), Some(order_id)) = (sold, &a.leader_id, order_id) {
+        live.hub()
+            .enqueue_notice(
+                &mut *tx,
+                &Notice::new(
+                    winner.as_str(),
+                    "auction.won",
+                    json!({ "auction_id": a.auction_id, "order_id": order_id,
+                            "hammer_minor": a.price_minor, "currency": a.currency }),
+                )
+                .in_session(a.session_id),
+            )
+            .await?;
+    }
+    Ok(())
 }

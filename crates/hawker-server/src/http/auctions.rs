@@ -116,9 +116,11 @@ pub async fn place_bid(
 pub struct BidLogQuery {
     /// Bids after this `seq` (default 0: from the first).
     #[serde(default)]
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// 1 to 1,000 (default 1,000).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

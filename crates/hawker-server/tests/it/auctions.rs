@@ -43,7 +43,13 @@ async fn start_auction(app: &TestApp, agency: Uuid, session: Uuid, body: Value) 
     auction
 }
 
-async fn bid_with(http: &reqwest::Client, addr: SocketAddr, token: &str, auction: &str, body: &Value) -> (u16, Value) {
+async fn bid_with(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    token: &str,
+    auction: &str,
+    body: &Value,
+) -> (u16, Value) {
     match http
         .post(format!("http://{addr}/v1/auctions/{auction}/bids"))
         .bearer_auth(token)
@@ -63,7 +69,9 @@ async fn bid_log(http: &reqwest::Client, addr: SocketAddr, auction: &str) -> Val
     let mut log;
     loop {
         let r = http
-            .get(format!("http://{addr}/v1/auctions/{auction}/bids?after={after}&limit=1000"))
+            .get(format!(
+                "http://{addr}/v1/auctions/{auction}/bids?after={after}&limit=1000"
+            ))
             .send()
             .await
             .unwrap();
@@ -86,7 +94,12 @@ async fn wait_over(app: &TestApp, agency: Uuid, auction: &str, within: Duration)
     let deadline = Instant::now() + within;
     loop {
         let (status, a) = app
-            .send(Method::GET, &format!("/v1/auctions/{auction}"), &app.agency_token(agency), None)
+            .send(
+                Method::GET,
+                &format!("/v1/auctions/{auction}"),
+                &app.agency_token(agency),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{a}");
         if a["status"] != "running" {
@@ -140,7 +153,11 @@ fn replay(log: &Value) -> Replayed {
     };
     let bids = log["bids"].as_array().unwrap();
     for (i, b) in bids.iter().enumerate() {
-        assert_eq!(b["seq"].as_i64().unwrap(), i as i64 + 1, "one gapless global order");
+        assert_eq!(
+            b["seq"].as_i64().unwrap(),
+            i as i64 + 1,
+            "one gapless global order"
+        );
         let who = b["bidder"].as_str().unwrap().to_string();
         let exact = b["exact"].as_bool().unwrap();
         let amount = b["amount_minor"].as_i64().unwrap();
@@ -162,7 +179,10 @@ fn replay(log: &Value) -> Replayed {
                 assert_eq!(to, at + w, "bid {i}: the extension is the window after it");
                 end = to;
             }
-            _ => assert!(b["extended_to"].is_null(), "bid {i}: an extension without a bid in the window"),
+            _ => assert!(
+                b["extended_to"].is_null(),
+                "bid {i}: an extension without a bid in the window"
+            ),
         }
         leader = Some(match leader.take() {
             None => (who, bump(amount, max), max),
@@ -181,8 +201,16 @@ fn replay(log: &Value) -> Replayed {
             }
         });
         let (l, price, _) = leader.as_ref().unwrap();
-        assert_eq!(b["price_after"].as_i64().unwrap(), *price, "bid {i}: the price after it");
-        assert_eq!(b["leader_after"].as_str().unwrap(), l, "bid {i}: the leader after it");
+        assert_eq!(
+            b["price_after"].as_i64().unwrap(),
+            *price,
+            "bid {i}: the price after it"
+        );
+        assert_eq!(
+            b["leader_after"].as_str().unwrap(),
+            l,
+            "bid {i}: the leader after it"
+        );
     }
     assert_eq!(ts(&log["ends_at"]), end, "the end is the last extension's");
     let (leader, price, _) = leader.unwrap_or_default();
@@ -218,7 +246,8 @@ fn pseudonym(auction: &str, user: &str) -> String {
 /// random moment, over HTTP with at most 64 requests in flight).
 #[tokio::test]
 async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_winner_the_replayed_price() {
-    let (a, b, agency, session) = two_nodes(NodeOptions::default().http_timeout(Duration::from_secs(30))).await;
+    let (a, b, agency, session) =
+        two_nodes(NodeOptions::default().http_timeout(Duration::from_secs(30))).await;
     fixtures::lineup(&a, agency, session).await;
     let auction = start_auction(
         &a,
@@ -243,7 +272,13 @@ async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_w
     let bidders = 5000usize;
     let mut tasks = Vec::with_capacity(bidders);
     for i in 0..bidders {
-        let (http, gate, keys, id, known) = (http.clone(), gate.clone(), a.keys.clone(), id.clone(), known.clone());
+        let (http, gate, keys, id, known) = (
+            http.clone(),
+            gate.clone(),
+            a.keys.clone(),
+            id.clone(),
+            known.clone(),
+        );
         let node = nodes[i % 2];
         // From 4 s to 14 s after the start: the last 10 seconds.
         let at = Duration::from_millis(4000 + (i as u64 * 7919) % 10_000);
@@ -265,9 +300,9 @@ async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_w
             let (status, answer) = bid_with(&http, node, &token, &id, &body).await;
             let learnt = match status {
                 201 => answer["min_bid_minor"].as_i64(),
-                _ => answer["message"].as_str().and_then(|m| {
-                    m.split_whitespace().find_map(|w| w.parse::<i64>().ok())
-                }),
+                _ => answer["message"]
+                    .as_str()
+                    .and_then(|m| m.split_whitespace().find_map(|w| w.parse::<i64>().ok())),
             };
             if let Some(m) = learnt {
                 known.fetch_max(m, Ordering::Relaxed);
@@ -283,7 +318,11 @@ async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_w
         latencies.push(took);
         match status {
             201 => accepted.push((user, answer["seq"].as_i64().unwrap())),
-            409 | 503 => *refusals.entry(answer["error"].as_str().unwrap_or("?").to_string()).or_default() += 1,
+            409 | 503 => {
+                *refusals
+                    .entry(answer["error"].as_str().unwrap_or("?").to_string())
+                    .or_default() += 1
+            }
             other => panic!("bid answered {other}: {answer}"),
         }
     }
@@ -294,7 +333,11 @@ async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_w
         accepted.len(),
         starts.elapsed()
     );
-    assert!(accepted.len() > 100, "a storm accepts many bids: {}", accepted.len());
+    assert!(
+        accepted.len() > 100,
+        "a storm accepts many bids: {}",
+        accepted.len()
+    );
 
     let over = wait_over(&a, agency, &id, Duration::from_secs(30)).await;
     assert_eq!(over["outcome"], "sold", "{over}");
@@ -302,16 +345,32 @@ async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_w
     let replayed = replay(&log);
     // Every bid answered 201 is in the log, at the seq it was told, and
     // nothing else is.
-    assert_eq!(replayed.bids, accepted.len(), "the log holds exactly the accepted bids");
+    assert_eq!(
+        replayed.bids,
+        accepted.len(),
+        "the log holds exactly the accepted bids"
+    );
     let seqs: HashSet<i64> = accepted.iter().map(|(_, s)| *s).collect();
     assert_eq!(seqs.len(), accepted.len(), "no seq was given twice");
     for (user, seq) in &accepted {
         let line = &log["bids"][(*seq - 1) as usize];
-        assert_eq!(line["bidder"], pseudonym(&id, user), "seq {seq} is the bid it was answered for");
+        assert_eq!(
+            line["bidder"],
+            pseudonym(&id, user),
+            "seq {seq} is the bid it was answered for"
+        );
     }
-    assert_eq!(over["hammer_minor"].as_i64(), Some(replayed.price), "hammer = replay");
+    assert_eq!(
+        over["hammer_minor"].as_i64(),
+        Some(replayed.price),
+        "hammer = replay"
+    );
     let winner = over["winner_id"].as_str().unwrap();
-    assert_eq!(pseudonym(&id, winner), replayed.leader, "the winner is the replay's leader");
+    assert_eq!(
+        pseudonym(&id, winner),
+        replayed.leader,
+        "the winner is the replay's leader"
+    );
     let orders = orders_of(&a.db, &id).await;
     assert_eq!(orders.len(), 1, "exactly one order: {orders:?}");
     assert_eq!((orders[0].1.as_str(), orders[0].2), (winner, replayed.price));
@@ -342,13 +401,21 @@ async fn sudden_death_ends_at_the_clock_under_a_burst() {
     let mut tasks = Vec::new();
     // 1,500 bids from 3 s to 7 s after the start: across the end at 5 s.
     for i in 0..1500u64 {
-        let (http, gate, keys, id, addr) = (http.clone(), gate.clone(), app.keys.clone(), id.clone(), app.addr);
+        let (http, gate, keys, id, addr) =
+            (http.clone(), gate.clone(), app.keys.clone(), id.clone(), app.addr);
         let at = Duration::from_millis(3000 + (i * 7919) % 4000);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until((starts + at).into()).await;
             let token = fixtures::token(&keys, &format!("sd-{i}"), Role::Viewer);
             let _permit = gate.acquire().await.unwrap();
-            bid_with(&http, addr, &token, &id, &json!({"max_minor": 500 + i as i64 * 10})).await
+            bid_with(
+                &http,
+                addr,
+                &token,
+                &id,
+                &json!({"max_minor": 500 + i as i64 * 10}),
+            )
+            .await
         }));
     }
     let mut ended_refusals = 0;
@@ -357,7 +424,10 @@ async fn sudden_death_ends_at_the_clock_under_a_burst() {
         match status {
             201 => assert!(ts(&body["accepted_at"]) < ends_at, "{body}"),
             409 if body["error"] == "auction_ended" => ended_refusals += 1,
-            409 => assert!(["bid_too_low", "already_leading"].contains(&body["error"].as_str().unwrap()), "{body}"),
+            409 => assert!(
+                ["bid_too_low", "already_leading"].contains(&body["error"].as_str().unwrap()),
+                "{body}"
+            ),
             other => panic!("{other}: {body}"),
         }
     }
@@ -426,7 +496,9 @@ async fn a_node_killed_mid_auction_changes_nothing_about_the_outcome() {
             let token = fixtures::token(&keys, &format!("k-{round}-{i}"), Role::Viewer);
             let body = json!({"max_minor": 1000 + round as i64 * 3000 + i as i64 * 137});
             let (http, id) = (http.clone(), id.clone());
-            tasks.push(tokio::spawn(async move { bid_with(&http, node, &token, &id, &body).await }));
+            tasks.push(tokio::spawn(async move {
+                bid_with(&http, node, &token, &id, &body).await
+            }));
         }
         for t in tasks {
             let (status, body) = t.await.unwrap();
@@ -463,7 +535,10 @@ async fn a_node_killed_mid_auction_changes_nothing_about_the_outcome() {
         assert!(logged.contains(seq), "an answered bid ({seq}) is in the log");
     }
     assert_eq!(over["hammer_minor"].as_i64(), Some(replayed.price));
-    assert_eq!(pseudonym(&id, over["winner_id"].as_str().unwrap()), replayed.leader);
+    assert_eq!(
+        pseudonym(&id, over["winner_id"].as_str().unwrap()),
+        replayed.leader
+    );
     assert_eq!(orders_of(&pool, &id).await.len(), 1);
 }
 
@@ -486,7 +561,15 @@ async fn an_unpaid_winner_leads_to_a_second_chance_order_for_the_runner_up() {
     let bid = |user: &str, body: Value| {
         let token = app.token(user, Role::Viewer);
         let id = id.clone();
-        async move { app.send(Method::POST, &format!("/v1/auctions/{id}/bids"), &token, Some(body)).await }
+        async move {
+            app.send(
+                Method::POST,
+                &format!("/v1/auctions/{id}/bids"),
+                &token,
+                Some(body),
+            )
+            .await
+        }
     };
     let (s, first) = bid("runner-up", json!({"max_minor": 2500})).await;
     assert_eq!(s, 201, "{first}");
@@ -495,16 +578,37 @@ async fn an_unpaid_winner_leads_to_a_second_chance_order_for_the_runner_up() {
     assert_eq!(second["price_minor"], 2700);
     // Too early: no winner yet.
     let host = app.agency_token(agency);
-    let (s, body) = app.send(Method::POST, &format!("/v1/auctions/{id}/second-chance"), &host, None).await;
+    let (s, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/auctions/{id}/second-chance"),
+            &host,
+            None,
+        )
+        .await;
     assert_eq!((s, body["error"].as_str()), (409, Some("no_winner")), "{body}");
-    let over = wait_over(&app, agency, &id, Duration::from_secs(10)).await;
-    assert_eq!((over["outcome"].as_str(), over["hammer_minor"].as_i64()), (Some("sold"), Some(2700)));
+    let over = wait_over(app, agency, &id, Duration::from_secs(10)).await;
+    assert_eq!(
+        (over["outcome"].as_str(), over["hammer_minor"].as_i64()),
+        (Some("sold"), Some(2700))
+    );
     let orders = orders_of(&app.db, &id).await;
     assert_eq!(orders.len(), 1);
     assert_eq!((orders[0].1.as_str(), orders[0].2), ("winner", 2700));
     // While the winner's order is open, no offer.
-    let (s, body) = app.send(Method::POST, &format!("/v1/auctions/{id}/second-chance"), &host, None).await;
-    assert_eq!((s, body["error"].as_str()), (409, Some("winner_order_open")), "{body}");
+    let (s, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/auctions/{id}/second-chance"),
+            &host,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (409, Some("winner_order_open")),
+        "{body}"
+    );
     // The payment window passes: the order expires (commerce's scheduler).
     sqlx::query("update customer_order set expires_at = now() - interval '1 second' where order_id = $1")
         .bind(orders[0].0)
@@ -518,19 +622,48 @@ async fn an_unpaid_winner_leads_to_a_second_chance_order_for_the_runner_up() {
     }
     // Only the host side offers.
     let (s, _) = app
-        .send(Method::POST, &format!("/v1/auctions/{id}/second-chance"), &app.token("winner", Role::Viewer), None)
+        .send(
+            Method::POST,
+            &format!("/v1/auctions/{id}/second-chance"),
+            &app.token("winner", Role::Viewer),
+            None,
+        )
         .await;
     assert_eq!(s, 403);
-    let (s, offer) = app.send(Method::POST, &format!("/v1/auctions/{id}/second-chance"), &host, None).await;
+    let (s, offer) = app
+        .send(
+            Method::POST,
+            &format!("/v1/auctions/{id}/second-chance"),
+            &host,
+            None,
+        )
+        .await;
     assert_eq!(s, 201, "{offer}");
-    assert_eq!((offer["bidder_id"].as_str(), offer["amount_minor"].as_i64()), (Some("runner-up"), Some(2500)));
+    assert_eq!(
+        (offer["bidder_id"].as_str(), offer["amount_minor"].as_i64()),
+        (Some("runner-up"), Some(2500))
+    );
     let orders = orders_of(&app.db, &id).await;
     assert_eq!(orders.len(), 2, "{orders:?}");
-    assert_eq!((orders[1].1.as_str(), orders[1].2, orders[1].3.as_str()), ("runner-up", 2500, "pending_payment"));
+    assert_eq!(
+        (orders[1].1.as_str(), orders[1].2, orders[1].3.as_str()),
+        ("runner-up", 2500, "pending_payment")
+    );
     assert_eq!(orders[1].0.to_string(), offer["order_id"].as_str().unwrap());
     // Once.
-    let (s, body) = app.send(Method::POST, &format!("/v1/auctions/{id}/second-chance"), &host, None).await;
-    assert_eq!((s, body["error"].as_str()), (409, Some("second_chance_made")), "{body}");
+    let (s, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/auctions/{id}/second-chance"),
+            &host,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (409, Some("second_chance_made")),
+        "{body}"
+    );
 }
 
 /// The host's side cannot bid (HTTP 403, socket `forbidden`); a bid below
@@ -552,52 +685,100 @@ async fn the_host_cannot_bid_and_a_low_bid_is_told_the_minimum_and_the_room_foll
     )
     .await;
     let id = auction["auction_id"].as_str().unwrap().to_string();
-    assert!(auction.get("reserve_minor").is_some(), "the host side sees the reserve: {auction}");
-    let started = room.until("auction.started", Duration::from_secs(5), |f| f["type"] == "auction.started").await;
+    assert!(
+        auction.get("reserve_minor").is_some(),
+        "the host side sees the reserve: {auction}"
+    );
+    let started = room
+        .until("auction.started", Duration::from_secs(5), |f| {
+            f["type"] == "auction.started"
+        })
+        .await;
     assert_eq!(started["data"]["auction_id"], id.as_str());
     assert_eq!(started["data"]["min_bid_minor"], 1000);
 
     let path = format!("/v1/auctions/{id}/bids");
-    for token in [app.agency_token(agency), app.token("admin", Role::Admin), app.token("h", Role::Host)] {
-        let (s, body) = app.send(Method::POST, &path, &token, Some(json!({"amount_minor": 5000}))).await;
+    for token in [
+        app.agency_token(agency),
+        app.token("admin", Role::Admin),
+        app.token("h", Role::Host),
+    ] {
+        let (s, body) = app
+            .send(Method::POST, &path, &token, Some(json!({"amount_minor": 5000})))
+            .await;
         assert_eq!(s, 403, "{body}");
     }
     let mut host_socket = socket::join(app.addr, session, &app.agency_token(agency)).await;
-    let refused = host_socket.call("auction.bid", json!({"auction_id": id, "amount_minor": 5000})).await;
+    let refused = host_socket
+        .call("auction.bid", json!({"auction_id": id, "amount_minor": 5000}))
+        .await;
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["code"], "forbidden", "{refused}");
 
-    let early = outbid.call("auction.bid", json!({"auction_id": id, "amount_minor": 1000})).await;
+    let early = outbid
+        .call("auction.bid", json!({"auction_id": id, "amount_minor": 1000}))
+        .await;
     assert_eq!(early["type"], "ack", "{early}");
     let (s, low) = app
-        .send(Method::POST, &path, &app.token("late", Role::Viewer), Some(json!({"amount_minor": 1050})))
+        .send(
+            Method::POST,
+            &path,
+            &app.token("late", Role::Viewer),
+            Some(json!({"amount_minor": 1050})),
+        )
         .await;
     assert_eq!((s, low["error"].as_str()), (409, Some("bid_too_low")), "{low}");
     assert!(low["message"].as_str().unwrap().contains("1100"), "{low}");
     let (s, body) = app
-        .send(Method::POST, &path, &app.token("late", Role::Viewer), Some(json!({"max_minor": 1800})))
+        .send(
+            Method::POST,
+            &path,
+            &app.token("late", Role::Viewer),
+            Some(json!({"max_minor": 1800})),
+        )
         .await;
     assert_eq!(s, 201, "{body}");
-    assert_eq!((body["leading"].as_bool(), body["price_minor"].as_i64()), (Some(true), Some(1500)), "reserve met");
+    assert_eq!(
+        (body["leading"].as_bool(), body["price_minor"].as_i64()),
+        (Some(true), Some(1500)),
+        "reserve met"
+    );
 
-    let notice = outbid.until("notice", Duration::from_secs(5), |f| f["type"] == "notice").await;
+    let notice = outbid
+        .until("notice", Duration::from_secs(5), |f| f["type"] == "notice")
+        .await;
     assert_eq!(notice["kind"], "auction.outbid", "{notice}");
     assert_eq!(notice["data"]["auction_id"], id.as_str());
     let shown = room
-        .until("auction.bid", Duration::from_secs(5), |f| f["type"] == "auction.bid" && f["data"]["bids"] == 2)
+        .until("auction.bid", Duration::from_secs(5), |f| {
+            f["type"] == "auction.bid" && f["data"]["bids"] == 2
+        })
         .await;
     assert_eq!(shown["data"]["price_minor"], 1500);
     assert_eq!(shown["data"]["leader_name"], pseudonym(&id, "late"));
     assert!(shown["data"]["ends_at"].is_string());
-    let ended = room.until("auction.ended", Duration::from_secs(15), |f| f["type"] == "auction.ended").await;
+    let ended = room
+        .until("auction.ended", Duration::from_secs(15), |f| {
+            f["type"] == "auction.ended"
+        })
+        .await;
     assert_eq!(ended["data"]["outcome"], "sold");
     assert_eq!(ended["data"]["hammer_minor"], 1500);
     assert_eq!(ended["data"]["winner_name"], pseudonym(&id, "late"));
     // Late: refused as ended.
     let (s, body) = app
-        .send(Method::POST, &path, &app.token("later", Role::Viewer), Some(json!({"max_minor": 90000})))
+        .send(
+            Method::POST,
+            &path,
+            &app.token("later", Role::Viewer),
+            Some(json!({"max_minor": 90000})),
+        )
         .await;
-    assert_eq!((s, body["error"].as_str()), (409, Some("auction_ended")), "{body}");
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (409, Some("auction_ended")),
+        "{body}"
+    );
 }
 
 /// No bids: no sale, the unit goes back; a void records its reason and the
@@ -647,20 +828,44 @@ async fn no_sale_and_void_give_the_unit_back_and_the_floor_is_the_least_reserve(
             Some(body(json!({"reserve_minor": 2000}))),
         )
         .await;
-    assert_eq!((s, refused["error"].as_str()), (400, Some("price_below_floor")), "{refused}");
-    for bad in [json!({"duration_secs": 4}), json!({"increments": [{"below_minor": 10, "step_minor": 1}]}),
-                json!({"mode": "sudden_death", "snipe_window_secs": 5}), json!({"quantity": 2})] {
+    assert_eq!(
+        (s, refused["error"].as_str()),
+        (400, Some("price_below_floor")),
+        "{refused}"
+    );
+    for bad in [
+        json!({"duration_secs": 4}),
+        json!({"increments": [{"below_minor": 10, "step_minor": 1}]}),
+        json!({"mode": "sudden_death", "snipe_window_secs": 5}),
+        json!({"quantity": 2}),
+    ] {
         let (s, r) = app
-            .send(Method::POST, &format!("/v1/sessions/{session}/auctions"), &app.agency_token(agency), Some(body(bad)))
+            .send(
+                Method::POST,
+                &format!("/v1/sessions/{session}/auctions"),
+                &app.agency_token(agency),
+                Some(body(bad)),
+            )
             .await;
         assert_eq!(s, 400, "{r}");
     }
     let auction = start_auction(&app, agency, session, body(json!({}))).await;
-    assert_eq!((auction["reserve_minor"].as_i64(), auction["reserve_is_floor"].as_bool()), (Some(3000), Some(true)));
+    assert_eq!(
+        (
+            auction["reserve_minor"].as_i64(),
+            auction["reserve_is_floor"].as_bool()
+        ),
+        (Some(3000), Some(true))
+    );
     assert_eq!(on_hand().await, before - 1, "the unit is taken at the start");
     let id = auction["auction_id"].as_str().unwrap().to_string();
     let (s, _) = app
-        .send(Method::POST, &format!("/v1/auctions/{id}/bids"), &app.token("v", Role::Viewer), Some(json!({"max_minor": 2500})))
+        .send(
+            Method::POST,
+            &format!("/v1/auctions/{id}/bids"),
+            &app.token("v", Role::Viewer),
+            Some(json!({"max_minor": 2500})),
+        )
         .await;
     assert_eq!(s, 201);
     let over = wait_over(&app, agency, &id, Duration::from_secs(10)).await;
@@ -671,17 +876,39 @@ async fn no_sale_and_void_give_the_unit_back_and_the_floor_is_the_least_reserve(
     let auction = start_auction(&app, agency, session, body(json!({"duration_secs": 60}))).await;
     let id = auction["auction_id"].as_str().unwrap().to_string();
     let (s, _) = app
-        .send(Method::POST, &format!("/v1/auctions/{id}/void"), &app.token("v", Role::Viewer), Some(json!({"reason": "x"})))
+        .send(
+            Method::POST,
+            &format!("/v1/auctions/{id}/void"),
+            &app.token("v", Role::Viewer),
+            Some(json!({"reason": "x"})),
+        )
         .await;
     assert_eq!(s, 403);
     let (s, voided) = app
-        .send(Method::POST, &format!("/v1/auctions/{id}/void"), &app.agency_token(agency), Some(json!({"reason": "wrong item"})))
+        .send(
+            Method::POST,
+            &format!("/v1/auctions/{id}/void"),
+            &app.agency_token(agency),
+            Some(json!({"reason": "wrong item"})),
+        )
         .await;
     assert_eq!(s, 200, "{voided}");
-    assert_eq!((voided["status"].as_str(), voided["void_reason"].as_str()), (Some("voided"), Some("wrong item")));
+    assert_eq!(
+        (voided["status"].as_str(), voided["void_reason"].as_str()),
+        (Some("voided"), Some("wrong item"))
+    );
     assert_eq!(on_hand().await, before, "void: the unit is back");
     let (s, body) = app
-        .send(Method::POST, &format!("/v1/auctions/{id}/bids"), &app.token("v", Role::Viewer), Some(json!({"max_minor": 9000})))
+        .send(
+            Method::POST,
+            &format!("/v1/auctions/{id}/bids"),
+            &app.token("v", Role::Viewer),
+            Some(json!({"max_minor": 9000})),
+        )
         .await;
-    assert_eq!((s, body["error"].as_str()), (409, Some("auction_ended")), "{body}");
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (409, Some("auction_ended")),
+        "{body}"
+    );
 }

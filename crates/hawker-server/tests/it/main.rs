@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agency;
-mod auth;
 mod auctions;
+mod auth;
 mod authz_matrix;
 mod calendar;
 mod campaigns;

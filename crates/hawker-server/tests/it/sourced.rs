@@ -107,8 +107,32 @@ async fn create(app: &TestApp, o: SourcedOrder<'_>) -> hawker_commerce::Result<O
     Ok(order)
 }
 
+/// An auction row (`hawker-live`'s table, 0015) for `auction`, so that an
+/// order may name it (orders reference their auction). Voided, so that
+/// several may share the stage's lineup item (one runs per item at a time).
+async fn insert_auction(db: &PgPool, stage: &Stage, auction: Uuid) {
+    sqlx::query(
+        "insert into auction (auction_id, session_id, lineup_item_id, sku_id, campaign_id, brand_id, currency,
+                              start_price_minor, increments, mode, duration_secs, starts_at, ends_at, created_by,
+                              status, void_reason, ended_at)
+         select $1, $2, $3, sku_id, $5, brand_id, currency, 1000, '[{\"step_minor\": 100}]', 'sudden_death', 60,
+                now(), now() + interval '1 minute', 'test', 'voided', 'a test row', now()
+           from sku where sku_id = $4
+         on conflict do nothing",
+    )
+    .bind(auction)
+    .bind(stage.session)
+    .bind(stage.lineup_item)
+    .bind(stage.sku)
+    .bind(stage.campaign)
+    .execute(db)
+    .await
+    .unwrap();
+}
+
 /// What the live formats will do when an auction starts: take its unit.
 async fn take_for_auction(app: &TestApp, stage: &Stage, auction: Uuid) {
+    insert_auction(&app.db, stage, auction).await;
     let mut tx = app.db.begin().await.unwrap();
     campaign_skus::take_units(
         &mut tx,
@@ -461,6 +485,9 @@ async fn raw_order(
         }
         None => None,
     };
+    if let Some(auction) = ids.1 {
+        insert_auction(db, stage, auction).await;
+    }
     let order_id = Uuid::new_v4();
     sqlx::query(
         "insert into customer_order (order_id, source, deal_id, auction_id, giveaway_id, session_id, lineup_item_id,
