@@ -353,7 +353,13 @@ async fn a_winner_who_left_the_room_is_replaced_and_the_redraw_is_verifiable() {
     drop(leaver_ws);
     // Gone from presence on every node (its node sees the socket close).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while a.hub.present(session, &[leaver_user.clone()]).await.unwrap() != vec![false] {
+    while a
+        .hub
+        .present(session, std::slice::from_ref(&leaver_user))
+        .await
+        .unwrap()
+        != vec![false]
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the leaver is still present"
