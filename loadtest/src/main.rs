@@ -5,6 +5,7 @@
 
 mod common;
 mod fanout;
+mod live;
 mod stampede;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Command {
     FanoutWorker,
     /// B buyers press buy on one flash deal: committed orders/s, rejections/s, latency, invariants.
     Stampede(Box<stampede::StampedeArgs>),
+    /// An auction's last-seconds bid storm and a giveaway's entries: bids/s, entries/s, latency, checks.
+    Live(Box<live::LiveArgs>),
     /// Times a fixed CPU-bound loop (ms): how fast this core is right now.
     Calibrate,
 }
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
             Command::Fanout(args) => fanout::run(*args).await,
             Command::FanoutWorker => fanout::serve_worker().await,
             Command::Stampede(args) => stampede::run(*args).await,
+            Command::Live(args) => live::run(*args).await,
             Command::Calibrate => Ok(()),
         }
     });

@@ -26,7 +26,7 @@ mod cpu;
 mod load;
 mod report;
 mod run;
-mod setup;
+pub(crate) mod setup;
 
 pub use args::StampedeArgs;
 
