@@ -392,6 +392,15 @@ pub struct VoidGiveaway {
     pub reason: String,
 }
 
+#[derive(sqlx::FromRow)]
+struct Voided {
+    session_id: Uuid,
+    sku_id: Option<Uuid>,
+    campaign_id: Option<Uuid>,
+    winners: i32,
+    seed: Vec<u8>,
+}
+
 /// Calls a giveaway off before its draw (host, agency, admin): units go
 /// back, the room gets `giveaway.voided` with the reason (and the seed).
 #[tracing::instrument(skip_all, fields(%giveaway_id, caller = %claims.sub), err)]
@@ -407,7 +416,7 @@ pub async fn void(live: &Live, claims: &Claims, giveaway_id: Uuid, body: VoidGiv
     let before = get(live, giveaway_id).await?;
     hawker_commerce::access::require_host(live.db(), claims, before.session_id).await?;
     let mut tx = live.db().begin().await?;
-    let row: Option<(Uuid, Option<Uuid>, Option<Uuid>, i32, Vec<u8>)> = sqlx::query_as(
+    let row: Option<Voided> = sqlx::query_as(
         "update giveaway set status = 'voided', void_reason = $2, voided_by = $3, voided_at = now()
           where giveaway_id = $1 and status in ('open', 'closed')
       returning session_id, sku_id, campaign_id, winners, seed",
@@ -417,7 +426,14 @@ pub async fn void(live: &Live, claims: &Claims, giveaway_id: Uuid, body: VoidGiv
     .bind(&claims.sub)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((session_id, sku_id, campaign_id, winners, seed)) = row else {
+    let Some(Voided {
+        session_id,
+        sku_id,
+        campaign_id,
+        winners,
+        seed,
+    }) = row
+    else {
         return Err(Error::conflict(
             "giveaway_over",
             "the giveaway has already been drawn or voided",
