@@ -893,7 +893,7 @@ function renderGiveaways() {
 }
 
 function verifyBadge(v) {
-  return h('span', { class: `badge ${v.ok ? 'ok' : 'bad'}`, dataset: { testid: 'verify-result', verified: v.ok ? 'match' : 'mismatch' },
+  return h('span', { class: `badge ${v.ok ? 'ok' : 'bad'}`, role: 'status', dataset: { testid: 'verify-result', verified: v.ok ? 'match' : 'mismatch' },
     text: v.ok ? '✓ the draw matches' : '✗ the draw does not match' });
 }
 

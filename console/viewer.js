@@ -874,7 +874,7 @@ function auctionCard(a, now) {
         })),
       h('button', { class: 'dark', type: 'submit', disabled: busyNow, text: max ? 'Raise max' : 'Set max bid', dataset: { testid: 'set-max-bid' } })),
     h('small', { class: 'muted', text: 'With a maximum, the server bids for you by the increment as others bid, up to it.' })) : null,
-  result && running ? h('div', { class: `notice ${result.kind}`, text: result.text, dataset: { testid: 'auction-result' } }) : null,
+  result && running ? h('div', { class: `notice ${result.kind}`, role: 'status', text: result.text, dataset: { testid: 'auction-result' } }) : null,
   end);
 }
 
@@ -901,7 +901,10 @@ async function placeBid(auctionId, body) {
       ? { kind: 'ok', text: `Bid accepted: you lead at ${money(bid.price_minor, currencyOf(auctionId))}.` }
       : { kind: 'warn', text: `Bid accepted, but another maximum is higher: ${bid.leader_name} leads at ${money(bid.price_minor, currencyOf(auctionId))}.` });
   } catch (e) {
-    const text = e.code === 'bid_too_low' ? e.message
+    // `bid_too_low` names the minimum in minor units: say it as money.
+    const minimum = e.code === 'bid_too_low' ? Number((String(e.message).match(/(\d+) minor units/) || [])[1]) : NaN;
+    const text = e.code === 'bid_too_low'
+      ? (minimum ? `Too low: the minimum acceptable bid is ${money(minimum, currencyOf(auctionId))}.` : e.message)
       : ['timeout', 'disconnected'].includes(e.code) ? 'No answer: your bid may have gone through — watch the price.'
       : BID_ERRORS[e.code] || e.message;
     bidResults.set(auctionId, { kind: 'bad', text });
@@ -959,7 +962,7 @@ function giveawayCard(g, now) {
       h('span', { class: 'num', dataset: { testid: 'giveaway-count', count: String(count) } }, h('b', { text: String(count) }), count === 1 ? ' entry' : ' entries'),
       action),
     entry ? h('small', { class: 'muted', dataset: { testid: 'giveaway-entry', entryId: entry } }, 'Your entry id: ', h('code', { text: entry })) : null,
-    result ? h('div', { class: `notice ${result.kind}`, text: result.text }) : null,
+    result ? h('div', { class: `notice ${result.kind}`, role: 'status', text: result.text }) : null,
     iWon ? h('div', { class: 'notice ok', dataset: { testid: 'giveaway-won' },
       text: giveawayWins.get(id)?.coupon_claim_id ? '★ You won! Your coupon is in your claims.' : '★ You won! Your free order is below.' }) : null,
     g.status === 'voided' ? h('div', { class: 'notice bad', text: `The host voided this giveaway: ${g.void_reason || ''}` }) : null,
@@ -976,7 +979,7 @@ function giveawayCard(g, now) {
     g.status === 'drawn' ? h('div', { class: 'row' },
       h('button', { class: 'small', type: 'button', disabled: verified === 'running', text: verified === 'running' ? 'Verifying…' : 'Verify the draw',
         dataset: { testid: 'verify-draw', action: 'verify', id } }),
-      verified && verified !== 'running' ? h('span', { class: `badge ${verified.ok ? 'ok' : 'bad'}`, dataset: { testid: 'verify-result', verified: verified.ok ? 'match' : 'mismatch' },
+      verified && verified !== 'running' ? h('span', { class: `badge ${verified.ok ? 'ok' : 'bad'}`, role: 'status', dataset: { testid: 'verify-result', verified: verified.ok ? 'match' : 'mismatch' },
         text: verified.ok ? '✓ matches: recomputed here' : '✗ does not match' }) : null) : null,
     verified && verified !== 'running' ? h('ul', { class: 'plain checks', dataset: { testid: 'verify-checks' } }, verified.checks.map((c) =>
       h('li', { class: c.ok ? 'ok' : 'bad' }, `${c.ok ? '✓' : '✗'} ${c.label}`, c.detail ? h('small', { class: 'muted', text: ` ${c.detail}` }) : null))) : null);
