@@ -175,6 +175,10 @@ fn replay(log: &Value) -> Replayed {
         assert!(at < end, "bid {i} accepted after the end {end}");
         match window {
             Some(w) if at > end - w => {
+                assert!(
+                    b["extended_to"].is_string(),
+                    "bid {i} in the window did not extend the end: {b}"
+                );
                 let to = ts(&b["extended_to"]);
                 assert_eq!(to, at + w, "bid {i}: the extension is the window after it");
                 end = to;
