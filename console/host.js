@@ -5,11 +5,13 @@ import {
   $, h, fill, morphChildren, countdown, api, apiAll, money, shortId, toast, timeOfDay,
   obtainToken, askForToken, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
 } from './common.js';
+import { Giveaways, wireStartForm } from './giveaways.js';
 
 const params = new URLSearchParams(location.search);
 const state = new RoomState();
 let room;
 let token;
+let giveaways;
 let sessionId;
 let session;
 let dev;
@@ -53,7 +55,10 @@ async function main() {
     return;
   }
   renderSession();
-  await Promise.all([loadLineup(), loadCatalog(), loadDeals(), loadShifts(), loadFigures()]);
+  giveaways = new Giveaways({ box: $('#giveaways-list'), role: 'host', token });
+  $('#giveaways-list').addEventListener('click', (e) => giveaways.onClick(e));
+  wireStartForm($('#giveaway-form'), { sessionId, token });
+  await Promise.all([loadLineup(), loadCatalog(), loadDeals(), loadShifts(), loadFigures(), giveaways.load(sessionId)]);
   if (session.status === 'ended' || session.status === 'cancelled') {
     $('#conn').textContent = 'ended';
     return;
@@ -62,6 +67,7 @@ async function main() {
     onSnapshot: (snapshot, kind, you) => {
       stats[kind] += 1;
       state.reset(snapshot);
+      giveaways?.fromSnapshot(snapshot.state);
       if (!you?.can_host) fatal('This identity may not host this session: pins and moderation will be refused.');
       renderRoom();
     },
@@ -151,6 +157,7 @@ async function loadFigures() {
 // ---------- the room ----------
 
 function onEvent(event) {
+  if (giveaways?.onEvent(event)) return;
   const changed = state.apply(event);
   const d = event.data || {};
   switch (event.type) {
@@ -277,6 +284,10 @@ function renderLineup() {
   if (chosen && lineup.some((i) => String(i.link_number) === chosen)) dealItem.value = chosen;
   else if (pinnedLink) dealItem.value = String(pinnedLink);
   suggestDeal();
+  const prize = $('#giveaway-form [name=item]');
+  const prizeValue = prize.value;
+  fill(prize, lineup.map((i) => h('option', { value: i.lineup_item_id, text: `#${i.link_number} ${i.product_name}` })));
+  if (prizeValue) prize.value = prizeValue;
   const scope = $('#coupon-form [name=scope]');
   const scopeValue = scope.value;
   fill(scope,

@@ -5,6 +5,7 @@ import {
   initials, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
   viewerHref,
 } from './common.js';
+import { Giveaways } from './giveaways.js';
 
 const params = new URLSearchParams(location.search);
 const state = new RoomState();
@@ -25,6 +26,7 @@ let me;
 let dev;
 let session;
 let mutedUntil = 0;
+let giveaways;
 
 const ERRORS = {
   sold_out: 'Sold out — better luck with the next drop!',
@@ -50,6 +52,8 @@ async function main() {
   const signedIn = await viewerSignIn();
   if (!signedIn) return;
   ({ token, me } = signedIn);
+  giveaways = new Giveaways({ box: $('#giveaways-list'), role: 'viewer', token, me });
+  $('#giveaways-list').addEventListener('click', (e) => giveaways.onClick(e));
   $('#me').textContent = `You are ${me}`;
   $('#nav-live').href = viewerHref('live.html');
   $('#nav-orders').href = viewerHref('orders.html');
@@ -168,6 +172,7 @@ async function refreshSession() {
 function onSnapshot(snapshot, kind) {
   stats[kind] += 1;
   state.reset(snapshot);
+  giveaways?.fromSnapshot(snapshot.state);
   if (kind === 'reset') addSystem('Reconnected: caught up from a fresh snapshot.');
   ensureLineup();
   renderAll();
@@ -175,6 +180,7 @@ function onSnapshot(snapshot, kind) {
 
 function onEvent(event) {
   stats.events += 1;
+  if (giveaways?.onEvent(event)) return;
   const changed = state.apply(event);
   const d = event.data || {};
   switch (event.type) {
@@ -242,6 +248,11 @@ function onNotice(notice) {
         : `Your order expired unpaid (${d.quantity} × returned to stock).`;
       toast(text, 'warn');
       refreshOrder(d.order_id);
+      break;
+    case 'giveaway.won':
+      text = d.order_id ? 'You won a giveaway: the prize is in your orders.' : 'You won a giveaway: a coupon is yours.';
+      toast(`🎉 ${text}`, 'ok');
+      if (d.order_id) refreshOrder(d.order_id);
       break;
     default:
       text = notice.kind;

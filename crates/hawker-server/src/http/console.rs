@@ -48,6 +48,7 @@ static ASSETS: &[Asset] = &[
     asset!("brand.js", "text/javascript; charset=utf-8"),
     asset!("live.js", "text/javascript; charset=utf-8"),
     asset!("orders.js", "text/javascript; charset=utf-8"),
+    asset!("giveaways.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 
@@ -161,6 +162,7 @@ mod tests {
             ("/console/brand.js", JS),
             ("/console/live.js", JS),
             ("/console/orders.js", JS),
+            ("/console/giveaways.js", JS),
         ] {
             let response = get(path, None).await;
             assert_eq!(response.status(), StatusCode::OK, "{path}");
