@@ -1029,3 +1029,9 @@ export async function verifyGiveaway(giveaway, list, mine) {
   add('the recomputed absentees are the published ones', same(draw.absent, giveaway.absent_entries), draw.absent.join(', ') || 'none');
   return { ok: checks.every((c) => c.ok), checks, draw };
 }
+
+/** The `hawker verify-draw` command that recomputes a drawn giveaway offline. */
+export function verifyDrawCommand(g) {
+  const absent = g.absent_entries?.length ? ` --absent ${g.absent_entries.join(',')}` : '';
+  return `hawker verify-draw --seed ${g.seed} --entries entries.json --winners ${g.winners}${absent}`;
+}

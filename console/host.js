@@ -5,7 +5,7 @@ import {
   fatal, attempt,
   $, h, fill, morphChildren, countdown, api, apiAll, money, shortId, toast, timeOfDay,
   obtainToken, askForToken, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
-  verifyGiveaway,
+  verifyGiveaway, verifyDrawCommand,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -880,7 +880,9 @@ function renderGiveaways() {
         g.winner_entries ? [h('dt', { text: 'Winning entries' }), h('dd', { dataset: { testid: 'host-giveaway-winners' } },
           g.winner_entries.length ? g.winner_entries.map((id) => h('code', { class: 'entry', text: id })) : 'none (no entries)')] : null,
         g.absent_entries?.length ? [h('dt', { text: 'Drawn but absent (redrawn)' }), h('dd', {}, g.absent_entries.map((id) => h('code', { class: 'entry', text: id })))] : null,
-        g.algorithm ? [h('dt', { text: 'Algorithm' }), h('dd', {}, h('small', { text: g.algorithm }))] : null),
+        g.algorithm ? [h('dt', { text: 'Algorithm' }), h('dd', {}, h('small', { text: g.algorithm }))] : null,
+        g.status === 'drawn' ? [h('dt', { text: `Offline: save GET /v1/giveaways/${g.giveaway_id}/entries as entries.json, then` }),
+          h('dd', {}, h('code', { text: verifyDrawCommand(g) }))] : null),
       g.status === 'voided' ? h('div', { class: 'notice bad', text: `Voided: ${g.void_reason || ''}` }) : null,
       g.status === 'drawn' ? h('div', { class: 'row' },
         h('button', { class: 'small', type: 'button', text: verified === 'running' ? 'Verifying…' : 'Verify the draw', disabled: verified === 'running', dataset: { action: 'verify-giveaway', id: g.giveaway_id } }),

@@ -4,7 +4,7 @@ import {
   fatal, viewerSignIn,
   $, h, fill, morphChildren, countdown, api, apiAll, money, clock, shortId, uuid, toast, timeOfDay,
   initials, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
-  viewerHref, decodeClaims, bidderPseudonym, verifyGiveaway,
+  viewerHref, decodeClaims, bidderPseudonym, verifyGiveaway, verifyDrawCommand,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -975,7 +975,9 @@ function giveawayCard(g, now) {
           ? g.winner_entries.map((w) => h('code', { class: `entry${w === entry ? ' mine' : ''}`, text: w === entry ? `${w} (you)` : w }))
           : 'none')] : null,
       g.absent_entries?.length ? [h('dt', { text: 'Drawn while absent, redrawn' }), h('dd', {}, g.absent_entries.map((w) => h('code', { class: 'entry', text: w })))] : null,
-      g.seed ? [h('dt', { text: 'Seed (revealed)' }), h('dd', {}, h('code', { text: g.seed, dataset: { testid: 'giveaway-seed' } }))] : null),
+      g.seed ? [h('dt', { text: 'Seed (revealed)' }), h('dd', {}, h('code', { text: g.seed, dataset: { testid: 'giveaway-seed' } }))] : null,
+      g.status === 'drawn' ? [h('dt', { text: `Offline: save GET /v1/giveaways/${id}/entries as entries.json, then` }),
+        h('dd', {}, h('code', { text: verifyDrawCommand(g) }))] : null),
     g.status === 'drawn' ? h('div', { class: 'row' },
       h('button', { class: 'small', type: 'button', disabled: verified === 'running', text: verified === 'running' ? 'Verifying…' : 'Verify the draw',
         dataset: { testid: 'verify-draw', action: 'verify', id } }),

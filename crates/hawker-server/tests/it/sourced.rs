@@ -3,8 +3,9 @@
 //! usual webhook, expired or cancelled with their unit going back to the SKU
 //! (a movement naming the auction), free only for giveaways, idempotent by
 //! key; and the schema (migration 0014) refusing orders and movements that
-//! break their source's rules whatever the code does. The auction and
-//! giveaway tables come later (0015, 0016): the ids here name nothing yet.
+//! break their source's rules whatever the code does. An auction id here
+//! names nothing until 0015's table; a giveaway order names a giveaway row
+//! (0016's foreign key), made by `giveaway_row`.
 
 use std::time::Duration;
 
@@ -29,6 +30,26 @@ struct Stage {
     campaign: Uuid,
     lineup_item: Uuid,
     host: Uuid,
+}
+
+/// A giveaway row of the stage's session (giveaway orders name one: 0016's
+/// foreign key).
+async fn giveaway_row(db: &PgPool, stage: &Stage) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "insert into giveaway (giveaway_id, session_id, prize_kind, lineup_item_id, sku_id, winners, eligibility,
+                must_be_present, closes_at, seed, seed_hash, created_by)
+         values ($1, $2, 'item', $3, $4, 1, 'room', false, now() + interval '1 hour',
+                 decode(repeat('00', 32), 'hex'), repeat('0', 64), 'test')",
+    )
+    .bind(id)
+    .bind(stage.session)
+    .bind(stage.lineup_item)
+    .bind(stage.sku)
+    .execute(db)
+    .await
+    .expect("giveaway");
+    id
 }
 
 async fn stage(db: &PgPool) -> Stage {
@@ -374,7 +395,7 @@ async fn an_auction_order_that_expires_or_is_cancelled_gives_its_unit_back_to_th
 async fn a_giveaway_order_is_created_paid_at_zero_and_only_a_giveaway_is_free() {
     let (app, _) = node().await;
     let stage = stage(&app.db).await;
-    let giveaway = Uuid::new_v4();
+    let giveaway = giveaway_row(&app.db, &stage).await;
     let order = create(
         &app,
         order_of(
@@ -532,7 +553,15 @@ async fn the_schema_holds_each_order_and_movement_to_its_source() {
         Ok(())
     );
     assert_eq!(
-        raw_order(db, &stage, "giveaway", (None, None, some()), 1, 0).await,
+        raw_order(
+            db,
+            &stage,
+            "giveaway",
+            (None, None, Some(giveaway_row(db, &stage).await)),
+            1,
+            0
+        )
+        .await,
         Ok(())
     );
     // Exactly its source's id.
