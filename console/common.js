@@ -994,14 +994,32 @@ export async function computeDraw(seedBytes, sortedIds, winners, absentIds = [])
 }
 
 /**
+ * An entrant's entry id (docs/protocol.md, "Giveaway draws"): the first 16
+ * bytes of sha256("hawker-entry-v1" ‖ seed ‖ giveaway id's 16 bytes ‖ user),
+ * as 32 hex digits. Checkable once the seed is revealed.
+ */
+export async function entryIdFor(seedBytes, giveawayId, user) {
+  const domain = new TextEncoder().encode('hawker-entry-v1');
+  const gid = fromHex(giveawayId.replaceAll('-', ''));
+  const who = new TextEncoder().encode(user);
+  const input = new Uint8Array(domain.length + 32 + 16 + who.length);
+  input.set(domain, 0);
+  input.set(seedBytes, domain.length);
+  input.set(gid, domain.length + 32);
+  input.set(who, domain.length + 48);
+  return toHex(await sha256(input)).slice(0, 32);
+}
+
+/**
  * Verifies a drawn giveaway against its published entry list
  * (`GET /v1/giveaways/{id}/entries`): the revealed seed matches the
  * commitment shown at the start, the list matches the hash and count
  * announced when entries closed, and the draw recomputed here gives the
- * published winners (and absentees). `mine` is this viewer's entry id, if any.
+ * published winners (and absentees). `mine` is this viewer's entry id, if
+ * any, and `user` their subject: the id must be the one the seed gives them.
  * Answers `{ ok, checks: [{ label, ok, detail }] }`.
  */
-export async function verifyGiveaway(giveaway, list, mine) {
+export async function verifyGiveaway(giveaway, list, mine, user) {
   const checks = [];
   const add = (label, ok, detail = '') => checks.push({ label, ok: !!ok, detail });
   if (!canHash()) {
@@ -1022,6 +1040,10 @@ export async function verifyGiveaway(giveaway, list, mine) {
   add('the count is the one announced at close', ids.length === giveaway.entry_count && ids.length === list.entry_count,
     `${ids.length} (announced ${giveaway.entry_count})`);
   if (mine) add('your entry is in the list', ids.includes(mine), mine);
+  if (mine && user && giveaway.giveaway_id) {
+    const derived = await entryIdFor(seed, giveaway.giveaway_id, user);
+    add('your entry id is the one the seed gives you', derived === mine, derived);
+  }
   const draw = await computeDraw(seed, sorted, giveaway.winners, giveaway.absent_entries || []);
   add('the list’s hash is the one announced at close', draw.listHash === giveaway.entries_hash && draw.listHash === list.entries_hash, draw.listHash);
   const same = (a, b) => JSON.stringify(a || []) === JSON.stringify(b || []);

@@ -1029,7 +1029,7 @@ async function verify(giveawayId) {
       seed_hash: seen.seed_hash || published.seed_hash,
       entries_hash: seen.entries_hash || published.entries_hash,
     };
-    verifications.set(giveawayId, await verifyGiveaway(giveaway, list, entryOf(giveawayId)));
+    verifications.set(giveawayId, await verifyGiveaway(giveaway, list, entryOf(giveawayId), me));
   } catch (e) {
     verifications.set(giveawayId, { ok: false, checks: [{ label: 'the published draw could be read', ok: false, detail: e.message }] });
   }

@@ -1,16 +1,25 @@
 #!/usr/bin/env python3
 """Recompute a hawker giveaway draw (docs/protocol.md, "Giveaway draws").
 
-usage: verify_draw.py ENTRIES SEED WINNERS [ABSENT_ID ...]
+usage: verify_draw.py ENTRIES SEED WINNERS [ABSENT_ID ...] [--me GIVEAWAY_ID USER]
 
 ENTRIES is the body of GET /v1/giveaways/{id}/entries saved to a file (or one
 entry id per line); SEED the 64 hex digits revealed in giveaway.drawn; WINNERS
-how many the giveaway had; ABSENT_ID the entry ids of `absent`. Standard
-library only, written apart from the server's Rust code.
+how many the giveaway had; ABSENT_ID the entry ids of `absent`. With --me,
+derives USER's entry id in the giveaway (USER: the `sub` of your token) and
+says whether the list holds it. Standard library only, written apart from
+the server's Rust code.
 """
 import hashlib
 import json
 import sys
+import uuid
+
+
+def entry_id(seed, giveaway_id, user):
+    """sha256("hawker-entry-v1" || seed || giveaway id bytes || user), first 16 bytes."""
+    data = b"hawker-entry-v1" + seed + uuid.UUID(giveaway_id).bytes + user.encode()
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def draw(seed, ids, winners, absent):
@@ -34,6 +43,13 @@ def draw(seed, ids, winners, absent):
 
 
 def main(argv):
+    me = None
+    if "--me" in argv:
+        at = argv.index("--me")
+        if len(argv) < at + 3:
+            sys.exit(__doc__)
+        me = (argv[at + 1], argv[at + 2])
+        argv = argv[:at] + argv[at + 3:]
     if len(argv) < 4:
         sys.exit(__doc__)
     text = open(argv[1]).read()
@@ -52,6 +68,10 @@ def main(argv):
         print(f"candidate i={counter:<6} {entry} {outcome}")
     for rank, entry in enumerate(won, 1):
         print(f"winner {rank} {entry}")
+    if me:
+        mine = entry_id(seed, *me)
+        state = "in the list, a winner" if mine in won else "in the list" if mine in ids else "NOT in the list"
+        print(f"your entry    {mine} ({state})")
 
 
 if __name__ == "__main__":

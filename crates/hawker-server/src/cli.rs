@@ -65,6 +65,13 @@ pub enum Command {
         /// Entry ids skipped as absent (`absent` in `giveaway.drawn`), comma-separated or repeated.
         #[arg(long, value_delimiter = ',')]
         absent: Vec<String>,
+        /// With --user: the giveaway's id, to derive that entrant's entry id
+        /// and check the list holds it.
+        #[arg(long, requires = "user")]
+        giveaway: Option<uuid::Uuid>,
+        /// With --giveaway: your subject (the `sub` of your token, as `GET /v1/me` shows it).
+        #[arg(long, requires = "giveaway")]
+        user: Option<String>,
     },
 }
 
@@ -87,11 +94,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         entries,
         winners,
         absent,
+        giveaway,
+        user,
     } = &cli.command
     {
         let text =
             std::fs::read_to_string(entries).with_context(|| format!("reading {}", entries.display()))?;
-        let report = hawker_live::giveaways::fair::verify(seed, &text, *winners, absent)
+        let me = giveaway.zip(user.as_deref());
+        let report = hawker_live::giveaways::fair::verify(seed, &text, *winners, absent, me)
             .map_err(anyhow::Error::msg)?;
         print!("{report}");
         return Ok(());

@@ -56,6 +56,9 @@ struct Open {
     eligibility: Eligibility,
     closes_at: DateTime<Utc>,
     open_now: bool,
+    /// The committed seed: entry ids derive from it (`fair::entry_id`).
+    #[sqlx(try_from = "Vec<u8>")]
+    seed: Seed,
 }
 
 /// Enters `caller` in the giveaway. Refusals: `not_found`, `wrong_room`
@@ -93,7 +96,7 @@ pub async fn enter(live: &Live, caller: &Caller<'_>, giveaway_id: Uuid) -> Resul
         ));
     }
     let (class, key) = lock_keys(giveaway_id);
-    let entry_id = fair::new_entry_id();
+    let entry_id = fair::entry_id(&giveaway.seed.0, giveaway_id, caller.user);
     let mut tx = live.db().begin().await?;
     sqlx::query("select pg_advisory_xact_lock_shared($1, $2)")
         .bind(class)
@@ -151,7 +154,7 @@ async fn open(live: &Live, giveaway_id: Uuid) -> Result<Open> {
         }
     }
     let row: Open = sqlx::query_as(
-        "select session_id, status, eligibility, closes_at, status = 'open' and now() < closes_at as open_now
+        "select session_id, status, eligibility, closes_at, status = 'open' and now() < closes_at as open_now, seed
            from giveaway where giveaway_id = $1",
     )
     .bind(giveaway_id)
@@ -180,6 +183,21 @@ async fn existing(live: &Live, giveaway_id: Uuid, user: &str) -> Result<Option<E
         entered_at,
         replayed: true,
     }))
+}
+
+/// The 32 bytes of a giveaway's seed (the table checks the length).
+#[derive(Clone)]
+struct Seed([u8; 32]);
+
+impl TryFrom<Vec<u8>> for Seed {
+    type Error = String;
+    fn try_from(bytes: Vec<u8>) -> std::result::Result<Self, String> {
+        let len = bytes.len();
+        bytes
+            .try_into()
+            .map(Seed)
+            .map_err(|_| format!("a giveaway seed of {len} bytes"))
+    }
 }
 
 fn closed(status: Status, closes_at: DateTime<Utc>) -> Error {

@@ -81,9 +81,27 @@ pub fn new_seed() -> [u8; 32] {
     sha256(&bytes)
 }
 
-/// A new pseudonymous entry id: 32 lower-case hex digits.
-pub fn new_entry_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+/// Names the entry-id derivation (docs/protocol.md, "Giveaway draws").
+pub const ENTRY_ID_DOMAIN: &[u8] = b"hawker-entry-v1";
+
+/// An entrant's pseudonymous entry id: the first 16 bytes of
+/// `sha256("hawker-entry-v1" ‖ seed ‖ giveaway_id ‖ user)` as 32 lower-case
+/// hex digits (the 32 seed bytes, the giveaway id's 16 bytes, the user's
+/// subject in UTF-8).
+///
+/// Derived, not drawn at random: the server knows the seed while entries
+/// come in, so an id it could choose freely would let it grind the list's
+/// hash until a favoured entrant wins. Fixed by the committed seed, every id
+/// is checkable by its entrant once the seed is revealed. Before that, the
+/// id says nothing about who entered (the seed is secret).
+pub fn entry_id(seed: &[u8; 32], giveaway_id: uuid::Uuid, user: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(ENTRY_ID_DOMAIN);
+    hasher.update(seed);
+    hasher.update(giveaway_id.as_bytes());
+    hasher.update(user.as_bytes());
+    let digest: [u8; 32] = hasher.finalize().into();
+    hex::encode(&digest[..16])
 }
 
 /// True for a well-formed entry id.
@@ -182,8 +200,16 @@ pub fn parse_entries(text: &str) -> Result<Vec<String>, String> {
     Ok(ids)
 }
 
-/// `hawker verify-draw`: recomputes a draw and reports it as text.
-pub fn verify(seed_hex: &str, entries: &str, winners: usize, absent: &[String]) -> Result<String, String> {
+/// `hawker verify-draw`: recomputes a draw and reports it as text. With
+/// `me` (the giveaway and an entrant's subject), it also derives that
+/// entrant's entry id and says whether the list holds it.
+pub fn verify(
+    seed_hex: &str,
+    entries: &str,
+    winners: usize,
+    absent: &[String],
+    me: Option<(uuid::Uuid, &str)>,
+) -> Result<String, String> {
     use std::fmt::Write;
     let bytes = hex::decode(seed_hex.trim()).map_err(|_| "the seed must be 64 hex digits")?;
     let seed: [u8; 32] = bytes
@@ -213,6 +239,15 @@ pub fn verify(seed_hex: &str, entries: &str, winners: usize, absent: &[String]) 
     }
     for (rank, &index) in result.winners.iter().enumerate() {
         let _ = writeln!(out, "winner {} {}", rank + 1, ids[index]);
+    }
+    if let Some((giveaway_id, user)) = me {
+        let mine = entry_id(&seed, giveaway_id, user);
+        let state = match ids.binary_search(&mine) {
+            Ok(index) if result.winners.contains(&index) => "in the list, a winner",
+            Ok(_) => "in the list",
+            Err(_) => "NOT in the list",
+        };
+        let _ = writeln!(out, "your entry    {mine} ({state})");
     }
     if result
         .trace
@@ -305,20 +340,65 @@ mod tests {
         let list = ids(10);
         let body = serde_json::json!({ "entries": list.clone() }).to_string();
         let seed = hex::encode(seed());
-        let report = verify(&seed, &body, 3, &[]).unwrap();
+        let report = verify(&seed, &body, 3, &[], None).unwrap();
         assert!(report.contains(&format!("winner 1 {}", list[7])), "{report}");
         assert!(report.contains(&format!("winner 3 {}", list[8])), "{report}");
         let lines = list.join("\n");
-        let report = verify(&seed, &lines, 3, &[list[7].clone()]).unwrap();
+        let report = verify(&seed, &lines, 3, &[list[7].clone()], None).unwrap();
         assert!(report.contains(&format!("{} absent", list[7])), "{report}");
         assert!(report.contains(&format!("winner 3 {}", list[5])), "{report}");
-        assert!(verify(&seed, "nothex", 3, &[]).is_err());
-        assert!(verify("00", &lines, 3, &[]).is_err());
+        assert!(verify(&seed, "nothex", 3, &[], None).is_err());
+        assert!(verify("00", &lines, 3, &[], None).is_err());
+    }
+
+    /// Fixed vector for the entry id (docs/protocol.md states it; computed
+    /// apart with Python's hashlib).
+    #[test]
+    fn entry_ids_derive_from_the_seed_the_giveaway_and_the_user() {
+        let giveaway = uuid::Uuid::parse_str("01a1fb61-0d2e-7c41-9a55-1c3f0e9d7a10").unwrap();
+        assert_eq!(
+            entry_id(&seed(), giveaway, "viewer-1"),
+            "dc7fa91ccb0cb95e06c10b182e41b7f2"
+        );
+        assert_ne!(
+            entry_id(&seed(), giveaway, "viewer-2"),
+            entry_id(&seed(), giveaway, "viewer-1")
+        );
+        assert_ne!(
+            entry_id(&[0; 32], giveaway, "viewer-1"),
+            entry_id(&seed(), giveaway, "viewer-1")
+        );
+        // The entrant finds their own entry in the verifier's report.
+        let mine = entry_id(&seed(), giveaway, "viewer-1");
+        let mut list = ids(10);
+        list.push(mine.clone());
+        list.sort();
+        let report = verify(
+            &hex::encode(seed()),
+            &list.join("\n"),
+            3,
+            &[],
+            Some((giveaway, "viewer-1")),
+        )
+        .unwrap();
+        assert!(
+            report.contains(&format!("your entry    {mine} (in the list")),
+            "{report}"
+        );
+        let report = verify(
+            &hex::encode(seed()),
+            &list.join("\n"),
+            3,
+            &[],
+            Some((giveaway, "viewer-9")),
+        )
+        .unwrap();
+        assert!(report.contains("NOT in the list"), "{report}");
     }
 
     #[test]
     fn entry_ids_are_well_formed() {
-        let id = new_entry_id();
+        let id = entry_id(&seed(), uuid::Uuid::nil(), "viewer-1");
         assert!(is_entry_id(&id), "{id}");
         assert!(!is_entry_id("ABC"));
         assert_ne!(new_seed(), new_seed());

@@ -113,12 +113,38 @@ fn entry_id(ack: &Value) -> String {
 /// Recomputes the draw from the published seed and list, as `hawker
 /// verify-draw` does.
 fn recompute(seed: &str, list: &Value, winners: usize, absent: &[String]) -> Vec<String> {
-    let report = fair::verify(seed, &list.to_string(), winners, absent).unwrap();
+    let report = fair::verify(seed, &list.to_string(), winners, absent, None).unwrap();
     report
         .lines()
         .filter_map(|l| l.strip_prefix("winner "))
         .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
         .collect()
+}
+
+/// Runs docs/verify_draw.py on the published list.
+fn python_verify(
+    seed: &str,
+    list: &Value,
+    winners: usize,
+    absent: &[String],
+    me: Option<(&str, &str)>,
+) -> String {
+    let file = std::env::temp_dir().join(format!("hawker-entries-{}.json", Uuid::new_v4()));
+    std::fs::write(&file, list.to_string()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/verify_draw.py");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script)
+        .arg(&file)
+        .arg(seed)
+        .arg(winners.to_string())
+        .args(absent);
+    if let Some((giveaway, user)) = me {
+        cmd.args(["--me", giveaway, user]);
+    }
+    let out = cmd.output().expect("python3 runs docs/verify_draw.py");
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -344,6 +370,13 @@ async fn a_winner_who_left_the_room_is_replaced_and_the_redraw_is_verifiable() {
         .await
         .unwrap();
     let seed: [u8; 32] = seed.try_into().unwrap();
+    for (i, entry) in entries.iter().enumerate() {
+        let derived = fair::entry_id(&seed, Uuid::parse_str(&id).unwrap(), &format!("present-{i}"));
+        assert_eq!(
+            *entry, derived,
+            "an entry id derives from the committed seed, the giveaway and its entrant"
+        );
+    }
     let mut sorted = entries.clone();
     sorted.sort();
     let first = fair::draw(&seed, &fair::list_hash(&sorted), sorted.len(), 2, &HashSet::new());
@@ -395,6 +428,21 @@ async fn a_winner_who_left_the_room_is_replaced_and_the_redraw_is_verifiable() {
         "the redraw is verifiable"
     );
     assert_ne!(recompute(seed_hex, &list, 2, &[]), winners);
+    // docs/verify_draw.py, written apart from the Rust code, agrees, and
+    // finds an entrant's own id from their subject.
+    let stayer = &sockets[0].0;
+    let stayer_entry = &entries[stayer.trim_start_matches("present-").parse::<usize>().unwrap()];
+    let report = python_verify(seed_hex, &list, 2, &absent, Some((&id, stayer)));
+    let python_winners: Vec<String> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("winner "))
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(python_winners, winners, "{report}");
+    assert!(
+        report.contains(&format!("your entry    {stayer_entry} (in the list")),
+        "{report}"
+    );
     // The stored draw names its inputs and the candidates.
     let (trace, stored_seed): (Value, Vec<u8>) =
         sqlx::query_as("select trace, seed from giveaway_draw where giveaway_id = $1")

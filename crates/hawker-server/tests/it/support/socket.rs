@@ -160,11 +160,14 @@ impl Ws {
     pub async fn until(&mut self, what: &str, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {what} within {within:?}"
-            );
-            let frame = self.frame().await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "no {what} within {within:?}");
+            // Patient for the whole of `within`, however long between frames.
+            let frame = match self.try_next(left).await {
+                Some(Ok(frame)) => frame,
+                Some(Err(ended)) => panic!("the socket ended ({ended:?}) before {what}"),
+                None => panic!("no {what} within {within:?}"),
+            };
             if wanted(&frame) {
                 return frame;
             }
