@@ -702,10 +702,19 @@ async fn the_host_cannot_bid_and_a_low_bid_is_told_the_minimum_and_the_room_foll
     assert_eq!(started["data"]["min_bid_minor"], 1000);
 
     let path = format!("/v1/auctions/{id}/bids");
+    let brand: Uuid = sqlx::query_scalar(
+        "select p.brand_id from lineup_item l join sku s using (sku_id) join product p using (product_id)
+          where l.session_id = $1",
+    )
+    .bind(session)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
     for token in [
         app.agency_token(agency),
         app.token("admin", Role::Admin),
         app.token("h", Role::Host),
+        app.brand_token(brand),
     ] {
         let (s, body) = app
             .send(Method::POST, &path, &token, Some(json!({"amount_minor": 5000})))
@@ -914,5 +923,90 @@ async fn no_sale_and_void_give_the_unit_back_and_the_floor_is_the_least_reserve(
         (s, body["error"].as_str()),
         (409, Some("auction_ended")),
         "{body}"
+    );
+}
+
+/// A buyer who let more than `live.at_risk_unpaid_wins` (here 1) auction
+/// wins lapse unpaid cannot bid any more; another buyer still can. The node
+/// that answers has not seen the buyer before (a node caches the answer for
+/// 30 s).
+#[tokio::test]
+async fn a_buyer_with_unpaid_auction_wins_cannot_bid() {
+    let (a, b, agency, session) =
+        two_nodes(NodeOptions::default().env(&[("HAWKER__LIVE__AT_RISK_UNPAID_WINS", "1")])).await;
+    fixtures::lineup(&a, agency, session).await;
+    fixtures::lineup(&a, agency, session).await;
+    let sudden = |link: i64| {
+        json!({"link_number": link, "start_price_minor": 1000, "increments": increments(), "duration_secs": 5,
+               "mode": "sudden_death"})
+    };
+    // Two auctions at once, both won by "flaky", who pays for neither.
+    let mut won = Vec::new();
+    for link in [1, 2] {
+        let auction = start_auction(&a, agency, session, sudden(link)).await;
+        let id = auction["auction_id"].as_str().unwrap().to_string();
+        let (s, body) = a
+            .send(
+                Method::POST,
+                &format!("/v1/auctions/{id}/bids"),
+                &a.token("flaky", Role::Viewer),
+                Some(json!({"amount_minor": 1000})),
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+        won.push(id);
+    }
+    for id in &won {
+        let over = wait_over(&a, agency, id, Duration::from_secs(15)).await;
+        assert_eq!(over["outcome"], "sold", "{over}");
+        sqlx::query(
+            "update customer_order set expires_at = now() - interval '1 second' where auction_id = $1",
+        )
+        .bind(Uuid::parse_str(id).unwrap())
+        .execute(&a.db)
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in &won {
+        while orders_of(&a.db, id).await[0].3 != "cancelled" {
+            assert!(Instant::now() < deadline, "the unpaid win lapses");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let auction = start_auction(&a, agency, session, sudden(1)).await;
+    let id = auction["auction_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/auctions/{id}/bids");
+    let (s, body) = b
+        .send(
+            Method::POST,
+            &path,
+            &b.token("flaky", Role::Viewer),
+            Some(json!({"amount_minor": 1000})),
+        )
+        .await;
+    assert_eq!((s, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("unpaid auction wins"),
+        "{body}"
+    );
+    let (s, body) = b
+        .send(
+            Method::POST,
+            &path,
+            &b.token("steady", Role::Viewer),
+            Some(json!({"amount_minor": 1000})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    // Over the socket too.
+    let mut ws = socket::join(b.addr, session, &b.token("flaky", Role::Viewer)).await;
+    let refused = ws
+        .call("auction.bid", json!({"auction_id": id, "amount_minor": 5000}))
+        .await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("forbidden")),
+        "{refused}"
     );
 }
