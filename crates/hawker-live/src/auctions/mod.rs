@@ -651,7 +651,11 @@ pub async fn bid_log(
 #[schema(example = json!({"reason": "wrong item shown on camera"}))]
 pub struct VoidAuction {
     /// 1 to 500 characters, shown to the room (not only spaces, no control characters).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub reason: String,
 }
 
@@ -674,6 +678,27 @@ pub async fn void_auction(
     let auction = load(live, auction_id).await?;
     hawker_commerce::access::require_host(live.db(), claims, auction.session_id).await?;
     let mut tx = live.db().begin().await?;
+    if !void_in(&mut tx, auction_id, reason, Some(&claims.sub)).await? {
+        return Err(Error::conflict(
+            "auction_over",
+            "the auction has already ended or was voided",
+        ));
+    }
+    tx.commit().await?;
+    live.inner.auctions.forget(auction_id);
+    relay_now(live).await;
+    load(live, auction_id).await
+}
+
+/// Voids a running auction in `tx`: the reason recorded (`by` the user who
+/// voided it; `None` for the server itself), the unit back to the SKU,
+/// `auction.voided` to the room. False if it was not running.
+pub(crate) async fn void_in(
+    tx: &mut sqlx::PgConnection,
+    auction_id: Uuid,
+    reason: &str,
+    by: Option<&str>,
+) -> Result<bool> {
     let row: Option<(Uuid, Option<Uuid>, Uuid)> = sqlx::query_as(
         "update auction set status = 'voided', void_reason = $2, voided_by = $3, ended_at = clock_timestamp()
           where auction_id = $1 and status = 'running'
@@ -681,18 +706,15 @@ pub async fn void_auction(
     )
     .bind(auction_id)
     .bind(reason)
-    .bind(&claims.sub)
+    .bind(by)
     .fetch_optional(&mut *tx)
     .await?;
     let Some((sku_id, campaign_id, session_id)) = row else {
-        return Err(Error::conflict(
-            "auction_over",
-            "the auction has already ended or was voided",
-        ));
+        return Ok(false);
     };
-    source::give_back_unit(&mut tx, auction_id, campaign_id, sku_id, "auction_voided").await?;
+    source::give_back_unit(&mut *tx, auction_id, campaign_id, sku_id, "auction_voided").await?;
     hawker_hub::durable::enqueue(
-        &mut tx,
+        &mut *tx,
         session_id,
         &Publication::new(
             "auction.voided",
@@ -702,10 +724,7 @@ pub async fn void_auction(
         .versioned(version_key(auction_id), i64::MAX),
     )
     .await?;
-    tx.commit().await?;
-    live.inner.auctions.forget(auction_id);
-    relay_now(live).await;
-    load(live, auction_id).await
+    Ok(true)
 }
 
 /// A second-chance offer as recorded.

@@ -72,8 +72,10 @@ pub(crate) async fn end_due(live: &Live) -> Result<usize> {
     }
     let mut ended = Vec::with_capacity(due.len());
     for a in &due {
-        // A savepoint each: an auction that cannot end now (its order
-        // refused) is retried at the next tick and holds up no other.
+        // A savepoint each: an auction whose winner's order is refused
+        // (its lineup item gone, say: nothing a retry would change) holds
+        // up no other, and is voided with the refusal as its reason, so it
+        // still ends once and the room is told.
         let mut one = tx.begin().await?;
         match end_one(live, &mut one, a).await {
             Ok(()) => {
@@ -83,7 +85,13 @@ pub(crate) async fn end_due(live: &Live) -> Result<usize> {
             Err(e) if e.is_unavailable() => return Err(e),
             Err(e) => {
                 one.rollback().await?;
-                tracing::warn!(auction_id = %a.auction_id, error = %e, "auction not ended; retried at the next tick");
+                tracing::warn!(auction_id = %a.auction_id, error = %e, "the winner's order was refused; auction voided");
+                let reason = format!("the winner's order could not be made: {e}");
+                let reason: String = reason.chars().take(500).collect();
+                let mut one = tx.begin().await?;
+                super::void_in(&mut one, a.auction_id, &reason, None).await?;
+                one.commit().await?;
+                ended.push(a.auction_id);
             }
         }
     }

@@ -388,7 +388,11 @@ pub async fn entries(live: &Live, giveaway_id: Uuid) -> Result<EntryList> {
 #[schema(example = json!({"reason": "the prize was damaged"}))]
 pub struct VoidGiveaway {
     /// 1 to 500 characters; shown to the room.
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub reason: String,
 }
 

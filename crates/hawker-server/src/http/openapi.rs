@@ -5,7 +5,9 @@ use axum::response::Html;
 use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::schema::{
+    AllOfBuilder, KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr};
 use utoipa::Modify;
@@ -127,7 +129,37 @@ pub fn complete(doc: &mut OpenApi) {
             };
             bounds.apply(field);
         }
+        for (schema, fields) in EXACTLY_ONE_OF {
+            let Some(entry) = components.schemas.get_mut(*schema) else {
+                panic!("EXACTLY_ONE_OF names the schema {schema}, which the document lacks");
+            };
+            *entry = exactly_one_of(entry.clone(), fields);
+        }
     }
+}
+
+/// Request types that need exactly one of two optional fields (not null),
+/// as the server checks (e.g. a giveaway's prize is a lineup item or a
+/// coupon drop). The document states it as `allOf: [<the type>, oneOf: [{the
+/// first, a string, required}, {the second, a string, required}]]`: exactly
+/// one branch holds when exactly one of the two is given.
+pub const EXACTLY_ONE_OF: &[(&str, [&str; 2])] = &[("NewGiveaway", ["lineup_item_id", "coupon_drop_id"])];
+
+fn exactly_one_of(schema: RefOr<Schema>, fields: &[&str; 2]) -> RefOr<Schema> {
+    let branch = |field: &str| {
+        ObjectBuilder::new()
+            .property(
+                field,
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+            )
+            .required(field)
+    };
+    let one_of = OneOfBuilder::new()
+        .item(branch(fields[0]))
+        .item(branch(fields[1]));
+    AllOfBuilder::new().item(schema).item(one_of).into()
 }
 
 /// Adds `code` to the operation's 400, creating the 400 if it has none.

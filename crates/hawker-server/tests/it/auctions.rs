@@ -1010,3 +1010,79 @@ async fn a_buyer_with_unpaid_auction_wins_cannot_bid() {
         "{refused}"
     );
 }
+
+/// When the winner's order cannot be made at the end (here the lineup item
+/// was changed to sell another SKU meanwhile), the auction does not hang in
+/// `running`: it is voided once, with the refusal as its reason, the room
+/// is told, and its unit goes back to its SKU.
+#[tokio::test]
+async fn an_auction_whose_order_is_refused_is_voided_with_the_reason() {
+    let app = spawn_app().await;
+    let (agency, session) = session_with_lineup(&app).await;
+    let mut room = socket::join(app.addr, session, &app.token("watcher", Role::Viewer)).await;
+    let auction = start_auction(
+        &app,
+        agency,
+        session,
+        json!({"link_number": 1, "start_price_minor": 1000, "increments": increments(), "duration_secs": 5,
+               "mode": "sudden_death"}),
+    )
+    .await;
+    let id = auction["auction_id"].as_str().unwrap().to_string();
+    let (s, body) = app
+        .send(
+            Method::POST,
+            &format!("/v1/auctions/{id}/bids"),
+            &app.token("keen", Role::Viewer),
+            Some(json!({"amount_minor": 1000})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let (sku, stock_before): (Uuid, i32) = sqlx::query_as(
+        "select s.sku_id, s.stock_on_hand from auction a join sku s using (sku_id) where a.auction_id = $1",
+    )
+    .bind(Uuid::parse_str(&id).unwrap())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let (_, other) = fixtures::insert_brand_with_sku(&app.db, 1999, 10).await;
+    sqlx::query("update lineup_item set sku_id = $2 where session_id = $1")
+        .bind(session)
+        .bind(other)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let over = wait_over(&app, agency, &id, Duration::from_secs(15)).await;
+    assert_eq!(over["status"], "voided", "{over}");
+    assert!(
+        over["void_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the winner's order could not be made"),
+        "{over}"
+    );
+    assert!(orders_of(&app.db, &id).await.is_empty());
+    let voided = room
+        .until("auction.voided", Duration::from_secs(10), |f| {
+            f["type"] == "auction.voided"
+        })
+        .await;
+    assert_eq!(voided["data"]["auction_id"], id.as_str());
+    let stock_after: i32 = sqlx::query_scalar("select stock_on_hand from sku where sku_id = $1")
+        .bind(sku)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stock_after, stock_before + 1, "the unit went back");
+    // Once: still voided, and no second event.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, again) = app
+        .send(
+            Method::GET,
+            &format!("/v1/auctions/{id}"),
+            &app.agency_token(agency),
+            None,
+        )
+        .await;
+    assert_eq!(again["status"], "voided");
+}
