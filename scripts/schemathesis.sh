@@ -43,6 +43,10 @@ export HAWKER_ENV=test
 export HAWKER__DATABASE__URL=postgres://postgres@127.0.0.1:5432/$DB
 export HAWKER__SERVER__LISTEN=127.0.0.1:$PORT
 export HAWKER__LOG__FILTER=${HAWKER__LOG__FILTER:-warn}
+# Its own Redis keys and channels: the seeded ids are the demo's, and the
+# fuzzer ends sessions, which must not end the development demo's room.
+PREFIX=hawker-schemathesis-$$
+export HAWKER__REDIS__KEY_PREFIX=$PREFIX
 
 SERVER_PID=
 cleanup() {
@@ -54,6 +58,9 @@ cleanup() {
     wait "$SERVER_PID" 2>/dev/null || true
   fi
   psql -h 127.0.0.1 -U postgres -qc "drop database if exists \"$DB\" with (force)" >/dev/null 2>&1 || true
+  if command -v redis-cli >/dev/null; then
+    redis-cli --scan --pattern "$PREFIX:*" 2>/dev/null | xargs -r -n 500 redis-cli del >/dev/null 2>&1 || true
+  fi
   if [ "$status" != 0 ] && [ -s "$WORK/server.log" ]; then
     log "server log (last 40 lines):"
     tail -n 40 "$WORK/server.log" >&2

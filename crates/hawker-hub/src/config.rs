@@ -98,7 +98,7 @@ impl Default for HubConfig {
             room_ttl_secs: 86_400,
             send_queue_max_bytes: 256 * 1024,
             write_batch: 64,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 8192,
             max_frame_bytes: 4096,
             hard_max_frame_bytes: 65_536,

@@ -106,7 +106,6 @@ impl Connection {
         rights: Arc<dyn SessionRights>,
     ) -> Self {
         let queue = Arc::new(SendQueue::new(hub.config().send_queue_max_bytes));
-        let batch = Vec::with_capacity(hub.config().write_batch);
         Connection {
             hub,
             room_id,
@@ -118,7 +117,9 @@ impl Connection {
             entry: None,
             client_id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
             last_seen: Instant::now(),
-            batch,
+            // Grows to the largest batch this socket has drained: a viewer
+            // of a quiet room keeps a few pointers, not `hub.write_batch`.
+            batch: Vec::new(),
         }
     }
 
@@ -128,13 +129,15 @@ impl Connection {
             id: self.client_id,
             user: self.member.user.clone(),
             queue: self.queue.clone(),
-            you: std::sync::Mutex::new(you(&self.member)),
+            you: std::sync::Mutex::new(encoded(&you(&self.member))),
             can_host: AtomicBool::new(self.member.can_host),
         });
         self.entry = Some(entry.clone());
         // Before joining, so the room knows whom moderators may not touch
         // by the time this socket can see anything.
-        self.record_privileged().await;
+        // The awaits before and after `pump` run once per socket: boxed, so
+        // the connection's task is sized for its idle loop, not for them.
+        Box::pin(self.record_privileged()).await;
         let (reply, joined) = oneshot::channel();
         let room = self.hub.send_to_room(
             self.room_id,
@@ -147,7 +150,8 @@ impl Connection {
         // A join waits on Redis (subscribe, snapshot, history): bounded, so
         // an upgraded socket always hears something.
         let shutdown = self.hub.shutdown_token().clone();
-        let outcome = tokio::select! {
+        let outcome = Box::pin(async {
+            tokio::select! {
             outcome = tokio::time::timeout(self.hub.config().join_timeout(), joined) => match outcome {
                 Ok(outcome) => outcome.unwrap_or(JoinOutcome::Unavailable),
                 Err(_) => {
@@ -156,7 +160,9 @@ impl Connection {
                 }
             },
             _ = shutdown.cancelled() => JoinOutcome::Unavailable,
-        };
+            }
+        })
+        .await;
         let refusal = match outcome {
             JoinOutcome::Joined => None,
             JoinOutcome::Banned => Some((CommandError::Banned, close_code::BANNED, "banned")),
@@ -177,31 +183,40 @@ impl Connection {
                 client_id: self.client_id,
             });
             let frame = error.frame(None);
-            let sent = tokio::time::timeout(CLOSE_WAIT, socket.send(Message::Text(frame.into()))).await;
-            if matches!(sent, Ok(Ok(()))) {
-                close(&mut socket, code, reason).await;
-            }
+            Box::pin(async {
+                let sent = tokio::time::timeout(CLOSE_WAIT, socket.send(Message::Text(frame.into()))).await;
+                if matches!(sent, Ok(Ok(()))) {
+                    close(&mut socket, code, reason).await;
+                }
+            })
+            .await;
             return;
         }
         // The user's notices follow the welcome: the backlog, then live ones.
         let inbox = Arc::new(Inbox::new(self.client_id, self.room_id, self.queue.clone()));
-        self.hub
-            .join_notices(inbox, &self.member.user, notices_after)
-            .await;
-        self.hub.arrive(&room, &self.member.user).await;
-        self.presence(&room, "presence.joined").await;
+        Box::pin(async {
+            self.hub
+                .join_notices(inbox, &self.member.user, notices_after)
+                .await;
+            self.hub.arrive(&room, &self.member.user).await;
+            self.presence(&room, "presence.joined").await;
+        })
+        .await;
         let end = self.pump(&mut socket, &room).await;
         self.hub.leave_notices(&self.member.user, self.client_id);
         let _ = room.tx.send(RoomInput::Leave {
             client_id: self.client_id,
         });
-        self.hub.depart(&room, &self.member.user).await;
-        match end {
-            End::ByPeer => finish(&mut socket).await,
-            End::Close(code, text) => close(&mut socket, code, text).await,
-            End::Gone => {}
-        }
-        self.presence(&room, "presence.left").await;
+        Box::pin(async {
+            self.hub.depart(&room, &self.member.user).await;
+            match end {
+                End::ByPeer => finish(&mut socket).await,
+                End::Close(code, text) => close(&mut socket, code, text).await,
+                End::Gone => {}
+            }
+            self.presence(&room, "presence.left").await;
+        })
+        .await;
     }
 
     /// Runs until the socket ends; says how.
@@ -232,7 +247,8 @@ impl Connection {
                     self.last_seen = Instant::now();
                     match message {
                         Some(Ok(Message::Text(text))) => {
-                            let reply = self.command(room, text.as_str()).await;
+                            // Boxed: the idle loop does not carry a command's state.
+                            let reply = Box::pin(self.command(room, text.as_str())).await;
                             let _ = self.queue.push(&Frame::control(reply), None, false);
                         }
                         Some(Ok(Message::Binary(_))) => {
@@ -251,7 +267,7 @@ impl Connection {
                     }
                 }
                 _ = recheck.tick(), if self.member.can_host => {
-                    self.check_host(true).await;
+                    Box::pin(self.check_host(true)).await;
                 }
                 _ = ping.tick() => {
                     if self.last_seen.elapsed() > config.idle_timeout() {
@@ -410,7 +426,7 @@ impl Connection {
         let you = you(&self.member);
         if let Some(entry) = &self.entry {
             entry.can_host.store(false, Ordering::Relaxed);
-            *entry.you.lock().unwrap_or_else(|p| p.into_inner()) = you.clone();
+            *entry.you.lock().unwrap_or_else(|p| p.into_inner()) = encoded(&you);
         }
         let frame = json!({ "type": "rights", "you": you }).to_string();
         let _ = self.queue.push(&Frame::control(frame), None, false);
@@ -459,6 +475,12 @@ impl Connection {
             }
         }
     }
+}
+
+/// `you` encoded, as the room keeps it.
+fn encoded(you: &serde_json::Value) -> Box<serde_json::value::RawValue> {
+    // A `Value` always serialises; the default is `null`.
+    serde_json::value::to_raw_value(you).unwrap_or_default()
 }
 
 /// `you` in the first frame and in `rights`.

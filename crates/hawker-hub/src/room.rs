@@ -68,8 +68,10 @@ pub struct ClientEntry {
     pub id: u64,
     pub user: String,
     pub queue: Arc<SendQueue>,
-    /// `you` in welcome/reset frames (changes when a host is demoted).
-    pub you: Mutex<Value>,
+    /// `you` in welcome/reset frames (changes when a host is demoted), kept
+    /// encoded: a few dozen bytes per socket instead of a map, read only when
+    /// a welcome, `resumed` or `reset` frame is made.
+    pub you: Mutex<Box<serde_json::value::RawValue>>,
     /// The socket may host the room: a ban record does not keep it out or
     /// close it (hosts are never locked out of their own room).
     pub can_host: AtomicBool,
@@ -77,7 +79,8 @@ pub struct ClientEntry {
 
 impl ClientEntry {
     pub fn you(&self) -> Value {
-        self.you.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let you = self.you.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::from_str(you.get()).unwrap_or(Value::Null)
     }
 }
 
