@@ -50,11 +50,11 @@ impl Scenario for Fanout<'_> {
     async fn before_nodes(&self, run: &Run) -> anyhow::Result<()> {
         let args = self.args;
         let server = match self.server {
-            Server::Hawker => "hawker",
-            Server::Reference => "the reference server",
+            Server::Hawker => "",
+            Server::Reference => " against the reference server",
         };
         note!(
-            "run {} against {server}: {} viewers, host {}/s, chat {}/s, notices {}/s, {} s; load average {}",
+            "run {}{server}: {} viewers, host {}/s, chat {}/s, notices {}/s, {} s; load average {}",
             run.id,
             args.viewers,
             args.host_rate,
