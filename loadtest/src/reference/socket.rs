@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{StatusCode, Uri};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -48,17 +48,8 @@ fn config() -> WebSocketConfig {
 pub async fn serve(stream: TcpStream, rooms: Arc<Rooms>, counters: Arc<Counters>) {
     let _ = stream.set_nodelay(true);
     let mut target = None;
-    let callback = |request: &Request, response: Response| match Target::parse(request.uri()) {
-        Some(t) => {
-            target = Some(t);
-            Ok(response)
-        }
-        None => Err(refusal(
-            StatusCode::NOT_FOUND,
-            "not a room socket: /v1/sessions/{session}/ws",
-        )),
-    };
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config()));
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, Check(&mut target), Some(config()));
     let Ok(Ok(mut ws)) = tokio::time::timeout(Duration::from_secs(10), handshake).await else {
         return;
     };
@@ -224,10 +215,19 @@ impl Target {
     }
 }
 
-fn refusal(status: StatusCode, body: &str) -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some(body.to_string()));
-    *response.status_mut() = status;
-    response
+/// The handshake's look at the request: a room socket's path, or 404.
+struct Check<'a>(&'a mut Option<Target>);
+
+impl Callback for Check<'_> {
+    fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+        *self.0 = Target::parse(request.uri());
+        if self.0.is_some() {
+            return Ok(response);
+        }
+        let mut refusal = ErrorResponse::new(Some("not a room socket: /v1/sessions/{session}/ws".into()));
+        *refusal.status_mut() = StatusCode::NOT_FOUND;
+        Err(refusal)
+    }
 }
 
 async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
