@@ -7,17 +7,23 @@
 //! to distinct viewers (`notifier`), after a broadcast run with the same
 //! deliveries per second, and compares the hub CPU per delivery of the two.
 //!
+//! With `--reference` it runs the same load against the reference server
+//! (`crate::reference`) first, then against hawker, and reports the ratios
+//! (`compare`).
+//!
 //! - `args`: the options and their limits;
 //! - `run`: the run with its nodes up (senders, viewers, the measured window);
 //! - `publisher`: the host and chat senders; `viewer`, `worker`: the viewers,
 //!   in this process or in `fanout-worker` children; `frame`: the marked event
 //!   texts; `recorder`: their latencies; `counters`: the hub's `/metrics`;
 //!   `notifier`: the private notices;
-//! - `report`: the JSON, the PNG and the text summary.
+//! - `report`: the JSON, the PNG and the text summary; `compare`: hawker
+//!   against the reference server.
 
 mod args;
-mod counters;
-mod frame;
+mod compare;
+pub(crate) mod counters;
+pub(crate) mod frame;
 mod notifier;
 mod publisher;
 mod recorder;
@@ -27,22 +33,29 @@ mod viewer;
 mod worker;
 
 pub use args::FanoutArgs;
+use args::Server;
 pub use worker::serve as serve_worker;
 
 use crate::common::run::run_with_nodes;
 
-/// Runs the scenario (with --notice-rate, its two runs) and writes the results.
+/// Runs the scenario (with --notice-rate or --reference, its two runs) and
+/// writes the results.
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let mut baseline = None;
+    let (mut baseline, mut reference) = (None, None);
     for phase in args.phases() {
         let scenario = run::Fanout {
-            args: &phase,
+            args: &phase.args,
+            server: phase.server,
             baseline: baseline.clone(),
+            reference: reference.clone(),
             cost: Default::default(),
         };
         run_with_nodes(&scenario).await?;
-        baseline = scenario.cost.take();
+        match phase.server {
+            Server::Hawker => baseline = scenario.cost.take(),
+            Server::Reference => reference = scenario.cost.take(),
+        }
     }
     Ok(())
 }

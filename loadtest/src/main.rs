@@ -6,6 +6,7 @@
 mod common;
 mod fanout;
 mod live;
+mod reference;
 mod stampede;
 
 use clap::{Parser, Subcommand};
@@ -30,14 +31,30 @@ enum Command {
     Live(Box<live::LiveArgs>),
     /// Times a fixed CPU-bound loop (ms): how fast this core is right now.
     Calibrate,
+    /// The bare fan-out server `fanout --reference` compares hawker with (runs until killed).
+    #[command(hide = true)]
+    ReferenceServer(reference::ReferenceArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Command::Calibrate = cli.command {
-        println!("{:.1}", common::procfs::calibrate_ms());
-        return std::process::ExitCode::SUCCESS;
-    }
+    let command = match cli.command {
+        Command::Calibrate => {
+            println!("{:.1}", common::procfs::calibrate_ms());
+            return std::process::ExitCode::SUCCESS;
+        }
+        // A server, with hawker's runtime rather than the generator's.
+        Command::ReferenceServer(args) => {
+            return match reference::serve(args) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        command => command,
+    };
     // One thread per process: the generator is pinned to one core, and a
     // current-thread runtime with a LocalSet needs no locks at all.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -49,12 +66,12 @@ fn main() -> std::process::ExitCode {
     };
     let local = tokio::task::LocalSet::new();
     let outcome = local.block_on(&runtime, async move {
-        match cli.command {
+        match command {
             Command::Fanout(args) => fanout::run(*args).await,
             Command::FanoutWorker => fanout::serve_worker().await,
             Command::Stampede(args) => stampede::run(*args).await,
             Command::Live(args) => live::run(*args).await,
-            Command::Calibrate => Ok(()),
+            Command::Calibrate | Command::ReferenceServer(_) => Ok(()),
         }
     });
     match outcome {

@@ -1,6 +1,6 @@
 //! Hub nodes this tool starts (`--spawn`): `hawker seed` before them,
-//! `hawker serve` processes on free ports, stopping them, and `perf record`
-//! of them.
+//! `hawker serve` processes (or the reference server, `fanout --reference`)
+//! on free ports, stopping them, and `perf record` of them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,9 +10,22 @@ use anyhow::{anyhow, bail, Context};
 
 use super::probe::http_get;
 
+/// Which server a node runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerKind {
+    /// `hawker serve` (`hawker_bin`).
+    Hawker,
+    /// This tool's `reference-server` (the bare fan-out of `fanout --reference`).
+    Reference {
+        /// This program.
+        exe: PathBuf,
+    },
+}
+
 /// How to start hub nodes.
 pub struct SpawnConfig {
     pub count: usize,
+    pub server: ServerKind,
     pub hawker_bin: PathBuf,
     pub config_dir: PathBuf,
     /// `taskset -c` list for the nodes; empty = not pinned.
@@ -82,17 +95,25 @@ fn seed_command(hawker_bin: &Path, config_dir: &Path, database_url: Option<&str>
     command
 }
 
-/// `hawker serve` on the given ports, under `taskset -c` when pinned.
+/// `hawker serve` (or the reference server) on the given ports, under
+/// `taskset -c` when pinned. Both get the same environment (`--server-env`).
 fn serve_command(config: &SpawnConfig, port: u16, admin: u16) -> Command {
+    let program = config.program();
     let mut command = if config.cpus.is_empty() {
-        Command::new(&config.hawker_bin)
+        Command::new(program)
     } else {
         let mut c = Command::new("taskset");
-        c.arg("-c").arg(&config.cpus).arg(&config.hawker_bin);
+        c.arg("-c").arg(&config.cpus).arg(program);
         c
     };
+    match config.server {
+        ServerKind::Hawker => command.arg("serve"),
+        ServerKind::Reference { .. } => command
+            .arg("reference-server")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--admin-listen=127.0.0.1:{admin}")),
+    };
     command
-        .arg("serve")
         // hawker refuses to guess its environment; every load generator
         // connects from 127.0.0.1, so the per-address cap is lifted.
         .env("HAWKER_ENV", "development")
@@ -106,13 +127,23 @@ fn serve_command(config: &SpawnConfig, port: u16, admin: u16) -> Command {
     command
 }
 
+impl SpawnConfig {
+    /// The binary the nodes run.
+    fn program(&self) -> &Path {
+        match &self.server {
+            ServerKind::Hawker => &self.hawker_bin,
+            ServerKind::Reference { exe } => exe,
+        }
+    }
+}
+
 /// Starts the nodes, logging to `$TMPDIR/hawker-loadtest-<run>-node<i>.log`,
 /// and waits until each answers `/readyz`.
 pub async fn spawn(config: &SpawnConfig, run: &str) -> anyhow::Result<Vec<SpawnedNode>> {
-    if !config.hawker_bin.exists() {
+    if !config.program().exists() {
         bail!(
             "{} does not exist: build it (cargo build --release -p hawker-server) or pass --hawker-bin",
-            config.hawker_bin.display()
+            config.program().display()
         );
     }
     let mut nodes = Vec::new();
@@ -128,7 +159,7 @@ pub async fn spawn(config: &SpawnConfig, run: &str) -> anyhow::Result<Vec<Spawne
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
-            .with_context(|| format!("starting {}", config.hawker_bin.display()))?;
+            .with_context(|| format!("starting {}", config.program().display()))?;
         // `taskset` execs the server, so the child's pid is the server's.
         let pid = child.id();
         nodes.push(SpawnedNode {
@@ -296,6 +327,7 @@ mod tests {
     fn nodes_are_pinned_with_taskset_and_get_the_extra_environment_last() {
         let mut config = SpawnConfig {
             count: 1,
+            server: ServerKind::Hawker,
             hawker_bin: PathBuf::from("/opt/hawker"),
             config_dir: PathBuf::from("/cfg"),
             cpus: "0".to_string(),
@@ -320,5 +352,36 @@ mod tests {
         let free = serve_command(&config, 28081, 29081);
         assert_eq!(free.get_program(), "/opt/hawker");
         assert_eq!(free.get_args().collect::<Vec<_>>(), ["serve"]);
+    }
+
+    #[test]
+    fn the_reference_server_is_this_tool_pinned_and_configured_like_hawker() {
+        let config = SpawnConfig {
+            count: 1,
+            server: ServerKind::Reference {
+                exe: PathBuf::from("/opt/hawker-loadtest"),
+            },
+            hawker_bin: PathBuf::from("/opt/hawker"),
+            config_dir: PathBuf::from("/cfg"),
+            cpus: "0".to_string(),
+            base_port: 28080,
+            admin_base_port: 29080,
+            env: vec![("TOKIO_WORKER_THREADS".to_string(), "1".to_string())],
+            seed: None,
+        };
+        let command = serve_command(&config, 28081, 29081);
+        assert_eq!(command.get_program(), "taskset");
+        assert_eq!(
+            command.get_args().collect::<Vec<_>>(),
+            [
+                "-c",
+                "0",
+                "/opt/hawker-loadtest",
+                "reference-server",
+                "--listen=127.0.0.1:28081",
+                "--admin-listen=127.0.0.1:29081"
+            ]
+        );
+        assert_eq!(env_of(&command, "TOKIO_WORKER_THREADS"), Some(OsStr::new("1")));
     }
 }

@@ -141,6 +141,27 @@ pub struct FanoutArgs {
     /// `perf record -e cpu-clock` and keep the top of `perf report` next to the JSON.
     #[arg(long)]
     pub perf: bool,
+    /// Run the same scenario first against the reference server (a bare
+    /// tokio-tungstenite fan-out, this tool's `reference-server`, pinned
+    /// like hawker), then against hawker, and report hawker / reference.
+    /// Needs --spawn 1.
+    #[arg(long)]
+    pub reference: bool,
+}
+
+/// Which server a run of the invocation measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Hawker,
+    /// The reference server of `--reference`.
+    Reference,
+}
+
+/// One run of an invocation.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub args: FanoutArgs,
+    pub server: Server,
 }
 
 impl FanoutArgs {
@@ -203,6 +224,12 @@ impl FanoutArgs {
         if !(0.0..=60.0).contains(&self.drain_secs) || !(0.0..=60.0).contains(&self.settle_secs) {
             bail!("--drain-secs and --settle-secs must be 0 to 60");
         }
+        if self.reference && self.spawn != Some(1) {
+            bail!("--reference needs --spawn 1: the reference server is one process, without Redis between nodes");
+        }
+        if self.reference && self.notice_rate > 0.0 {
+            bail!("--reference measures room events: leave out --notice-rate");
+        }
         Ok(())
     }
 
@@ -223,12 +250,28 @@ impl FanoutArgs {
         self.notice_planned().div_ceil(self.viewers.max(1))
     }
 
-    /// The runs of one invocation: with --notice-rate, the broadcast run with
-    /// the same deliveries per second (unless --no-broadcast-run), then the
-    /// notices run; otherwise this run alone.
-    pub fn phases(&self) -> Vec<FanoutArgs> {
+    /// The runs of one invocation: with --reference, the reference server's
+    /// run (scenario `<scenario>-reference`) then hawker's; with
+    /// --notice-rate, the broadcast run with the same deliveries per second
+    /// (unless --no-broadcast-run), then the notices run; otherwise this run alone.
+    pub fn phases(&self) -> Vec<Phase> {
+        let hawker = |args: FanoutArgs| Phase {
+            args,
+            server: Server::Hawker,
+        };
+        if self.reference {
+            let mut reference = self.clone();
+            reference.scenario = format!("{}-reference", self.scenario);
+            return vec![
+                Phase {
+                    args: reference,
+                    server: Server::Reference,
+                },
+                hawker(self.clone()),
+            ];
+        }
         if self.notice_rate <= 0.0 {
-            return vec![self.clone()];
+            return vec![hawker(self.clone())];
         }
         let mut phases = Vec::new();
         if !self.no_broadcast_run {
@@ -237,12 +280,12 @@ impl FanoutArgs {
             broadcast.notice_rate = 0.0;
             broadcast.host_rate = self.notice_rate / self.viewers as f64;
             broadcast.chat_rate = 0.0;
-            phases.push(broadcast);
+            phases.push(hawker(broadcast));
         }
         let mut notices = self.clone();
         notices.host_rate = 0.0;
         notices.chat_rate = 0.0;
-        phases.push(notices);
+        phases.push(hawker(notices));
         phases
     }
     /// The environment of spawned nodes: the tool's own settings, then `--server-env`.
@@ -259,5 +302,49 @@ impl FanoutArgs {
         }
         env.extend(self.server_env.iter().cloned());
         env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: FanoutArgs,
+    }
+
+    fn parse(line: &str) -> FanoutArgs {
+        Cli::parse_from(std::iter::once("fanout").chain(line.split_whitespace())).args
+    }
+
+    #[test]
+    fn reference_runs_first_under_its_own_name_then_hawker_with_the_same_load() {
+        let args = parse("--spawn 1 --reference --scenario smoke --viewers 500 --host-rate 20");
+        args.validate().unwrap();
+        let phases = args.phases();
+        assert_eq!(
+            phases
+                .iter()
+                .map(|p| (p.server, p.args.scenario.as_str()))
+                .collect::<Vec<_>>(),
+            [(Server::Reference, "smoke-reference"), (Server::Hawker, "smoke")]
+        );
+        for phase in &phases {
+            assert_eq!((phase.args.viewers, phase.args.host_rate), (500, 20.0));
+        }
+    }
+
+    #[test]
+    fn reference_needs_one_spawned_node_and_no_notices() {
+        assert!(parse("--reference").validate().is_err());
+        assert!(parse("--reference --spawn 2").validate().is_err());
+        assert!(parse("--reference --spawn 1 --notice-rate 10")
+            .validate()
+            .is_err());
+        assert_eq!(parse("--spawn 1").phases().len(), 1);
     }
 }

@@ -6,6 +6,7 @@ use anyhow::bail;
 use serde_json::json;
 
 use super::args::FanoutArgs;
+use super::compare::Comparison;
 use super::counters::HubCounters;
 use super::notifier::NoticeOutcome;
 use super::publisher::PublishOutcome;
@@ -18,8 +19,9 @@ use crate::common::stats::{histogram, Percentiles};
 use crate::common::ws::Node;
 use crate::common::{note, out};
 
-/// What a run's deliveries cost the hub, to compare a notices run with the
-/// broadcast run before it.
+/// What a run's deliveries cost the hub and how fast they arrived, to
+/// compare a notices run with the broadcast run before it, and hawker with
+/// the reference server.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Cost {
     pub scenario: String,
@@ -29,6 +31,13 @@ pub struct Cost {
     pub server_cpu_s: f64,
     /// Hub CPU over the window divided by the deliveries, microseconds.
     pub server_cpu_us_per_delivery: f64,
+    pub server_cpu_s_per_million_deliveries: f64,
+    /// Latency of every delivery (host and chat), milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub rss_bytes_per_viewer: f64,
+    /// Host events published and never received, over all viewers.
+    pub host_lost: u64,
     pub json: String,
 }
 
@@ -48,6 +57,8 @@ pub struct Report<'a> {
     pub notices: Option<&'a NoticeOutcome>,
     /// The broadcast run a notices run is compared with.
     pub baseline: Option<&'a Cost>,
+    /// The reference server's run hawker's is compared with (`--reference`).
+    pub reference: Option<&'a Cost>,
     pub connect_secs: f64,
     pub window_secs: f64,
     /// Before the viewers, after they connected (and settled), at the end.
@@ -164,8 +175,14 @@ impl Report<'_> {
             } else {
                 0.0
             },
+            server_cpu_s_per_million_deliveries: cpu_per_million,
+            p50_ms: all.p50_ms,
+            p99_ms: all.p99_ms,
+            rss_bytes_per_viewer: rss_per_viewer,
+            host_lost: v.host.missing,
             json: json_path.display().to_string(),
         };
+        let comparison = self.reference.map(|r| Comparison::new(&cost, r));
         // Delivered per second from the start to the last arrival: below the
         // target rate when the notices fell behind.
         let last_arrival = self.recorder.arrivals.keys().next_back().copied();
@@ -277,6 +294,7 @@ impl Report<'_> {
             },
             "publish": self.publish,
             "notices": notices,
+            "reference": comparison,
             "sent": { "host": self.sent.host_total, "host_failed": self.sent.host_failed.len(),
                       "chat": self.sent.chat_total, "chat_failed": self.sent.chat_failed.len() },
             "server": {
@@ -485,6 +503,9 @@ impl Report<'_> {
                     cost.server_cpu_us_per_delivery
                 ),
             }
+        }
+        if let Some(comparison) = &comparison {
+            comparison.print();
         }
         out!("result         {}", json_path.display());
         if let Some(png) = png {

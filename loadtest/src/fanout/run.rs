@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
-use super::args::FanoutArgs;
+use super::args::{FanoutArgs, Server};
 use super::counters;
 use super::frame::Parser;
 use super::notifier::{self, NoticeConfig};
@@ -17,7 +17,7 @@ use super::recorder::Recorder;
 use super::report::{Cost, Report};
 use super::viewer::{EndCommand, GroupConfig, GroupResult, Shared};
 use super::worker::GroupHandle;
-use crate::common::nodes::{Profiler, Seed, SpawnConfig};
+use crate::common::nodes::{Profiler, Seed, ServerKind, SpawnConfig};
 use crate::common::procfs::{self, calibrate_ms, calibrate_on, cpu_s, samples, wait_s};
 use crate::common::run::{NodePlan, Run, Scenario, Settings};
 use crate::common::ws::Node;
@@ -26,8 +26,12 @@ use crate::common::{clock, note};
 /// The fan-out scenario, as the run harness drives it.
 pub struct Fanout<'a> {
     pub args: &'a FanoutArgs,
+    /// The server this run measures.
+    pub server: Server,
     /// The cost of the broadcast run a notices run is compared with.
     pub baseline: Option<Cost>,
+    /// The reference server's run hawker's is compared with (`--reference`).
+    pub reference: Option<Cost>,
     /// This run's cost, once measured.
     pub cost: std::cell::Cell<Option<Cost>>,
 }
@@ -45,8 +49,12 @@ impl Scenario for Fanout<'_> {
 
     async fn before_nodes(&self, run: &Run) -> anyhow::Result<()> {
         let args = self.args;
+        let server = match self.server {
+            Server::Hawker => "",
+            Server::Reference => " against the reference server",
+        };
         note!(
-            "run {}: {} viewers, host {}/s, chat {}/s, notices {}/s, {} s; load average {}",
+            "run {}{server}: {} viewers, host {}/s, chat {}/s, notices {}/s, {} s; load average {}",
             run.id,
             args.viewers,
             args.host_rate,
@@ -60,16 +68,25 @@ impl Scenario for Fanout<'_> {
 
     fn nodes(&self) -> anyhow::Result<NodePlan> {
         let args = self.args;
+        let server = match self.server {
+            Server::Hawker => ServerKind::Hawker,
+            Server::Reference => ServerKind::Reference {
+                exe: std::env::current_exe()?,
+            },
+        };
+        // The reference server has no database to seed.
+        let seed = !args.no_seed && self.server == Server::Hawker;
         Ok(match args.spawn {
             Some(count) => NodePlan::Spawn(SpawnConfig {
                 count,
+                server,
                 hawker_bin: args.hawker_bin.clone(),
                 config_dir: std::path::absolute(&args.config_dir)?,
                 cpus: args.server_cpus.clone(),
                 base_port: args.base_port,
                 admin_base_port: args.admin_base_port,
                 env: args.spawn_env(),
-                seed: (!args.no_seed).then(|| Seed {
+                seed: seed.then(|| Seed {
                     what: "the demo session".to_string(),
                     database_url: None,
                 }),
@@ -87,13 +104,18 @@ impl Scenario for Fanout<'_> {
     }
 
     async fn measure(&self, run: &mut Run, (): ()) -> anyhow::Result<()> {
-        let cost = measure(self.args, run, self.baseline.as_ref()).await?;
+        let cost = measure(self.args, run, self.baseline.as_ref(), self.reference.as_ref()).await?;
         self.cost.set(Some(cost));
         Ok(())
     }
 }
 
-async fn measure(args: &FanoutArgs, run: &mut Run, baseline: Option<&Cost>) -> anyhow::Result<Cost> {
+async fn measure(
+    args: &FanoutArgs,
+    run: &mut Run,
+    baseline: Option<&Cost>,
+    reference: Option<&Cost>,
+) -> anyhow::Result<Cost> {
     let nodes = run
         .addrs
         .iter()
@@ -344,6 +366,7 @@ async fn measure(args: &FanoutArgs, run: &mut Run, baseline: Option<&Cost>) -> a
         publish: &publish_outcome,
         notices: notice_outcome.as_ref(),
         baseline,
+        reference,
         connect_secs,
         window_secs,
         rss: [&rss_before, &rss_connected, &rss_end],

@@ -15,7 +15,7 @@ use super::cpu::{CpuSample, Pids};
 use super::load::{self, PhaseConfig, Progress, Transport};
 use super::report::{phase_summary, Report};
 use super::setup::{self, DealSpec, SettleMetrics};
-use crate::common::nodes::{Profiler, Seed, SpawnConfig};
+use crate::common::nodes::{Profiler, Seed, ServerKind, SpawnConfig};
 use crate::common::procfs::{self, busy_percent, calibrate_on};
 use crate::common::run::{NodePlan, Run, Scenario, Settings};
 use crate::common::ws::{self, Minter};
@@ -70,6 +70,7 @@ impl Scenario for Stampede<'_> {
         if args.spawn {
             return Ok(NodePlan::Spawn(SpawnConfig {
                 count: 1,
+                server: ServerKind::Hawker,
                 hawker_bin: args.hawker_bin.clone(),
                 config_dir: std::path::absolute(&args.config_dir)?,
                 cpus: args.server_cpus.clone(),
