@@ -58,7 +58,7 @@ async fn bid_with(
         .await
     {
         Ok(r) => answer(r).await,
-        Err(_) => (0, Value::Null),
+        Err(e) => (0, json!({ "transport": format!("{e:?}") })),
     }
 }
 
@@ -250,6 +250,7 @@ fn pseudonym(auction: &str, user: &str) -> String {
 /// random moment, over HTTP with at most 64 requests in flight).
 #[tokio::test]
 async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_winner_the_replayed_price() {
+    let _storm = crate::support::storm::exclusive().await;
     let (a, b, agency, session) =
         two_nodes(NodeOptions::default().http_timeout(Duration::from_secs(30))).await;
     fixtures::lineup(&a, agency, session).await;
@@ -301,7 +302,21 @@ async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_w
                 _ => json!({"amount_minor": min, "max_minor": min + 2 * spread}),
             };
             let sent = Instant::now();
-            let (status, answer) = bid_with(&http, node, &token, &id, &body).await;
+            let (mut status, mut answer) = bid_with(&http, node, &token, &id, &body).await;
+            // A keep-alive connection the server closed as the request went
+            // out: the bid is sent again, as a client would (a second bid of
+            // the same bidder is refused or is a new bid; the replay below
+            // holds either way).
+            let mut unanswered = 0usize;
+            for _ in 0..3 {
+                if status != 0 {
+                    break;
+                }
+                unanswered += 1;
+                eprintln!("bid not answered ({answer}); sent again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                (status, answer) = bid_with(&http, node, &token, &id, &body).await;
+            }
             let learnt = match status {
                 201 => answer["min_bid_minor"].as_i64(),
                 _ => answer["message"]
@@ -311,15 +326,17 @@ async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_w
             if let Some(m) = learnt {
                 known.fetch_max(m, Ordering::Relaxed);
             }
-            (user, status, answer, sent.elapsed())
+            (user, status, answer, sent.elapsed(), unanswered)
         }));
     }
     let mut accepted: Vec<(String, i64)> = Vec::new();
     let mut refusals = std::collections::BTreeMap::<String, usize>::new();
     let mut latencies = Vec::new();
+    let mut unanswered = 0;
     for t in tasks {
-        let (user, status, answer, took) = t.await.unwrap();
+        let (user, status, answer, took, lost) = t.await.unwrap();
         latencies.push(took);
+        unanswered += lost;
         match status {
             201 => accepted.push((user, answer["seq"].as_i64().unwrap())),
             409 | 503 => {
@@ -348,11 +365,12 @@ async fn five_thousand_bidders_in_the_last_ten_seconds_over_two_nodes_give_one_w
     let log = bid_log(&http, b.addr, &id).await;
     let replayed = replay(&log);
     // Every bid answered 201 is in the log, at the seq it was told, and
-    // nothing else is.
-    assert_eq!(
+    // nothing else is (but for a bid whose answer never came, sent again).
+    assert!(
+        (accepted.len()..=accepted.len() + unanswered).contains(&replayed.bids),
+        "the log holds exactly the accepted bids: {} in the log, {} accepted, {unanswered} unanswered",
         replayed.bids,
-        accepted.len(),
-        "the log holds exactly the accepted bids"
+        accepted.len()
     );
     let seqs: HashSet<i64> = accepted.iter().map(|(_, s)| *s).collect();
     assert_eq!(seqs.len(), accepted.len(), "no seq was given twice");

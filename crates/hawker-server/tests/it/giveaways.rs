@@ -168,6 +168,7 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_entrants_over_two_nodes_three_winners_anyone_can_recompute() {
+    let _storm = crate::support::storm::exclusive().await;
     // `GIVEAWAY_ENTRANTS` shrinks it when looking into a failure.
     let entrants: usize = std::env::var("GIVEAWAY_ENTRANTS")
         .ok()

@@ -9,7 +9,8 @@
 //! - [`proxy`]: a TCP forwarder that cuts Postgres off;
 //! - [`blackhole`]: a TCP forwarder that goes silent (drops, not refuses);
 //! - [`process`]: the real `hawker` binary as a child process;
-//! - [`poll`]: trying again until a condition holds.
+//! - [`poll`]: trying again until a condition holds;
+//! - [`storm`]: the guard that keeps the storm tests from running at once.
 
 pub mod app;
 pub mod blackhole;
@@ -19,6 +20,7 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod socket;
+pub mod storm;
 
 pub use app::{
     answer, config_dir, settings_with, spawn_app, spawn_app_with, test_database_url, try_answer, two_nodes,
