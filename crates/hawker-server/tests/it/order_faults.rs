@@ -435,7 +435,7 @@ async fn after_a_flush_mid_stampede_the_gate_converges_replays_answer_and_the_de
         &fixture,
         agency,
         session,
-        json!({"link_number": 1, "price_minor": 500, "quantity": quantity, "per_buyer_cap": 2, "duration_secs": 120}),
+        json!({"link_number": 1, "price_minor": 500, "quantity": quantity, "per_buyer_cap": 2, "duration_secs": 600}),
     )
     .await;
     let deal_id = Uuid::parse_str(&deal).unwrap();
