@@ -44,6 +44,11 @@ pub enum MovementReason {
     GiveawayAllocated,
     /// A giveaway gave back the units it did not hand out.
     GiveawayReturned,
+    /// A group buy took its stock when it opened.
+    GroupBuyAllocated,
+    /// A group buy failed (or was cancelled, or sold less than its stock)
+    /// and gave back the units no order holds.
+    GroupBuyReturned,
 }
 
 /// One change of a SKU's stock.
@@ -61,6 +66,7 @@ pub struct Movement {
     pub deal_id: Option<Uuid>,
     pub auction_id: Option<Uuid>,
     pub giveaway_id: Option<Uuid>,
+    pub group_buy_id: Option<Uuid>,
     pub campaign_id: Option<Uuid>,
     /// Stock on hand right after this movement.
     pub stock_after: i32,
@@ -68,7 +74,7 @@ pub struct Movement {
 }
 
 const MOVEMENT_COLUMNS: &str = "stock_movement_id, sku_id, delta, reason, note, actor, deal_id, auction_id, \
-    giveaway_id, campaign_id, stock_after, at";
+    giveaway_id, group_buy_id, campaign_id, stock_after, at";
 
 /// A movement to record.
 #[derive(Debug, Clone, Copy)]
@@ -89,16 +95,18 @@ pub enum UnitSource {
     Deal(Uuid),
     Auction(Uuid),
     Giveaway(Uuid),
+    GroupBuy(Uuid),
 }
 
 impl UnitSource {
-    /// The movement's (`deal_id`, `auction_id`, `giveaway_id`).
-    fn ids(source: Option<UnitSource>) -> (Option<Uuid>, Option<Uuid>, Option<Uuid>) {
+    /// The movement's (`deal_id`, `auction_id`, `giveaway_id`, `group_buy_id`).
+    fn ids(source: Option<UnitSource>) -> [Option<Uuid>; 4] {
         match source {
-            None => (None, None, None),
-            Some(UnitSource::Deal(id)) => (Some(id), None, None),
-            Some(UnitSource::Auction(id)) => (None, Some(id), None),
-            Some(UnitSource::Giveaway(id)) => (None, None, Some(id)),
+            None => [None, None, None, None],
+            Some(UnitSource::Deal(id)) => [Some(id), None, None, None],
+            Some(UnitSource::Auction(id)) => [None, Some(id), None, None],
+            Some(UnitSource::Giveaway(id)) => [None, None, Some(id), None],
+            Some(UnitSource::GroupBuy(id)) => [None, None, None, Some(id)],
         }
     }
 
@@ -108,6 +116,7 @@ impl UnitSource {
             UnitSource::Deal(_) => MovementReason::DealAllocated,
             UnitSource::Auction(_) => MovementReason::AuctionAllocated,
             UnitSource::Giveaway(_) => MovementReason::GiveawayAllocated,
+            UnitSource::GroupBuy(_) => MovementReason::GroupBuyAllocated,
         }
     }
 
@@ -117,6 +126,7 @@ impl UnitSource {
             UnitSource::Deal(_) => MovementReason::DealReturned,
             UnitSource::Auction(_) => MovementReason::AuctionReturned,
             UnitSource::Giveaway(_) => MovementReason::GiveawayReturned,
+            UnitSource::GroupBuy(_) => MovementReason::GroupBuyReturned,
         }
     }
 }
@@ -124,10 +134,11 @@ impl UnitSource {
 /// Records a movement in the caller's transaction; the SKU's total moves
 /// with it (and its row stays locked until the commit).
 pub async fn record(conn: &mut PgConnection, m: NewMovement<'_>) -> Result<Movement> {
-    let (deal_id, auction_id, giveaway_id) = UnitSource::ids(m.source);
+    let [deal_id, auction_id, giveaway_id, group_buy_id] = UnitSource::ids(m.source);
     sqlx::query_as::<_, Movement>(&format!(
-        "insert into stock_movement (sku_id, delta, reason, note, actor, deal_id, auction_id, giveaway_id, campaign_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {MOVEMENT_COLUMNS}"
+        "insert into stock_movement (sku_id, delta, reason, note, actor, deal_id, auction_id, giveaway_id,
+                group_buy_id, campaign_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning {MOVEMENT_COLUMNS}"
     ))
     .bind(m.sku_id)
     .bind(m.delta)
@@ -137,6 +148,7 @@ pub async fn record(conn: &mut PgConnection, m: NewMovement<'_>) -> Result<Movem
     .bind(deal_id)
     .bind(auction_id)
     .bind(giveaway_id)
+    .bind(group_buy_id)
     .bind(m.campaign_id)
     .fetch_one(conn)
     .await

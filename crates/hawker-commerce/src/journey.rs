@@ -51,7 +51,7 @@ pub struct OrderView {
 }
 
 const VIEW_SELECT: &str =
-    "select o.order_id, o.source, o.deal_id, o.auction_id, o.giveaway_id, o.session_id, o.lineup_item_id,
+    "select o.order_id, o.source, o.deal_id, o.auction_id, o.giveaway_id, o.group_buy_id, o.session_id, o.lineup_item_id,
         o.sku_id, o.buyer_id, o.quantity, o.unit_price_minor, o.discount_minor, o.amount_minor, o.currency, o.coupon_claim_id,
         o.status, o.created_at, o.expires_at, o.paid_at, o.cancelled_at, o.host_id,
         p.name as product_name, k.name as sku_name, o.fulfilment, o.shipping_address, o.carrier,

@@ -22,7 +22,7 @@ pub enum Source {
     Auction,
     /// A giveaway's winner, at no charge (`giveaway_id`).
     Giveaway,
-    /// Reserved for group buys.
+    /// A group buy's participant, at the final tier's price (`group_buy_id`).
     GroupBuy,
 }
 
@@ -38,6 +38,8 @@ pub struct Order {
     pub auction_id: Option<Uuid>,
     /// The giveaway of a `giveaway` order; null otherwise.
     pub giveaway_id: Option<Uuid>,
+    /// The group buy of a `group_buy` order; null otherwise.
+    pub group_buy_id: Option<Uuid>,
     pub session_id: Uuid,
     pub lineup_item_id: Uuid,
     pub sku_id: Uuid,
@@ -59,31 +61,31 @@ pub struct Order {
 }
 
 impl Order {
-    /// The deal, auction or giveaway whose units the order holds (none for
-    /// a group buy, reserved).
+    /// The deal, auction, giveaway or group buy whose units the order holds.
     pub fn unit_source(&self) -> Option<hawker_catalog::campaign_skus::UnitSource> {
-        unit_source(self.source, self.deal_id, self.auction_id, self.giveaway_id)
+        unit_source(
+            self.source,
+            [self.deal_id, self.auction_id, self.giveaway_id, self.group_buy_id],
+        )
     }
 }
 
 /// The catalog's name for an order's source, from its columns.
 pub(crate) fn unit_source(
     source: Source,
-    deal_id: Option<Uuid>,
-    auction_id: Option<Uuid>,
-    giveaway_id: Option<Uuid>,
+    [deal_id, auction_id, giveaway_id, group_buy_id]: [Option<Uuid>; 4],
 ) -> Option<hawker_catalog::campaign_skus::UnitSource> {
     use hawker_catalog::campaign_skus::UnitSource;
     match source {
         Source::Deal => deal_id.map(UnitSource::Deal),
         Source::Auction => auction_id.map(UnitSource::Auction),
         Source::Giveaway => giveaway_id.map(UnitSource::Giveaway),
-        Source::GroupBuy => None,
+        Source::GroupBuy => group_buy_id.map(UnitSource::GroupBuy),
     }
 }
 
 /// The `customer_order` columns that make an [`Order`], for `select`/`returning`.
-pub const ORDER_COLUMNS: &str = "order_id, source, deal_id, auction_id, giveaway_id, session_id, lineup_item_id, sku_id, buyer_id, quantity, \
+pub const ORDER_COLUMNS: &str = "order_id, source, deal_id, auction_id, giveaway_id, group_buy_id, session_id, lineup_item_id, sku_id, buyer_id, quantity, \
     unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id, status, created_at, expires_at, \
     paid_at, cancelled_at, host_id";
 

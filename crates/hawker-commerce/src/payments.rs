@@ -211,6 +211,7 @@ struct LockedOrder {
     deal_id: Option<Uuid>,
     auction_id: Option<Uuid>,
     giveaway_id: Option<Uuid>,
+    group_buy_id: Option<Uuid>,
     quantity: i32,
     amount_minor: i64,
     currency: String,
@@ -224,8 +225,8 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> Result<WebhookOutc
         return Ok(previous);
     }
     let order: LockedOrder = sqlx::query_as(
-        "select session_id, buyer_id, source, deal_id, auction_id, giveaway_id, quantity, amount_minor, currency,
-                status, expires_at <= now() as expired
+        "select session_id, buyer_id, source, deal_id, auction_id, giveaway_id, group_buy_id, quantity, amount_minor,
+                currency, status, expires_at <= now() as expired
            from customer_order where order_id = $1 for update",
     )
     .bind(event.order_id)
@@ -323,6 +324,7 @@ async fn apply_payment(c: &Commerce, event: &PaymentEvent) -> Result<WebhookOutc
                         "deal_id": order.deal_id,
                         "auction_id": order.auction_id,
                         "giveaway_id": order.giveaway_id,
+                        "group_buy_id": order.group_buy_id,
                         "quantity": order.quantity,
                         "amount_minor": order.amount_minor,
                         "currency": order.currency,

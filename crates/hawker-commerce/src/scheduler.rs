@@ -168,6 +168,7 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
                         "deal_id": e.units.deal_id,
                         "auction_id": e.units.auction_id,
                         "giveaway_id": e.units.giveaway_id,
+                        "group_buy_id": e.units.group_buy_id,
                         "quantity": e.units.quantity,
                         "status": e.status,
                     }),

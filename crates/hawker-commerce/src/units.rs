@@ -8,10 +8,10 @@
 //! which order go is the buyer's business (the sweeper sends the buyer a
 //! private `order.expired` notice).
 //!
-//! An auction's or a giveaway's order has no deal to return to: its unit
-//! goes straight back to the SKU (and to the count of the lineup item's
-//! campaign, under which the auction or giveaway took it), by a catalog
-//! movement naming the auction or giveaway; there is no gate and no figure.
+//! An auction's, a giveaway's or a group buy's order has no deal to return
+//! to: its units go straight back to the SKU (and to the count of the lineup
+//! item's campaign, under which the source took them), by a catalog
+//! movement naming the source; there is no gate and no figure.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,6 +31,7 @@ pub(crate) struct OrderUnits {
     pub deal_id: Option<Uuid>,
     pub auction_id: Option<Uuid>,
     pub giveaway_id: Option<Uuid>,
+    pub group_buy_id: Option<Uuid>,
     pub lineup_item_id: Uuid,
     pub sku_id: Uuid,
     pub buyer_id: String,
@@ -39,7 +40,7 @@ pub(crate) struct OrderUnits {
 
 /// The `customer_order` columns that make [`OrderUnits`].
 pub(crate) const ORDER_UNITS_COLUMNS: &str =
-    "source, deal_id, auction_id, giveaway_id, lineup_item_id, sku_id, buyer_id, quantity";
+    "source, deal_id, auction_id, giveaway_id, group_buy_id, lineup_item_id, sku_id, buyer_id, quantity";
 
 /// What to tell the gate and the room once the transaction committed.
 #[must_use = "call `announce` after the commit"]
@@ -160,12 +161,13 @@ async fn give_back_sourced(
     let mut per_source: BTreeMap<(Uuid, UnitSource, Option<Uuid>), i32> = BTreeMap::new();
     for o in orders {
         let source =
-            crate::order::unit_source(o.source, o.deal_id, o.auction_id, o.giveaway_id).ok_or_else(|| {
-                Error::Internal(anyhow::anyhow!(
-                    "an order of source {:?} cannot give units back",
-                    o.source
-                ))
-            })?;
+            crate::order::unit_source(o.source, [o.deal_id, o.auction_id, o.giveaway_id, o.group_buy_id])
+                .ok_or_else(|| {
+                    Error::Internal(anyhow::anyhow!(
+                        "an order of source {:?} cannot give units back",
+                        o.source
+                    ))
+                })?;
         let campaign_id = campaigns.get(&o.lineup_item_id).copied().flatten();
         *per_source.entry((o.sku_id, source, campaign_id)).or_default() += o.quantity;
     }

@@ -1,18 +1,21 @@
 //! Live formats: the ways of selling in a stream beyond a fixed-price flash
 //! deal. [`auctions`] (standard with anti-snipe, or sudden death; proxy
-//! bids; second-chance offers) and [`giveaways`] (provably fair draws from a
-//! committed seed and a frozen, published entry list).
+//! bids; second-chance offers), [`giveaways`] (provably fair draws from a
+//! committed seed and a frozen, published entry list) and [`groupbuys`]
+//! (price tiers by participants, settled at the final tier's price).
 //!
 //! Both run on the hub (room events, private notices) and end in orders
 //! created through `hawker_commerce::sourced`, whose order `source` names
-//! the auction or giveaway. This crate owns the tables `auction*` and
-//! `giveaway*` and the Redis keys `hawker:auction:{<id>}:*` and
-//! `hawker:giveaway:{<id>}:*`; others call its functions.
+//! the auction, giveaway or group buy. This crate owns the tables
+//! `auction*`, `giveaway*` and `group_buy*` and the Redis keys
+//! `hawker:auction:{<id>}:*`, `hawker:giveaway:{<id>}:*` and
+//! `hawker:groupbuy:{<id>}:*`; others call its functions.
 
 pub mod auctions;
 pub mod commands;
 pub mod config;
 pub mod giveaways;
+pub mod groupbuys;
 
 use std::sync::Arc;
 
@@ -33,6 +36,8 @@ pub(crate) struct Inner {
     pub commerce: Commerce,
     /// The node's auction bidding service (batcher queue, cached prices).
     pub auctions: auctions::bidding::Auctions,
+    /// The node's group-buy join service (batcher queue, announcer).
+    pub group_buys: groupbuys::joining::GroupBuys,
 }
 
 /// The node's live-formats service. Cheap to clone.
@@ -55,6 +60,8 @@ impl Live {
         let (announcer, announcer_inbox) = auctions::events::announcer();
         let (auctions, batcher_inbox) = auctions::bidding::Auctions::new(announcer);
         let event_interval = std::time::Duration::from_millis(config.bid_event_interval_ms);
+        let (progress, progress_inbox) = groupbuys::events::announcer();
+        let (group_buys, joins_inbox) = groupbuys::joining::GroupBuys::new(progress);
         let live = Live {
             inner: Arc::new(Inner {
                 config,
@@ -62,6 +69,7 @@ impl Live {
                 redis,
                 commerce,
                 auctions,
+                group_buys,
             }),
         };
         tasks.spawn(auctions::bidding::run(
@@ -77,6 +85,18 @@ impl Live {
         ));
         tasks.spawn(auctions::ticker::run(live.clone(), shutdown.clone()));
         tasks.spawn(giveaways::ticker::run(live.clone(), shutdown.clone()));
+        tasks.spawn(groupbuys::joining::run(
+            live.clone(),
+            joins_inbox,
+            shutdown.clone(),
+        ));
+        tasks.spawn(groupbuys::events::run(
+            live.hub().clone(),
+            progress_inbox,
+            event_interval,
+            shutdown.clone(),
+        ));
+        tasks.spawn(groupbuys::ticker::run(live.clone(), shutdown.clone()));
         live
     }
 

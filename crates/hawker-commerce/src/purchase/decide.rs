@@ -368,6 +368,7 @@ mod tests {
             deal_id: Some(Uuid::from_u128(1)),
             auction_id: None,
             giveaway_id: None,
+            group_buy_id: None,
             session_id: Uuid::from_u128(2),
             lineup_item_id: Uuid::from_u128(3),
             sku_id: Uuid::from_u128(4),

@@ -92,6 +92,7 @@ pub(crate) async fn create_order(c: &Commerce, tx: &mut PgConnection, o: Auction
             lineup_item_id: o.lineup_item_id,
             sku_id: o.sku_id,
             buyer_id: o.buyer_id,
+            quantity: 1,
             unit_price_minor: o.price_minor,
             currency: o.currency,
             idempotency_key: o.idempotency_key,

@@ -86,6 +86,7 @@ pub(crate) async fn winner_order(
             lineup_item_id,
             sku_id,
             buyer_id: user,
+            quantity: 1,
             unit_price_minor: 0,
             currency,
             idempotency_key: format!("giveaway:{giveaway_id}:{entry_id}"),

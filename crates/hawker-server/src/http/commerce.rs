@@ -192,7 +192,7 @@ pub async fn place_order(
 /// but not visible ASCII (a header value may carry obs-text bytes, which
 /// `to_str` refuses) is `bad_idempotency_key`, like any other key the
 /// purchase path refuses.
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<&str> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> ApiResult<&str> {
     let value = headers.get("idempotency-key").ok_or_else(|| {
         ApiError::bad_request(
             "missing_idempotency_key",

@@ -14,6 +14,7 @@ pub mod dev;
 pub mod error;
 pub mod fulfilment;
 pub mod giveaways;
+pub mod groupbuys;
 pub mod health;
 pub mod me;
 pub mod moderation;
@@ -97,6 +98,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(coupons::router())
         .merge(auctions::router())
         .merge(giveaways::router())
+        .merge(groupbuys::router())
         .merge(payments::router())
         .merge(fulfilment::router())
         .merge(agency::router())

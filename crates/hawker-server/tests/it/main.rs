@@ -17,6 +17,7 @@ mod database;
 mod discovery;
 mod first_run;
 mod giveaways;
+mod group_buys;
 mod health;
 mod http;
 mod hub;

@@ -114,6 +114,7 @@ fn order_of<'a>(
         lineup_item_id: stage.lineup_item,
         sku_id: stage.sku,
         buyer_id: buyer,
+        quantity: 1,
         unit_price_minor: price,
         currency: "USD",
         idempotency_key: key.into(),
