@@ -1,7 +1,8 @@
-//! `deal.buy`, `coupon.claim`, `auction.bid` and `giveaway.enter`: parsed
-//! here like every command, carried out through [`CommerceCommands`] (the
-//! server's handler hands deals and coupons to the commerce crate, auctions
-//! and giveaways to the live-formats crate).
+//! `deal.buy`, `coupon.claim`, `auction.bid`, `giveaway.enter` and
+//! `group_buy.join`: parsed here like every command, carried out through
+//! [`CommerceCommands`] (the server's handler hands deals and coupons to the
+//! commerce crate, auctions, giveaways and group buys to the live-formats
+//! crate).
 //!
 //! The server hands each socket its handler when it serves it
 //! ([`crate::Hub::serve`]); the hub itself keeps none. (Commerce holds the
@@ -117,6 +118,51 @@ impl Enter {
     }
 }
 
+/// `group_buy.join`: join a group buy with a quantity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupJoin {
+    pub group_buy_id: Uuid,
+    /// As sent (absent or `null`: 1); the live crate checks the range.
+    pub quantity: i32,
+    /// As sent; the live crate checks it (`bad_idempotency_key`).
+    pub idempotency_key: String,
+    /// Another participant's invite code, as sent (absent or `null`: none).
+    pub invite: Option<String>,
+}
+
+impl GroupJoin {
+    /// `group_buy_id`, `idempotency_key` (a string), `quantity` (an
+    /// integer; absent or `null`: 1), `invite` (a string; absent or `null`: none).
+    pub(crate) fn parse(data: Fields<'_>) -> Result<GroupJoin, CommandError> {
+        let group_buy_id = data.uuid("group_buy_id")?;
+        let idempotency_key = data.string("idempotency_key")?.to_string();
+        let quantity = match data.integer("quantity")? {
+            None => 1,
+            Some(q) => {
+                i32::try_from(q).map_err(|_| CommandError::BadQuantity("quantity must be 1 to 100".into()))?
+            }
+        };
+        let invite = match data.get("invite")? {
+            None | Some(Value::Null) => None,
+            Some(Value::String(code)) => Some(code.clone()),
+            Some(_) => return Err(CommandError::bad("`invite` must be a string")),
+        };
+        Ok(GroupJoin {
+            group_buy_id,
+            quantity,
+            idempotency_key,
+            invite,
+        })
+    }
+}
+
+/// `group_buy.join`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupJoinReply {
+    /// The join as the HTTP route returns it.
+    pub joined: Value,
+}
+
 /// `auction.bid`'s answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BidReply {
@@ -174,6 +220,13 @@ pub trait CommerceCommands: Send + Sync + 'static {
 
     /// Enters a giveaway.
     fn enter_giveaway<'a>(&'a self, ctx: &'a CommandContext, enter: Enter) -> CommerceFuture<'a, EnterReply>;
+
+    /// Joins a group buy.
+    fn join_group_buy<'a>(
+        &'a self,
+        ctx: &'a CommandContext,
+        join: GroupJoin,
+    ) -> CommerceFuture<'a, GroupJoinReply>;
 }
 
 fn context(ctx: &Context<'_>) -> CommandContext {
@@ -206,4 +259,10 @@ pub(crate) async fn enter_giveaway(ctx: &Context<'_>, enter: Enter) -> Result<Ac
     let caller = context(ctx);
     let reply = ctx.commerce.enter_giveaway(&caller, enter).await?;
     Ok(Ack::Entered(reply))
+}
+
+pub(crate) async fn join_group_buy(ctx: &Context<'_>, join: GroupJoin) -> Result<Ack, CommandError> {
+    let caller = context(ctx);
+    let reply = ctx.commerce.join_group_buy(&caller, join).await?;
+    Ok(Ack::GroupJoined(reply))
 }

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 pub use commerce::{
     Bid, BidReply, Buy, BuyReply, Claim, ClaimReply, CommandContext, CommerceCommands, CommerceFuture, Enter,
-    EnterReply,
+    EnterReply, GroupJoin, GroupJoinReply,
 };
 pub use error::CommandError;
 
@@ -66,6 +66,7 @@ pub const COMMAND_TYPES: &[&str] = &[
     "coupon.claim",
     "auction.bid",
     "giveaway.enter",
+    "group_buy.join",
 ];
 
 /// One client command, with its fields checked.
@@ -109,6 +110,8 @@ pub enum Command {
     Bid(commerce::Bid),
     /// `giveaway.enter` (carried out by the live-formats crate).
     Enter(commerce::Enter),
+    /// `group_buy.join` (carried out by the live-formats crate).
+    GroupJoin(commerce::GroupJoin),
 }
 
 /// What the sender may do in this room, as of this command.
@@ -239,6 +242,10 @@ impl Command {
                 rights.not_host("the host's side may not enter")?;
                 Command::Enter(commerce::Enter::parse(data)?)
             }
+            "group_buy.join" => {
+                rights.not_host("the host's side may not join")?;
+                Command::GroupJoin(commerce::GroupJoin::parse(data)?)
+            }
             other => return Err(CommandError::UnknownCommand(other.to_string())),
         })
     }
@@ -265,6 +272,7 @@ impl Command {
             Command::Claim(_) => "coupon.claim",
             Command::Bid(_) => "auction.bid",
             Command::Enter(_) => "giveaway.enter",
+            Command::GroupJoin(_) => "group_buy.join",
         }
     }
 
@@ -290,6 +298,7 @@ impl Command {
             Command::Claim(claim) => commerce::claim(ctx, claim).await,
             Command::Bid(bid) => commerce::bid(ctx, bid).await,
             Command::Enter(enter) => commerce::enter_giveaway(ctx, enter).await,
+            Command::GroupJoin(join) => commerce::join_group_buy(ctx, join).await,
         }
     }
 }
@@ -311,6 +320,8 @@ pub enum Ack {
     Bid(BidReply),
     /// `{"entry"}` (`giveaway.enter`).
     Entered(EnterReply),
+    /// `{"joined"}` (`group_buy.join`).
+    GroupJoined(GroupJoinReply),
 }
 
 impl Ack {
@@ -324,6 +335,7 @@ impl Ack {
             Ack::Claimed(reply) => json!({ "claim": reply.claim }),
             Ack::Bid(reply) => json!({ "bid": reply.bid }),
             Ack::Entered(reply) => json!({ "entry": reply.entry }),
+            Ack::GroupJoined(reply) => json!({ "joined": reply.joined }),
         }
     }
 }

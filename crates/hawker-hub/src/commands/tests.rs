@@ -403,6 +403,7 @@ fn the_role_is_checked_before_the_fields() {
         "coupon.claim",
         "auction.bid",
         "giveaway.enter",
+        "group_buy.join",
     ];
     for kind in COMMAND_TYPES.iter().filter(|kind| !anyone.contains(kind)) {
         let refused = parse_as(VIEWER, kind, json!({})).err().map(|e| e.code());
@@ -528,6 +529,10 @@ fn the_hosts_side_may_not_bid_or_enter() {
     for (kind, data) in [
         ("auction.bid", json!({"auction_id": id, "amount_minor": 100})),
         ("giveaway.enter", json!({"giveaway_id": id})),
+        (
+            "group_buy.join",
+            json!({"group_buy_id": id, "idempotency_key": "k"}),
+        ),
     ] {
         assert_eq!(
             parse_as(HOST, kind, data.clone()).err().map(|e| e.code()),
@@ -563,10 +568,11 @@ fn variant_number(command: &Command) -> usize {
         Command::Claim(_) => 16,
         Command::Bid(_) => 17,
         Command::Enter(_) => 18,
+        Command::GroupJoin(_) => 19,
     }
 }
 
-const VARIANTS: usize = 19;
+const VARIANTS: usize = 20;
 
 #[test]
 fn every_command_variant_is_in_command_types() {
@@ -574,7 +580,8 @@ fn every_command_variant_is_in_command_types() {
     // Data that every command accepts (each takes the fields it knows).
     let data = json!({"text": "t", "item": {}, "user": "v", "seconds": 5, "words": [],
                       "deal_id": id, "idempotency_key": "k", "coupon_drop_id": id,
-                      "auction_id": id, "amount_minor": 100, "giveaway_id": id});
+                      "auction_id": id, "amount_minor": 100, "giveaway_id": id,
+                      "group_buy_id": id});
     let mut seen = [false; VARIANTS];
     for kind in COMMAND_TYPES {
         // As the host, or as a viewer for what only viewers may send.

@@ -392,15 +392,16 @@ pub struct Joined {
 /// brands and admins; 400 `bad_quantity`, `bad_invite`, key errors; 409
 /// `group_buy_ended`, `cap_exceeded`, `sold_out`, `idempotency_key_reused`,
 /// `duplicate_request`; 404.
-#[tracing::instrument(skip_all, fields(%id, buyer = %claims.sub), err(level = "debug"))]
+#[tracing::instrument(skip_all, fields(%id, %buyer), err(level = "debug"))]
 pub async fn join(
     live: &Live,
-    claims: &Claims,
+    buyer: &str,
+    role: Role,
     id: Uuid,
     idempotency_key: &str,
     request: JoinGroupBuy,
 ) -> Result<Joined> {
-    if claims.role != Role::Viewer {
+    if role != Role::Viewer {
         return Err(Error::forbidden(
             "only buyers join: hosts, agencies, brands and admins cannot",
         ));
@@ -421,7 +422,47 @@ pub async fn join(
             ));
         }
     }
-    joining::join(live, &claims.sub, id, idempotency_key, request).await
+    joining::join(live, buyer, id, idempotency_key, request).await
+}
+
+/// `group_buy.join` from a socket: the same checks and answers as the
+/// HTTP route, and `wrong_room` for a group buy of another session.
+pub(crate) async fn socket_join(
+    live: &Live,
+    ctx: &hawker_hub::CommandContext,
+    join: hawker_hub::GroupJoin,
+) -> Result<hawker_hub::GroupJoinReply> {
+    let member = &ctx.member;
+    let session: Option<Uuid> =
+        sqlx::query_scalar("select session_id from group_buy where group_buy_id = $1")
+            .bind(join.group_buy_id)
+            .fetch_optional(live.db())
+            .await?;
+    match session {
+        None => return Err(Error::NotFound("group buy")),
+        Some(s) if s != ctx.room => {
+            return Err(Error::invalid(
+                "wrong_room",
+                "the group buy belongs to another session's room",
+            ))
+        }
+        Some(_) => {}
+    }
+    let joined = self::join(
+        live,
+        &member.user,
+        member.role,
+        join.group_buy_id,
+        &join.idempotency_key,
+        JoinGroupBuy {
+            quantity: join.quantity,
+            invite: join.invite,
+        },
+    )
+    .await?;
+    Ok(hawker_hub::GroupJoinReply {
+        joined: serde_json::to_value(&joined).map_err(anyhow::Error::from)?,
+    })
 }
 
 /// Why the host cancels.

@@ -244,8 +244,8 @@ pub(crate) async fn close(live: &Live, id: Uuid, why: Close<'_>) -> Result<Optio
     hawker_hub::durable::enqueue(
         &mut tx,
         g.session_id,
-        &Publication::new("group_buy.ended", view.clone())
-            .set_state(state_key(id), view)
+        &Publication::new("group_buy.ended", view)
+            .remove_state(state_key(id))
             .versioned(version_key(id), i64::MAX),
     )
     .await?;

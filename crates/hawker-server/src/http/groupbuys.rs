@@ -121,7 +121,8 @@ pub async fn join_group_buy(
     Json(request): Json<JoinGroupBuy>,
 ) -> ApiResult<(StatusCode, Json<Joined>)> {
     let key = super::commerce::idempotency_key(&headers)?;
-    let joined = groupbuys::join(&state.live, auth.claims(), group_buy_id, key, request).await?;
+    let claims = auth.claims();
+    let joined = groupbuys::join(&state.live, &claims.sub, claims.role, group_buy_id, key, request).await?;
     let status = if joined.replayed {
         StatusCode::OK
     } else {

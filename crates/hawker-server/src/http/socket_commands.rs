@@ -6,7 +6,7 @@
 
 use hawker_hub::{
     Bid, BidReply, Buy, BuyReply, Claim, ClaimReply, CommandContext, CommerceCommands, CommerceFuture, Enter,
-    EnterReply,
+    EnterReply, GroupJoin, GroupJoinReply,
 };
 
 /// Commerce and live formats, for one socket.
@@ -30,5 +30,13 @@ impl CommerceCommands for SocketCommands {
 
     fn enter_giveaway<'a>(&'a self, ctx: &'a CommandContext, enter: Enter) -> CommerceFuture<'a, EnterReply> {
         Box::pin(self.live.socket_enter(ctx, enter))
+    }
+
+    fn join_group_buy<'a>(
+        &'a self,
+        ctx: &'a CommandContext,
+        join: GroupJoin,
+    ) -> CommerceFuture<'a, GroupJoinReply> {
+        Box::pin(self.live.socket_join_group_buy(ctx, join))
     }
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::support::fixtures::{session_with_lineup, token};
 use crate::support::process::{hawker, ServerProcess};
-use crate::support::socket::join as join_room;
+use crate::support::socket::{connect, join as join_room};
 use crate::support::{settings_with, spawn_app, spawn_app_with, test_database_url, RedisServer, TestApp};
 
 /// Opens a group buy on link #1 as the agency; it must be created (201).
@@ -539,4 +539,72 @@ async fn the_host_cancels_a_running_group_buy_and_a_viewer_cannot() {
         .await
         .unwrap();
     assert_eq!(orders, 0);
+}
+
+#[tokio::test]
+async fn a_viewer_joins_over_the_socket_with_the_http_rules_and_only_in_its_room() {
+    let app = spawn_app().await;
+    let (agency, session) = session_with_lineup(&app).await;
+    let group_buy = open(
+        &app,
+        agency,
+        session,
+        json!({"link_number": 1, "tiers": tiers(), "min_participants": 1, "duration_secs": 600,
+               "per_buyer_cap": 2, "stock": 10}),
+    )
+    .await;
+    let id = group_buy["group_buy_id"].as_str().unwrap();
+    let mut viewer = connect(app.addr, session, &app.token("sam", Role::Viewer), None).await;
+    let welcome = viewer.expect("welcome").await;
+    assert_eq!(
+        welcome["state"][format!("group_buy:{id}")]["status"],
+        "running",
+        "{welcome}"
+    );
+    let ack = viewer
+        .call(
+            "group_buy.join",
+            json!({"group_buy_id": id, "idempotency_key": "s1", "quantity": 2}),
+        )
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(
+        (
+            ack["data"]["joined"]["units"].as_i64(),
+            ack["data"]["joined"]["replayed"].as_bool()
+        ),
+        (Some(2), Some(false))
+    );
+    let again = viewer
+        .call(
+            "group_buy.join",
+            json!({"group_buy_id": id, "idempotency_key": "s1", "quantity": 2}),
+        )
+        .await;
+    assert_eq!(again["data"]["joined"]["replayed"], true, "{again}");
+    let over = viewer
+        .call(
+            "group_buy.join",
+            json!({"group_buy_id": id, "idempotency_key": "s2"}),
+        )
+        .await;
+    assert_eq!(over["code"], "cap_exceeded", "{over}");
+    let mut host = join_room(app.addr, session, &app.agency_token(agency)).await;
+    let refused = host
+        .call(
+            "group_buy.join",
+            json!({"group_buy_id": id, "idempotency_key": "h"}),
+        )
+        .await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    // From another session's room.
+    let (_, elsewhere) = session_with_lineup(&app).await;
+    let mut other = join_room(app.addr, elsewhere, &app.token("sam", Role::Viewer)).await;
+    let wrong = other
+        .call(
+            "group_buy.join",
+            json!({"group_buy_id": id, "idempotency_key": "s3", "quantity": 1}),
+        )
+        .await;
+    assert_eq!(wrong["code"], "wrong_room", "{wrong}");
 }
