@@ -21,7 +21,7 @@
 //! - a route: a line in [`HTTP`], `"METHOD /path"` exactly as in the OpenAPI
 //!   document. A route whose path parameters are the world's
 //!   (`{session_id}`, `{agency_id}`, `{host_id}`, `{deal_id}`, `{order_id}`,
-//!   `{coupon_drop_id}`, `{giveaway_id}`, `{campaign_id}`, `{link_number}`, `{brand_id}`,
+//!   `{coupon_drop_id}`, `{giveaway_id}`, `{group_buy_id}`, `{campaign_id}`, `{link_number}`, `{brand_id}`,
 //!   `{product_id}`, `{sku_id}`, `{user}`) and that needs no
 //!   body needs nothing else. Otherwise add an arm to [`request`] that builds
 //!   a request valid in every way but who sends it, with fresh resources
@@ -229,6 +229,12 @@ const HTTP: &[(&str, &str)] = &[
     ("GET /v1/auctions/{auction_id}/bids",                     "ok   ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("POST /v1/auctions/{auction_id}/void",                    "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     ("POST /v1/auctions/{auction_id}/second-chance",           "401  403  403  ok   ok   403  ok   403  403  403  ok"),
+    // Group buys: whoever may host the session runs them; only viewer tokens join.
+    ("POST /v1/sessions/{session_id}/group-buys",              "401  403  403  ok   ok   403  ok   403  403  403  ok"),
+    ("GET /v1/sessions/{session_id}/group-buys",               "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("GET /v1/group-buys/{group_buy_id}",                      "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("POST /v1/group-buys/{group_buy_id}/joins",               "401  ok   ok   403  403  403  403  403  403  403  403"),
+    ("POST /v1/group-buys/{group_buy_id}/cancel",              "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     // Calendar feeds: a host their own, an agency (and admins) the agency's.
     // The feed itself takes its secret URL; a bearer token neither helps nor hurts.
     ("POST /v1/me/calendar-feed",                              "401  403  403  ok   ok   ok   403  403  403  403  403"),
@@ -262,6 +268,7 @@ const SOCKET: &[(&str, &str)] = &[
     ("deal.buy",          "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("coupon.claim",      "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("giveaway.enter",    "401  ok   ok   403  403  403  403  403  403  403  403"),
+    ("group_buy.join",    "401  ok   ok   403  403  403  403  403  403  403  403"),
     ("auction.bid",       "401  ok   ok   403  403  403  403  403  403  403  403"),
 ];
 
@@ -450,6 +457,8 @@ struct World {
     giveaway: Uuid,
     /// A running auction of the session's link #1.
     auction: Uuid,
+    /// A running group buy of the session's link #1.
+    group_buy: Uuid,
     webhook_secret: String,
     /// Distinct numbers for cells that need their own day or time.
     slot: AtomicI64,
@@ -508,6 +517,7 @@ impl World {
             ("{order_id}", self.order.to_string()),
             ("{coupon_drop_id}", self.coupon_drop.to_string()),
             ("{giveaway_id}", self.giveaway.to_string()),
+            ("{group_buy_id}", self.group_buy.to_string()),
             ("{auction_id}", self.auction.to_string()),
             ("{campaign_id}", self.campaign.to_string()),
             ("{link_number}", "1".to_string()),
@@ -642,6 +652,15 @@ impl World {
             .await,
             201,
         );
+        let group_buy = ok(
+            post(
+                format!("/v1/sessions/{session_id}/group-buys"),
+                json!({"link_number": 1, "tiers": [{"min_participants": 1, "price_minor": 1000}],
+                       "min_participants": 1, "duration_secs": 3600, "per_buyer_cap": 100, "stock": 1000}),
+            )
+            .await,
+            201,
+        );
         // The host appoints the moderator in the session's room.
         let mut host_socket = socket::join(app.addr, session_id, &app.host_token(host)).await;
         let granted = host_socket.call("mod.grant", json!({"user": MODERATOR})).await;
@@ -664,6 +683,7 @@ impl World {
             coupon_drop: id(&drop, "coupon_drop_id"),
             giveaway: id(&giveaway, "giveaway_id"),
             auction: id(&auction, "auction_id"),
+            group_buy: id(&group_buy, "group_buy_id"),
             webhook_secret,
             slot: AtomicI64::new(0),
             refusals: HTTP
@@ -1013,6 +1033,15 @@ async fn request(app: &TestApp, w: &World, route: &str, who: Who) -> Request {
             Request::new(method, format!("/v1/giveaways/{}/void", id(&giveaway, "giveaway_id")))
                 .json(json!({"reason": "matrix"}))
         }
+        "POST /v1/sessions/{session_id}/group-buys" => plain.json(json!({
+            "link_number": 1, "tiers": [{"min_participants": 1, "price_minor": 1000}], "min_participants": 1,
+            "duration_secs": 600, "per_buyer_cap": 1, "stock": 1})),
+        "POST /v1/group-buys/{group_buy_id}/joins" => plain
+            .header("idempotency-key", &format!("matrix-{}", Uuid::new_v4()))
+            .json(json!({"quantity": 1})),
+        // The world's own group buy: the first cell allowed cancels it, the
+        // others then get 409 `group_buy_ended` (allowed, and past the checks).
+        "POST /v1/group-buys/{group_buy_id}/cancel" => plain.json(json!({"reason": "matrix"})),
         "POST /v1/payments/webhook" => {
             w.payment_event(&format!("matrix-{}", Uuid::new_v4()), w.order, w.order_amount)
         }
@@ -1280,6 +1309,8 @@ fn command_data(w: &World, kind: &str) -> Value {
         }
         "coupon.claim" => json!({"coupon_drop_id": w.coupon_drop}),
         "giveaway.enter" => json!({"giveaway_id": w.giveaway}),
+        "group_buy.join" => json!({"group_buy_id": w.group_buy, "quantity": 1,
+                                   "idempotency_key": Uuid::new_v4().to_string()}),
         "auction.bid" => json!({"auction_id": w.auction, "max_minor": 1_000_000 + w.slot() * 1000}),
         other => panic!("no data for `{other}`: add it to `command_data`"),
     }
