@@ -629,6 +629,7 @@ export class RoomState {
     const finished = (map, done) => new Map([...(map || new Map())].filter(([, v]) => done.includes(v.status)));
     this.auctions = finished(this.auctions, ['ended', 'voided']);
     this.giveaways = finished(this.giveaways, ['drawn', 'voided']);
+    this.groupBuys = finished(this.groupBuys, ['succeeded', 'failed', 'cancelled']);
     this.pinned = state.pinned || null;
     this.announcement = state.announcement || null;
     this.slowMode = state.slow_mode || 0;
@@ -644,6 +645,7 @@ export class RoomState {
       if (kind === 'coupon') this.coupons.set(id, { ...value });
       if (kind === 'auction') this.auctions.set(id, { ...value });
       if (kind === 'giveaway') this.giveaways.set(id, { ...value, count: value.entry_count ?? 0 });
+      if (kind === 'group_buy') this.groupBuys.set(id, { ...value });
     }
     for (const [key, value] of entries) {
       const [kind, id, extra] = key.split(':');
@@ -682,6 +684,15 @@ export class RoomState {
       const http = { ...g, count: Math.max(known?.count || 0, g.entry_count || 0) };
       if (known && (rank[known.status] ?? 0) >= (rank[g.status] ?? 0)) this.giveaways.set(g.giveaway_id, { ...http, ...known, count: http.count });
       else this.giveaways.set(g.giveaway_id, { ...known, ...http });
+    }
+  }
+
+  /** As mergeAuctions, for `GET /v1/sessions/{id}/group-buys`: the newer `version` wins, and a finished one is final. */
+  mergeGroupBuys(items) {
+    for (const g of items) {
+      const known = this.groupBuys.get(g.group_buy_id);
+      if (known && g.status === 'running' && (known.version ?? -1) >= (g.version ?? 0)) this.groupBuys.set(g.group_buy_id, { ...g, ...known });
+      else this.groupBuys.set(g.group_buy_id, { ...known, ...g });
     }
   }
 
@@ -806,6 +817,19 @@ export class RoomState {
         });
         return 'giveaway';
       }
+      case 'group_buy.started':
+      case 'group_buy.progress': {
+        const old = this.groupBuys.get(d.group_buy_id);
+        // Never backwards: an older view (from a slower node) or one after the end is ignored.
+        if (old && (old.status !== 'running' || (old.version ?? -1) > (d.version ?? 0))) return 'group_buy';
+        this.groupBuys.set(d.group_buy_id, { ...old, ...d });
+        return 'group_buy';
+      }
+      case 'group_buy.ended': {
+        const old = this.groupBuys.get(d.group_buy_id) || {};
+        this.groupBuys.set(d.group_buy_id, { ...old, ...d, status: d.outcome || d.status, cancel_reason: d.reason ?? old.cancel_reason });
+        return 'group_buy';
+      }
       case 'giveaway.voided': {
         const g = this.giveaways.get(d.giveaway_id) || { giveaway_id: d.giveaway_id };
         this.giveaways.set(d.giveaway_id, { ...g, status: 'voided', void_reason: d.reason, seed: d.seed });
@@ -832,6 +856,12 @@ export class RoomState {
   auctionList() {
     return [...this.auctions.values()].sort((a, b) => (a.status === 'running' ? 0 : 1) - (b.status === 'running' ? 0 : 1)
       || (a.status === 'running' ? String(a.ends_at).localeCompare(String(b.ends_at)) : String(b.auction_id).localeCompare(String(a.auction_id))));
+  }
+
+  /** Group buys: running first (soonest end first), then finished, newest first. */
+  groupBuyList() {
+    return [...this.groupBuys.values()].sort((a, b) => (a.status === 'running' ? 0 : 1) - (b.status === 'running' ? 0 : 1)
+      || (a.status === 'running' ? String(a.ends_at).localeCompare(String(b.ends_at)) : String(b.group_buy_id).localeCompare(String(a.group_buy_id))));
   }
 
   /** Giveaways: open and closed first, then drawn or voided, newest first. */
@@ -920,6 +950,38 @@ export function when(iso) {
   if (!iso) return '—';
   const d = new Date(iso);
   return `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })}, ${timeOfDay(d)}`;
+}
+
+// ---------- Group buys ----------
+
+/**
+ * A group buy's tiers as a ladder: each tier with whether it is unlocked
+ * (the group reached its `min_participants`) and whether it is the one in
+ * force; and how far the group is to the next tier (0 to 1).
+ */
+export function groupBuyLadder(g) {
+  const tiers = g.tiers || [];
+  const n = g.participants || 0;
+  const current = tiers.reduce((at, t, i) => (t.min_participants <= n ? i : at), 0);
+  const next = tiers[current + 1];
+  const from = tiers[current]?.min_participants || 0;
+  const progress = next ? Math.max(0, Math.min(1, (n - from) / (next.min_participants - from))) : 1;
+  return {
+    rows: tiers.map((t, i) => ({ ...t, unlocked: t.min_participants <= n, current: i === current })),
+    next,
+    progress,
+  };
+}
+
+/** Parses "1:3000, 10:2500, 50:2000" (participants:price in minor units) into tiers. */
+export function parseTiers(text) {
+  const tiers = String(text || '').split(',').map((part) => part.trim()).filter(Boolean).map((part) => {
+    const m = /^(\d+)\s*:\s*(\d+)$/.exec(part);
+    if (!m) throw new Error(`"${part}" is not participants:price`);
+    return { min_participants: Number(m[1]), price_minor: Number(m[2]) };
+  });
+  if (!tiers.length) throw new Error('at least one tier');
+  return tiers;
 }
 
 // ---------- Giveaway draws: recomputed in the browser ----------

@@ -1,11 +1,11 @@
 // The host console: go live, pin, launch deals, drop coupons, run auctions
-// and giveaways, moderate, end; live figures from the room and from
+// giveaways and group buys, moderate, end; live figures from the room and from
 // GET /v1/sessions/{id}/figures.
 import {
   fatal, attempt,
   $, h, fill, morphChildren, countdown, api, apiAll, money, shortId, toast, timeOfDay,
   obtainToken, askForToken, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
-  verifyGiveaway, verifyDrawCommand,
+  verifyGiveaway, verifyDrawCommand, groupBuyLadder,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -214,6 +214,7 @@ function onEvent(event) {
   }
   if (changed === 'auction') onAuctionEvent(event);
   if (changed === 'giveaway') onGiveawayEvent(event);
+  if (changed === 'group_buy') onGroupBuyEvent(event);
   if (changed === 'deal') renderDeals();
   if (changed === 'coupon') {
     renderDrops();
@@ -600,12 +601,15 @@ const OUTCOME = { sold: 'sold', no_bids: 'no sale · no bids', reserve_not_met: 
 
 /** The session's auctions and giveaways over HTTP (finished ones are not in the room's snapshot). */
 async function loadFormats() {
-  const [auctions, giveaways] = await Promise.all([
+  const [auctions, giveaways, groupBuys] = await Promise.all([
     apiAll(`/v1/sessions/${sessionId}/auctions`, { token }).catch(() => null),
     apiAll(`/v1/sessions/${sessionId}/giveaways`, { token }).catch(() => null),
+    apiAll(`/v1/sessions/${sessionId}/group-buys`, { token }).catch(() => null),
   ]);
   if (auctions) state.mergeAuctions(auctions);
   if (giveaways) state.mergeGiveaways(giveaways);
+  if (groupBuys) state.mergeGroupBuys(groupBuys);
+  renderGroupBuys();
   for (const a of state.auctions.values()) if (!bidLogs.has(a.auction_id) && (a.bids || a.bid_seq)) loadBidLog(a.auction_id);
   refreshWinnerOrders();
   renderAuctions();
@@ -667,6 +671,50 @@ function onGiveawayEvent(event) {
       break;
   }
   renderGiveaways();
+}
+
+function onGroupBuyEvent(event) {
+  const d = event.data || {};
+  const what = itemLabel(d.lineup_item_id);
+  if (event.type === 'group_buy.started') feed(`👥 group buy on ${what} until ${timeOfDay(d.ends_at)}`);
+  if (event.type === 'group_buy.ended') {
+    feed(d.outcome === 'succeeded'
+      ? `👥 group buy on ${what} succeeded: ${d.participants} buyers, ${d.units} units at ${money(d.final_price_minor, d.currency)}`
+      : `👥 group buy on ${what} ${d.outcome === 'cancelled' ? 'cancelled' : `failed (${d.participants} of ${d.min_participants} buyers)`}`, true);
+    loadFigures();
+  }
+  renderGroupBuys();
+}
+
+function renderGroupBuys() {
+  const box = $('#group-buys');
+  if (!box) return;
+  const list = state.groupBuyList().slice(0, 10);
+  const now = room ? room.now() : Date.now();
+  if (!list.length) {
+    morphChildren(box, [h('li', { class: 'empty', text: 'No group buys yet.' })]);
+    return;
+  }
+  morphChildren(box, list.map((g) => {
+    const running = g.status === 'running';
+    const ladder = groupBuyLadder(g);
+    return h('li', { class: `card tight group-buy ${g.status}`, dataset: { key: g.group_buy_id, testid: 'host-group-buy', status: g.status, groupBuyId: g.group_buy_id } },
+      h('div', { class: 'row between' }, h('b', { text: `👥 ${itemLabel(g.lineup_item_id)}` }),
+        running ? countdown('span', 'countdown', g.ends_at, 'ends in ', 'settling…', now)
+          : h('span', { class: `badge ${g.status === 'succeeded' ? 'ok' : 'bad'}`, text: g.status })),
+      h('ol', { class: 'plain tiers' }, ladder.rows.map((t, i) =>
+        h('li', { class: `tier${t.unlocked ? ' unlocked' : ''}${t.current ? ' current' : ''}`, dataset: { tier: String(i), unlocked: String(t.unlocked) } },
+          h('span', { text: `${t.min_participants}+` }), h('b', { class: 'num', text: money(t.price_minor, g.currency) })))),
+      h('div', { class: 'bar', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': String(Math.round(ladder.progress * 100)) },
+        h('span', { style: { width: `${Math.round(ladder.progress * 100)}%` } })),
+      h('small', { class: 'muted num', dataset: { testid: 'host-group-buy-figures', participants: String(g.participants || 0) } },
+        `${g.participants || 0} buyers (${g.min_reached ? 'minimum reached' : `${g.min_participants} needed`}) · ${g.units || 0} of ${g.stock} units`
+        + (g.final_price_minor ? ` · final ${money(g.final_price_minor, g.currency)}` : '')),
+      g.status === 'cancelled' ? h('div', { class: 'notice bad', text: `Cancelled: ${g.cancel_reason || ''}` }) : null,
+      running ? h('form', { class: 'row nowrap', dataset: { action: 'cancel-group-buy', id: g.group_buy_id, key: 'cancel' } },
+        h('input', { name: 'reason', class: 'grow', maxlength: '500', required: true, placeholder: 'Reason to cancel (shown to the room)', 'aria-label': 'reason to cancel the group buy' }),
+        h('button', { class: 'small danger', type: 'submit', text: 'Cancel' })) : null);
+  }));
 }
 
 /** New bids of an auction's public log, after the last one we have (one request at a time). */
@@ -748,11 +796,13 @@ function readIncrementLines() {
 }
 
 function renderAuctionItems(pinnedLink) {
-  const select = $('#auction-form [name=link]');
-  const chosen = select.value;
-  fill(select, lineup.map((i) => h('option', { value: String(i.link_number), text: `#${i.link_number} ${i.product_name} — ${money(i.price_minor, i.currency)}` })));
-  if (chosen && lineup.some((i) => String(i.link_number) === chosen)) select.value = chosen;
-  else if (pinnedLink) select.value = String(pinnedLink);
+  for (const form of ['#auction-form', '#group-buy-form']) {
+    const select = $(`${form} [name=link]`);
+    const chosen = select.value;
+    fill(select, lineup.map((i) => h('option', { value: String(i.link_number), text: `#${i.link_number} ${i.product_name} — ${money(i.price_minor, i.currency)}` })));
+    if (chosen && lineup.some((i) => String(i.link_number) === chosen)) select.value = chosen;
+    else if (pinnedLink) select.value = String(pinnedLink);
+  }
   suggestAuction();
 }
 
@@ -977,6 +1027,36 @@ $('#giveaway-form').addEventListener('submit', async (e) => {
   }
 });
 
+$('#group-buy-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const f = e.currentTarget;
+  let tiers;
+  try {
+    tiers = f.tiers.value.split(',').map((part) => {
+      const [buyers, price] = part.split(':').map((x) => x.trim());
+      return { min_participants: Number(buyers), price_minor: Math.round(Number(price) * 100) };
+    });
+  } catch {
+    toast('Tiers: buyers:price, separated by commas', 'warn');
+    return;
+  }
+  const body = {
+    link_number: Number(f.link.value),
+    tiers,
+    min_participants: Number(f.min.value),
+    duration_secs: Number(f.duration.value),
+    per_buyer_cap: Number(f.cap.value),
+    stock: Number(f.stock.value),
+  };
+  const g = await attempt('The group buy was refused', () => api(`/v1/sessions/${sessionId}/group-buys`, { method: 'POST', token, body }));
+  if (g) {
+    toast(`Group buy on #${body.link_number} started`, 'ok', 2500);
+    state.mergeGroupBuys([g]);
+    renderGroupBuys();
+    loadLineup();
+  }
+});
+
 // Void forms live inside re-rendered cards: handled here, by delegation.
 document.addEventListener('submit', async (e) => {
   const form = e.target.closest('form[data-action]');
@@ -990,6 +1070,12 @@ document.addEventListener('submit', async (e) => {
     if (a) {
       state.mergeAuctions([a]);
       renderAuctions();
+    }
+  } else if (action === 'cancel-group-buy') {
+    const g = await attempt('Cancelling failed', () => api(`/v1/group-buys/${id}/cancel`, { method: 'POST', token, body: { reason } }));
+    if (g) {
+      state.mergeGroupBuys([g]);
+      renderGroupBuys();
     }
   } else if (action === 'void-giveaway') {
     const g = await attempt('Voiding failed', () => api(`/v1/giveaways/${id}/void`, { method: 'POST', token, body: { reason } }));

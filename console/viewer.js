@@ -1,10 +1,10 @@
 // The viewer page: watch a session's room, chat, like, claim coupons, buy,
-// bid in auctions (with a maximum) and enter giveaways, and check a draw.
+// bid in auctions (with a maximum), enter giveaways and check a draw, join group buys.
 import {
   fatal, viewerSignIn,
   $, h, fill, morphChildren, countdown, api, apiAll, money, clock, shortId, uuid, toast, timeOfDay,
   initials, askForSession, devInfo, Room, RoomState, discountText, startCountdowns,
-  viewerHref, decodeClaims, bidderPseudonym, verifyGiveaway, verifyDrawCommand,
+  viewerHref, decodeClaims, bidderPseudonym, verifyGiveaway, verifyDrawCommand, groupBuyLadder,
 } from './common.js';
 
 const params = new URLSearchParams(location.search);
@@ -223,8 +223,15 @@ function onEvent(event) {
     case 'giveaway.started':
       toast('✦ A giveaway just started — enter now!', 'ok', 2500);
       break;
+    case 'group_buy.started':
+      toast('👥 A group buy just started — the more join, the lower the price!', 'info', 2500);
+      break;
     default:
       break;
+  }
+  if (changed === 'group_buy') {
+    ensureItems();
+    renderGroupBuys();
   }
   if (changed === 'auction') onAuctionEvent(event);
   if (changed === 'giveaway') renderGiveaways();
@@ -273,6 +280,20 @@ function onNotice(notice) {
       renderAuctions();
       break;
     }
+    case 'group_buy.succeeded':
+      myJoins.set(d.group_buy_id, { ...myJoins.get(d.group_buy_id), units: d.quantity, order_id: d.order_id });
+      text = `The group buy succeeded: ${d.quantity} × at ${money(d.unit_price_minor, d.currency)} (${money(d.amount_minor, d.currency)}). Pay to get it.`;
+      toast(`👥 ${text}`, 'ok', 7000);
+      refreshOrder(d.order_id);
+      renderGroupBuys();
+      break;
+    case 'group_buy.failed':
+      text = d.reason === 'cancelled'
+        ? 'The host cancelled the group buy: nothing is charged.'
+        : `The group buy did not reach ${d.min_participants} participants: nothing is charged.`;
+      toast(text, 'warn', 6000);
+      renderGroupBuys();
+      break;
     case 'giveaway.won':
       giveawayWins.set(d.giveaway_id, d);
       if (d.entry_id) rememberEntry(d.giveaway_id, d.entry_id);
@@ -555,7 +576,8 @@ function renderOrders() {
       h('div', { class: 'row between' },
         h('b', {}, `${order.quantity} × ${product?.product_name || 'item'}`,
           order.source === 'auction' ? h('small', { class: 'muted', text: ' · won at auction' }) : null,
-          order.source === 'giveaway' ? h('small', { class: 'muted', text: ' · giveaway prize' }) : null),
+          order.source === 'giveaway' ? h('small', { class: 'muted', text: ' · giveaway prize' }) : null,
+          order.source === 'group_buy' ? h('small', { class: 'muted', text: ' · group buy' }) : null),
         statusBadge(order)),
       h('div', { class: 'row between' },
         h('small', { class: 'num' },
@@ -713,12 +735,20 @@ function itemById(lineupItemId) {
 
 /** Auctions and giveaways over HTTP: the finished ones are not in the room's snapshot. */
 async function loadFormats() {
-  const [auctions, giveaways] = await Promise.all([
+  const [auctions, giveaways, groupBuys] = await Promise.all([
     apiAll(`/v1/sessions/${sessionId}/auctions`, { token }).catch(() => null),
     apiAll(`/v1/sessions/${sessionId}/giveaways`, { token }).catch(() => null),
+    apiAll(`/v1/sessions/${sessionId}/group-buys`, { token }).catch(() => null),
   ]);
   if (auctions) state.mergeAuctions(auctions);
   if (giveaways) state.mergeGiveaways(giveaways);
+  if (groupBuys) {
+    state.mergeGroupBuys(groupBuys);
+    // This viewer's part in the recent ones (units, invite code, order).
+    await Promise.all(groupBuys.slice(-5).map((g) => api(`/v1/group-buys/${g.group_buy_id}`, { token })
+      .then((one) => { if (one.you) myJoins.set(g.group_buy_id, one.you); })
+      .catch(() => {})));
+  }
   for (const a of state.auctions.values()) {
     // The winner sees their order on the auction.
     if (a.winner_id === me && a.order_id && !wins.has(a.auction_id)) {
@@ -728,13 +758,14 @@ async function loadFormats() {
   ensureItems();
   renderAuctions();
   renderGiveaways();
+  renderGroupBuys();
 }
 
 let itemsLoading = null;
 const itemsAsked = new Set();
 /** Loads the lineup again when an auction or giveaway names an item this page has not seen. */
 function ensureItems() {
-  const missing = [...state.auctions.values(), ...state.giveaways.values()]
+  const missing = [...state.auctions.values(), ...state.giveaways.values(), ...state.groupBuys.values()]
     .map((x) => x.lineup_item_id)
     .filter((id) => id && !itemById(id) && !itemsAsked.has(id));
   if (!missing.length || itemsLoading) return;
@@ -743,6 +774,7 @@ function ensureItems() {
     itemsLoading = null;
     renderAuctions();
     renderGiveaways();
+    renderGroupBuys();
   });
 }
 
@@ -1013,6 +1045,114 @@ async function enter(giveawayId) {
   renderGiveaways();
 }
 
+// ---------- group buys ----------
+
+const myJoins = new Map(); // group_buy_id -> { units, invite_code, invited, order_id }
+const joinResults = new Map(); // group_buy_id -> { kind, text }
+const JOIN_ERRORS = {
+  group_buy_ended: 'The group buy is over.',
+  cap_exceeded: 'You have reached the limit per buyer for this group buy.',
+  sold_out: 'Not enough units left for that quantity.',
+  forbidden: 'You cannot join this group buy.',
+  not_found: 'This group buy no longer exists.',
+  bad_quantity: 'That quantity is not allowed.',
+};
+
+function renderGroupBuys() {
+  const box = $('#group-buys');
+  if (!box) return;
+  const list = visible(state.groupBuyList(), (g) => g.status === 'running');
+  const now = room ? room.now() : Date.now();
+  morphChildren(box, list.map((g) => groupBuyCard(g, now)));
+}
+
+function groupBuyCard(g, now) {
+  const id = g.group_buy_id;
+  const item = itemById(g.lineup_item_id);
+  const mine = myJoins.get(id);
+  const running = g.status === 'running' && Date.parse(g.ends_at) > now;
+  const ladder = groupBuyLadder(g);
+  const result = joinResults.get(id);
+  const left = Math.max(0, (g.stock ?? 0) - (g.units ?? 0));
+  const room_for = Math.max(0, Math.min(g.per_buyer_cap - (mine?.units || 0), left));
+  const quantity = Math.max(1, Math.min(quantities.get(id) || 1, room_for || 1));
+  let timer;
+  if (g.status === 'running') timer = countdown('span', 'countdown', g.ends_at, 'ends in ', 'settling…', now);
+  else if (g.status === 'succeeded') timer = h('span', { class: 'badge ok', text: 'succeeded' });
+  else timer = h('span', { class: 'badge bad', text: g.status });
+  let action = null;
+  if (running && room_for > 0) {
+    action = h('div', { class: 'row' },
+      h('button', { class: 'small', type: 'button', text: '−', disabled: quantity <= 1, dataset: { action: 'gb-fewer', id } }),
+      h('span', { class: 'num', dataset: { testid: 'group-buy-quantity' }, text: String(quantity) }),
+      h('button', { class: 'small', type: 'button', text: '+', disabled: quantity >= room_for, dataset: { action: 'gb-more', id } }),
+      h('button', { class: 'primary', type: 'button', disabled: busy.has(id), text: busy.has(id) ? 'Joining…' : mine ? 'Join with more' : 'Join',
+        dataset: { testid: 'join-group-buy', action: 'join-group-buy', id } }));
+  } else if (running && left === 0) {
+    action = h('span', { class: 'badge', text: 'all units taken' });
+  }
+  const nextText = ladder.next
+    ? `${ladder.next.min_participants - (g.participants || 0)} more to unlock ${money(ladder.next.price_minor, g.currency)}`
+    : 'best price unlocked';
+  const share = mine?.invite_code ? viewerHref('viewer.html', { session: sessionId, invite: mine.invite_code }) : null;
+  return h('article', { class: `card group-buy ${g.status}`, dataset: { key: id, testid: 'group-buy', groupBuyId: id, status: g.status } },
+    h('div', { class: 'row between' }, h('span', { class: `badge ${g.status === 'running' ? 'live' : ''}`, text: '👥 Group buy' }), timer),
+    h('div', { class: 'product' },
+      h('div', { class: 'swatch', text: item ? `#${item.link_number}` : '👥' }),
+      h('div', { class: 'grow' },
+        h('h3', { text: item ? item.product_name : 'Group buy' }),
+        h('small', { text: `Everyone pays the final tier's price · ${g.per_buyer_cap} per buyer · ${left} of ${g.stock} left` }))),
+    h('ol', { class: 'plain tiers', dataset: { testid: 'group-buy-tiers' } }, ladder.rows.map((t, i) =>
+      h('li', { class: `tier${t.unlocked ? ' unlocked' : ''}${t.current ? ' current' : ''}`,
+        dataset: { testid: 'group-buy-tier', tier: String(i), unlocked: String(t.unlocked), current: String(t.current) } },
+        h('span', { text: `${t.min_participants}+ ${t.min_participants === 1 ? 'buyer' : 'buyers'}` }),
+        h('b', { class: 'num', text: money(t.price_minor, g.currency) }),
+        t.current ? h('small', { class: 'badge ok', text: g.status === 'succeeded' ? 'final' : 'now' }) : null))),
+    h('div', { class: 'bar', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': String(Math.round(ladder.progress * 100)) },
+      h('span', { style: { width: `${Math.round(ladder.progress * 100)}%` } })),
+    h('div', { class: 'row between' },
+      h('span', { class: 'num', dataset: { testid: 'group-buy-participants', count: String(g.participants || 0) } },
+        h('b', { text: String(g.participants || 0) }), ` joined · ${g.min_reached ? 'minimum reached ✓' : `${g.min_participants} needed`}`),
+      h('small', { class: 'muted', text: g.status === 'running' ? nextText : '' })),
+    action,
+    mine ? h('div', { class: 'notice ok', dataset: { testid: 'group-buy-joined', units: String(mine.units) } },
+      `You joined with ${mine.units} unit${mine.units === 1 ? '' : 's'}`,
+      mine.invited ? ` · ${mine.invited} joined through your invite` : '',
+      mine.order_id ? ' · your order is below' : '') : null,
+    share && running ? h('small', { class: 'muted' }, 'Invite friends: ', h('a', { href: share, dataset: { testid: 'group-buy-invite' }, text: 'share this link' })) : null,
+    result ? h('div', { class: `notice ${result.kind}`, role: 'status', text: result.text }) : null,
+    g.status === 'failed' ? h('div', { class: 'notice warn', text: 'Not enough people joined: nobody was charged.' }) : null,
+    g.status === 'cancelled' ? h('div', { class: 'notice bad', text: `The host cancelled it${g.cancel_reason ? `: ${g.cancel_reason}` : ''}. Nobody was charged.` }) : null);
+}
+
+async function joinGroupBuy(id, quantity) {
+  busy.add(id);
+  joinResults.delete(id);
+  renderGroupBuys();
+  const key = uuid();
+  const invite = params.get('invite') || undefined;
+  const body = { quantity, ...(invite ? { invite } : {}) };
+  const http = () => api(`/v1/group-buys/${id}/joins`, { method: 'POST', token, body, headers: { 'idempotency-key': key } });
+  try {
+    let joined;
+    try {
+      if (room?.status === 'live') joined = (await room.send('group_buy.join', { group_buy_id: id, idempotency_key: key, ...body })).joined;
+      else joined = await http();
+    } catch (e) {
+      // The same key over HTTP answers the same join, never a second one.
+      if (!RETRYABLE.has(e.code)) throw e;
+      joined = await http();
+    }
+    myJoins.set(id, { ...myJoins.get(id), units: joined.units, invite_code: joined.invite_code });
+    quantities.delete(id);
+    joinResults.set(id, { kind: 'ok', text: `Joined! ${joined.participants} in the group now.` });
+  } catch (e) {
+    joinResults.set(id, { kind: 'bad', text: JOIN_ERRORS[e.code] || e.message });
+  }
+  busy.delete(id);
+  renderGroupBuys();
+}
+
 /** Recomputes the draw here (WebCrypto SHA-256) from the published seed and entry list. */
 async function verify(giveawayId) {
   verifications.set(giveawayId, 'running');
@@ -1084,6 +1224,16 @@ document.addEventListener('click', (e) => {
     case 'enter':
       enter(id);
       break;
+    case 'gb-fewer':
+    case 'gb-more':
+      quantities.set(id, Math.max(1, (quantities.get(id) || 1) + (target.dataset.action === 'gb-more' ? 1 : -1)));
+      renderGroupBuys();
+      break;
+    case 'join-group-buy': {
+      const g = state.groupBuys.get(id);
+      if (g) joinGroupBuy(id, Math.max(1, quantities.get(id) || 1));
+      break;
+    }
     case 'verify':
       verify(id);
       break;

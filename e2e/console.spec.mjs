@@ -798,6 +798,52 @@ async function main() {
     await shoot(host.page, 'formats-host-desktop');
   });
 
+  // ---------- issue 17: a group buy to success ----------
+
+  await step('host starts a group buy (10 s, tiers $20 then $15 from 2 buyers); both viewers join and see the second tier unlock', async () => {
+    const { page } = host;
+    await page.selectOption('[data-testid=group-buy-item]', '1');
+    await page.fill('[data-testid=group-buy-tiers-input]', '1:20.00, 2:15.00');
+    await page.fill('[data-testid=group-buy-min]', '2');
+    await page.fill('[data-testid=group-buy-duration]', '10');
+    await page.fill('[data-testid=group-buy-cap]', '2');
+    await page.fill('[data-testid=group-buy-stock]', '10');
+    await page.click('[data-testid=start-group-buy]');
+    await until('the group buy on the host', async () => (await page.locator('[data-testid=host-group-buy][data-status=running]').count()) === 1);
+    const cards = [alice, bob].map(({ page: viewer }) => viewer.locator('[data-testid=group-buy][data-status=running]'));
+    for (const card of cards) await until('the group buy on the viewer', async () => (await card.count()) === 1);
+    const first = cards[0].locator('[data-testid=group-buy-tier][data-tier="0"]');
+    check((await attr(first, 'data-current')) === 'true', 'the first tier is in force before anyone joins');
+    await cards[0].locator('[data-testid=join-group-buy]').click();
+    await cards[0].locator('[data-testid=group-buy-joined][data-units="1"]').waitFor();
+    await cards[1].locator('[data-action=gb-more]').click();
+    await cards[1].locator('[data-testid=join-group-buy]').click();
+    await cards[1].locator('[data-testid=group-buy-joined][data-units="2"]').waitFor();
+    // The room's progress reaches every page: two buyers, the $15 tier unlocked.
+    for (const card of cards) {
+      await until('2 participants', async () => (await attr(card.locator('[data-testid=group-buy-participants]'), 'data-count')) === '2');
+      await until('the second tier', async () => (await attr(card.locator('[data-testid=group-buy-tier][data-tier="1"]'), 'data-current')) === 'true');
+    }
+    await until('2 buyers on the host', async () => (await attr(page.locator('[data-testid=host-group-buy-figures]'), 'data-participants')) === '2');
+    await shoot(alice.page, 'group-buy-viewer-phone', PHONE);
+  });
+
+  await step('the countdown ends: the group buy succeeds, alice pays $15.00 (the final tier), bob owes $30.00', async () => {
+    for (const { page: viewer } of [alice, bob]) {
+      await until('success', async () => (await viewer.locator('[data-testid=group-buy][data-status=succeeded]').count()) === 1, 20_000);
+      await until('the success notice', async () => (await viewer.locator('[data-testid=notices] li[data-kind="group_buy.succeeded"]').count()) === 1);
+    }
+    const order = alice.page.locator('[data-testid=order][data-status=pending_payment]', { hasText: 'group buy' });
+    await until('alice’s group-buy order', async () => (await order.count()) === 1);
+    check((await text(order.locator('[data-testid=order-amount]'))) === '$15.00', 'alice pays the final tier’s price');
+    await order.locator('[data-testid=pay]').click();
+    await until('alice’s group-buy order paid', async () => (await alice.page.locator('[data-testid=order][data-status=paid]', { hasText: 'group buy' }).count()) === 1);
+    const his = bob.page.locator('[data-testid=order]', { hasText: 'group buy' });
+    await until('bob’s group-buy order', async () => (await his.count()) === 1);
+    check((await text(his.locator('[data-testid=order-amount]'))) === '$30.00', 'bob’s two units at the final price');
+    await until('the success on the host', async () => (await host.page.locator('[data-testid=host-group-buy][data-status=succeeded]').count()) === 1);
+  });
+
   await step('host ends the session; the viewers are told', async () => {
     const { page } = host;
     await page.click('[data-testid=end-session]');
