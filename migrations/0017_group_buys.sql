@@ -27,6 +27,8 @@ create table group_buy (
     -- Distinct buyers and units joined so far (the batches keep them under the row's lock).
     participants      integer not null default 0 check (participants >= 0),
     units             integer not null default 0 check (units >= 0 and units <= stock),
+    -- Participants who joined through another participant's invite code.
+    invited           integer not null default 0 check (invited >= 0 and invited <= participants),
     -- Bumped by every batch of joins: the version of the room's `group_buy:<id>` snapshot.
     version           bigint not null default 0,
     -- Once succeeded: the price every participant pays.

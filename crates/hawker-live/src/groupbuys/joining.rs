@@ -316,6 +316,8 @@ pub(crate) struct Writes {
     pub participants: Vec<(String, i32, String, Option<String>)>,
     pub units: i32,
     pub new_participants: i32,
+    /// New participants who came through an invite.
+    pub invited: i32,
 }
 
 /// Who gets what in a batch, in arrival order: pure, so each rule has a
@@ -406,6 +408,7 @@ pub(crate) fn decide(id: Uuid, known: &Known, asks: &[Ask]) -> (Vec<Outcome>, Wr
                 })
                 .filter(|inviter| *inviter != ask.buyer);
             codes.insert(ask.buyer.as_str(), code.clone());
+            writes.invited += i32::from(inviter.is_some());
             writes
                 .participants
                 .push((ask.buyer.clone(), ask.quantity, code, inviter));
@@ -554,13 +557,14 @@ async fn commit(live: &Live, id: Uuid, asks: &[Ask]) -> Result<(Vec<Outcome>, Gr
         .await?;
     }
     let group_buy = sqlx::query_as::<_, GroupBuy>(&format!(
-        "update group_buy set units = units + $2, participants = participants + $3,
+        "update group_buy set units = units + $2, participants = participants + $3, invited = invited + $4,
                 version = version + case when $2 > 0 then 1 else 0 end
           where group_buy_id = $1 returning {GROUP_BUY_COLUMNS}"
     ))
     .bind(id)
     .bind(writes.units)
     .bind(writes.new_participants)
+    .bind(writes.invited)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -700,5 +704,6 @@ mod tests {
             .map(|p| (p.0.as_str(), p.3.as_deref()))
             .collect();
         assert_eq!(invited, [("b", Some("a")), ("c", Some("b")), ("d", None)]);
+        assert_eq!(writes.invited, 2);
     }
 }

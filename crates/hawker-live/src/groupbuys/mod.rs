@@ -71,6 +71,8 @@ pub struct GroupBuy {
     pub participants: i32,
     /// Units joined, all participants together.
     pub units: i32,
+    /// Participants who joined through another participant's invite code.
+    pub invited: i32,
     /// Bumped by every batch of joins (the room snapshot's version).
     pub version: i64,
     /// Once succeeded: what every participant pays per unit.
@@ -94,7 +96,7 @@ pub struct GroupBuy {
 
 pub(crate) const GROUP_BUY_COLUMNS: &str = "group_buy_id, session_id, lineup_item_id, sku_id, currency::text as currency, \
     tiers, min_participants, per_buyer_cap, stock, duration_secs, status, starts_at, ends_at, participants, units, \
-    version, final_price_minor, settled_at, cancel_reason, created_at";
+    invited, version, final_price_minor, settled_at, cancel_reason, created_at";
 
 impl GroupBuy {
     fn derive(mut self) -> GroupBuy {

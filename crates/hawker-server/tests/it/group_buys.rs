@@ -412,6 +412,10 @@ async fn joins_are_idempotent_by_key_capped_for_buyers_only_and_invites_are_coun
         .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["you"]["invited"], 1, "{view}");
+    assert_eq!(
+        view["invited"], 1,
+        "the group buy counts joins through invites: {view}"
+    );
     assert_eq!(view["you"]["units"], 1, "{view}");
     let progress = room
         .until("progress at 2 participants", Duration::from_secs(10), |f| {
