@@ -146,7 +146,8 @@ pub(crate) async fn join(
 
 /// The answer to a join already in Postgres.
 async fn replay(live: &Live, buyer: &str, id: Uuid, key: &str) -> Result<Joined> {
-    let row: Option<(i32, i32, i32, DateTime<Utc>, String, sqlx::types::Json<Vec<Tier>>)> = sqlx::query_as(
+    type Row = (i32, i32, i32, DateTime<Utc>, String, sqlx::types::Json<Vec<Tier>>);
+    let row: Option<Row> = sqlx::query_as(
         "select j.quantity, p.units, g.participants, g.ends_at, p.invite_code, g.tiers
            from group_buy_join j
            join group_buy g on g.group_buy_id = j.group_buy_id
