@@ -12,6 +12,7 @@
 //! `hawker:groupbuy:{<id>}:*`; others call its functions.
 
 pub mod auctions;
+pub(crate) mod batch;
 pub mod commands;
 pub mod config;
 pub mod giveaways;

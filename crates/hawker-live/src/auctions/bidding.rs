@@ -209,31 +209,9 @@ pub(crate) async fn run(live: Live, inbox: BatcherInbox, shutdown: CancellationT
     let mut inbox = inbox.0;
     let max = live.config().bid_batch_max.max(1);
     let window = Duration::from_micros(live.config().bid_batch_window_us);
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = inbox.recv() => match r { Some(r) => r, None => return },
-        };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + window;
-        while batch.len() < max {
-            match inbox.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => match tokio::time::timeout_at(deadline, inbox.recv()).await {
-                    Ok(Some(r)) => batch.push(r),
-                    _ => break,
-                },
-            }
-        }
+    while let Some(batch) = crate::batch::next(&mut inbox, max, window, &shutdown).await {
         // Per auction, in arrival order.
-        let mut groups: Vec<(Uuid, Vec<Request>)> = Vec::new();
-        for r in batch {
-            match groups.iter_mut().find(|(id, _)| *id == r.auction_id) {
-                Some((_, g)) => g.push(r),
-                None => groups.push((r.auction_id, vec![r])),
-            }
-        }
-        for (auction_id, group) in groups {
+        for (auction_id, group) in crate::batch::per_key(batch, |r| r.auction_id) {
             settle(&live, auction_id, group).await;
         }
     }

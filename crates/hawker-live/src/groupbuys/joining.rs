@@ -178,30 +178,8 @@ async fn replay(live: &Live, buyer: &str, id: Uuid, key: &str) -> Result<Joined>
 /// Runs until `shutdown`: gathers joins, settles them per group buy.
 pub(crate) async fn run(live: Live, inbox: BatcherInbox, shutdown: CancellationToken) {
     let mut inbox = inbox.0;
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = inbox.recv() => match r { Some(r) => r, None => return },
-        };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-        while batch.len() < BATCH_MAX {
-            match inbox.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => match tokio::time::timeout_at(deadline, inbox.recv()).await {
-                    Ok(Some(r)) => batch.push(r),
-                    _ => break,
-                },
-            }
-        }
-        let mut groups: Vec<(Uuid, Vec<Request>)> = Vec::new();
-        for r in batch {
-            match groups.iter_mut().find(|(id, _)| *id == r.group_buy_id) {
-                Some((_, g)) => g.push(r),
-                None => groups.push((r.group_buy_id, vec![r])),
-            }
-        }
-        for (id, group) in groups {
+    while let Some(batch) = crate::batch::next(&mut inbox, BATCH_MAX, BATCH_WINDOW, &shutdown).await {
+        for (id, group) in crate::batch::per_key(batch, |r| r.group_buy_id) {
             settle(&live, id, group).await;
         }
     }
