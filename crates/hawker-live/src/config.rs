@@ -23,6 +23,9 @@ pub struct LiveConfig {
     pub at_risk_days: i64,
     /// The anti-snipe window when an auction does not name one (s).
     pub snipe_window_secs: i32,
+    /// How long a node trusts its copy of a session's comment-to-buy setting
+    /// (ms): a change made on another node applies here within this time.
+    pub comment_cache_ms: u64,
 }
 
 impl Default for LiveConfig {
@@ -36,6 +39,7 @@ impl Default for LiveConfig {
             at_risk_unpaid_wins: 2,
             at_risk_days: 30,
             snipe_window_secs: 10,
+            comment_cache_ms: 1000,
         }
     }
 }

@@ -6,11 +6,13 @@
 //! Both run on the hub (room events, private notices) and end in orders
 //! created through `hawker_commerce::sourced`, whose order `source` names
 //! the auction or giveaway. This crate owns the tables `auction*` and
-//! `giveaway*` and the Redis keys `hawker:auction:{<id>}:*` and
+//! `giveaway*` (and `comment_to_buy`, [`comment_orders`]: keyword orders
+//! typed in chat) and the Redis keys `hawker:auction:{<id>}:*` and
 //! `hawker:giveaway:{<id>}:*`; others call its functions.
 
 pub mod auctions;
 pub mod commands;
+pub mod comment_orders;
 pub mod config;
 pub mod giveaways;
 
@@ -33,6 +35,10 @@ pub(crate) struct Inner {
     pub commerce: Commerce,
     /// The node's auction bidding service (batcher queue, cached prices).
     pub auctions: auctions::bidding::Auctions,
+    /// This node's copies of the sessions' comment-to-buy settings.
+    pub comment_cache: comment_orders::cache::SettingCache,
+    /// Background work that shutdown waits for (comment-to-buy orders).
+    pub tasks: TaskTracker,
 }
 
 /// The node's live-formats service. Cheap to clone.
@@ -55,6 +61,9 @@ impl Live {
         let (announcer, announcer_inbox) = auctions::events::announcer();
         let (auctions, batcher_inbox) = auctions::bidding::Auctions::new(announcer);
         let event_interval = std::time::Duration::from_millis(config.bid_event_interval_ms);
+        let comment_cache = comment_orders::cache::SettingCache::new(std::time::Duration::from_millis(
+            config.comment_cache_ms,
+        ));
         let live = Live {
             inner: Arc::new(Inner {
                 config,
@@ -62,6 +71,8 @@ impl Live {
                 redis,
                 commerce,
                 auctions,
+                comment_cache,
+                tasks: tasks.clone(),
             }),
         };
         tasks.spawn(auctions::bidding::run(

@@ -52,7 +52,10 @@ fn every_documented_command_parses() {
         (
             "chat.send",
             json!({"text": "  hi  "}),
-            Command::Chat(Chat { text: text("hi") }),
+            Command::Chat(Chat {
+                text: text("hi"),
+                client_msg_id: None,
+            }),
         ),
         ("like", json!({"count": 3}), Command::Like(Like { count: 3 })),
         (
