@@ -220,6 +220,9 @@ const HTTP: &[(&str, &str)] = &[
     ("POST /v1/giveaways/{giveaway_id}/entries",               "401  ok   ok   403  403  403  403  403  403  403  403"),
     ("GET /v1/giveaways/{giveaway_id}/entries",                "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("POST /v1/giveaways/{giveaway_id}/void",                  "401  403  403  ok   ok   403  ok   403  403  403  ok"),
+    // Comment-to-buy: whoever may host the session sets it; anyone signed in reads it.
+    ("GET /v1/sessions/{session_id}/comment-to-buy",           "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("PUT /v1/sessions/{session_id}/comment-to-buy",           "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     // Auctions: whoever may host the session runs them; only viewers bid;
     // the bid log is public.
     ("POST /v1/sessions/{session_id}/auctions",                "401  403  403  ok   ok   403  ok   403  403  403  ok"),
@@ -1013,6 +1016,7 @@ async fn request(app: &TestApp, w: &World, route: &str, who: Who) -> Request {
             Request::new(method, format!("/v1/giveaways/{}/void", id(&giveaway, "giveaway_id")))
                 .json(json!({"reason": "matrix"}))
         }
+        "PUT /v1/sessions/{session_id}/comment-to-buy" => plain.json(json!({"enabled": false})),
         "POST /v1/payments/webhook" => {
             w.payment_event(&format!("matrix-{}", Uuid::new_v4()), w.order, w.order_amount)
         }
