@@ -76,6 +76,39 @@ async fn reply_and_notice(ws: &mut Ws, id: &str, within: Duration) -> (Value, Va
     (reply.unwrap(), notice.unwrap())
 }
 
+/// The reply to request `id`, the chat event it published, and (when
+/// `notice`) the next comment-to-buy notice, in whichever order they come.
+async fn line(ws: &mut Ws, id: &str, notice: bool) -> (Value, Value, Option<Value>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let (mut reply, mut heard): (Option<Value>, Option<Value>) = (None, None);
+    let mut chats: Vec<Value> = Vec::new();
+    loop {
+        if let Some(reply) = &reply {
+            let chat = chats.iter().find(|c| c["offset"] == reply["data"]["offset"]);
+            if let (Some(chat), true) = (chat, heard.is_some() || !notice) {
+                return (reply.clone(), chat.clone(), heard);
+            }
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = match ws.try_next(left).await {
+            Some(Ok(frame)) => frame,
+            other => {
+                panic!("the line's frames did not all come ({reply:?}, {chats:?}, {heard:?}): {other:?}")
+            }
+        };
+        if frame["id"] == id && (frame["type"] == "ack" || frame["type"] == "error") {
+            assert_eq!(frame["type"], "ack", "{frame}");
+            reply = Some(frame);
+        } else if frame["type"] == "chat" {
+            chats.push(frame);
+        } else if frame["type"] == "notice"
+            && frame["kind"].as_str().unwrap_or("").starts_with("comment_order.")
+        {
+            heard = Some(frame);
+        }
+    }
+}
+
 /// No comment-to-buy notice arrives within `window`.
 async fn no_notice(ws: &mut Ws, window: Duration) {
     let frames = ws.frames_for(window).await;
@@ -162,32 +195,18 @@ async fn the_grammar_over_the_socket() {
     .iter()
     .enumerate()
     {
-        let ack = ws
-            .call(
-                "chat.send",
-                json!({"text": line, "client_msg_id": format!("n{i}")}),
-            )
-            .await;
-        assert_eq!(ack["type"], "ack", "{line}: {ack}");
-        let chat = ws
-            .until("the chat line", Duration::from_secs(5), |f| {
-                f["type"] == "chat" && f["data"]["text"] == *line
-            })
-            .await;
+        let id = say(&mut ws, line, &format!("n{i}")).await;
+        let (_, chat, _) = self::line(&mut ws, &id, false).await;
+        assert_eq!(chat["data"]["text"], *line);
         assert!(chat["data"].get("order").is_none(), "{line}: {chat}");
     }
     no_notice(&mut ws, Duration::from_millis(1500)).await;
     assert_eq!(orders_of(&a, &deal).await, 4, "near misses ordered nothing");
 
     // An order line is marked (mark_orders, on by default).
-    let ack = ws
-        .call("chat.send", json!({"text": "SOLD 7", "client_msg_id": "marked"}))
-        .await;
-    let chat = ws
-        .until("the marked line", Duration::from_secs(5), |f| {
-            f["type"] == "chat" && f["offset"] == ack["data"]["offset"]
-        })
-        .await;
+    let id = say(&mut ws, "SOLD 7", "marked").await;
+    let (_, chat, notice) = line(&mut ws, &id, true).await;
+    assert_eq!(notice.unwrap()["kind"], "comment_order.placed");
     assert_eq!(chat["data"]["order"], true, "{chat}");
 
     // The host's own "SOLD 7" is plain chat.
@@ -305,14 +324,8 @@ async fn the_host_toggles_it_and_off_means_plain_chat() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let id = say(&mut viewer, "mine 7", "on-1").await;
-    let (reply, notice) = reply_and_notice(&mut viewer, &id, Duration::from_secs(15)).await;
-    assert_eq!(reply["type"], "ack", "{reply}");
-    assert_eq!(notice["kind"], "comment_order.placed", "{notice}");
-    let chat = viewer
-        .until("the order line", Duration::from_secs(5), |f| {
-            f["type"] == "chat" && f["offset"] == reply["data"]["offset"]
-        })
-        .await;
+    let (_, chat, notice) = line(&mut viewer, &id, true).await;
+    assert_eq!(notice.unwrap()["kind"], "comment_order.placed");
     assert!(chat["data"].get("order").is_none(), "not marked: {chat}");
     let ack = viewer
         .call("chat.send", json!({"text": "SOLD 7", "client_msg_id": "on-2"}))
