@@ -26,6 +26,8 @@ pub struct LiveConfig {
     /// How long a node trusts its copy of a session's comment-to-buy setting
     /// (ms): a change made on another node applies here within this time.
     pub comment_cache_ms: u64,
+    /// Comment-to-buy orders a node places at once; more wait their turn.
+    pub comment_max_in_flight: usize,
 }
 
 impl Default for LiveConfig {
@@ -40,6 +42,7 @@ impl Default for LiveConfig {
             at_risk_days: 30,
             snipe_window_secs: 10,
             comment_cache_ms: 1000,
+            comment_max_in_flight: 64,
         }
     }
 }

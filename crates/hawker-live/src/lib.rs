@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub auctions: auctions::bidding::Auctions,
     /// This node's copies of the sessions' comment-to-buy settings.
     pub comment_cache: comment_orders::cache::SettingCache,
+    /// Comment-to-buy orders a node places at once (`live.comment_max_in_flight`).
+    pub comment_slots: tokio::sync::Semaphore,
     /// Background work that shutdown waits for (comment-to-buy orders).
     pub tasks: TaskTracker,
 }
@@ -64,6 +66,7 @@ impl Live {
         let comment_cache = comment_orders::cache::SettingCache::new(std::time::Duration::from_millis(
             config.comment_cache_ms,
         ));
+        let comment_slots = tokio::sync::Semaphore::new(config.comment_max_in_flight.max(1));
         let live = Live {
             inner: Arc::new(Inner {
                 config,
@@ -72,6 +75,7 @@ impl Live {
                 commerce,
                 auctions,
                 comment_cache,
+                comment_slots,
                 tasks: tasks.clone(),
             }),
         };

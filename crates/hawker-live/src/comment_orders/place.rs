@@ -3,6 +3,8 @@
 //! the outcome privately: `comment_order.placed` (the order) or
 //! `comment_order.refused` (a code and a message).
 
+use std::time::Duration;
+
 use hawker_commerce::purchase::{place_order, PlaceOrder, MAX_QUANTITY};
 use hawker_hub::Notice;
 use serde_json::{json, Value};
@@ -21,6 +23,11 @@ struct Target {
 /// Places the order and tells the buyer.
 #[tracing::instrument(skip_all, fields(%session, link = intent.link_number, quantity = intent.quantity))]
 pub(crate) async fn place(live: &Live, session: Uuid, buyer: &str, intent: Intent, key: &str) {
+    // Bounded work per node: a chat storm queues here rather than starving
+    // the database pool of the rest of the node.
+    let Ok(_slot) = live.inner.comment_slots.acquire().await else {
+        return;
+    };
     let asked = json!({
         "link_number": intent.link_number,
         "quantity": intent.quantity,
@@ -43,10 +50,22 @@ pub(crate) async fn place(live: &Live, session: Uuid, buyer: &str, intent: Inten
             Notice::new(buyer, "comment_order.refused", data)
         }
     };
-    if let Err(e) = live.hub().publish_notice(&notice.in_session(session)).await {
-        tracing::warn!(error = %e, "comment-to-buy notice not recorded");
+    let notice = notice.in_session(session);
+    // The buyer learns the outcome only from this notice: a busy database
+    // gets a few tries.
+    for attempt in 1..=NOTICE_TRIES {
+        match live.hub().publish_notice(&notice).await {
+            Ok(_) => return,
+            Err(e) if attempt == NOTICE_TRIES => {
+                tracing::warn!(error = %e, "comment-to-buy notice not recorded");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await,
+        }
     }
 }
+
+/// Tries at recording a buyer's notice.
+const NOTICE_TRIES: u32 = 5;
 
 /// What the buyer reads: the domain message, never an internal error's.
 fn refusal_message(e: &Error) -> String {
