@@ -82,6 +82,9 @@ fn number(word: &str) -> Option<u32> {
 mod tests {
     use super::*;
 
+    /// What a line reads as: (link number, quantity, variant).
+    type Read = (u32, u32, Option<&'static str>);
+
     fn keywords(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
     }
@@ -91,7 +94,7 @@ mod tests {
     fn the_grammar_table() {
         let default = keywords(&["SOLD", "BUY"]);
         // (line, Some((link, quantity, variant)) or None for plain chat)
-        let table: &[(&str, Option<(u32, u32, Option<&str>)>)] = &[
+        let table: &[(&str, Option<Read>)] = &[
             ("SOLD 7", Some((7, 1, None))),
             ("sold 7", Some((7, 1, None))),
             ("Sold 7", Some((7, 1, None))),
