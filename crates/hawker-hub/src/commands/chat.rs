@@ -49,6 +49,9 @@ impl Chat {
     /// then for all but hosts slow mode and the rate limit, shared by the
     /// user's sockets on every node), then publishes a `chat` event. A
     /// refused message is not published and does not use the slow-mode clock.
+    /// A viewer's line the handler reads as a comment-to-buy order is
+    /// published (marked if the host wants) and then handed its order's
+    /// idempotency key; the ack does not wait for the order.
     pub(crate) async fn apply(self, ctx: &Context<'_>) -> Result<Ack, CommandError> {
         let exempt = ctx.member.can_host;
         let checked = ctx
@@ -79,10 +82,11 @@ impl Chat {
         }
         // Comment-to-buy: the handler says whether the line is an order
         // (the session's setting and grammar are its business, not the hub's).
-        let caller = super::commerce::context(ctx);
+        // The host's side never orders by chat.
         let order = if exempt {
             None
         } else {
+            let caller = super::commerce::context(ctx);
             ctx.commerce.comment_order(&caller, &self.text).await
         };
         let mut data = json!({ "text": self.text });
