@@ -14,6 +14,9 @@ use uuid::Uuid;
 use super::CommentToBuy;
 use crate::Live;
 
+/// How long a chat line waits for the setting to be read.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Sessions a node keeps at most before dropping the stale ones.
 const MAX_SESSIONS: usize = 10_000;
 
@@ -34,18 +37,30 @@ impl SettingCache {
         }
     }
 
-    /// The session's setting (`None`: never set, or unreadable just now,
-    /// which reads as off).
+    /// The session's setting (`None`: never set, which reads as off). When
+    /// Postgres cannot answer, the last copy holds (off if there is none).
     pub async fn get(&self, live: &Live, session: Uuid) -> Option<Arc<CommentToBuy>> {
-        let cell = self.cell(session);
+        let (cell, previous) = self.cell(session);
         let read = cell
-            .get_or_try_init(|| async { super::fetch(live, session).await.map(|s| s.map(Arc::new)) })
+            .get_or_try_init(|| async {
+                // Chat waits for this read: bounded, and a failure is kept
+                // (as off) for the TTL, so an unreachable database costs one
+                // short wait per session per TTL, not one per line.
+                let fetched = tokio::time::timeout(READ_TIMEOUT, super::fetch(live, session)).await;
+                match fetched {
+                    Ok(Ok(setting)) => Ok(setting.map(Arc::new)),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {READ_TIMEOUT:?}")),
+                }
+            })
             .await;
         match read {
             Ok(setting) => setting.clone(),
             Err(e) => {
-                tracing::warn!(%session, error = %e, "comment-to-buy setting unreadable; treated as off");
-                None
+                // The last copy, if any, stays in force for another TTL.
+                tracing::warn!(%session, error = %e, "comment-to-buy setting unreadable; the last copy (or off) holds");
+                self.put(session, previous.as_deref().cloned());
+                previous
             }
         }
     }
@@ -56,14 +71,16 @@ impl SettingCache {
         self.lock().insert(session, (Instant::now(), cell));
     }
 
-    fn cell(&self, session: Uuid) -> Cell {
+    /// The session's cell to read, and the expired copy it replaces.
+    fn cell(&self, session: Uuid) -> (Cell, Option<Arc<CommentToBuy>>) {
         let now = Instant::now();
         let mut entries = self.lock();
+        let mut previous = None;
         if let Some((at, cell)) = entries.get(&session) {
-            // A failed read leaves the cell empty: the next line reads again.
             if now.duration_since(*at) < self.ttl {
-                return cell.clone();
+                return (cell.clone(), None);
             }
+            previous = cell.get().cloned().flatten();
         }
         if entries.len() >= MAX_SESSIONS {
             let ttl = self.ttl;
@@ -71,7 +88,7 @@ impl SettingCache {
         }
         let cell: Cell = Arc::default();
         entries.insert(session, (now, cell.clone()));
-        cell
+        (cell, previous)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (Instant, Cell)>> {
