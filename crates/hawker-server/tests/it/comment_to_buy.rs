@@ -235,6 +235,21 @@ async fn the_grammar_over_the_socket() {
     assert_eq!(ack["type"], "ack", "{ack}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(orders_of(&a, &deal).await, 5, "the host ordered nothing");
+
+    // The item's deal ended by the host: its latest deal answers.
+    let (status, ended) = a
+        .send(
+            Method::POST,
+            &format!("/v1/deals/{deal}/end"),
+            &a.agency_token(agency),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{ended}");
+    let id = say(&mut ws, "SOLD 7", "after-end").await;
+    let (_, notice) = reply_and_notice(&mut ws, &id, Duration::from_secs(15)).await;
+    assert_eq!(notice["kind"], "comment_order.refused", "{notice}");
+    assert_eq!(notice["data"]["code"], "deal_ended", "{notice}");
 }
 
 /// Off: no order. Only the host's side toggles; the room sees each change;
