@@ -55,7 +55,7 @@ async function main() {
     return;
   }
   renderSession();
-  await Promise.all([loadLineup(), loadCatalog(), loadDeals(), loadShifts(), loadFigures(), loadFormats()]);
+  await Promise.all([loadLineup(), loadCatalog(), loadDeals(), loadShifts(), loadFigures(), loadFormats(), loadCommentToBuy()]);
   if (session.status === 'ended' || session.status === 'cancelled') {
     $('#conn').textContent = 'ended';
     return;
@@ -180,6 +180,10 @@ function onEvent(event) {
       break;
     case 'moderation.slow_mode':
       feed(d.seconds ? `slow mode ${d.seconds} s` : 'slow mode off');
+      break;
+    case 'comment_to_buy':
+      renderCommentToBuy(d);
+      feed(d.enabled ? `🛒 comment-to-buy on (${d.keywords.join(', ')})` : '🛒 comment-to-buy off');
       break;
     case 'deal.scheduled':
       feed(`★ deal on #${d.link_number} scheduled: ${d.quantity} at ${money(d.price_minor, d.currency)}`);
@@ -420,7 +424,7 @@ function addChat(event, kind = '') {
       h('button', { class: 'small', type: 'button', text: 'Mute', title: 'mute for 5 minutes', dataset: { action: 'mute', id: from } }),
       h('button', { class: 'small danger', type: 'button', text: 'Ban', title: 'ban for 1 hour', dataset: { action: 'ban', id: from } })),
     h('b', { text: event.type === 'host.announcement' ? `⚑ ${from}` : from }),
-    event.data?.text || ''));
+    event.data?.order ? '🛒 ' : '', event.data?.text || ''));
   while (log.children.length > 300) log.firstChild.remove();
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
@@ -542,6 +546,40 @@ $('#coupon-form').addEventListener('submit', async (e) => {
   const drop = await attempt('The drop was refused', () => api(`/v1/sessions/${sessionId}/coupon-drops`, { method: 'POST', token, body }));
   if (drop) toast(drop.status === 'scheduled' ? `Coupons drop at ${timeOfDay(drop.drop_at)}` : 'Coupons dropped', 'ok', 2500);
 });
+
+// ---------- comment-to-buy (PUT /v1/sessions/{id}/comment-to-buy) ----------
+
+async function loadCommentToBuy() {
+  const setting = await api(`/v1/sessions/${sessionId}/comment-to-buy`, { token }).catch(() => null);
+  if (setting) renderCommentToBuy(setting);
+}
+
+function renderCommentToBuy(setting) {
+  $('#c2b-enabled').checked = !!setting.enabled;
+  $('#c2b-keywords').value = (setting.keywords || []).join(' ');
+  $('#c2b-mark').checked = setting.mark_orders !== false;
+}
+
+async function saveCommentToBuy() {
+  const body = {
+    enabled: $('#c2b-enabled').checked,
+    keywords: $('#c2b-keywords').value.split(/[\s,]+/).filter(Boolean),
+    mark_orders: $('#c2b-mark').checked,
+  };
+  const saved = await attempt('Comment-to-buy was refused', () => api(`/v1/sessions/${sessionId}/comment-to-buy`, { method: 'PUT', token, body }));
+  if (saved) {
+    renderCommentToBuy(saved);
+    toast(saved.enabled ? `Comment-to-buy on: viewers type ${saved.keywords[0]} <link number>` : 'Comment-to-buy off', 'good');
+  } else {
+    loadCommentToBuy();
+  }
+}
+
+$('#comment-to-buy').addEventListener('submit', (e) => {
+  e.preventDefault();
+  saveCommentToBuy();
+});
+$('#c2b-enabled').addEventListener('change', saveCommentToBuy);
 
 $('#slow-mode').addEventListener('change', (e) => {
   room?.send('mod.slow_mode', { seconds: Number(e.target.value) }).catch((err) => toast(err.message, 'bad'));

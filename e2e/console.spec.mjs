@@ -843,6 +843,17 @@ async function main() {
     check((await text(his.locator('[data-testid=order-amount]'))) === '$30.00', 'bob’s two units at the final price');
     await until('the success on the host', async () => (await host.page.locator('[data-testid=host-group-buy][data-status=succeeded]').count()) === 1);
   });
+  // ---- comment-to-buy (issue 17): the host page's toggle ----
+  await step('host turns comment-to-buy on with its own keywords, then off', async () => {
+    const { page } = host;
+    await page.fill('[data-testid=c2b-keywords]', 'sold mine');
+    await page.check('[data-testid=c2b-enabled]');
+    await until('the room to say it is on', async () => (await text(page.locator('#feed'))).includes('comment-to-buy on (SOLD, MINE)'));
+    check((await page.inputValue('[data-testid=c2b-keywords]')) === 'SOLD MINE', 'the keywords as stored (upper-case)');
+    await page.uncheck('[data-testid=c2b-enabled]');
+    await until('the room to say it is off', async () => (await text(page.locator('#feed'))).includes('comment-to-buy off'));
+  });
+  // ---- end of comment-to-buy ----
 
   await step('host ends the session; the viewers are told', async () => {
     const { page } = host;

@@ -51,7 +51,7 @@ pub mod subscriber;
 
 pub use commands::{
     Ack, Bid, BidReply, Buy, BuyReply, Claim, ClaimReply, Command, CommandContext, CommandError,
-    CommerceCommands, CommerceFuture, Enter, EnterReply, GroupJoin, GroupJoinReply,
+    CommentOrder, CommerceCommands, CommerceFuture, Enter, EnterReply, GroupJoin, GroupJoinReply,
 };
 pub use config::HubConfig;
 pub use event::{Lane, Publication, StateChange};

@@ -23,6 +23,11 @@ pub struct LiveConfig {
     pub at_risk_days: i64,
     /// The anti-snipe window when an auction does not name one (s).
     pub snipe_window_secs: i32,
+    /// How long a node trusts its copy of a session's comment-to-buy setting
+    /// (ms): a change made on another node applies here within this time.
+    pub comment_cache_ms: u64,
+    /// Comment-to-buy orders a node places at once; more wait their turn.
+    pub comment_max_in_flight: usize,
 }
 
 impl Default for LiveConfig {
@@ -36,6 +41,8 @@ impl Default for LiveConfig {
             at_risk_unpaid_wins: 2,
             at_risk_days: 30,
             snipe_window_secs: 10,
+            comment_cache_ms: 1000,
+            comment_max_in_flight: 64,
         }
     }
 }

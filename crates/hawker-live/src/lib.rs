@@ -7,13 +7,15 @@
 //! Both run on the hub (room events, private notices) and end in orders
 //! created through `hawker_commerce::sourced`, whose order `source` names
 //! the auction, giveaway or group buy. This crate owns the tables
-//! `auction*`, `giveaway*` and `group_buy*` and the Redis keys
+//! `auction*`, `giveaway*` and `group_buy*` (and `comment_to_buy`,
+//! [`comment_orders`]: keyword orders typed in chat) and the Redis keys
 //! `hawker:auction:{<id>}:*`, `hawker:giveaway:{<id>}:*` and
 //! `hawker:groupbuy:{<id>}:*`; others call its functions.
 
 pub mod auctions;
 pub(crate) mod batch;
 pub mod commands;
+pub mod comment_orders;
 pub mod config;
 pub mod giveaways;
 pub mod groupbuys;
@@ -39,6 +41,12 @@ pub(crate) struct Inner {
     pub auctions: auctions::bidding::Auctions,
     /// The node's group-buy join service (batcher queue, announcer).
     pub group_buys: groupbuys::joining::GroupBuys,
+    /// This node's copies of the sessions' comment-to-buy settings.
+    pub comment_cache: comment_orders::cache::SettingCache,
+    /// Comment-to-buy orders a node places at once (`live.comment_max_in_flight`).
+    pub comment_slots: tokio::sync::Semaphore,
+    /// Background work that shutdown waits for (comment-to-buy orders).
+    pub tasks: TaskTracker,
 }
 
 /// The node's live-formats service. Cheap to clone.
@@ -63,6 +71,10 @@ impl Live {
         let event_interval = std::time::Duration::from_millis(config.bid_event_interval_ms);
         let (progress, progress_inbox) = groupbuys::events::announcer();
         let (group_buys, joins_inbox) = groupbuys::joining::GroupBuys::new(progress);
+        let comment_cache = comment_orders::cache::SettingCache::new(std::time::Duration::from_millis(
+            config.comment_cache_ms,
+        ));
+        let comment_slots = tokio::sync::Semaphore::new(config.comment_max_in_flight.max(1));
         let live = Live {
             inner: Arc::new(Inner {
                 config,
@@ -71,6 +83,9 @@ impl Live {
                 commerce,
                 auctions,
                 group_buys,
+                comment_cache,
+                comment_slots,
+                tasks: tasks.clone(),
             }),
         };
         tasks.spawn(auctions::bidding::run(

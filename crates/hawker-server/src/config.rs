@@ -427,6 +427,8 @@ impl Settings {
                 "live.snipe_window_secs",
                 (1..=60).contains(&live.snipe_window_secs),
             ),
+            ("live.comment_cache_ms", live.comment_cache_ms <= 60_000),
+            ("live.comment_max_in_flight", live.comment_max_in_flight >= 1),
         ] {
             if !ok {
                 return Err(ConfigError::invalid(

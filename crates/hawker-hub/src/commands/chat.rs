@@ -13,19 +13,45 @@ use crate::ratelimit::{Kind, Limit, Outcome, Take};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chat {
     pub text: String,
+    /// The client's own id for this message (1 to 64 printable ASCII
+    /// characters, no spaces), the same when it sends the message again
+    /// after a reconnect: the room publishes it once, and a comment-to-buy
+    /// order it makes is placed once.
+    pub client_msg_id: Option<String>,
 }
+
+/// Longest `client_msg_id`, in characters (ASCII).
+pub const MAX_CLIENT_MSG_ID: usize = 64;
 
 impl Chat {
     pub(crate) fn parse(data: Fields<'_>, max_chars: usize) -> Result<Chat, CommandError> {
-        Ok(Chat {
-            text: data.text("text", max_chars)?,
-        })
+        let text = data.text("text", max_chars)?;
+        let client_msg_id = match data.get("client_msg_id")? {
+            None => None,
+            Some(value) => {
+                let id = value.as_str().filter(|id| {
+                    !id.is_empty()
+                        && id.len() <= MAX_CLIENT_MSG_ID
+                        && id.bytes().all(|b| (b'!'..=b'~').contains(&b))
+                });
+                let id = id.ok_or_else(|| {
+                    CommandError::bad(
+                        "`client_msg_id` must be 1 to 64 printable ASCII characters without spaces",
+                    )
+                })?;
+                Some(id.to_string())
+            }
+        };
+        Ok(Chat { text, client_msg_id })
     }
 
     /// Checks the room's rules (for all but hosts a mute; blocked words;
     /// then for all but hosts slow mode and the rate limit, shared by the
     /// user's sockets on every node), then publishes a `chat` event. A
     /// refused message is not published and does not use the slow-mode clock.
+    /// A viewer's line the handler reads as a comment-to-buy order is
+    /// published (marked if the host wants) and then handed its order's
+    /// idempotency key; the ack does not wait for the order.
     pub(crate) async fn apply(self, ctx: &Context<'_>) -> Result<Ack, CommandError> {
         let exempt = ctx.member.can_host;
         let checked = ctx
@@ -54,8 +80,34 @@ impl Chat {
             crate::metrics::chat_dropped(refusal.code(), 1);
             return Err(refusal.into());
         }
-        let publication = Publication::new("chat", json!({ "text": self.text })).from_user(&ctx.member.user);
-        ctx.publish(publication, &[]).await
+        // Comment-to-buy: the handler says whether the line is an order
+        // (the session's setting and grammar are its business, not the hub's).
+        // The host's side never orders by chat.
+        let order = if exempt {
+            None
+        } else {
+            let caller = super::commerce::context(ctx);
+            ctx.commerce.comment_order(&caller, &self.text).await
+        };
+        let mut data = json!({ "text": self.text });
+        if order.as_ref().is_some_and(|o| o.mark) {
+            data["order"] = json!(true);
+        }
+        let mut publication = Publication::new("chat", data).from_user(&ctx.member.user);
+        if let Some(id) = &self.client_msg_id {
+            // A message sent again (same sender, same id) is published once;
+            // the ack carries the first offset.
+            publication = publication.dedupe(format!("chat:{}:{id}", ctx.member.user));
+        }
+        let ack = ctx.publish(publication, &[]).await?;
+        if let (Some(order), Ack::Offset(offset)) = (order, &ack) {
+            let key = match &self.client_msg_id {
+                Some(id) => format!("chat:{}:m:{id}", ctx.room.id),
+                None => format!("chat:{}:o:{offset}", ctx.room.id),
+            };
+            (order.place)(key);
+        }
+        Ok(ack)
     }
 }
 

@@ -193,6 +193,25 @@ pub struct ClaimReply {
     pub claim: Value,
 }
 
+/// A chat line that is a comment-to-buy order (the handler's answer to
+/// [`CommerceCommands::comment_order`]).
+pub struct CommentOrder {
+    /// Mark the chat line as an order (`data.order: true`).
+    pub mark: bool,
+    /// Places the order in the background under this idempotency key (the
+    /// hub calls it once the line is published; the buyer hears the outcome
+    /// as a private notice, never in the `chat.send` ack).
+    pub place: Box<dyn FnOnce(String) + Send>,
+}
+
+impl std::fmt::Debug for CommentOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommentOrder")
+            .field("mark", &self.mark)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Who sent a commerce command, and from which room.
 #[derive(Debug, Clone)]
 pub struct CommandContext {
@@ -227,9 +246,20 @@ pub trait CommerceCommands: Send + Sync + 'static {
         ctx: &'a CommandContext,
         join: GroupJoin,
     ) -> CommerceFuture<'a, GroupJoinReply>;
+    /// Whether a chat line (admitted by the room's rules, about to be
+    /// published) is a comment-to-buy order. `None`: plain chat. Called for
+    /// every viewer's chat line, so it must be cheap (a cached setting).
+    fn comment_order<'a>(
+        &'a self,
+        ctx: &'a CommandContext,
+        text: &'a str,
+    ) -> BoxFuture<'a, Option<CommentOrder>> {
+        let _ = (ctx, text);
+        Box::pin(async { None })
+    }
 }
 
-fn context(ctx: &Context<'_>) -> CommandContext {
+pub(crate) fn context(ctx: &Context<'_>) -> CommandContext {
     CommandContext {
         room: ctx.room.id,
         member: ctx.member.clone(),

@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 pub use commerce::{
-    Bid, BidReply, Buy, BuyReply, Claim, ClaimReply, CommandContext, CommerceCommands, CommerceFuture, Enter,
-    EnterReply, GroupJoin, GroupJoinReply,
+    Bid, BidReply, Buy, BuyReply, Claim, ClaimReply, CommandContext, CommentOrder, CommerceCommands,
+    CommerceFuture, Enter, EnterReply, GroupJoin, GroupJoinReply,
 };
 pub use error::CommandError;
 

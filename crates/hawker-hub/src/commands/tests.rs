@@ -52,7 +52,18 @@ fn every_documented_command_parses() {
         (
             "chat.send",
             json!({"text": "  hi  "}),
-            Command::Chat(Chat { text: text("hi") }),
+            Command::Chat(Chat {
+                text: text("hi"),
+                client_msg_id: None,
+            }),
+        ),
+        (
+            "chat.send",
+            json!({"text": "SOLD 7", "client_msg_id": "c-5f1e-0001"}),
+            Command::Chat(Chat {
+                text: text("SOLD 7"),
+                client_msg_id: Some(text("c-5f1e-0001")),
+            }),
         ),
         ("like", json!({"count": 3}), Command::Like(Like { count: 3 })),
         (
@@ -217,6 +228,31 @@ fn malformed_fields_get_their_documented_codes() {
         ("chat.send", json!({"text": "   "}), "bad_command"),
         ("chat.send", json!({"text": 5}), "bad_command"),
         ("chat.send", json!({"text": "y".repeat(201)}), "too_long"),
+        (
+            "chat.send",
+            json!({"text": "hi", "client_msg_id": ""}),
+            "bad_command",
+        ),
+        (
+            "chat.send",
+            json!({"text": "hi", "client_msg_id": "a b"}),
+            "bad_command",
+        ),
+        (
+            "chat.send",
+            json!({"text": "hi", "client_msg_id": "café"}),
+            "bad_command",
+        ),
+        (
+            "chat.send",
+            json!({"text": "hi", "client_msg_id": 7}),
+            "bad_command",
+        ),
+        (
+            "chat.send",
+            json!({"text": "hi", "client_msg_id": "x".repeat(65)}),
+            "bad_command",
+        ),
         // like
         ("like", json!({"count": 0}), "bad_command"),
         ("like", json!({"count": 101}), "bad_command"),

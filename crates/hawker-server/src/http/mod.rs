@@ -7,6 +7,7 @@ pub mod auctions;
 pub mod auth;
 pub mod calendar;
 pub mod catalog;
+pub mod comment_to_buy;
 pub mod commerce;
 pub mod console;
 pub mod coupons;
@@ -99,6 +100,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(auctions::router())
         .merge(giveaways::router())
         .merge(groupbuys::router())
+        .merge(comment_to_buy::router())
         .merge(payments::router())
         .merge(fulfilment::router())
         .merge(agency::router())

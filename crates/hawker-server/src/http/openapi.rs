@@ -32,6 +32,7 @@ use utoipa::Modify;
         (name = "auctions", description = "Live auctions: start, bid (exact or maximum), the public bid log, void, second-chance offers"),
         (name = "giveaways", description = "Provably fair giveaways: start, enter, the frozen entry list, void"),
         (name = "group buys", description = "Group buys: price tiers by participants, join with a quantity, settled at the final tier's price"),
+        (name = "comment-to-buy", description = "Keyword orders typed in chat (\"SOLD 7\"): the session's setting"),
         (name = "catalog", description = "Brand catalogs (products, SKUs, stock movements, import) and campaigns' SKUs, floors and allocations"),
         (name = "calendar", description = "The schedule as iCalendar feeds behind secret, revocable URLs"),
         (name = "payments", description = "The payment provider's webhook, refunds and returns"),

@@ -1,12 +1,14 @@
 //! The handler a socket's commerce commands go to: `deal.buy` and
 //! `coupon.claim` to the commerce crate, `auction.bid` and `giveaway.enter`
-//! to the live-formats crate. The connection holds it only while it is open
+//! to the live-formats crate, as are viewers' chat lines that may be
+//! comment-to-buy orders. The connection holds it only while it is open
 //! (the hub keeps no handler: commerce holds the hub, so a hub that held
 //! commerce would make a reference cycle).
 
+use futures_util::future::BoxFuture;
 use hawker_hub::{
-    Bid, BidReply, Buy, BuyReply, Claim, ClaimReply, CommandContext, CommerceCommands, CommerceFuture, Enter,
-    EnterReply, GroupJoin, GroupJoinReply,
+    Bid, BidReply, Buy, BuyReply, Claim, ClaimReply, CommandContext, CommentOrder, CommerceCommands,
+    CommerceFuture, Enter, EnterReply, GroupJoin, GroupJoinReply,
 };
 
 /// Commerce and live formats, for one socket.
@@ -38,5 +40,13 @@ impl CommerceCommands for SocketCommands {
         join: GroupJoin,
     ) -> CommerceFuture<'a, GroupJoinReply> {
         Box::pin(self.live.socket_join_group_buy(ctx, join))
+    }
+
+    fn comment_order<'a>(
+        &'a self,
+        ctx: &'a CommandContext,
+        text: &'a str,
+    ) -> BoxFuture<'a, Option<CommentOrder>> {
+        Box::pin(self.live.comment_order(ctx, text))
     }
 }

@@ -220,6 +220,9 @@ const HTTP: &[(&str, &str)] = &[
     ("POST /v1/giveaways/{giveaway_id}/entries",               "401  ok   ok   403  403  403  403  403  403  403  403"),
     ("GET /v1/giveaways/{giveaway_id}/entries",                "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("POST /v1/giveaways/{giveaway_id}/void",                  "401  403  403  ok   ok   403  ok   403  403  403  ok"),
+    // Comment-to-buy: whoever may host the session sets it; anyone signed in reads it.
+    ("GET /v1/sessions/{session_id}/comment-to-buy",           "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("PUT /v1/sessions/{session_id}/comment-to-buy",           "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     // Auctions: whoever may host the session runs them; only viewers bid;
     // the bid log is public.
     ("POST /v1/sessions/{session_id}/auctions",                "401  403  403  ok   ok   403  ok   403  403  403  ok"),
@@ -1042,6 +1045,7 @@ async fn request(app: &TestApp, w: &World, route: &str, who: Who) -> Request {
         // The world's own group buy: the first cell allowed cancels it, the
         // others then get 409 `group_buy_ended` (allowed, and past the checks).
         "POST /v1/group-buys/{group_buy_id}/cancel" => plain.json(json!({"reason": "matrix"})),
+        "PUT /v1/sessions/{session_id}/comment-to-buy" => plain.json(json!({"enabled": false})),
         "POST /v1/payments/webhook" => {
             w.payment_event(&format!("matrix-{}", Uuid::new_v4()), w.order, w.order_amount)
         }

@@ -9,6 +9,7 @@ mod authz_matrix;
 mod calendar;
 mod campaigns;
 mod catalog;
+mod comment_to_buy;
 mod commerce;
 mod config;
 mod console;
