@@ -48,6 +48,7 @@ pub mod scheduler;
 pub mod sourced;
 pub mod stock;
 mod units;
+pub mod waitlist;
 
 use std::sync::Arc;
 

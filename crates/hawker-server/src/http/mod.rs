@@ -24,6 +24,7 @@ pub mod reports;
 pub mod sessions;
 pub mod socket;
 mod socket_commands;
+pub mod waitlists;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(coupons::router())
         .merge(auctions::router())
         .merge(giveaways::router())
+        .merge(waitlists::router())
         .merge(payments::router())
         .merge(fulfilment::router())
         .merge(agency::router())
