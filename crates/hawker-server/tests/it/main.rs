@@ -37,3 +37,4 @@ mod shutdown;
 mod socket_conformance;
 mod sourced;
 mod support;
+mod waitlists;
