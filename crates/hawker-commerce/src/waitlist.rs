@@ -97,8 +97,7 @@ struct EntryRow {
     joined_at: DateTime<Utc>,
 }
 
-const ENTRY_COLUMNS: &str =
-    "waitlist_entry_id, deal_id, status, offer_units, offer_expires_at, joined_at";
+const ENTRY_COLUMNS: &str = "waitlist_entry_id, deal_id, status, offer_units, offer_expires_at, joined_at";
 
 /// The deal as the waitlist needs it.
 #[derive(sqlx::FromRow)]
@@ -539,7 +538,12 @@ pub(crate) fn offer_size(free: i64, cap: i32, holds: i32) -> i32 {
 
 /// Gives `units` held units of an ended deal back to the SKU, as units of an
 /// ended deal's released orders go.
-async fn release_held(tx: &mut Transaction<'_, Postgres>, deal_id: Uuid, deal: &DealRow, units: i32) -> Result<()> {
+async fn release_held(
+    tx: &mut Transaction<'_, Postgres>,
+    deal_id: Uuid,
+    deal: &DealRow,
+    units: i32,
+) -> Result<()> {
     if units <= 0 {
         return Ok(());
     }

@@ -476,7 +476,10 @@ mod tests {
             request("a", "k2", 2),
             request("a", "k3", 1),
         ];
-        assert_eq!(decided(&batch, &known), ["sold_out", "sold_out", "ok:2000", "sold_out"]);
+        assert_eq!(
+            decided(&batch, &known),
+            ["sold_out", "sold_out", "ok:2000", "sold_out"]
+        );
         // Past its end the offer is void.
         known.deals.get_mut(&Uuid::from_u128(1)).unwrap().over = true;
         assert_eq!(decided(&[request("a", "k", 1)], &known), ["sold_out"]);

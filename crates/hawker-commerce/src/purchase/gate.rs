@@ -560,7 +560,15 @@ impl Gate {
             tokio::time::sleep(self.rebuild_delay).await;
         }
         let mut invocation = self.rebuild.prepare_invoke();
-        for what in ["meta", "stock", "buyers", "keys", "pending", "rebuilding", "offers"] {
+        for what in [
+            "meta",
+            "stock",
+            "buyers",
+            "keys",
+            "pending",
+            "rebuilding",
+            "offers",
+        ] {
             invocation.key(self.deal_key(deal, what));
         }
         invocation

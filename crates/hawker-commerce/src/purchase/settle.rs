@@ -577,7 +577,7 @@ async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) ->
     let offers = if sold_out.is_empty() {
         HashMap::new()
     } else {
-        crate::waitlist::open_offers(&mut **tx, &sold_out, &buyers).await?
+        crate::waitlist::open_offers(tx, &sold_out, &buyers).await?
     };
     Ok(Known {
         deals,
@@ -782,7 +782,9 @@ async fn take_offered(
     };
     let mut bought: HashMap<String, (i32, Uuid)> = HashMap::new();
     for order in created.values().filter(|o| o.deal_id == Some(deal_id)) {
-        let entry = bought.entry(order.buyer_id.clone()).or_insert((0, order.order_id));
+        let entry = bought
+            .entry(order.buyer_id.clone())
+            .or_insert((0, order.order_id));
         entry.0 = entry.0.saturating_add(order.quantity);
     }
     if !crate::waitlist::mark_bought(tx, deal_id, session_id, &bought).await? {

@@ -109,7 +109,11 @@ async fn units_from_50_expiring_orders_are_offered_in_waitlist_order_and_bought_
 
     // Not sold out yet: nobody may join.
     let (status, body) = waitlist(&a, Method::POST, "w000", &deal_id).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("not_sold_out")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("not_sold_out")),
+        "{body}"
+    );
 
     sell_out(&a, &b, &deal_id, 50).await;
     // 60 viewers join, one after the other, alternating nodes.
@@ -122,7 +126,11 @@ async fn units_from_50_expiring_orders_are_offered_in_waitlist_order_and_bought_
     }
     // Joining again answers the same place.
     let (status, again) = waitlist(&b, Method::POST, "w007", &deal_id).await;
-    assert_eq!((status, again["replayed"].as_bool()), (200, Some(true)), "{again}");
+    assert_eq!(
+        (status, again["replayed"].as_bool()),
+        (200, Some(true)),
+        "{again}"
+    );
     assert_eq!(again["position"], 8);
     // The room sees only the count.
     let count = room
@@ -169,7 +177,11 @@ async fn units_from_50_expiring_orders_are_offered_in_waitlist_order_and_bought_
     // Others still get sold_out: a new buyer, a waiting viewer, an earlier buyer.
     for who in ["newcomer", "w055", "b000"] {
         let (status, body) = buy(&a, who, &deal_id, "late", 1).await;
-        assert_eq!((status, body["error"].as_str()), (409, Some("sold_out")), "{who}: {body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (409, Some("sold_out")),
+            "{who}: {body}"
+        );
     }
     // An offered buyer may not take more than offered.
     let (status, body) = buy(&a, "w001", &deal_id, "greedy", 2).await;
@@ -239,9 +251,16 @@ async fn an_ignored_offer_passes_to_the_next_after_the_hold_and_a_leaver_gives_i
     assert_eq!(list[0].1, "passed");
     assert_eq!(offered(&list), ["y"]);
     let (_, x) = waitlist(&b, Method::GET, "x", &deal_id).await;
-    assert_eq!((x["status"].as_str(), x["position"].is_null()), (Some("passed"), true));
+    assert_eq!(
+        (x["status"].as_str(), x["position"].is_null()),
+        (Some("passed"), true)
+    );
     let (status, body) = buy(&b, "x", &deal_id, "late", 1).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("sold_out")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("sold_out")),
+        "{body}"
+    );
     let (status, order) = buy(&b, "y", &deal_id, "k", 1).await;
     assert_eq!(status, 201, "{order}");
 
@@ -290,24 +309,28 @@ async fn a_unit_is_never_offered_to_two_viewers_at_once_while_offers_pass_and_se
     // Every viewer keeps trying to buy on both nodes; odd ones never do
     // (their offers pass after 1 s). Meanwhile the invariant is sampled.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let shoppers = viewers.iter().enumerate().filter(|(i, _)| i % 2 == 0).map(|(i, v)| {
-        let app = if i % 4 == 0 { &a } else { &b };
-        let v = v.clone();
-        let deal_id = deal_id.clone();
-        async move {
-            let mut got = 0;
-            let mut n = 0;
-            while tokio::time::Instant::now() < deadline {
-                n += 1;
-                let (status, _) = buy(app, &v, &deal_id, &format!("try-{n}"), 1).await;
-                if status == 201 {
-                    got += 1;
+    let shoppers = viewers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 0)
+        .map(|(i, v)| {
+            let app = if i % 4 == 0 { &a } else { &b };
+            let v = v.clone();
+            let deal_id = deal_id.clone();
+            async move {
+                let mut got = 0;
+                let mut n = 0;
+                while tokio::time::Instant::now() < deadline {
+                    n += 1;
+                    let (status, _) = buy(app, &v, &deal_id, &format!("try-{n}"), 1).await;
+                    if status == 201 {
+                        got += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                got
             }
-            got
-        }
-    });
+        });
     let sampler = async {
         let mut samples = 0;
         while tokio::time::Instant::now() < deadline {
@@ -336,7 +359,10 @@ async fn a_unit_is_never_offered_to_two_viewers_at_once_while_offers_pass_and_se
     let (sold, held, offered) = figures(&a.db, &deal_id).await;
     assert_eq!(sold as usize, bought);
     assert!(offered <= i64::from(held));
-    assert_eq!(bought, 20, "all 20 units sold to the buyers who wanted them: {list:?}");
+    assert_eq!(
+        bought, 20,
+        "all 20 units sold to the buyers who wanted them: {list:?}"
+    );
     let live: i64 = sqlx::query_scalar(
         "select coalesce(sum(quantity), 0) from customer_order where deal_id = $1 and status <> 'cancelled'",
     )
@@ -370,7 +396,11 @@ async fn the_waitlist_and_its_offers_survive_a_redis_flush_and_restart() {
     redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
     // The gate is rebuilt from Postgres with the open offers.
     let (status, body) = buy(&a, "r", &deal_id, "k", 1).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("sold_out")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("sold_out")),
+        "{body}"
+    );
     let (status, order) = buy(&b, "p", &deal_id, "k", 1).await;
     assert_eq!(status, 201, "{order}");
 
@@ -384,7 +414,10 @@ async fn the_waitlist_and_its_offers_survive_a_redis_flush_and_restart() {
     .await;
     assert_eq!(place["status"], "offered");
     let (_, place) = waitlist(&a, Method::GET, "r", &deal_id).await;
-    assert_eq!((place["status"].as_str(), place["position"].as_i64()), (Some("waiting"), Some(2)));
+    assert_eq!(
+        (place["status"].as_str(), place["position"].as_i64()),
+        (Some("waiting"), Some(2))
+    );
     let (status, order) = poll(
         Patience::For(Duration::from_secs(15)),
         Duration::from_millis(200),
