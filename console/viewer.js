@@ -1174,9 +1174,8 @@ async function refreshWaitlistPlace(id) {
   try {
     w.place = await api(`/v1/deals/${id}/waitlist`, { token });
     w.count = w.place.count;
-  } catch (e) {
-    if (e.code !== 'not_on_waitlist') return;
-    w.place = null;
+  } catch {
+    return; // the next notice or click tries again
   }
   renderWaitlists();
 }

@@ -73,7 +73,8 @@ pub struct WaitlistOffer {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WaitlistPlace {
     pub deal_id: Uuid,
-    pub status: EntryStatus,
+    /// `null` when the caller never joined this deal's waitlist.
+    pub status: Option<EntryStatus>,
     /// 1 for the first in line, counting entries waiting or offered; null
     /// once the entry is no longer in line.
     pub position: Option<i64>,
@@ -81,7 +82,8 @@ pub struct WaitlistPlace {
     pub count: i64,
     /// The open offer, while `status` is `offered`.
     pub offer: Option<WaitlistOffer>,
-    pub joined_at: DateTime<Utc>,
+    /// `null` when the caller never joined.
+    pub joined_at: Option<DateTime<Utc>>,
     /// `true` when joining again answered the existing place.
     #[serde(default)]
     pub replayed: bool,
@@ -196,11 +198,11 @@ async fn place_of(conn: &mut PgConnection, deal: &DealRow, entry: EntryRow) -> R
     };
     Ok(WaitlistPlace {
         deal_id: entry.deal_id,
-        status: entry.status,
+        status: Some(entry.status),
         position,
         count: count(conn, entry.deal_id).await?,
         offer,
-        joined_at: entry.joined_at,
+        joined_at: Some(entry.joined_at),
         replayed: false,
     })
 }
@@ -297,14 +299,23 @@ pub async fn leave(c: &Commerce, buyer: &str, deal_id: Uuid) -> Result<WaitlistP
     Ok(place)
 }
 
-/// The caller's place on the deal's waitlist (their latest entry).
+/// The caller's place on the deal's waitlist (their latest entry); with
+/// `status: null` and only the count if they never joined.
 pub async fn place(c: &Commerce, buyer: &str, deal_id: Uuid) -> Result<WaitlistPlace> {
     let mut conn = c.db().acquire().await?;
     let deal = deal_row(&mut conn, deal_id, false).await?;
-    let entry = latest_entry(&mut conn, deal_id, buyer)
-        .await?
-        .ok_or_else(not_on_waitlist)?;
-    place_of(&mut conn, &deal, entry).await
+    match latest_entry(&mut conn, deal_id, buyer).await? {
+        Some(entry) => place_of(&mut conn, &deal, entry).await,
+        None => Ok(WaitlistPlace {
+            deal_id,
+            status: None,
+            position: None,
+            count: count(&mut conn, deal_id).await?,
+            offer: None,
+            joined_at: None,
+            replayed: false,
+        }),
+    }
 }
 
 fn not_on_waitlist() -> Error {

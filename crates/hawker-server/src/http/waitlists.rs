@@ -49,14 +49,14 @@ pub async fn join_waitlist(
 
 /// The caller's place on the deal's waitlist: position and count while in
 /// line, the open offer while `offered`, else the final status of their
-/// latest entry (`bought`, `passed`, `left`, `closed`).
+/// latest entry (`bought`, `passed`, `left`, `closed`); `status: null` (and
+/// the count) if they never joined.
 #[utoipa::path(get, path = "/v1/deals/{deal_id}/waitlist", tag = "commerce", security(("bearer" = [])),
     params(("deal_id" = Uuid, Path)),
     responses(
         (status = 200, body = WaitlistPlace),
         Unauthenticated,
         (status = 404, body = ErrorBody, description = "no such deal"),
-        (status = 409, body = ErrorBody, description = "not_on_waitlist: the caller never joined"),
         Unavailable,
     ))]
 pub async fn waitlist_place(

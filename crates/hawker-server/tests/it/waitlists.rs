@@ -231,6 +231,10 @@ async fn an_ignored_offer_passes_to_the_next_after_the_hold_and_a_leaver_gives_i
     for viewer in ["x", "y", "z"] {
         assert_eq!(waitlist(&a, Method::POST, viewer, &deal_id).await.0, 201);
     }
+    // A viewer who never joined sees the count only.
+    let (status, stranger) = waitlist(&b, Method::GET, "stranger", &deal_id).await;
+    assert_eq!((status, stranger["count"].as_i64()), (200, Some(3)), "{stranger}");
+    assert!(stranger["status"].is_null() && stranger["position"].is_null());
     expire_orders(&a.db, &deal_id, &["b000"]).await;
     let list = poll(
         Patience::For(Duration::from_secs(15)),
