@@ -33,10 +33,11 @@ use serde_json::json;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::stock::Figure;
 use crate::Commerce;
 use hawker_catalog::campaign_skus::{self, GiveBack, Returning, UnitSource};
 use hawker_core::error::{Error, Result};
-use hawker_hub::{Notice, Publication};
+use hawker_hub::Notice;
 
 /// Where a waitlist entry stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
@@ -151,23 +152,24 @@ async fn count(conn: &mut PgConnection, deal_id: Uuid) -> Result<i64> {
     .await?)
 }
 
-/// Queues the room's `deal.waitlist` count (versioned: the newest count wins,
-/// and a joiner finds it in the snapshot as `waitlist:<deal id>`).
-pub(crate) async fn announce_count(conn: &mut PgConnection, deal_id: Uuid, session_id: Uuid) -> Result<()> {
+/// The room's `deal.waitlist` count as it stands in `conn`'s transaction,
+/// to announce after the commit through the node's coalescing announcer
+/// ([`crate::stock::StockAnnouncer`]): at most one per deal per
+/// `commerce.stock_event_interval_ms`, versioned by a sequence so the newest
+/// count wins across nodes; a joiner finds it in the snapshot as
+/// `waitlist:<deal id>`.
+pub(crate) async fn count_figure(conn: &mut PgConnection, deal_id: Uuid, session_id: Uuid) -> Result<Figure> {
     let n = count(&mut *conn, deal_id).await?;
     let version: i64 = sqlx::query_scalar("select nextval('waitlist_count_version')")
         .fetch_one(&mut *conn)
         .await?;
-    let data = json!({ "deal_id": deal_id, "count": n });
-    hawker_hub::durable::enqueue(
-        conn,
+    Ok(Figure {
         session_id,
-        &Publication::new("deal.waitlist", data.clone())
-            .set_state(format!("waitlist:{deal_id}"), data)
-            .versioned(format!("v:waitlist:{deal_id}"), version),
-    )
-    .await?;
-    Ok(())
+        key: format!("waitlist:{deal_id}"),
+        event_type: "deal.waitlist",
+        data: json!({ "deal_id": deal_id, "count": n }),
+        version,
+    })
 }
 
 /// The caller's place, read in `conn`.
@@ -264,10 +266,10 @@ pub async fn join(c: &Commerce, buyer: &str, deal_id: Uuid) -> Result<WaitlistPl
         place.replayed = true;
         return Ok(place);
     };
-    announce_count(&mut tx, deal_id, deal.session_id).await?;
+    let figure = count_figure(&mut tx, deal_id, deal.session_id).await?;
     let place = place_of(&mut tx, &deal, entry).await?;
     tx.commit().await?;
-    relay(c).await;
+    c.inner.stock.announce(figure);
     Ok(place)
 }
 
@@ -289,13 +291,13 @@ pub async fn leave(c: &Commerce, buyer: &str, deal_id: Uuid) -> Result<WaitlistP
     let Some(entry) = left else {
         return Err(not_on_waitlist());
     };
-    announce_count(&mut tx, deal_id, deal.session_id).await?;
+    let figure = count_figure(&mut tx, deal_id, deal.session_id).await?;
     let place = place_of(&mut tx, &deal, entry).await?;
     tx.commit().await?;
+    c.inner.stock.announce(figure);
     if let Err(e) = c.inner.gate.revoke_offer(deal_id, buyer).await {
         tracing::debug!(error = %e, "offer left in the gate; Postgres refuses it");
     }
-    relay(c).await;
     Ok(place)
 }
 
@@ -322,10 +324,7 @@ fn not_on_waitlist() -> Error {
     Error::conflict("not_on_waitlist", "you are not on this deal's waitlist")
 }
 
-async fn relay(c: &Commerce) {
-    if let Err(e) = c.hub().relay_durable().await {
-        tracing::debug!(error = %e, "room events left to the relay");
-    }
+async fn relay_notices(c: &Commerce) {
     if let Err(e) = c.hub().relay_notices().await {
         tracing::debug!(error = %e, "notices left to the relay");
     }
@@ -513,9 +512,11 @@ async fn tick_deal(c: &Commerce, deal_id: Uuid) -> Result<()> {
             release_held(&mut tx, deal_id, &deal, free).await?;
         }
     }
-    if changed {
-        announce_count(&mut tx, deal_id, deal.session_id).await?;
-    }
+    let figure = if changed {
+        Some(count_figure(&mut tx, deal_id, deal.session_id).await?)
+    } else {
+        None
+    };
     // Every open offer, not only new ones: a gate rebuilt between its
     // Postgres read and its write may have missed one; this restores it.
     gate.granted = gate_offers(&mut tx, deal_id).await?;
@@ -525,6 +526,9 @@ async fn tick_deal(c: &Commerce, deal_id: Uuid) -> Result<()> {
         c.hub().enqueue_notice(&mut tx, n).await?;
     }
     tx.commit().await?;
+    if let Some(figure) = figure {
+        c.inner.stock.announce(figure);
+    }
     for (buyer, ceiling) in &gate.granted {
         if let Err(e) = c.inner.gate.grant_offer(deal_id, buyer, *ceiling).await {
             tracing::warn!(error = %e, "offer not written to the gate; its rebuild restores it");
@@ -535,8 +539,8 @@ async fn tick_deal(c: &Commerce, deal_id: Uuid) -> Result<()> {
             tracing::debug!(error = %e, "offer left in the gate; Postgres refuses it");
         }
     }
-    if changed || !notices.is_empty() {
-        relay(c).await;
+    if !notices.is_empty() {
+        relay_notices(c).await;
     }
     Ok(())
 }
@@ -613,14 +617,15 @@ pub(crate) async fn gate_offers(conn: &mut PgConnection, deal_id: Uuid) -> Resul
 
 /// The settlement took `bought` (buyer → (units, order)) from the deal's
 /// held units: their offers are bought. Under the deal's row lock (taken by
-/// the caller's update). Returns false if an offer is no longer open or is
-/// smaller than what was bought: the batch is decided again.
+/// the caller's update). Returns the room's new count to announce after the
+/// commit, or `None` if an offer is no longer open or is smaller than what
+/// was bought: the batch is decided again.
 pub(crate) async fn mark_bought(
     tx: &mut Transaction<'_, Postgres>,
     deal_id: Uuid,
     session_id: Uuid,
     bought: &HashMap<String, (i32, Uuid)>,
-) -> Result<bool> {
+) -> Result<Option<Figure>> {
     let buyers: Vec<&str> = bought.keys().map(String::as_str).collect();
     let orders: Vec<Uuid> = bought.values().map(|(_, o)| *o).collect();
     let rows: Vec<(String, i32)> = sqlx::query_as(
@@ -638,10 +643,10 @@ pub(crate) async fn mark_bought(
         && rows
             .iter()
             .all(|(buyer, offered)| bought.get(buyer).is_some_and(|(units, _)| units <= offered));
-    if ok {
-        announce_count(&mut *tx, deal_id, session_id).await?;
+    if !ok {
+        return Ok(None);
     }
-    Ok(ok)
+    Ok(Some(count_figure(tx, deal_id, session_id).await?))
 }
 
 #[cfg(test)]

@@ -361,6 +361,9 @@ impl SettleTask {
             for buyer in &figure.offers_bought {
                 let _ = self.gate.revoke_offer(figure.deal_id, buyer).await;
             }
+            if let Some(count) = &figure.waitlist_count {
+                self.stock.announce(count.clone());
+            }
             let _ = self.gate.clamp(figure.deal_id, figure.remaining).await;
             if figure.ended {
                 // Sold out: the final figure and `deal.ended` go through the outbox.
@@ -389,6 +392,8 @@ struct DealAfter {
     ended: bool,
     /// Buyers whose waitlist offers this batch bought.
     offers_bought: Vec<String>,
+    /// The room's new waitlist count, when offers were bought.
+    waitlist_count: Option<stock::Figure>,
 }
 
 /// What a committed batch answers and changed.
@@ -752,6 +757,7 @@ async fn take_units(
             version,
             ended,
             offers_bought: Vec::new(),
+            waitlist_count: None,
         });
     }
     Ok(Taken::All(after))
@@ -787,9 +793,9 @@ async fn take_offered(
             .or_insert((0, order.order_id));
         entry.0 = entry.0.saturating_add(order.quantity);
     }
-    if !crate::waitlist::mark_bought(tx, deal_id, session_id, &bought).await? {
+    let Some(count) = crate::waitlist::mark_bought(tx, deal_id, session_id, &bought).await? else {
         return Ok(None);
-    }
+    };
     Ok(Some(DealAfter {
         deal_id,
         session_id,
@@ -798,6 +804,7 @@ async fn take_offered(
         version,
         ended: true,
         offers_bought: bought.into_keys().collect(),
+        waitlist_count: Some(count),
     }))
 }
 

@@ -138,10 +138,9 @@ async fn units_from_50_expiring_orders_are_offered_in_waitlist_order_and_bought_
             f["type"] == "deal.waitlist" && f["data"]["count"] == 60
         })
         .await;
-    assert_eq!(
-        count["data"].as_object().unwrap().keys().collect::<Vec<_>>(),
-        ["count", "deal_id"]
-    );
+    let mut keys: Vec<&String> = count["data"].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["count", "deal_id"]);
     let mut first = join(a.addr, session, &a.token("w000", Role::Viewer)).await;
 
     // The 50 orders expire: their units go to the list, first in line first.
@@ -433,4 +432,67 @@ async fn the_waitlist_and_its_offers_survive_a_redis_flush_and_restart() {
     let (status, _) = buy(&a, "s", &deal_id, "k", 1).await;
     assert_eq!(status, 409);
     assert_eq!(figures(&a.db, &deal_id).await, (3, 0, 0));
+}
+
+#[tokio::test]
+async fn when_the_deal_ends_the_list_closes_and_held_units_go_back_to_the_sku() {
+    let redis = RedisServer::start();
+    let (a, b, agency, session) = two_nodes(options(&redis, "60")).await;
+    lineup(&a, agency, session).await;
+    let body =
+        json!({"link_number": 1, "price_minor": 500, "quantity": 2, "per_buyer_cap": 1, "duration_secs": 5});
+    let deal_id = create_deal(&a, agency, session, body).await;
+    let id = Uuid::parse_str(&deal_id).unwrap();
+    let on_hand = || async {
+        sqlx::query_scalar::<_, i32>(
+            "select s.stock_on_hand from sku s join deal d using (sku_id) where d.deal_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&a.db)
+        .await
+        .unwrap()
+    };
+    sell_out(&a, &b, &deal_id, 2).await;
+    let before = on_hand().await;
+    for viewer in ["m", "n"] {
+        assert_eq!(waitlist(&a, Method::POST, viewer, &deal_id).await.0, 201);
+    }
+    expire_orders(&a.db, &deal_id, &["b000"]).await;
+    poll(
+        Patience::For(Duration::from_secs(15)),
+        Duration::from_millis(50),
+        || entries(&a.db, &deal_id),
+        |list| offered(list) == ["m"],
+    )
+    .await;
+    let mut m = join(b.addr, session, &b.token("m", Role::Viewer)).await;
+    // The deal's time runs out with m's offer open and n waiting.
+    let list = poll(
+        Patience::For(Duration::from_secs(15)),
+        Duration::from_millis(100),
+        || entries(&a.db, &deal_id),
+        |list| list.iter().all(|(_, s, _)| s == "closed"),
+    )
+    .await;
+    assert!(list.iter().all(|(_, s, _)| s == "closed"), "{list:?}");
+    assert_eq!(figures(&a.db, &deal_id).await, (1, 0, 0));
+    assert_eq!(on_hand().await, before + 1, "the held unit went back to the SKU");
+    m.until("waitlist.closed notice", Duration::from_secs(15), |f| {
+        f["type"] == "notice" && f["kind"] == "waitlist.closed"
+    })
+    .await;
+    let (status, body) = buy(&b, "m", &deal_id, "k", 1).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("sold_out")),
+        "{body}"
+    );
+    let (status, body) = waitlist(&a, Method::POST, "o", &deal_id).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("deal_ended")),
+        "{body}"
+    );
+    let (_, place) = waitlist(&a, Method::GET, "n", &deal_id).await;
+    assert_eq!(place["status"], "closed");
 }
