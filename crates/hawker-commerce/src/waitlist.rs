@@ -278,6 +278,10 @@ pub async fn join(c: &Commerce, buyer: &str, deal_id: Uuid) -> Result<WaitlistPl
 #[tracing::instrument(skip(c))]
 pub async fn leave(c: &Commerce, buyer: &str, deal_id: Uuid) -> Result<WaitlistPlace> {
     let mut tx = c.db().begin().await?;
+    // Only an ended deal has a list: a running deal's hot row is never locked here.
+    if deal_row(&mut tx, deal_id, false).await?.status != "ended" {
+        return Err(not_on_waitlist());
+    }
     let deal = deal_row(&mut tx, deal_id, true).await?;
     let left: Option<EntryRow> = sqlx::query_as(&format!(
         "update waitlist_entry set status = 'left', updated_at = now()
@@ -355,8 +359,6 @@ pub(crate) async fn hold_returned(
 /// What the gate must learn after a tick's commit.
 #[derive(Default)]
 struct GateChanges {
-    /// (buyer, units the buyer may hold in all: their units + the offer).
-    granted: Vec<(String, i32)>,
     revoked: Vec<(Uuid, String)>,
 }
 
@@ -517,9 +519,15 @@ async fn tick_deal(c: &Commerce, deal_id: Uuid) -> Result<()> {
     } else {
         None
     };
-    // Every open offer, not only new ones: a gate rebuilt between its
-    // Postgres read and its write may have missed one; this restores it.
-    gate.granted = gate_offers(&mut tx, deal_id).await?;
+    // Every open offer, not only new ones (a gate rebuilt between its
+    // Postgres read and its write may have missed one; this restores it),
+    // written before the commit: a buyer who hears of an offer finds it in
+    // the gate. If the commit fails, the extra grant admits a buyer whom
+    // the settlement then refuses.
+    let open = gate_offers(&mut tx, deal_id).await?;
+    if let Err(e) = c.inner.gate.grant_offers(deal_id, &open).await {
+        tracing::warn!(error = %e, "offers not written to the gate; its rebuild restores them");
+    }
     // In user order: a notice takes a per-user lock.
     notices.sort_by(|a, b| a.user.cmp(&b.user));
     for n in &notices {
@@ -528,11 +536,6 @@ async fn tick_deal(c: &Commerce, deal_id: Uuid) -> Result<()> {
     tx.commit().await?;
     if let Some(figure) = figure {
         c.inner.stock.announce(figure);
-    }
-    for (buyer, ceiling) in &gate.granted {
-        if let Err(e) = c.inner.gate.grant_offer(deal_id, buyer, *ceiling).await {
-            tracing::warn!(error = %e, "offer not written to the gate; its rebuild restores it");
-        }
     }
     for (deal_id, buyer) in &gate.revoked {
         if let Err(e) = c.inner.gate.revoke_offer(*deal_id, buyer).await {
@@ -582,8 +585,8 @@ async fn release_held(
     Ok(())
 }
 
-/// Open offers of `buyers` on `deals`, as (deal, buyer) → units: what the
-/// settlement may sell from `held`. Read under the deals' row locks when
+/// Open offers of `buyers` on `deals` whose hold has not run out, as (deal,
+/// buyer) → units: what the settlement may sell from `held`. Read under the deals' row locks when
 /// deciding again, so no offer changes meanwhile.
 pub(crate) async fn open_offers(
     conn: &mut PgConnection,
@@ -592,7 +595,7 @@ pub(crate) async fn open_offers(
 ) -> Result<HashMap<(Uuid, String), i32>> {
     let rows: Vec<(Uuid, String, i32)> = sqlx::query_as(
         "select deal_id, buyer_id, offer_units from waitlist_entry
-          where deal_id = any($1) and buyer_id = any($2) and status = 'offered'",
+          where deal_id = any($1) and buyer_id = any($2) and status = 'offered' and offer_expires_at > now()",
     )
     .bind(deals)
     .bind(buyers)

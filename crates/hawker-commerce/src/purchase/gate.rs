@@ -456,17 +456,23 @@ impl Gate {
         Ok(())
     }
 
-    /// Opens a waitlist offer in the gate: `buyer` may hold up to `ceiling`
-    /// units of the sold-out deal (their units + the offer's). Postgres
-    /// decides in the end; the rebuild restores open offers from it.
-    pub async fn grant_offer(&self, deal: Uuid, buyer: &str, ceiling: i32) -> Result<()> {
+    /// Opens waitlist offers in the gate, in one round trip: each buyer may
+    /// hold up to their ceiling of units of the sold-out deal (their units +
+    /// the offer's). Postgres decides in the end; the rebuild restores open
+    /// offers from it.
+    pub async fn grant_offers(&self, deal: Uuid, offers: &[(String, i32)]) -> Result<()> {
+        if offers.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.redis.clone();
         let key = self.deal_key(deal, "offers");
+        let mut set = redis::cmd("HSET");
+        set.arg(&key);
+        for (buyer, ceiling) in offers {
+            set.arg(buyer).arg(ceiling);
+        }
         let mut pipe = redis::pipe();
-        pipe.hset(&key, buyer, ceiling)
-            .ignore()
-            .expire(&key, 86_400 * 2)
-            .ignore();
+        pipe.add_command(set).ignore().expire(&key, 86_400 * 2).ignore();
         bounded(pipe.query_async::<()>(&mut conn)).await?;
         Ok(())
     }
