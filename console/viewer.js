@@ -83,6 +83,7 @@ async function main() {
     },
   }).start();
   startCountdowns(() => room.now());
+  loadWaitlists();
   setInterval(refreshPendingOrders, 5000);
   setInterval(refreshSession, 20_000);
   setInterval(renderDeals, 1000); // scheduled deals turn live on the clock, ended ones fade
@@ -242,6 +243,7 @@ function onEvent(event) {
   if (changed === 'announcement') renderStage();
   if (changed === 'likes' || changed === 'viewers') renderCounters();
   if (changed === 'slow_mode') renderChatForm();
+  onWaitlistEvent(event);
 }
 
 /** A private notice: for this viewer only (docs/protocol.md, "Private notices"). */
@@ -302,6 +304,11 @@ function onNotice(notice) {
       if (d.order_id) refreshOrder(d.order_id);
       if (d.coupon_claim_id) loadClaims().then(renderCoupons);
       renderGiveaways();
+      break;
+    case 'waitlist.offer':
+    case 'waitlist.offer_expired':
+    case 'waitlist.closed':
+      text = onWaitlistNotice(notice);
       break;
     default:
       text = notice.kind;
@@ -1286,6 +1293,141 @@ $('#like').addEventListener('click', () => {
     pendingLikes = 0;
     room?.send('like', { count }).catch(() => {});
   }, 300);
+});
+
+// ---------- waitlists of sold-out deals (docs/api.md, "Waitlists") ----------
+
+const waitlists = new Map(); // deal_id -> {deal, count, place, busy, result}
+const IN_LINE = new Set(['waiting', 'offered']);
+
+/** Sold-out deals of the session whose time is not over, and the viewer's place on each. */
+async function loadWaitlists() {
+  try {
+    const deals = await apiAll(`/v1/sessions/${sessionId}/deals`, { token });
+    for (const deal of deals) {
+      if (deal.end_reason === 'sold_out' && Date.parse(deal.ends_at) > Date.now()) trackWaitlist(deal);
+    }
+  } catch {
+    /* the room's deal.ended adds them as they sell out */
+  }
+  renderWaitlists();
+}
+
+function trackWaitlist(deal) {
+  if (!waitlists.has(deal.deal_id)) waitlists.set(deal.deal_id, { deal, count: null, place: null });
+  refreshWaitlistPlace(deal.deal_id);
+}
+
+async function refreshWaitlistPlace(id) {
+  const w = waitlists.get(id);
+  if (!w) return;
+  try {
+    w.place = await api(`/v1/deals/${id}/waitlist`, { token });
+    w.count = w.place.count;
+  } catch {
+    return; // the next notice or click tries again
+  }
+  renderWaitlists();
+}
+
+function onWaitlistEvent(event) {
+  const d = event.data || {};
+  if (event.type === 'deal.ended' && d.reason === 'sold_out') {
+    const deal = state.deals.get(d.deal_id);
+    if (deal) trackWaitlist(deal);
+  } else if (event.type === 'deal.waitlist') {
+    const w = waitlists.get(d.deal_id);
+    if (w) {
+      w.count = d.count;
+      renderWaitlists();
+    }
+  }
+}
+
+/** A waitlist notice: refresh the place and say what happened. */
+function onWaitlistNotice(notice) {
+  const d = notice.data || {};
+  refreshWaitlistPlace(d.deal_id);
+  if (notice.kind === 'waitlist.offer') {
+    const text = `Waitlist offer: ${d.units} × ${money(d.price_minor, d.currency)} held for you — buy before the countdown ends.`;
+    toast(`★ ${text}`, 'ok', 7000);
+    return text;
+  }
+  if (notice.kind === 'waitlist.offer_expired') {
+    const text = d.reason === 'cap_reached' ? 'Your waitlist turn passed: you already hold the limit.' : 'Your waitlist offer expired and went to the next in line.';
+    toast(text, 'warn');
+    return text;
+  }
+  return 'The waitlist closed: the deal is over.';
+}
+
+function renderWaitlists() {
+  const now = room ? room.now() : Date.now();
+  const cards = [...waitlists.values()].filter((w) => Date.parse(w.deal.ends_at) > now || IN_LINE.has(w.place?.status));
+  morphChildren($('#waitlists'), cards.map((w) => waitlistCard(w, now)));
+}
+
+function waitlistCard(w, now) {
+  const { deal, place } = w;
+  const item = [...lineup.values()].find((i) => i.lineup_item_id === deal.lineup_item_id);
+  const name = item?.product_name || 'Sold-out deal';
+  const offer = place?.status === 'offered' ? place.offer : null;
+  let body;
+  if (offer) {
+    body = h('div', { class: 'stack', dataset: { testid: 'waitlist-offer' } },
+      h('div', { text: `Your offer: ${offer.units} × ${money(offer.price_minor, offer.currency)}` }),
+      countdown('span', 'countdown', offer.expires_at, 'held for you for ', 'passing on…', now),
+      h('button', { class: 'primary big', type: 'button', disabled: !!w.busy, text: w.busy ? 'Buying…' : `Buy · ${money(offer.price_minor * offer.units, offer.currency)}`,
+        dataset: { action: 'waitlist-buy', id: deal.deal_id, testid: 'waitlist-buy' } }));
+  } else if (place && IN_LINE.has(place.status)) {
+    body = h('div', { class: 'row between' },
+      h('span', { text: `You are #${place.position} in line`, dataset: { testid: 'waitlist-position' } }),
+      h('button', { class: 'small', type: 'button', disabled: !!w.busy, text: 'Leave', dataset: { action: 'waitlist-leave', id: deal.deal_id } }));
+  } else {
+    body = h('button', { class: 'primary', type: 'button', disabled: !!w.busy || Date.parse(deal.ends_at) <= now, text: 'Join waitlist',
+      dataset: { action: 'waitlist-join', id: deal.deal_id, testid: 'waitlist-join' } });
+  }
+  return h('article', { class: 'card deal ended', dataset: { key: `waitlist-${deal.deal_id}`, testid: 'waitlist', dealId: deal.deal_id } },
+    h('div', { class: 'row between' },
+      h('b', { text: name }),
+      h('span', { class: 'badge bad', text: 'Sold out' }),
+      h('small', { text: w.count === null ? '' : `${w.count} waiting`, dataset: { testid: 'waitlist-count' } })),
+    body,
+    w.result ? h('div', { class: `notice ${w.result.kind}`, text: w.result.text, dataset: { testid: 'waitlist-result' } }) : null);
+}
+
+async function waitlistAction(id, action) {
+  const w = waitlists.get(id);
+  if (!w || w.busy) return;
+  w.busy = true;
+  w.result = null;
+  renderWaitlists();
+  try {
+    if (action === 'waitlist-join' || action === 'waitlist-leave') {
+      w.place = await api(`/v1/deals/${id}/waitlist`, { method: action === 'waitlist-join' ? 'POST' : 'DELETE', token });
+      w.count = w.place.count;
+    } else if (action === 'waitlist-buy' && w.place?.offer) {
+      // One click, one key: a retry after a lost answer cannot buy twice.
+      const key = uuid();
+      const body = { quantity: w.place.offer.units };
+      const order = room.status === 'live'
+        ? (await room.send('deal.buy', { deal_id: id, idempotency_key: key, ...body }, 15_000)).order
+        : await api(`/v1/deals/${id}/orders`, { method: 'POST', token, headers: { 'Idempotency-Key': key }, body });
+      upsertOrder(order);
+      w.result = { kind: 'ok', text: `Ordered ${order.quantity} for ${money(order.amount_minor, order.currency)} — pay within ${clock(Date.parse(order.expires_at) - Date.now())}.` };
+      await refreshWaitlistPlace(id);
+    }
+  } catch (e) {
+    w.result = { kind: 'bad', text: { not_sold_out: 'The deal is still on sale: buy it above.', deal_ended: 'This deal is over.', not_on_waitlist: 'You are not in line.' }[e.code] || ERRORS[e.code] || e.message };
+  }
+  w.busy = false;
+  renderWaitlists();
+}
+
+document.addEventListener('click', (e) => {
+  const target = e.target.closest('[data-action^="waitlist-"]');
+  if (!target || target.disabled) return;
+  waitlistAction(target.dataset.id, target.dataset.action);
 });
 
 main().catch((e) => fatal(`Something went wrong: ${e.message}`));

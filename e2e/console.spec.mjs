@@ -855,6 +855,41 @@ async function main() {
   });
   // ---- end of comment-to-buy ----
 
+  // ---------- waitlists (issue 17) ----------
+  await step('a deal sells out; alice joins its waitlist; bob lets his order go; alice gets the offer with its countdown and buys it', async () => {
+    const { page } = host;
+    await page.selectOption('[data-testid=deal-item]', '2');
+    await page.fill('[data-testid=deal-price]', '9.00');
+    await page.fill('[data-testid=deal-quantity]', '1');
+    await page.fill('[data-testid=deal-countdown]', '0');
+    await page.click('[data-testid=launch-deal]');
+    const deal = bob.page.locator('[data-testid=deal][data-status=live]', { has: bob.page.locator('[data-testid=deal-stock][data-remaining="1"]') });
+    await until('the one-unit deal on bob’s page', async () => (await deal.count()) === 1);
+    const dealId = await attr(deal, 'data-deal-id');
+    await deal.locator('[data-testid=buy]').click();
+    await until('bob’s order', async () => (await text(bob.page.locator(`[data-testid=deal][data-deal-id="${dealId}"] [data-testid=deal-result]`))).startsWith('Ordered 1'));
+    const card = alice.page.locator(`[data-testid=waitlist][data-deal-id="${dealId}"]`);
+    await until('the sold-out deal’s waitlist card', async () => (await card.count()) === 1);
+    await card.locator('[data-testid=waitlist-join]').click();
+    await until('alice in line', async () => (await text(card.locator('[data-testid=waitlist-position]'))) === 'You are #1 in line');
+    await until('the count', async () => (await text(card.locator('[data-testid=waitlist-count]'))) === '1 waiting');
+    // Bob cancels his unpaid order: its unit goes to the waitlist, first in line first.
+    const status = await bob.page.evaluate(async (id) => {
+      const token = Object.entries(localStorage).find(([k]) => k.startsWith('hawker.token.viewer.viewer-bob.'))?.[1];
+      const headers = { Authorization: `Bearer ${token}` };
+      const orders = await (await fetch('/v1/me/orders?limit=100', { headers })).json();
+      const order = orders.items.find((o) => o.deal_id === id && o.status === 'pending_payment');
+      return (await fetch(`/v1/me/orders/${order.order_id}/cancel`, { method: 'POST', headers })).status;
+    }, dealId);
+    check(status === 200, `the cancel answered ${status}`);
+    const offer = card.locator('[data-testid=waitlist-offer]');
+    await until('alice’s offer', async () => (await offer.count()) === 1);
+    check((await text(offer.locator('.countdown'))).startsWith('held for you for'), 'the offer’s countdown runs');
+    await until('the offer notice', async () => (await alice.page.locator('[data-testid=notices] li[data-kind="waitlist.offer"]').count()) === 1);
+    await offer.locator('[data-testid=waitlist-buy]').click();
+    await until('alice’s order from the offer', async () => (await text(card.locator('[data-testid=waitlist-result]'))).startsWith('Ordered 1 for $9.00'));
+  });
+
   await step('host ends the session; the viewers are told', async () => {
     const { page } = host;
     await page.click('[data-testid=end-session]');

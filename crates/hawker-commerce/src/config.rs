@@ -38,6 +38,10 @@ pub struct CommerceConfig {
     /// How long after delivery a buyer may ask for a return (30 days by default).
     #[serde(default = "default_return_window_secs")]
     pub return_window_secs: u64,
+    /// How long a waitlist offer holds its units for the buyer before it
+    /// passes to the next in line.
+    #[serde(default = "default_waitlist_hold_secs")]
+    pub waitlist_hold_secs: u64,
     /// Test only: a batch sleeps this long between taking its deal rows and
     /// committing, so a test can freeze a node while it holds them. Honoured
     /// only when `HAWKER_ENV=test`; 0 (the default) everywhere else.
@@ -63,6 +67,10 @@ fn test_hook(key: &str, ms: u64) -> std::time::Duration {
 
 fn default_settle_queue_max() -> usize {
     65_536
+}
+
+fn default_waitlist_hold_secs() -> u64 {
+    60
 }
 
 fn default_commit_timeout_ms() -> u64 {
@@ -103,6 +111,7 @@ impl Default for CommerceConfig {
             commit_timeout_ms: default_commit_timeout_ms(),
             max_price_minor: default_max_price_minor(),
             return_window_secs: default_return_window_secs(),
+            waitlist_hold_secs: default_waitlist_hold_secs(),
             test_hold_after_take_ms: 0,
             test_rebuild_delay_ms: 0,
         }
@@ -131,6 +140,7 @@ impl CommerceConfig {
             ("commerce.settle_queue_max", self.settle_queue_max as u64),
             ("commerce.commit_timeout_ms", self.commit_timeout_ms),
             ("commerce.return_window_secs", self.return_window_secs),
+            ("commerce.waitlist_hold_secs", self.waitlist_hold_secs),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -22,6 +22,10 @@
 //! transaction; every reader of orders handles each source (an order names
 //! its source and exactly that source's id, [`order::Source`]).
 //!
+//! A deal that sold out keeps a waitlist until its `ends_at` ([`waitlist`]):
+//! units that come back are held for it and offered privately, in order,
+//! and the offered buyer buys them through the same purchase path.
+//!
 //! Modules depend one way, with no cycle: [`purchase`] uses [`order`],
 //! [`pricing`], [`stock`] and [`deals`]; none of those uses `purchase`.
 //! `deals`, `coupons` and `scheduler` reach the gate only through
@@ -48,6 +52,7 @@ pub mod scheduler;
 pub mod sourced;
 pub mod stock;
 mod units;
+pub mod waitlist;
 
 use std::sync::Arc;
 

@@ -38,6 +38,9 @@ pub async fn run(c: Commerce, shutdown: CancellationToken) {
         if let Err(e) = expire_orders(&c).await {
             tracing::debug!(error = %e, "order expiry deferred");
         }
+        if let Err(e) = crate::waitlist::tick(&c).await {
+            tracing::debug!(error = %e, "waitlists deferred");
+        }
         // Every ~5 s: release reservations whose settlement never happened.
         if n % (5000 / c.config().scheduler_tick_ms.max(1)).max(1) == 0 {
             let older_than = Duration::from_secs(c.config().reservation_timeout_secs);

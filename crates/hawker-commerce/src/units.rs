@@ -8,6 +8,10 @@
 //! which order go is the buyer's business (the sweeper sends the buyer a
 //! private `order.expired` notice).
 //!
+//! Units of a deal that sold out go to its waitlist first, if anyone waits
+//! ([`crate::waitlist::hold_returned`]): held for offers instead of going
+//! back to the SKU.
+//!
 //! An auction's, a giveaway's or a group buy's order has no deal to return
 //! to: its units go straight back to the SKU (and to the count of the lineup
 //! item's campaign, under which the source took them), by a catalog
@@ -101,6 +105,12 @@ pub(crate) async fn give_back(
         .fetch_one(&mut **tx)
         .await?;
         if status == "ended" {
+            // A sold-out deal's waitlist takes them first (held for offers).
+            if crate::waitlist::hold_returned(tx, *deal_id, *units).await? {
+                // The gate lowers the buyer's units (its stock stays shut).
+                live.push(*deal_id);
+                continue;
+            }
             hawker_catalog::campaign_skus::give_back(
                 tx,
                 hawker_catalog::campaign_skus::GiveBack {

@@ -10,6 +10,8 @@
 //!    same, `idempotency_key_reused` if not;
 //! 2. the same (buyer, key) earlier in this batch: the answer of that request;
 //! 3. the deal: gone (`not_found`), sold out, ended (or past `ends_at`), not started;
+//!    a sold-out deal still sells to a buyer with an open waitlist offer, at
+//!    most the offer's units, once (`crate::waitlist`);
 //! 4. the buyer's cap, then the units left, both counting the requests
 //!    accepted before it in this batch (earlier requests win the last units);
 //! 5. the price: an amount that does not fit in an `i64` is refused alone
@@ -108,6 +110,9 @@ pub(crate) struct Known {
     pub existing: HashMap<BuyerKey, (Order, String)>,
     /// The coupon claims the batch names.
     pub claims: HashMap<Uuid, ClaimRow>,
+    /// Open waitlist offers of the batch's buyers on sold-out deals:
+    /// (deal, buyer) → units offered.
+    pub offers: HashMap<(Uuid, String), i32>,
 }
 
 /// What was decided for one request before the insert.
@@ -128,6 +133,7 @@ pub(crate) fn decide(requests: &[SettleRequest], known: &Known) -> Vec<Decision>
     let mut held = known.held.clone();
     let mut seen_keys: HashMap<BuyerKey, usize> = HashMap::new();
     let mut used_claims: HashSet<Uuid> = HashSet::new();
+    let mut offers = known.offers.clone();
     let mut decisions = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         let id_key = (r.buyer.clone(), r.idempotency_key.clone());
@@ -148,8 +154,35 @@ pub(crate) fn decide(requests: &[SettleRequest], known: &Known) -> Vec<Decision>
             decisions.push(Decision::Reject(Error::NotFound("deal")));
             continue;
         };
+        let offer = offers.get(&(r.deal_id, r.buyer.clone())).copied();
         let decision = match deal_refusal(deal) {
-            Some(refusal) => Decision::Reject(refusal),
+            Some(refusal) => match offer {
+                Some(offered) if on_offer(deal) => {
+                    let units = held.get(&(r.deal_id, r.buyer.clone())).copied().unwrap_or(0);
+                    if r.quantity > offered {
+                        Decision::Reject(Error::conflict(
+                            "sold_out",
+                            format!("the deal is sold out; your waitlist offer is for {offered} units"),
+                        ))
+                    } else if units.saturating_add(r.quantity) > deal.per_buyer_cap {
+                        Decision::Reject(Error::conflict(
+                            "cap_exceeded",
+                            "the per-buyer cap would be exceeded",
+                        ))
+                    } else {
+                        match price(r, deal, &known.claims, &mut used_claims) {
+                            Ok(price) => {
+                                held.insert((r.deal_id, r.buyer.clone()), units + r.quantity);
+                                // An offer is bought once.
+                                offers.remove(&(r.deal_id, r.buyer.clone()));
+                                Decision::Accept(price)
+                            }
+                            Err(e) => Decision::Reject(e),
+                        }
+                    }
+                }
+                _ => Decision::Reject(refusal),
+            },
             None => {
                 let units = held.get(&(r.deal_id, r.buyer.clone())).copied().unwrap_or(0);
                 let deal_sold = sold.get(&r.deal_id).copied().unwrap_or(deal.quantity);
@@ -230,6 +263,11 @@ fn key_reused() -> Error {
 
 fn sold_out() -> Error {
     Error::conflict("sold_out", "the deal is sold out")
+}
+
+/// A sold-out deal whose time is not over: its waitlist offers may be bought.
+fn on_offer(deal: &DealRow) -> bool {
+    deal.end_reason.as_deref() == Some("sold_out") && !deal.over
 }
 
 /// Why nobody may buy from this deal now, if so.
@@ -424,6 +462,28 @@ mod tests {
 
     fn decided(requests: &[SettleRequest], known: &Known) -> Vec<String> {
         labels(&decide(requests, known))
+    }
+
+    #[test]
+    fn a_sold_out_deal_sells_only_an_open_waitlist_offer_once() {
+        let mut row = deal(10, 10, 2);
+        row.status = "ended".into();
+        row.end_reason = Some("sold_out".into());
+        let mut known = known(row);
+        known.offers.insert((Uuid::from_u128(1), "a".into()), 2);
+        let batch = [
+            request("b", "k", 1),
+            request("a", "k1", 3),
+            request("a", "k2", 2),
+            request("a", "k3", 1),
+        ];
+        assert_eq!(
+            decided(&batch, &known),
+            ["sold_out", "sold_out", "ok:2000", "sold_out"]
+        );
+        // Past its end the offer is void.
+        known.deals.get_mut(&Uuid::from_u128(1)).unwrap().over = true;
+        assert_eq!(decided(&[request("a", "k", 1)], &known), ["sold_out"]);
     }
 
     #[test]

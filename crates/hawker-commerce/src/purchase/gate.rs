@@ -13,6 +13,9 @@
 //! - `hawker:deal:{id}:pending` sorted set: fields still reserved, scored by reservation time (ms)
 //! - `hawker:deal:{id}:keys`   hash: `buyer\nkey` → `o:<order id>` (settled) or
 //!   `p:<qty>:<ms>:<hash>` (reserved, settlement pending)
+//! - `hawker:deal:{id}:offers` hash: buyer → units the buyer may hold in all
+//!   while their waitlist offer is open (`crate::waitlist`): a sold-out deal
+//!   admits that buyer, and only that buyer, up to it, without touching `stock`
 //!
 //! The gate may be wrong (Redis flushed, restarted, a node died between the
 //! reservation and the commit); it is rebuilt from Postgres when its keys are
@@ -35,13 +38,25 @@ if redis.call('HGET', KEYS[1], 'ready') ~= '1' then return {'rebuild'} end
 local existing = redis.call('HGET', KEYS[4], ARGV[3])
 if existing then return {'dup', existing} end
 local now = tonumber(ARGV[5])
+local q = tonumber(ARGV[2])
 if redis.call('HGET', KEYS[1], 'status') == 'ended' then
-  if redis.call('HGET', KEYS[1], 'reason') == 'sold_out' then return {'sold_out'} end
+  if redis.call('HGET', KEYS[1], 'reason') == 'sold_out' then
+    local ceiling = redis.call('HGET', KEYS[6], ARGV[1])
+    if ceiling and now < tonumber(redis.call('HGET', KEYS[1], 'ends_ms')) then
+      local held = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+      if held + q <= tonumber(ceiling) then
+        redis.call('HINCRBY', KEYS[3], ARGV[1], q)
+        redis.call('HSET', KEYS[4], ARGV[3], 'p:' .. q .. ':' .. ARGV[5] .. ':' .. ARGV[4])
+        redis.call('ZADD', KEYS[5], ARGV[5], ARGV[3])
+        return {'ok'}
+      end
+    end
+    return {'sold_out'}
+  end
   return {'ended'}
 end
 if now >= tonumber(redis.call('HGET', KEYS[1], 'ends_ms')) then return {'ended'} end
 if now < tonumber(redis.call('HGET', KEYS[1], 'starts_ms')) then return {'not_started'} end
-local q = tonumber(ARGV[2])
 local units = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 if units + q > tonumber(redis.call('HGET', KEYS[1], 'cap')) then return {'cap_exceeded', tostring(units)} end
 if tonumber(redis.call('GET', KEYS[2]) or '0') < q then return {'sold_out'} end
@@ -82,20 +97,25 @@ return 1
 /// gate. Settled keys a `confirm` wrote since the Postgres read are kept (the
 /// read may predate their commit); reservations are dropped, since the new
 /// stock does not count them.
-/// KEYS: meta, stock, buyers, keys, pending, rebuilding lock.
+/// KEYS: meta, stock, buyers, keys, pending, rebuilding lock, offers.
 /// ARGV: ttl, stock, gen, starts_ms, ends_ms, cap, status, reason, buyer count,
-/// buyer/units pairs, then field/value pairs of settled keys.
+/// offer count, buyer/units pairs, buyer/ceiling pairs of open waitlist
+/// offers, then field/value pairs of settled keys.
 const REBUILD_LUA: &str = r#"
 if redis.call('HGET', KEYS[1], 'ready') == '1' then redis.call('DEL', KEYS[6]) return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[7])
 local kept = redis.call('HGETALL', KEYS[4])
 for i = 1, #kept, 2 do
   if string.sub(kept[i + 1], 1, 2) ~= 'o:' then redis.call('HDEL', KEYS[4], kept[i]) end
 end
 redis.call('SET', KEYS[2], ARGV[2])
-local i = 10
+local i = 11
 for _ = 1, tonumber(ARGV[9]) do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for _ = 1, tonumber(ARGV[10]) do
+  redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 while i < #ARGV do
@@ -105,6 +125,7 @@ end
 redis.call('HSET', KEYS[1], 'starts_ms', ARGV[4], 'ends_ms', ARGV[5], 'cap', ARGV[6],
   'status', ARGV[7], 'reason', ARGV[8], 'gen', ARGV[3], 'ready', '1')
 for k = 1, 5 do redis.call('EXPIRE', KEYS[k], ARGV[1]) end
+redis.call('EXPIRE', KEYS[7], ARGV[1])
 redis.call('DEL', KEYS[6])
 return 1
 "#;
@@ -350,6 +371,7 @@ impl Gate {
             .key(self.deal_key(deal, "buyers"))
             .key(self.deal_key(deal, "keys"))
             .key(self.deal_key(deal, "pending"))
+            .key(self.deal_key(deal, "offers"))
             .arg(&key.buyer)
             .arg(quantity)
             .arg(key.field())
@@ -434,6 +456,36 @@ impl Gate {
         Ok(())
     }
 
+    /// Opens waitlist offers in the gate, in one round trip: each buyer may
+    /// hold up to their ceiling of units of the sold-out deal (their units +
+    /// the offer's). Postgres decides in the end; the rebuild restores open
+    /// offers from it.
+    pub async fn grant_offers(&self, deal: Uuid, offers: &[(String, i32)]) -> Result<()> {
+        if offers.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.redis.clone();
+        let key = self.deal_key(deal, "offers");
+        let mut set = redis::cmd("HSET");
+        set.arg(&key);
+        for (buyer, ceiling) in offers {
+            set.arg(buyer).arg(ceiling);
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(set).ignore().expire(&key, 86_400 * 2).ignore();
+        bounded(pipe.query_async::<()>(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// Closes a waitlist offer in the gate (bought, passed, left, closed).
+    pub async fn revoke_offer(&self, deal: Uuid, buyer: &str) -> Result<()> {
+        let mut conn = self.redis.clone();
+        let mut command = redis::cmd("HDEL");
+        command.arg(self.deal_key(deal, "offers")).arg(buyer);
+        bounded(command.query_async::<i64>(&mut conn)).await?;
+        Ok(())
+    }
+
     /// Lowers the gate's stock to what Postgres has left, if it is above.
     pub async fn clamp(&self, deal: Uuid, remaining: i32) -> Result<()> {
         let mut conn = self.redis.clone();
@@ -504,13 +556,25 @@ impl Gate {
         .bind(deal)
         .fetch_all(&self.db)
         .await?;
+        let offers = {
+            let mut conn = self.db.acquire().await?;
+            crate::waitlist::gate_offers(&mut conn, deal).await?
+        };
         let stock = if status == "ended" { 0 } else { quantity - sold };
         let ttl_secs = (ends_at - chrono::Utc::now()).num_seconds().max(0) + 86_400;
         if !self.rebuild_delay.is_zero() {
             tokio::time::sleep(self.rebuild_delay).await;
         }
         let mut invocation = self.rebuild.prepare_invoke();
-        for what in ["meta", "stock", "buyers", "keys", "pending", "rebuilding"] {
+        for what in [
+            "meta",
+            "stock",
+            "buyers",
+            "keys",
+            "pending",
+            "rebuilding",
+            "offers",
+        ] {
             invocation.key(self.deal_key(deal, what));
         }
         invocation
@@ -522,9 +586,13 @@ impl Gate {
             .arg(cap)
             .arg(status)
             .arg(reason.unwrap_or_default())
-            .arg(buyers.len());
+            .arg(buyers.len())
+            .arg(offers.len());
         for (buyer, units) in &buyers {
             invocation.arg(buyer).arg(units);
+        }
+        for (buyer, ceiling) in &offers {
+            invocation.arg(buyer).arg(ceiling);
         }
         for (buyer, key, order_id) in &orders {
             invocation

@@ -358,6 +358,12 @@ impl SettleTask {
             }
         }
         for figure in &result.deals {
+            for buyer in &figure.offers_bought {
+                let _ = self.gate.revoke_offer(figure.deal_id, buyer).await;
+            }
+            if let Some(count) = &figure.waitlist_count {
+                self.stock.announce(count.clone());
+            }
             let _ = self.gate.clamp(figure.deal_id, figure.remaining).await;
             if figure.ended {
                 // Sold out: the final figure and `deal.ended` go through the outbox.
@@ -382,8 +388,12 @@ struct DealAfter {
     remaining: i32,
     quantity: i32,
     version: i64,
-    /// This batch sold its last unit.
+    /// This batch sold its last unit (or sold from an ended deal's waitlist offers).
     ended: bool,
+    /// Buyers whose waitlist offers this batch bought.
+    offers_bought: Vec<String>,
+    /// The room's new waitlist count, when offers were bought.
+    waitlist_count: Option<stock::Figure>,
 }
 
 /// What a committed batch answers and changed.
@@ -426,7 +436,7 @@ async fn commit(
                 .values()
                 .filter_map(|o| o.deal_id.map(|d| (d, o.quantity))),
         )?;
-        match take_units(&mut tx, &units).await? {
+        match take_units(&mut tx, &units, &known.deals, &created).await? {
             Taken::All(deals) => {
                 record_order_events(&mut tx, &created).await?;
                 if !hold_after_take.is_zero() {
@@ -456,6 +466,12 @@ async fn commit(
                 for row in read_deals(&mut tx, &[deal_id], true).await? {
                     known.deals.insert(row.deal_id, row);
                 }
+                // Under the row lock no offer of this deal changes.
+                let buyers: Vec<&str> = requests.iter().map(|r| r.buyer.as_str()).collect();
+                known.offers.retain(|(d, _), _| *d != deal_id);
+                known
+                    .offers
+                    .extend(crate::waitlist::open_offers(&mut tx, &[deal_id], &buyers).await?);
             }
         }
     }
@@ -557,11 +573,23 @@ async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) ->
         .map(|c| (c.coupon_claim_id, c))
         .collect()
     };
+    // Only a sold-out deal has waitlist offers: the stampede path skips this.
+    let sold_out: Vec<Uuid> = deals
+        .values()
+        .filter(|d| d.end_reason.as_deref() == Some("sold_out"))
+        .map(|d| d.deal_id)
+        .collect();
+    let offers = if sold_out.is_empty() {
+        HashMap::new()
+    } else {
+        crate::waitlist::open_offers(tx, &sold_out, &buyers).await?
+    };
     Ok(Known {
         deals,
         held,
         existing,
         claims,
+        offers,
     })
 }
 
@@ -683,9 +711,24 @@ enum Taken {
 /// its last unit ends `sold_out` here, its final stock and `deal.ended`
 /// queued in the room outbox. The `deal_no_oversell` constraint stays the
 /// last line of defence.
-async fn take_units(tx: &mut Transaction<'_, Postgres>, units: &BTreeMap<Uuid, i32>) -> Result<Taken> {
+async fn take_units(
+    tx: &mut Transaction<'_, Postgres>,
+    units: &BTreeMap<Uuid, i32>,
+    deals: &HashMap<Uuid, DealRow>,
+    created: &HashMap<usize, Order>,
+) -> Result<Taken> {
     let mut after = Vec::with_capacity(units.len());
     for (deal_id, units) in units {
+        if deals.get(deal_id).is_some_and(|d| d.status == "ended") {
+            // Only waitlist offers sell from an ended deal (decide).
+            match take_offered(tx, *deal_id, *units, created).await? {
+                Some(a) => {
+                    after.push(a);
+                    continue;
+                }
+                None => return Ok(Taken::Short(*deal_id)),
+            }
+        }
         let taken: Option<(Uuid, i32, i32, i64, bool)> = sqlx::query_as(
             "update deal set sold = sold + $2, stock_version = stock_version + 1,
                     status = case when sold + $2 = quantity then 'ended' else status end,
@@ -713,9 +756,56 @@ async fn take_units(tx: &mut Transaction<'_, Postgres>, units: &BTreeMap<Uuid, i
             quantity,
             version,
             ended,
+            offers_bought: Vec::new(),
+            waitlist_count: None,
         });
     }
     Ok(Taken::All(after))
+}
+
+/// Step 6, for a sold-out deal: the units of its waitlist offers' orders
+/// come from `held`, and the offers are marked bought, under the deal's row
+/// lock (taken by the update, before the entries: the waitlist's lock
+/// order). `None` if the held units or an offer are no longer there.
+async fn take_offered(
+    tx: &mut Transaction<'_, Postgres>,
+    deal_id: Uuid,
+    units: i32,
+    created: &HashMap<usize, Order>,
+) -> Result<Option<DealAfter>> {
+    let taken: Option<(Uuid, i32, i32, i64)> = sqlx::query_as(
+        "update deal set sold = sold + $2, held = held - $2, stock_version = stock_version + 1
+          where deal_id = $1 and status = 'ended' and end_reason = 'sold_out' and ends_at > now() and held >= $2
+      returning session_id, quantity, sold, stock_version",
+    )
+    .bind(deal_id)
+    .bind(units)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(deal_row_error)?;
+    let Some((session_id, quantity, _, version)) = taken else {
+        return Ok(None);
+    };
+    let mut bought: HashMap<String, (i32, Uuid)> = HashMap::new();
+    for order in created.values().filter(|o| o.deal_id == Some(deal_id)) {
+        let entry = bought
+            .entry(order.buyer_id.clone())
+            .or_insert((0, order.order_id));
+        entry.0 = entry.0.saturating_add(order.quantity);
+    }
+    let Some(count) = crate::waitlist::mark_bought(tx, deal_id, session_id, &bought).await? else {
+        return Ok(None);
+    };
+    Ok(Some(DealAfter {
+        deal_id,
+        session_id,
+        remaining: 0,
+        quantity,
+        version,
+        ended: true,
+        offers_bought: bought.into_keys().collect(),
+        waitlist_count: Some(count),
+    }))
 }
 
 /// Step 7: records each new order's first status in `order_event`.

@@ -26,6 +26,7 @@ pub mod reports;
 pub mod sessions;
 pub mod socket;
 mod socket_commands;
+pub mod waitlists;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -101,6 +102,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(giveaways::router())
         .merge(groupbuys::router())
         .merge(comment_to_buy::router())
+        .merge(waitlists::router())
         .merge(payments::router())
         .merge(fulfilment::router())
         .merge(agency::router())

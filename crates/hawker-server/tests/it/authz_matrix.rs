@@ -191,6 +191,10 @@ const HTTP: &[(&str, &str)] = &[
     ("GET /v1/deals/{deal_id}",                                "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     ("POST /v1/deals/{deal_id}/end",                           "401  403  403  ok   ok   403  ok   403  403  403  ok"),
     ("POST /v1/deals/{deal_id}/orders",                        "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    // Waitlists: anyone signed in may wait for a sold-out deal (the world's deal sells: 409).
+    ("POST /v1/deals/{deal_id}/waitlist",                      "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("GET /v1/deals/{deal_id}/waitlist",                       "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
+    ("DELETE /v1/deals/{deal_id}/waitlist",                    "401  ok   ok   ok   ok   ok   ok   ok   ok   ok   ok"),
     // An order is private to its buyer, its session's hosts and agency, its product's brand.
     ("GET /v1/orders/{order_id}",                              "401  ok   404  ok   ok   404  ok   404  ok   404  ok"),
     ("POST /v1/orders/{order_id}/refunds",                     "401  403  404  403  403  404  ok   404  ok   404  ok"),

@@ -39,3 +39,4 @@ mod shutdown;
 mod socket_conformance;
 mod sourced;
 mod support;
+mod waitlists;
