@@ -215,6 +215,38 @@ pub async fn create(live: &Live, claims: &Claims, session_id: Uuid, new: NewGrou
     let sellable = campaign_skus::sellable(live.db(), access.agency_id, item.sku_id).await?;
     let id = Uuid::now_v7();
     let mut tx = live.db().begin().await?;
+    // The row first, then the SKU's units: the order in which a settlement
+    // or a cancel takes its locks (the group buy's row, then the SKU), so a
+    // new group buy waiting on the unique index for a running one that is
+    // being settled never holds the SKU that settlement needs.
+    sqlx::query(
+        "insert into group_buy (group_buy_id, session_id, lineup_item_id, sku_id, campaign_id, brand_id, currency,
+                tiers, min_participants, per_buyer_cap, stock, duration_secs, starts_at, ends_at, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                 clock_timestamp(), clock_timestamp() + make_interval(secs => $12), $13)",
+    )
+    .bind(id)
+    .bind(session_id)
+    .bind(item.lineup_item_id)
+    .bind(item.sku_id)
+    .bind(item.campaign_id)
+    .bind(sellable.brand_id)
+    .bind(&item.currency)
+    .bind(sqlx::types::Json(tiers.lines()))
+    .bind(new.min_participants)
+    .bind(new.per_buyer_cap)
+    .bind(new.stock)
+    .bind(new.duration_secs)
+    .bind(&claims.sub)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match hawker_core::error::violated_constraint(&e).as_deref() {
+        Some("group_buy_one_running_per_item") => Error::conflict(
+            "group_buy_running",
+            "a group buy of this lineup item is already running",
+        ),
+        _ => e.into(),
+    })?;
     // The lowest tier's price is held to the campaign's floor.
     let taken = campaign_skus::take_units(
         &mut tx,
@@ -229,34 +261,12 @@ pub async fn create(live: &Live, claims: &Claims, session_id: Uuid, new: NewGrou
     )
     .await?;
     let row = sqlx::query_as::<_, GroupBuy>(&format!(
-        "insert into group_buy (group_buy_id, session_id, lineup_item_id, sku_id, campaign_id, brand_id, currency,
-                tiers, min_participants, per_buyer_cap, stock, duration_secs, starts_at, ends_at, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                 clock_timestamp(), clock_timestamp() + make_interval(secs => $12), $13)
-         returning {GROUP_BUY_COLUMNS}"
+        "update group_buy set campaign_id = $2 where group_buy_id = $1 returning {GROUP_BUY_COLUMNS}"
     ))
     .bind(id)
-    .bind(session_id)
-    .bind(item.lineup_item_id)
-    .bind(item.sku_id)
     .bind(taken.campaign_id)
-    .bind(sellable.brand_id)
-    .bind(&item.currency)
-    .bind(sqlx::types::Json(tiers.lines()))
-    .bind(new.min_participants)
-    .bind(new.per_buyer_cap)
-    .bind(new.stock)
-    .bind(new.duration_secs)
-    .bind(&claims.sub)
     .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| match hawker_core::error::violated_constraint(&e).as_deref() {
-        Some("group_buy_one_running_per_item") => Error::conflict(
-            "group_buy_running",
-            "a group buy of this lineup item is already running",
-        ),
-        _ => e.into(),
-    })?;
+    .await?;
     let group_buy = row.derive();
     let view = group_buy.room_view();
     hawker_hub::durable::enqueue(
