@@ -859,8 +859,9 @@ async function main() {
   await step('a deal sells out; alice joins its waitlist; bob lets his order go; alice gets the offer with its countdown and buys it', async () => {
     const { page } = host;
     await page.selectOption('[data-testid=deal-item]', '2');
-    await page.fill('[data-testid=deal-price]', '9.00');
+    await page.fill('[data-testid=deal-price]', '19.00');
     await page.fill('[data-testid=deal-quantity]', '1');
+    await page.fill('#deal-form [name=cap]', '1');
     await page.fill('[data-testid=deal-countdown]', '0');
     await page.click('[data-testid=launch-deal]');
     const deal = bob.page.locator('[data-testid=deal][data-status=live]', { has: bob.page.locator('[data-testid=deal-stock][data-remaining="1"]') });
@@ -887,7 +888,7 @@ async function main() {
     check((await text(offer.locator('.countdown'))).startsWith('held for you for'), 'the offer’s countdown runs');
     await until('the offer notice', async () => (await alice.page.locator('[data-testid=notices] li[data-kind="waitlist.offer"]').count()) === 1);
     await offer.locator('[data-testid=waitlist-buy]').click();
-    await until('alice’s order from the offer', async () => (await text(card.locator('[data-testid=waitlist-result]'))).startsWith('Ordered 1 for $9.00'));
+    await until('alice’s order from the offer', async () => (await text(card.locator('[data-testid=waitlist-result]'))).startsWith('Ordered 1 for $19.00'));
   });
 
   await step('host ends the session; the viewers are told', async () => {
