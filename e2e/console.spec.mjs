@@ -573,7 +573,7 @@ async function main() {
     await page.fill('[data-testid=deal-quantity]', '5');
     await page.fill('[data-testid=deal-countdown]', '0');
     await page.click('[data-testid=launch-deal]');
-    await until('the scarf deal live on the host', async () => (await page.locator('[data-testid=host-deal][data-status=live]', { hasText: SCARF }).count()) === 1);
+    await until('the scarf deal live on the host', async () => (await page.locator('[data-testid=host-deal][data-status=live]', { hasText: SCARF }).count()) === 1, 30_000);
   });
 
   await step('a viewer finds the session on “live now”, opens it, buys and pays', async () => {
