@@ -77,6 +77,15 @@ def main() -> None:
          "mode": "anti_snipe", "increments": [{"step_minor": 100}]},
     )
     ids["auction_id"] = auction["auction_id"]
+    group_buy = call(
+        base,
+        "POST",
+        f"/v1/sessions/{session_id}/group-buys",
+        agency,
+        {"link_number": item["link_number"], "tiers": [{"min_participants": 1, "price_minor": 20_000}],
+         "min_participants": 1, "duration_secs": 3600, "per_buyer_cap": 100, "stock": 200},
+    )
+    ids["group_buy_id"] = group_buy["group_buy_id"]
     drop = call(
         base,
         "POST",

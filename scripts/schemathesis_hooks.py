@@ -244,6 +244,17 @@ def before_call(ctx, case, **kwargs):
         reserve = _number(body.get("reserve_minor"))
         if reserve is not None and reserve < 10_000:
             body["reserve_minor"] = 10_000
+    elif path == "/v1/sessions/{session_id}/group-buys":
+        # The tiers start at 1 participant, their thresholds rise and their
+        # prices fall, the lowest at or above the seeded floors, which are
+        # under 10,000 (bad_tiers, price_below_floor).
+        body["tiers"] = [{"min_participants": 1, "price_minor": 20_000},
+                         {"min_participants": 10, "price_minor": 15_000}]
+    elif path == "/v1/group-buys/{group_buy_id}/cancel":
+        # A reason is not blank and has no control characters (bad_reason).
+        reason = body.get("reason")
+        if isinstance(reason, str) and (not reason.strip() or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in reason)):
+            body["reason"] = "wrong item"
     elif path == "/v1/auctions/{auction_id}/bids":
         # At least one of amount and maximum, the maximum not below the
         # amount (bad_bid).

@@ -78,6 +78,12 @@ impl CommentToBuy {
     }
 }
 
+/// One keyword, as the OpenAPI document states it: 1 to 16 ASCII letters.
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^[A-Za-z]{1,16}$", example = "SOLD")]
+#[allow(dead_code)] // a schema only
+pub struct Keyword(String);
+
 /// `PUT /v1/sessions/{id}/comment-to-buy`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +94,7 @@ pub struct SetCommentToBuy {
     /// 1 to 10 words of 1 to 16 ASCII letters (stored upper-case, repeats
     /// dropped). Absent: unchanged (SOLD and BUY at first).
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 10, value_type = Option<Vec<Keyword>>)]
     pub keywords: Option<Vec<String>>,
     /// Mark order lines with `order: true`. Absent: unchanged (true at first).
     #[serde(default)]

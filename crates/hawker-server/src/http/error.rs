@@ -317,6 +317,14 @@ mod tests {
     }
 
     #[test]
+    fn a_large_integral_float_is_read_exactly_and_becomes_its_integer() {
+        // Without exact float parsing this reads as 4168563465161073.5 (one
+        // ulp off) and a schema-valid integer was refused (schemathesis).
+        assert_eq!(rewritten("4168563465161074.0"), json!(4_168_563_465_161_074_i64));
+        assert_eq!(rewritten("9007199254740992.0"), json!(9_007_199_254_740_992_i64));
+    }
+
+    #[test]
     fn a_number_above_the_u64_range_stays_a_float() {
         assert!(rewritten("18446744073709551616").is_f64());
         assert!(rewritten("9223372036854775808.0").is_u64());
