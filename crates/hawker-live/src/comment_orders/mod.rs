@@ -109,6 +109,11 @@ pub fn validate_keywords(keywords: &[String]) -> Result<Vec<String>> {
             format!("keywords must be 1 to {MAX_KEYWORDS} words of 1 to {MAX_KEYWORD_CHARS} ASCII letters"),
         )
     };
+    // More than the maximum is refused as sent, before repeats are dropped
+    // (the OpenAPI document's `maxItems`).
+    if keywords.len() > MAX_KEYWORDS {
+        return Err(bad());
+    }
     let mut out: Vec<String> = Vec::new();
     for keyword in keywords {
         let ok = !keyword.is_empty()
@@ -217,5 +222,28 @@ impl Live {
                 tasks.spawn(async move { place::place(&live, session, &buyer, intent, &key).await });
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_keywords;
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn keywords_are_upper_cased_repeats_dropped_and_more_than_ten_refused_as_sent() {
+        assert_eq!(
+            validate_keywords(&words(&["sold", "SOLD", "Buy"])).unwrap(),
+            ["SOLD", "BUY"]
+        );
+        // Eleven repeats of one word are eleven items: refused, as the OpenAPI document says.
+        assert!(validate_keywords(&words(&["A"; 11])).is_err());
+        assert!(validate_keywords(&words(&["A"; 10])).is_ok());
+        for bad in [&[][..], &["SOLD 7"], &["ABCDEFGHIJKLMNOPQ"], &["ÉTÉ"], &[""]] {
+            assert!(validate_keywords(&words(bad)).is_err(), "{bad:?}");
+        }
     }
 }
