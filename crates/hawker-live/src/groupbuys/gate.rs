@@ -32,7 +32,8 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return {'ended'} end
 if now >= tonumber(redis.call('HGET', KEYS[1], 'ends_ms')) then return {'ended'} end
 local q = tonumber(ARGV[2])
 local units = tonumber(redis.call('HGET', KEYS[1], 'b:' .. ARGV[1]) or '0')
-if units + q > tonumber(redis.call('HGET', KEYS[1], 'cap')) then return {'cap_exceeded', tostring(units)} end
+local cap = redis.call('HGET', KEYS[1], 'cap')
+if units + q > tonumber(cap) then return {'cap_exceeded', tostring(units), cap} end
 if tonumber(redis.call('HGET', KEYS[1], 'stock')) < q then return {'sold_out'} end
 redis.call('HINCRBY', KEYS[1], 'stock', -q)
 redis.call('HINCRBY', KEYS[1], 'b:' .. ARGV[1], q)
@@ -118,8 +119,11 @@ pub enum Admission {
     },
     Ended,
     SoldOut,
-    /// The buyer already holds this many units.
-    CapExceeded(i32),
+    /// The buyer already holds this many units (`held`) of `cap`.
+    CapExceeded {
+        held: i32,
+        cap: i32,
+    },
 }
 
 fn key(live: &Live, id: Uuid, what: &str) -> String {
@@ -170,8 +174,11 @@ pub(crate) async fn admit(
             Some("ended") => return Ok(Admission::Ended),
             Some("sold_out") => return Ok(Admission::SoldOut),
             Some("cap_exceeded") => {
-                let held = reply.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-                return Ok(Admission::CapExceeded(held));
+                let number = |i: usize| reply.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+                return Ok(Admission::CapExceeded {
+                    held: number(1),
+                    cap: number(2),
+                });
             }
             Some("dup") => {
                 let value = reply.get(1).cloned().unwrap_or_default();

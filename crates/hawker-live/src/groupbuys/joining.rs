@@ -103,14 +103,8 @@ pub(crate) async fn join(
         Admission::Reserved => {}
         Admission::Ended => return Err(ended()),
         Admission::SoldOut => return Err(sold_out()),
-        Admission::CapExceeded(held) => {
-            let cap: i32 = sqlx::query_scalar("select per_buyer_cap from group_buy where group_buy_id = $1")
-                .bind(id)
-                .fetch_optional(live.db())
-                .await?
-                .unwrap_or(0);
-            return Err(cap_exceeded(cap, held));
-        }
+        // The cap comes with the gate's answer: a refusal costs no Postgres query.
+        Admission::CapExceeded { held, cap } => return Err(cap_exceeded(cap, held)),
         Admission::Repeat { joined: Some((_, h)) } if h != hash => return Err(reused()),
         Admission::Repeat { joined: Some(_) } => return replay(live, buyer, id, idempotency_key).await,
         Admission::Repeat { joined: None } => {
