@@ -31,6 +31,20 @@ use tokio_util::task::TaskTracker;
 pub use config::LiveConfig;
 pub use hawker_core::error::{Error, Result};
 
+/// A host's reason to void or cancel (an auction, a giveaway, a group buy),
+/// trimmed: 1 to 500 characters, none of them a control character
+/// (`bad_reason`). The room is shown it.
+pub(crate) fn host_reason(reason: &str) -> Result<&str> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "bad_reason",
+            "reason must be 1 to 500 characters without control characters",
+        ));
+    }
+    Ok(reason)
+}
+
 pub(crate) struct Inner {
     pub config: LiveConfig,
     pub db: PgPool,

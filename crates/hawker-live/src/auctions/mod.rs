@@ -668,13 +668,7 @@ pub async fn void_auction(
     auction_id: Uuid,
     void: VoidAuction,
 ) -> Result<Auction> {
-    let reason = void.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "bad_reason",
-            "reason must be 1 to 500 characters without control characters",
-        ));
-    }
+    let reason = crate::host_reason(&void.reason)?;
     let auction = load(live, auction_id).await?;
     hawker_commerce::access::require_host(live.db(), claims, auction.session_id).await?;
     let mut tx = live.db().begin().await?;

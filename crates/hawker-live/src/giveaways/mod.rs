@@ -38,8 +38,6 @@ pub const MAX_WINNERS: i32 = 100;
 /// Shortest and longest entry window (seconds).
 pub const MIN_WINDOW_SECS: i64 = 1;
 pub const MAX_WINDOW_SECS: i64 = 3600;
-/// Longest void reason (characters).
-pub const MAX_REASON_CHARS: usize = 500;
 
 /// Who may enter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
@@ -409,14 +407,7 @@ struct Voided {
 /// back, the room gets `giveaway.voided` with the reason (and the seed).
 #[tracing::instrument(skip_all, fields(%giveaway_id, caller = %claims.sub), err)]
 pub async fn void(live: &Live, claims: &Claims, giveaway_id: Uuid, body: VoidGiveaway) -> Result<Giveaway> {
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control)
-    {
-        return Err(Error::invalid(
-            "bad_reason",
-            format!("reason must be 1 to {MAX_REASON_CHARS} characters without control characters"),
-        ));
-    }
+    let reason = crate::host_reason(&body.reason)?;
     let before = get(live, giveaway_id).await?;
     hawker_commerce::access::require_host(live.db(), claims, before.session_id).await?;
     let mut tx = live.db().begin().await?;

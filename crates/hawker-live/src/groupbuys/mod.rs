@@ -494,13 +494,7 @@ pub struct CancelGroupBuy {
 /// Cancels a running group buy (host side): nobody is charged, the units go
 /// back, each participant gets `group_buy.failed` with the reason.
 pub async fn cancel(live: &Live, claims: &Claims, id: Uuid, body: CancelGroupBuy) -> Result<GroupBuy> {
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "bad_reason",
-            "reason must be 1 to 500 characters without control characters",
-        ));
-    }
+    let reason = crate::host_reason(&body.reason)?;
     let group_buy = load(live, id).await?;
     hawker_commerce::access::require_host(live.db(), claims, group_buy.session_id).await?;
     ticker::close(
