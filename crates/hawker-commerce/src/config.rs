@@ -16,6 +16,10 @@ pub struct CommerceConfig {
     pub batch_max: usize,
     /// How long the settlement writer waits to fill a batch after the first request.
     pub batch_window_us: u64,
+    /// Batches a node commits at once (each on its own connection): while
+    /// one waits for its commit, the next one writes its orders.
+    #[serde(default = "default_settle_parallel")]
+    pub settle_parallel: usize,
     /// `deal.stock` and `coupon.remaining` are announced at most this often per deal/drop.
     pub stock_event_interval_ms: u64,
     /// How often each node looks for due deals, drops, expired orders and unpublished events.
@@ -65,6 +69,10 @@ fn test_hook(key: &str, ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(ms)
 }
 
+fn default_settle_parallel() -> usize {
+    2
+}
+
 fn default_settle_queue_max() -> usize {
     65_536
 }
@@ -76,6 +84,9 @@ fn default_waitlist_hold_secs() -> u64 {
 fn default_commit_timeout_ms() -> u64 {
     6000
 }
+
+/// The most batches a node commits at once (`commerce.settle_parallel`).
+pub const MAX_SETTLE_PARALLEL: usize = 16;
 
 /// The longest `commerce.return_window_secs` accepted: ten years.
 pub const MAX_RETURN_WINDOW_SECS: u64 = 10 * 366 * 24 * 3600;
@@ -104,6 +115,7 @@ impl Default for CommerceConfig {
             countdown_max_secs: 300,
             batch_max: 512,
             batch_window_us: 1000,
+            settle_parallel: default_settle_parallel(),
             stock_event_interval_ms: 100,
             scheduler_tick_ms: 200,
             reservation_timeout_secs: 30,
@@ -138,6 +150,7 @@ impl CommerceConfig {
             ("commerce.scheduler_tick_ms", self.scheduler_tick_ms),
             ("commerce.reservation_timeout_secs", self.reservation_timeout_secs),
             ("commerce.settle_queue_max", self.settle_queue_max as u64),
+            ("commerce.settle_parallel", self.settle_parallel as u64),
             ("commerce.commit_timeout_ms", self.commit_timeout_ms),
             ("commerce.return_window_secs", self.return_window_secs),
             ("commerce.waitlist_hold_secs", self.waitlist_hold_secs),
@@ -146,6 +159,12 @@ impl CommerceConfig {
             if value == 0 {
                 return Err((key, "must be at least 1".into()));
             }
+        }
+        if self.settle_parallel > MAX_SETTLE_PARALLEL {
+            return Err((
+                "commerce.settle_parallel",
+                format!("must be 1 to {MAX_SETTLE_PARALLEL}"),
+            ));
         }
         if !(1..=MAX_PRICE_MINOR_LIMIT).contains(&self.max_price_minor) {
             return Err((

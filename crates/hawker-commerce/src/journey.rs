@@ -216,8 +216,15 @@ pub(crate) async fn detail_of(c: &Commerce, order: OrderView) -> Result<OrderDet
                     when 'cancelled' then case when detail->>'reason' = 'payment_expired'
                                                then 'expired' else 'cancelled' end
                     else to_status end) as kind,
-                from_status, to_status, detail, at
+                from_status, to_status, detail, at, order_event_id
            from order_event where order_id = $1
+         union all
+         -- A deal order's row is its own creation record (no event is
+         -- written when the settlement creates it).
+         select 'created', null, 'pending_payment', '{\"by\": \"settlement\"}'::jsonb, o.created_at, 0
+           from customer_order o
+          where o.order_id = $1
+            and not exists (select 1 from order_event e where e.order_id = o.order_id and e.from_status is null)
           order by order_event_id",
     )
     .bind(order_id)

@@ -11,11 +11,12 @@
 //! - `commit` is the transaction, in named steps: read what the batch
 //!   touches, [`decide`] (pure), then write each table.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +24,7 @@ use uuid::Uuid;
 
 use super::decide::{self, BuyerKey, ClaimRow, DealRow, Decision, Known};
 use super::gate::{Gate, ReservationKey};
-use crate::order::{Order, ORDER_COLUMNS};
+use crate::order::{Order, Source, ORDER_COLUMNS};
 use crate::pricing::Price;
 use crate::stock::{self, StockAnnouncer};
 use crate::CommerceConfig;
@@ -51,9 +52,17 @@ pub struct Settler {
 /// The batcher: gathers requests and commits them (spawn [`SettleTask::run`]).
 pub struct SettleTask {
     rx: mpsc::Receiver<(SettleRequest, Reply)>,
-    db: PgPool,
     batch_max: usize,
     window: Duration,
+    /// Batches committed at once (`commerce.settle_parallel`).
+    parallel: usize,
+    closed: CancellationToken,
+    committer: Arc<Committer>,
+}
+
+/// Commits one batch at a time; the task runs `parallel` of them at once.
+struct Committer {
+    db: PgPool,
     order_ttl_secs: i64,
     /// A batch whose commit has not answered by then is given up (its outcome
     /// unknown, its reservations kept for the reconciler): a Postgres path
@@ -63,7 +72,6 @@ pub struct SettleTask {
     hold_after_take: Duration,
     db_down_until: Arc<AtomicI64>,
     health: Arc<SettleHealth>,
-    closed: CancellationToken,
     /// Told of every outcome: settled keys confirmed, refused ones released.
     gate: Gate,
     /// Publishes the new stock after each commit.
@@ -80,8 +88,8 @@ const FAILURE_FORGOTTEN_MS: i64 = 10_000;
 /// What the node's own batches did lately (ms since the epoch; 0 = never).
 #[derive(Default)]
 struct SettleHealth {
-    /// When the batch being committed began.
-    committing_since: AtomicI64,
+    /// When each batch being committed began.
+    committing_since: std::sync::Mutex<Vec<i64>>,
     /// The first failure since the last successful commit.
     failing_since: AtomicI64,
     last_failure: AtomicI64,
@@ -104,9 +112,29 @@ impl SettleHealth {
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// A batch began committing at `started`.
+    fn commit_started(&self, started: i64) {
+        if let Ok(mut running) = self.committing_since.lock() {
+            running.push(started);
+        }
+    }
+
+    /// The batch that began at `started` has finished.
+    fn commit_ended(&self, started: i64) {
+        if let Ok(mut running) = self.committing_since.lock() {
+            if let Some(i) = running.iter().position(|s| *s == started) {
+                running.swap_remove(i);
+            }
+        }
+    }
+
+    fn oldest_commit(&self) -> Option<i64> {
+        self.committing_since.lock().ok()?.iter().min().copied()
+    }
+
     /// Why the node's batches cannot commit, if they cannot.
     fn problem(&self, now: i64) -> Option<String> {
-        let committing = self.committing_since.load(Ordering::Relaxed);
+        let committing = self.oldest_commit().unwrap_or(0);
         if committing != 0 && now - committing >= UNREADY_AFTER_MS {
             return Some(format!(
                 "settlement: a batch has been committing for {} ms",
@@ -140,17 +168,20 @@ impl Settler {
         let closed = CancellationToken::new();
         let task = SettleTask {
             rx,
-            db,
             batch_max: config.batch_max,
             window: Duration::from_micros(config.batch_window_us),
-            order_ttl_secs: i64::try_from(config.order_ttl_secs).unwrap_or(i64::MAX),
-            commit_timeout: Duration::from_millis(config.commit_timeout_ms),
-            hold_after_take: config.test_hold_after_take(),
-            db_down_until: db_down_until.clone(),
-            health: health.clone(),
+            parallel: config.settle_parallel.max(1),
             closed: closed.clone(),
-            gate: gate.clone(),
-            stock,
+            committer: Arc::new(Committer {
+                db,
+                order_ttl_secs: i64::try_from(config.order_ttl_secs).unwrap_or(i64::MAX),
+                commit_timeout: Duration::from_millis(config.commit_timeout_ms),
+                hold_after_take: config.test_hold_after_take(),
+                db_down_until: db_down_until.clone(),
+                health: health.clone(),
+                gate: gate.clone(),
+                stock,
+            }),
         };
         let settler = Settler {
             tx,
@@ -216,18 +247,27 @@ impl SettleTask {
     /// listeners stopped), finishing what is queued. A request still in the
     /// queue when the task ends is dropped with its reply, and its sender
     /// releases its reservation.
+    ///
+    /// Up to `parallel` batches commit at once. The next batch is gathered
+    /// once a slot is free, so while every slot waits for Postgres the queue
+    /// grows and the next batch is bigger.
     pub async fn run(mut self) {
-        let mut batch: Vec<(SettleRequest, Reply)> = Vec::with_capacity(self.batch_max);
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.parallel));
+        let mut running = tokio::task::JoinSet::new();
         loop {
             let first = tokio::select! {
                 // Finish what is queued first: those buyers are waiting.
                 biased;
-                first = self.rx.recv() => match first { Some(f) => f, None => return },
+                first = self.rx.recv() => match first { Some(f) => f, None => break },
                 _ = self.closed.cancelled() => {
                     self.rx.close();
-                    match self.rx.recv().await { Some(f) => f, None => return }
+                    match self.rx.recv().await { Some(f) => f, None => break }
                 }
             };
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let mut batch: Vec<(SettleRequest, Reply)> = Vec::with_capacity(self.batch_max.min(1024));
             batch.push(first);
             let deadline = tokio::time::Instant::now() + self.window;
             while batch.len() < self.batch_max {
@@ -239,24 +279,33 @@ impl SettleTask {
                     },
                 }
             }
-            let started = Instant::now();
-            let size = batch.len();
-            self.settle_batch(std::mem::take(&mut batch)).await;
-            metrics::histogram!("hawker_settle_batch_size").record(size as f64);
-            metrics::histogram!("hawker_settle_batch_seconds").record(started.elapsed().as_secs_f64());
+            let committer = self.committer.clone();
+            running.spawn(async move {
+                let started = Instant::now();
+                let size = batch.len();
+                committer.settle_batch(batch).await;
+                metrics::histogram!("hawker_settle_batch_size").record(size as f64);
+                metrics::histogram!("hawker_settle_batch_seconds").record(started.elapsed().as_secs_f64());
+                drop(slot);
+            });
+            while running.try_join_next().is_some() {}
         }
+        while running.join_next().await.is_some() {}
     }
+}
 
+impl Committer {
     /// `commit`, bounded by `commit_timeout`, with the health it shows.
     async fn commit_bounded(&self, requests: &[SettleRequest]) -> Result<Committed> {
-        self.health.committing_since.store(now_ms(), Ordering::Relaxed);
+        let started = now_ms();
+        self.health.commit_started(started);
         let committed = tokio::time::timeout(
             self.commit_timeout,
             commit(&self.db, requests, self.order_ttl_secs, self.hold_after_take),
         )
         .await
         .unwrap_or(Err(Error::Unavailable { what: "the database" }));
-        self.health.committing_since.store(0, Ordering::Relaxed);
+        self.health.commit_ended(started);
         match &committed {
             Ok(_) => self.health.succeeded(),
             Err(Error::Unavailable { .. }) => self.health.failed(),
@@ -283,10 +332,14 @@ impl SettleTask {
         let requests: Vec<SettleRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
         match self.commit_bounded(&requests).await {
             Ok(result) => {
-                self.after_commit(&requests, &result).await;
+                // The buyers are answered as soon as their orders are
+                // committed; the gate is told afterwards (a key it still
+                // holds as pending is looked up in Postgres if repeated).
+                let told = Told::of(&requests, &result.outcomes);
                 for ((_, reply), outcome) in batch.into_iter().zip(result.outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
+                self.after_commit(&requests, told, &result.deals).await;
             }
             Err(Error::Unavailable { what }) => {
                 // The commit did not happen, or its outcome is unknown: keep
@@ -327,29 +380,29 @@ impl SettleTask {
     }
 
     /// Tells the gate what happened and announces the new stock.
-    async fn after_commit(&self, requests: &[SettleRequest], result: &Committed) {
+    async fn after_commit(&self, requests: &[SettleRequest], told: Vec<Told>, deals: &[DealAfter]) {
         let mut confirmed: HashMap<Uuid, Vec<(ReservationKey, Uuid)>> = HashMap::new();
-        for (request, outcome) in requests.iter().zip(&result.outcomes) {
-            match outcome {
-                SettleOutcome::Existing(order) if request.reserved_now => {
+        for (request, told) in requests.iter().zip(told) {
+            let key = || ReservationKey::new(&request.buyer, &request.idempotency_key);
+            match told {
+                Told::Existing(order_id) => {
                     // The gate had lost this key (Redis flushed) and reserved
                     // units for an order Postgres already counts: give them back.
-                    let key = ReservationKey::new(&request.buyer, &request.idempotency_key);
                     if let Err(e) = self
                         .gate
-                        .settle_existing(request.deal_id, &key, request.quantity, order.order_id)
+                        .settle_existing(request.deal_id, &key(), request.quantity, order_id)
                         .await
                     {
                         tracing::warn!(error = %e, "could not settle a replayed key; the reconciler will");
                     }
                 }
-                SettleOutcome::Created(order) | SettleOutcome::Existing(order) => {
-                    confirmed.entry(request.deal_id).or_default().push((
-                        ReservationKey::new(&request.buyer, &request.idempotency_key),
-                        order.order_id,
-                    ));
+                Told::Settled(order_id) => {
+                    confirmed
+                        .entry(request.deal_id)
+                        .or_default()
+                        .push((key(), order_id));
                 }
-                SettleOutcome::Rejected(_) => self.release(request).await,
+                Told::Refused => release(&self.gate, request).await,
             }
         }
         for (deal, settled) in confirmed {
@@ -357,7 +410,7 @@ impl SettleTask {
                 tracing::warn!(error = %e, "could not confirm settled reservations");
             }
         }
-        for figure in &result.deals {
+        for figure in deals {
             for buyer in &figure.offers_bought {
                 let _ = self.gate.revoke_offer(figure.deal_id, buyer).await;
             }
@@ -378,6 +431,33 @@ impl SettleTask {
                 figure.version,
             ));
         }
+    }
+}
+
+/// What the gate is told of one request after its batch committed.
+enum Told {
+    /// Its order existed before this request's own admission reserved units
+    /// for it: those units go back.
+    Existing(Uuid),
+    /// Its order exists: the reservation is settled.
+    Settled(Uuid),
+    /// Refused: the reservation is released.
+    Refused,
+}
+
+impl Told {
+    fn of(requests: &[SettleRequest], outcomes: &[SettleOutcome]) -> Vec<Told> {
+        requests
+            .iter()
+            .zip(outcomes)
+            .map(|(request, outcome)| match outcome {
+                SettleOutcome::Existing(order) if request.reserved_now => Told::Existing(order.order_id),
+                SettleOutcome::Created(order) | SettleOutcome::Existing(order) => {
+                    Told::Settled(order.order_id)
+                }
+                SettleOutcome::Rejected(_) => Told::Refused,
+            })
+            .collect()
     }
 }
 
@@ -424,11 +504,32 @@ async fn commit(
     let mut tx = db.begin().await?;
     let mut known = read(&mut tx, requests).await?;
     let mut locked: HashSet<Uuid> = HashSet::new();
+    // The buyers' units are not read first: the gate kept every buyer under
+    // the cap, so the batch is decided as if they held none and the
+    // guarded upsert of `add_buyer_units` checks the sum. Only when it finds
+    // a buyer over the cap (the gate lost a count: Redis flushed) are the
+    // buyers' rows read, locked, and the batch decided again.
+    let mut held_read = false;
     loop {
         sqlx::query("savepoint take").execute(&mut *tx).await?;
         let decisions = decide::decide(requests, &known);
         let created = insert_orders(&mut tx, requests, &known.deals, &decisions, order_ttl_secs).await?;
-        add_buyer_units(&mut tx, &created, &known.deals).await?;
+        if !add_buyer_units(&mut tx, &created, &known.deals).await? {
+            if held_read {
+                // Decided under the buyers' row locks and still over: only
+                // a bug gets here; Postgres kept the rule.
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "a buyer over the cap under their own row lock"
+                )));
+            }
+            held_read = true;
+            metrics::counter!("hawker_settle_redecided_total", "why" => "buyer_units").increment(1);
+            sqlx::query("rollback to savepoint take")
+                .execute(&mut *tx)
+                .await?;
+            known.held = read_held(&mut tx, requests).await?;
+            continue;
+        }
         mark_coupons_used(&mut tx, &created).await?;
         // Every order the settlement creates is a deal order.
         let units = decide::units_by_deal(
@@ -438,7 +539,6 @@ async fn commit(
         )?;
         match take_units(&mut tx, &units, &known.deals, &created).await? {
             Taken::All(deals) => {
-                record_order_events(&mut tx, &created).await?;
                 if !hold_after_take.is_zero() {
                     // Test hook (`commerce.test_hold_after_take_ms`): hold the
                     // deal rows as a node frozen before its commit would.
@@ -459,7 +559,7 @@ async fn commit(
                         "deal {deal_id} short of units under its own lock"
                     )));
                 }
-                metrics::counter!("hawker_settle_redecided_total").increment(1);
+                metrics::counter!("hawker_settle_redecided_total", "why" => "deal_units").increment(1);
                 sqlx::query("rollback to savepoint take")
                     .execute(&mut *tx)
                     .await?;
@@ -509,8 +609,9 @@ fn deal_row_error(e: sqlx::Error) -> Error {
     }
 }
 
-/// Step 1: reads the batch's deals (without locking them), locks its buyers
-/// and coupon claims, and reads the orders that already exist for its keys.
+/// Step 1: reads the batch's deals (without locking them), locks its coupon
+/// claims, and reads the orders that already exist for its keys. The
+/// buyers' units are read only if the batch finds one over the cap (`commit`).
 async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) -> Result<Known> {
     let mut deal_ids: Vec<Uuid> = requests
         .iter()
@@ -544,18 +645,6 @@ async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) ->
     })
     .collect();
 
-    let held: HashMap<(Uuid, String), i32> = sqlx::query_as::<_, (Uuid, String, i32)>(
-        "select deal_id, buyer_id, units from deal_buyer
-          where deal_id = any($1) and buyer_id = any($2) for update",
-    )
-    .bind(&deal_ids)
-    .bind(&buyers)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(|(d, b, u)| ((d, b), u))
-    .collect();
-
     let claim_ids: Vec<Uuid> = requests.iter().filter_map(|r| r.coupon_claim_id).collect();
     let claims: HashMap<Uuid, ClaimRow> = if claim_ids.is_empty() {
         HashMap::new()
@@ -586,11 +675,36 @@ async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) ->
     };
     Ok(Known {
         deals,
-        held,
+        held: HashMap::new(),
         existing,
         claims,
         offers,
     })
+}
+
+/// The units each of the batch's buyers holds of its deal, their rows
+/// locked in key order (the order every batch's upsert takes them in). One
+/// index lookup per (deal, buyer), whatever the table's statistics say.
+async fn read_held(
+    tx: &mut Transaction<'_, Postgres>,
+    requests: &[SettleRequest],
+) -> Result<HashMap<(Uuid, String), i32>> {
+    let pairs: BTreeSet<(Uuid, &str)> = requests.iter().map(|r| (r.deal_id, r.buyer.as_str())).collect();
+    let (deals, buyers): (Vec<Uuid>, Vec<&str>) = pairs.into_iter().unzip();
+    Ok(sqlx::query_as::<_, (Uuid, String, i32)>(
+        "select b.deal_id, b.buyer_id, b.units
+           from unnest($1::uuid[], $2::text[]) as t(deal_id, buyer_id)
+           join deal_buyer b on b.deal_id = t.deal_id and b.buyer_id = t.buyer_id
+          order by b.deal_id, b.buyer_id
+            for update of b",
+    )
+    .bind(&deals)
+    .bind(&buyers)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|(d, b, u)| ((d, b), u))
+    .collect())
 }
 
 #[derive(sqlx::FromRow)]
@@ -610,74 +724,62 @@ async fn insert_orders(
     decisions: &[Decision],
     order_ttl_secs: i64,
 ) -> Result<HashMap<usize, Order>> {
-    let accepted: Vec<(usize, &Price)> = decisions
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| match d {
-            Decision::Accept(price) => Some((i, price)),
-            _ => None,
-        })
-        .collect();
-    let mut created: HashMap<usize, Order> = HashMap::new();
-    if accepted.is_empty() {
-        return Ok(created);
-    }
     let mut cols = OrderColumns::default();
-    for (i, price) in &accepted {
-        let r = &requests[*i];
-        let Some(deal) = deals.get(&r.deal_id) else {
+    for (i, d) in decisions.iter().enumerate() {
+        let Decision::Accept(price) = d else {
             continue;
         };
-        cols.push(r, deal, price);
-    }
-    let rows = cols.insert(tx, order_ttl_secs).await?;
-    let by_key: HashMap<BuyerKey, Order> = rows
-        .into_iter()
-        .map(|(key, order)| ((order.buyer_id.clone(), key), order))
-        .collect();
-    for (i, _) in &accepted {
-        let r = &requests[*i];
-        if let Some(order) = by_key.get(&(r.buyer.clone(), r.idempotency_key.clone())) {
-            created.insert(*i, order.clone());
+        let r = &requests[i];
+        if let Some(deal) = deals.get(&r.deal_id) {
+            cols.push(i, r, deal, price);
         }
     }
-    Ok(created)
+    if cols.index.is_empty() {
+        return Ok(HashMap::new());
+    }
+    cols.insert(tx, order_ttl_secs).await
 }
 
-/// Step 4: adds the inserted units to each buyer's `deal_buyer` row.
+/// Step 4: adds the inserted units to each buyer's `deal_buyer` row, in key
+/// order, only where the sum stays within the cap. `false` if a buyer's row
+/// would have gone over it (nothing is added for that buyer): the batch is
+/// then decided again with the buyers' units read.
 async fn add_buyer_units(
     tx: &mut Transaction<'_, Postgres>,
     created: &HashMap<usize, Order>,
     deals: &HashMap<Uuid, DealRow>,
-) -> Result<()> {
-    let mut buyer_units: HashMap<(Uuid, String), i32> = HashMap::new();
+) -> Result<bool> {
+    let mut buyer_units: BTreeMap<(Uuid, &str), i32> = BTreeMap::new();
     for order in created.values() {
         if let Some(deal_id) = order.deal_id {
-            *buyer_units.entry((deal_id, order.buyer_id.clone())).or_default() += order.quantity;
+            let units = buyer_units.entry((deal_id, order.buyer_id.as_str())).or_default();
+            *units = units.saturating_add(order.quantity);
         }
     }
     if buyer_units.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let (mut d, mut b, mut u, mut cap) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ((deal_id, buyer), units) in &buyer_units {
         d.push(*deal_id);
-        b.push(buyer.clone());
+        b.push(*buyer);
         u.push(*units);
         cap.push(deals.get(deal_id).map(|x| x.per_buyer_cap).unwrap_or(0));
     }
-    sqlx::query(
+    let added = sqlx::query(
         "insert into deal_buyer (deal_id, buyer_id, units, cap)
          select * from unnest($1::uuid[], $2::text[], $3::int[], $4::int[])
-         on conflict (deal_id, buyer_id) do update set units = deal_buyer.units + excluded.units",
+         on conflict (deal_id, buyer_id) do update set units = deal_buyer.units + excluded.units
+          where deal_buyer.units + excluded.units <= deal_buyer.cap",
     )
     .bind(&d)
     .bind(&b)
     .bind(&u)
     .bind(&cap)
     .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(added == buyer_units.len() as u64)
 }
 
 /// Step 5: marks the inserted orders' coupon claims used.
@@ -808,28 +910,11 @@ async fn take_offered(
     }))
 }
 
-/// Step 7: records each new order's first status in `order_event`.
-async fn record_order_events(
-    tx: &mut Transaction<'_, Postgres>,
-    created: &HashMap<usize, Order>,
-) -> Result<()> {
-    if created.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = created.values().map(|o| o.order_id).collect();
-    sqlx::query(
-        "insert into order_event (order_id, to_status, detail)
-         select id, 'pending_payment', '{\"by\": \"settlement\"}'::jsonb from unnest($1::uuid[]) as t(id)",
-    )
-    .bind(&ids)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// Column arrays for one multi-row insert.
 #[derive(Default)]
 struct OrderColumns {
+    /// The request each row answers.
+    index: Vec<usize>,
     order_id: Vec<Uuid>,
     deal_id: Vec<Uuid>,
     session_id: Vec<Uuid>,
@@ -847,7 +932,8 @@ struct OrderColumns {
 }
 
 impl OrderColumns {
-    fn push(&mut self, r: &SettleRequest, deal: &DealRow, price: &Price) {
+    fn push(&mut self, index: usize, r: &SettleRequest, deal: &DealRow, price: &Price) {
+        self.index.push(index);
         self.order_id.push(Uuid::now_v7());
         self.deal_id.push(deal.deal_id);
         self.session_id.push(deal.session_id);
@@ -864,8 +950,14 @@ impl OrderColumns {
         self.hash.push(r.request_hash.clone());
     }
 
-    /// Inserts; a (buyer, key) another node inserted first is skipped.
-    async fn insert(self, tx: &mut Transaction<'_, Postgres>, ttl_secs: i64) -> Result<Vec<(String, Order)>> {
+    /// Inserts; a (buyer, key) another node inserted first is skipped. Only
+    /// the times come back from Postgres (`now()` is the transaction's, the
+    /// same for every row): the rest of each order is what was sent.
+    async fn insert(
+        self,
+        tx: &mut Transaction<'_, Postgres>,
+        ttl_secs: i64,
+    ) -> Result<HashMap<usize, Order>> {
         // Attribution: the host on air now in each session, asked of the
         // agency crate (which owns shifts) once per batch, not once per row.
         let mut sessions = self.session_id.clone();
@@ -877,7 +969,7 @@ impl OrderColumns {
             .iter()
             .map(|s| on_air.get(s).copied().flatten())
             .collect();
-        let rows: Vec<InsertedRow> = sqlx::query_as(&format!(
+        let rows: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
             "insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
                     unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id, idempotency_key,
                     request_hash, expires_at, host_id, shipping_address)
@@ -892,8 +984,8 @@ impl OrderColumns {
                          unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id,
                          idempotency_key, request_hash, host_id)
              on conflict on constraint customer_order_idempotency do nothing
-             returning {ORDER_COLUMNS}, idempotency_key as key_again"
-        ))
+             returning order_id, created_at, expires_at",
+        )
         .bind(&self.order_id)
         .bind(&self.deal_id)
         .bind(&self.session_id)
@@ -912,13 +1004,43 @@ impl OrderColumns {
         .bind(&host_id)
         .fetch_all(&mut **tx)
         .await?;
-        Ok(rows.into_iter().map(|r| (r.key_again, r.order)).collect())
+        let times: HashMap<Uuid, (DateTime<Utc>, DateTime<Utc>)> = rows
+            .into_iter()
+            .map(|(id, created, expires)| (id, (created, expires)))
+            .collect();
+        let mut created = HashMap::with_capacity(times.len());
+        for (row, order_id) in self.order_id.iter().enumerate() {
+            let Some((created_at, expires_at)) = times.get(order_id) else {
+                continue;
+            };
+            created.insert(
+                self.index[row],
+                Order {
+                    order_id: *order_id,
+                    source: Source::Deal,
+                    deal_id: Some(self.deal_id[row]),
+                    auction_id: None,
+                    giveaway_id: None,
+                    group_buy_id: None,
+                    session_id: self.session_id[row],
+                    lineup_item_id: self.lineup_item_id[row],
+                    sku_id: self.sku_id[row],
+                    buyer_id: self.buyer_id[row].clone(),
+                    quantity: self.quantity[row],
+                    unit_price_minor: self.unit_price[row],
+                    discount_minor: self.discount[row],
+                    amount_minor: self.amount[row],
+                    currency: self.currency[row].clone(),
+                    coupon_claim_id: self.coupon[row],
+                    status: "pending_payment".to_string(),
+                    created_at: *created_at,
+                    expires_at: *expires_at,
+                    paid_at: None,
+                    cancelled_at: None,
+                    host_id: host_id[row],
+                },
+            );
+        }
+        Ok(created)
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct InsertedRow {
-    #[sqlx(flatten)]
-    order: Order,
-    key_again: String,
 }

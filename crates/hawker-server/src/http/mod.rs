@@ -28,6 +28,7 @@ pub mod socket;
 mod socket_commands;
 pub mod waitlists;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,7 +141,10 @@ pub fn public_app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, request_timeout))
-        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(HttpMetrics::default()),
+            record_metrics,
+        ))
         .layer(middleware::from_fn_with_state(
             state.shutdown.clone(),
             close_when_shutting_down,
@@ -287,19 +291,67 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
-async fn record_metrics(request: Request, next: Next) -> Response {
+/// The request metrics' handles, per route, method and status: a request
+/// finds its pair in a read-mostly map instead of building labels and
+/// registering them (three strings and two registry lookups per request).
+#[derive(Default)]
+struct HttpMetrics {
+    routes: std::sync::RwLock<HashMap<String, Vec<RouteMetric>>>,
+}
+
+struct RouteMetric {
+    method: &'static str,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl HttpMetrics {
+    fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        let found = self.routes.read().ok().and_then(|routes| {
+            let m = routes
+                .get(route)?
+                .iter()
+                .find(|m| m.method == method && m.status == status)?;
+            m.requests.increment(1);
+            m.duration.record(seconds);
+            Some(())
+        });
+        if found.is_some() {
+            return;
+        }
+        let labels = [
+            ("method", method.to_string()),
+            ("route", route.to_string()),
+            ("status", status.to_string()),
+        ];
+        let metric = RouteMetric {
+            method,
+            status,
+            requests: metrics::counter!("hawker_http_requests_total", &labels),
+            duration: metrics::histogram!("hawker_http_request_duration_seconds", &labels),
+        };
+        metric.requests.increment(1);
+        metric.duration.record(seconds);
+        if let Ok(mut routes) = self.routes.write() {
+            let same = routes.entry(route.to_string()).or_default();
+            if !same.iter().any(|m| m.method == method && m.status == status) {
+                same.push(metric);
+            }
+        }
+    }
+}
+
+async fn record_metrics(State(recorded): State<Arc<HttpMetrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = method_label(request.method()).to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("hawker_http_requests_total", &labels).increment(1);
-    metrics::histogram!("hawker_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    recorded.record(
+        route.as_ref().map_or("unmatched", |r| r.as_str()),
+        method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }

@@ -321,6 +321,63 @@ async fn retries_and_errors_have_distinct_codes() {
     assert_eq!(buy(&a, "z", &early, "k6", 1).await.1["error"], "deal_ended");
 }
 
+/// The settlement decides a batch as if its buyers held nothing (the gate
+/// counts units per buyer) and lets the guarded upsert of `deal_buyer`
+/// check the sum. When the gate has lost a buyer's count, that check finds
+/// the buyer over the cap, and the batch is decided again with the
+/// buyer's units read: the purchase is refused, nothing is written.
+#[tokio::test]
+async fn a_buyer_the_gate_forgot_is_still_held_to_the_cap_by_postgres() {
+    let redis = RedisServer::start();
+    let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
+    let deal = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 10,
+        "per_buyer_cap": 2, "duration_secs": 60}),
+    )
+    .await;
+    assert_eq!(buy(&a, "v", &deal, "k1", 2).await.0, 201);
+    // The gate forgets every buyer's units (its other keys stay, so it is
+    // not rebuilt from Postgres).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*:deal:{{{deal}}}:buyers"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    redis::cmd("DEL")
+        .arg(&keys)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    let (status, refused) = buy(&b, "v", &deal, "k2", 1).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (409, Some("cap_exceeded")),
+        "{refused}"
+    );
+    // Another buyer in the same state of the gate is not held back.
+    assert_eq!(buy(&b, "w", &deal, "k3", 2).await.0, 201);
+    let pg = deal_in_postgres(&a.db, &deal).await;
+    assert_eq!(
+        (pg.0, pg.1, pg.2),
+        (4, 4, 2),
+        "sold, units in orders, most per buyer"
+    );
+    let held: i32 = sqlx::query_scalar("select units from deal_buyer where deal_id = $1 and buyer_id = 'v'")
+        .bind(Uuid::parse_str(&deal).unwrap())
+        .fetch_one(&a.db)
+        .await
+        .unwrap();
+    assert_eq!(held, 2);
+}
+
 #[tokio::test]
 async fn a_non_ascii_idempotency_header_is_a_bad_key_not_a_missing_one() {
     let a = spawn_app_with(settings_with(&[])).await;

@@ -210,13 +210,13 @@ async fn assert_orders_hold(db: &sqlx::PgPool, deal: &str, samples: &[Sample]) {
 }
 
 /// Is a session idle inside a transaction after its guarded update (the last
-/// statement before the hold is the order events' insert), for longer than
+/// statement before the hold is the deal's guarded update), for longer than
 /// any healthy batch would be? Only the held node is.
 async fn deal_row_held(db: &sqlx::PgPool) -> bool {
     let held: i64 = sqlx::query_scalar(
         "select count(*) from pg_stat_activity
           where datname = current_database() and state = 'idle in transaction'
-            and query like 'insert into order_event%' and now() - state_change > interval '150 milliseconds'",
+            and query like 'update deal set sold%' and now() - state_change > interval '150 milliseconds'",
     )
     .fetch_one(db)
     .await

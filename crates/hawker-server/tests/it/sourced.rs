@@ -627,7 +627,42 @@ async fn the_schema_holds_each_order_and_movement_to_its_source() {
     .unwrap_err();
     assert_eq!(
         dangling.as_database_error().and_then(|d| d.constraint()),
-        Some("customer_order_deal_id_fkey")
+        Some("customer_order_deal_source")
+    );
+    // One composite key per source (0020): an order's session, item and SKU
+    // are its deal's, so a real deal named with another SKU is refused.
+    let deal = Uuid::new_v4();
+    assert_eq!(
+        raw_order(db, &stage, "deal", (Some(deal), None, None), 1, 1500).await,
+        Ok(())
+    );
+    let other_sku: Uuid = sqlx::query_scalar(
+        "insert into sku (sku_id, product_id, code, name, price_minor, currency, stock_on_hand, brand_id)
+         select gen_random_uuid(), product_id, code || '-other', name, price_minor, currency, 0, brand_id
+           from sku where sku_id = $1
+         returning sku_id",
+    )
+    .bind(stage.sku)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let mismatched = sqlx::query(
+        "insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
+                                     unit_price_minor, amount_minor, currency, idempotency_key, request_hash,
+                                     expires_at)
+         values ($1, $2, $3, $4, $5, 'raw', 1, 1500, 1500, 'USD', 'mismatched', 'h', now())",
+    )
+    .bind(Uuid::new_v4())
+    .bind(deal)
+    .bind(stage.session)
+    .bind(stage.lineup_item)
+    .bind(other_sku)
+    .execute(db)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        mismatched.as_database_error().and_then(|d| d.constraint()),
+        Some("customer_order_deal_source")
     );
 
     // Stock movements name at most one source, and the one their reason says.
