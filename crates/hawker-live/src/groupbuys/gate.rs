@@ -42,20 +42,36 @@ redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
 return {'ok'}
 "#;
 
-/// A reservation that became a join: settled. A field the gate no longer
-/// holds (rebuilt meanwhile from a read that may predate the commit) is
-/// counted now.
-/// KEYS: gate, pending. ARGV: buyer, qty, field, hash.
+/// A reservation that became a join, or the retry of a join Postgres already
+/// held (`replay`): settled.
+///
+/// The gate's `stock` counts a committed join exactly once, either as its
+/// reservation (the `p:` field this script turns into `s:`) or through
+/// Postgres' own figure ([`rebuild`], [`clamp`]), never both:
+/// - a field the gate no longer holds (rebuilt meanwhile, or released by the
+///   reconciler before the commit) takes no units here: the clamp that
+///   follows every batch lowers `stock` to what Postgres has left, which
+///   counts this join. Taking them here too counted it twice whenever a
+///   later batch's clamp came first (the gate then refused buyers for units
+///   Postgres still had);
+/// - a replay's reservation was made for units an earlier commit already
+///   took: they go back to `stock` (the clamp counts that commit), the
+///   buyer's units stay (the buyer does hold them).
+///
+/// A gate that says more than Postgres only costs a refusal from the batch,
+/// and the next clamp corrects it; one that says less refuses buyers wrongly.
+/// KEYS: gate, pending. ARGV: buyer, qty, field, hash, `join` or `replay`.
 const CONFIRM_LUA: &str = r#"
 if redis.call('HGET', KEYS[1], 'ready') ~= '1' then return 0 end
 local v = redis.call('HGET', KEYS[1], 'k:' .. ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[3])
 if v and string.sub(v, 1, 2) == 's:' then return 0 end
 if not v then
-  redis.call('HINCRBY', KEYS[1], 'stock', -tonumber(ARGV[2]))
   redis.call('HINCRBY', KEYS[1], 'b:' .. ARGV[1], ARGV[2])
+elseif ARGV[5] == 'replay' then
+  redis.call('HINCRBY', KEYS[1], 'stock', ARGV[2])
 end
 redis.call('HSET', KEYS[1], 'k:' .. ARGV[3], 's:' .. ARGV[2] .. ':' .. ARGV[4])
-redis.call('ZREM', KEYS[2], ARGV[3])
 return 1
 "#;
 
@@ -209,7 +225,18 @@ async fn call(live: &Live, id: Uuid, script: &Script, args: &[String]) -> Result
     bounded(invocation.invoke_async(&mut conn)).await
 }
 
-/// The batch committed this join.
+/// How a join came to be in Postgres, for [`confirm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// This reservation's batch committed the join.
+    Joined,
+    /// The join was committed before (a retry, or a reservation the
+    /// reconciler finds joined): this reservation's units go back to the
+    /// stock, which Postgres' figure counts.
+    Replay,
+}
+
+/// The join is in Postgres.
 pub(crate) async fn confirm(
     live: &Live,
     id: Uuid,
@@ -217,14 +244,25 @@ pub(crate) async fn confirm(
     idempotency_key: &str,
     quantity: i32,
     hash: &str,
+    settled: Settled,
 ) -> Result<()> {
     static SCRIPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(CONFIRM_LUA));
     let f = field(buyer, idempotency_key);
+    let mode = match settled {
+        Settled::Joined => "join",
+        Settled::Replay => "replay",
+    };
     call(
         live,
         id,
         &SCRIPT,
-        &[buyer.to_string(), quantity.to_string(), f, hash.to_string()],
+        &[
+            buyer.to_string(),
+            quantity.to_string(),
+            f,
+            hash.to_string(),
+            mode.to_string(),
+        ],
     )
     .await?;
     Ok(())
@@ -265,11 +303,18 @@ pub(crate) async fn mark_ended(live: &Live, id: Uuid) -> Result<()> {
 pub(crate) async fn rebuild(live: &Live, id: Uuid) -> Result<()> {
     static SCRIPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(REBUILD_LUA));
     type Row = (String, chrono::DateTime<chrono::Utc>, i32, i32, i32);
+    // One snapshot for the three reads: the units left, each buyer's units
+    // and the joins' keys then agree (read one by one, a batch committing
+    // between them left a buyer's units short of the joins the gate knew).
+    let mut tx = live.db().begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(&mut *tx)
+        .await?;
     let row: Option<Row> = sqlx::query_as(
         "select status, ends_at, per_buyer_cap, stock, units from group_buy where group_buy_id = $1",
     )
     .bind(id)
-    .fetch_optional(live.db())
+    .fetch_optional(&mut *tx)
     .await?;
     let Some((status, ends_at, cap, stock, units)) = row else {
         return Err(Error::NotFound("group buy"));
@@ -277,14 +322,15 @@ pub(crate) async fn rebuild(live: &Live, id: Uuid) -> Result<()> {
     let buyers: Vec<(String, i32)> =
         sqlx::query_as("select buyer_id, units from group_buy_participant where group_buy_id = $1")
             .bind(id)
-            .fetch_all(live.db())
+            .fetch_all(&mut *tx)
             .await?;
     let joins: Vec<(String, String, i32, String)> = sqlx::query_as(
         "select buyer_id, idempotency_key, quantity, request_hash from group_buy_join where group_buy_id = $1",
     )
     .bind(id)
-    .fetch_all(live.db())
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let ttl = (ends_at - chrono::Utc::now()).num_seconds().max(0) + TTL_AFTER_END_SECS;
     let mut conn = live.redis();
     let mut invocation = SCRIPT.prepare_invoke();
@@ -312,7 +358,7 @@ pub(crate) async fn rebuild(live: &Live, id: Uuid) -> Result<()> {
 
 /// Releases the reservations of `id` older than [`STALE_AFTER_MS`] that no
 /// join in Postgres holds (their node died before the batch), and settles
-/// those it does.
+/// those it does (then lowers the gate to what Postgres has left).
 pub(crate) async fn reconcile(live: &Live, id: Uuid) -> Result<()> {
     let mut conn = live.redis();
     let before = chrono::Utc::now().timestamp_millis() - STALE_AFTER_MS;
@@ -324,6 +370,7 @@ pub(crate) async fn reconcile(live: &Live, id: Uuid) -> Result<()> {
         .arg(0)
         .arg(500);
     let stale: Vec<String> = bounded(cmd.query_async(&mut conn)).await?;
+    let mut settled_any = false;
     for f in stale {
         let Some((buyer, k)) = f.split_once('\n') else {
             continue;
@@ -349,11 +396,28 @@ pub(crate) async fn reconcile(live: &Live, id: Uuid) -> Result<()> {
         .fetch_optional(live.db())
         .await?;
         match joined {
-            Some((qty, hash)) => confirm(live, id, buyer, k, qty, &hash).await?,
+            // Whether this reservation is the one that committed (its batch
+            // timed out) or a retry's for a join committed before, the
+            // reservation's units go back and Postgres' figure below counts
+            // the join: the gate can at most say more, never less.
+            Some((qty, hash)) => {
+                confirm(live, id, buyer, k, qty, &hash, Settled::Replay).await?;
+                settled_any = true;
+            }
             None => {
                 tracing::info!(group_buy_id = %id, buyer, "releasing a join reservation that was never settled");
                 release(live, id, buyer, k, quantity).await?;
             }
+        }
+    }
+    if settled_any {
+        let left: Option<i32> =
+            sqlx::query_scalar("select stock - units from group_buy where group_buy_id = $1")
+                .bind(id)
+                .fetch_optional(live.db())
+                .await?;
+        if let Some(left) = left {
+            clamp(live, id, left).await?;
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::gate::{self, Admission};
+use super::gate::{self, Admission, Settled};
 use super::tiers::{Tier, Tiers};
 use super::{invite_code, GroupBuy, JoinGroupBuy, Joined, GROUP_BUY_COLUMNS};
 use crate::Live;
@@ -211,8 +211,29 @@ async fn settle(live: &Live, id: Uuid, group: Vec<Request>) {
     };
     for ((ask, outcome), reply) in asks.iter().zip(outcomes).zip(replies) {
         let told = match &outcome {
-            Outcome::Joined(_) | Outcome::Replay(_) => {
-                gate::confirm(live, id, &ask.buyer, &ask.key, ask.quantity, &ask.hash).await
+            Outcome::Joined(_) => {
+                gate::confirm(
+                    live,
+                    id,
+                    &ask.buyer,
+                    &ask.key,
+                    ask.quantity,
+                    &ask.hash,
+                    Settled::Joined,
+                )
+                .await
+            }
+            Outcome::Replay(_) => {
+                gate::confirm(
+                    live,
+                    id,
+                    &ask.buyer,
+                    &ask.key,
+                    ask.quantity,
+                    &ask.hash,
+                    Settled::Replay,
+                )
+                .await
             }
             Outcome::Refused(_) => gate::release(live, id, &ask.buyer, &ask.key, ask.quantity).await,
         };

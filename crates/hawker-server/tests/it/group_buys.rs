@@ -287,6 +287,60 @@ async fn three_thousand_participants_over_two_nodes_all_pay_the_final_tier_throu
     assert_eq!(returned, None);
 }
 
+/// A join Postgres already holds but the gate lost (rebuilt from a read
+/// older than its commit, the units left then lowered to Postgres' figure by
+/// a batch): its retry is reserved again and answered as a replay, and that
+/// reservation goes back. Kept, it counted the join a second time and the
+/// gate refused the last units Postgres still had.
+#[tokio::test]
+async fn a_replayed_join_the_gate_had_lost_does_not_take_its_units_twice() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(settings_with(&[("HAWKER__REDIS__URL", &redis.url())])).await;
+    let (agency, session) = session_with_lineup(&app).await;
+    let group_buy = open(
+        &app,
+        agency,
+        session,
+        json!({"link_number": 1, "tiers": tiers(), "min_participants": 1, "duration_secs": 600,
+               "per_buyer_cap": 2, "stock": 3}),
+    )
+    .await;
+    let id = group_buy["group_buy_id"].as_str().unwrap().to_string();
+    let (status, body) = join(&app, "a", &id, "k1", json!({"quantity": 1})).await;
+    assert_eq!(status, 201, "{body}");
+    // The gate forgets the join but its units left already count it (2).
+    let gate = format!("hawker:groupbuy:{{{id}}}:gate");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("HDEL")
+        .arg(&gate)
+        .arg("k:a\nk1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&gate)
+        .arg("b:a")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stock: String = redis::cmd("HGET")
+        .arg(&gate)
+        .arg("stock")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stock, "2");
+    // The retry is a replay; the last 2 units are still there for b.
+    let (status, body) = join(&app, "a", &id, "k1", json!({"quantity": 1})).await;
+    assert_eq!((status, &body["replayed"]), (200, &json!(true)), "{body}");
+    let (status, body) = join(&app, "b", &id, "k1", json!({"quantity": 2})).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = join(&app, "c", &id, "k1", json!({"quantity": 1})).await;
+    assert_eq!((status, &body["error"]), (409, &json!("sold_out")), "{body}");
+}
+
 #[tokio::test]
 async fn below_the_minimum_nobody_is_charged_and_every_unit_goes_back() {
     let app = spawn_app().await;
