@@ -89,7 +89,7 @@ impl Application {
             .with_context(|| format!("binding server.admin_listen {}", settings.server.admin_listen))?;
         let client_sockets =
             crate::client_ip::PerAddress::new(settings.server.max_connections_per_ip, Vec::new());
-        let state = AppState {
+        let state = AppState::new(crate::http::AppParts {
             settings,
             db,
             redis,
@@ -103,7 +103,7 @@ impl Application {
                 Duration::from_secs(1),
             )),
             client_sockets,
-        };
+        });
         Ok(Application { public, admin, state })
     }
 

@@ -1,5 +1,11 @@
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: on the purchase path glibc's
+/// allocator took a fifth of the node's CPU (free-list consolidation across
+/// threads); see docs/benchmarks.md, "Stampede".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = hawker_server::cli::Cli::parse();
