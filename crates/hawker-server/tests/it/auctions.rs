@@ -561,7 +561,12 @@ async fn a_node_killed_mid_auction_changes_nothing_about_the_outcome() {
         pseudonym(&id, over["winner_id"].as_str().unwrap()),
         replayed.leader
     );
-    assert_eq!(orders_of(&pool, &id).await.len(), 1);
+    let orders = orders_of(&pool, &id).await;
+    assert_eq!(
+        orders.len(),
+        1,
+        "the auction's orders: {orders:?}; the auction: {over}"
+    );
 }
 
 /// The winner lets their order lapse; the host offers the unit to the

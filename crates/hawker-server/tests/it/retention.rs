@@ -42,6 +42,16 @@ async fn old_published_events_and_samples_are_deleted_while_recent_rows_and_mone
         .execute(db)
         .await
         .unwrap();
+    // The order's later history (its creation is the order row itself).
+    sqlx::query(
+        "insert into order_event (order_id, from_status, to_status, detail, at)
+         select order_id, 'pending_payment', 'cancelled', '{\"reason\": \"payment_expired\"}', now() - interval '400 days'
+           from customer_order where session_id = $1",
+    )
+    .bind(session)
+    .execute(db)
+    .await
+    .unwrap();
     let orders = "select count(*) from customer_order where session_id = $1";
     let events =
         "select count(*) from order_event e join customer_order o using (order_id) where o.session_id = $1";
