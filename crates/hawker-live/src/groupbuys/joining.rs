@@ -210,32 +210,16 @@ async fn settle(live: &Live, id: Uuid, group: Vec<Request>) {
         }
     };
     for ((ask, outcome), reply) in asks.iter().zip(outcomes).zip(replies) {
-        let told = match &outcome {
-            Outcome::Joined(_) => {
-                gate::confirm(
-                    live,
-                    id,
-                    &ask.buyer,
-                    &ask.key,
-                    ask.quantity,
-                    &ask.hash,
-                    Settled::Joined,
-                )
-                .await
+        let settled = match &outcome {
+            Outcome::Joined(_) => Some(Settled::Joined),
+            Outcome::Replay(_) => Some(Settled::Replay),
+            Outcome::Refused(_) => None,
+        };
+        let told = match settled {
+            Some(settled) => {
+                gate::confirm(live, id, &ask.buyer, &ask.key, ask.quantity, &ask.hash, settled).await
             }
-            Outcome::Replay(_) => {
-                gate::confirm(
-                    live,
-                    id,
-                    &ask.buyer,
-                    &ask.key,
-                    ask.quantity,
-                    &ask.hash,
-                    Settled::Replay,
-                )
-                .await
-            }
-            Outcome::Refused(_) => gate::release(live, id, &ask.buyer, &ask.key, ask.quantity).await,
+            None => gate::release(live, id, &ask.buyer, &ask.key, ask.quantity).await,
         };
         if let Err(e) = told {
             tracing::debug!(error = %e, "group buy gate not told; the reconciler will");
