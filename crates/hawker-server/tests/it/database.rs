@@ -148,6 +148,10 @@ async fn requests_during_an_outage(outage: Outage) {
         Outage::Refused(p) => p.cut(),
         Outage::Blackholed(p) => p.blackhole(),
     }
+    // The proxy drops its live connections within about 20 ms; on a loaded
+    // machine a request sent at once could still find one (a CI run's first
+    // GET was answered 200). The outage starts when they are gone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let viewer = app.token("viewer", Role::Viewer);
     let agency_token = app.agency_token(agency);
     let routes: Vec<(Method, String, String, Option<Value>)> = vec![
