@@ -24,8 +24,10 @@ services:
 	@bash scripts/services.sh
 
 ## Every test of the workspace, against the real PostgreSQL and Redis.
+## RUST_BACKTRACE=0: a failing test prints where it panicked and why in a few
+## lines (a backtrace would push the message out of a CI log's tail).
 test: services clean-test-dbs
-	$(CARGO) test --workspace --all-targets -- --test-threads 5
+	RUST_BACKTRACE=0 $(CARGO) test --workspace --all-targets -- --test-threads 5
 	$(MAKE) --no-print-directory openapi-check
 	$(MAKE) --no-print-directory schemathesis
 

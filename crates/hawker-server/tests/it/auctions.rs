@@ -524,29 +524,36 @@ async fn a_node_killed_mid_auction_changes_nothing_about_the_outcome() {
         }
         for t in tasks {
             let (status, body) = t.await.unwrap();
+            // 201 is in the log; 409 is a refusal; a lost connection (0)
+            // or a 503 leaves the outcome to the log (api.md).
             match status {
                 201 => accepted.push(body["seq"].as_i64().unwrap()),
-                0 | 409 => {}
-                other => panic!("{other}: {body}"),
+                0 | 409 | 503 => {}
+                other => panic!("round {round}: a bid answered {other}: {body}"),
             }
         }
         tokio::time::sleep(Duration::from_millis(800)).await;
     }
-    assert!(!accepted.is_empty());
+    assert!(!accepted.is_empty(), "no bid was accepted");
     // Node 1 alone ends it.
     let deadline = Instant::now() + Duration::from_secs(20);
     let over = loop {
-        let r = http
+        let seen = match http
             .get(format!("http://{}/v1/auctions/{id}", addrs[1]))
             .bearer_auth(&agency_token)
             .send()
             .await
-            .unwrap();
-        let (_, a) = answer(r).await;
-        if a["status"] != "running" {
-            break a;
+        {
+            Ok(r) => answer(r).await.1,
+            Err(e) => json!({ "transport": format!("{e:?}") }),
+        };
+        if seen["status"].is_string() && seen["status"] != "running" {
+            break seen;
         }
-        assert!(Instant::now() < deadline, "{a}");
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not end the auction within 20 s: {seen}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(over["outcome"], "sold", "{over}");
@@ -556,7 +563,11 @@ async fn a_node_killed_mid_auction_changes_nothing_about_the_outcome() {
     for seq in &accepted {
         assert!(logged.contains(seq), "an answered bid ({seq}) is in the log");
     }
-    assert_eq!(over["hammer_minor"].as_i64(), Some(replayed.price));
+    assert_eq!(
+        over["hammer_minor"].as_i64(),
+        Some(replayed.price),
+        "the hammer price is the replay's: {over}"
+    );
     assert_eq!(
         pseudonym(&id, over["winner_id"].as_str().unwrap()),
         replayed.leader
