@@ -21,6 +21,9 @@ pub struct HubConfig {
     pub send_queue_max_bytes: usize,
     /// Frames written per flush at most.
     pub write_batch: usize,
+    /// Commands one socket may have in flight; past this the socket is not
+    /// read until one is answered.
+    pub commands_in_flight: usize,
     /// tungstenite's read buffer per connection.
     pub read_buffer_bytes: usize,
     /// tungstenite's write buffer per connection (flushes when exceeded).
@@ -98,6 +101,7 @@ impl Default for HubConfig {
             room_ttl_secs: 86_400,
             send_queue_max_bytes: 256 * 1024,
             write_batch: 64,
+            commands_in_flight: 32,
             read_buffer_bytes: 1024,
             write_buffer_bytes: 8192,
             max_frame_bytes: 4096,
@@ -137,6 +141,7 @@ impl HubConfig {
             ("hub.history_len", self.history_len as usize),
             ("hub.outbox_max_bytes", self.send_queue_max_bytes),
             ("hub.write_batch", self.write_batch),
+            ("hub.commands_in_flight", self.commands_in_flight),
             ("hub.read_buffer_bytes", self.read_buffer_bytes),
             ("hub.max_frame_bytes", self.max_frame_bytes),
             ("hub.chat_max_chars", self.chat_max_chars),

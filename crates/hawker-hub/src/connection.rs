@@ -14,13 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use futures_util::SinkExt;
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{SinkExt, StreamExt};
 use hawker_core::Role;
 use serde_json::json;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::commands::{self, Ack, Command, CommandError, CommerceCommands, Context, Rights};
+use crate::commands::{self, Command, CommandError, CommerceCommands, Context, Rights, Turn};
 use crate::event::{now_ms, Frame, Publication};
 use crate::hub::{Hub, Member, SocketPermit};
 use crate::notices::router::Inbox;
@@ -86,7 +90,16 @@ struct Connection {
     client_id: u64,
     last_seen: Instant,
     batch: Vec<Arc<Frame>>,
+    /// Commands being carried out, answered in the order they arrived;
+    /// allocated with the socket's first command.
+    /// (In a mutex only to be `Sync`; reached through `&mut`, never locked.)
+    in_flight: Option<std::sync::Mutex<FuturesOrdered<Running>>>,
+    /// The turn the socket's next command publishes after.
+    last_turn: Option<oneshot::Receiver<()>>,
 }
+
+/// A command under way; its output is the `ack` or `error` frame.
+type Running = Pin<Box<dyn Future<Output = String> + Send>>;
 
 /// Whether the sender may host, as of this command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +133,8 @@ impl Connection {
             // Grows to the largest batch this socket has drained: a viewer
             // of a quiet room keeps a few pointers, not `hub.write_batch`.
             batch: Vec::new(),
+            in_flight: None,
+            last_turn: None,
         }
     }
 
@@ -203,6 +218,10 @@ impl Connection {
         })
         .await;
         let end = self.pump(&mut socket, &room).await;
+        if end == End::Close(close_code::GOING_AWAY, SHUTTING_DOWN) {
+            // Commands under way when the node stops still get their answer.
+            Box::pin(self.answer_in_flight(&mut socket)).await;
+        }
         self.hub.leave_notices(&self.member.user, self.client_id);
         let _ = room.tx.send(RoomInput::Leave {
             client_id: self.client_id,
@@ -236,24 +255,27 @@ impl Connection {
         recheck.tick().await;
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return End::Close(close_code::GOING_AWAY, "server shutting down"),
+                _ = shutdown.cancelled() => return End::Close(close_code::GOING_AWAY, SHUTTING_DOWN),
                 _ = &mut expiry => return End::Close(close_code::TOKEN_EXPIRED, "token expired: reconnect with a new token and resume"),
                 _ = self.queue.ready() => {
                     if let Err(end) = self.write(socket).await {
                         return end;
                     }
                 }
-                message = socket.recv() => {
+                Some(reply) = next_answer(&mut self.in_flight), if self.running() > 0 => {
+                    let _ = self.queue.push(&Frame::control(reply), None, false);
+                }
+                // At `hub.commands_in_flight` the socket is not read (TCP
+                // backpressure) until a command is answered.
+                message = socket.recv(), if self.running() < config.commands_in_flight => {
                     self.last_seen = Instant::now();
                     match message {
                         Some(Ok(Message::Text(text))) => {
                             // Boxed: the idle loop does not carry a command's state.
-                            let reply = Box::pin(self.command(room, text.as_str())).await;
-                            let _ = self.queue.push(&Frame::control(reply), None, false);
+                            Box::pin(self.start_command(room, text.as_str())).await;
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            let reply = CommandError::BinaryUnsupported.frame(None);
-                            let _ = self.queue.push(&Frame::control(reply), None, false);
+                            self.answer(CommandError::BinaryUnsupported.frame(None));
                         }
                         // tungstenite queues the pong itself; the next read sends it.
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -318,29 +340,74 @@ impl Connection {
         }
     }
 
-    /// Handles one client text frame: read it into a [`Command`], apply it
-    /// (which publishes, or calls commerce), and return the reply to queue.
-    async fn command(&mut self, room: &RoomHandle, text: &str) -> String {
-        let frame = match commands::read_frame(text, self.hub.config().max_frame_bytes) {
-            Ok(frame) => frame,
-            Err(e) => return e.frame(None),
-        };
-        let id = frame.id.as_deref();
-        let within = self.hub.config().command_timeout();
-        match tokio::time::timeout(within, self.execute(room, &frame)).await {
-            Ok(Ok(ack)) => protocol::ack(id, ack.into_data()),
-            Ok(Err(e)) => e.frame(id),
-            Err(_) => {
-                tracing::debug!(command = %frame.kind, "socket command timed out");
-                let e = CommandError::Unavailable(
-                    "the command did not finish in time; its outcome is unknown".into(),
-                );
-                e.frame(id)
+    /// How many commands are under way.
+    fn running(&self) -> usize {
+        self.in_flight
+            .as_ref()
+            .map_or(0, |running| running.lock().map_or(0, |r| r.len()))
+    }
+
+    /// Queues an answer behind those of the commands still under way.
+    fn answer(&mut self, frame: String) {
+        match self.in_flight.as_mut().map(unlocked) {
+            Some(running) if !running.is_empty() => running.push_back(Box::pin(std::future::ready(frame))),
+            _ => {
+                let _ = self.queue.push(&Frame::control(frame), None, false);
             }
         }
     }
 
-    async fn execute(&mut self, room: &RoomHandle, frame: &ClientCommand) -> Result<Ack, CommandError> {
+    /// Handles one client text frame: reads it into a [`Command`] with the
+    /// sender's rights as of now, and starts it; its answer is queued when
+    /// it and every earlier command have finished.
+    async fn start_command(&mut self, room: &RoomHandle, text: &str) {
+        let frame = match commands::read_frame(text, self.hub.config().max_frame_bytes) {
+            Ok(frame) => frame,
+            Err(e) => return self.answer(e.frame(None)),
+        };
+        let (command, rights, member) = match self.prepare(room, &frame).await {
+            Ok(prepared) => prepared,
+            Err(e) => return self.answer(e.frame(frame.id.as_deref())),
+        };
+        let turn = Turn::after(&mut self.last_turn);
+        let hub = self.hub.clone();
+        let room = room.clone();
+        let commerce = self.commerce.clone();
+        let session_rights = self.rights.clone();
+        let running: Running = Box::pin(async move {
+            let id = frame.id.as_deref();
+            let ctx = Context {
+                hub: &hub,
+                room: &room,
+                member: &member,
+                rights,
+                request_id: id,
+                commerce: commerce.as_ref(),
+                session_rights: session_rights.as_ref(),
+                turn: std::sync::Mutex::new(turn),
+            };
+            match tokio::time::timeout(hub.config().command_timeout(), command.apply(&ctx)).await {
+                Ok(Ok(ack)) => protocol::ack(id, ack.into_data()),
+                Ok(Err(e)) => e.frame(id),
+                Err(_) => {
+                    tracing::debug!(command = %frame.kind, "socket command timed out");
+                    let e = CommandError::Unavailable(
+                        "the command did not finish in time; its outcome is unknown".into(),
+                    );
+                    e.frame(id)
+                }
+            }
+        });
+        unlocked(self.in_flight.get_or_insert_with(Default::default)).push_back(running);
+    }
+
+    /// The command a frame asks for, with the rights it is carried out
+    /// with and the sender as it acts.
+    async fn prepare(
+        &mut self,
+        room: &RoomHandle,
+        frame: &ClientCommand,
+    ) -> Result<(Command, Rights, Member), CommandError> {
         // A host's right is never used on an answer older than `hub.host_recheck_secs`.
         let host = self.check_host(false).await;
         // A moderator appointed by `mod.grant` may moderate from the next
@@ -359,27 +426,33 @@ impl Connection {
             parsed => parsed?,
         };
         // Unconfirmed, the sender counts as a viewer (no exemption from the rate limit).
-        let unconfirmed;
         let member = if host == HostCheck::Unknown {
-            unconfirmed = Member {
+            Member {
                 can_host: false,
                 can_moderate: false,
                 ..self.member.clone()
-            };
-            &unconfirmed
+            }
         } else {
-            &self.member
+            self.member.clone()
         };
-        let ctx = Context {
-            hub: &self.hub,
-            room,
-            member,
-            rights,
-            request_id: frame.id.as_deref(),
-            commerce: self.commerce.as_ref(),
-            session_rights: self.rights.as_ref(),
+        Ok((command, rights, member))
+    }
+
+    /// After the loop ended for shutdown: the answers of the commands still
+    /// under way, written as they come (bounded by `hub.command_timeout`).
+    async fn answer_in_flight(&mut self, socket: &mut WebSocket) {
+        let Some(running) = self.in_flight.take() else {
+            return;
         };
-        command.apply(&ctx).await
+        let mut running = running.into_inner().unwrap_or_else(|p| p.into_inner());
+        let _ = tokio::time::timeout(self.hub.config().command_timeout(), async {
+            while let Some(reply) = running.next().await {
+                if socket.send(Message::Text(reply.into())).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     /// Whether the sender may host now: the last answer if its question was
@@ -520,7 +593,7 @@ fn close_for(reason: CloseReason) -> End {
     match reason {
         CloseReason::Slow => End::Close(close_code::SLOW, "too slow: resume from your last offset"),
         CloseReason::Banned => End::Close(close_code::BANNED, "banned"),
-        CloseReason::Shutdown => End::Close(close_code::GOING_AWAY, "server shutting down"),
+        CloseReason::Shutdown => End::Close(close_code::GOING_AWAY, SHUTTING_DOWN),
         CloseReason::SessionEnded => End::Close(close_code::SESSION_ENDED, "session ended"),
     }
 }
@@ -549,6 +622,22 @@ async fn closing(queue: &SendQueue) -> CloseReason {
         }
     }
 }
+
+/// The next answer of the commands under way; never, when there are none.
+async fn next_answer(in_flight: &mut Option<std::sync::Mutex<FuturesOrdered<Running>>>) -> Option<String> {
+    match in_flight.as_mut().map(unlocked) {
+        Some(running) if !running.is_empty() => running.next().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// The commands under way, through `&mut` (no locking).
+fn unlocked(running: &mut std::sync::Mutex<FuturesOrdered<Running>>) -> &mut FuturesOrdered<Running> {
+    running.get_mut().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The close reason when the node stops.
+const SHUTTING_DOWN: &str = "server shutting down";
 
 /// How long the server waits for a peer during a close: to read its close
 /// frame, and for its answer.

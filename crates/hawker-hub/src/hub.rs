@@ -117,7 +117,7 @@ impl Hub {
         tasks: TaskTracker,
     ) -> Hub {
         let keys = RoomKeys::new(&config.key_prefix);
-        let store = RoomStore::new(
+        let mut store = RoomStore::new(
             redis,
             keys.clone(),
             config.history_len,
@@ -128,6 +128,7 @@ impl Hub {
             config.retention.dedupe_max_age,
             config.retention.dedupe_max_entries,
         );
+        store.start_publisher();
         let (notice_tx, notice_feed) = tokio::sync::mpsc::unbounded_channel();
         let (subscriber, subscriber_task) =
             Subscriber::start(redis_client, keys, redis_timeout, notice_tx, shutdown.clone());
@@ -205,6 +206,19 @@ impl Hub {
     ) -> Result<u64, PublishError> {
         let (_, offset) = self.inner.store.publish(room, &publication, mod_changes).await?;
         Ok(offset)
+    }
+
+    /// [`Hub::publish_with`] in two steps: the publication takes its place
+    /// in the node's publish order when this returns; the future is its offset.
+    pub(crate) fn queue_publish(
+        &self,
+        room: Uuid,
+        publication: &Publication,
+        mod_changes: &[ModChange],
+    ) -> Result<impl std::future::Future<Output = Result<u64, PublishError>> + Send + 'static, PublishError>
+    {
+        let queued = self.inner.store.queue_publish(room, publication, mod_changes)?;
+        Ok(async move { Ok(queued.await?.1) })
     }
 
     /// The room's current snapshot (state and offset).

@@ -41,6 +41,7 @@ pub mod moderation;
 pub mod notices;
 pub mod presence;
 pub mod protocol;
+mod publisher;
 pub mod ratelimit;
 pub mod retention;
 pub mod rights;

@@ -75,3 +75,10 @@ pub fn notices_expired_undelivered(n: u64) {
         counter!("hawker_hub_notices_expired_undelivered_total").increment(n);
     }
 }
+
+/// One pipeline of the node's room publisher, and the publications it held
+/// (their ratio is the mean batch).
+pub fn publish_batch(publications: usize) {
+    counter!("hawker_hub_publish_pipelines_total").increment(1);
+    counter!("hawker_hub_publications_total").increment(publications as u64);
+}

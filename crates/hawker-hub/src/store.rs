@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use crate::event::{Publication, StateChange};
 use crate::keys::RoomKeys;
+use crate::publisher::Publisher;
 use crate::ratelimit::{Kind, Limit, Outcome, Take};
 
 const PUBLISH_LUA: &str = r#"
@@ -196,6 +197,8 @@ pub struct RoomStore {
     /// Every call gives up after this long: a room must not wait on a Redis
     /// that is down (the connection manager retries in the background).
     pub(crate) timeout: Duration,
+    /// The node's publisher, once the hub started it.
+    publisher: Option<Publisher>,
 }
 
 /// Runs a Redis call with a deadline, turning the deadline into an I/O error.
@@ -247,6 +250,7 @@ impl RoomStore {
             history_len,
             ttl_secs,
             timeout,
+            publisher: None,
         }
     }
 
@@ -274,17 +278,70 @@ impl RoomStore {
         publication: &Publication,
         mod_changes: &[ModChange],
     ) -> redis::RedisResult<(String, u64)> {
+        self.queue_publish(room, publication, mod_changes)?.await
+    }
+
+    /// [`RoomStore::publish`] in two steps: the publication takes its place
+    /// in the node's publish order when this returns (a started store sends
+    /// through the node's [`Publisher`], in queue order); the future is its
+    /// answer, waited for at most the store's timeout.
+    pub(crate) fn queue_publish(
+        &self,
+        room: Uuid,
+        publication: &Publication,
+        mod_changes: &[ModChange],
+    ) -> redis::RedisResult<impl Future<Output = redis::RedisResult<(String, u64)>> + Send + 'static> {
+        let command = self.publish_command(room, publication, mod_changes)?;
+        let timeout = self.timeout;
+        Ok(match &self.publisher {
+            Some(publisher) => futures_util::future::Either::Left(publisher.queue(command, timeout)),
+            None => {
+                let mut conn = self.redis.clone();
+                let script = self.publish.clone();
+                futures_util::future::Either::Right(async move {
+                    bounded(timeout, async {
+                        match command.query_async(&mut conn).await {
+                            Err(e)
+                                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                            {
+                                script.load_async(&mut conn).await?;
+                                command.query_async(&mut conn).await
+                            }
+                            other => other,
+                        }
+                    })
+                    .await
+                })
+            }
+        })
+    }
+
+    /// Sends publications through the node's [`Publisher`] (one pipeline
+    /// at a time, in queue order); before this, each is its own call.
+    pub(crate) fn start_publisher(&mut self) {
+        self.publisher = Some(Publisher::start(self.redis.clone(), self.publish.clone()));
+    }
+
+    /// The publish script's `EVALSHA` for one publication.
+    fn publish_command(
+        &self,
+        room: Uuid,
+        publication: &Publication,
+        mod_changes: &[ModChange],
+    ) -> redis::RedisResult<redis::Cmd> {
         let tail = publication.encode_tail(crate::event::now_ms()).map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Client, "encoding event", e.to_string()))
         })?;
-        let mut invocation = self.publish.prepare_invoke();
-        invocation
-            .key(self.keys.key(room, "meta"))
-            .key(self.keys.key(room, "stream"))
-            .key(self.keys.key(room, "state"))
-            .key(self.keys.key(room, "mod"))
-            .key(self.keys.key(room, "dedupe"))
-            .key(self.keys.key(room, "dedupe_log"))
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(self.publish.get_hash())
+            .arg(6)
+            .arg(self.keys.key(room, "meta"))
+            .arg(self.keys.key(room, "stream"))
+            .arg(self.keys.key(room, "state"))
+            .arg(self.keys.key(room, "mod"))
+            .arg(self.keys.key(room, "dedupe"))
+            .arg(self.keys.key(room, "dedupe_log"))
             .arg(self.keys.channel(room))
             .arg(new_epoch())
             .arg(self.history_len)
@@ -304,20 +361,17 @@ impl RoomStore {
             .arg(self.dedupe.max_entries);
         for change in &publication.state {
             match change {
-                StateChange::Set { key, value } => invocation.arg("s").arg(key).arg(value.to_string()),
-                StateChange::Remove { key } => invocation.arg("r").arg(key).arg(""),
+                StateChange::Set { key, value } => command.arg("s").arg(key).arg(value.to_string()),
+                StateChange::Remove { key } => command.arg("r").arg(key).arg(""),
             };
         }
         for change in mod_changes {
             match change {
-                ModChange::Set(field, value) => invocation.arg("m").arg(field).arg(value),
-                ModChange::Remove(field) => invocation.arg("n").arg(field).arg(""),
+                ModChange::Set(field, value) => command.arg("m").arg(field).arg(value),
+                ModChange::Remove(field) => command.arg("n").arg(field).arg(""),
             };
         }
-        let mut conn = self.redis.clone();
-        let (epoch, offset): (String, u64) =
-            bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
-        Ok((epoch, offset))
+        Ok(command)
     }
 
     /// The room's state and offset, read atomically.

@@ -278,6 +278,20 @@ impl Command {
 
     /// Carries the command out in the sender's room.
     pub(crate) async fn apply(self, ctx: &Context<'_>) -> Result<Ack, CommandError> {
+        // Commands that publish nothing from here (commerce answers from
+        // its own services; likes are summed by the room) let the next go.
+        if matches!(
+            self,
+            Command::Ping
+                | Command::Like(_)
+                | Command::Buy(_)
+                | Command::Claim(_)
+                | Command::Bid(_)
+                | Command::Enter(_)
+                | Command::GroupJoin(_)
+        ) {
+            ctx.pass_turn();
+        }
         match self {
             Command::Ping => Ok(Ack::Pong(now_ms())),
             Command::Chat(chat) => chat.apply(ctx).await,
@@ -353,14 +367,82 @@ pub(crate) struct Context<'a> {
     pub commerce: &'a dyn CommerceCommands,
     /// Who may host the session (the moderation hierarchy asks about targets).
     pub session_rights: &'a dyn SessionRights,
+    /// This command's place in its socket's publish order.
+    pub turn: std::sync::Mutex<Turn>,
 }
 
 impl Context<'_> {
     /// Publishes into the room (with moderation changes, applied in the
-    /// same step); the ack carries the event's offset.
+    /// same step); the ack carries the event's offset. The publication is
+    /// queued after those of the socket's earlier commands.
     async fn publish(&self, publication: Publication, mods: &[ModChange]) -> Result<Ack, CommandError> {
-        let offset = self.hub.publish_with(self.room.id, publication, mods).await?;
+        let mut turn = self.take_turn();
+        turn.wait().await;
+        let queued = self.hub.queue_publish(self.room.id, &publication, mods);
+        drop(turn);
+        let offset = queued?.await?;
         Ok(Ack::Offset(offset))
+    }
+
+    /// Lets the socket's next command publish without waiting for this one
+    /// (a command that publishes nothing, or not before a slow step).
+    fn pass_turn(&self) {
+        drop(self.take_turn());
+    }
+
+    fn take_turn(&self) -> Turn {
+        std::mem::take(&mut *self.turn.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// A command's place in its socket's publish order. A socket runs several
+/// commands at once (`hub.commands_in_flight`), and its publications still
+/// reach Redis in the order the commands arrived: each command queues its
+/// publication only once the command before it has queued its own, passed,
+/// or finished (the node's publisher keeps queue order,
+/// [`crate::publisher`]).
+#[derive(Default)]
+pub(crate) struct Turn {
+    /// Resolves when the previous command has queued, passed or finished.
+    before: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Dropped when this command has done the same (its drop is the signal).
+    _after: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// The turn after `last`, which then becomes this one's.
+    pub(crate) fn after(last: &mut Option<tokio::sync::oneshot::Receiver<()>>) -> Turn {
+        let (after, next) = tokio::sync::oneshot::channel();
+        Turn {
+            before: last.replace(next),
+            _after: Some(after),
+        }
+    }
+
+    /// Waits for the previous command (a dropped sender counts as done).
+    async fn wait(&mut self) {
+        if let Some(before) = self.before.take() {
+            let _ = before.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    /// A command that ends (or passes) before its predecessor has queued
+    /// must not let its successor overtake that predecessor: the signal is
+    /// passed on when the predecessor's comes.
+    fn drop(&mut self) {
+        let (Some(mut before), Some(after)) = (self.before.take(), self._after.take()) else {
+            return;
+        };
+        if let Err(tokio::sync::oneshot::error::TryRecvError::Empty) = before.try_recv() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = before.await;
+                    drop(after);
+                });
+            }
+        }
     }
 }
 

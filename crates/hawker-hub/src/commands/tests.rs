@@ -639,3 +639,31 @@ fn every_command_variant_is_in_command_types() {
         Some("unknown_command")
     );
 }
+
+/// Three commands in flight: the second ends (or passes) before the first
+/// has queued its publication; the third still waits for the first.
+#[tokio::test]
+async fn a_command_that_ends_early_does_not_let_the_next_overtake_the_one_before() {
+    use std::sync::{Arc, Mutex};
+    let mut last = None;
+    let mut first = Turn::after(&mut last);
+    let second = Turn::after(&mut last);
+    let mut third = Turn::after(&mut last);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let seen = order.clone();
+    let waiting = tokio::spawn(async move {
+        third.wait().await;
+        seen.lock().unwrap().push("third");
+    });
+    drop(second);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        order.lock().unwrap().is_empty(),
+        "the third went before the first"
+    );
+    first.wait().await;
+    order.lock().unwrap().push("first");
+    drop(first);
+    waiting.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), ["first", "third"]);
+}

@@ -50,6 +50,85 @@ async fn chat_sent_on_node_a_arrives_on_node_b_in_order() {
     }
 }
 
+/// The node's publisher counters: (pipelines, publications).
+async fn publisher_counts(node: &crate::support::TestApp) -> (u64, u64) {
+    let text = node
+        .http
+        .get(node.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0) as u64
+    };
+    (
+        value("hawker_hub_publish_pipelines_total"),
+        value("hawker_hub_publications_total"),
+    )
+}
+
+/// A host sends 300 messages without waiting for any answer. Several are
+/// in flight at once (the node sends some to Redis together, in one
+/// pipeline), and still every ack comes back in the order sent, with
+/// rising offsets, and a viewer on the other node gets them in that order.
+#[tokio::test]
+async fn a_host_sending_without_waiting_publishes_in_order_and_is_answered_in_order() {
+    let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
+    let mut viewer = join(b.addr, session, &b.token("watcher", Role::Viewer)).await;
+    let (pipelines_before, publications_before) = publisher_counts(&a).await;
+    let n = 300;
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(
+            host.send("host.message", json!({ "text": format!("m{i}") }))
+                .await,
+        );
+    }
+    let mut last = 0;
+    for id in &ids {
+        let reply = host
+            .until("an answer", Duration::from_secs(30), |f| {
+                f["type"] == "ack" || f["type"] == "error"
+            })
+            .await;
+        assert_eq!(
+            reply["id"],
+            id.as_str(),
+            "answers come in the order sent: {reply}"
+        );
+        assert_eq!(reply["type"], "ack", "{reply}");
+        let offset = reply["data"]["offset"].as_u64().unwrap();
+        assert!(
+            offset > last,
+            "offsets rise with the order sent: {offset} after {last}"
+        );
+        last = offset;
+    }
+    for i in 0..n {
+        let message = viewer.expect("host.message").await;
+        assert_eq!(message["data"]["text"], format!("m{i}"), "{message}");
+    }
+    let (pipelines, publications) = publisher_counts(&a).await;
+    let (pipelines, publications) = (pipelines - pipelines_before, publications - publications_before);
+    assert!(publications >= n as u64, "{publications} publications counted");
+    assert!(
+        pipelines < publications,
+        "no pipeline held two publications ({pipelines} for {publications}): the commands ran one at a time"
+    );
+}
+
 #[tokio::test]
 async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
     let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;

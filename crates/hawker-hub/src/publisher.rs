@@ -1,0 +1,196 @@
+//! The node's room publisher: every publication of this node goes through
+//! one queue and one task, which sends what has gathered as one Redis
+//! pipeline (group commit), waits for it, and answers each caller.
+//!
+//! - **Order.** Publications reach Redis in the order they were queued:
+//!   one pipeline at a time, and Redis runs a pipeline's commands in order.
+//!   So a socket that queues its publications in the order its commands
+//!   arrived ([`crate::commands::Turn`]) publishes in that order, with
+//!   several commands in flight.
+//! - **Throughput.** A caller no longer pays a round trip of its own: a
+//!   publisher (a host at 100 events/s, the commerce relay) is limited by
+//!   what Redis runs, not by one round trip per event.
+//! - **Deadlines.** Each publication carries its caller's deadline. One
+//!   whose deadline passed while it waited is answered with a timeout and
+//!   never sent, so a timed-out publish that was not sent was not published.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Publications in one pipeline at most.
+const MAX_BATCH: usize = 512;
+
+/// What a publish script answers: (room epoch, offset).
+pub(crate) type Published = (String, u64);
+
+struct Job {
+    command: Cmd,
+    deadline: Instant,
+    reply: oneshot::Sender<RedisResult<Published>>,
+}
+
+/// The sending end; cheap to clone. The task ends when every clone is gone.
+#[derive(Clone)]
+pub(crate) struct Publisher {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Publisher {
+    /// Starts the publisher task for `script` (the room publish script;
+    /// every queued command is an `EVALSHA` of it).
+    pub(crate) fn start(redis: ConnectionManager, script: Script) -> Publisher {
+        let (jobs, inbox) = mpsc::unbounded_channel();
+        tokio::spawn(run(redis, script, inbox));
+        Publisher { jobs }
+    }
+
+    /// Queues `command` now (so its place in the order is taken before this
+    /// returns) and returns its answer, waited for at most `timeout`.
+    pub(crate) fn queue(
+        &self,
+        command: Cmd,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = RedisResult<Published>> + Send + 'static {
+        let deadline = Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        let queued = self
+            .jobs
+            .send(Job {
+                command,
+                deadline,
+                reply,
+            })
+            .is_ok();
+        async move {
+            if !queued {
+                return Err(gone());
+            }
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(gone()),
+                Err(_) => Err(timed_out()),
+            }
+        }
+    }
+}
+
+async fn run(mut redis: ConnectionManager, script: Script, mut inbox: mpsc::UnboundedReceiver<Job>) {
+    let mut batch: Vec<Job> = Vec::new();
+    while let Some(first) = inbox.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        crate::metrics::publish_batch(batch.len());
+        send(&mut redis, &script, &mut batch).await;
+    }
+}
+
+/// Sends one batch and answers every job in it.
+async fn send(redis: &mut ConnectionManager, script: &Script, batch: &mut Vec<Job>) {
+    // A caller that gave up is not published for: its answer said so.
+    let now = Instant::now();
+    let mut live: Vec<Job> = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        if job.deadline <= now || job.reply.is_closed() {
+            let _ = job.reply.send(Err(timed_out()));
+        } else {
+            live.push(job);
+        }
+    }
+    if live.is_empty() {
+        return;
+    }
+    let deadline = live.iter().map(|j| j.deadline).max().unwrap_or(now);
+    let mut results = pipeline(redis, &live, deadline).await;
+    // A Redis that lost its scripts (a restart, SCRIPT FLUSH) refuses each
+    // EVALSHA: load the script and send those again, in their order.
+    let missing: Vec<usize> = match &results {
+        Ok(each) => each
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)))
+            .map(|(i, _)| i)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if !missing.is_empty() {
+        let loaded = tokio::time::timeout_at(deadline, script.load_async(redis)).await;
+        if matches!(loaded, Ok(Ok(_))) {
+            let again: Vec<&Job> = missing.iter().map(|&i| &live[i]).collect();
+            let retried = pipeline_of(redis, &again, deadline).await;
+            if let Ok(each) = results.as_mut() {
+                match retried {
+                    Ok(second) => {
+                        for (i, r) in missing.into_iter().zip(second) {
+                            each[i] = r;
+                        }
+                    }
+                    Err(e) => {
+                        for i in missing {
+                            each[i] = Err(e.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match results {
+        Ok(each) => {
+            for (job, result) in live.into_iter().zip(each) {
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(e) => {
+            for job in live {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+async fn pipeline(
+    redis: &mut ConnectionManager,
+    jobs: &[Job],
+    deadline: Instant,
+) -> RedisResult<Vec<RedisResult<Published>>> {
+    let refs: Vec<&Job> = jobs.iter().collect();
+    pipeline_of(redis, &refs, deadline).await
+}
+
+async fn pipeline_of(
+    redis: &mut ConnectionManager,
+    jobs: &[&Job],
+    deadline: Instant,
+) -> RedisResult<Vec<RedisResult<Published>>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for job in jobs {
+        pipe.add_command(job.command.clone());
+    }
+    match tokio::time::timeout_at(deadline, pipe.query_async(redis)).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out()),
+    }
+}
+
+fn timed_out() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "redis did not answer in time",
+    ))
+}
+
+fn gone() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "the node's publisher has stopped",
+    ))
+}
