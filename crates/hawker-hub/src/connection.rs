@@ -22,6 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use hawker_core::Role;
 use serde_json::json;
 use tokio::sync::oneshot;
+use tokio_util::sync::WaitForCancellationFuture;
 use uuid::Uuid;
 
 use crate::commands::{self, Command, CommandError, CommerceCommands, Context, Rights, Turn};
@@ -94,6 +95,8 @@ struct Connection {
     /// allocated with the socket's first command.
     /// (In a mutex only to be `Sync`; reached through `&mut`, never locked.)
     in_flight: Option<std::sync::Mutex<FuturesOrdered<Running>>>,
+    /// How many commands are under way (`in_flight`'s length).
+    running: usize,
     /// The turn the socket's next command publishes after.
     last_turn: Option<oneshot::Receiver<()>>,
 }
@@ -134,6 +137,7 @@ impl Connection {
             // of a quiet room keeps a few pointers, not `hub.write_batch`.
             batch: Vec::new(),
             in_flight: None,
+            running: 0,
             last_turn: None,
         }
     }
@@ -253,21 +257,26 @@ impl Connection {
         let mut recheck = tokio::time::interval(config.host_recheck());
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         recheck.tick().await;
+        // Made once: a fresh `cancelled()` per wake-up would register and
+        // unregister with the node's shutdown token every time.
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return End::Close(close_code::GOING_AWAY, SHUTTING_DOWN),
+                _ = &mut stopping => return End::Close(close_code::GOING_AWAY, SHUTTING_DOWN),
                 _ = &mut expiry => return End::Close(close_code::TOKEN_EXPIRED, "token expired: reconnect with a new token and resume"),
                 _ = self.queue.ready() => {
-                    if let Err(end) = self.write(socket).await {
+                    if let Err(end) = self.write(socket, stopping.as_mut()).await {
                         return end;
                     }
                 }
-                Some(reply) = next_answer(&mut self.in_flight), if self.running() > 0 => {
+                Some(reply) = next_answer(&mut self.in_flight), if self.running > 0 => {
+                    self.running -= 1;
                     let _ = self.queue.push(&Frame::control(reply), None, false);
                 }
                 // At `hub.commands_in_flight` the socket is not read (TCP
                 // backpressure) until a command is answered.
-                message = socket.recv(), if self.running() < config.commands_in_flight => {
+                message = socket.recv(), if self.running < config.commands_in_flight => {
                     self.last_seen = Instant::now();
                     match message {
                         Some(Ok(Message::Text(text))) => {
@@ -309,7 +318,11 @@ impl Connection {
     /// Drains the send queue into the socket: `feed` each frame, one `flush`
     /// per batch. A write that blocks (the peer stopped reading) is abandoned
     /// when the queue asks to close.
-    async fn write(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+    async fn write(
+        &mut self,
+        socket: &mut WebSocket,
+        mut stopping: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Result<(), End> {
         let batch_size = self.hub.config().write_batch;
         loop {
             self.batch.clear();
@@ -321,36 +334,32 @@ impl Connection {
             }
             let queue = self.queue.clone();
             let batch = &self.batch;
-            let shutdown = self.hub.shutdown_token().clone();
             let written = tokio::select! {
                 result = write_batch(socket, batch) => result,
                 reason = closing(&queue) => return Err(close_for(reason)),
                 // A peer that stopped reading must not hold up shutdown.
-                _ = shutdown.cancelled() => return Err(close_for(CloseReason::Shutdown)),
+                _ = &mut stopping => return Err(close_for(CloseReason::Shutdown)),
             };
             match written {
                 Ok(bytes) => {
                     crate::metrics::delivered(self.batch.len() as u64, bytes);
-                    if let Some(first) = self.batch.iter().find(|f| f.ts_ms > 0) {
-                        crate::metrics::fanout_latency((now_ms() - first.ts_ms).max(0) as f64 / 1000.0);
-                    }
+                    crate::metrics::written_latency(|| {
+                        let first = self.batch.iter().find(|f| f.ts_ms > 0)?;
+                        Some((now_ms() - first.ts_ms).max(0) as f64 / 1000.0)
+                    });
                 }
                 Err(_) => return Err(End::Gone),
             }
         }
     }
 
-    /// How many commands are under way.
-    fn running(&self) -> usize {
-        self.in_flight
-            .as_ref()
-            .map_or(0, |running| running.lock().map_or(0, |r| r.len()))
-    }
-
     /// Queues an answer behind those of the commands still under way.
     fn answer(&mut self, frame: String) {
         match self.in_flight.as_mut().map(unlocked) {
-            Some(running) if !running.is_empty() => running.push_back(Box::pin(std::future::ready(frame))),
+            Some(running) if !running.is_empty() => {
+                running.push_back(Box::pin(std::future::ready(frame)));
+                self.running += 1;
+            }
             _ => {
                 let _ = self.queue.push(&Frame::control(frame), None, false);
             }
@@ -399,6 +408,7 @@ impl Connection {
             }
         });
         unlocked(self.in_flight.get_or_insert_with(Default::default)).push_back(running);
+        self.running += 1;
     }
 
     /// The command a frame asks for, with the rights it is carried out

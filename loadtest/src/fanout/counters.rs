@@ -20,8 +20,11 @@ pub struct HubCounters {
     /// Room events a node took in (`hawker_hub_events_in_total`).
     pub events_in: f64,
     /// Samples of `hawker_hub_fanout_latency_seconds`: one per room event
-    /// and one per socket write (batch of frames), so the difference counts writes.
+    /// and, before `hawker_hub_socket_writes_total` existed, one per socket
+    /// write, so the difference counted writes.
     pub fanout_latency_samples: f64,
+    /// `hawker_hub_socket_writes_total` (0 on builds without it).
+    pub socket_writes: f64,
 }
 
 impl HubCounters {
@@ -46,6 +49,7 @@ impl HubCounters {
             recovery_gaps: sum(text, "hawker_hub_recovery_gaps_total", None),
             events_in: sum(text, "hawker_hub_events_in_total", None),
             fanout_latency_samples: sum(text, "hawker_hub_fanout_latency_seconds_count", None),
+            socket_writes: sum(text, "hawker_hub_socket_writes_total", None),
         }
     }
 
@@ -61,6 +65,7 @@ impl HubCounters {
         self.recovery_gaps += o.recovery_gaps;
         self.events_in += o.events_in;
         self.fanout_latency_samples += o.fanout_latency_samples;
+        self.socket_writes += o.socket_writes;
     }
 
     /// `self − before`, for counters (gauges keep their latest value).
@@ -77,11 +82,15 @@ impl HubCounters {
             recovery_gaps: self.recovery_gaps - before.recovery_gaps,
             events_in: self.events_in - before.events_in,
             fanout_latency_samples: self.fanout_latency_samples - before.fanout_latency_samples,
+            socket_writes: self.socket_writes - before.socket_writes,
         }
     }
 
     /// Socket writes (each one flush of a batch of frames), if the counters allow.
     pub fn writes(&self) -> Option<f64> {
+        if self.socket_writes > 0.0 {
+            return Some(self.socket_writes);
+        }
         let writes = self.fanout_latency_samples - self.events_in;
         (writes > 0.0).then_some(writes)
     }

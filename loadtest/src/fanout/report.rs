@@ -354,7 +354,10 @@ impl Report<'_> {
             self.publish.errors,
             self.publish.max_send_lag_ms
         );
-        for (name, p) in [("ack host", &self.publish.host_ack), ("ack chat", &self.publish.chat_ack)] {
+        for (name, p) in [
+            ("ack host", &self.publish.host_ack),
+            ("ack chat", &self.publish.chat_ack),
+        ] {
             if p.count > 0 {
                 out!(
                     "{name:<14} p50 {:.2} ms  p99 {:.2}  max {:.2}  (scheduled send to ack: the publish delay)",

@@ -309,8 +309,9 @@ pub async fn create_auction(
         "insert into auction (auction_id, session_id, lineup_item_id, sku_id, campaign_id, brand_id, currency,
                 start_price_minor, increments, reserve_minor, reserve_is_floor, mode, snipe_window_secs,
                 duration_secs, starts_at, ends_at, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                 clock_timestamp(), clock_timestamp() + make_interval(secs => $14), $15)
+         select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                 now.t, now.t + make_interval(secs => $14), $15
+           from (select clock_timestamp() as t) as now
          returning {AUCTION_COLUMNS}"
     ))
     .bind(auction_id)

@@ -222,8 +222,9 @@ pub async fn create(live: &Live, claims: &Claims, session_id: Uuid, new: NewGrou
     sqlx::query(
         "insert into group_buy (group_buy_id, session_id, lineup_item_id, sku_id, campaign_id, brand_id, currency,
                 tiers, min_participants, per_buyer_cap, stock, duration_secs, starts_at, ends_at, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                 clock_timestamp(), clock_timestamp() + make_interval(secs => $12), $13)",
+         select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                 now.t, now.t + make_interval(secs => $12), $13
+           from (select clock_timestamp() as t) as now",
     )
     .bind(id)
     .bind(session_id)
