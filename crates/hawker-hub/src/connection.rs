@@ -246,9 +246,6 @@ impl Connection {
     async fn pump(&mut self, socket: &mut WebSocket, room: &RoomHandle) -> End {
         let config = self.hub.config().clone();
         let shutdown = self.hub.shutdown_token().clone();
-        let mut ping = tokio::time::interval(config.ping_interval());
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
         // A socket does not outlive the token it was opened with.
         let expiry = token_expiry(self.member.token_expires_at);
         tokio::pin!(expiry);
@@ -266,6 +263,19 @@ impl Connection {
                 _ = &mut stopping => return End::Close(close_code::GOING_AWAY, SHUTTING_DOWN),
                 _ = &mut expiry => return End::Close(close_code::TOKEN_EXPIRED, "token expired: reconnect with a new token and resume"),
                 _ = self.queue.ready() => {
+                    // The node's ping tick (`Hub::ping`), through the queue:
+                    // no timer per socket.
+                    if self.queue.take_ping() {
+                        if self.last_seen.elapsed() > config.idle_timeout() {
+                            return End::Close(close_code::IDLE, "idle");
+                        }
+                        // A peer that stopped reading must not stall this task.
+                        match tokio::time::timeout(config.ping_interval(), socket.send(Message::Ping(bytes::Bytes::new()))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return End::Gone,
+                            Err(_) => return End::Close(close_code::SLOW, "too slow: resume from your last offset"),
+                        }
+                    }
                     if let Err(end) = self.write(socket, stopping.as_mut()).await {
                         return end;
                     }
@@ -299,17 +309,6 @@ impl Connection {
                 }
                 _ = recheck.tick(), if self.member.can_host => {
                     Box::pin(self.check_host(true)).await;
-                }
-                _ = ping.tick() => {
-                    if self.last_seen.elapsed() > config.idle_timeout() {
-                        return End::Close(close_code::IDLE, "idle");
-                    }
-                    // A peer that stopped reading must not stall this task.
-                    match tokio::time::timeout(config.ping_interval(), socket.send(Message::Ping(bytes::Bytes::new()))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return End::Gone,
-                        Err(_) => return End::Close(close_code::SLOW, "too slow: resume from your last offset"),
-                    }
                 }
             }
         }

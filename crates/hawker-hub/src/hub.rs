@@ -155,6 +155,7 @@ impl Hub {
             let _ = subscriber_task.await;
         });
         tasks.spawn(hub.clone().tick());
+        tasks.spawn(hub.clone().ping());
         if hub.inner.db.is_some() {
             let every = Duration::from_millis(hub.inner.config.durable_relay_ms);
             tasks.spawn(crate::durable::run_relay(
@@ -337,6 +338,29 @@ impl Hub {
                         tracing::debug!(error = %e, "presence refresh deferred");
                     }
                 }
+            }
+        }
+    }
+
+    /// The node's one ping timer: every `hub.ping_interval_secs`, each room
+    /// asks its sockets to ping their peers (an idle socket is closed then).
+    async fn ping(self) {
+        let mut interval = tokio::time::interval(self.inner.config.ping_interval());
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let rooms: Vec<RoomHandle> = self
+                .inner
+                .rooms
+                .lock()
+                .map(|r| r.values().cloned().collect())
+                .unwrap_or_default();
+            for room in rooms {
+                let _ = room.tx.send(crate::room::RoomInput::Ping);
             }
         }
     }

@@ -93,6 +93,9 @@ pub enum RoomInput {
     Leave {
         client_id: u64,
     },
+    /// The node's ping tick: each socket of the room is asked to ping its
+    /// peer (one timer per node, none per socket).
+    Ping,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -208,6 +211,11 @@ impl<H: RoomHost> RoomTask<H> {
                         self.shared.local_viewers.store(self.clients.len(), Ordering::Relaxed);
                         if self.clients.is_empty() {
                             empty_since = Some(Instant::now());
+                        }
+                    }
+                    Some(RoomInput::Ping) => {
+                        for client in &self.clients {
+                            client.queue.request_ping();
                         }
                     }
                     None => break,

@@ -8,6 +8,7 @@
 //! never across an `.await`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -63,6 +64,8 @@ pub struct SendQueue {
     inner: Mutex<Inner>,
     notify: Notify,
     max_bytes: usize,
+    /// The node's ping tick asked the connection to ping its peer.
+    ping_due: AtomicBool,
 }
 
 impl SendQueue {
@@ -78,6 +81,7 @@ impl SendQueue {
             }),
             notify: Notify::new(),
             max_bytes,
+            ping_due: AtomicBool::new(false),
         }
     }
 
@@ -196,7 +200,18 @@ impl SendQueue {
         None
     }
 
-    /// Resolves when something was pushed or a close was requested.
+    /// Asks the connection to ping its peer (and check it is not idle).
+    pub fn request_ping(&self) {
+        self.ping_due.store(true, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Whether a ping was asked for since the last call.
+    pub fn take_ping(&self) -> bool {
+        self.ping_due.load(Ordering::Relaxed) && self.ping_due.swap(false, Ordering::Relaxed)
+    }
+
+    /// Resolves when something was pushed, a close or a ping was requested.
     pub async fn ready(&self) {
         self.notify.notified().await
     }
