@@ -320,12 +320,7 @@ impl Hub {
                 _ = interval.tick() => {}
             }
             n += 1;
-            let rooms: Vec<RoomHandle> = self
-                .inner
-                .rooms
-                .lock()
-                .map(|r| r.values().cloned().collect())
-                .unwrap_or_default();
+            let rooms = self.open_rooms();
             for room in rooms {
                 if let Err(e) = self.announce_likes(&room).await {
                     tracing::debug!(error = %e, "likes announcement deferred");
@@ -342,6 +337,15 @@ impl Hub {
         }
     }
 
+    /// The rooms open on this node, as of now.
+    fn open_rooms(&self) -> Vec<RoomHandle> {
+        self.inner
+            .rooms
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The node's one ping timer: every `hub.ping_interval_secs`, each room
     /// asks its sockets to ping their peers (an idle socket is closed then).
     async fn ping(self) {
@@ -353,12 +357,7 @@ impl Hub {
                 _ = self.inner.shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            let rooms: Vec<RoomHandle> = self
-                .inner
-                .rooms
-                .lock()
-                .map(|r| r.values().cloned().collect())
-                .unwrap_or_default();
+            let rooms = self.open_rooms();
             for room in rooms {
                 let _ = room.tx.send(crate::room::RoomInput::Ping);
             }

@@ -88,15 +88,7 @@ async fn readyz_names_postgres_when_it_is_unreachable() {
 async fn metrics_are_served_on_the_admin_listener_only() {
     let app = spawn_app().await;
     app.http.get(app.url("/healthz")).send().await.unwrap();
-    let metrics = app
-        .http
-        .get(app.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("hawker_http_requests_total"), "{metrics}");
     assert_eq!(
         app.http.get(app.url("/metrics")).send().await.unwrap().status(),

@@ -52,15 +52,7 @@ async fn chat_sent_on_node_a_arrives_on_node_b_in_order() {
 
 /// The node's publisher counters: (pipelines, publications).
 async fn publisher_counts(node: &crate::support::TestApp) -> (u64, u64) {
-    let text = node
-        .http
-        .get(node.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.metrics().await;
     let value = |name: &str| {
         text.lines()
             .find_map(|line| {

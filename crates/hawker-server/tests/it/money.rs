@@ -187,15 +187,7 @@ async fn a_deal_above_the_configured_maximum_price_is_refused() {
 
 /// `hawker_settle_failures_total{kind="split"}` + `{kind="error"}` on the admin `/metrics`.
 async fn settle_failures(app: &TestApp) -> u64 {
-    let metrics = app
-        .http
-        .get(app.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     metrics
         .lines()
         .filter(|line| {

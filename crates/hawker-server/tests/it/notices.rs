@@ -422,15 +422,7 @@ async fn expiry_removes_undelivered_notices_after_the_configured_time() {
     assert_eq!(page["items"], json!([]));
     let mut ws = join_with(&app, session, user, Some("notices_after=0")).await;
     assert!(notices(&ws.frames_for(Duration::from_secs(1)).await).is_empty());
-    let metrics = app
-        .http
-        .get(app.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("hawker_hub_notices_expired_undelivered_total"),
         "{metrics}"

@@ -159,15 +159,7 @@ async fn a_custom_http_method_does_not_become_a_metric_label() {
         .await
         .unwrap();
     assert!(response.status().is_client_error(), "{}", response.status());
-    let metrics = app
-        .http
-        .get(app.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         !metrics.contains("XMETHODXYZZY"),
         "the method leaked into a label"

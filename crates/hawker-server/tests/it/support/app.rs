@@ -69,6 +69,18 @@ impl TestApp {
         format!("http://{}{}", self.admin_addr, path)
     }
 
+    /// The admin listener's `/metrics` (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn token(&self, sub: &str, role: Role) -> String {
         fixtures::token(&self.keys, sub, role)
     }
