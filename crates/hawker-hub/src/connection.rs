@@ -251,9 +251,16 @@ impl Connection {
         tokio::pin!(expiry);
         // A host's right to host is asked again on this timer, so a host who
         // left the roster is demoted even without sending anything.
-        let mut recheck = tokio::time::interval(config.host_recheck());
-        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        recheck.tick().await;
+        // Only a socket that may host has the timer (a viewer's would be a
+        // timer held for nothing).
+        let mut recheck = if self.member.can_host {
+            let mut every = tokio::time::interval(config.host_recheck());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            Some(every)
+        } else {
+            None
+        };
         // Made once: a fresh `cancelled()` per wake-up would register and
         // unregister with the node's shutdown token every time.
         let stopping = shutdown.cancelled();
@@ -307,7 +314,7 @@ impl Connection {
                         }
                     }
                 }
-                _ = recheck.tick(), if self.member.can_host => {
+                _ = tick(&mut recheck), if self.member.can_host => {
                     Box::pin(self.check_host(true)).await;
                 }
             }
@@ -629,6 +636,16 @@ async fn closing(queue: &SendQueue) -> CloseReason {
             Some(reason) => return reason,
             None => queue.ready().await,
         }
+    }
+}
+
+/// The timer's next tick; never, without a timer.
+async fn tick(every: &mut Option<tokio::time::Interval>) {
+    match every {
+        Some(every) => {
+            every.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
