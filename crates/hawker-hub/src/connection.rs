@@ -95,8 +95,6 @@ struct Connection {
     /// allocated with the socket's first command.
     /// (In a mutex only to be `Sync`; reached through `&mut`, never locked.)
     in_flight: Option<std::sync::Mutex<FuturesOrdered<Running>>>,
-    /// How many commands are under way (`in_flight`'s length).
-    running: usize,
     /// The turn the socket's next command publishes after.
     last_turn: Option<oneshot::Receiver<()>>,
 }
@@ -137,7 +135,6 @@ impl Connection {
             // of a quiet room keeps a few pointers, not `hub.write_batch`.
             batch: Vec::new(),
             in_flight: None,
-            running: 0,
             last_turn: None,
         }
     }
@@ -287,13 +284,12 @@ impl Connection {
                         return end;
                     }
                 }
-                Some(reply) = next_answer(&mut self.in_flight), if self.running > 0 => {
-                    self.running -= 1;
+                Some(reply) = next_answer(&mut self.in_flight), if self.running() > 0 => {
                     let _ = self.queue.push(&Frame::control(reply), None, false);
                 }
                 // At `hub.commands_in_flight` the socket is not read (TCP
                 // backpressure) until a command is answered.
-                message = socket.recv(), if self.running < config.commands_in_flight => {
+                message = socket.recv(), if self.running() < config.commands_in_flight => {
                     self.last_seen = Instant::now();
                     match message {
                         Some(Ok(Message::Text(text))) => {
@@ -359,12 +355,18 @@ impl Connection {
         }
     }
 
+    /// How many commands are under way.
+    fn running(&mut self) -> usize {
+        self.in_flight
+            .as_mut()
+            .map_or(0, |running| unlocked(running).len())
+    }
+
     /// Queues an answer behind those of the commands still under way.
     fn answer(&mut self, frame: String) {
         match self.in_flight.as_mut().map(unlocked) {
             Some(running) if !running.is_empty() => {
                 running.push_back(Box::pin(std::future::ready(frame)));
-                self.running += 1;
             }
             _ => {
                 let _ = self.queue.push(&Frame::control(frame), None, false);
@@ -414,7 +416,6 @@ impl Connection {
             }
         });
         unlocked(self.in_flight.get_or_insert_with(Default::default)).push_back(running);
-        self.running += 1;
     }
 
     /// The command a frame asks for, with the rights it is carried out

@@ -117,7 +117,7 @@ impl Hub {
         tasks: TaskTracker,
     ) -> Hub {
         let keys = RoomKeys::new(&config.key_prefix);
-        let mut store = RoomStore::new(
+        let store = RoomStore::new(
             redis,
             keys.clone(),
             config.history_len,
@@ -128,7 +128,6 @@ impl Hub {
             config.retention.dedupe_max_age,
             config.retention.dedupe_max_entries,
         );
-        store.start_publisher();
         let (notice_tx, notice_feed) = tokio::sync::mpsc::unbounded_channel();
         let (subscriber, subscriber_task) =
             Subscriber::start(redis_client, keys, redis_timeout, notice_tx, shutdown.clone());

@@ -109,7 +109,7 @@ async fn send(redis: &mut ConnectionManager, script: &Script, batch: &mut Vec<Jo
         return;
     }
     let deadline = live.iter().map(|j| j.deadline).max().unwrap_or(now);
-    let mut results = pipeline(redis, &live, deadline).await;
+    let mut results = pipeline(redis, live.iter(), deadline).await;
     // A Redis that lost its scripts (a restart, SCRIPT FLUSH) refuses each
     // EVALSHA: load the script and send those again, in their order.
     let missing: Vec<usize> = match &results {
@@ -124,8 +124,7 @@ async fn send(redis: &mut ConnectionManager, script: &Script, batch: &mut Vec<Jo
     if !missing.is_empty() {
         let loaded = tokio::time::timeout_at(deadline, script.load_async(redis)).await;
         if matches!(loaded, Ok(Ok(_))) {
-            let again: Vec<&Job> = missing.iter().map(|&i| &live[i]).collect();
-            let retried = pipeline_of(redis, &again, deadline).await;
+            let retried = pipeline(redis, missing.iter().map(|&i| &live[i]), deadline).await;
             if let Ok(each) = results.as_mut() {
                 match retried {
                     Ok(second) => {
@@ -156,18 +155,10 @@ async fn send(redis: &mut ConnectionManager, script: &Script, batch: &mut Vec<Jo
     }
 }
 
-async fn pipeline(
+/// `jobs` as one pipeline, each answer in its place.
+async fn pipeline<'a>(
     redis: &mut ConnectionManager,
-    jobs: &[Job],
-    deadline: Instant,
-) -> RedisResult<Vec<RedisResult<Published>>> {
-    let refs: Vec<&Job> = jobs.iter().collect();
-    pipeline_of(redis, &refs, deadline).await
-}
-
-async fn pipeline_of(
-    redis: &mut ConnectionManager,
-    jobs: &[&Job],
+    jobs: impl Iterator<Item = &'a Job>,
     deadline: Instant,
 ) -> RedisResult<Vec<RedisResult<Published>>> {
     let mut pipe = redis::pipe();

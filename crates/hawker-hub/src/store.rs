@@ -197,8 +197,8 @@ pub struct RoomStore {
     /// Every call gives up after this long: a room must not wait on a Redis
     /// that is down (the connection manager retries in the background).
     pub(crate) timeout: Duration,
-    /// The node's publisher, once the hub started it.
-    publisher: Option<Publisher>,
+    /// The node's publisher: every publication goes through it.
+    publisher: Publisher,
 }
 
 /// Runs a Redis call with a deadline, turning the deadline into an I/O error.
@@ -234,10 +234,14 @@ impl RoomStore {
         ttl_secs: u64,
         timeout: Duration,
     ) -> Self {
+        // Every publication goes through the node's publisher (in queue
+        // order, one pipeline at a time): started here, in the hub's runtime.
+        let publish = Script::new(PUBLISH_LUA);
+        let publisher = Publisher::start(redis.clone(), publish.clone());
         RoomStore {
             redis,
             keys,
-            publish: Script::new(PUBLISH_LUA),
+            publish,
             snapshot: Script::new(SNAPSHOT_LUA),
             history: Script::new(HISTORY_LUA),
             likes: Script::new(LIKES_LUA),
@@ -250,7 +254,7 @@ impl RoomStore {
             history_len,
             ttl_secs,
             timeout,
-            publisher: None,
+            publisher,
         }
     }
 
@@ -282,9 +286,9 @@ impl RoomStore {
     }
 
     /// [`RoomStore::publish`] in two steps: the publication takes its place
-    /// in the node's publish order when this returns (a started store sends
-    /// through the node's [`Publisher`], in queue order); the future is its
-    /// answer, waited for at most the store's timeout.
+    /// in the node's publish order when this returns (the node's
+    /// [`Publisher`] sends in queue order); the future is its answer, waited
+    /// for at most the store's timeout.
     pub(crate) fn queue_publish(
         &self,
         room: Uuid,
@@ -292,34 +296,7 @@ impl RoomStore {
         mod_changes: &[ModChange],
     ) -> redis::RedisResult<impl Future<Output = redis::RedisResult<(String, u64)>> + Send + 'static> {
         let command = self.publish_command(room, publication, mod_changes)?;
-        let timeout = self.timeout;
-        Ok(match &self.publisher {
-            Some(publisher) => futures_util::future::Either::Left(publisher.queue(command, timeout)),
-            None => {
-                let mut conn = self.redis.clone();
-                let script = self.publish.clone();
-                futures_util::future::Either::Right(async move {
-                    bounded(timeout, async {
-                        match command.query_async(&mut conn).await {
-                            Err(e)
-                                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                            {
-                                script.load_async(&mut conn).await?;
-                                command.query_async(&mut conn).await
-                            }
-                            other => other,
-                        }
-                    })
-                    .await
-                })
-            }
-        })
-    }
-
-    /// Sends publications through the node's [`Publisher`] (one pipeline
-    /// at a time, in queue order); before this, each is its own call.
-    pub(crate) fn start_publisher(&mut self) {
-        self.publisher = Some(Publisher::start(self.redis.clone(), self.publish.clone()));
+        Ok(self.publisher.queue(command, self.timeout))
     }
 
     /// The publish script's `EVALSHA` for one publication.
