@@ -87,7 +87,7 @@ impl Commerce {
     pub fn start(
         config: CommerceConfig,
         db: PgPool,
-        redis: redis::aio::ConnectionManager,
+        redis: hawker_redis::Redis,
         hub: Hub,
         webhook_secret: String,
         shutdown: CancellationToken,

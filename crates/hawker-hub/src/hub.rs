@@ -110,8 +110,8 @@ impl Hub {
     pub fn start(
         config: HubConfig,
         redis_timeout: Duration,
-        redis: redis::aio::ConnectionManager,
-        redis_client: redis::Client,
+        redis: hawker_redis::Redis,
+        subscribe_via: crate::subscriber::Source,
         db: Option<sqlx::PgPool>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
@@ -130,7 +130,7 @@ impl Hub {
         );
         let (notice_tx, notice_feed) = tokio::sync::mpsc::unbounded_channel();
         let (subscriber, subscriber_task) =
-            Subscriber::start(redis_client, keys, redis_timeout, notice_tx, shutdown.clone());
+            Subscriber::start(subscribe_via, keys, redis_timeout, notice_tx, shutdown.clone());
         let node_id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let hub = Hub {
             inner: Arc::new(Inner {

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use hawker_redis::Redis;
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -42,7 +42,7 @@ pub(crate) struct Publisher {
 impl Publisher {
     /// Starts the publisher task for `script` (the room publish script;
     /// every queued command is an `EVALSHA` of it).
-    pub(crate) fn start(redis: ConnectionManager, script: Script) -> Publisher {
+    pub(crate) fn start(redis: Redis, script: Script) -> Publisher {
         let (jobs, inbox) = mpsc::unbounded_channel();
         tokio::spawn(run(redis, script, inbox));
         Publisher { jobs }
@@ -78,7 +78,7 @@ impl Publisher {
     }
 }
 
-async fn run(mut redis: ConnectionManager, script: Script, mut inbox: mpsc::UnboundedReceiver<Job>) {
+async fn run(mut redis: Redis, script: Script, mut inbox: mpsc::UnboundedReceiver<Job>) {
     let mut batch: Vec<Job> = Vec::new();
     while let Some(first) = inbox.recv().await {
         batch.push(first);
@@ -94,7 +94,7 @@ async fn run(mut redis: ConnectionManager, script: Script, mut inbox: mpsc::Unbo
 }
 
 /// Sends one batch and answers every job in it.
-async fn send(redis: &mut ConnectionManager, script: &Script, batch: &mut Vec<Job>) {
+async fn send(redis: &mut Redis, script: &Script, batch: &mut Vec<Job>) {
     // A caller that gave up is not published for: its answer said so.
     let now = Instant::now();
     let mut live: Vec<Job> = Vec::with_capacity(batch.len());
@@ -112,13 +112,20 @@ async fn send(redis: &mut ConnectionManager, script: &Script, batch: &mut Vec<Jo
     let mut results = pipeline(redis, live.iter(), deadline).await;
     // A Redis that lost its scripts (a restart, SCRIPT FLUSH) refuses each
     // EVALSHA: load the script and send those again, in their order.
+    // (On a cluster, a shard's refusal may fail the whole pipeline: a
+    // replica that took over has not loaded the script.)
+    let no_script = |e: &RedisError| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
     let missing: Vec<usize> = match &results {
         Ok(each) => each
             .iter()
             .enumerate()
-            .filter(|(_, r)| matches!(r, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)))
+            .filter(|(_, r)| matches!(r, Err(e) if no_script(e)))
             .map(|(i, _)| i)
             .collect(),
+        Err(e) if no_script(e) => {
+            results = Ok((0..live.len()).map(|_| Err(e.clone())).collect());
+            (0..live.len()).collect()
+        }
         Err(_) => Vec::new(),
     };
     if !missing.is_empty() {
@@ -157,7 +164,7 @@ async fn send(redis: &mut ConnectionManager, script: &Script, batch: &mut Vec<Jo
 
 /// `jobs` as one pipeline, each answer in its place.
 async fn pipeline<'a>(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     jobs: impl Iterator<Item = &'a Job>,
     deadline: Instant,
 ) -> RedisResult<Vec<RedisResult<Published>>> {

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use hawker_redis::Redis;
 use redis::Script;
 use serde_json::Value;
 use uuid::Uuid;
@@ -181,7 +181,7 @@ pub enum History {
 
 #[derive(Clone)]
 pub struct RoomStore {
-    pub(crate) redis: ConnectionManager,
+    pub(crate) redis: Redis,
     /// Key and channel names under this deployment's prefix.
     pub(crate) keys: RoomKeys,
     publish: Script,
@@ -227,16 +227,16 @@ fn new_epoch() -> String {
 }
 
 impl RoomStore {
-    pub fn new(
-        redis: ConnectionManager,
-        keys: RoomKeys,
-        history_len: u64,
-        ttl_secs: u64,
-        timeout: Duration,
-    ) -> Self {
+    pub fn new(redis: Redis, keys: RoomKeys, history_len: u64, ttl_secs: u64, timeout: Duration) -> Self {
         // Every publication goes through the node's publisher (in queue
         // order, one pipeline at a time): started here, in the hub's runtime.
-        let publish = Script::new(PUBLISH_LUA);
+        // On a cluster the room's frame travels only through the shard that
+        // owns the room's slot (the channel has the keys' hash tag).
+        let publish = if redis.is_cluster() {
+            Script::new(&PUBLISH_LUA.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
+        } else {
+            Script::new(PUBLISH_LUA)
+        };
         let publisher = Publisher::start(redis.clone(), publish.clone());
         RoomStore {
             redis,
@@ -516,7 +516,7 @@ impl RoomStore {
         })?;
         let frame = format!("{{{tail}");
         let mut conn = self.redis.clone();
-        let mut command = redis::cmd("PUBLISH");
+        let mut command = redis::cmd(self.redis.publish_command());
         command.arg(self.keys.channel(room)).arg(frame);
         bounded(self.timeout, command.query_async::<i64>(&mut conn))
             .await

@@ -49,7 +49,7 @@ pub(crate) struct Inner {
     pub config: LiveConfig,
     pub db: PgPool,
     #[allow(dead_code)] // for the auction and giveaway keys, being built
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: hawker_redis::Redis,
     pub commerce: Commerce,
     /// The node's auction bidding service (batcher queue, cached prices).
     pub auctions: auctions::bidding::Auctions,
@@ -75,7 +75,7 @@ impl Live {
     pub fn start(
         config: LiveConfig,
         db: PgPool,
-        redis: redis::aio::ConnectionManager,
+        redis: hawker_redis::Redis,
         commerce: Commerce,
         shutdown: CancellationToken,
         tasks: TaskTracker,
@@ -152,7 +152,7 @@ impl Live {
 
     /// The multiplexed Redis connection.
     #[allow(dead_code)] // for the auction and giveaway keys, being built
-    pub(crate) fn redis(&self) -> redis::aio::ConnectionManager {
+    pub(crate) fn redis(&self) -> hawker_redis::Redis {
         self.inner.redis.clone()
     }
 

@@ -37,16 +37,22 @@ impl Application {
         if settings.environment == Environment::Development && crate::seed::seed_if_empty(&db).await? {
             tracing::info!("the development database was empty: demo data seeded");
         }
-        let redis = redis_manager(&settings)?;
-        let redis_client = redis::Client::open(settings.redis.url.as_str())
-            .with_context(|| format!("redis.url `{}`", settings.redis.url))?;
+        let target = settings
+            .redis
+            .target()
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.reason))?;
+        let redis_timeout = Duration::from_millis(settings.redis.response_timeout_ms);
+        let redis = hawker_redis::Redis::connect_lazy(&target, redis_timeout)
+            .with_context(|| format!("redis `{}`", target.describe()))?;
+        let subscribe_via = hawker_hub::subscriber::Source::from_target(&target)
+            .with_context(|| format!("redis `{}`", target.describe()))?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let hub = hawker_hub::Hub::start(
             settings.hub.clone(),
-            Duration::from_millis(settings.redis.response_timeout_ms),
+            redis_timeout,
             redis.clone(),
-            redis_client,
+            subscribe_via,
             Some(db.clone()),
             shutdown.clone(),
             tasks.clone(),
@@ -214,21 +220,6 @@ impl Application {
         let _ = tokio::time::timeout(Duration::from_secs(1), state.db.close()).await;
         Ok(())
     }
-}
-
-fn redis_manager(settings: &Settings) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(settings.redis.url.as_str())
-        .with_context(|| format!("redis.url `{}`", settings.redis.url))?;
-    let timeout = Duration::from_millis(settings.redis.response_timeout_ms);
-    // Unbounded retries with a capped delay: the default gives up after ~6 s.
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_number_of_retries(usize::MAX)
-        .set_max_delay(Duration::from_secs(2))
-        .set_response_timeout(Some(timeout))
-        .set_connection_timeout(Some(timeout));
-    Ok(redis::aio::ConnectionManager::new_lazy_with_config(
-        client, config,
-    )?)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -230,13 +230,46 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
+    /// One Redis server. Used when `cluster` is empty.
     pub url: String,
+    /// Seed nodes of a Redis Cluster (any reachable ones; the client learns
+    /// the rest). A TOML list, or one string of comma-separated URLs (as an
+    /// environment variable: `HAWKER__REDIS__CLUSTER=redis://a:7000,redis://b:7001`).
+    /// Empty: one server at `url`.
+    #[serde(default, deserialize_with = "url_list")]
+    pub cluster: Vec<String>,
     pub response_timeout_ms: u64,
     /// The first part of every key and pub/sub channel name hawker uses
     /// (`<prefix>:room:{id}`, `<prefix>:deal:{id}:…`): deployments sharing
     /// one Redis must use different prefixes. A database number does not
     /// separate pub/sub channels.
     pub key_prefix: String,
+}
+
+impl RedisSettings {
+    /// One server or a cluster, as configured.
+    pub fn target(&self) -> Result<hawker_redis::Target, hawker_redis::TargetError> {
+        hawker_redis::Target::from_settings(&self.url, &self.cluster)
+    }
+}
+
+/// A list of URLs: a TOML list, or one comma-separated string.
+fn url_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    let urls = match List::deserialize(d)? {
+        List::One(s) => s.split(',').map(str::to_string).collect::<Vec<_>>(),
+        List::Many(v) => v,
+    };
+    Ok(urls
+        .into_iter()
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -458,8 +491,8 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
-            return Err(ConfigError::invalid("redis.url", "must be a redis:// URL"));
+        if let Err(e) = self.redis.target() {
+            return Err(ConfigError::invalid(e.key, e.reason));
         }
         if !hawker_hub::keys::valid_prefix(&self.redis.key_prefix) {
             return Err(ConfigError::invalid(

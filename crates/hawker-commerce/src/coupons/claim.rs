@@ -132,7 +132,7 @@ pub async fn claim(c: &Commerce, viewer_id: &str, coupon_drop_id: Uuid) -> Resul
 /// too. Redis is only a shortcut: when it is slow or down, Postgres decides.
 pub async fn claim_with_flag(
     c: &Commerce,
-    redis: &redis::aio::ConnectionManager,
+    redis: &hawker_redis::Redis,
     viewer_id: &str,
     coupon_drop_id: Uuid,
 ) -> Result<CouponClaim> {

@@ -70,7 +70,7 @@ return 1";
     /// could not say (down, slow): ask Postgres.
     pub(in crate::coupons) async fn take(
         c: &Commerce,
-        redis: &redis::aio::ConnectionManager,
+        redis: &hawker_redis::Redis,
         id: Uuid,
     ) -> Option<bool> {
         let prefix = c.key_prefix();
@@ -108,7 +108,7 @@ return 1";
         None
     }
 
-    pub(in crate::coupons) async fn give_back(redis: &redis::aio::ConnectionManager, prefix: &str, id: Uuid) {
+    pub(in crate::coupons) async fn give_back(redis: &hawker_redis::Redis, prefix: &str, id: Uuid) {
         let mut conn = redis.clone();
         let mut incr = redis::cmd("INCR");
         incr.arg(key(prefix, id));
@@ -129,7 +129,7 @@ pub(super) mod redis_flag {
 
     /// The flag's remaining time to live, if it is set.
     pub(in crate::coupons) async fn get(
-        redis: &redis::aio::ConnectionManager,
+        redis: &hawker_redis::Redis,
         prefix: &str,
         id: Uuid,
     ) -> Option<Duration> {
@@ -155,12 +155,7 @@ pub(super) mod redis_flag {
         }
     }
 
-    pub(in crate::coupons) async fn set(
-        redis: &redis::aio::ConnectionManager,
-        prefix: &str,
-        id: Uuid,
-        ttl: Duration,
-    ) {
+    pub(in crate::coupons) async fn set(redis: &hawker_redis::Redis, prefix: &str, id: Uuid, ttl: Duration) {
         let mut conn = redis.clone();
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut command = redis::cmd("SET");

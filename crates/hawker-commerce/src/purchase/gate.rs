@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use hawker_redis::Redis;
 use redis::Script;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -292,7 +292,7 @@ impl Admission {
 pub struct Gate {
     /// The deployment's key prefix: keys are `<prefix>:deal:{<id>}:<what>`.
     prefix: String,
-    redis: ConnectionManager,
+    redis: Redis,
     db: PgPool,
     admit: Script,
     release: Script,
@@ -324,7 +324,7 @@ impl Gate {
 
     /// The gate over `redis`, rebuilt from `db` when its keys are missing.
     /// `prefix` is the deployment's Redis key prefix (`redis.key_prefix`).
-    pub fn new(redis: ConnectionManager, db: PgPool, prefix: &str) -> Self {
+    pub fn new(redis: Redis, db: PgPool, prefix: &str) -> Self {
         Gate {
             prefix: prefix.to_string(),
             redis,
@@ -349,7 +349,7 @@ impl Gate {
     }
 
     /// The Redis connection, for other shortcuts that share it (coupon flags).
-    pub(crate) fn redis(&self) -> &ConnectionManager {
+    pub(crate) fn redis(&self) -> &Redis {
         &self.redis
     }
 

@@ -224,13 +224,13 @@ impl Hub {
     /// (re)built yet, Postgres is asked.
     async fn may_have_notices(&self, user: &str, after: Option<i64>) -> bool {
         let store = &self.inner.store;
-        let keys = [store.keys.notices_marked(), store.keys.notices_latest(user)];
+        // Two GETs, not an MGET: on a cluster the keys live on different slots.
+        let mut pipe = redis::pipe();
+        pipe.get(store.keys.notices_marked())
+            .get(store.keys.notices_latest(user));
         let mut conn = store.redis.clone();
-        let answer: redis::RedisResult<(Option<i64>, Option<i64>)> = bounded(
-            store.timeout,
-            redis::cmd("MGET").arg(&keys).query_async(&mut conn),
-        )
-        .await;
+        let answer: redis::RedisResult<(Option<i64>, Option<i64>)> =
+            bounded(store.timeout, pipe.query_async(&mut conn)).await;
         match answer {
             Ok((Some(_), None)) => false,
             Ok((Some(_), Some(latest))) => after.is_none_or(|after| latest > after),

@@ -35,24 +35,29 @@ impl Hub {
         let channel = store.keys.notices_channel();
         let ttl = self.inner.config.notice_ttl_secs;
         let published = store::relay_round(db, RELAY_BATCH, |rows| async move {
-            let mut pipe = redis::pipe();
+            // The SETs first, then the publications: a socket that joins
+            // after a SET reads its backlog from Postgres; one that joined
+            // before it gets the publication. Two pipelines, since on a
+            // cluster one pipeline's parts run on several shards at once.
+            let mut marks = redis::pipe();
+            let mut publications = redis::pipe();
             for row in &rows {
-                // Before the PUBLISH: a socket that joins after this SET reads
-                // its backlog from Postgres; one that joined before it gets
-                // the PUBLISH.
-                pipe.cmd("SET")
+                marks
+                    .cmd("SET")
                     .arg(store.keys.notices_latest(&row.user_id))
                     .arg(row.notice.notice_id)
                     .arg("EX")
                     .arg(ttl)
                     .ignore();
-                pipe.cmd("PUBLISH")
+                publications
+                    .cmd(store.redis.publish_command())
                     .arg(&channel)
                     .arg(encode(&row.user_id, &row.notice))
                     .ignore();
             }
             let mut conn = store.redis.clone();
-            bounded(store.timeout, pipe.query_async::<()>(&mut conn)).await?;
+            bounded(store.timeout, marks.query_async::<()>(&mut conn)).await?;
+            bounded(store.timeout, publications.query_async::<()>(&mut conn)).await?;
             Ok(())
         })
         .await?;

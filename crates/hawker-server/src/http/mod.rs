@@ -82,7 +82,7 @@ pub struct AppParts {
     pub settings: Arc<Settings>,
     pub db: PgPool,
     /// Multiplexed, reconnecting Redis connection for commands.
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: hawker_redis::Redis,
     pub keys: Arc<TokenKeys>,
     /// Cancelled when shutdown begins: readiness turns 503 and long-lived
     /// tasks (sockets, schedulers) wind down.

@@ -1146,7 +1146,12 @@ async fn session_events_reach_the_room_exactly_once_across_nodes_even_if_the_dec
         ("HAWKER__REDIS__URL", proxied.as_str()),
     ]))
     .await;
-    let b = spawn_app_with(settings_with(&[("HAWKER__DATABASE__URL", db.as_str())])).await;
+    // Both on the machine's Redis, named, also when the suite runs on a cluster.
+    let b = spawn_app_with(settings_with(&[
+        ("HAWKER__DATABASE__URL", db.as_str()),
+        ("HAWKER__REDIS__URL", "redis://127.0.0.1:6379/"),
+    ]))
+    .await;
     let agency = insert_agency(&a.db).await;
     let host = roster_host(&a, agency).await;
     let start = now() - chrono::Duration::minutes(5);

@@ -136,7 +136,9 @@ async fn old_published_events_and_samples_are_deleted_while_recent_rows_and_mone
 
 #[tokio::test]
 async fn a_rooms_dedupe_ids_are_bounded_in_number_and_age_and_recent_ones_still_deduplicate() {
+    // The test reads the room's keys from the machine's Redis: pinned to it.
     let app = spawn_app_with(settings_with(&[
+        ("HAWKER__REDIS__URL", "redis://127.0.0.1:6379/"),
         ("HAWKER__RETENTION__ROOM_DEDUPE_MAX", "5"),
         ("HAWKER__RETENTION__ROOM_DEDUPE_SECS", "2"),
     ]))

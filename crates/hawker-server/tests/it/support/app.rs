@@ -36,6 +36,13 @@ pub fn test_database_url() -> String {
     )
 }
 
+/// The seeds of the Redis Cluster the suites run against, when they do.
+pub fn cluster_under_test() -> Option<String> {
+    std::env::var("HAWKER_TEST_REDIS_CLUSTER")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
 /// Test settings with `overrides` as if they were `HAWKER__*` variables.
 pub fn settings_with(overrides: &[(&str, &str)]) -> Settings {
     let mut vars: HashMap<String, String> = overrides
@@ -44,6 +51,14 @@ pub fn settings_with(overrides: &[(&str, &str)]) -> Settings {
         .collect();
     vars.entry("HAWKER__DATABASE__URL".into())
         .or_insert_with(test_database_url);
+    // `make test` runs the hub and commerce suites a second time against the
+    // local Redis Cluster (HAWKER_TEST_REDIS_CLUSTER: its seeds). A test
+    // that brings its own Redis (a private server it stops) keeps it.
+    if let Some(seeds) = cluster_under_test() {
+        if !vars.contains_key("HAWKER__REDIS__URL") {
+            vars.entry("HAWKER__REDIS__CLUSTER".into()).or_insert(seeds);
+        }
+    }
     Settings::load_with(&config_dir(), Environment::Test, vars).expect("test settings")
 }
 

@@ -1,4 +1,5 @@
-//! The node's one Redis subscriber connection.
+//! The node's one Redis subscriber connection (on a cluster, one per
+//! shard: [`cluster`]).
 //!
 //! One task owns the pub/sub connection. Rooms ask it to subscribe (and
 //! wait for Redis to confirm, so nothing published after the confirmation
@@ -24,6 +25,25 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::keys::RoomKeys;
+
+mod cluster;
+
+/// Where the subscriber listens: one Redis server (`SUBSCRIBE`) or a
+/// Redis Cluster (`SSUBSCRIBE` on each room's shard).
+#[derive(Clone)]
+pub enum Source {
+    Server(redis::Client),
+    Cluster(Vec<String>),
+}
+
+impl Source {
+    pub fn from_target(target: &hawker_redis::Target) -> redis::RedisResult<Source> {
+        Ok(match target {
+            hawker_redis::Target::Single(url) => Source::Server(redis::Client::open(url.as_str())?),
+            hawker_redis::Target::Cluster(seeds) => Source::Cluster(seeds.clone()),
+        })
+    }
+}
 
 /// How often the subscriber checks that Redis still answers on its connection.
 pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
@@ -63,24 +83,41 @@ impl Subscriber {
     /// The notices channel is subscribed on every connection; its frames go
     /// to `notices` (and a `Resync` after each reconnection).
     pub fn start(
-        client: redis::Client,
+        source: Source,
         keys: RoomKeys,
         timeout: Duration,
         notices: mpsc::UnboundedSender<RoomFeed>,
         shutdown: CancellationToken,
     ) -> (Subscriber, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = Task {
-            client,
-            notices_channel: keys.notices_channel(),
-            notices,
-            keys,
-            timeout,
-            commands: rx,
-            shutdown,
-            routes: HashMap::new(),
+        let handle = match source {
+            Source::Server(client) => tokio::spawn(
+                Task {
+                    client,
+                    notices_channel: keys.notices_channel(),
+                    notices,
+                    keys,
+                    timeout,
+                    commands: rx,
+                    shutdown,
+                    routes: HashMap::new(),
+                }
+                .run(),
+            ),
+            Source::Cluster(seeds) => tokio::spawn(
+                cluster::Task {
+                    seeds,
+                    notices_channel: keys.notices_channel(),
+                    notices,
+                    keys,
+                    timeout,
+                    commands: rx,
+                    shutdown,
+                    routes: HashMap::new(),
+                }
+                .run(),
+            ),
         };
-        let handle = tokio::spawn(task.run());
         let subscriber = Subscriber {
             commands: tx,
             // A command may wait behind one other bounded call.
@@ -123,9 +160,9 @@ impl Subscriber {
     }
 }
 
-struct Route {
-    generation: u64,
-    feed: mpsc::UnboundedSender<RoomFeed>,
+pub(crate) struct Route {
+    pub(crate) generation: u64,
+    pub(crate) feed: mpsc::UnboundedSender<RoomFeed>,
 }
 
 struct Task {
