@@ -6,6 +6,8 @@
 //! - [`fixtures`]: tokens, and agencies, sessions, SKUs, line-ups and deals
 //!   seeded through SQL or the HTTP API;
 //! - [`redis`]: a private `redis-server` for tests that stop or flush it;
+//! - [`cluster`]: a private Redis Cluster (3 masters, 3 replicas) for tests
+//!   that kill masters or move slots;
 //! - [`proxy`]: a TCP forwarder that cuts Postgres off;
 //! - [`blackhole`]: a TCP forwarder that goes silent (drops, not refuses);
 //! - [`process`]: the real `hawker` binary as a child process;
@@ -14,6 +16,7 @@
 
 pub mod app;
 pub mod blackhole;
+pub mod cluster;
 pub mod fixtures;
 pub mod poll;
 pub mod process;
@@ -26,5 +29,6 @@ pub use app::{
     answer, config_dir, settings_with, spawn_app, spawn_app_with, test_database_url, try_answer, two_nodes,
     NodeOptions, TestApp,
 };
+pub use cluster::RedisCluster;
 pub use poll::{poll, Patience};
 pub use redis::RedisServer;
