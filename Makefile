@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export HAWKER_CONFIG_DIR := $(CURDIR)/config
 
-.PHONY: run demo test lint fmt clippy services migrate seed openapi openapi-check schemathesis clean-test-dbs precommit
+.PHONY: run demo test test-cluster lint fmt clippy services migrate seed openapi openapi-check schemathesis clean-test-dbs precommit
 
 ## Start PostgreSQL and Redis if needed, migrate, and serve on 127.0.0.1:8080 (admin :9090).
 run: services
@@ -28,8 +28,20 @@ services:
 ## lines (a backtrace would push the message out of a CI log's tail).
 test: services clean-test-dbs
 	RUST_BACKTRACE=0 $(CARGO) test --workspace --all-targets -- --test-threads 5
+	$(MAKE) --no-print-directory test-cluster
 	$(MAKE) --no-print-directory openapi-check
 	$(MAKE) --no-print-directory schemathesis
+
+## The hub and commerce suites again, against a local Redis Cluster (3 masters
+## + 3 replicas on 127.0.0.1:7000-7005, started by `scripts/services.sh cluster`).
+## Tests that bring their own Redis (a private server they stop) keep it.
+CLUSTER_SEEDS := redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002
+CLUSTER_SUITES := hub:: hub_security:: socket_conformance:: notices:: commerce:: coupons:: \
+	waitlists:: group_buys:: auctions:: giveaways:: comment_to_buy:: order_faults::
+test-cluster:
+	@bash scripts/services.sh cluster
+	HAWKER_TEST_REDIS_CLUSTER=$(CLUSTER_SEEDS) RUST_BACKTRACE=0 $(CARGO) test -p hawker-server --test it -- \
+		--test-threads 5 $(CLUSTER_SUITES)
 
 lint:
 	$(CARGO) fmt --all -- --check
