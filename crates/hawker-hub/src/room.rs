@@ -143,6 +143,7 @@ pub(crate) fn open<H: RoomHost>(hub: H, id: Uuid, generation: u64) -> RoomHandle
         epoch: String::new(),
         last: 0,
         stale: true,
+        renew_epoch: false,
         ended: false,
         close_at: None,
     };
@@ -161,6 +162,9 @@ struct RoomTask<H: RoomHost> {
     last: u64,
     /// No baseline yet, or a recovery failed: retry every second.
     stale: bool,
+    /// The room's shard failed over and the epoch is not renewed yet
+    /// (retried with the recovery).
+    renew_epoch: bool,
     /// The session has ended: joins are refused.
     ended: bool,
     /// When the connections still open are closed, after the session ended.
@@ -188,6 +192,7 @@ impl<H: RoomHost> RoomTask<H> {
                 item = feed.recv() => match item {
                     Some(RoomFeed::Frame(bytes)) => self.on_frame(bytes).await,
                     Some(RoomFeed::Resync) => self.recover().await,
+                    Some(RoomFeed::Failover) => self.after_failover().await,
                     None => break,
                 },
                 input = inputs.recv() => match input {
@@ -300,7 +305,27 @@ impl<H: RoomHost> RoomTask<H> {
     }
 
     /// Fills the gap after `last` from the history, or resets everyone.
+    /// The room's shard failed over: the replica that took over may lack
+    /// the last events, and would hand their offsets out again to new ones,
+    /// which viewers would drop as already seen. A new epoch (the first
+    /// node to notice renews it, the others find it renewed) makes every
+    /// viewer start again from a snapshot instead.
+    async fn after_failover(&mut self) {
+        self.renew_epoch = !self.epoch.is_empty();
+        self.recover().await;
+    }
+
     async fn recover(&mut self) {
+        if self.renew_epoch {
+            // Right after a failover a node may still redirect to the dead
+            // master: the room stays stale and tries again in a second.
+            if let Err(e) = self.hub.store().renew_epoch(self.id, &self.epoch).await {
+                tracing::warn!(room = %self.id, error = %e, "renewing the epoch after a failover failed; retrying");
+                self.stale = true;
+                return;
+            }
+            self.renew_epoch = false;
+        }
         if self.epoch.is_empty() {
             self.load_baseline().await;
             if self.stale {

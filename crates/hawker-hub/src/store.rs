@@ -91,6 +91,18 @@ local offset = redis.call('HGET', KEYS[1], 'offset')
 return {epoch, offset, redis.call('HGETALL', KEYS[2])}
 "#;
 
+/// A new epoch for a room whose history may have lost its last writes (a
+/// replica took over its shard): only if the epoch is still `ARGV[1]`, so
+/// the nodes that notice it one after the other renew it once. The state
+/// is kept; the history goes, so every node's viewers get a `reset`.
+/// KEYS: meta, stream. ARGV: old epoch, new epoch.
+const RENEW_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+"#;
+
 const HISTORY_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch ~= ARGV[1] then return {'reset'} end
@@ -187,6 +199,7 @@ pub struct RoomStore {
     publish: Script,
     snapshot: Script,
     history: Script,
+    renew: Script,
     likes: Script,
     viewers: Script,
     take: Script,
@@ -244,6 +257,7 @@ impl RoomStore {
             publish,
             snapshot: Script::new(SNAPSHOT_LUA),
             history: Script::new(HISTORY_LUA),
+            renew: Script::new(RENEW_LUA),
             likes: Script::new(LIKES_LUA),
             viewers: Script::new(VIEWERS_LUA),
             take: Script::new(TAKE_LUA),
@@ -372,6 +386,20 @@ impl RoomStore {
             offset: offset.unwrap_or(0),
             state,
         })
+    }
+
+    /// Starts a new epoch if the room is still in `epoch` (see `RENEW_LUA`).
+    pub async fn renew_epoch(&self, room: Uuid, epoch: &str) -> redis::RedisResult<()> {
+        let mut conn = self.redis.clone();
+        let mut invocation = self.renew.prepare_invoke();
+        invocation
+            .key(self.keys.key(room, "meta"))
+            .key(self.keys.key(room, "stream"))
+            .arg(epoch)
+            .arg(new_epoch());
+        bounded(self.timeout, invocation.invoke_async::<i64>(&mut conn))
+            .await
+            .map(|_| ())
     }
 
     /// The events after `after` in `epoch`, or `Reset` if they are gone.

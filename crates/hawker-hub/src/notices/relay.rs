@@ -156,7 +156,7 @@ pub(crate) async fn run_feed(
             _ = shutdown.cancelled() => break,
             item = feed.recv() => match item {
                 Some(RoomFeed::Frame(bytes)) => hub.on_notice_frame(&bytes),
-                Some(RoomFeed::Resync) => hub.catch_up_notices().await,
+                Some(RoomFeed::Resync | RoomFeed::Failover) => hub.catch_up_notices().await,
                 None => break,
             },
             _ = flush.tick() => write_delivered(&hub).await,

@@ -22,12 +22,13 @@
 //! this one) receives an event twice at most, and drops the copy by its
 //! offset.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::cluster::ClusterConfig;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route as SlotRoute, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +42,24 @@ use crate::keys::RoomKeys;
 const REPAIR_AFTER: Duration = Duration::from_millis(100);
 const REPAIR_RETRY: Duration = Duration::from_millis(500);
 
+/// Why a subscription is in doubt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Cause {
+    /// Never confirmed, or Redis moved the slot (`sunsubscribe`): nothing
+    /// written was lost, the room reads what it missed from the history.
+    Unconfirmed,
+    /// A shard connection dropped: the shard may have failed over, and the
+    /// replica that took over may lack the last writes.
+    Dropped,
+}
+
+type Doubts = HashMap<String, Cause>;
+
+fn doubt(doubtful: &mut Doubts, channel: String, cause: Cause) {
+    let entry = doubtful.entry(channel).or_insert(cause);
+    *entry = (*entry).max(cause);
+}
+
 pub(super) struct Task {
     pub(super) seeds: Vec<String>,
     pub(super) keys: RoomKeys,
@@ -50,6 +69,10 @@ pub(super) struct Task {
     pub(super) commands: mpsc::UnboundedReceiver<SubCommand>,
     pub(super) shutdown: CancellationToken,
     pub(super) routes: HashMap<Uuid, Route>,
+    /// The run id of the master that owned each slot when a channel of the
+    /// slot was last (re)subscribed: a different one later means the shard
+    /// failed over (or its master restarted) in between.
+    pub(super) masters: HashMap<u16, String>,
 }
 
 impl Task {
@@ -59,8 +82,9 @@ impl Task {
             return;
         };
         // Channels whose subscription is in doubt; every channel at first.
-        let mut doubtful: HashSet<String> = std::iter::once(self.notices_channel.clone())
+        let mut doubtful: Doubts = std::iter::once(self.notices_channel.clone())
             .chain(self.routes.keys().map(|room| self.keys.channel(*room)))
+            .map(|channel| (channel, Cause::Unconfirmed))
             .collect();
         let mut first_pass = true;
         let repair = tokio::time::sleep(Duration::ZERO);
@@ -83,7 +107,7 @@ impl Task {
                             let already = self.routes.contains_key(&room);
                             self.routes.insert(room, Route { generation, feed });
                             let channel = self.keys.channel(room);
-                            if already && !doubtful.contains(&channel) {
+                            if already && !doubtful.contains_key(&channel) {
                                 let _ = done.send(true);
                                 continue;
                             }
@@ -92,14 +116,16 @@ impl Task {
                             if confirmed {
                                 // A room that was subscribed already may have
                                 // missed events while its channel was in doubt.
-                                if doubtful.remove(&channel) && already {
+                                let cause = doubtful.remove(&channel);
+                                let feed = self.after_subscribe(&mut conn, &channel, cause).await;
+                                if let (true, Some(feed)) = (already, feed) {
                                     if let Some(route) = self.routes.get(&room) {
-                                        let _ = route.feed.send(RoomFeed::Resync);
+                                        let _ = route.feed.send(feed);
                                     }
                                 }
                             } else {
                                 tracing::warn!(%room, "redis subscriber: ssubscribe failed or timed out; retrying");
-                                doubtful.insert(channel);
+                                doubt(&mut doubtful, channel, Cause::Unconfirmed);
                                 if !repair_armed {
                                     repair.as_mut().reset(tokio::time::Instant::now() + REPAIR_RETRY);
                                     repair_armed = true;
@@ -158,7 +184,7 @@ impl Task {
     }
 
     /// What a push means for the subscriptions. True if some are now in doubt.
-    fn on_push(&mut self, push: PushInfo, doubtful: &mut HashSet<String>) -> bool {
+    fn on_push(&mut self, push: PushInfo, doubtful: &mut Doubts) -> bool {
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
                 let mut data = push.data.into_iter();
@@ -186,8 +212,10 @@ impl Task {
             // A node's connection dropped: whatever it carried is in doubt
             // (a push does not say which node, so every channel is).
             PushKind::Disconnection => {
-                doubtful.insert(self.notices_channel.clone());
-                doubtful.extend(self.routes.keys().map(|room| self.keys.channel(*room)));
+                doubt(doubtful, self.notices_channel.clone(), Cause::Dropped);
+                for room in self.routes.keys() {
+                    doubt(doubtful, self.keys.channel(*room), Cause::Dropped);
+                }
                 crate::metrics::redis_reconnect();
                 tracing::warn!(
                     rooms = self.routes.len(),
@@ -211,7 +239,7 @@ impl Task {
                         .is_some_and(|room| self.routes.contains_key(&room));
                 if wanted {
                     tracing::info!(%channel, "redis subscriber: the shard dropped a subscription (slot moved)");
-                    doubtful.insert(channel);
+                    doubt(doubtful, channel, Cause::Unconfirmed);
                 }
                 wanted
             }
@@ -230,18 +258,17 @@ impl Task {
     /// now, and tells each room to recover once it is subscribed (`resync`:
     /// not on the first pass, when the rooms have just subscribed
     /// themselves). True when nothing is left in doubt.
-    async fn repair(
-        &mut self,
-        conn: &mut ClusterConnection,
-        doubtful: &mut HashSet<String>,
-        resync: bool,
-    ) -> bool {
-        let channels: Vec<String> = doubtful.iter().cloned().collect();
+    async fn repair(&mut self, conn: &mut ClusterConnection, doubtful: &mut Doubts, resync: bool) -> bool {
+        let channels: Vec<(String, Cause)> = doubtful.iter().map(|(c, why)| (c.clone(), *why)).collect();
         let mut repaired = 0usize;
-        for channel in channels {
+        for (channel, cause) in channels {
             if !self.ssubscribe(conn, &channel).await {
                 continue;
             }
+            let Some(feed) = self.after_subscribe(conn, &channel, Some(cause)).await else {
+                // The shard did not say who it is: ask again on the next pass.
+                continue;
+            };
             doubtful.remove(&channel);
             repaired += 1;
             if !resync {
@@ -254,7 +281,7 @@ impl Task {
                 .room_of_channel(&channel)
                 .and_then(|room| self.routes.get(&room))
             {
-                let _ = route.feed.send(RoomFeed::Resync);
+                let _ = route.feed.send(feed);
             }
         }
         if repaired > 0 && resync {
@@ -266,6 +293,54 @@ impl Task {
         }
         // Commands that came meanwhile are handled by the main loop.
         doubtful.is_empty()
+    }
+
+    /// After `channel` was (re)subscribed: what its room must do, by why it
+    /// was in doubt. `Failover` when a dropped connection hid a change of
+    /// the slot's master; `Resync` otherwise. Records the slot's master.
+    /// `None` when a dropped channel's master cannot be asked now.
+    async fn after_subscribe(
+        &mut self,
+        conn: &mut ClusterConnection,
+        channel: &str,
+        cause: Option<Cause>,
+    ) -> Option<RoomFeed> {
+        let slot = hawker_redis::slot::key_slot(channel.as_bytes());
+        let now = self.master_run_id(conn, slot).await;
+        let before = match &now {
+            Some(id) => self.masters.insert(slot, id.clone()),
+            None => self.masters.get(&slot).cloned(),
+        };
+        match cause {
+            Some(Cause::Dropped) => {
+                let now = now?;
+                if before.as_deref() == Some(now.as_str()) {
+                    Some(RoomFeed::Resync)
+                } else {
+                    tracing::warn!(%channel, slot, "redis subscriber: the room's shard failed over; the room starts a new epoch");
+                    Some(RoomFeed::Failover)
+                }
+            }
+            Some(Cause::Unconfirmed) | None => Some(RoomFeed::Resync),
+        }
+    }
+
+    /// The run id of the master that owns `slot` now (`INFO server`).
+    async fn master_run_id(&self, conn: &mut ClusterConnection, slot: u16) -> Option<String> {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(SlotRoute::new(
+            slot,
+            SlotAddr::Master,
+        )));
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        let reply = tokio::time::timeout(self.timeout, conn.route_command(info, route))
+            .await
+            .ok()?
+            .ok()?;
+        let text: String = redis::from_redis_value(reply).ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_string())
     }
 }
 

@@ -55,6 +55,10 @@ pub enum RoomFeed {
     Frame(Bytes),
     /// The subscription was re-established after an outage: events may have been missed.
     Resync,
+    /// As `Resync`, and the room's shard failed over meanwhile: its last
+    /// writes may be lost, so offsets may be handed out again. The room
+    /// starts a new epoch (its viewers get a `reset`).
+    Failover,
 }
 
 pub enum SubCommand {
@@ -114,6 +118,7 @@ impl Subscriber {
                     commands: rx,
                     shutdown,
                     routes: HashMap::new(),
+                    masters: HashMap::new(),
                 }
                 .run(),
             ),
