@@ -36,7 +36,7 @@ fn stampede_deal() -> Value {
 }
 
 /// What Postgres says about a deal: (sold column, units in live orders, max units per buyer, orders).
-async fn deal_in_postgres(db: &sqlx::PgPool, deal: &str) -> (i32, i64, i64, HashSet<Uuid>) {
+pub(crate) async fn deal_in_postgres(db: &sqlx::PgPool, deal: &str) -> (i32, i64, i64, HashSet<Uuid>) {
     let deal_id = Uuid::parse_str(deal).unwrap();
     let sold: i32 = sqlx::query_scalar("select sold from deal where deal_id = $1")
         .bind(deal_id)
@@ -152,7 +152,7 @@ fn nodes(apps: &[&TestApp]) -> Vec<(std::net::SocketAddr, hawker_core::TokenKeys
     apps.iter().map(|a| (a.addr, a.keys.clone())).collect()
 }
 
-fn assert_invariants(
+pub(crate) fn assert_invariants(
     created: &HashMap<(String, String), Value>,
     pg: &(i32, i64, i64, HashSet<Uuid>),
     quantity: i64,

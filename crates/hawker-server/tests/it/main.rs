@@ -9,6 +9,7 @@ mod authz_matrix;
 mod calendar;
 mod campaigns;
 mod catalog;
+mod cluster_orders;
 mod cluster_rooms;
 mod cluster_support;
 mod comment_to_buy;
