@@ -9,6 +9,7 @@ mod authz_matrix;
 mod calendar;
 mod campaigns;
 mod catalog;
+mod cluster_migration;
 mod cluster_orders;
 mod cluster_rooms;
 mod cluster_support;
