@@ -16,7 +16,8 @@
 //! - `publisher`: the host and chat senders; `viewer`, `worker`: the viewers,
 //!   in this process or in `fanout-worker` children; `frame`: the marked event
 //!   texts; `recorder`: their latencies; `counters`: the hub's `/metrics`;
-//!   `notifier`: the private notices;
+//!   `notifier`: the private notices; `rooms`: the sessions of `--rooms`;
+//!   `shards`: the Redis Cluster masters of `--redis-cluster`;
 //! - `report`: the JSON, the PNG and the text summary; `compare`: hawker
 //!   against the reference server.
 
@@ -28,7 +29,9 @@ mod notifier;
 mod publisher;
 mod recorder;
 mod report;
+mod rooms;
 mod run;
+mod shards;
 mod viewer;
 mod worker;
 
@@ -41,6 +44,7 @@ use crate::common::run::run_with_nodes;
 /// Runs the scenario (with --notice-rate or --reference, its two runs) and
 /// writes the results.
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
+    let args = args.with_room_hosts();
     args.validate()?;
     let (mut baseline, mut reference) = (None, None);
     for phase in args.phases() {

@@ -95,6 +95,53 @@ pub fn sum(text: &str, name: &str, label: Option<&str>) -> f64 {
         .sum()
 }
 
+/// A Redis command whose answer is a bulk string (`INFO …`, `CLUSTER
+/// NODES`), sent inline to `addr` on 127.0.0.1; the string.
+pub async fn redis_text(addr: &str, command: &str) -> anyhow::Result<String> {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    if !super::ws::is_loopback(host) {
+        bail!("`{addr}`: the load generator only talks to 127.0.0.1");
+    }
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(format!("{command}\r\n").as_bytes()).await?;
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("closed before the answer");
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+            if let Some(text) = bulk_string(&buffer)? {
+                return Ok(text);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| anyhow!("`{command}` to {addr} timed out"))?
+}
+
+/// A whole RESP bulk string in `buffer`, `None` if more must be read.
+fn bulk_string(buffer: &[u8]) -> anyhow::Result<Option<String>> {
+    let Some(line_end) = buffer.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let line = String::from_utf8_lossy(&buffer[..line_end]);
+    let Some(len) = line.strip_prefix('$') else {
+        bail!("not a bulk string: {line}");
+    };
+    let len: usize = len.parse().map_err(|_| anyhow!("bad bulk length: {line}"))?;
+    let start = line_end + 2;
+    if buffer.len() < start + len {
+        return Ok(None);
+    }
+    Ok(Some(
+        String::from_utf8_lossy(&buffer[start..start + len]).into_owned(),
+    ))
+}
+
 /// Redis' process id (from `INFO server`), to account its CPU.
 pub async fn redis_pid(addr: &str) -> Option<u32> {
     let exchange = async {
@@ -127,6 +174,14 @@ pub async fn redis_pid(addr: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_strings_are_read_whole() {
+        assert_eq!(bulk_string(b"$5\r\nhel").unwrap(), None);
+        assert_eq!(bulk_string(b"$5\r\nhello\r\n").unwrap().as_deref(), Some("hello"));
+        assert!(bulk_string(b"-ERR unknown command\r\n").is_err());
+        assert_eq!(bulk_string(b"$5").unwrap(), None);
+    }
 
     #[test]
     fn samples_are_read_with_their_labels() {

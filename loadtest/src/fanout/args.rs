@@ -101,6 +101,22 @@ pub struct FanoutArgs {
     /// The session's agency (its token may host).
     #[arg(long, default_value = "00000000-0000-4000-8000-00000000a001")]
     pub agency: Uuid,
+    /// Rooms (sessions): `--session` and N − 1 more, scheduled for the
+    /// agency through `POST /v1/agencies/{agency}/sessions` at the start of
+    /// the run. Viewer i watches room (i / nodes) % N (so every room has
+    /// viewers on every node); host socket j hosts room j % N (with N > 1,
+    /// --hosts 1 means one host socket per room, otherwise a multiple of N).
+    /// --host-rate stays the total over all rooms. Host events only: no
+    /// chat, notices or --reference with N > 1.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: u32,
+    /// A Redis Cluster for spawned nodes: its seeds, comma-separated
+    /// (`redis://127.0.0.1:7000,redis://127.0.0.1:7001,…`), passed as
+    /// HAWKER__REDIS__CLUSTER. The run reads every master's `INFO
+    /// commandstats` (SPUBLISH, EVALSHA) and CPU time before and after the
+    /// window and reports them per shard, with the rooms each owns.
+    #[arg(long, default_value = "")]
+    pub redis_cluster: String,
     #[arg(long, env = "HAWKER_LOADTEST_JWT_SECRET", default_value = DEV_SECRET, hide_default_value = true)]
     pub jwt_secret: String,
     /// Viewer connects in flight at once (per process).
@@ -227,10 +243,53 @@ impl FanoutArgs {
         if self.reference && self.spawn != Some(1) {
             bail!("--reference needs --spawn 1: the reference server is one process, without Redis between nodes");
         }
+        if !(1..=100).contains(&self.rooms) {
+            bail!("--rooms must be 1 to 100");
+        }
+        if self.rooms > 1 {
+            if self.chat_rate > 0.0 || self.notice_rate > 0.0 || self.reference {
+                bail!("--rooms above 1 measures host events only: leave out --chat-rate, --notice-rate and --reference");
+            }
+            if self.hosts % self.rooms != 0 {
+                bail!("--hosts must be a multiple of --rooms (or 1: one host socket per room)");
+            }
+        }
+        if !self.redis_cluster.is_empty() && self.cluster_seeds().is_err() {
+            bail!("--redis-cluster: comma-separated redis://127.0.0.1:PORT seeds");
+        }
         if self.reference && self.notice_rate > 0.0 {
             bail!("--reference measures room events: leave out --notice-rate");
         }
         Ok(())
+    }
+
+    /// With --rooms N above 1 and --hosts 1: one host socket per room.
+    pub fn with_room_hosts(mut self) -> Self {
+        if self.rooms > 1 && self.hosts == 1 {
+            self.hosts = self.rooms;
+        }
+        self
+    }
+
+    /// `host:port` of each --redis-cluster seed (on 127.0.0.1).
+    pub fn cluster_seeds(&self) -> anyhow::Result<Vec<String>> {
+        self.redis_cluster
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|seed| {
+                let addr = seed
+                    .trim()
+                    .strip_prefix("redis://")
+                    .map(|a| a.trim_end_matches('/'))
+                    .filter(|a| {
+                        a.rsplit_once(':').is_some_and(|(h, p)| {
+                            crate::common::ws::is_loopback(h) && p.parse::<u16>().is_ok()
+                        })
+                    });
+                addr.map(str::to_string)
+                    .ok_or_else(|| anyhow::anyhow!("`{seed}` is not redis://127.0.0.1:PORT"))
+            })
+            .collect()
     }
 
     pub fn host_planned(&self) -> u64 {
@@ -297,6 +356,9 @@ impl FanoutArgs {
             env.push(("HAWKER__HUB__CHAT_PER_SEC".to_string(), "100000".to_string()));
             env.push(("HAWKER__HUB__CHAT_BURST".to_string(), "100000".to_string()));
         }
+        if !self.redis_cluster.is_empty() {
+            env.push(("HAWKER__REDIS__CLUSTER".to_string(), self.redis_cluster.clone()));
+        }
         if self.no_chat_thinning {
             env.push(("HAWKER__HUB__CHAT_THIN_PER_SEC".to_string(), "0".to_string()));
         }
@@ -346,5 +408,31 @@ mod tests {
             .validate()
             .is_err());
         assert_eq!(parse("--spawn 1").phases().len(), 1);
+    }
+
+    #[test]
+    fn rooms_get_one_host_socket_each_and_only_host_events() {
+        let args = parse("--rooms 60").with_room_hosts();
+        assert_eq!(args.hosts, 60);
+        assert!(args.validate().is_ok());
+        assert!(parse("--rooms 3 --hosts 4").validate().is_err());
+        assert!(parse("--rooms 3 --hosts 6").validate().is_ok());
+        assert!(parse("--rooms 3 --hosts 3 --chat-rate 5").validate().is_err());
+        assert!(parse("--rooms 101 --hosts 101").validate().is_err());
+    }
+
+    #[test]
+    fn cluster_seeds_go_to_the_nodes_and_stay_on_loopback() {
+        let args = parse("--redis-cluster redis://127.0.0.1:7000,redis://127.0.0.1:7001/");
+        assert_eq!(
+            args.cluster_seeds().unwrap(),
+            ["127.0.0.1:7000", "127.0.0.1:7001"]
+        );
+        assert!(args.spawn_env().contains(&(
+            "HAWKER__REDIS__CLUSTER".into(),
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001/".into()
+        )));
+        assert!(parse("--redis-cluster redis://10.0.0.1:7000").validate().is_err());
+        assert!(parse("--redis-cluster 127.0.0.1:7000").validate().is_err());
     }
 }

@@ -28,6 +28,9 @@ use crate::common::ws::{self, Minter, Node, Ws};
 pub struct PublishConfig {
     pub run: String,
     pub session: Uuid,
+    /// The rooms of `--rooms` (empty: `session` alone); host socket `j`
+    /// hosts room `j % rooms`, the chatters are in `session`.
+    pub rooms: Vec<Uuid>,
     pub agency: Uuid,
     pub jwt_secret: String,
     pub nodes: Vec<Node>,
@@ -132,10 +135,11 @@ impl Publishers {
             host_rate: config.host_rate,
             chat_rate: config.chat_rate,
         }));
-        let open = |sub: String, role: Role, agency: Option<Uuid>, node: Node| {
+        let open = |sub: String, role: Role, agency: Option<Uuid>, node: Node, room: usize| {
             let token = minter.token(&sub, role, agency);
             let (shared, acks, stop) = (shared.clone(), acks.clone(), stop.clone());
-            let (session, timeout) = (config.session, config.connect_timeout);
+            let session = config.rooms.get(room).copied().unwrap_or(config.session);
+            let timeout = config.connect_timeout;
             let (hosts, chatters) = (config.hosts, config.chatters);
             async move {
                 let token = token?;
@@ -143,7 +147,8 @@ impl Publishers {
                     .await
                     .with_context(|| format!("opening the socket of `{sub}` on {}", node.url))?;
                 let (sink, stream) = socket.split();
-                let receiver = Receiver::new(&greeting, hosts, chatters);
+                let mut receiver = Receiver::new(&greeting, hosts, chatters);
+                receiver.room = room;
                 let reader = tokio::task::spawn_local(read_replies(stream, receiver, shared, acks, stop));
                 anyhow::Ok(Sender { sink, reader })
             }
@@ -153,13 +158,14 @@ impl Publishers {
         if config.host_planned > 0 {
             for j in 0..config.hosts {
                 let who = format!("lt{}h{j}", config.run);
-                hosts.push(open(who, Role::Agency, Some(config.agency), node(j)).await?);
+                let room = j as usize % config.rooms.len().max(1);
+                hosts.push(open(who, Role::Agency, Some(config.agency), node(j), room).await?);
             }
         }
         let mut chatters = Vec::new();
         if config.chat_planned > 0 {
             for j in 0..config.chatters {
-                chatters.push(open(format!("lt{}c{j}", config.run), Role::Viewer, None, node(j)).await?);
+                chatters.push(open(format!("lt{}c{j}", config.run), Role::Viewer, None, node(j), 0).await?);
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::bail;
 use serde_json::json;
+use uuid::Uuid;
 
 use super::args::FanoutArgs;
 use super::compare::Comparison;
@@ -11,6 +12,7 @@ use super::counters::HubCounters;
 use super::notifier::NoticeOutcome;
 use super::publisher::PublishOutcome;
 use super::recorder::Recorder;
+use super::shards::ShardStats;
 use super::viewer::{GroupResult, LaneCounts, Sent};
 use crate::common::plot::{self, Axis, Figure, Line, Panel, Series};
 use crate::common::procfs::{self, ProcSample, SecondSample};
@@ -69,6 +71,10 @@ pub struct Report<'a> {
     pub generator_wait_s: f64,
     /// Redis before and after the window.
     pub redis: (Option<ProcSample>, Option<ProcSample>),
+    /// The sessions of the rooms (`--rooms`), `--session` first.
+    pub rooms: &'a [Uuid],
+    /// Each Redis Cluster master over the window (`--redis-cluster`).
+    pub shards: Option<&'a ShardStats>,
     pub generator_cpu_s: f64,
     pub counters: HubCounters,
     pub metrics_missing: &'a [String],
@@ -155,9 +161,10 @@ impl Report<'_> {
             write_result(&perf_path, profile)?;
         }
         let title = format!(
-            "{}: {} viewers / {} node(s), host {}/s, chat {}/s — p99 {:.1} ms, {:.0} deliveries/s",
+            "{}: {} viewers / {} room(s) / {} node(s), host {}/s, chat {}/s — p99 {:.1} ms, {:.0} deliveries/s",
             a.scenario,
             v.viewers,
+            self.rooms.len(),
             self.nodes.len(),
             a.host_rate,
             a.chat_rate,
@@ -251,6 +258,9 @@ impl Report<'_> {
                 "connect_concurrency": a.connect_concurrency,
                 "scrape_interval_s": a.scrape_interval,
                 "session": a.session,
+                "rooms": self.rooms.len(),
+                "sessions": if self.rooms.len() > 1 { self.rooms } else { &[] },
+                "redis_cluster": a.redis_cluster,
             },
             "connect": {
                 "connected": v.connected,
@@ -317,6 +327,7 @@ impl Report<'_> {
                 "logs": run.spawned.iter().map(|n| n.log.display().to_string()).collect::<Vec<_>>(),
             },
             "redis": { "pid": run.redis_pid, "cpu_s": redis_cpu },
+            "shards": self.shards,
             "generator": {
                 "cpu_s": self.generator_cpu_s,
                 "run_queue_wait_s": self.generator_wait_s,
@@ -444,6 +455,29 @@ impl Report<'_> {
             self.generator_wait_s,
             redis_cpu.map_or("n/a".to_string(), |c| format!("{c:.2} s"))
         );
+        if let Some(shards) = self.shards {
+            for s in &shards.shards {
+                out!(
+                    "shard {:<8} slots {:<12} rooms {:>3}  SPUBLISH {:>7} ({:.0}/s)  EVALSHA {:>7}  CPU {} ({})",
+                    s.master.rsplit_once(':').map_or(s.master.as_str(), |(_, p)| p),
+                    s.slots,
+                    s.rooms,
+                    s.spublish,
+                    s.spublish_per_s,
+                    s.evalsha,
+                    s.cpu_s.map_or("n/a".to_string(), |c| format!("{c:.2} s")),
+                    s.cpu_utilisation.map_or("n/a".to_string(), |u| format!("{:.0}%", 100.0 * u)),
+                );
+            }
+            out!(
+                "shards         {} master(s), SPUBLISH {} in the {:.1} s window, the busiest shard {:.0}% of them; masters' CPU {:.2} s",
+                shards.shards.len(),
+                shards.spublish_total,
+                shards.window_s,
+                100.0 * shards.busiest_share,
+                shards.masters_cpu_s
+            );
+        }
         let niced: f64 = self.cpu_window.values().filter_map(|c| c.get("nice")).sum();
         let per_cpu: Vec<String> = self
             .cpu_window

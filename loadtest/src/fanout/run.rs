@@ -17,6 +17,7 @@ use super::recorder::Recorder;
 use super::report::{Cost, Report};
 use super::viewer::{EndCommand, GroupConfig, GroupResult, Shared};
 use super::worker::GroupHandle;
+use super::{rooms, shards};
 use crate::common::nodes::{Profiler, Seed, ServerKind, SpawnConfig};
 use crate::common::procfs::{self, calibrate_ms, calibrate_on, cpu_s, samples, wait_s};
 use crate::common::run::{NodePlan, Run, Scenario, Settings};
@@ -141,10 +142,18 @@ async fn measure(
         chat_planned: args.chat_planned(),
         notice_planned: args.notice_planned_per_viewer(),
     });
+    // The rooms (sessions) and, on a cluster, the masters before the run.
+    let rooms = rooms::prepare(args, run).await?;
+    let cluster = if args.redis_cluster.is_empty() {
+        None
+    } else {
+        Some(shards::Cluster::discover(&args.cluster_seeds()?).await?)
+    };
     let mut publishers = Publishers::connect(
         PublishConfig {
             run: run.id.clone(),
             session: args.session,
+            rooms: rooms.clone(),
             agency: args.agency,
             jwt_secret: args.jwt_secret.clone(),
             nodes: nodes.clone(),
@@ -177,6 +186,7 @@ async fn measure(
         let config = GroupConfig {
             run: run.id.clone(),
             session: args.session,
+            rooms: rooms.clone(),
             jwt_secret: args.jwt_secret.clone(),
             nodes: nodes.clone(),
             first,
@@ -228,6 +238,10 @@ async fn measure(
     let cpu_times_before = procfs::cpu_times();
     let wait_before = (wait_s(&server_pids), wait_s(&[std::process::id()]));
     let redis_before = redis_pid.and_then(|p| procfs::sample(p).ok());
+    let shards_before = match &cluster {
+        Some(c) => Some(c.snapshot().await?),
+        None => None,
+    };
     let generator_before = cpu_s(&[std::process::id()]) + cpu_s(&worker_pids);
     // On a whole second, so the per-second buckets are the run's seconds.
     let start_us = (clock::now_us() + 500_000).div_ceil(1_000_000) * 1_000_000;
@@ -314,6 +328,15 @@ async fn measure(
     // have windows of the same length, so their CPU compares.
     tokio::time::sleep_until(clock::instant_at(start_us + (args.duration * 1e6) as u64).into()).await;
     bar.finish();
+    // The shards now: every event is published (and acknowledged, or given
+    // up), and the viewers' leaving (presence) is not in it.
+    let shards = match (&cluster, shards_before) {
+        (Some(c), Some(before)) => {
+            let after = c.snapshot().await?;
+            Some(c.since(&before, &after, &rooms, window_started.elapsed().as_secs_f64()))
+        }
+        _ => None,
+    };
     let _ = scrape_stop.send(true);
     // Workers exit after their result, so their CPU is read now.
     let workers_cpu_after = cpu_s(&worker_pids);
@@ -342,8 +365,9 @@ async fn measure(
     let profile = profiler.map(Profiler::finish).transpose()?;
     let _ = stop_tx.send(true);
     let mut sender_sockets = GroupResult::default();
+    let host_masks = sent.host_masks(rooms.len());
     for receiver in publishers.finish().await {
-        receiver.account(&mut sender_sockets, &sent.host_mask(), &sent.chat_mask());
+        receiver.account(&mut sender_sockets, &host_masks[receiver.room], &sent.chat_mask());
     }
     run.machine.loadavg_end = procfs::loadavg();
     // The hub's core is not timed again: the nodes are still busy closing sockets.
@@ -374,6 +398,8 @@ async fn measure(
         server_wait_s: wait_after.0 - wait_before.0,
         generator_wait_s: wait_after.1 - wait_before.1,
         redis: (redis_before, redis_after),
+        rooms: &rooms,
+        shards: shards.as_ref(),
         generator_cpu_s: generator_after - generator_before,
         counters: counters_after.since(&counters_before),
         metrics_missing: &metrics_missing,

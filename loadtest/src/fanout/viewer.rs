@@ -32,6 +32,10 @@ pub const MAX_PLANNED: u64 = 2_000_000;
 pub struct GroupConfig {
     pub run: String,
     pub session: Uuid,
+    /// The rooms of the run (`--rooms`; empty: `session` alone). Viewer `i`
+    /// watches room [`room_of`]`(i, nodes, rooms)`.
+    #[serde(default)]
+    pub rooms: Vec<Uuid>,
     pub jwt_secret: String,
     pub nodes: Vec<Node>,
     /// Global index of this group's first viewer; viewer `i` uses node `i % nodes.len()`.
@@ -80,9 +84,39 @@ pub struct Sent {
     pub notice_failed: Vec<u64>,
 }
 
+/// The room viewer `index` watches: (index / nodes) % rooms, so that each
+/// room has viewers on every node (viewer `i` is on node `i % nodes`).
+pub fn room_of(index: u64, nodes: usize, rooms: usize) -> usize {
+    ((index / nodes.max(1) as u64) % rooms.max(1) as u64) as usize
+}
+
 impl Sent {
     pub fn host_mask(&self) -> Mask {
         Mask::new(self.host_total, &self.host_failed)
+    }
+
+    /// The host events of room `room` of `rooms`: host socket `j` hosts room
+    /// `j % rooms` and sends sequence numbers `j, j + hosts, …`, and `rooms`
+    /// divides `hosts`, so room `r` has the sequence numbers `≡ r (mod rooms)`.
+    pub fn host_mask_in(&self, room: usize, rooms: usize) -> Mask {
+        let mut mask = self.host_mask();
+        if rooms > 1 {
+            for seq in 0..self.host_total {
+                if seq % rooms as u64 != room as u64 {
+                    let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+                    if mask.words[word] & bit != 0 {
+                        mask.words[word] &= !bit;
+                        mask.len -= 1;
+                    }
+                }
+            }
+        }
+        mask
+    }
+
+    /// [`Sent::host_mask_in`] for every room.
+    pub fn host_masks(&self, rooms: usize) -> Vec<Mask> {
+        (0..rooms.max(1)).map(|r| self.host_mask_in(r, rooms)).collect()
     }
 
     pub fn chat_mask(&self) -> Mask {
@@ -314,6 +348,8 @@ pub struct Receiver {
     /// Our viewer number (`u64::MAX` for a sender's socket): notices for any
     /// other number are misrouted.
     pub index: u64,
+    /// The room (of `--rooms`) this socket is in.
+    pub room: usize,
     misrouted: u64,
     epoch: String,
     offset: u64,
@@ -463,6 +499,9 @@ impl Receiver {
 struct Slot {
     /// The viewer's number in the run.
     index: u64,
+    /// Its room (of `--rooms`) and that room's session.
+    room: usize,
+    session: Uuid,
     receiver: RefCell<Option<Receiver>>,
     failed: Cell<bool>,
 }
@@ -533,11 +572,15 @@ pub async fn run_group(
     let started = Instant::now();
     let mut slots = Vec::with_capacity(tokens.len());
     let mut tasks = Vec::with_capacity(tokens.len());
+    let rooms = ctx.config.rooms.len().max(1);
     for (k, token) in tokens.into_iter().enumerate() {
         let index = ctx.config.first + k as u64;
         let node = ctx.config.nodes[(index % ctx.config.nodes.len() as u64) as usize].clone();
+        let room = room_of(index, ctx.config.nodes.len(), rooms);
         let slot = Rc::new(Slot {
             index,
+            room,
+            session: ctx.config.rooms.get(room).copied().unwrap_or(ctx.config.session),
             receiver: RefCell::new(None),
             failed: Cell::new(false),
         });
@@ -573,7 +616,7 @@ pub async fn run_group(
         // Drain: until every connected viewer has every published host
         // event, or the deadline. Chat may be thinned, so it gets a short grace.
         let deadline = Instant::now() + Duration::from_millis(command.drain_ms);
-        let want = sent.host_mask().len;
+        let want: Vec<u64> = sent.host_masks(rooms).iter().map(|m| m.len).collect();
         let total = ctx.config.viewers_total;
         let want_notices: Vec<u64> = slots
             .iter()
@@ -582,10 +625,9 @@ pub async fn run_group(
         while Instant::now() < deadline {
             let complete = slots.iter().zip(&want_notices).all(|(s, notices)| {
                 s.failed.get()
-                    || s.receiver
-                        .borrow()
-                        .as_ref()
-                        .is_some_and(|r| r.host_distinct() >= want && r.notices_distinct() >= *notices)
+                    || s.receiver.borrow().as_ref().is_some_and(|r| {
+                        r.host_distinct() >= want[s.room] && r.notices_distinct() >= *notices
+                    })
             });
             if complete {
                 tokio::time::sleep(Duration::from_millis(500).min(deadline - Instant::now())).await;
@@ -599,7 +641,7 @@ pub async fn run_group(
         let _ = task.await;
     }
 
-    let (host, chat) = (sent.host_mask(), sent.chat_mask());
+    let (host, chat) = (sent.host_masks(rooms), sent.chat_mask());
     let c = &ctx.counters;
     let mut result = GroupResult {
         viewers: ctx.config.count,
@@ -617,7 +659,7 @@ pub async fn run_group(
     };
     for slot in &slots {
         if let Some(receiver) = slot.receiver.borrow().as_ref() {
-            receiver.account(&mut result, &host, &chat);
+            receiver.account(&mut result, &host[slot.room], &chat);
             receiver.account_notices(
                 &mut result,
                 &sent.notice_mask(slot.index, ctx.config.viewers_total),
@@ -639,12 +681,13 @@ async fn viewer(ctx: Rc<Context>, node: Node, token: String, slot: Rc<Slot>) {
         let mut attempt = 0;
         loop {
             let began = clock::now_us();
-            match ws::open(&node, config.session, &token, None, timeout).await {
+            match ws::open(&node, slot.session, &token, None, timeout).await {
                 Ok((socket, greeting)) => {
                     let took = clock::now_us().saturating_sub(began).max(1);
                     ctx.counters.connect_us.borrow_mut().saturating_record(took);
                     let mut receiver = Receiver::new(&greeting, config.hosts, config.chatters);
                     receiver.index = slot.index;
+                    receiver.room = slot.room;
                     *slot.receiver.borrow_mut() = Some(receiver);
                     ctx.counters.connected.set(ctx.counters.connected.get() + 1);
                     break socket;
@@ -714,7 +757,7 @@ async fn reconnect(
         }
         let position = slot.receiver.borrow().as_ref().map(Receiver::position);
         let resume = position.as_ref().map(|(e, o)| (e.as_str(), *o));
-        match ws::open(node, ctx.config.session, token, resume, timeout).await {
+        match ws::open(node, slot.session, token, resume, timeout).await {
             Ok((socket, greeting)) => {
                 let c = &ctx.counters;
                 c.reconnects.set(c.reconnects.get() + 1);
@@ -859,6 +902,26 @@ mod tests {
         );
         assert_eq!(result.notices.missing, 1, "k = 1 never came");
         assert_eq!(shared.recorder.borrow().deliveries, 1);
+    }
+
+    #[test]
+    fn rooms_have_viewers_on_every_node_and_their_own_host_events() {
+        // 3 nodes, 60 rooms: viewers 0..3 in room 0 (one per node), 3..6 in room 1.
+        assert_eq!(
+            (0..7).map(|i| room_of(i, 3, 60)).collect::<Vec<_>>(),
+            [0, 0, 0, 1, 1, 1, 2]
+        );
+        assert_eq!(room_of(180, 3, 60), 0);
+        let sent = Sent {
+            host_total: 10,
+            host_failed: vec![4],
+            ..Sent::default()
+        };
+        // Room 1 of 3 has 1, 4, 7; 4 failed.
+        let mask = sent.host_mask_in(1, 3);
+        assert_eq!((mask.len, mask.words[0]), (2, (1 << 1) | (1 << 7)));
+        assert_eq!(sent.host_masks(3).iter().map(|m| m.len).sum::<u64>(), 9);
+        assert_eq!(sent.host_mask_in(0, 1).len, 9);
     }
 
     #[test]
