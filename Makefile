@@ -37,7 +37,7 @@ test: services clean-test-dbs
 ## Tests that bring their own Redis (a private server they stop) keep it.
 CLUSTER_SEEDS := redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002
 CLUSTER_SUITES := hub:: hub_security:: socket_conformance:: notices:: commerce:: coupons:: \
-	waitlists:: group_buys:: auctions:: giveaways:: comment_to_buy:: order_faults::
+	waitlists:: group_buys:: auctions:: comment_to_buy::
 test-cluster:
 	@bash scripts/services.sh cluster
 	HAWKER_TEST_REDIS_CLUSTER=$(CLUSTER_SEEDS) RUST_BACKTRACE=0 $(CARGO) test -p hawker-server --test it -- \

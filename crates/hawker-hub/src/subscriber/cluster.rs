@@ -28,7 +28,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::cluster::ClusterConfig;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route as SlotRoute, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, Route as SlotRoute, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -90,6 +92,9 @@ impl Task {
         let repair = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(repair);
         let mut repair_armed = true;
+        let mut health = tokio::time::interval(super::HEALTH_EVERY);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.tick().await;
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -144,6 +149,22 @@ impl Task {
                                     tracing::debug!(%room, "redis subscriber: sunsubscribe failed");
                                 }
                             }
+                        }
+                    }
+                }
+                // A shard that stops answering without closing its connection
+                // (a partition) delivers nothing and pushes nothing: a PING to
+                // every master tells, and its rooms are treated as dropped.
+                _ = health.tick() => {
+                    if !self.every_master_answers(&mut conn).await {
+                        tracing::warn!("redis subscriber: a shard stopped answering; its rooms resubscribe");
+                        doubt(&mut doubtful, self.notices_channel.clone(), Cause::Dropped);
+                        for room in self.routes.keys() {
+                            doubt(&mut doubtful, self.keys.channel(*room), Cause::Dropped);
+                        }
+                        if !repair_armed {
+                            repair.as_mut().reset(tokio::time::Instant::now() + REPAIR_AFTER);
+                            repair_armed = true;
                         }
                     }
                 }
@@ -245,6 +266,18 @@ impl Task {
             }
             _ => false,
         }
+    }
+
+    /// Whether every master answers a PING on this connection in time.
+    async fn every_master_answers(&self, conn: &mut ClusterConnection) -> bool {
+        let all = RoutingInfo::MultiNode((
+            MultipleNodeRoutingInfo::AllMasters,
+            Some(ResponsePolicy::AllSucceeded),
+        ));
+        matches!(
+            tokio::time::timeout(self.timeout, conn.route_command(redis::cmd("PING"), all)).await,
+            Ok(Ok(_))
+        )
     }
 
     async fn ssubscribe(&self, conn: &mut ClusterConnection, channel: &str) -> bool {
