@@ -1,11 +1,12 @@
 //! [`Redis`]: one server or a cluster behind one `ConnectionLike`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
@@ -75,7 +76,61 @@ pub struct Redis {
 #[derive(Clone)]
 enum Inner {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<Cluster>),
+}
+
+/// A cluster connection that is made again, from the seeds, when calls
+/// time out or lose their connection: the client follows `MOVED` and
+/// reconnects dropped connections by itself, but a master that stops
+/// answering without closing (frozen, partitioned away) keeps its slots in
+/// the client's map after a replica has taken over. A fresh connection
+/// reads the slot map again.
+struct Cluster {
+    client: ClusterClient,
+    timeout: Duration,
+    current: Mutex<(ClusterConnection, Instant)>,
+}
+
+impl Cluster {
+    fn config(timeout: Duration) -> ClusterConfig {
+        ClusterConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+    }
+
+    fn connection(&self) -> ClusterConnection {
+        match self.current.lock() {
+            Ok(current) => current.0.clone(),
+            Err(poisoned) => poisoned.into_inner().0.clone(),
+        }
+    }
+
+    /// After a call failed with `e`: a new connection if the failure says
+    /// a node is unreachable, at most once per two timeouts.
+    fn after_error(&self, e: &RedisError) {
+        if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+            self.renew(&e.to_string());
+        }
+    }
+
+    fn renew(&self, why: &str) {
+        let mut current = match self.current.lock() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if current.1.elapsed() < self.timeout * 2 {
+            return;
+        }
+        tracing::warn!(
+            error = why,
+            "redis cluster: a node does not answer; reading the slot map again"
+        );
+        *current = (
+            self.client
+                .get_pending_async_connection_with_config(Self::config(self.timeout)),
+            Instant::now(),
+        );
+    }
 }
 
 impl Redis {
@@ -95,10 +150,12 @@ impl Redis {
             }
             Target::Cluster(seeds) => {
                 let client = cluster_builder(seeds, timeout).build()?;
-                let config = ClusterConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(timeout);
-                Inner::Cluster(client.get_pending_async_connection_with_config(config))
+                let conn = client.get_pending_async_connection_with_config(Cluster::config(timeout));
+                Inner::Cluster(Arc::new(Cluster {
+                    client,
+                    timeout,
+                    current: Mutex::new((conn, Instant::now())),
+                }))
             }
         };
         Ok(Redis { inner })
@@ -133,6 +190,40 @@ pub fn cluster_builder(seeds: &[String], timeout: Duration) -> ClusterClientBuil
         .max_retry_wait(250)
 }
 
+/// Watches one call: a call its caller gave up on (dropped unanswered
+/// after most of the timeout, as the callers' own time limits do) counts as
+/// a node that does not answer.
+struct Watch {
+    cluster: Arc<Cluster>,
+    started: Instant,
+    answered: bool,
+}
+
+impl Watch {
+    fn new(cluster: &Arc<Cluster>) -> Watch {
+        Watch {
+            cluster: cluster.clone(),
+            started: Instant::now(),
+            answered: false,
+        }
+    }
+
+    fn answered<T>(mut self, reply: &RedisResult<T>) {
+        self.answered = true;
+        if let Err(e) = reply {
+            self.cluster.after_error(e);
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.answered && self.started.elapsed() >= self.cluster.timeout / 2 {
+            self.cluster.renew("a call was given up unanswered");
+        }
+    }
+}
+
 fn refused<'a, T: Send + 'a>(e: RedisError) -> RedisFuture<'a, T> {
     Box::pin(async move { Err(e) })
 }
@@ -144,7 +235,16 @@ impl ConnectionLike for Redis {
         }
         match &mut self.inner {
             Inner::Single(c) => c.req_packed_command(cmd),
-            Inner::Cluster(c) => c.req_packed_command(cmd),
+            Inner::Cluster(cluster) => {
+                let cluster = cluster.clone();
+                Box::pin(async move {
+                    let watch = Watch::new(&cluster);
+                    let mut conn = cluster.connection();
+                    let reply = conn.req_packed_command(cmd).await;
+                    watch.answered(&reply);
+                    reply
+                })
+            }
         }
     }
 
@@ -163,15 +263,24 @@ impl ConnectionLike for Redis {
         }
         match &mut self.inner {
             Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Inner::Cluster(c) => {
+            Inner::Cluster(cluster) => {
+                let cluster = cluster.clone();
                 let mut distinct = slots.iter().flatten().collect::<Vec<_>>();
                 distinct.sort_unstable();
                 distinct.dedup();
-                if distinct.len() <= 1 || pipeline.is_transaction() {
-                    return c.req_packed_commands(pipeline, offset, count);
-                }
-                let conn = c.clone();
-                Box::pin(split_by_slot(conn, pipeline, slots))
+                let whole = distinct.len() <= 1 || pipeline.is_transaction();
+                Box::pin(async move {
+                    let watch = Watch::new(&cluster);
+                    let conn = cluster.connection();
+                    let replies = if whole {
+                        let mut conn = conn;
+                        conn.req_packed_commands(pipeline, offset, count).await
+                    } else {
+                        split_by_slot(conn, pipeline, slots).await
+                    };
+                    watch.answered(&replies);
+                    replies
+                })
             }
         }
     }
@@ -179,7 +288,7 @@ impl ConnectionLike for Redis {
     fn get_db(&self) -> i64 {
         match &self.inner {
             Inner::Single(c) => c.get_db(),
-            Inner::Cluster(c) => c.get_db(),
+            Inner::Cluster(cluster) => cluster.connection().get_db(),
         }
     }
 }

@@ -75,14 +75,17 @@ pub(super) struct Task {
     /// slot was last (re)subscribed: a different one later means the shard
     /// failed over (or its master restarted) in between.
     pub(super) masters: HashMap<u16, String>,
+    /// Repair passes so far (where the next one starts).
+    pub(super) passes: usize,
 }
 
 impl Task {
     pub(super) async fn run(mut self) {
         let (push_tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
-        let Some(mut conn) = self.connect(push_tx).await else {
+        let Some(mut conn) = self.connect(push_tx.clone()).await else {
             return;
         };
+        let mut renewed = tokio::time::Instant::now();
         // Channels whose subscription is in doubt; every channel at first.
         let mut doubtful: Doubts = std::iter::once(self.notices_channel.clone())
             .chain(self.routes.keys().map(|room| self.keys.channel(*room)))
@@ -155,12 +158,13 @@ impl Task {
                 // A shard that stops answering without closing its connection
                 // (a partition) delivers nothing and pushes nothing: a PING to
                 // every master tells, and its rooms are treated as dropped.
+                // A new connection reads the slot map again: the client keeps
+                // a silent master's slots after a replica took them over.
                 _ = health.tick() => {
                     if !self.every_master_answers(&mut conn).await {
                         tracing::warn!("redis subscriber: a shard stopped answering; its rooms resubscribe");
-                        doubt(&mut doubtful, self.notices_channel.clone(), Cause::Dropped);
-                        for room in self.routes.keys() {
-                            doubt(&mut doubtful, self.keys.channel(*room), Cause::Dropped);
+                        if let Some(fresh) = self.renew(&push_tx, &mut renewed, &mut doubtful).await {
+                            conn = fresh;
                         }
                         if !repair_armed {
                             repair.as_mut().reset(tokio::time::Instant::now() + REPAIR_AFTER);
@@ -173,6 +177,9 @@ impl Task {
                     let healed = self.repair(&mut conn, &mut doubtful, !first_pass).await;
                     first_pass = false;
                     if !healed {
+                        if let Some(fresh) = self.renew(&push_tx, &mut renewed, &mut doubtful).await {
+                            conn = fresh;
+                        }
                         repair.as_mut().reset(tokio::time::Instant::now() + REPAIR_RETRY);
                         repair_armed = true;
                     }
@@ -268,6 +275,31 @@ impl Task {
         }
     }
 
+    /// A new cluster connection, at most once per two timeouts: every
+    /// subscription lived on the old one, so every channel is in doubt
+    /// (as dropped: its shard may have failed over).
+    async fn renew(
+        &mut self,
+        push_tx: &mpsc::UnboundedSender<PushInfo>,
+        renewed: &mut tokio::time::Instant,
+        doubtful: &mut Doubts,
+    ) -> Option<ClusterConnection> {
+        if renewed.elapsed() < self.timeout * 2 {
+            return None;
+        }
+        let fresh = self.connect(push_tx.clone()).await?;
+        *renewed = tokio::time::Instant::now();
+        doubt(doubtful, self.notices_channel.clone(), Cause::Dropped);
+        for room in self.routes.keys() {
+            doubt(doubtful, self.keys.channel(*room), Cause::Dropped);
+        }
+        tracing::warn!(
+            rooms = self.routes.len(),
+            "redis subscriber: a new cluster connection; every room resubscribes"
+        );
+        Some(fresh)
+    }
+
     /// Whether every master answers a PING on this connection in time.
     async fn every_master_answers(&self, conn: &mut ClusterConnection) -> bool {
         let all = RoutingInfo::MultiNode((
@@ -292,10 +324,23 @@ impl Task {
     /// not on the first pass, when the rooms have just subscribed
     /// themselves). True when nothing is left in doubt.
     async fn repair(&mut self, conn: &mut ClusterConnection, doubtful: &mut Doubts, resync: bool) -> bool {
-        let channels: Vec<(String, Cause)> = doubtful.iter().map(|(c, why)| (c.clone(), *why)).collect();
+        let mut channels: Vec<(String, Cause)> = doubtful.iter().map(|(c, why)| (c.clone(), *why)).collect();
+        // Each call to a shard that does not answer costs a whole timeout:
+        // a pass gives up after a few, starting somewhere else each time so
+        // one dead shard does not hold up the rooms of the others.
+        self.passes = self.passes.wrapping_add(1);
+        if !channels.is_empty() {
+            let start = self.passes % channels.len();
+            channels.rotate_left(start);
+        }
         let mut repaired = 0usize;
+        let mut failures = 0;
         for (channel, cause) in channels {
             if !self.ssubscribe(conn, &channel).await {
+                failures += 1;
+                if failures >= 3 {
+                    break;
+                }
                 continue;
             }
             let Some(feed) = self.after_subscribe(conn, &channel, Some(cause)).await else {

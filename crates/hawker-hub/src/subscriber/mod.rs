@@ -119,6 +119,7 @@ impl Subscriber {
                     shutdown,
                     routes: HashMap::new(),
                     masters: HashMap::new(),
+                    passes: 0,
                 }
                 .run(),
             ),

@@ -115,7 +115,8 @@ async fn read_until(viewer: &mut Ws, last: &str) -> Vec<Seen> {
 /// twice, offsets rising within an epoch, and after the last reset (or
 /// from the start) exactly the acknowledged announcements that followed
 /// the snapshot, in order.
-fn check_recovery(name: &str, seen: &[Seen], acked: &[String]) {
+/// `earlier`: announcements acknowledged and read before `seen` began.
+fn check_recovery(name: &str, seen: &[Seen], earlier: &[String], acked: &[String]) {
     let mut delivered: Vec<&str> = Vec::new();
     let mut position: Option<(&str, u64)> = None;
     for item in seen {
@@ -147,7 +148,7 @@ fn check_recovery(name: &str, seen: &[Seen], acked: &[String]) {
             Seen::Reset { .. } => None,
         })
         .collect();
-    let all: Vec<&str> = acked.iter().map(String::as_str).collect();
+    let all: Vec<&str> = earlier.iter().chain(acked).map(String::as_str).collect();
     match last_reset.map(|i| &seen[i]) {
         Some(Seen::Reset { announced, .. }) => {
             // The snapshot holds the latest announcement before the events that follow it.
@@ -161,14 +162,25 @@ fn check_recovery(name: &str, seen: &[Seen], acked: &[String]) {
             assert_eq!(after, all[from..], "{name}: after the reset: {seen:?}");
         }
         _ => {
-            // No reset: every acknowledged announcement since the viewer joined, in order.
-            assert_eq!(after, all, "{name}: without a reset: {seen:?}");
+            // No reset: every acknowledged announcement since those read, in order.
+            assert_eq!(after, all[earlier.len()..], "{name}: without a reset: {seen:?}");
         }
     }
 }
 
-#[tokio::test]
-async fn viewers_on_two_nodes_keep_receiving_when_the_master_owning_their_rooms_slot_is_killed() {
+/// How the room's master is taken away.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGKILL: its connections close at once.
+    Killed,
+    /// SIGSTOP: its connections stay open and silent, as in a partition.
+    Frozen,
+}
+
+/// The room's master fails (`fault`) while the host keeps announcing; a
+/// replica takes over. Each viewer, on either node, gets a `reset` (a new
+/// epoch) and then every announcement acknowledged after it, none twice.
+async fn room_survives_its_master(fault: Fault) {
     let mut cluster = RedisCluster::start();
     let (_a, _b, session, mut host, mut viewers) = room_on(&cluster).await;
     let before: Vec<String> = (0..5).map(|i| format!("before-{i}")).collect();
@@ -184,8 +196,11 @@ async fn viewers_on_two_nodes_keep_receiving_when_the_master_owning_their_rooms_
     }
     let slot = cluster.slot_of(&room_channel(session));
     let old = cluster.master_of_slot(slot);
-    cluster.kill(old);
-    let killed = Instant::now();
+    match fault {
+        Fault::Killed => cluster.kill(old),
+        Fault::Frozen => cluster.freeze(old),
+    }
+    let struck = Instant::now();
     let failover = tokio::task::spawn_blocking(move || {
         let new = cluster.wait_failover(slot, old);
         (cluster, new)
@@ -206,8 +221,8 @@ async fn viewers_on_two_nodes_keep_receiving_when_the_master_owning_their_rooms_
     }
     let (_cluster, new) = failover.await.unwrap();
     eprintln!(
-        "slot {slot}: master {old} killed, {new} took over after {:?}; {} announcements acknowledged and {refused} refused meanwhile",
-        killed.elapsed(),
+        "{fault:?}: slot {slot}: master {old} lost, {new} took over after {:?}; {} announcements acknowledged and {refused} refused meanwhile",
+        struck.elapsed(),
         acked.len()
     );
     for j in 0..10 {
@@ -222,8 +237,18 @@ async fn viewers_on_two_nodes_keep_receiving_when_the_master_owning_their_rooms_
             seen.iter().any(|s| matches!(s, Seen::Reset { .. })),
             "{name}: a failover starts a new epoch, so the viewer gets a reset: {seen:?}"
         );
-        check_recovery(name, &seen, &acked);
+        check_recovery(name, &seen, &before, &acked);
     }
+}
+
+#[tokio::test]
+async fn viewers_on_two_nodes_keep_receiving_when_the_master_owning_their_rooms_slot_is_killed() {
+    room_survives_its_master(Fault::Killed).await;
+}
+
+#[tokio::test]
+async fn viewers_on_two_nodes_keep_receiving_when_the_master_owning_their_rooms_slot_freezes() {
+    room_survives_its_master(Fault::Frozen).await;
 }
 
 #[tokio::test]
@@ -272,6 +297,6 @@ async fn viewers_keep_receiving_while_their_rooms_slot_moves_to_another_shard() 
     for (name, viewer) in ["viewer on a", "viewer on b"].into_iter().zip(&mut viewers) {
         let seen = read_until(viewer, &last).await;
         // The "before" event was read above: the rest follows it.
-        check_recovery(name, &seen, &acked[1..]);
+        check_recovery(name, &seen, &acked[..1], &acked[1..]);
     }
 }

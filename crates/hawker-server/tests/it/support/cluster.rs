@@ -31,6 +31,8 @@ static NEXT_PORT: AtomicU32 = AtomicU32::new(u32::MAX);
 struct Node {
     port: u16,
     child: Option<Child>,
+    /// Stopped with SIGSTOP: its process and sockets exist, it answers nothing.
+    frozen: bool,
 }
 
 /// A private Redis Cluster of 6 `redis-server` children (3 masters with a
@@ -56,7 +58,14 @@ impl RedisCluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cluster = RedisCluster {
-            nodes: ports.iter().map(|&port| Node { port, child: None }).collect(),
+            nodes: ports
+                .iter()
+                .map(|&port| Node {
+                    port,
+                    child: None,
+                    frozen: false,
+                })
+                .collect(),
             dir,
         };
         for port in ports.iter().copied() {
@@ -153,6 +162,22 @@ impl RedisCluster {
         };
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Stops the node on `port` with SIGSTOP: its connections stay open and
+    /// silent (a frozen process, or a partition that drops packets). It
+    /// counts as dead for the waits below; dropping the cluster kills it.
+    pub fn freeze(&mut self, port: u16) {
+        let node = self.node_mut(port);
+        let Some(child) = node.child.as_ref() else {
+            panic!("the cluster node on port {port} is dead");
+        };
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &child.id().to_string()])
+            .status()
+            .expect("kill -STOP");
+        assert!(status.success(), "kill -STOP of the node on {port}");
+        node.frozen = true;
     }
 
     /// Starts the node on `port` again with its nodes.conf, so it rejoins
@@ -294,7 +319,7 @@ impl RedisCluster {
     fn live(&self) -> Vec<u16> {
         self.nodes
             .iter()
-            .filter(|n| n.child.is_some())
+            .filter(|n| n.child.is_some() && !n.frozen)
             .map(|n| n.port)
             .collect()
     }
