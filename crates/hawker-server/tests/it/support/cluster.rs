@@ -389,7 +389,7 @@ impl RedisCluster {
     fn wait_settled(&self, what: &str) {
         let started = Instant::now();
         loop {
-            if self.all_ok() && self.slot_maps_agree() && self.replicas_linked() {
+            if self.all_ok() && self.slot_maps_agree() && self.replicas_linked() && self.roles_agree() {
                 return;
             }
             if started.elapsed() > PATIENCE {
@@ -413,6 +413,34 @@ impl RedisCluster {
             .collect();
         maps.first()
             .is_some_and(|first| first.is_some() && maps.iter().all(|m| m == first))
+    }
+
+    /// Every live node names the same live masters, three of six (gossip
+    /// about who became a replica lags behind `cluster_state:ok` on a
+    /// loaded machine).
+    fn roles_agree(&self) -> bool {
+        let live = self.live();
+        let views: Vec<Option<Vec<u16>>> = live
+            .iter()
+            .map(|&port| {
+                let mut con = try_connect(port)?;
+                let nodes = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut con)
+                    .ok()?;
+                let mut masters: Vec<u16> = parse_nodes(&nodes)
+                    .into_iter()
+                    .filter(|n| n.master && !n.failed && live.contains(&n.port))
+                    .map(|n| n.port)
+                    .collect();
+                masters.sort_unstable();
+                Some(masters)
+            })
+            .collect();
+        views.first().is_some_and(|first| {
+            first.as_ref().is_some_and(|m| m.len() * 2 <= live.len().max(6))
+                && views.iter().all(|v| v == first)
+        })
     }
 
     fn replicas_linked(&self) -> bool {
