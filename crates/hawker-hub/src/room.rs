@@ -304,7 +304,6 @@ impl<H: RoomHost> RoomTask<H> {
         self.deliver(header, offset, bytes.clone());
     }
 
-    /// Fills the gap after `last` from the history, or resets everyone.
     /// The room's shard failed over: the replica that took over may lack
     /// the last events, and would hand their offsets out again to new ones,
     /// which viewers would drop as already seen. A new epoch (the first
@@ -315,6 +314,7 @@ impl<H: RoomHost> RoomTask<H> {
         self.recover().await;
     }
 
+    /// Fills the gap after `last` from the history, or resets everyone.
     async fn recover(&mut self) {
         if self.renew_epoch {
             // Right after a failover a node may still redirect to the dead

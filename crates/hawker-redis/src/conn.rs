@@ -10,7 +10,7 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
-use crate::slot::command_slot;
+use crate::slot::{check_script, command_slot};
 
 /// Where Redis is: one server, or the seed nodes of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +230,7 @@ fn refused<'a, T: Send + 'a>(e: RedisError) -> RedisFuture<'a, T> {
 
 impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        if let Err(e) = command_slot(cmd) {
+        if let Err(e) = check_script(cmd) {
             return refused(e);
         }
         match &mut self.inner {
@@ -254,6 +254,16 @@ impl ConnectionLike for Redis {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
+        let cluster = match &mut self.inner {
+            Inner::Single(c) => {
+                if let Err(e) = pipeline.cmd_iter().try_for_each(check_script) {
+                    return refused(e);
+                }
+                return c.req_packed_commands(pipeline, offset, count);
+            }
+            Inner::Cluster(cluster) => cluster,
+        };
+        // On a cluster every command's slot decides where it goes.
         let mut slots = Vec::with_capacity(pipeline.len());
         for cmd in pipeline.cmd_iter() {
             match command_slot(cmd) {
@@ -261,28 +271,22 @@ impl ConnectionLike for Redis {
                 Err(e) => return refused(e),
             }
         }
-        match &mut self.inner {
-            Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Inner::Cluster(cluster) => {
-                let cluster = cluster.clone();
-                let mut distinct = slots.iter().flatten().collect::<Vec<_>>();
-                distinct.sort_unstable();
-                distinct.dedup();
-                let whole = distinct.len() <= 1 || pipeline.is_transaction();
-                Box::pin(async move {
-                    let watch = Watch::new(&cluster);
-                    let conn = cluster.connection();
-                    let replies = if whole {
-                        let mut conn = conn;
-                        conn.req_packed_commands(pipeline, offset, count).await
-                    } else {
-                        split_by_slot(conn, pipeline, slots).await
-                    };
-                    watch.answered(&replies);
-                    replies
-                })
-            }
-        }
+        let cluster = cluster.clone();
+        let mut distinct = slots.iter().flatten().collect::<Vec<_>>();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let whole = distinct.len() <= 1 || pipeline.is_transaction();
+        Box::pin(async move {
+            let watch = Watch::new(&cluster);
+            let mut conn = cluster.connection();
+            let replies = if whole {
+                conn.req_packed_commands(pipeline, offset, count).await
+            } else {
+                split_by_slot(conn, pipeline, slots).await
+            };
+            watch.answered(&replies);
+            replies
+        })
     }
 
     fn get_db(&self) -> i64 {

@@ -384,6 +384,11 @@ impl Task {
         cause: Option<Cause>,
     ) -> Option<RoomFeed> {
         let slot = hawker_redis::slot::key_slot(channel.as_bytes());
+        // A new room of a slot already recorded need not ask again; after a
+        // drop or a move the master may have changed, so it is asked.
+        if cause.is_none() && self.masters.contains_key(&slot) {
+            return Some(RoomFeed::Resync);
+        }
         let now = self.master_run_id(conn, slot).await;
         let before = match &now {
             Some(id) => self.masters.insert(slot, id.clone()),
