@@ -34,15 +34,16 @@ use uuid::Uuid;
 use hawker_core::error::{Error, Result};
 
 const ADMIT_LUA: &str = r#"
-if redis.call('HGET', KEYS[1], 'ready') ~= '1' then return {'rebuild'} end
+local m = redis.call('HMGET', KEYS[1], 'ready', 'status', 'reason', 'starts_ms', 'ends_ms', 'cap')
+if m[1] ~= '1' then return {'rebuild'} end
 local existing = redis.call('HGET', KEYS[4], ARGV[3])
 if existing then return {'dup', existing} end
 local now = tonumber(ARGV[5])
 local q = tonumber(ARGV[2])
-if redis.call('HGET', KEYS[1], 'status') == 'ended' then
-  if redis.call('HGET', KEYS[1], 'reason') == 'sold_out' then
+if m[2] == 'ended' then
+  if m[3] == 'sold_out' then
     local ceiling = redis.call('HGET', KEYS[6], ARGV[1])
-    if ceiling and now < tonumber(redis.call('HGET', KEYS[1], 'ends_ms')) then
+    if ceiling and now < tonumber(m[5]) then
       local held = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
       if held + q <= tonumber(ceiling) then
         redis.call('HINCRBY', KEYS[3], ARGV[1], q)
@@ -55,10 +56,10 @@ if redis.call('HGET', KEYS[1], 'status') == 'ended' then
   end
   return {'ended'}
 end
-if now >= tonumber(redis.call('HGET', KEYS[1], 'ends_ms')) then return {'ended'} end
-if now < tonumber(redis.call('HGET', KEYS[1], 'starts_ms')) then return {'not_started'} end
+if now >= tonumber(m[5]) then return {'ended'} end
+if now < tonumber(m[4]) then return {'not_started'} end
 local units = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-if units + q > tonumber(redis.call('HGET', KEYS[1], 'cap')) then return {'cap_exceeded', tostring(units)} end
+if units + q > tonumber(m[6]) then return {'cap_exceeded', tostring(units)} end
 if tonumber(redis.call('GET', KEYS[2]) or '0') < q then return {'sold_out'} end
 redis.call('DECRBY', KEYS[2], q)
 redis.call('HINCRBY', KEYS[3], ARGV[1], q)

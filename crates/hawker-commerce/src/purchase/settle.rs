@@ -283,10 +283,15 @@ impl SettleTask {
             running.spawn(async move {
                 let started = Instant::now();
                 let size = batch.len();
-                committer.settle_batch(batch).await;
+                let after = committer.settle_batch(batch).await;
                 metrics::histogram!("hawker_settle_batch_size").record(size as f64);
                 metrics::histogram!("hawker_settle_batch_seconds").record(started.elapsed().as_secs_f64());
+                // The buyers have their answers: the next batch may start
+                // while the gate and the room are told (Redis round trips).
                 drop(slot);
+                if let Some(after) = after {
+                    committer.after_commit(after).await;
+                }
             });
             while running.try_join_next().is_some() {}
         }
@@ -314,7 +319,9 @@ impl Committer {
         committed
     }
 
-    async fn settle_batch(&self, batch: Vec<(SettleRequest, Reply)>) {
+    /// Commits a batch and answers its buyers; returns what the gate and the
+    /// room are still to be told ([`Committer::after_commit`]).
+    async fn settle_batch(&self, batch: Vec<(SettleRequest, Reply)>) -> Option<AfterCommit> {
         if self.db_down_until.load(Ordering::Relaxed) > now_ms() {
             // A batch just found Postgres unreachable: the requests queued
             // behind it are answered now, not after another
@@ -327,7 +334,7 @@ impl Committer {
                 }
                 let _ = reply.send(Err(Error::Unavailable { what: "the database" }));
             }
-            return;
+            return None;
         }
         let requests: Vec<SettleRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
         match self.commit_bounded(&requests).await {
@@ -339,7 +346,11 @@ impl Committer {
                 for ((_, reply), outcome) in batch.into_iter().zip(result.outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
-                self.after_commit(&requests, told, &result.deals).await;
+                Some(AfterCommit {
+                    requests,
+                    told,
+                    deals: result.deals,
+                })
             }
             Err(Error::Unavailable { what }) => {
                 // The commit did not happen, or its outcome is unknown: keep
@@ -354,6 +365,7 @@ impl Committer {
                 for (_, reply) in batch {
                     let _ = reply.send(Err(Error::Unavailable { what }));
                 }
+                None
             }
             Err(error) if batch.len() > 1 => {
                 // A poisoned request broke a rule Postgres enforces: settle
@@ -361,8 +373,11 @@ impl Committer {
                 tracing::warn!(error = %error, size = batch.len(), "batch refused; settling one by one");
                 metrics::counter!("hawker_settle_failures_total", "kind" => "split").increment(1);
                 for item in batch {
-                    Box::pin(self.settle_batch(vec![item])).await;
+                    if let Some(after) = Box::pin(self.settle_batch(vec![item])).await {
+                        self.after_commit(after).await;
+                    }
                 }
+                None
             }
             Err(error) => {
                 tracing::error!(error = %error, "settlement failed");
@@ -371,6 +386,7 @@ impl Committer {
                     self.release(&request).await;
                     let _ = reply.send(Err(error));
                 }
+                None
             }
         }
     }
@@ -380,7 +396,12 @@ impl Committer {
     }
 
     /// Tells the gate what happened and announces the new stock.
-    async fn after_commit(&self, requests: &[SettleRequest], told: Vec<Told>, deals: &[DealAfter]) {
+    async fn after_commit(&self, after: AfterCommit) {
+        let AfterCommit {
+            requests,
+            told,
+            deals,
+        } = after;
         let mut confirmed: HashMap<Uuid, Vec<(ReservationKey, Uuid)>> = HashMap::new();
         for (request, told) in requests.iter().zip(told) {
             let key = || ReservationKey::new(&request.buyer, &request.idempotency_key);
@@ -432,6 +453,13 @@ impl Committer {
             ));
         }
     }
+}
+
+/// A committed batch, for [`Committer::after_commit`].
+struct AfterCommit {
+    requests: Vec<SettleRequest>,
+    told: Vec<Told>,
+    deals: Vec<DealAfter>,
 }
 
 /// What the gate is told of one request after its batch committed.
@@ -510,10 +538,28 @@ async fn commit(
     // a buyer over the cap (the gate lost a count: Redis flushed) are the
     // buyers' rows read, locked, and the batch decided again.
     let mut held_read = false;
+    // Nor are the orders that already exist for the batch's keys: the insert
+    // skips a key that has one, and only then is the batch decided again
+    // with those orders read (a replay is answered with its order).
+    let mut existing_read = false;
     loop {
+        // Again after each rollback to it, so that rows locked since stay locked.
         sqlx::query("savepoint take").execute(&mut *tx).await?;
         let decisions = decide::decide(requests, &known);
         let created = insert_orders(&mut tx, requests, &known.deals, &decisions, order_ttl_secs).await?;
+        let accepted = decisions
+            .iter()
+            .filter(|d| matches!(d, Decision::Accept(_)))
+            .count();
+        if created.len() < accepted && !existing_read {
+            existing_read = true;
+            metrics::counter!("hawker_settle_redecided_total", "why" => "existing_order").increment(1);
+            sqlx::query("rollback to savepoint take")
+                .execute(&mut *tx)
+                .await?;
+            known.existing = read_existing(&mut tx, requests).await?;
+            continue;
+        }
         if !add_buyer_units(&mut tx, &created, &known.deals).await? {
             if held_read {
                 // Decided under the buyers' row locks and still over: only
@@ -627,24 +673,6 @@ async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) ->
         .collect();
 
     let buyers: Vec<&str> = requests.iter().map(|r| r.buyer.as_str()).collect();
-    let keys: Vec<&str> = requests.iter().map(|r| r.idempotency_key.as_str()).collect();
-    let existing: HashMap<BuyerKey, (Order, String)> = sqlx::query_as::<_, ExistingRow>(&format!(
-        "select {ORDER_COLUMNS}, request_hash, idempotency_key as key_again from customer_order
-          where (buyer_id, idempotency_key) in (select * from unnest($1::text[], $2::text[]))"
-    ))
-    .bind(&buyers)
-    .bind(&keys)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(|row| {
-        (
-            (row.order.buyer_id.clone(), row.key_again.clone()),
-            (row.order, row.request_hash),
-        )
-    })
-    .collect();
-
     let claim_ids: Vec<Uuid> = requests.iter().filter_map(|r| r.coupon_claim_id).collect();
     let claims: HashMap<Uuid, ClaimRow> = if claim_ids.is_empty() {
         HashMap::new()
@@ -676,7 +704,7 @@ async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) ->
     Ok(Known {
         deals,
         held: HashMap::new(),
-        existing,
+        existing: HashMap::new(),
         claims,
         offers,
     })
@@ -685,6 +713,34 @@ async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) ->
 /// The units each of the batch's buyers holds of its deal, their rows
 /// locked in key order (the order every batch's upsert takes them in). One
 /// index lookup per (deal, buyer), whatever the table's statistics say.
+/// The orders that already exist for the batch's (buyer, key), with their
+/// request hash. Read only when the insert found one (a replay whose key the
+/// gate had lost, or a race with another node): the common batch skips the
+/// round trip.
+async fn read_existing(
+    tx: &mut Transaction<'_, Postgres>,
+    requests: &[SettleRequest],
+) -> Result<HashMap<BuyerKey, (Order, String)>> {
+    let buyers: Vec<&str> = requests.iter().map(|r| r.buyer.as_str()).collect();
+    let keys: Vec<&str> = requests.iter().map(|r| r.idempotency_key.as_str()).collect();
+    Ok(sqlx::query_as::<_, ExistingRow>(&format!(
+        "select {ORDER_COLUMNS}, request_hash, idempotency_key as key_again from customer_order
+          where (buyer_id, idempotency_key) in (select * from unnest($1::text[], $2::text[]))"
+    ))
+    .bind(&buyers)
+    .bind(&keys)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|row| {
+        (
+            (row.order.buyer_id.clone(), row.key_again.clone()),
+            (row.order, row.request_hash),
+        )
+    })
+    .collect())
+}
+
 async fn read_held(
     tx: &mut Transaction<'_, Postgres>,
     requests: &[SettleRequest],
@@ -958,33 +1014,31 @@ impl OrderColumns {
         tx: &mut Transaction<'_, Postgres>,
         ttl_secs: i64,
     ) -> Result<HashMap<usize, Order>> {
-        // Attribution: the host on air now in each session, asked of the
-        // agency crate (which owns shifts) once per batch, not once per row.
+        // Attribution: the host on air now in each session, computed once
+        // per session of the batch (the `on_air` CTE, materialised) by the
+        // agency's `host_on_shift()`, in the insert's own round trip.
         let mut sessions = self.session_id.clone();
         sessions.sort_unstable();
         sessions.dedup();
-        let on_air = hawker_agency::schedule::hosts_on_air(&mut *tx, &sessions).await?;
-        let host_id: Vec<Option<Uuid>> = self
-            .session_id
-            .iter()
-            .map(|s| on_air.get(s).copied().flatten())
-            .collect();
-        let rows: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-            "insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
+        let rows: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>, Option<Uuid>)> = sqlx::query_as(
+            "with on_air as materialized (
+                 select s as session_id, host_on_shift(s, now()) as host_id from unnest($16::uuid[]) as s)
+             insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
                     unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id, idempotency_key,
                     request_hash, expires_at, host_id, shipping_address)
              select t.order_id, t.deal_id, t.session_id, t.lineup_item_id, t.sku_id, t.buyer_id, t.quantity,
                     t.unit_price_minor, t.discount_minor, t.amount_minor, t.currency, t.coupon_claim_id,
-                    t.idempotency_key, t.request_hash, now() + make_interval(secs => $15), t.host_id,
+                    t.idempotency_key, t.request_hash, now() + make_interval(secs => $15),
+                    (select a.host_id from on_air a where a.session_id = t.session_id),
                     (select p.shipping_address from viewer_profile p where p.viewer_id = t.buyer_id)
                from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[],
                            $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::uuid[], $13::text[],
-                           $14::text[], $16::uuid[])
+                           $14::text[])
                     as t(order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
                          unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id,
-                         idempotency_key, request_hash, host_id)
+                         idempotency_key, request_hash)
              on conflict on constraint customer_order_idempotency do nothing
-             returning order_id, created_at, expires_at",
+             returning order_id, created_at, expires_at, host_id",
         )
         .bind(&self.order_id)
         .bind(&self.deal_id)
@@ -1001,16 +1055,16 @@ impl OrderColumns {
         .bind(&self.key)
         .bind(&self.hash)
         .bind(ttl_secs as f64)
-        .bind(&host_id)
+        .bind(&sessions)
         .fetch_all(&mut **tx)
         .await?;
-        let times: HashMap<Uuid, (DateTime<Utc>, DateTime<Utc>)> = rows
+        let inserted: HashMap<Uuid, (DateTime<Utc>, DateTime<Utc>, Option<Uuid>)> = rows
             .into_iter()
-            .map(|(id, created, expires)| (id, (created, expires)))
+            .map(|(id, created, expires, host)| (id, (created, expires, host)))
             .collect();
-        let mut created = HashMap::with_capacity(times.len());
+        let mut created = HashMap::with_capacity(inserted.len());
         for (row, order_id) in self.order_id.iter().enumerate() {
-            let Some((created_at, expires_at)) = times.get(order_id) else {
+            let Some((created_at, expires_at, host_id)) = inserted.get(order_id) else {
                 continue;
             };
             created.insert(
@@ -1037,7 +1091,7 @@ impl OrderColumns {
                     expires_at: *expires_at,
                     paid_at: None,
                     cancelled_at: None,
-                    host_id: host_id[row],
+                    host_id: *host_id,
                 },
             );
         }
