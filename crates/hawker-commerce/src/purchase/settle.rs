@@ -967,6 +967,15 @@ async fn take_offered(
 }
 
 /// Column arrays for one multi-row insert.
+/// What the insert returns of each order it wrote.
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    order_id: Uuid,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    host_id: Option<Uuid>,
+}
+
 #[derive(Default)]
 struct OrderColumns {
     /// The request each row answers.
@@ -1020,7 +1029,7 @@ impl OrderColumns {
         let mut sessions = self.session_id.clone();
         sessions.sort_unstable();
         sessions.dedup();
-        let rows: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>, Option<Uuid>)> = sqlx::query_as(
+        let rows: Vec<Inserted> = sqlx::query_as(
             "with on_air as materialized (
                  select s as session_id, host_on_shift(s, now()) as host_id from unnest($16::uuid[]) as s)
              insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
@@ -1058,13 +1067,16 @@ impl OrderColumns {
         .bind(&sessions)
         .fetch_all(&mut **tx)
         .await?;
-        let inserted: HashMap<Uuid, (DateTime<Utc>, DateTime<Utc>, Option<Uuid>)> = rows
-            .into_iter()
-            .map(|(id, created, expires, host)| (id, (created, expires, host)))
-            .collect();
+        let inserted: HashMap<Uuid, Inserted> = rows.into_iter().map(|row| (row.order_id, row)).collect();
         let mut created = HashMap::with_capacity(inserted.len());
         for (row, order_id) in self.order_id.iter().enumerate() {
-            let Some((created_at, expires_at, host_id)) = inserted.get(order_id) else {
+            let Some(Inserted {
+                created_at,
+                expires_at,
+                host_id,
+                ..
+            }) = inserted.get(order_id)
+            else {
                 continue;
             };
             created.insert(
