@@ -24,6 +24,7 @@
 //! decide in the end.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hawker_redis::Redis;
@@ -31,41 +32,70 @@ use redis::Script;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::admission::Admissions;
 use hawker_core::error::{Error, Result};
 
+/// Admits a batch of attempts on one deal, in order, as if each were a call
+/// of its own: every attempt sees the reservations of those before it.
+/// KEYS: meta, stock, buyers, keys, pending, offers.
+/// ARGV: now (ms), then buyer, quantity, field, request hash per attempt.
+/// Returns one reply per attempt: `{'ok'}`, `{'dup', value}`, `{'sold_out'}`,
+/// `{'ended'}`, `{'not_started'}`, `{'cap_exceeded', held}` or `{'rebuild'}`.
 const ADMIT_LUA: &str = r#"
+local out = {}
 local m = redis.call('HMGET', KEYS[1], 'ready', 'status', 'reason', 'starts_ms', 'ends_ms', 'cap')
-if m[1] ~= '1' then return {'rebuild'} end
-local existing = redis.call('HGET', KEYS[4], ARGV[3])
-if existing then return {'dup', existing} end
-local now = tonumber(ARGV[5])
-local q = tonumber(ARGV[2])
-if m[2] == 'ended' then
-  if m[3] == 'sold_out' then
-    local ceiling = redis.call('HGET', KEYS[6], ARGV[1])
-    if ceiling and now < tonumber(m[5]) then
-      local held = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-      if held + q <= tonumber(ceiling) then
-        redis.call('HINCRBY', KEYS[3], ARGV[1], q)
-        redis.call('HSET', KEYS[4], ARGV[3], 'p:' .. q .. ':' .. ARGV[5] .. ':' .. ARGV[4])
-        redis.call('ZADD', KEYS[5], ARGV[5], ARGV[3])
-        return {'ok'}
+if m[1] ~= '1' then
+  for i = 2, #ARGV, 4 do out[#out + 1] = {'rebuild'} end
+  return out
+end
+local now = tonumber(ARGV[1])
+local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
+local taken = 0
+local function reserve(buyer, q, field, hash)
+  redis.call('HINCRBY', KEYS[3], buyer, q)
+  redis.call('HSET', KEYS[4], field, 'p:' .. q .. ':' .. ARGV[1] .. ':' .. hash)
+  redis.call('ZADD', KEYS[5], ARGV[1], field)
+end
+for i = 2, #ARGV, 4 do
+  local buyer, q, field, hash = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
+  local existing = redis.call('HGET', KEYS[4], field)
+  local reply
+  if existing then
+    reply = {'dup', existing}
+  elseif m[2] == 'ended' then
+    reply = {'ended'}
+    if m[3] == 'sold_out' then
+      reply = {'sold_out'}
+      local ceiling = redis.call('HGET', KEYS[6], buyer)
+      if ceiling and now < tonumber(m[5]) then
+        local held = tonumber(redis.call('HGET', KEYS[3], buyer) or '0')
+        if held + q <= tonumber(ceiling) then
+          reserve(buyer, q, field, hash)
+          reply = {'ok'}
+        end
       end
     end
-    return {'sold_out'}
+  elseif now >= tonumber(m[5]) then
+    reply = {'ended'}
+  elseif now < tonumber(m[4]) then
+    reply = {'not_started'}
+  else
+    local units = tonumber(redis.call('HGET', KEYS[3], buyer) or '0')
+    if units + q > tonumber(m[6]) then
+      reply = {'cap_exceeded', tostring(units)}
+    elseif stock < q then
+      reply = {'sold_out'}
+    else
+      stock = stock - q
+      taken = taken + q
+      reserve(buyer, q, field, hash)
+      reply = {'ok'}
+    end
   end
-  return {'ended'}
+  out[#out + 1] = reply
 end
-if now >= tonumber(m[5]) then return {'ended'} end
-if now < tonumber(m[4]) then return {'not_started'} end
-local units = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-if units + q > tonumber(m[6]) then return {'cap_exceeded', tostring(units)} end
-if tonumber(redis.call('GET', KEYS[2]) or '0') < q then return {'sold_out'} end
-redis.call('DECRBY', KEYS[2], q)
-redis.call('HINCRBY', KEYS[3], ARGV[1], q)
-redis.call('HSET', KEYS[4], ARGV[3], 'p:' .. q .. ':' .. ARGV[5] .. ':' .. ARGV[4])
-redis.call('ZADD', KEYS[5], ARGV[5], ARGV[3])
-return {'ok'}
+if taken > 0 then redis.call('DECRBY', KEYS[2], taken) end
+return out
 "#;
 
 /// Releases a reservation that did not become an order (only if still pending).
@@ -177,6 +207,16 @@ end
 return 1
 "#;
 
+/// One purchase attempt as the admission script reads it.
+#[derive(Debug)]
+pub(super) struct Attempt {
+    pub buyer: String,
+    pub quantity: i32,
+    /// The `keys` hash field of the attempt's [`ReservationKey`].
+    pub field: String,
+    pub request_hash: String,
+}
+
 /// Who holds a reservation: a buyer and the idempotency key of their request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReservationKey {
@@ -266,7 +306,7 @@ pub enum Admission {
 }
 
 impl Admission {
-    /// Reads `ADMIT_LUA`'s reply.
+    /// Reads one attempt's reply of `ADMIT_LUA`.
     fn from_reply(reply: &[String]) -> Admission {
         match reply.first().map(String::as_str) {
             Some("ok") => Admission::Admitted,
@@ -305,6 +345,8 @@ pub struct Gate {
     correct: Script,
     /// Test hook: extra time between a rebuild's Postgres read and its write.
     rebuild_delay: Duration,
+    /// Attempts waiting for the admission script, sent together.
+    admissions: Arc<Admissions>,
 }
 
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -339,6 +381,7 @@ impl Gate {
             snapshot: Script::new(SNAPSHOT_LUA),
             correct: Script::new(CORRECT_LUA),
             rebuild_delay: Duration::ZERO,
+            admissions: Arc::new(Admissions::default()),
         }
     }
 
@@ -349,6 +392,11 @@ impl Gate {
         self
     }
 
+    /// The attempts waiting for the admission script.
+    pub(super) fn admissions(&self) -> &Admissions {
+        &self.admissions
+    }
+
     /// The Redis connection, for other shortcuts that share it (coupon flags).
     pub(crate) fn redis(&self) -> &Redis {
         &self.redis
@@ -357,6 +405,11 @@ impl Gate {
     /// Reserves `quantity` units for `key`, or says why not. The request's
     /// hash is kept with the reservation so a replay can tell a retry from a
     /// reused key.
+    ///
+    /// The attempts a node makes while its previous call is under way go to
+    /// Redis together, one script call per deal ([`super::admission`]): one
+    /// round trip and one script run for many buyers, each admitted as if
+    /// alone, in arrival order.
     pub async fn admit(
         &self,
         deal: Uuid,
@@ -364,6 +417,22 @@ impl Gate {
         quantity: i32,
         request_hash: &str,
     ) -> Result<Admission> {
+        let attempt = Attempt {
+            buyer: key.buyer.clone(),
+            quantity,
+            field: key.field(),
+            request_hash: request_hash.to_string(),
+        };
+        self.admissions.admit(self, deal, attempt).await
+    }
+
+    /// Runs the admission script for attempts on one deal, in their order.
+    pub(super) async fn admit_batch(
+        &self,
+        deal: Uuid,
+        attempts: &[&Attempt],
+        now_ms: i64,
+    ) -> Result<Vec<Admission>> {
         let mut conn = self.redis.clone();
         let mut invocation = self.admit.prepare_invoke();
         invocation
@@ -373,13 +442,23 @@ impl Gate {
             .key(self.deal_key(deal, "keys"))
             .key(self.deal_key(deal, "pending"))
             .key(self.deal_key(deal, "offers"))
-            .arg(&key.buyer)
-            .arg(quantity)
-            .arg(key.field())
-            .arg(request_hash)
-            .arg(chrono::Utc::now().timestamp_millis());
-        let reply: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
-        Ok(Admission::from_reply(&reply))
+            .arg(now_ms);
+        for attempt in attempts {
+            invocation
+                .arg(&attempt.buyer)
+                .arg(attempt.quantity)
+                .arg(&attempt.field)
+                .arg(&attempt.request_hash);
+        }
+        let replies: Vec<Vec<String>> = bounded(invocation.invoke_async(&mut conn)).await?;
+        if replies.len() != attempts.len() {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "the admission script answered {} of {} attempts",
+                replies.len(),
+                attempts.len()
+            )));
+        }
+        Ok(replies.iter().map(|reply| Admission::from_reply(reply)).collect())
     }
 
     /// Marks reservations as settled orders.

@@ -9,10 +9,14 @@
 //! 3. [`settle`]: the batcher and the commit — one transaction per batch,
 //!    then the gate and the room are told.
 //!
+//! [`admission`] groups the gate's calls: attempts that arrive while one is
+//! under way go to Redis together.
+//!
 //! [`decide`] is the commit's one pure step: who gets what in a batch.
 //! The order type is [`crate::order`], prices [`crate::pricing`], running
 //! figures [`crate::stock`].
 
+mod admission;
 pub mod decide;
 pub mod entry;
 pub mod gate;

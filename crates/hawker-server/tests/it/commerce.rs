@@ -321,6 +321,84 @@ async fn retries_and_errors_have_distinct_codes() {
     assert_eq!(buy(&a, "z", &early, "k6", 1).await.1["error"], "deal_ended");
 }
 
+/// Attempts that reach a node together go to the gate in one script call
+/// (`purchase/admission.rs`); each must still be admitted as if alone, in
+/// order: one buyer repeating one key gets one order, a greedy buyer stops at
+/// the cap, and the deal sells exactly its units.
+#[tokio::test]
+async fn attempts_sent_at_once_are_admitted_as_if_one_by_one() {
+    let redis = RedisServer::start();
+    let (a, _b, agency, session) = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
+    let deal = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 10,
+        "per_buyer_cap": 2, "duration_secs": 60}),
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(200)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut attempts = Vec::new();
+    for i in 0..30 {
+        attempts.push(("same".to_string(), "one".to_string()));
+        attempts.push(("greedy".to_string(), format!("g{i}")));
+    }
+    for i in 0..40 {
+        attempts.push((format!("b{i}"), "k".to_string()));
+    }
+    let answers = join_all(attempts.into_iter().map(|(buyer, key)| {
+        let (http, token, deal) = (http.clone(), a.token(&buyer, Role::Viewer), deal.clone());
+        let addr = a.addr;
+        async move { (buyer, buy_with(&http, addr, &token, &deal, &key, 1).await) }
+    }))
+    .await;
+    // Which buyers get the ten units depends on arrival; what each gets does not.
+    let same: HashSet<String> = answers
+        .iter()
+        .filter(|(b, _)| b == "same")
+        .map(|(_, (status, body))| format!("{status} {}", body.get("order_id").unwrap_or(&body["error"])))
+        .collect();
+    assert_eq!(
+        same.len(),
+        1,
+        "every repeat of one key gets the same answer: {same:?}"
+    );
+    let greedy_created = answers
+        .iter()
+        .filter(|(b, (status, _))| b == "greedy" && *status == 201)
+        .count();
+    assert!(
+        greedy_created <= 2,
+        "the greedy buyer stops at the cap: {greedy_created}"
+    );
+    for (buyer, (status, body)) in &answers {
+        if *status != 201 {
+            let expected = if buyer == "greedy" {
+                ["sold_out", "cap_exceeded"].contains(&body["error"].as_str().unwrap_or(""))
+            } else {
+                body["error"] == "sold_out"
+            };
+            assert!(expected, "{buyer}: {status} {body}");
+        }
+    }
+    let orders = answers.iter().filter(|(_, (status, _))| *status == 201).count();
+    let same_order = usize::from(same.iter().any(|a| a.starts_with("201")));
+    let pg = deal_in_postgres(&a.db, &deal).await;
+    assert_eq!((pg.0, pg.1), (10, 10), "the deal sells exactly its units");
+    assert!(pg.2 <= 2, "nobody passes the cap");
+    assert_eq!(pg.3.len(), 10, "one order per unit");
+    assert_eq!(
+        orders - same_order * 29,
+        10,
+        "every order is answered, once per key"
+    );
+}
+
 /// The settlement decides a batch as if its buyers held nothing (the gate
 /// counts units per buyer) and lets the guarded upsert of `deal_buyer`
 /// check the sum. When the gate has lost a buyer's count, that check finds
