@@ -31,24 +31,12 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-        // sqlx pings every connection it hands out, one round trip more for
-        // every transaction; a connection in use within the last second is
-        // handed out as is (if it died since, its statement fails and is
-        // answered 503 like any other loss of Postgres).
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IF_IDLE_FOR {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        })
+        // sqlx pings every connection it hands out (one round trip per
+        // transaction). Kept: it is what bounds a request by the acquire
+        // timeout when packets to Postgres are dropped; a statement sent on
+        // an unchecked connection would wait for an answer that cannot come.
         .connect_lazy_with(session_options(connect_options(&settings.url)?, settings)))
 }
-
-/// A pooled connection idle this long is pinged before it is handed out.
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// One round trip to Postgres (`select 1`): whether the pool can reach it.
 /// Readiness checks call this, under their own timeout.
