@@ -1,10 +1,11 @@
 //! `--server-env KEY=VALUE`: extra environment for spawned nodes.
 
 /// Variables passed to spawned nodes as they are named here; any other is refused.
-const ALLOWED: &str = "HAWKER…, MALLOC_…, GLIBC_TUNABLES, LD_PRELOAD and TOKIO_WORKER_THREADS";
+const ALLOWED: &str = "HAWKER…, MALLOC_…, MIMALLOC_…, GLIBC_TUNABLES, LD_PRELOAD and TOKIO_WORKER_THREADS";
 
 /// Parses one `--server-env` value. Accepted: `HAWKER…` settings (e.g.
-/// `HAWKER__HUB__WRITE_BATCH=32`), the allocator's `MALLOC_…` and
+/// `HAWKER__HUB__WRITE_BATCH=32`), the allocators' `MALLOC_…`, `MIMALLOC_…`
+/// (the server's own allocator, e.g. `MIMALLOC_PURGE_DELAY=-1`) and
 /// `GLIBC_TUNABLES`, `LD_PRELOAD` (to try another allocator, e.g.
 /// /usr/lib/x86_64-linux-gnu/libjemalloc.so.2, without rebuilding the server)
 /// and `TOKIO_WORKER_THREADS`. The value may be empty and may hold `=`.
@@ -17,6 +18,7 @@ pub fn parse_env(text: &str) -> Result<(String, String), String> {
     }
     let allowed = key.starts_with("HAWKER")
         || key.starts_with("MALLOC_")
+        || key.starts_with("MIMALLOC_")
         || matches!(key, "GLIBC_TUNABLES" | "LD_PRELOAD" | "TOKIO_WORKER_THREADS");
     if !allowed {
         return Err(format!("`{key}` is not passed to the server: only {ALLOWED} are"));

@@ -36,7 +36,9 @@ use super::admission::Admissions;
 use hawker_core::error::{Error, Result};
 
 /// Admits a batch of attempts on one deal, in order, as if each were a call
-/// of its own: every attempt sees the reservations of those before it.
+/// of its own: every attempt sees the reservations of those before it (kept
+/// in the script's tables; the hashes and the sorted set are written once,
+/// at the end, with one variadic command each).
 /// KEYS: meta, stock, buyers, keys, pending, offers.
 /// ARGV: now (ms), then buyer, quantity, field, request hash per attempt.
 /// Returns one reply per attempt: `{'ok'}`, `{'dup', value}`, `{'sold_out'}`,
@@ -50,51 +52,65 @@ if m[1] ~= '1' then
 end
 local now = tonumber(ARGV[1])
 local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
-local taken = 0
+local any_offer = redis.call('EXISTS', KEYS[6]) == 1
+-- What this call has reserved, written once at the end: the keys' values and
+-- pending fields, each buyer's units (read once, then counted here).
+local taken, added, values, pending, held = 0, {}, {}, {}, {}
+local function units(buyer)
+  if held[buyer] == nil then held[buyer] = tonumber(redis.call('HGET', KEYS[3], buyer) or '0') end
+  return held[buyer]
+end
 local function reserve(buyer, q, field, hash)
-  redis.call('HINCRBY', KEYS[3], buyer, q)
-  redis.call('HSET', KEYS[4], field, 'p:' .. q .. ':' .. ARGV[1] .. ':' .. hash)
-  redis.call('ZADD', KEYS[5], ARGV[1], field)
+  held[buyer] = units(buyer) + q
+  added[buyer] = (added[buyer] or 0) + q
+  local value = 'p:' .. q .. ':' .. ARGV[1] .. ':' .. hash
+  values[field] = value
+  pending[#pending + 1] = ARGV[1]
+  pending[#pending + 1] = field
+  local n = #out
+  out[n + 1] = {'ok'}
 end
 for i = 2, #ARGV, 4 do
   local buyer, q, field, hash = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
-  local existing = redis.call('HGET', KEYS[4], field)
-  local reply
+  local existing = values[field] or redis.call('HGET', KEYS[4], field)
   if existing then
-    reply = {'dup', existing}
+    out[#out + 1] = {'dup', existing}
   elseif m[2] == 'ended' then
-    reply = {'ended'}
+    local reply = {'ended'}
     if m[3] == 'sold_out' then
       reply = {'sold_out'}
-      local ceiling = redis.call('HGET', KEYS[6], buyer)
-      if ceiling and now < tonumber(m[5]) then
-        local held = tonumber(redis.call('HGET', KEYS[3], buyer) or '0')
-        if held + q <= tonumber(ceiling) then
-          reserve(buyer, q, field, hash)
-          reply = {'ok'}
-        end
+      local ceiling = any_offer and redis.call('HGET', KEYS[6], buyer)
+      if ceiling and now < tonumber(m[5]) and units(buyer) + q <= tonumber(ceiling) then
+        reply = nil
+        reserve(buyer, q, field, hash)
       end
     end
+    if reply then out[#out + 1] = reply end
   elseif now >= tonumber(m[5]) then
-    reply = {'ended'}
+    out[#out + 1] = {'ended'}
   elseif now < tonumber(m[4]) then
-    reply = {'not_started'}
+    out[#out + 1] = {'not_started'}
+  elseif units(buyer) + q > tonumber(m[6]) then
+    out[#out + 1] = {'cap_exceeded', tostring(units(buyer))}
+  elseif stock < q then
+    out[#out + 1] = {'sold_out'}
   else
-    local units = tonumber(redis.call('HGET', KEYS[3], buyer) or '0')
-    if units + q > tonumber(m[6]) then
-      reply = {'cap_exceeded', tostring(units)}
-    elseif stock < q then
-      reply = {'sold_out'}
-    else
-      stock = stock - q
-      taken = taken + q
-      reserve(buyer, q, field, hash)
-      reply = {'ok'}
-    end
+    stock = stock - q
+    taken = taken + q
+    reserve(buyer, q, field, hash)
   end
-  out[#out + 1] = reply
 end
 if taken > 0 then redis.call('DECRBY', KEYS[2], taken) end
+if #pending > 0 then
+  local fields = {}
+  for field, value in pairs(values) do
+    fields[#fields + 1] = field
+    fields[#fields + 1] = value
+  end
+  redis.call('HSET', KEYS[4], unpack(fields))
+  redis.call('ZADD', KEYS[5], unpack(pending))
+  for buyer, q in pairs(added) do redis.call('HINCRBY', KEYS[3], buyer, q) end
+end
 return out
 "#;
 
