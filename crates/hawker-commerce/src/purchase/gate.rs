@@ -1,6 +1,6 @@
-//! The admission gate: one Redis Lua script per purchase attempt that
-//! rejects sold-out, over-cap, early, late and repeated requests without
-//! touching Postgres, and reserves units for the rest.
+//! The admission gate: one Redis Lua script, called for a group of attempts
+//! (`admission.rs`), that rejects sold-out, over-cap, early, late and repeated
+//! requests without touching Postgres, and reserves units for the rest.
 //!
 //! This module is the only code that knows the gate's keys and the format of
 //! its values; the rest of the crate sees [`Admission`], [`Reservation`] and
