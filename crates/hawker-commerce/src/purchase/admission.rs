@@ -83,7 +83,14 @@ impl Admissions {
 /// Sends what waits, one script call per deal (and per [`MOST_PER_CALL`]),
 /// all at once; then what arrived meanwhile; until nothing waits.
 async fn drain(gate: Gate) {
-    while let Some(waiting) = gate.admissions().take() {
+    // Should this task end early (a panic, the runtime shutting down), the
+    // next attempt starts another; without the guard every later attempt
+    // would wait for a task that is gone.
+    let mut guard = Draining {
+        admissions: gate.admissions(),
+        done: false,
+    };
+    while let Some(waiting) = guard.admissions.take() {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut by_deal: HashMap<Uuid, Vec<Waiting>> = HashMap::new();
         for w in waiting {
@@ -100,6 +107,23 @@ async fn drain(gate: Gate) {
             chunks
         });
         futures_util::future::join_all(calls.map(|(deal, group)| call(&gate, deal, group, now_ms))).await;
+    }
+    // `take` found the queue empty and cleared the flag itself.
+    guard.done = true;
+}
+
+/// Clears the queue's `draining` flag if the sending task ends before
+/// finding the queue empty.
+struct Draining<'a> {
+    admissions: &'a Admissions,
+    done: bool,
+}
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.admissions.queue().draining = false;
+        }
     }
 }
 
@@ -126,5 +150,30 @@ async fn call(gate: &Gate, deal: Uuid, group: Vec<Waiting>, now_ms: i64) {
                 }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sending_task_that_ends_early_lets_the_next_attempt_start_another() {
+        let admissions = Admissions::default();
+        admissions.queue().draining = true;
+        drop(Draining {
+            admissions: &admissions,
+            done: false,
+        });
+        assert!(!admissions.queue().draining, "a task cut short clears the flag");
+        admissions.queue().draining = true;
+        drop(Draining {
+            admissions: &admissions,
+            done: true,
+        });
+        assert!(
+            admissions.queue().draining,
+            "a task that ended normally leaves the flag to whoever set it since"
+        );
     }
 }

@@ -63,42 +63,41 @@ end
 local function reserve(buyer, q, field, hash)
   held[buyer] = units(buyer) + q
   added[buyer] = (added[buyer] or 0) + q
-  local value = 'p:' .. q .. ':' .. ARGV[1] .. ':' .. hash
-  values[field] = value
+  values[field] = 'p:' .. q .. ':' .. ARGV[1] .. ':' .. hash
   pending[#pending + 1] = ARGV[1]
   pending[#pending + 1] = field
-  local n = #out
-  out[n + 1] = {'ok'}
+  return {'ok'}
 end
 for i = 2, #ARGV, 4 do
   local buyer, q, field, hash = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local existing = values[field] or redis.call('HGET', KEYS[4], field)
+  local reply
   if existing then
-    out[#out + 1] = {'dup', existing}
+    reply = {'dup', existing}
   elseif m[2] == 'ended' then
-    local reply = {'ended'}
-    if m[3] == 'sold_out' then
+    -- Sold out: only a buyer with an open waitlist offer, up to its ceiling.
+    local ceiling = m[3] == 'sold_out' and any_offer and redis.call('HGET', KEYS[6], buyer)
+    if ceiling and now < tonumber(m[5]) and units(buyer) + q <= tonumber(ceiling) then
+      reply = reserve(buyer, q, field, hash)
+    elseif m[3] == 'sold_out' then
       reply = {'sold_out'}
-      local ceiling = any_offer and redis.call('HGET', KEYS[6], buyer)
-      if ceiling and now < tonumber(m[5]) and units(buyer) + q <= tonumber(ceiling) then
-        reply = nil
-        reserve(buyer, q, field, hash)
-      end
+    else
+      reply = {'ended'}
     end
-    if reply then out[#out + 1] = reply end
   elseif now >= tonumber(m[5]) then
-    out[#out + 1] = {'ended'}
+    reply = {'ended'}
   elseif now < tonumber(m[4]) then
-    out[#out + 1] = {'not_started'}
+    reply = {'not_started'}
   elseif units(buyer) + q > tonumber(m[6]) then
-    out[#out + 1] = {'cap_exceeded', tostring(units(buyer))}
+    reply = {'cap_exceeded', tostring(units(buyer))}
   elseif stock < q then
-    out[#out + 1] = {'sold_out'}
+    reply = {'sold_out'}
   else
     stock = stock - q
     taken = taken + q
-    reserve(buyer, q, field, hash)
+    reply = reserve(buyer, q, field, hash)
   end
+  out[#out + 1] = reply
 end
 if taken > 0 then redis.call('DECRBY', KEYS[2], taken) end
 if #pending > 0 then

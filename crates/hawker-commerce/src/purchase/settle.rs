@@ -710,9 +710,6 @@ async fn read(tx: &mut Transaction<'_, Postgres>, requests: &[SettleRequest]) ->
     })
 }
 
-/// The units each of the batch's buyers holds of its deal, their rows
-/// locked in key order (the order every batch's upsert takes them in). One
-/// index lookup per (deal, buyer), whatever the table's statistics say.
 /// The orders that already exist for the batch's (buyer, key), with their
 /// request hash. Read only when the insert found one (a replay whose key the
 /// gate had lost, or a race with another node): the common batch skips the
@@ -741,6 +738,9 @@ async fn read_existing(
     .collect())
 }
 
+/// The units each of the batch's buyers holds of its deal, their rows
+/// locked in key order (the order every batch's upsert takes them in). One
+/// index lookup per (deal, buyer), whatever the table's statistics say.
 async fn read_held(
     tx: &mut Transaction<'_, Postgres>,
     requests: &[SettleRequest],
@@ -966,7 +966,6 @@ async fn take_offered(
     }))
 }
 
-/// Column arrays for one multi-row insert.
 /// What the insert returns of each order it wrote.
 #[derive(sqlx::FromRow)]
 struct Inserted {
@@ -976,6 +975,7 @@ struct Inserted {
     host_id: Option<Uuid>,
 }
 
+/// Column arrays for one multi-row insert.
 #[derive(Default)]
 struct OrderColumns {
     /// The request each row answers.
