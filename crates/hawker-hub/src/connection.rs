@@ -1,13 +1,17 @@
-//! One WebSocket connection: join the room, then one task that `select!`s
-//! between its send queue, the socket, a ping timer and shutdown.
+//! One WebSocket connection: join the room, then two loops, each waiting
+//! only on what concerns it.
 //!
-//! - Socket → command → publish: `Connection::pump` reads a text frame,
-//!   `Connection::command` reads it into a [`Command`] and applies it
-//!   (see [`crate::commands`]; most commands publish through the hub), and
-//!   the reply is queued like any frame.
 //! - Room → socket: the room task ([`crate::room`]) pushes each event into
-//!   this connection's [`SendQueue`]; `Connection::write` drains it into
-//!   the socket, one flush per batch.
+//!   this connection's [`SendQueue`]; the `Writer` (the connection's own
+//!   task) waits on that queue alone and drains it into the socket, one
+//!   flush per batch. A delivery wakes nothing else: no socket read, no
+//!   timer, no shutdown check.
+//! - Socket → command → publish: the `Reader`, in a task of its own, reads
+//!   a text frame into a [`Command`] and applies it (see
+//!   [`crate::commands`]; most commands publish through the hub); the
+//!   reply is queued like any frame. It also watches the token's expiry,
+//!   the host's rights and the node's shutdown, and closes the queue when
+//!   it ends, which ends the writer.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,12 +21,12 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use std::future::Future;
 use std::pin::Pin;
 
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use tracing::Instrument;
 use hawker_core::Role;
 use serde_json::json;
 use tokio::sync::oneshot;
-use tokio_util::sync::WaitForCancellationFuture;
 use uuid::Uuid;
 
 use crate::commands::{self, Command, CommandError, CommerceCommands, Context, Rights, Turn};
@@ -79,24 +83,12 @@ struct Connection {
     hub: Hub,
     room_id: Uuid,
     member: Member,
-    /// Frames waiting to be written; the room task pushes, this task drains.
+    /// Frames waiting to be written; the room task pushes, the writer drains.
     queue: Arc<SendQueue>,
     commerce: Arc<dyn CommerceCommands>,
     /// The session's access rule for this socket's token.
     rights: Arc<dyn SessionRights>,
-    /// When the right to host was last confirmed (`member.can_host`).
-    host_confirmed: Instant,
-    /// This connection as its room sees it, once joined.
-    entry: Option<Arc<ClientEntry>>,
     client_id: u64,
-    last_seen: Instant,
-    batch: Vec<Arc<Frame>>,
-    /// Commands being carried out, answered in the order they arrived;
-    /// allocated with the socket's first command.
-    /// (In a mutex only to be `Sync`; reached through `&mut`, never locked.)
-    in_flight: Option<std::sync::Mutex<FuturesOrdered<Running>>>,
-    /// The turn the socket's next command publishes after.
-    last_turn: Option<oneshot::Receiver<()>>,
 }
 
 /// A command under way; its output is the `ack` or `error` frame.
@@ -127,20 +119,12 @@ impl Connection {
             queue,
             commerce,
             rights,
-            host_confirmed: Instant::now(),
-            entry: None,
             client_id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
-            last_seen: Instant::now(),
-            // Grows to the largest batch this socket has drained: a viewer
-            // of a quiet room keeps a few pointers, not `hub.write_batch`.
-            batch: Vec::new(),
-            in_flight: None,
-            last_turn: None,
         }
     }
 
     #[tracing::instrument(name = "socket", skip_all, fields(room = %self.room_id, user = %self.member.user))]
-    async fn run(mut self, mut socket: WebSocket, resume: Option<(String, u64)>, notices_after: Option<i64>) {
+    async fn run(self, mut socket: WebSocket, resume: Option<(String, u64)>, notices_after: Option<i64>) {
         let entry = Arc::new(ClientEntry {
             id: self.client_id,
             user: self.member.user.clone(),
@@ -148,7 +132,6 @@ impl Connection {
             you: std::sync::Mutex::new(encoded(&you(&self.member))),
             can_host: AtomicBool::new(self.member.can_host),
         });
-        self.entry = Some(entry.clone());
         // Before joining, so the room knows whom moderators may not touch
         // by the time this socket can see anything.
         // The awaits before and after `pump` run once per socket: boxed, so
@@ -158,7 +141,7 @@ impl Connection {
         let room = self.hub.send_to_room(
             self.room_id,
             RoomInput::Join {
-                client: entry,
+                client: entry.clone(),
                 resume,
                 reply,
             },
@@ -218,30 +201,238 @@ impl Connection {
             self.presence(&room, "presence.joined").await;
         })
         .await;
-        let end = self.pump(&mut socket, &room).await;
-        if end == End::Close(close_code::GOING_AWAY, SHUTTING_DOWN) {
-            // Commands under way when the node stops still get their answer.
-            Box::pin(self.answer_in_flight(&mut socket)).await;
-        }
+        let ended = self.pump(socket, &room, entry).await;
         self.hub.leave_notices(&self.member.user, self.client_id);
         let _ = room.tx.send(RoomInput::Leave {
             client_id: self.client_id,
         });
         Box::pin(async {
-            self.hub.depart(&room, &self.member.user).await;
-            match end {
-                End::ByPeer => finish(&mut socket).await,
-                End::Close(code, text) => close(&mut socket, code, text).await,
-                End::Gone => {}
+            if let Some((mut reader, mut socket, end)) = ended {
+                if end == End::Close(close_code::GOING_AWAY, SHUTTING_DOWN) {
+                    // Commands under way when the node stops still get their answer.
+                    reader.answer_in_flight(&mut socket).await;
+                }
+                match end {
+                    End::ByPeer => finish(&mut socket).await,
+                    End::Close(code, text) => close(&mut socket, code, text).await,
+                    End::Gone => {}
+                }
             }
+            self.hub.depart(&room, &self.member.user).await;
             self.presence(&room, "presence.left").await;
         })
         .await;
     }
 
-    /// Runs until the socket ends; says how.
-    async fn pump(&mut self, socket: &mut WebSocket, room: &RoomHandle) -> End {
-        let config = self.hub.config().clone();
+    /// Runs the joined socket until it ends: its reader in a task of its
+    /// own ([`Reader::read`]), its writer ([`Writer::run`]) in this one, so
+    /// that a delivery wakes the writer alone. Gives back the socket and the
+    /// reader (its commands under way) with how the socket ends; nothing if
+    /// the reader's task failed (the socket is then dropped).
+    async fn pump(
+        &self,
+        socket: WebSocket,
+        room: &RoomHandle,
+        entry: Arc<ClientEntry>,
+    ) -> Option<(Reader, WebSocket, End)> {
+        let config = self.hub.config();
+        let (sink, stream) = socket.split();
+        let reader = Reader {
+            hub: self.hub.clone(),
+            room: room.clone(),
+            member: self.member.clone(),
+            queue: self.queue.clone(),
+            entry,
+            commerce: self.commerce.clone(),
+            rights: self.rights.clone(),
+            host_confirmed: Instant::now(),
+            in_flight: None,
+            last_turn: None,
+        };
+        // Dropped when the writer ends, which ends the reader.
+        let (stop, stopped) = oneshot::channel::<()>();
+        let reading = tokio::spawn(
+            async move {
+                let mut reader = reader;
+                let mut stream = stream;
+                let end = reader.read(&mut stream, stopped).await;
+                (reader, stream, end)
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let mut writer = Writer {
+            sink,
+            queue: self.queue.clone(),
+            batch: Vec::new(),
+            write_batch: config.write_batch,
+            ping_interval: config.ping_interval(),
+            idle_timeout: config.idle_timeout(),
+        };
+        let written = writer.run().await;
+        drop(stop);
+        let (reader, stream, read_end) = match reading.await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(error = %e, "a socket's reader failed");
+                return None;
+            }
+        };
+        let socket = stream.reunite(writer.sink).ok()?;
+        Some((reader, socket, written.unwrap_or(read_end)))
+    }
+
+    /// An admin's or the agency's socket that may host marks its user in the
+    /// room as one moderators may not act on (hosts on the roster are known
+    /// from the database).
+    async fn record_privileged(&self) {
+        if !self.member.can_host || !matches!(self.member.role, Role::Admin | Role::Agency) {
+            return;
+        }
+        let field = format!("privileged:{}", self.member.user);
+        if let Err(e) = self
+            .hub
+            .inner
+            .store
+            .set_moderation_field(self.room_id, &field, self.member.role.as_str())
+            .await
+        {
+            tracing::debug!(error = %e, "could not record a privileged user in the room");
+        }
+    }
+
+    /// Announces a join or leave, in small rooms only (`hub.presence_below`),
+    /// live only: presence takes no offset and is kept in no history, so
+    /// joins and leaves never push other events out of it. Others see the
+    /// user's display name where one is known, else the user id.
+    async fn presence(&self, room: &RoomHandle, kind: &str) {
+        let total = room.shared.viewers_total.load(Ordering::Relaxed) as usize;
+        let local = room.shared.local_viewers.load(Ordering::Relaxed);
+        if total.max(local) < self.hub.config().presence_below {
+            let data = match &self.member.name {
+                Some(name) => json!({ "name": name }),
+                None => json!({ "user": self.member.user }),
+            };
+            let publication = Publication::new(kind, data);
+            if let Err(e) = self
+                .hub
+                .inner
+                .store
+                .publish_live(self.room_id, &publication)
+                .await
+            {
+                tracing::debug!(error = %e, "presence notice not sent");
+            }
+        }
+    }
+}
+
+/// The socket's write side: waits on the send queue alone and writes what
+/// it holds, `feed` per frame and one `flush` per batch. The node's ping
+/// tick reaches it through the queue too, so an idle socket has no timer.
+struct Writer {
+    sink: SplitSink<WebSocket, Message>,
+    queue: Arc<SendQueue>,
+    batch: Vec<Arc<Frame>>,
+    write_batch: usize,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+}
+
+impl Writer {
+    /// Writes until the queue asks to close or a write fails; says how the
+    /// socket closes, or nothing when the reader ended (it says how).
+    async fn run(&mut self) -> Option<End> {
+        loop {
+            if let Err(end) = self.write().await {
+                return end;
+            }
+            self.queue.ready().await;
+        }
+    }
+
+    /// Drains the send queue into the socket, one flush per batch, and
+    /// pings the peer when the node's ping tick asked. A write that blocks
+    /// (the peer stopped reading) is abandoned when the queue asks to close.
+    async fn write(&mut self) -> Result<(), Option<End>> {
+        loop {
+            // Checked before every drain: a ping asked for while a batch was
+            // being written is not left for the next wake-up.
+            if self.queue.take_ping() {
+                self.ping().await?;
+            }
+            // Grows to the largest batch this socket has drained: a viewer
+            // of a quiet room keeps a few pointers, not `hub.write_batch`.
+            self.batch.clear();
+            if let Some(reason) = self.queue.drain(self.write_batch, &mut self.batch) {
+                return Err(close_for(reason));
+            }
+            if self.batch.is_empty() {
+                return Ok(());
+            }
+            let written = tokio::select! {
+                result = write_batch(&mut self.sink, &self.batch) => result,
+                reason = closing(&self.queue) => return Err(close_for(reason)),
+            };
+            match written {
+                Ok(bytes) => {
+                    crate::metrics::delivered(self.batch.len() as u64, bytes);
+                    crate::metrics::written_latency(|| {
+                        let first = self.batch.iter().find(|f| f.ts_ms > 0)?;
+                        Some((now_ms() - first.ts_ms).max(0) as f64 / 1000.0)
+                    });
+                }
+                Err(_) => return Err(Some(End::Gone)),
+            }
+        }
+    }
+
+    /// Pings the peer, unless it has been silent past `hub.idle_timeout_secs`.
+    async fn ping(&mut self) -> Result<(), Option<End>> {
+        if self.queue.silent_for() > self.idle_timeout {
+            return Err(Some(End::Close(close_code::IDLE, "idle")));
+        }
+        // A peer that stopped reading must not stall the writer.
+        match tokio::time::timeout(self.ping_interval, self.sink.send(Message::Ping(bytes::Bytes::new()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Some(End::Gone)),
+            Err(_) => Err(Some(End::Close(
+                close_code::SLOW,
+                "too slow: resume from your last offset",
+            ))),
+        }
+    }
+}
+
+/// The socket's read side, in a task of its own: reads client frames and
+/// carries out their commands (the answers go through the send queue like
+/// any frame); watches the token's expiry, the host's rights and the node's
+/// shutdown. It wakes only for what it reads, never for a delivery.
+struct Reader {
+    hub: Hub,
+    room: RoomHandle,
+    member: Member,
+    queue: Arc<SendQueue>,
+    /// This connection as its room sees it.
+    entry: Arc<ClientEntry>,
+    commerce: Arc<dyn CommerceCommands>,
+    rights: Arc<dyn SessionRights>,
+    /// When the right to host was last confirmed (`member.can_host`).
+    host_confirmed: Instant,
+    /// Commands being carried out, answered in the order they arrived;
+    /// allocated with the socket's first command.
+    /// (In a mutex only to be `Sync`; reached through `&mut`, never locked.)
+    in_flight: Option<std::sync::Mutex<FuturesOrdered<Running>>>,
+    /// The turn the socket's next command publishes after.
+    last_turn: Option<oneshot::Receiver<()>>,
+}
+
+impl Reader {
+    /// Reads until the socket ends, the writer ends (`stop`), the token
+    /// expires or the node stops; says how the socket closes, and closes the
+    /// send queue so that the writer stops too.
+    async fn read(&mut self, stream: &mut SplitStream<WebSocket>, mut stop: oneshot::Receiver<()>) -> End {
+        let config = self.hub.config();
+        let most_in_flight = config.commands_in_flight;
         let shutdown = self.hub.shutdown_token().clone();
         // A socket does not outlive the token it was opened with.
         let expiry = token_expiry(self.member.token_expires_at);
@@ -258,55 +449,37 @@ impl Connection {
         } else {
             None
         };
-        // Made once: a fresh `cancelled()` per wake-up would register and
-        // unregister with the node's shutdown token every time.
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
-        loop {
+        let end = loop {
             tokio::select! {
-                _ = &mut stopping => return End::Close(close_code::GOING_AWAY, SHUTTING_DOWN),
-                _ = &mut expiry => return End::Close(close_code::TOKEN_EXPIRED, "token expired: reconnect with a new token and resume"),
-                _ = self.queue.ready() => {
-                    // The node's ping tick (`Hub::ping`), through the queue:
-                    // no timer per socket.
-                    if self.queue.take_ping() {
-                        if self.last_seen.elapsed() > config.idle_timeout() {
-                            return End::Close(close_code::IDLE, "idle");
-                        }
-                        // A peer that stopped reading must not stall this task.
-                        match tokio::time::timeout(config.ping_interval(), socket.send(Message::Ping(bytes::Bytes::new()))).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return End::Gone,
-                            Err(_) => return End::Close(close_code::SLOW, "too slow: resume from your last offset"),
-                        }
-                    }
-                    if let Err(end) = self.write(socket, stopping.as_mut()).await {
-                        return end;
-                    }
-                }
+                // The writer ended: how it ended is how the socket closes.
+                _ = &mut stop => break End::Gone,
+                _ = &mut stopping => break End::Close(close_code::GOING_AWAY, SHUTTING_DOWN),
+                _ = &mut expiry => break End::Close(close_code::TOKEN_EXPIRED, "token expired: reconnect with a new token and resume"),
                 Some(reply) = next_answer(&mut self.in_flight), if self.running() > 0 => {
                     let _ = self.queue.push(&Frame::control(reply), None, false);
                 }
                 // At `hub.commands_in_flight` the socket is not read (TCP
                 // backpressure) until a command is answered.
-                message = socket.recv(), if self.running() < config.commands_in_flight => {
-                    self.last_seen = Instant::now();
+                message = stream.next(), if self.running() < most_in_flight => {
+                    self.queue.heard();
                     match message {
                         Some(Ok(Message::Text(text))) => {
                             // Boxed: the idle loop does not carry a command's state.
-                            Box::pin(self.start_command(room, text.as_str())).await;
+                            Box::pin(self.start_command(text.as_str())).await;
                         }
                         Some(Ok(Message::Binary(_))) => {
                             self.answer(CommandError::BinaryUnsupported.frame(None));
                         }
-                        // tungstenite queues the pong itself; the next read sends it.
+                        // tungstenite queues the pong itself; the next write sends it.
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         // tungstenite queued the echo of the client's close.
-                        Some(Ok(Message::Close(_))) => return End::ByPeer,
-                        None => return End::Gone,
+                        Some(Ok(Message::Close(_))) => break End::ByPeer,
+                        None => break End::Gone,
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "socket read failed");
-                            return failure(&e);
+                            break failure(&e);
                         }
                     }
                 }
@@ -314,45 +487,9 @@ impl Connection {
                     Box::pin(self.check_host(true)).await;
                 }
             }
-        }
-    }
-
-    /// Drains the send queue into the socket: `feed` each frame, one `flush`
-    /// per batch. A write that blocks (the peer stopped reading) is abandoned
-    /// when the queue asks to close.
-    async fn write(
-        &mut self,
-        socket: &mut WebSocket,
-        mut stopping: Pin<&mut WaitForCancellationFuture<'_>>,
-    ) -> Result<(), End> {
-        let batch_size = self.hub.config().write_batch;
-        loop {
-            self.batch.clear();
-            if let Some(reason) = self.queue.drain(batch_size, &mut self.batch) {
-                return Err(close_for(reason));
-            }
-            if self.batch.is_empty() {
-                return Ok(());
-            }
-            let queue = self.queue.clone();
-            let batch = &self.batch;
-            let written = tokio::select! {
-                result = write_batch(socket, batch) => result,
-                reason = closing(&queue) => return Err(close_for(reason)),
-                // A peer that stopped reading must not hold up shutdown.
-                _ = &mut stopping => return Err(close_for(CloseReason::Shutdown)),
-            };
-            match written {
-                Ok(bytes) => {
-                    crate::metrics::delivered(self.batch.len() as u64, bytes);
-                    crate::metrics::written_latency(|| {
-                        let first = self.batch.iter().find(|f| f.ts_ms > 0)?;
-                        Some((now_ms() - first.ts_ms).max(0) as f64 / 1000.0)
-                    });
-                }
-                Err(_) => return Err(End::Gone),
-            }
-        }
+        };
+        self.queue.close(CloseReason::Reader);
+        end
     }
 
     /// How many commands are under way.
@@ -377,18 +514,18 @@ impl Connection {
     /// Handles one client text frame: reads it into a [`Command`] with the
     /// sender's rights as of now, and starts it; its answer is queued when
     /// it and every earlier command have finished.
-    async fn start_command(&mut self, room: &RoomHandle, text: &str) {
+    async fn start_command(&mut self, text: &str) {
         let frame = match commands::read_frame(text, self.hub.config().max_frame_bytes) {
             Ok(frame) => frame,
             Err(e) => return self.answer(e.frame(None)),
         };
-        let (command, rights, member) = match self.prepare(room, &frame).await {
+        let (command, rights, member) = match self.prepare(&frame).await {
             Ok(prepared) => prepared,
             Err(e) => return self.answer(e.frame(frame.id.as_deref())),
         };
         let turn = Turn::after(&mut self.last_turn);
         let hub = self.hub.clone();
-        let room = room.clone();
+        let room = self.room.clone();
         let commerce = self.commerce.clone();
         let session_rights = self.rights.clone();
         let running: Running = Box::pin(async move {
@@ -420,16 +557,12 @@ impl Connection {
 
     /// The command a frame asks for, with the rights it is carried out
     /// with and the sender as it acts.
-    async fn prepare(
-        &mut self,
-        room: &RoomHandle,
-        frame: &ClientCommand,
-    ) -> Result<(Command, Rights, Member), CommandError> {
+    async fn prepare(&mut self, frame: &ClientCommand) -> Result<(Command, Rights, Member), CommandError> {
         // A host's right is never used on an answer older than `hub.host_recheck_secs`.
         let host = self.check_host(false).await;
         // A moderator appointed by `mod.grant` may moderate from the next
         // command on: the room's moderation state says so.
-        let appointed = room.shared.moderation().is_moderator(&self.member.user);
+        let appointed = self.room.shared.moderation().is_moderator(&self.member.user);
         let rights = Rights {
             host: host == HostCheck::Host,
             moderate: (host == HostCheck::Host && self.member.can_moderate) || appointed,
@@ -455,7 +588,7 @@ impl Connection {
         Ok((command, rights, member))
     }
 
-    /// After the loop ended for shutdown: the answers of the commands still
+    /// After the loops ended for shutdown: the answers of the commands still
     /// under way, written as they come (bounded by `hub.command_timeout`).
     async fn answer_in_flight(&mut self, socket: &mut WebSocket) {
         let Some(running) = self.in_flight.take() else {
@@ -514,56 +647,10 @@ impl Connection {
         crate::metrics::host_demoted();
         tracing::info!("host rights withdrawn; the socket continues as a viewer");
         let you = you(&self.member);
-        if let Some(entry) = &self.entry {
-            entry.can_host.store(false, Ordering::Relaxed);
-            *entry.you.lock().unwrap_or_else(|p| p.into_inner()) = encoded(&you);
-        }
+        self.entry.can_host.store(false, Ordering::Relaxed);
+        *self.entry.you.lock().unwrap_or_else(|p| p.into_inner()) = encoded(&you);
         let frame = json!({ "type": "rights", "you": you }).to_string();
         let _ = self.queue.push(&Frame::control(frame), None, false);
-    }
-
-    /// An admin's or the agency's socket that may host marks its user in the
-    /// room as one moderators may not act on (hosts on the roster are known
-    /// from the database).
-    async fn record_privileged(&self) {
-        if !self.member.can_host || !matches!(self.member.role, Role::Admin | Role::Agency) {
-            return;
-        }
-        let field = format!("privileged:{}", self.member.user);
-        if let Err(e) = self
-            .hub
-            .inner
-            .store
-            .set_moderation_field(self.room_id, &field, self.member.role.as_str())
-            .await
-        {
-            tracing::debug!(error = %e, "could not record a privileged user in the room");
-        }
-    }
-
-    /// Announces a join or leave, in small rooms only (`hub.presence_below`),
-    /// live only: presence takes no offset and is kept in no history, so
-    /// joins and leaves never push other events out of it. Others see the
-    /// user's display name where one is known, else the user id.
-    async fn presence(&self, room: &RoomHandle, kind: &str) {
-        let total = room.shared.viewers_total.load(Ordering::Relaxed) as usize;
-        let local = room.shared.local_viewers.load(Ordering::Relaxed);
-        if total.max(local) < self.hub.config().presence_below {
-            let data = match &self.member.name {
-                Some(name) => json!({ "name": name }),
-                None => json!({ "user": self.member.user }),
-            };
-            let publication = Publication::new(kind, data);
-            if let Err(e) = self
-                .hub
-                .inner
-                .store
-                .publish_live(self.room_id, &publication)
-                .await
-            {
-                tracing::debug!(error = %e, "presence notice not sent");
-            }
-        }
     }
 }
 
@@ -606,16 +693,19 @@ fn failure(e: &axum::Error) -> End {
     }
 }
 
-fn close_for(reason: CloseReason) -> End {
-    match reason {
+/// How the socket closes for a reason the send queue gives; nothing when
+/// the reader ended (it says how).
+fn close_for(reason: CloseReason) -> Option<End> {
+    Some(match reason {
         CloseReason::Slow => End::Close(close_code::SLOW, "too slow: resume from your last offset"),
         CloseReason::Banned => End::Close(close_code::BANNED, "banned"),
         CloseReason::Shutdown => End::Close(close_code::GOING_AWAY, SHUTTING_DOWN),
         CloseReason::SessionEnded => End::Close(close_code::SESSION_ENDED, "session ended"),
-    }
+        CloseReason::Reader => return None,
+    })
 }
 
-async fn write_batch(socket: &mut WebSocket, batch: &[Arc<Frame>]) -> Result<u64, axum::Error> {
+async fn write_batch(socket: &mut SplitSink<WebSocket, Message>, batch: &[Arc<Frame>]) -> Result<u64, axum::Error> {
     let mut bytes = 0;
     for frame in batch {
         bytes += frame.len() as u64;

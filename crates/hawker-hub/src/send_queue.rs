@@ -3,16 +3,20 @@
 //! dropped. (Not to be confused with the durable room outbox in
 //! [`crate::durable`], which holds events waiting to be published.)
 //!
-//! The room task pushes; the connection task drains. A std `Mutex` is right
-//! here (as in mini-redis' `db.rs`): it is held for a few pointer moves and
-//! never across an `.await`.
+//! The room task pushes; the connection's writer drains. A std `Mutex` is
+//! right here (as in mini-redis' `db.rs`): it is held for a few pointer
+//! moves and never across an `.await`. The writer is the queue's one
+//! consumer, so it is woken through an `AtomicWaker` and a flag, not a
+//! `Notify` (no waiter list to lock on every wake-up).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::event::{Frame, Lane};
 
@@ -39,6 +43,9 @@ pub enum CloseReason {
     /// The session ended: the frames already queued (`session.ended`
     /// among them) are written first.
     SessionEnded,
+    /// The socket's reader ended (the peer closed or went away, a read
+    /// failed, the token expired): the reader says how the socket closes.
+    Reader,
 }
 
 impl CloseReason {
@@ -62,10 +69,15 @@ struct Inner {
 /// One connection's queue of frames to write (see the module docs).
 pub struct SendQueue {
     inner: Mutex<Inner>,
-    notify: Notify,
+    /// Something for the writer: a frame, a close or a ping.
+    pending: AtomicBool,
+    writer: AtomicWaker,
     max_bytes: usize,
     /// The node's ping tick asked the connection to ping its peer.
     ping_due: AtomicBool,
+    /// When the peer was last heard from, in ms after `opened`.
+    heard_ms: AtomicU64,
+    opened: Instant,
 }
 
 impl SendQueue {
@@ -79,10 +91,19 @@ impl SendQueue {
                 chat_tokens: 1.0,
                 chat_refilled: Instant::now(),
             }),
-            notify: Notify::new(),
+            pending: AtomicBool::new(false),
+            writer: AtomicWaker::new(),
             max_bytes,
             ping_due: AtomicBool::new(false),
+            heard_ms: AtomicU64::new(0),
+            opened: Instant::now(),
         }
+    }
+
+    /// Wakes the writer.
+    fn notify(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.writer.wake();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -153,14 +174,14 @@ impl SendQueue {
                 inner.queue.clear();
                 inner.bytes = 0;
                 drop(inner);
-                self.notify.notify_one();
+                self.notify();
                 return Err(Refused::Overflow);
             }
         }
         inner.bytes += len;
         inner.queue.push_back(frame.clone());
         drop(inner);
-        self.notify.notify_one();
+        self.notify();
         Ok(())
     }
 
@@ -176,7 +197,7 @@ impl SendQueue {
             }
         }
         drop(inner);
-        self.notify.notify_one();
+        self.notify();
     }
 
     pub fn close_reason(&self) -> Option<CloseReason> {
@@ -203,7 +224,7 @@ impl SendQueue {
     /// Asks the connection to ping its peer (and check it is not idle).
     pub fn request_ping(&self) {
         self.ping_due.store(true, Ordering::Relaxed);
-        self.notify.notify_one();
+        self.notify();
     }
 
     /// Whether a ping was asked for since the last call.
@@ -211,9 +232,35 @@ impl SendQueue {
         self.ping_due.load(Ordering::Relaxed) && self.ping_due.swap(false, Ordering::Relaxed)
     }
 
-    /// Resolves when something was pushed, a close or a ping was requested.
+    /// Resolves when something was pushed, or a close or a ping was
+    /// requested, since it last resolved. For the queue's one writer: a
+    /// second task waiting here would take the first one's place.
     pub async fn ready(&self) {
-        self.notify.notified().await
+        poll_fn(|cx| {
+            if self.pending.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            self.writer.register(cx.waker());
+            if self.pending.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// The peer was heard from (the reader read a frame).
+    pub fn heard(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.heard_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long ago the peer was last heard from (since the queue was made,
+    /// if never).
+    pub fn silent_for(&self) -> Duration {
+        let heard = Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(heard)
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -290,6 +337,41 @@ mod tests {
         assert!(queue
             .push(&frame(51, Lane::Chat, 10), Some((2.0, now)), true)
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_by_a_push_made_before_or_while_it_waits() {
+        let queue = Arc::new(SendQueue::new(1024));
+        // Pushed before the writer waits: the wait returns at once.
+        queue.push(&frame(1, Lane::Host, 10), None, false).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), queue.ready())
+            .await
+            .expect("a push before the wait is not lost");
+        // Nothing new: the wait does not return.
+        assert!(tokio::time::timeout(Duration::from_millis(50), queue.ready())
+            .await
+            .is_err());
+        // Pushed while the writer waits: it is woken.
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.ready().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        queue.request_ping();
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("a ping request wakes the waiting writer")
+            .unwrap();
+        assert!(queue.take_ping());
+    }
+
+    #[test]
+    fn silence_is_counted_from_the_last_frame_heard() {
+        let queue = SendQueue::new(1024);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(queue.silent_for() >= Duration::from_millis(30));
+        queue.heard();
+        assert!(queue.silent_for() < Duration::from_millis(30));
     }
 
     #[test]
