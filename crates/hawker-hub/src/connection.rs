@@ -23,7 +23,6 @@ use std::pin::Pin;
 
 use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tracing::Instrument;
 use hawker_core::Role;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -61,8 +60,13 @@ impl Hub {
     /// still host ([`crate::rights`]). The connection holds both only while
     /// the socket is open. `notices_after` is the last notice id the client
     /// has, if it resumes its notices.
+    ///
+    /// The socket is split into its halves here, before any future holds
+    /// it: a future keeps room for each argument it was given, so a
+    /// `WebSocket` passed down through async functions would be held once
+    /// per level for the socket's life.
     #[allow(clippy::too_many_arguments)]
-    pub async fn serve(
+    pub fn serve(
         self,
         socket: WebSocket,
         room: Uuid,
@@ -72,12 +76,20 @@ impl Hub {
         permit: SocketPermit,
         commerce: Arc<dyn CommerceCommands>,
         rights: Arc<dyn SessionRights>,
-    ) {
+    ) -> impl Future<Output = ()> + Send + 'static {
+        // No span per socket: at 10,000 sockets the spans' records and
+        // their formatted fields would cost hundreds of bytes each, and
+        // every delivery would enter one. The few lines logged here carry
+        // the room and the user as fields instead.
         let connection = Connection::new(self, room, member, commerce, rights);
-        connection.run(socket, resume, notices_after).await;
-        drop(permit);
+        let (sink, stream) = socket.split();
+        connection.run(sink, stream, resume, notices_after, permit)
     }
 }
+
+/// The socket's halves: the writer's and the reader's.
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
 
 struct Connection {
     hub: Hub,
@@ -123,162 +135,171 @@ impl Connection {
         }
     }
 
-    #[tracing::instrument(name = "socket", skip_all, fields(room = %self.room_id, user = %self.member.user))]
-    async fn run(self, mut socket: WebSocket, resume: Option<(String, u64)>, notices_after: Option<i64>) {
-        let entry = Arc::new(ClientEntry {
-            id: self.client_id,
-            user: self.member.user.clone(),
-            queue: self.queue.clone(),
-            you: std::sync::Mutex::new(encoded(&you(&self.member))),
-            can_host: AtomicBool::new(self.member.can_host),
-        });
-        // Before joining, so the room knows whom moderators may not touch
-        // by the time this socket can see anything.
-        // The awaits before and after `pump` run once per socket: boxed, so
-        // the connection's task is sized for its idle loop, not for them.
-        Box::pin(self.record_privileged()).await;
-        let (reply, joined) = oneshot::channel();
-        let room = self.hub.send_to_room(
-            self.room_id,
-            RoomInput::Join {
-                client: entry.clone(),
-                resume,
-                reply,
-            },
-        );
-        // A join waits on Redis (subscribe, snapshot, history): bounded, so
-        // an upgraded socket always hears something.
-        let shutdown = self.hub.shutdown_token().clone();
-        let outcome = Box::pin(async {
-            tokio::select! {
-            outcome = tokio::time::timeout(self.hub.config().join_timeout(), joined) => match outcome {
-                Ok(outcome) => outcome.unwrap_or(JoinOutcome::Unavailable),
-                Err(_) => {
-                    tracing::debug!("room join timed out");
-                    JoinOutcome::Unavailable
-                }
-            },
-            _ = shutdown.cancelled() => JoinOutcome::Unavailable,
-            }
-        })
-        .await;
-        let refusal = match outcome {
-            JoinOutcome::Joined => None,
-            JoinOutcome::Banned => Some((CommandError::Banned, close_code::BANNED, "banned")),
-            JoinOutcome::SessionEnded => Some((
-                CommandError::SessionEnded,
-                close_code::SESSION_ENDED,
-                "session ended",
-            )),
-            JoinOutcome::Unavailable => Some((
-                CommandError::Unavailable("the room is unavailable; retry shortly".into()),
-                close_code::UNAVAILABLE,
-                "unavailable",
-            )),
-        };
-        if let Some((error, code, reason)) = refusal {
-            // The room may still carry out the join later: it must forget it.
-            let _ = room.tx.send(RoomInput::Leave {
-                client_id: self.client_id,
+    /// Serves the socket from the join to the close; the socket's place in
+    /// the node's count (`_permit`) is given back at the end.
+    fn run(
+        self,
+        mut sink: Sink,
+        stream: Stream,
+        resume: Option<(String, u64)>,
+        notices_after: Option<i64>,
+        _permit: SocketPermit,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        // An `async move` block rather than an `async fn`: an async fn's
+        // future keeps its arguments twice (as given, and moved into its
+        // locals); a block's captures are used in place.
+        async move {
+            let entry = Arc::new(ClientEntry {
+                id: self.client_id,
+                user: self.member.user.clone(),
+                queue: self.queue.clone(),
+                you: std::sync::Mutex::new(encoded(&you(&self.member))),
+                can_host: AtomicBool::new(self.member.can_host),
             });
-            let frame = error.frame(None);
-            Box::pin(async {
-                let sent = tokio::time::timeout(CLOSE_WAIT, socket.send(Message::Text(frame.into()))).await;
-                if matches!(sent, Ok(Ok(()))) {
-                    close(&mut socket, code, reason).await;
+            // Before joining, so the room knows whom moderators may not touch
+            // by the time this socket can see anything.
+            // The awaits before and after `pump` run once per socket: boxed, so
+            // the connection's task is sized for its idle loop, not for them.
+            Box::pin(self.record_privileged()).await;
+            let (reply, joined) = oneshot::channel();
+            let room = self.hub.send_to_room(
+                self.room_id,
+                RoomInput::Join {
+                    client: entry.clone(),
+                    resume,
+                    reply,
+                },
+            );
+            // A join waits on Redis (subscribe, snapshot, history): bounded, so
+            // an upgraded socket always hears something.
+            let shutdown = self.hub.shutdown_token().clone();
+            let outcome = Box::pin(async {
+                tokio::select! {
+                outcome = tokio::time::timeout(self.hub.config().join_timeout(), joined) => match outcome {
+                    Ok(outcome) => outcome.unwrap_or(JoinOutcome::Unavailable),
+                    Err(_) => {
+                        tracing::debug!(room = %self.room_id, user = %self.member.user, "room join timed out");
+                        JoinOutcome::Unavailable
+                    }
+                },
+                _ = shutdown.cancelled() => JoinOutcome::Unavailable,
                 }
             })
             .await;
-            return;
-        }
-        // The user's notices follow the welcome: the backlog, then live ones.
-        let inbox = Arc::new(Inbox::new(self.client_id, self.room_id, self.queue.clone()));
-        Box::pin(async {
-            self.hub
-                .join_notices(inbox, &self.member.user, notices_after)
+            if outcome != JoinOutcome::Joined {
+                let (error, code, reason) = refusal(outcome);
+                // The room may still carry out the join later: it must forget it.
+                let _ = room.tx.send(RoomInput::Leave {
+                    client_id: self.client_id,
+                });
+                let frame = error.frame(None);
+                Box::pin(async {
+                    let mut stream = stream;
+                    let sent = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Text(frame.into()))).await;
+                    if matches!(sent, Ok(Ok(()))) {
+                        close(&mut sink, &mut stream, code, reason).await;
+                    }
+                })
                 .await;
-            self.hub.arrive(&room, &self.member.user).await;
-            self.presence(&room, "presence.joined").await;
-        })
-        .await;
-        let ended = self.pump(socket, &room, entry).await;
-        self.hub.leave_notices(&self.member.user, self.client_id);
-        let _ = room.tx.send(RoomInput::Leave {
-            client_id: self.client_id,
-        });
-        Box::pin(async {
-            if let Some((mut reader, mut socket, end)) = ended {
-                if end == End::Close(close_code::GOING_AWAY, SHUTTING_DOWN) {
-                    // Commands under way when the node stops still get their answer.
-                    reader.answer_in_flight(&mut socket).await;
-                }
-                match end {
-                    End::ByPeer => finish(&mut socket).await,
-                    End::Close(code, text) => close(&mut socket, code, text).await,
-                    End::Gone => {}
-                }
+                return;
             }
-            self.hub.depart(&room, &self.member.user).await;
-            self.presence(&room, "presence.left").await;
-        })
-        .await;
+            // The user's notices follow the welcome: the backlog, then live ones.
+            let inbox = Arc::new(Inbox::new(self.client_id, self.room_id, self.queue.clone()));
+            Box::pin(async {
+                self.hub
+                    .join_notices(inbox, &self.member.user, notices_after)
+                    .await;
+                self.hub.arrive(&room, &self.member.user).await;
+                self.presence(&room, "presence.joined").await;
+            })
+            .await;
+            let ended = self.pump(&mut sink, stream, &room, entry).await;
+            self.hub.leave_notices(&self.member.user, self.client_id);
+            let _ = room.tx.send(RoomInput::Leave {
+                client_id: self.client_id,
+            });
+            Box::pin(async {
+                if let Some(Ended {
+                    mut stream,
+                    in_flight,
+                    end,
+                }) = ended
+                {
+                    if end == End::Close(close_code::GOING_AWAY, SHUTTING_DOWN) {
+                        // Commands under way when the node stops still get their answer.
+                        let limit = self.hub.config().command_timeout();
+                        answer_in_flight(in_flight, &mut sink, limit).await;
+                    }
+                    match end {
+                        End::ByPeer => finish(&mut stream).await,
+                        End::Close(code, text) => close(&mut sink, &mut stream, code, text).await,
+                        End::Gone => {}
+                    }
+                }
+                self.hub.depart(&room, &self.member.user).await;
+                self.presence(&room, "presence.left").await;
+            })
+            .await;
+        }
     }
 
     /// Runs the joined socket until it ends: its reader in a task of its
     /// own ([`Reader::read`]), its writer ([`Writer::run`]) in this one, so
-    /// that a delivery wakes the writer alone. Gives back the socket and the
-    /// reader (its commands under way) with how the socket ends; nothing if
-    /// the reader's task failed (the socket is then dropped).
-    async fn pump(
-        &self,
-        socket: WebSocket,
-        room: &RoomHandle,
+    /// that a delivery wakes the writer alone. Gives back the socket's
+    /// halves and the commands under way with how the socket ends; nothing
+    /// if the reader's task failed (the socket is then dropped).
+    fn pump<'a>(
+        &'a self,
+        sink: &'a mut Sink,
+        stream: Stream,
+        room: &'a RoomHandle,
         entry: Arc<ClientEntry>,
-    ) -> Option<(Reader, WebSocket, End)> {
-        let config = self.hub.config();
-        let (sink, stream) = socket.split();
-        let reader = Reader {
-            hub: self.hub.clone(),
-            room: room.clone(),
-            member: self.member.clone(),
-            queue: self.queue.clone(),
-            entry,
-            commerce: self.commerce.clone(),
-            rights: self.rights.clone(),
-            host_confirmed: Instant::now(),
-            in_flight: None,
-            last_turn: None,
-        };
-        // Dropped when the writer ends, which ends the reader.
-        let (stop, stopped) = oneshot::channel::<()>();
-        let reading = tokio::spawn(
-            async move {
+    ) -> impl Future<Output = Option<Ended>> + Send + 'a {
+        async move {
+            let config = self.hub.config();
+            let reader = Reader {
+                hub: self.hub.clone(),
+                room: room.clone(),
+                member: self.member.clone(),
+                queue: self.queue.clone(),
+                entry,
+                commerce: self.commerce.clone(),
+                rights: self.rights.clone(),
+                host_confirmed: Instant::now(),
+                in_flight: None,
+                last_turn: None,
+            };
+            // Dropped when the writer ends, which ends the reader.
+            let (stop, stopped) = oneshot::channel::<()>();
+            let reading = tokio::spawn(async move {
                 let mut reader = reader;
                 let mut stream = stream;
                 let end = reader.read(&mut stream, stopped).await;
-                (reader, stream, end)
-            }
-            .instrument(tracing::Span::current()),
-        );
-        let mut writer = Writer {
-            sink,
-            queue: self.queue.clone(),
-            batch: Vec::new(),
-            write_batch: config.write_batch,
-            ping_interval: config.ping_interval(),
-            idle_timeout: config.idle_timeout(),
-        };
-        let written = writer.run().await;
-        drop(stop);
-        let (reader, stream, read_end) = match reading.await {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::error!(error = %e, "a socket's reader failed");
-                return None;
-            }
-        };
-        let socket = stream.reunite(writer.sink).ok()?;
-        Some((reader, socket, written.unwrap_or(read_end)))
+                (reader.in_flight, stream, end)
+            });
+            let mut writer = Writer {
+                sink,
+                queue: self.queue.clone(),
+                batch: Vec::new(),
+                write_batch: config.write_batch,
+                ping_interval: config.ping_interval(),
+                idle_timeout: config.idle_timeout(),
+            };
+            let written = writer.run().await;
+            drop(stop);
+            let (in_flight, stream, read_end) = match reading.await {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::error!(room = %self.room_id, user = %self.member.user, error = %e, "a socket's reader failed");
+                    return None;
+                }
+            };
+            Some(Ended {
+                stream,
+                in_flight,
+                end: written.unwrap_or(read_end),
+            })
+        }
     }
 
     /// An admin's or the agency's socket that may host marks its user in the
@@ -296,7 +317,7 @@ impl Connection {
             .set_moderation_field(self.room_id, &field, self.member.role.as_str())
             .await
         {
-            tracing::debug!(error = %e, "could not record a privileged user in the room");
+            tracing::debug!(room = %self.room_id, user = %self.member.user, error = %e, "could not record a privileged user in the room");
         }
     }
 
@@ -320,17 +341,30 @@ impl Connection {
                 .publish_live(self.room_id, &publication)
                 .await
             {
-                tracing::debug!(error = %e, "presence notice not sent");
+                tracing::debug!(room = %self.room_id, user = %self.member.user, error = %e, "presence notice not sent");
             }
         }
     }
 }
 
+/// What is left of a socket when its loops have ended.
+struct Ended {
+    stream: Stream,
+    /// The commands still under way, if any were sent.
+    in_flight: InFlight,
+    end: End,
+}
+
+/// The commands under way, answered in the order they arrived; allocated
+/// with the socket's first command. (In a mutex only to be `Sync`; reached
+/// through `&mut`, never locked.)
+type InFlight = Option<std::sync::Mutex<FuturesOrdered<Running>>>;
+
 /// The socket's write side: waits on the send queue alone and writes what
 /// it holds, `feed` per frame and one `flush` per batch. The node's ping
 /// tick reaches it through the queue too, so an idle socket has no timer.
-struct Writer {
-    sink: SplitSink<WebSocket, Message>,
+struct Writer<'a> {
+    sink: &'a mut Sink,
     queue: Arc<SendQueue>,
     batch: Vec<Arc<Frame>>,
     write_batch: usize,
@@ -338,7 +372,7 @@ struct Writer {
     idle_timeout: Duration,
 }
 
-impl Writer {
+impl Writer<'_> {
     /// Writes until the queue asks to close or a write fails; says how the
     /// socket closes, or nothing when the reader ended (it says how).
     async fn run(&mut self) -> Option<End> {
@@ -370,7 +404,7 @@ impl Writer {
                 return Ok(());
             }
             let written = tokio::select! {
-                result = write_batch(&mut self.sink, &self.batch) => result,
+                result = write_batch(self.sink, &self.batch) => result,
                 reason = closing(&self.queue) => return Err(close_for(reason)),
             };
             match written {
@@ -392,7 +426,12 @@ impl Writer {
             return Err(Some(End::Close(close_code::IDLE, "idle")));
         }
         // A peer that stopped reading must not stall the writer.
-        match tokio::time::timeout(self.ping_interval, self.sink.send(Message::Ping(bytes::Bytes::new()))).await {
+        match tokio::time::timeout(
+            self.ping_interval,
+            self.sink.send(Message::Ping(bytes::Bytes::new())),
+        )
+        .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Some(End::Gone)),
             Err(_) => Err(Some(End::Close(
@@ -418,10 +457,8 @@ struct Reader {
     rights: Arc<dyn SessionRights>,
     /// When the right to host was last confirmed (`member.can_host`).
     host_confirmed: Instant,
-    /// Commands being carried out, answered in the order they arrived;
-    /// allocated with the socket's first command.
-    /// (In a mutex only to be `Sync`; reached through `&mut`, never locked.)
-    in_flight: Option<std::sync::Mutex<FuturesOrdered<Running>>>,
+    /// Commands being carried out (see [`InFlight`]).
+    in_flight: InFlight,
     /// The turn the socket's next command publishes after.
     last_turn: Option<oneshot::Receiver<()>>,
 }
@@ -430,7 +467,7 @@ impl Reader {
     /// Reads until the socket ends, the writer ends (`stop`), the token
     /// expires or the node stops; says how the socket closes, and closes the
     /// send queue so that the writer stops too.
-    async fn read(&mut self, stream: &mut SplitStream<WebSocket>, mut stop: oneshot::Receiver<()>) -> End {
+    async fn read(&mut self, stream: &mut Stream, mut stop: oneshot::Receiver<()>) -> End {
         let config = self.hub.config();
         let most_in_flight = config.commands_in_flight;
         let shutdown = self.hub.shutdown_token().clone();
@@ -478,7 +515,7 @@ impl Reader {
                         Some(Ok(Message::Close(_))) => break End::ByPeer,
                         None => break End::Gone,
                         Some(Err(e)) => {
-                            tracing::debug!(error = %e, "socket read failed");
+                            tracing::debug!(room = %self.room.id, user = %self.member.user, error = %e, "socket read failed");
                             break failure(&e);
                         }
                     }
@@ -542,9 +579,14 @@ impl Reader {
             };
             match tokio::time::timeout(hub.config().command_timeout(), command.apply(&ctx)).await {
                 Ok(Ok(ack)) => protocol::ack(id, ack.into_data()),
-                Ok(Err(e)) => e.frame(id),
+                Ok(Err(e)) => {
+                    if let Some(inner) = e.internal() {
+                        tracing::error!(room = %room.id, user = %member.user, command = %frame.kind, error = ?inner, "socket command failed");
+                    }
+                    e.frame(id)
+                }
                 Err(_) => {
-                    tracing::debug!(command = %frame.kind, "socket command timed out");
+                    tracing::debug!(room = %room.id, user = %member.user, command = %frame.kind, "socket command timed out");
                     let e = CommandError::Unavailable(
                         "the command did not finish in time; its outcome is unknown".into(),
                     );
@@ -588,23 +630,6 @@ impl Reader {
         Ok((command, rights, member))
     }
 
-    /// After the loops ended for shutdown: the answers of the commands still
-    /// under way, written as they come (bounded by `hub.command_timeout`).
-    async fn answer_in_flight(&mut self, socket: &mut WebSocket) {
-        let Some(running) = self.in_flight.take() else {
-            return;
-        };
-        let mut running = running.into_inner().unwrap_or_else(|p| p.into_inner());
-        let _ = tokio::time::timeout(self.hub.config().command_timeout(), async {
-            while let Some(reply) = running.next().await {
-                if socket.send(Message::Text(reply.into())).await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-    }
-
     /// Whether the sender may host now: the last answer if its question was
     /// asked less than `hub.host_recheck_secs` ago (unless `fresh`), else
     /// the session's access rule asked again (bounded). A "no" demotes the
@@ -629,11 +654,11 @@ impl Reader {
                 HostCheck::Viewer
             }
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "host rights could not be confirmed");
+                tracing::debug!(room = %self.room.id, user = %self.member.user, error = %e, "host rights could not be confirmed");
                 HostCheck::Unknown
             }
             Err(_) => {
-                tracing::debug!("host rights check timed out");
+                tracing::debug!(room = %self.room.id, user = %self.member.user, "host rights check timed out");
                 HostCheck::Unknown
             }
         }
@@ -645,7 +670,7 @@ impl Reader {
         self.member.can_host = false;
         self.member.can_moderate = false;
         crate::metrics::host_demoted();
-        tracing::info!("host rights withdrawn; the socket continues as a viewer");
+        tracing::info!(room = %self.room.id, user = %self.member.user, "host rights withdrawn; the socket continues as a viewer");
         let you = you(&self.member);
         self.entry.can_host.store(false, Ordering::Relaxed);
         *self.entry.you.lock().unwrap_or_else(|p| p.into_inner()) = encoded(&you);
@@ -693,6 +718,23 @@ fn failure(e: &axum::Error) -> End {
     }
 }
 
+/// The error frame and close of a join the room refused.
+fn refusal(outcome: JoinOutcome) -> (CommandError, u16, &'static str) {
+    match outcome {
+        JoinOutcome::Banned => (CommandError::Banned, close_code::BANNED, "banned"),
+        JoinOutcome::SessionEnded => (
+            CommandError::SessionEnded,
+            close_code::SESSION_ENDED,
+            "session ended",
+        ),
+        JoinOutcome::Joined | JoinOutcome::Unavailable => (
+            CommandError::Unavailable("the room is unavailable; retry shortly".into()),
+            close_code::UNAVAILABLE,
+            "unavailable",
+        ),
+    }
+}
+
 /// How the socket closes for a reason the send queue gives; nothing when
 /// the reader ended (it says how).
 fn close_for(reason: CloseReason) -> Option<End> {
@@ -705,7 +747,7 @@ fn close_for(reason: CloseReason) -> Option<End> {
     })
 }
 
-async fn write_batch(socket: &mut SplitSink<WebSocket, Message>, batch: &[Arc<Frame>]) -> Result<u64, axum::Error> {
+async fn write_batch(socket: &mut Sink, batch: &[Arc<Frame>]) -> Result<u64, axum::Error> {
     let mut bytes = 0;
     for frame in batch {
         bytes += frame.len() as u64;
@@ -721,7 +763,9 @@ async fn closing(queue: &SendQueue) -> CloseReason {
     loop {
         match queue.close_reason() {
             Some(CloseReason::SessionEnded) => {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                // Boxed: every writer's future would otherwise hold a timer's
+                // room for the one wait at a session's end.
+                Box::pin(tokio::time::sleep(Duration::from_secs(5))).await;
                 return CloseReason::SessionEnded;
             }
             Some(reason) => return reason,
@@ -741,7 +785,7 @@ async fn tick(every: &mut Option<tokio::time::Interval>) {
 }
 
 /// The next answer of the commands under way; never, when there are none.
-async fn next_answer(in_flight: &mut Option<std::sync::Mutex<FuturesOrdered<Running>>>) -> Option<String> {
+async fn next_answer(in_flight: &mut InFlight) -> Option<String> {
     match in_flight.as_mut().map(unlocked) {
         Some(running) if !running.is_empty() => running.next().await,
         _ => std::future::pending().await,
@@ -751,6 +795,23 @@ async fn next_answer(in_flight: &mut Option<std::sync::Mutex<FuturesOrdered<Runn
 /// The commands under way, through `&mut` (no locking).
 fn unlocked(running: &mut std::sync::Mutex<FuturesOrdered<Running>>) -> &mut FuturesOrdered<Running> {
     running.get_mut().unwrap_or_else(|p| p.into_inner())
+}
+
+/// After the loops ended for shutdown: the answers of the commands still
+/// under way, written as they come (for at most `limit`).
+async fn answer_in_flight(in_flight: InFlight, sink: &mut Sink, limit: Duration) {
+    let Some(running) = in_flight else {
+        return;
+    };
+    let mut running = running.into_inner().unwrap_or_else(|p| p.into_inner());
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(reply) = running.next().await {
+            if sink.send(Message::Text(reply.into())).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 /// The close reason when the node stops.
@@ -763,7 +824,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Sends a close frame (waiting a bounded time for a peer that reads
 /// slowly), then waits a bounded time for the peer's answering close, so
 /// the closing handshake completes (`wasClean` in browsers).
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+async fn close(sink: &mut Sink, stream: &mut Stream, code: u16, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
@@ -774,17 +835,17 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     } else {
         CLOSE_WAIT
     };
-    let sent = tokio::time::timeout(wait, socket.send(Message::Close(Some(frame)))).await;
+    let sent = tokio::time::timeout(wait, sink.send(Message::Close(Some(frame)))).await;
     if matches!(sent, Ok(Ok(()))) {
-        finish(socket).await;
+        finish(stream).await;
     }
 }
 
 /// Reads until the connection ends (bounded): after the peer's close this
 /// sends tungstenite's queued echo, after ours it takes the peer's answer.
-async fn finish(socket: &mut WebSocket) {
+async fn finish(stream: &mut Stream) {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(_)) = socket.recv().await {}
+        while let Some(Ok(_)) = stream.next().await {}
     })
     .await;
 }

@@ -52,6 +52,15 @@ pub enum CommandError {
 }
 
 impl CommandError {
+    /// The server's own failure behind this refusal, if it is one (the
+    /// connection logs it with the room, the user and the command).
+    pub fn internal(&self) -> Option<&anyhow::Error> {
+        match self {
+            CommandError::Domain(hawker_core::Error::Internal(inner)) => Some(inner),
+            _ => None,
+        }
+    }
+
     /// The stable, machine-readable code of the error frame.
     pub fn code(&self) -> &'static str {
         match self {
@@ -98,9 +107,6 @@ impl From<ChatRefusal> for CommandError {
 
 impl From<hawker_core::Error> for CommandError {
     fn from(e: hawker_core::Error) -> Self {
-        if let hawker_core::Error::Internal(ref inner) = e {
-            tracing::error!(error = ?inner, "socket command failed");
-        }
         CommandError::Domain(e)
     }
 }

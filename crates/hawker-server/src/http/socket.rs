@@ -160,18 +160,20 @@ pub async fn session_socket(
     Ok(upgrade
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
+            // Called here, not in the tracked future: `serve` takes the
+            // socket apart at once, so no future keeps room for it.
+            let serving = hub.serve(
+                socket,
+                session_id,
+                member,
+                resume,
+                notices_after,
+                permit,
+                commerce,
+                rights,
+            );
             tasks.track_future(async move {
-                hub.serve(
-                    socket,
-                    session_id,
-                    member,
-                    resume,
-                    notices_after,
-                    permit,
-                    commerce,
-                    rights,
-                )
-                .await;
+                serving.await;
                 drop(address_slot);
             })
         })
