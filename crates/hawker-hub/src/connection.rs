@@ -137,6 +137,8 @@ impl Connection {
 
     /// Serves the socket from the join to the close; the socket's place in
     /// the node's count (`_permit`) is given back at the end.
+    // Not an `async fn` on purpose (see the block below).
+    #[allow(clippy::manual_async_fn)]
     fn run(
         self,
         mut sink: Sink,
@@ -248,6 +250,8 @@ impl Connection {
     /// that a delivery wakes the writer alone. Gives back the socket's
     /// halves and the commands under way with how the socket ends; nothing
     /// if the reader's task failed (the socket is then dropped).
+    // Not an `async fn`, for the same reason as `run`.
+    #[allow(clippy::manual_async_fn)]
     fn pump<'a>(
         &'a self,
         sink: &'a mut Sink,
