@@ -67,6 +67,11 @@ pub struct HubConfig {
     pub room_linger_ms: u64,
     /// How often each node publishes pending durable room events (`room_outbox`).
     pub durable_relay_ms: u64,
+    /// Run the Redis subscriber on a thread of its own (see
+    /// `subscriber/ingest.rs`): on a saturated core a host's publish delay
+    /// falls to the reference server's, while viewers' median latency rose
+    /// in the same runs (docs/benchmarks.md), hence off by default.
+    pub ingest_thread: bool,
     /// An upgraded socket that has not joined its room within this long
     /// (Redis slow or unreachable) gets `unavailable` and close 4013.
     pub join_timeout_ms: u64,
@@ -124,6 +129,7 @@ impl Default for HubConfig {
             viewers_interval_ms: 2000,
             room_linger_ms: 5000,
             durable_relay_ms: 200,
+            ingest_thread: false,
             join_timeout_ms: 15_000,
             command_timeout_ms: 10_000,
             session_end_grace_ms: 3000,

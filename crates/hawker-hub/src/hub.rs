@@ -130,7 +130,14 @@ impl Hub {
         );
         let (notice_tx, notice_feed) = tokio::sync::mpsc::unbounded_channel();
         let (subscriber, subscriber_task) =
-            Subscriber::start(subscribe_via, keys, redis_timeout, notice_tx, shutdown.clone());
+            Subscriber::start(
+                subscribe_via,
+                keys,
+                redis_timeout,
+                notice_tx,
+                shutdown.clone(),
+                config.ingest_thread,
+            );
         let node_id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let hub = Hub {
             inner: Arc::new(Inner {

@@ -8,6 +8,11 @@
 //! resubscribes every room, and tells each room to recover what it may have
 //! missed from the history.
 //!
+//! With `hub.ingest_thread`, the task runs on the process's **ingest
+//! thread** ([`ingest`]), a runtime of its own, with its connections: a
+//! message published into a busy node reaches its room without first
+//! waiting behind every socket writer queued on the node's runtime.
+//!
 //! Every wait on Redis is bounded by the Redis timeout: connecting,
 //! (re)subscribing, unsubscribing, and a PING sent on the connection every
 //! [`HEALTH_EVERY`]. A Redis that stops answering without closing the
@@ -27,6 +32,7 @@ use uuid::Uuid;
 use crate::keys::RoomKeys;
 
 mod cluster;
+mod ingest;
 
 /// Where the subscriber listens: one Redis server (`SUBSCRIBE`) or a
 /// Redis Cluster (`SSUBSCRIBE` on each room's shard).
@@ -82,7 +88,8 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Starts the subscriber task.
+    /// Starts the subscriber task, on the ingest thread if `own_thread`
+    /// (`hub.ingest_thread`), else on the caller's runtime.
     /// Every call to Redis gives up after `timeout`.
     /// The notices channel is subscribed on every connection; its frames go
     /// to `notices` (and a `Resync` after each reconnection).
@@ -92,10 +99,12 @@ impl Subscriber {
         timeout: Duration,
         notices: mpsc::UnboundedSender<RoomFeed>,
         shutdown: CancellationToken,
+        own_thread: bool,
     ) -> (Subscriber, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = match source {
-            Source::Server(client) => tokio::spawn(
+            Source::Server(client) => ingest::spawn(
+                own_thread,
                 Task {
                     client,
                     notices_channel: keys.notices_channel(),
@@ -108,7 +117,8 @@ impl Subscriber {
                 }
                 .run(),
             ),
-            Source::Cluster(seeds) => tokio::spawn(
+            Source::Cluster(seeds) => ingest::spawn(
+                own_thread,
                 cluster::Task {
                     seeds,
                     notices_channel: keys.notices_channel(),
