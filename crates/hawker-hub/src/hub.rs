@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use hawker_core::Role;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -103,6 +104,9 @@ impl Drop for SocketPermit {
     }
 }
 
+/// Rooms whose tick (likes, viewer count, presence) runs at once.
+const TICK_ROOMS_AT_ONCE: usize = 64;
+
 impl Hub {
     /// Starts the hub's subscriber and ticker tasks (tracked, stopped by
     /// `shutdown`). Every Redis call waits at most `redis_timeout`; every key
@@ -129,15 +133,14 @@ impl Hub {
             config.retention.dedupe_max_entries,
         );
         let (notice_tx, notice_feed) = tokio::sync::mpsc::unbounded_channel();
-        let (subscriber, subscriber_task) =
-            Subscriber::start(
-                subscribe_via,
-                keys,
-                redis_timeout,
-                notice_tx,
-                shutdown.clone(),
-                config.ingest_thread,
-            );
+        let (subscriber, subscriber_task) = Subscriber::start(
+            subscribe_via,
+            keys,
+            redis_timeout,
+            notice_tx,
+            shutdown.clone(),
+            config.ingest_thread,
+        );
         let node_id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let hub = Hub {
             inner: Arc::new(Inner {
@@ -326,19 +329,32 @@ impl Hub {
                 _ = interval.tick() => {}
             }
             n += 1;
-            let rooms = self.open_rooms();
-            for room in rooms {
-                if let Err(e) = self.announce_likes(&room).await {
-                    tracing::debug!(error = %e, "likes announcement deferred");
-                }
-                if n % viewer_every == 0 {
-                    if let Err(e) = self.announce_viewers(&room).await {
-                        tracing::debug!(error = %e, "viewer count deferred");
-                    }
-                    if let Err(e) = self.refresh_here(&room).await {
-                        tracing::debug!(error = %e, "presence refresh deferred");
-                    }
-                }
+            let viewers_due = n % viewer_every == 0;
+            // Rooms are ticked concurrently (at most `TICK_ROOMS_AT_ONCE`):
+            // their Redis calls share the connection's pipeline instead of
+            // each waiting for the one before, so a node with thousands of
+            // small rooms spends a few syscalls per tick, not one per room.
+            let hub = &self;
+            futures_util::stream::iter(self.open_rooms())
+                .for_each_concurrent(TICK_ROOMS_AT_ONCE, |room| async move {
+                    hub.tick_room(&room, viewers_due).await;
+                })
+                .await;
+        }
+    }
+
+    /// One room's share of a tick: its likes, and when due its viewer
+    /// count and its presence record.
+    async fn tick_room(&self, room: &RoomHandle, viewers_due: bool) {
+        if let Err(e) = self.announce_likes(room).await {
+            tracing::debug!(error = %e, "likes announcement deferred");
+        }
+        if viewers_due {
+            if let Err(e) = self.announce_viewers(room).await {
+                tracing::debug!(error = %e, "viewer count deferred");
+            }
+            if let Err(e) = self.refresh_here(room).await {
+                tracing::debug!(error = %e, "presence refresh deferred");
             }
         }
     }

@@ -232,7 +232,9 @@ impl<H: RoomHost> RoomTask<H> {
                         client.queue.close(CloseReason::SessionEnded);
                     }
                 }
-                _ = retry.tick() => {
+                // Polled only while there is something to retry or a linger
+                // to time: an idle room's timer does not wake it every second.
+                _ = retry.tick(), if self.stale || empty_since.is_some() => {
                     if self.stale {
                         self.recover().await;
                     }

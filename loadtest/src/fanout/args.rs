@@ -243,8 +243,8 @@ impl FanoutArgs {
         if self.reference && self.spawn != Some(1) {
             bail!("--reference needs --spawn 1: the reference server is one process, without Redis between nodes");
         }
-        if !(1..=100).contains(&self.rooms) {
-            bail!("--rooms must be 1 to 100");
+        if !(1..=5000).contains(&self.rooms) {
+            bail!("--rooms must be 1 to 5,000");
         }
         if self.rooms > 1 {
             if self.chat_rate > 0.0 || self.notice_rate > 0.0 || self.reference {

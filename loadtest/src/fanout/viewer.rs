@@ -534,8 +534,8 @@ pub async fn run_group(
     end: oneshot::Receiver<EndCommand>,
 ) -> anyhow::Result<GroupResult> {
     // A worker reads this from its stdin: check it as input.
-    if config.nodes.is_empty() || config.count > 200_000 || config.hosts > 100 || config.chatters > 1000 {
-        anyhow::bail!("a group needs 1+ nodes, at most 200,000 viewers, 100 hosts and 1,000 chatters");
+    if config.nodes.is_empty() || config.count > 200_000 || config.hosts > 5000 || config.chatters > 1000 {
+        anyhow::bail!("a group needs 1+ nodes, at most 200,000 viewers, 5,000 hosts and 1,000 chatters");
     }
     if config.host_planned > MAX_PLANNED || config.chat_planned > MAX_PLANNED {
         anyhow::bail!("at most {MAX_PLANNED} events per lane");

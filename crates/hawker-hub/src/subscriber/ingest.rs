@@ -39,7 +39,9 @@ fn runtime() -> Option<&'static Runtime> {
                 .thread_name("hawker-ingest")
                 .enable_all()
                 .build()
-                .map_err(|e| tracing::warn!(error = %e, "no ingest thread; subscribers run on the main runtime"))
+                .map_err(
+                    |e| tracing::warn!(error = %e, "no ingest thread; subscribers run on the main runtime"),
+                )
                 .ok()
         })
         .as_ref()
