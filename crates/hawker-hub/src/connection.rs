@@ -136,7 +136,7 @@ impl Connection {
     }
 
     /// Serves the socket from the join to the close; the socket's place in
-    /// the node's count (`_permit`) is given back at the end.
+    /// the node's count (`permit`) is given back at the end.
     // Not an `async fn` on purpose (see the block below).
     #[allow(clippy::manual_async_fn)]
     fn run(
@@ -145,12 +145,15 @@ impl Connection {
         stream: Stream,
         resume: Option<(String, u64)>,
         notices_after: Option<i64>,
-        _permit: SocketPermit,
+        permit: SocketPermit,
     ) -> impl Future<Output = ()> + Send + 'static {
         // An `async move` block rather than an `async fn`: an async fn's
         // future keeps its arguments twice (as given, and moved into its
         // locals); a block's captures are used in place.
         async move {
+            // Named, so the block takes the permit and holds it until the
+            // socket ends (a block captures only what it names).
+            let _held = &permit;
             let entry = Arc::new(ClientEntry {
                 id: self.client_id,
                 user: self.member.user.clone(),
