@@ -222,11 +222,11 @@ impl FanoutArgs {
                 self.viewers.div_ceil(SOCKETS_PER_PROCESS)
             );
         }
-        if self.host_rate > 0.0 && !(1..=100).contains(&self.hosts) {
-            bail!("--hosts must be 1 to 100");
+        if self.host_rate > 0.0 && !(1..=5000).contains(&self.hosts) {
+            bail!("--hosts must be 1 to 5000");
         }
-        if self.chat_rate > 0.0 && !(1..=1000).contains(&self.chatters) {
-            bail!("--chatters must be 1 to 1000");
+        if self.chat_rate > 0.0 && !(1..=5000).contains(&self.chatters) {
+            bail!("--chatters must be 1 to 5000");
         }
         if !(40..=1000).contains(&self.text_bytes) {
             bail!("--text-bytes must be 40 to 1000 (host text is limited to 1000 characters)");
@@ -247,11 +247,18 @@ impl FanoutArgs {
             bail!("--rooms must be 1 to 5,000");
         }
         if self.rooms > 1 {
-            if self.chat_rate > 0.0 || self.notice_rate > 0.0 || self.reference {
-                bail!("--rooms above 1 measures host events only: leave out --chat-rate, --notice-rate and --reference");
+            if self.notice_rate > 0.0 || self.reference {
+                bail!(
+                    "--rooms above 1 measures host events and chat: leave out --notice-rate and --reference"
+                );
             }
             if self.hosts % self.rooms != 0 {
                 bail!("--hosts must be a multiple of --rooms (or 1: one host socket per room)");
+            }
+            if self.chat_rate > 0.0 && self.chatters % self.rooms != 0 {
+                bail!(
+                    "--chatters must be a multiple of --rooms (or less than --rooms: one chatter per room)"
+                );
             }
         }
         if !self.redis_cluster.is_empty() && self.cluster_seeds().is_err() {
@@ -263,10 +270,14 @@ impl FanoutArgs {
         Ok(())
     }
 
-    /// With --rooms N above 1 and --hosts 1: one host socket per room.
+    /// With --rooms N above 1 and --hosts 1: one host socket per room; and
+    /// with fewer chatters than rooms, one chatter per room.
     pub fn with_room_hosts(mut self) -> Self {
         if self.rooms > 1 && self.hosts == 1 {
             self.hosts = self.rooms;
+        }
+        if self.rooms > 1 && self.chatters < self.rooms {
+            self.chatters = self.rooms;
         }
         self
     }
@@ -411,14 +422,20 @@ mod tests {
     }
 
     #[test]
-    fn rooms_get_one_host_socket_each_and_only_host_events() {
-        let args = parse("--rooms 60").with_room_hosts();
-        assert_eq!(args.hosts, 60);
+    fn rooms_get_one_host_socket_and_one_chatter_each() {
+        let args = parse("--rooms 60 --chat-rate 5").with_room_hosts();
+        assert_eq!((args.hosts, args.chatters), (60, 60));
         assert!(args.validate().is_ok());
         assert!(parse("--rooms 3 --hosts 4").validate().is_err());
         assert!(parse("--rooms 3 --hosts 6").validate().is_ok());
-        assert!(parse("--rooms 3 --hosts 3 --chat-rate 5").validate().is_err());
-        assert!(parse("--rooms 101 --hosts 101").validate().is_err());
+        assert!(parse("--rooms 3 --hosts 3 --chat-rate 5 --chatters 6")
+            .validate()
+            .is_ok());
+        assert!(parse("--rooms 3 --hosts 3 --chat-rate 5 --chatters 4")
+            .validate()
+            .is_err());
+        assert!(parse("--rooms 3 --hosts 3 --notice-rate 5").validate().is_err());
+        assert!(parse("--rooms 5001 --hosts 5001").validate().is_err());
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub struct PublishConfig {
     pub run: String,
     pub session: Uuid,
     /// The rooms of `--rooms` (empty: `session` alone); host socket `j`
-    /// hosts room `j % rooms`, the chatters are in `session`.
+    /// hosts room `j % rooms`, and chatter `j` is in room `j % rooms`.
     pub rooms: Vec<Uuid>,
     pub agency: Uuid,
     pub jwt_secret: String,
@@ -165,7 +165,9 @@ impl Publishers {
         let mut chatters = Vec::new();
         if config.chat_planned > 0 {
             for j in 0..config.chatters {
-                chatters.push(open(format!("lt{}c{j}", config.run), Role::Viewer, None, node(j), 0).await?);
+                let room = j as usize % config.rooms.len().max(1);
+                chatters
+                    .push(open(format!("lt{}c{j}", config.run), Role::Viewer, None, node(j), room).await?);
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

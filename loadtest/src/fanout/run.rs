@@ -366,8 +366,13 @@ async fn measure(
     let _ = stop_tx.send(true);
     let mut sender_sockets = GroupResult::default();
     let host_masks = sent.host_masks(rooms.len());
+    let chat_masks = sent.chat_masks(rooms.len());
     for receiver in publishers.finish().await {
-        receiver.account(&mut sender_sockets, &host_masks[receiver.room], &sent.chat_mask());
+        receiver.account(
+            &mut sender_sockets,
+            &host_masks[receiver.room],
+            &chat_masks[receiver.room],
+        );
     }
     run.machine.loadavg_end = procfs::loadavg();
     // The hub's core is not timed again: the nodes are still busy closing sockets.

@@ -84,6 +84,23 @@ pub struct Sent {
     pub notice_failed: Vec<u64>,
 }
 
+/// `mask` without the sequence numbers of other rooms: of `total`, room
+/// `room` of `rooms` has those `≡ room (mod rooms)`.
+fn in_room(mut mask: Mask, total: u64, room: usize, rooms: usize) -> Mask {
+    if rooms > 1 {
+        for seq in 0..total {
+            if seq % rooms as u64 != room as u64 {
+                let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+                if mask.words[word] & bit != 0 {
+                    mask.words[word] &= !bit;
+                    mask.len -= 1;
+                }
+            }
+        }
+    }
+    mask
+}
+
 /// The room viewer `index` watches: (index / nodes) % rooms, so that each
 /// room has viewers on every node (viewer `i` is on node `i % nodes`).
 pub fn room_of(index: u64, nodes: usize, rooms: usize) -> usize {
@@ -99,19 +116,7 @@ impl Sent {
     /// `j % rooms` and sends sequence numbers `j, j + hosts, …`, and `rooms`
     /// divides `hosts`, so room `r` has the sequence numbers `≡ r (mod rooms)`.
     pub fn host_mask_in(&self, room: usize, rooms: usize) -> Mask {
-        let mut mask = self.host_mask();
-        if rooms > 1 {
-            for seq in 0..self.host_total {
-                if seq % rooms as u64 != room as u64 {
-                    let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
-                    if mask.words[word] & bit != 0 {
-                        mask.words[word] &= !bit;
-                        mask.len -= 1;
-                    }
-                }
-            }
-        }
-        mask
+        in_room(self.host_mask(), self.host_total, room, rooms)
     }
 
     /// [`Sent::host_mask_in`] for every room.
@@ -121,6 +126,14 @@ impl Sent {
 
     pub fn chat_mask(&self) -> Mask {
         Mask::new(self.chat_total, &self.chat_failed)
+    }
+
+    /// The chat of every room, as [`Sent::host_masks`]: chatter `j` is in
+    /// room `j % rooms`, and `rooms` divides the chatters.
+    pub fn chat_masks(&self, rooms: usize) -> Vec<Mask> {
+        (0..rooms.max(1))
+            .map(|r| in_room(self.chat_mask(), self.chat_total, r, rooms))
+            .collect()
     }
 
     /// The notices viewer `index` of `viewers` should have, by its own count `k`.
@@ -534,8 +547,8 @@ pub async fn run_group(
     end: oneshot::Receiver<EndCommand>,
 ) -> anyhow::Result<GroupResult> {
     // A worker reads this from its stdin: check it as input.
-    if config.nodes.is_empty() || config.count > 200_000 || config.hosts > 5000 || config.chatters > 1000 {
-        anyhow::bail!("a group needs 1+ nodes, at most 200,000 viewers, 5,000 hosts and 1,000 chatters");
+    if config.nodes.is_empty() || config.count > 200_000 || config.hosts > 5000 || config.chatters > 5000 {
+        anyhow::bail!("a group needs 1+ nodes, at most 200,000 viewers, 5,000 hosts and 5,000 chatters");
     }
     if config.host_planned > MAX_PLANNED || config.chat_planned > MAX_PLANNED {
         anyhow::bail!("at most {MAX_PLANNED} events per lane");
@@ -641,7 +654,7 @@ pub async fn run_group(
         let _ = task.await;
     }
 
-    let (host, chat) = (sent.host_masks(rooms), sent.chat_mask());
+    let (host, chat) = (sent.host_masks(rooms), sent.chat_masks(rooms));
     let c = &ctx.counters;
     let mut result = GroupResult {
         viewers: ctx.config.count,
@@ -659,7 +672,7 @@ pub async fn run_group(
     };
     for slot in &slots {
         if let Some(receiver) = slot.receiver.borrow().as_ref() {
-            receiver.account(&mut result, &host[slot.room], &chat);
+            receiver.account(&mut result, &host[slot.room], &chat[slot.room]);
             receiver.account_notices(
                 &mut result,
                 &sent.notice_mask(slot.index, ctx.config.viewers_total),
@@ -902,6 +915,19 @@ mod tests {
         );
         assert_eq!(result.notices.missing, 1, "k = 1 never came");
         assert_eq!(shared.recorder.borrow().deliveries, 1);
+    }
+
+    #[test]
+    fn each_room_expects_the_chat_of_its_own_chatters_only() {
+        let sent = Sent {
+            chat_total: 7,
+            chat_failed: vec![4],
+            ..Sent::default()
+        };
+        let masks = sent.chat_masks(3);
+        // Room 1 has sequence numbers 1 and 4; 4 failed, so only 1 is due.
+        assert_eq!(masks.iter().map(|m| m.len).collect::<Vec<_>>(), vec![3, 1, 2]);
+        assert_eq!(sent.chat_masks(1)[0].len, 6);
     }
 
     #[test]
