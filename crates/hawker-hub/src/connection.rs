@@ -516,7 +516,7 @@ impl Reader {
                         Some(Ok(Message::Binary(_))) => {
                             self.answer(CommandError::BinaryUnsupported.frame(None));
                         }
-                        // tungstenite queues the pong itself; the next write sends it.
+                        // tungstenite queues the pong itself and sends it with the next read or write.
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         // tungstenite queued the echo of the client's close.
                         Some(Ok(Message::Close(_))) => break End::ByPeer,

@@ -387,8 +387,14 @@ async fn killing_the_master_that_owns_a_deals_slot_mid_stampede_oversells_nothin
             .await
             .unwrap();
     let (sold_after_stampede, status) = sold_and_status(&a.db, deal_id).await;
+    // `failover` returns once the test sees the new master in the cluster's
+    // view, which may be after the promoted replica already serves: on a
+    // loaded machine the rest of the stock can sell out in between (seen:
+    // failover seen 2.96 s after the kill, first new 201 at 2.89 s, 300/300
+    // sold). An order for an attempt sent after the kill proves sales
+    // resumed either way: the killed master could not have admitted it.
     assert!(
-        after_failover > 0 || (sold_after_stampede == quantity && resumed.is_some_and(|r| r > failed_over)),
+        after_failover > 0 || (sold_after_stampede == quantity && resumed.is_some()),
         "sales resumed after the failover: {after_failover} orders after it, {sold_after_stampede}/{quantity} sold, \
          {sold_at_kill} at the kill"
     );
