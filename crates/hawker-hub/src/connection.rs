@@ -81,9 +81,9 @@ impl Hub {
         // their formatted fields would cost hundreds of bytes each, and
         // every delivery would enter one. The few lines logged here carry
         // the room and the user as fields instead.
-        let connection = Connection::new(self, room, member, commerce, rights);
+        let connection = Connection::new(self, room, member, permit, commerce, rights);
         let (sink, stream) = socket.split();
-        connection.run(sink, stream, resume, notices_after, permit)
+        connection.run(sink, stream, resume, notices_after)
     }
 }
 
@@ -95,6 +95,9 @@ struct Connection {
     hub: Hub,
     room_id: Uuid,
     member: Member,
+    /// The socket's place in the node's counts, given back when the
+    /// connection ends.
+    _permit: SocketPermit,
     /// Frames waiting to be written; the room task pushes, the writer drains.
     queue: Arc<SendQueue>,
     commerce: Arc<dyn CommerceCommands>,
@@ -120,6 +123,7 @@ impl Connection {
         hub: Hub,
         room_id: Uuid,
         member: Member,
+        permit: SocketPermit,
         commerce: Arc<dyn CommerceCommands>,
         rights: Arc<dyn SessionRights>,
     ) -> Self {
@@ -128,6 +132,7 @@ impl Connection {
             hub,
             room_id,
             member,
+            _permit: permit,
             queue,
             commerce,
             rights,
@@ -135,8 +140,7 @@ impl Connection {
         }
     }
 
-    /// Serves the socket from the join to the close; the socket's place in
-    /// the node's count (`permit`) is given back at the end.
+    /// Serves the socket from the join to the close.
     // Not an `async fn` on purpose (see the block below).
     #[allow(clippy::manual_async_fn)]
     fn run(
@@ -145,15 +149,11 @@ impl Connection {
         stream: Stream,
         resume: Option<(String, u64)>,
         notices_after: Option<i64>,
-        permit: SocketPermit,
     ) -> impl Future<Output = ()> + Send + 'static {
         // An `async move` block rather than an `async fn`: an async fn's
         // future keeps its arguments twice (as given, and moved into its
         // locals); a block's captures are used in place.
         async move {
-            // Named, so the block takes the permit and holds it until the
-            // socket ends (a block captures only what it names).
-            let _held = &permit;
             let entry = Arc::new(ClientEntry {
                 id: self.client_id,
                 user: self.member.user.clone(),
@@ -191,8 +191,7 @@ impl Connection {
                 }
             })
             .await;
-            if outcome != JoinOutcome::Joined {
-                let (error, code, reason) = refusal(outcome);
+            if let Some((error, code, reason)) = refusal(outcome) {
                 // The room may still carry out the join later: it must forget it.
                 let _ = room.tx.send(RoomInput::Leave {
                     client_id: self.client_id,
@@ -725,20 +724,22 @@ fn failure(e: &axum::Error) -> End {
     }
 }
 
-/// The error frame and close of a join the room refused.
-fn refusal(outcome: JoinOutcome) -> (CommandError, u16, &'static str) {
+/// The error frame and close of a join the room refused; nothing when it
+/// joined.
+fn refusal(outcome: JoinOutcome) -> Option<(CommandError, u16, &'static str)> {
     match outcome {
-        JoinOutcome::Banned => (CommandError::Banned, close_code::BANNED, "banned"),
-        JoinOutcome::SessionEnded => (
+        JoinOutcome::Joined => None,
+        JoinOutcome::Banned => Some((CommandError::Banned, close_code::BANNED, "banned")),
+        JoinOutcome::SessionEnded => Some((
             CommandError::SessionEnded,
             close_code::SESSION_ENDED,
             "session ended",
-        ),
-        JoinOutcome::Joined | JoinOutcome::Unavailable => (
+        )),
+        JoinOutcome::Unavailable => Some((
             CommandError::Unavailable("the room is unavailable; retry shortly".into()),
             close_code::UNAVAILABLE,
             "unavailable",
-        ),
+        )),
     }
 }
 

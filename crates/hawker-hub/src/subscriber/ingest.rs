@@ -54,7 +54,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    match runtime().filter(|_| own_thread) {
+    // The thread is started only when asked for: a node with the setting
+    // off never has it.
+    match own_thread.then(runtime).flatten() {
         Some(runtime) => runtime.spawn(task),
         None => tokio::spawn(task),
     }
