@@ -2,7 +2,7 @@
 //! viewers connected to this node, and fan-out between nodes through Redis.
 //!
 //! How a client command travels (socket → command → publish):
-//! 1. The connection's task ([`connection`]) reads a text frame and parses
+//! 1. The connection's reader task ([`connection`]) reads a text frame and parses
 //!    it once into a typed [`Command`] ([`commands`]; one file per concern:
 //!    chat, host, moderation, commerce). A refusal is a [`CommandError`]
 //!    with a stable code.
@@ -25,8 +25,8 @@
 //!    Redis are the frame — and pushes one shared copy into each
 //!    connection's byte-bounded send queue ([`send_queue`]), where priority
 //!    lanes decide what may be dropped.
-//! 4. Each connection's task ([`connection`]) drains its send queue and
-//!    writes frames with one flush per batch.
+//! 4. Each connection's writer ([`connection`]), woken by its send queue
+//!    alone, drains it and writes frames with one flush per batch.
 
 pub mod commands;
 pub mod config;
