@@ -103,12 +103,15 @@ pub async fn enter(live: &Live, caller: &Caller<'_>, giveaway_id: Uuid) -> Resul
         .bind(key)
         .execute(&mut *tx)
         .await?;
-    // Inserted only while the giveaway is open, as of after the lock.
+    // Inserted only while the giveaway is open, as of after the lock. Both
+    // unique keys are arbiters: the entry id derives from the user, so two
+    // racing inserts for one user may meet on either key first (naming only
+    // the primary key let the other one raise a unique violation).
     let inserted: Option<DateTime<Utc>> = sqlx::query_scalar(
         "insert into giveaway_entry (giveaway_id, user_id, entry_id)
          select giveaway_id, $2, $3 from giveaway
           where giveaway_id = $1 and status = 'open' and now() < closes_at
-         on conflict on constraint giveaway_entry_once do nothing
+         on conflict do nothing
          returning entered_at",
     )
     .bind(giveaway_id)

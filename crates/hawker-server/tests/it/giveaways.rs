@@ -557,8 +557,14 @@ async fn no_entry_is_counted_twice_across_sockets_nodes_and_http() {
         entry_id(&x2),
         entry_id(&y1),
         entry_id(&y2),
-        h1.1["entry_id"].as_str().unwrap().to_string(),
-        h2.1["entry_id"].as_str().unwrap().to_string(),
+        h1.1["entry_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("HTTP on a: {h1:?}"))
+            .to_string(),
+        h2.1["entry_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("HTTP on b: {h2:?}"))
+            .to_string(),
     ]
     .into_iter()
     .collect();
