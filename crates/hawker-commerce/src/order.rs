@@ -52,9 +52,14 @@ pub struct Order {
     pub coupon_claim_id: Option<Uuid>,
     /// `pending_payment`, `paid`, `cancelled`, `refund_due`, `refunded`, `partially_refunded`.
     pub status: String,
+    // Written by `wire`: an order is serialised for every purchase.
+    #[serde(serialize_with = "hawker_core::wire::time")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "hawker_core::wire::time")]
     pub expires_at: DateTime<Utc>,
+    #[serde(serialize_with = "hawker_core::wire::option_time")]
     pub paid_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "hawker_core::wire::option_time")]
     pub cancelled_at: Option<DateTime<Utc>>,
     /// The host on shift when the order was placed.
     pub host_id: Option<Uuid>,

@@ -161,6 +161,8 @@ pub struct TokenKeys {
     issuer: Option<String>,
     /// Required `aud`, if any.
     audience: Option<String>,
+    /// Tokens verified lately (`verify` answers them from here).
+    verified: crate::verified::Verified<Claims>,
 }
 
 impl fmt::Debug for TokenKeys {
@@ -181,6 +183,7 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(secret),
             issuer: None,
             audience: None,
+            verified: Default::default(),
         }
     }
 
@@ -198,6 +201,7 @@ impl TokenKeys {
             decoding,
             issuer: None,
             audience: None,
+            verified: Default::default(),
         })
     }
 
@@ -206,6 +210,8 @@ impl TokenKeys {
     pub fn with_issuer_and_audience(mut self, issuer: Option<String>, audience: Option<String>) -> Self {
         self.issuer = issuer;
         self.audience = audience;
+        // What was verified under the old rules is not verified under these.
+        self.verified = Default::default();
         self
     }
 
@@ -228,7 +234,19 @@ impl TokenKeys {
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key).map_err(|e| e.to_string())
     }
 
+    /// The claims of `token`, or why it is refused. A token verified before
+    /// and not yet expired is answered from memory (see `verified.rs`).
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.verified.get(token, chrono::Utc::now().timestamp()) {
+            return Ok(claims);
+        }
+        let claims = self.verify_signed(token)?;
+        self.verified.insert(token, &claims, claims.exp);
+        Ok(claims)
+    }
+
+    /// Full verification: signature, algorithm, expiry, issuer, audience, subject.
+    fn verify_signed(&self, token: &str) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(self.algorithm);
         validation.leeway = 0;
         let mut required = vec!["exp", "sub"];
@@ -338,6 +356,33 @@ mod tests {
         let keys = TokenKeys::hs256(b"a-secret-long-enough-for-hs256-000000");
         let token = keys.sign(&claims(-5)).unwrap();
         assert_eq!(keys.verify(&token).unwrap_err(), TokenError::Expired);
+    }
+
+    #[test]
+    fn a_remembered_token_expires_on_time_and_its_forgeries_stay_refused() {
+        let keys = TokenKeys::hs256(b"a-secret-long-enough-for-hs256-000000");
+        let token = keys.sign(&claims(2)).unwrap();
+        assert_eq!(keys.verify(&token).unwrap().sub, "viewer-1");
+        assert_eq!(
+            keys.verify(&token).unwrap().sub,
+            "viewer-1",
+            "answered from memory"
+        );
+        // Another signature on the same header and claims: a different string, verified in full.
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(keys.verify(&forged).unwrap_err(), TokenError::BadSignature);
+        std::thread::sleep(std::time::Duration::from_millis(3100));
+        assert_eq!(keys.verify(&token).unwrap_err(), TokenError::Expired);
+    }
+
+    #[test]
+    fn new_issuer_rules_forget_what_the_old_ones_verified() {
+        let keys = TokenKeys::hs256(b"a-secret-long-enough-for-hs256-000000");
+        let token = keys.sign(&claims(60)).unwrap();
+        assert!(keys.verify(&token).is_ok());
+        let strict = keys.with_issuer_and_audience(Some("idp".into()), None);
+        assert!(matches!(strict.verify(&token), Err(TokenError::Malformed(_))));
     }
 
     #[test]

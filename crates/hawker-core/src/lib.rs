@@ -7,6 +7,8 @@ pub mod auth;
 pub mod error;
 pub mod text;
 pub mod text_schema;
+mod verified;
+pub mod wire;
 
 pub use auth::{Claims, Role, TokenError, TokenKeys};
 pub use error::{DbFailure, Error};

@@ -180,6 +180,7 @@ impl Application {
         let public_server = crate::serve::serve(
             public_listener,
             public_app,
+            server.trusted_proxies.clone().into(),
             Duration::from_secs(server.header_read_timeout_secs),
             stop_accepting(shutdown.clone()),
         );

@@ -5,7 +5,8 @@
 //! silent socket (slowloris) there holds a connection slot forever.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -22,10 +23,14 @@ use crate::listener::LimitedListener;
 /// Serves `app` on `listener` until `stop` resolves, then waits for the
 /// connections being served to finish their requests (the caller bounds
 /// that wait). Each request carries the peer's address as
-/// [`ConnectInfo<SocketAddr>`].
+/// [`ConnectInfo<SocketAddr>`] and the client's as
+/// [`ClientIp`](crate::client_ip::ClientIp): the peer's, or behind one of
+/// the `trusted` proxies, the one `X-Forwarded-For` gives. They are set here,
+/// before the router, so the request's span already names the client.
 pub async fn serve(
     mut listener: LimitedListener,
     app: Router,
+    trusted: Arc<[IpAddr]>,
     header_read_timeout: Duration,
     stop: impl Future<Output = ()>,
 ) {
@@ -44,9 +49,14 @@ pub async fn serve(
         .enable_connect_protocol();
     let graceful = GracefulShutdown::new();
     let serve_one = |stream, peer: SocketAddr| {
+        let trusted = trusted.clone();
         let service = app.clone().map_request(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(axum::body::Body::new);
+            let client = crate::client_ip::client_ip(peer.ip(), request.headers(), &trusted);
             request.extensions_mut().insert(ConnectInfo(peer));
+            request
+                .extensions_mut()
+                .insert(crate::client_ip::ClientIp(client));
             request
         });
         let connection = builder

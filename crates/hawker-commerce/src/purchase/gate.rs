@@ -249,7 +249,11 @@ impl ReservationKey {
 
     /// The field of the `keys` hash and the `pending` set.
     fn field(&self) -> String {
-        format!("{}\n{}", self.buyer, self.idempotency_key)
+        let mut field = String::with_capacity(self.buyer.len() + 1 + self.idempotency_key.len());
+        field.push_str(&self.buyer);
+        field.push('\n');
+        field.push_str(&self.idempotency_key);
+        field
     }
 
     /// An idempotency key has no newline (see `validate_idempotency_key`), so
@@ -373,11 +377,26 @@ async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T
     }
 }
 
+/// `{prefix}:deal:{{{deal}}}:{what}`, written piece by piece: `format!` of
+/// a UUID is a measurable share of a refusal's cost, and every attempt
+/// names six keys.
+fn deal_key(prefix: &str, deal: Uuid, what: &str) -> String {
+    let mut buf = Uuid::encode_buffer();
+    let deal = deal.hyphenated().encode_lower(&mut buf);
+    let mut key = String::with_capacity(prefix.len() + deal.len() + what.len() + 9);
+    key.push_str(prefix);
+    key.push_str(":deal:{");
+    key.push_str(deal);
+    key.push_str("}:");
+    key.push_str(what);
+    key
+}
+
 impl Gate {
     /// One of the gate's keys of `deal`; the braces keep a deal's keys in one
     /// Redis Cluster slot.
     fn deal_key(&self, deal: Uuid, what: &str) -> String {
-        format!("{}:deal:{{{deal}}}:{what}", self.prefix)
+        deal_key(&self.prefix, deal, what)
     }
 
     /// The gate over `redis`, rebuilt from `db` when its keys are missing.
@@ -1006,6 +1025,16 @@ fn drift(gate: &Snapshot, truth: &Truth, quiet: bool) -> Drift {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deal_key_names_the_prefix_the_deal_in_braces_and_the_part() {
+        let deal = Uuid::parse_str("01a240df-72d0-7015-9dcf-eb45f9795625").unwrap();
+        assert_eq!(
+            deal_key("hawker", deal, "stock"),
+            format!("hawker:deal:{{{deal}}}:stock")
+        );
+        assert_eq!(ReservationKey::new("b", "k 1").field(), "b\nk 1");
+    }
 
     fn reply(parts: &[&str]) -> Vec<String> {
         parts.iter().map(|p| p.to_string()).collect()

@@ -222,8 +222,26 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        // The content type and the syntax are checked as `axum::Json` does.
-        let axum::Json(mut value) = axum::Json::<serde_json::Value>::from_request(request, state).await?;
+        // The common case, read once: a plain `application/json` object that
+        // is already what `T` wants. Anything else (another content type, an
+        // error, a float to rewrite, a repeated field) takes the full path
+        // below, which decides and words the refusal.
+        let mut value = if plain_json(request.headers()) {
+            let bytes = axum::body::Bytes::from_request(request, state)
+                .await
+                .map_err(JsonRejection::from)?;
+            if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+                if let Ok(parsed) = serde_json::from_slice::<T>(&bytes) {
+                    return Ok(Json(parsed));
+                }
+            }
+            axum::Json::<serde_json::Value>::from_bytes(&bytes)?.0
+        } else {
+            // The content type and the syntax are checked as `axum::Json` does.
+            axum::Json::<serde_json::Value>::from_request(request, state)
+                .await?
+                .0
+        };
         // serde reads a struct from an array of its fields in order
         // (`[null, null]`); no request body of the API is an array.
         if value.is_array() {
@@ -240,6 +258,15 @@ where
         let axum::Json(parsed) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(Json(parsed))
     }
+}
+
+/// `Content-Type: application/json`, alone or with parameters (`; charset=utf-8`):
+/// a type `axum::Json` accepts too.
+fn plain_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().strip_prefix(b"application/json"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b";"))
 }
 
 /// Rewrites every float with no fractional part that fits an `i64` (or a

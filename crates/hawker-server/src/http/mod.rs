@@ -29,7 +29,6 @@ mod socket_commands;
 pub mod waitlists;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -144,7 +143,6 @@ pub fn public_app(state: AppState) -> Router {
     let (router, doc) = api_router();
     let doc = Arc::new(doc);
     let timeout = state.settings.server.request_timeout();
-    let trusted: Arc<[IpAddr]> = state.settings.server.trusted_proxies.clone().into();
     // The web console, and in development and test only, its helper routes.
     let (environment, listen) = (state.settings.environment, state.settings.server.listen);
     let mut router = router.merge(console::router(environment, dev::enabled(environment, listen)));
@@ -168,8 +166,9 @@ pub fn public_app(state: AppState) -> Router {
             edge,
         ))
         .with_state(state);
-    // Outermost, so the request's span already names the client.
-    with_common_layers(router).layer(middleware::from_fn_with_state(trusted, resolve_client_ip))
+    // The client's address is set by the server loop (`serve.rs`), before
+    // these layers, so the request's span already names the client.
+    with_common_layers(router)
 }
 
 /// What every public request goes through inside its span, in one layer
@@ -245,7 +244,7 @@ fn with_common_layers(router: Router) -> Router {
                             .get(REQUEST_ID_HEADER)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("-");
-                        // Set by `resolve_client_ip` on the public listener only.
+                        // Set by the server loop (`serve.rs`) on the public listener only.
                         let client_ip = request.extensions().get::<crate::client_ip::ClientIp>();
                         tracing::info_span!(
                             "request",
@@ -272,21 +271,6 @@ fn loggable_path(path: &str) -> &str {
     } else {
         path
     }
-}
-
-/// Sets the request's [`ClientIp`](crate::client_ip::ClientIp) from its
-/// peer and, behind a trusted proxy, `X-Forwarded-For`. The request's span
-/// carries it, so every log line of the request names the client.
-async fn resolve_client_ip(
-    State(trusted): State<Arc<[IpAddr]>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if let Some(peer) = request.extensions().get::<crate::serve::Peer>() {
-        let ip = crate::client_ip::client_ip(peer.0.ip(), request.headers(), &trusted);
-        request.extensions_mut().insert(crate::client_ip::ClientIp(ip));
-    }
-    next.run(request).await
 }
 
 async fn not_found() -> Response {
