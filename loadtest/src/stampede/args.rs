@@ -8,7 +8,9 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::deals::{self, MAX_DEALS};
 use super::load::Transport;
+use super::setup::SEEDED_SESSION;
 use crate::common::env::parse_env;
 use crate::common::DEV_SECRET;
 
@@ -31,7 +33,12 @@ pub struct StampedeArgs {
     /// connection) or the room socket's `deal.buy` (one buyer per socket).
     #[arg(long, value_enum, default_value = "http")]
     pub transport: Transport,
-    /// Units of the deal [commit, rate: 1,000,000; soldout: 1,000].
+    /// Deals selling at once (1 to 200), each in its own session: the first in
+    /// --session, the others in sessions derived from it. Each has --quantity
+    /// and --cap; connection c sells deal c mod N (so --connections ≥ --deals).
+    #[arg(long, default_value_t = 1)]
+    pub deals: usize,
+    /// Units of each deal [commit, rate: 1,000,000; soldout: 1,000].
     #[arg(long)]
     pub quantity: Option<i32>,
     /// Per-buyer cap.
@@ -41,7 +48,8 @@ pub struct StampedeArgs {
     #[arg(long, default_value_t = 1)]
     pub order_quantity: i32,
     /// Distinct buyers; attempt i is made by buyer i mod B [commit: 50,000 × duration / cap;
-    /// rate: rate × duration / cap; soldout: 20,000].
+    /// rate: rate × duration / cap; soldout: 20,000, or with several deals
+    /// --sellout-buyers × --deals if more].
     #[arg(long)]
     pub buyers: Option<u64>,
     /// Attempts per second, open loop (latency from the scheduled send time) [rate: 10,000;
@@ -66,7 +74,7 @@ pub struct StampedeArgs {
     /// hot deal in it rather than those of the empty tables of a fresh start.
     #[arg(long, default_value_t = 3.0)]
     pub warmup_secs: f64,
-    /// soldout: buyers in the burst that sells the deal out (one attempt each).
+    /// soldout: buyers per deal in the burst that sells the deals out (one attempt each).
     #[arg(long, default_value_t = 5000)]
     pub sellout_buyers: u64,
     /// Give up on one attempt after this long.
@@ -107,7 +115,8 @@ pub struct StampedeArgs {
     /// Keep earlier runs' orders (by default the stampede database's order tables are emptied).
     #[arg(long)]
     pub keep_orders: bool,
-    /// The session the deals run in: its own room, so no one else's viewers see its events.
+    /// The session the deal runs in: its own room, so no one else's viewers see its events.
+    /// With --deals N, deal k > 0 runs in a session derived from this one and k.
     #[arg(long, default_value = "00000000-0000-4000-8000-00000005d001")]
     pub session: Uuid,
     #[arg(long, default_value = "00000000-0000-4000-8000-00000000a001")]
@@ -149,6 +158,9 @@ pub struct StampedeArgs {
 pub struct Plan {
     pub mode: Mode,
     pub transport: Transport,
+    /// Deals selling at once, each in its own session.
+    pub deals: usize,
+    /// Units of each deal.
     pub quantity: i32,
     pub cap: i32,
     pub order_quantity: i32,
@@ -158,6 +170,7 @@ pub struct Plan {
     pub threads: usize,
     pub duration_s: f64,
     pub attempts: u64,
+    /// soldout: attempts of the sell-out burst per deal.
     pub sellout_buyers: u64,
 }
 
@@ -169,6 +182,11 @@ impl Plan {
     /// Attempts one buyer can make before the cap refuses them.
     pub fn per_buyer(&self) -> u64 {
         attempts_per_buyer(self.cap, self.order_quantity)
+    }
+
+    /// soldout: attempts of the whole sell-out burst, every deal's share.
+    pub fn sellout_attempts(&self) -> u64 {
+        self.sellout_buyers.saturating_mul(self.deals as u64)
     }
 }
 
@@ -197,6 +215,9 @@ impl StampedeArgs {
         if !(1..=1_000_000).contains(&quantity) {
             bail!("--quantity must be 1 to 1,000,000 (the deal limit)");
         }
+        if !(1..=MAX_DEALS).contains(&self.deals) {
+            bail!("--deals must be 1 to {MAX_DEALS}");
+        }
         let per_buyer = attempts_per_buyer(self.cap, self.order_quantity);
         let planned = match rate {
             Some(r) => (r * self.duration).ceil() as u64,
@@ -204,6 +225,10 @@ impl StampedeArgs {
         };
         let attempts = self.attempts.unwrap_or(u64::MAX);
         let buyers = self.buyers.unwrap_or(match self.mode {
+            // Enough for every deal's burst to be distinct buyers (one deal: 20,000 as ever).
+            Mode::Soldout if self.deals > 1 => {
+                self.sellout_buyers.saturating_mul(self.deals as u64).max(20_000)
+            }
             Mode::Soldout => 20_000,
             _ => planned.min(attempts).div_ceil(per_buyer).max(1),
         });
@@ -216,6 +241,14 @@ impl StampedeArgs {
         if !(1..=16).contains(&self.threads) {
             bail!("--threads must be 1 to 16");
         }
+        if self.connections < self.deals {
+            bail!(
+                "--connections ({}) must be at least --deals ({}): each deal needs a connection",
+                self.connections,
+                self.deals
+            );
+        }
+        self.check_sessions()?;
         if self.transport == Transport::Socket && self.mode != Mode::Soldout {
             bail!(
                 "--transport socket holds one buyer per socket, who may buy only up to the cap: \
@@ -225,11 +258,12 @@ impl StampedeArgs {
         if self.mode == Mode::Soldout
             && self.sellout_buyers.saturating_mul(self.order_quantity as u64) < quantity as u64
         {
-            bail!("--sellout-buyers × --order-quantity must reach --quantity, or the deal does not sell out");
+            bail!("--sellout-buyers × --order-quantity must reach --quantity, or a deal does not sell out");
         }
         Ok(Plan {
             mode: self.mode,
             transport: self.transport,
+            deals: self.deals,
             quantity,
             cap: self.cap,
             order_quantity: self.order_quantity,
@@ -243,18 +277,43 @@ impl StampedeArgs {
         })
     }
 
-    /// `--scenario`, or `stampede-<mode>`.
+    /// `--scenario`, or `stampede-<mode>` (`stampede-<mode>-<N>deals` with N > 1 deals).
     pub fn scenario(&self) -> String {
         self.scenario.clone().unwrap_or_else(|| {
-            format!(
-                "stampede-{}",
-                match self.mode {
-                    Mode::Commit => "commit",
-                    Mode::Soldout => "soldout",
-                    Mode::Rate => "rate",
-                }
-            )
+            let mode = match self.mode {
+                Mode::Commit => "commit",
+                Mode::Soldout => "soldout",
+                Mode::Rate => "rate",
+            };
+            if self.deals > 1 {
+                format!("stampede-{mode}-{}deals", self.deals)
+            } else {
+                format!("stampede-{mode}")
+            }
         })
+    }
+
+    /// The session of each deal: `--session`, then the ones derived from it.
+    pub fn sessions(&self) -> Vec<Uuid> {
+        deals::sessions(self.session, self.deals)
+    }
+
+    /// The derived sessions are overwritten (made `scheduled` again) by the
+    /// run: refuse a `--session` whose derived sessions would hit the seeded
+    /// demo session or repeat one another.
+    fn check_sessions(&self) -> anyhow::Result<()> {
+        let sessions = self.sessions();
+        let seeded = Uuid::parse_str(SEEDED_SESSION)?;
+        let mut seen = std::collections::HashSet::with_capacity(sessions.len());
+        for (k, s) in sessions.iter().enumerate() {
+            if k > 0 && *s == seeded {
+                bail!("deal {k}'s session would be the seeded session {seeded}: pick another --session");
+            }
+            if !seen.insert(*s) {
+                bail!("deal {k}'s session {s} repeats another deal's: pick another --session");
+            }
+        }
+        Ok(())
     }
 
     /// The environment of the spawned node: its database, then `--server-env`.
@@ -262,5 +321,100 @@ impl StampedeArgs {
         let mut env = vec![("HAWKER__DATABASE__URL".to_string(), self.database_url.clone())];
         env.extend(self.server_env.iter().cloned());
         env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: StampedeArgs,
+    }
+
+    fn args(extra: &[&str]) -> StampedeArgs {
+        let argv = std::iter::once("stampede").chain(extra.iter().copied());
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    fn plan_err(extra: &[&str]) -> String {
+        format!("{:#}", args(extra).plan().unwrap_err())
+    }
+
+    #[test]
+    fn one_deal_by_default_as_before() {
+        let a = args(&[]);
+        assert_eq!(a.deals, 1);
+        let plan = a.plan().unwrap();
+        assert_eq!(plan.deals, 1);
+        assert_eq!(a.scenario(), "stampede-commit");
+        assert_eq!(a.sessions(), vec![a.session]);
+        let soldout = args(&["--mode", "soldout"]).plan().unwrap();
+        assert_eq!(soldout.buyers, 20_000);
+        assert_eq!(soldout.sellout_attempts(), 5000);
+        let big = args(&["--mode", "soldout", "--sellout-buyers", "30000"])
+            .plan()
+            .unwrap();
+        assert_eq!((big.buyers, big.sellout_attempts()), (20_000, 30_000));
+    }
+
+    #[test]
+    fn deals_must_be_1_to_200() {
+        assert!(plan_err(&["--deals", "0"]).contains("--deals must be 1 to 200"));
+        assert!(plan_err(&["--deals", "201", "--connections", "400"]).contains("--deals must be 1 to 200"));
+        assert!(Cli::try_parse_from(["stampede", "--deals", "-1"]).is_err());
+        assert!(Cli::try_parse_from(["stampede", "--deals", "many"]).is_err());
+        assert_eq!(
+            args(&["--deals", "200", "--connections", "200"])
+                .plan()
+                .unwrap()
+                .deals,
+            200
+        );
+        assert_eq!(
+            args(&["--deals", "1", "--connections", "1"])
+                .plan()
+                .unwrap()
+                .deals,
+            1
+        );
+    }
+
+    #[test]
+    fn every_deal_needs_a_connection() {
+        let err = plan_err(&["--deals", "50", "--connections", "49"]);
+        assert!(
+            err.contains("--connections (49) must be at least --deals (50)"),
+            "{err}"
+        );
+        assert!(args(&["--deals", "50", "--connections", "50"]).plan().is_ok());
+    }
+
+    #[test]
+    fn many_deals_name_the_scenario_and_size_the_sellout() {
+        let a = args(&["--mode", "soldout", "--deals", "50"]);
+        assert_eq!(a.scenario(), "stampede-soldout-50deals");
+        let plan = a.plan().unwrap();
+        // 5,000 burst buyers for each of 50 deals, one attempt each.
+        assert_eq!(plan.sellout_attempts(), 250_000);
+        assert_eq!(plan.buyers, 250_000);
+        assert_eq!(plan.quantity, 1000);
+        let sessions = a.sessions();
+        assert_eq!(sessions.len(), 50);
+        assert_eq!(sessions[0], a.session);
+        // --scenario still wins.
+        assert_eq!(args(&["--deals", "3", "--scenario", "x"]).scenario(), "x");
+    }
+
+    #[test]
+    fn the_default_sessions_pass_the_collision_check() {
+        let seeded = Uuid::parse_str(SEEDED_SESSION).unwrap();
+        let a = args(&["--deals", "200", "--connections", "200"]);
+        assert!(!a.sessions()[1..].contains(&seeded));
+        assert!(a.check_sessions().is_ok());
     }
 }

@@ -2,7 +2,8 @@
 //! current-thread runtime) with C connections between them, open-loop at a
 //! target rate (latency from the scheduled send time, so a stalled server
 //! shows up as latency, not as fewer attempts) or closed-loop as fast as the
-//! connections go (latency from the send).
+//! connections go (latency from the send). With several deals, connection
+//! c sells deal c mod N (`deals::deal_of_connection`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
+use super::deals::{deal_of_connection, Target};
 use crate::common::clock;
 use crate::common::http1::{string_field, Conn};
 use crate::common::stats::histogram;
@@ -48,8 +50,12 @@ pub struct PhaseConfig {
     pub run: String,
     /// `127.0.0.1:port` of the node's public listener.
     pub addr: String,
-    pub session: Uuid,
-    pub deal: Uuid,
+    /// The deals on sale, each in its session; connection c sells deal c mod N.
+    pub targets: Arc<Vec<Target>>,
+    /// At most this many attempts at each deal (its share of `max_attempts`,
+    /// so that a deal whose answers come faster does not take the others'
+    /// attempts); `None`: only `max_attempts` bounds them.
+    pub per_deal_attempts: Option<u64>,
     pub transport: Transport,
     /// Attempts per second (open loop); `None`: as fast as the connections go.
     pub rate: Option<f64>,
@@ -73,8 +79,23 @@ pub struct PhaseConfig {
 impl PhaseConfig {
     fn buyer(&self, index: u64) -> u64 {
         let count = self.buyers.end.saturating_sub(self.buyers.start).max(1);
-        (self.buyers.start + index % count).min(self.tokens.len() as u64 - 1)
+        (self.buyers.start + index % count).min((self.tokens.len() as u64).saturating_sub(1))
     }
+
+    /// The deal connection `slot` sells, as its index and its target.
+    fn target(&self, slot: usize) -> Option<(usize, Target)> {
+        let d = deal_of_connection(slot, self.targets.len());
+        self.targets.get(d).map(|t| (d, *t))
+    }
+}
+
+/// A 201: the order, its buyer (index into the tokens) and the deal (index
+/// into the phase's targets) it was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub order: Uuid,
+    pub buyer: u64,
+    pub deal: usize,
 }
 
 /// Counts of one second.
@@ -102,14 +123,16 @@ pub struct PhaseResult {
     /// Failures that are not a business answer: transport, timeouts, 5xx.
     pub errors: BTreeMap<String, u64>,
     pub attempts: u64,
-    /// Every 201: (order id, buyer index).
-    pub acks: Vec<(Uuid, u64)>,
+    /// Every 201, with the deal it was for.
+    pub acks: Vec<Ack>,
+    /// Outcomes by deal (index into the phase's targets).
+    pub per_deal: Vec<Counts>,
     pub last_done_us: u64,
     pub connects: u64,
 }
 
 impl PhaseResult {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         PhaseResult {
             all: histogram(true),
             committed: histogram(true),
@@ -121,6 +144,7 @@ impl PhaseResult {
             errors: BTreeMap::new(),
             attempts: 0,
             acks: Vec::new(),
+            per_deal: Vec::new(),
             last_done_us: 0,
             connects: 0,
         }
@@ -152,6 +176,14 @@ impl PhaseResult {
         }
         self.attempts += o.attempts;
         self.acks.extend(o.acks);
+        if self.per_deal.len() < o.per_deal.len() {
+            self.per_deal.resize(o.per_deal.len(), Counts::default());
+        }
+        for (mine, theirs) in self.per_deal.iter_mut().zip(o.per_deal) {
+            mine.committed += theirs.committed;
+            mine.rejected += theirs.rejected;
+            mine.errors += theirs.errors;
+        }
         self.last_done_us = self.last_done_us.max(o.last_done_us);
         self.connects += o.connects;
     }
@@ -174,8 +206,24 @@ impl PhaseResult {
 
     /// One attempt and its outcome: latency from its scheduled time (open
     /// loop, with the send lag apart) or from its send.
-    fn record(&mut self, config: &PhaseConfig, scheduled_us: u64, sent_us: u64, outcome: Outcome) {
+    fn record(
+        &mut self,
+        config: &PhaseConfig,
+        deal: usize,
+        scheduled_us: u64,
+        sent_us: u64,
+        outcome: Outcome,
+    ) {
         self.attempts += 1;
+        if self.per_deal.len() <= deal {
+            self.per_deal.resize(deal + 1, Counts::default());
+        }
+        let by_deal = &mut self.per_deal[deal];
+        match &outcome {
+            Outcome::Created(..) => by_deal.committed += 1,
+            Outcome::Refused(_) => by_deal.rejected += 1,
+            Outcome::Failed(_) => by_deal.errors += 1,
+        }
         let from_us = if config.rate.is_some() {
             self.send_lag
                 .saturating_record(sent_us.saturating_sub(scheduled_us).max(1));
@@ -193,7 +241,7 @@ impl PhaseResult {
             Outcome::Created(order, buyer) => {
                 counts.committed += 1;
                 self.committed.saturating_record(latency);
-                self.acks.push((order, buyer));
+                self.acks.push(Ack { order, buyer, deal });
                 *self.codes.entry("created".to_string()).or_default() += 1;
                 progress.committed.fetch_add(1, Ordering::Relaxed);
             }
@@ -234,10 +282,13 @@ thread_local! {
 /// Runs a phase on `config.threads` threads and merges what they saw.
 pub async fn run_phase(config: &PhaseConfig) -> anyhow::Result<PhaseResult> {
     let threads = config.threads.max(1);
+    // Attempts each deal has taken, across the threads (for `per_deal_attempts`).
+    let taken: Arc<Vec<AtomicU64>> = Arc::new(config.targets.iter().map(|_| AtomicU64::new(0)).collect());
     let mut waiting = Vec::new();
     for t in 0..threads {
         let (tx, rx) = oneshot::channel();
         let config = config.clone();
+        let taken = taken.clone();
         std::thread::Builder::new()
             .name(format!("stampede-{t}"))
             .spawn(move || {
@@ -246,7 +297,7 @@ pub async fn run_phase(config: &PhaseConfig) -> anyhow::Result<PhaseResult> {
                         .enable_all()
                         .build()?;
                     let local = tokio::task::LocalSet::new();
-                    Ok(local.block_on(&runtime, run_thread(config, t, threads)))
+                    Ok(local.block_on(&runtime, run_thread(config, taken, t, threads)))
                 })();
                 let _ = tx.send(result);
             })?;
@@ -263,7 +314,12 @@ pub async fn run_phase(config: &PhaseConfig) -> anyhow::Result<PhaseResult> {
 }
 
 /// Thread `t` of `threads`: attempts `t, t + threads, …` of the phase.
-async fn run_thread(config: PhaseConfig, t: usize, threads: usize) -> PhaseResult {
+async fn run_thread(
+    config: PhaseConfig,
+    taken: Arc<Vec<AtomicU64>>,
+    t: usize,
+    threads: usize,
+) -> PhaseResult {
     let config = Rc::new(config);
     let next = Rc::new(Cell::new(0u64));
     let result = Rc::new(RefCell::new(PhaseResult::new()));
@@ -271,14 +327,27 @@ async fn run_thread(config: PhaseConfig, t: usize, threads: usize) -> PhaseResul
     let mine = config.connections / threads + usize::from(t < config.connections % threads);
     let mut tasks = Vec::new();
     for c in 0..mine {
-        let (config, next, result) = (config.clone(), next.clone(), result.clone());
+        let (config, next, result, taken) = (config.clone(), next.clone(), result.clone(), taken.clone());
         let slot = c * threads + t;
+        let Some((d, target)) = config.target(slot) else {
+            *result
+                .borrow_mut()
+                .errors
+                .entry("no deal to sell".to_string())
+                .or_default() += 1;
+            continue;
+        };
         tasks.push(tokio::task::spawn_local(async move {
+            let lane = Lane {
+                t: t as u64,
+                threads: threads as u64,
+                deal: d,
+                target,
+                taken: &taken[d],
+            };
             match config.transport {
-                Transport::Http => http_connection(&config, t as u64, threads as u64, &next, &result).await,
-                Transport::Socket => {
-                    socket_connection(&config, slot as u64, t as u64, threads as u64, &next, &result).await
-                }
+                Transport::Http => http_connection(&config, &lane, &next, &result).await,
+                Transport::Socket => socket_connection(&config, slot as u64, &lane, &next, &result).await,
             }
         }));
     }
@@ -324,10 +393,37 @@ async fn next_attempt(config: &PhaseConfig, next: &Cell<u64>, t: u64, threads: u
     Some((i, scheduled))
 }
 
-async fn http_connection(
-    config: &PhaseConfig,
+/// What one connection works on: its thread's share of the attempts, and its deal.
+struct Lane<'a> {
     t: u64,
     threads: u64,
+    /// Index of the deal into the phase's targets.
+    deal: usize,
+    target: Target,
+    /// Attempts the deal has taken so far in this phase, across threads.
+    taken: &'a AtomicU64,
+}
+
+/// [`next_attempt`] for a connection of `lane.deal`, within the deal's share
+/// of the phase when it has one (`None` once it is spent).
+async fn next_attempt_for(config: &PhaseConfig, lane: &Lane<'_>, next: &Cell<u64>) -> Option<(u64, u64)> {
+    let Some(share) = config.per_deal_attempts else {
+        return next_attempt(config, next, lane.t, lane.threads).await;
+    };
+    if lane.taken.fetch_add(1, Ordering::Relaxed) >= share {
+        return None;
+    }
+    let attempt = next_attempt(config, next, lane.t, lane.threads).await;
+    if attempt.is_none() {
+        // The phase is over for this thread: the deal's other connections may still use it.
+        lane.taken.fetch_sub(1, Ordering::Relaxed);
+    }
+    attempt
+}
+
+async fn http_connection(
+    config: &PhaseConfig,
+    lane: &Lane<'_>,
     next: &Cell<u64>,
     result: &RefCell<PhaseResult>,
 ) {
@@ -347,7 +443,7 @@ async fn http_connection(
             .entry(format!("connect: {e:#}"))
             .or_default() += 1;
     }
-    while let Some((i, scheduled)) = next_attempt(config, next, t, threads).await {
+    while let Some((i, scheduled)) = next_attempt_for(config, lane, next).await {
         let index = config.first_attempt + i;
         let buyer = config.buyer(index);
         request.clear();
@@ -355,7 +451,7 @@ async fn http_connection(
             request,
             "POST /v1/deals/{}/orders HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
              Idempotency-Key: {}-{index}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            config.deal,
+            lane.target.deal,
             config.addr,
             config.tokens[buyer as usize],
             config.run,
@@ -377,17 +473,18 @@ async fn http_connection(
             },
             Err(e) => Outcome::Failed(format!("{e:#}")),
         };
-        result.borrow_mut().record(config, scheduled, sent, outcome);
+        result
+            .borrow_mut()
+            .record(config, lane.deal, scheduled, sent, outcome);
     }
     result.borrow_mut().connects += conn.reconnects;
 }
 
-/// One socket = one buyer (`slot % buyers`); one `deal.buy` in flight.
+/// One socket = one buyer (`slot % buyers`) in its deal's session room; one `deal.buy` in flight.
 async fn socket_connection(
     config: &PhaseConfig,
     slot: u64,
-    t: u64,
-    threads: u64,
+    lane: &Lane<'_>,
     next: &Cell<u64>,
     result: &RefCell<PhaseResult>,
 ) {
@@ -403,7 +500,7 @@ async fn socket_connection(
     let permit = connecting.acquire().await;
     let opened = ws::open(
         &node,
-        config.session,
+        lane.target.session,
         &config.tokens[buyer as usize],
         None,
         Duration::from_secs(10),
@@ -422,12 +519,12 @@ async fn socket_connection(
         }
     };
     result.borrow_mut().connects += 1;
-    while let Some((i, scheduled)) = next_attempt(config, next, t, threads).await {
+    while let Some((i, scheduled)) = next_attempt_for(config, lane, next).await {
         let index = config.first_attempt + i;
         let id = index.to_string();
         let command = format!(
             "{{\"id\":\"{id}\",\"type\":\"deal.buy\",\"data\":{{\"deal_id\":\"{}\",\"idempotency_key\":\"{}-{index}\",\"quantity\":{}}}}}",
-            config.deal, config.run, config.quantity
+            lane.target.deal, config.run, config.quantity
         );
         let sent = clock::now_us();
         config.progress.sent.fetch_add(1, Ordering::Relaxed);
@@ -471,7 +568,9 @@ async fn socket_connection(
             Ok(Err(e)) => (Outcome::Failed(format!("{e:#}")), true),
             Err(_) => (Outcome::Failed("timeout".to_string()), true),
         };
-        result.borrow_mut().record(config, scheduled, sent, outcome);
+        result
+            .borrow_mut()
+            .record(config, lane.deal, scheduled, sent, outcome);
         if broken {
             break;
         }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::args::{Mode, Plan, StampedeArgs};
 use super::baseline::BaselineResult;
 use super::cpu::CpuSample;
-use super::load::PhaseResult;
+use super::load::{Counts, PhaseResult};
 use super::setup::{Checks, SettleMetrics};
 use crate::common::plot::{self, Axis, Figure, Line, Panel, Series};
 use crate::common::run::{write_result, Run};
@@ -51,6 +51,26 @@ pub fn phase_summary(r: &PhaseResult, start_us: u64) -> PhaseSummary {
     }
 }
 
+/// One deal of the run: where it sold, what the measured phase saw of it,
+/// and its invariants.
+#[derive(Debug, Clone, Serialize)]
+pub struct DealReport {
+    pub session: Uuid,
+    pub deal: Uuid,
+    /// Answers in the measured phase.
+    pub measured: Counts,
+    pub checks: Checks,
+}
+
+/// min / median / max of some numbers (0s when there are none).
+fn spread(mut v: Vec<i64>) -> (i64, i64, i64) {
+    v.sort_unstable();
+    match (v.first(), v.get(v.len() / 2), v.last()) {
+        (Some(&lo), Some(&mid), Some(&hi)) => (lo, mid, hi),
+        _ => (0, 0, 0),
+    }
+}
+
 /// Everything a stampede measured.
 pub struct Report<'a> {
     pub args: &'a StampedeArgs,
@@ -62,7 +82,10 @@ pub struct Report<'a> {
     /// `calibrate` ms on CPU 0 and 1, before and after (≈100 on an idle core).
     pub calibrate: [[Option<f64>; 2]; 2],
     pub server_env: &'a [(String, String)],
-    pub deal: Uuid,
+    /// Every deal of the run, in order (the first in `--session`).
+    pub deals: &'a [DealReport],
+    /// soldout: deals the burst sold out before the measured phase.
+    pub sold_out: Option<usize>,
     pub sellout: Option<&'a (PhaseResult, u64)>,
     pub warmup: Option<&'a PhaseResult>,
     pub result: &'a PhaseResult,
@@ -70,6 +93,7 @@ pub struct Report<'a> {
     pub cpu: CpuSample,
     pub cpu_series: &'a [CpuSample],
     pub metrics: SettleMetrics,
+    /// All the deals' checks as one (`Checks::total`).
     pub checks: &'a Checks,
     pub baseline: Option<&'a BaselineResult>,
     pub baselines: &'a [BaselineResult],
@@ -176,7 +200,10 @@ impl Report<'_> {
             "command": std::env::args().collect::<Vec<_>>().join(" "),
             "note": self.args.note,
             "plan": self.plan,
-            "deal": self.deal,
+            "deal": self.deals.first().map(|d| d.deal),
+            "deals": self.deals.len(),
+            "sessions": self.deals.iter().map(|d| d.session).collect::<Vec<_>>(),
+            "per_deal": self.deals,
             "machine": run.machine,
             "machine_busy_before_pct": self.busy_before,
             "calibrate_ms_cpu0_cpu1": { "before": self.calibrate[0], "after": self.calibrate[1] },
@@ -187,6 +214,8 @@ impl Report<'_> {
             })),
             "sellout": sellout.as_ref().map(|p| json!({
                 "summary": p,
+                "deals_sold_out": self.sold_out,
+                "per_deal": self.sellout.map(|(r, _)| &r.per_deal),
                 "codes": self.sellout.map(|(r, _)| &r.codes),
                 "errors": self.sellout.map(|(r, _)| &r.errors),
             })),
@@ -220,8 +249,12 @@ impl Report<'_> {
         });
         write_result(&json_path, serde_json::to_string_pretty(&document)?)?;
         let title = format!(
-            "{} ({:?}, {}, {} conn) — {:.0} committed/s, {:.0} rejected/s, p99 {:.1} ms",
+            "{} ({}{:?}, {}, {} conn) — {:.0} committed/s, {:.0} rejected/s, p99 {:.1} ms",
             self.scenario,
+            match self.deals.len() {
+                1 => String::new(),
+                n => format!("{n} deals, "),
+            },
             self.plan.transport,
             match self.plan.rate {
                 Some(r) => format!("{r:.0}/s open loop"),
@@ -266,15 +299,39 @@ impl Report<'_> {
             cal(self.calibrate[0]),
             cal(self.calibrate[1])
         );
+        match self.deals {
+            [one] => out!(
+                "deals       1: {} in session {}, {} units, cap {}",
+                one.deal,
+                one.session,
+                self.plan.quantity,
+                self.plan.cap
+            ),
+            all => {
+                let (lo, mid, hi) = spread(all.iter().map(|d| d.measured.committed as i64).collect());
+                let (rlo, rmid, rhi) = spread(all.iter().map(|d| d.measured.rejected as i64).collect());
+                out!(
+                    "deals       {} in {} sessions, {} units each, cap {}; measured per deal: \
+                     committed {lo}/{mid}/{hi}, rejected {rlo}/{rmid}/{rhi} (min/median/max)",
+                    all.len(),
+                    all.len(),
+                    self.plan.quantity,
+                    self.plan.cap
+                );
+            }
+        }
         if let Some(p) = &sellout {
             out!(
-                "sell-out    {} attempts → {} committed, {} rejected, {} errors in {:.2} s; p99 {:.1} ms",
+                "sell-out    {} attempts → {} committed, {} rejected, {} errors in {:.2} s; p99 {:.1} ms; \
+                 {} of {} deals sold out",
                 p.attempts,
                 p.committed,
                 p.rejected,
                 p.errors,
                 p.window_s,
-                p.latency.p99_ms
+                p.latency.p99_ms,
+                self.sold_out.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+                self.deals.len()
             );
         }
         out!(
@@ -339,8 +396,12 @@ impl Report<'_> {
         }
         let c = self.checks;
         out!(
-            "postgres    deal {}/{} sold ({}{}), {} orders, {} units, {} buyers, {} over the cap, \
+            "postgres    {} {}/{} sold ({}{}), {} orders, {} units, {} buyers, {} over the cap, \
              {} deal_buyer mismatches",
+            match self.deals.len() {
+                1 => "deal".to_string(),
+                n => format!("{n} deals"),
+            },
             c.sold,
             c.quantity,
             c.status,
@@ -361,6 +422,14 @@ impl Report<'_> {
             c.acks_missing,
             c.rows_without_ack
         );
+        if self.deals.len() > 1 {
+            let (lo, mid, hi) = spread(self.deals.iter().map(|d| d.checks.sold).collect());
+            let failed = self.deals.iter().filter(|d| !d.checks.pass).count();
+            out!(
+                "  per deal  sold {lo}/{mid}/{hi} (min/median/max); {failed} of {} deals fail their invariants",
+                self.deals.len()
+            );
+        }
         out!(
             "invariants  {}{}",
             if c.pass { "PASS" } else { "FAIL" },
@@ -450,5 +519,18 @@ impl Report<'_> {
                 ],
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_min_median_max() {
+        assert_eq!(spread(vec![]), (0, 0, 0));
+        assert_eq!(spread(vec![7]), (7, 7, 7));
+        assert_eq!(spread(vec![5, 1, 9, 3]), (1, 5, 9));
+        assert_eq!(spread(vec![3, 1, 2]), (1, 2, 3));
     }
 }

@@ -1,5 +1,6 @@
-//! A stampede with its node up: the deal, the warm-up or the sell-out, the
-//! measured phase, the invariants in Postgres, then the pgbench baseline.
+//! A stampede with its node up: the deals (one per session), the warm-up or
+//! the sell-out, the measured phase, the invariants in Postgres (deal by
+//! deal), then the pgbench baseline.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use uuid::Uuid;
 use super::args::{Mode, Plan, StampedeArgs};
 use super::baseline::{self, BaselineConfig, PgTarget};
 use super::cpu::{CpuSample, Pids};
-use super::load::{self, PhaseConfig, Progress, Transport};
-use super::report::{phase_summary, Report};
-use super::setup::{self, DealSpec, SettleMetrics};
+use super::deals::Target;
+use super::load::{self, PhaseConfig, PhaseResult, Progress, Transport};
+use super::report::{phase_summary, DealReport, Report};
+use super::setup::{self, Checks, DealSpec, SettleMetrics};
 use crate::common::nodes::{Profiler, Seed, ServerKind, SpawnConfig};
 use crate::common::procfs::{self, busy_percent, calibrate_on};
 use crate::common::run::{NodePlan, Run, Scenario, Settings};
@@ -118,7 +120,10 @@ async fn measure(s: &Stampede<'_>, run: &mut Run, before: Before) -> anyhow::Res
     if !args.keep_orders {
         setup::reset_orders(&db, &args.database_url).await?;
     }
-    setup::ensure_session(&db, args.session).await?;
+    let sessions = args.sessions();
+    for session in &sessions {
+        setup::ensure_session(&db, *session).await?;
+    }
     let minter = Minter::new(&args.jwt_secret);
     let agency_token = minter.token("stampede-agency", Role::Agency, Some(args.agency))?;
     let signing = Instant::now();
@@ -139,27 +144,52 @@ async fn measure(s: &Stampede<'_>, run: &mut Run, before: Before) -> anyhow::Res
         tokens.len(),
         signing.elapsed().as_secs_f64()
     );
-    let deal = setup::create_deal(
-        &db,
-        &addr,
-        &agency_token,
-        &DealSpec {
-            session: args.session,
+    // One deal per session, one after the other (each takes its units from the SKU's stock).
+    let mut targets: Vec<Target> = Vec::with_capacity(sessions.len());
+    for (k, session) in sessions.iter().enumerate() {
+        let spec = DealSpec {
+            session: *session,
             sku: args.sku,
             quantity: plan.quantity,
             cap: plan.cap,
             duration_secs: 300,
-        },
-    )
-    .await?;
-    note!("deal {deal}: {} units, cap {}", plan.quantity, plan.cap);
+        };
+        match setup::create_deal(&db, &addr, &agency_token, &spec).await {
+            Ok(deal) => targets.push(Target {
+                session: *session,
+                deal,
+            }),
+            Err(e) => {
+                // Do not leave the deals made so far on sale.
+                for t in &targets {
+                    finish_deal(args, &addr, &agency_token, t.deal, false).await;
+                }
+                return Err(e.context(format!("creating deal {k} in session {session}")));
+            }
+        }
+    }
+    match targets.as_slice() {
+        [one] => note!("deal {}: {} units, cap {}", one.deal, plan.quantity, plan.cap),
+        [first, .., last] => note!(
+            "{} deals in {} sessions ({} … {}): {} units each, cap {}",
+            targets.len(),
+            sessions.len(),
+            first.session,
+            last.session,
+            plan.quantity,
+            plan.cap
+        ),
+        [] => bail!("no deal to sell"),
+    }
+    let deal_ids: Vec<Uuid> = targets.iter().map(|t| t.deal).collect();
+    let targets = Arc::new(targets);
 
     let progress = Arc::new(Progress::default());
     let base = PhaseConfig {
         run: run.id.clone(),
         addr: addr.clone(),
-        session: args.session,
-        deal,
+        targets: targets.clone(),
+        per_deal_attempts: None,
         transport: Transport::Http,
         rate: None,
         connections: plan.connections,
@@ -199,14 +229,24 @@ async fn measure(s: &Stampede<'_>, run: &mut Run, before: Before) -> anyhow::Res
         None
     };
 
-    // soldout: the stampede proper — a burst of distinct buyers sells the deal out.
+    // soldout: the stampede proper — a burst of distinct buyers sells the
+    // deals out, each deal its share of the attempts.
     let sellout = if plan.mode == Mode::Soldout {
         let config = PhaseConfig {
             start_us: clock::now_us(),
-            max_attempts: plan.sellout_buyers,
+            max_attempts: plan.sellout_attempts(),
+            per_deal_attempts: (plan.deals > 1).then_some(plan.sellout_buyers),
             ..base.clone()
         };
-        note!("selling out: {} buyers, one attempt each", plan.sellout_buyers);
+        if plan.deals > 1 {
+            note!(
+                "selling out: {} buyers for each of {} deals, one attempt each",
+                plan.sellout_buyers,
+                plan.deals
+            );
+        } else {
+            note!("selling out: {} buyers, one attempt each", plan.sellout_buyers);
+        }
         let result = load::run_phase(&config).await?;
         let summary = phase_summary(&result, config.start_us);
         note!(
@@ -218,6 +258,33 @@ async fn measure(s: &Stampede<'_>, run: &mut Run, before: Before) -> anyhow::Res
         );
         setup::analyze(&db).await?;
         Some((result, config.start_us))
+    } else {
+        None
+    };
+    // Whether the burst sold every deal out before the measured phase.
+    let sold_out = if sellout.is_some() {
+        let sales = setup::deal_sales(&db, &deal_ids).await?;
+        let count = sales
+            .iter()
+            .filter(|(sold, quantity)| *quantity > 0 && sold >= quantity)
+            .count();
+        if count < sales.len() {
+            note!(
+                "WARNING: only {count} of {} deals sold out before the measured phase \
+                 (raise --sellout-buyers); deals not sold out: {}",
+                sales.len(),
+                sales
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (sold, quantity))| sold < quantity || *quantity == 0)
+                    .map(|(k, (sold, quantity))| format!("{k} ({sold}/{quantity})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        } else {
+            note!("{count} of {} deals sold out", sales.len());
+        }
+        Some(count)
     } else {
         None
     };
@@ -236,7 +303,7 @@ async fn measure(s: &Stampede<'_>, run: &mut Run, before: Before) -> anyhow::Res
         duration: Duration::from_secs_f64(plan.duration_s),
         max_attempts: plan.attempts,
         first_attempt: if plan.mode == Mode::Soldout {
-            plan.sellout_buyers
+            plan.sellout_attempts()
         } else {
             0
         },
@@ -247,10 +314,14 @@ async fn measure(s: &Stampede<'_>, run: &mut Run, before: Before) -> anyhow::Res
         _ => None,
     };
     note!(
-        "measuring: {} s, {} connections over {:?}, {}",
+        "measuring: {} s, {} connections over {:?}{}, {}",
         plan.duration_s,
         plan.connections,
         plan.transport,
+        match plan.deals {
+            1 => String::new(),
+            n => format!(" on {n} deals"),
+        },
         match plan.rate {
             Some(r) => format!("{r}/s open loop"),
             None => "as fast as possible".to_string(),
@@ -287,22 +358,32 @@ async fn measure(s: &Stampede<'_>, run: &mut Run, before: Before) -> anyhow::Res
     let calibrate_after = [calibrate_on("0"), calibrate_on("1")];
 
     note!("checking the invariants in Postgres");
-    let mut acks: Vec<(Uuid, u64)> = result.acks.clone();
-    if let Some((s, _)) = &sellout {
-        acks.extend(s.acks.iter().copied());
+    let phases: Vec<&PhaseResult> = std::iter::once(&result)
+        .chain(sellout.as_ref().map(|(s, _)| s))
+        .chain(warmup.as_ref())
+        .collect();
+    let acks = acks_by_deal(&phases, targets.len());
+    let mut per_deal = Vec::with_capacity(targets.len());
+    for (target, acks) in targets.iter().zip(&acks) {
+        let checks = setup::check(&db, target.deal, plan.cap, acks, |b| buyer_name(&run.id, b)).await?;
+        per_deal.push((target.deal, checks));
     }
-    if let Some(w) = &warmup {
-        acks.extend(w.acks.iter().copied());
+    let checks = Checks::total(&per_deal);
+    // End every deal and drop its gate keys, whatever the checks said.
+    for (deal, c) in &per_deal {
+        finish_deal(args, &addr, &agency_token, *deal, c.status == "ended").await;
     }
-    let checks = setup::check(&db, deal, plan.cap, &acks, |b| buyer_name(&run.id, b)).await?;
-    if checks.status != "ended" {
-        let _ = setup::call(&addr, "POST", &format!("/v1/deals/{deal}/end"), &agency_token, "").await;
-    }
-    if !args.keep_gate {
-        if let Err(e) = setup::drop_gate_keys(&args.redis, deal).await {
-            note!("could not drop the gate keys: {e:#}");
-        }
-    }
+    let deals: Vec<DealReport> = targets
+        .iter()
+        .zip(per_deal)
+        .enumerate()
+        .map(|(k, (target, (_, checks)))| DealReport {
+            session: target.session,
+            deal: target.deal,
+            measured: result.per_deal.get(k).copied().unwrap_or_default(),
+            checks,
+        })
+        .collect();
 
     // The baseline, with the node stopped so it does not compete.
     run.stop_nodes();
@@ -338,7 +419,8 @@ async fn measure(s: &Stampede<'_>, run: &mut Run, before: Before) -> anyhow::Res
         busy_before: before.busy,
         calibrate: [before.calibrate, calibrate_after],
         server_env: &server_env,
-        deal,
+        deals: &deals,
+        sold_out,
         sellout: sellout.as_ref(),
         warmup: warmup.as_ref(),
         result: &result,
@@ -352,6 +434,18 @@ async fn measure(s: &Stampede<'_>, run: &mut Run, before: Before) -> anyhow::Res
         profile,
     };
     report.write()
+}
+
+/// Ends a deal (unless it has ended) and drops its gate keys (unless `--keep-gate`).
+async fn finish_deal(args: &StampedeArgs, addr: &str, agency_token: &str, deal: Uuid, ended: bool) {
+    if !ended {
+        let _ = setup::call(addr, "POST", &format!("/v1/deals/{deal}/end"), agency_token, "").await;
+    }
+    if !args.keep_gate {
+        if let Err(e) = setup::drop_gate_keys(&args.redis, deal).await {
+            note!("could not drop deal {deal}'s gate keys: {e:#}");
+        }
+    }
 }
 
 async fn scrape(admin: &str) -> SettleMetrics {
@@ -391,6 +485,50 @@ fn sign_buyers(secret: &str, run: &str, count: u64, threads: usize) -> anyhow::R
     Ok(tokens)
 }
 
+/// The 201s of the phases, deal by deal: (order id, buyer index) for each of `deals` deals.
+fn acks_by_deal(phases: &[&PhaseResult], deals: usize) -> Vec<Vec<(Uuid, u64)>> {
+    let mut by_deal = vec![Vec::new(); deals];
+    for ack in phases.iter().flat_map(|p| &p.acks) {
+        // An ack is always for one of the phase's deals; were it not, the
+        // first deal's check counts it as not in Postgres.
+        let d = if ack.deal < deals { ack.deal } else { 0 };
+        if let Some(acks) = by_deal.get_mut(d) {
+            acks.push((ack.order, ack.buyer));
+        }
+    }
+    by_deal
+}
+
 fn buyer_name(run: &str, i: u64) -> String {
     format!("st{run}b{i}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stampede::load::Ack;
+
+    #[test]
+    fn acks_go_to_the_deal_they_were_for() {
+        let ack = |n: u128, buyer: u64, deal: usize| Ack {
+            order: Uuid::from_u128(n),
+            buyer,
+            deal,
+        };
+        let mut measured = PhaseResult::new();
+        measured.acks = vec![ack(1, 10, 0), ack(2, 11, 2), ack(3, 12, 1)];
+        let mut burst = PhaseResult::new();
+        burst.acks = vec![ack(4, 13, 2), ack(5, 14, 7)];
+        let by_deal = acks_by_deal(&[&measured, &burst], 3);
+        assert_eq!(
+            by_deal,
+            vec![
+                // Deal 7 does not exist: its ack lands on deal 0, where it is not in Postgres.
+                vec![(Uuid::from_u128(1), 10), (Uuid::from_u128(5), 14)],
+                vec![(Uuid::from_u128(3), 12)],
+                vec![(Uuid::from_u128(2), 11), (Uuid::from_u128(4), 13)],
+            ]
+        );
+        assert_eq!(acks_by_deal(&[&measured], 1).concat().len(), 3);
+    }
 }

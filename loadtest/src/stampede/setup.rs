@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::common::http1::Conn;
 use crate::common::probe;
 
-/// The seeded demo session, whose agency, brand and SKUs the stampede session copies.
-const SEEDED_SESSION: &str = "00000000-0000-4000-8000-00000000d001";
+/// The seeded demo session, whose agency, brand and SKUs the stampede sessions copy.
+pub(crate) const SEEDED_SESSION: &str = "00000000-0000-4000-8000-00000000d001";
 
 pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
@@ -185,6 +185,72 @@ pub struct Checks {
     pub rows_without_ack: i64,
     pub failures: Vec<String>,
     pub pass: bool,
+}
+
+impl Checks {
+    /// The checks of all the run's deals as one: counts summed, the statuses
+    /// (and end reasons) counted when they differ, every deal's failures
+    /// named by its deal, and a pass only if every deal passed. One deal's
+    /// checks are its own.
+    pub fn total(per_deal: &[(Uuid, Checks)]) -> Checks {
+        if let [(_, only)] = per_deal {
+            return only.clone();
+        }
+        let mut t = Checks {
+            pass: per_deal.iter().all(|(_, c)| c.pass),
+            ..Checks::default()
+        };
+        let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+        for (k, (deal, c)) in per_deal.iter().enumerate() {
+            t.quantity += c.quantity;
+            t.sold += c.sold;
+            t.order_rows += c.order_rows;
+            t.order_units += c.order_units;
+            t.buyers += c.buyers;
+            t.buyers_over_cap += c.buyers_over_cap;
+            t.deal_buyer_mismatches += c.deal_buyer_mismatches;
+            t.acks += c.acks;
+            t.acks_distinct += c.acks_distinct;
+            t.acks_missing += c.acks_missing;
+            t.rows_without_ack += c.rows_without_ack;
+            *statuses.entry(c.status.as_str()).or_default() += 1;
+            *reasons.entry(c.end_reason.as_deref().unwrap_or("-")).or_default() += 1;
+            t.failures
+                .extend(c.failures.iter().map(|f| format!("deal {k} ({deal}): {f}")));
+        }
+        let tally = |m: &BTreeMap<&str, usize>| match m.len() {
+            1 => m.keys().next().map(|k| k.to_string()).unwrap_or_default(),
+            _ => m
+                .iter()
+                .map(|(k, n)| format!("{k} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        t.status = tally(&statuses);
+        t.end_reason = match (reasons.len(), reasons.keys().next()) {
+            (1, Some(&"-")) | (0, _) => None,
+            _ => Some(tally(&reasons)),
+        };
+        t
+    }
+}
+
+/// Units sold and quantity of each deal, in the order given (0/0 for a deal not found).
+pub async fn deal_sales(db: &PgPool, deals: &[Uuid]) -> anyhow::Result<Vec<(i64, i64)>> {
+    let rows: HashMap<Uuid, (i64, i64)> = sqlx::query_as::<_, (Uuid, i32, i32)>(
+        "select deal_id, sold, quantity from deal where deal_id = any($1)",
+    )
+    .bind(deals)
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|(deal, sold, quantity)| (deal, (sold.into(), quantity.into())))
+    .collect();
+    Ok(deals
+        .iter()
+        .map(|d| rows.get(d).copied().unwrap_or((0, 0)))
+        .collect())
 }
 
 /// Checks: Σ order units = deal.sold ≤ quantity; nobody over the cap;
@@ -371,4 +437,62 @@ pub async fn drop_gate_keys(redis: &str, deal: Uuid) -> anyhow::Result<()> {
         bail!("redis UNLINK answered {reply:?}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checks(sold: i64, status: &str, failures: &[&str]) -> Checks {
+        Checks {
+            quantity: 1000,
+            sold,
+            status: status.to_string(),
+            end_reason: (status == "ended").then(|| "sold_out".to_string()),
+            order_rows: sold,
+            order_units: sold,
+            buyers: sold,
+            acks: sold as u64,
+            acks_distinct: sold as u64,
+            failures: failures.iter().map(|f| f.to_string()).collect(),
+            pass: failures.is_empty(),
+            ..Checks::default()
+        }
+    }
+
+    #[test]
+    fn one_deal_is_its_own_total() {
+        let one = checks(1000, "ended", &["x"]);
+        let t = Checks::total(&[(Uuid::nil(), one.clone())]);
+        assert_eq!(
+            serde_json::to_value(&t).unwrap(),
+            serde_json::to_value(&one).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_total_sums_and_passes_only_if_every_deal_passes() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let t = Checks::total(&[(a, checks(1000, "ended", &[])), (b, checks(1000, "ended", &[]))]);
+        assert!(t.pass);
+        assert_eq!((t.quantity, t.sold, t.acks), (2000, 2000, 2000));
+        assert_eq!(t.status, "ended");
+        assert_eq!(t.end_reason.as_deref(), Some("sold_out"));
+
+        let t = Checks::total(&[
+            (a, checks(1000, "ended", &[])),
+            (
+                b,
+                checks(10, "live", &["2 acknowledged orders are not in Postgres"]),
+            ),
+        ]);
+        assert!(!t.pass);
+        assert_eq!(t.sold, 1010);
+        assert_eq!(t.status, "ended ×1, live ×1");
+        assert_eq!(t.end_reason.as_deref(), Some("- ×1, sold_out ×1"));
+        assert_eq!(
+            t.failures,
+            vec![format!("deal 1 ({b}): 2 acknowledged orders are not in Postgres")]
+        );
+    }
 }
