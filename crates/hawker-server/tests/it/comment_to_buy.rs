@@ -475,6 +475,10 @@ async fn a_thousand_viewers_type_sold_7_on_a_hundred_unit_deal() {
                 // above 500 local viewers): 1,000 lines to 1,000 sockets
                 // would be a million frames for this test's clients to read.
                 ("HAWKER__HUB__CHAT_THIN_ABOVE", "50"),
+                // What is checked is the outcome, not the time: on a busy CI
+                // host a line's command may take longer than the default
+                // 10 s and would be answered `unavailable` instead.
+                ("HAWKER__HUB__COMMAND_TIMEOUT_MS", "60000"),
             ])
             .http_timeout(Duration::from_secs(30)),
     )
