@@ -335,7 +335,14 @@ impl Hub {
             // each waiting for the one before, so a node with thousands of
             // small rooms spends a few syscalls per tick, not one per room.
             let hub = &self;
-            futures_util::stream::iter(self.open_rooms())
+            // A room with no likes to add is passed over between viewer
+            // reports without a future or a Redis call.
+            let rooms = self.open_rooms().into_iter().filter(|room| {
+                viewers_due
+                    || room.shared.likes_pending.load(Ordering::Relaxed) > 0
+                    || room.shared.likes_dirty.load(Ordering::Relaxed)
+            });
+            futures_util::stream::iter(rooms)
                 .for_each_concurrent(TICK_ROOMS_AT_ONCE, |room| async move {
                     hub.tick_room(&room, viewers_due).await;
                 })
@@ -353,8 +360,12 @@ impl Hub {
             if let Err(e) = self.announce_viewers(room).await {
                 tracing::debug!(error = %e, "viewer count deferred");
             }
-            if let Err(e) = self.refresh_here(room).await {
-                tracing::debug!(error = %e, "presence refresh deferred");
+            // The report refreshed the presence hash's expiry; a change
+            // that could not be written rewrites the hash.
+            if room.shared.here_dirty.load(Ordering::Relaxed) {
+                if let Err(e) = self.rewrite_here(room).await {
+                    tracing::debug!(error = %e, "presence rewrite deferred");
+                }
             }
         }
     }
@@ -423,13 +434,25 @@ impl Hub {
         if let Some(total) = self
             .inner
             .store
-            .report_viewers(room.id, &self.inner.node_id, local, gate)
+            .report_viewers(
+                room.id,
+                &self.inner.node_id,
+                local,
+                gate,
+                (
+                    &crate::presence::here_key(self, room.id, &self.inner.node_id),
+                    crate::presence::HERE_TTL_SECS,
+                ),
+            )
             .await?
         {
             // Unchanged counts are repeated only every fifth interval (a
-            // heartbeat), so a quiet room does not fill its history.
+            // heartbeat, which mends a count a full send queue dropped), so
+            // a busy room does not fill its history, and only when the room
+            // had other events since, so a quiet room costs nothing.
             let beat = room.shared.viewers_beat.fetch_add(1, Ordering::Relaxed);
-            if total == room.shared.viewers_total.load(Ordering::Relaxed) && beat % 5 != 0 {
+            let busy = room.shared.busy_since_viewers.load(Ordering::Relaxed);
+            if total == room.shared.viewers_total.load(Ordering::Relaxed) && (beat % 5 != 0 || !busy) {
                 return Ok(());
             }
             let publication =

@@ -11,9 +11,9 @@
 //!
 //! A user's first socket on a node also marks the node alive in the room's
 //! `viewers` hash (so it is asked before its first viewer report). The
-//! viewers timer refreshes the hash's expiry (60 s) with the node's viewer
-//! count, and rewrites it from the node's own table if a change
-//! could not be written (Redis unreachable). [`Hub::present`] asks only the
+//! viewers timer refreshes the hash's expiry (60 s) in the same call as the
+//! node's viewer report, and rewrites it from the node's own table if a
+//! change could not be written (Redis unreachable). [`Hub::present`] asks only the
 //! nodes whose viewer count is fresh (reported within three viewer
 //! intervals): a dead node's users are absent within seconds, and its hash
 //! expires.
@@ -109,24 +109,25 @@ impl Hub {
         }
     }
 
-    /// Rewrites this node's presence hash of `room` from its own table when
-    /// a change was lost; refreshes its expiry otherwise. Called by the
-    /// viewers timer.
-    pub(crate) async fn refresh_here(&self, room: &RoomHandle) -> Result<(), PublishError> {
+    /// Rewrites this node's presence hash of `room` from its own table after
+    /// a change was lost (Redis unreachable). Called by the viewers timer,
+    /// whose report refreshes the hash's expiry otherwise.
+    pub(crate) async fn rewrite_here(&self, room: &RoomHandle) -> Result<(), PublishError> {
+        if !room.shared.here_dirty.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
         let store = &self.inner.store;
         let key = here_key(self, room.id, &self.inner.node_id);
         let mut conn = store.redis.clone();
         let mut pipe = redis::pipe();
-        if room.shared.here_dirty.swap(false, Ordering::Relaxed) {
-            let users: Vec<(String, u32)> = room.shared.here().iter().map(|(u, n)| (u.clone(), *n)).collect();
-            pipe.atomic().del(&key).ignore();
-            for chunk in users.chunks(500) {
-                pipe.cmd("HSET").arg(&key);
-                for (user, _) in chunk {
-                    pipe.arg(user).arg(1);
-                }
-                pipe.ignore();
+        let users: Vec<(String, u32)> = room.shared.here().iter().map(|(u, n)| (u.clone(), *n)).collect();
+        pipe.atomic().del(&key).ignore();
+        for chunk in users.chunks(500) {
+            pipe.cmd("HSET").arg(&key);
+            for (user, _) in chunk {
+                pipe.arg(user).arg(1);
             }
+            pipe.ignore();
         }
         pipe.expire(&key, HERE_TTL_SECS as i64).ignore();
         let done: Result<(), _> = bounded(store.timeout, pipe.query_async(&mut conn)).await;

@@ -24,8 +24,9 @@ use tokio::time::Instant;
 /// Publications in one pipeline at most.
 const MAX_BATCH: usize = 512;
 
-/// What a publish script answers: (room epoch, offset).
-pub(crate) type Published = (String, u64);
+/// What the publish script answers: (room epoch, offset, taken, tokens ×
+/// 1000, slow-mode wait); see `PUBLISH_LUA` in [`crate::store`].
+pub(crate) type Published = (String, u64, i64, i64, i64);
 
 struct Job {
     command: Cmd,

@@ -2,17 +2,21 @@
 //! they span nodes and survive reconnects, with a copy on each node.
 //!
 //! The truth is one small hash per (room, kind, user) in Redis, changed by
-//! one Lua script ([`crate::store::RoomStore::take_tokens`]): a token bucket
+//! one Lua function (`take_tokens` in [`crate::store`]): a token bucket
 //! (refilled by Redis' own clock) and, for chat, the time of the last
 //! admitted message (slow mode). A user with sockets on two nodes shares one
-//! bucket.
+//! bucket. A like's take is a script call of its own
+//! ([`crate::store::RoomStore::take_tokens`]); a chat message's is made by
+//! the script that publishes it, in the same step, so a message costs one
+//! call to Redis and a refused one publishes nothing.
 //!
 //! Each node keeps the last answer Redis gave it for a user (its *mirror*,
 //! [`Buckets`]). Other nodes can only take tokens, never add them, so when
 //! the mirror refilled to now is already short, Redis would refuse too: the
 //! node refuses at once without a round trip (a flooding client costs
 //! Redis nothing). When Redis cannot be reached, the mirror decides alone
-//! (limits then hold per node, as a fallback).
+//! (limits then hold per node, as a fallback; a chat message is not
+//! published then anyway).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -38,6 +38,10 @@ pub struct RoomShared {
     pub viewers_total: AtomicU64,
     /// Viewer-count intervals seen, for the unchanged-count heartbeat.
     pub viewers_beat: AtomicU64,
+    /// The room had events (other than `viewers`) since the last `viewers`
+    /// this node delivered: only then is an unchanged count repeated, so a
+    /// quiet room costs nothing per heartbeat.
+    pub busy_since_viewers: AtomicBool,
     /// This node's open sockets per user ([`crate::presence`]).
     pub here: Mutex<std::collections::HashMap<String, u32>>,
     /// A presence change could not be written to Redis: the viewers timer
@@ -425,7 +429,10 @@ impl<H: RoomHost> RoomTask<H> {
                     client.queue.close(CloseReason::Banned);
                 }
             }
-        } else if header.event_type == "viewers" {
+        }
+        let counted = header.event_type == "viewers";
+        self.shared.busy_since_viewers.store(!counted, Ordering::Relaxed);
+        if counted {
             if let Some(count) = header
                 .data
                 .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())

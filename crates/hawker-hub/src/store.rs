@@ -31,38 +31,115 @@ use crate::keys::RoomKeys;
 use crate::publisher::Publisher;
 use crate::ratelimit::{Kind, Limit, Outcome, Take};
 
-const PUBLISH_LUA: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+/// A take from a user's token bucket, by Redis' clock (so nodes' clocks do
+/// not matter), as a Lua function shared by [`TAKE_LUA`] and the publish
+/// script: `take_tokens(key, burst, refill per second, cost, '1' if fewer
+/// may be taken, slow-mode interval ms (0 off), time to live ms)` returns
+/// {taken, tokens left × 1000, slow-mode wait ms (0 unless refused by it)}.
+macro_rules! take_tokens_lua {
+    () => {
+        r#"
+local function take_tokens(key, burst, rate, cost, partial, slow, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local state = redis.call('HMGET', key, 'tokens', 'at', 'last')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  local last = tonumber(state[3])
+  if now > at then tokens = math.min(burst, tokens + (now - at) / 1000 * rate) end
+  if slow > 0 and last and now - last < slow then
+    return {0, math.floor(tokens * 1000), slow - (now - last)}
+  end
+  local take = cost
+  if tokens < cost then
+    if partial == '1' then take = math.floor(tokens) else take = 0 end
+  end
+  tokens = tokens - take
+  if take > 0 then
+    redis.call('HSET', key, 'tokens', tostring(tokens), 'at', now, 'last', now)
+  else
+    redis.call('HSET', key, 'tokens', tostring(tokens), 'at', now)
+  end
+  redis.call('PEXPIRE', key, ttl)
+  return {take, math.floor(tokens * 1000), 0}
+end
+"#
+    };
+}
+
+/// Publishes one event: a new offset, the history entry, the state and
+/// moderation changes, the dedupe record, then the channel message.
+///
+/// KEYS: meta, stream, state, mod, dedupe, dedupe_log, and (only with a
+/// take) the sender's token bucket. ARGV: channel, new epoch, history
+/// length, time to live (s), the frame's tail, dedupe id, version key,
+/// version, now (ms), dedupe max age (ms), dedupe max entries, the take
+/// (`''`, or `burst rate cost partial slow_ms ttl_ms`), then the changes in
+/// threes (`s`/`r` state, `m`/`n` moderation).
+///
+/// Returns {epoch, offset, taken, tokens × 1000, slow-mode wait}: offset 0
+/// when nothing was published (an older version, or the take was refused),
+/// taken −1 when no take was asked for. The take comes first, so an event
+/// sent again under its dedupe id still takes a token (and is refused
+/// without one), as the protocol says of `client_msg_id`.
+///
+/// The keys' expiry is refreshed together every eighth of their time to
+/// live (meta's `refreshed`, ms), and a key written now gets its own at
+/// once, so a room's keys outlive its last event by about the time to live
+/// and a key created between two refreshes never lacks one.
+const PUBLISH_LUA: &str = concat!(
+    take_tokens_lua!(),
+    r#"
+local function reply(epoch, offset, take)
+  if take then return {epoch, offset, take[1], take[2], take[3]} end
+  return {epoch, offset, -1, 0, 0}
+end
+local now = tonumber(ARGV[9])
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'refreshed')
+local epoch = meta[1]
+local refresh = false
 if not epoch then
   epoch = ARGV[2]
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[5], KEYS[6])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  refresh = true
+else
+  local refreshed = tonumber(meta[2])
+  refresh = not refreshed or math.abs(now - refreshed) >= tonumber(ARGV[4]) * 125
+end
+local took = nil
+if ARGV[12] ~= '' then
+  local b, r, c, p, s, l = string.match(ARGV[12], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
+  took = take_tokens(KEYS[7], tonumber(b), tonumber(r), tonumber(c), p, tonumber(s), l)
+  if took[1] == 0 then return reply(epoch, 0, took) end
 end
 if ARGV[6] ~= '' then
   local seen = redis.call('HGET', KEYS[5], ARGV[6])
-  if seen then return {epoch, tonumber(seen)} end
+  if seen then return reply(epoch, tonumber(seen), took) end
 end
 if ARGV[7] ~= '' then
   local current = tonumber(redis.call('HGET', KEYS[5], ARGV[7]) or '-1')
-  if current >= tonumber(ARGV[8]) then return {epoch, 0} end
+  if current >= tonumber(ARGV[8]) then return reply(epoch, 0, nil) end
   redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local frame = '{"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. ARGV[5]
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'f', frame)
-local i = 12
+local wrote_state, wrote_mod = false, false
+local i = 13
 while i + 2 <= #ARGV do
   local op = ARGV[i]
-  if op == 's' then redis.call('HSET', KEYS[3], ARGV[i+1], ARGV[i+2])
+  if op == 's' then redis.call('HSET', KEYS[3], ARGV[i+1], ARGV[i+2]); wrote_state = true
   elseif op == 'r' then redis.call('HDEL', KEYS[3], ARGV[i+1])
-  elseif op == 'm' then redis.call('HSET', KEYS[4], ARGV[i+1], ARGV[i+2])
+  elseif op == 'm' then redis.call('HSET', KEYS[4], ARGV[i+1], ARGV[i+2]); wrote_mod = true
   elseif op == 'n' then redis.call('HDEL', KEYS[4], ARGV[i+1]) end
   i = i + 3
 end
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[5], ARGV[6], offset)
   redis.call('RPUSH', KEYS[6], ARGV[9] .. ':' .. ARGV[6])
-  local keep_from = tonumber(ARGV[9]) - tonumber(ARGV[10])
+  local keep_from = now - tonumber(ARGV[10])
   local over = redis.call('LLEN', KEYS[6]) - tonumber(ARGV[11])
   for _ = 1, 16 do
     local head = redis.call('LINDEX', KEYS[6], 0)
@@ -74,10 +151,21 @@ if ARGV[6] ~= '' then
     over = over - 1
   end
 end
-for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ARGV[4]) end
+if refresh then
+  redis.call('HSET', KEYS[1], 'refreshed', ARGV[9])
+  for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ARGV[4]) end
+else
+  if wrote_state then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+  if wrote_mod then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
+  if ARGV[6] ~= '' or ARGV[7] ~= '' then
+    redis.call('EXPIRE', KEYS[5], ARGV[4])
+    redis.call('EXPIRE', KEYS[6], ARGV[4])
+  end
+end
 redis.call('PUBLISH', ARGV[1], frame)
-return {epoch, offset}
-"#;
+return reply(epoch, offset, took)
+"#
+);
 
 const SNAPSHOT_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -99,6 +187,7 @@ return {epoch, offset, redis.call('HGETALL', KEYS[2])}
 const RENEW_LUA: &str = r#"
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+redis.call('HDEL', KEYS[1], 'refreshed')
 redis.call('DEL', KEYS[2])
 return 1
 "#;
@@ -126,10 +215,16 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return total end
 return -1
 "#;
 
+/// A node's viewer report: KEYS: the room's `viewers` hash, its gate, the
+/// node's presence hash (its expiry is refreshed by the same call). ARGV:
+/// node, its count, now (ms), how old a report may be (ms), the gate's
+/// time (ms), the presence hash's time to live (s). Returns the total when
+/// this node announces it this interval, else −1.
 const VIEWERS_LUA: &str = r#"
 local now = tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
 redis.call('EXPIRE', KEYS[1], 60)
+redis.call('EXPIRE', KEYS[3], ARGV[6])
 local sum = 0
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
@@ -141,38 +236,14 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then return sum end
 return -1
 "#;
 
-/// One take from a user's token bucket, by Redis' clock (so nodes' clocks do
-/// not matter). ARGV: burst, refill per second, cost, 1 if fewer may be
-/// taken, slow-mode interval (ms, 0 off), time to live (ms). Returns
-/// {taken, tokens left × 1000, slow-mode wait (ms; 0 unless refused by it)}.
-const TAKE_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local burst = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local slow = tonumber(ARGV[5])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'last')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-local last = tonumber(state[3])
-if now > at then tokens = math.min(burst, tokens + (now - at) / 1000 * rate) end
-if slow > 0 and last and now - last < slow then
-  return {0, math.floor(tokens * 1000), slow - (now - last)}
-end
-local take = cost
-if tokens < cost then
-  if ARGV[4] == '1' then take = math.floor(tokens) else take = 0 end
-end
-tokens = tokens - take
-if take > 0 then
-  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now, 'last', now)
-else
-  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return {take, math.floor(tokens * 1000), 0}
-"#;
+/// One take from a user's token bucket (likes; a chat message's take is
+/// part of its publish). KEYS: the bucket. ARGV: burst, refill per second,
+/// cost, 1 if fewer may be taken, slow-mode interval (ms, 0 off), time to
+/// live (ms). Returns what `take_tokens` returns.
+const TAKE_LUA: &str = concat!(
+    take_tokens_lua!(),
+    "return take_tokens(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), ARGV[6])\n"
+);
 
 /// What a room looks like at one offset.
 #[derive(Debug, Clone)]
@@ -299,26 +370,45 @@ impl RoomStore {
         self.queue_publish(room, publication, mod_changes)?.await
     }
 
-    /// [`RoomStore::publish`] in two steps: the publication takes its place
-    /// in the node's publish order when this returns (the node's
-    /// [`Publisher`] sends in queue order); the future is its answer, waited
-    /// for at most the store's timeout.
     pub(crate) fn queue_publish(
         &self,
         room: Uuid,
         publication: &Publication,
         mod_changes: &[ModChange],
     ) -> redis::RedisResult<impl Future<Output = redis::RedisResult<(String, u64)>> + Send + 'static> {
-        let command = self.publish_command(room, publication, mod_changes)?;
-        Ok(self.publisher.queue(command, self.timeout))
+        let command = self.publish_command(room, publication, mod_changes, None)?;
+        let published = self.publisher.queue(command, self.timeout);
+        Ok(async move {
+            let (epoch, offset, ..) = published.await?;
+            Ok((epoch, offset))
+        })
     }
 
-    /// The publish script's `EVALSHA` for one publication.
+    /// Publishes only if the sender's bucket holds the take (one step in
+    /// Redis: a refused take publishes nothing). An event already published
+    /// under its dedupe id takes a token too, and answers its first offset.
+    pub(crate) fn queue_publish_taking(
+        &self,
+        room: Uuid,
+        publication: &Publication,
+        bucket: Bucket<'_>,
+    ) -> redis::RedisResult<impl Future<Output = redis::RedisResult<TakenPublish>> + Send + 'static> {
+        let command = self.publish_command(room, publication, &[], Some(&bucket))?;
+        let published = self.publisher.queue(command, self.timeout);
+        let (limit, take) = (bucket.limit, bucket.take);
+        Ok(async move {
+            let (_, offset, taken, milli_tokens, slow_wait) = published.await?;
+            let take = (taken >= 0).then(|| take_outcome(taken, milli_tokens, slow_wait, limit, take));
+            Ok(TakenPublish { offset, take })
+        })
+    }
+
     fn publish_command(
         &self,
         room: Uuid,
         publication: &Publication,
         mod_changes: &[ModChange],
+        bucket: Option<&Bucket<'_>>,
     ) -> redis::RedisResult<redis::Cmd> {
         let tail = publication.encode_tail(crate::event::now_ms()).map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Client, "encoding event", e.to_string()))
@@ -326,13 +416,17 @@ impl RoomStore {
         let mut command = redis::cmd("EVALSHA");
         command
             .arg(self.publish.get_hash())
-            .arg(6)
+            .arg(if bucket.is_some() { 7 } else { 6 })
             .arg(self.keys.key(room, "meta"))
             .arg(self.keys.key(room, "stream"))
             .arg(self.keys.key(room, "state"))
             .arg(self.keys.key(room, "mod"))
             .arg(self.keys.key(room, "dedupe"))
-            .arg(self.keys.key(room, "dedupe_log"))
+            .arg(self.keys.key(room, "dedupe_log"));
+        if let Some(bucket) = bucket {
+            command.arg(self.bucket_key(room, bucket.kind, bucket.user));
+        }
+        command
             .arg(self.keys.channel(room))
             .arg(new_epoch())
             .arg(self.history_len)
@@ -350,6 +444,19 @@ impl RoomStore {
             .arg(crate::event::now_ms())
             .arg(u64::try_from(self.dedupe.max_age.as_millis()).unwrap_or(u64::MAX))
             .arg(self.dedupe.max_entries);
+        match bucket {
+            Some(bucket) => {
+                let (slow_ms, ttl_ms) = bucket_times(bucket.limit, bucket.take);
+                command.arg(format!(
+                    "{} {} {} {} {slow_ms} {ttl_ms}",
+                    bucket.limit.burst,
+                    bucket.limit.per_sec,
+                    bucket.take.cost,
+                    if bucket.take.partial { 1 } else { 0 },
+                ))
+            }
+            None => command.arg(""),
+        };
         for change in &publication.state {
             match change {
                 StateChange::Set { key, value } => command.arg("s").arg(key).arg(value.to_string()),
@@ -365,7 +472,11 @@ impl RoomStore {
         Ok(command)
     }
 
-    /// The room's state and offset, read atomically.
+    /// A user's token bucket of `kind` in `room`.
+    fn bucket_key(&self, room: Uuid, kind: Kind, user: &str) -> String {
+        self.keys.key(room, &format!("rate:{}:{user}", kind.as_str()))
+    }
+
     pub async fn snapshot(&self, room: Uuid) -> redis::RedisResult<Snapshot> {
         let mut conn = self.redis.clone();
         let mut invocation = self.snapshot.prepare_invoke();
@@ -445,23 +556,29 @@ impl RoomStore {
     }
 
     /// Records this node's viewer count; returns the room total if this call may announce it.
+    /// Reports this node's viewers of `room` and refreshes the expiry of
+    /// its presence hash `here` (key, time to live in s) in the same call;
+    /// the total when this node announces it this interval.
     pub async fn report_viewers(
         &self,
         room: Uuid,
         node: &str,
         count: usize,
         gate_ms: u64,
+        here: (&str, u64),
     ) -> redis::RedisResult<Option<u64>> {
         let mut conn = self.redis.clone();
         let mut invocation = self.viewers.prepare_invoke();
         invocation
             .key(self.keys.key(room, "viewers"))
             .key(self.keys.key(room, "viewers_gate"))
+            .key(here.0)
             .arg(node)
             .arg(count)
             .arg(crate::event::now_ms())
             .arg(gate_ms * 3)
-            .arg(gate_ms.saturating_sub(100).max(100));
+            .arg(gate_ms.saturating_sub(100).max(100))
+            .arg(here.1);
         let total: i64 = bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
         Ok(u64::try_from(total).ok())
     }
@@ -478,14 +595,11 @@ impl RoomStore {
         limit: Limit,
         take: Take,
     ) -> redis::RedisResult<(Outcome, f64)> {
-        let slow_ms = take.slow.as_millis() as u64;
-        // The key lives while it still constrains: until the bucket is full
-        // again and the slow-mode interval has passed.
-        let ttl_ms = (limit.refill_time().as_millis() as u64).max(slow_ms) + 1000;
+        let (slow_ms, ttl_ms) = bucket_times(limit, take);
         let mut conn = self.redis.clone();
         let mut invocation = self.take.prepare_invoke();
         invocation
-            .key(self.keys.key(room, &format!("rate:{}:{user}", kind.as_str())))
+            .key(self.bucket_key(room, kind, user))
             .arg(limit.burst)
             .arg(limit.per_sec)
             .arg(take.cost)
@@ -494,23 +608,9 @@ impl RoomStore {
             .arg(ttl_ms);
         let (taken, milli_tokens, slow_wait): (i64, i64, i64) =
             bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
-        let tokens = milli_tokens as f64 / 1000.0;
-        let outcome = if taken > 0 {
-            Outcome::Taken(taken as u64)
-        } else if slow_wait > 0 {
-            Outcome::SlowMode {
-                wait_ms: slow_wait as u64,
-            }
-        } else {
-            let short = if take.partial { 1.0 } else { take.cost as f64 } - tokens;
-            Outcome::Empty {
-                wait_ms: (short.max(0.0) / limit.per_sec * 1000.0).ceil() as u64,
-            }
-        };
-        Ok((outcome, tokens))
+        Ok(take_outcome(taken, milli_tokens, slow_wait, limit, take))
     }
 
-    /// The room's moderation fields `fields` (missing ones `None`), read at once.
     pub async fn moderation_fields(
         &self,
         room: Uuid,
@@ -557,4 +657,50 @@ impl RoomStore {
 pub enum ModChange {
     Set(String, String),
     Remove(String),
+}
+
+/// A take from the sender's token bucket that a publish makes first
+/// ([`RoomStore::queue_publish_taking`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket<'a> {
+    pub kind: Kind,
+    pub user: &'a str,
+    pub limit: Limit,
+    pub take: Take,
+}
+
+/// What a publish with a take did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct TakenPublish {
+    /// The event's offset; 0 when the take was refused (nothing published).
+    pub offset: u64,
+    /// The take and the tokens left after it.
+    pub take: Option<(Outcome, f64)>,
+}
+
+/// A bucket's slow-mode interval and the time to live of its Redis copy
+/// (until full again, or past the slow-mode interval), in ms.
+fn bucket_times(limit: Limit, take: Take) -> (u64, u64) {
+    let slow_ms = take.slow.as_millis() as u64;
+    let ttl_ms = (limit.refill_time().as_millis() as u64).max(slow_ms) + 1000;
+    (slow_ms, ttl_ms)
+}
+
+/// A take's outcome and the tokens left, from the script's answer {taken,
+/// tokens × 1000, slow-mode wait}.
+fn take_outcome(taken: i64, milli_tokens: i64, slow_wait: i64, limit: Limit, take: Take) -> (Outcome, f64) {
+    let tokens = milli_tokens as f64 / 1000.0;
+    let outcome = if taken > 0 {
+        Outcome::Taken(taken as u64)
+    } else if slow_wait > 0 {
+        Outcome::SlowMode {
+            wait_ms: slow_wait as u64,
+        }
+    } else {
+        let short = if take.partial { 1.0 } else { take.cost as f64 } - tokens;
+        Outcome::Empty {
+            wait_ms: (short.max(0.0) / limit.per_sec * 1000.0).ceil() as u64,
+        }
+    };
+    (outcome, tokens)
 }

@@ -8,6 +8,7 @@ use super::{Ack, CommandError, Context, Fields};
 use crate::event::Publication;
 use crate::moderation::ChatRefusal;
 use crate::ratelimit::{Kind, Limit, Outcome, Take};
+use crate::store::Bucket;
 
 /// `chat.send`: a message to the room's chat, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +49,12 @@ impl Chat {
     /// Checks the room's rules (for all but hosts a mute; blocked words;
     /// then for all but hosts slow mode and the rate limit, shared by the
     /// user's sockets on every node), then publishes a `chat` event. A
-    /// refused message is not published and does not use the slow-mode clock.
+    /// refused message is not published and does not use the slow-mode
+    /// clock; a message sent again under its `client_msg_id` takes a token
+    /// too, as the protocol says.
+    /// The rate limit is taken by the publish itself, in one step in Redis
+    /// (this node's copy of the bucket refuses at once a sender it already
+    /// knows to be short).
     /// A viewer's line the handler reads as a comment-to-buy order is
     /// published (marked if the host wants) and then handed its order's
     /// idempotency key; the ack does not wait for the order.
@@ -59,30 +65,31 @@ impl Chat {
             .shared
             .moderation()
             .check_chat(&ctx.member.user, &self.text, exempt);
-        let admitted = match checked {
-            Err(refusal) => Err(refusal),
-            Ok(()) if exempt => Ok(()),
+        let bucket = match checked {
+            Err(refusal) => return Err(refused(refusal)),
+            Ok(()) if exempt => None,
             Ok(()) => {
                 let slow = Duration::from_secs(ctx.room.shared.moderation().slow_mode_secs);
-                let take = Take {
-                    cost: 1,
-                    partial: false,
-                    slow,
+                let bucket = Bucket {
+                    kind: Kind::Chat,
+                    user: &ctx.member.user,
+                    limit: ctx.hub.config().chat_limit(),
+                    take: Take {
+                        cost: 1,
+                        partial: false,
+                        slow,
+                    },
                 };
-                match take_tokens(ctx, Kind::Chat, ctx.hub.config().chat_limit(), take).await {
-                    Outcome::Taken(_) => Ok(()),
-                    Outcome::SlowMode { wait_ms } => Err(ChatRefusal::SlowMode { wait_ms }),
-                    Outcome::Empty { wait_ms } => Err(ChatRefusal::RateLimited { wait_ms }),
+                if let Some(refusal) = mirror_refusal(ctx, &bucket).and_then(chat_refusal) {
+                    return Err(refused(refusal));
                 }
+                Some(bucket)
             }
         };
-        if let Err(refusal) = admitted {
-            crate::metrics::chat_dropped(refusal.code(), 1);
-            return Err(refusal.into());
-        }
         // Comment-to-buy: the handler says whether the line is an order
         // (the session's setting and grammar are its business, not the hub's).
-        // The host's side never orders by chat.
+        // The host's side never orders by chat. Nothing is placed before
+        // the line is published.
         let order = if exempt {
             None
         } else {
@@ -99,7 +106,43 @@ impl Chat {
             // the ack carries the first offset.
             publication = publication.dedupe(format!("chat:{}:{id}", ctx.member.user));
         }
-        let ack = ctx.publish(publication, &[]).await?;
+        let ack = match bucket {
+            None => ctx.publish(publication, &[]).await?,
+            Some(bucket) => {
+                let published = match ctx.publish_taking(publication, bucket).await {
+                    Ok(published) => published,
+                    Err(e) => {
+                        // Redis did not answer: the message was not published
+                        // (or its outcome is unknown); this node's copy keeps
+                        // the take it would have made.
+                        let now = Instant::now();
+                        let mut moderation = ctx.room.shared.moderation();
+                        moderation.buckets.take_local(
+                            bucket.kind,
+                            bucket.user,
+                            bucket.limit,
+                            bucket.take,
+                            now,
+                        );
+                        return Err(e);
+                    }
+                };
+                if let Some((outcome, tokens)) = published.take {
+                    let taken = matches!(outcome, Outcome::Taken(_));
+                    ctx.room.shared.moderation().buckets.mirror(
+                        Kind::Chat,
+                        bucket.user,
+                        tokens,
+                        taken,
+                        Instant::now(),
+                    );
+                    if let Some(refusal) = chat_refusal(outcome) {
+                        return Err(refused(refusal));
+                    }
+                }
+                Ack::Offset(published.offset)
+            }
+        };
         if let (Some(order), Ack::Offset(offset)) = (order, &ack) {
             let key = match &self.client_msg_id {
                 Some(id) => format!("chat:{}:m:{id}", ctx.room.id),
@@ -111,17 +154,47 @@ impl Chat {
     }
 }
 
+/// Counts a refused message and turns the refusal into its error.
+fn refused(refusal: ChatRefusal) -> CommandError {
+    crate::metrics::chat_dropped(refusal.code(), 1);
+    refusal.into()
+}
+
+/// The fast path: `Some` refusal when this node's copy of the bucket
+/// already shows that Redis would refuse (Redis can only hold fewer tokens
+/// than the copy).
+fn mirror_refusal(ctx: &Context<'_>, bucket: &Bucket<'_>) -> Option<Outcome> {
+    ctx.room.shared.moderation().buckets.refusal(
+        bucket.kind,
+        bucket.user,
+        bucket.limit,
+        bucket.take,
+        Instant::now(),
+    )
+}
+
+/// A chat take's refusal; `None` when taken.
+fn chat_refusal(outcome: Outcome) -> Option<ChatRefusal> {
+    match outcome {
+        Outcome::Taken(_) => None,
+        Outcome::SlowMode { wait_ms } => Some(ChatRefusal::SlowMode { wait_ms }),
+        Outcome::Empty { wait_ms } => Some(ChatRefusal::RateLimited { wait_ms }),
+    }
+}
+
 /// Takes from the sender's `kind` bucket: refused at once when this node's
 /// copy already shows it short, else by Redis (shared by every node), else,
 /// when Redis cannot be reached, by this node's copy alone.
 async fn take_tokens(ctx: &Context<'_>, kind: Kind, limit: Limit, take: Take) -> Outcome {
     let user = ctx.member.user.as_str();
     let shared = &ctx.room.shared;
-    if let Some(refused) = shared
-        .moderation()
-        .buckets
-        .refusal(kind, user, limit, take, Instant::now())
-    {
+    let bucket = Bucket {
+        kind,
+        user,
+        limit,
+        take,
+    };
+    if let Some(refused) = mirror_refusal(ctx, &bucket) {
         return refused;
     }
     let answer = ctx

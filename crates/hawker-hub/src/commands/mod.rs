@@ -384,6 +384,29 @@ impl Context<'_> {
         Ok(Ack::Offset(offset))
     }
 
+    /// [`Context::publish`] behind a take from the sender's token bucket,
+    /// made by the same step in Redis: a refused take publishes nothing.
+    /// The offset is 0 when refused.
+    async fn publish_taking(
+        &self,
+        publication: Publication,
+        bucket: crate::store::Bucket<'_>,
+    ) -> Result<crate::store::TakenPublish, CommandError> {
+        let mut turn = self.take_turn();
+        turn.wait().await;
+        let queued = self
+            .hub
+            .inner
+            .store
+            .queue_publish_taking(self.room.id, &publication, bucket);
+        drop(turn);
+        let published = queued
+            .map_err(crate::PublishError::from)?
+            .await
+            .map_err(crate::PublishError::from)?;
+        Ok(published)
+    }
+
     /// Lets the socket's next command publish without waiting for this one
     /// (a command that publishes nothing, or not before a slow step).
     fn pass_turn(&self) {

@@ -355,6 +355,144 @@ async fn a_chat_flood_from_one_user_is_rate_limited() {
 }
 
 #[tokio::test]
+async fn a_chat_refused_by_the_rate_limit_is_not_published_and_a_repeat_takes_a_token() {
+    let (a, b, _, session) = two_nodes(NodeOptions::default()).await;
+    let mut watcher = join(b.addr, session, &b.token("watcher", Role::Viewer)).await;
+    let mut sender = join(a.addr, session, &a.token("sender", Role::Viewer)).await;
+    let first = sender
+        .call("chat.send", json!({"text": "first", "client_msg_id": "m-1"}))
+        .await;
+    assert_eq!(first["type"], "ack", "{first}");
+    let first_offset = first["data"]["offset"].as_u64().unwrap();
+    // The rest of the burst (hub.chat_burst = 5), then refusals.
+    let mut published = vec![first_offset];
+    let mut refused = 0;
+    for i in 0..10 {
+        let reply = sender
+            .call("chat.send", json!({"text": format!("more {i}")}))
+            .await;
+        match (reply["type"].as_str(), reply["code"].as_str()) {
+            (Some("ack"), _) => published.push(reply["data"]["offset"].as_u64().unwrap()),
+            (Some("error"), Some("rate_limited")) => refused += 1,
+            other => panic!("unexpected {other:?}: {reply}"),
+        }
+    }
+    assert_eq!((published.len(), refused), (5, 6), "{published:?}");
+    // A repeat passes the checks like any message: with the bucket empty it is refused.
+    let repeat = sender
+        .call("chat.send", json!({"text": "first", "client_msg_id": "m-1"}))
+        .await;
+    assert_eq!(repeat["code"], "rate_limited", "{repeat}");
+    // The other node's viewer sees exactly the five published lines.
+    let seen: Vec<u64> = watcher
+        .expect_many("chat", 5)
+        .await
+        .iter()
+        .map(|f| f["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seen, published);
+    let extra: Vec<Value> = watcher
+        .frames_for(Duration::from_millis(800))
+        .await
+        .into_iter()
+        .filter(|f| f["type"] == "chat")
+        .collect();
+    assert!(extra.is_empty(), "a refused line was published: {extra:?}");
+    // Once a token is back (0.5/s), the repeat is answered with the first offset.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let again = sender
+        .call("chat.send", json!({"text": "first", "client_msg_id": "m-1"}))
+        .await;
+    assert_eq!(again["data"]["offset"], first_offset, "{again}");
+}
+
+#[tokio::test]
+async fn every_room_key_an_event_writes_expires_even_between_two_renewals() {
+    use crate::support::{settings_with, spawn_app_with};
+
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = spawn_app_with(settings_with(&[
+        ("HAWKER__REDIS__URL", url.as_str()),
+        ("HAWKER__HUB__ROOM_TTL_SECS", "600"),
+    ]))
+    .await;
+    let (agency, session) = crate::support::fixtures::insert_agency_and_session(&app.db).await;
+    let mut host = join(app.addr, session, &app.agency_token(agency)).await;
+    let mut viewer = join(app.addr, session, &app.token("talker", Role::Viewer)).await;
+    announce(&mut host, "renews every key").await;
+    // Written after the renewal: the moderation hash (a mute), the dedupe
+    // hash and its log (a chat with an id), the state (a pin).
+    let ack = host
+        .call("mod.mute", json!({"user": "someone", "seconds": 60}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let ack = viewer
+        .call("chat.send", json!({"text": "hello", "client_msg_id": "c-1"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let ack = host.call("host.pin", json!({"item": {"title": "pinned"}})).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for what in ["meta", "stream", "state", "mod", "dedupe", "dedupe_log"] {
+        let key = format!("hawker:room:{{{session}}}:{what}");
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+        assert!((1..=600).contains(&ttl), "{key}: TTL {ttl}");
+    }
+    let refreshed: Option<i64> = redis::cmd("HGET")
+        .arg(format!("hawker:room:{{{session}}}:meta"))
+        .arg("refreshed")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(refreshed.is_some(), "meta records its last renewal");
+}
+
+#[tokio::test]
+async fn a_quiet_room_repeats_no_unchanged_count_and_a_busy_one_does() {
+    use crate::support::{settings_with, spawn_app_with};
+
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // A heartbeat is due every fifth viewer interval: every 0.5 s here.
+    let app = spawn_app_with(settings_with(&[
+        ("HAWKER__REDIS__URL", url.as_str()),
+        ("HAWKER__HUB__LIKES_INTERVAL_MS", "50"),
+        ("HAWKER__HUB__VIEWERS_INTERVAL_MS", "100"),
+    ]))
+    .await;
+    let (agency, session) = crate::support::fixtures::insert_agency_and_session(&app.db).await;
+    let mut host = join(app.addr, session, &app.agency_token(agency)).await;
+    let mut viewer = join(app.addr, session, &app.token("quiet", Role::Viewer)).await;
+    // Let the joins' counts go out.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    viewer.frames_for(Duration::from_millis(100)).await;
+    let counts = |frames: &[Value]| frames.iter().filter(|f| f["type"] == "viewers").count();
+    let quiet = viewer.frames_for(Duration::from_millis(2000)).await;
+    assert_eq!(
+        counts(&quiet),
+        0,
+        "an unchanged count was repeated in a quiet room: {quiet:?}"
+    );
+    // The same count is repeated once the room has events.
+    let mut busy = Vec::new();
+    for i in 0..10 {
+        announce(&mut host, &format!("busy {i}")).await;
+        busy.extend(viewer.frames_for(Duration::from_millis(200)).await);
+    }
+    let repeated: Vec<&Value> = busy.iter().filter(|f| f["type"] == "viewers").collect();
+    assert!(!repeated.is_empty(), "no heartbeat in a busy room: {busy:?}");
+    assert!(repeated.iter().all(|f| f["data"]["count"] == 2), "{repeated:?}");
+    // The viewer report refreshes the node's presence hash's expiry too.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("hawker:room:{{{session}}}:here:{}", app.hub.node_id());
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!((55..=60).contains(&ttl), "{key}: TTL {ttl}");
+}
+
+#[tokio::test]
 async fn a_ban_on_node_a_is_enforced_on_node_b() {
     let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
     let mut host = join(a.addr, session, &a.agency_token(agency)).await;
