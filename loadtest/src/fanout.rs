@@ -9,7 +9,8 @@
 //!
 //! With `--reference` it runs the same load against the reference server
 //! (`crate::reference`) first, then against hawker, and reports the ratios
-//! (`compare`).
+//! (`compare`); with `--rooms N` both runs have N rooms, the sockets placed
+//! in them alike.
 //!
 //! - `args`: the options and their limits;
 //! - `run`: the run with its nodes up (senders, viewers, the measured window);

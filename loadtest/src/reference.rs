@@ -10,7 +10,8 @@
 //! frame, `host.announce` and `chat.send` answered with an `ack`, and room
 //! events in hawker's frame format (offset and epoch first).
 //!
-//! - `room`: offsets, each event's frame encoded once, and the broadcast;
+//! - `room`: offsets, each event's frame encoded once, and the broadcast
+//!   (one ring per room, smaller the more rooms there are: `--ring-frames`);
 //! - `socket`: one connection: handshake, greeting, commands, writes;
 //! - `admin`: `/readyz` and `/metrics`, which the generator polls.
 
@@ -26,8 +27,10 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio::net::TcpListener;
 
+pub use room::ring_frames_for;
+
 use admin::Counters;
-use room::Rooms;
+use room::{Rooms, RING_FRAMES_MAX, RING_FRAMES_MIN};
 
 #[derive(Debug, Args)]
 pub struct ReferenceArgs {
@@ -37,10 +40,21 @@ pub struct ReferenceArgs {
     /// `/readyz` and `/metrics`.
     #[arg(long)]
     pub admin_listen: SocketAddr,
+    /// Frames each room's ring holds (a power of two, 128 to 4096): a socket
+    /// that falls this far behind is closed as too slow. The rooms held at
+    /// most follow from it (156 of 4096, 5,000 of 128), so that all rings
+    /// together stay within ~36 MB; `fanout --reference --rooms N` passes
+    /// the largest ring N rooms fit in.
+    #[arg(long, default_value_t = RING_FRAMES_MAX)]
+    pub ring_frames: usize,
 }
 
 /// Serves until killed (the tool stops it with SIGTERM).
 pub fn serve(args: ReferenceArgs) -> anyhow::Result<()> {
+    if !args.ring_frames.is_power_of_two() || !(RING_FRAMES_MIN..=RING_FRAMES_MAX).contains(&args.ring_frames)
+    {
+        anyhow::bail!("--ring-frames must be a power of two from {RING_FRAMES_MIN} to {RING_FRAMES_MAX}");
+    }
     // As hawker's `#[tokio::main]`: a multi-thread runtime with one worker
     // per CPU the process may use, so the same `taskset` pinning and
     // `TOKIO_WORKER_THREADS` give both servers the same threads.
@@ -55,7 +69,14 @@ pub fn serve(args: ReferenceArgs) -> anyhow::Result<()> {
         let admin = TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("binding {}", args.admin_listen))?;
-        let rooms = Arc::new(Rooms::new());
+        let rooms = Arc::new(Rooms::new(args.ring_frames));
+        // To the node's log: what a room refused as "too many rooms" hit.
+        eprintln!(
+            "reference server on {}: rings of {} frames, at most {} rooms",
+            args.listen,
+            args.ring_frames,
+            rooms.max_rooms()
+        );
         let counters = Arc::new(Counters::default());
         tokio::spawn(admin::serve(admin, counters.clone()));
         loop {
@@ -68,4 +89,33 @@ pub fn serve(args: ReferenceArgs) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ReferenceArgs,
+    }
+
+    #[test]
+    fn the_ring_the_tool_passes_is_read_and_defaults_to_the_largest() {
+        let listen = ["x", "--listen=127.0.0.1:1", "--admin-listen=127.0.0.1:2"];
+        assert_eq!(Cli::parse_from(listen).args.ring_frames, RING_FRAMES_MAX);
+        let args = Cli::parse_from(listen.iter().copied().chain(["--ring-frames=256"])).args;
+        assert_eq!(args.ring_frames, 256);
+        // A ring the rooms would not fit in, or not a power of two, is refused.
+        for ring in [0, 100, 64, 8192] {
+            let args = ReferenceArgs {
+                ring_frames: ring,
+                ..Cli::parse_from(listen).args
+            };
+            assert!(serve(args).is_err(), "{ring}");
+        }
+    }
 }

@@ -19,6 +19,9 @@ pub enum ServerKind {
     Reference {
         /// This program.
         exe: PathBuf,
+        /// Frames of each room's ring (`reference-server --ring-frames`):
+        /// smaller with more rooms, so that all rooms fit.
+        ring_frames: usize,
     },
 }
 
@@ -108,10 +111,11 @@ fn serve_command(config: &SpawnConfig, port: u16, admin: u16) -> Command {
     };
     match config.server {
         ServerKind::Hawker => command.arg("serve"),
-        ServerKind::Reference { .. } => command
+        ServerKind::Reference { ring_frames, .. } => command
             .arg("reference-server")
             .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(format!("--admin-listen=127.0.0.1:{admin}")),
+            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+            .arg(format!("--ring-frames={ring_frames}")),
     };
     command
         // hawker refuses to guess its environment; every load generator
@@ -132,7 +136,7 @@ impl SpawnConfig {
     fn program(&self) -> &Path {
         match &self.server {
             ServerKind::Hawker => &self.hawker_bin,
-            ServerKind::Reference { exe } => exe,
+            ServerKind::Reference { exe, .. } => exe,
         }
     }
 }
@@ -360,6 +364,7 @@ mod tests {
             count: 1,
             server: ServerKind::Reference {
                 exe: PathBuf::from("/opt/hawker-loadtest"),
+                ring_frames: 256,
             },
             hawker_bin: PathBuf::from("/opt/hawker"),
             config_dir: PathBuf::from("/cfg"),
@@ -379,7 +384,8 @@ mod tests {
                 "/opt/hawker-loadtest",
                 "reference-server",
                 "--listen=127.0.0.1:28081",
-                "--admin-listen=127.0.0.1:29081"
+                "--admin-listen=127.0.0.1:29081",
+                "--ring-frames=256"
             ]
         );
         assert_eq!(env_of(&command, "TOKIO_WORKER_THREADS"), Some(OsStr::new("1")));

@@ -106,8 +106,11 @@ pub struct FanoutArgs {
     /// the run. Viewer i watches room (i / nodes) % N (so every room has
     /// viewers on every node); host socket j hosts room j % N (with N > 1,
     /// --hosts 1 means one host socket per room, otherwise a multiple of N).
-    /// --host-rate stays the total over all rooms. Host events only: no
-    /// chat, notices or --reference with N > 1.
+    /// --host-rate and --chat-rate stay the totals over all rooms (chatter
+    /// j is in room j % N: with fewer chatters than rooms, one per room).
+    /// No --notice-rate with N > 1. With --reference the reference server's
+    /// run has N rooms too, placed the same way (their sessions are derived
+    /// from the run id: the reference server has no API and opens any room).
     #[arg(long, default_value_t = 1)]
     pub rooms: u32,
     /// A Redis Cluster for spawned nodes: its seeds, comma-separated
@@ -160,7 +163,7 @@ pub struct FanoutArgs {
     /// Run the same scenario first against the reference server (a bare
     /// tokio-tungstenite fan-out, this tool's `reference-server`, pinned
     /// like hawker), then against hawker, and report hawker / reference.
-    /// Needs --spawn 1.
+    /// Needs --spawn 1; works with --rooms (both runs get the same rooms).
     #[arg(long)]
     pub reference: bool,
 }
@@ -247,10 +250,8 @@ impl FanoutArgs {
             bail!("--rooms must be 1 to 5,000");
         }
         if self.rooms > 1 {
-            if self.notice_rate > 0.0 || self.reference {
-                bail!(
-                    "--rooms above 1 measures host events and chat: leave out --notice-rate and --reference"
-                );
+            if self.notice_rate > 0.0 {
+                bail!("--rooms above 1 measures host events and chat: leave out --notice-rate");
             }
             if self.hosts % self.rooms != 0 {
                 bail!("--hosts must be a multiple of --rooms (or 1: one host socket per room)");
@@ -419,6 +420,46 @@ mod tests {
             .validate()
             .is_err());
         assert_eq!(parse("--spawn 1").phases().len(), 1);
+    }
+
+    #[test]
+    fn reference_runs_the_same_rooms_as_hawker() {
+        let args = parse(
+            "--spawn 1 --reference --scenario rooms2000 --rooms 2000 --viewers 10000 \
+             --host-rate 2000 --chat-rate 10000 --duration 20",
+        )
+        .with_room_hosts();
+        args.validate().unwrap();
+        let phases = args.phases();
+        assert_eq!(
+            phases.iter().map(|p| p.server).collect::<Vec<_>>(),
+            [Server::Reference, Server::Hawker]
+        );
+        for phase in &phases {
+            let a = &phase.args;
+            assert_eq!(
+                (a.rooms, a.hosts, a.chatters, a.viewers, a.host_rate, a.chat_rate),
+                (2000, 2000, 2000, 10000, 2000.0, 10000.0)
+            );
+        }
+        assert!(
+            parse("--spawn 1 --reference --rooms 5000 --viewers 25000 --procs 2")
+                .with_room_hosts()
+                .validate()
+                .is_ok()
+        );
+        assert!(parse("--spawn 1 --reference --rooms 5001")
+            .with_room_hosts()
+            .validate()
+            .is_err());
+        assert!(parse("--spawn 1 --reference --rooms 3 --notice-rate 5")
+            .with_room_hosts()
+            .validate()
+            .is_err());
+        assert!(parse("--spawn 2 --reference --rooms 3")
+            .with_room_hosts()
+            .validate()
+            .is_err());
     }
 
     #[test]

@@ -54,11 +54,20 @@ impl Comparison {
     pub fn print(&self) {
         let (h, r, x) = (&self.hawker, &self.reference, &self.ratios);
         out!(
-            "vs reference   run {} ({}), host lost {}; hawker / reference:",
+            "vs reference   run {} ({}), {} room(s), host lost {}, chat missing {}; hawker / reference:",
             r.run,
             r.json,
-            r.host_lost
+            r.rooms,
+            r.host_lost,
+            r.chat_missing
         );
+        if r.rooms != h.rooms {
+            out!(
+                "               (not the same rooms: {} for hawker, {} for the reference)",
+                h.rooms,
+                r.rooms
+            );
+        }
         let rows = [
             (
                 "deliveries/s",
@@ -121,6 +130,8 @@ mod tests {
             p99_ms: p99,
             rss_bytes_per_viewer: rss,
             host_lost: 0,
+            chat_missing: 0,
+            rooms: 2000,
             json: "x.json".into(),
         }
     }

@@ -40,6 +40,11 @@ pub struct Cost {
     pub rss_bytes_per_viewer: f64,
     /// Host events published and never received, over all viewers.
     pub host_lost: u64,
+    /// Chat published and never received, over all sockets (hawker's
+    /// includes what it thinned or dropped on purpose).
+    pub chat_missing: u64,
+    /// Rooms of the run (`--rooms`).
+    pub rooms: usize,
     pub json: String,
 }
 
@@ -187,6 +192,8 @@ impl Report<'_> {
             p99_ms: all.p99_ms,
             rss_bytes_per_viewer: rss_per_viewer,
             host_lost: v.host.missing,
+            chat_missing: chat_all.missing,
+            rooms: self.rooms.len(),
             json: json_path.display().to_string(),
         };
         let comparison = self.reference.map(|r| Comparison::new(&cost, r));

@@ -73,6 +73,8 @@ impl Scenario for Fanout<'_> {
             Server::Hawker => ServerKind::Hawker,
             Server::Reference => ServerKind::Reference {
                 exe: std::env::current_exe()?,
+                // As large as the rooms allow: 4096 frames for one room.
+                ring_frames: crate::reference::ring_frames_for(args.rooms as usize),
             },
         };
         // The reference server has no database to seed.
@@ -105,7 +107,14 @@ impl Scenario for Fanout<'_> {
     }
 
     async fn measure(&self, run: &mut Run, (): ()) -> anyhow::Result<()> {
-        let cost = measure(self.args, run, self.baseline.as_ref(), self.reference.as_ref()).await?;
+        let cost = measure(
+            self.args,
+            self.server,
+            run,
+            self.baseline.as_ref(),
+            self.reference.as_ref(),
+        )
+        .await?;
         self.cost.set(Some(cost));
         Ok(())
     }
@@ -113,6 +122,7 @@ impl Scenario for Fanout<'_> {
 
 async fn measure(
     args: &FanoutArgs,
+    server: Server,
     run: &mut Run,
     baseline: Option<&Cost>,
     reference: Option<&Cost>,
@@ -143,7 +153,7 @@ async fn measure(
         notice_planned: args.notice_planned_per_viewer(),
     });
     // The rooms (sessions) and, on a cluster, the masters before the run.
-    let rooms = rooms::prepare(args, run).await?;
+    let rooms = rooms::prepare(args, server, run).await?;
     let cluster = if args.redis_cluster.is_empty() {
         None
     } else {

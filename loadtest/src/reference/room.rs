@@ -16,38 +16,79 @@ use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
-/// Frames a socket may fall behind before it is closed as too slow.
-const RING_FRAMES: usize = 4096;
+/// Ring slots (frames a socket may fall behind before it is closed as too
+/// slow) of a room when the server holds one or a few rooms.
+pub const RING_FRAMES_MAX: usize = 4096;
 
-/// Rooms a server holds at most (a run uses one; the path names it).
-const MAX_ROOMS: usize = 100;
+/// The smallest ring: a room gets at least this many frames of slack.
+pub const RING_FRAMES_MIN: usize = 128;
+
+/// Rooms a server holds at most (`fanout --rooms` goes up to 5,000).
+pub const MAX_ROOMS: usize = 5000;
+
+/// Ring slots of all rooms together at most: a ring is allocated in full
+/// when its room is created (a slot is a mutex and a frame handle, ~56
+/// bytes), so this bounds the rings to ~36 MB, 5,000 rooms of
+/// [`RING_FRAMES_MIN`] or 156 rooms of [`RING_FRAMES_MAX`].
+const RING_SLOTS: usize = MAX_ROOMS * RING_FRAMES_MIN;
+
+/// The ring of each room when a run uses `rooms` rooms: the largest power
+/// of two that keeps all rings within [`RING_SLOTS`], between
+/// [`RING_FRAMES_MIN`] and [`RING_FRAMES_MAX`]. One room (up to 156) keeps
+/// 4096 frames; 2,000 rooms get 256, 5,000 rooms 128 (tens of seconds of a
+/// room's events at a few events per second per room).
+pub fn ring_frames_for(rooms: usize) -> usize {
+    let fit = RING_SLOTS / rooms.max(1);
+    // The largest power of two ≤ fit (fit ≥ 128 for rooms ≤ 5,000).
+    let pow2 = if fit == 0 { 1 } else { 1 << fit.ilog2() };
+    pow2.clamp(RING_FRAMES_MIN, RING_FRAMES_MAX)
+}
+
+/// Rooms a server with rings of `ring_frames` holds at most: as many as fit
+/// in [`RING_SLOTS`], at most [`MAX_ROOMS`].
+pub fn max_rooms(ring_frames: usize) -> usize {
+    (RING_SLOTS / ring_frames.max(1)).clamp(1, MAX_ROOMS)
+}
 
 /// The rooms of this process, by session id.
 pub struct Rooms {
     /// Names this process' offsets: a client holding another epoch's offset
     /// was in another server's room.
     epoch: Arc<str>,
+    /// Each room's ring (a power of two).
+    ring_frames: usize,
+    /// Rooms held at most ([`max_rooms`] of the ring).
+    max_rooms: usize,
     rooms: Mutex<HashMap<Uuid, Arc<Room>>>,
 }
 
 impl Rooms {
-    pub fn new() -> Rooms {
+    /// Rooms with rings of `ring_frames` frames (rounded up to a power of two).
+    pub fn new(ring_frames: usize) -> Rooms {
+        let ring_frames = ring_frames.clamp(1, RING_FRAMES_MAX).next_power_of_two();
         Rooms {
             epoch: Uuid::new_v4().simple().to_string()[..8].into(),
+            ring_frames,
+            max_rooms: max_rooms(ring_frames),
             rooms: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The room of `session`, created on first use; `None` past [`MAX_ROOMS`].
+    /// Rooms held at most.
+    pub fn max_rooms(&self) -> usize {
+        self.max_rooms
+    }
+
+    /// The room of `session`, created on first use; `None` past [`Rooms::max_rooms`].
     pub fn get(&self, session: Uuid) -> Option<Arc<Room>> {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(room) = rooms.get(&session) {
             return Some(room.clone());
         }
-        if rooms.len() >= MAX_ROOMS {
+        if rooms.len() >= self.max_rooms {
             return None;
         }
-        let room = Arc::new(Room::new(self.epoch.clone()));
+        let room = Arc::new(Room::new(self.epoch.clone(), self.ring_frames));
         rooms.insert(session, room.clone());
         Some(room)
     }
@@ -64,10 +105,10 @@ pub struct Room {
 }
 
 impl Room {
-    fn new(epoch: Arc<str>) -> Room {
+    fn new(epoch: Arc<str>, ring_frames: usize) -> Room {
         Room {
             epoch,
-            sender: broadcast::Sender::new(RING_FRAMES),
+            sender: broadcast::Sender::new(ring_frames),
             offset: Mutex::new(0),
         }
     }
@@ -141,7 +182,7 @@ mod tests {
 
     #[test]
     fn sockets_get_the_events_after_their_join_in_offset_order() {
-        let rooms = Rooms::new();
+        let rooms = Rooms::new(RING_FRAMES_MAX);
         let session = Uuid::new_v4();
         let room = rooms.get(session).unwrap();
         assert_eq!(room.publish("chat", "before"), 1);
@@ -155,10 +196,40 @@ mod tests {
 
     #[test]
     fn rooms_are_bounded() {
-        let rooms = Rooms::new();
-        for _ in 0..MAX_ROOMS {
+        // The smallest ring: every room of `fanout --rooms 5000`.
+        let rooms = Rooms::new(ring_frames_for(MAX_ROOMS));
+        assert_eq!(rooms.max_rooms(), MAX_ROOMS);
+        let first = Uuid::new_v4();
+        assert!(rooms.get(first).is_some());
+        for _ in 1..MAX_ROOMS {
             assert!(rooms.get(Uuid::new_v4()).is_some());
         }
         assert!(rooms.get(Uuid::new_v4()).is_none());
+        assert!(rooms.get(first).is_some(), "a room held stays reachable");
+        // Full rings hold fewer rooms: the slots stay within the same bound.
+        let big = Rooms::new(RING_FRAMES_MAX);
+        assert_eq!(big.max_rooms(), 156);
+        for _ in 0..big.max_rooms() {
+            assert!(big.get(Uuid::new_v4()).is_some());
+        }
+        assert!(big.get(Uuid::new_v4()).is_none());
+    }
+
+    #[test]
+    fn rings_shrink_with_the_rooms_and_always_fit() {
+        assert_eq!(ring_frames_for(1), RING_FRAMES_MAX);
+        assert_eq!(ring_frames_for(100), RING_FRAMES_MAX);
+        assert_eq!(ring_frames_for(2000), 256);
+        assert_eq!(ring_frames_for(MAX_ROOMS), RING_FRAMES_MIN);
+        assert_eq!(ring_frames_for(0), RING_FRAMES_MAX);
+        for rooms in 1..=MAX_ROOMS {
+            let ring = ring_frames_for(rooms);
+            assert!(ring.is_power_of_two(), "{rooms}: {ring}");
+            assert!(max_rooms(ring) >= rooms, "{rooms} rooms of {ring} frames");
+            assert!(rooms * ring <= RING_SLOTS, "{rooms} rooms of {ring} frames");
+        }
+        // Rounded up to a power of two, as the broadcast ring does.
+        assert_eq!(Rooms::new(100).ring_frames, 128);
+        assert_eq!(Rooms::new(1 << 20).ring_frames, RING_FRAMES_MAX);
     }
 }

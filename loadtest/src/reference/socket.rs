@@ -240,6 +240,7 @@ async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::room::RING_FRAMES_MAX;
     use super::*;
 
     #[test]
@@ -269,7 +270,7 @@ mod tests {
 
     #[test]
     fn commands_publish_and_are_acked_or_refused() {
-        let rooms = Rooms::new();
+        let rooms = Rooms::new(RING_FRAMES_MAX);
         let room = rooms.get(Uuid::new_v4()).unwrap();
         let (_, mut frames) = room.join();
         let ack: serde_json::Value = serde_json::from_str(&command(
