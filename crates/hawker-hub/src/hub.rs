@@ -107,6 +107,26 @@ impl Drop for SocketPermit {
 /// Rooms whose tick (likes, viewer count, presence) runs at once.
 const TICK_ROOMS_AT_ONCE: usize = 64;
 
+/// Slots per `hub.likes_interval_ms` and per `hub.ping_interval_secs`:
+/// each room does its periodic work (likes, viewer report and count,
+/// pings) in its own slot of the interval, chosen by its id, so a node's
+/// thousands of rooms spread their Redis calls, events and socket writes
+/// over the interval instead of doing them all at one instant (which held
+/// every other event up behind them).
+const TICK_SLOTS: u64 = 5;
+const PING_SLOTS: u64 = 25;
+
+/// A room's slot among `slots` (fixed by its id, the same on every node).
+fn slot_of(room: Uuid, slots: u64) -> u64 {
+    (room.as_u128() % u128::from(slots.max(1))) as u64
+}
+
+/// Whether slot `n` (counted from 0, one per tick) is `room`'s, in a cycle
+/// of `slots`.
+fn due(room: Uuid, n: u64, slots: u64) -> bool {
+    slot_of(room, slots) == n % slots.max(1)
+}
+
 impl Hub {
     /// Starts the hub's subscriber and ticker tasks (tracked, stopped by
     /// `shutdown`). Every Redis call waits at most `redis_timeout`; every key
@@ -316,12 +336,15 @@ impl Hub {
 
     /// Every `likes_interval_ms`: sum this node's likes into the room total
     /// and announce it (at most once per interval across nodes); every
-    /// `viewers_interval_ms`: report this node's viewers and announce the total.
+    /// `viewers_interval_ms`: report this node's viewers and announce the
+    /// total. Each room in its own slot of the interval ([`TICK_SLOTS`]).
     async fn tick(self) {
         let config = &self.inner.config;
-        let mut interval = tokio::time::interval(Duration::from_millis(config.likes_interval_ms));
+        let slot = Duration::from_micros(config.likes_interval_ms * 1000 / TICK_SLOTS)
+            .max(Duration::from_micros(100));
+        let mut interval = tokio::time::interval(slot);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let viewer_every = (config.viewers_interval_ms / config.likes_interval_ms).max(1);
+        let viewer_slots = TICK_SLOTS * (config.viewers_interval_ms / config.likes_interval_ms).max(1);
         let mut n: u64 = 0;
         loop {
             tokio::select! {
@@ -329,21 +352,20 @@ impl Hub {
                 _ = interval.tick() => {}
             }
             n += 1;
-            let viewers_due = n % viewer_every == 0;
             // Rooms are ticked concurrently (at most `TICK_ROOMS_AT_ONCE`):
             // their Redis calls share the connection's pipeline instead of
-            // each waiting for the one before, so a node with thousands of
-            // small rooms spends a few syscalls per tick, not one per room.
-            let hub = &self;
-            // A room with no likes to add is passed over between viewer
-            // reports without a future or a Redis call.
-            let rooms = self.open_rooms().into_iter().filter(|room| {
-                viewers_due
-                    || room.shared.likes_pending.load(Ordering::Relaxed) > 0
-                    || room.shared.likes_dirty.load(Ordering::Relaxed)
+            // each waiting for the one before. A room with no likes to add
+            // is passed over between viewer reports without a future or a
+            // Redis call.
+            let rooms = self.rooms_where(|room| {
+                let viewers_due = due(room.id, n, viewer_slots);
+                let likes = room.shared.likes_pending.load(Ordering::Relaxed) > 0
+                    || room.shared.likes_dirty.load(Ordering::Relaxed);
+                (viewers_due || (likes && due(room.id, n, TICK_SLOTS))).then_some(viewers_due)
             });
+            let hub = &self;
             futures_util::stream::iter(rooms)
-                .for_each_concurrent(TICK_ROOMS_AT_ONCE, |room| async move {
+                .for_each_concurrent(TICK_ROOMS_AT_ONCE, |(room, viewers_due)| async move {
                     hub.tick_room(&room, viewers_due).await;
                 })
                 .await;
@@ -370,28 +392,31 @@ impl Hub {
         }
     }
 
-    /// The rooms open on this node, as of now.
-    fn open_rooms(&self) -> Vec<RoomHandle> {
-        self.inner
-            .rooms
-            .lock()
-            .map(|r| r.values().cloned().collect())
-            .unwrap_or_default()
+    /// The rooms open on this node for which `pick` says something, with it.
+    fn rooms_where<T>(&self, mut pick: impl FnMut(&RoomHandle) -> Option<T>) -> Vec<(RoomHandle, T)> {
+        let rooms = self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms
+            .values()
+            .filter_map(|room| pick(room).map(|t| (room.clone(), t)))
+            .collect()
     }
 
     /// The node's one ping timer: every `hub.ping_interval_secs`, each room
-    /// asks its sockets to ping their peers (an idle socket is closed then).
+    /// asks its sockets to ping their peers (an idle socket is closed then),
+    /// each room in its own slot of the interval ([`PING_SLOTS`]).
     async fn ping(self) {
-        let mut interval = tokio::time::interval(self.inner.config.ping_interval());
+        let slot = (self.inner.config.ping_interval() / PING_SLOTS as u32).max(Duration::from_millis(1));
+        let mut interval = tokio::time::interval(slot);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
+        let mut n: u64 = 0;
         loop {
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            let rooms = self.open_rooms();
-            for room in rooms {
+            n += 1;
+            for (room, ()) in self.rooms_where(|room| due(room.id, n, PING_SLOTS).then_some(())) {
                 let _ = room.tx.send(crate::room::RoomInput::Ping);
             }
         }
@@ -503,6 +528,35 @@ impl RoomHost for Hub {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_room_is_due_once_per_cycle_and_rooms_spread_over_the_slots() {
+        let rooms: Vec<Uuid> = (0..2000).map(|_| Uuid::new_v4()).collect();
+        let slots = 20;
+        let mut per_slot = vec![0usize; slots as usize];
+        for room in &rooms {
+            let due_at: Vec<u64> = (0..slots).filter(|&n| due(*room, n, slots)).collect();
+            assert_eq!(due_at.len(), 1, "{room}: {due_at:?}");
+            // The same slot in every cycle.
+            assert!(due(*room, due_at[0] + 3 * slots, slots));
+            per_slot[due_at[0] as usize] += 1;
+        }
+        // 100 rooms per slot on average; none takes a large share.
+        assert!(per_slot.iter().all(|&k| (40..=180).contains(&k)), "{per_slot:?}");
+        // A room's viewer slot is one of its likes slots (the cycle is a multiple).
+        for room in &rooms {
+            for n in 0..slots {
+                if due(*room, n, slots) {
+                    assert!(due(*room, n, TICK_SLOTS));
+                }
+            }
         }
     }
 }
