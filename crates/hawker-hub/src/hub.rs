@@ -116,6 +116,11 @@ const TICK_ROOMS_AT_ONCE: usize = 64;
 const TICK_SLOTS: u64 = 5;
 const PING_SLOTS: u64 = 25;
 
+/// A room with more sockets than this on the node pings them in
+/// [`PING_SLOTS`] shares (by socket id) instead of all in its slot, so a
+/// big room's pings do not hold its events up either.
+const PING_AT_ONCE: usize = 256;
+
 /// A room's slot among `slots` (fixed by its id, the same on every node).
 fn slot_of(room: Uuid, slots: u64) -> u64 {
     (room.as_u128() % u128::from(slots.max(1))) as u64
@@ -403,7 +408,8 @@ impl Hub {
 
     /// The node's one ping timer: every `hub.ping_interval_secs`, each room
     /// asks its sockets to ping their peers (an idle socket is closed then),
-    /// each room in its own slot of the interval ([`PING_SLOTS`]).
+    /// each room in its own slot of the interval ([`PING_SLOTS`]), a large
+    /// room a share of its sockets in every slot ([`PING_AT_ONCE`]).
     async fn ping(self) {
         let slot = (self.inner.config.ping_interval() / PING_SLOTS as u32).max(Duration::from_millis(1));
         let mut interval = tokio::time::interval(slot);
@@ -416,8 +422,17 @@ impl Hub {
                 _ = interval.tick() => {}
             }
             n += 1;
-            for (room, ()) in self.rooms_where(|room| due(room.id, n, PING_SLOTS).then_some(())) {
-                let _ = room.tx.send(crate::room::RoomInput::Ping);
+            // A large room is told every slot, and pings a slot's share of
+            // its sockets each time.
+            let rooms = self.rooms_where(|room| {
+                if room.shared.local_viewers.load(Ordering::Relaxed) > PING_AT_ONCE {
+                    Some(PING_SLOTS)
+                } else {
+                    due(room.id, n, PING_SLOTS).then_some(1)
+                }
+            });
+            for (room, of) in rooms {
+                let _ = room.tx.send(crate::room::RoomInput::Ping { n, of });
             }
         }
     }

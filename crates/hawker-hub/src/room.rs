@@ -97,9 +97,13 @@ pub enum RoomInput {
     Leave {
         client_id: u64,
     },
-    /// The node's ping tick: each socket of the room is asked to ping its
-    /// peer (one timer per node, none per socket).
-    Ping,
+    /// The node's ping tick: the room's sockets whose id is `n` modulo
+    /// `of` are asked to ping their peers (one timer per node, none per
+    /// socket; a large room's pings are spread over the interval).
+    Ping {
+        n: u64,
+        of: u64,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -222,8 +226,9 @@ impl<H: RoomHost> RoomTask<H> {
                             empty_since = Some(Instant::now());
                         }
                     }
-                    Some(RoomInput::Ping) => {
-                        for client in &self.clients {
+                    Some(RoomInput::Ping { n, of }) => {
+                        let of = of.max(1);
+                        for client in self.clients.iter().filter(|c| c.id % of == n % of) {
                             client.queue.request_ping();
                         }
                     }
