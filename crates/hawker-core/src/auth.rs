@@ -245,6 +245,17 @@ impl TokenKeys {
         Ok(claims)
     }
 
+    /// [`TokenKeys::verify`] for a token used once, such as a socket's
+    /// (the socket keeps the claims for its life): answered from memory if
+    /// it is there, but a token verified here is not remembered, so ten
+    /// thousand open sockets do not hold ten thousand remembered tokens.
+    pub fn verify_once(&self, token: &str) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.verified.get(token, chrono::Utc::now().timestamp()) {
+            return Ok(claims);
+        }
+        self.verify_signed(token)
+    }
+
     /// Full verification: signature, algorithm, expiry, issuer, audience, subject.
     fn verify_signed(&self, token: &str) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(self.algorithm);
@@ -374,6 +385,20 @@ mod tests {
         assert_eq!(keys.verify(&forged).unwrap_err(), TokenError::BadSignature);
         std::thread::sleep(std::time::Duration::from_millis(3100));
         assert_eq!(keys.verify(&token).unwrap_err(), TokenError::Expired);
+    }
+
+    #[test]
+    fn a_token_verified_once_is_not_remembered_but_one_remembered_is_used() {
+        let keys = TokenKeys::hs256(b"a-secret-long-enough-for-hs256-000000");
+        let socket = keys.sign(&claims(60)).unwrap();
+        assert_eq!(keys.verify_once(&socket).unwrap().sub, "viewer-1");
+        assert_eq!(keys.verified.len(), 0, "a socket's token is not remembered");
+        let (signed, _) = socket.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(keys.verify_once(&forged).unwrap_err(), TokenError::BadSignature);
+        keys.verify(&socket).unwrap();
+        assert_eq!(keys.verified.len(), 1);
+        assert_eq!(keys.verify_once(&socket).unwrap().sub, "viewer-1");
     }
 
     #[test]
