@@ -539,19 +539,28 @@ async fn commit(
     // buyers' rows read, locked, and the batch decided again.
     let mut held_read = false;
     // Nor are the orders that already exist for the batch's keys: the insert
-    // skips a key that has one, and only then is the batch decided again
+    // fails on a key that has one, and only then is the batch decided again
     // with those orders read (a replay is answered with its order).
     let mut existing_read = false;
     loop {
         // Again after each rollback to it, so that rows locked since stay locked.
         sqlx::query("savepoint take").execute(&mut *tx).await?;
         let decisions = decide::decide(requests, &known);
-        let created = insert_orders(&mut tx, requests, &known.deals, &decisions, order_ttl_secs).await?;
-        let accepted = decisions
-            .iter()
-            .filter(|d| matches!(d, Decision::Accept(_)))
-            .count();
-        if created.len() < accepted && !existing_read {
+        // Until a key is found taken, the insert has no `on conflict`
+        // clause: a taken key fails the statement (one index probe per row
+        // fewer than an arbiter's), the batch rolls back to its savepoint,
+        // reads the existing orders and is decided again; from then on the
+        // insert skips a key another node takes meanwhile.
+        let Some(created) = insert_orders(
+            &mut tx,
+            requests,
+            &known.deals,
+            &decisions,
+            order_ttl_secs,
+            existing_read,
+        )
+        .await?
+        else {
             existing_read = true;
             metrics::counter!("hawker_settle_redecided_total", "why" => "existing_order").increment(1);
             sqlx::query("rollback to savepoint take")
@@ -559,7 +568,7 @@ async fn commit(
                 .await?;
             known.existing = read_existing(&mut tx, requests).await?;
             continue;
-        }
+        };
         if !add_buyer_units(&mut tx, &created, &known.deals).await? {
             if held_read {
                 // Decided under the buyers' row locks and still over: only
@@ -772,14 +781,17 @@ struct ExistingRow {
 }
 
 /// Step 3: inserts the accepted orders in one statement; returns them by
-/// request index. A (buyer, key) another node inserted first is skipped.
+/// request index. `None` if a (buyer, key) already has an order; with
+/// `skip_taken`, such a key (another node inserted it first) is skipped
+/// instead.
 async fn insert_orders(
     tx: &mut Transaction<'_, Postgres>,
     requests: &[SettleRequest],
     deals: &HashMap<Uuid, DealRow>,
     decisions: &[Decision],
     order_ttl_secs: i64,
-) -> Result<HashMap<usize, Order>> {
+    skip_taken: bool,
+) -> Result<Option<HashMap<usize, Order>>> {
     let mut cols = OrderColumns::default();
     for (i, d) in decisions.iter().enumerate() {
         let Decision::Accept(price) = d else {
@@ -791,9 +803,9 @@ async fn insert_orders(
         }
     }
     if cols.index.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Some(HashMap::new()));
     }
-    cols.insert(tx, order_ttl_secs).await
+    cols.insert(tx, order_ttl_secs, skip_taken).await
 }
 
 /// Step 4: adds the inserted units to each buyer's `deal_buyer` row, in key
@@ -966,6 +978,42 @@ async fn take_offered(
     }))
 }
 
+/// The settlement's insert (`OrderColumns::insert`): one row per element of
+/// the arrays. Attribution: the host on air now in each session, computed
+/// once per session of the batch (the `on_air` CTE, materialised: one row per
+/// session, so the join keeps one row per order) by the agency's
+/// `host_on_shift()`, in the insert's own round trip. Joins, not per-row
+/// subqueries, so the planner may hash them.
+macro_rules! insert_orders_sql {
+    ($conflict:literal) => {
+        concat!(
+            "with on_air as materialized (
+                 select s as session_id, host_on_shift(s, now()) as host_id from unnest($16::uuid[]) as s)
+             insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
+                    unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id, idempotency_key,
+                    request_hash, expires_at, host_id, shipping_address)
+             select t.order_id, t.deal_id, t.session_id, t.lineup_item_id, t.sku_id, t.buyer_id, t.quantity,
+                    t.unit_price_minor, t.discount_minor, t.amount_minor, t.currency, t.coupon_claim_id,
+                    t.idempotency_key, t.request_hash, now() + make_interval(secs => $15),
+                    a.host_id, p.shipping_address
+               from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[],
+                           $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::uuid[], $13::text[],
+                           $14::text[])
+                    as t(order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
+                         unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id,
+                         idempotency_key, request_hash)
+               join on_air a on a.session_id = t.session_id
+               left join viewer_profile p on p.viewer_id = t.buyer_id
+             ",
+            $conflict,
+            " returning order_id, created_at, expires_at, host_id"
+        )
+    };
+}
+const INSERT_ORDERS: &str = insert_orders_sql!("");
+const INSERT_ORDERS_SKIPPING_TAKEN: &str =
+    insert_orders_sql!(" on conflict on constraint customer_order_idempotency do nothing");
+
 /// What the insert returns of each order it wrote.
 #[derive(sqlx::FromRow)]
 struct Inserted {
@@ -1015,58 +1063,51 @@ impl OrderColumns {
         self.hash.push(r.request_hash.clone());
     }
 
-    /// Inserts; a (buyer, key) another node inserted first is skipped. Only
+    /// Inserts ([`insert_orders`] says what `None` and `skip_taken` mean). Only
     /// the times come back from Postgres (`now()` is the transaction's, the
     /// same for every row): the rest of each order is what was sent.
     async fn insert(
         self,
         tx: &mut Transaction<'_, Postgres>,
         ttl_secs: i64,
-    ) -> Result<HashMap<usize, Order>> {
-        // Attribution: the host on air now in each session, computed once
-        // per session of the batch (the `on_air` CTE, materialised) by the
-        // agency's `host_on_shift()`, in the insert's own round trip.
+        skip_taken: bool,
+    ) -> Result<Option<HashMap<usize, Order>>> {
         let mut sessions = self.session_id.clone();
         sessions.sort_unstable();
         sessions.dedup();
-        let rows: Vec<Inserted> = sqlx::query_as(
-            "with on_air as materialized (
-                 select s as session_id, host_on_shift(s, now()) as host_id from unnest($16::uuid[]) as s)
-             insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
-                    unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id, idempotency_key,
-                    request_hash, expires_at, host_id, shipping_address)
-             select t.order_id, t.deal_id, t.session_id, t.lineup_item_id, t.sku_id, t.buyer_id, t.quantity,
-                    t.unit_price_minor, t.discount_minor, t.amount_minor, t.currency, t.coupon_claim_id,
-                    t.idempotency_key, t.request_hash, now() + make_interval(secs => $15),
-                    (select a.host_id from on_air a where a.session_id = t.session_id),
-                    (select p.shipping_address from viewer_profile p where p.viewer_id = t.buyer_id)
-               from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[],
-                           $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::uuid[], $13::text[],
-                           $14::text[])
-                    as t(order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
-                         unit_price_minor, discount_minor, amount_minor, currency, coupon_claim_id,
-                         idempotency_key, request_hash)
-             on conflict on constraint customer_order_idempotency do nothing
-             returning order_id, created_at, expires_at, host_id",
-        )
-        .bind(&self.order_id)
-        .bind(&self.deal_id)
-        .bind(&self.session_id)
-        .bind(&self.lineup_item_id)
-        .bind(&self.sku_id)
-        .bind(&self.buyer_id)
-        .bind(&self.quantity)
-        .bind(&self.unit_price)
-        .bind(&self.discount)
-        .bind(&self.amount)
-        .bind(&self.currency)
-        .bind(&self.coupon)
-        .bind(&self.key)
-        .bind(&self.hash)
-        .bind(ttl_secs as f64)
-        .bind(&sessions)
-        .fetch_all(&mut **tx)
-        .await?;
+        let sql = if skip_taken {
+            INSERT_ORDERS_SKIPPING_TAKEN
+        } else {
+            INSERT_ORDERS
+        };
+        let rows: Vec<Inserted> = match sqlx::query_as(sql)
+            .bind(&self.order_id)
+            .bind(&self.deal_id)
+            .bind(&self.session_id)
+            .bind(&self.lineup_item_id)
+            .bind(&self.sku_id)
+            .bind(&self.buyer_id)
+            .bind(&self.quantity)
+            .bind(&self.unit_price)
+            .bind(&self.discount)
+            .bind(&self.amount)
+            .bind(&self.currency)
+            .bind(&self.coupon)
+            .bind(&self.key)
+            .bind(&self.hash)
+            .bind(ttl_secs as f64)
+            .bind(&sessions)
+            .fetch_all(&mut **tx)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(sqlx::Error::Database(e))
+                if e.constraint() == Some("customer_order_idempotency") && e.is_unique_violation() =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let inserted: HashMap<Uuid, Inserted> = rows.into_iter().map(|row| (row.order_id, row)).collect();
         let mut created = HashMap::with_capacity(inserted.len());
         for (row, order_id) in self.order_id.iter().enumerate() {
@@ -1107,6 +1148,6 @@ impl OrderColumns {
                 },
             );
         }
-        Ok(created)
+        Ok(Some(created))
     }
 }

@@ -24,6 +24,7 @@ use crate::support::{answer, poll, settings_with, spawn_app_with, Patience, Test
 
 /// A session with a host on shift for all of it, and a campaign SKU
 /// (10 units on hand) at link #1.
+#[derive(Clone, Copy)]
 struct Stage {
     session: Uuid,
     sku: Uuid,
@@ -704,4 +705,335 @@ async fn the_schema_holds_each_order_and_movement_to_its_source() {
         movement("restock", None, some(), some()).await,
         Err("stock_movement_one_source".to_string())
     );
+}
+
+/// A deal row of the stage's lineup item that nothing names yet.
+async fn deal_row(db: &PgPool, stage: &Stage) -> Uuid {
+    let deal = Uuid::new_v4();
+    sqlx::query(
+        "insert into deal (deal_id, session_id, lineup_item_id, sku_id, price_minor, currency, quantity,
+                           per_buyer_cap, starts_at, ends_at, status, created_by)
+         values ($1, $2, $3, $4, 1500, 'USD', 10, 5, now(), now() + interval '1 hour', 'live', 'test')",
+    )
+    .bind(deal)
+    .bind(stage.session)
+    .bind(stage.lineup_item)
+    .bind(stage.sku)
+    .execute(db)
+    .await
+    .unwrap();
+    deal
+}
+
+/// The constraint a statement broke, or its error's text.
+fn broken(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>) -> Result<u64, String> {
+    result.map(|r| r.rows_affected()).map_err(|e| {
+        e.as_database_error()
+            .and_then(|d| d.constraint().map(str::to_string))
+            .unwrap_or_else(|| e.to_string())
+    })
+}
+
+/// Inserts deal orders in one statement, one per (deal, host, coupon).
+async fn deal_orders<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    stage: &Stage,
+    rows: &[(Uuid, Option<Uuid>, Option<Uuid>)],
+) -> Result<u64, String> {
+    let deals: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let hosts: Vec<Option<Uuid>> = rows.iter().map(|r| r.1).collect();
+    let coupons: Vec<Option<Uuid>> = rows.iter().map(|r| r.2).collect();
+    broken(
+        sqlx::query(
+            "insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
+                                         unit_price_minor, amount_minor, currency, idempotency_key, request_hash,
+                                         expires_at, host_id, coupon_claim_id)
+             select gen_random_uuid(), t.deal, $4, $5, $6, 'raw', 1, 1500, 1500, 'USD', gen_random_uuid()::text, 'h',
+                    now() + interval '10 minutes', t.host, t.coupon
+               from unnest($1::uuid[], $2::uuid[], $3::uuid[]) as t(deal, host, coupon)",
+        )
+        .bind(&deals)
+        .bind(&hosts)
+        .bind(&coupons)
+        .bind(stage.session)
+        .bind(stage.lineup_item)
+        .bind(stage.sku)
+        .execute(db)
+        .await,
+    )
+}
+
+/// Migration 0021 checks an order's references once per statement instead of
+/// per row: a statement whose rows name one missing deal, host or coupon
+/// claim is refused whole, under the name of the foreign key the check
+/// replaced, and so is a change of an order's references or a deal buyer row
+/// naming no deal.
+#[tokio::test]
+async fn a_statement_whose_orders_name_a_missing_deal_host_or_coupon_is_refused_whole() {
+    let (app, _) = node().await;
+    let db = &app.db;
+    let stage = stage(db).await;
+    let (deal, other) = (deal_row(db, &stage).await, deal_row(db, &stage).await);
+    let host = Some(stage.host);
+    assert_eq!(
+        deal_orders(
+            db,
+            &stage,
+            &[(deal, host, None), (other, None, None), (deal, host, None)]
+        )
+        .await,
+        Ok(3)
+    );
+    let missing = Uuid::new_v4();
+    for (rows, name) in [
+        (
+            vec![(deal, host, None), (missing, host, None)],
+            "customer_order_deal_source",
+        ),
+        (
+            vec![(deal, host, None), (deal, Some(missing), None)],
+            "customer_order_host_id_fkey",
+        ),
+        (
+            vec![(deal, None, Some(missing)), (other, None, None)],
+            "customer_order_coupon_claim_id_fkey",
+        ),
+    ] {
+        assert_eq!(
+            deal_orders(db, &stage, &rows).await,
+            Err(name.to_string()),
+            "{rows:?}"
+        );
+    }
+    let count: i64 = sqlx::query_scalar("select count(*) from customer_order where deal_id = any($1)")
+        .bind(vec![deal, other])
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(count, 3, "a refused statement writes none of its rows");
+
+    // A group buy's orders name a group buy.
+    let dangling_group_buy = sqlx::query(
+        "insert into customer_order (order_id, source, group_buy_id, session_id, lineup_item_id, sku_id, buyer_id,
+                                     quantity, unit_price_minor, amount_minor, currency, idempotency_key,
+                                     request_hash, expires_at)
+         values (gen_random_uuid(), 'group_buy', $1, $2, $3, $4, 'raw', 1, 1500, 1500, 'USD', 'gb', 'h', now())",
+    )
+    .bind(missing)
+    .bind(stage.session)
+    .bind(stage.lineup_item)
+    .bind(stage.sku)
+    .execute(db)
+    .await;
+    assert_eq!(
+        broken(dangling_group_buy),
+        Err("customer_order_group_buy_source".to_string())
+    );
+
+    // Changing an order's references is checked too; other changes are not.
+    let rekey = |set: &'static str, value: Uuid| async move {
+        broken(
+            sqlx::query(&format!(
+                "update customer_order set {set} = $1 where deal_id = $2"
+            ))
+            .bind(value)
+            .bind(deal)
+            .execute(db)
+            .await,
+        )
+    };
+    assert_eq!(
+        rekey("host_id", missing).await,
+        Err("customer_order_host_id_fkey".to_string())
+    );
+    assert_eq!(
+        rekey("deal_id", missing).await,
+        Err("customer_order_deal_source".to_string())
+    );
+    assert_eq!(
+        rekey("deal_id", other).await,
+        Ok(2),
+        "another deal of the same item, session and SKU"
+    );
+    let paid = sqlx::query("update customer_order set status = 'paid', paid_at = now() where deal_id = $1")
+        .bind(other)
+        .execute(db)
+        .await;
+    assert_eq!(broken(paid), Ok(3));
+
+    // A deal's buyer rows name a deal.
+    let buyer_row = |deal: Uuid| async move {
+        broken(
+            sqlx::query("insert into deal_buyer (deal_id, buyer_id, units, cap) values ($1, 'raw', 1, 5)")
+                .bind(deal)
+                .execute(db)
+                .await,
+        )
+    };
+    assert_eq!(
+        buyer_row(missing).await,
+        Err("deal_buyer_deal_id_fkey".to_string())
+    );
+    assert_eq!(buyer_row(deal).await, Ok(1));
+    let moved = sqlx::query("update deal_buyer set deal_id = $1 where deal_id = $2")
+        .bind(missing)
+        .bind(deal)
+        .execute(db)
+        .await;
+    assert_eq!(broken(moved), Err("deal_buyer_deal_id_fkey".to_string()));
+}
+
+/// The referenced side of 0021: a deal, auction, giveaway or host that an
+/// order names (or a deal its buyer rows name) is neither deleted nor
+/// re-keyed; one nothing names is.
+#[tokio::test]
+async fn a_deal_auction_giveaway_or_host_an_order_names_is_neither_deleted_nor_rekeyed() {
+    let (app, _) = node().await;
+    let db = &app.db;
+    let stage = stage(db).await;
+    let run = |sql: String, id: Uuid| async move { broken(sqlx::query(&sql).bind(id).execute(db).await) };
+
+    // A host with no shift, whom only the order names.
+    let host = Uuid::new_v4();
+    sqlx::query("insert into host (host_id, handle, display_name) values ($1, $2, 'Ana Ruiz')")
+        .bind(host)
+        .bind(format!("h{}", &host.simple().to_string()[..20]))
+        .execute(db)
+        .await
+        .unwrap();
+    let deal = deal_row(db, &stage).await;
+    assert_eq!(deal_orders(db, &stage, &[(deal, Some(host), None)]).await, Ok(1));
+    let source = Err("customer_order_deal_source".to_string());
+    assert_eq!(
+        run("delete from deal where deal_id = $1".into(), deal).await,
+        source
+    );
+    assert_eq!(
+        run(
+            "update deal set deal_id = gen_random_uuid() where deal_id = $1".into(),
+            deal
+        )
+        .await,
+        source
+    );
+    assert_eq!(
+        run("update deal set sold = sold + 1 where deal_id = $1".into(), deal).await,
+        Ok(1)
+    );
+    assert_eq!(
+        run("delete from host where host_id = $1".into(), host).await,
+        Err("customer_order_host_id_fkey".to_string())
+    );
+
+    // Buyer rows alone keep their deal.
+    let bought = deal_row(db, &stage).await;
+    sqlx::query("insert into deal_buyer (deal_id, buyer_id, units, cap) values ($1, 'raw', 1, 5)")
+        .bind(bought)
+        .execute(db)
+        .await
+        .unwrap();
+    assert_eq!(
+        run("delete from deal where deal_id = $1".into(), bought).await,
+        Err("deal_buyer_deal_id_fkey".to_string())
+    );
+
+    for (table, source) in [
+        ("auction", "customer_order_auction_source"),
+        ("giveaway", "customer_order_giveaway_source"),
+    ] {
+        let id = if table == "auction" {
+            let auction = Uuid::new_v4();
+            insert_auction(db, &stage, auction).await;
+            assert_eq!(
+                raw_order(db, &stage, "auction", (None, Some(auction), None), 1, 1500).await,
+                Ok(())
+            );
+            auction
+        } else {
+            let giveaway = giveaway_row(db, &stage).await;
+            assert_eq!(
+                raw_order(db, &stage, "giveaway", (None, None, Some(giveaway)), 1, 0).await,
+                Ok(())
+            );
+            giveaway
+        };
+        assert_eq!(
+            run(format!("delete from {table} where {table}_id = $1"), id).await,
+            Err(source.to_string()),
+            "{table}"
+        );
+    }
+
+    let unnamed = deal_row(db, &stage).await;
+    assert_eq!(
+        run("delete from deal where deal_id = $1".into(), unnamed).await,
+        Ok(1)
+    );
+}
+
+/// 0021's check locks what an order names, as a foreign key does: a deal
+/// deleted while an order for it is being inserted waits for that insert's
+/// transaction and is then refused; an order inserted while its deal is
+/// being deleted waits for the delete and is then refused. Neither leaves an
+/// order without its deal.
+#[tokio::test]
+async fn a_deal_deleted_while_an_order_for_it_is_inserted_leaves_no_order_without_its_deal() {
+    let (app, _) = node().await;
+    let db = &app.db;
+    let stage = stage(db).await;
+    let source = Err("customer_order_deal_source".to_string());
+
+    // The insert first: the delete waits, then finds the committed order.
+    let deal = deal_row(db, &stage).await;
+    let mut inserting = db.begin().await.unwrap();
+    assert_eq!(
+        deal_orders(&mut *inserting, &stage, &[(deal, None, None)]).await,
+        Ok(1)
+    );
+    let delete = tokio::spawn({
+        let db = db.clone();
+        async move {
+            broken(
+                sqlx::query("delete from deal where deal_id = $1")
+                    .bind(deal)
+                    .execute(&db)
+                    .await,
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !delete.is_finished(),
+        "the delete waits for the inserting transaction"
+    );
+    inserting.commit().await.unwrap();
+    assert_eq!(delete.await.unwrap(), source);
+
+    // The delete first: the insert waits, then finds no deal.
+    let deal = deal_row(db, &stage).await;
+    let mut deleting = db.begin().await.unwrap();
+    let deleted = sqlx::query("delete from deal where deal_id = $1")
+        .bind(deal)
+        .execute(&mut *deleting)
+        .await;
+    assert_eq!(broken(deleted), Ok(1));
+    let insert = tokio::spawn({
+        let db = db.clone();
+        async move { deal_orders(&db, &stage, &[(deal, None, None)]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !insert.is_finished(),
+        "the insert waits for the deleting transaction"
+    );
+    deleting.commit().await.unwrap();
+    assert_eq!(insert.await.unwrap(), source);
+    let orphans: i64 = sqlx::query_scalar(
+        "select count(*) from customer_order o where o.deal_id is not null
+            and not exists (select 1 from deal d where d.deal_id = o.deal_id)",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0);
 }
