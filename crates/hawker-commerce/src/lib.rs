@@ -133,6 +133,11 @@ impl Commerce {
         &self.inner.config
     }
 
+    /// The admission gate (the scheduler reconciles it; tests drive that).
+    pub fn gate(&self) -> &purchase::gate::Gate {
+        &self.inner.gate
+    }
+
     /// The Postgres pool.
     pub fn db(&self) -> &PgPool {
         &self.inner.db

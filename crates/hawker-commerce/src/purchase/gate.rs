@@ -190,20 +190,40 @@ return 1
 "#;
 
 /// The gate's state for `converge`, read at one instant: generation, stock,
-/// the pending reservations (count, then field/value pairs) and the buyers
-/// hash (field/value pairs). Empty if the gate is not built.
-/// KEYS: meta, stock, buyers, keys, pending. ARGV: most pending reservations read.
+/// the number of pending reservations, the buyers hash's next scan cursor,
+/// the pending reservations (field/value pairs) and some buyers' units
+/// (name/units pairs): the next `HSCAN` step of the buyers hash, the buyers
+/// named in ARGV and every buyer with a pending reservation. Never the whole
+/// buyers hash: a deal with a million buyers would hold Redis for a second.
+/// Empty if the gate is not built.
+/// KEYS: meta, stock, buyers, keys, pending. ARGV: most pending reservations
+/// read, the buyers hash's scan cursor, how many to scan, then buyers to read.
 const SNAPSHOT_LUA: &str = r#"
 if redis.call('HGET', KEYS[1], 'ready') ~= '1' then return {} end
 local fields = redis.call('ZRANGE', KEYS[5], 0, -1)
 if #fields > tonumber(ARGV[1]) then return {'busy'} end
-local out = {redis.call('HGET', KEYS[1], 'gen') or '', redis.call('GET', KEYS[2]) or '0', tostring(#fields)}
+local scan = redis.call('HSCAN', KEYS[3], ARGV[2], 'COUNT', ARGV[3])
+local out = {redis.call('HGET', KEYS[1], 'gen') or '', redis.call('GET', KEYS[2]) or '0', tostring(#fields), scan[1]}
 for _, f in ipairs(fields) do
   out[#out + 1] = f
   out[#out + 1] = redis.call('HGET', KEYS[4], f) or ''
 end
-local buyers = redis.call('HGETALL', KEYS[3])
-for _, x in ipairs(buyers) do out[#out + 1] = x end
+local seen = {}
+local found = scan[2]
+for i = 1, #found, 2 do
+  seen[found[i]] = true
+  out[#out + 1] = found[i]
+  out[#out + 1] = found[i + 1]
+end
+local function add(buyer)
+  if buyer and not seen[buyer] then
+    seen[buyer] = true
+    out[#out + 1] = buyer
+    out[#out + 1] = redis.call('HGET', KEYS[3], buyer) or '0'
+  end
+end
+for i = 4, #ARGV do add(ARGV[i]) end
+for _, f in ipairs(fields) do add(string.match(f, '^(.*)\n')) end
 return out
 "#;
 
@@ -366,6 +386,8 @@ pub struct Gate {
     rebuild_delay: Duration,
     /// Attempts waiting for the admission script, sent together.
     admissions: Arc<Admissions>,
+    /// Where `converge` goes on comparing each deal's buyers.
+    cursors: Arc<std::sync::Mutex<HashMap<Uuid, BuyerCursor>>>,
 }
 
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -416,6 +438,7 @@ impl Gate {
             correct: Script::new(CORRECT_LUA),
             rebuild_delay: Duration::ZERO,
             admissions: Arc::new(Admissions::default()),
+            cursors: Arc::default(),
         }
     }
 
@@ -771,6 +794,11 @@ impl Gate {
     /// moved), only the corrections that cannot oversell or refuse wrongly
     /// are applied (raise the stock, lower a buyer's units); the next tick
     /// finishes.
+    ///
+    /// The buyers are compared a slice per tick ([`CONVERGE_BUYERS_PER_TICK`]
+    /// from the gate's hash and as many from `deal_buyer`, plus every buyer
+    /// with a reservation in flight), so a tick costs Redis the same for a
+    /// deal of ten buyers or of a million; the stock is compared every tick.
     pub async fn converge(&self, deal: Uuid) -> Result<()> {
         let before: Option<i64> = sqlx::query_scalar("select stock_version from deal where deal_id = $1")
             .bind(deal)
@@ -779,12 +807,35 @@ impl Gate {
         if before.is_none() {
             return Ok(());
         }
+        let cursor = self
+            .cursors
+            .lock()
+            .map(|c| c.get(&deal).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        // The next buyers by name from Postgres, so that a buyer the gate
+        // lost is found too (the hash scan only finds those it has).
+        let from_postgres: Vec<String> = sqlx::query_scalar(
+            "select buyer_id from deal_buyer where deal_id = $1 and buyer_id > $2 order by buyer_id limit $3",
+        )
+        .bind(deal)
+        .bind(&cursor.postgres)
+        .bind(CONVERGE_BUYERS_PER_TICK as i64)
+        .fetch_all(&self.db)
+        .await?;
         let mut conn = self.redis.clone();
         let mut invocation = self.snapshot.prepare_invoke();
         for what in ["meta", "stock", "buyers", "keys", "pending"] {
             invocation.key(self.deal_key(deal, what));
         }
-        invocation.arg(CONVERGE_MAX_PENDING);
+        invocation
+            .arg(CONVERGE_MAX_PENDING)
+            .arg(if cursor.gate.is_empty() {
+                "0"
+            } else {
+                cursor.gate.as_str()
+            })
+            .arg(CONVERGE_BUYERS_PER_TICK)
+            .arg(&from_postgres);
         let reply: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
         let Some(snapshot) = Snapshot::parse(&reply) else {
             if reply.is_empty() {
@@ -792,11 +843,25 @@ impl Gate {
             }
             return Ok(()); // Too many reservations in flight: a quieter tick.
         };
+        if let Ok(mut cursors) = self.cursors.lock() {
+            let postgres = match from_postgres.last() {
+                Some(last) if from_postgres.len() == CONVERGE_BUYERS_PER_TICK => last.clone(),
+                _ => String::new(),
+            };
+            cursors.insert(
+                deal,
+                BuyerCursor {
+                    gate: snapshot.next_scan.clone(),
+                    postgres,
+                },
+            );
+        }
         let (buyers, keys): (Vec<&str>, Vec<&str>) = snapshot
             .pending
             .iter()
             .map(|(k, _)| (k.buyer.as_str(), k.idempotency_key.as_str()))
             .unzip();
+        let compared: Vec<&str> = snapshot.buyers.keys().map(String::as_str).collect();
         let mut tx = self.db.begin().await?;
         sqlx::query("set transaction isolation level repeatable read")
             .execute(&mut *tx)
@@ -817,14 +882,17 @@ impl Gate {
         .bind(&keys)
         .fetch_all(&mut *tx)
         .await?;
-        let held: HashMap<String, i64> =
-            sqlx::query_as::<_, (String, i32)>("select buyer_id, units from deal_buyer where deal_id = $1")
-                .bind(deal)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .map(|(b, u)| (b, i64::from(u)))
-                .collect();
+        // Only the buyers the snapshot read: the drift is measured on them.
+        let held: HashMap<String, i64> = sqlx::query_as::<_, (String, i32)>(
+            "select buyer_id, units from deal_buyer where deal_id = $1 and buyer_id = any($2)",
+        )
+        .bind(deal)
+        .bind(&compared)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(b, u)| (b, i64::from(u)))
+        .collect();
         tx.commit().await?;
         if status == "ended" {
             return Ok(()); // The gate refuses by its status.
@@ -927,20 +995,39 @@ impl Gate {
 /// quieter tick.
 const CONVERGE_MAX_PENDING: usize = 5000;
 
+/// Buyers `converge` compares per tick from each side: this many from the
+/// gate's buyers hash (the next `HSCAN` step) and this many from Postgres'
+/// `deal_buyer` rows (the next by name), besides those with reservations in
+/// flight. A deal with more buyers is compared over several ticks, so one
+/// tick never holds Redis for long, however popular the deal.
+const CONVERGE_BUYERS_PER_TICK: usize = 500;
+
+/// Where `converge` goes on comparing a deal's buyers next tick.
+#[derive(Debug, Clone, Default)]
+struct BuyerCursor {
+    /// The gate's buyers hash `HSCAN` cursor ("0" or empty: the start).
+    gate: String,
+    /// The last `deal_buyer` name compared (empty: the start).
+    postgres: String,
+}
+
 /// The gate of one deal at one instant (`SNAPSHOT_LUA`).
 #[derive(Debug, Default)]
 struct Snapshot {
     generation: String,
     stock: i64,
+    /// Where the next scan of the buyers hash starts ("0": from the start).
+    next_scan: String,
     /// Pending reservations and their units.
     pending: Vec<(ReservationKey, i32)>,
+    /// The units of the buyers this snapshot read (not every buyer).
     buyers: HashMap<String, i64>,
 }
 
 impl Snapshot {
     /// `None` for an empty reply (not built) or `busy`.
     fn parse(reply: &[String]) -> Option<Snapshot> {
-        let [generation, stock, count, rest @ ..] = reply else {
+        let [generation, stock, count, next_scan, rest @ ..] = reply else {
             return None;
         };
         let count: usize = count.parse().ok()?;
@@ -948,6 +1035,7 @@ impl Snapshot {
         Some(Snapshot {
             generation: generation.clone(),
             stock: stock.parse().ok()?,
+            next_scan: next_scan.clone(),
             pending: pending
                 .chunks_exact(2)
                 .filter_map(|pair| match Reservation::parse(&pair[1])? {
@@ -1104,6 +1192,7 @@ mod tests {
         Snapshot {
             generation: "g".into(),
             stock,
+            next_scan: "0".into(),
             pending: pending
                 .iter()
                 .map(|(b, k, q)| (ReservationKey::new(b, k), *q))
@@ -1167,15 +1256,17 @@ mod tests {
     #[test]
     fn a_snapshot_reads_its_reply() {
         let key = ReservationKey::new("a", "k").field();
-        let answer = reply(&["gen", "5", "2", &key, "p:2:1:h", "b\nk", "o:x", "a", "3"]);
+        let answer = reply(&["gen", "5", "2", "17", &key, "p:2:1:h", "b\nk", "o:x", "a", "3"]);
         let parsed = Snapshot::parse(&answer).expect("parses");
         assert_eq!(parsed.generation, "gen");
         assert_eq!(parsed.stock, 5);
+        assert_eq!(parsed.next_scan, "17");
         assert_eq!(parsed.pending, vec![(ReservationKey::new("a", "k"), 2)]);
         assert_eq!(parsed.buyers.get("a"), Some(&3));
         assert!(Snapshot::parse(&[]).is_none());
         assert!(Snapshot::parse(&reply_of_busy()).is_none());
         assert!(Snapshot::parse(&reply(&["g", "1", "9"])).is_none());
+        assert!(Snapshot::parse(&reply(&["g", "1", "9", "0"])).is_none());
     }
 
     fn reply_of_busy() -> Vec<String> {

@@ -933,3 +933,88 @@ async fn a_rolling_restart_of_both_nodes_answers_no_false_sold_out_and_loses_no_
     }
     drop(running);
 }
+
+/// The buyers' units of a deal's gate, by buyer.
+async fn gate_buyers(redis: &RedisServer, deal: Uuid) -> std::collections::HashMap<String, i64> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HGETALL")
+        .arg(format!("hawker:deal:{{{deal}}}:buyers"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// The reconciler compares a deal's buyers a slice per tick, not all of
+/// them at once (a deal with a million buyers would hold Redis for a second
+/// every tick): 1,600 buyers whose gate counts drifted, one of them lost from
+/// the gate altogether, are corrected over a few ticks, and the first tick
+/// corrects only some of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_is_corrected_a_slice_of_buyers_per_tick() {
+    let redis = RedisServer::start();
+    let db = test_database_url();
+    let mut settings = with_redis(&db, &redis);
+    // The node's own reconciler stays out of the way: the test drives it.
+    settings.commerce.scheduler_tick_ms = 600_000;
+    let app = spawn_app_with(settings).await;
+    let (agency, session) = session_with_lineup(&app).await;
+    let deal = create_deal(
+        &app,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 5000, "per_buyer_cap": 2, "duration_secs": 600}),
+    )
+    .await;
+    let deal = Uuid::parse_str(&deal).unwrap();
+    let buyers: Vec<String> = (0..1600).map(|i| format!("buyer-{i:04}")).collect();
+    // Each holds one unit in Postgres (and 1,600 were sold).
+    sqlx::query(
+        "insert into deal_buyer (deal_id, buyer_id, units, cap) select $1, b, 1, 2 from unnest($2::text[]) b",
+    )
+    .bind(deal)
+    .bind(&buyers)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("update deal set sold = 1600 where deal_id = $1")
+        .bind(deal)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let gate = app.commerce.gate();
+    gate.rebuild(deal).await.unwrap();
+    assert!(gate_buyers(&redis, deal).await.values().all(|u| *u == 1));
+
+    // The gate drifts: every buyer counted twice, one forgotten.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("hawker:deal:{{{deal}}}:buyers");
+    let mut drifted = redis::cmd("HSET");
+    drifted.arg(&key);
+    for buyer in &buyers {
+        drifted.arg(buyer).arg(2);
+    }
+    drifted.query_async::<i64>(&mut conn).await.unwrap();
+    redis::cmd("HDEL")
+        .arg(&key)
+        .arg("buyer-1500")
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap();
+
+    let wrong = |counts: std::collections::HashMap<String, i64>| {
+        buyers.iter().filter(|b| counts.get(*b) != Some(&1)).count()
+    };
+    gate.converge(deal).await.unwrap();
+    let after_one = wrong(gate_buyers(&redis, deal).await);
+    assert!(after_one > 0, "one tick compares a slice, not all 1,600");
+    assert!(after_one < 1600, "one tick corrects its slice");
+    let mut ticks = 1;
+    while wrong(gate_buyers(&redis, deal).await) > 0 {
+        assert!(ticks < 12, "every buyer is corrected within a few ticks");
+        gate.converge(deal).await.unwrap();
+        ticks += 1;
+    }
+    println!("{after_one} of 1,600 wrong after the first tick; all corrected after {ticks}");
+}

@@ -875,6 +875,15 @@ async fn a_statement_whose_orders_name_a_missing_deal_host_or_coupon_is_refused_
         Err("deal_buyer_deal_id_fkey".to_string())
     );
     assert_eq!(buyer_row(deal).await, Ok(1));
+    // Several rows, the second naming no deal: refused whole.
+    let two = sqlx::query(
+        "insert into deal_buyer (deal_id, buyer_id, units, cap)
+         select * from unnest($1::uuid[], array['raw-2', 'raw-3'], array[1, 1], array[5, 5])",
+    )
+    .bind(vec![other, missing])
+    .execute(db)
+    .await;
+    assert_eq!(broken(two), Err("deal_buyer_deal_id_fkey".to_string()));
     let moved = sqlx::query("update deal_buyer set deal_id = $1 where deal_id = $2")
         .bind(missing)
         .bind(deal)
