@@ -56,9 +56,11 @@ impl ServerProcess {
         });
         let mut seen = Vec::new();
         let addr = loop {
+            // A process that ends (or stays silent) before serving says why
+            // in what it logged: show it.
             let line = lines
                 .recv_timeout(Duration::from_secs(60))
-                .expect("hawker prints its address");
+                .unwrap_or_else(|e| panic!("hawker prints its address ({e}); it logged: {seen:#?}"));
             seen.push(line.clone());
             if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) {
                 if log["message"] == "hawker serving" {
