@@ -44,7 +44,36 @@ impl ServerProcess {
     /// Starts `command` (a `hawker serve` logging JSON) and waits up to 60 s
     /// for its "hawker serving" line. Returns the process, the lines it
     /// logged until then, and the lines it logs from then on.
+    ///
+    /// A process that ends before serving is started again, up to three
+    /// times in all: while the whole suite runs, Postgres sometimes answers a
+    /// starting node "too many clients" (its `max_connections` shared by
+    /// every test's pools), and the node exits, as it should. A node that
+    /// cannot start for its own reasons fails all three. One that stays
+    /// silent for 60 s fails at once.
     pub fn start(command: &mut Command) -> (Self, Vec<String>, Receiver<String>) {
+        for attempt in 1.. {
+            match Self::try_start(command) {
+                Ok(started) => return started,
+                Err((status, seen)) if attempt < 3 => {
+                    eprintln!(
+                        "hawker ended before serving ({status}; it logged {seen:?}): starting it again"
+                    );
+                    std::thread::sleep(Duration::from_millis(500 * attempt));
+                }
+                Err((status, seen)) => {
+                    panic!("hawker ended before serving, three times ({status}); it logged: {seen:#?}")
+                }
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    /// One start: the process serving, or how it ended and what it logged.
+    #[allow(clippy::type_complexity)]
+    fn try_start(
+        command: &mut Command,
+    ) -> Result<(Self, Vec<String>, Receiver<String>), (String, Vec<String>)> {
         let mut child = command.stdout(Stdio::piped()).spawn().expect("hawker starts");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
@@ -56,11 +85,19 @@ impl ServerProcess {
         });
         let mut seen = Vec::new();
         let addr = loop {
-            // A process that ends (or stays silent) before serving says why
-            // in what it logged: show it.
-            let line = lines
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|e| panic!("hawker prints its address ({e}); it logged: {seen:#?}"));
+            let line = match lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child
+                        .wait()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|e| e.to_string());
+                    return Err((status, seen));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("hawker did not print its address within 60 s; it logged: {seen:#?}")
+                }
+            };
             seen.push(line.clone());
             if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) {
                 if log["message"] == "hawker serving" {
@@ -72,7 +109,7 @@ impl ServerProcess {
             child,
             addr: addr.parse().expect("address"),
         };
-        (server, seen, lines)
+        Ok((server, seen, lines))
     }
 
     pub fn kill(&mut self) {
