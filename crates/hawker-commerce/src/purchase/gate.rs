@@ -755,6 +755,10 @@ impl Gate {
                 .fetch_all(&self.db)
                 .await?;
         let older_than_ms = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        // A deal that ended is no longer compared: forget where its buyers' comparison was.
+        if let Ok(mut cursors) = self.cursors.lock() {
+            cursors.retain(|deal, _| live.contains(deal));
+        }
         for deal_id in live {
             if !self.try_lock(deal_id, "reconciling", 4000).await? {
                 continue;
@@ -829,11 +833,7 @@ impl Gate {
         }
         invocation
             .arg(CONVERGE_MAX_PENDING)
-            .arg(if cursor.gate.is_empty() {
-                "0"
-            } else {
-                cursor.gate.as_str()
-            })
+            .arg(&cursor.gate)
             .arg(CONVERGE_BUYERS_PER_TICK)
             .arg(&from_postgres);
         let reply: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
@@ -1003,12 +1003,21 @@ const CONVERGE_MAX_PENDING: usize = 5000;
 const CONVERGE_BUYERS_PER_TICK: usize = 500;
 
 /// Where `converge` goes on comparing a deal's buyers next tick.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct BuyerCursor {
-    /// The gate's buyers hash `HSCAN` cursor ("0" or empty: the start).
+    /// The gate's buyers hash `HSCAN` cursor ("0": the start).
     gate: String,
     /// The last `deal_buyer` name compared (empty: the start).
     postgres: String,
+}
+
+impl Default for BuyerCursor {
+    fn default() -> Self {
+        BuyerCursor {
+            gate: "0".to_string(),
+            postgres: String::new(),
+        }
+    }
 }
 
 /// The gate of one deal at one instant (`SNAPSHOT_LUA`).
