@@ -17,7 +17,7 @@ use crate::config::HubConfig;
 use crate::event::Publication;
 use crate::keys::RoomKeys;
 use crate::room::{RoomHandle, RoomHost, RoomInput};
-use crate::store::{ModChange, RoomStore};
+use crate::store::{ModChange, RoomStore, ViewerReport};
 use crate::subscriber::Subscriber;
 
 /// Who is on a socket and what they may do in this room. The server works
@@ -104,8 +104,11 @@ impl Drop for SocketPermit {
     }
 }
 
-/// Rooms whose tick (likes, viewer count, presence) runs at once.
+/// Rooms whose likes (or viewer announcements) run at once in a tick.
 const TICK_ROOMS_AT_ONCE: usize = 64;
+
+/// Rooms whose viewer reports go to Redis in one pipeline at most.
+const REPORTS_AT_ONCE: usize = 512;
 
 /// Slots per `hub.likes_interval_ms` and per `hub.ping_interval_secs`:
 /// each room does its periodic work (likes, viewer report and count,
@@ -357,42 +360,92 @@ impl Hub {
                 _ = interval.tick() => {}
             }
             n += 1;
-            // Rooms are ticked concurrently (at most `TICK_ROOMS_AT_ONCE`):
-            // their Redis calls share the connection's pipeline instead of
-            // each waiting for the one before. A room with no likes to add
-            // is passed over between viewer reports without a future or a
-            // Redis call.
+            // Likes: each room with some to add, concurrently (at most
+            // `TICK_ROOMS_AT_ONCE`), so their Redis calls share the
+            // connection's pipeline; a room with none is passed over
+            // without a future or a Redis call. Viewer reports: every due
+            // room's in one pipeline.
             let rooms = self.rooms_where(|room| {
                 let viewers_due = due(room.id, n, viewer_slots);
-                let likes = room.shared.likes_pending.load(Ordering::Relaxed) > 0
-                    || room.shared.likes_dirty.load(Ordering::Relaxed);
-                (viewers_due || (likes && due(room.id, n, TICK_SLOTS))).then_some(viewers_due)
+                let likes = (room.shared.likes_pending.load(Ordering::Relaxed) > 0
+                    || room.shared.likes_dirty.load(Ordering::Relaxed))
+                    && (viewers_due || due(room.id, n, TICK_SLOTS));
+                (viewers_due || likes).then_some((viewers_due, likes))
             });
             let hub = &self;
-            futures_util::stream::iter(rooms)
-                .for_each_concurrent(TICK_ROOMS_AT_ONCE, |(room, viewers_due)| async move {
-                    hub.tick_room(&room, viewers_due).await;
+            futures_util::stream::iter(rooms.iter().filter(|(_, (_, likes))| *likes))
+                .for_each_concurrent(TICK_ROOMS_AT_ONCE, |(room, _)| async move {
+                    if let Err(e) = hub.announce_likes(room).await {
+                        tracing::debug!(error = %e, "likes announcement deferred");
+                    }
                 })
                 .await;
+            let reporting: Vec<&RoomHandle> = rooms
+                .iter()
+                .filter(|(_, (viewers_due, _))| *viewers_due)
+                .map(|(room, _)| room)
+                .collect();
+            for chunk in reporting.chunks(REPORTS_AT_ONCE) {
+                self.report_viewers(chunk).await;
+            }
         }
     }
 
-    /// One room's share of a tick: its likes, and when due its viewer
-    /// count and its presence record.
-    async fn tick_room(&self, room: &RoomHandle, viewers_due: bool) {
-        if let Err(e) = self.announce_likes(room).await {
-            tracing::debug!(error = %e, "likes announcement deferred");
-        }
-        if viewers_due {
-            if let Err(e) = self.announce_viewers(room).await {
-                tracing::debug!(error = %e, "viewer count deferred");
+    /// The viewer reports of `rooms`, in one pipeline; then the counts this
+    /// node announces, and the presence hashes whose change could not be
+    /// written.
+    async fn report_viewers(&self, rooms: &[&RoomHandle]) {
+        let reports: Vec<ViewerReport> = rooms
+            .iter()
+            .map(|room| ViewerReport {
+                room: room.id,
+                count: room.shared.local_viewers.load(Ordering::Relaxed),
+                here: crate::presence::here_key(self, room.id, &self.inner.node_id),
+            })
+            .collect();
+        let gate = self.inner.config.viewers_interval_ms;
+        let answers = self
+            .inner
+            .store
+            .report_viewers(
+                &self.inner.node_id,
+                &reports,
+                gate,
+                crate::presence::HERE_TTL_SECS,
+            )
+            .await;
+        let totals: Vec<(&RoomHandle, u64)> = match answers {
+            Ok(answers) => rooms
+                .iter()
+                .zip(answers)
+                .filter_map(|(room, answer)| match answer {
+                    Ok(total) => total.map(|t| (*room, t)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "viewer count deferred");
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "viewer counts deferred");
+                Vec::new()
             }
-            // The report refreshed the presence hash's expiry; a change
-            // that could not be written rewrites the hash.
-            if room.shared.here_dirty.load(Ordering::Relaxed) {
-                if let Err(e) = self.rewrite_here(room).await {
-                    tracing::debug!(error = %e, "presence rewrite deferred");
+        };
+        futures_util::stream::iter(totals)
+            .for_each_concurrent(TICK_ROOMS_AT_ONCE, |(room, total)| async move {
+                if let Err(e) = self.announce_viewers(room, total).await {
+                    tracing::debug!(error = %e, "viewer count deferred");
                 }
+            })
+            .await;
+        // The report refreshed each presence hash's expiry; a change that
+        // could not be written rewrites the hash.
+        for room in rooms
+            .iter()
+            .filter(|r| r.shared.here_dirty.load(Ordering::Relaxed))
+        {
+            if let Err(e) = self.rewrite_here(room).await {
+                tracing::debug!(error = %e, "presence rewrite deferred");
             }
         }
     }
@@ -468,38 +521,21 @@ impl Hub {
         Ok(())
     }
 
-    async fn announce_viewers(&self, room: &RoomHandle) -> Result<(), PublishError> {
-        let local = room.shared.local_viewers.load(Ordering::Relaxed);
-        let gate = self.inner.config.viewers_interval_ms;
-        if let Some(total) = self
-            .inner
-            .store
-            .report_viewers(
-                room.id,
-                &self.inner.node_id,
-                local,
-                gate,
-                (
-                    &crate::presence::here_key(self, room.id, &self.inner.node_id),
-                    crate::presence::HERE_TTL_SECS,
-                ),
-            )
-            .await?
-        {
-            // Unchanged counts are repeated only every fifth interval (a
-            // heartbeat, which mends a count a full send queue dropped), so
-            // a busy room does not fill its history, and only when the room
-            // had other events since, so a quiet room costs nothing.
-            let beat = room.shared.viewers_beat.fetch_add(1, Ordering::Relaxed);
-            let busy = room.shared.busy_since_viewers.load(Ordering::Relaxed);
-            if total == room.shared.viewers_total.load(Ordering::Relaxed) && (beat % 5 != 0 || !busy) {
-                return Ok(());
-            }
-            let publication =
-                Publication::new("viewers", json!({ "count": total })).set_state("viewers", json!(total));
-            self.publish(room.id, publication).await?;
+    /// Announces `total`, the room's count this node may announce this
+    /// interval, unless it would repeat itself.
+    async fn announce_viewers(&self, room: &RoomHandle, total: u64) -> Result<(), PublishError> {
+        // Unchanged counts are repeated only every fifth interval (a
+        // heartbeat, which mends a count a full send queue dropped), so a
+        // busy room does not fill its history, and only when the room had
+        // other events since, so a quiet room costs nothing.
+        let beat = room.shared.viewers_beat.fetch_add(1, Ordering::Relaxed);
+        let busy = room.shared.busy_since_viewers.load(Ordering::Relaxed);
+        if total == room.shared.viewers_total.load(Ordering::Relaxed) && (beat % 5 != 0 || !busy) {
+            return Ok(());
         }
-        Ok(())
+        let publication =
+            Publication::new("viewers", json!({ "count": total })).set_state("viewers", json!(total));
+        self.publish(room.id, publication).await.map(|_| ())
     }
 
     /// Sends `room` the likes of one viewer tap (or a burst of them).

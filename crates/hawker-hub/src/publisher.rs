@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use hawker_redis::Redis;
-use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -110,45 +110,8 @@ async fn send(redis: &mut Redis, script: &Script, batch: &mut Vec<Job>) {
         return;
     }
     let deadline = live.iter().map(|j| j.deadline).max().unwrap_or(now);
-    let mut results = pipeline(redis, live.iter(), deadline).await;
-    // A Redis that lost its scripts (a restart, SCRIPT FLUSH) refuses each
-    // EVALSHA: load the script and send those again, in their order.
-    // (On a cluster, a shard's refusal may fail the whole pipeline: a
-    // replica that took over has not loaded the script.)
-    let no_script = |e: &RedisError| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
-    let missing: Vec<usize> = match &results {
-        Ok(each) => each
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| matches!(r, Err(e) if no_script(e)))
-            .map(|(i, _)| i)
-            .collect(),
-        Err(e) if no_script(e) => {
-            results = Ok((0..live.len()).map(|_| Err(e.clone())).collect());
-            (0..live.len()).collect()
-        }
-        Err(_) => Vec::new(),
-    };
-    if !missing.is_empty() {
-        let loaded = tokio::time::timeout_at(deadline, script.load_async(redis)).await;
-        if matches!(loaded, Ok(Ok(_))) {
-            let retried = pipeline(redis, missing.iter().map(|&i| &live[i]), deadline).await;
-            if let Ok(each) = results.as_mut() {
-                match retried {
-                    Ok(second) => {
-                        for (i, r) in missing.into_iter().zip(second) {
-                            each[i] = r;
-                        }
-                    }
-                    Err(e) => {
-                        for i in missing {
-                            each[i] = Err(e.clone());
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let commands: Vec<&Cmd> = live.iter().map(|j| &j.command).collect();
+    let results = run_scripts(redis, script, &commands, deadline).await;
     match results {
         Ok(each) => {
             for (job, result) in live.into_iter().zip(each) {
@@ -163,16 +126,67 @@ async fn send(redis: &mut Redis, script: &Script, batch: &mut Vec<Job>) {
     }
 }
 
-/// `jobs` as one pipeline, each answer in its place.
-async fn pipeline<'a>(
+/// `commands` (each an `EVALSHA` of `script`) as one pipeline, each answer
+/// in its place, within `deadline`. A Redis that lost its scripts (a
+/// restart, SCRIPT FLUSH) refuses each EVALSHA: the script is loaded and
+/// those commands are sent again, in their order. (On a cluster, a shard's
+/// refusal may fail the whole pipeline: a replica that took over has not
+/// loaded the script.) Used by the publisher and by the node's tick.
+pub(crate) async fn run_scripts<T: FromRedisValue>(
     redis: &mut Redis,
-    jobs: impl Iterator<Item = &'a Job>,
+    script: &Script,
+    commands: &[&Cmd],
     deadline: Instant,
-) -> RedisResult<Vec<RedisResult<Published>>> {
+) -> RedisResult<Vec<RedisResult<T>>> {
+    let mut results = pipeline(redis, commands.iter().copied(), deadline).await;
+    let no_script = |e: &RedisError| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
+    let missing: Vec<usize> = match &results {
+        Ok(each) => each
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Err(e) if no_script(e)))
+            .map(|(i, _)| i)
+            .collect(),
+        Err(e) if no_script(e) => {
+            results = Ok((0..commands.len()).map(|_| Err(e.clone())).collect());
+            (0..commands.len()).collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    if missing.is_empty() {
+        return results;
+    }
+    let loaded = tokio::time::timeout_at(deadline, script.load_async(redis)).await;
+    if matches!(loaded, Ok(Ok(_))) {
+        let retried = pipeline(redis, missing.iter().map(|&i| commands[i]), deadline).await;
+        if let Ok(each) = results.as_mut() {
+            match retried {
+                Ok(second) => {
+                    for (i, r) in missing.into_iter().zip(second) {
+                        each[i] = r;
+                    }
+                }
+                Err(e) => {
+                    for i in missing {
+                        each[i] = Err(e.clone());
+                    }
+                }
+            }
+        }
+    }
+    results
+}
+
+/// `commands` as one pipeline, each answer in its place.
+async fn pipeline<'a, T: FromRedisValue>(
+    redis: &mut Redis,
+    commands: impl Iterator<Item = &'a Cmd>,
+    deadline: Instant,
+) -> RedisResult<Vec<RedisResult<T>>> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    for job in jobs {
-        pipe.add_command(job.command.clone());
+    for command in commands {
+        pipe.add_command(command.clone());
     }
     match tokio::time::timeout_at(deadline, pipe.query_async(redis)).await {
         Ok(result) => result,

@@ -555,33 +555,56 @@ impl RoomStore {
         Ok(u64::try_from(total).ok())
     }
 
-    /// Records this node's viewer count; returns the room total if this call may announce it.
-    /// Reports this node's viewers of `room` and refreshes the expiry of
-    /// its presence hash `here` (key, time to live in s) in the same call;
-    /// the total when this node announces it this interval.
+    /// Reports this node's viewers of each room and refreshes the expiry
+    /// of its presence hash in the same call, all rooms in one pipeline
+    /// (one `EVALSHA` per room, so each touches one room's slot on a
+    /// cluster). Each answer, in order: the room's total when this node
+    /// announces it this interval (`gate_ms`), `None` when another did.
     pub async fn report_viewers(
         &self,
-        room: Uuid,
         node: &str,
-        count: usize,
+        reports: &[ViewerReport],
         gate_ms: u64,
-        here: (&str, u64),
-    ) -> redis::RedisResult<Option<u64>> {
+        here_ttl_secs: u64,
+    ) -> redis::RedisResult<Vec<redis::RedisResult<Option<u64>>>> {
+        let now = crate::event::now_ms();
+        let commands: Vec<redis::Cmd> = reports
+            .iter()
+            .map(|report| {
+                let mut command = redis::cmd("EVALSHA");
+                command
+                    .arg(self.viewers.get_hash())
+                    .arg(3)
+                    .arg(self.keys.key(report.room, "viewers"))
+                    .arg(self.keys.key(report.room, "viewers_gate"))
+                    .arg(&report.here)
+                    .arg(node)
+                    .arg(report.count)
+                    .arg(now)
+                    .arg(gate_ms * 3)
+                    .arg(gate_ms.saturating_sub(100).max(100))
+                    .arg(here_ttl_secs);
+                command
+            })
+            .collect();
+        let commands: Vec<&redis::Cmd> = commands.iter().collect();
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut conn = self.redis.clone();
-        let mut invocation = self.viewers.prepare_invoke();
-        invocation
-            .key(self.keys.key(room, "viewers"))
-            .key(self.keys.key(room, "viewers_gate"))
-            .key(here.0)
-            .arg(node)
-            .arg(count)
-            .arg(crate::event::now_ms())
-            .arg(gate_ms * 3)
-            .arg(gate_ms.saturating_sub(100).max(100))
-            .arg(here.1);
-        let total: i64 = bounded(self.timeout, invocation.invoke_async(&mut conn)).await?;
-        Ok(u64::try_from(total).ok())
+        let totals: Vec<redis::RedisResult<i64>> =
+            crate::publisher::run_scripts(&mut conn, &self.viewers, &commands, deadline).await?;
+        Ok(totals
+            .into_iter()
+            .map(|total| total.map(|t| u64::try_from(t).ok()))
+            .collect())
     }
+}
+
+/// One room's line of a node's viewer report: its local count and the key
+/// of the node's presence hash there.
+pub struct ViewerReport {
+    pub room: Uuid,
+    pub count: usize,
+    pub here: String,
 }
 
 impl RoomStore {

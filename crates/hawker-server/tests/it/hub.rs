@@ -493,6 +493,57 @@ async fn a_quiet_room_repeats_no_unchanged_count_and_a_busy_one_does() {
 }
 
 #[tokio::test]
+async fn every_rooms_count_goes_out_from_one_report_even_after_redis_lost_its_scripts() {
+    use crate::support::{settings_with, spawn_app_with};
+
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = spawn_app_with(settings_with(&[
+        ("HAWKER__REDIS__URL", url.as_str()),
+        ("HAWKER__HUB__LIKES_INTERVAL_MS", "50"),
+        ("HAWKER__HUB__VIEWERS_INTERVAL_MS", "100"),
+    ]))
+    .await;
+    let mut rooms = Vec::new();
+    for i in 0..4 {
+        let (_, session) = crate::support::fixtures::insert_agency_and_session(&app.db).await;
+        let first = join(app.addr, session, &app.token(&format!("first-{i}"), Role::Viewer)).await;
+        rooms.push((session, first));
+    }
+    let count_is = |n: u64| move |f: &Value| f["type"] == "viewers" && f["data"]["count"] == n;
+    for (_, first) in &mut rooms {
+        first
+            .until("a count of 1", Duration::from_secs(5), count_is(1))
+            .await;
+    }
+    // Redis forgets every script (as after a restart): the node's reports
+    // are refused until it loads the viewers script again.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let mut seconds = Vec::new();
+    for (i, (session, _)) in rooms.iter().enumerate() {
+        seconds.push(
+            join(
+                app.addr,
+                *session,
+                &app.token(&format!("second-{i}"), Role::Viewer),
+            )
+            .await,
+        );
+    }
+    for (_, first) in &mut rooms {
+        first
+            .until("a count of 2", Duration::from_secs(5), count_is(2))
+            .await;
+    }
+}
+
+#[tokio::test]
 async fn a_ban_on_node_a_is_enforced_on_node_b() {
     let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
     let mut host = join(a.addr, session, &a.agency_token(agency)).await;
