@@ -1,7 +1,9 @@
-//! Time: every node runs this loop; each due row is claimed by exactly one
-//! node (`for update skip locked`) and changed in the same transaction that
-//! queues its room event, so deals start and end, drops fire and orders
-//! expire once, on time, whichever nodes are up.
+//! Time: every node runs this loop. Each tick first asks Postgres, in one
+//! query ([`due_now`]), which kinds of work are due, and runs only those
+//! handlers; an idle tick is that one round trip. Each due row is claimed by
+//! exactly one node (`for update skip locked`) and changed in the same
+//! transaction that queues its room event, so deals start and end, drops
+//! fire and orders expire once, on time, whichever nodes are up.
 
 use std::time::Duration;
 
@@ -26,20 +28,39 @@ pub async fn run(c: Commerce, shutdown: CancellationToken) {
             _ = interval.tick() => {}
         }
         n += 1;
-        if let Err(e) = start_due_deals(&c).await {
-            tracing::debug!(error = %e, "starting deals deferred");
+        // A failed check hides no work: every handler runs, as if all were due.
+        let due = due_now(&c).await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "due check failed; running every handler");
+            DueNow::all()
+        });
+        if due.deals_to_start {
+            if let Err(e) = start_due_deals(&c).await {
+                tracing::debug!(error = %e, "starting deals deferred");
+            }
         }
-        if let Err(e) = end_due_deals(&c).await {
-            tracing::debug!(error = %e, "ending deals deferred");
+        if due.deals_to_end {
+            if let Err(e) = end_due_deals(&c).await {
+                tracing::debug!(error = %e, "ending deals deferred");
+            }
         }
-        if let Err(e) = crate::coupons::fire_due_drops(&c).await {
-            tracing::debug!(error = %e, "coupon drops deferred");
+        if due.coupon_drops {
+            if let Err(e) = crate::coupons::fire_due_drops(&c).await {
+                tracing::debug!(error = %e, "coupon drops deferred");
+            }
         }
-        if let Err(e) = expire_orders(&c).await {
-            tracing::debug!(error = %e, "order expiry deferred");
+        let mut expired = 0;
+        if due.orders_to_expire {
+            match expire_orders(&c).await {
+                Ok(count) => expired = count,
+                Err(e) => tracing::debug!(error = %e, "order expiry deferred"),
+            }
         }
-        if let Err(e) = crate::waitlist::tick(&c).await {
-            tracing::debug!(error = %e, "waitlists deferred");
+        // Units of the orders just expired may have gone to a waitlist
+        // (`deal.held`): they are offered in this same tick, as before.
+        if due.waitlists || expired > 0 {
+            if let Err(e) = crate::waitlist::tick(&c).await {
+                tracing::debug!(error = %e, "waitlists deferred");
+            }
         }
         // Every ~5 s: release reservations whose settlement never happened.
         if n % (5000 / c.config().scheduler_tick_ms.max(1)).max(1) == 0 {
@@ -49,6 +70,59 @@ pub async fn run(c: Commerce, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// Which of the scheduler's handlers have work due, by Postgres' clock.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+struct DueNow {
+    deals_to_start: bool,
+    deals_to_end: bool,
+    coupon_drops: bool,
+    orders_to_expire: bool,
+    waitlists: bool,
+}
+
+impl DueNow {
+    /// Every handler runs (the check failed).
+    fn all() -> DueNow {
+        DueNow {
+            deals_to_start: true,
+            deals_to_end: true,
+            coupon_drops: true,
+            orders_to_expire: true,
+            waitlists: true,
+        }
+    }
+}
+
+/// Asks, in one round trip, whether each handler of the tick has anything to
+/// do. Each `exists` covers at least the rows its handler would claim (the
+/// same conditions) and reads the partial index that handler's query reads
+/// (`deal_due_idx`, `coupon_drop_due_idx`, `customer_order_expiry_idx`,
+/// `customer_order_refund_due_idx`, `deal_waitlist_held_idx` and
+/// `waitlist_entry_line`), so an idle tick costs one cheap query instead of
+/// a transaction per handler. A row that becomes due after this check is
+/// handled at the next tick.
+async fn due_now(c: &Commerce) -> sqlx::Result<DueNow> {
+    sqlx::query_as(
+        "select exists(select 1 from deal
+                        where status = 'scheduled' and starts_at <= now() and ends_at > now()) as deals_to_start,
+                exists(select 1 from deal where status <> 'ended' and ends_at <= now()) as deals_to_end,
+                exists(select 1 from coupon_drop where status = 'scheduled' and drop_at <= now())
+                or exists(select 1 from coupon_drop
+                           where status = 'dropped'
+                             and dropped_at + claim_window_secs * interval '1 second' <= now()) as coupon_drops,
+                exists(select 1 from customer_order where status = 'pending_payment' and expires_at <= now())
+                or exists(select 1 from customer_order where status = 'refund_due' and cancelled_at is null)
+                    as orders_to_expire,
+                exists(select 1 from deal where held > 0)
+                or exists(select 1 from waitlist_entry e join deal d using (deal_id)
+                           where e.status in ('waiting', 'offered')
+                             and (d.ends_at <= now() or (e.status = 'offered' and e.offer_expires_at <= now())))
+                    as waitlists",
+    )
+    .fetch_one(c.db())
+    .await
 }
 
 async fn start_due_deals(c: &Commerce) -> anyhow::Result<()> {
@@ -114,8 +188,9 @@ struct ExpiredOrder {
 
 /// Cancels unpaid orders past their expiry; their units go back to the deal
 /// and the gate while the deal runs, to the SKU once it has ended (an
-/// auction's or a giveaway's order: to the SKU at once).
-async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
+/// auction's or a giveaway's order: to the SKU at once). Returns how many
+/// orders it let go.
+async fn expire_orders(c: &Commerce) -> anyhow::Result<usize> {
     let mut tx = c.db().begin().await?;
     // Unpaid orders past their expiry are cancelled; an order that was paid
     // too late (`refund_due`, not yet cancelled) keeps its status but its
@@ -137,7 +212,7 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     .fetch_all(&mut *tx)
     .await?;
     if expired.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let ids: Vec<Uuid> = expired.iter().map(|e| e.order_id).collect();
     let statuses: Vec<&str> = expired.iter().map(|e| e.status.as_str()).collect();
@@ -182,5 +257,5 @@ async fn expire_orders(c: &Commerce) -> anyhow::Result<()> {
     tx.commit().await?;
     metrics::counter!("hawker_orders_expired_total").increment(orders.len() as u64);
     back.announce(c).await;
-    Ok(())
+    Ok(expired.len())
 }

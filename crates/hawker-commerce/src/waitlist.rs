@@ -5,8 +5,9 @@
 //! `ends_at` viewers may join its waitlist, in order. Units that come back
 //! from its orders (expired or cancelled, [`crate::units`]) are then *held*
 //! for the list (`deal.held`, out of `sold`) instead of going back to the
-//! SKU. The [`tick`] (every node, every scheduler tick; each deal's row is
-//! locked `for update skip locked`, so one node at a time acts for a deal)
+//! SKU. The [`tick`] (every node, at each scheduler tick whose due check
+//! finds work for it; each deal's row is locked `for update skip locked`, so
+//! one node at a time acts for a deal)
 //! turns held units into private offers, first in line first, each for at
 //! most the buyer's room under the per-buyer cap and held for
 //! `commerce.waitlist_hold_secs`; passes offers whose hold ran out to the

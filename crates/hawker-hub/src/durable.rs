@@ -1,7 +1,8 @@
 //! Durable room events: events that must not be lost are written to the
 //! hub's `room_outbox` table in the same Postgres transaction as the change
 //! they announce ([`enqueue`]), then published by a relay that every node
-//! runs ([`Hub::relay_durable`]). Any node may relay; the room's publish
+//! runs ([`Hub::relay_durable`]; its task first asks whether anything is
+//! pending, so an idle tick is one query). Any node may relay; the room's publish
 //! script drops a repeated outbox id, so each event reaches the room exactly
 //! once across nodes, and survives a node's death between commit and publish.
 //!
@@ -121,7 +122,17 @@ impl Hub {
     }
 }
 
-/// The relay task: every `every`, publishes what is pending.
+/// Whether any durable event waits to be published: one cheap query on
+/// `room_outbox_pending_idx`, no transaction, no Redis.
+async fn any_pending(db: &sqlx::PgPool) -> sqlx::Result<bool> {
+    sqlx::query_scalar("select exists(select 1 from room_outbox where published_at is null)")
+        .fetch_one(db)
+        .await
+}
+
+/// The relay task: every `every`, asks whether anything is pending (an idle
+/// tick is that one query) and, if so, publishes it. If the question fails
+/// it relays anyway, so a failed check never leaves an event behind.
 pub(crate) async fn run_relay(hub: Hub, every: Duration, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -129,6 +140,14 @@ pub(crate) async fn run_relay(hub: Hub, every: Duration, shutdown: CancellationT
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
+        }
+        let Some(db) = hub.inner.db.as_ref() else {
+            continue;
+        };
+        match any_pending(db).await {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => tracing::debug!(error = %e, "durable relay check failed; relaying anyway"),
         }
         if let Err(e) = hub.relay_durable().await {
             tracing::debug!(error = %e, "durable relay deferred");

@@ -15,8 +15,9 @@ const FIRE_BATCH: i64 = 100;
 /// Drops the coupons whose time has come and ends the drops whose claim
 /// window has passed, each exactly once across nodes (rows are claimed with
 /// `for update skip locked` and changed in the transaction that queues their
-/// room events). Called by every node's scheduler on every tick; returns how
-/// many drops were fired or ended.
+/// room events). Called by every node's scheduler at each tick whose due
+/// check finds a drop to fire or end; returns how many drops were fired or
+/// ended.
 pub async fn fire_due_drops(c: &Commerce) -> anyhow::Result<usize> {
     let mut tx = c.db().begin().await?;
     let due: Vec<Uuid> = sqlx::query_scalar(

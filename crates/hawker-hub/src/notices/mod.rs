@@ -10,8 +10,9 @@
 //!    grow in commit order.
 //! 2. The relay ([`relay`]), run by every node every `hub.durable_relay_ms`
 //!    but by one node at a time, PUBLISHes unpublished rows in id order on
-//!    the channel `<prefix>:notices` and marks them published. A node that
-//!    dies before relaying leaves the rows to another node.
+//!    the channel `<prefix>:notices` and marks them published (each tick
+//!    first asks whether any row waits: an idle tick is one query). A node
+//!    that dies before relaying leaves the rows to another node.
 //! 3. Every node's one subscriber receives the channel and hands each frame
 //!    to this node's [`router`]: the user's sockets in scope get it, once
 //!    per notice id per socket (a relay repeated after a failure is skipped).

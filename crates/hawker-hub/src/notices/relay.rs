@@ -30,8 +30,36 @@ impl Hub {
         if !self.inner.store.reachable().await {
             return Ok(0);
         }
-        let store = &self.inner.store;
         self.mark_latest_notices(db).await?;
+        self.relay_unpublished(db).await
+    }
+
+    /// The relay's interval tick: re-marks after a flush (as
+    /// [`Hub::relay_notices`] does), then asks whether any notice waits
+    /// ([`store::any_unpublished`], one query) and relays only then, so an
+    /// idle tick takes no lock and opens no transaction. If the question
+    /// fails it relays anyway.
+    async fn relay_notices_if_pending(&self) -> anyhow::Result<usize> {
+        let Some(db) = self.inner.db.as_ref() else {
+            return Ok(0);
+        };
+        self.mark_latest_notices(db).await?;
+        match store::any_unpublished(db).await {
+            Ok(false) => return Ok(0),
+            Ok(true) => {}
+            Err(e) => tracing::debug!(error = %e, "notice check failed; relaying anyway"),
+        }
+        // A node that cannot reach Redis takes no relay lock.
+        if !self.inner.store.reachable().await {
+            return Ok(0);
+        }
+        self.relay_unpublished(db).await
+    }
+
+    /// One relay round: publishes the oldest unpublished notices (under the
+    /// relay lock) and marks them published; returns how many.
+    async fn relay_unpublished(&self, db: &sqlx::PgPool) -> anyhow::Result<usize> {
+        let store = &self.inner.store;
         let channel = store.keys.notices_channel();
         let ttl = self.inner.config.notice_ttl_secs;
         let published = store::relay_round(db, RELAY_BATCH, |rows| async move {
@@ -107,7 +135,9 @@ impl Hub {
 }
 
 /// The relay and the sweeper: every `every` (or at once when a notice was
-/// just committed on this node).
+/// just committed on this node). An interval tick re-marks after a flush and
+/// relays only if some notice waits (an idle tick: one Redis EXISTS and one
+/// Postgres query); a wake-up after a commit relays at once.
 pub(crate) async fn run_relay(hub: Hub, every: Duration, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -115,10 +145,10 @@ pub(crate) async fn run_relay(hub: Hub, every: Duration, shutdown: CancellationT
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let now = hub.inner.notice_relay_now.clone();
     loop {
-        tokio::select! {
+        let ticked = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-            _ = now.notified() => {}
+            _ = interval.tick() => true,
+            _ = now.notified() => false,
             _ = sweep.tick() => {
                 if let Some(db) = hub.inner.db.as_ref() {
                     match store::sweep(db).await {
@@ -128,10 +158,17 @@ pub(crate) async fn run_relay(hub: Hub, every: Duration, shutdown: CancellationT
                 }
                 continue;
             }
-        }
+        };
         // A full batch means more may wait: go on at once.
+        let mut gated = ticked;
         loop {
-            match hub.relay_notices().await {
+            let relayed = if gated {
+                hub.relay_notices_if_pending().await
+            } else {
+                hub.relay_notices().await
+            };
+            gated = false;
+            match relayed {
                 Ok(n) if n as i64 >= RELAY_BATCH => continue,
                 Ok(_) => break,
                 Err(e) => {

@@ -179,6 +179,17 @@ pub(crate) async fn sweep(db: &PgPool) -> sqlx::Result<(u64, u64)> {
 /// Only one node relays at a time, so a user's notices reach Redis in id order.
 const RELAY_LOCK: i64 = 0x6861_776b_6e6f_7469;
 
+/// Whether any unexpired notice waits to be published (what [`relay_round`]
+/// would read): one query on `user_notice_unpublished_idx`, no transaction,
+/// no lock.
+pub(crate) async fn any_unpublished(db: &PgPool) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "select exists(select 1 from user_notice where published_at is null and expires_at > now())",
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// One relay round: under the relay lock, the oldest unpublished notices are
 /// handed to `publish` (in id order); if it succeeds they are marked
 /// published. Returns how many were published (0 if another node relays).

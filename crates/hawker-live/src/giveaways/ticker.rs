@@ -1,5 +1,7 @@
 //! Time, on every node: the coalesced entry count, closing windows and
-//! drawing winners. Each step is claimed by one node at a time (an
+//! drawing winners. Each tick first asks Postgres, in one query
+//! ([`due_now`]), which steps have work, and runs only those: an idle tick
+//! is that one query. Each step is claimed by one node at a time (an
 //! exclusive advisory lock and a conditional update to close; `for update
 //! skip locked` to draw), and changes its row in the same transaction that
 //! queues its room events (`hawker_hub::durable`), so each happens exactly
@@ -71,16 +73,65 @@ pub async fn run(live: Live, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        if let Err(e) = announce_counts(&live).await {
-            tracing::debug!(error = %e, "giveaway counts deferred");
+        // A failed check hides no work: every step runs, as if all were due.
+        let due = due_now(&live).await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "giveaway due check failed; running every step");
+            DueNow::all()
+        });
+        if due.open {
+            if let Err(e) = announce_counts(&live).await {
+                tracing::debug!(error = %e, "giveaway counts deferred");
+            }
         }
-        if let Err(e) = close_due(&live).await {
-            tracing::debug!(error = %e, "closing giveaways deferred");
+        if due.to_close {
+            if let Err(e) = close_due(&live).await {
+                tracing::debug!(error = %e, "closing giveaways deferred");
+            }
         }
-        if let Err(e) = draw_due(&live).await {
-            tracing::warn!(error = %e, "giveaway draw deferred");
+        if due.to_draw {
+            if let Err(e) = draw_due(&live).await {
+                tracing::warn!(error = %e, "giveaway draw deferred");
+            }
         }
     }
+}
+
+/// Which of the ticker's steps have work, by Postgres' clock.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+struct DueNow {
+    /// Some giveaway is open: its entry count may have to be announced.
+    open: bool,
+    /// Some open giveaway's window has closed.
+    to_close: bool,
+    /// Some giveaway was closed at least [`DRAW_AFTER_CLOSE_MS`] ago.
+    to_draw: bool,
+}
+
+impl DueNow {
+    /// Every step runs (the check failed).
+    fn all() -> DueNow {
+        DueNow {
+            open: true,
+            to_close: true,
+            to_draw: true,
+        }
+    }
+}
+
+/// Asks, in one round trip, whether each step of the tick has anything to
+/// do: the same conditions as the steps' own queries, each read from
+/// `giveaway_due_idx`. A giveaway that becomes due after this check is
+/// handled at the next tick.
+async fn due_now(live: &Live) -> sqlx::Result<DueNow> {
+    sqlx::query_as(
+        "select exists(select 1 from giveaway where status = 'open') as open,
+                exists(select 1 from giveaway where status = 'open' and closes_at <= now()) as to_close,
+                exists(select 1 from giveaway
+                        where status = 'closed' and closed_at <= now() - $1 * interval '1 millisecond') as to_draw",
+    )
+    .bind(DRAW_AFTER_CLOSE_MS as f64)
+    .fetch_one(live.db())
+    .await
 }
 
 async fn announce_counts(live: &Live) -> anyhow::Result<()> {

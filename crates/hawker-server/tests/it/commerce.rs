@@ -1,6 +1,6 @@
 //! Flash deals and orders against real Postgres and Redis: the stampede,
 //! idempotency, Redis flushed mid-stampede, a node killed mid-stampede,
-//! expiry, Postgres unreachable, the deal's life in the room.
+//! expiry, Postgres unreachable, the deal's life in the room, rows made due by hand.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -575,6 +575,92 @@ async fn an_expired_order_returns_its_units_and_the_room_sees_the_stock() {
     assert_eq!(status, "cancelled");
     // The gate got the units back too: the same buyer may buy the cap again.
     assert_eq!(buy(&a, "slowpay", &deal_id, "k-again", 3).await.0, 201);
+}
+
+/// The scheduler's tick first asks Postgres whether anything is due: rows
+/// made due by hand (no API call, nothing cached on a node) are still found
+/// within a few ticks, a late-paid order's units come back and a deal whose
+/// `ends_at` was moved into the past ends with `time_up`.
+#[tokio::test]
+async fn rows_made_due_by_hand_are_handled_within_a_few_ticks() {
+    let redis = RedisServer::start();
+    let (a, _b, agency, session) = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
+    let mut viewer = join(a.addr, session, &a.token("watcher", Role::Viewer)).await;
+    let deal_id = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 10,
+        "per_buyer_cap": 3, "duration_secs": 600}),
+    )
+    .await;
+    let id = Uuid::parse_str(&deal_id).unwrap();
+    let (status, order) = buy(&a, "late", &deal_id, "k", 3).await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = Uuid::parse_str(order["order_id"].as_str().unwrap()).unwrap();
+    assert_eq!(deal_in_postgres(&a.db, &deal_id).await.0, 3);
+    // Paid too late (what the payment webhook does to an order past its
+    // expiry): its units must come back, and the order keeps its status.
+    sqlx::query("update customer_order set status = 'refund_due' where order_id = $1")
+        .bind(order_id)
+        .execute(&a.db)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let returned = poll(
+        Patience::For(Duration::from_secs(10)),
+        Duration::from_millis(20),
+        || async {
+            sqlx::query_as::<_, (i32, String, bool)>(
+                "select d.sold, o.status, o.cancelled_at is not null
+                   from deal d join customer_order o using (deal_id) where o.order_id = $1",
+            )
+            .bind(order_id)
+            .fetch_one(&a.db)
+            .await
+            .unwrap()
+        },
+        |row| row.0 == 0,
+    )
+    .await;
+    assert_eq!(returned, (0, "refund_due".to_string(), true));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the units came back only after {:?} (ticks every 100 ms)",
+        started.elapsed()
+    );
+
+    sqlx::query(
+        "update deal set ends_at = greatest(now(), starts_at + interval '1 millisecond') where deal_id = $1",
+    )
+    .bind(id)
+    .execute(&a.db)
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let ended = viewer
+        .until("deal.ended", Duration::from_secs(10), |f| {
+            f["type"] == "deal.ended"
+        })
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the deal ended only after {:?} (ticks every 100 ms)",
+        started.elapsed()
+    );
+    assert_eq!(ended["data"]["deal_id"], deal_id.as_str());
+    assert_eq!(ended["data"]["reason"], "time_up");
+    let (status, end_reason): (String, Option<String>) =
+        sqlx::query_as("select status, end_reason from deal where deal_id = $1")
+            .bind(id)
+            .fetch_one(&a.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), end_reason.as_deref()),
+        ("ended", Some("time_up"))
+    );
 }
 
 #[tokio::test]
