@@ -14,6 +14,7 @@
 
 pub mod auctions;
 pub(crate) mod batch;
+pub(crate) mod clock;
 pub mod commands;
 pub mod comment_orders;
 pub mod config;
@@ -113,8 +114,7 @@ impl Live {
             event_interval,
             shutdown.clone(),
         ));
-        tasks.spawn(auctions::ticker::run(live.clone(), shutdown.clone()));
-        tasks.spawn(giveaways::ticker::run(live.clone(), shutdown.clone()));
+        tasks.spawn(clock::run(live.clone(), shutdown.clone()));
         tasks.spawn(groupbuys::joining::run(
             live.clone(),
             joins_inbox,
@@ -126,7 +126,6 @@ impl Live {
             event_interval,
             shutdown.clone(),
         ));
-        tasks.spawn(groupbuys::ticker::run(live.clone(), shutdown.clone()));
         live
     }
 

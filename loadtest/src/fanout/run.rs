@@ -356,6 +356,20 @@ async fn measure(
             drain_ms: (args.drain_secs * 1000.0) as u64,
         });
     }
+    // The window ends when every group has drained, before its viewers
+    // close: the servers' CPU does not hold 10,000 sockets closing.
+    let drained_by = Instant::now() + Duration::from_secs_f64(args.drain_secs + 10.0);
+    while !groups.iter().all(GroupHandle::drained) && Instant::now() < drained_by {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let window_secs = window_started.elapsed().as_secs_f64();
+    let cpu_after = cpu_s(&server_pids);
+    let cpu_window = procfs::cpu_window(&cpu_times_before, &procfs::cpu_times());
+    let wait_after = (wait_s(&server_pids), wait_s(&[std::process::id()]));
+    let redis_after = redis_pid.and_then(|p| procfs::sample(p).ok());
+    for group in &mut groups {
+        group.close();
+    }
     let mut viewers = GroupResult::default();
     let mut recorder = Recorder::default();
     let seconds = sampler.await.unwrap_or_default();
@@ -364,11 +378,6 @@ async fn measure(
         recorder.merge(&result.recorder);
         viewers.add(&result);
     }
-    let window_secs = window_started.elapsed().as_secs_f64();
-    let cpu_after = cpu_s(&server_pids);
-    let cpu_window = procfs::cpu_window(&cpu_times_before, &procfs::cpu_times());
-    let wait_after = (wait_s(&server_pids), wait_s(&[std::process::id()]));
-    let redis_after = redis_pid.and_then(|p| procfs::sample(p).ok());
     let generator_after = cpu_s(&[std::process::id()]) + workers_cpu_after;
     let (counters_after, metrics_missing) = counters::scrape(&admins).await;
     let rss_end = samples(&server_pids);

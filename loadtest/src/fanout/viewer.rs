@@ -66,6 +66,11 @@ pub struct GroupProgress {
     pub settled: bool,
     pub deliveries: u64,
     pub disconnects: u64,
+    /// The drain after the end command is over; the viewers stay connected
+    /// until told to close, so the servers' CPU in the window does not hold
+    /// their closing.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// What the publisher managed to publish: sequence numbers `0..total`
@@ -545,6 +550,7 @@ pub async fn run_group(
     config: GroupConfig,
     progress: watch::Sender<GroupProgress>,
     end: oneshot::Receiver<EndCommand>,
+    close: oneshot::Receiver<()>,
 ) -> anyhow::Result<GroupResult> {
     // A worker reads this from its stdin: check it as input.
     if config.nodes.is_empty() || config.count > 200_000 || config.hosts > 5000 || config.chatters > 5000 {
@@ -621,6 +627,7 @@ pub async fn run_group(
             settled,
             deliveries: ctx.shared.recorder.borrow().deliveries,
             disconnects: c.disconnects.get(),
+            drained: false,
         });
     };
 
@@ -648,6 +655,8 @@ pub async fn run_group(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        progress.send_modify(|p| p.drained = true);
+        let _ = close.await;
     }
     let _ = stop_tx.send(true);
     for task in tasks {

@@ -6,7 +6,9 @@
 //! coordinator talks to each over its stdin/stdout, one JSON document per
 //! line: it writes the [`GroupConfig`], the child answers with progress
 //! lines, the coordinator writes the [`EndCommand`] when the publisher is
-//! done, and the child answers with its [`GroupResult`] and exits.
+//! done, the child drains and says so in its progress, the coordinator
+//! writes `"close"` once it has read the servers' CPU, and the child closes
+//! its sockets, answers with its [`GroupResult`] and exits.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -32,6 +34,7 @@ enum Report {
 pub struct GroupHandle {
     pub progress: watch::Receiver<GroupProgress>,
     end: Option<oneshot::Sender<EndCommand>>,
+    close: Option<oneshot::Sender<()>>,
     result: oneshot::Receiver<anyhow::Result<GroupResult>>,
     /// The worker process, if the group runs in one.
     pub child: Option<Child>,
@@ -42,13 +45,15 @@ impl GroupHandle {
     pub fn local(config: GroupConfig) -> GroupHandle {
         let (progress_tx, progress) = watch::channel(GroupProgress::default());
         let (end, end_rx) = oneshot::channel();
+        let (close, close_rx) = oneshot::channel();
         let (result_tx, result) = oneshot::channel();
         tokio::task::spawn_local(async move {
-            let _ = result_tx.send(viewer::run_group(config, progress_tx, end_rx).await);
+            let _ = result_tx.send(viewer::run_group(config, progress_tx, end_rx, close_rx).await);
         });
         GroupHandle {
             progress,
             end: Some(end),
+            close: Some(close),
             result,
             child: None,
         }
@@ -75,6 +80,7 @@ impl GroupHandle {
             .ok_or_else(|| anyhow!("worker without stdout"))?;
         let (progress_tx, progress) = watch::channel(GroupProgress::default());
         let (end, end_rx) = oneshot::channel::<EndCommand>();
+        let (close, close_rx) = oneshot::channel::<()>();
         let (result_tx, result) = oneshot::channel();
         let first = serde_json::to_string(config)?;
         tokio::task::spawn_local(async move {
@@ -86,6 +92,10 @@ impl GroupHandle {
                     let _ = stdin.write_all(format!("{line}\n").as_bytes()).await;
                     let _ = stdin.flush().await;
                 }
+            }
+            if close_rx.await.is_ok() {
+                let _ = stdin.write_all(b"\"close\"\n").await;
+                let _ = stdin.flush().await;
             }
         });
         tokio::task::spawn_local(async move {
@@ -109,6 +119,7 @@ impl GroupHandle {
         Ok(GroupHandle {
             progress,
             end: Some(end),
+            close: Some(close),
             result,
             child: Some(child),
         })
@@ -117,6 +128,18 @@ impl GroupHandle {
     pub fn end(&mut self, command: EndCommand) {
         if let Some(end) = self.end.take() {
             let _ = end.send(command);
+        }
+    }
+
+    /// Whether the group's drain is over (its viewers wait for [`Self::close`]).
+    pub fn drained(&self) -> bool {
+        self.progress.borrow().drained
+    }
+
+    /// Lets the group's viewers close, after its drain.
+    pub fn close(&mut self) {
+        if let Some(close) = self.close.take() {
+            let _ = close.send(());
         }
     }
 
@@ -145,12 +168,16 @@ pub async fn serve() -> anyhow::Result<()> {
     let config: GroupConfig = serde_json::from_str(&first).context("reading the group configuration")?;
     let (progress_tx, mut progress) = watch::channel(GroupProgress::default());
     let (end_tx, end_rx) = oneshot::channel();
+    let (close_tx, close_rx) = oneshot::channel();
     tokio::task::spawn_local(async move {
         if let Ok(Some(line)) = lines.next_line().await {
             if let Ok(command) = serde_json::from_str::<EndCommand>(&line) {
                 let _ = end_tx.send(command);
             }
         }
+        // `"close"`, or the coordinator gone: the sockets close either way.
+        let _ = lines.next_line().await;
+        let _ = close_tx.send(());
     });
     tokio::task::spawn_local(async move {
         while progress.changed().await.is_ok() {
@@ -159,7 +186,7 @@ pub async fn serve() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    match viewer::run_group(config, progress_tx, end_rx).await {
+    match viewer::run_group(config, progress_tx, end_rx, close_rx).await {
         Ok(result) => emit(&Report::Result(Box::new(result))),
         Err(e) => emit(&Report::Failed(format!("{e:#}"))),
     }

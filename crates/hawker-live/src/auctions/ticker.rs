@@ -1,18 +1,15 @@
-//! Ending auctions on time, once across nodes, surviving restarts: at each
-//! tick every node first asks Postgres whether any auction is due (one
-//! query; an idle tick is nothing more), and if so claims the due auctions
+//! Ending auctions on time, once across nodes, surviving restarts: when a
+//! tick of the crate's clock ([`crate::clock`]) finds an auction due, the
+//! node claims the due auctions
 //! (`for update skip locked`, due by the database clock) and ends each in
 //! one transaction that records the outcome, creates the winner's order (or
 //! gives the unit back) and queues `auction.ended` and the winner's notice.
 //! Whatever node is up does it; an auction whose node died is ended by
 //! another at its next tick.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use hawker_hub::{Notice, Publication};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{source, state_key, version_key, AuctionOutcome};
@@ -23,20 +20,13 @@ use crate::{Live, Result};
 /// Auctions one node ends per transaction at most.
 const CLAIM: i64 = 20;
 
-/// Runs every `live.tick_ms` until `shutdown`.
-pub(crate) async fn run(live: Live, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(Duration::from_millis(live.config().tick_ms.max(10)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        match end_due(&live).await {
-            Ok(0) => {}
-            Ok(_) => super::relay_now(&live).await,
-            Err(e) => tracing::debug!(error = %e, "ending auctions deferred"),
-        }
+/// One tick of the crate's clock ([`crate::clock`]) that found an auction
+/// due: ends what is due, and relays its room events at once.
+pub(crate) async fn tick(live: &Live) {
+    match end_due(live).await {
+        Ok(0) => {}
+        Ok(_) => super::relay_now(live).await,
+        Err(e) => tracing::debug!(error = %e, "ending auctions deferred"),
     }
 }
 
@@ -56,20 +46,8 @@ struct Due {
     ends_at: DateTime<Utc>,
 }
 
-/// Ends the auctions due now; returns how many. Asks first, without a
-/// transaction, whether any is due (the claim's own condition, on
-/// `auction_due_idx`); if that question fails, claims anyway.
+/// Ends the auctions due now; returns how many.
 pub(crate) async fn end_due(live: &Live) -> Result<usize> {
-    let any: std::result::Result<bool, sqlx::Error> = sqlx::query_scalar(
-        "select exists(select 1 from auction where status = 'running' and ends_at <= clock_timestamp())",
-    )
-    .fetch_one(live.db())
-    .await;
-    match any {
-        Ok(false) => return Ok(0),
-        Ok(true) => {}
-        Err(e) => tracing::debug!(error = %e, "due auction check failed; claiming anyway"),
-    }
     let mut tx = live.db().begin().await?;
     let due: Vec<Due> = sqlx::query_as(
         "select auction_id, session_id, lineup_item_id, sku_id, campaign_id, currency::text as currency,

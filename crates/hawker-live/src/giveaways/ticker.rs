@@ -1,7 +1,6 @@
 //! Time, on every node: the coalesced entry count, closing windows and
-//! drawing winners. Each tick first asks Postgres, in one query
-//! ([`due_now`]), which steps have work, and runs only those: an idle tick
-//! is that one query. Each step is claimed by one node at a time (an
+//! drawing winners, at the ticks of the crate's clock ([`crate::clock`])
+//! whose one query found work for them. Each step is claimed by one node at a time (an
 //! exclusive advisory lock and a conditional update to close; `for update
 //! skip locked` to draw), and changes its row in the same transaction that
 //! queues its room events (`hawker_hub::durable`), so each happens exactly
@@ -20,7 +19,6 @@ use hawker_hub::{Notice, Publication};
 use redis::Script;
 use serde_json::json;
 use sqlx::{PgConnection, Postgres, Transaction};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{entry, fair, prizes, state_key, PrizeKind};
@@ -64,74 +62,26 @@ pub(crate) async fn count_entry(live: &Live, giveaway_id: Uuid) {
     }
 }
 
-/// Runs every `live.tick_ms` until `shutdown`.
-pub async fn run(live: Live, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(Duration::from_millis(live.config().tick_ms.max(10)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        // A failed check hides no work: every step runs, as if all were due.
-        let due = due_now(&live).await.unwrap_or_else(|e| {
-            tracing::debug!(error = %e, "giveaway due check failed; running every step");
-            DueNow::all()
-        });
-        if due.open {
-            if let Err(e) = announce_counts(&live).await {
-                tracing::debug!(error = %e, "giveaway counts deferred");
-            }
-        }
-        if due.to_close {
-            if let Err(e) = close_due(&live).await {
-                tracing::debug!(error = %e, "closing giveaways deferred");
-            }
-        }
-        if due.to_draw {
-            if let Err(e) = draw_due(&live).await {
-                tracing::warn!(error = %e, "giveaway draw deferred");
-            }
+/// One tick of the crate's clock ([`crate::clock`]): the steps its check
+/// found due. `open`: some giveaway is open (its entry count may be
+/// announced); `to_close`: an open giveaway's window has closed;
+/// `to_draw`: a giveaway closed at least [`DRAW_AFTER_CLOSE_MS`] ago.
+pub(crate) async fn tick(live: &Live, open: bool, to_close: bool, to_draw: bool) {
+    if open {
+        if let Err(e) = announce_counts(live).await {
+            tracing::debug!(error = %e, "giveaway counts deferred");
         }
     }
-}
-
-/// Which of the ticker's steps have work, by Postgres' clock.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
-struct DueNow {
-    /// Some giveaway is open: its entry count may have to be announced.
-    open: bool,
-    /// Some open giveaway's window has closed.
-    to_close: bool,
-    /// Some giveaway was closed at least [`DRAW_AFTER_CLOSE_MS`] ago.
-    to_draw: bool,
-}
-
-impl DueNow {
-    /// Every step runs (the check failed).
-    fn all() -> DueNow {
-        DueNow {
-            open: true,
-            to_close: true,
-            to_draw: true,
+    if to_close {
+        if let Err(e) = close_due(live).await {
+            tracing::debug!(error = %e, "closing giveaways deferred");
         }
     }
-}
-
-/// Asks, in one round trip, whether each step of the tick has anything to
-/// do: the same conditions as the steps' own queries, each read from
-/// `giveaway_due_idx`. A giveaway that becomes due after this check is
-/// handled at the next tick.
-async fn due_now(live: &Live) -> sqlx::Result<DueNow> {
-    sqlx::query_as(
-        "select exists(select 1 from giveaway where status = 'open') as open,
-                exists(select 1 from giveaway where status = 'open' and closes_at <= now()) as to_close,
-                exists(select 1 from giveaway
-                        where status = 'closed' and closed_at <= now() - $1 * interval '1 millisecond') as to_draw",
-    )
-    .bind(DRAW_AFTER_CLOSE_MS as f64)
-    .fetch_one(live.db())
-    .await
+    if to_draw {
+        if let Err(e) = draw_due(live).await {
+            tracing::warn!(error = %e, "giveaway draw deferred");
+        }
+    }
 }
 
 async fn announce_counts(live: &Live) -> anyhow::Result<()> {

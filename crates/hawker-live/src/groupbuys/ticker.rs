@@ -8,13 +8,10 @@
 //! `group_buy.ended` (durable). So it happens exactly once across nodes,
 //! and a node killed mid-countdown changes nothing: another node settles.
 
-use std::time::Duration;
-
 use hawker_catalog::campaign_skus::{self, GiveBack, Returning, UnitSource};
 use hawker_commerce::sourced::{self, GroupBuyOrders};
 use hawker_hub::{Notice, Publication};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::tiers::{Tier, Tiers};
@@ -24,24 +21,19 @@ use crate::{Error, Live, Result};
 /// Gate reservations are reconciled every this many ticks.
 const RECONCILE_EVERY_TICKS: u64 = 8;
 
-/// Runs every `live.tick_ms` until `shutdown`.
-pub async fn run(live: Live, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(Duration::from_millis(live.config().tick_ms.max(10)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u64 = 0;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        n += 1;
-        if let Err(e) = settle_due(&live).await {
+/// Tick `n` of the crate's clock ([`crate::clock`]): settles the group
+/// buys whose countdown ended (`to_settle`), and every
+/// [`RECONCILE_EVERY_TICKS`]th tick, while any runs (`running`), reconciles
+/// their gates.
+pub(crate) async fn tick(live: &Live, n: u64, to_settle: bool, running: bool) {
+    if to_settle {
+        if let Err(e) = settle_due(live).await {
             tracing::debug!(error = %e, "group buy settlement deferred");
         }
-        if n % RECONCILE_EVERY_TICKS == 0 {
-            if let Err(e) = reconcile_running(&live).await {
-                tracing::debug!(error = %e, "group buy gate reconciliation deferred");
-            }
+    }
+    if running && n % RECONCILE_EVERY_TICKS == 0 {
+        if let Err(e) = reconcile_running(live).await {
+            tracing::debug!(error = %e, "group buy gate reconciliation deferred");
         }
     }
 }
