@@ -124,6 +124,39 @@ const PING_SLOTS: u64 = 25;
 /// big room's pings do not hold its events up either.
 const PING_AT_ONCE: usize = 256;
 
+/// A node's viewer report of a room counts for this many viewer intervals
+/// (`hub.viewers_interval_ms`): a count older than that is a dead node's,
+/// left out of the total and of [`Hub::present`].
+pub(crate) const FRESH_INTERVALS: u64 = 6;
+
+/// A calm room (its local count unchanged and no events since its last
+/// `viewers`, for [`SETTLE_INTERVALS`] intervals) is reported only every
+/// this many intervals, which keeps the count fresh ([`FRESH_INTERVALS`]).
+const REFRESH_INTERVALS: u64 = 4;
+
+/// After its count moves or it has events, a room is reported at each of
+/// this many intervals, so the new total is announced even when another
+/// node held the announcement gate in the first.
+const SETTLE_INTERVALS: u64 = 3;
+
+/// Whether a room whose viewer slot has come sends its report now (see
+/// [`REFRESH_INTERVALS`]). Called once per slot, it counts the calm
+/// intervals.
+fn report_due(shared: &crate::room::RoomShared) -> bool {
+    let local = shared.local_viewers.load(Ordering::Relaxed);
+    let moved = shared.reported_viewers.swap(local, Ordering::Relaxed) != local;
+    let stirred = moved
+        || shared.busy_since_viewers.load(Ordering::Relaxed)
+        || shared.here_dirty.load(Ordering::Relaxed);
+    let calm = if stirred {
+        0
+    } else {
+        shared.calm_intervals.load(Ordering::Relaxed).saturating_add(1)
+    };
+    shared.calm_intervals.store(calm, Ordering::Relaxed);
+    calm < SETTLE_INTERVALS || calm % REFRESH_INTERVALS == 0
+}
+
 /// A room's slot among `slots` (fixed by its id, the same on every node):
 /// the low 64 bits of the id (random in a v4 id) modulo `slots`, a 64-bit
 /// division, since the ticker asks this of every room ten times a second.
@@ -368,7 +401,7 @@ impl Hub {
             // without a future or a Redis call. Viewer reports: every due
             // room's in one pipeline.
             let rooms = self.rooms_where(|room| {
-                let viewers_due = due(room.id, n, viewer_slots);
+                let viewers_due = due(room.id, n, viewer_slots) && report_due(&room.shared);
                 let likes = (room.shared.likes_pending.load(Ordering::Relaxed) > 0
                     || room.shared.likes_dirty.load(Ordering::Relaxed))
                     && (viewers_due || due(room.id, n, TICK_SLOTS));

@@ -14,9 +14,9 @@
 //! viewers timer refreshes the hash's expiry (60 s) in the same call as the
 //! node's viewer report, and rewrites it from the node's own table if a
 //! change could not be written (Redis unreachable). [`Hub::present`] asks only the
-//! nodes whose viewer count is fresh (reported within three viewer
-//! intervals): a dead node's users are absent within seconds, and its hash
-//! expires.
+//! nodes whose viewer count is fresh (reported within six viewer
+//! intervals; a node reports a calm room every fourth): a dead node's users
+//! are absent within seconds, and its hash expires.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -152,7 +152,7 @@ impl Hub {
         cmd.arg(store.keys.key(room, "viewers"));
         let nodes: HashMap<String, String> = bounded(store.timeout, cmd.query_async(&mut conn)).await?;
         let now = crate::event::now_ms();
-        let fresh = (self.inner.config.viewers_interval_ms * 3) as i64;
+        let fresh = (self.inner.config.viewers_interval_ms * crate::hub::FRESH_INTERVALS) as i64;
         let mut live: Vec<&String> = nodes
             .iter()
             .filter(|(_, v)| {

@@ -42,6 +42,11 @@ pub struct RoomShared {
     /// this node delivered: only then is an unchanged count repeated, so a
     /// quiet room costs nothing per heartbeat.
     pub busy_since_viewers: AtomicBool,
+    /// The local count this node last weighed for a viewer report, and the
+    /// viewer intervals since it last moved or the room last had events
+    /// (see `Hub::report_due`).
+    pub reported_viewers: AtomicUsize,
+    pub calm_intervals: AtomicU64,
     /// This node's open sockets per user ([`crate::presence`]).
     pub here: Mutex<std::collections::HashMap<String, u32>>,
     /// A presence change could not be written to Redis: the viewers timer

@@ -581,7 +581,7 @@ impl RoomStore {
                     .arg(node)
                     .arg(report.count)
                     .arg(now)
-                    .arg(gate_ms * 3)
+                    .arg(gate_ms * crate::hub::FRESH_INTERVALS)
                     .arg(gate_ms.saturating_sub(100).max(100))
                     .arg(here_ttl_secs);
                 command

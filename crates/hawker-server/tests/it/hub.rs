@@ -493,6 +493,72 @@ async fn a_quiet_room_repeats_no_unchanged_count_and_a_busy_one_does() {
 }
 
 #[tokio::test]
+async fn a_calm_room_is_reported_every_fourth_interval_and_a_new_count_at_once() {
+    use crate::support::{settings_with, spawn_app_with};
+
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = spawn_app_with(settings_with(&[
+        ("HAWKER__REDIS__URL", url.as_str()),
+        ("HAWKER__HUB__LIKES_INTERVAL_MS", "100"),
+        ("HAWKER__HUB__VIEWERS_INTERVAL_MS", "200"),
+    ]))
+    .await;
+    let (_, session) = crate::support::fixtures::insert_agency_and_session(&app.db).await;
+    let mut first = join(app.addr, session, &app.token("calm-1", Role::Viewer)).await;
+    let count_is = |n: u64| move |f: &Value| f["type"] == "viewers" && f["data"]["count"] == n;
+    first
+        .until("a count of 1", Duration::from_secs(5), count_is(1))
+        .await;
+    // Past the three reports that follow a change.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("hawker:room:{{{session}}}:viewers");
+    let node = app.hub.node_id().to_string();
+    let mut reports: Vec<(tokio::time::Instant, String)> = Vec::new();
+    let watched = tokio::time::Instant::now();
+    while watched.elapsed() < Duration::from_millis(4800) {
+        let entry: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg(&node)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let entry = entry.expect("the node's report is in the room's viewers hash");
+        if reports.last().is_none_or(|(_, last)| *last != entry) {
+            reports.push((tokio::time::Instant::now(), entry));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 24 intervals: a report at each would be 24; every fourth is about 6.
+    assert!(
+        (4..=10).contains(&reports.len()),
+        "{} reports in 24 intervals: {reports:?}",
+        reports.len()
+    );
+    // Never older than the six intervals that keep it fresh.
+    for pair in reports.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(
+            gap < Duration::from_millis(1200),
+            "a calm room's report waited {gap:?}"
+        );
+    }
+    // A new count is reported (and announced) at the room's next slot.
+    let joined = tokio::time::Instant::now();
+    let _second = join(app.addr, session, &app.token("calm-2", Role::Viewer)).await;
+    first
+        .until("a count of 2", Duration::from_secs(5), count_is(2))
+        .await;
+    assert!(
+        joined.elapsed() < Duration::from_millis(1500),
+        "the new count took {:?}",
+        joined.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn every_rooms_count_goes_out_from_one_report_even_after_redis_lost_its_scripts() {
     use crate::support::{settings_with, spawn_app_with};
 
