@@ -19,8 +19,7 @@ use serde_json::json;
 /// Runs every `commerce.scheduler_tick_ms` until `shutdown`.
 pub async fn run(c: Commerce, shutdown: CancellationToken) {
     let tick = Duration::from_millis(c.config().scheduler_tick_ms);
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut interval = hawker_core::ticks::interval(tick);
     let mut n: u64 = 0;
     loop {
         tokio::select! {

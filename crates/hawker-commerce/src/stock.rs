@@ -97,8 +97,7 @@ impl StockTask {
     /// Publishes pending figures every tick until `shutdown`, then once more.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut pending: HashMap<String, Figure> = HashMap::new();
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = hawker_core::ticks::interval(self.interval);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {

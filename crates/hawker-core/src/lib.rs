@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod text;
 pub mod text_schema;
+pub mod ticks;
 mod verified;
 pub mod wire;
 

@@ -134,8 +134,7 @@ async fn any_pending(db: &sqlx::PgPool) -> sqlx::Result<bool> {
 /// tick is that one query) and, if so, publishes it. If the question fails
 /// it relays anyway, so a failed check never leaves an event behind.
 pub(crate) async fn run_relay(hub: Hub, every: Duration, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut interval = hawker_core::ticks::interval(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

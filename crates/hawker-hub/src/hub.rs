@@ -385,8 +385,7 @@ impl Hub {
         let config = &self.inner.config;
         let slot = Duration::from_micros(config.likes_interval_ms * 1000 / TICK_SLOTS)
             .max(Duration::from_micros(100));
-        let mut interval = tokio::time::interval(slot);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut interval = hawker_core::ticks::interval(slot);
         let viewer_slots = TICK_SLOTS * (config.viewers_interval_ms / config.likes_interval_ms).max(1);
         let mut n: u64 = 0;
         loop {
@@ -500,9 +499,7 @@ impl Hub {
     /// room a share of its sockets in every slot ([`PING_AT_ONCE`]).
     async fn ping(self) {
         let slot = (self.inner.config.ping_interval() / PING_SLOTS as u32).max(Duration::from_millis(1));
-        let mut interval = tokio::time::interval(slot);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
+        let mut interval = hawker_core::ticks::interval(slot);
         let mut n: u64 = 0;
         loop {
             tokio::select! {

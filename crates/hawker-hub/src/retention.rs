@@ -82,8 +82,7 @@ pub async fn run_sweeper<F, Fut>(
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<u64>>,
 {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = hawker_core::ticks::interval(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

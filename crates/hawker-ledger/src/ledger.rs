@@ -94,8 +94,7 @@ impl AddAssign for Accrued {
 
 /// Runs [`accrue_within`] every `every` until `shutdown`.
 pub async fn run(db: PgPool, every: Duration, margin: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = hawker_core::ticks::interval(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -15,8 +15,7 @@ use crate::{auctions, giveaways, groupbuys, Live};
 
 /// Runs every `live.tick_ms` until `shutdown`.
 pub(crate) async fn run(live: Live, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(Duration::from_millis(live.config().tick_ms.max(10)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut interval = hawker_core::ticks::interval(Duration::from_millis(live.config().tick_ms.max(10)));
     let mut n: u64 = 0;
     loop {
         tokio::select! {

@@ -139,10 +139,8 @@ impl Hub {
 /// relays only if some notice waits (an idle tick: one Redis EXISTS and one
 /// Postgres query); a wake-up after a commit relays at once.
 pub(crate) async fn run_relay(hub: Hub, every: Duration, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut interval = hawker_core::ticks::interval(every);
+    let mut sweep = hawker_core::ticks::interval(SWEEP_EVERY);
     let now = hub.inner.notice_relay_now.clone();
     loop {
         let ticked = tokio::select! {
@@ -186,8 +184,7 @@ pub(crate) async fn run_feed(
     mut feed: mpsc::UnboundedReceiver<RoomFeed>,
     shutdown: CancellationToken,
 ) {
-    let mut flush = tokio::time::interval(DELIVERED_EVERY);
-    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flush = hawker_core::ticks::interval(DELIVERED_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

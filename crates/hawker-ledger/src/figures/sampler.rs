@@ -21,8 +21,7 @@ const AFTER_END: Duration = Duration::from_secs(15);
 
 /// Copies the counters of live rooms into Postgres every `every` until `shutdown`.
 pub async fn run(db: PgPool, hub: Hub, every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = hawker_core::ticks::interval(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -53,8 +53,7 @@ impl Announcer {
 pub(crate) async fn run(hub: Hub, inbox: AnnouncerInbox, every: Duration, shutdown: CancellationToken) {
     let mut inbox = inbox.0;
     let mut pending: HashMap<Uuid, Progress> = HashMap::new();
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = hawker_core::ticks::interval(every.max(Duration::from_millis(10)));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
