@@ -124,14 +124,10 @@ const PING_SLOTS: u64 = 25;
 /// big room's pings do not hold its events up either.
 const PING_AT_ONCE: usize = 256;
 
-/// A node's viewer report of a room counts for this many viewer intervals
-/// (`hub.viewers_interval_ms`): a count older than that is a dead node's,
-/// left out of the total and of [`Hub::present`].
-pub(crate) const FRESH_INTERVALS: u64 = 6;
-
 /// A calm room (its local count unchanged and no events since its last
 /// `viewers`, for [`SETTLE_INTERVALS`] intervals) is reported only every
-/// this many intervals, which keeps the count fresh ([`FRESH_INTERVALS`]).
+/// this many intervals, which keeps the count fresh
+/// ([`crate::store::FRESH_INTERVALS`]).
 const REFRESH_INTERVALS: u64 = 4;
 
 /// After its count moves or it has events, a room is reported at each of

@@ -152,7 +152,7 @@ impl Hub {
         cmd.arg(store.keys.key(room, "viewers"));
         let nodes: HashMap<String, String> = bounded(store.timeout, cmd.query_async(&mut conn)).await?;
         let now = crate::event::now_ms();
-        let fresh = (self.inner.config.viewers_interval_ms * crate::hub::FRESH_INTERVALS) as i64;
+        let fresh = (self.inner.config.viewers_interval_ms * crate::store::FRESH_INTERVALS) as i64;
         let mut live: Vec<&String> = nodes
             .iter()
             .filter(|(_, v)| {

@@ -581,7 +581,7 @@ impl RoomStore {
                     .arg(node)
                     .arg(report.count)
                     .arg(now)
-                    .arg(gate_ms * crate::hub::FRESH_INTERVALS)
+                    .arg(gate_ms * FRESH_INTERVALS)
                     .arg(gate_ms.saturating_sub(100).max(100))
                     .arg(here_ttl_secs);
                 command
@@ -598,6 +598,11 @@ impl RoomStore {
             .collect())
     }
 }
+
+/// A node's viewer report of a room counts for this many viewer intervals
+/// (`hub.viewers_interval_ms`): a count older than that is a dead node's,
+/// left out of the total and of `Hub::present`.
+pub(crate) const FRESH_INTERVALS: u64 = 6;
 
 /// One room's line of a node's viewer report: its local count and the key
 /// of the node's presence hash there.
