@@ -125,10 +125,12 @@ const PING_SLOTS: u64 = 25;
 const PING_AT_ONCE: usize = 256;
 
 /// A calm room (its local count unchanged and no events since its last
-/// `viewers`, for [`SETTLE_INTERVALS`] intervals) is reported only every
-/// this many intervals, which keeps the count fresh
-/// ([`crate::store::FRESH_INTERVALS`]).
-const REFRESH_INTERVALS: u64 = 4;
+/// `viewers`, for [`SETTLE_INTERVALS`] intervals) is reported again once
+/// this many intervals have passed since its last report, by the clock, so
+/// a node whose ticks run late still refreshes its count in time
+/// ([`crate::store::FRESH_INTERVALS`]): the same margin as when every slot
+/// reported.
+const REFRESH_INTERVALS: u64 = 3;
 
 /// After its count moves or it has events, a room is reported at each of
 /// this many intervals, so the new total is announced even when another
@@ -136,9 +138,9 @@ const REFRESH_INTERVALS: u64 = 4;
 const SETTLE_INTERVALS: u64 = 3;
 
 /// Whether a room whose viewer slot has come sends its report now (see
-/// [`REFRESH_INTERVALS`]). Called once per slot, it counts the calm
-/// intervals.
-fn report_due(shared: &crate::room::RoomShared) -> bool {
+/// [`REFRESH_INTERVALS`]), at `now_ms` with viewer intervals of
+/// `interval_ms`. Called once per slot, it counts the calm intervals.
+fn report_due(shared: &crate::room::RoomShared, now_ms: u64, interval_ms: u64) -> bool {
     let local = shared.local_viewers.load(Ordering::Relaxed);
     let moved = shared.reported_viewers.swap(local, Ordering::Relaxed) != local;
     let stirred = moved
@@ -150,7 +152,14 @@ fn report_due(shared: &crate::room::RoomShared) -> bool {
         shared.calm_intervals.load(Ordering::Relaxed).saturating_add(1)
     };
     shared.calm_intervals.store(calm, Ordering::Relaxed);
-    calm < SETTLE_INTERVALS || calm % REFRESH_INTERVALS == 0
+    // Half an interval early: slots a few ms apart must not skip one.
+    let refresh_ms = (REFRESH_INTERVALS * interval_ms).saturating_sub(interval_ms / 2);
+    let last = shared.reported_at_ms.load(Ordering::Relaxed);
+    let due = calm < SETTLE_INTERVALS || now_ms.saturating_sub(last) >= refresh_ms;
+    if due {
+        shared.reported_at_ms.store(now_ms, Ordering::Relaxed);
+    }
+    due
 }
 
 /// A room's slot among `slots` (fixed by its id, the same on every node):
@@ -390,13 +399,15 @@ impl Hub {
                 _ = interval.tick() => {}
             }
             n += 1;
+            let now_ms = u64::try_from(crate::event::now_ms()).unwrap_or(0);
             // Likes: each room with some to add, concurrently (at most
             // `TICK_ROOMS_AT_ONCE`), so their Redis calls share the
             // connection's pipeline; a room with none is passed over
             // without a future or a Redis call. Viewer reports: every due
             // room's in one pipeline.
             let rooms = self.rooms_where(|room| {
-                let viewers_due = due(room.id, n, viewer_slots) && report_due(&room.shared);
+                let viewers_due = due(room.id, n, viewer_slots)
+                    && report_due(&room.shared, now_ms, config.viewers_interval_ms);
                 let likes = (room.shared.likes_pending.load(Ordering::Relaxed) > 0
                     || room.shared.likes_dirty.load(Ordering::Relaxed))
                     && (viewers_due || due(room.id, n, TICK_SLOTS));

@@ -15,7 +15,7 @@
 //! node's viewer report, and rewrites it from the node's own table if a
 //! change could not be written (Redis unreachable). [`Hub::present`] asks only the
 //! nodes whose viewer count is fresh (reported within six viewer
-//! intervals; a node reports a calm room every fourth): a dead node's users
+//! intervals; a node reports a calm room every third): a dead node's users
 //! are absent within seconds, and its hash expires.
 
 use std::collections::HashMap;

@@ -47,6 +47,8 @@ pub struct RoomShared {
     /// (see `Hub::report_due`).
     pub reported_viewers: AtomicUsize,
     pub calm_intervals: AtomicU64,
+    /// When this node last reported the room (ms since the Unix epoch).
+    pub reported_at_ms: AtomicU64,
     /// This node's open sockets per user ([`crate::presence`]).
     pub here: Mutex<std::collections::HashMap<String, u32>>,
     /// A presence change could not be written to Redis: the viewers timer

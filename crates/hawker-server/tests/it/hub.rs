@@ -493,7 +493,7 @@ async fn a_quiet_room_repeats_no_unchanged_count_and_a_busy_one_does() {
 }
 
 #[tokio::test]
-async fn a_calm_room_is_reported_every_fourth_interval_and_a_new_count_at_once() {
+async fn a_calm_room_is_reported_every_third_interval_and_a_new_count_at_once() {
     use crate::support::{settings_with, spawn_app_with};
 
     let redis = RedisServer::start();
@@ -531,7 +531,7 @@ async fn a_calm_room_is_reported_every_fourth_interval_and_a_new_count_at_once()
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // 24 intervals: a report at each would be 24; every fourth is about 6.
+    // 24 intervals: a report at each would be 24; every third is about 8.
     assert!(
         (4..=10).contains(&reports.len()),
         "{} reports in 24 intervals: {reports:?}",
