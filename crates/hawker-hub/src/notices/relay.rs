@@ -24,30 +24,25 @@ impl Hub {
     /// Publishes committed notices not yet published, oldest first; returns
     /// how many (0 when another node is relaying).
     pub async fn relay_notices(&self) -> anyhow::Result<usize> {
-        let Some(db) = self.inner.db.as_ref() else {
-            return Ok(0);
-        };
-        if !self.inner.store.reachable().await {
-            return Ok(0);
-        }
-        self.mark_latest_notices(db).await?;
-        self.relay_unpublished(db).await
+        self.relay_notices_round(false).await
     }
 
-    /// The relay's interval tick: re-marks after a flush (as
-    /// [`Hub::relay_notices`] does), then asks whether any notice waits
-    /// ([`store::any_unpublished`], one query) and relays only then, so an
-    /// idle tick takes no lock and opens no transaction. If the question
-    /// fails it relays anyway.
-    async fn relay_notices_if_pending(&self) -> anyhow::Result<usize> {
+    /// One round of the relay: re-marks the users' latest notice ids if a
+    /// flush lost them; with `ask_first` (the relay's interval tick) asks
+    /// whether any notice waits ([`store::any_unpublished`], one query, no
+    /// lock) and stops there if none does (a failed question relays
+    /// anyway); then, if Redis answers, publishes under the relay lock.
+    async fn relay_notices_round(&self, ask_first: bool) -> anyhow::Result<usize> {
         let Some(db) = self.inner.db.as_ref() else {
             return Ok(0);
         };
         self.mark_latest_notices(db).await?;
-        match store::any_unpublished(db).await {
-            Ok(false) => return Ok(0),
-            Ok(true) => {}
-            Err(e) => tracing::debug!(error = %e, "notice check failed; relaying anyway"),
+        if ask_first {
+            match store::any_unpublished(db).await {
+                Ok(false) => return Ok(0),
+                Ok(true) => {}
+                Err(e) => tracing::debug!(error = %e, "notice check failed; relaying anyway"),
+            }
         }
         // A node that cannot reach Redis takes no relay lock.
         if !self.inner.store.reachable().await {
@@ -157,23 +152,13 @@ pub(crate) async fn run_relay(hub: Hub, every: Duration, shutdown: CancellationT
                 continue;
             }
         };
+        let mut relayed = hub.relay_notices_round(ticked).await;
         // A full batch means more may wait: go on at once.
-        let mut gated = ticked;
-        loop {
-            let relayed = if gated {
-                hub.relay_notices_if_pending().await
-            } else {
-                hub.relay_notices().await
-            };
-            gated = false;
-            match relayed {
-                Ok(n) if n as i64 >= RELAY_BATCH => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "notice relay deferred");
-                    break;
-                }
-            }
+        while matches!(relayed, Ok(n) if n as i64 >= RELAY_BATCH) {
+            relayed = hub.relay_notices().await;
+        }
+        if let Err(e) = relayed {
+            tracing::debug!(error = %e, "notice relay deferred");
         }
     }
 }
