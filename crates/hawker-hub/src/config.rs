@@ -72,6 +72,11 @@ pub struct HubConfig {
     /// falls to the reference server's, while viewers' median latency rose
     /// in the same runs (docs/benchmarks.md), hence off by default.
     pub ingest_thread: bool,
+    /// Run the sockets that may host, with a publisher and a Redis
+    /// connection of their own, on the node's second thread (see
+    /// `ingest.rs`), so a host's frame is read, published and answered
+    /// without waiting behind the socket writers of a busy node.
+    pub command_thread: bool,
     /// An upgraded socket that has not joined its room within this long
     /// (Redis slow or unreachable) gets `unavailable` and close 4013.
     pub join_timeout_ms: u64,
@@ -130,6 +135,7 @@ impl Default for HubConfig {
             room_linger_ms: 5000,
             durable_relay_ms: 200,
             ingest_thread: false,
+            command_thread: true,
             join_timeout_ms: 15_000,
             command_timeout_ms: 10_000,
             session_end_grace_ms: 3000,

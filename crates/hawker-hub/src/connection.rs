@@ -26,6 +26,7 @@ use futures_util::{SinkExt, StreamExt};
 use hawker_core::Role;
 use serde_json::json;
 use tokio::sync::oneshot;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use crate::commands::{self, Command, CommandError, CommerceCommands, Context, Rights, Turn};
@@ -81,9 +82,27 @@ impl Hub {
         // their formatted fields would cost hundreds of bytes each, and
         // every delivery would enter one. The few lines logged here carry
         // the room and the user as fields instead.
+        // A socket that may host runs on the command thread
+        // (`hub.command_thread`, [`crate::ingest`]), its reader and its
+        // writer both: a host's frame is read, published and answered there
+        // while the node's runtime is busy with viewers. (Its writer too:
+        // a task woken from another thread joins the node's injection
+        // queue, behind the writers that overflowed a full run queue.)
+        let own_thread = self.config().command_thread && member.can_host;
         let connection = Connection::new(self, room, member, permit, commerce, rights);
         let (sink, stream) = socket.split();
-        connection.run(sink, stream, resume, notices_after)
+        let run = connection.run(sink, stream, resume, notices_after);
+        async move {
+            if own_thread {
+                // Aborted if the caller stops waiting for it.
+                let running = AbortOnDropHandle::new(crate::ingest::spawn(true, run));
+                if let Err(e) = running.await {
+                    tracing::error!(error = %e, "a socket on the command thread failed");
+                }
+            } else {
+                run.await
+            }
+        }
     }
 }
 

@@ -195,6 +195,7 @@ impl Hub {
             config.history_len,
             config.room_ttl_secs,
             redis_timeout,
+            config.command_thread,
         )
         .with_dedupe_retention(
             config.retention.dedupe_max_age,

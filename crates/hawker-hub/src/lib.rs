@@ -35,6 +35,7 @@ pub mod counters;
 pub mod durable;
 pub mod event;
 pub mod hub;
+mod ingest;
 pub mod keys;
 pub mod metrics;
 pub mod moderation;

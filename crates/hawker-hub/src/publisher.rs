@@ -1,8 +1,10 @@
 //! The node's room publisher: every publication of this node goes through
-//! one queue and one task, which sends what has gathered as one Redis
-//! pipeline (group commit), waits for it, and answers each caller.
+//! a queue and a task, which sends what has gathered as one Redis pipeline
+//! (group commit), waits for it, and answers each caller. There is one on
+//! the node's runtime and, with `hub.command_thread`, one on the command
+//! thread for the sockets that run there ([`crate::ingest`]).
 //!
-//! - **Order.** Publications reach Redis in the order they were queued:
+//! - **Order.** Publications of one queue reach Redis in the order they were queued:
 //!   one pipeline at a time, and Redis runs a pipeline's commands in order.
 //!   So a socket that queues its publications in the order its commands
 //!   arrived ([`crate::commands::Turn`]) publishes in that order, with
@@ -38,15 +40,41 @@ struct Job {
 #[derive(Clone)]
 pub(crate) struct Publisher {
     jobs: mpsc::UnboundedSender<Job>,
+    /// With `hub.command_thread`: the queue of a second task, on the
+    /// command thread, for the callers that run there.
+    command_jobs: Option<mpsc::UnboundedSender<Job>>,
 }
 
 impl Publisher {
     /// Starts the publisher task for `script` (the room publish script;
     /// every queued command is an `EVALSHA` of it).
-    pub(crate) fn start(redis: Redis, script: Script) -> Publisher {
+    ///
+    /// With `command_thread` (`hub.command_thread`) a second task runs on
+    /// the process's command thread ([`crate::ingest`]) with a Redis
+    /// connection of its own, made there, and publishes for the callers on
+    /// that thread (the sockets that may host): their publish is sent and
+    /// its answer read there, not after every socket writer queued on the
+    /// node's runtime. Each socket runs on one thread, so it always uses
+    /// the same task, and its publications keep their order.
+    pub(crate) fn start(redis: Redis, script: Script, command_thread: bool) -> Publisher {
+        let command_jobs = command_thread.then(|| {
+            let (jobs, inbox) = mpsc::unbounded_channel();
+            let (redis, script) = (redis.clone(), script.clone());
+            crate::ingest::spawn(true, async move {
+                let redis = match redis.another() {
+                    Ok(own) => own,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the command thread's publisher shares the node's Redis connection");
+                        redis
+                    }
+                };
+                run(redis, script, inbox).await
+            });
+            jobs
+        });
         let (jobs, inbox) = mpsc::unbounded_channel();
         tokio::spawn(run(redis, script, inbox));
-        Publisher { jobs }
+        Publisher { jobs, command_jobs }
     }
 
     /// Queues `command` now (so its place in the order is taken before this
@@ -58,8 +86,11 @@ impl Publisher {
     ) -> impl std::future::Future<Output = RedisResult<Published>> + Send + 'static {
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
-        let queued = self
-            .jobs
+        let jobs = match &self.command_jobs {
+            Some(jobs) if crate::ingest::here() => jobs,
+            _ => &self.jobs,
+        };
+        let queued = jobs
             .send(Job {
                 command,
                 deadline,

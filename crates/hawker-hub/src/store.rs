@@ -311,9 +311,19 @@ fn new_epoch() -> String {
 }
 
 impl RoomStore {
-    pub fn new(redis: Redis, keys: RoomKeys, history_len: u64, ttl_secs: u64, timeout: Duration) -> Self {
+    /// `own_thread`: the node's publisher runs on the command thread
+    /// (`hub.command_thread`, [`crate::ingest`]).
+    pub fn new(
+        redis: Redis,
+        keys: RoomKeys,
+        history_len: u64,
+        ttl_secs: u64,
+        timeout: Duration,
+        own_thread: bool,
+    ) -> Self {
         // Every publication goes through the node's publisher (in queue
-        // order, one pipeline at a time): started here, in the hub's runtime.
+        // order, one pipeline at a time): started here, in the hub's runtime
+        // (and its second task on the command thread, if `own_thread`).
         // On a cluster the room's frame travels only through the shard that
         // owns the room's slot (the channel has the keys' hash tag).
         let publish = if redis.is_cluster() {
@@ -321,7 +331,7 @@ impl RoomStore {
         } else {
             Script::new(PUBLISH_LUA)
         };
-        let publisher = Publisher::start(redis.clone(), publish.clone());
+        let publisher = Publisher::start(redis.clone(), publish.clone(), own_thread);
         RoomStore {
             redis,
             keys,

@@ -71,6 +71,8 @@ impl Target {
 #[derive(Clone)]
 pub struct Redis {
     inner: Inner,
+    /// Where it connects, and its timeout: for [`Redis::another`].
+    origin: Arc<(Target, Duration)>,
 }
 
 #[derive(Clone)]
@@ -158,7 +160,19 @@ impl Redis {
                 }))
             }
         };
-        Ok(Redis { inner })
+        Ok(Redis {
+            inner,
+            origin: Arc::new((target.clone(), timeout)),
+        })
+    }
+
+    /// A connection of its own to the same Redis, with the same timeout,
+    /// sharing nothing with `self`. It connects lazily, and its tasks run
+    /// on the runtime it is first used from: a task on a thread of its own
+    /// (the hub's command thread) gets a connection whose replies that
+    /// thread reads.
+    pub fn another(&self) -> RedisResult<Redis> {
+        Redis::connect_lazy(&self.origin.0, self.origin.1)
     }
 
     /// Whether this is a Redis Cluster.

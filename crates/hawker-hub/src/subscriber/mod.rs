@@ -29,10 +29,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::ingest;
 use crate::keys::RoomKeys;
 
 mod cluster;
-mod ingest;
 
 /// Where the subscriber listens: one Redis server (`SUBSCRIBE`) or a
 /// Redis Cluster (`SSUBSCRIBE` on each room's shard).

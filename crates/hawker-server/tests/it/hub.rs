@@ -74,9 +74,23 @@ async fn publisher_counts(node: &crate::support::TestApp) -> (u64, u64) {
 /// in flight at once (the node sends some to Redis together, in one
 /// pipeline), and still every ack comes back in the order sent, with
 /// rising offsets, and a viewer on the other node gets them in that order.
+/// The host's socket runs on the node's command thread, with its own
+/// publisher (`hub.command_thread`, the default).
 #[tokio::test]
 async fn a_host_sending_without_waiting_publishes_in_order_and_is_answered_in_order() {
-    let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
+    host_sends_300_without_waiting(NodeOptions::default()).await;
+}
+
+/// The same with `hub.command_thread` off: the host's socket and every
+/// publication share the node's runtime and its one publisher.
+#[tokio::test]
+async fn without_the_command_thread_a_host_still_publishes_in_order_and_is_answered_in_order() {
+    host_sends_300_without_waiting(NodeOptions::default().env(&[("HAWKER__HUB__COMMAND_THREAD", "false")]))
+        .await;
+}
+
+async fn host_sends_300_without_waiting(options: NodeOptions) {
+    let (a, b, agency, session) = two_nodes(options).await;
     let mut host = join(a.addr, session, &a.agency_token(agency)).await;
     let mut viewer = join(b.addr, session, &b.token("watcher", Role::Viewer)).await;
     let (pipelines_before, publications_before) = publisher_counts(&a).await;
