@@ -21,6 +21,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use std::future::Future;
 use std::pin::Pin;
 
+use futures_util::future::Either;
 use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hawker_core::Role;
@@ -92,16 +93,20 @@ impl Hub {
         let connection = Connection::new(self, room, member, permit, commerce, rights);
         let (sink, stream) = socket.split();
         let run = connection.run(sink, stream, resume, notices_after);
-        async move {
-            if own_thread {
+        // Either, not one `async` block with both branches: that block
+        // would keep `run` twice (as captured, and as awaited), about 2 KB
+        // more per idle viewer socket. The host's side is boxed, so a
+        // viewer's future is `run` alone.
+        if own_thread {
+            Either::Left(Box::pin(async move {
                 // Aborted if the caller stops waiting for it.
                 let running = AbortOnDropHandle::new(crate::ingest::spawn(true, run));
                 if let Err(e) = running.await {
                     tracing::error!(error = %e, "a socket on the command thread failed");
                 }
-            } else {
-                run.await
-            }
+            }))
+        } else {
+            Either::Right(run)
         }
     }
 }

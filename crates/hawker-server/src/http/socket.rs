@@ -6,6 +6,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use hawker_agency::room_rights::RoomRights;
 use hawker_hub::hub::Refusal;
 use hawker_hub::{CommerceCommands, Member, SessionRights};
@@ -172,10 +173,10 @@ pub async fn session_socket(
                 commerce,
                 rights,
             );
-            tasks.track_future(async move {
-                serving.await;
-                drop(address_slot);
-            })
+            // `map`, not an `async` block awaiting `serving`: such a block
+            // keeps the future twice (as captured and as awaited), and this
+            // one lives as long as the socket.
+            tasks.track_future(serving.map(move |()| drop(address_slot)))
         })
         .into_response())
 }
