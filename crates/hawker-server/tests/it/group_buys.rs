@@ -383,12 +383,24 @@ async fn below_the_minimum_nobody_is_charged_and_every_unit_goes_back() {
             ("group_buy_returned".to_string(), 50)
         ]
     );
-    // The room hears the end; the participant hears it privately.
-    let ended = room.expect("group_buy.ended").await;
+    // The room hears the end; the participant hears it privately. Two
+    // relays carry them (the room's outbox, the notices), so they may come
+    // in either order: wait for both, skipping neither.
+    let (mut ended, mut notice) = (None, None);
+    while ended.is_none() || notice.is_none() {
+        let frame = room
+            .until("the end and the notice", Duration::from_secs(10), |f| {
+                f["type"] == "group_buy.ended" || f["type"] == "notice"
+            })
+            .await;
+        if frame["type"] == "notice" {
+            notice = Some(frame);
+        } else {
+            ended = Some(frame);
+        }
+    }
+    let (ended, notice) = (ended.unwrap(), notice.unwrap());
     assert_eq!(ended["data"]["outcome"], "failed", "{ended}");
-    let notice = room
-        .until("notice", Duration::from_secs(10), |f| f["type"] == "notice")
-        .await;
     assert_eq!(notice["kind"], "group_buy.failed", "{notice}");
     assert_eq!(notice["data"]["reason"], "min_not_reached", "{notice}");
     // A join after the end is refused.
