@@ -67,10 +67,11 @@ pub struct HubConfig {
     pub room_linger_ms: u64,
     /// How often each node publishes pending durable room events (`room_outbox`).
     pub durable_relay_ms: u64,
-    /// Run the Redis subscriber on a thread of its own (see
-    /// `subscriber/ingest.rs`): on a saturated core a host's publish delay
-    /// falls to the reference server's, while viewers' median latency rose
-    /// in the same runs (docs/benchmarks.md), hence off by default.
+    /// Run the Redis subscriber on the node's second thread (see
+    /// `ingest.rs`): a room task it wakes waits in the main runtime's
+    /// injection queue, and viewers' median latency rose in the runs of
+    /// docs/benchmarks.md, hence off by default (`command_thread` takes the
+    /// host's side there instead).
     pub ingest_thread: bool,
     /// Run the sockets that may host, with a publisher and a Redis
     /// connection of their own, on the node's second thread (see

@@ -389,8 +389,9 @@ impl Hub {
     /// total. Each room in its own slot of the interval ([`TICK_SLOTS`]).
     async fn tick(self) {
         let config = &self.inner.config;
-        let slot = Duration::from_micros(config.likes_interval_ms * 1000 / TICK_SLOTS)
-            .max(Duration::from_micros(100));
+        // At least 1 ms, as every grid timer (`ticks::interval`).
+        let slot =
+            Duration::from_micros(config.likes_interval_ms * 1000 / TICK_SLOTS).max(Duration::from_millis(1));
         let mut interval = hawker_core::ticks::interval(slot);
         let viewer_slots = TICK_SLOTS * (config.viewers_interval_ms / config.likes_interval_ms).max(1);
         let mut n: u64 = 0;
