@@ -130,6 +130,8 @@ pub(crate) trait RoomHost: Clone + Send + Sync + 'static {
     fn config(&self) -> &crate::config::HubConfig;
     fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
     fn tasks(&self) -> &tokio_util::task::TaskTracker;
+    /// The node's main runtime: room tasks run there, whoever opens them.
+    fn runtime(&self) -> &tokio::runtime::Handle;
     /// Forgets the room if it is still this `generation` and `idle()` holds
     /// under the registry's lock; false if something arrived meanwhile.
     fn close_if_idle(&self, room: Uuid, generation: u64, idle: &dyn Fn() -> bool) -> bool;
@@ -162,7 +164,7 @@ pub(crate) fn open<H: RoomHost>(hub: H, id: Uuid, generation: u64) -> RoomHandle
         ended: false,
         close_at: None,
     };
-    hub.tasks().spawn(task.run(rx));
+    hub.tasks().spawn_on(task.run(rx), hub.runtime());
     handle
 }
 
