@@ -115,6 +115,10 @@ impl Live {
             shutdown.clone(),
         ));
         tasks.spawn(clock::run(live.clone(), shutdown.clone()));
+        tasks.spawn(comment_orders::cache::run_refresher(
+            live.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(groupbuys::joining::run(
             live.clone(),
             joins_inbox,

@@ -157,6 +157,23 @@ pub(crate) async fn fetch(live: &Live, session_id: Uuid) -> Result<Option<Commen
         .await?)
 }
 
+/// The settings of `sessions` in one statement (a session never set is absent).
+pub(crate) async fn fetch_many(
+    live: &Live,
+    sessions: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, CommentToBuy>> {
+    Ok(sqlx::query_as::<_, CommentToBuy>(
+        "select session_id, enabled, keywords, mark_orders, updated_at from comment_to_buy
+          where session_id = any($1)",
+    )
+    .bind(sessions)
+    .fetch_all(live.db())
+    .await?
+    .into_iter()
+    .map(|s| (s.session_id, s))
+    .collect())
+}
+
 /// The host (its agency, an admin) turns comment-to-buy on or off. The
 /// room gets a `comment_to_buy` event and snapshot key in the same commit.
 #[tracing::instrument(skip_all, fields(%session_id, caller = %claims.sub), err)]

@@ -252,3 +252,58 @@ async fn timed(
     let body = response.json().await.unwrap_or(Value::Null);
     (what, sent.elapsed(), status, retry_after, body)
 }
+
+/// A viewer's chat line waits at most a second for its session's
+/// comment-to-buy setting, then goes out as plain chat; the read it gave up
+/// on is left to finish, not cut off half-way. A query dropped half-way
+/// leaves its connection in an unknown state and the pool closes it: under
+/// a chat storm over many rooms every timed-out read cost a new Postgres
+/// backend (docs/benchmarks.md, many small rooms), which took the CPU the
+/// reads were waiting for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_line_that_stops_waiting_for_postgres_leaves_its_read_to_finish() {
+    let proxy = BlackholeProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let name = format!("hawker_test_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("postgres://postgres@{}/{name}", proxy.addr);
+    let app = spawn_app_with(settings_with(&[("HAWKER__DATABASE__URL", &url)])).await;
+    let (_agency, session) = session_with_lineup(&app).await;
+    let mut viewer = crate::support::socket::connect(
+        app.addr,
+        session,
+        &app.token("chatty-viewer", Role::Viewer),
+        None,
+    )
+    .await;
+    viewer.expect("welcome").await;
+    let direct = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .unwrap();
+    let lost = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select sessions_abandoned + sessions_fatal + sessions_killed from pg_stat_database where datname = $1",
+        )
+        .bind(&name)
+        .fetch_one(&direct)
+        .await
+        .unwrap()
+    };
+    let lost_before = lost().await;
+
+    proxy.blackhole();
+    let sent = Instant::now();
+    let ack = viewer.call("chat.send", json!({"text": "hello while Postgres is away"})).await;
+    assert_eq!(ack["type"], "ack", "plain chat: {ack}");
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "the line waited for the setting's read, at most a second: {waited:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    // The read the line gave up on ends normally and its connection stays.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ack = viewer.call("chat.send", json!({"text": "hello again"})).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(lost().await, lost_before, "no connection was cut off half-way");
+}
