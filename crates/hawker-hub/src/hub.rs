@@ -58,9 +58,6 @@ pub(crate) struct Inner {
     pub db: Option<sqlx::PgPool>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
-    /// The runtime the hub was started on, where room tasks run whichever
-    /// socket opens the room (a host's runs on the command thread).
-    pub runtime: tokio::runtime::Handle,
     /// This node's sockets by user, for notices.
     pub notices: crate::notices::router::NoticeRouter,
     /// Notice ids queued to a socket, not yet written down as delivered.
@@ -227,7 +224,6 @@ impl Hub {
                 db,
                 shutdown,
                 tasks: tasks.clone(),
-                runtime: tokio::runtime::Handle::current(),
                 notices: Default::default(),
                 notices_delivered: Mutex::new(Vec::new()),
                 notice_relay_now: Arc::new(tokio::sync::Notify::new()),
@@ -615,10 +611,6 @@ impl RoomHost for Hub {
         &self.inner.tasks
     }
 
-    fn runtime(&self) -> &tokio::runtime::Handle {
-        &self.inner.runtime
-    }
-
     fn close_if_idle(&self, room: Uuid, generation: u64, idle: &dyn Fn() -> bool) -> bool {
         let mut rooms = self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner());
         match rooms.get(&room) {
@@ -636,43 +628,47 @@ impl RoomHost for Hub {
 mod tests {
     use super::*;
 
-    /// A room opened by a socket on the command thread (a host joining
-    /// first, the usual order) still runs on the hub's runtime, with the
-    /// subscriber that feeds it and the viewers it writes to: one thread
-    /// hop per event for the host, not one for every viewer.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_room_opened_from_the_command_thread_runs_on_the_hubs_runtime() {
+    fn hub_with(config: HubConfig, shutdown: &CancellationToken) -> Hub {
         let target = hawker_redis::Target::from_settings("redis://127.0.0.1:6379", &[]).unwrap();
         let timeout = Duration::from_secs(1);
         let redis = hawker_redis::Redis::connect_lazy(&target, timeout).unwrap();
         let source = crate::subscriber::Source::from_target(&target).unwrap();
-        let shutdown = CancellationToken::new();
-        let hub = Hub::start(
-            HubConfig::default(),
+        Hub::start(
+            config,
             timeout,
             redis,
             source,
             None,
             shutdown.clone(),
             TaskTracker::new(),
-        );
+        )
+    }
+
+    /// Whether a room opened from the hub's own runtime adds a task there.
+    async fn room_runs_on_the_callers_runtime(config: HubConfig) -> bool {
+        let shutdown = CancellationToken::new();
+        let hub = hub_with(config, &shutdown);
         let main = tokio::runtime::Handle::current().metrics();
         let before = main.num_alive_tasks();
-        let opener = hub.clone();
-        let opened_on_the_command_thread = crate::ingest::spawn(true, async move {
-            opener.send_to_room(Uuid::new_v4(), RoomInput::Ping { n: 0, of: 1 });
-            crate::ingest::here()
-        })
-        .await
-        .unwrap();
-        assert!(opened_on_the_command_thread);
+        hub.send_to_room(Uuid::new_v4(), RoomInput::Ping { n: 0, of: 1 });
         assert_eq!(hub.rooms(), 1);
-        assert_eq!(
-            main.num_alive_tasks(),
-            before + 1,
-            "the room's task is on the hub's runtime"
-        );
+        let here = main.num_alive_tasks() == before + 1;
         shutdown.cancel();
+        here
+    }
+
+    /// With `hub.command_thread` every room runs on that thread, whoever
+    /// opens it (a viewer joining first opens it from the main runtime);
+    /// without it, on the node's runtime.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_room_runs_on_the_command_thread_whoever_opens_it() {
+        assert!(HubConfig::default().command_thread);
+        assert!(!room_runs_on_the_callers_runtime(HubConfig::default()).await);
+        let off = HubConfig {
+            command_thread: false,
+            ..HubConfig::default()
+        };
+        assert!(room_runs_on_the_callers_runtime(off).await);
     }
 
     #[test]

@@ -130,8 +130,6 @@ pub(crate) trait RoomHost: Clone + Send + Sync + 'static {
     fn config(&self) -> &crate::config::HubConfig;
     fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
     fn tasks(&self) -> &tokio_util::task::TaskTracker;
-    /// The node's main runtime: room tasks run there, whoever opens them.
-    fn runtime(&self) -> &tokio::runtime::Handle;
     /// Forgets the room if it is still this `generation` and `idle()` holds
     /// under the registry's lock; false if something arrived meanwhile.
     fn close_if_idle(&self, room: Uuid, generation: u64, idle: &dyn Fn() -> bool) -> bool;
@@ -164,7 +162,13 @@ pub(crate) fn open<H: RoomHost>(hub: H, id: Uuid, generation: u64) -> RoomHandle
         ended: false,
         close_at: None,
     };
-    hub.tasks().spawn_on(task.run(rx), hub.runtime());
+    // With `hub.command_thread` every room runs on that thread, whoever
+    // opens it (a host usually joins first, a viewer sometimes does): the
+    // room tasks there, the viewers' sockets on the main runtime, so that
+    // one saturated runtime neither starves the fan-out nor the viewers'
+    // commands (measured: docs/benchmarks.md, "Where a room runs").
+    let running = hub.tasks().track_future(task.run(rx));
+    crate::ingest::spawn(hub.config().command_thread, running);
     handle
 }
 

@@ -267,13 +267,9 @@ async fn a_chat_line_that_stops_waiting_for_postgres_leaves_its_read_to_finish()
     let url = format!("postgres://postgres@{}/{name}", proxy.addr);
     let app = spawn_app_with(settings_with(&[("HAWKER__DATABASE__URL", &url)])).await;
     let (_agency, session) = session_with_lineup(&app).await;
-    let mut viewer = crate::support::socket::connect(
-        app.addr,
-        session,
-        &app.token("chatty-viewer", Role::Viewer),
-        None,
-    )
-    .await;
+    let mut viewer =
+        crate::support::socket::connect(app.addr, session, &app.token("chatty-viewer", Role::Viewer), None)
+            .await;
     viewer.expect("welcome").await;
     let direct = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
         .await
@@ -291,7 +287,9 @@ async fn a_chat_line_that_stops_waiting_for_postgres_leaves_its_read_to_finish()
 
     proxy.blackhole();
     let sent = Instant::now();
-    let ack = viewer.call("chat.send", json!({"text": "hello while Postgres is away"})).await;
+    let ack = viewer
+        .call("chat.send", json!({"text": "hello while Postgres is away"}))
+        .await;
     assert_eq!(ack["type"], "ack", "plain chat: {ack}");
     let waited = sent.elapsed();
     assert!(
