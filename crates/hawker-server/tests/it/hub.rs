@@ -303,7 +303,12 @@ async fn viewers_keep_receiving_across_a_redis_restart() {
     }
 }
 
-#[tokio::test]
+// Several worker threads, as a node has: the rooms run on the command
+// thread (`hub.command_thread`), and on a single-threaded test runtime the
+// fast viewer's writer would share one thread with the test's own publishing
+// loop and reader, and could fall 32 KB behind the room without its client
+// being slow at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others() {
     let (a, _b, _, session) =
         two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "32768")])).await;
