@@ -68,10 +68,9 @@ pub struct HubConfig {
     /// How often each node publishes pending durable room events (`room_outbox`).
     pub durable_relay_ms: u64,
     /// Run the Redis subscriber on the node's second thread (see
-    /// `ingest.rs`): a room task it wakes waits in the main runtime's
-    /// injection queue, and viewers' median latency rose in the runs of
-    /// docs/benchmarks.md, hence off by default (`command_thread` takes the
-    /// host's side there instead).
+    /// `ingest.rs`). Off by default: it raised viewers' median latency when
+    /// rooms ran on the main runtime, and changed nothing measurable with
+    /// the rooms on the command thread (docs/benchmarks.md).
     pub ingest_thread: bool,
     /// Run the sockets that may host, with a publisher and a Redis
     /// connection of their own, on the node's second thread (see

@@ -133,9 +133,6 @@ pub fn validate_keywords(keywords: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-const SELECT: &str =
-    "select session_id, enabled, keywords, mark_orders, updated_at from comment_to_buy where session_id = $1";
-
 /// The session's setting (the defaults, off, if never set; 404 for no such session).
 pub async fn get(live: &Live, session_id: Uuid) -> Result<CommentToBuy> {
     if let Some(setting) = fetch(live, session_id).await? {
@@ -151,10 +148,7 @@ pub async fn get(live: &Live, session_id: Uuid) -> Result<CommentToBuy> {
 
 /// The stored setting, if any.
 pub(crate) async fn fetch(live: &Live, session_id: Uuid) -> Result<Option<CommentToBuy>> {
-    Ok(sqlx::query_as::<_, CommentToBuy>(SELECT)
-        .bind(session_id)
-        .fetch_optional(live.db())
-        .await?)
+    Ok(fetch_many(live, &[session_id]).await?.remove(&session_id))
 }
 
 /// The settings of `sessions` in one statement (a session never set is absent).
