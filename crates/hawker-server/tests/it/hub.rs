@@ -303,15 +303,15 @@ async fn viewers_keep_receiving_across_a_redis_restart() {
     }
 }
 
-// Several worker threads, as a node has: the rooms run on the command
-// thread (`hub.command_thread`), and on a single-threaded test runtime the
-// fast viewer's writer would share one thread with the test's own publishing
-// loop and reader, and could fall 32 KB behind the room without its client
-// being slow at all.
+// Several worker threads, as a node has. The outbox is the default 256 KB:
+// the rooms run on the command thread (`hub.command_thread`) and push as
+// fast as the test publishes, so a 32 KB outbox (16 of these events) let a
+// loaded test machine close the *fast* viewer too (seen twice in the cluster
+// suite). 8 MB is still far more than 256 KB and the slow socket's buffers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others() {
     let (a, _b, _, session) =
-        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "32768")])).await;
+        two_nodes(NodeOptions::default().env(&[("HAWKER__HUB__OUTBOX_MAX_BYTES", "262144")])).await;
     let mut fast = join(a.addr, session, &a.token("fast", Role::Viewer)).await;
     let mut slow = try_connect(a.addr, session, &a.token("slow", Role::Viewer), None, Some(4096))
         .await
@@ -319,7 +319,7 @@ async fn a_viewer_that_stops_reading_is_closed_as_slow_and_does_not_delay_others
     slow.expect("welcome").await;
 
     // The slow viewer reads nothing while ~8 MB of must-deliver events go
-    // out: more than the kernel's socket buffers and its 32 KB outbox hold.
+    // out: more than the kernel's socket buffers and its 256 KB outbox hold.
     const EVENTS: usize = 4000;
     let reader = tokio::spawn(async move {
         let mut seen = 0;
