@@ -46,6 +46,11 @@ pub struct CommerceConfig {
     /// passes to the next in line.
     #[serde(default = "default_waitlist_hold_secs")]
     pub waitlist_hold_secs: u64,
+    /// How long a node trusts its copy of a sold-out deal's gate after a
+    /// check found it unchanged (it then refuses attempts itself, without
+    /// Redis); 0 turns the copies off.
+    #[serde(default = "default_sold_out_mirror_ms")]
+    pub sold_out_mirror_ms: u64,
     /// Test only: a batch sleeps this long between taking its deal rows and
     /// committing, so a test can freeze a node while it holds them. Honoured
     /// only when `HAWKER_ENV=test`; 0 (the default) everywhere else.
@@ -80,6 +85,14 @@ fn default_settle_queue_max() -> usize {
 fn default_waitlist_hold_secs() -> u64 {
     60
 }
+
+fn default_sold_out_mirror_ms() -> u64 {
+    50
+}
+
+/// The longest `commerce.sold_out_mirror_ms` accepted: a new waitlist offer
+/// waits this long before its buyer is told.
+pub const MAX_SOLD_OUT_MIRROR_MS: u64 = 1000;
 
 fn default_commit_timeout_ms() -> u64 {
     6000
@@ -124,6 +137,7 @@ impl Default for CommerceConfig {
             max_price_minor: default_max_price_minor(),
             return_window_secs: default_return_window_secs(),
             waitlist_hold_secs: default_waitlist_hold_secs(),
+            sold_out_mirror_ms: default_sold_out_mirror_ms(),
             test_hold_after_take_ms: 0,
             test_rebuild_delay_ms: 0,
         }
@@ -159,6 +173,12 @@ impl CommerceConfig {
             if value == 0 {
                 return Err((key, "must be at least 1".into()));
             }
+        }
+        if self.sold_out_mirror_ms > MAX_SOLD_OUT_MIRROR_MS {
+            return Err((
+                "commerce.sold_out_mirror_ms",
+                format!("must be 0 to {MAX_SOLD_OUT_MIRROR_MS}"),
+            ));
         }
         if self.settle_parallel > MAX_SETTLE_PARALLEL {
             return Err((

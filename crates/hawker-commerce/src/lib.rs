@@ -94,7 +94,8 @@ impl Commerce {
         tasks: TaskTracker,
     ) -> Commerce {
         let gate = purchase::gate::Gate::new(redis, db.clone(), &hub.config().key_prefix)
-            .with_rebuild_delay(config.test_rebuild_delay());
+            .with_rebuild_delay(config.test_rebuild_delay())
+            .with_sold_out_mirror(std::time::Duration::from_millis(config.sold_out_mirror_ms));
         let (stock, stock_task) = stock::StockAnnouncer::new(hub.clone(), config.stock_event_interval_ms);
         let (settler, settle_task) =
             purchase::settle::Settler::new(&config, db.clone(), gate.clone(), stock.clone());

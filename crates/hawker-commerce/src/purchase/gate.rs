@@ -7,7 +7,9 @@
 //! [`ReservationKey`].
 //!
 //! Keys (the `{deal}` hash tag keeps a deal's keys in one cluster slot):
-//! - `hawker:deal:{id}:meta`   hash: `ready`, `starts_ms`, `ends_ms`, `cap`, `status`
+//! - `hawker:deal:{id}:meta`   hash: `ready`, `starts_ms`, `ends_ms`, `cap`, `status`,
+//!   `reason`, `gen` (the build), `ver` (counts the scripts that added a key or
+//!   an offer: nodes' copies of a sold-out gate, `mirror.rs`, are checked by it)
 //! - `hawker:deal:{id}:stock`  units the gate may still hand out
 //! - `hawker:deal:{id}:buyers` hash: buyer → units reserved or bought
 //! - `hawker:deal:{id}:pending` sorted set: fields still reserved, scored by reservation time (ms)
@@ -33,6 +35,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::admission::Admissions;
+use super::mirror::{Mirrors, MOST_FIELDS};
 use hawker_core::error::{Error, Result};
 
 /// Admits a batch of attempts on one deal, in order, as if each were a call
@@ -109,6 +112,8 @@ if #pending > 0 then
   redis.call('HSET', KEYS[4], unpack(fields))
   redis.call('ZADD', KEYS[5], unpack(pending))
   for buyer, q in pairs(added) do redis.call('HINCRBY', KEYS[3], buyer, q) end
+  -- A key was added: nodes' copies of a sold-out gate (mirror.rs) are stale.
+  redis.call('HINCRBY', KEYS[1], 'ver', 1)
 end
 return out
 "#;
@@ -178,15 +183,45 @@ return 1
 
 /// A fresh reservation whose key already had an order: the order counts in
 /// Postgres, so the reservation's units go back and the key is settled.
-/// KEYS: stock, buyers, keys, pending. ARGV: buyer, quantity, field, settled value.
+/// KEYS: stock, buyers, keys, pending, meta. ARGV: buyer, quantity, field, settled value.
 const SETTLE_EXISTING_LUA: &str = r#"
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then
   redis.call('INCRBY', KEYS[1], ARGV[2])
   redis.call('HINCRBY', KEYS[2], ARGV[1], -tonumber(ARGV[2]))
+elseif redis.call('EXISTS', KEYS[5]) == 1 then
+  -- The key comes back: nodes' copies of a sold-out gate are stale.
+  redis.call('HINCRBY', KEYS[5], 'ver', 1)
 end
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 redis.call('ZREM', KEYS[4], ARGV[3])
 return 1
+"#;
+
+/// Opens waitlist offers; counts the buyers who had none, and if there are
+/// any tells nodes' copies of the sold-out gate (mirror.rs) by `ver`.
+/// KEYS: offers, meta. ARGV: ttl, then buyer/ceiling pairs.
+const GRANT_LUA: &str = r#"
+local added = 0
+for i = 2, #ARGV, 2 do added = added + redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if added > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HINCRBY', KEYS[2], 'ver', 1) end
+return added
+"#;
+
+/// What a node copies of an ended, sold-out gate (mirror.rs): `{'no'}` if
+/// it is not one (or holds more than ARGV[1] keys or offers), else
+/// `{'yes', stamp, key count, keys' fields..., offered buyers...}`.
+/// KEYS: meta, keys, offers. ARGV: most fields.
+const MIRROR_LUA: &str = r#"
+local m = redis.call('HMGET', KEYS[1], 'ready', 'status', 'reason', 'gen', 'ver')
+if m[1] ~= '1' or m[2] ~= 'ended' or m[3] ~= 'sold_out' then return {'no'} end
+local most = tonumber(ARGV[1])
+if redis.call('HLEN', KEYS[2]) > most or redis.call('HLEN', KEYS[3]) > most then return {'no'} end
+local keys = redis.call('HKEYS', KEYS[2])
+local out = {'yes', m[2] .. '|' .. m[3] .. '|' .. (m[4] or '') .. '|' .. (m[5] or ''), tostring(#keys)}
+for _, f in ipairs(keys) do out[#out + 1] = f end
+for _, b in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = b end
+return out
 "#;
 
 /// The gate's state for `converge`, read at one instant: generation, stock,
@@ -327,6 +362,16 @@ impl Reservation {
     }
 }
 
+/// What a node copies of an ended, sold-out gate (`mirror.rs`).
+pub(super) struct MirrorRead {
+    /// Status, reason, generation and change counter, as `mirror_stamp` reads them.
+    pub stamp: String,
+    /// The `keys` hash's fields.
+    pub keys: Vec<String>,
+    /// Buyers with a waitlist offer.
+    pub offered: Vec<String>,
+}
+
 /// What the gate said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -382,6 +427,10 @@ pub struct Gate {
     settle_existing: Script,
     snapshot: Script,
     correct: Script,
+    grant: Script,
+    mirror: Script,
+    /// This node's copies of sold-out gates (`mirror.rs`).
+    mirrors: Arc<Mirrors>,
     /// Test hook: extra time between a rebuild's Postgres read and its write.
     rebuild_delay: Duration,
     /// Attempts waiting for the admission script, sent together.
@@ -436,6 +485,9 @@ impl Gate {
             settle_existing: Script::new(SETTLE_EXISTING_LUA),
             snapshot: Script::new(SNAPSHOT_LUA),
             correct: Script::new(CORRECT_LUA),
+            grant: Script::new(GRANT_LUA),
+            mirror: Script::new(MIRROR_LUA),
+            mirrors: Arc::new(Mirrors::new(Duration::ZERO)),
             rebuild_delay: Duration::ZERO,
             admissions: Arc::new(Admissions::default()),
             cursors: Arc::default(),
@@ -449,9 +501,81 @@ impl Gate {
         self
     }
 
+    /// With copies of sold-out gates on this node, each trusted for `life`
+    /// after a check (`commerce.sold_out_mirror_ms`; zero: none).
+    pub fn with_sold_out_mirror(mut self, life: Duration) -> Self {
+        self.mirrors = Arc::new(Mirrors::new(life));
+        self
+    }
+
     /// The attempts waiting for the admission script.
     pub(super) fn admissions(&self) -> &Admissions {
         &self.admissions
+    }
+
+    /// This node's copies of sold-out gates.
+    pub(super) fn mirrors(&self) -> &Mirrors {
+        &self.mirrors
+    }
+
+    /// Attempts this node refused from its copy of a sold-out gate, without
+    /// a Redis call.
+    pub fn answered_by_node(&self) -> u64 {
+        self.mirrors.answered()
+    }
+
+    /// What a node copies of the gate of `deal`, if it has ended sold out.
+    pub(super) async fn mirror_read(&self, deal: Uuid) -> Result<Option<MirrorRead>> {
+        let mut conn = self.redis.clone();
+        let mut invocation = self.mirror.prepare_invoke();
+        invocation
+            .key(self.deal_key(deal, "meta"))
+            .key(self.deal_key(deal, "keys"))
+            .key(self.deal_key(deal, "offers"))
+            .arg(MOST_FIELDS);
+        let reply: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
+        let mut reply = reply.into_iter();
+        let (Some(yes), Some(stamp), Some(count)) = (reply.next(), reply.next(), reply.next()) else {
+            return Ok(None);
+        };
+        let Ok(count) = count.parse::<usize>() else {
+            return Ok(None);
+        };
+        if yes != "yes" {
+            return Ok(None);
+        }
+        let mut rest: Vec<String> = reply.collect();
+        if rest.len() < count {
+            return Ok(None);
+        }
+        let offered = rest.split_off(count);
+        Ok(Some(MirrorRead {
+            stamp,
+            keys: rest,
+            offered,
+        }))
+    }
+
+    /// The stamp a copy of the gate of `deal` is checked by (see `MIRROR_LUA`),
+    /// `None` if the gate is not built.
+    pub(super) async fn mirror_stamp(&self, deal: Uuid) -> Result<Option<String>> {
+        let mut conn = self.redis.clone();
+        let mut command = redis::cmd("HMGET");
+        command
+            .arg(self.deal_key(deal, "meta"))
+            .arg(&["ready", "status", "reason", "gen", "ver"]);
+        let m: Vec<Option<String>> = bounded(command.query_async(&mut conn)).await?;
+        if m.first().and_then(|v| v.as_deref()) != Some("1") {
+            return Ok(None);
+        }
+        let field = |i: usize| m.get(i).and_then(|v| v.as_deref()).unwrap_or("");
+        Ok(Some(format!(
+            "{}|{}|{}|{}",
+            field(1),
+            field(2),
+            field(3),
+            field(4)
+        )))
     }
 
     /// The Redis connection, for other shortcuts that share it (coupon flags).
@@ -474,13 +598,21 @@ impl Gate {
         quantity: i32,
         request_hash: &str,
     ) -> Result<Admission> {
+        let field = key.field();
+        if let Some(answer) = self.mirrors.answer(deal, &key.buyer, &field) {
+            return Ok(answer);
+        }
         let attempt = Attempt {
             buyer: key.buyer.clone(),
             quantity,
-            field: key.field(),
+            field,
             request_hash: request_hash.to_string(),
         };
-        self.admissions.admit(self, deal, attempt).await
+        let admission = self.admissions.admit(self, deal, attempt).await?;
+        if admission == Admission::SoldOut {
+            self.mirrors.saw_sold_out(self, deal);
+        }
+        Ok(admission)
     }
 
     /// Runs the admission script for attempts on one deal, in their order.
@@ -555,6 +687,7 @@ impl Gate {
             .key(self.deal_key(deal, "buyers"))
             .key(self.deal_key(deal, "keys"))
             .key(self.deal_key(deal, "pending"))
+            .key(self.deal_key(deal, "meta"))
             .arg(&key.buyer)
             .arg(quantity)
             .arg(key.field())
@@ -597,20 +730,28 @@ impl Gate {
     /// hold up to their ceiling of units of the sold-out deal (their units +
     /// the offer's). Postgres decides in the end; the rebuild restores open
     /// offers from it.
+    ///
+    /// If a buyer had no offer in the gate before, this returns only after
+    /// the nodes' copies of the sold-out gate (`mirror.rs`) are past trusting
+    /// a check made before the grant: the caller tells the buyer after it
+    /// returns, so a buyer who heard of an offer is never refused from a copy.
     pub async fn grant_offers(&self, deal: Uuid, offers: &[(String, i32)]) -> Result<()> {
         if offers.is_empty() {
             return Ok(());
         }
         let mut conn = self.redis.clone();
-        let key = self.deal_key(deal, "offers");
-        let mut set = redis::cmd("HSET");
-        set.arg(&key);
+        let mut invocation = self.grant.prepare_invoke();
+        invocation
+            .key(self.deal_key(deal, "offers"))
+            .key(self.deal_key(deal, "meta"))
+            .arg(86_400 * 2);
         for (buyer, ceiling) in offers {
-            set.arg(buyer).arg(ceiling);
+            invocation.arg(buyer).arg(ceiling);
         }
-        let mut pipe = redis::pipe();
-        pipe.add_command(set).ignore().expire(&key, 86_400 * 2).ignore();
-        bounded(pipe.query_async::<()>(&mut conn)).await?;
+        let added: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        if added > 0 && !self.mirrors.life().is_zero() {
+            tokio::time::sleep(self.mirrors.life()).await;
+        }
         Ok(())
     }
 

@@ -10,7 +10,8 @@
 //!    then the gate and the room are told.
 //!
 //! [`admission`] groups the gate's calls: attempts that arrive while one is
-//! under way go to Redis together.
+//! under way go to Redis together. [`mirror`] answers for a deal that sold
+//! out without Redis: the node's own copy of what its gate still lets through.
 //!
 //! [`decide`] is the commit's one pure step: who gets what in a batch.
 //! The order type is [`crate::order`], prices [`crate::pricing`], running
@@ -20,6 +21,7 @@ mod admission;
 pub mod decide;
 pub mod entry;
 pub mod gate;
+mod mirror;
 pub mod settle;
 
 pub use entry::{

@@ -830,3 +830,102 @@ async fn a_viewer_buys_over_the_socket_and_the_host_pins_over_http() {
         .await;
     assert_eq!(bad["code"], "bad_command");
 }
+
+/// Sends sold-out attempts from new keys to `app` until it has refused at
+/// least `at_least` of them from its own copy of the gate (mirror.rs);
+/// every answer must be `409 sold_out`. Returns that count.
+async fn refused_from_copy(app: &TestApp, deal: &str, at_least: u64) -> u64 {
+    poll(
+        Patience::For(Duration::from_secs(15)),
+        Duration::from_millis(5),
+        || async {
+            let (status, body) = buy(app, "crowd", deal, &Uuid::new_v4().to_string(), 1).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (409, Some("sold_out")),
+                "{body}"
+            );
+            app.commerce.gate().answered_by_node()
+        },
+        |n| *n >= at_least,
+    )
+    .await
+}
+
+/// After a deal sold out, a node refuses the crowd from its own copy of the
+/// gate, without a Redis call per attempt; a repeated key still gets its
+/// order back, the cap holder's new key is `sold_out` as before, and a
+/// flushed Redis makes the node drop the copy, ask Redis (which rebuilds
+/// the gate from Postgres) and copy it again.
+#[tokio::test]
+async fn a_node_refuses_a_sold_out_deal_from_its_own_copy_and_still_replays_a_repeated_key() {
+    let redis = RedisServer::start();
+    let (a, b, agency, session) = two_nodes(fast_deals(&redis)).await;
+    lineup(&a, agency, session).await;
+    let deal = create_deal(
+        &a,
+        agency,
+        session,
+        json!({"link_number": 1, "price_minor": 500, "quantity": 2,
+        "per_buyer_cap": 2, "duration_secs": 60}),
+    )
+    .await;
+    let (status, first) = buy(&a, "v", &deal, "k1", 2).await;
+    assert_eq!(status, 201, "{first}");
+    poll(
+        Patience::For(Duration::from_secs(10)),
+        Duration::from_millis(20),
+        || async {
+            a.get(&format!("/v1/deals/{deal}"), Some(&a.token("v", Role::Viewer)))
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        },
+        |d| d["end_reason"] == "sold_out",
+    )
+    .await;
+
+    let copied = refused_from_copy(&b, &deal, 20).await;
+    assert!(copied >= 20, "node b answered {copied} attempts from its copy");
+    // A repeat goes to the gate, which replays the order.
+    let (status, replay) = buy(&b, "v", &deal, "k1", 2).await;
+    assert_eq!(
+        (status, &replay["order_id"]),
+        (201, &first["order_id"]),
+        "{replay}"
+    );
+    // The cap holder's new key is refused as the gate refuses it.
+    let (status, body) = buy(&b, "v", &deal, "k2", 1).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("sold_out")),
+        "{body}"
+    );
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
+    // The copy is dropped at its next check; the gate is rebuilt from
+    // Postgres, still replays the key and is copied again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, replay) = buy(&b, "v", &deal, "k1", 2).await;
+    assert_eq!(
+        (status, &replay["order_id"]),
+        (201, &first["order_id"]),
+        "{replay}"
+    );
+    let again = refused_from_copy(&b, &deal, copied + 20).await;
+    assert!(
+        again >= copied + 20,
+        "node b copied the rebuilt gate ({copied} → {again})"
+    );
+    let (status, replay) = buy(&b, "v", &deal, "k1", 2).await;
+    assert_eq!(
+        (status, &replay["order_id"]),
+        (201, &first["order_id"]),
+        "{replay}"
+    );
+    let pg = deal_in_postgres(&a.db, &deal).await;
+    assert_eq!((pg.0, pg.1, pg.3.len()), (2, 2, 1));
+}

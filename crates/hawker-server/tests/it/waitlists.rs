@@ -518,3 +518,70 @@ async fn when_the_deal_ends_the_list_closes_and_held_units_go_back_to_the_sku() 
     let (_, place) = waitlist(&a, Method::GET, "n", &deal_id).await;
     assert_eq!(place["status"], "closed");
 }
+
+/// A node refuses the crowd on a sold-out deal from its own copy of the gate
+/// (trusted here for a whole second after each check); a viewer told of a
+/// waitlist offer still buys on that node at once: the offer is written to
+/// the gate a copy's life before anyone is told.
+#[tokio::test]
+async fn an_offered_viewer_buys_at_once_on_a_node_that_refuses_others_from_its_copy() {
+    let redis = RedisServer::start();
+    let (a, b, agency, session) =
+        two_nodes(options(&redis, "30").env(&[("HAWKER__COMMERCE__SOLD_OUT_MIRROR_MS", "1000")])).await;
+    lineup(&a, agency, session).await;
+    let deal_id = create_deal(&a, agency, session, deal(1, 1)).await;
+    sell_out(&a, &b, &deal_id, 1).await;
+    assert_eq!(waitlist(&a, Method::POST, "x", &deal_id).await.0, 201);
+
+    // The crowd keeps trying on node b, so its copy stays in use.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let crowd = async {
+        let mut n = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            n += 1;
+            let (status, body) = buy(&b, "crowd", &deal_id, &format!("c{n}"), 1).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (409, Some("sold_out")),
+                "{body}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let offered_and_bought = async {
+        poll(
+            Patience::For(Duration::from_secs(15)),
+            Duration::from_millis(20),
+            || async { b.commerce.gate().answered_by_node() },
+            |n| *n >= 10,
+        )
+        .await;
+        let before = b.commerce.gate().answered_by_node();
+        assert!(before >= 10, "node b refused the crowd from its copy ({before})");
+        expire_orders(&a.db, &deal_id, &["b000"]).await;
+        poll(
+            Patience::For(Duration::from_secs(15)),
+            Duration::from_millis(5),
+            || entries(&a.db, &deal_id),
+            |list| offered(list) == ["x"],
+        )
+        .await;
+        // Told (Postgres says offered): buys on node b at once.
+        let (status, order) = buy(&b, "x", &deal_id, "k", 1).await;
+        assert_eq!(status, 201, "{order}");
+        let (status, replay) = buy(&b, "x", &deal_id, "k", 1).await;
+        assert_eq!(
+            (status, &replay["order_id"]),
+            (201, &order["order_id"]),
+            "{replay}"
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            b.commerce.gate().answered_by_node() > before,
+            "the copy was in use meanwhile"
+        );
+    };
+    tokio::join!(crowd, offered_and_bought);
+    let (sold, held, offered_units) = figures(&a.db, &deal_id).await;
+    assert_eq!((sold, held, offered_units), (1, 0, 0));
+}
