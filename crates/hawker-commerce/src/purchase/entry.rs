@@ -100,6 +100,11 @@ pub async fn place_order(
     if c.inner.settler.database_down() {
         return Err(Error::Unavailable { what: "the database" });
     }
+    // A deal that sold out: this node's copy of its gate answers most of the
+    // crowd, before anything is hashed or copied for the gate.
+    if let Some(refused) = c.inner.gate.answer_from_copy(deal_id, buyer, idempotency_key) {
+        return Err(refusal(refused));
+    }
     let attempt = Attempt {
         deal_id,
         key: ReservationKey::new(buyer, idempotency_key),
@@ -117,19 +122,25 @@ pub async fn place_order(
     match admission {
         Admission::Admitted => settle(c, &attempt, true).await,
         Admission::Repeat(previous) => replay(c, &attempt, previous).await,
-        Admission::NotStarted => Err(Error::conflict(
-            "deal_not_started",
-            "the deal has not started yet",
-        )),
-        Admission::Ended => Err(Error::conflict("deal_ended", "the deal has ended")),
-        Admission::SoldOut => Err(Error::conflict("sold_out", "the deal is sold out")),
-        Admission::CapExceeded { held } => Err(Error::conflict(
+        refused => Err(refusal(refused)),
+    }
+}
+
+/// The answer to an attempt the gate did not admit and that is no repeat.
+fn refusal(admission: Admission) -> Error {
+    match admission {
+        Admission::NotStarted => Error::conflict("deal_not_started", "the deal has not started yet"),
+        Admission::Ended => Error::conflict("deal_ended", "the deal has ended"),
+        Admission::SoldOut => Error::conflict("sold_out", "the deal is sold out"),
+        Admission::CapExceeded { held } => Error::conflict(
             "cap_exceeded",
             format!("the per-buyer cap would be exceeded (you hold {held})"),
-        )),
-        Admission::Missing => Err(Error::Unavailable {
+        ),
+        // `Missing` once the rebuilds were spent; `Admitted` and `Repeat`
+        // never come here.
+        Admission::Missing | Admission::Admitted | Admission::Repeat(_) => Error::Unavailable {
             what: "the admission gate",
-        }),
+        },
     }
 }
 

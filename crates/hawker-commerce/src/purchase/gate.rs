@@ -513,6 +513,17 @@ impl Gate {
         &self.admissions
     }
 
+    /// `SoldOut` if this node's copy of the gate of `deal` (it sold out)
+    /// answers this attempt without Redis; `None`: ask [`Gate::admit`].
+    pub(super) fn answer_from_copy(
+        &self,
+        deal: Uuid,
+        buyer: &str,
+        idempotency_key: &str,
+    ) -> Option<Admission> {
+        self.mirrors.answer(deal, buyer, idempotency_key)
+    }
+
     /// This node's copies of sold-out gates.
     pub(super) fn mirrors(&self) -> &Mirrors {
         &self.mirrors
@@ -598,14 +609,10 @@ impl Gate {
         quantity: i32,
         request_hash: &str,
     ) -> Result<Admission> {
-        let field = key.field();
-        if let Some(answer) = self.mirrors.answer(deal, &key.buyer, &field) {
-            return Ok(answer);
-        }
         let attempt = Attempt {
             buyer: key.buyer.clone(),
             quantity,
-            field,
+            field: key.field(),
             request_hash: request_hash.to_string(),
         };
         let admission = self.admissions.admit(self, deal, attempt).await?;
