@@ -114,7 +114,27 @@ impl From<hawker_core::Error> for CommandError {
 impl CommandError {
     /// The `error` frame of this refusal, answering the command `id`.
     pub fn frame(&self, id: Option<&str>) -> String {
-        crate::protocol::error(id, self.code(), &self.to_string())
+        crate::protocol::error(id, self.code(), &self.message())
+    }
+
+    /// The frame's `message`: what `Display` writes, borrowed where it is a
+    /// string already (a refused `deal.buy` is answered tens of thousands of
+    /// times a second in a stampede, and formatting it twice showed).
+    fn message(&self) -> std::borrow::Cow<'_, str> {
+        use hawker_core::Error as Domain;
+        use std::borrow::Cow;
+        match self {
+            CommandError::BadCommand(m) | CommandError::BadQuantity(m) | CommandError::Unavailable(m) => {
+                Cow::Borrowed(m)
+            }
+            CommandError::Forbidden(m) => Cow::Borrowed(m),
+            CommandError::Domain(
+                Domain::Invalid { message, .. }
+                | Domain::Conflict { message, .. }
+                | Domain::Forbidden { message },
+            ) => Cow::Borrowed(message),
+            other => Cow::Owned(other.to_string()),
+        }
     }
 }
 
@@ -129,6 +149,28 @@ mod tests {
         assert!(!e.to_string().contains("secret"), "{e}");
         let e = CommandError::from(hawker_core::Error::conflict("sold_out", "sold out"));
         assert_eq!((e.code(), e.to_string().as_str()), ("sold_out", "sold out"));
+    }
+
+    #[test]
+    fn a_frame_message_is_what_display_writes() {
+        let cases = [
+            CommandError::bad("`quantity` is required"),
+            CommandError::BadQuantity("`quantity` must be an integer".into()),
+            CommandError::Unavailable("redis is slow".into()),
+            CommandError::Forbidden("only the host may pin"),
+            CommandError::Domain(hawker_core::Error::conflict("sold_out", "the deal is sold out")),
+            CommandError::Domain(hawker_core::Error::invalid("bad_key", "a bad key")),
+            CommandError::Domain(hawker_core::Error::forbidden("not yours")),
+            CommandError::Domain(hawker_core::Error::Unavailable { what: "redis" }),
+            CommandError::Domain(hawker_core::Error::Internal(anyhow::anyhow!("secret"))),
+            CommandError::TooLong {
+                field: "text",
+                max_chars: 500,
+            },
+        ];
+        for e in cases {
+            assert_eq!(e.message(), e.to_string(), "{e:?}");
+        }
     }
 
     #[test]
