@@ -75,7 +75,8 @@ struct Error<'a> {
 }
 
 /// An `error` frame: `{"type": "error", "id", "code", "message"}`, its keys
-/// in the order a `json!` object writes them (sorted). Written straight from
+/// sorted, as docs/protocol.md shows them (and as the `json!` object it was
+/// built from before wrote them in a release build). Written straight from
 /// the fields: through a `Value` it was a quarter of a refused `deal.buy`'s
 /// instructions.
 pub fn error(id: Option<&str>, code: &str, message: &str) -> String {
@@ -138,15 +139,29 @@ mod tests {
     }
 
     #[test]
-    fn error_frames_are_the_bytes_a_json_object_writes() {
+    fn error_frames_are_the_bytes_of_a_sorted_json_object() {
+        // Sorted by a BTreeMap: serde_json's `preserve_order` (on in test
+        // builds of the workspace, through a dev-dependency) would keep a
+        // `json!` object's own order instead.
         let cases = [
             (None, "sold_out", "the deal is sold out"),
             (Some("r\"1\n"), "bad_json", "expected `,` at \u{1} \"x\" é ✓"),
             (Some(""), "", ""),
         ];
         for (id, code, message) in cases {
-            let before = json!({"type": "error", "id": id, "code": code, "message": message}).to_string();
-            assert_eq!(error(id, code, message), before);
+            let sorted: std::collections::BTreeMap<&str, Value> = [
+                ("type", json!("error")),
+                ("id", json!(id)),
+                ("code", json!(code)),
+                ("message", json!(message)),
+            ]
+            .into_iter()
+            .collect();
+            assert_eq!(error(id, code, message), serde_json::to_string(&sorted).unwrap());
         }
+        assert_eq!(
+            error(Some("b3"), "cap_exceeded", "held 2"),
+            r#"{"code":"cap_exceeded","id":"b3","message":"held 2","type":"error"}"#
+        );
     }
 }
