@@ -66,7 +66,7 @@ pub fn ack(id: Option<&str>, data: Value) -> String {
 }
 
 #[derive(Serialize)]
-struct Error<'a> {
+struct ErrorFrame<'a> {
     code: &'a str,
     id: Option<&'a str>,
     message: &'a str,
@@ -80,7 +80,7 @@ struct Error<'a> {
 /// the fields: through a `Value` it was a quarter of a refused `deal.buy`'s
 /// instructions.
 pub fn error(id: Option<&str>, code: &str, message: &str) -> String {
-    serde_json::to_string(&Error {
+    serde_json::to_string(&ErrorFrame {
         code,
         id,
         message,

@@ -213,7 +213,7 @@ return added
 
 /// What a node copies of an ended, sold-out gate (mirror.rs): `{'no'}` if
 /// it is not one (or holds more than ARGV[1] keys or offers), else
-/// `{'yes', stamp, key count, keys' fields..., offered buyers...}`.
+/// `{'yes', gen, ver, key count, keys' fields..., offered buyers...}`.
 /// KEYS: meta, keys, offers. ARGV: most fields.
 const MIRROR_LUA: &str = r#"
 local m = redis.call('HMGET', KEYS[1], 'ready', 'status', 'reason', 'gen', 'ver')
@@ -221,7 +221,7 @@ if m[1] ~= '1' or m[2] ~= 'ended' or m[3] ~= 'sold_out' then return {'no'} end
 local most = tonumber(ARGV[1])
 if redis.call('HLEN', KEYS[2]) > most or redis.call('HLEN', KEYS[3]) > most then return {'no'} end
 local keys = redis.call('HKEYS', KEYS[2])
-local out = {'yes', m[2] .. '|' .. m[3] .. '|' .. (m[4] or '') .. '|' .. (m[5] or ''), tostring(#keys)}
+local out = {'yes', m[4] or '', m[5] or '', tostring(#keys)}
 for _, f in ipairs(keys) do out[#out + 1] = f end
 for _, b in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = b end
 return out
@@ -367,12 +367,20 @@ impl Reservation {
 
 /// What a node copies of an ended, sold-out gate (`mirror.rs`).
 pub(super) struct MirrorRead {
-    /// Status, reason, generation and change counter, as `mirror_stamp` reads them.
-    pub stamp: String,
-    /// The `keys` hash's fields.
-    pub keys: Vec<String>,
+    pub stamp: Stamp,
+    /// The (buyer, key) of every field of the `keys` hash.
+    pub keys: Vec<ReservationKey>,
     /// Buyers with a waitlist offer.
     pub offered: Vec<String>,
+}
+
+/// What a copy of an ended, sold-out gate is checked by: the build a
+/// rebuild writes (`gen`) and the count of scripts that added a key or an
+/// offer since (`ver`). A gate that is no longer sold out has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Stamp {
+    gen: String,
+    ver: String,
 }
 
 /// What the gate said.
@@ -550,7 +558,9 @@ impl Gate {
             .arg(MOST_FIELDS);
         let reply: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
         let mut reply = reply.into_iter();
-        let (Some(yes), Some(stamp), Some(count)) = (reply.next(), reply.next(), reply.next()) else {
+        let (Some(yes), Some(gen), Some(ver), Some(count)) =
+            (reply.next(), reply.next(), reply.next(), reply.next())
+        else {
             return Ok(None);
         };
         let Ok(count) = count.parse::<usize>() else {
@@ -559,38 +569,43 @@ impl Gate {
         if yes != "yes" {
             return Ok(None);
         }
-        let mut rest: Vec<String> = reply.collect();
-        if rest.len() < count {
+        let mut fields: Vec<String> = reply.collect();
+        if fields.len() < count {
             return Ok(None);
         }
-        let offered = rest.split_off(count);
+        let offered = fields.split_off(count);
         Ok(Some(MirrorRead {
-            stamp,
-            keys: rest,
+            stamp: Stamp { gen, ver },
+            keys: fields
+                .iter()
+                .filter_map(|f| ReservationKey::from_field(f))
+                .collect(),
             offered,
         }))
     }
 
-    /// The stamp a copy of the gate of `deal` is checked by (see `MIRROR_LUA`),
-    /// `None` if the gate is not built.
-    pub(super) async fn mirror_stamp(&self, deal: Uuid) -> Result<Option<String>> {
+    /// The stamp of the gate of `deal`, `None` unless it is built and has
+    /// ended sold out (the only gate a node copies).
+    pub(super) async fn mirror_stamp(&self, deal: Uuid) -> Result<Option<Stamp>> {
         let mut conn = self.redis.clone();
         let mut command = redis::cmd("HMGET");
         command
             .arg(self.deal_key(deal, "meta"))
             .arg(&["ready", "status", "reason", "gen", "ver"]);
         let m: Vec<Option<String>> = bounded(command.query_async(&mut conn)).await?;
-        if m.first().and_then(|v| v.as_deref()) != Some("1") {
+        let mut m = m.into_iter();
+        let (Some(ready), Some(status), Some(reason), Some(gen), Some(ver)) =
+            (m.next(), m.next(), m.next(), m.next(), m.next())
+        else {
             return Ok(None);
-        }
-        let field = |i: usize| m.get(i).and_then(|v| v.as_deref()).unwrap_or("");
-        Ok(Some(format!(
-            "{}|{}|{}|{}",
-            field(1),
-            field(2),
-            field(3),
-            field(4)
-        )))
+        };
+        let sold_out = ready.as_deref() == Some("1")
+            && status.as_deref() == Some("ended")
+            && reason.as_deref() == Some("sold_out");
+        Ok(sold_out.then(|| Stamp {
+            gen: gen.unwrap_or_default(),
+            ver: ver.unwrap_or_default(),
+        }))
     }
 
     /// The Redis connection, for other shortcuts that share it (coupon flags).

@@ -15,11 +15,11 @@
 //! instructions), so a collision can only send an attempt to Redis needlessly.
 //!
 //! The copy is trusted for `commerce.sold_out_mirror_ms` after a check that
-//! found the gate unchanged: its *stamp* (status, reason, the generation a
-//! rebuild writes, and `ver`, which every script that adds a key or an offer
-//! increments). A task checks it every quarter of that while attempts use
-//! it, and drops it when the stamp changed, the check failed, or no attempt
-//! used it for [`IDLE`]. A new offer waits that long before anyone can hear
+//! found the gate still ended sold out and unchanged: its *stamp* (the
+//! generation a rebuild writes, and `ver`, which every script that adds a
+//! key or an offer increments). A task checks it every quarter of that
+//! while attempts use it, and drops it when the stamp changed, the check
+//! failed, or no attempt used it for [`IDLE`]. A new offer waits that long before anyone can hear
 //! of it ([`super::gate::Gate::grant_offers`]), so no copy still trusted
 //! when the buyer tries can have missed it.
 
@@ -58,12 +58,11 @@ enum Slot {
     /// The gate was not an ended, sold-out one (or could not be read): not
     /// read again before this.
     NotBefore(Instant),
-    Held(Copy),
+    Held(GateCopy),
 }
 
 /// One deal's copy.
-struct Copy {
-    stamp: String,
+struct GateCopy {
     /// Hashes of the `keys` hash's fields, as (buyer, idempotency key).
     keys: HashSet<u64>,
     /// Hashes of the buyers with a waitlist offer.
@@ -176,22 +175,22 @@ async fn keep(gate: Gate, deal: Uuid) {
         }
     };
     let MirrorRead { stamp, keys, offered } = read;
-    let copy = Copy {
-        // A field is `buyer\nkey` (a key has no newline: the last one splits).
+    let copy = GateCopy {
         keys: keys
             .iter()
-            .filter_map(|f| f.rsplit_once('\n'))
-            .map(|pair| mirrors.hasher.hash_one(pair))
+            .map(|k| {
+                mirrors
+                    .hasher
+                    .hash_one((k.buyer.as_str(), k.idempotency_key.as_str()))
+            })
             .collect(),
         offered: offered
             .iter()
             .map(|b| mirrors.hasher.hash_one(b.as_str()))
             .collect(),
-        stamp,
         checked_at: sent,
         used_at: sent,
     };
-    let stamp = copy.stamp.clone();
     mirrors.deals().insert(deal, Slot::Held(copy));
     let every = (mirrors.life / 4).max(Duration::from_millis(1));
     loop {
@@ -238,8 +237,7 @@ mod tests {
     use super::*;
 
     fn held(mirrors: &Mirrors, deal: Uuid, keys: &[&str], offered: &[&str], checked_at: Instant) {
-        let copy = Copy {
-            stamp: "ended|sold_out|1|0".into(),
+        let copy = GateCopy {
             keys: keys
                 .iter()
                 .map(|k| mirrors.hasher.hash_one(("ann", *k)))
