@@ -75,7 +75,7 @@ fn test_hook(key: &str, ms: u64) -> std::time::Duration {
 }
 
 fn default_settle_parallel() -> usize {
-    1
+    2
 }
 
 fn default_settle_queue_max() -> usize {

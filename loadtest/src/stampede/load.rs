@@ -382,6 +382,12 @@ async fn next_attempt(config: &PhaseConfig, next: &Cell<u64>, t: u64, threads: u
             at
         }
         None => {
+            // A connection opened early waits for the window: the rate is
+            // counted from `start_us`, so an attempt sent before it would
+            // count its answer in the first second without its time.
+            if clock::now_us() < config.start_us {
+                tokio::time::sleep_until(clock::instant_at(config.start_us).into()).await;
+            }
             let now = clock::now_us();
             if now >= end_us {
                 return None;

@@ -70,6 +70,8 @@ struct Committer {
     commit_timeout: Duration,
     /// Test hook: how long a batch holds its deal rows before committing.
     hold_after_take: Duration,
+    /// One batch at a time takes its deal rows and commits.
+    turn: Turn,
     db_down_until: Arc<AtomicI64>,
     health: Arc<SettleHealth>,
     /// Told of every outcome: settled keys confirmed, refused ones released.
@@ -88,8 +90,11 @@ const FAILURE_FORGOTTEN_MS: i64 = 10_000;
 /// What the node's own batches did lately (ms since the epoch; 0 = never).
 #[derive(Default)]
 struct SettleHealth {
-    /// When each batch being committed began.
-    committing_since: std::sync::Mutex<Vec<i64>>,
+    /// Each batch being committed, by number, with when it began (its wait
+    /// for the node's turn at the deal rows not counted, see [`Running`]).
+    committing_since: std::sync::Mutex<Vec<(u64, i64)>>,
+    /// Numbers the batches.
+    batches: std::sync::atomic::AtomicU64,
     /// The first failure since the last successful commit.
     failing_since: AtomicI64,
     last_failure: AtomicI64,
@@ -112,24 +117,29 @@ impl SettleHealth {
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// A batch began committing at `started`.
-    fn commit_started(&self, started: i64) {
+    /// Batch `batch` is committing, since `since`.
+    fn commit_started(&self, batch: u64, since: i64) {
         if let Ok(mut running) = self.committing_since.lock() {
-            running.push(started);
+            running.push((batch, since));
         }
     }
 
-    /// The batch that began at `started` has finished.
-    fn commit_ended(&self, started: i64) {
+    /// Batch `batch` has finished (or waits for its turn).
+    fn commit_ended(&self, batch: u64) {
         if let Ok(mut running) = self.committing_since.lock() {
-            if let Some(i) = running.iter().position(|s| *s == started) {
+            if let Some(i) = running.iter().position(|(b, _)| *b == batch) {
                 running.swap_remove(i);
             }
         }
     }
 
     fn oldest_commit(&self) -> Option<i64> {
-        self.committing_since.lock().ok()?.iter().min().copied()
+        self.committing_since
+            .lock()
+            .ok()?
+            .iter()
+            .map(|(_, since)| *since)
+            .min()
     }
 
     /// Why the node's batches cannot commit, if they cannot.
@@ -152,6 +162,57 @@ impl SettleHealth {
         None
     }
 }
+
+/// A batch being committed, as readiness sees it; removed when dropped.
+///
+/// While the batch waits for the node's [`Turn`] it does not count: the
+/// batch holding the turn does (a node frozen or cut off shows in that one),
+/// and the waiting one's age would otherwise add its sibling's.
+struct Running<'a> {
+    health: &'a SettleHealth,
+    batch: u64,
+    /// When it began, moved later by the time it waited for its turn.
+    since: AtomicI64,
+}
+
+impl<'a> Running<'a> {
+    fn start(health: &'a SettleHealth) -> Running<'a> {
+        let batch = health.batches.fetch_add(1, Ordering::Relaxed);
+        let since = now_ms();
+        health.commit_started(batch, since);
+        Running {
+            health,
+            batch,
+            since: AtomicI64::new(since),
+        }
+    }
+
+    /// Waits for the node's turn at the deal rows, not counted meanwhile.
+    async fn take_turn<'t>(&self, turn: &'t Turn) -> tokio::sync::MutexGuard<'t, ()> {
+        let waiting_since = now_ms();
+        self.health.commit_ended(self.batch);
+        let guard = turn.0.lock().await;
+        let waited = now_ms() - waiting_since;
+        let since = self.since.fetch_add(waited, Ordering::Relaxed) + waited;
+        self.health.commit_started(self.batch, since);
+        guard
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.health.commit_ended(self.batch);
+    }
+}
+
+/// The node's batches take their deal rows one at a time: a batch's guarded
+/// update and commit run under this lock, while the other batches of the
+/// node (`commerce.settle_parallel`) write their orders. So a node has at
+/// most one transaction holding or waiting for a deal row: frozen, it keeps
+/// the other nodes waiting behind that one alone (until Postgres ends it,
+/// `database.idle_in_transaction_timeout_ms`), as with a single batch.
+#[derive(Default)]
+struct Turn(tokio::sync::Mutex<()>);
 
 impl Settler {
     /// A settler and its task, which commits through `db` and then tells `gate`
@@ -177,6 +238,7 @@ impl Settler {
                 order_ttl_secs: i64::try_from(config.order_ttl_secs).unwrap_or(i64::MAX),
                 commit_timeout: Duration::from_millis(config.commit_timeout_ms),
                 hold_after_take: config.test_hold_after_take(),
+                turn: Turn::default(),
                 db_down_until: db_down_until.clone(),
                 health: health.clone(),
                 gate: gate.clone(),
@@ -286,6 +348,7 @@ impl SettleTask {
                 let after = committer.settle_batch(batch).await;
                 metrics::histogram!("hawker_settle_batch_size").record(size as f64);
                 metrics::histogram!("hawker_settle_batch_seconds").record(started.elapsed().as_secs_f64());
+                tracing::trace!(size, us = started.elapsed().as_micros() as u64, "batch settled");
                 // The buyers have their answers: the next batch may start
                 // while the gate and the room are told (Redis round trips).
                 drop(slot);
@@ -302,15 +365,11 @@ impl SettleTask {
 impl Committer {
     /// `commit`, bounded by `commit_timeout`, with the health it shows.
     async fn commit_bounded(&self, requests: &[SettleRequest]) -> Result<Committed> {
-        let started = now_ms();
-        self.health.commit_started(started);
-        let committed = tokio::time::timeout(
-            self.commit_timeout,
-            commit(&self.db, requests, self.order_ttl_secs, self.hold_after_take),
-        )
-        .await
-        .unwrap_or(Err(Error::Unavailable { what: "the database" }));
-        self.health.commit_ended(started);
+        let running = Running::start(&self.health);
+        let committed = tokio::time::timeout(self.commit_timeout, commit(self, &running, requests))
+            .await
+            .unwrap_or(Err(Error::Unavailable { what: "the database" }));
+        drop(running);
         match &committed {
             Ok(_) => self.health.succeeded(),
             Err(Error::Unavailable { .. }) => self.health.failed(),
@@ -523,13 +582,9 @@ const DEAL_ROW_BUSY: &str = "the deal (held by another node)";
 /// meanwhile), the batch's writes are rolled back to a savepoint, that deal's
 /// row is read again, locked this time, and the batch decided again: the
 /// outcome is the one a fresh read would have given, earlier requests first.
-async fn commit(
-    db: &PgPool,
-    requests: &[SettleRequest],
-    order_ttl_secs: i64,
-    hold_after_take: Duration,
-) -> Result<Committed> {
-    let mut tx = db.begin().await?;
+async fn commit(c: &Committer, running: &Running<'_>, requests: &[SettleRequest]) -> Result<Committed> {
+    let (order_ttl_secs, hold_after_take) = (c.order_ttl_secs, c.hold_after_take);
+    let mut tx = c.db.begin().await?;
     let mut known = read(&mut tx, requests).await?;
     let mut locked: HashSet<Uuid> = HashSet::new();
     // The buyers' units are not read first: the gate kept every buyer under
@@ -592,6 +647,7 @@ async fn commit(
                 .values()
                 .filter_map(|o| o.deal_id.map(|d| (d, o.quantity))),
         )?;
+        let turn = running.take_turn(&c.turn).await;
         match take_units(&mut tx, &units, &known.deals, &created).await? {
             Taken::All(deals) => {
                 if !hold_after_take.is_zero() {
@@ -600,6 +656,7 @@ async fn commit(
                     tokio::time::sleep(hold_after_take).await;
                 }
                 tx.commit().await?;
+                drop(turn);
                 metrics::counter!("hawker_orders_committed_total").increment(created.len() as u64);
                 return Ok(Committed {
                     outcomes: decide::answers(decisions, created),
@@ -618,6 +675,9 @@ async fn commit(
                 sqlx::query("rollback to savepoint take")
                     .execute(&mut *tx)
                     .await?;
+                // The rows are read again under their lock: a wait in
+                // Postgres, which must not hold the node's other batches.
+                drop(turn);
                 for row in read_deals(&mut tx, &[deal_id], true).await? {
                     known.deals.insert(row.deal_id, row);
                 }

@@ -265,11 +265,20 @@ async fn a_node_frozen_while_holding_the_deal_row_does_not_stop_the_other() {
     let healthy = spawn_app_with(with_redis(&db, &redis)).await;
     let (agency, session) = session_with_lineup(&healthy).await;
     let deal = create_deal(&healthy, agency, session, big_deal()).await;
-    // The sick node holds its deal rows 600 ms per batch: a freeze lands there.
+    // The sick node holds its deal rows 600 ms per batch: a freeze lands
+    // there. It commits two batches at once, of two purchases at most, so
+    // that a second batch is mostly under way when it freezes: that one
+    // waits for its turn inside the node, not in the deal row's lock queue
+    // (`a_nodes_parallel_batches_…` below), where the healthy node would
+    // wait behind it as well.
     let (sick, _) = hawker_node(
         &db,
         &redis,
-        &[("HAWKER__COMMERCE__TEST_HOLD_AFTER_TAKE_MS", "600")],
+        &[
+            ("HAWKER__COMMERCE__TEST_HOLD_AFTER_TAKE_MS", "600"),
+            ("HAWKER__COMMERCE__SETTLE_PARALLEL", "2"),
+            ("HAWKER__COMMERCE__BATCH_MAX", "2"),
+        ],
     );
     let load = Load::start(&[(healthy.addr, 8), (sick.addr, 4)], &healthy.keys, &deal);
     load.warmed_up(5).await;
@@ -324,6 +333,83 @@ async fn a_node_frozen_while_holding_the_deal_row_does_not_stop_the_other() {
         "the healthy node stays ready: {ready:?}"
     );
     assert_orders_hold(&healthy.db, &deal, &samples).await;
+}
+
+/// The database's sessions, by what they are doing: (holding the deal row
+/// in an open transaction, idle in a transaction that has not taken it,
+/// waiting for a lock).
+async fn node_sessions(db: &sqlx::PgPool) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "select count(*) filter (where state = 'idle in transaction' and query like 'update deal set sold%'),
+                count(*) filter (where state = 'idle in transaction' and query not like 'update deal set sold%'),
+                count(*) filter (where wait_event_type = 'Lock')
+           from pg_stat_activity
+          where datname = current_database() and pid <> pg_backend_pid()",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+// Several threads: the in-test node keeps running while the test waits on a
+// child process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nodes_parallel_batches_write_at_once_and_take_the_deal_row_in_turn_inside_the_node() {
+    let redis = RedisServer::start();
+    let db = test_database_url();
+    let setup = spawn_app_with(with_redis(&db, &redis)).await;
+    let (agency, session) = session_with_lineup(&setup).await;
+    let deal = create_deal(&setup, agency, session, big_deal()).await;
+    // Two batches at once, one purchase each; each holds the deal row 1.5 s.
+    let (node, _) = hawker_node(
+        &db,
+        &redis,
+        &[
+            ("HAWKER__COMMERCE__TEST_HOLD_AFTER_TAKE_MS", "1500"),
+            ("HAWKER__COMMERCE__SETTLE_PARALLEL", "2"),
+            ("HAWKER__COMMERCE__BATCH_MAX", "1"),
+        ],
+    );
+    let buys: Vec<_> = (0..2)
+        .map(|i| {
+            let (http, addr, deal) = (setup.http.clone(), node.addr, deal.clone());
+            let token = token(&setup.keys, &format!("turn-{i}"), Role::Viewer);
+            tokio::spawn(async move { buy_with(&http, addr, &token, &deal, "k", 1).await })
+        })
+        .collect();
+    // While the first batch holds the row, the second has written its order
+    // and waits for its turn: both are idle in their transactions, and none
+    // of the node's sessions waits in Postgres' lock queue.
+    let (mut both_idle, mut most_waiting) = (false, 0);
+    let started = Instant::now();
+    // Sampled through the first batch's hold (the second's wait for its
+    // turn), not only until both were seen idle.
+    while started.elapsed() < Duration::from_millis(1400) {
+        let (holding, idle, waiting) = node_sessions(&setup.db).await;
+        both_idle |= holding == 1 && idle == 1;
+        most_waiting = most_waiting.max(waiting);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ids = Vec::new();
+    for buy in buys {
+        let (status, body) = buy.await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["order_id"].as_str().unwrap().to_string());
+    }
+    assert!(
+        both_idle,
+        "the second batch wrote its order while the first held the deal row"
+    );
+    assert_eq!(
+        most_waiting, 0,
+        "no batch of the node waits for the deal row in Postgres' lock queue"
+    );
+    let sold: i32 = sqlx::query_scalar("select sold from deal where deal_id = $1::uuid")
+        .bind(&deal)
+        .fetch_one(&setup.db)
+        .await
+        .unwrap();
+    assert_eq!(sold, 2, "both orders took their unit: {ids:?}");
 }
 
 // Several threads: the in-test node and proxy keep running while the test
