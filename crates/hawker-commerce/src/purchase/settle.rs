@@ -56,6 +56,8 @@ pub struct SettleTask {
     window: Duration,
     /// Batches committed at once (`commerce.settle_parallel`).
     parallel: usize,
+    /// The fewest requests a batch starts with while another commits.
+    parallel_min: usize,
     closed: CancellationToken,
     committer: Arc<Committer>,
 }
@@ -79,6 +81,12 @@ struct Committer {
     /// Publishes the new stock after each commit.
     stock: StockAnnouncer,
 }
+
+/// A batch starts beside one that is committing only with at least
+/// `batch_max` / this many requests (64 by default); a smaller one waits and
+/// grows. Measured at 10,000 purchases/s, small batches side by side cost
+/// Postgres 40 % more per order than one at a time.
+const PARALLEL_MIN_DIVISOR: usize = 8;
 
 /// A batch that has not committed after this long, or batches failing as
 /// unavailable for this long, make the node not ready.
@@ -232,6 +240,7 @@ impl Settler {
             batch_max: config.batch_max,
             window: Duration::from_micros(config.batch_window_us),
             parallel: config.settle_parallel.max(1),
+            parallel_min: (config.batch_max / PARALLEL_MIN_DIVISOR).max(1),
             closed: closed.clone(),
             committer: Arc::new(Committer {
                 db,
@@ -326,9 +335,11 @@ impl SettleTask {
                     match self.rx.recv().await { Some(f) => f, None => break }
                 }
             };
-            let Ok(slot) = slots.clone().acquire_owned().await else {
+            let Ok(mut slot) = slots.clone().acquire_owned().await else {
                 break;
             };
+            // Another batch is committing (this loop alone takes slots).
+            let beside = slots.available_permits() + 1 < self.parallel;
             let mut batch: Vec<(SettleRequest, Reply)> = Vec::with_capacity(self.batch_max.min(1024));
             batch.push(first);
             let deadline = tokio::time::Instant::now() + self.window;
@@ -339,6 +350,26 @@ impl SettleTask {
                         Ok(Some(item)) => batch.push(item),
                         _ => break,
                     },
+                }
+            }
+            if beside && batch.len() < self.parallel_min {
+                // Too few for a transaction of their own beside the running
+                // one (each costs Postgres its fixed part): wait until it
+                // is done, taking what queues meanwhile.
+                drop(slot);
+                let Ok(all) = slots.clone().acquire_many_owned(self.parallel as u32).await else {
+                    break;
+                };
+                drop(all);
+                let Ok(one) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                slot = one;
+                while batch.len() < self.batch_max {
+                    match self.rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
                 }
             }
             let committer = self.committer.clone();
