@@ -363,6 +363,14 @@ async fn run_thread(
 /// The next attempt of this thread, with the µs it is scheduled at (or is
 /// sent at, in a closed loop); `None` when the phase is over.
 async fn next_attempt(config: &PhaseConfig, next: &Cell<u64>, t: u64, threads: u64) -> Option<(u64, u64)> {
+    if config.rate.is_none() && clock::now_us() < config.start_us {
+        // In a closed loop a connection opened early waits for the window:
+        // the rate is counted from `start_us`, so an attempt sent before it
+        // would count its answer in the first second without its time. It
+        // waits before taking its attempt's number: the thread's other
+        // connections take theirs meanwhile (`next` is the thread's).
+        tokio::time::sleep_until(clock::instant_at(config.start_us).into()).await;
+    }
     let k = next.get();
     let i = k * threads + t;
     let end_us = config.start_us + config.duration.as_micros() as u64;
@@ -382,12 +390,6 @@ async fn next_attempt(config: &PhaseConfig, next: &Cell<u64>, t: u64, threads: u
             at
         }
         None => {
-            // A connection opened early waits for the window: the rate is
-            // counted from `start_us`, so an attempt sent before it would
-            // count its answer in the first second without its time.
-            if clock::now_us() < config.start_us {
-                tokio::time::sleep_until(clock::instant_at(config.start_us).into()).await;
-            }
             let now = clock::now_us();
             if now >= end_us {
                 return None;

@@ -146,7 +146,14 @@ pub(crate) fn decide(requests: &[SettleRequest], known: &Known) -> Vec<Decision>
             continue;
         }
         if let Some(first) = seen_keys.get(&id_key) {
-            decisions.push(Decision::SameAs(*first));
+            // The same key with another request (another deal, quantity or
+            // coupon) is refused, as it would be after the first committed:
+            // its buyer must not get the first one's order.
+            decisions.push(if requests[*first].request_hash == r.request_hash {
+                Decision::SameAs(*first)
+            } else {
+                Decision::Reject(key_reused())
+            });
             continue;
         }
         seen_keys.insert(id_key, i);
@@ -585,6 +592,25 @@ mod tests {
         let known = known(deal(10, 0, 5));
         let batch = [request("a", "k", 1), request("b", "k", 1), request("a", "k", 1)];
         assert_eq!(decided(&batch, &known), ["ok:1000", "ok:1000", "same:0"]);
+    }
+
+    #[test]
+    fn a_key_repeated_within_the_batch_with_another_request_is_refused_as_reused() {
+        let mut known = known(deal(10, 0, 5));
+        let other_deal = Uuid::from_u128(7);
+        let mut elsewhere = deal(10, 0, 5);
+        elsewhere.deal_id = other_deal;
+        known.deals.insert(other_deal, elsewhere);
+        // The same buyer and key on another deal (its hash differs), and with
+        // another quantity: neither is answered with the first one's order.
+        let mut on_other_deal = request("a", "k", 1);
+        on_other_deal.deal_id = other_deal;
+        on_other_deal.request_hash = "hash-other-deal".into();
+        let batch = [request("a", "k", 1), on_other_deal, request("a", "k", 2)];
+        assert_eq!(
+            decided(&batch, &known),
+            ["ok:1000", "idempotency_key_reused", "idempotency_key_reused"]
+        );
     }
 
     #[test]

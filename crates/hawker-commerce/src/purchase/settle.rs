@@ -708,6 +708,12 @@ async fn commit(c: &Committer, running: &Running<'_>, requests: &[SettleRequest]
                     .await?;
                 // The rows are read again under their lock: a wait in
                 // Postgres, which must not hold the node's other batches.
+                // The one case this leaves: the batch that takes the turn
+                // next needs the row this one now locks (both sell several
+                // deals); it waits `database.lock_timeout_ms` and fails as
+                // busy (503, retried with the same key), which releases the
+                // turn. Rare: a guard fails only when another node sold the
+                // units meanwhile.
                 drop(turn);
                 for row in read_deals(&mut tx, &[deal_id], true).await? {
                     known.deals.insert(row.deal_id, row);

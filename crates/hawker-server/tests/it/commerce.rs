@@ -399,6 +399,74 @@ async fn attempts_sent_at_once_are_admitted_as_if_one_by_one() {
     );
 }
 
+/// One buyer sending one idempotency key to two deals at once: one purchase
+/// has the order, the other is refused `idempotency_key_reused`, whether the
+/// two reach the settlement in one batch or in two; nobody is answered with
+/// an order of the other deal.
+#[tokio::test]
+async fn one_key_sent_to_two_deals_at_once_gets_one_order_and_one_refusal() {
+    let redis = RedisServer::start();
+    let (a, _b, agency, session) = two_nodes(fast_deals(&redis)).await;
+    // Links #1 and #2.
+    lineup(&a, agency, session).await;
+    lineup(&a, agency, session).await;
+    let mut deals = Vec::new();
+    for link in [1, 2] {
+        deals.push(
+            create_deal(
+                &a,
+                agency,
+                session,
+                json!({"link_number": link, "price_minor": 500, "quantity": 1000,
+                "per_buyer_cap": 5, "duration_secs": 60}),
+            )
+            .await,
+        );
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(200)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let attempts: Vec<(String, String)> = (0..40)
+        .flat_map(|i| deals.iter().map(move |deal| (format!("twice{i}"), deal.clone())))
+        .collect();
+    let answers = join_all(attempts.into_iter().map(|(buyer, deal)| {
+        let (http, token, addr) = (http.clone(), a.token(&buyer, Role::Viewer), a.addr);
+        async move {
+            (
+                buyer,
+                deal.clone(),
+                buy_with(&http, addr, &token, &deal, "one", 1).await,
+            )
+        }
+    }))
+    .await;
+    let mut by_buyer: HashMap<String, Vec<(u16, String)>> = HashMap::new();
+    for (buyer, deal, (status, body)) in answers {
+        if status == 201 {
+            assert_eq!(
+                body["deal_id"].as_str(),
+                Some(deal.as_str()),
+                "{buyer}: a 201 carries an order of the deal bought: {body}"
+            );
+            by_buyer.entry(buyer).or_default().push((status, String::new()));
+        } else {
+            assert_eq!(status, 409, "{buyer}: {body}");
+            let code = body["error"].as_str().unwrap_or("").to_string();
+            by_buyer.entry(buyer).or_default().push((status, code));
+        }
+    }
+    for (buyer, mut outcomes) in by_buyer {
+        outcomes.sort();
+        assert_eq!(
+            outcomes,
+            [(201, String::new()), (409, "idempotency_key_reused".to_string())],
+            "{buyer}"
+        );
+    }
+}
+
 /// The settlement decides a batch as if its buyers held nothing (the gate
 /// counts units per buyer) and lets the guarded upsert of `deal_buyer`
 /// check the sum. When the gate has lost a buyer's count, that check finds
