@@ -132,13 +132,12 @@ impl SettleHealth {
         }
     }
 
-    /// Batch `batch` has finished (or waits for its turn).
-    fn commit_ended(&self, batch: u64) {
-        if let Ok(mut running) = self.committing_since.lock() {
-            if let Some(i) = running.iter().position(|(b, _)| *b == batch) {
-                running.swap_remove(i);
-            }
-        }
+    /// Batch `batch` has finished (or waits for its turn); returns since when
+    /// it was committing.
+    fn commit_ended(&self, batch: u64) -> Option<i64> {
+        let mut running = self.committing_since.lock().ok()?;
+        let i = running.iter().position(|(b, _)| *b == batch)?;
+        Some(running.swap_remove(i).1)
     }
 
     fn oldest_commit(&self) -> Option<i64> {
@@ -179,30 +178,23 @@ impl SettleHealth {
 struct Running<'a> {
     health: &'a SettleHealth,
     batch: u64,
-    /// When it began, moved later by the time it waited for its turn.
-    since: AtomicI64,
 }
 
 impl<'a> Running<'a> {
     fn start(health: &'a SettleHealth) -> Running<'a> {
         let batch = health.batches.fetch_add(1, Ordering::Relaxed);
-        let since = now_ms();
-        health.commit_started(batch, since);
-        Running {
-            health,
-            batch,
-            since: AtomicI64::new(since),
-        }
+        health.commit_started(batch, now_ms());
+        Running { health, batch }
     }
 
-    /// Waits for the node's turn at the deal rows, not counted meanwhile.
+    /// Waits for the node's turn at the deal rows, not counted meanwhile:
+    /// its start moves later by the wait.
     async fn take_turn<'t>(&self, turn: &'t Turn) -> tokio::sync::MutexGuard<'t, ()> {
         let waiting_since = now_ms();
-        self.health.commit_ended(self.batch);
+        let since = self.health.commit_ended(self.batch).unwrap_or(waiting_since);
         let guard = turn.0.lock().await;
-        let waited = now_ms() - waiting_since;
-        let since = self.since.fetch_add(waited, Ordering::Relaxed) + waited;
-        self.health.commit_started(self.batch, since);
+        self.health
+            .commit_started(self.batch, since + (now_ms() - waiting_since));
         guard
     }
 }
@@ -343,13 +335,14 @@ impl SettleTask {
             let mut batch: Vec<(SettleRequest, Reply)> = Vec::with_capacity(self.batch_max.min(1024));
             batch.push(first);
             let deadline = tokio::time::Instant::now() + self.window;
-            while batch.len() < self.batch_max {
-                match self.rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                        Ok(Some(item)) => batch.push(item),
-                        _ => break,
-                    },
+            loop {
+                self.take_queued(&mut batch);
+                if batch.len() >= self.batch_max {
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(Some(item)) => batch.push(item),
+                    _ => break,
                 }
             }
             if beside && batch.len() < self.parallel_min {
@@ -357,20 +350,14 @@ impl SettleTask {
                 // one (each costs Postgres its fixed part): wait until it
                 // is done, taking what queues meanwhile.
                 drop(slot);
-                let Ok(all) = slots.clone().acquire_many_owned(self.parallel as u32).await else {
+                let Ok(mut all) = slots.clone().acquire_many_owned(self.parallel as u32).await else {
                     break;
                 };
-                drop(all);
-                let Ok(one) = slots.clone().acquire_owned().await else {
-                    break;
+                slot = match all.split(1) {
+                    Some(one) => one,
+                    None => all,
                 };
-                slot = one;
-                while batch.len() < self.batch_max {
-                    match self.rx.try_recv() {
-                        Ok(item) => batch.push(item),
-                        Err(_) => break,
-                    }
-                }
+                self.take_queued(&mut batch);
             }
             let committer = self.committer.clone();
             running.spawn(async move {
@@ -390,6 +377,18 @@ impl SettleTask {
             while running.try_join_next().is_some() {}
         }
         while running.join_next().await.is_some() {}
+    }
+}
+
+impl SettleTask {
+    /// Adds to `batch` what is already queued, up to `batch_max`.
+    fn take_queued(&mut self, batch: &mut Vec<(SettleRequest, Reply)>) {
+        while batch.len() < self.batch_max {
+            match self.rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
     }
 }
 

@@ -249,6 +249,15 @@ async fn readiness_during(http: &reqwest::Client, url: String, window: Duration)
     statuses
 }
 
+/// A node in the test on `db` and `redis`, with a session selling
+/// [`big_deal`]; returns the node and the deal.
+async fn app_with_big_deal(db: &str, redis: &RedisServer) -> (crate::support::TestApp, String) {
+    let app = spawn_app_with(with_redis(db, redis)).await;
+    let (agency, session) = session_with_lineup(&app).await;
+    let deal = create_deal(&app, agency, session, big_deal()).await;
+    (app, deal)
+}
+
 fn with_redis(db: &str, redis: &RedisServer) -> hawker_server::config::Settings {
     settings_with(&[
         ("HAWKER__DATABASE__URL", db),
@@ -262,9 +271,7 @@ fn with_redis(db: &str, redis: &RedisServer) -> hawker_server::config::Settings 
 async fn a_node_frozen_while_holding_the_deal_row_does_not_stop_the_other() {
     let redis = RedisServer::start();
     let db = test_database_url();
-    let healthy = spawn_app_with(with_redis(&db, &redis)).await;
-    let (agency, session) = session_with_lineup(&healthy).await;
-    let deal = create_deal(&healthy, agency, session, big_deal()).await;
+    let (healthy, deal) = app_with_big_deal(&db, &redis).await;
     // The sick node holds its deal rows 600 ms per batch: a freeze lands
     // there. It commits two batches at once, of two purchases at most, so
     // that a second batch is mostly under way when it freezes: that one
@@ -357,9 +364,7 @@ async fn node_sessions(db: &sqlx::PgPool) -> (i64, i64, i64) {
 async fn a_nodes_parallel_batches_write_at_once_and_take_the_deal_row_in_turn_inside_the_node() {
     let redis = RedisServer::start();
     let db = test_database_url();
-    let setup = spawn_app_with(with_redis(&db, &redis)).await;
-    let (agency, session) = session_with_lineup(&setup).await;
-    let deal = create_deal(&setup, agency, session, big_deal()).await;
+    let (setup, deal) = app_with_big_deal(&db, &redis).await;
     // Two batches at once, one purchase each; each holds the deal row 1.5 s.
     let (node, _) = hawker_node(
         &db,
@@ -421,9 +426,7 @@ async fn a_node_whose_postgres_path_is_blackholed_does_not_stop_the_other_and_is
     let name = format!("hawker_test_{}", Uuid::new_v4().simple());
     let direct = format!("postgres://postgres@127.0.0.1:5432/{name}");
     let proxied = format!("postgres://postgres@{}/{name}", proxy.addr);
-    let healthy = spawn_app_with(with_redis(&direct, &redis)).await;
-    let (agency, session) = session_with_lineup(&healthy).await;
-    let deal = create_deal(&healthy, agency, session, big_deal()).await;
+    let (healthy, deal) = app_with_big_deal(&direct, &redis).await;
     let (sick, sick_admin) = hawker_node(
         &proxied,
         &redis,
