@@ -30,11 +30,11 @@ use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
-use crate::commands::{self, Command, CommandError, CommerceCommands, Context, Rights, Turn};
+use crate::commands::{self, ClientCommand, Command, CommandError, CommerceCommands, Context, Rights, Turn};
 use crate::event::{now_ms, Frame, Publication};
 use crate::hub::{Hub, Member, SocketPermit};
 use crate::notices::router::Inbox;
-use crate::protocol::{self, close_code, ClientCommand};
+use crate::protocol::{self, close_code};
 use crate::rights::SessionRights;
 use crate::room::{ClientEntry, JoinOutcome, RoomHandle, RoomInput};
 use crate::send_queue::{CloseReason, SendQueue};
@@ -590,13 +590,15 @@ impl Reader {
             Ok(prepared) => prepared,
             Err(e) => return self.answer(e.frame(frame.id.as_deref())),
         };
+        let id = frame.id.map(std::borrow::Cow::into_owned);
+        let name = command.name();
         let turn = Turn::after(&mut self.last_turn);
         let hub = self.hub.clone();
         let room = self.room.clone();
         let commerce = self.commerce.clone();
         let session_rights = self.rights.clone();
         let running: Running = Box::pin(async move {
-            let id = frame.id.as_deref();
+            let id = id.as_deref();
             let ctx = Context {
                 hub: &hub,
                 room: &room,
@@ -611,12 +613,12 @@ impl Reader {
                 Ok(Ok(ack)) => protocol::ack(id, ack.into_data()),
                 Ok(Err(e)) => {
                     if let Some(inner) = e.internal() {
-                        tracing::error!(room = %room.id, user = %member.user, command = %frame.kind, error = ?inner, "socket command failed");
+                        tracing::error!(room = %room.id, user = %member.user, command = name, error = ?inner, "socket command failed");
                     }
                     e.frame(id)
                 }
                 Err(_) => {
-                    tracing::debug!(room = %room.id, user = %member.user, command = %frame.kind, "socket command timed out");
+                    tracing::debug!(room = %room.id, user = %member.user, command = name, "socket command timed out");
                     let e = CommandError::Unavailable(
                         "the command did not finish in time; its outcome is unknown".into(),
                     );
@@ -624,12 +626,31 @@ impl Reader {
                 }
             }
         });
-        unlocked(self.in_flight.get_or_insert_with(Default::default)).push_back(running);
+        self.run(running);
+    }
+
+    /// Runs a started command as far as it goes at once. One that finishes
+    /// there (a ping, a refusal the node answers from its own state, such as
+    /// a sold-out deal) is answered now, behind any still under way: no
+    /// place among the commands under way and no second turn of the read
+    /// loop. Any other joins those under way, which poll it again with the
+    /// loop's waker before the loop waits.
+    fn run(&mut self, mut running: Running) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match running.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(frame) => self.answer(frame),
+            std::task::Poll::Pending => {
+                unlocked(self.in_flight.get_or_insert_with(Default::default)).push_back(running)
+            }
+        }
     }
 
     /// The command a frame asks for, with the rights it is carried out
     /// with and the sender as it acts.
-    async fn prepare(&mut self, frame: &ClientCommand) -> Result<(Command, Rights, Member), CommandError> {
+    async fn prepare(
+        &mut self,
+        frame: &ClientCommand<'_>,
+    ) -> Result<(Command, Rights, Member), CommandError> {
         // A host's right is never used on an answer older than `hub.host_recheck_secs`.
         let host = self.check_host(false).await;
         // A moderator appointed by `mod.grant` may moderate from the next

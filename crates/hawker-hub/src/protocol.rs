@@ -1,6 +1,6 @@
 //! The socket protocol's frames (see `docs/protocol.md`).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::store::Snapshot;
@@ -32,18 +32,6 @@ pub mod close_code {
     /// The room could not be joined within `hub.join_timeout_ms` (Redis
     /// slow or unreachable, or the node shutting down): retry later.
     pub const UNAVAILABLE: u16 = 4013;
-}
-
-/// A command frame from a client, `{"id": "r1", "type": "chat.send", "data": {...}}`,
-/// before its `type` and `data` are read into a [`crate::commands::Command`].
-#[derive(Debug, Deserialize)]
-pub struct ClientCommand {
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub data: Value,
 }
 
 #[derive(Serialize)]

@@ -143,9 +143,13 @@ impl GroupJoin {
             }
         };
         let invite = match data.get("invite")? {
-            None | Some(Value::Null) => None,
-            Some(Value::String(code)) => Some(code.clone()),
-            Some(_) => return Err(CommandError::bad("`invite` must be a string")),
+            None => None,
+            Some(value) => Some(
+                value
+                    .as_str()
+                    .ok_or_else(|| CommandError::bad("`invite` must be a string"))?
+                    .to_string(),
+            ),
         };
         Ok(GroupJoin {
             group_buy_id,

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::{Ack, CommandError, Context, Fields};
+use super::{Ack, CommandError, Context, Field, Fields};
 use crate::event::{now_ms, Publication};
 
 /// Host texts are 1 to this many characters.
@@ -52,7 +52,7 @@ impl Pin {
     pub(crate) fn parse(data: Fields<'_>) -> Result<Pin, CommandError> {
         let item = data
             .get("item")?
-            .filter(|v| v.is_object())
+            .and_then(Field::object)
             .ok_or_else(|| CommandError::bad("`item` must be an object"))?;
         if item.to_string().len() > PIN_MAX_BYTES {
             return Err(CommandError::bad(format!(

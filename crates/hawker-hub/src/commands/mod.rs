@@ -20,11 +20,17 @@
 pub mod chat;
 pub mod commerce;
 mod error;
+mod fields;
 pub mod host;
 pub mod moderation;
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::{json, Value};
-use uuid::Uuid;
+
+pub use fields::Data;
+pub(crate) use fields::{Field, Fields};
 
 pub use commerce::{
     Bid, BidReply, Buy, BuyReply, Claim, ClaimReply, CommandContext, CommentOrder, CommerceCommands,
@@ -35,10 +41,23 @@ pub use error::CommandError;
 use crate::config::HubConfig;
 use crate::event::{now_ms, Publication};
 use crate::hub::{Hub, Member};
-use crate::protocol::ClientCommand;
 use crate::rights::SessionRights;
 use crate::room::RoomHandle;
 use crate::store::ModChange;
+
+/// A command frame from a client, `{"id": "r1", "type": "chat.send", "data": {...}}`,
+/// before its `type` and `data` are read into a [`Command`].
+/// Read in one pass without copying: strings borrow the frame's text
+/// unless they have escapes ([`Data`]).
+#[derive(Debug, Deserialize)]
+pub struct ClientCommand<'a> {
+    #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub data: Data<'a>,
+}
 
 /// Every command `type` a client may send, in the order of
 /// `docs/protocol.md`. [`Command::parse`] refuses any other `type` as
@@ -156,7 +175,7 @@ impl Rights {
 }
 
 /// Reads a text frame's envelope, `{"id"?, "type", "data"?}`.
-pub fn read_frame(text: &str, max_frame_bytes: usize) -> Result<ClientCommand, CommandError> {
+pub fn read_frame(text: &str, max_frame_bytes: usize) -> Result<ClientCommand<'_>, CommandError> {
     if text.len() > max_frame_bytes {
         return Err(CommandError::FrameTooLarge {
             max_bytes: max_frame_bytes,
@@ -171,7 +190,7 @@ impl Command {
     /// command hears `forbidden` whatever its fields.
     pub fn parse(
         kind: &str,
-        data: &Value,
+        data: &Data<'_>,
         rights: Rights,
         config: &HubConfig,
     ) -> Result<Command, CommandError> {
@@ -179,7 +198,7 @@ impl Command {
         if !COMMAND_TYPES.contains(&kind) {
             return Err(CommandError::UnknownCommand(kind.to_string()));
         }
-        let data = Fields(data);
+        let data = data.fields();
         Ok(match kind {
             "ping" => Command::Ping,
             "chat.send" => Command::Chat(chat::Chat::parse(data, config.chat_max_chars)?),
@@ -467,133 +486,6 @@ impl Drop for Turn {
             }
         }
     }
-}
-
-/// A command's `data`, read field by field with the documented rules:
-/// `data` is an object (or absent); a field that is absent or `null` takes
-/// its documented default (or is refused as missing); a field of the wrong
-/// JSON type is refused (`bad_command`), never coerced or defaulted.
-#[derive(Clone, Copy)]
-pub(crate) struct Fields<'a>(&'a Value);
-
-impl<'a> Fields<'a> {
-    /// The field's value; `None` when absent or `null`.
-    fn get(self, field: &str) -> Result<Option<&'a Value>, CommandError> {
-        match self.0 {
-            Value::Object(map) => Ok(map.get(field).filter(|v| !v.is_null())),
-            Value::Null => Ok(None),
-            _ => Err(CommandError::bad("`data` must be an object")),
-        }
-    }
-
-    /// A field that must be present.
-    fn required(self, field: &str) -> Result<&'a Value, CommandError> {
-        self.get(field)?
-            .ok_or_else(|| CommandError::bad(format!("`{field}` is required")))
-    }
-
-    /// A string field, required.
-    fn string(self, field: &str) -> Result<&'a str, CommandError> {
-        self.required(field)?
-            .as_str()
-            .ok_or_else(|| CommandError::bad(format!("`{field}` must be a string")))
-    }
-
-    /// A text, trimmed: 1 to `max_chars` characters (Unicode scalar values).
-    fn text(self, field: &'static str, max_chars: usize) -> Result<String, CommandError> {
-        let text = match self.get(field)? {
-            None => "",
-            Some(value) => value
-                .as_str()
-                .ok_or_else(|| CommandError::bad(format!("`{field}` must be a non-empty string")))?
-                .trim(),
-        };
-        if text.is_empty() {
-            return Err(CommandError::bad(format!("`{field}` must be a non-empty string")));
-        }
-        if text.chars().count() > max_chars {
-            return Err(CommandError::TooLong { field, max_chars });
-        }
-        // What others read must read as what it is: no control characters
-        // (line breaks included), bidi overrides or zero-width characters.
-        if let Some(c) = hawker_core::text::hidden_char(text, false) {
-            return Err(CommandError::bad(format!(
-                "`{field}` may not contain control, bidi or zero-width characters (found U+{:04X})",
-                c as u32
-            )));
-        }
-        Ok(text.to_string())
-    }
-
-    /// An integer field (a JSON number without a fractional part: `2` or
-    /// `2.0`, never `"2"`, `2.5` or `true`); `None` when absent or `null`.
-    fn integer(self, field: &str) -> Result<Option<i128>, CommandError> {
-        let Some(value) = self.get(field)? else {
-            return Ok(None);
-        };
-        integer(value)
-            .map(Some)
-            .ok_or_else(|| CommandError::bad(format!("`{field}` must be an integer")))
-    }
-
-    /// An integer in `range`, or `default` when absent or `null`.
-    fn integer_in(
-        self,
-        field: &str,
-        range: std::ops::RangeInclusive<u64>,
-        default: Option<u64>,
-    ) -> Result<u64, CommandError> {
-        let out_of_range = || {
-            CommandError::bad(format!(
-                "`{field}` must be an integer from {} to {}",
-                range.start(),
-                range.end()
-            ))
-        };
-        match self.integer(field)? {
-            None => default.ok_or_else(|| CommandError::bad(format!("`{field}` is required"))),
-            Some(n) => u64::try_from(n)
-                .ok()
-                .filter(|n| range.contains(n))
-                .ok_or_else(out_of_range),
-        }
-    }
-
-    /// The target of a moderation command: a user id of 1 to 64 bytes.
-    fn user(self) -> Result<String, CommandError> {
-        match self.get("user")?.and_then(Value::as_str) {
-            Some(user) if !user.is_empty() && user.len() <= 64 => Ok(user.to_string()),
-            _ => Err(CommandError::bad("`user` must be a user id")),
-        }
-    }
-
-    fn uuid(self, field: &'static str) -> Result<Uuid, CommandError> {
-        self.get(field)?
-            .and_then(Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| CommandError::bad(format!("`{field}` must be a UUID")))
-    }
-
-    /// A UUID, or `None` when absent or `null`.
-    fn optional_uuid(self, field: &'static str) -> Result<Option<Uuid>, CommandError> {
-        match self.get(field)? {
-            None => Ok(None),
-            Some(_) => self.uuid(field).map(Some),
-        }
-    }
-}
-
-/// The integer a JSON number stands for, if it has no fractional part.
-fn integer(value: &Value) -> Option<i128> {
-    if let Some(n) = value.as_i64() {
-        return Some(n.into());
-    }
-    if let Some(n) = value.as_u64() {
-        return Some(n.into());
-    }
-    let f = value.as_f64()?;
-    // Beyond 2^63 an integral float is out of every range anyway.
-    (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i128)
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 //! and, in the same step, the change to the room's moderation hash, which
 //! every node applies as the event passes (`crate::moderation`).
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{Ack, CommandError, Context, Fields};
+use super::{Ack, CommandError, Context, Field, Fields};
 use crate::event::{now_ms, Publication};
 use crate::hub::PublishError;
 use crate::store::ModChange;
@@ -165,7 +165,7 @@ impl BlockedWords {
     pub(crate) fn parse(data: Fields<'_>) -> Result<BlockedWords, CommandError> {
         let list = data
             .get("words")?
-            .and_then(Value::as_array)
+            .and_then(Field::list)
             .ok_or_else(|| CommandError::bad("`words` must be a list"))?;
         let words: Option<Vec<String>> = list
             .iter()
