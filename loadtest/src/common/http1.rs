@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use memchr::memmem;
+
+/// Built once: `memmem::find` builds its searcher on every call.
+static HEAD_END: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -104,7 +108,7 @@ impl Conn {
         stream.write_all(request).await.context("write")?;
         let mut filled = 0usize;
         let head_end = loop {
-            if let Some(at) = memmem::find(&self.buf[..filled], b"\r\n\r\n") {
+            if let Some(at) = HEAD_END.find(&self.buf[..filled]) {
                 break at + 4;
             }
             if filled == self.buf.len() {
@@ -169,10 +173,35 @@ fn parse_head(head: &[u8]) -> anyhow::Result<(u16, usize, bool)> {
 
 /// The string value of `"field":"…"` in a flat JSON body, without building JSON.
 pub fn string_field<'a>(body: &'a [u8], field: &str) -> Option<&'a str> {
-    let needle = format!("\"{field}\":\"");
-    let start = memmem::find(body, needle.as_bytes())? + needle.len();
-    let len = memchr::memchr(b'"', &body[start..])?;
-    std::str::from_utf8(&body[start..start + len]).ok()
+    string_fields(body, field).next()
+}
+
+/// Whether `body` has `"field":"value"` anywhere.
+pub fn has_string_field(body: &[u8], field: &str, value: &str) -> bool {
+    string_fields(body, field).any(|v| v == value)
+}
+
+/// Each `"field":"…"` of `body`, in order. No allocation and no searcher
+/// to build: the bodies are short and this runs once or more per answer.
+fn string_fields<'a, 'f>(body: &'a [u8], field: &'f str) -> impl Iterator<Item = &'a str> + use<'a, 'f> {
+    let field = field.as_bytes();
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        while let Some(quote) = memchr::memchr(b'"', body.get(from..)?) {
+            let name = from + quote + 1;
+            from = name;
+            let rest = &body[name..];
+            if rest.starts_with(field) && rest[field.len()..].starts_with(b"\":\"") {
+                let value = name + field.len() + 3;
+                let len = memchr::memchr(b'"', &body[value..])?;
+                from = value + len + 1;
+                if let Ok(text) = std::str::from_utf8(&body[value..value + len]) {
+                    return Some(text);
+                }
+            }
+        }
+        None
+    })
 }
 
 #[cfg(test)]
@@ -194,5 +223,15 @@ mod tests {
         let body = br#"{"error":"sold_out","message":"the deal is sold out"}"#;
         assert_eq!(string_field(body, "error"), Some("sold_out"));
         assert_eq!(string_field(body, "order_id"), None);
+        // A name that ends another (`deal_id`), a value that looks like a
+        // field, and the second of two occurrences.
+        let body = br#"{"data":{"deal_id":"d","note":"\"id\":\"x\""},"id":"7","id":"8","type":"ack"}"#;
+        assert_eq!(string_field(body, "id"), Some("7"));
+        assert!(has_string_field(body, "id", "8"));
+        assert!(!has_string_field(body, "id", "d"));
+        assert!(!has_string_field(body, "id", "x"));
+        assert_eq!(string_field(body, "type"), Some("ack"));
+        assert_eq!(string_field(br#"{"id":"#, "id"), None);
+        assert_eq!(string_field(br#"{"id":"unterminated"#, "id"), None);
     }
 }

@@ -85,11 +85,16 @@ pub struct Greeting {
     pub offset: u64,
 }
 
-/// Client side buffers: small, as a phone's would be, so 10,000 sockets in
-/// one process stay cheap.
-fn client_config() -> WebSocketConfig {
+/// The read buffer of a viewer's socket: room events come in batches.
+pub const VIEWER_READ_BUFFER: usize = 16 * 1024;
+
+/// Client side buffers: small, so 10,000 sockets in one process stay cheap.
+/// tungstenite zeroes the free part of the read buffer before each read, so
+/// a socket that reads one small answer at a time (a buyer's) is given a
+/// small one; a larger frame grows it.
+fn client_config(read_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(0)
         .max_message_size(Some(1 << 20))
         .max_frame_size(Some(1 << 20))
@@ -104,6 +109,18 @@ pub async fn open(
     resume: Option<(&str, u64)>,
     timeout: Duration,
 ) -> anyhow::Result<(Ws, Greeting)> {
+    open_with_buffer(node, session, token, resume, timeout, VIEWER_READ_BUFFER).await
+}
+
+/// [`open`] with a read buffer of `read_buffer` bytes.
+pub async fn open_with_buffer(
+    node: &Node,
+    session: Uuid,
+    token: &str,
+    resume: Option<(&str, u64)>,
+    timeout: Duration,
+    read_buffer: usize,
+) -> anyhow::Result<(Ws, Greeting)> {
     let resume = resume
         .map(|(epoch, offset)| format!("&resume={epoch}:{offset}"))
         .unwrap_or_default();
@@ -116,20 +133,21 @@ pub async fn open(
             .await
             .with_context(|| format!("connecting to {}", node.addr))?;
         tcp.set_nodelay(true)?;
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(client_config()))
-            .await
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(response) => {
-                    let body = response
-                        .body()
-                        .as_deref()
-                        .map(String::from_utf8_lossy)
-                        .unwrap_or_default()
-                        .into_owned();
-                    anyhow!("refused with HTTP {}: {body}", response.status())
-                }
-                other => anyhow!("websocket handshake: {other}"),
-            })?;
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(url, tcp, Some(client_config(read_buffer)))
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(response) => {
+                        let body = response
+                            .body()
+                            .as_deref()
+                            .map(String::from_utf8_lossy)
+                            .unwrap_or_default()
+                            .into_owned();
+                        anyhow!("refused with HTTP {}: {body}", response.status())
+                    }
+                    other => anyhow!("websocket handshake: {other}"),
+                })?;
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) => {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::deals::{deal_of_connection, Target};
 use crate::common::clock;
-use crate::common::http1::{string_field, Conn};
+use crate::common::http1::{has_string_field, string_field, Conn};
 use crate::common::stats::histogram;
 use crate::common::ws::{self, Node};
 
@@ -506,12 +506,14 @@ async fn socket_connection(
     };
     let connecting = CONNECTS.with(|c| c.clone());
     let permit = connecting.acquire().await;
-    let opened = ws::open(
+    // A buyer reads one short answer at a time.
+    let opened = ws::open_with_buffer(
         &node,
         lane.target.session,
         &config.tokens[buyer as usize],
         None,
         Duration::from_secs(10),
+        2048,
     )
     .await;
     drop(permit);
@@ -538,12 +540,11 @@ async fn socket_connection(
         config.progress.sent.fetch_add(1, Ordering::Relaxed);
         let exchange = async {
             socket.send(Message::text(command)).await?;
-            let id_mark = format!("\"id\":\"{id}\"");
             loop {
                 match socket.next().await {
                     Some(Ok(Message::Text(text))) => {
                         let bytes = text.as_bytes();
-                        if memchr::memmem::find(bytes, id_mark.as_bytes()).is_none() {
+                        if !has_string_field(bytes, "id", &id) {
                             continue; // a room event (stock, presence, …)
                         }
                         return anyhow::Ok(
