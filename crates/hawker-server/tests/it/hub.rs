@@ -135,6 +135,48 @@ async fn host_sends_300_without_waiting(options: NodeOptions) {
     );
 }
 
+/// Commands the node answers at once (a `ping`, a refusal) sent between
+/// ones that wait for Redis (`host.message`), without waiting: each answer
+/// still comes in the order sent. (An answer ready at once is queued
+/// behind those under way, never written ahead of them.)
+#[tokio::test]
+async fn answers_ready_at_once_wait_behind_the_commands_sent_before_them() {
+    let (a, _b, agency, session) = two_nodes(NodeOptions::default()).await;
+    let mut host = join(a.addr, session, &a.agency_token(agency)).await;
+    let mut sent = Vec::new();
+    for i in 0..100 {
+        let kind = match i % 3 {
+            0 => "host.message",
+            1 => "ping",
+            _ => "like",
+        };
+        let data = match kind {
+            "host.message" => json!({ "text": format!("m{i}") }),
+            // Refused at once: a count out of range.
+            "like" => json!({ "count": 1000 }),
+            _ => json!({}),
+        };
+        sent.push((host.send(kind, data).await, kind));
+    }
+    for (id, kind) in &sent {
+        let reply = host
+            .until("an answer", Duration::from_secs(30), |f| {
+                f["type"] == "ack" || f["type"] == "error"
+            })
+            .await;
+        assert_eq!(
+            reply["id"],
+            id.as_str(),
+            "answers come in the order sent: {reply}"
+        );
+        match *kind {
+            "host.message" => assert!(reply["data"]["offset"].is_u64(), "{reply}"),
+            "ping" => assert!(reply["data"]["pong"].is_i64(), "{reply}"),
+            _ => assert_eq!(reply["code"], "bad_command", "{reply}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_host_message_reaches_1000_viewers_spread_over_two_nodes() {
     let (a, b, agency, session) = two_nodes(NodeOptions::default()).await;
