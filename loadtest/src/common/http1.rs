@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use memchr::memmem;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Built once: `memmem::find` builds its searcher on every call.
 static HEAD_END: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// One keep-alive connection.
 pub struct Conn {

@@ -62,12 +62,12 @@ local any_offer = redis.call('EXISTS', KEYS[6]) == 1
 -- The attempts' keys, and while the deal sells their buyers' units, read in
 -- one command each (at most 256 attempts a call): a command per attempt was
 -- a third of the script's time.
-local fields, buyers = {}, {}
+local asked, buyers = {}, {}
 for i = 2, #ARGV, 4 do
   buyers[#buyers + 1] = ARGV[i]
-  fields[#fields + 1] = ARGV[i + 2]
+  asked[#asked + 1] = ARGV[i + 2]
 end
-local stored = redis.call('HMGET', KEYS[4], unpack(fields))
+local stored = redis.call('HMGET', KEYS[4], unpack(asked))
 local read = {}
 if m[2] ~= 'ended' then
   local got = redis.call('HMGET', KEYS[3], unpack(buyers))

@@ -378,9 +378,7 @@ impl SettleTask {
         }
         while running.join_next().await.is_some() {}
     }
-}
 
-impl SettleTask {
     /// Adds to `batch` what is already queued, up to `batch_max`.
     fn take_queued(&mut self, batch: &mut Vec<(SettleRequest, Reply)>) {
         while batch.len() < self.batch_max {

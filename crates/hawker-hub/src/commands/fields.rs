@@ -238,10 +238,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
                 Ok(Data::default())
             }
 
-            fn visit_none<E>(self) -> Result<Data<'a>, E> {
-                Ok(Data::default())
-            }
-
             fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Data<'a>, S::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Data(None))
@@ -282,10 +278,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Val<'a> {
             }
 
             fn visit_unit<E>(self) -> Result<Val<'a>, E> {
-                Ok(Val::Null)
-            }
-
-            fn visit_none<E>(self) -> Result<Val<'a>, E> {
                 Ok(Val::Null)
             }
 

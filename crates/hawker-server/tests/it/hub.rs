@@ -104,11 +104,7 @@ async fn host_sends_300_without_waiting(options: NodeOptions) {
     }
     let mut last = 0;
     for id in &ids {
-        let reply = host
-            .until("an answer", Duration::from_secs(30), |f| {
-                f["type"] == "ack" || f["type"] == "error"
-            })
-            .await;
+        let reply = next_answer(&mut host).await;
         assert_eq!(
             reply["id"],
             id.as_str(),
@@ -159,11 +155,7 @@ async fn answers_ready_at_once_wait_behind_the_commands_sent_before_them() {
         sent.push((host.send(kind, data).await, kind));
     }
     for (id, kind) in &sent {
-        let reply = host
-            .until("an answer", Duration::from_secs(30), |f| {
-                f["type"] == "ack" || f["type"] == "error"
-            })
-            .await;
+        let reply = next_answer(&mut host).await;
         assert_eq!(
             reply["id"],
             id.as_str(),
@@ -175,6 +167,14 @@ async fn answers_ready_at_once_wait_behind_the_commands_sent_before_them() {
             _ => assert_eq!(reply["code"], "bad_command", "{reply}"),
         }
     }
+}
+
+/// The socket's next `ack` or `error` (room events in between are skipped).
+async fn next_answer(ws: &mut Ws) -> Value {
+    ws.until("an answer", Duration::from_secs(30), |f| {
+        f["type"] == "ack" || f["type"] == "error"
+    })
+    .await
 }
 
 #[tokio::test]
