@@ -997,3 +997,86 @@ async fn a_node_refuses_a_sold_out_deal_from_its_own_copy_and_still_replays_a_re
     let pg = deal_in_postgres(&a.db, &deal).await;
     assert_eq!((pg.0, pg.1, pg.3.len()), (2, 2, 1));
 }
+
+/// The scheduler's "anything due?" check reads the order table's partial
+/// indexes whatever the statistics say. A table of old orders (long expired
+/// and cancelled) with a live deal's pending ones (expiring in minutes) makes
+/// Postgres overestimate `status = 'pending_payment' and expires_at <= now()`;
+/// an `exists` over it was then planned as a scan of the whole table, which
+/// finds nothing and ran every tick (0.6 s on 6 million orders).
+#[tokio::test]
+async fn the_schedulers_due_check_reads_indexes_when_old_orders_skew_the_statistics() {
+    let app = spawn_app_with(settings_with(&[])).await;
+    let (agency, session) = session_with_lineup(&app).await;
+    let deal = create_deal(&app, agency, session, stampede_deal()).await;
+    let deal = Uuid::parse_str(&deal).unwrap();
+    for (count, status, buyer, created, expires, cancelled) in [
+        (
+            30_000,
+            "cancelled",
+            "old-",
+            "30 days",
+            "-29 days",
+            "now() - interval '29 days'",
+        ),
+        (
+            10_000,
+            "pending_payment",
+            "new-",
+            "0 seconds",
+            "10 minutes",
+            "null",
+        ),
+    ] {
+        sqlx::query(&format!(
+            "insert into customer_order (order_id, deal_id, session_id, lineup_item_id, sku_id, buyer_id, quantity,
+                                         unit_price_minor, discount_minor, amount_minor, currency, idempotency_key,
+                                         request_hash, created_at, expires_at, cancelled_at, status)
+             select gen_random_uuid(), d.deal_id, d.session_id, d.lineup_item_id, d.sku_id, '{buyer}' || g, 1,
+                    d.price_minor, 0, d.price_minor, d.currency, 'k-' || g, 'plan',
+                    now() - interval '{created}', now() + interval '{expires}', {cancelled}, '{status}'
+               from generate_series(1, {count}) as g, deal d where d.deal_id = $1"
+        ))
+        .bind(deal)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    sqlx::query("analyze customer_order")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let plan: Value = sqlx::query_scalar(&format!(
+        "explain (format json) {}",
+        hawker_commerce::scheduler::DUE_NOW_SQL
+    ))
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let scans = seq_scanned(&plan);
+    assert!(
+        !scans.iter().any(|t| t == "customer_order"),
+        "the due check scans the order table: {plan}"
+    );
+}
+
+/// The tables a plan (EXPLAIN's JSON) reads with a sequential scan.
+fn seq_scanned(plan: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![plan];
+    while let Some(node) = stack.pop() {
+        match node {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(fields) => {
+                if fields.get("Node Type").and_then(Value::as_str) == Some("Seq Scan") {
+                    if let Some(table) = fields.get("Relation Name").and_then(Value::as_str) {
+                        found.push(table.to_string());
+                    }
+                }
+                stack.extend(fields.values());
+            }
+            _ => {}
+        }
+    }
+    found
+}
