@@ -645,16 +645,23 @@ mod tests {
     }
 
     /// Whether a room opened from the hub's own runtime adds a task there.
+    /// Counted from a task on the runtime's one worker, with no await
+    /// between the two counts: no other task of the runtime (the hubs'
+    /// own, ending after their shutdown) can start or end in between. (The
+    /// test's body runs beside the worker, not on it.)
     async fn room_runs_on_the_callers_runtime(config: HubConfig) -> bool {
-        let shutdown = CancellationToken::new();
-        let hub = hub_with(config, &shutdown);
-        let main = tokio::runtime::Handle::current().metrics();
-        let before = main.num_alive_tasks();
-        hub.send_to_room(Uuid::new_v4(), RoomInput::Ping { n: 0, of: 1 });
-        assert_eq!(hub.rooms(), 1);
-        let here = main.num_alive_tasks() == before + 1;
-        shutdown.cancel();
-        here
+        let counted = tokio::spawn(async move {
+            let shutdown = CancellationToken::new();
+            let hub = hub_with(config, &shutdown);
+            let main = tokio::runtime::Handle::current().metrics();
+            let before = main.num_alive_tasks();
+            hub.send_to_room(Uuid::new_v4(), RoomInput::Ping { n: 0, of: 1 });
+            assert_eq!(hub.rooms(), 1);
+            let here = main.num_alive_tasks() == before + 1;
+            shutdown.cancel();
+            here
+        });
+        counted.await.expect("the counting task")
     }
 
     /// With `hub.command_thread` every room runs on that thread, whoever
