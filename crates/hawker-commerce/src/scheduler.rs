@@ -95,7 +95,7 @@ impl DueNow {
 }
 
 /// Asks, in one round trip, whether each handler of the tick has anything to
-/// do. Each `exists` covers at least the rows its handler would claim (the
+/// do. Each check covers at least the rows its handler would claim (the
 /// same conditions) and reads the partial index that handler's query reads
 /// (`deal_due_idx`, `coupon_drop_due_idx`, `customer_order_expiry_idx`,
 /// `customer_order_refund_due_idx`, `deal_waitlist_held_idx` and
