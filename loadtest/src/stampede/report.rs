@@ -190,7 +190,10 @@ impl Report<'_> {
                     s.rejected_per_s,
                     "rejections/s",
                 ));
-                if let Some(lowest) = self.lowest_full_second(s.window_s, |c| c.rejected) {
+                // Whole seconds of the window (fewer if the attempts ran out
+                // sooner); answers after it are the tail.
+                let whole = self.plan.duration_s.min(s.window_s).floor() as u64;
+                if let Some(lowest) = lowest_second(&self.result.counts_by_second, whole, |c| c.rejected) {
                     let share = lowest as f64 / s.rejected_per_s.max(1e-3);
                     budgets.push(Budget {
                         name: "stable: the lowest whole second of the window against the mean",
@@ -204,15 +207,6 @@ impl Report<'_> {
             Mode::Rate => {}
         }
         budgets
-    }
-
-    /// The fewest answers of one kind in a whole second of the measured
-    /// window (the seconds `0..duration`, or fewer if the attempts ran out
-    /// sooner; answers after it are the tail); nothing if the window has no
-    /// whole second.
-    fn lowest_full_second(&self, window_s: f64, kind: impl Fn(&Counts) -> u64) -> Option<u64> {
-        let whole = self.plan.duration_s.min(window_s).floor() as u64;
-        lowest_second(&self.result.counts_by_second, whole, kind)
     }
 
     pub fn write(&self) -> anyhow::Result<()> {
