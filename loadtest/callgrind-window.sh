@@ -9,6 +9,9 @@
 #
 # BIN is a release `hawker`; the load tool is target/release/hawker-loadtest
 # (or $LOADTEST). Prints "Ir per delivery". Needs valgrind.
+# FANOUT_ARGS adds arguments to the load tool (many small rooms:
+# FANOUT_ARGS="--rooms 100 --chat-rate 500"); the window opens once the node
+# has written 2 × VIEWERS × RATE frames (or $START_AFTER).
 set -euo pipefail
 bin=${1:?hawker binary}
 viewers=${2:-200}
@@ -29,25 +32,31 @@ WRAP
 chmod +x "$wrapper"
 ulimit -n 20000
 "$loadtest" fanout --spawn 1 --hawker-bin "$wrapper" --config-dir "$config" --scenario callgrind-window \
-  --viewers "$viewers" --host-rate "$rate" --duration $((window + 10)) --settle-secs 2 > "$out/run.txt" 2>&1 &
+  --viewers "$viewers" --host-rate "$rate" ${FANOUT_ARGS:-} --duration $((window + 10)) --settle-secs 2 > "$out/run.txt" 2>&1 &
 run=$!
 delivered() { curl -s "$admin" | awk '$1 == "hawker_hub_events_out_total" { print $2 }'; }
+published() { curl -s "$admin" | awk '$1 == "hawker_hub_publications_total" { print $2 }'; }
 # Wait for the node, then for events to flow.
 for _ in $(seq 1 600); do
   n=$(delivered || true)
-  if [ -n "$n" ] && [ "${n%.*}" -gt $((viewers * rate * 2)) ]; then break; fi
+  if [ -n "$n" ] && [ "${n%.*}" -gt "${START_AFTER:-$((viewers * rate * 2))}" ]; then break; fi
   sleep 0.2
 done
 pid=$(pgrep -f "callgrind.*$bin serve" | head -1)
 callgrind_control -i on "$pid" > /dev/null 2>&1
 a=$(delivered)
+pa=$(published); pa=${pa:-0}
 sleep "$window"
 callgrind_control -i off "$pid" > /dev/null 2>&1
 b=$(delivered)
+pb=$(published); pb=${pb:-0}
 wait "$run" || true
 file=$(ls "$out"/callgrind.out.* | head -1)
 ir=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }')
 grep -E "^(deliveries|host lane)" "$out/run.txt" || true
 echo "window: $((${b%.*} - ${a%.*})) deliveries, $ir instructions"
 echo "Ir per delivery: $(( ir / (${b%.*} - ${a%.*}) ))"
+if [ "${pb%.*}" -gt "${pa%.*}" ]; then
+  echo "publications: $((${pb%.*} - ${pa%.*})); Ir per publication: $(( ir / (${pb%.*} - ${pa%.*}) ))"
+fi
 echo "callgrind file: $file"

@@ -28,6 +28,16 @@ pub enum Lane {
 }
 
 impl Lane {
+    /// Every lane, each at its own index (`lane as usize`).
+    pub const ALL: [Lane; 6] = [
+        Lane::Host,
+        Lane::Commerce,
+        Lane::Chat,
+        Lane::Ephemeral,
+        Lane::Internal,
+        Lane::Control,
+    ];
+
     /// The lane of an event type, by its name.
     pub fn of(event_type: &str) -> Lane {
         if event_type == "chat" {
@@ -212,6 +222,13 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn each_lane_sits_at_its_own_index_in_all() {
+        for (i, lane) in Lane::ALL.iter().enumerate() {
+            assert_eq!(*lane as usize, i, "{lane:?}");
+        }
+    }
 
     #[test]
     fn lanes_follow_the_event_type() {

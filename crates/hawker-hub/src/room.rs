@@ -433,7 +433,7 @@ impl<H: RoomHost> RoomTask<H> {
             self.session_ended();
         }
         let lane = Lane::of(header.event_type);
-        crate::metrics::event_in(lane.as_str());
+        crate::metrics::event_in(lane);
         if header.event_type.starts_with("moderation.") || header.event_type.starts_with("internal.") {
             let data: Value = header
                 .data

@@ -28,17 +28,21 @@ fn crc16(bytes: &[u8]) -> u16 {
     crc
 }
 
+/// Where `key`'s hash tag is, if it has a non-empty one: the bytes between
+/// the first `{` and the next `}`.
+fn tag_range(key: &[u8]) -> Option<std::ops::Range<usize>> {
+    let open = key.iter().position(|&b| b == b'{')?;
+    let len = key[open + 1..].iter().position(|&b| b == b'}')?;
+    (len > 0).then_some(open + 1..open + 1 + len)
+}
+
 /// The part of `key` that decides its slot: the hash tag if it has a
 /// non-empty one, otherwise the whole key.
 pub fn hashed_part(key: &[u8]) -> &[u8] {
-    if let Some(open) = key.iter().position(|&b| b == b'{') {
-        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
-            if len > 0 {
-                return &key[open + 1..open + 1 + len];
-            }
-        }
+    match tag_range(key) {
+        Some(tag) => &key[tag],
+        None => key,
     }
-    key
 }
 
 /// The cluster slot of `key`.
@@ -135,12 +139,21 @@ fn script_slot(
     let first = first.as_ref();
     let tag = hashed_part(first);
     let slot = crc16(tag) % SLOTS;
+    // `first` up to the end of its tag: a key that starts with these bytes
+    // has its first `{` and the next `}` at the same places, so the same
+    // tag. One comparison per key on the usual path (a room's keys), instead
+    // of two scans and a hash (~3,000 instructions per call, callgrind).
+    let through_tag = tag_range(first).map(|tag| tag.end + 1);
     for key in keys {
-        let other = hashed_part(key.as_ref());
+        let key = key.as_ref();
+        if through_tag.is_some_and(|end| key.get(..end) == first.get(..end)) {
+            continue;
+        }
+        let other = hashed_part(key);
         // The same tag is the same slot: no hashing on the usual path.
         if other != tag && crc16(other) % SLOTS != slot {
             let name = simple_args(cmd).next().unwrap_or_default();
-            return Err(cross_slot(&String::from_utf8_lossy(name), first, key.as_ref()));
+            return Err(cross_slot(&String::from_utf8_lossy(name), first, key));
         }
     }
     Ok(Some(slot))
@@ -195,6 +208,19 @@ mod tests {
             .arg("p:deal:{d1}:buyers")
             .arg("argv");
         assert_eq!(command_slot(&cmd).ok().flatten(), Some(key_slot(b"d1")));
+        // The same tag reached another way (a longer key, a tag at another
+        // place) is the same slot; so are untagged keys that are equal.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg("return 1")
+            .arg(4)
+            .arg("p:room:{r}:meta")
+            .arg("p:room:{r}")
+            .arg("other:{r}:x")
+            .arg("r");
+        assert_eq!(command_slot(&cmd).ok().flatten(), Some(key_slot(b"r")));
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg("return 1").arg(2).arg("plain").arg("plain");
+        assert_eq!(command_slot(&cmd).ok().flatten(), Some(key_slot(b"plain")));
     }
 
     #[test]
