@@ -25,6 +25,10 @@ impl Application {
     /// Binds both listeners (port 0 picks a free port) and prepares the
     /// state; applies migrations first when `database.auto_migrate` is set.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // The metrics recorder first: the hub looks its hottest handles up
+        // once (`hawker_hub::metrics`), and a handle taken before the
+        // recorder exists would count nothing for the process's life.
+        telemetry::metrics_handle();
         let settings = Arc::new(settings);
         let keys = Arc::new(settings.token_keys()?);
         let db = db::pool(&settings.database)?;
