@@ -40,22 +40,21 @@ impl RoomKeys {
 
     /// The channel a room's events are published on: `<prefix>:room:{<id>}`.
     pub fn channel(&self, room: Uuid) -> String {
-        let mut name = self.room_base(room, 0);
-        name.push('}');
-        name
+        self.room(room).channel
     }
 
-    /// `<prefix>:room:{<id>` with room for `extra` more bytes: built by
-    /// hand, since a publish names eight keys and `format!` of a `Uuid`
-    /// costs about 1,500 instructions each (callgrind, docs/benchmarks.md).
-    fn room_base(&self, room: Uuid, extra: usize) -> String {
+    /// One room's names, its id written once: a publish names eight of
+    /// them, and `format!` of a `Uuid` cost about 1,500 instructions each
+    /// (callgrind, docs/benchmarks.md).
+    pub fn room(&self, room: Uuid) -> RoomNames {
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let id = room.hyphenated().encode_lower(&mut id);
-        let mut name = String::with_capacity(self.prefix.len() + ":room:{".len() + id.len() + 2 + extra);
-        name.push_str(&self.prefix);
-        name.push_str(":room:{");
-        name.push_str(id);
-        name
+        let mut channel = String::with_capacity(self.prefix.len() + ":room:{}".len() + id.len());
+        channel.push_str(&self.prefix);
+        channel.push_str(":room:{");
+        channel.push_str(id);
+        channel.push('}');
+        RoomNames { channel }
     }
 
     /// The room id of a channel name, if it is one of this prefix's room channels.
@@ -88,20 +87,30 @@ impl RoomKeys {
 
     /// One of a room's keys: `<prefix>:room:{<id>}:<what>`.
     pub fn key(&self, room: Uuid, what: &str) -> String {
-        let mut name = self.room_base(room, what.len());
-        name.push_str("}:");
-        name.push_str(what);
-        name
+        self.room(room).key(&[what])
+    }
+}
+
+/// One room's channel and keys under a prefix ([`RoomKeys::room`]).
+#[derive(Debug, Clone)]
+pub struct RoomNames {
+    /// `<prefix>:room:{<id>}`, which every key of the room starts with.
+    channel: String,
+}
+
+impl RoomNames {
+    /// The room's channel.
+    pub fn channel(&self) -> String {
+        self.channel.clone()
     }
 
-    /// One of a room's keys whose last part has two pieces,
-    /// `<prefix>:room:{<id>}:<what><tail>` (a user's bucket:
-    /// `rate:chat:` and the user).
-    pub fn key2(&self, room: Uuid, what: &str, tail: &str) -> String {
-        let mut name = self.room_base(room, what.len() + tail.len());
-        name.push_str("}:");
-        name.push_str(what);
-        name.push_str(tail);
+    /// The room's key `<prefix>:room:{<id>}:<parts, joined as given>`.
+    pub fn key(&self, parts: &[&str]) -> String {
+        let len = self.channel.len() + 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut name = String::with_capacity(len);
+        name.push_str(&self.channel);
+        name.push(':');
+        parts.iter().for_each(|part| name.push_str(part));
         name
     }
 }
@@ -123,8 +132,10 @@ mod tests {
         assert_eq!(b.notices_channel(), "staging:notices");
         assert_eq!(b.key(room, "meta"), format!("staging:room:{{{room}}}:meta"));
         assert_eq!(b.channel(room), format!("staging:room:{{{room}}}"));
+        let names = b.room(room);
+        assert_eq!(names.channel(), b.channel(room));
         assert_eq!(
-            b.key2(room, "rate:chat:", "viewer-1"),
+            names.key(&["rate:", "chat", ":", "viewer-1"]),
             format!("staging:room:{{{room}}}:rate:chat:viewer-1")
         );
     }

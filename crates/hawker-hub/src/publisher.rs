@@ -29,7 +29,7 @@ use tokio::time::Instant;
 const MAX_BATCH: usize = 512;
 
 /// What the publish script answers; see `PUBLISH_LUA` in [`crate::store`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Published {
     pub epoch: String,
     /// 0 when nothing was published.

@@ -27,7 +27,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::event::{Publication, StateChange};
-use crate::keys::RoomKeys;
+use crate::keys::{RoomKeys, RoomNames};
 use crate::publisher::{Published, Publisher};
 use crate::ratelimit::{Kind, Limit, Outcome, Take};
 
@@ -436,21 +436,22 @@ impl RoomStore {
         // building the command (callgrind).
         let extra = 3 * (publication.state.len() + mod_changes.len());
         let mut command = redis::Cmd::with_capacity(24 + extra, 640 + tail.len());
+        let names = self.keys.room(room);
         command
             .arg("EVALSHA")
             .arg(self.publish.get_hash())
             .arg(if bucket.is_some() { 7 } else { 6 })
-            .arg(self.keys.key(room, "meta"))
-            .arg(self.keys.key(room, "stream"))
-            .arg(self.keys.key(room, "state"))
-            .arg(self.keys.key(room, "mod"))
-            .arg(self.keys.key(room, "dedupe"))
-            .arg(self.keys.key(room, "dedupe_log"));
+            .arg(names.key(&["meta"]))
+            .arg(names.key(&["stream"]))
+            .arg(names.key(&["state"]))
+            .arg(names.key(&["mod"]))
+            .arg(names.key(&["dedupe"]))
+            .arg(names.key(&["dedupe_log"]));
         if let Some(bucket) = bucket {
-            command.arg(self.bucket_key(room, bucket.kind, bucket.user));
+            command.arg(bucket_key(&names, bucket.kind, bucket.user));
         }
         command
-            .arg(self.keys.channel(room))
+            .arg(names.channel())
             .arg(new_epoch())
             .arg(self.history_len)
             .arg(self.ttl_secs)
@@ -484,15 +485,6 @@ impl RoomStore {
             };
         }
         Ok(command)
-    }
-
-    /// A user's token bucket of `kind` in `room`.
-    fn bucket_key(&self, room: Uuid, kind: Kind, user: &str) -> String {
-        let what = match kind {
-            Kind::Chat => "rate:chat:",
-            Kind::Like => "rate:like:",
-        };
-        self.keys.key2(room, what, user)
     }
 
     pub async fn snapshot(&self, room: Uuid) -> redis::RedisResult<Snapshot> {
@@ -645,7 +637,7 @@ impl RoomStore {
         let mut conn = self.redis.clone();
         let mut invocation = self.take.prepare_invoke();
         invocation
-            .key(self.bucket_key(room, kind, user))
+            .key(bucket_key(&self.keys.room(room), kind, user))
             .arg(limit.burst)
             .arg(limit.per_sec)
             .arg(take.cost)
@@ -724,8 +716,11 @@ pub(crate) struct TakenPublish {
     pub take: Option<(Outcome, f64)>,
 }
 
-/// A bucket's slow-mode interval and the time to live of its Redis copy
-/// (until full again, or past the slow-mode interval), in ms.
+/// A user's token bucket of `kind` in the room `names` names.
+fn bucket_key(names: &RoomNames, kind: Kind, user: &str) -> String {
+    names.key(&["rate:", kind.as_str(), ":", user])
+}
+
 /// The publish script's bucket argument: "burst per_sec cost partial
 /// slow_ms ttl_ms". Written with `ryu` and `itoa`: `format!` of the two
 /// floats cost ~3,000 instructions per chat line (callgrind).
@@ -743,6 +738,8 @@ fn bucket_spec(limit: Limit, take: Take) -> String {
     spec
 }
 
+/// A bucket's slow-mode interval and the time to live of its Redis copy
+/// (until full again, or past the slow-mode interval), in ms.
 fn bucket_times(limit: Limit, take: Take) -> (u64, u64) {
     let slow_ms = take.slow.as_millis() as u64;
     let ttl_ms = (limit.refill_time().as_millis() as u64).max(slow_ms) + 1000;
